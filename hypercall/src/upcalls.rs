@@ -1,0 +1,215 @@
+//! The upcall table: how the hypercall layer calls back into the kernel.
+//!
+//! A C kernel hands us `struct rumpuser_hyperup` through `rumpuser_init`;
+//! a Rust kernel implements [`Upcalls`] and calls [`init`]. Either way the
+//! rest of the layer sees one `&'static dyn Upcalls`.
+
+use std::ffi::{c_char, c_int, c_long, c_void, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use netbsd_abi::errno::{Errno, EINVAL};
+
+/// The interface version this layer implements.
+pub const RUMPUSER_VERSION: c_int = 17;
+
+/// `struct lwp *`: opaque to the hypercall layer.
+pub type LwpPtr = *mut c_void;
+
+/// The kernel's side of the hypercall interface (`struct rumpuser_hyperup`).
+///
+/// Pointers stay raw where the C interface passes kernel-owned memory the
+/// hypercall layer never dereferences (`lwp`, `interlock`, syscall args).
+pub trait Upcalls: Send + Sync {
+    /// Take a virtual CPU for the calling host thread.
+    fn schedule(&self);
+    /// Release the calling thread's virtual CPU.
+    fn unschedule(&self);
+    /// Release the virtual CPU before a blocking host operation. Returns the
+    /// number of kernel big locks that were held (to hand back to
+    /// [`Upcalls::backend_schedule`]). `interlock` is the hypercall mutex
+    /// being waited on, if any, else null.
+    fn backend_unschedule(&self, nlocks: c_int, interlock: *mut c_void) -> c_int;
+    /// Take a virtual CPU back after a blocking host operation.
+    fn backend_schedule(&self, nlocks: c_int, interlock: *mut c_void);
+    fn lwproc_switch(&self, l: LwpPtr);
+    fn lwproc_release(&self);
+    /// Create a new process for a sysproxy client; `client` is the opaque
+    /// handle the kernel passes back to `rumpuser_sp_copyin` and friends.
+    /// On success the new process's lwp is current. Returns an errno.
+    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int;
+    /// Make a new lwp in process `pid` current. Returns an errno.
+    fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int;
+    fn lwproc_curlwp(&self) -> LwpPtr;
+    /// Run system call `num` with NetBSD's argument block `args`; results in
+    /// `retval`. Returns a NetBSD errno.
+    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int;
+    fn lwpexit(&self);
+    fn execnotify(&self, comm: &CStr);
+    fn getpid(&self) -> libc::pid_t;
+}
+
+/// `struct rumpuser_hyperup`, exactly as in `rumpuser.h` (v17).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RumpuserHyperup {
+    pub hyp_schedule: Option<unsafe extern "C" fn()>,
+    pub hyp_unschedule: Option<unsafe extern "C" fn()>,
+    pub hyp_backend_unschedule: Option<unsafe extern "C" fn(c_int, *mut c_int, *mut c_void)>,
+    pub hyp_backend_schedule: Option<unsafe extern "C" fn(c_int, *mut c_void)>,
+    pub hyp_lwproc_switch: Option<unsafe extern "C" fn(LwpPtr)>,
+    pub hyp_lwproc_release: Option<unsafe extern "C" fn()>,
+    pub hyp_lwproc_rfork: Option<unsafe extern "C" fn(*mut c_void, c_int, *const c_char) -> c_int>,
+    pub hyp_lwproc_newlwp: Option<unsafe extern "C" fn(libc::pid_t) -> c_int>,
+    pub hyp_lwproc_curlwp: Option<unsafe extern "C" fn() -> LwpPtr>,
+    pub hyp_syscall: Option<unsafe extern "C" fn(c_int, *mut c_void, *mut c_long) -> c_int>,
+    pub hyp_lwpexit: Option<unsafe extern "C" fn()>,
+    pub hyp_execnotify: Option<unsafe extern "C" fn(*const c_char)>,
+    pub hyp_getpid: Option<unsafe extern "C" fn() -> libc::pid_t>,
+    pub hyp_extra: [*mut c_void; 8],
+}
+
+/// A C kernel's upcall table behind the Rust trait. A missing entry is a
+/// no-op (or `ENOSYS` where a value is expected), never a null call.
+struct CUpcalls(RumpuserHyperup);
+
+// SAFETY: the table holds plain function pointers into the kernel, which
+// the kernel promises are callable from any host thread.
+unsafe impl Send for CUpcalls {}
+// SAFETY: as above; the table is never mutated after init.
+unsafe impl Sync for CUpcalls {}
+
+const ENOSYS_NB: c_int = netbsd_abi::errno::ENOSYS;
+
+impl Upcalls for CUpcalls {
+    fn schedule(&self) {
+        if let Some(f) = self.0.hyp_schedule {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            unsafe { f() }
+        }
+    }
+    fn unschedule(&self) {
+        if let Some(f) = self.0.hyp_unschedule {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            unsafe { f() }
+        }
+    }
+    fn backend_unschedule(&self, nlocks: c_int, interlock: *mut c_void) -> c_int {
+        let mut held: c_int = 0;
+        if let Some(f) = self.0.hyp_backend_unschedule {
+            // SAFETY: `held` outlives the call; interlock is passed through.
+            unsafe { f(nlocks, &mut held, interlock) }
+        }
+        held
+    }
+    fn backend_schedule(&self, nlocks: c_int, interlock: *mut c_void) {
+        if let Some(f) = self.0.hyp_backend_schedule {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            unsafe { f(nlocks, interlock) }
+        }
+    }
+    fn lwproc_switch(&self, l: LwpPtr) {
+        if let Some(f) = self.0.hyp_lwproc_switch {
+            // SAFETY: `l` came from the kernel (or is null).
+            unsafe { f(l) }
+        }
+    }
+    fn lwproc_release(&self) {
+        if let Some(f) = self.0.hyp_lwproc_release {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            unsafe { f() }
+        }
+    }
+    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int {
+        match self.0.hyp_lwproc_rfork {
+            // SAFETY: `comm` is a valid NUL-terminated string for the call.
+            Some(f) => unsafe { f(client, flags, comm.as_ptr()) },
+            None => ENOSYS_NB,
+        }
+    }
+    fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int {
+        match self.0.hyp_lwproc_newlwp {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            Some(f) => unsafe { f(pid) },
+            None => ENOSYS_NB,
+        }
+    }
+    fn lwproc_curlwp(&self) -> LwpPtr {
+        match self.0.hyp_lwproc_curlwp {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            Some(f) => unsafe { f() },
+            None => std::ptr::null_mut(),
+        }
+    }
+    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int {
+        match self.0.hyp_syscall {
+            // SAFETY: `retval` points at two longs, as the kernel expects.
+            Some(f) => unsafe { f(num, args, retval.as_mut_ptr()) },
+            None => ENOSYS_NB,
+        }
+    }
+    fn lwpexit(&self) {
+        if let Some(f) = self.0.hyp_lwpexit {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            unsafe { f() }
+        }
+    }
+    fn execnotify(&self, comm: &CStr) {
+        if let Some(f) = self.0.hyp_execnotify {
+            // SAFETY: `comm` is a valid NUL-terminated string for the call.
+            unsafe { f(comm.as_ptr()) }
+        }
+    }
+    fn getpid(&self) -> libc::pid_t {
+        match self.0.hyp_getpid {
+            // SAFETY: kernel-provided upcall with the v17 signature.
+            Some(f) => unsafe { f() },
+            None => -1,
+        }
+    }
+}
+
+/// The installed table. Set once per kernel boot; a replaced table is leaked
+/// on purpose, since other threads may still hold a reference to it.
+static UPCALLS: AtomicPtr<Box<dyn Upcalls>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Install a Rust kernel's upcalls (the Rust side of `rumpuser_init`).
+pub fn init(version: c_int, up: Box<dyn Upcalls>) -> Result<(), Errno> {
+    if version != RUMPUSER_VERSION {
+        return Err(Errno(EINVAL));
+    }
+    let p = Box::into_raw(Box::new(up));
+    UPCALLS.store(p, Ordering::Release);
+    Ok(())
+}
+
+/// Install a C kernel's upcall table.
+pub fn init_c(version: c_int, table: &RumpuserHyperup) -> Result<(), Errno> {
+    init(version, Box::new(CUpcalls(*table)))
+}
+
+/// The installed upcalls, if a kernel has called init.
+#[inline]
+pub fn get() -> Option<&'static dyn Upcalls> {
+    let p = UPCALLS.load(Ordering::Acquire);
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: non-null values were leaked by `init` and are never freed.
+        Some(unsafe { &**p })
+    }
+}
+
+/// Give up the virtual CPU around a blocking host operation `f`: the
+/// pattern every blocking hypercall follows.
+#[inline]
+pub fn blocking<R>(interlock: *mut c_void, f: impl FnOnce() -> R) -> R {
+    match get() {
+        Some(up) => {
+            let n = up.backend_unschedule(0, interlock);
+            let r = f();
+            up.backend_schedule(n, interlock);
+            r
+        }
+        None => f(),
+    }
+}
