@@ -1,6 +1,12 @@
 //! NetBSD's binary interface, as facts: the numbers and layouts a rump
 //! kernel host must match exactly (amd64). No behaviour lives here.
 
+pub mod dirent;
 pub mod errno;
+pub mod fcntl;
+pub mod reboot;
+pub mod signal;
+pub mod stat;
+pub mod syscall;
 
 pub use errno::Errno;

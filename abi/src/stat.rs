@@ -1,0 +1,132 @@
+//! NetBSD `struct stat` (the `__stat50` layout) on amd64: 152 bytes.
+//!
+//! Offsets: dev u64 @0, mode u32 @8, ino u64 @16, nlink u32 @24, uid u32
+//! @28, gid u32 @32, rdev u64 @40, atim/mtim/ctim/birthtim (i64 sec, i64
+//! nsec) @48/64/80/96, size i64 @112, blocks i64 @120, blksize i32 @128,
+//! flags u32 @132, gen u32 @136, spare [u32; 2] @140.
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFIFO: u32 = 0o010000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFSOCK: u32 = 0o140000;
+
+pub const STAT_SIZE: usize = 152;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub mode: u32,
+    pub ino: u64,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub birthtime: Timespec,
+    pub size: i64,
+    pub blocks: i64,
+    pub blksize: i32,
+    pub flags: u32,
+    pub gen: u32,
+}
+
+impl Stat {
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+    pub fn is_reg(&self) -> bool {
+        self.mode & S_IFMT == S_IFREG
+    }
+    pub fn is_lnk(&self) -> bool {
+        self.mode & S_IFMT == S_IFLNK
+    }
+
+    pub fn encode(&self) -> [u8; STAT_SIZE] {
+        let mut b = [0u8; STAT_SIZE];
+        put(&mut b, 0, &self.dev.to_le_bytes());
+        put(&mut b, 8, &self.mode.to_le_bytes());
+        put(&mut b, 16, &self.ino.to_le_bytes());
+        put(&mut b, 24, &self.nlink.to_le_bytes());
+        put(&mut b, 28, &self.uid.to_le_bytes());
+        put(&mut b, 32, &self.gid.to_le_bytes());
+        put(&mut b, 40, &self.rdev.to_le_bytes());
+        for (i, t) in [self.atime, self.mtime, self.ctime, self.birthtime].iter().enumerate() {
+            put(&mut b, 48 + 16 * i, &t.sec.to_le_bytes());
+            put(&mut b, 56 + 16 * i, &t.nsec.to_le_bytes());
+        }
+        put(&mut b, 112, &self.size.to_le_bytes());
+        put(&mut b, 120, &self.blocks.to_le_bytes());
+        put(&mut b, 128, &self.blksize.to_le_bytes());
+        put(&mut b, 132, &self.flags.to_le_bytes());
+        put(&mut b, 136, &self.gen.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Stat> {
+        if b.len() < STAT_SIZE {
+            return None;
+        }
+        let ts = |o: usize| Timespec { sec: i64_at(b, o), nsec: i64_at(b, o + 8) };
+        Some(Stat {
+            dev: u64_at(b, 0),
+            mode: u32_at(b, 8),
+            ino: u64_at(b, 16),
+            nlink: u32_at(b, 24),
+            uid: u32_at(b, 28),
+            gid: u32_at(b, 32),
+            rdev: u64_at(b, 40),
+            atime: ts(48),
+            mtime: ts(64),
+            ctime: ts(80),
+            birthtime: ts(96),
+            size: i64_at(b, 112),
+            blocks: i64_at(b, 120),
+            blksize: u32_at(b, 128) as i32,
+            flags: u32_at(b, 132),
+            gen: u32_at(b, 136),
+        })
+    }
+}
+
+fn put(b: &mut [u8], off: usize, v: &[u8]) {
+    b[off..off + v.len()].copy_from_slice(v);
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+fn i64_at(b: &[u8], o: usize) -> i64 {
+    u64_at(b, o) as i64
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[o..o + 4]);
+    u32::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn round_trip() {
+        let s = Stat { dev: 1, mode: S_IFREG | 0o644, ino: 7, nlink: 2, uid: 3, gid: 4, rdev: 5,
+            atime: Timespec { sec: 10, nsec: 11 }, mtime: Timespec { sec: 12, nsec: 13 },
+            ctime: Timespec { sec: 14, nsec: 15 }, birthtime: Timespec { sec: 16, nsec: 17 },
+            size: 1 << 40, blocks: 8, blksize: 4096, flags: 0, gen: 9 };
+        assert_eq!(Stat::decode(&s.encode()), Some(s));
+        assert_eq!(u64_at(&s.encode(), 112), 1 << 40);
+    }
+}

@@ -1,0 +1,3 @@
+//! The built-in rump kernel.
+
+pub mod vfs;
