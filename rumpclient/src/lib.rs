@@ -1,0 +1,1 @@
+//! The sysproxy client library.
