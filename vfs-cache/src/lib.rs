@@ -1,0 +1,29 @@
+//! vfs-cache: the write-back buffer cache between file systems and host
+//! drives (SPEC §6).
+
+use netbsd_abi::Errno;
+
+/// A host drive as the cache sees it: whole-range reads and writes at byte
+/// offsets, and a flush to stable storage. The production implementation
+/// goes through `rumpuser_bio` and `rumpuser_syncfd`.
+pub trait BlockDevice: Send + Sync {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Fill `buf` from `off`; reading past the end is `EINVAL`... callers
+    /// stay inside `size()`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Errno>;
+    /// Write all of `buf` at `off`.
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno>;
+    /// Make everything written so far durable (`rumpuser_syncfd`).
+    fn flush(&self) -> Result<(), Errno>;
+}
+
+/// Byte-addressed storage a file system reads and writes: a cached drive
+/// in production, anything in tests. Writes may stay in memory until
+/// `sync`, which makes them durable or reports why not (keeping them).
+pub trait Store: Send + Sync {
+    fn size(&self) -> u64;
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno>;
+    fn write(&self, off: u64, buf: &[u8]) -> Result<(), Errno>;
+    fn sync(&self) -> Result<(), Errno>;
+}
