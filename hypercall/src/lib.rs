@@ -3,8 +3,57 @@
 //! Two faces over one implementation: the C ABI (`rumpuser_*`, exported from
 //! `librumpuser.so`) for NetBSD's kernel, and a safe Rust API for the
 //! built-in kernel. One module per hypercall family.
+//!
+//! Every `int`-returning C entry point returns 0 or a **NetBSD** errno; host
+//! errno values are translated in one place (`netbsd_abi::errno`). No Rust
+//! panic crosses the C ABI: entry points that could panic run inside
+//! [`guard`], which reports and takes the `RUMPUSER_PANIC` exit.
 
 pub mod upcalls;
 
-pub use netbsd_abi::errno::{self, Errno};
-pub use upcalls::{Upcalls, RUMPUSER_VERSION};
+pub mod bio;
+pub mod clock;
+pub mod cons;
+pub mod curlwp;
+pub mod daemonize;
+pub mod dl;
+pub mod errno;
+pub mod exit;
+pub mod file;
+pub mod locks;
+pub mod mem;
+pub mod param;
+pub mod random;
+pub mod thread;
+
+mod guard;
+
+use std::ffi::c_int;
+
+pub use errno::Errno;
+pub use upcalls::{LwpPtr, RumpuserHyperup, Upcalls, RUMPUSER_VERSION};
+
+pub(crate) use guard::guard;
+
+/// `rumpuser_init(version, hyperup)`: check the interface version and store
+/// the kernel's upcall table. Returns 0, or NetBSD `EINVAL` for a version
+/// other than 17 or a null table.
+///
+/// # Safety
+/// `hyp` is null or points at a valid `struct rumpuser_hyperup`.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_init(version: c_int, hyp: *const RumpuserHyperup) -> c_int {
+    guard("rumpuser_init", || {
+        if version != RUMPUSER_VERSION {
+            cons::dprint(&format!(
+                "rumpuser: interface version mismatch: kernel {version}, hypervisor {RUMPUSER_VERSION}\n"
+            ));
+            return errno::EINVAL;
+        }
+        // SAFETY: the caller passes null or a valid table; we copy it.
+        match unsafe { hyp.as_ref() } {
+            None => errno::EINVAL,
+            Some(table) => errno::ret(upcalls::init_c(version, table)),
+        }
+    })
+}

@@ -54,9 +54,9 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("hypercall", "hypercall", "hypercall"),
     ("sysproxy", "rumpclient", "sysproxy"),
     ("cache", "vfs-cache", "cache"),
-    ("kernel", "tests", "kernel"),
-    ("halt", "tests", "halt"),
-    ("ext2", "tests", "ext2"),
+    ("kernel", "runtime", "kernel"),
+    ("halt", "runtime", "halt"),
+    ("ext2", "runtime", "ext2"),
 ];
 
 fn bench(rest: &[String]) -> Result<(), String> {

@@ -1,0 +1,220 @@
+//! The halt subsystem (SPEC §8): what `rump.halt`, a client's `reboot(2)`,
+//! `SIGTERM`/`SIGINT` and an embedder's halt call all end in.
+//!
+//! 1. stop admitting new connections and syscalls; drain running ones
+//!    (bounded);
+//! 2. unless `RB_NOSYNC`, flush every file system and drive;
+//! 3. answer the halting caller, shut the listener, drop every client;
+//! 4. `RB_DUMP`: abort for a core (from a forked child with `RB_HALT`);
+//!    `RB_HALT`: quiesce and return; otherwise exit the host process.
+//!
+//! The kernel is reached through [`HaltTarget`], so the sequence does not
+//! care which kernel it stops and can be tested on its own.
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netbsd_abi::errno::{Errno, EBUSY};
+use netbsd_abi::reboot::{RB_DUMP, RB_HALT, RB_NOSYNC};
+
+/// How long running syscalls get to finish before the halt goes on
+/// without them (they are reported, not waited for forever).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the halt sequence needs from a kernel.
+pub trait HaltTarget: Send + Sync {
+    /// Refuse every new syscall from now on.
+    fn stop_admitting(&self);
+    /// Wait for running syscalls (other than the caller's); how many are
+    /// still running at `timeout`.
+    fn wait_idle(&self, timeout: Duration) -> usize;
+    /// Flush every file system and drive to stable storage.
+    fn sync_all(&self) -> Result<(), Errno>;
+    /// Stop all kernel activity; the host process stays.
+    fn quiesce(&self);
+}
+
+impl HaltTarget for rumpkern::Kernel {
+    fn stop_admitting(&self) {
+        rumpkern::Kernel::stop_admitting(self)
+    }
+    fn wait_idle(&self, timeout: Duration) -> usize {
+        rumpkern::Kernel::wait_idle(self, timeout)
+    }
+    fn sync_all(&self) -> Result<(), Errno> {
+        rumpkern::Kernel::sync_all(self)
+    }
+    fn quiesce(&self) {
+        rumpkern::Kernel::quiesce(self)
+    }
+}
+
+/// What a halt that returned did (only `RB_HALT` halts return).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaltReport {
+    pub flags: i32,
+    /// `None` with `RB_NOSYNC`; else the flush result.
+    pub flush: Option<Result<(), Errno>>,
+    /// Syscalls still running when the drain gave up.
+    pub cut_off: usize,
+    /// With `RB_DUMP | RB_HALT`: whether the forked child wrote a core.
+    pub core_dumped: Option<bool>,
+    pub elapsed: Duration,
+}
+
+impl HaltReport {
+    /// The errno a halting `reboot(2)` returns: 0, or the flush error.
+    pub fn errno(&self) -> i32 {
+        match self.flush {
+            Some(Err(e)) => e.0,
+            _ => 0,
+        }
+    }
+}
+
+/// Who asked for the halt.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller {
+    /// A sysproxy client inside `reboot(2)`: its handle, to answer it
+    /// before the listener goes.
+    Remote(*mut c_void),
+    /// The host process itself (embedder, signal).
+    Local,
+}
+
+static HALTING: AtomicBool = AtomicBool::new(false);
+static QUIESCED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a halt has begun in this process.
+pub fn halting() -> bool {
+    HALTING.load(Ordering::Acquire)
+}
+
+/// Whether an `RB_HALT` halt has finished: the kernel is quiesced and the
+/// host process stays until told to exit.
+pub fn quiesced() -> bool {
+    QUIESCED.load(Ordering::Acquire)
+}
+
+fn log(msg: &str) {
+    eprintln!("{}: {msg}", progname());
+}
+
+fn progname() -> String {
+    std::env::args()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "rump".into())
+}
+
+fn verbose() -> bool {
+    std::env::var_os("RUMP_VERBOSE").is_some_and(|v| v != "0")
+}
+
+/// Run the halt sequence. Returns only with `RB_HALT` (or when another
+/// halt is already under way: `EBUSY`); otherwise the process ends here.
+pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+    if HALTING.swap(true, Ordering::AcqRel) {
+        return Err(Errno(EBUSY));
+    }
+    let start = Instant::now();
+    if verbose() {
+        log(&format!("halt: flags {flags:#x}, caller {caller:?}"));
+    }
+
+    // 1. Stop admitting; let running syscalls finish, within bounds.
+    k.stop_admitting();
+    rumpuser::sp::stop_admitting();
+    let cut_off = k.wait_idle(DRAIN_TIMEOUT);
+    if cut_off > 0 {
+        log(&format!("halt: {cut_off} system call(s) still running after {DRAIN_TIMEOUT:?}, cut off"));
+    }
+
+    // 2. Flush, unless told the disks are on fire.
+    let flush = if flags & RB_NOSYNC == 0 {
+        let r = k.sync_all();
+        if let Err(e) = r {
+            log(&format!("halt: file system flush failed: {e}"));
+        } else if verbose() {
+            log(&format!("halt: flushed in {:?}", start.elapsed()));
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let errno = match flush {
+        Some(Err(e)) => e.0,
+        _ => 0,
+    };
+
+    // 3. Answer the caller, then shut the listener and drop every client.
+    let client = match caller {
+        Caller::Remote(c) => c,
+        Caller::Local => std::ptr::null_mut(),
+    };
+    rumpuser::sp::fini(client, errno);
+
+    // 4. Core, quiesce, or exit.
+    let mut core_dumped = None;
+    if flags & RB_DUMP != 0 {
+        if flags & RB_HALT != 0 {
+            core_dumped = Some(dump_core_in_child());
+        } else {
+            dump_core();
+        }
+    }
+    if flags & RB_HALT != 0 {
+        k.quiesce();
+        QUIESCED.store(true, Ordering::Release);
+        if verbose() {
+            log("halt: kernel halted, host process stays up");
+        }
+        return Ok(HaltReport { flags, flush, cut_off, core_dumped, elapsed: start.elapsed() });
+    }
+    if verbose() {
+        log(&format!("halt: exiting after {:?}", start.elapsed()));
+    }
+    rumpuser::exit::exit(if errno == 0 { 0 } else { 1 })
+}
+
+/// Abort with `SIGABRT` at its default action, so the host writes a core
+/// by its own rules. Kept out of line so a debugger shows this frame.
+#[inline(never)]
+pub fn dump_core() -> ! {
+    log("halt: dumping core");
+    // SAFETY: restoring the default action of SIGABRT has no memory-safety
+    // preconditions; it makes sure abort() ends in a core dump.
+    unsafe {
+        libc::signal(libc::SIGABRT, libc::SIG_DFL);
+    }
+    std::process::abort()
+}
+
+/// `RB_DUMP | RB_HALT`: a forked child aborts to write the core; this
+/// process stays. Returns whether the child's core was written.
+#[inline(never)]
+fn dump_core_in_child() -> bool {
+    // SAFETY: the child only calls async-signal-safe functions (signal,
+    // abort) before it dies; the parent just waits for it.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => {
+            log(&format!("halt: fork for core dump: {}", std::io::Error::last_os_error()));
+            false
+        }
+        0 => {
+            // SAFETY: as above; the child never returns.
+            unsafe {
+                libc::signal(libc::SIGABRT, libc::SIG_DFL);
+                libc::abort()
+            }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: `status` is a valid out-pointer for waitpid.
+            let r = unsafe { libc::waitpid(child, &mut status, 0) };
+            r == child && libc::WIFSIGNALED(status) && libc::WCOREDUMP(status)
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! NetBSD errno values (re-exported from `netbsd_abi::errno`, the one place
+//! host errno is translated) and `rumpuser_seterrno`.
+
+use std::ffi::c_int;
+
+pub use netbsd_abi::errno::*;
+
+/// Set the calling thread's host-visible `errno` to `error` (verbatim, as
+/// the kernel hands it over).
+#[inline]
+pub fn seterrno(error: i32) {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for
+    // the thread's lifetime.
+    unsafe { *libc::__errno_location() = error }
+}
+
+/// `rumpuser_seterrno(int)`.
+#[no_mangle]
+pub extern "C" fn rumpuser_seterrno(error: c_int) {
+    seterrno(error)
+}
+
+/// A C return value from a `Result`: 0 or the NetBSD errno.
+#[inline]
+pub(crate) fn ret(r: Result<(), Errno>) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.0,
+    }
+}
+
+/// The calling thread's last host error, translated to NetBSD.
+#[inline]
+pub(crate) fn last() -> Errno {
+    Errno::last_host()
+}
+
+/// Host errno value `rv` (as returned by pthread functions), translated.
+#[inline]
+pub(crate) fn host(rv: i32) -> Errno {
+    Errno::from_host(rv)
+}

@@ -1,0 +1,106 @@
+//! Termination: `rumpuser_exit`, `rumpuser_kill`.
+
+use std::ffi::c_int;
+
+use crate::errno::{Errno, EINVAL};
+
+/// `RUMPUSER_PANIC`: the exit value that means "abort".
+pub const RUMPUSER_PANIC: c_int = -1;
+/// `RUMPUSER_PID_SELF`.
+pub const RUMPUSER_PID_SELF: i64 = -1;
+
+/// Exit the host process with `code` (stdio flushed, atexit handlers run).
+pub fn exit(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+/// The `RUMPUSER_PANIC` exit: `abort()` with `SIGABRT` at its default
+/// action, so a core is written by the host's rules.
+pub fn panic_abort() -> ! {
+    // SAFETY: plain signal-disposition calls on a local, zeroed sigaction;
+    // abort() never returns.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGABRT, &sa, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGABRT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::abort()
+    }
+}
+
+/// NetBSD signal number → host signal number (`None` where the host has no
+/// such signal: `SIGEMT` 7, `SIGINFO` 29, or out of range).
+pub fn sig_to_host(nb: i32) -> Option<i32> {
+    Some(match nb {
+        1 => libc::SIGHUP,
+        2 => libc::SIGINT,
+        3 => libc::SIGQUIT,
+        4 => libc::SIGILL,
+        5 => libc::SIGTRAP,
+        6 => libc::SIGABRT,
+        8 => libc::SIGFPE,
+        9 => libc::SIGKILL,
+        10 => libc::SIGBUS,
+        11 => libc::SIGSEGV,
+        12 => libc::SIGSYS,
+        13 => libc::SIGPIPE,
+        14 => libc::SIGALRM,
+        15 => libc::SIGTERM,
+        16 => libc::SIGURG,
+        17 => libc::SIGSTOP,
+        18 => libc::SIGTSTP,
+        19 => libc::SIGCONT,
+        20 => libc::SIGCHLD,
+        21 => libc::SIGTTIN,
+        22 => libc::SIGTTOU,
+        23 => libc::SIGIO,
+        24 => libc::SIGXCPU,
+        25 => libc::SIGXFSZ,
+        26 => libc::SIGVTALRM,
+        27 => libc::SIGPROF,
+        28 => libc::SIGWINCH,
+        30 => libc::SIGUSR1,
+        31 => libc::SIGUSR2,
+        32 => libc::SIGPWR,
+        _ => return None,
+    })
+}
+
+/// Deliver NetBSD signal `sig` to the process hosting the kernel.
+///
+/// `pid` is a kernel process id (`RUMPUSER_PID_SELF` for "this one");
+/// kernel pids are not host pids, and every local kernel process lives in
+/// this host process, so the signal is raised here whatever `pid` says
+/// (as NetBSD's own hypercall layer does). Signal 0 only checks.
+pub fn kill(pid: i64, sig: i32) -> Result<(), Errno> {
+    let _ = pid;
+    if sig == 0 {
+        return Ok(());
+    }
+    let host = sig_to_host(sig).ok_or(Errno(EINVAL))?;
+    // SAFETY: raise() with a valid signal number.
+    if unsafe { libc::raise(host) } != 0 {
+        return Err(crate::errno::last());
+    }
+    Ok(())
+}
+
+/// `rumpuser_kill(pid, sig)`.
+#[no_mangle]
+pub extern "C" fn rumpuser_kill(pid: i64, sig: c_int) -> c_int {
+    crate::guard("rumpuser_kill", || crate::errno::ret(kill(pid, sig)))
+}
+
+/// `rumpuser_exit(rv)`: `RUMPUSER_PANIC` aborts, anything else exits with
+/// that status.
+#[no_mangle]
+pub extern "C" fn rumpuser_exit(rv: c_int) -> ! {
+    if rv == RUMPUSER_PANIC {
+        panic_abort()
+    }
+    crate::guard("rumpuser_exit", || exit(rv))
+}

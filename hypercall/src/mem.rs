@@ -1,0 +1,199 @@
+//! Memory: `rumpuser_malloc`/`free`, `rumpuser_anonmmap`/`unmap`.
+
+use std::ffi::{c_int, c_void};
+use std::ptr::NonNull;
+
+use crate::errno::{Errno, EFAULT, EINVAL, ENOMEM};
+
+/// Allocate `size` bytes aligned to `alignment` (0: pointer alignment; a
+/// power of two, rounded up to pointer alignment).
+pub fn malloc(size: usize, alignment: usize) -> Result<NonNull<c_void>, Errno> {
+    let ptrsz = std::mem::size_of::<*mut c_void>();
+    let align = alignment.max(ptrsz);
+    if !align.is_power_of_two() {
+        return Err(Errno(EINVAL));
+    }
+    let mut mem: *mut c_void = std::ptr::null_mut();
+    // posix_memalign(0) may return null; ask for at least one byte so a
+    // success is always a real pointer.
+    // SAFETY: `mem` is a valid out-parameter; `align` is a power of two
+    // multiple of sizeof(void *).
+    let rv = unsafe { libc::posix_memalign(&mut mem, align, size.max(1)) };
+    if rv != 0 {
+        return Err(Errno::from_host(rv));
+    }
+    NonNull::new(mem).ok_or(Errno(ENOMEM))
+}
+
+/// Free memory from [`malloc`].
+///
+/// # Safety
+/// `ptr` is null or came from [`malloc`] / `rumpuser_malloc` and is not used
+/// after this call.
+pub unsafe fn free(ptr: *mut c_void) {
+    // SAFETY: per the caller's promise.
+    unsafe { libc::free(ptr) }
+}
+
+/// Map `size` bytes of anonymous memory, read/write (and executable if
+/// `exec`), near `prefaddr` if possible, aligned to `1 << alignbit` bytes
+/// when `alignbit` is non-zero.
+pub fn anonmmap(prefaddr: *mut c_void, size: usize, alignbit: u32, exec: bool) -> Result<NonNull<c_void>, Errno> {
+    if size == 0 {
+        return Err(Errno(EINVAL));
+    }
+    let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let align = if alignbit == 0 {
+        page
+    } else {
+        1usize.checked_shl(alignbit).ok_or(Errno(EINVAL))?.max(page)
+    };
+    let extra = align - page;
+    let size_pages = size.checked_add(page - 1).ok_or(Errno(ENOMEM))? & !(page - 1);
+    let total = size_pages.checked_add(extra).ok_or(Errno(ENOMEM))?;
+    // SAFETY: an anonymous private mapping; the hint address is only a hint.
+    let mem = unsafe {
+        libc::mmap(prefaddr, total, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if mem == libc::MAP_FAILED {
+        return Err(crate::errno::last());
+    }
+    if extra == 0 {
+        return NonNull::new(mem).ok_or(Errno(ENOMEM));
+    }
+    // Trim the over-allocation to the requested alignment.
+    let start = mem as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = total - head - size_pages;
+    // SAFETY: both ranges lie inside the mapping just made, page aligned.
+    unsafe {
+        if head > 0 {
+            libc::munmap(mem, head);
+        }
+        if tail > 0 {
+            libc::munmap((aligned + size_pages) as *mut c_void, tail);
+        }
+    }
+    NonNull::new(aligned as *mut c_void).ok_or(Errno(ENOMEM))
+}
+
+/// Unmap memory from [`anonmmap`].
+///
+/// # Safety
+/// The range came from [`anonmmap`] and nothing uses it afterwards.
+pub unsafe fn unmap(addr: *mut c_void, len: usize) {
+    // SAFETY: per the caller's promise.
+    unsafe { libc::munmap(addr, len) };
+}
+
+/// An owned anonymous mapping, unmapped on drop.
+pub struct AnonMap {
+    ptr: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value.
+unsafe impl Send for AnonMap {}
+// SAFETY: shared access only hands out `&[u8]`.
+unsafe impl Sync for AnonMap {}
+
+impl AnonMap {
+    /// A zero-filled read/write mapping of `len` bytes.
+    pub fn new(len: usize) -> Result<AnonMap, Errno> {
+        Ok(AnonMap { ptr: anonmmap(std::ptr::null_mut(), len, 0, false)?, len })
+    }
+    pub fn as_ptr(&self) -> *mut c_void {
+        self.ptr.as_ptr()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.len) }
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` writable bytes, borrowed uniquely.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len) }
+    }
+}
+
+impl Drop for AnonMap {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping.
+        unsafe { unmap(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+/// `rumpuser_malloc(size, alignment, &mem)`.
+///
+/// # Safety
+/// `memp` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_malloc(size: usize, alignment: c_int, memp: *mut *mut c_void) -> c_int {
+    if memp.is_null() || alignment < 0 {
+        return if memp.is_null() { EFAULT } else { EINVAL };
+    }
+    match malloc(size, alignment as usize) {
+        Ok(p) => {
+            // SAFETY: checked non-null; the caller promises validity.
+            unsafe { *memp = p.as_ptr() };
+            0
+        }
+        Err(e) => e.0,
+    }
+}
+
+/// `rumpuser_free(ptr, size)`.
+///
+/// # Safety
+/// `ptr` is null or came from `rumpuser_malloc`.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_free(ptr: *mut c_void, _size: usize) {
+    // SAFETY: per the caller's promise.
+    unsafe { free(ptr) }
+}
+
+/// `rumpuser_anonmmap(prefaddr, size, alignbit, exec, &mem)`.
+///
+/// # Safety
+/// `memp` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_anonmmap(
+    prefaddr: *mut c_void,
+    size: usize,
+    alignbit: c_int,
+    exec: c_int,
+    memp: *mut *mut c_void,
+) -> c_int {
+    if memp.is_null() {
+        return EFAULT;
+    }
+    if !(0..64).contains(&alignbit) {
+        return EINVAL;
+    }
+    match anonmmap(prefaddr, size, alignbit as u32, exec != 0) {
+        Ok(p) => {
+            // SAFETY: checked non-null; the caller promises validity.
+            unsafe { *memp = p.as_ptr() };
+            0
+        }
+        Err(e) => e.0,
+    }
+}
+
+/// `rumpuser_unmap(addr, len)`.
+///
+/// # Safety
+/// The range came from `rumpuser_anonmmap`.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_unmap(addr: *mut c_void, len: usize) {
+    // SAFETY: per the caller's promise.
+    unsafe { unmap(addr, len) }
+}

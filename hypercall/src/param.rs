@@ -1,0 +1,117 @@
+//! Host parameters: `rumpuser_getparam`.
+//!
+//! `_RUMPUSER_NCPU` comes from `RUMP_NCPU` (a number, or `host`), defaulting
+//! to the host's CPU count; `_RUMPUSER_HOSTNAME` is the kernel's host name,
+//! `rump-<pid>.<host name>` as NetBSD's hypercall layer makes it; any other
+//! name is looked up in the environment (`RUMP_MEMLIMIT`, `RUMP_VERBOSE`,
+//! `RUMP_THREADS`…), `ENOENT` when unset. Other names beginning with `_`
+//! are reserved: `EINVAL`.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use crate::errno::{Errno, EFAULT, EINVAL, ENOENT, ERANGE};
+
+pub const PARAM_NCPU: &str = "_RUMPUSER_NCPU";
+pub const PARAM_HOSTNAME: &str = "_RUMPUSER_HOSTNAME";
+
+/// The host's online CPU count (at least 1).
+pub fn host_ncpu() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+fn ncpu_string() -> String {
+    match std::env::var("RUMP_NCPU") {
+        Ok(v) if v == "host" => host_ncpu().to_string(),
+        Ok(v) => v,
+        Err(_) => host_ncpu().to_string(),
+    }
+}
+
+/// The number of virtual CPUs the kernel should have: `RUMP_NCPU` if it is
+/// a positive number (or `host`), else the host's CPU count.
+pub fn ncpu() -> usize {
+    match ncpu_string().trim().parse::<usize>() {
+        Ok(n) if n >= 1 => n,
+        _ => host_ncpu(),
+    }
+}
+
+/// The host's name (`gethostname`).
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// The kernel's host name: `rump-<pid>.<host name>`.
+pub fn hostname() -> String {
+    let pid = std::process::id();
+    match host_name() {
+        Some(h) => format!("rump-{pid:05}.{h}"),
+        None => format!("rump-{pid:05}"),
+    }
+}
+
+/// The value of parameter `name`.
+pub fn getparam(name: &str) -> Result<String, Errno> {
+    if name == PARAM_NCPU {
+        return Ok(ncpu_string());
+    }
+    if name == PARAM_HOSTNAME {
+        return Ok(hostname());
+    }
+    if name.is_empty() || name.starts_with('_') || name.contains('=') || name.contains('\0') {
+        return Err(Errno(EINVAL));
+    }
+    match std::env::var_os(name) {
+        Some(v) => Ok(v.to_string_lossy().into_owned()),
+        None => Err(Errno(ENOENT)),
+    }
+}
+
+/// `rumpuser_getparam(name, buf, buflen)`: the value, NUL-terminated, in
+/// `buf`. A value that does not fit is `ERANGE`, except the host name,
+/// which is truncated.
+///
+/// # Safety
+/// `name` is a NUL-terminated string; `buf` points at `buflen` writable
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void, buflen: usize) -> c_int {
+    crate::guard("rumpuser_getparam", || {
+        if name.is_null() || buf.is_null() {
+            return EFAULT;
+        }
+        // SAFETY: the caller passes a NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(name) };
+        let Ok(name) = name.to_str() else { return EINVAL };
+        let value = match getparam(name) {
+            Ok(v) => v,
+            Err(e) => return e.0,
+        };
+        let bytes = value.as_bytes();
+        let n = if bytes.len() < buflen {
+            bytes.len()
+        } else if name == PARAM_HOSTNAME && buflen > 0 {
+            buflen - 1
+        } else {
+            return ERANGE;
+        };
+        // SAFETY: n + 1 <= buflen bytes are writable at `buf`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
+            *buf.cast::<u8>().add(n) = 0;
+        }
+        0
+    })
+}

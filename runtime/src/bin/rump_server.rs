@@ -1,0 +1,180 @@
+//! rump_server: boot a rump kernel and serve it to sysproxy clients.
+//!
+//! `rump_server [-sv] [-c ncpu] [-d drivespec] [-l library] [-m module]
+//! [-r total_ram] url` — NetBSD's options. Without `-s` it daemonizes and
+//! returns only once the server accepts connections, or has failed.
+
+use std::process::exit;
+
+use rumprun::getopt::getopt;
+use rumprun::{parse_size, Rump};
+
+const USAGE: &str =
+    "usage: rump_server [-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] url";
+
+fn usage(msg: &str) -> ! {
+    if !msg.is_empty() {
+        eprintln!("rump_server: {msg}");
+    }
+    eprintln!("{USAGE}");
+    exit(1)
+}
+
+struct Opts {
+    foreground: bool,
+    verbose: bool,
+    ncpu: Option<usize>,
+    drives: Vec<String>,
+    libs: Vec<String>,
+    modules: Vec<String>,
+    memlimit: Option<u64>,
+    url: String,
+}
+
+fn parse_args() -> Opts {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e));
+    let mut o = Opts {
+        foreground: false,
+        verbose: false,
+        ncpu: None,
+        drives: vec![],
+        libs: vec![],
+        modules: vec![],
+        memlimit: None,
+        url: String::new(),
+    };
+    for (c, v) in p.opts {
+        let v = v.unwrap_or_default();
+        match c {
+            's' => o.foreground = true,
+            'v' => o.verbose = true,
+            'c' => match v.parse::<usize>() {
+                Ok(n) if n > 0 => o.ncpu = Some(n),
+                _ => usage(&format!("-c {v}: invalid CPU count")),
+            },
+            'd' => o.drives.push(v),
+            'l' => o.libs.push(v),
+            'm' => o.modules.push(v),
+            'r' => match parse_size(&v) {
+                Ok(n) if n > 0 => o.memlimit = Some(n),
+                Ok(_) => usage("-r 0: invalid memory limit"),
+                Err(e) => usage(&format!("-r {e}")),
+            },
+            _ => usage(""),
+        }
+    }
+    match p.operands.as_slice() {
+        [url] => o.url = url.clone(),
+        [] => usage("missing url"),
+        _ => usage("too many arguments"),
+    }
+    o
+}
+
+/// Boot, add drives, serve. Everything that can fail before the server
+/// is up, with a one-line reason.
+fn start(o: &Opts) -> Result<Rump, String> {
+    if let Some(l) = o.libs.first() {
+        return Err(format!(
+            "-l {l}: loading NetBSD components is not supported by this build; \
+             without -l the built-in kernel serves"
+        ));
+    }
+    if let Some(m) = o.modules.first() {
+        return Err(format!("-m {m}: kernel modules need NetBSD components (-l)"));
+    }
+    let mut b = Rump::builder().verbose(o.verbose);
+    if let Some(n) = o.ncpu {
+        b = b.ncpu(n);
+    }
+    if let Some(m) = o.memlimit {
+        b = b.memlimit(m);
+    }
+    for d in &o.drives {
+        b = b.drive(d);
+    }
+    // Test-only fault injection: RUMP_FAULT=KEY=MODE[:CONTROLFILE][;...]
+    if let Ok(f) = std::env::var("RUMP_FAULT") {
+        for one in f.split(';').filter(|s| !s.is_empty()) {
+            let (key, spec) = one.split_once('=').ok_or_else(|| format!("RUMP_FAULT {one}: expected KEY=MODE"))?;
+            b = b.fault(key, spec);
+        }
+    }
+    let mut rump = b.boot().map_err(|e| e.to_string())?;
+    rump.serve(&o.url).map_err(|e| e.to_string())?;
+    Ok(rump)
+}
+
+/// Block SIGTERM and SIGINT in every thread; one thread takes them with
+/// sigwait and turns them into a halt.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: the sigset is initialised by sigemptyset before use and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` is an initialised sigset and `sig` a valid out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn main() {
+    let o = parse_args();
+    if o.verbose {
+        std::env::set_var("RUMP_VERBOSE", "1");
+    }
+    let set = block_signals();
+    // Fork before any thread exists; the parent waits for our word.
+    if !o.foreground {
+        if let Err(e) = rumpuser::daemonize::begin() {
+            eprintln!("rump_server: daemonize: {e}");
+            exit(1);
+        }
+    }
+    let rump = match start(&o) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rump_server: {e}");
+            if !o.foreground {
+                let _ = rumpuser::daemonize::done(1);
+            }
+            exit(1);
+        }
+    };
+    if o.verbose {
+        eprintln!("rump_server: serving {} (pid {})", o.url, std::process::id());
+    }
+    if !o.foreground {
+        if let Err(e) = rumpuser::daemonize::done(0) {
+            eprintln!("rump_server: daemonize: {e}");
+            exit(1);
+        }
+    }
+    loop {
+        let sig = wait_signal(&set);
+        if halt::quiesced() {
+            // Halted with -h: the host process goes when told to.
+            exit(0);
+        }
+        if halt::halting() {
+            continue;
+        }
+        if o.verbose {
+            eprintln!("rump_server: signal {sig}: halting");
+        }
+        // Same as `rump.halt` with no flags: flush, then exit.
+        if let Err(e) = rump.halt(0) {
+            eprintln!("rump_server: halt: {e}");
+        }
+    }
+}

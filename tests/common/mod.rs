@@ -1,0 +1,171 @@
+//! Shared by the integration tests: real `rump_server` processes on
+//! sockets in a private temporary directory, killed when dropped.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use rumpclient::Client;
+
+pub const RUMP_SERVER: &str = env!("CARGO_BIN_EXE_rump_server");
+pub const RUMP_HALT: &str = env!("CARGO_BIN_EXE_rump_halt");
+pub const RUMPCTL: &str = env!("CARGO_BIN_EXE_rumpctl");
+
+/// A private directory for one test's sockets and images.
+pub fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("rump-test.").tempdir().expect("temporary directory")
+}
+
+/// A `rump_server -s` (foreground, so the test owns the process) with its
+/// socket in `dir`.
+pub struct Server {
+    pub child: Option<Child>,
+    pub url: String,
+    pub sock: PathBuf,
+    pub dir: PathBuf,
+}
+
+pub struct ServerOpts<'a> {
+    pub args: Vec<String>,
+    pub env: Vec<(&'a str, String)>,
+    /// Allow core dumps (RLIMIT_CORE unlimited) for `-d` tests.
+    pub cores: bool,
+}
+
+impl Default for ServerOpts<'_> {
+    fn default() -> Self {
+        ServerOpts { args: vec![], env: vec![], cores: false }
+    }
+}
+
+impl Server {
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        Self::start_with(dir, ServerOpts { args: args.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+    }
+
+    pub fn start_with(dir: &Path, o: ServerOpts) -> Server {
+        let sock = dir.join("sock");
+        let url = format!("unix://{}", sock.display());
+        let mut cmd = Command::new(RUMP_SERVER);
+        cmd.arg("-s").args(&o.args).arg(&url).current_dir(dir).stdin(Stdio::null());
+        for (k, v) in &o.env {
+            cmd.env(k, v);
+        }
+        if o.cores {
+            // SAFETY: setrlimit is async-signal-safe and touches only the
+            // child between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+                    libc::setrlimit(libc::RLIMIT_CORE, &lim);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn rump_server");
+        let mut s = Server { child: Some(child), url, sock, dir: dir.to_path_buf() };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if Client::connect(&self.url).is_ok() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("rump_server exited during start-up: {st}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rump_server did not come up on {}", self.url);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.url).expect("connect to rump_server")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Wait for the server to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(st);
+            }
+            if t.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// Run a tool against this server.
+    pub fn tool(&self, exe: &str, args: &[&str]) -> Output {
+        Command::new(exe)
+            .args(args)
+            .env("RUMP_SERVER", &self.url)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tool")
+    }
+
+    pub fn halt(&self, args: &[&str]) -> Output {
+        self.tool(RUMP_HALT, args)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A deterministic pattern, different per seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn read_at(path: &Path, off: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).expect("open image");
+    let mut b = vec![0u8; len];
+    let n = f.read_at(&mut b, off).expect("read image");
+    b.truncate(n);
+    b
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

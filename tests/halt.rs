@@ -1,0 +1,325 @@
+//! The halt subsystem end to end (SPEC §8, issue 5): real rump_server
+//! processes, real rump.halt, real host images.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use netbsd_abi::fcntl::O_RDWR;
+
+const MIB: usize = 1 << 20;
+
+fn drive_arg(dir: &std::path::Path) -> String {
+    format!("key=/dk,hostpath={},size=16m", dir.join("img").display())
+}
+
+/// Write `data` at `off` of /dk through the server, unsynced.
+fn write_dk(s: &Server, data: &[u8], off: i64) {
+    let c = s.client();
+    let fd = c.open("/dk", O_RDWR, 0).expect("open /dk");
+    assert_eq!(c.pwrite(fd, data, off).expect("pwrite"), data.len());
+    c.close(fd).expect("close");
+}
+
+fn image_has(dir: &std::path::Path, data: &[u8], off: u64) -> bool {
+    read_at(&dir.join("img"), off, data.len()) == data
+}
+
+#[test]
+fn halt_flushes_exits_and_removes_socket() {
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
+    let data = pattern(3 * MIB + 123, 1);
+    write_dk(&s, &data, 4096);
+    assert!(!image_has(d.path(), &data, 4096), "write-back: nothing on the image before the halt");
+
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "rump.halt: {}", stderr(&o));
+    let st = s.wait_exit(Duration::from_secs(10)).expect("server exits after rump.halt");
+    assert_eq!(st.code(), Some(0), "server exit status");
+    assert!(image_has(d.path(), &data, 4096), "every acknowledged write is in the image");
+    assert!(!s.sock.exists(), "socket file removed");
+
+    let o = s.halt(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    let msg = stderr(&o);
+    assert!(msg.starts_with("rump.halt: "), "{msg}");
+    assert!(msg.contains(&s.url), "names the URL: {msg}");
+    assert!(msg.contains("No such file or directory") || msg.contains("Connection refused"), "{msg}");
+}
+
+#[test]
+fn nosync_leaves_the_image_alone() {
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
+    let data = pattern(MIB, 2);
+    write_dk(&s, &data, 0);
+    let o = s.halt(&["-n"]);
+    assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
+    assert_eq!(s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    assert!(!image_has(d.path(), &data, 0), "-n must not write the cache back");
+}
+
+#[test]
+fn nosync_completes_while_the_drive_hangs() {
+    let d = tmpdir();
+    let fault = format!("/dk=write-hang");
+    let opts = || ServerOpts {
+        args: vec!["-d".into(), drive_arg(d.path())],
+        env: vec![("RUMP_FAULT", fault.clone())],
+        cores: false,
+    };
+    // A plain halt blocks on the hanging drive...
+    let mut s = Server::start_with(d.path(), opts());
+    write_dk(&s, &pattern(MIB, 3), 0);
+    let url = s.url.clone();
+    let halter = std::thread::spawn(move || {
+        std::process::Command::new(RUMP_HALT).env("RUMP_SERVER", url).output().expect("rump.halt")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(s.alive(), "a flushing halt waits for the hanging drive");
+    drop(s);
+    let _ = halter.join();
+
+    // ...while `-n` touches no drive and completes.
+    let d2 = tmpdir();
+    let mut s = Server::start_with(
+        d2.path(),
+        ServerOpts {
+            args: vec!["-d".into(), drive_arg(d2.path())],
+            env: vec![("RUMP_FAULT", "/dk=write-hang".into())],
+            cores: false,
+        },
+    );
+    write_dk(&s, &pattern(MIB, 3), 0);
+    let t = Instant::now();
+    let o = s.halt(&["-n"]);
+    assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
+    assert!(s.wait_exit(Duration::from_secs(5)).is_some(), "server exited");
+    eprintln!("rump.halt -n with a hanging drive took {:?}", t.elapsed());
+}
+
+fn core_pattern_is_plain_file() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/core_pattern")
+        .map(|p| !p.starts_with('|') && !p.trim().contains('/'))
+        .unwrap_or(false)
+}
+
+/// The core file the host wrote into `dir` ("core" or "core.PID").
+fn find_core(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "core" || n.starts_with("core."))
+    })
+}
+
+#[test]
+fn dump_flushes_then_aborts_with_a_core() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tmpdir();
+    let mut s = Server::start_with(
+        d.path(),
+        ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], cores: true, ..Default::default() },
+    );
+    let data = pattern(MIB, 4);
+    write_dk(&s, &data, 0);
+    let o = s.halt(&["-d"]);
+    assert!(o.status.success(), "rump.halt -d: {}", stderr(&o));
+    let st = s.wait_exit(Duration::from_secs(30)).expect("server dies");
+    assert_eq!(st.signal(), Some(libc::SIGABRT), "killed by SIGABRT: {st:?}");
+    assert!(st.core_dumped(), "a core was dumped");
+    assert!(image_has(d.path(), &data, 0), "flushed before the dump");
+
+    if !core_pattern_is_plain_file() {
+        eprintln!("core_pattern does not name a plain file here; skipping the gdb check");
+        return;
+    }
+    let core = find_core(d.path()).expect("core file in the server's directory");
+    let gdb = std::process::Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "bt"])
+        .arg(RUMP_SERVER)
+        .arg(&core)
+        .output();
+    match gdb {
+        Ok(o) => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains("halt::dump_core"), "gdb backtrace shows the halt code:\n{out}");
+        }
+        Err(e) => panic!("gdb is needed for this test (.ci/run installs it): {e}"),
+    }
+}
+
+#[test]
+fn dump_nosync_does_not_flush() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tmpdir();
+    let mut s = Server::start_with(
+        d.path(),
+        ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], cores: true, ..Default::default() },
+    );
+    let data = pattern(MIB, 5);
+    write_dk(&s, &data, 0);
+    let o = s.halt(&["-dn"]);
+    assert!(o.status.success(), "rump.halt -dn: {}", stderr(&o));
+    let st = s.wait_exit(Duration::from_secs(30)).expect("server dies");
+    assert_eq!(st.signal(), Some(libc::SIGABRT));
+    assert!(!image_has(d.path(), &data, 0), "-dn must not flush");
+}
+
+#[test]
+fn halt_h_quiesces_but_keeps_the_process() {
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
+    let data = pattern(MIB, 6);
+    write_dk(&s, &data, 0);
+    let bystander = s.client();
+    bystander.getpid().expect("bystander works before the halt");
+
+    let o = s.halt(&["-h"]);
+    assert!(o.status.success(), "rump.halt -h: {}", stderr(&o));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(s.alive(), "the host process stays up with -h");
+    assert!(image_has(d.path(), &data, 0), "flushed");
+    assert!(!s.sock.exists(), "socket file gone");
+    assert!(Client::connect(&s.url).is_err(), "new connections refused");
+    let t = Instant::now();
+    assert!(bystander.getpid().is_err(), "an existing client's next call fails");
+    assert!(t.elapsed() < Duration::from_secs(10), "...without hanging");
+
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(10)).expect("SIGTERM ends a halted server");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn halt_dh_dumps_from_a_child_and_stays_up() {
+    let d = tmpdir();
+    let mut s = Server::start_with(
+        d.path(),
+        ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], cores: true, ..Default::default() },
+    );
+    let o = s.halt(&["-dh"]);
+    assert!(o.status.success(), "rump.halt -dh: {}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.alive(), "-dh leaves the server up");
+    if core_pattern_is_plain_file() {
+        assert!(find_core(d.path()).is_some(), "the forked child wrote a core");
+    }
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn acknowledged_writes_survive_a_halt_under_load() {
+    const WRITERS: usize = 8;
+    const REC: usize = 4096;
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt_started: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let mut threads = vec![];
+    for w in 0..WRITERS {
+        let url = s.url.clone();
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            // Records acknowledged, with the time each ack arrived.
+            let mut acked: Vec<(u64, Instant)> = vec![];
+            let Ok(c) = Client::connect(&url) else { return acked };
+            let Ok(fd) = c.open("/dk", O_RDWR, 0) else { return acked };
+            let base = (w * 2 * MIB) as u64;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) && (i as usize + 1) * REC <= 2 * MIB {
+                let rec = pattern(REC, (w as u64) << 32 | i);
+                match c.pwrite(fd, &rec, (base + i * REC as u64) as i64) {
+                    Ok(_) => acked.push((i, Instant::now())),
+                    Err(_) => break,
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    *halt_started.lock().unwrap() = Some(Instant::now());
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "rump.halt: {}", stderr(&o));
+    stop.store(true, Ordering::Relaxed);
+    let t0 = halt_started.lock().unwrap().expect("set");
+    let mut checked = 0;
+    for (w, t) in threads.into_iter().enumerate() {
+        let acked = t.join().expect("writer finished (no hang)");
+        for (i, at) in acked {
+            if at < t0 {
+                let rec = pattern(REC, (w as u64) << 32 | i);
+                let off = (w * 2 * MIB) as u64 + i * REC as u64;
+                assert!(image_has(d.path(), &rec, off), "writer {w} record {i} acknowledged before the halt is in the image");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "some writes were acknowledged before the halt");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn sigterm_and_sigint_halt_like_rump_halt() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let d = tmpdir();
+        let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
+        let data = pattern(MIB, sig as u64);
+        write_dk(&s, &data, 8192);
+        s.signal(sig);
+        let st = s.wait_exit(Duration::from_secs(10)).expect("server exits on the signal");
+        assert_eq!(st.code(), Some(0), "signal {sig}");
+        assert!(image_has(d.path(), &data, 8192), "signal {sig} flushed");
+        assert!(!s.sock.exists(), "signal {sig} removed the socket");
+    }
+}
+
+#[test]
+fn a_failed_flush_is_reported_and_the_server_still_halts() {
+    let d = tmpdir();
+    let mut s = Server::start_with(
+        d.path(),
+        ServerOpts {
+            args: vec!["-d".into(), drive_arg(d.path())],
+            env: vec![("RUMP_FAULT", "/dk=write-error".into())],
+            cores: false,
+        },
+    );
+    write_dk(&s, &pattern(MIB, 7), 0);
+    let o = s.halt(&[]);
+    assert_eq!(o.status.code(), Some(1), "rump.halt reports the failed flush");
+    let msg = stderr(&o);
+    assert!(msg.contains("flush") && msg.contains("Input/output error"), "{msg}");
+    let st = s.wait_exit(Duration::from_secs(10)).expect("the server still halts");
+    assert_ne!(st.code(), Some(0), "a server whose flush failed does not exit 0");
+}
+
+#[test]
+fn usage_and_environment_errors() {
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut c = std::process::Command::new(RUMP_HALT);
+        c.args(args).env_remove("RUMP_SERVER");
+        if let Some(e) = env {
+            c.env("RUMP_SERVER", e);
+        }
+        c.output().expect("rump.halt")
+    };
+    for args in [&["-x"][..], &["extra"], &["-d", "extra"]] {
+        let o = run(args, Some("unix:///nonexistent"));
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("usage: rump.halt [-dhn]"), "{}", stderr(&o));
+    }
+    let o = run(&[], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("RUMP_SERVER"), "{}", stderr(&o));
+    let o = run(&[], Some("unix:///nonexistent/x.sock"));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "rump.halt: connect unix:///nonexistent/x.sock: No such file or directory"
+    );
+}
