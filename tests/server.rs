@@ -1,0 +1,273 @@
+//! rump_server with the built-in kernel, end to end (SPEC §5, §6, §9;
+//! issue 4): real processes, real sockets, real host images.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use netbsd_abi::errno::{EEXIST, ENOENT, ENOSYS, ENOTEMPTY, EIO};
+use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_WRONLY};
+use rumpclient::Error;
+
+const MIB: usize = 1 << 20;
+
+fn errno(r: Result<impl std::fmt::Debug, Error>) -> i32 {
+    match r {
+        Err(Error::Errno(e)) => e.0,
+        other => panic!("expected a NetBSD errno, got {other:?}"),
+    }
+}
+
+#[test]
+fn drive_created_written_back_and_synced() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let s = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=16m", img.display())]);
+    assert_eq!(std::fs::metadata(&img).expect("image created").len(), 16 * MIB as u64);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&img).unwrap().permissions().mode() & 0o777, 0o644);
+
+    let c = s.client();
+    let fd = c.open("/dk", O_RDWR, 0).expect("open /dk");
+    let data = pattern(2 * MIB + 517, 11);
+    assert_eq!(c.pwrite(fd, &data, 3 * MIB as i64 + 9).expect("pwrite"), data.len());
+    assert_ne!(read_at(&img, 3 * MIB as u64 + 9, data.len()), data, "write-back: not on the host before sync");
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(c.pread(fd, &mut back, 3 * MIB as i64 + 9).expect("pread"), data.len());
+    assert_eq!(back, data, "read back through the server");
+    c.sync().expect("sync");
+    assert_eq!(read_at(&img, 3 * MIB as u64 + 9, data.len()), data, "on the host after sync");
+    c.close(fd).expect("close");
+}
+
+#[test]
+fn size_host_uses_an_existing_image() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let data = pattern(MIB, 12);
+    std::fs::write(&img, &data).unwrap();
+    let s = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=host", img.display())]);
+    let c = s.client();
+    let fd = c.open("/dk", O_RDONLY, 0).expect("open /dk");
+    let mut back = vec![0u8; MIB];
+    assert_eq!(c.pread(fd, &mut back, 0).expect("pread"), MIB);
+    assert_eq!(back, data);
+    assert_eq!(c.fstat(fd).expect("fstat").size, MIB as i64);
+}
+
+#[test]
+fn start_up_failures_are_one_clear_line() {
+    let d = tmpdir();
+    let url = format!("unix://{}", d.path().join("sock").display());
+    let run = |args: &[&str]| {
+        Command::new(RUMP_SERVER).args(args).current_dir(d.path()).output().expect("rump_server")
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["-d".into(), "key=/dk,size=16m".into(), url.clone()], "hostpath"),
+        (vec!["-d".into(), "key=/dk,hostpath=x,size=12q".into(), url.clone()], "12q"),
+        (vec!["-d".into(), format!("key=/dk,hostpath={}/missing,size=host", d.path().display()), url.clone()], "missing"),
+        (vec!["bogus://where".into()], "bogus://where"),
+        (vec!["-c".into(), "zero".into(), url.clone()], "usage"),
+    ];
+    for (args, needle) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&a);
+        assert!(!o.status.success(), "{a:?} must fail");
+        let msg = stderr(&o);
+        assert!(msg.starts_with("rump_server: ") || msg.starts_with("usage:"), "{a:?}: {msg}");
+        assert!(msg.contains(needle), "{a:?}: message names {needle:?}: {msg}");
+    }
+    // A URL already in use.
+    let s = Server::start(d.path(), &[]);
+    let o = run(&[&s.url]);
+    assert!(!o.status.success(), "a second server on the same socket must fail");
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+}
+
+#[test]
+fn daemonized_server_is_up_when_the_command_returns() {
+    let d = tmpdir();
+    let url = format!("unix://{}", d.path().join("sock").display());
+    let o = Command::new(RUMP_SERVER).arg(&url).current_dir(d.path()).output().expect("rump_server");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = Client::connect(&url).expect("accepting connections as soon as rump_server returned");
+    c.getpid().expect("getpid");
+    drop(c);
+    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &url).output().expect("rump.halt");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn rumpfs_files_and_directories_behave_as_posix_says() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let c = s.client();
+    c.mkdir("/a", 0o755).expect("mkdir");
+    assert_eq!(errno(c.mkdir("/a", 0o755)), EEXIST);
+    let fd = c.open("/a/f", O_WRONLY | O_CREAT, 0o640).expect("create");
+    assert_eq!(c.write(fd, b"hello, world").expect("write"), 12);
+    c.close(fd).unwrap();
+    let st = c.stat("/a/f").expect("stat");
+    assert_eq!(st.size, 12);
+    assert_eq!(st.mode & 0o7777, 0o640);
+    assert!(st.is_reg());
+    assert!(c.stat("/a").unwrap().is_dir());
+    let fd = c.open("/a/f", O_RDONLY, 0).unwrap();
+    let mut b = [0u8; 64];
+    assert_eq!(c.read(fd, &mut b).unwrap(), 12);
+    assert_eq!(&b[..12], b"hello, world");
+    c.close(fd).unwrap();
+
+    c.rename("/a/f", "/a/g").expect("rename");
+    assert_eq!(errno(c.stat("/a/f")), ENOENT);
+    let fd = c.open("/a", O_RDONLY, 0).unwrap();
+    let mut names: Vec<String> =
+        c.getdents(fd, 4096).unwrap().into_iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()).collect();
+    names.sort();
+    assert_eq!(names, [".", "..", "g"]);
+    c.close(fd).unwrap();
+    assert_eq!(errno(c.rmdir("/a")), ENOTEMPTY);
+    c.unlink("/a/g").expect("unlink");
+    c.rmdir("/a").expect("rmdir of an empty directory");
+    assert_eq!(errno(c.stat("/a")), ENOENT);
+}
+
+#[test]
+fn unknown_syscall_is_enosys_and_the_server_stays_up() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let c = s.client();
+    assert_eq!(errno(c.syscall(499, &[0; 8])), ENOSYS);
+    assert_eq!(errno(c.syscall(9999, &[])), ENOSYS);
+    c.getpid().expect("still serving");
+    s.client().getpid().expect("still accepting");
+}
+
+#[test]
+fn many_clients_keep_their_descriptors_and_directories_apart() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let url = s.url.clone();
+            std::thread::spawn(move || {
+                let c = Client::connect(&url).expect("connect");
+                let dir = format!("/c{i}");
+                c.mkdir(&dir, 0o755).unwrap();
+                c.chdir(&dir).unwrap();
+                for round in 0..20 {
+                    let name = format!("f{round}");
+                    let fd = c.open(&name, O_RDWR | O_CREAT, 0o644).unwrap();
+                    let data = pattern(1000 + round * 37, (i * 100 + round) as u64);
+                    c.write(fd, &data).unwrap();
+                    let mut back = vec![0u8; data.len()];
+                    c.pread(fd, &mut back, 0).unwrap();
+                    assert_eq!(back, data);
+                    c.close(fd).unwrap();
+                    assert_eq!(c.getcwd().unwrap(), dir, "cwd is per client");
+                }
+                c.getpid().unwrap()
+            })
+        })
+        .collect();
+    let mut pids: Vec<i32> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 32, "each client is its own process");
+}
+
+/// Resident set size of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+#[test]
+fn writing_four_times_the_memory_limit_stays_within_it() {
+    const LIMIT: usize = 16 * MIB;
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let s = Server::start(
+        d.path(),
+        &["-r", "16m", "-d", &format!("key=/dk,hostpath={},size=72m", img.display())],
+    );
+    let base_rss = rss_bytes(s.pid());
+    let c = s.client();
+    let fd = c.open("/dk", O_RDWR, 0).unwrap();
+    let chunk = 256 * 1024;
+    let mut peak = 0;
+    for i in 0..(4 * LIMIT / chunk) {
+        let data = pattern(chunk, i as u64);
+        assert_eq!(c.pwrite(fd, &data, (i * chunk) as i64).unwrap(), chunk);
+        peak = peak.max(rss_bytes(s.pid()));
+    }
+    c.sync().unwrap();
+    let margin = 24 * MIB as u64;
+    assert!(
+        peak <= base_rss + LIMIT as u64 + margin,
+        "resident memory {} MiB over start {} MiB + limit 16 MiB + margin",
+        peak >> 20,
+        base_rss >> 20
+    );
+    for i in 0..(4 * LIMIT / chunk) {
+        assert_eq!(read_at(&img, (i * chunk) as u64, chunk), pattern(chunk, i as u64), "chunk {i}");
+    }
+}
+
+#[test]
+fn a_host_write_error_is_reported_and_the_data_kept() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let ctl = d.path().join("fault-on");
+    std::fs::write(&ctl, b"").unwrap();
+    let s = Server::start_with(
+        d.path(),
+        ServerOpts {
+            args: vec!["-d".into(), format!("key=/dk,hostpath={},size=8m", img.display())],
+            env: vec![("RUMP_FAULT", format!("/dk=write-error:{}", ctl.display()))],
+            cores: false,
+        },
+    );
+    let c = s.client();
+    let fd = c.open("/dk", O_RDWR, 0).unwrap();
+    let data = pattern(MIB, 13);
+    c.pwrite(fd, &data, 0).unwrap();
+    assert_eq!(errno(c.fsync(fd)), EIO, "fsync reports the host write error");
+    assert_eq!(errno(c.sync()), EIO, "sync reports it too");
+    std::fs::remove_file(&ctl).unwrap();
+    c.fsync(fd).expect("the fault is gone: the kept data is written");
+    assert_eq!(read_at(&img, 0, MIB), data, "nothing was dropped");
+}
+
+#[test]
+fn rumpctl_moves_files_in_and_out() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let host = d.path().join("in.bin");
+    let data = pattern(300_000, 14);
+    std::fs::write(&host, &data).unwrap();
+    let ok = |args: &[&str]| {
+        let o = s.tool(RUMPCTL, args);
+        assert!(o.status.success(), "rumpctl {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&["mkdir", "-p", "/x/y"]);
+    ok(&["put", host.to_str().unwrap(), "/x/y/data"]);
+    let out = d.path().join("out.bin");
+    ok(&["get", "/x/y/data", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    ok(&["mv", "/x/y/data", "/x/moved"]);
+    assert_eq!(ok(&["ls", "/x"]), "moved\ny\n");
+    assert!(ok(&["stat", "/x/moved"]).contains("size 300000"));
+    ok(&["rm", "/x/moved"]);
+    let o = s.tool(RUMPCTL, &["cat", "/x/moved"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim(), "rumpctl: /x/moved: No such file or directory");
+    ok(&["sync"]);
+    let o = s.tool(RUMPCTL, &["frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("usage:"));
+    let _ = Duration::from_secs(0);
+}
