@@ -6,6 +6,7 @@ pub mod errno;
 pub mod fcntl;
 pub mod reboot;
 pub mod signal;
+pub mod sp;
 pub mod stat;
 pub mod syscall;
 

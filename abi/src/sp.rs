@@ -1,0 +1,687 @@
+//! The sysproxy wire format (NetBSD's remote-syscall protocol), as pure
+//! data: constants, the 24-byte frame header, the banner line and the
+//! payload layouts. No I/O lives here; the server (`rumpuser::sp`) and the
+//! client (`rumpclient`) both build on it.
+//!
+//! Every integer is little-endian (amd64). A frame is a header followed by
+//! `len - HDRSZ` payload bytes; `len` counts the header too.
+
+use crate::errno;
+
+/// Protocol version carried in the banner.
+pub const PROTO_MAJOR: u32 = 0;
+pub const PROTO_MINOR: u32 = 4;
+
+/// Size of the frame header.
+pub const HDRSZ: usize = 24;
+/// Largest frame (header included) this implementation accepts. NetBSD has
+/// no cap; ours keeps a hostile peer from making us allocate without bound.
+pub const MAX_FRAME: u64 = 64 << 20;
+/// The banner buffer: the banner line, newline included, is at most
+/// `MAXBANNER - 1` bytes (NetBSD reserves one byte for its NUL).
+pub const MAXBANNER: usize = 96;
+/// Words in the fork authentication cookie (128 bits).
+pub const AUTHLEN: usize = 4;
+/// Bytes in the fork authentication cookie.
+pub const COOKIE_LEN: usize = AUTHLEN * 4;
+
+/// Frame classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Class {
+    Req = 0,
+    Resp = 1,
+    Error = 2,
+}
+
+impl Class {
+    pub fn from_u16(v: u16) -> Option<Class> {
+        Some(match v {
+            0 => Class::Req,
+            1 => Class::Resp,
+            2 => Class::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Frame types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Type {
+    Handshake = 0,
+    Syscall = 1,
+    Copyin = 2,
+    Copyinstr = 3,
+    Copyout = 4,
+    Copyoutstr = 5,
+    Anonmmap = 6,
+    Prefork = 7,
+    Raise = 8,
+}
+
+impl Type {
+    pub fn from_u16(v: u16) -> Option<Type> {
+        Some(match v {
+            0 => Type::Handshake,
+            1 => Type::Syscall,
+            2 => Type::Copyin,
+            3 => Type::Copyinstr,
+            4 => Type::Copyout,
+            5 => Type::Copyoutstr,
+            6 => Type::Anonmmap,
+            7 => Type::Prefork,
+            8 => Type::Raise,
+            _ => return None,
+        })
+    }
+}
+
+/// Handshake kinds (the header's `u32` in a `HANDSHAKE` request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Handshake {
+    Guest = 0,
+    Auth = 1,
+    Fork = 2,
+    Exec = 3,
+}
+
+impl Handshake {
+    pub fn from_u32(v: u32) -> Option<Handshake> {
+        Some(match v {
+            0 => Handshake::Guest,
+            1 => Handshake::Auth,
+            2 => Handshake::Fork,
+            3 => Handshake::Exec,
+            _ => return None,
+        })
+    }
+}
+
+/// Protocol errors, carried in the header's `u32` of an `ERROR` frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ProtoError {
+    None = 0,
+    TryAgain = 1,
+    Auth = 2,
+    InvalidPrefork = 3,
+    RforkFailed = 4,
+    InExec = 5,
+    NoMem = 6,
+    MalformedRequest = 7,
+}
+
+impl ProtoError {
+    pub fn from_u32(v: u32) -> Option<ProtoError> {
+        Some(match v {
+            0 => ProtoError::None,
+            1 => ProtoError::TryAgain,
+            2 => ProtoError::Auth,
+            3 => ProtoError::InvalidPrefork,
+            4 => ProtoError::RforkFailed,
+            5 => ProtoError::InExec,
+            6 => ProtoError::NoMem,
+            7 => ProtoError::MalformedRequest,
+            _ => return None,
+        })
+    }
+
+    /// The NetBSD errno NetBSD's client reports for this protocol error.
+    pub fn errno(self) -> i32 {
+        match self {
+            ProtoError::None => 0,
+            ProtoError::TryAgain => errno::EAGAIN,
+            ProtoError::Auth => errno::EPERM,
+            ProtoError::InvalidPrefork => errno::ESRCH,
+            ProtoError::RforkFailed => errno::EIO,
+            ProtoError::InExec => errno::EBUSY,
+            ProtoError::NoMem => errno::ENOMEM,
+            ProtoError::MalformedRequest => errno::EINVAL,
+        }
+    }
+
+    /// Errno for a raw error value, unknown values included (`EINVAL`).
+    pub fn errno_of(v: u32) -> i32 {
+        ProtoError::from_u32(v).map(|e| e.errno()).unwrap_or(errno::EINVAL)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtoError::None => "no error",
+            ProtoError::TryAgain => "server busy, try again",
+            ProtoError::Auth => "not authenticated",
+            ProtoError::InvalidPrefork => "invalid fork cookie",
+            ProtoError::RforkFailed => "server could not create a process",
+            ProtoError::InExec => "client is in exec",
+            ProtoError::NoMem => "server out of memory",
+            ProtoError::MalformedRequest => "malformed request",
+        }
+    }
+}
+
+impl std::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A header exactly as read off the wire, before any validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RawHeader {
+    pub len: u64,
+    pub reqno: u64,
+    pub class: u16,
+    pub ty: u16,
+    /// Syscall number, error, handshake type or signal, by frame type.
+    pub arg: u32,
+}
+
+impl RawHeader {
+    pub fn parse(b: &[u8; HDRSZ]) -> RawHeader {
+        RawHeader {
+            len: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+            reqno: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            class: u16::from_le_bytes([b[16], b[17]]),
+            ty: u16::from_le_bytes([b[18], b[19]]),
+            arg: u32::from_le_bytes(b[20..24].try_into().unwrap()),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HDRSZ] {
+        let mut b = [0u8; HDRSZ];
+        b[0..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.reqno.to_le_bytes());
+        b[16..18].copy_from_slice(&self.class.to_le_bytes());
+        b[18..20].copy_from_slice(&self.ty.to_le_bytes());
+        b[20..24].copy_from_slice(&self.arg.to_le_bytes());
+        b
+    }
+
+    /// Check the length and decode class and type.
+    pub fn validate(&self) -> Result<Header, FrameError> {
+        if self.len < HDRSZ as u64 {
+            return Err(FrameError::TooShort { reqno: self.reqno, len: self.len });
+        }
+        if self.len > MAX_FRAME {
+            return Err(FrameError::TooLong { reqno: self.reqno, len: self.len });
+        }
+        let class = Class::from_u16(self.class)
+            .ok_or(FrameError::UnknownClass { reqno: self.reqno, class: self.class })?;
+        // ERROR frames carry no meaningful type (NetBSD sends 0); accept any.
+        let ty = match Type::from_u16(self.ty) {
+            Some(t) => t,
+            None if class == Class::Error => Type::Handshake,
+            None => return Err(FrameError::UnknownType { reqno: self.reqno, ty: self.ty }),
+        };
+        Ok(Header { len: self.len, reqno: self.reqno, class, ty, arg: self.arg })
+    }
+}
+
+/// A validated header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub len: u64,
+    pub reqno: u64,
+    pub class: Class,
+    pub ty: Type,
+    pub arg: u32,
+}
+
+impl Header {
+    /// A header for a frame with `payload` bytes after it.
+    pub fn new(class: Class, ty: Type, reqno: u64, arg: u32, payload: usize) -> Header {
+        Header { len: (HDRSZ + payload) as u64, reqno, class, ty, arg }
+    }
+
+    pub fn payload_len(&self) -> usize {
+        (self.len as usize).saturating_sub(HDRSZ)
+    }
+
+    pub fn raw(&self) -> RawHeader {
+        RawHeader {
+            len: self.len,
+            reqno: self.reqno,
+            class: self.class as u16,
+            ty: self.ty as u16,
+            arg: self.arg,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HDRSZ] {
+        self.raw().encode()
+    }
+
+    /// Decode and validate the first `HDRSZ` bytes of `b`.
+    pub fn decode(b: &[u8]) -> Result<Header, FrameError> {
+        let h: &[u8; HDRSZ] = b
+            .get(..HDRSZ)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(FrameError::Incomplete { have: b.len(), need: HDRSZ })?;
+        RawHeader::parse(h).validate()
+    }
+}
+
+/// Why a frame was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Fewer bytes than needed are available (not an error on a stream:
+    /// read more). `need` counts from the start of the frame.
+    Incomplete { have: usize, need: usize },
+    /// `len` is smaller than the header itself.
+    TooShort { reqno: u64, len: u64 },
+    /// `len` exceeds [`MAX_FRAME`].
+    TooLong { reqno: u64, len: u64 },
+    UnknownClass { reqno: u64, class: u16 },
+    UnknownType { reqno: u64, ty: u16 },
+}
+
+impl FrameError {
+    /// The request number of the offending frame, when the header was read.
+    pub fn reqno(&self) -> Option<u64> {
+        match *self {
+            FrameError::Incomplete { .. } => None,
+            FrameError::TooShort { reqno, .. }
+            | FrameError::TooLong { reqno, .. }
+            | FrameError::UnknownClass { reqno, .. }
+            | FrameError::UnknownType { reqno, .. } => Some(reqno),
+        }
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            FrameError::Incomplete { have, need } => {
+                write!(f, "truncated frame ({have} of {need} bytes)")
+            }
+            FrameError::TooShort { len, .. } => write!(f, "frame length {len} shorter than header"),
+            FrameError::TooLong { len, .. } => {
+                write!(f, "frame length {len} exceeds limit {MAX_FRAME}")
+            }
+            FrameError::UnknownClass { class, .. } => write!(f, "unknown frame class {class}"),
+            FrameError::UnknownType { ty, .. } => write!(f, "unknown frame type {ty}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// A whole frame borrowed from a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub hdr: Header,
+    pub payload: &'a [u8],
+}
+
+/// Decode one frame from the start of `b`. Returns the frame and the bytes
+/// it used; `Err(Incomplete)` when `b` holds only part of a valid frame.
+pub fn decode_frame(b: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
+    let hdr = Header::decode(b)?;
+    let len = hdr.len as usize;
+    if b.len() < len {
+        return Err(FrameError::Incomplete { have: b.len(), need: len });
+    }
+    Ok((Frame { hdr, payload: &b[HDRSZ..len] }, len))
+}
+
+/// Build a whole frame: header followed by the concatenated `parts`.
+pub fn encode_frame(class: Class, ty: Type, reqno: u64, arg: u32, parts: &[&[u8]]) -> Vec<u8> {
+    let payload: usize = parts.iter().map(|p| p.len()).sum();
+    let mut v = Vec::with_capacity(HDRSZ + payload);
+    v.extend_from_slice(&Header::new(class, ty, reqno, arg, payload).encode());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Banner
+
+/// The banner line the server sends on accept:
+/// `RUMPSP-<major>.<minor>-<ostype>-<osrelease>/<machine>\n`.
+/// `None` when it would not fit in [`MAXBANNER`] (newline included, one
+/// byte kept for NetBSD's terminating NUL).
+pub fn format_banner(ostype: &str, osrelease: &str, machine: &str) -> Option<String> {
+    let s = format!("RUMPSP-{PROTO_MAJOR}.{PROTO_MINOR}-{ostype}-{osrelease}/{machine}\n");
+    if s.len() > MAXBANNER - 1 || s[..s.len() - 1].contains('\n') {
+        return None;
+    }
+    Some(s)
+}
+
+/// A parsed banner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Banner {
+    pub major: u32,
+    pub minor: u32,
+    pub ostype: String,
+    pub osrelease: String,
+    pub machine: String,
+}
+
+/// Why a banner was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BannerError {
+    TooLong,
+    NoNewline,
+    NotSysproxy,
+    BadVersion,
+    Malformed,
+}
+
+impl std::fmt::Display for BannerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BannerError::TooLong => "banner too long",
+            BannerError::NoNewline => "banner not terminated by a newline",
+            BannerError::NotSysproxy => "not a sysproxy server (bad banner)",
+            BannerError::BadVersion => "unsupported sysproxy protocol version",
+            BannerError::Malformed => "malformed banner",
+        })
+    }
+}
+
+impl std::error::Error for BannerError {}
+
+/// Parse a banner line (newline included).
+pub fn parse_banner(b: &[u8]) -> Result<Banner, BannerError> {
+    if b.len() > MAXBANNER - 1 {
+        return Err(BannerError::TooLong);
+    }
+    let line = match b.split_last() {
+        Some((b'\n', rest)) => rest,
+        _ => return Err(BannerError::NoNewline),
+    };
+    let line = std::str::from_utf8(line).map_err(|_| BannerError::Malformed)?;
+    let rest = line.strip_prefix("RUMPSP-").ok_or(BannerError::NotSysproxy)?;
+    let (ver, rest) = rest.split_once('-').ok_or(BannerError::Malformed)?;
+    let (maj, min) = ver.split_once('.').ok_or(BannerError::BadVersion)?;
+    let major: u32 = maj.parse().map_err(|_| BannerError::BadVersion)?;
+    let minor: u32 = min.parse().map_err(|_| BannerError::BadVersion)?;
+    let (ostype, rest) = rest.split_once('-').ok_or(BannerError::Malformed)?;
+    let (osrelease, machine) = rest.rsplit_once('/').ok_or(BannerError::Malformed)?;
+    Ok(Banner {
+        major,
+        minor,
+        ostype: ostype.to_string(),
+        osrelease: osrelease.to_string(),
+        machine: machine.to_string(),
+    })
+}
+
+impl Banner {
+    /// Whether a client speaking 0.4 can talk to this server.
+    pub fn compatible(&self) -> bool {
+        self.major == PROTO_MAJOR && self.minor >= PROTO_MINOR
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Payloads
+
+/// Syscall response: `struct rsp_sysresp { int error; register_t retval[2]; }`
+/// — 4 bytes of error, 4 bytes of padding, two 8-byte values.
+pub const SYSRESP_LEN: usize = 24;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SysResp {
+    /// NetBSD errno, 0 on success.
+    pub error: i32,
+    pub retval: [i64; 2],
+}
+
+impl SysResp {
+    pub fn encode(&self) -> [u8; SYSRESP_LEN] {
+        let mut b = [0u8; SYSRESP_LEN];
+        b[0..4].copy_from_slice(&self.error.to_le_bytes());
+        b[8..16].copy_from_slice(&self.retval[0].to_le_bytes());
+        b[16..24].copy_from_slice(&self.retval[1].to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<SysResp> {
+        if b.len() < SYSRESP_LEN {
+            return None;
+        }
+        Some(SysResp {
+            error: i32::from_le_bytes(b[0..4].try_into().unwrap()),
+            retval: [
+                i64::from_le_bytes(b[8..16].try_into().unwrap()),
+                i64::from_le_bytes(b[16..24].try_into().unwrap()),
+            ],
+        })
+    }
+}
+
+/// Copy request header: `struct rsp_copydata { size_t len; void *addr; }`,
+/// followed by the data for COPYOUT/COPYOUTSTR. COPYIN/COPYINSTR requests
+/// carry just these 16 bytes; the client answers with a RESP frame whose
+/// payload is the data (for COPYINSTR: up to and including the NUL, at
+/// most `len` bytes).
+pub const COPYDATA_LEN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CopyData {
+    pub len: u64,
+    /// Address in the client's memory.
+    pub addr: u64,
+}
+
+impl CopyData {
+    pub fn encode(&self) -> [u8; COPYDATA_LEN] {
+        let mut b = [0u8; COPYDATA_LEN];
+        b[0..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.addr.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<CopyData> {
+        if b.len() < COPYDATA_LEN {
+            return None;
+        }
+        Some(CopyData {
+            len: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+            addr: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        })
+    }
+}
+
+/// Handshake response payload: one `int` error (0 on success).
+pub const HANDSHAKE_RESP_LEN: usize = 4;
+
+/// Fork handshake payload: `struct handshake_fork { uint32_t auth[4]; int
+/// cancel; }` — 20 bytes.
+pub const HANDSHAKE_FORK_LEN: usize = 20;
+
+/// The 128-bit fork cookie from a PREFORK response.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Cookie(pub [u8; COOKIE_LEN]);
+
+impl std::fmt::Debug for Cookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cookie(..)")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeFork {
+    pub cookie: Cookie,
+    pub cancel: bool,
+}
+
+impl HandshakeFork {
+    pub fn encode(&self) -> [u8; HANDSHAKE_FORK_LEN] {
+        let mut b = [0u8; HANDSHAKE_FORK_LEN];
+        b[..COOKIE_LEN].copy_from_slice(&self.cookie.0);
+        b[16..20].copy_from_slice(&(self.cancel as i32).to_le_bytes());
+        b
+    }
+
+    /// Exactly [`HANDSHAKE_FORK_LEN`] bytes, as NetBSD's server insists.
+    pub fn decode(b: &[u8]) -> Option<HandshakeFork> {
+        if b.len() != HANDSHAKE_FORK_LEN {
+            return None;
+        }
+        let mut c = [0u8; COOKIE_LEN];
+        c.copy_from_slice(&b[..COOKIE_LEN]);
+        Some(HandshakeFork {
+            cookie: Cookie(c),
+            cancel: i32::from_le_bytes(b[16..20].try_into().unwrap()) != 0,
+        })
+    }
+}
+
+/// ANONMMAP request payload: `size_t` bytes wanted; response: `void *`.
+pub const ANONMMAP_LEN: usize = 8;
+
+/// Read a little-endian `u64` at the start of `b`.
+pub fn u64_at(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+/// Read a little-endian `i32` at the start of `b`.
+pub fn i32_at(b: &[u8]) -> Option<i32> {
+    Some(i32::from_le_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn constants_match_netbsd() {
+        assert_eq!(HDRSZ, 24);
+        assert_eq!(Type::Raise as u16, 8);
+        assert_eq!(Type::Prefork as u16, 7);
+        assert_eq!(Handshake::Exec as u32, 3);
+        assert_eq!(ProtoError::MalformedRequest as u32, 7);
+        assert_eq!(ProtoError::Auth.errno(), errno::EPERM);
+    }
+
+    #[test]
+    fn banner_round_trip() {
+        let b = format_banner("NetBSD", "7.99.34", "amd64").unwrap();
+        assert_eq!(b, "RUMPSP-0.4-NetBSD-7.99.34/amd64\n");
+        let p = parse_banner(b.as_bytes()).unwrap();
+        assert_eq!(p.ostype, "NetBSD");
+        assert_eq!(p.osrelease, "7.99.34");
+        assert_eq!(p.machine, "amd64");
+        assert!(p.compatible());
+        assert!(format_banner(&"x".repeat(80), "1", "amd64").is_none());
+        assert_eq!(parse_banner(b"HTTP/1.1 200\n"), Err(BannerError::NotSysproxy));
+        assert_eq!(parse_banner(b"RUMPSP-0.4-a-b/c"), Err(BannerError::NoNewline));
+    }
+
+    #[test]
+    fn header_layout() {
+        let h = Header::new(Class::Resp, Type::Syscall, 0x0102030405060708, 20, 24);
+        let b = h.encode();
+        assert_eq!(&b[0..8], &48u64.to_le_bytes());
+        assert_eq!(&b[8..16], &0x0102030405060708u64.to_le_bytes());
+        assert_eq!(&b[16..18], &1u16.to_le_bytes());
+        assert_eq!(&b[18..20], &1u16.to_le_bytes());
+        assert_eq!(&b[20..24], &20u32.to_le_bytes());
+        assert_eq!(Header::decode(&b), Ok(h));
+    }
+
+    #[test]
+    fn decoder_rejects() {
+        let mut r = RawHeader { len: 10, reqno: 5, class: 0, ty: 1, arg: 0 };
+        assert_eq!(Header::decode(&r.encode()), Err(FrameError::TooShort { reqno: 5, len: 10 }));
+        r.len = MAX_FRAME + 1;
+        assert!(matches!(Header::decode(&r.encode()), Err(FrameError::TooLong { .. })));
+        r.len = 24;
+        r.class = 3;
+        assert!(matches!(Header::decode(&r.encode()), Err(FrameError::UnknownClass { .. })));
+        r.class = 0;
+        r.ty = 9;
+        assert!(matches!(Header::decode(&r.encode()), Err(FrameError::UnknownType { .. })));
+        assert!(matches!(Header::decode(&[0u8; 10]), Err(FrameError::Incomplete { .. })));
+        r.ty = 1;
+        r.len = 40;
+        assert_eq!(
+            decode_frame(&r.encode()),
+            Err(FrameError::Incomplete { have: 24, need: 40 })
+        );
+    }
+
+    #[test]
+    fn payloads() {
+        let s = SysResp { error: 2, retval: [-1, 7] };
+        let b = s.encode();
+        assert_eq!(&b[4..8], &[0, 0, 0, 0]);
+        assert_eq!(SysResp::decode(&b), Some(s));
+        let c = CopyData { len: 3, addr: 0xdead };
+        assert_eq!(CopyData::decode(&c.encode()), Some(c));
+        let f = HandshakeFork { cookie: Cookie([7; 16]), cancel: true };
+        assert_eq!(HandshakeFork::decode(&f.encode()), Some(f));
+        assert_eq!(HandshakeFork::decode(&[0; 19]), None);
+    }
+
+    fn arb_class() -> impl Strategy<Value = Class> {
+        prop_oneof![Just(Class::Req), Just(Class::Resp), Just(Class::Error)]
+    }
+
+    fn arb_type() -> impl Strategy<Value = Type> {
+        (0u16..9).prop_map(|t| Type::from_u16(t).unwrap())
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_frame(&bytes);
+            let _ = Header::decode(&bytes);
+            let _ = parse_banner(&bytes);
+            let _ = SysResp::decode(&bytes);
+            let _ = CopyData::decode(&bytes);
+            let _ = HandshakeFork::decode(&bytes);
+        }
+
+        #[test]
+        fn decoder_accepts_only_valid(bytes in proptest::collection::vec(any::<u8>(), 24..64)) {
+            if let Ok((f, used)) = decode_frame(&bytes) {
+                prop_assert!(used >= HDRSZ && used <= bytes.len());
+                prop_assert!(f.hdr.len as usize == used);
+                prop_assert!(f.hdr.len <= MAX_FRAME);
+            }
+        }
+
+        #[test]
+        fn encode_decode_round_trip(
+            class in arb_class(), ty in arb_type(), reqno in any::<u64>(), arg in any::<u32>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            trailing in proptest::collection::vec(any::<u8>(), 0..30),
+        ) {
+            let mut f = encode_frame(class, ty, reqno, arg, &[&payload]);
+            let n = f.len();
+            f.extend_from_slice(&trailing);
+            let (fr, used) = decode_frame(&f).unwrap();
+            prop_assert_eq!(used, n);
+            prop_assert_eq!(fr.hdr.class, class);
+            prop_assert_eq!(fr.hdr.ty, ty);
+            prop_assert_eq!(fr.hdr.reqno, reqno);
+            prop_assert_eq!(fr.hdr.arg, arg);
+            prop_assert_eq!(fr.payload, &payload[..]);
+            // Every strict prefix is incomplete, never an error or a frame.
+            for cut in [0, 1, HDRSZ - 1, HDRSZ, n - 1] {
+                if cut < n {
+                    let incomplete = matches!(decode_frame(&f[..cut]), Err(FrameError::Incomplete { .. }));
+                    prop_assert!(incomplete);
+                }
+            }
+        }
+
+        #[test]
+        fn banner_round_trips(os in "[A-Za-z]{1,10}", rel in "[0-9.]{1,10}", mach in "[a-z0-9_]{1,10}") {
+            let b = format_banner(&os, &rel, &mach).unwrap();
+            let p = parse_banner(b.as_bytes()).unwrap();
+            prop_assert_eq!(p.ostype, os);
+            prop_assert_eq!(p.osrelease, rel);
+            prop_assert_eq!(p.machine, mach);
+        }
+    }
+}
