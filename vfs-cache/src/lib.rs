@@ -1,7 +1,33 @@
 //! vfs-cache: the write-back buffer cache between file systems and host
 //! drives (SPEC §6).
+//!
+//! * [`Cache`]: one per kernel, shared by every drive; holds fixed-size
+//!   blocks keyed by (device, block number) under one memory limit.
+//! * [`CachedDev`]: a drive attached to the cache; implements [`Store`]
+//!   (byte-granular, write-back) and `sync`.
+//! * [`HostDrive`]: a [`BlockDevice`] over a host file through the
+//!   hypercall layer (`rumpuser_bio`, `rumpuser_syncfd`).
+//! * [`FaultyDrive`] / [`FaultControl`]: fault injection for tests.
+//! * [`MemDevice`]: an in-memory [`BlockDevice`] that records its calls,
+//!   for tests here and elsewhere.
+//!
+//! See [`cache`] for the policy (limits, throttling, eviction, sync).
 
 use netbsd_abi::Errno;
+
+pub mod cache;
+mod event;
+pub mod fault;
+pub mod host;
+pub mod mem;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::{Cache, CacheConfig, CachedDev, Stats, DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MERGE};
+pub use fault::{FaultControl, FaultMode, FaultSpecError, FaultyDrive};
+pub use host::HostDrive;
+pub use mem::{DevOp, MemDevice};
 
 /// A host drive as the cache sees it: whole-range reads and writes at byte
 /// offsets, and a flush to stable storage. The production implementation
