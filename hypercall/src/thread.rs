@@ -83,7 +83,8 @@ pub fn spawn(name: &str, mustjoin: bool, f: impl FnOnce() + Send + 'static) -> R
     Ok(if mustjoin { Some(JoinHandle { inner: handle }) } else { None })
 }
 
-type ThreadFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+/// The thread entry point `void *(*)(void *)`.
+type ThreadFn = extern "C" fn(*mut c_void) -> *mut c_void;
 
 /// `rumpuser_thread_create(fn, arg, name, mustjoin, priority, cpuidx,
 /// &cookie)`: a host thread running `fn(arg)`, named `name`. Priority and

@@ -1,0 +1,222 @@
+//! Block I/O: `rumpuser_bio`, asynchronous on a small pool of named I/O
+//! threads, and the Rust API [`bio_submit`] / [`bio_wait`].
+//!
+//! Every request is completed exactly once with (bytes done, NetBSD errno):
+//! a read that meets end of file reports the bytes it got and no error; an
+//! error after some bytes reports those bytes and the error. A
+//! `BIO_WRITE | BIO_SYNC` request is on stable storage (`fdatasync`) before
+//! it completes. As in NetBSD, an I/O thread gets its own kernel lwp
+//! (`hyp_lwproc_newlwp(0)`) and runs the completion with a virtual CPU
+//! (`backend_schedule` … `backend_unschedule`).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::ffi::{c_int, c_void};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use crate::errno::{Errno, EINVAL};
+use crate::file::{pread_full, pwrite_full};
+
+pub const BIO_READ: i32 = 0x01;
+pub const BIO_WRITE: i32 = 0x02;
+pub const BIO_SYNC: i32 = 0x04;
+
+/// How many I/O threads serve asynchronous requests.
+pub const IO_THREADS: usize = 4;
+
+/// `rump_biodone_fn`.
+pub type BiodoneFn = unsafe extern "C" fn(*mut c_void, usize, c_int);
+
+struct Job {
+    fd: c_int,
+    op: c_int,
+    buf: *mut u8,
+    len: usize,
+    off: i64,
+    done: Box<dyn FnOnce(usize, i32) + Send>,
+}
+
+// SAFETY: the submitter promises the buffer stays valid and untouched until
+// completion, whichever thread performs the I/O.
+unsafe impl Send for Job {}
+
+struct Pool {
+    queue: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+fn pool() -> &'static Pool {
+    POOL.get_or_init(|| {
+        for i in 0..IO_THREADS {
+            let r = std::thread::Builder::new().name(format!("rumpuser_bio{i}")).spawn(io_thread);
+            if let Err(e) = r {
+                crate::cons::dprint(&format!("rumpuser: cannot start I/O thread {i}: {e}\n"));
+            }
+        }
+        Pool { queue: Mutex::new(VecDeque::new()), ready: Condvar::new() }
+    })
+}
+
+thread_local! {
+    static HAS_LWP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Give this I/O thread a kernel lwp, once a kernel is there.
+fn ensure_lwp() {
+    if HAS_LWP.with(|c| c.get()) {
+        return;
+    }
+    if let Some(up) = crate::upcalls::get() {
+        up.schedule();
+        let rv = up.lwproc_newlwp(0);
+        up.unschedule();
+        if rv != 0 {
+            crate::cons::dprint(&format!("rumpuser: I/O thread lwp creation failed: {rv}\n"));
+        }
+        HAS_LWP.with(|c| c.set(true));
+    }
+}
+
+fn io_thread() {
+    // The pool is initialised before any thread can find work; wait for it.
+    let pool = loop {
+        if let Some(p) = POOL.get() {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    loop {
+        let job = {
+            let mut q = match pool.queue.lock() {
+                Ok(q) => q,
+                Err(p) => p.into_inner(),
+            };
+            loop {
+                if let Some(j) = q.pop_front() {
+                    break j;
+                }
+                q = match pool.ready.wait(q) {
+                    Ok(q) => q,
+                    Err(p) => p.into_inner(),
+                };
+            }
+        };
+        ensure_lwp();
+        let (n, err) = do_io(job.fd, job.op, job.buf, job.len, job.off);
+        let done = job.done;
+        crate::guard("biodone", || match crate::upcalls::get() {
+            Some(up) => {
+                up.backend_schedule(0, std::ptr::null_mut());
+                done(n, err.map_or(0, |e| e.0));
+                let _ = up.backend_unschedule(0, std::ptr::null_mut());
+            }
+            None => done(n, err.map_or(0, |e| e.0)),
+        });
+    }
+}
+
+/// Perform one request on the calling thread (no unscheduling here).
+fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+    if off < 0 || (len > 0 && buf.is_null()) {
+        return (0, Some(Errno(EINVAL)));
+    }
+    if op & BIO_READ != 0 {
+        pread_full(fd, buf, len, off)
+    } else if op & BIO_WRITE != 0 {
+        let (n, err) = pwrite_full(fd, buf, len, off);
+        if err.is_none() && op & BIO_SYNC != 0 {
+            // SAFETY: fdatasync has no memory-safety preconditions.
+            if unsafe { libc::fdatasync(fd) } != 0 {
+                return (n, Some(crate::errno::last()));
+            }
+        }
+        (n, err)
+    } else {
+        (0, Some(Errno(EINVAL)))
+    }
+}
+
+/// Queue a request for an I/O thread; `done(bytes, netbsd_errno)` runs
+/// exactly once, on an I/O thread, with a virtual CPU if a kernel is
+/// installed.
+///
+/// `buf` must stay valid (and, for a write, unchanged; for a read, unread)
+/// for `len` bytes until `done` runs: the caller owns that promise.
+pub fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, done: Box<dyn FnOnce(usize, i32) + Send>) {
+    let pool = pool();
+    let job = Job { fd, op, buf, len, off, done };
+    let mut q = match pool.queue.lock() {
+        Ok(q) => q,
+        Err(p) => p.into_inner(),
+    };
+    q.push_back(job);
+    drop(q);
+    pool.ready.notify_one();
+}
+
+/// Perform a request synchronously on the calling thread, with the virtual
+/// CPU released while the host works. Returns the bytes done (fewer than
+/// `len` only for a read at end of file); a `BIO_SYNC` write is durable on
+/// return.
+///
+/// `buf` must be valid for `len` bytes (writable for a read): the caller
+/// owns that promise.
+pub fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> Result<usize, Errno> {
+    let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || do_io(fd, op, buf, len, off));
+    match err {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
+}
+
+/// Read into `buf` at `off` (synchronously, unscheduled).
+pub fn read_at(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
+    bio_wait(fd, BIO_READ, buf.as_mut_ptr(), buf.len(), off)
+}
+
+/// Write `buf` at `off` (synchronously, unscheduled); durable on return if
+/// `sync`.
+pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errno> {
+    let op = if sync { BIO_WRITE | BIO_SYNC } else { BIO_WRITE };
+    // The buffer is only read for a write.
+    bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off)
+}
+
+struct DoneArg(*mut c_void);
+// SAFETY: the kernel's biodone argument is meant to be handed to the
+// completing thread.
+unsafe impl Send for DoneArg {}
+
+/// `rumpuser_bio(fd, op, data, len, off, biodone, arg)`: start the request
+/// and return; `biodone(arg, bytes, error)` is called exactly once from an
+/// I/O thread.
+///
+/// # Safety
+/// `data` is valid for `len` bytes until `biodone` runs; `biodone` is a
+/// valid completion function for `arg`.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_bio(
+    fd: c_int,
+    op: c_int,
+    data: *mut c_void,
+    len: usize,
+    off: i64,
+    biodone: Option<BiodoneFn>,
+    arg: *mut c_void,
+) {
+    crate::guard("rumpuser_bio", || {
+        let Some(biodone) = biodone else {
+            crate::cons::dprint("rumpuser_bio: no biodone function, request dropped\n");
+            return;
+        };
+        let arg = DoneArg(arg);
+        let done = Box::new(move |n: usize, e: i32| {
+            let arg = arg;
+            // SAFETY: the kernel's completion function with its argument.
+            unsafe { biodone(arg.0, n, e) }
+        });
+        bio_submit(fd, op, data.cast(), len, off, done);
+    })
+}

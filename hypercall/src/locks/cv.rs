@@ -1,0 +1,278 @@
+//! Condition variables.
+//!
+//! The wait follows NetBSD's order exactly, which the kernel's scheduler
+//! relies on (the scheduler waits on its own CPU mutex as the interlock, a
+//! mutex that `backend_unschedule` takes and `backend_schedule` releases):
+//!
+//! 1. count the waiter;
+//! 2. `backend_unschedule(0, &n, mtx)` with the mutex as interlock;
+//! 3. forget the owner (`KMUTEX`);
+//! 4. wait: release the mutex, sleep, re-take the mutex;
+//! 5. for a `SPIN|KMUTEX` mutex: release it, `backend_schedule(n, mtx)`,
+//!    then take it again without unscheduling (so we never hold a spin
+//!    mutex while waiting for a CPU); otherwise record the owner and
+//!    `backend_schedule(n, mtx)` with the mutex held;
+//! 6. uncount the waiter.
+
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::mutex::{MutexGuard, RawMutex, RumpuserMtx, MTX_KMUTEX, MTX_SPIN};
+use crate::errno::ETIMEDOUT;
+
+/// The condition variable behind both faces.
+pub struct RawCondvar {
+    cv: parking_lot::Condvar,
+    nwaiters: AtomicUsize,
+}
+
+impl Default for RawCondvar {
+    fn default() -> Self {
+        RawCondvar::new()
+    }
+}
+
+impl RawCondvar {
+    pub const fn new() -> RawCondvar {
+        RawCondvar { cv: parking_lot::Condvar::new(), nwaiters: AtomicUsize::new(0) }
+    }
+
+    /// Wait on this condition with `m` as interlock. `wrap`: give up the
+    /// virtual CPU while waiting. Returns true if `timeout` expired.
+    ///
+    /// # Safety
+    /// Unless `wrap` is set and `m` is the kernel scheduler's interlock
+    /// (which `backend_unschedule` takes), the caller holds `m`.
+    pub unsafe fn wait(&self, m: &RawMutex, timeout: Option<Duration>, wrap: bool) -> bool {
+        self.nwaiters.fetch_add(1, Ordering::Relaxed);
+        let interlock = m as *const RawMutex as *mut std::ffi::c_void;
+        let up = if wrap { crate::upcalls::get() } else { None };
+        let nlocks = match up {
+            Some(up) => up.backend_unschedule(0, interlock),
+            None => 0,
+        };
+        m.clear_owner();
+        // SAFETY: the mutex is held here (by the caller or, for the
+        // scheduler interlock, taken by backend_unschedule); the guard is
+        // forgotten below so the lock stays held after the wait.
+        let mut g = unsafe { m.lock.make_guard_unchecked() };
+        let timed_out = match timeout {
+            None => {
+                self.cv.wait(&mut g);
+                false
+            }
+            Some(d) => self.cv.wait_for(&mut g, d).timed_out(),
+        };
+        std::mem::forget(g);
+        match up {
+            Some(up) if m.flags & (MTX_SPIN | MTX_KMUTEX) == (MTX_SPIN | MTX_KMUTEX) => {
+                // SAFETY: we hold the lock (re-taken by the wait).
+                unsafe { m.lock.force_unlock() };
+                up.backend_schedule(nlocks, interlock);
+                m.lock_raw();
+                m.set_owner();
+            }
+            Some(up) => {
+                m.set_owner();
+                up.backend_schedule(nlocks, interlock);
+            }
+            None => m.set_owner(),
+        }
+        self.nwaiters.fetch_sub(1, Ordering::Relaxed);
+        timed_out
+    }
+
+    pub fn signal(&self) {
+        self.cv.notify_one();
+    }
+
+    pub fn broadcast(&self) {
+        self.cv.notify_all();
+    }
+
+    pub fn waiters(&self) -> usize {
+        self.nwaiters.load(Ordering::Relaxed)
+    }
+}
+
+/// `struct rumpuser_cv`.
+#[repr(C, align(64))]
+pub struct RumpuserCv(pub RawCondvar);
+
+/// A relative timeout from (sec, nsec); negative parts count as zero.
+fn rel_timeout(sec: i64, nsec: i64) -> Duration {
+    let sec = sec.max(0) as u64;
+    let nsec = nsec.max(0) as u64;
+    Duration::from_secs(sec).saturating_add(Duration::from_nanos(nsec))
+}
+
+/// `rumpuser_cv_init(&cv)`.
+///
+/// # Safety
+/// `cvp` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_init(cvp: *mut *mut RumpuserCv) {
+    crate::guard("rumpuser_cv_init", || {
+        if cvp.is_null() {
+            return;
+        }
+        let cv = Box::into_raw(Box::new(RumpuserCv(RawCondvar::new())));
+        // SAFETY: checked non-null; the caller promises validity.
+        unsafe { *cvp = cv };
+    })
+}
+
+/// `rumpuser_cv_destroy(cv)`.
+///
+/// # Safety
+/// `cv` came from `rumpuser_cv_init`, has no waiters, and is not used
+/// afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_destroy(cv: *mut RumpuserCv) {
+    if !cv.is_null() {
+        // SAFETY: the box made by rumpuser_cv_init, freed once.
+        drop(unsafe { Box::from_raw(cv) });
+    }
+}
+
+/// `rumpuser_cv_wait(cv, mtx)`.
+///
+/// # Safety
+/// `cv` and `mtx` are live; the caller holds `mtx` (or `mtx` is the
+/// scheduler interlock, see [`RawCondvar::wait`]).
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_wait(cv: *mut RumpuserCv, mtx: *mut RumpuserMtx) {
+    crate::guard("rumpuser_cv_wait", || {
+        // SAFETY: live objects per the caller's contract.
+        unsafe { (*cv).0.wait(&(*mtx).0, None, true) };
+    })
+}
+
+/// `rumpuser_cv_wait_nowrap(cv, mtx)`: wait keeping the virtual CPU.
+///
+/// # Safety
+/// `cv` and `mtx` are live; the caller holds `mtx`.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_wait_nowrap(cv: *mut RumpuserCv, mtx: *mut RumpuserMtx) {
+    crate::guard("rumpuser_cv_wait_nowrap", || {
+        // SAFETY: live objects per the caller's contract.
+        unsafe { (*cv).0.wait(&(*mtx).0, None, false) };
+    })
+}
+
+/// `rumpuser_cv_timedwait(cv, mtx, sec, nsec)`: wait at most the relative
+/// time (sec, nsec). Returns 0, or NetBSD `ETIMEDOUT` (60).
+///
+/// # Safety
+/// As for `rumpuser_cv_wait`.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_timedwait(
+    cv: *mut RumpuserCv,
+    mtx: *mut RumpuserMtx,
+    sec: i64,
+    nsec: i64,
+) -> c_int {
+    crate::guard("rumpuser_cv_timedwait", || {
+        // SAFETY: live objects per the caller's contract.
+        let timed_out = unsafe { (*cv).0.wait(&(*mtx).0, Some(rel_timeout(sec, nsec)), true) };
+        if timed_out {
+            ETIMEDOUT
+        } else {
+            0
+        }
+    })
+}
+
+/// `rumpuser_cv_signal(cv)`.
+///
+/// # Safety
+/// `cv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_signal(cv: *mut RumpuserCv) {
+    // SAFETY: a live cv per the caller's contract.
+    unsafe { (*cv).0.signal() }
+}
+
+/// `rumpuser_cv_broadcast(cv)`.
+///
+/// # Safety
+/// `cv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_broadcast(cv: *mut RumpuserCv) {
+    // SAFETY: a live cv per the caller's contract.
+    unsafe { (*cv).0.broadcast() }
+}
+
+/// `rumpuser_cv_has_waiters(cv, &n)`: the number of waiters.
+///
+/// # Safety
+/// `cv` is live; `n` is valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn rumpuser_cv_has_waiters(cv: *mut RumpuserCv, n: *mut c_int) {
+    if n.is_null() {
+        return;
+    }
+    // SAFETY: live cv and writable `n` per the caller's contract.
+    unsafe { *n = (*cv).0.waiters().min(c_int::MAX as usize) as c_int }
+}
+
+/// A condition variable for the Rust kernel's [`super::Mutex`].
+///
+/// Waiting gives up the virtual CPU, in the same order as
+/// `rumpuser_cv_wait` (the mutex's [`super::Mutex::as_interlock`] address
+/// is the interlock passed to the backend upcalls).
+#[derive(Default)]
+pub struct Condvar {
+    raw: RawCondvar,
+}
+
+impl Condvar {
+    pub const fn new() -> Condvar {
+        Condvar { raw: RawCondvar::new() }
+    }
+
+    /// Release the guard's mutex, sleep (unscheduled) until notified, and
+    /// re-acquire the mutex.
+    pub fn wait<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>) {
+        // SAFETY: the guard holds the mutex.
+        unsafe { self.raw.wait(&guard.mutex.raw, None, true) };
+    }
+
+    /// As [`Condvar::wait`], for at most `timeout`. Returns true if the
+    /// time ran out.
+    pub fn wait_timeout<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>, timeout: Duration) -> bool {
+        // SAFETY: the guard holds the mutex.
+        unsafe { self.raw.wait(&guard.mutex.raw, Some(timeout), true) }
+    }
+
+    /// Wait keeping the virtual CPU (`rumpuser_cv_wait_nowrap`).
+    pub fn wait_nowrap<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>) {
+        // SAFETY: the guard holds the mutex.
+        unsafe { self.raw.wait(&guard.mutex.raw, None, false) };
+    }
+
+    /// Wait until `cond` is false of the protected value.
+    pub fn wait_while<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>, mut cond: impl FnMut(&mut T) -> bool) {
+        while cond(&mut **guard) {
+            self.wait(guard);
+        }
+    }
+
+    pub fn notify_one(&self) {
+        self.raw.signal()
+    }
+
+    pub fn notify_all(&self) {
+        self.raw.broadcast()
+    }
+
+    /// How many threads are waiting.
+    pub fn waiters(&self) -> usize {
+        self.raw.waiters()
+    }
+
+    pub fn has_waiters(&self) -> bool {
+        self.raw.waiters() > 0
+    }
+}
