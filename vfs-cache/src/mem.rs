@@ -24,7 +24,7 @@ type WriteHook = Arc<dyn Fn(u64, usize) + Send + Sync>;
 pub struct MemDevice {
     data: Mutex<Vec<u8>>,
     durable: Mutex<Vec<u8>>,
-    ops: Mutex<Vec<DevOp>>,
+    pub(crate) ops: Mutex<Vec<DevOp>>,
     hook: Mutex<Option<WriteHook>>,
 }
 
