@@ -474,6 +474,7 @@ fn concurrent_writers_and_readers_stay_consistent() {
     }
     let s = cache.stats();
     assert_eq!(s.dirty_bytes, 0);
+    assert!(s.throttled > 0 && s.evictions > 0, "{s:?}");
     assert!(s.peak_dirty_bytes <= limit, "{s:?}");
     assert!(s.peak_cached_bytes <= limit + (writers + 4) as u64 * bs as u64, "{s:?}");
 }
