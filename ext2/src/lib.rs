@@ -1,1 +1,213 @@
-//! ext2 (revision 0 and 1) on a vfs-cache store.
+//! ext2 (revision 0 and 1) on a vfs-cache store (SPEC §7).
+//!
+//! [`Ext2Fs`] implements the kernel's inode-number based
+//! [`FileSystem`](rumpkern::vfs::FileSystem) trait on any
+//! [`Store`](vfs_cache::Store). Inode numbers are ext2's own (the root is 2).
+//!
+//! In memory: the superblock, the group descriptors, the bitmaps (loaded
+//! on first use) and a few indirect blocks; they are written back by
+//! `sync`, `fsync` and `unmount`. Inodes, directory blocks and file data go
+//! to the store as each operation finishes (the store itself is a
+//! write-back cache). One lock serialises the operations of a mount.
+//!
+//! Supported layout: block sizes 1, 2 and 4 KiB; features `filetype`,
+//! `sparse_super`, `large_file`, `resize_inode` (reserved GDT blocks and
+//! inode 7 are never touched), `dir_index` (directories are read and
+//! written linearly; a modified directory loses its index flag so it stays
+//! consistent), `ext_attr` (xattr blocks are kept; an inode's block is
+//! released when the inode is freed), `flex_bg`, `extra_isize`. A clean
+//! ext3 journal is ignored. See [`check_features`] for what is refused.
+
+mod fs;
+mod inode;
+mod sb;
+
+use std::sync::Arc;
+
+use netbsd_abi::Errno;
+use parking_lot::Mutex;
+use rumpkern::vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
+use vfs_cache::Store;
+
+pub use sb::{check_features, features, Compat, EXT2_MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+
+/// How to mount.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountOptions {
+    pub read_only: bool,
+    /// Mount read-write even if the superblock says the file system was
+    /// not cleanly unmounted or has errors (NetBSD's `MNT_FORCE`).
+    /// Without it such a read-write mount fails with `EPERM`, as NetBSD's
+    /// does.
+    pub force: bool,
+}
+
+/// Why a mount failed: the errno for the system call and a message for the
+/// log.
+#[derive(Clone, Debug)]
+pub struct MountError {
+    pub errno: Errno,
+    pub reason: String,
+}
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ext2fs: {} ({})", self.reason, self.errno)
+    }
+}
+
+impl std::error::Error for MountError {}
+
+/// A mounted ext2 file system.
+pub struct Ext2Fs {
+    inner: Mutex<fs::Fs>,
+    read_only: bool,
+    /// Why a read-write request became read-only, if it did.
+    ro_reason: Option<String>,
+}
+
+impl Ext2Fs {
+    /// Mount the file system on `store`. Errors: `EINVAL` (not ext2, bad
+    /// geometry, device too small), `EFTYPE` (an incompatible feature this
+    /// component lacks, e.g. extents or a journal needing recovery),
+    /// `EPERM` (read-write mount of a file system that was not cleanly
+    /// unmounted; see [`MountOptions::force`]). Use [`Ext2Fs::mount_with`]
+    /// for the reason text.
+    pub fn mount(store: Arc<dyn Store>, read_only: bool) -> Result<Arc<Ext2Fs>, Errno> {
+        Self::mount_with(store, MountOptions { read_only, force: false }).map_err(|e| e.errno)
+    }
+
+    /// [`Ext2Fs::mount`] with options and a descriptive error.
+    pub fn mount_with(store: Arc<dyn Store>, opts: MountOptions) -> Result<Arc<Ext2Fs>, MountError> {
+        let (fs, ro_reason) = fs::Fs::mount(store, opts)?;
+        let read_only = fs.ro;
+        Ok(Arc::new(Ext2Fs { inner: Mutex::new(fs), read_only, ro_reason }))
+    }
+
+    /// Read the superblock from `store` and say whether it can be mounted
+    /// (see [`check_features`]).
+    pub fn probe(store: &dyn Store) -> Result<Compat, String> {
+        let mut sb = vec![0u8; SUPERBLOCK_SIZE];
+        if store.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+            return Err("device too small for an ext2 superblock".into());
+        }
+        store
+            .read(SUPERBLOCK_OFFSET, &mut sb)
+            .map_err(|e| format!("cannot read the superblock: {e}"))?;
+        check_features(&sb)
+    }
+
+    /// If a read-write mount was turned read-only by a read-only-compatible
+    /// feature, the reason.
+    pub fn read_only_reason(&self) -> Option<&str> {
+        self.ro_reason.as_deref()
+    }
+
+    /// The file system block size.
+    pub fn block_size(&self) -> u32 {
+        self.inner.lock().g.bs
+    }
+}
+
+impl FileSystem for Ext2Fs {
+    fn type_name(&self) -> &'static str {
+        "ext2fs"
+    }
+    fn root(&self) -> Ino {
+        fs::ROOT_INO as Ino
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Ino, Errno> {
+        self.inner.lock().op(|f| f.lookup(fs::ino32(dir)?, name)).map(|i| i as Ino)
+    }
+    fn getattr(&self, ino: Ino) -> Result<Attr, Errno> {
+        self.inner.lock().op(|f| f.getattr(fs::ino32(ino)?))
+    }
+    fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr, Errno> {
+        self.inner.lock().op(|f| f.setattr(fs::ino32(ino)?, set))
+    }
+    fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred)
+        -> Result<Ino, Errno> {
+        self.inner
+            .lock()
+            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, None))
+            .map(|i| i as Ino)
+    }
+    fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno> {
+        self.inner
+            .lock()
+            .op(|f| f.create(fs::ino32(dir)?, name, FileKind::Lnk, 0o777, cred, Some(target)))
+            .map(|i| i as Ino)
+    }
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
+        self.inner.lock().op(|f| f.readlink(fs::ino32(ino)?))
+    }
+    fn link(&self, ino: Ino, newdir: Ino, newname: &[u8]) -> Result<(), Errno> {
+        self.inner.lock().op(|f| f.link(fs::ino32(ino)?, fs::ino32(newdir)?, newname))
+    }
+    fn unlink(&self, dir: Ino, name: &[u8]) -> Result<(), Errno> {
+        self.inner.lock().op(|f| f.remove(fs::ino32(dir)?, name, false))
+    }
+    fn rmdir(&self, dir: Ino, name: &[u8]) -> Result<(), Errno> {
+        self.inner.lock().op(|f| f.remove(fs::ino32(dir)?, name, true))
+    }
+    fn rename(&self, fromdir: Ino, fromname: &[u8], todir: Ino, toname: &[u8])
+        -> Result<(), Errno> {
+        self.inner
+            .lock()
+            .op(|f| f.rename(fs::ino32(fromdir)?, fromname, fs::ino32(todir)?, toname))
+    }
+    fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        self.inner.lock().op(|f| f.read(fs::ino32(ino)?, off, buf))
+    }
+    fn write(&self, ino: Ino, off: u64, buf: &[u8]) -> Result<usize, Errno> {
+        self.inner.lock().op(|f| f.write(fs::ino32(ino)?, off, buf))
+    }
+    fn readdir(&self, dir: Ino, cookie: u64, cb: &mut dyn FnMut(DirEntry) -> bool)
+        -> Result<(), Errno> {
+        // Entries are gathered in batches under the lock and handed to
+        // `cb` without it, so the callback may call back into this file
+        // system.
+        let dir = fs::ino32(dir)?;
+        let mut cookie = cookie;
+        loop {
+            let (batch, end) = self.inner.lock().op(|f| f.readdir_batch(dir, cookie, 64))?;
+            for e in batch {
+                cookie = e.next;
+                if !cb(e) {
+                    return Ok(());
+                }
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+    fn fsync(&self, ino: Ino) -> Result<(), Errno> {
+        self.inner.lock().op(|f| {
+            fs::ino32(ino)?;
+            f.sync(false)
+        })
+    }
+    fn sync(&self) -> Result<(), Errno> {
+        self.inner.lock().op(|f| f.sync(false))
+    }
+    fn unmount(&self) -> Result<(), Errno> {
+        self.inner.lock().unmount()
+    }
+    fn statfs(&self) -> Result<FsStat, Errno> {
+        self.inner.lock().op(|f| Ok(f.statfs()))
+    }
+    fn open(&self, ino: Ino) {
+        if let Ok(i) = fs::ino32(ino) {
+            self.inner.lock().open_inode(i);
+        }
+    }
+    fn release(&self, ino: Ino) {
+        if let Ok(i) = fs::ino32(ino) {
+            self.inner.lock().release_inode(i);
+        }
+    }
+}

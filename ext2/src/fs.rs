@@ -1,0 +1,1709 @@
+//! The mounted file system: allocation, block maps, directories, and the
+//! operations behind the `FileSystem` trait. Everything here runs under
+//! the mount's lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use netbsd_abi::errno::*;
+use netbsd_abi::stat::Timespec;
+use netbsd_abi::Errno;
+use rumpkern::vfs::{Attr, Cred, DirEntry, FileKind, FsStat, SetAttr};
+use vfs_cache::Store;
+
+use crate::inode::*;
+use crate::sb::*;
+use crate::{MountError, MountOptions};
+
+pub(crate) const ROOT_INO: u32 = 2;
+/// Most links an inode may have (EXT2_LINK_MAX).
+const LINK_MAX: u16 = 32000;
+/// Indirect blocks kept in memory at most (written back per operation).
+const IND_CACHE_MAX: usize = 256;
+/// Longest data run handed to the store in one write.
+const MAX_RUN: usize = 1 << 20;
+const XATTR_MAGIC: u32 = 0xEA02_0000;
+
+type R<T> = Result<T, Errno>;
+
+fn err<T>(e: i32) -> R<T> {
+    Err(Errno(e))
+}
+
+pub(crate) fn ino32(ino: u64) -> R<u32> {
+    if ino == 0 || ino > u32::MAX as u64 {
+        err(ENOENT)
+    } else {
+        Ok(ino as u32)
+    }
+}
+
+fn now() -> Timespec {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() as i64 }
+}
+
+fn ts_le(a: Timespec, b: Timespec) -> bool {
+    (a.sec, a.nsec) <= (b.sec, b.nsec)
+}
+
+fn rec_size(name_len: usize) -> usize {
+    (8 + name_len + 3) & !3
+}
+
+fn check_name(name: &[u8]) -> R<()> {
+    if name.is_empty() {
+        return err(ENOENT);
+    }
+    if name.len() > 255 {
+        return err(ENAMETOOLONG);
+    }
+    if name == b"." || name == b".." || name.iter().any(|&c| c == b'/' || c == 0) {
+        return err(EINVAL);
+    }
+    Ok(())
+}
+
+fn find_zero(d: &[u8], start: u32, n: u32) -> Option<u32> {
+    let mut i = start;
+    while i < n {
+        let byte = d[(i / 8) as usize];
+        if i % 8 == 0 && byte == 0xff {
+            i += 8;
+            continue;
+        }
+        if byte & (1 << (i % 8)) == 0 {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+struct Gd {
+    block_bitmap: u32,
+    inode_bitmap: u32,
+    inode_table: u32,
+    free_blocks: u32,
+    free_inodes: u32,
+    used_dirs: u32,
+}
+
+struct Bitmap {
+    data: Vec<u8>,
+    dirty: bool,
+}
+
+struct IndBlk {
+    ptrs: Vec<u32>,
+    dirty: bool,
+}
+
+/// One parsed directory entry.
+struct Ent {
+    off: usize,
+    ino: u32,
+    rec_len: usize,
+    name_len: usize,
+    ftype: u8,
+}
+
+/// A name found in a directory.
+struct Found {
+    phys: u32,
+    off: usize,
+    ino: u32,
+    ftype: u8,
+}
+
+/// Where a new entry will go: the entry at `off` of block `phys`, whose
+/// record is `rec_len` long and whose own name takes `used` bytes (0 if it
+/// is an empty slot).
+struct Slot {
+    phys: u32,
+    off: usize,
+    rec_len: usize,
+    used: usize,
+}
+
+/// Where a block pointer lives, for undoing an allocation.
+enum PtrLoc {
+    Inode(usize),
+    Ind(u32, usize),
+}
+
+pub(crate) struct Fs {
+    store: Arc<dyn Store>,
+    pub g: Geometry,
+    pub ro: bool,
+    was_clean: bool,
+    sb: Vec<u8>,
+    gdt_raw: Vec<u8>,
+    gds: Vec<Gd>,
+    gd_dirty: bool,
+    bbm: Vec<Option<Bitmap>>,
+    ibm: Vec<Option<Bitmap>>,
+    free_blocks: u32,
+    free_inodes: u32,
+    open: HashMap<u32, u32>,
+    orphans: HashSet<u32>,
+    ind: HashMap<u32, IndBlk>,
+    next_gen: u32,
+    dead: bool,
+}
+
+impl Fs {
+    // ----------------------------------------------------------------
+    // Mount, sync, unmount
+
+    pub fn mount(store: Arc<dyn Store>, opts: MountOptions) -> Result<(Fs, Option<String>), MountError> {
+        let me = |e: i32, reason: String| MountError { errno: Errno(e), reason };
+        if store.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+            return Err(me(EINVAL, "device too small for an ext2 file system".into()));
+        }
+        let mut sb = vec![0u8; SUPERBLOCK_SIZE];
+        store
+            .read(SUPERBLOCK_OFFSET, &mut sb)
+            .map_err(|e| me(e.0, format!("cannot read the superblock: {e}")))?;
+        if le16(&sb, S_MAGIC) != EXT2_MAGIC {
+            return Err(me(
+                EINVAL,
+                format!("not an ext2 file system (magic 0x{:04x})", le16(&sb, S_MAGIC)),
+            ));
+        }
+        let compat = check_features(&sb).map_err(|r| me(EFTYPE, r))?;
+        let g = Geometry::parse(&sb).map_err(|r| me(EINVAL, r))?;
+        let fs_bytes = g.blocks_count as u64 * g.bs as u64;
+        if store.size() < fs_bytes {
+            return Err(me(
+                EINVAL,
+                format!("device ({} bytes) smaller than the file system ({fs_bytes} bytes)", store.size()),
+            ));
+        }
+        let (ro, ro_reason) = match compat {
+            Compat::ReadWrite => (opts.read_only, None),
+            Compat::ReadOnly(r) => (true, if opts.read_only { None } else { Some(r) }),
+        };
+        let state = le16(&sb, S_STATE);
+        let was_clean = state & STATE_VALID != 0 && state & STATE_ERROR == 0;
+        if !ro && !was_clean && !opts.force {
+            return Err(me(
+                EPERM,
+                "read-write mount denied: the file system is not clean (run fsck, \
+                 or mount read-only or forced)"
+                    .into(),
+            ));
+        }
+        let bs = g.bs as u64;
+        let mut gdt_raw = vec![0u8; (g.gdt_blocks as u64 * bs) as usize];
+        store
+            .read(g.gdt_block as u64 * bs, &mut gdt_raw)
+            .map_err(|e| me(e.0, format!("cannot read the group descriptors: {e}")))?;
+        let itb = (g.ipg as u64 * g.inode_size as u64).div_ceil(bs);
+        let mut gds = Vec::with_capacity(g.ngroups as usize);
+        let (mut fb, mut fi) = (0u64, 0u64);
+        for i in 0..g.ngroups as usize {
+            let o = i * 32;
+            let d = Gd {
+                block_bitmap: le32(&gdt_raw, o),
+                inode_bitmap: le32(&gdt_raw, o + 4),
+                inode_table: le32(&gdt_raw, o + 8),
+                free_blocks: le16(&gdt_raw, o + 12) as u32,
+                free_inodes: le16(&gdt_raw, o + 14) as u32,
+                used_dirs: le16(&gdt_raw, o + 16) as u32,
+            };
+            let inside = |b: u32| b >= g.first_data_block && b < g.blocks_count;
+            if !inside(d.block_bitmap)
+                || !inside(d.inode_bitmap)
+                || !inside(d.inode_table)
+                || d.inode_table as u64 + itb > g.blocks_count as u64
+                || d.free_inodes > g.ipg
+                || d.free_blocks > g.blocks_in_group(i as u32)
+            {
+                return Err(me(EINVAL, format!("corrupt group descriptor {i}")));
+            }
+            fb += d.free_blocks as u64;
+            fi += d.free_inodes as u64;
+            gds.push(d);
+        }
+        let n = g.ngroups as usize;
+        let seed = now();
+        let mut fs = Fs {
+            store,
+            ro,
+            was_clean,
+            sb,
+            gdt_raw,
+            gds,
+            gd_dirty: false,
+            bbm: (0..n).map(|_| None).collect(),
+            ibm: (0..n).map(|_| None).collect(),
+            free_blocks: fb as u32,
+            free_inodes: fi as u32,
+            open: HashMap::new(),
+            orphans: HashSet::new(),
+            ind: HashMap::new(),
+            next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
+            dead: false,
+            g,
+        };
+        if !ro {
+            let t = now().sec as u32;
+            let state = le16(&fs.sb, S_STATE) & !STATE_VALID;
+            put16(&mut fs.sb, S_STATE, state);
+            let mc = le16(&fs.sb, S_MNT_COUNT).wrapping_add(1);
+            put16(&mut fs.sb, S_MNT_COUNT, mc);
+            put32(&mut fs.sb, S_MTIME, t);
+            fs.write_sb(false)
+                .and_then(|_| fs.store.sync())
+                .map_err(|e| me(e.0, format!("cannot write the superblock: {e}")))?;
+        }
+        Ok((fs, ro_reason))
+    }
+
+    /// Run one operation: refuse after unmount, and write back the
+    /// indirect blocks it dirtied.
+    pub fn op<T>(&mut self, f: impl FnOnce(&mut Fs) -> R<T>) -> R<T> {
+        if self.dead {
+            return err(EIO);
+        }
+        let r = f(self);
+        let fl = self.flush_ind();
+        let v = r?;
+        fl?;
+        Ok(v)
+    }
+
+    fn check_rw(&self) -> R<()> {
+        if self.ro {
+            err(EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn write_sb(&mut self, clean: bool) -> R<()> {
+        put32(&mut self.sb, S_FREE_BLOCKS, self.free_blocks);
+        put32(&mut self.sb, S_FREE_INODES, self.free_inodes);
+        put32(&mut self.sb, S_WTIME, now().sec as u32);
+        let mut state = le16(&self.sb, S_STATE);
+        if clean && self.was_clean {
+            state |= STATE_VALID;
+        } else {
+            state &= !STATE_VALID;
+        }
+        put16(&mut self.sb, S_STATE, state);
+        self.store.write(SUPERBLOCK_OFFSET, &self.sb)
+    }
+
+    /// Write every cached piece of metadata and flush the store.
+    pub fn sync(&mut self, clean: bool) -> R<()> {
+        if self.ro {
+            return Ok(());
+        }
+        self.flush_ind()?;
+        let bs = self.g.bs as u64;
+        for gi in 0..self.gds.len() {
+            if let Some(b) = &self.bbm[gi] {
+                if b.dirty {
+                    self.store.write(self.gds[gi].block_bitmap as u64 * bs, &b.data)?;
+                    self.bbm[gi].as_mut().unwrap().dirty = false;
+                }
+            }
+            if let Some(b) = &self.ibm[gi] {
+                if b.dirty {
+                    self.store.write(self.gds[gi].inode_bitmap as u64 * bs, &b.data)?;
+                    self.ibm[gi].as_mut().unwrap().dirty = false;
+                }
+            }
+        }
+        if self.gd_dirty {
+            for (i, d) in self.gds.iter().enumerate() {
+                let o = i * 32;
+                put16(&mut self.gdt_raw, o + 12, d.free_blocks as u16);
+                put16(&mut self.gdt_raw, o + 14, d.free_inodes as u16);
+                put16(&mut self.gdt_raw, o + 16, d.used_dirs as u16);
+            }
+            self.store.write(self.g.gdt_block as u64 * bs, &self.gdt_raw)?;
+            self.gd_dirty = false;
+        }
+        self.write_sb(clean)?;
+        self.store.sync()
+    }
+
+    pub fn unmount(&mut self) -> R<()> {
+        if self.dead {
+            return err(EINVAL);
+        }
+        if !self.ro {
+            let orphans: Vec<u32> = self.orphans.drain().collect();
+            for ino in orphans {
+                self.open.remove(&ino);
+                self.free_inode(ino)?;
+            }
+        }
+        self.flush_ind()?;
+        self.sync(true)?;
+        self.dead = true;
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> FsStat {
+        FsStat {
+            block_size: self.g.bs,
+            blocks: self.g.blocks_count as u64,
+            blocks_free: self.free_blocks as u64,
+            files: self.g.inodes_count as u64,
+            files_free: self.free_inodes as u64,
+        }
+    }
+
+    pub fn open_inode(&mut self, ino: u32) {
+        *self.open.entry(ino).or_insert(0) += 1;
+    }
+
+    pub fn release_inode(&mut self, ino: u32) {
+        let Some(c) = self.open.get_mut(&ino) else { return };
+        *c -= 1;
+        if *c > 0 {
+            return;
+        }
+        self.open.remove(&ino);
+        if self.orphans.remove(&ino) && !self.ro && !self.dead {
+            let _ = self.free_inode(ino);
+            let _ = self.flush_ind();
+        }
+    }
+
+    // ----------------------------------------------------------------
+    // Blocks, bitmaps, allocation
+
+    fn read_blk(&self, b: u32) -> R<Vec<u8>> {
+        let mut v = vec![0u8; self.g.bs as usize];
+        self.store.read(b as u64 * self.g.bs as u64, &mut v)?;
+        Ok(v)
+    }
+
+    fn write_blk(&self, b: u32, data: &[u8]) -> R<()> {
+        self.store.write(b as u64 * self.g.bs as u64, data)
+    }
+
+    fn bbm(&mut self, gi: usize) -> R<&mut Bitmap> {
+        if self.bbm[gi].is_none() {
+            let data = self.read_blk(self.gds[gi].block_bitmap)?;
+            self.bbm[gi] = Some(Bitmap { data, dirty: false });
+        }
+        Ok(self.bbm[gi].as_mut().unwrap())
+    }
+
+    fn ibm(&mut self, gi: usize) -> R<&mut Bitmap> {
+        if self.ibm[gi].is_none() {
+            let data = self.read_blk(self.gds[gi].inode_bitmap)?;
+            self.ibm[gi] = Some(Bitmap { data, dirty: false });
+        }
+        Ok(self.ibm[gi].as_mut().unwrap())
+    }
+
+    /// Allocate one block, the first free one at or after `goal`.
+    fn alloc_block(&mut self, goal: u32) -> R<u32> {
+        if self.free_blocks == 0 {
+            return err(ENOSPC);
+        }
+        let g = &self.g;
+        let goal = if goal >= g.first_data_block && goal < g.blocks_count {
+            goal
+        } else {
+            g.first_data_block
+        };
+        let ng = g.ngroups;
+        let g0 = (goal - g.first_data_block) / g.bpg;
+        let bit0 = (goal - g.first_data_block) % g.bpg;
+        for i in 0..=ng {
+            let gi = (g0 + i) % ng;
+            if self.gds[gi as usize].free_blocks == 0 {
+                continue;
+            }
+            let start = if i == 0 { bit0 } else { 0 };
+            let n = self.g.blocks_in_group(gi);
+            let bm = self.bbm(gi as usize)?;
+            if let Some(bit) = find_zero(&bm.data, start, n) {
+                bm.data[(bit / 8) as usize] |= 1 << (bit % 8);
+                bm.dirty = true;
+                self.gds[gi as usize].free_blocks -= 1;
+                self.free_blocks -= 1;
+                self.gd_dirty = true;
+                return Ok(self.g.group_start(gi) + bit);
+            }
+        }
+        err(ENOSPC)
+    }
+
+    fn free_block(&mut self, b: u32) -> R<()> {
+        self.ind.remove(&b);
+        if b < self.g.first_data_block || b >= self.g.blocks_count {
+            return err(EIO);
+        }
+        let rel = b - self.g.first_data_block;
+        let gi = (rel / self.g.bpg) as usize;
+        let bit = rel % self.g.bpg;
+        let bm = self.bbm(gi)?;
+        let mask = 1u8 << (bit % 8);
+        if bm.data[(bit / 8) as usize] & mask != 0 {
+            bm.data[(bit / 8) as usize] &= !mask;
+            bm.dirty = true;
+            self.gds[gi].free_blocks += 1;
+            self.free_blocks += 1;
+            self.gd_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn pick_dir_group(&self, parent: u32) -> u32 {
+        let ng = self.g.ngroups;
+        let pg = (parent - 1) / self.g.ipg;
+        let avg_fi = self.free_inodes / ng;
+        let avg_fb = self.free_blocks / ng;
+        let p = &self.gds[pg as usize];
+        if parent != ROOT_INO && p.free_inodes > 0 && p.free_inodes >= avg_fi / 2 && p.free_blocks >= avg_fb / 2 {
+            return pg;
+        }
+        let mut best: Option<(u32, u32)> = None;
+        for i in 0..ng {
+            let gi = (pg + i) % ng;
+            let d = &self.gds[gi as usize];
+            if d.free_inodes == 0 || d.free_inodes < avg_fi || d.free_blocks < avg_fb {
+                continue;
+            }
+            if best.map_or(true, |(_, dirs)| d.used_dirs < dirs) {
+                best = Some((gi, d.used_dirs));
+            }
+        }
+        best.map(|b| b.0).unwrap_or(pg)
+    }
+
+    fn alloc_inode(&mut self, parent: u32, dir: bool) -> R<u32> {
+        if self.free_inodes == 0 {
+            return err(ENOSPC);
+        }
+        let ng = self.g.ngroups;
+        let ipg = self.g.ipg;
+        let start = if dir { self.pick_dir_group(parent) } else { (parent - 1) / ipg };
+        for i in 0..ng {
+            let gi = (start + i) % ng;
+            if self.gds[gi as usize].free_inodes == 0 {
+                continue;
+            }
+            let first = (self.g.first_ino - 1).saturating_sub(gi * ipg);
+            let bm = self.ibm(gi as usize)?;
+            if let Some(bit) = find_zero(&bm.data, first, ipg) {
+                bm.data[(bit / 8) as usize] |= 1 << (bit % 8);
+                bm.dirty = true;
+                let d = &mut self.gds[gi as usize];
+                d.free_inodes -= 1;
+                if dir {
+                    d.used_dirs += 1;
+                }
+                self.free_inodes -= 1;
+                self.gd_dirty = true;
+                return Ok(gi * ipg + bit + 1);
+            }
+        }
+        err(ENOSPC)
+    }
+
+    fn free_inode_bit(&mut self, ino: u32, dir: bool) -> R<()> {
+        let gi = ((ino - 1) / self.g.ipg) as usize;
+        let bit = (ino - 1) % self.g.ipg;
+        let bm = self.ibm(gi)?;
+        let mask = 1u8 << (bit % 8);
+        if bm.data[(bit / 8) as usize] & mask != 0 {
+            bm.data[(bit / 8) as usize] &= !mask;
+            bm.dirty = true;
+            let d = &mut self.gds[gi];
+            d.free_inodes += 1;
+            if dir {
+                d.used_dirs = d.used_dirs.saturating_sub(1);
+            }
+            self.free_inodes += 1;
+            self.gd_dirty = true;
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------
+    // Indirect blocks
+
+    fn ind_load(&mut self, b: u32) -> R<&mut IndBlk> {
+        if b < self.g.first_data_block || b >= self.g.blocks_count {
+            return err(EIO);
+        }
+        if !self.ind.contains_key(&b) {
+            if self.ind.len() >= IND_CACHE_MAX {
+                self.flush_ind()?;
+                self.ind.clear();
+            }
+            let raw = self.read_blk(b)?;
+            let ptrs = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            self.ind.insert(b, IndBlk { ptrs, dirty: false });
+        }
+        Ok(self.ind.get_mut(&b).unwrap())
+    }
+
+    fn ind_get(&mut self, b: u32, i: usize) -> R<u32> {
+        Ok(self.ind_load(b)?.ptrs[i])
+    }
+
+    fn ind_set(&mut self, b: u32, i: usize, v: u32) -> R<()> {
+        let e = self.ind_load(b)?;
+        e.ptrs[i] = v;
+        e.dirty = true;
+        Ok(())
+    }
+
+    /// A freshly allocated, all-zero indirect block.
+    fn ind_new(&mut self, b: u32) -> R<()> {
+        if self.ind.len() >= IND_CACHE_MAX {
+            self.flush_ind()?;
+            self.ind.clear();
+        }
+        let p = (self.g.bs / 4) as usize;
+        self.ind.insert(b, IndBlk { ptrs: vec![0; p], dirty: true });
+        Ok(())
+    }
+
+    fn flush_ind(&mut self) -> R<()> {
+        let bs = self.g.bs as u64;
+        for (&b, e) in self.ind.iter_mut() {
+            if e.dirty {
+                let mut raw = Vec::with_capacity(bs as usize);
+                for p in &e.ptrs {
+                    raw.extend_from_slice(&p.to_le_bytes());
+                }
+                self.store.write(b as u64 * bs, &raw)?;
+                e.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------
+    // Block maps
+
+    fn ptrs(&self) -> u64 {
+        (self.g.bs / 4) as u64
+    }
+
+    /// The chain of indices leading to logical block `l`.
+    fn path(&self, l: u64) -> R<([usize; 4], usize)> {
+        let p = self.ptrs();
+        if l < 12 {
+            return Ok(([l as usize, 0, 0, 0], 1));
+        }
+        let l = l - 12;
+        if l < p {
+            return Ok(([12, l as usize, 0, 0], 2));
+        }
+        let l = l - p;
+        if l < p * p {
+            return Ok(([13, (l / p) as usize, (l % p) as usize, 0], 3));
+        }
+        let l = l - p * p;
+        if l < p * p * p {
+            return Ok(([14, (l / (p * p)) as usize, ((l / p) % p) as usize, (l % p) as usize], 4));
+        }
+        err(EFBIG)
+    }
+
+    /// Physical block of logical block `l` (0 for a hole).
+    fn bmap(&mut self, i: &Inode, l: u64) -> R<u32> {
+        let (p, n) = self.path(l)?;
+        let mut b = i.block(p[0]);
+        for &idx in &p[1..n] {
+            if b == 0 {
+                return Ok(0);
+            }
+            b = self.ind_get(b, idx)?;
+        }
+        if b != 0 && (b < self.g.first_data_block || b >= self.g.blocks_count) {
+            return err(EIO);
+        }
+        Ok(b)
+    }
+
+    fn add_blocks(&self, i: &mut Inode) -> R<()> {
+        let n = i.blocks512() as u64 + (self.g.bs / 512) as u64;
+        if n > u32::MAX as u64 {
+            return err(EFBIG);
+        }
+        i.set_blocks512(n as u32);
+        Ok(())
+    }
+
+    fn sub_blocks(&self, i: &mut Inode) {
+        i.set_blocks512(i.blocks512().saturating_sub(self.g.bs / 512));
+    }
+
+    /// Physical block of logical block `l`, allocating it (and any
+    /// indirect blocks on the way) near `goal` if it is a hole. Returns
+    /// whether the data block is new (its contents are garbage). On
+    /// failure nothing stays allocated.
+    fn bmap_alloc(&mut self, i: &mut Inode, l: u64, goal: u32) -> R<(u32, bool)> {
+        let (p, n) = self.path(l)?;
+        let mut made: Vec<(PtrLoc, u32)> = Vec::new();
+        let r = self.bmap_alloc_inner(i, &p[..n], goal, &mut made);
+        if r.is_err() {
+            for (loc, b) in made.into_iter().rev() {
+                match loc {
+                    PtrLoc::Inode(k) => i.set_block(k, 0),
+                    PtrLoc::Ind(ib, k) => {
+                        let _ = self.ind_set(ib, k, 0);
+                    }
+                }
+                let _ = self.free_block(b);
+                self.sub_blocks(i);
+            }
+        }
+        r
+    }
+
+    fn bmap_alloc_inner(
+        &mut self,
+        i: &mut Inode,
+        p: &[usize],
+        goal: u32,
+        made: &mut Vec<(PtrLoc, u32)>,
+    ) -> R<(u32, bool)> {
+        let n = p.len();
+        let mut b = i.block(p[0]);
+        let mut goal = goal;
+        if b == 0 {
+            self.add_blocks(i)?;
+            b = match self.alloc_block(goal) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.sub_blocks(i);
+                    return Err(e);
+                }
+            };
+            i.set_block(p[0], b);
+            made.push((PtrLoc::Inode(p[0]), b));
+            if n == 1 {
+                return Ok((b, true));
+            }
+            self.ind_new(b)?;
+            goal = b + 1;
+        } else if n == 1 {
+            return Ok((b, false));
+        }
+        let mut parent = b;
+        for (level, &idx) in p.iter().enumerate().skip(1) {
+            let last = level == n - 1;
+            let c = self.ind_get(parent, idx)?;
+            if c != 0 {
+                if last {
+                    return Ok((c, false));
+                }
+                parent = c;
+                continue;
+            }
+            self.add_blocks(i)?;
+            let c = match self.alloc_block(goal) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.sub_blocks(i);
+                    return Err(e);
+                }
+            };
+            self.ind_set(parent, idx, c)?;
+            made.push((PtrLoc::Ind(parent, idx), c));
+            if last {
+                return Ok((c, true));
+            }
+            self.ind_new(c)?;
+            goal = c + 1;
+            parent = c;
+        }
+        unreachable!()
+    }
+
+    /// Free every block of logical index `keep` and beyond (and indirect
+    /// blocks left covering nothing).
+    fn truncate_blocks(&mut self, i: &mut Inode, keep: u64) -> R<()> {
+        for k in 0..12usize {
+            if (k as u64) >= keep {
+                let b = i.block(k);
+                if b != 0 {
+                    self.free_block(b)?;
+                    i.set_block(k, 0);
+                    self.sub_blocks(i);
+                }
+            }
+        }
+        let p = self.ptrs();
+        let mut base = 12u64;
+        let mut span = p;
+        for lvl in 1..=3u32 {
+            let b = i.block(11 + lvl as usize);
+            if b != 0 && self.trunc_ind(i, b, lvl, base, keep)? {
+                i.set_block(11 + lvl as usize, 0);
+            }
+            base += span;
+            span *= p;
+        }
+        Ok(())
+    }
+
+    /// Trim the tree under indirect block `b` (depth `level`, first
+    /// logical block `base`). Returns whether `b` itself was freed.
+    fn trunc_ind(&mut self, i: &mut Inode, b: u32, level: u32, base: u64, keep: u64) -> R<bool> {
+        let p = self.ptrs();
+        let child_span = p.pow(level - 1);
+        if keep >= base + child_span * p {
+            return Ok(false);
+        }
+        let ptrs = self.ind_load(b)?.ptrs.clone();
+        for (j, &c) in ptrs.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let cbase = base + j as u64 * child_span;
+            if cbase + child_span <= keep {
+                continue;
+            }
+            let freed = if level == 1 {
+                self.free_block(c)?;
+                self.sub_blocks(i);
+                true
+            } else {
+                self.trunc_ind(i, c, level - 1, cbase, keep)?
+            };
+            if freed && keep > base {
+                self.ind_set(b, j, 0)?;
+            }
+        }
+        if keep <= base {
+            self.free_block(b)?;
+            self.sub_blocks(i);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    // ----------------------------------------------------------------
+    // Inodes
+
+    fn inode_off(&self, ino: u32) -> R<u64> {
+        if ino == 0 || ino > self.g.inodes_count {
+            return err(ENOENT);
+        }
+        let gi = ((ino - 1) / self.g.ipg) as usize;
+        let idx = ((ino - 1) % self.g.ipg) as u64;
+        Ok(self.gds[gi].inode_table as u64 * self.g.bs as u64 + idx * self.g.inode_size as u64)
+    }
+
+    fn read_inode(&self, ino: u32) -> R<Inode> {
+        let off = self.inode_off(ino)?;
+        let mut raw = vec![0u8; self.g.inode_size as usize];
+        self.store.read(off, &mut raw)?;
+        Ok(Inode { num: ino, raw })
+    }
+
+    fn write_inode(&self, i: &Inode) -> R<()> {
+        let off = self.inode_off(i.num)?;
+        self.store.write(off, &i.raw)
+    }
+
+    /// A live inode (allocated, linked or held open).
+    fn get(&self, ino: u32) -> R<Inode> {
+        let i = self.read_inode(ino)?;
+        if i.mode() == 0 || (i.links() == 0 && !self.open.contains_key(&ino)) {
+            return err(ENOENT);
+        }
+        if i.flags() & EXTENTS_FL != 0 {
+            return err(EFTYPE);
+        }
+        Ok(i)
+    }
+
+    fn get_dir(&self, ino: u32) -> R<Inode> {
+        let i = self.get(ino)?;
+        if !i.is_dir() {
+            return err(ENOTDIR);
+        }
+        Ok(i)
+    }
+
+    fn update(&mut self, ino: u32, f: impl FnOnce(&mut Inode)) -> R<()> {
+        let mut i = self.read_inode(ino)?;
+        f(&mut i);
+        self.write_inode(&i)
+    }
+
+    fn new_inode(&mut self, ino: u32) -> Inode {
+        let mut i = Inode { num: ino, raw: vec![0u8; self.g.inode_size as usize] };
+        i.set_extra_isize(self.g.new_extra_isize);
+        self.next_gen = self.next_gen.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        i.set_generation(self.next_gen);
+        i
+    }
+
+    /// Free an inode with no links: its blocks, its xattr block, its bit.
+    fn free_inode(&mut self, ino: u32) -> R<()> {
+        let mut i = self.read_inode(ino)?;
+        if i.mode() == 0 {
+            return Ok(());
+        }
+        let dir = i.is_dir();
+        if i.has_block_map(self.g.bs) {
+            self.truncate_blocks(&mut i, 0)?;
+        }
+        let acl = i.file_acl();
+        if acl != 0 {
+            self.release_xattr(acl)?;
+            i.set_file_acl(0);
+            self.sub_blocks(&mut i);
+        }
+        i.set_links(0);
+        i.set_size(0);
+        i.set_dtime(now().sec as u32);
+        self.write_inode(&i)?;
+        self.free_inode_bit(ino, dir)
+    }
+
+    fn release_xattr(&mut self, b: u32) -> R<()> {
+        if b < self.g.first_data_block || b >= self.g.blocks_count {
+            return Ok(());
+        }
+        let mut blk = self.read_blk(b)?;
+        if le32(&blk, 0) == XATTR_MAGIC {
+            let rc = le32(&blk, 4);
+            if rc > 1 {
+                put32(&mut blk, 4, rc - 1);
+                return self.write_blk(b, &blk);
+            }
+        }
+        self.free_block(b)
+    }
+
+    /// The last link went: free now, or at the last release if open.
+    fn drop_inode(&mut self, ino: u32) -> R<()> {
+        if self.open.get(&ino).copied().unwrap_or(0) > 0 {
+            self.orphans.insert(ino);
+            Ok(())
+        } else {
+            self.free_inode(ino)
+        }
+    }
+
+    fn attr(&self, i: &Inode) -> Attr {
+        let kind = i.kind().unwrap_or(FileKind::Reg);
+        let mut blocks = i.blocks512() as u64;
+        if self.g.huge_file {
+            blocks |= (i.blocks_hi() as u64) << 32;
+            if i.flags() & HUGE_FILE_FL != 0 {
+                blocks *= (self.g.bs / 512) as u64;
+            }
+        }
+        Attr {
+            ino: i.num as u64,
+            kind,
+            perm: (i.mode() & 0o7777) as u32,
+            nlink: i.links() as u32,
+            uid: i.uid(),
+            gid: i.gid(),
+            size: i.size(),
+            blocks,
+            blksize: self.g.bs,
+            rdev: if matches!(kind, FileKind::Blk | FileKind::Chr) { i.rdev() } else { 0 },
+            atime: i.time(TimeField::Access),
+            mtime: i.time(TimeField::Modify),
+            ctime: i.time(TimeField::Change),
+            birthtime: i.time(TimeField::Birth),
+        }
+    }
+
+    fn max_file_size(&self) -> u64 {
+        if self.g.rev == 0 {
+            return 0x7fff_ffff;
+        }
+        let p = self.ptrs();
+        let blocks = 12 + p + p * p + p * p * p;
+        (blocks * self.g.bs as u64).min((1u64 << 41) - (1u64 << 34))
+    }
+
+    /// Record a size; sets the large_file feature when first needed.
+    fn set_file_size(&mut self, i: &mut Inode, size: u64) {
+        i.set_size(size);
+        if size > 0x7fff_ffff && self.g.rev >= 1 {
+            let ro = le32(&self.sb, S_FEATURE_RO_COMPAT);
+            if ro & features::RO_COMPAT_LARGE_FILE == 0 {
+                put32(&mut self.sb, S_FEATURE_RO_COMPAT, ro | features::RO_COMPAT_LARGE_FILE);
+            }
+        }
+    }
+
+    /// Zero the bytes after `old_size` in its block (junk past the old end
+    /// of file must read as zeros once the file grows).
+    fn zero_tail(&mut self, i: &Inode, old_size: u64) -> R<()> {
+        let bs = self.g.bs as u64;
+        let start = old_size % bs;
+        if start == 0 {
+            return Ok(());
+        }
+        let phys = self.bmap(i, old_size / bs)?;
+        if phys != 0 {
+            let zeros = vec![0u8; (bs - start) as usize];
+            self.store.write(phys as u64 * bs + start, &zeros)?;
+        }
+        Ok(())
+    }
+
+    /// Allocation goal for logical block `lb`: after the previous block,
+    /// else the start of the inode's group.
+    fn goal_for(&mut self, i: &Inode, lb: u64) -> R<u32> {
+        if lb > 0 {
+            let prev = self.bmap(i, lb - 1)?;
+            if prev != 0 {
+                return Ok(prev + 1);
+            }
+        }
+        Ok(self.g.group_start((i.num - 1) / self.g.ipg))
+    }
+
+    // ----------------------------------------------------------------
+    // Directories
+
+    fn parse_dir(&self, blk: &[u8]) -> R<Vec<Ent>> {
+        let bs = blk.len();
+        let mut v = Vec::new();
+        let mut off = 0;
+        while off < bs {
+            if off + 8 > bs {
+                return err(EIO);
+            }
+            let ino = le32(blk, off);
+            let rec_len = le16(blk, off + 4) as usize;
+            let (name_len, ftype) = if self.g.filetype {
+                (blk[off + 6] as usize, blk[off + 7])
+            } else {
+                (le16(blk, off + 6) as usize, 0)
+            };
+            if rec_len < 8 || rec_len % 4 != 0 || off + rec_len > bs {
+                return err(EIO);
+            }
+            if ino != 0 && (8 + name_len > rec_len || ino > self.g.inodes_count) {
+                return err(EIO);
+            }
+            v.push(Ent { off, ino, rec_len, name_len, ftype });
+            off += rec_len;
+        }
+        Ok(v)
+    }
+
+    fn write_entry(&self, blk: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ftype: u8) {
+        put32(blk, off, ino);
+        put16(blk, off + 4, rec_len as u16);
+        if self.g.filetype {
+            blk[off + 6] = name.len() as u8;
+            blk[off + 7] = ftype;
+        } else {
+            put16(blk, off + 6, name.len() as u16);
+        }
+        blk[off + 8..off + 8 + name.len()].copy_from_slice(name);
+    }
+
+    fn dir_nblocks(&self, d: &Inode) -> u64 {
+        d.size().div_ceil(self.g.bs as u64)
+    }
+
+    fn dir_find(&mut self, d: &Inode, name: &[u8]) -> R<Option<Found>> {
+        for lb in 0..self.dir_nblocks(d) {
+            let phys = self.bmap(d, lb)?;
+            if phys == 0 {
+                continue;
+            }
+            let blk = self.read_blk(phys)?;
+            for e in self.parse_dir(&blk)? {
+                if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == name {
+                    return Ok(Some(Found { phys, off: e.off, ino: e.ino, ftype: e.ftype }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Check `name` is free in `d` and find room for it, growing the
+    /// directory by a block if needed (the caller writes `d` back).
+    fn dir_find_slot(&mut self, d: &mut Inode, name: &[u8]) -> R<Slot> {
+        let need = rec_size(name.len());
+        let nblocks = self.dir_nblocks(d);
+        let mut slot = None;
+        for lb in 0..nblocks {
+            let phys = self.bmap(d, lb)?;
+            if phys == 0 {
+                continue;
+            }
+            let blk = self.read_blk(phys)?;
+            for e in self.parse_dir(&blk)? {
+                if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == name {
+                    return err(EEXIST);
+                }
+                if slot.is_none() {
+                    if e.ino == 0 && e.rec_len >= need {
+                        slot = Some(Slot { phys, off: e.off, rec_len: e.rec_len, used: 0 });
+                    } else if e.ino != 0 && e.rec_len - rec_size(e.name_len) >= need {
+                        slot = Some(Slot { phys, off: e.off, rec_len: e.rec_len, used: rec_size(e.name_len) });
+                    }
+                }
+            }
+        }
+        if let Some(s) = slot {
+            return Ok(s);
+        }
+        let bs = self.g.bs as usize;
+        let goal = self.goal_for(d, nblocks)?;
+        let (phys, _) = self.bmap_alloc(d, nblocks, goal)?;
+        let mut blk = vec![0u8; bs];
+        put16(&mut blk, 4, bs as u16);
+        self.write_blk(phys, &blk)?;
+        d.set_size((nblocks + 1) * bs as u64);
+        Ok(Slot { phys, off: 0, rec_len: bs, used: 0 })
+    }
+
+    fn dir_insert(&mut self, s: &Slot, name: &[u8], ino: u32, ftype: u8) -> R<()> {
+        let mut blk = self.read_blk(s.phys)?;
+        let (off, rec) = if s.used == 0 {
+            (s.off, s.rec_len)
+        } else {
+            put16(&mut blk, s.off + 4, s.used as u16);
+            (s.off + s.used, s.rec_len - s.used)
+        };
+        self.write_entry(&mut blk, off, ino, rec, name, ftype);
+        self.write_blk(s.phys, &blk)
+    }
+
+    /// Remove the entry at `off` of block `phys`.
+    fn dir_remove_at(&mut self, phys: u32, off: usize) -> R<()> {
+        let mut blk = self.read_blk(phys)?;
+        let ents = self.parse_dir(&blk)?;
+        let k = ents.iter().position(|e| e.off == off).ok_or(Errno(EIO))?;
+        if k == 0 {
+            put32(&mut blk, off, 0);
+        } else {
+            let prev = &ents[k - 1];
+            put16(&mut blk, prev.off + 4, (prev.rec_len + ents[k].rec_len) as u16);
+        }
+        self.write_blk(phys, &blk)
+    }
+
+    /// Point the entry at `off` of block `phys` to another inode.
+    fn dir_set(&mut self, phys: u32, off: usize, ino: u32, ftype: u8) -> R<()> {
+        let mut blk = self.read_blk(phys)?;
+        put32(&mut blk, off, ino);
+        if self.g.filetype {
+            blk[off + 7] = ftype;
+        }
+        self.write_blk(phys, &blk)
+    }
+
+    fn dir_is_empty(&mut self, d: &Inode) -> R<bool> {
+        for lb in 0..self.dir_nblocks(d) {
+            let phys = self.bmap(d, lb)?;
+            if phys == 0 {
+                continue;
+            }
+            let blk = self.read_blk(phys)?;
+            for e in self.parse_dir(&blk)? {
+                if e.ino != 0 {
+                    let n = &blk[e.off + 8..e.off + 8 + e.name_len];
+                    if n != b"." && n != b".." {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn touch_dir(d: &mut Inode, t: Timespec) {
+        d.set_flags(d.flags() & !INDEX_FL);
+        d.set_time(TimeField::Modify, t);
+        d.set_time(TimeField::Change, t);
+    }
+
+    // ----------------------------------------------------------------
+    // Operations
+
+    pub fn lookup(&mut self, dir: u32, name: &[u8]) -> R<u32> {
+        let d = self.get_dir(dir)?;
+        if name.is_empty() {
+            return err(ENOENT);
+        }
+        if name.len() > 255 {
+            return err(ENAMETOOLONG);
+        }
+        match self.dir_find(&d, name)? {
+            Some(f) => Ok(f.ino),
+            None => err(ENOENT),
+        }
+    }
+
+    pub fn getattr(&mut self, ino: u32) -> R<Attr> {
+        let i = self.get(ino)?;
+        Ok(self.attr(&i))
+    }
+
+    pub fn setattr(&mut self, ino: u32, s: &SetAttr) -> R<Attr> {
+        let mut i = self.get(ino)?;
+        if s.perm.is_none() && s.uid.is_none() && s.gid.is_none() && s.size.is_none()
+            && s.atime.is_none() && s.mtime.is_none()
+        {
+            return Ok(self.attr(&i));
+        }
+        self.check_rw()?;
+        let t = now();
+        let mut result = Ok(());
+        if let Some(size) = s.size {
+            if i.is_dir() {
+                return err(EISDIR);
+            }
+            if !i.is_reg() {
+                return err(EINVAL);
+            }
+            if size > self.max_file_size() {
+                return err(EFBIG);
+            }
+            let old = i.size();
+            if size < old {
+                let keep = size.div_ceil(self.g.bs as u64);
+                result = self.truncate_blocks(&mut i, keep);
+                self.set_file_size(&mut i, size);
+            } else if size > old {
+                result = self.zero_tail(&i, old);
+                self.set_file_size(&mut i, size);
+            }
+            i.set_time(TimeField::Modify, t);
+        }
+        if let Some(p) = s.perm {
+            i.set_mode((i.mode() & S_IFMT) | (p & 0o7777) as u16);
+        }
+        if let Some(u) = s.uid {
+            i.set_uid(u);
+        }
+        if let Some(g) = s.gid {
+            i.set_gid(g);
+        }
+        if let Some(a) = s.atime {
+            i.set_time(TimeField::Access, a);
+        }
+        if let Some(m) = s.mtime {
+            i.set_time(TimeField::Modify, m);
+        }
+        i.set_time(TimeField::Change, t);
+        self.write_inode(&i)?;
+        result?;
+        Ok(self.attr(&i))
+    }
+
+    pub fn create(
+        &mut self,
+        dir: u32,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        cred: Cred,
+        target: Option<&[u8]>,
+    ) -> R<u32> {
+        self.check_rw()?;
+        check_name(name)?;
+        if let Some(t) = target {
+            if t.is_empty() {
+                return err(ENOENT);
+            }
+            if t.len() >= (self.g.bs as usize).min(1024) {
+                return err(ENAMETOOLONG);
+            }
+        }
+        let mut d = self.get_dir(dir)?;
+        if d.links() == 0 {
+            return err(ENOENT);
+        }
+        if kind == FileKind::Dir && d.links() >= LINK_MAX {
+            return err(EMLINK);
+        }
+        let size0 = d.size();
+        let slot = match self.dir_find_slot(&mut d, name) {
+            Ok(s) => s,
+            Err(e) => {
+                if d.size() != size0 || e.0 == ENOSPC {
+                    self.write_inode(&d)?;
+                }
+                return Err(e);
+            }
+        };
+        let r = self.create_in(&mut d, slot, name, kind, perm, cred, target);
+        self.write_inode(&d)?;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_in(
+        &mut self,
+        d: &mut Inode,
+        slot: Slot,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        cred: Cred,
+        target: Option<&[u8]>,
+    ) -> R<u32> {
+        let is_dir = kind == FileKind::Dir;
+        let ino = self.alloc_inode(d.num, is_dir)?;
+        let t = now();
+        let bs = self.g.bs;
+        let mut n = self.new_inode(ino);
+        n.set_mode(kind.mode_bits() as u16 | (perm & 0o7777) as u16);
+        n.set_uid(cred.uid);
+        // BSD semantics, as NetBSD's ext2fs: the group of the directory.
+        n.set_gid(d.gid());
+        n.set_links(if is_dir { 2 } else { 1 });
+        for f in [TimeField::Access, TimeField::Modify, TimeField::Change, TimeField::Birth] {
+            n.set_time(f, t);
+        }
+        let goal = self.g.group_start((ino - 1) / self.g.ipg);
+        let data_block = if is_dir || target.is_some_and(|t| t.len() >= 60) {
+            match self.alloc_block(goal) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    self.free_inode_bit(ino, is_dir)?;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(b) = data_block {
+            let mut blk = vec![0u8; bs as usize];
+            if is_dir {
+                self.write_entry(&mut blk, 0, ino, 12, b".", 2);
+                self.write_entry(&mut blk, 12, d.num, bs as usize - 12, b"..", 2);
+                n.set_size(bs as u64);
+            } else {
+                let tg = target.unwrap();
+                blk[..tg.len()].copy_from_slice(tg);
+                n.set_size(tg.len() as u64);
+            }
+            self.write_blk(b, &blk)?;
+            n.set_block(0, b);
+            n.set_blocks512(bs / 512);
+        } else if let Some(tg) = target {
+            n.raw[I_BLOCK..I_BLOCK + tg.len()].copy_from_slice(tg);
+            n.set_size(tg.len() as u64);
+        }
+        self.write_inode(&n)?;
+        self.dir_insert(&slot, name, ino, dirent_ftype(kind))?;
+        if is_dir {
+            d.set_links(d.links() + 1);
+        }
+        Self::touch_dir(d, t);
+        Ok(ino)
+    }
+
+    pub fn readlink(&mut self, ino: u32) -> R<Vec<u8>> {
+        let i = self.get(ino)?;
+        if !i.is_lnk() {
+            return err(EINVAL);
+        }
+        let size = i.size() as usize;
+        if i.is_fast_symlink(self.g.bs) {
+            return Ok(i.raw[I_BLOCK..I_BLOCK + size.min(60)].to_vec());
+        }
+        let phys = self.bmap(&i, 0)?;
+        if phys == 0 {
+            return err(EIO);
+        }
+        let blk = self.read_blk(phys)?;
+        Ok(blk[..size.min(blk.len())].to_vec())
+    }
+
+    pub fn link(&mut self, ino: u32, newdir: u32, name: &[u8]) -> R<()> {
+        self.check_rw()?;
+        check_name(name)?;
+        let i = self.get(ino)?;
+        if i.is_dir() {
+            return err(EPERM);
+        }
+        if i.links() == 0 {
+            return err(ENOENT);
+        }
+        if i.links() >= LINK_MAX {
+            return err(EMLINK);
+        }
+        let mut d = self.get_dir(newdir)?;
+        if d.links() == 0 {
+            return err(ENOENT);
+        }
+        let size0 = d.size();
+        let slot = match self.dir_find_slot(&mut d, name) {
+            Ok(s) => s,
+            Err(e) => {
+                if d.size() != size0 || e.0 == ENOSPC {
+                    self.write_inode(&d)?;
+                }
+                return Err(e);
+            }
+        };
+        let t = now();
+        let ftype = dirent_ftype(i.kind().unwrap_or(FileKind::Reg));
+        let r = self.dir_insert(&slot, name, ino, ftype);
+        Self::touch_dir(&mut d, t);
+        self.write_inode(&d)?;
+        r?;
+        self.update(ino, |i| {
+            i.set_links(i.links() + 1);
+            i.set_time(TimeField::Change, t);
+        })
+    }
+
+    /// unlink (`rmdir` false) or rmdir (`rmdir` true).
+    pub fn remove(&mut self, dir: u32, name: &[u8], rmdir: bool) -> R<()> {
+        self.check_rw()?;
+        check_name(name)?;
+        let mut d = self.get_dir(dir)?;
+        let f = self.dir_find(&d, name)?.ok_or(Errno(ENOENT))?;
+        let mut v = self.get(f.ino)?;
+        if rmdir {
+            if !v.is_dir() {
+                return err(ENOTDIR);
+            }
+            if f.ino == ROOT_INO {
+                return err(EBUSY);
+            }
+            if !self.dir_is_empty(&v)? {
+                return err(ENOTEMPTY);
+            }
+        } else if v.is_dir() {
+            return err(EPERM);
+        }
+        let t = now();
+        self.dir_remove_at(f.phys, f.off)?;
+        Self::touch_dir(&mut d, t);
+        if rmdir {
+            d.set_links(d.links().saturating_sub(1));
+        }
+        self.write_inode(&d)?;
+        if rmdir {
+            v.set_links(0);
+        } else {
+            v.set_links(v.links().saturating_sub(1));
+        }
+        v.set_time(TimeField::Change, t);
+        self.write_inode(&v)?;
+        if v.links() == 0 {
+            self.drop_inode(f.ino)?;
+        }
+        Ok(())
+    }
+
+    pub fn rename(&mut self, fd: u32, fname: &[u8], td: u32, tname: &[u8]) -> R<()> {
+        self.check_rw()?;
+        check_name(fname)?;
+        check_name(tname)?;
+        let fdir = self.get_dir(fd)?;
+        let tdir = self.get_dir(td)?;
+        if tdir.links() == 0 {
+            return err(ENOENT);
+        }
+        let sino = self.dir_find(&fdir, fname)?.ok_or(Errno(ENOENT))?.ino;
+        let src = self.get(sino)?;
+        let sdir = src.is_dir();
+        let tf = self.dir_find(&tdir, tname)?;
+        if let Some(t) = &tf {
+            if t.ino == sino {
+                return Ok(());
+            }
+        }
+        if sdir && fd != td {
+            // The target directory must not be the source or inside it.
+            let mut cur = td;
+            loop {
+                if cur == sino {
+                    return err(EINVAL);
+                }
+                if cur == ROOT_INO {
+                    break;
+                }
+                let c = self.get_dir(cur)?;
+                let up = self.dir_find(&c, b"..")?.ok_or(Errno(EIO))?.ino;
+                if up == cur {
+                    break;
+                }
+                cur = up;
+            }
+            if tf.is_none() && tdir.links() >= LINK_MAX {
+                return err(EMLINK);
+            }
+        }
+        let t = now();
+        let sftype = dirent_ftype(src.kind().unwrap_or(FileKind::Reg));
+        let mut td_delta: i32 = 0;
+        match tf {
+            Some(tfnd) => {
+                let mut victim = self.get(tfnd.ino)?;
+                if sdir {
+                    if !victim.is_dir() {
+                        return err(ENOTDIR);
+                    }
+                    if !self.dir_is_empty(&victim)? {
+                        return err(ENOTEMPTY);
+                    }
+                } else if victim.is_dir() {
+                    return err(EISDIR);
+                }
+                self.dir_set(tfnd.phys, tfnd.off, sino, sftype)?;
+                if victim.is_dir() {
+                    victim.set_links(0);
+                    td_delta -= 1;
+                } else {
+                    victim.set_links(victim.links().saturating_sub(1));
+                }
+                victim.set_time(TimeField::Change, t);
+                self.write_inode(&victim)?;
+                if victim.links() == 0 {
+                    self.drop_inode(tfnd.ino)?;
+                }
+            }
+            None => {
+                let mut tdi = self.get(td)?;
+                let size0 = tdi.size();
+                let slot = match self.dir_find_slot(&mut tdi, tname) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if tdi.size() != size0 || e.0 == ENOSPC {
+                            self.write_inode(&tdi)?;
+                        }
+                        return Err(e);
+                    }
+                };
+                let r = self.dir_insert(&slot, tname, sino, sftype);
+                tdi.set_flags(tdi.flags() & !INDEX_FL);
+                self.write_inode(&tdi)?;
+                r?;
+            }
+        }
+        let fdi = self.get(fd)?;
+        let sf = self.dir_find(&fdi, fname)?.ok_or(Errno(EIO))?;
+        self.dir_remove_at(sf.phys, sf.off)?;
+        let moved_dir = sdir && fd != td;
+        if moved_dir {
+            let s = self.get(sino)?;
+            let dd = self.dir_find(&s, b"..")?.ok_or(Errno(EIO))?;
+            self.dir_set(dd.phys, dd.off, td, 2)?;
+            td_delta += 1;
+        }
+        self.update(fd, |d| {
+            Self::touch_dir(d, t);
+            if moved_dir {
+                d.set_links(d.links().saturating_sub(1));
+            }
+        })?;
+        self.update(td, |d| {
+            Self::touch_dir(d, t);
+            d.set_links((d.links() as i32 + td_delta).max(0) as u16);
+        })?;
+        self.update(sino, |i| i.set_time(TimeField::Change, t))
+    }
+
+    pub fn read(&mut self, ino: u32, off: u64, buf: &mut [u8]) -> R<usize> {
+        let mut i = self.get(ino)?;
+        if i.is_dir() {
+            return err(EISDIR);
+        }
+        if !i.is_reg() {
+            return err(EINVAL);
+        }
+        let size = i.size();
+        if off >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let len = (buf.len() as u64).min(size - off) as usize;
+        let bs = self.g.bs as u64;
+        let mut pos = off;
+        let mut done = 0usize;
+        // Pending run: (disk offset, start in buf, length).
+        let mut run: Option<(u64, usize, usize)> = None;
+        while done < len {
+            let lb = pos / bs;
+            let boff = pos % bs;
+            let n = ((bs - boff) as usize).min(len - done);
+            let phys = self.bmap(&i, lb)?;
+            if phys == 0 {
+                if let Some((d, s, l)) = run.take() {
+                    self.store.read(d, &mut buf[s..s + l])?;
+                }
+                buf[done..done + n].fill(0);
+            } else {
+                let disk = phys as u64 * bs + boff;
+                match &mut run {
+                    Some((d, _, l)) if *d + *l as u64 == disk && *l < MAX_RUN => *l += n,
+                    _ => {
+                        if let Some((d, s, l)) = run.take() {
+                            self.store.read(d, &mut buf[s..s + l])?;
+                        }
+                        run = Some((disk, done, n));
+                    }
+                }
+            }
+            pos += n as u64;
+            done += n;
+        }
+        if let Some((d, s, l)) = run.take() {
+            self.store.read(d, &mut buf[s..s + l])?;
+        }
+        if !self.ro {
+            // Relaxed atime: only when older than mtime/ctime or a day.
+            let t = now();
+            let a = i.time(TimeField::Access);
+            if ts_le(a, i.time(TimeField::Modify))
+                || ts_le(a, i.time(TimeField::Change))
+                || t.sec - a.sec >= 86400
+            {
+                i.set_time(TimeField::Access, t);
+                self.write_inode(&i)?;
+            }
+        }
+        Ok(len)
+    }
+
+    pub fn write(&mut self, ino: u32, off: u64, data: &[u8]) -> R<usize> {
+        self.check_rw()?;
+        let mut i = self.get(ino)?;
+        if i.is_dir() {
+            return err(EISDIR);
+        }
+        if !i.is_reg() {
+            return err(EINVAL);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let max = self.max_file_size();
+        if off >= max {
+            return err(EFBIG);
+        }
+        let len = (data.len() as u64).min(max - off) as usize;
+        let end = off + len as u64;
+        let bs = self.g.bs as u64;
+        let old = i.size();
+        if end > old && old % bs != 0 && off / bs > old / bs {
+            self.zero_tail(&i, old)?;
+        }
+        let mut goal = self.goal_for(&i, off / bs)?;
+        let mut pos = off;
+        let mut failure = None;
+        let mut run_disk = 0u64;
+        let mut run: Vec<u8> = Vec::new();
+        while pos < end {
+            let lb = pos / bs;
+            let boff = (pos % bs) as usize;
+            let n = ((bs as usize) - boff).min((end - pos) as usize);
+            let (phys, new) = match self.bmap_alloc(&mut i, lb, goal) {
+                Ok(v) => v,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            goal = phys + 1;
+            let src = &data[(pos - off) as usize..][..n];
+            let base = phys as u64 * bs;
+            let (disk, head, tail) = if new && n < bs as usize {
+                (base, boff, bs as usize - boff - n)
+            } else if !new && lb == old / bs && old % bs != 0 && boff as u64 > old % bs {
+                let start = (old % bs) as usize;
+                (base + start as u64, boff - start, 0)
+            } else {
+                (base + boff as u64, 0, 0)
+            };
+            if !run.is_empty() && (run_disk + run.len() as u64 != disk || run.len() >= MAX_RUN) {
+                if let Err(e) = self.store.write(run_disk, &run) {
+                    failure = Some(e);
+                    run.clear();
+                    break;
+                }
+                run.clear();
+            }
+            if run.is_empty() {
+                run_disk = disk;
+            }
+            run.resize(run.len() + head, 0);
+            run.extend_from_slice(src);
+            run.resize(run.len() + tail, 0);
+            pos += n as u64;
+        }
+        if !run.is_empty() {
+            if let Err(e) = self.store.write(run_disk, &run) {
+                failure = Some(e);
+            }
+        }
+        let written = pos - off;
+        if pos > old {
+            self.set_file_size(&mut i, pos);
+        }
+        if written > 0 {
+            let t = now();
+            i.set_time(TimeField::Modify, t);
+            i.set_time(TimeField::Change, t);
+        }
+        self.write_inode(&i)?;
+        match failure {
+            Some(e) if written == 0 || e.0 != ENOSPC => Err(e),
+            _ => Ok(written as usize),
+        }
+    }
+
+    /// Entries from `cookie` on, at least `want` of them unless the
+    /// directory ends first. Returns the entries and whether it ended.
+    pub fn readdir_batch(&mut self, dir: u32, cookie: u64, want: usize) -> R<(Vec<DirEntry>, bool)> {
+        let d = self.get_dir(dir)?;
+        let bs = self.g.bs as u64;
+        let nblocks = self.dir_nblocks(&d);
+        let mut lb = cookie / bs;
+        let mut skip_below = (cookie % bs) as usize;
+        let mut out = Vec::new();
+        while lb < nblocks {
+            let phys = self.bmap(&d, lb)?;
+            if phys != 0 {
+                let blk = self.read_blk(phys)?;
+                for e in self.parse_dir(&blk)? {
+                    if e.off < skip_below || e.ino == 0 {
+                        continue;
+                    }
+                    let kind = match kind_of_ftype(e.ftype) {
+                        Some(k) if self.g.filetype => k,
+                        _ => self
+                            .read_inode(e.ino)
+                            .ok()
+                            .and_then(|i| i.kind())
+                            .unwrap_or(FileKind::Reg),
+                    };
+                    out.push(DirEntry {
+                        ino: e.ino as u64,
+                        kind,
+                        name: blk[e.off + 8..e.off + 8 + e.name_len].to_vec(),
+                        next: lb * bs + (e.off + e.rec_len) as u64,
+                    });
+                }
+            }
+            lb += 1;
+            skip_below = 0;
+            if out.len() >= want {
+                return Ok((out, lb >= nblocks));
+            }
+        }
+        Ok((out, true))
+    }
+}

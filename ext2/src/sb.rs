@@ -1,0 +1,316 @@
+//! On-disk superblock layout, feature flags and the mount-time checks.
+
+pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+pub(crate) fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+pub(crate) fn put16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+}
+pub(crate) fn put32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Byte offset of the primary superblock on the device.
+pub const SUPERBLOCK_OFFSET: u64 = 1024;
+/// Size of the superblock.
+pub const SUPERBLOCK_SIZE: usize = 1024;
+pub const EXT2_MAGIC: u16 = 0xEF53;
+
+// Superblock field offsets.
+pub(crate) const S_INODES_COUNT: usize = 0;
+pub(crate) const S_BLOCKS_COUNT: usize = 4;
+pub(crate) const S_FREE_BLOCKS: usize = 12;
+pub(crate) const S_FREE_INODES: usize = 16;
+pub(crate) const S_FIRST_DATA_BLOCK: usize = 20;
+pub(crate) const S_LOG_BLOCK_SIZE: usize = 24;
+pub(crate) const S_BLOCKS_PER_GROUP: usize = 32;
+pub(crate) const S_INODES_PER_GROUP: usize = 40;
+pub(crate) const S_MTIME: usize = 44;
+pub(crate) const S_WTIME: usize = 48;
+pub(crate) const S_MNT_COUNT: usize = 52;
+pub(crate) const S_MAGIC: usize = 56;
+pub(crate) const S_STATE: usize = 58;
+pub(crate) const S_REV_LEVEL: usize = 76;
+pub(crate) const S_FIRST_INO: usize = 84;
+pub(crate) const S_INODE_SIZE: usize = 88;
+pub(crate) const S_FEATURE_COMPAT: usize = 92;
+pub(crate) const S_FEATURE_INCOMPAT: usize = 96;
+pub(crate) const S_FEATURE_RO_COMPAT: usize = 100;
+pub(crate) const S_MIN_EXTRA_ISIZE: usize = 348;
+pub(crate) const S_WANT_EXTRA_ISIZE: usize = 350;
+
+/// `s_state` bits.
+pub const STATE_VALID: u16 = 1;
+pub const STATE_ERROR: u16 = 2;
+
+/// Feature flags (`s_feature_compat`, `_incompat`, `_ro_compat`).
+pub mod features {
+    pub const COMPAT_DIR_PREALLOC: u32 = 0x0001;
+    pub const COMPAT_IMAGIC_INODES: u32 = 0x0002;
+    pub const COMPAT_HAS_JOURNAL: u32 = 0x0004;
+    pub const COMPAT_EXT_ATTR: u32 = 0x0008;
+    pub const COMPAT_RESIZE_INODE: u32 = 0x0010;
+    pub const COMPAT_DIR_INDEX: u32 = 0x0020;
+    pub const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
+
+    pub const INCOMPAT_COMPRESSION: u32 = 0x0001;
+    pub const INCOMPAT_FILETYPE: u32 = 0x0002;
+    pub const INCOMPAT_RECOVER: u32 = 0x0004;
+    pub const INCOMPAT_JOURNAL_DEV: u32 = 0x0008;
+    pub const INCOMPAT_META_BG: u32 = 0x0010;
+    pub const INCOMPAT_EXTENTS: u32 = 0x0040;
+    pub const INCOMPAT_64BIT: u32 = 0x0080;
+    pub const INCOMPAT_MMP: u32 = 0x0100;
+    pub const INCOMPAT_FLEX_BG: u32 = 0x0200;
+    pub const INCOMPAT_EA_INODE: u32 = 0x0400;
+    pub const INCOMPAT_DIRDATA: u32 = 0x1000;
+    pub const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+    pub const INCOMPAT_LARGEDIR: u32 = 0x4000;
+    pub const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+    pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
+    pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
+
+    pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x0001;
+    pub const RO_COMPAT_LARGE_FILE: u32 = 0x0002;
+    pub const RO_COMPAT_BTREE_DIR: u32 = 0x0004;
+    pub const RO_COMPAT_HUGE_FILE: u32 = 0x0008;
+    pub const RO_COMPAT_GDT_CSUM: u32 = 0x0010;
+    pub const RO_COMPAT_DIR_NLINK: u32 = 0x0020;
+    pub const RO_COMPAT_EXTRA_ISIZE: u32 = 0x0040;
+    pub const RO_COMPAT_QUOTA: u32 = 0x0100;
+    pub const RO_COMPAT_BIGALLOC: u32 = 0x0200;
+    pub const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
+    pub const RO_COMPAT_READONLY: u32 = 0x1000;
+    pub const RO_COMPAT_PROJECT: u32 = 0x2000;
+    pub const RO_COMPAT_VERITY: u32 = 0x8000;
+    pub const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x10000;
+
+    /// Incompatible features this component implements. `flex_bg` only
+    /// moves bitmaps and inode tables; every location is read from the
+    /// group descriptors, so it costs nothing.
+    pub const SUPPORTED_INCOMPAT: u32 = INCOMPAT_FILETYPE | INCOMPAT_FLEX_BG;
+    /// Read-only-compatible features this component keeps intact when
+    /// writing. Any other forces a read-only mount.
+    pub const SUPPORTED_RO_COMPAT: u32 =
+        RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_EXTRA_ISIZE;
+
+    pub(crate) const INCOMPAT_NAMES: &[(u32, &str)] = &[
+        (INCOMPAT_COMPRESSION, "compression"),
+        (INCOMPAT_FILETYPE, "filetype"),
+        (INCOMPAT_RECOVER, "needs_recovery"),
+        (INCOMPAT_JOURNAL_DEV, "journal_dev"),
+        (INCOMPAT_META_BG, "meta_bg"),
+        (INCOMPAT_EXTENTS, "extent"),
+        (INCOMPAT_64BIT, "64bit"),
+        (INCOMPAT_MMP, "mmp"),
+        (INCOMPAT_FLEX_BG, "flex_bg"),
+        (INCOMPAT_EA_INODE, "ea_inode"),
+        (INCOMPAT_DIRDATA, "dirdata"),
+        (INCOMPAT_CSUM_SEED, "metadata_csum_seed"),
+        (INCOMPAT_LARGEDIR, "large_dir"),
+        (INCOMPAT_INLINE_DATA, "inline_data"),
+        (INCOMPAT_ENCRYPT, "encrypt"),
+        (INCOMPAT_CASEFOLD, "casefold"),
+    ];
+    pub(crate) const RO_COMPAT_NAMES: &[(u32, &str)] = &[
+        (RO_COMPAT_SPARSE_SUPER, "sparse_super"),
+        (RO_COMPAT_LARGE_FILE, "large_file"),
+        (RO_COMPAT_BTREE_DIR, "btree_dir"),
+        (RO_COMPAT_HUGE_FILE, "huge_file"),
+        (RO_COMPAT_GDT_CSUM, "uninit_bg"),
+        (RO_COMPAT_DIR_NLINK, "dir_nlink"),
+        (RO_COMPAT_EXTRA_ISIZE, "extra_isize"),
+        (RO_COMPAT_QUOTA, "quota"),
+        (RO_COMPAT_BIGALLOC, "bigalloc"),
+        (RO_COMPAT_METADATA_CSUM, "metadata_csum"),
+        (RO_COMPAT_READONLY, "read-only"),
+        (RO_COMPAT_PROJECT, "project"),
+        (RO_COMPAT_VERITY, "verity"),
+        (RO_COMPAT_ORPHAN_PRESENT, "orphan_present"),
+    ];
+}
+
+fn names(bits: u32, table: &[(u32, &str)]) -> String {
+    let mut out = Vec::new();
+    let mut rest = bits;
+    for &(bit, name) in table {
+        if bits & bit != 0 {
+            out.push(name.to_string());
+            rest &= !bit;
+        }
+    }
+    for i in 0..32 {
+        if rest & (1 << i) != 0 {
+            out.push(format!("0x{:x}", 1u32 << i));
+        }
+    }
+    out.join(", ")
+}
+
+/// What the feature flags of a superblock allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compat {
+    /// Mountable read-write.
+    ReadWrite,
+    /// Mountable read-only only; the text says why.
+    ReadOnly(String),
+}
+
+/// Checks the 1024-byte superblock `sb` (as found at byte 1024 of the
+/// device): magic, revision and feature flags. `Err` carries a message for
+/// the log saying why the image cannot be mounted at all.
+///
+/// Policy: incompatible features other than `filetype` and `flex_bg` are
+/// refused (`needs_recovery`: a journal must be replayed first, with
+/// e2fsck or a Linux mount; `extent`, `64bit`, `meta_bg`, `inline_data`...:
+/// ext4 layouts this component does not read). An ext3 image with a clean
+/// journal (`has_journal` without `needs_recovery`) is accepted like NetBSD
+/// does: the journal inode is left alone and never written, so it stays
+/// clean and empty. Read-only-compatible features other than
+/// `sparse_super`, `large_file` and `extra_isize` force read-only.
+pub fn check_features(sb: &[u8]) -> Result<Compat, String> {
+    use features::*;
+    if sb.len() < SUPERBLOCK_SIZE {
+        return Err("superblock too short".into());
+    }
+    let magic = le16(sb, S_MAGIC);
+    if magic != EXT2_MAGIC {
+        return Err(format!("not an ext2 file system (magic 0x{magic:04x}, expected 0xef53)"));
+    }
+    let rev = le32(sb, S_REV_LEVEL);
+    if rev > 1 {
+        return Err(format!("unsupported ext2 revision {rev} (only 0 and 1 are known)"));
+    }
+    if rev == 0 {
+        return Ok(Compat::ReadWrite);
+    }
+    let incompat = le32(sb, S_FEATURE_INCOMPAT);
+    if incompat & INCOMPAT_RECOVER != 0 {
+        return Err("the ext3/ext4 journal needs recovery (feature needs_recovery); \
+                    replay it with e2fsck first"
+            .into());
+    }
+    let bad = incompat & !SUPPORTED_INCOMPAT;
+    if bad != 0 {
+        return Err(format!(
+            "unsupported incompatible features: {} (this ext2 implementation supports \
+             filetype and flex_bg only; ext4 images cannot be mounted)",
+            names(bad, INCOMPAT_NAMES)
+        ));
+    }
+    let ro = le32(sb, S_FEATURE_RO_COMPAT) & !SUPPORTED_RO_COMPAT;
+    if ro != 0 {
+        return Ok(Compat::ReadOnly(format!(
+            "read-only-compatible features not implemented for writing: {}; mounting read-only",
+            names(ro, RO_COMPAT_NAMES)
+        )));
+    }
+    Ok(Compat::ReadWrite)
+}
+
+/// The fixed shape of a file system, from its superblock.
+#[derive(Clone, Debug)]
+pub(crate) struct Geometry {
+    pub bs: u32,
+    pub blocks_count: u32,
+    pub inodes_count: u32,
+    pub first_data_block: u32,
+    pub bpg: u32,
+    pub ipg: u32,
+    pub ngroups: u32,
+    pub inode_size: u32,
+    pub first_ino: u32,
+    pub rev: u32,
+    pub filetype: bool,
+    pub huge_file: bool,
+    /// i_extra_isize for new inodes (0 with 128-byte inodes).
+    pub new_extra_isize: u16,
+    /// Block number of the first group descriptor block.
+    pub gdt_block: u32,
+    pub gdt_blocks: u32,
+}
+
+impl Geometry {
+    pub fn parse(sb: &[u8]) -> Result<Geometry, String> {
+        let log = le32(sb, S_LOG_BLOCK_SIZE);
+        if log > 2 {
+            return Err(format!(
+                "unsupported block size {} (1, 2 and 4 KiB are supported)",
+                1024u64 << log.min(20)
+            ));
+        }
+        let bs = 1024u32 << log;
+        let blocks_count = le32(sb, S_BLOCKS_COUNT);
+        let inodes_count = le32(sb, S_INODES_COUNT);
+        let first_data_block = le32(sb, S_FIRST_DATA_BLOCK);
+        let bpg = le32(sb, S_BLOCKS_PER_GROUP);
+        let ipg = le32(sb, S_INODES_PER_GROUP);
+        if bpg == 0 || bpg > 8 * bs || ipg == 0 || ipg > 8 * bs {
+            return Err(format!("bad group geometry ({bpg} blocks, {ipg} inodes per group)"));
+        }
+        if first_data_block > 1 || blocks_count <= first_data_block {
+            return Err(format!("bad block count {blocks_count} / first data block {first_data_block}"));
+        }
+        let ngroups = (blocks_count - first_data_block).div_ceil(bpg);
+        if (ngroups as u64) * (ipg as u64) != inodes_count as u64 {
+            return Err(format!(
+                "inode count {inodes_count} is not {ngroups} groups x {ipg} inodes"
+            ));
+        }
+        let rev = le32(sb, S_REV_LEVEL);
+        let (inode_size, first_ino, incompat, ro) = if rev == 0 {
+            (128, 11, 0, 0)
+        } else {
+            (
+                le16(sb, S_INODE_SIZE) as u32,
+                le32(sb, S_FIRST_INO),
+                le32(sb, S_FEATURE_INCOMPAT),
+                le32(sb, S_FEATURE_RO_COMPAT),
+            )
+        };
+        if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > bs {
+            return Err(format!("bad inode size {inode_size}"));
+        }
+        if first_ino < 3 || first_ino > inodes_count {
+            return Err(format!("bad first inode {first_ino}"));
+        }
+        let new_extra_isize = if inode_size > 128 {
+            let want = le16(sb, S_WANT_EXTRA_ISIZE).max(le16(sb, S_MIN_EXTRA_ISIZE));
+            let want = if want == 0 { 32 } else { want };
+            (want.min((inode_size - 128) as u16)) & !3
+        } else {
+            0
+        };
+        let gdt_blocks = (ngroups * 32).div_ceil(bs);
+        Ok(Geometry {
+            bs,
+            blocks_count,
+            inodes_count,
+            first_data_block,
+            bpg,
+            ipg,
+            ngroups,
+            inode_size,
+            first_ino,
+            rev,
+            filetype: incompat & features::INCOMPAT_FILETYPE != 0,
+            huge_file: ro & features::RO_COMPAT_HUGE_FILE != 0,
+            new_extra_isize,
+            gdt_block: first_data_block + 1,
+            gdt_blocks,
+        })
+    }
+
+    /// Number of blocks in group `g` (the last one may be short).
+    pub fn blocks_in_group(&self, g: u32) -> u32 {
+        let start = self.first_data_block as u64 + g as u64 * self.bpg as u64;
+        (self.blocks_count as u64 - start).min(self.bpg as u64) as u32
+    }
+
+    pub fn group_start(&self, g: u32) -> u32 {
+        self.first_data_block + g * self.bpg
+    }
+}
