@@ -24,6 +24,7 @@ pub mod locks;
 pub mod mem;
 pub mod param;
 pub mod random;
+pub mod sp;
 pub mod thread;
 
 mod guard;
