@@ -69,7 +69,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
-use netbsd_abi::errno::{EBUSY, EINVAL, EIO};
+use netbsd_abi::errno::{EBUSY, EINVAL};
 use netbsd_abi::Errno;
 use parking_lot::{Mutex, RwLock};
 
@@ -488,11 +488,19 @@ impl Store for CachedDev {
             let boff = (pos % bs) as usize;
             let b = self.sh.get_block(&self.core, blk);
             let n = (b.len - boff).min(buf.len() - done);
-            self.sh.ensure_valid(&b)?;
-            let st = b.st.lock();
-            match &st.data {
-                Some(d) => buf[done..done + n].copy_from_slice(&d[boff..boff + n]),
-                None => return Err(Errno(EIO)), // cannot happen: valid stays valid
+            let mut loaded = false;
+            loop {
+                let st = b.st.lock();
+                if let Some(d) = &st.data {
+                    buf[done..done + n].copy_from_slice(&d[boff..boff + n]);
+                    if !loaded {
+                        count!(self.sh, self.core, hits, 1);
+                    }
+                    break;
+                }
+                drop(st);
+                self.sh.ensure_valid(&b)?;
+                loaded = true;
             }
             done += n;
         }
@@ -717,27 +725,28 @@ impl Shared {
 
     fn write_block(&self, b: &Arc<Block>, boff: usize, piece: &[u8]) -> Result<(), Errno> {
         let full = boff == 0 && piece.len() == b.len;
-        let (dirty, valid) = {
-            let st = b.st.lock();
-            (st.dirty, st.data.is_some())
-        };
-        if !dirty {
-            self.throttle(b.len)?;
-        }
-        if full && valid {
-            count!(self, b.core, hits, 1);
-        }
+        let mut throttled = false;
+        let mut loaded = false;
         loop {
-            if !full {
-                self.ensure_valid(b)?;
-            }
             let mut st = b.st.lock();
+            if !st.dirty && !throttled && self.c.dirty_bytes.load(Relaxed) + b.len as u64 > self.high {
+                drop(st);
+                self.throttle(&b.core, b.len)?;
+                throttled = true;
+                continue;
+            }
             if let Some(d) = st.data.as_mut() {
+                if !loaded {
+                    count!(self, b.core, hits, 1);
+                }
                 d[boff..boff + piece.len()].copy_from_slice(piece);
             } else if full {
                 st.data = Some(piece.into());
             } else {
-                continue; // cannot happen: valid stays valid
+                drop(st);
+                self.ensure_valid(b)?;
+                loaded = true;
+                continue;
             }
             st.gen += 1;
             if !st.dirty {
@@ -751,7 +760,7 @@ impl Shared {
     }
 
     /// Called before dirtying a clean block of `incoming` bytes.
-    fn throttle(&self, incoming: usize) -> Result<(), Errno> {
+    fn throttle(&self, core: &DevCore, incoming: usize) -> Result<(), Errno> {
         let incoming = incoming as u64;
         if self.c.dirty_bytes.load(Relaxed) + incoming <= self.high {
             return Ok(());
@@ -766,7 +775,7 @@ impl Shared {
             }
             if !counted {
                 counted = true;
-                self.c.throttled.fetch_add(1, Relaxed);
+                count!(self, core, throttled, 1);
             }
             let t = self.ev.prepare();
             let (keys, any_in_flight) = self.oldest_dirty(dirty - self.low, &failed);
