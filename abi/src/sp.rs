@@ -420,6 +420,85 @@ impl Banner {
 }
 
 // ---------------------------------------------------------------------------
+// URLs
+
+/// Where a sysproxy server listens: `unix://PATH` or `tcp://ADDR:PORT`
+/// (IPv4, `*` or `0` for any address; `[v6]:port` also accepted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Url {
+    /// The path as given (possibly relative).
+    Unix(String),
+    Tcp(std::net::SocketAddr),
+}
+
+/// Why a URL was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlError(pub String);
+
+impl std::fmt::Display for UrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// Longest `unix://` path (`sizeof(sun_path) - 1`).
+pub const UNIX_PATH_MAX: usize = 107;
+
+/// Parse a sysproxy URL. `allow_wildcard` is true for servers (which may
+/// bind to any address) and false for clients.
+pub fn parse_url(url: &str, allow_wildcard: bool) -> Result<Url, UrlError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| UrlError(format!("invalid locator '{url}'")))?;
+    match scheme {
+        "unix" => {
+            if rest.is_empty() {
+                return Err(UrlError("empty unix socket path".into()));
+            }
+            if rest.len() > UNIX_PATH_MAX {
+                return Err(UrlError("unix socket path too long".into()));
+            }
+            if rest.contains('\0') {
+                return Err(UrlError("NUL in unix socket path".into()));
+            }
+            Ok(Url::Unix(rest.to_string()))
+        }
+        "tcp" | "tcp6" => parse_tcp(rest, allow_wildcard).map(Url::Tcp),
+        _ => Err(UrlError(format!("invalid identifier '{scheme}' in '{url}'"))),
+    }
+}
+
+fn parse_tcp(s: &str, allow_wildcard: bool) -> Result<std::net::SocketAddr, UrlError> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let (host, port) = if let Some(r) = s.strip_prefix('[') {
+        let (h, p) = r.split_once("]:").ok_or_else(|| UrlError("missing port specifier".into()))?;
+        let ip: std::net::Ipv6Addr =
+            h.parse().map_err(|_| UrlError(format!("cannot parse address '{h}'")))?;
+        (IpAddr::V6(ip), p)
+    } else {
+        let (h, p) = s.split_once(':').ok_or_else(|| UrlError("missing port specifier".into()))?;
+        let ip = if h == "*" || h == "0" {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            h.parse().map_err(|_| UrlError(format!("cannot parse address '{h}'")))?
+        };
+        (IpAddr::V4(ip), p)
+    };
+    // NetBSD tolerates a trailing "/..." after the port.
+    let port = port.split('/').next().unwrap_or("");
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UrlError(format!("bad port number '{port}'")));
+    }
+    let port: u16 = port.parse().map_err(|_| UrlError(format!("port {port} out of range")))?;
+    if !allow_wildcard && host.is_unspecified() {
+        return Err(UrlError("client needs a specific address, not a wildcard".into()));
+    }
+    Ok(SocketAddr::new(host, port))
+}
+
+// ---------------------------------------------------------------------------
 // Payloads
 
 /// Syscall response: `struct rsp_sysresp { int error; register_t retval[2]; }`
@@ -607,6 +686,29 @@ mod tests {
             decode_frame(&r.encode()),
             Err(FrameError::Incomplete { have: 24, need: 40 })
         );
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("unix://a.sock", false), Ok(Url::Unix("a.sock".into())));
+        assert_eq!(parse_url("unix:///tmp/x", false), Ok(Url::Unix("/tmp/x".into())));
+        assert_eq!(
+            parse_url("tcp://127.0.0.1:1234", false),
+            Ok(Url::Tcp("127.0.0.1:1234".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_url("tcp://[::1]:99", false),
+            Ok(Url::Tcp("[::1]:99".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_url("tcp://*:80", true),
+            Ok(Url::Tcp("0.0.0.0:80".parse().unwrap()))
+        );
+        assert!(parse_url("tcp://*:80", false).is_err());
+        assert!(parse_url("tcp://1.2.3.4", true).is_err());
+        assert!(parse_url("tcp://1.2.3.4:99999", true).is_err());
+        assert!(parse_url("http://x", true).is_err());
+        assert!(parse_url("/tmp/sock", true).is_err());
     }
 
     #[test]

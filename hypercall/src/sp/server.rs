@@ -1,0 +1,675 @@
+//! The sysproxy server: listener, handshakes, request dispatch, syscall
+//! execution, copy requests, and shutdown for halt.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_int, c_long, c_void, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::{Mutex, RwLock};
+
+use netbsd_abi::errno::{EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
+use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
+use netbsd_abi::syscall::{nargs, ARG_SLOT};
+
+use super::conn::{send_all, Conn, Input, Reader, ST_DYING, ST_NEW, ST_RUNNING};
+use super::pool::pool;
+use super::{ClientHandle, RUMP_RFCFDG, RUMP_RFFDG, RUMP_RFFD_SHARE};
+use crate::upcalls::{self, Upcalls};
+use crate::Errno;
+
+const PH_OFF: u8 = 0;
+const PH_RUN: u8 = 1;
+const PH_STOPPED: u8 = 2;
+const PH_FINI: u8 = 3;
+
+/// Where the server is in its life: not started, serving, no longer
+/// admitting (halt step 1), finished (halt step 3).
+static PHASE: AtomicU8 = AtomicU8::new(PH_OFF);
+
+/// Most simultaneous connections; more are closed at accept.
+const MAXCLI: usize = 1024;
+
+struct Listener {
+    fd: Mutex<Option<OwnedFd>>,
+    wake_r: OwnedFd,
+    wake_w: OwnedFd,
+    unix_path: Option<PathBuf>,
+    banner: Vec<u8>,
+    is_tcp: bool,
+}
+
+impl Listener {
+    /// Close the listening socket (new connects are refused from now on)
+    /// and wake the acceptor so it exits.
+    fn close(&self) {
+        drop(self.fd.lock().take());
+        // SAFETY: one byte from a live local into our own pipe.
+        unsafe { libc::write(self.wake_w.as_raw_fd(), b"x".as_ptr() as *const c_void, 1) };
+    }
+}
+
+static SERVER: Mutex<Option<Arc<Listener>>> = Mutex::new(None);
+static REGISTRY: LazyLock<RwLock<HashMap<usize, Arc<Conn>>>> =
+    LazyLock::new(|| RwLock::new(HashMap::new()));
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// Processes forked off by PREFORK, waiting for a fork handshake.
+struct Prefork {
+    cookie: wire::Cookie,
+    lwp: usize,
+}
+static PREFORKS: Mutex<Vec<Prefork>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The connection and request whose syscall this thread is running.
+    static CURRENT: RefCell<Option<(Arc<Conn>, u64)>> = const { RefCell::new(None) };
+}
+
+fn lookup(h: ClientHandle) -> Option<Arc<Conn>> {
+    if h.is_null() {
+        return None;
+    }
+    let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(c, _)| c.clone()));
+    cur.or_else(|| REGISTRY.read().get(&h.0).cloned())
+}
+
+/// Run one upcall with a virtual CPU held, as NetBSD's server does for
+/// each of its kernel entries outside syscalls.
+fn sched<R>(up: &dyn Upcalls, f: impl FnOnce(&dyn Upcalls) -> R) -> R {
+    up.schedule();
+    let r = f(up);
+    up.unschedule();
+    r
+}
+
+fn dprint(s: &str) {
+    crate::cons::dprint(s);
+}
+
+// ---------------------------------------------------------------------------
+// Start-up and shutdown
+
+/// Start serving on `url` (`unix://PATH` or `tcp://ADDR:PORT`). The banner
+/// names `ostype`, `osrelease` and `machine`. `EBUSY` if already serving.
+pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), Errno> {
+    let banner = wire::format_banner(ostype, osrelease, machine).ok_or_else(|| {
+        dprint("rump_sp: banner too long\n");
+        Errno(EINVAL)
+    })?;
+    let parsed = wire::parse_url(url, true).map_err(|e| {
+        dprint(&format!("rump_sp: {url}: {e}\n"));
+        Errno(EINVAL)
+    })?;
+    let mut srv = SERVER.lock();
+    let phase = PHASE.load(Ordering::Acquire);
+    if srv.is_some() && phase != PH_FINI {
+        return Err(Errno(EBUSY));
+    }
+    let (fd, unix_path, is_tcp): (OwnedFd, Option<PathBuf>, bool) = match parsed {
+        Url::Unix(p) => {
+            let mut path = PathBuf::from(&p);
+            if path.is_relative() {
+                // Keep the absolute path for removal, whatever the
+                // process's working directory is by then.
+                if let Ok(cwd) = std::env::current_dir() {
+                    path = cwd.join(path);
+                }
+            }
+            let l = std::os::unix::net::UnixListener::bind(&path).map_err(|e| {
+                dprint(&format!("rump_sp: failed to bind to URL {url}: {e}\n"));
+                Errno::from(e)
+            })?;
+            l.set_nonblocking(true).map_err(Errno::from)?;
+            (l.into(), Some(path), false)
+        }
+        Url::Tcp(sa) => {
+            let l = std::net::TcpListener::bind(sa).map_err(|e| {
+                dprint(&format!("rump_sp: failed to bind to URL {url}: {e}\n"));
+                Errno::from(e)
+            })?;
+            l.set_nonblocking(true).map_err(Errno::from)?;
+            (l.into(), None, true)
+        }
+    };
+    let mut p = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `p`.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        let e = Errno::last_host();
+        if let Some(path) = &unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (wake_r, wake_w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    let l = Arc::new(Listener {
+        fd: Mutex::new(Some(fd)),
+        wake_r,
+        wake_w,
+        unix_path,
+        banner: banner.into_bytes(),
+        is_tcp,
+    });
+    PHASE.store(PH_RUN, Ordering::Release);
+    let l2 = l.clone();
+    let spawned = std::thread::Builder::new().name("rumpsp-accept".into()).spawn(move || accept_loop(l2));
+    if let Err(e) = spawned {
+        PHASE.store(PH_OFF, Ordering::Release);
+        if let Some(path) = &l.unix_path {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(Errno::from(e));
+    }
+    *srv = Some(l);
+    Ok(())
+}
+
+/// Halt step 1: close the listener so new connects are refused, and answer
+/// every new syscall request with `ESHUTDOWN` (running ones continue).
+pub fn stop_admitting() {
+    let _ = PHASE.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
+    if let Some(l) = SERVER.lock().clone() {
+        l.close();
+    }
+}
+
+/// True while the server accepts connections and runs syscalls.
+pub fn is_serving() -> bool {
+    PHASE.load(Ordering::Acquire) == PH_RUN
+}
+
+/// The absolute path of the `unix://` socket, if serving on one.
+pub fn socket_path() -> Option<PathBuf> {
+    SERVER.lock().as_ref().and_then(|l| l.unix_path.clone())
+}
+
+/// Number of live client connections.
+pub fn connections() -> usize {
+    REGISTRY.read().len()
+}
+
+pub(crate) fn fini(h: ClientHandle) {
+    PHASE.store(PH_FINI, Ordering::Release);
+    // 1. Answer the halting caller, fully, before anything is closed.
+    if let Some(conn) = lookup(h) {
+        let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(_, r)| *r));
+        if let Some(r) = conn.running_claim(cur) {
+            let _ = conn.send_sysresp(r, 0, [0, 0]);
+        }
+    }
+    // 2. Close the listener and remove the socket file.
+    if let Some(l) = SERVER.lock().clone() {
+        l.close();
+        if let Some(p) = &l.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    // 3. Drop every client: they see EOF; kernel threads waiting for a
+    //    copy answer fail with EFAULT.
+    let conns: Vec<Arc<Conn>> = REGISTRY.read().values().cloned().collect();
+    for c in conns {
+        c.shutdown();
+        c.kill_waiters();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Accepting
+
+fn accept_loop(l: Arc<Listener>) {
+    loop {
+        if PHASE.load(Ordering::Acquire) != PH_RUN {
+            return;
+        }
+        let lfd = match l.fd.lock().as_ref() {
+            Some(f) => f.as_raw_fd(),
+            None => return,
+        };
+        let mut pfd = [
+            libc::pollfd { fd: lfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: l.wake_r.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: `pfd` is a valid array of two pollfds.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            continue;
+        }
+        if pfd[1].revents != 0 || PHASE.load(Ordering::Acquire) != PH_RUN {
+            return;
+        }
+        let nfd = {
+            let g = l.fd.lock();
+            let Some(f) = g.as_ref() else { return };
+            // SAFETY: accept4 on our listening socket; peer address unused.
+            unsafe { libc::accept4(f.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) }
+        };
+        if nfd < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if e == libc::EMFILE || e == libc::ENFILE || e == libc::ENOBUFS || e == libc::ENOMEM {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            continue;
+        }
+        // SAFETY: accept4 returned a new descriptor that we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(nfd) };
+        new_connection(fd, &l);
+    }
+}
+
+fn new_connection(fd: OwnedFd, l: &Listener) {
+    if REGISTRY.read().len() >= MAXCLI {
+        return;
+    }
+    if l.is_tcp {
+        let one: c_int = 1;
+        // SAFETY: setsockopt with a valid pointer to an int.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &one as *const c_int as *const c_void,
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        };
+    }
+    if send_all(fd.as_raw_fd(), &[&l.banner]).is_err() {
+        return;
+    }
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(Conn::new(id, fd));
+    REGISTRY.write().insert(id, conn.clone());
+    pool().submit(move || reader_loop(Reader::new(conn)));
+}
+
+// ---------------------------------------------------------------------------
+// Reading and dispatching
+
+/// A syscall's argument block, 8-byte aligned and zero-padded to at least
+/// eight slots so that a kernel reading a few slots past a short block for
+/// a syscall we do not know never reads outside it.
+enum Args {
+    Inline([u64; 8]),
+    Heap(Vec<u64>),
+}
+
+impl Args {
+    fn new(p: &[u8]) -> Args {
+        let fill = |dst: &mut [u64]| {
+            for (d, c) in dst.iter_mut().zip(p.chunks(ARG_SLOT)) {
+                let mut b = [0u8; 8];
+                b[..c.len()].copy_from_slice(c);
+                *d = u64::from_le_bytes(b);
+            }
+        };
+        if p.len() <= 64 {
+            let mut a = [0u64; 8];
+            fill(&mut a);
+            Args::Inline(a)
+        } else {
+            let mut v = vec![0u64; p.len().div_ceil(ARG_SLOT) + 8];
+            fill(&mut v);
+            Args::Heap(v)
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut c_void {
+        match self {
+            Args::Inline(a) => a.as_mut_ptr() as *mut c_void,
+            Args::Heap(v) => v.as_mut_ptr() as *mut c_void,
+        }
+    }
+}
+
+struct SyscallJob {
+    reqno: u64,
+    num: i32,
+    args: Args,
+}
+
+enum Next {
+    Continue,
+    Close,
+    Syscall(SyscallJob),
+    Exec(u64, CString),
+}
+
+fn reader_loop(mut rd: Reader) {
+    loop {
+        match rd.next() {
+            Input::Closed => break,
+            Input::Bad(reqno) => {
+                if let Some(r) = reqno {
+                    let _ = rd.conn.send_error(r, ProtoError::MalformedRequest);
+                }
+                break;
+            }
+            Input::Request(hdr) => {
+                let next = handle_request(&rd.conn, &hdr, rd.payload());
+                match next {
+                    Next::Continue => {}
+                    Next::Close => break,
+                    Next::Syscall(job) => {
+                        // Leader/follower: another thread takes over reading,
+                        // this one runs the syscall and answers it.
+                        let conn = rd.conn.clone();
+                        conn.enter();
+                        pool().submit(move || reader_loop(rd));
+                        run_syscall(&conn, job);
+                        if conn.leave() {
+                            final_release(&conn);
+                        }
+                        return;
+                    }
+                    Next::Exec(reqno, comm) => {
+                        let conn = rd.conn.clone();
+                        conn.enter();
+                        pool().submit(move || exec_job(conn, reqno, comm));
+                    }
+                }
+            }
+        }
+    }
+    disconnect(&rd.conn);
+}
+
+fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
+    debug_assert_eq!(hdr.class, Class::Req);
+    if conn.state.load(Ordering::Acquire) == ST_NEW {
+        return handshake(conn, hdr, payload);
+    }
+    match hdr.ty {
+        Type::Syscall => syscall_request(conn, hdr, payload),
+        Type::Prefork => prefork(conn, hdr.reqno),
+        Type::Handshake if hdr.arg == Handshake::Exec as u32 => exec_request(conn, hdr.reqno, payload),
+        _ => {
+            let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
+            Next::Close
+        }
+    }
+}
+
+/// A process name from a handshake payload: up to the first NUL.
+fn comm_of(payload: &[u8]) -> CString {
+    let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
+    CString::new(&payload[..end.min(255)]).unwrap_or_default()
+}
+
+fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
+    let reqno = hdr.reqno;
+    if hdr.ty != Type::Handshake {
+        let _ = conn.send_error(reqno, ProtoError::Auth);
+        return Next::Close;
+    }
+    let kind = Handshake::from_u32(hdr.arg);
+    if !matches!(kind, Some(Handshake::Guest) | Some(Handshake::Fork)) {
+        let _ = conn.send_error(reqno, ProtoError::Auth);
+        return Next::Close;
+    }
+    if PHASE.load(Ordering::Acquire) != PH_RUN {
+        let _ = conn.send_error(reqno, ProtoError::TryAgain);
+        return Next::Close;
+    }
+    let Some(up) = upcalls::get() else {
+        let _ = conn.send_error(reqno, ProtoError::RforkFailed);
+        return Next::Close;
+    };
+    let me = ClientHandle(conn.id).as_ptr();
+    if kind == Some(Handshake::Guest) {
+        let comm = comm_of(payload);
+        let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFCFDG, &comm));
+        if err != 0 {
+            let _ = conn.send_error(reqno, ProtoError::RforkFailed);
+            return Next::Close;
+        }
+        conn.mainlwp.store(sched(up, |u| u.lwproc_curlwp()), Ordering::Release);
+    } else {
+        let Some(hf) = wire::HandshakeFork::decode(payload) else {
+            let _ = conn.send_error(reqno, ProtoError::MalformedRequest);
+            return Next::Close;
+        };
+        let pf = {
+            let mut v = PREFORKS.lock();
+            v.iter().position(|p| p.cookie == hf.cookie).map(|i| v.swap_remove(i))
+        };
+        let Some(pf) = pf else {
+            let _ = conn.send_error(reqno, ProtoError::InvalidPrefork);
+            return Next::Close;
+        };
+        let tmp = pf.lwp as *mut c_void;
+        sched(up, |u| u.lwproc_switch(tmp));
+        if hf.cancel {
+            sched(up, |u| u.lwproc_release());
+            return Next::Close;
+        }
+        // The prefork process has the forking client's handle; fork once
+        // more so the process the client keeps has this connection's.
+        let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFD_SHARE, c""));
+        if err != 0 {
+            let _ = conn.send_error(reqno, ProtoError::RforkFailed);
+            sched(up, |u| u.lwproc_release());
+            return Next::Close;
+        }
+        let main = sched(up, |u| u.lwproc_curlwp());
+        conn.mainlwp.store(main, Ordering::Release);
+        sched(up, |u| u.lwproc_switch(tmp));
+        sched(up, |u| u.lwproc_release());
+        sched(up, |u| u.lwproc_switch(main));
+    }
+    let _ = conn.send_handshake_resp(reqno, 0);
+    conn.pid.store(sched(up, |u| u.getpid()), Ordering::Release);
+    sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+    conn.state.store(ST_RUNNING, Ordering::Release);
+    Next::Continue
+}
+
+fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
+    let num = hdr.arg as i32;
+    if let Some(n) = nargs(num) {
+        if payload.len() < n * ARG_SLOT {
+            let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
+            return Next::Close;
+        }
+    }
+    if PHASE.load(Ordering::Acquire) != PH_RUN {
+        let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
+        return Next::Continue;
+    }
+    Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload) })
+}
+
+fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
+    let Some(up) = upcalls::get() else {
+        let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
+        return;
+    };
+    conn.running_add(job.reqno);
+    CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
+    let mut retval: [c_long; 2] = [0, 0];
+    up.schedule();
+    let mut rv = up.lwproc_newlwp(conn.pid.load(Ordering::Acquire));
+    if rv != 0 {
+        retval[0] = -1;
+    } else {
+        rv = up.syscall(job.num as c_int, job.args.as_mut_ptr(), &mut retval);
+        up.lwproc_release();
+    }
+    up.unschedule();
+    CURRENT.with(|c| *c.borrow_mut() = None);
+    if !conn.running_remove(job.reqno) {
+        let _ = conn.send_sysresp(job.reqno, rv, [retval[0] as i64, retval[1] as i64]);
+    }
+}
+
+fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
+    if conn.inexec.load(Ordering::Acquire) {
+        let _ = conn.send_error(reqno, ProtoError::InExec);
+        return Next::Close;
+    }
+    let Some(up) = upcalls::get() else {
+        let _ = conn.send_error(reqno, ProtoError::RforkFailed);
+        return Next::Continue;
+    };
+    let me = ClientHandle(conn.id).as_ptr();
+    let main = conn.mainlwp.load(Ordering::Acquire);
+    sched(up, |u| u.lwproc_switch(main));
+    let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFDG, c""));
+    if err != 0 {
+        let _ = conn.send_error(reqno, ProtoError::RforkFailed);
+        sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+        return Next::Continue;
+    }
+    let cookie = random_cookie();
+    let lwp = sched(up, |u| u.lwproc_curlwp());
+    sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+    PREFORKS.lock().push(Prefork { cookie, lwp: lwp as usize });
+    let h = Header::new(Class::Resp, Type::Prefork, reqno, 0, wire::COOKIE_LEN);
+    let _ = conn.send(&[&h.encode(), &cookie.0]);
+    Next::Continue
+}
+
+fn random_cookie() -> wire::Cookie {
+    let mut c = [0u8; wire::COOKIE_LEN];
+    let mut got = 0;
+    while got < c.len() {
+        // SAFETY: getrandom writes at most the given length into `c`.
+        let n = unsafe { libc::getrandom(c[got..].as_mut_ptr() as *mut c_void, c.len() - got, 0) };
+        if n <= 0 {
+            // No kernel randomness: fall back to a hashed clock and counter.
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+            let a = h.finish();
+            h.write_u64(a);
+            let b = h.finish();
+            c[..8].copy_from_slice(&a.to_le_bytes());
+            c[8..].copy_from_slice(&b.to_le_bytes());
+            break;
+        }
+        got += n as usize;
+    }
+    wire::Cookie(c)
+}
+
+fn exec_request(conn: &Arc<Conn>, reqno: u64, payload: &[u8]) -> Next {
+    if conn.inexec.swap(true, Ordering::AcqRel) {
+        let _ = conn.send_error(reqno, ProtoError::InExec);
+        return Next::Close;
+    }
+    if let Some(up) = upcalls::get() {
+        // Start draining the process's lwps; the exec job waits for them.
+        let main = conn.mainlwp.load(Ordering::Acquire);
+        sched(up, |u| u.lwproc_switch(main));
+        sched(up, |u| u.lwpexit());
+        sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+    }
+    Next::Exec(reqno, comm_of(payload))
+}
+
+fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
+    // One activity for the reader, one for us: every syscall has drained.
+    conn.wait_active_at_most(2);
+    if let Some(up) = upcalls::get() {
+        if PHASE.load(Ordering::Acquire) != PH_FINI {
+            let main = conn.mainlwp.load(Ordering::Acquire);
+            sched(up, |u| u.lwproc_switch(main));
+            sched(up, |u| u.execnotify(&comm));
+            sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+        }
+    }
+    conn.inexec.store(false, Ordering::Release);
+    let _ = conn.send_handshake_resp(reqno, 0);
+    if conn.leave() {
+        final_release(&conn);
+    }
+}
+
+/// The reader found the connection closed (or broke it off): wake waiters,
+/// start the process's exit, and drop the reader's activity.
+fn disconnect(conn: &Arc<Conn>) {
+    conn.state.store(ST_DYING, Ordering::Release);
+    conn.kill_waiters();
+    conn.shutdown();
+    REGISTRY.write().remove(&conn.id);
+    let main = conn.mainlwp.load(Ordering::Acquire);
+    if PHASE.load(Ordering::Acquire) != PH_FINI && !conn.inexec.load(Ordering::Acquire) && !main.is_null() {
+        if let Some(up) = upcalls::get() {
+            sched(up, |u| u.lwproc_switch(main));
+            sched(up, |u| u.lwpexit());
+            sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+        }
+    }
+    if conn.leave() {
+        final_release(conn);
+    }
+}
+
+/// Last activity of a dead connection gone: release its process.
+fn final_release(conn: &Conn) {
+    debug_assert_eq!(conn.state.load(Ordering::Acquire), ST_DYING);
+    let main = conn.mainlwp.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if main.is_null() || PHASE.load(Ordering::Acquire) == PH_FINI {
+        return;
+    }
+    if let Some(up) = upcalls::get() {
+        sched(up, |u| u.lwproc_switch(main));
+        sched(up, |u| u.lwproc_release());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests to the client, made by the kernel during a syscall
+
+pub(crate) fn copyin(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<(), Errno> {
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let conn = lookup(h).ok_or(Errno(EFAULT))?;
+    let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
+    let want = dst.len();
+    match upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Copyin, &cd, dst)) {
+        Ok(n) if n == want => Ok(()),
+        _ => Err(Errno(EFAULT)),
+    }
+}
+
+pub(crate) fn copyinstr(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<usize, Errno> {
+    if dst.is_empty() {
+        return Ok(0);
+    }
+    let conn = lookup(h).ok_or(Errno(EFAULT))?;
+    let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
+    upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Copyinstr, &cd, dst))
+        .map_err(|_| Errno(EFAULT))
+}
+
+pub(crate) fn copyout(h: ClientHandle, src: &[u8], raddr: u64, ty: Type) -> Result<(), Errno> {
+    if src.is_empty() {
+        return Ok(());
+    }
+    let conn = lookup(h).ok_or(Errno(EFAULT))?;
+    upcalls::blocking(std::ptr::null_mut(), || conn.copyout(ty, src, raddr)).map_err(|_| Errno(EFAULT))
+}
+
+pub(crate) fn anonmmap(h: ClientHandle, len: usize) -> Result<u64, Errno> {
+    let conn = lookup(h).ok_or(Errno(EFAULT))?;
+    let mut out = [0u8; 8];
+    let req = (len as u64).to_le_bytes();
+    match upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Anonmmap, &req, &mut out)) {
+        Ok(8) => match u64::from_le_bytes(out) {
+            0 => Err(Errno(ENOMEM)),
+            a => Ok(a),
+        },
+        _ => Err(Errno(EFAULT)),
+    }
+}
+
+pub(crate) fn raise(h: ClientHandle, signo: i32) -> Result<(), Errno> {
+    let conn = lookup(h).ok_or(Errno(ENOTCONN))?;
+    upcalls::blocking(std::ptr::null_mut(), || conn.notify(Type::Raise, signo as u32, &[]))
+        .map_err(|_| Errno(ENOTCONN))
+}
