@@ -75,18 +75,20 @@ const V17_SP: &[&str] = &[
     "rumpuser_sp_fini",
 ];
 
-/// target/<profile>: the test executable lives in its deps/ directory.
-fn profile_dir() -> PathBuf {
+/// The librumpuser.so cargo built alongside this test. `cargo test` builds
+/// the library with all its crate types into target/<profile>/deps, beside
+/// the test executable (it copies the cdylib up to target/<profile> only for
+/// `cargo build`).
+fn librumpuser() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
-}
-
-/// The librumpuser.so cargo built alongside this test.
-fn librumpuser() -> PathBuf {
-    let so = profile_dir().join("librumpuser.so");
-    assert!(so.exists(), "{} missing: cargo builds the cdylib with the package's tests", so.display());
-    so
+    let candidates = [deps.join("librumpuser.so"), deps.parent().expect("profile dir").join("librumpuser.so")];
+    for so in &candidates {
+        if so.exists() {
+            return so.clone();
+        }
+    }
+    panic!("librumpuser.so not found in {candidates:?}")
 }
 
 struct Built {
