@@ -1,3 +1,625 @@
-//! The built-in rump kernel.
+//! The built-in rump kernel (SPEC §5).
+//!
+//! A [`Kernel`] has virtual CPUs ([`sched`]), processes with descriptor
+//! tables and current directories ([`proc`]), a NetBSD-numbered syscall
+//! table ([`syscall`]), a VFS ([`vfs`], [`vnode`], [`namei`]) over an
+//! in-memory root file system ([`rumpfs`]), host drives ([`etfs`]) through
+//! the buffer cache (`vfs-cache`), and mountable file system types
+//! registered at run time ([`Kernel::register_fs_type`], for ext2).
+//!
+//! It serves sysproxy clients through the upcalls it installs at boot
+//! ([`rumpuser::upcalls`]), and in-process callers through
+//! [`Kernel::local_process`].
+//!
+//! Halt primitives ([`Kernel::stop_admitting`], [`Kernel::wait_idle`],
+//! [`Kernel::sync_all`], [`Kernel::quiesce`], [`Kernel::set_reboot_handler`])
+//! are what the halt subsystem builds its sequence on.
 
+pub mod copy;
+pub mod etfs;
+pub mod host;
+pub mod local;
+mod lwproc;
+pub mod namei;
+pub mod proc;
+pub mod rumpfs;
+pub mod sched;
+pub mod syscall;
 pub mod vfs;
+pub mod vnode;
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netbsd_abi::errno::*;
+use netbsd_abi::Errno;
+use parking_lot::RwLock;
+
+pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
+pub use local::LocalProc;
+pub use netbsd_abi;
+pub use vfs_cache::{FaultControl, Stats as CacheStats};
+
+use copy::Memory;
+use etfs::Drive;
+use proc::{FdMode, Proc};
+use rumpfs::RumpFs;
+use sched::Sched;
+use vfs::{FileKind, FileSystem};
+use vnode::{Mounts, Vnode};
+
+/// The `kern.ostype` the kernel reports (and the sysproxy banner shows).
+pub const OSTYPE: &str = "NetBSD";
+/// The `kern.osrelease`: the NetBSD development release whose rump kernel
+/// interfaces (rumpuser v17, sysproxy 0.4, `__stat50`/`__getdents30`/
+/// `__mount50` syscalls) this kernel follows.
+pub const OSRELEASE: &str = "7.99.34";
+/// The `hw.machine`.
+pub const MACHINE: &str = "amd64";
+
+/// How to build a kernel.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    /// Virtual CPUs (`-c`, `RUMP_NCPU`).
+    pub ncpu: usize,
+    /// Memory limit in bytes (`-r`, `RUMP_MEMLIMIT`): the buffer cache's
+    /// limit, the in-memory file system's limit, and `hw.physmem64`.
+    pub memlimit: u64,
+    /// `kern.hostname`.
+    pub hostname: String,
+    pub ostype: String,
+    pub osrelease: String,
+    pub machine: String,
+    /// Chatty boot and drive messages on stderr.
+    pub verbose: bool,
+}
+
+/// The host's physical memory in bytes.
+fn host_physmem() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (pages, psize) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages <= 0 || psize <= 0 {
+        1 << 30
+    } else {
+        pages as u64 * psize as u64
+    }
+}
+
+/// Parse a memory limit: a `dd`-style size (`512m`, `2g`, plain bytes) or
+/// a percentage of host memory (`25%`).
+pub fn parse_memlimit(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Some(p) = s.strip_suffix('%') {
+        let p: u64 = p.trim().parse().map_err(|_| format!("bad memory limit \"{s}\""))?;
+        if p == 0 || p > 100 {
+            return Err(format!("bad memory limit \"{s}\": percentage must be 1-100"));
+        }
+        return Ok(host_physmem() / 100 * p);
+    }
+    let v = etfs::parse_size(s)?;
+    if v == 0 {
+        return Err(format!("bad memory limit \"{s}\": must be more than 0"));
+    }
+    Ok(v)
+}
+
+impl Default for KernelConfig {
+    /// `ncpu` from `RUMP_NCPU` (default: host CPUs), `memlimit` from
+    /// `RUMP_MEMLIMIT` (default: a quarter of host memory), the hypercall
+    /// layer's host name, `RUMP_VERBOSE`.
+    fn default() -> KernelConfig {
+        let memlimit = rumpuser::param::getparam("RUMP_MEMLIMIT")
+            .ok()
+            .and_then(|s| parse_memlimit(&s).ok())
+            .unwrap_or_else(|| host_physmem() / 4);
+        KernelConfig {
+            ncpu: rumpuser::param::ncpu(),
+            memlimit,
+            hostname: rumpuser::param::hostname(),
+            ostype: OSTYPE.into(),
+            osrelease: OSRELEASE.into(),
+            machine: MACHINE.into(),
+            verbose: rumpuser::param::getparam("RUMP_VERBOSE").is_ok_and(|v| v != "0" && !v.is_empty()),
+        }
+    }
+}
+
+/// A `reboot(2)` as the reboot handler sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RebootCall {
+    /// `RB_*` flags.
+    pub flags: i32,
+    /// The calling process's sysproxy client (for `rumpuser_sp_fini`), null
+    /// for a local process.
+    pub client: *mut c_void,
+}
+
+// SAFETY: `client` is an opaque handle of the sysproxy server, valid from
+// any thread; the kernel never dereferences it.
+unsafe impl Send for RebootCall {}
+
+pub type RebootHandler = dyn Fn(&Kernel, RebootCall) -> i32 + Send + Sync;
+/// Makes a file system from a drive's cached store (read-only or not).
+pub type FsFactory =
+    dyn Fn(Arc<dyn vfs_cache::Store>, bool) -> Result<Arc<dyn FileSystem>, Errno> + Send + Sync;
+
+static NEXT_KERNEL_ID: AtomicUsize = AtomicUsize::new(1);
+
+pub struct Kernel {
+    id: usize,
+    cfg: KernelConfig,
+    hostname: RwLock<Vec<u8>>,
+    pub(crate) sched: Sched,
+    procs: RwLock<HashMap<i32, Arc<Proc>>>,
+    next_pid: AtomicI32,
+    init: Arc<Proc>,
+    rootfs: Arc<RumpFs>,
+    pub(crate) mounts: Mounts,
+    drives: RwLock<Vec<Arc<Drive>>>,
+    cache: Arc<vfs_cache::Cache>,
+    fs_types: RwLock<HashMap<String, Arc<FsFactory>>>,
+    reboot: RwLock<Option<Arc<RebootHandler>>>,
+    stopped: AtomicBool,
+    quiesced: AtomicBool,
+    /// Serialises mount, unmount and drive changes.
+    pub(crate) mount_lock: proc::KMutex<()>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("id", &self.id).field("ncpu", &self.sched.ncpu()).finish()
+    }
+}
+
+/// Forward the current lwp to the hypercall layer's `rumpuser_curlwp`.
+#[inline]
+pub(crate) fn hypercall_curlwp_set(l: *mut c_void) {
+    rumpuser::curlwp::set_curlwp(l);
+}
+
+impl Kernel {
+    /// Boot a kernel and install it as the hypercall layer's upcall table.
+    pub fn boot(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
+        let k = Kernel::new(cfg)?;
+        rumpuser::upcalls::init(rumpuser::RUMPUSER_VERSION, Box::new(lwproc::KernelUpcalls(k.clone())))?;
+        if k.cfg.verbose {
+            eprintln!(
+                "rumpkern: booted {} {} {} with {} cpu(s), memory limit {} bytes",
+                k.cfg.ostype,
+                k.cfg.osrelease,
+                k.cfg.machine,
+                k.sched.ncpu(),
+                k.cfg.memlimit
+            );
+        }
+        Ok(k)
+    }
+
+    /// Build a kernel without installing its upcalls (for tests that run
+    /// several kernels in one process; local processes work the same).
+    pub fn new(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
+        if cfg.memlimit == 0 {
+            return Err(Errno(EINVAL));
+        }
+        let rootfs = RumpFs::new(cfg.memlimit);
+        let mounts = Mounts::new(rootfs.clone());
+        let init = Arc::new(Proc::new(1, None, Memory::Local, "init", FdMode::Clear, &mounts.root_vnode()));
+        init.nlwps.fetch_add(1, Ordering::SeqCst); // never released
+        let mut procs = HashMap::new();
+        procs.insert(1, init.clone());
+        let k = Arc::new(Kernel {
+            id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
+            hostname: RwLock::new(cfg.hostname.as_bytes().to_vec()),
+            sched: Sched::new(cfg.ncpu),
+            procs: RwLock::new(procs),
+            next_pid: AtomicI32::new(2),
+            init,
+            rootfs,
+            mounts,
+            drives: RwLock::new(Vec::new()),
+            cache: vfs_cache::Cache::new(cfg.memlimit),
+            fs_types: RwLock::new(HashMap::new()),
+            reboot: RwLock::new(None),
+            stopped: AtomicBool::new(false),
+            quiesced: AtomicBool::new(false),
+            mount_lock: proc::KMutex::new(()),
+            cfg,
+        });
+        Ok(k)
+    }
+
+    pub fn config(&self) -> &KernelConfig {
+        &self.cfg
+    }
+
+    pub fn ncpu(&self) -> usize {
+        self.sched.ncpu()
+    }
+
+    pub fn hostname(&self) -> String {
+        String::from_utf8_lossy(&self.hostname.read()).into_owned()
+    }
+
+    pub(crate) fn hostname_bytes(&self) -> Vec<u8> {
+        self.hostname.read().clone()
+    }
+
+    pub(crate) fn set_hostname(&self, h: &[u8]) {
+        *self.hostname.write() = h.to_vec();
+    }
+
+    /// The sysproxy banner's `<ostype>-<osrelease>/<machine>` parts.
+    pub fn banner_parts(&self) -> (&str, &str, &str) {
+        (&self.cfg.ostype, &self.cfg.osrelease, &self.cfg.machine)
+    }
+
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
+    pub(crate) fn root_vnode(&self) -> Vnode {
+        self.mounts.root_vnode()
+    }
+
+    /// The absolute path of directory `vn`, or "" if it has none.
+    pub(crate) fn mounts_path_of(&self, vn: &Vnode) -> String {
+        match namei::getcwd(&self.mounts, &self.root_vnode(), vn) {
+            Ok(p) => String::from_utf8_lossy(&p).into_owned(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// The in-memory root file system.
+    pub fn rootfs(&self) -> &Arc<RumpFs> {
+        &self.rootfs
+    }
+
+    pub(crate) fn init_proc(&self) -> &Arc<Proc> {
+        &self.init
+    }
+
+    // ----- processes -----
+
+    pub(crate) fn new_proc(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode) -> Result<Arc<Proc>, Errno> {
+        let mut procs = self.procs.write();
+        if procs.len() >= 30_000 {
+            return Err(Errno(EAGAIN));
+        }
+        let pid = loop {
+            let mut p = self.next_pid.fetch_add(1, Ordering::Relaxed);
+            if p >= 30_000 || p < 2 {
+                self.next_pid.store(3, Ordering::Relaxed);
+                p = 2;
+            }
+            if !procs.contains_key(&p) {
+                break p;
+            }
+        };
+        let pcomm = parent.comm.lock().clone();
+        let comm = match comm {
+            Some(c) if !c.is_empty() => c.to_string(),
+            _ if !pcomm.is_empty() && parent.pid != 1 => pcomm,
+            _ => "rumproc".to_string(),
+        };
+        let p = Arc::new(Proc::new(pid, Some(parent), mem, &comm, fdmode, &self.root_vnode()));
+        procs.insert(pid, p.clone());
+        Ok(p)
+    }
+
+    pub(crate) fn find_proc(&self, pid: i32) -> Option<Arc<Proc>> {
+        self.procs.read().get(&pid).cloned()
+    }
+
+    /// The process's last lwp is gone: close its files, forget it.
+    pub(crate) fn proc_exit(&self, p: &Arc<Proc>) {
+        if p.pid == 1 {
+            return;
+        }
+        self.procs.write().remove(&p.pid);
+        p.release();
+    }
+
+    /// Number of live processes (init included).
+    pub fn nprocs(&self) -> usize {
+        self.procs.read().len()
+    }
+
+    /// A process whose memory is this host process's own, for in-process
+    /// callers (see [`LocalProc`]).
+    pub fn local_process(self: &Arc<Self>) -> Result<LocalProc, Errno> {
+        if self.quiesced.load(Ordering::SeqCst) {
+            return Err(Errno(ESHUTDOWN));
+        }
+        let p = self.new_proc(&self.init, Memory::Local, Some("local"), FdMode::Clear)?;
+        Ok(LocalProc::new(self.clone(), p))
+    }
+
+    // ----- system call admission -----
+
+    /// Run a system call for process `p`: admission, accounting, the
+    /// table, panics caught. Returns a NetBSD errno.
+    pub(crate) fn run_syscall(&self, p: &Arc<Proc>, num: i32, args: &[u64], rv: &mut [i64; 2]) -> i32 {
+        if self.stopped.load(Ordering::SeqCst) {
+            return ESHUTDOWN;
+        }
+        let scheduled_here = !self.sched.holding();
+        if scheduled_here {
+            self.sched.schedule();
+        }
+        let cpu = self.sched.current_cpu().unwrap_or(0);
+        self.sched.cpu(cpu).inflight.fetch_add(1, Ordering::SeqCst);
+        let r = if self.stopped.load(Ordering::SeqCst) {
+            ESHUTDOWN
+        } else {
+            let prev = SYSDEPTH.with(|d| d.replace((self.id, 0)));
+            let depth = if prev.0 == self.id { prev.1 } else { 0 };
+            SYSDEPTH.with(|d| d.set((self.id, depth + 1)));
+            let cx = syscall::Cx { k: self, p };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| syscall::dispatch(&cx, num, args, rv)));
+            SYSDEPTH.with(|d| d.set(prev));
+            match r {
+                Ok(Ok(())) => 0,
+                Ok(Err(e)) => e.0,
+                Err(payload) => {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    eprintln!("rumpkern: panic in syscall {num} (pid {}): {msg}; returning EIO", p.pid);
+                    EIO
+                }
+            }
+        };
+        let cpu = self.sched.current_cpu().unwrap_or(0);
+        self.sched.cpu(cpu).inflight.fetch_sub(1, Ordering::SeqCst);
+        if scheduled_here {
+            self.sched.unschedule();
+        }
+        r
+    }
+
+    /// From now on every new system call (remote or local) fails with
+    /// `ESHUTDOWN` at once; calls already running go on.
+    pub fn stop_admitting(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Kernel::stop_admitting`] was called.
+    pub fn is_admitting(&self) -> bool {
+        !self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// System calls running now, the calling thread's own excluded.
+    pub fn running_syscalls(&self) -> usize {
+        let total: isize = self.sched.cpus().iter().map(|c| c.inflight.load(Ordering::SeqCst)).sum();
+        let own = SYSDEPTH.with(|d| d.get());
+        let own = if own.0 == self.id { own.1 as isize } else { 0 };
+        (total - own).max(0) as usize
+    }
+
+    /// Wait until no system call runs but the caller's own (if it is inside
+    /// one); the virtual CPU is released while waiting. Returns how many
+    /// were still running when `timeout` passed (0: idle).
+    pub fn wait_idle(&self, timeout: Duration) -> usize {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(100);
+        loop {
+            let n = self.running_syscalls();
+            if n == 0 {
+                return 0;
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= timeout {
+                return n;
+            }
+            let d = pause.min(timeout - elapsed);
+            let _ = rumpuser::clock::sleep(rumpuser::clock::CLOCK_RELWALL, d.as_secs() as i64, d.subsec_nanos() as i64);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    /// After this no kernel code runs for anyone: every system call and
+    /// every new process or lwp fails with `ESHUTDOWN`. The kernel object
+    /// stays valid (its drives are not closed).
+    pub fn quiesce(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.quiesced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::SeqCst)
+    }
+
+    /// Install what `reboot(2)` calls; it returns an errno (0 = success)
+    /// that becomes the syscall's result. Without a handler, `reboot` is
+    /// `EPERM`.
+    pub fn set_reboot_handler(&self, h: Box<RebootHandler>) {
+        *self.reboot.write() = Some(Arc::from(h));
+    }
+
+    pub(crate) fn reboot_handler(&self) -> Option<Arc<RebootHandler>> {
+        self.reboot.read().clone()
+    }
+
+    // ----- file systems and drives -----
+
+    /// Make `mount(2)` of type `name` call `factory` with the drive's
+    /// cached store and whether the mount is read-only.
+    pub fn register_fs_type(&self, name: &str, factory: Box<FsFactory>) {
+        self.fs_types.write().insert(name.to_string(), Arc::from(factory));
+    }
+
+    pub(crate) fn fs_type(&self, name: &str) -> Option<Arc<FsFactory>> {
+        self.fs_types.read().get(name).cloned()
+    }
+
+    /// Attach a host drive (see [`etfs`]). `fault` (tests) wraps a `blk`
+    /// drive's host device in a fault injector.
+    pub fn add_drive(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
+        let _g = self.mount_lock.lock();
+        self.add_drive_locked(spec, fault)
+    }
+
+    fn add_drive_locked(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
+        use rumpuser::file::FileType;
+        let path = &spec.hostpath;
+        let key = &spec.key;
+        if self.drives.read().iter().any(|d| &d.key == key) {
+            return Err(format!("drive {key}: key already in use"));
+        }
+        if fault.is_some() && spec.kind != DriveType::Blk {
+            return Err(format!("drive {key}: fault injection needs a blk drive"));
+        }
+        let info = rumpuser::file::getfileinfo(path);
+        let (host, size) = match spec.size {
+            DriveSize::Host => {
+                let (hsize, ft) = info.map_err(|e| format!("{path}: size=host needs an existing host file: {e}"))?;
+                if ft == FileType::Dir {
+                    return Err(format!("{path}: is a directory"));
+                }
+                let host = host::HostFile::open(path, false).map_err(|e| format!("{path}: {e}"))?;
+                if spec.offset >= hsize {
+                    return Err(format!("{path}: offset {} is not inside the file ({} bytes)", spec.offset, hsize));
+                }
+                (host, hsize - spec.offset)
+            }
+            DriveSize::Bytes(s) => {
+                if let Ok((_, FileType::Dir)) = info {
+                    return Err(format!("{path}: is a directory"));
+                }
+                let need = spec.offset.checked_add(s).filter(|&e| e <= i64::MAX as u64)
+                    .ok_or_else(|| format!("drive {key}: offset + size too large"))?;
+                let host = host::HostFile::open(path, true).map_err(|e| format!("{path}: {e}"))?;
+                let cur = host.size().map_err(|e| format!("{path}: {e}"))?;
+                if cur < need {
+                    if host.is_regular() {
+                        host.set_size(need).map_err(|e| format!("{path}: cannot extend to {need} bytes: {e}"))?;
+                    } else {
+                        return Err(format!("{path}: device has {cur} bytes, drive needs {need}"));
+                    }
+                }
+                (host, s)
+            }
+        };
+        let index = self.drives.read().len();
+        let rdev = ((etfs::ETFS_MAJOR << 8) & 0x000f_ff00) | (index as u64 & 0xff) | (((index as u64) << 12) & 0xfff0_0000);
+        let cached = match spec.kind {
+            DriveType::Blk => {
+                let hd = vfs_cache::HostDrive::open(path, Some(spec.offset + size)).map_err(|e| format!("{path}: {e}"))?;
+                let mut dev: Arc<dyn vfs_cache::BlockDevice> = Arc::new(hd);
+                if let Some(ctl) = fault {
+                    dev = Arc::new(vfs_cache::FaultyDrive::new(dev, ctl));
+                }
+                let dev: Arc<dyn vfs_cache::BlockDevice> = Arc::new(etfs::OffsetDev { inner: dev, off: spec.offset, size });
+                Some(self.cache.attach(dev, 0))
+            }
+            _ => None,
+        };
+        // The node in rumpfs, with any missing parent directories.
+        let fs = &self.rootfs;
+        let comps: Vec<&str> = key.split('/').filter(|c| !c.is_empty()).collect();
+        let (last, dirs) = comps.split_last().ok_or_else(|| format!("drive {key}: bad key"))?;
+        let mut dir = fs.root();
+        for c in dirs {
+            dir = match fs.lookup(dir, c.as_bytes()) {
+                Ok(i) => i,
+                Err(_) => fs
+                    .create(dir, c.as_bytes(), FileKind::Dir, 0o755, Default::default())
+                    .map_err(|e| format!("drive {key}: cannot make directory {c}: {e}"))?,
+            };
+        }
+        let made = match spec.kind {
+            DriveType::Blk => fs.mknod(dir, last.as_bytes(), FileKind::Blk, rdev, size),
+            DriveType::Chr => fs.mknod(dir, last.as_bytes(), FileKind::Chr, rdev, size),
+            DriveType::Reg => fs.host_file(dir, last.as_bytes(), host.clone(), spec.offset, size),
+        };
+        if let Err(e) = made {
+            if let Some(c) = &cached {
+                let _ = c.detach();
+            }
+            return Err(format!("drive {key}: {e}"));
+        }
+        if self.cfg.verbose {
+            eprintln!("rumpkern: drive {key} ({}) = {path} offset {} size {size}", spec.kind.as_str(), spec.offset);
+        }
+        self.drives.write().push(Arc::new(Drive {
+            index,
+            key: key.clone(),
+            hostpath: path.clone(),
+            kind: spec.kind,
+            offset: spec.offset,
+            size,
+            rdev,
+            host,
+            cached,
+            mounted: AtomicBool::new(false),
+        }));
+        Ok(())
+    }
+
+    pub(crate) fn drive_by_rdev(&self, rdev: u64) -> Option<Arc<Drive>> {
+        self.drives.read().iter().find(|d| d.rdev == rdev && d.kind != DriveType::Reg).cloned()
+    }
+
+    pub(crate) fn drive_by_index(&self, i: usize) -> Option<Arc<Drive>> {
+        self.drives.read().get(i).cloned()
+    }
+
+    /// The drives attached, in order.
+    pub fn drives(&self) -> Vec<DriveInfo> {
+        self.drives.read().iter().map(|d| d.info()).collect()
+    }
+
+    /// The buffer cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Mounted file systems other than the root: (mount point, type).
+    pub fn mounts(&self) -> Vec<(String, String)> {
+        self.mounts.list().iter().map(|m| (m.path.clone(), m.fs.type_name().to_string())).collect()
+    }
+
+    /// Flush everything: every mounted file system's `sync` (its dirty
+    /// metadata and data into the cache), then every `blk` drive's cache
+    /// (merged writes, then `rumpuser_syncfd`), then a `rumpuser_syncfd` on
+    /// every drive's host file. Goes on past errors, logs each on stderr,
+    /// and returns the first.
+    pub fn sync_all(&self) -> Result<(), Errno> {
+        let mut first: Option<Errno> = None;
+        for m in self.mounts.list() {
+            if m.is_dead() {
+                continue;
+            }
+            if let Err(e) = m.fs.sync() {
+                eprintln!("rumpkern: sync of {} file system on {} failed: {e}", m.fs.type_name(), m.path);
+                first.get_or_insert(e);
+            }
+        }
+        let drives: Vec<Arc<Drive>> = self.drives.read().clone();
+        for d in &drives {
+            if let Some(c) = &d.cached {
+                if let Err(e) = c.sync() {
+                    eprintln!("rumpkern: sync of drive {} ({}) failed: {e}", d.key, d.hostpath);
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        for d in &drives {
+            if let Err(e) = d.host.sync() {
+                eprintln!("rumpkern: syncfd of drive {} ({}) failed: {e}", d.key, d.hostpath);
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+thread_local! {
+    /// (kernel id, nesting) of system calls the calling thread is inside.
+    static SYSDEPTH: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+}

@@ -1,0 +1,295 @@
+//! etfs: host files as kernel drives (`rump_server -d`).
+//!
+//! `key=K,hostpath=P,size=S|host[,offset=O][,type=blk|chr|reg]`:
+//! * `blk` (the default): a block device node at `K`, read and written
+//!   through the buffer cache (write-back; sync flushes);
+//! * `chr`: a character device node at `K`, read and written directly on
+//!   the host file;
+//! * `reg`: a regular file at `K` whose data is the host file's.
+//!
+//! The drive is bytes `[O, O+S)` of the host file. A missing host file is
+//! created (mode 0644) and a short one extended to `O+S`; `size=host`
+//! takes the host file's size less `O` and needs the file to exist.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use netbsd_abi::errno::*;
+use netbsd_abi::Errno;
+use vfs_cache::{BlockDevice, CachedDev, Store};
+
+use crate::host::HostFile;
+
+/// The major number of etfs device nodes.
+pub const ETFS_MAJOR: u64 = 197;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriveType {
+    Blk,
+    Chr,
+    Reg,
+}
+
+impl DriveType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriveType::Blk => "blk",
+            DriveType::Chr => "chr",
+            DriveType::Reg => "reg",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriveSize {
+    Bytes(u64),
+    /// `size=host`: the host file's size (less the offset).
+    Host,
+}
+
+/// A parsed `-d` drive specification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveSpec {
+    pub key: String,
+    pub hostpath: String,
+    pub size: DriveSize,
+    pub offset: u64,
+    pub kind: DriveType,
+}
+
+/// Parse a `dd`-style size: a decimal number with an optional suffix `b`
+/// (512), `k` (1024), `m` (1024²), `g` (1024³), `t` (1024⁴) or `w` (4),
+/// either case; products with `x` (`2x512k`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    if s.is_empty() {
+        return Err("empty size".into());
+    }
+    let mut total: u64 = 1;
+    for part in s.split('x') {
+        let v = parse_one_size(part).map_err(|e| format!("bad size \"{s}\": {e}"))?;
+        total = total.checked_mul(v).ok_or_else(|| format!("bad size \"{s}\": too large"))?;
+    }
+    if total > i64::MAX as u64 {
+        return Err(format!("bad size \"{s}\": too large"));
+    }
+    Ok(total)
+}
+
+fn parse_one_size(p: &str) -> Result<u64, String> {
+    if p.is_empty() {
+        return Err("missing number".into());
+    }
+    let digits = p.bytes().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(format!("\"{p}\" does not start with a number"));
+    }
+    let (num, suf) = p.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| "number too large".to_string())?;
+    let mult: u64 = match suf {
+        "" => 1,
+        "b" | "B" => 512,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        "t" | "T" => 1 << 40,
+        "w" | "W" => 4,
+        _ => return Err(format!("unknown suffix \"{suf}\" (use b, k, m, g, t or w)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| "too large".to_string())
+}
+
+impl DriveSpec {
+    /// Parse `key=K,hostpath=P,size=S|host[,offset=O][,type=blk|chr|reg]`.
+    pub fn parse(spec: &str) -> Result<DriveSpec, String> {
+        let mut key = None;
+        let mut hostpath = None;
+        let mut size = None;
+        let mut offset = None;
+        let mut kind = None;
+        if spec.trim().is_empty() {
+            return Err("empty drive spec (expected key=K,hostpath=P,size=S|host[,offset=O][,type=blk|chr|reg])".into());
+        }
+        for item in spec.split(',') {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("drive spec \"{spec}\": \"{item}\" is not name=value"))?;
+            let dup = |what: &str| format!("drive spec \"{spec}\": {what} given twice");
+            match k {
+                "key" => {
+                    if key.replace(v.to_string()).is_some() {
+                        return Err(dup("key"));
+                    }
+                }
+                "hostpath" => {
+                    if hostpath.replace(v.to_string()).is_some() {
+                        return Err(dup("hostpath"));
+                    }
+                }
+                "size" => {
+                    let s = if v == "host" {
+                        DriveSize::Host
+                    } else {
+                        DriveSize::Bytes(parse_size(v).map_err(|e| format!("drive spec \"{spec}\": {e}"))?)
+                    };
+                    if size.replace(s).is_some() {
+                        return Err(dup("size"));
+                    }
+                }
+                "offset" => {
+                    let o = parse_size(v).map_err(|e| format!("drive spec \"{spec}\": offset: {e}"))?;
+                    if offset.replace(o).is_some() {
+                        return Err(dup("offset"));
+                    }
+                }
+                "type" => {
+                    let t = match v {
+                        "blk" => DriveType::Blk,
+                        "chr" => DriveType::Chr,
+                        "reg" => DriveType::Reg,
+                        _ => {
+                            return Err(format!(
+                                "drive spec \"{spec}\": unknown type \"{v}\" (expected blk, chr or reg)"
+                            ))
+                        }
+                    };
+                    if kind.replace(t).is_some() {
+                        return Err(dup("type"));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "drive spec \"{spec}\": unknown option \"{k}\" (expected key, hostpath, size, offset, type)"
+                    ))
+                }
+            }
+        }
+        let key = key.ok_or_else(|| format!("drive spec \"{spec}\": key missing"))?;
+        let hostpath = hostpath.ok_or_else(|| format!("drive spec \"{spec}\": hostpath missing"))?;
+        let size = size.ok_or_else(|| format!("drive spec \"{spec}\": size missing (a size, or size=host)"))?;
+        if !key.starts_with('/') || key.len() < 2 {
+            return Err(format!("drive spec \"{spec}\": key \"{key}\" must be an absolute path like /dk"));
+        }
+        if key.len() >= crate::namei::MAXPATHLEN || key.split('/').any(|c| c == "." || c == "..") {
+            return Err(format!("drive spec \"{spec}\": bad key \"{key}\""));
+        }
+        if hostpath.is_empty() {
+            return Err(format!("drive spec \"{spec}\": empty hostpath"));
+        }
+        if size == DriveSize::Bytes(0) {
+            return Err(format!("drive spec \"{spec}\": size must be more than 0"));
+        }
+        Ok(DriveSpec { key, hostpath, size, offset: offset.unwrap_or(0), kind: kind.unwrap_or(DriveType::Blk) })
+    }
+}
+
+/// Bytes `[off, off+size)` of another device.
+pub(crate) struct OffsetDev {
+    pub inner: Arc<dyn BlockDevice>,
+    pub off: u64,
+    pub size: u64,
+}
+
+impl BlockDevice for OffsetDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Errno> {
+        self.inner.read_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
+        self.inner.write_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
+    }
+    fn flush(&self) -> Result<(), Errno> {
+        self.inner.flush()
+    }
+}
+
+/// A drive the kernel serves.
+pub struct Drive {
+    pub index: usize,
+    pub key: String,
+    pub hostpath: String,
+    pub kind: DriveType,
+    pub offset: u64,
+    pub size: u64,
+    pub rdev: u64,
+    pub host: Arc<HostFile>,
+    /// The cached device (`blk` drives).
+    pub cached: Option<Arc<CachedDev>>,
+    /// A file system is mounted from this drive.
+    pub mounted: AtomicBool,
+}
+
+/// What [`crate::Kernel::drives`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveInfo {
+    pub key: String,
+    pub hostpath: String,
+    pub kind: DriveType,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Drive {
+    pub fn info(&self) -> DriveInfo {
+        DriveInfo {
+            key: self.key.clone(),
+            hostpath: self.hostpath.clone(),
+            kind: self.kind,
+            offset: self.offset,
+            size: self.size,
+        }
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        self.mounted.load(Ordering::SeqCst)
+    }
+
+    /// Read at device offset `off`; short at the end of the device.
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        if off >= self.size {
+            return Ok(0);
+        }
+        let n = ((self.size - off).min(buf.len() as u64)) as usize;
+        let buf = &mut buf[..n];
+        match &self.cached {
+            Some(c) => c.read(off, buf)?,
+            None => {
+                let got = self.host.pread(buf, self.offset + off)?;
+                buf[got..].fill(0);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Write at device offset `off`; short at the end of the device,
+    /// `ENOSPC` at or past it.
+    pub fn write(&self, off: u64, buf: &[u8]) -> Result<usize, Errno> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if off >= self.size {
+            return Err(Errno(ENOSPC));
+        }
+        let n = ((self.size - off).min(buf.len() as u64)) as usize;
+        let buf = &buf[..n];
+        match &self.cached {
+            Some(c) => c.write(off, buf)?,
+            None => {
+                self.host.pwrite(buf, self.offset + off)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Write back this drive's dirty blocks (if cached) and flush the host
+    /// file.
+    pub fn sync(&self) -> Result<(), Errno> {
+        let r = match &self.cached {
+            Some(c) => c.sync(),
+            None => Ok(()),
+        };
+        let h = self.host.sync();
+        r.and(h)
+    }
+}

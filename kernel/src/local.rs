@@ -1,0 +1,329 @@
+//! Local processes: kernel processes for callers in this host process,
+//! whose "user memory" is this process's own. Tests and embedders use the
+//! typed methods, which pass pointers to Rust slices; [`LocalProc::syscall`]
+//! takes raw argument slots like a real system call.
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use netbsd_abi::dirent::Dirent;
+use netbsd_abi::errno::*;
+use netbsd_abi::stat::{Stat, STAT_SIZE};
+use netbsd_abi::syscall::*;
+use netbsd_abi::Errno;
+
+use crate::proc::{curlwp_raw, set_curlwp_raw, Lwp, Proc};
+use crate::Kernel;
+
+/// A process of `kernel` for in-process callers. Each call runs on a fresh
+/// lwp of the process, on a virtual CPU; the process (descriptors, current
+/// directory) lives until the `LocalProc` is dropped.
+pub struct LocalProc {
+    kernel: Arc<Kernel>,
+    proc: Arc<Proc>,
+    /// The process's main lwp, which keeps it alive.
+    main: *mut Lwp,
+}
+
+// SAFETY: `main` is owned by this handle and only freed in `drop`; every
+// call makes its own lwp, so the handle may be used from any thread, also
+// concurrently.
+unsafe impl Send for LocalProc {}
+// SAFETY: as above.
+unsafe impl Sync for LocalProc {}
+
+fn cstr(s: &str) -> Result<CString, Errno> {
+    CString::new(s).map_err(|_| Errno(EINVAL))
+}
+
+fn ptr<T>(p: *const T) -> u64 {
+    p as usize as u64
+}
+
+impl LocalProc {
+    pub(crate) fn new(kernel: Arc<Kernel>, proc: Arc<Proc>) -> LocalProc {
+        let main = kernel.make_lwp(proc.clone());
+        LocalProc { kernel, proc, main }
+    }
+
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid
+    }
+
+    /// Run system call `num` with argument slots `args` (NetBSD numbers and
+    /// layouts, one 8-byte slot per argument, `PAD` slots included).
+    /// Fewer slots than the call takes: `EFAULT`. Unknown numbers: `ENOSYS`.
+    ///
+    /// # Safety
+    /// Every pointer argument must be valid for the access the system call
+    /// makes through it (reads of the lengths given, writes of the output
+    /// sizes NetBSD documents), for the duration of the call.
+    pub unsafe fn syscall(&self, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
+        let Some(n) = nargs(num) else { return Err(Errno(ENOSYS)) };
+        if args.len() < n {
+            return Err(Errno(EFAULT));
+        }
+        self.call(num, &args[..n])
+    }
+
+    /// Run a call whose pointer arguments the typed wrappers made from live
+    /// Rust values.
+    fn call(&self, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
+        let k = &self.kernel;
+        let l = k.make_lwp(self.proc.clone());
+        let old = curlwp_raw();
+        set_curlwp_raw(l);
+        let mut rv = [0i64; 2];
+        let e = k.run_syscall(&self.proc, num, args, &mut rv);
+        set_curlwp_raw(old);
+        // SAFETY: `l` was made above, is no longer current, and nobody
+        // else has it.
+        unsafe { (*l).rele() };
+        k.free_lwp(l);
+        if e == 0 {
+            Ok(rv)
+        } else {
+            Err(Errno(e))
+        }
+    }
+
+    pub fn getpid(&self) -> Result<(i32, i32), Errno> {
+        let r = self.call(SYS_GETPID, &[])?;
+        Ok((r[0] as i32, r[1] as i32))
+    }
+
+    pub fn open(&self, path: &str, flags: i32, mode: u32) -> Result<i32, Errno> {
+        let p = cstr(path)?;
+        Ok(self.call(SYS_OPEN, &[ptr(p.as_ptr()), flags as u32 as u64, mode as u64])?[0] as i32)
+    }
+
+    pub fn close(&self, fd: i32) -> Result<(), Errno> {
+        self.call(SYS_CLOSE, &[fd as u32 as u64]).map(|_| ())
+    }
+
+    pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        Ok(self.call(SYS_READ, &[fd as u32 as u64, ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize)
+    }
+
+    pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+        Ok(self.call(SYS_WRITE, &[fd as u32 as u64, ptr(buf.as_ptr()), buf.len() as u64])?[0] as usize)
+    }
+
+    pub fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
+        Ok(self.call(SYS_PREAD, &[fd as u32 as u64, ptr(buf.as_mut_ptr()), buf.len() as u64, 0, off as u64])?[0] as usize)
+    }
+
+    pub fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> Result<usize, Errno> {
+        Ok(self.call(SYS_PWRITE, &[fd as u32 as u64, ptr(buf.as_ptr()), buf.len() as u64, 0, off as u64])?[0] as usize)
+    }
+
+    pub fn lseek(&self, fd: i32, off: i64, whence: i32) -> Result<i64, Errno> {
+        Ok(self.call(SYS_LSEEK, &[fd as u32 as u64, 0, off as u64, whence as u32 as u64])?[0])
+    }
+
+    pub fn ftruncate(&self, fd: i32, len: i64) -> Result<(), Errno> {
+        self.call(SYS_FTRUNCATE, &[fd as u32 as u64, 0, len as u64]).map(|_| ())
+    }
+
+    pub fn fsync(&self, fd: i32) -> Result<(), Errno> {
+        self.call(SYS_FSYNC, &[fd as u32 as u64]).map(|_| ())
+    }
+
+    pub fn fdatasync(&self, fd: i32) -> Result<(), Errno> {
+        self.call(SYS_FDATASYNC, &[fd as u32 as u64]).map(|_| ())
+    }
+
+    pub fn sync(&self) -> Result<(), Errno> {
+        self.call(SYS_SYNC, &[]).map(|_| ())
+    }
+
+    fn stat_call(&self, num: i32, a0: u64) -> Result<Stat, Errno> {
+        let mut b = [0u8; STAT_SIZE];
+        self.call(num, &[a0, ptr(b.as_mut_ptr())])?;
+        Stat::decode(&b).ok_or(Errno(EFAULT))
+    }
+
+    pub fn stat(&self, path: &str) -> Result<Stat, Errno> {
+        let p = cstr(path)?;
+        self.stat_call(SYS_STAT, ptr(p.as_ptr()))
+    }
+
+    pub fn lstat(&self, path: &str) -> Result<Stat, Errno> {
+        let p = cstr(path)?;
+        self.stat_call(SYS_LSTAT, ptr(p.as_ptr()))
+    }
+
+    pub fn fstat(&self, fd: i32) -> Result<Stat, Errno> {
+        self.stat_call(SYS_FSTAT, fd as u32 as u64)
+    }
+
+    pub fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        let p = cstr(path)?;
+        self.call(SYS_MKDIR, &[ptr(p.as_ptr()), mode as u64]).map(|_| ())
+    }
+
+    pub fn rmdir(&self, path: &str) -> Result<(), Errno> {
+        let p = cstr(path)?;
+        self.call(SYS_RMDIR, &[ptr(p.as_ptr())]).map(|_| ())
+    }
+
+    pub fn unlink(&self, path: &str) -> Result<(), Errno> {
+        let p = cstr(path)?;
+        self.call(SYS_UNLINK, &[ptr(p.as_ptr())]).map(|_| ())
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let (f, t) = (cstr(from)?, cstr(to)?);
+        self.call(SYS_RENAME, &[ptr(f.as_ptr()), ptr(t.as_ptr())]).map(|_| ())
+    }
+
+    pub fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let (f, t) = (cstr(from)?, cstr(to)?);
+        self.call(SYS_LINK, &[ptr(f.as_ptr()), ptr(t.as_ptr())]).map(|_| ())
+    }
+
+    pub fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
+        let (t, p) = (cstr(target)?, cstr(path)?);
+        self.call(SYS_SYMLINK, &[ptr(t.as_ptr()), ptr(p.as_ptr())]).map(|_| ())
+    }
+
+    pub fn readlink(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        let p = cstr(path)?;
+        let mut buf = vec![0u8; crate::namei::MAXPATHLEN];
+        let n = self.call(SYS_READLINK, &[ptr(p.as_ptr()), ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn chmod(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        let p = cstr(path)?;
+        self.call(SYS_CHMOD, &[ptr(p.as_ptr()), mode as u64]).map(|_| ())
+    }
+
+    pub fn fchmod(&self, fd: i32, mode: u32) -> Result<(), Errno> {
+        self.call(SYS_FCHMOD, &[fd as u32 as u64, mode as u64]).map(|_| ())
+    }
+
+    pub fn chdir(&self, path: &str) -> Result<(), Errno> {
+        let p = cstr(path)?;
+        self.call(SYS_CHDIR, &[ptr(p.as_ptr())]).map(|_| ())
+    }
+
+    pub fn fchdir(&self, fd: i32) -> Result<(), Errno> {
+        self.call(SYS_FCHDIR, &[fd as u32 as u64]).map(|_| ())
+    }
+
+    pub fn getcwd(&self) -> Result<String, Errno> {
+        let mut buf = vec![0u8; crate::namei::MAXPATHLEN * 4];
+        let n = self.call(SYS___GETCWD, &[ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize;
+        let n = n.saturating_sub(1).min(buf.len());
+        buf.truncate(n);
+        String::from_utf8(buf).map_err(|_| Errno(EILSEQ))
+    }
+
+    /// One `getdents` call into `buf`; returns the bytes filled.
+    pub fn getdents_raw(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+        Ok(self.call(SYS_GETDENTS, &[fd as u32 as u64, ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize)
+    }
+
+    /// Every entry of directory `fd` from its current offset on.
+    pub fn getdents(&self, fd: i32) -> Result<Vec<Dirent>, Errno> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = self.getdents_raw(fd, &mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend(Dirent::decode_all(&buf[..n]));
+        }
+    }
+
+    /// The names in directory `path` ("." and ".." included).
+    pub fn list_dir(&self, path: &str) -> Result<Vec<String>, Errno> {
+        let fd = self.open(path, netbsd_abi::fcntl::O_RDONLY | netbsd_abi::fcntl::O_DIRECTORY, 0)?;
+        let r = self.getdents(fd);
+        let _ = self.close(fd);
+        Ok(r?.into_iter().map(|d| String::from_utf8_lossy(&d.name).into_owned()).collect())
+    }
+
+    /// `mount("ext2fs", dir, flags, &ufs_args{fspec})`.
+    pub fn mount(&self, fstype: &str, dir: &str, flags: i32, fspec: &str) -> Result<(), Errno> {
+        let (t, d, s) = (cstr(fstype)?, cstr(dir)?, cstr(fspec)?);
+        let args: [u64; 1] = [ptr(s.as_ptr())];
+        self.call(SYS_MOUNT, &[ptr(t.as_ptr()), ptr(d.as_ptr()), flags as u32 as u64, ptr(args.as_ptr()), 8]).map(|_| ())
+    }
+
+    pub fn mount_ext2(&self, fspec: &str, dir: &str, read_only: bool) -> Result<(), Errno> {
+        let flags = if read_only { netbsd_abi::fcntl::MNT_RDONLY } else { 0 };
+        self.mount(netbsd_abi::fcntl::MOUNT_EXT2FS, dir, flags, fspec)
+    }
+
+    pub fn unmount(&self, dir: &str, flags: i32) -> Result<(), Errno> {
+        let d = cstr(dir)?;
+        self.call(SYS_UNMOUNT, &[ptr(d.as_ptr()), flags as u32 as u64]).map(|_| ())
+    }
+
+    pub fn reboot(&self, flags: i32) -> Result<(), Errno> {
+        self.call(SYS_REBOOT, &[flags as u32 as u64, 0]).map(|_| ())
+    }
+
+    /// `__sysctl(name, oldv)`: read a node into a buffer of `cap` bytes.
+    pub fn sysctl(&self, name: &[i32], cap: usize) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; cap];
+        let mut len: u64 = cap as u64;
+        self.call(
+            SYS___SYSCTL,
+            &[ptr(name.as_ptr()), name.len() as u64, ptr(buf.as_mut_ptr()), ptr(&mut len as *mut u64), 0, 0],
+        )?;
+        buf.truncate(len as usize);
+        Ok(buf)
+    }
+
+    /// `__sysctl` writing `new` to a node.
+    pub fn sysctl_set(&self, name: &[i32], new: &[u8]) -> Result<(), Errno> {
+        self.call(SYS___SYSCTL, &[ptr(name.as_ptr()), name.len() as u64, 0, 0, ptr(new.as_ptr()), new.len() as u64])
+            .map(|_| ())
+    }
+
+    /// Read a whole file.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        let fd = self.open(path, netbsd_abi::fcntl::O_RDONLY, 0)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let r = loop {
+            match self.read(fd, &mut buf) {
+                Ok(0) => break Ok(out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = self.close(fd);
+        r
+    }
+
+    /// Create or replace a file with `data`.
+    pub fn write_file(&self, path: &str, data: &[u8]) -> Result<(), Errno> {
+        use netbsd_abi::fcntl::*;
+        let fd = self.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)?;
+        let r = self.write(fd, data);
+        let c = self.close(fd);
+        match r {
+            Ok(n) if n == data.len() => c,
+            Ok(_) => Err(Errno(EIO)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for LocalProc {
+    fn drop(&mut self) {
+        // SAFETY: `main` is ours, never current on any thread.
+        unsafe { (*self.main).rele() };
+        self.kernel.free_lwp(self.main);
+    }
+}

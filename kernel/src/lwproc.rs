@@ -1,0 +1,233 @@
+//! The upcalls: how the hypercall layer (and its sysproxy server) drives
+//! the kernel. Semantics follow NetBSD's rump kernel:
+//!
+//! * A thread with no current lwp that schedules runs as an implicit,
+//!   already-released lwp of process 1: `lwproc_curlwp` reports null, and
+//!   `rfork` forks from process 1.
+//! * `rfork(client, flags, comm)` makes a process whose memory is the
+//!   sysproxy client and switches the thread to its first lwp.
+//! * `newlwp(pid)` makes (and switches to) a new lwp in process `pid`
+//!   (`ESRCH` if none, `EBUSY` if it is exiting).
+//! * `release` drops the creator's reference to the current lwp: it is
+//!   freed when the thread switches away from it or unschedules; the
+//!   process goes with its last lwp (descriptors closed).
+//! * `switch(l)` makes `l` current (null: none); `lwpexit` marks the
+//!   current process as exiting; `execnotify` renames it and closes its
+//!   close-on-exec descriptors; `getpid` is the current process's pid.
+
+use std::ffi::{c_int, c_long, c_void, CStr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use netbsd_abi::errno::*;
+use rumpuser::upcalls::{LwpPtr, Upcalls};
+
+use crate::copy::Memory;
+use crate::proc::{curlwp_raw, set_curlwp_raw, FdMode, Lwp, Proc};
+use crate::{sched, Kernel};
+
+/// `RUMP_RFFDG`: copy the parent's descriptors.
+pub const RUMP_RFFDG: c_int = 0x01;
+/// `RUMP_RFCFDG`: start with no descriptors.
+pub const RUMP_RFCFDG: c_int = 0x02;
+
+pub(crate) struct KernelUpcalls(pub Arc<Kernel>);
+
+impl Kernel {
+    /// The current lwp if it belongs to this kernel.
+    fn cur(&self) -> Option<&Lwp> {
+        let l = curlwp_raw();
+        if l.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null current lwp is a live `Box<Lwp>` this thread
+        // was switched to; it is freed only by this thread (switch away /
+        // unschedule), so it outlives this borrow.
+        let l = unsafe { &*l };
+        (l.kernel == self.id()).then_some(l)
+    }
+
+    /// The process the calling thread runs as.
+    pub(crate) fn curproc(&self) -> Arc<Proc> {
+        match self.cur() {
+            Some(l) => l.proc.clone(),
+            None => self.init_proc().clone(),
+        }
+    }
+
+    /// Free an lwp that has been released; its process goes with its
+    /// last lwp.
+    pub(crate) fn free_lwp(&self, l: *mut Lwp) {
+        // SAFETY: `l` came from `Box::into_raw` in `make_lwp`, is no
+        // longer current on any thread, and is freed exactly once (the
+        // caller just took it off this thread).
+        let b = unsafe { Box::from_raw(l) };
+        let p = b.proc.clone();
+        drop(b);
+        if p.nlwps.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.proc_exit(&p);
+        }
+    }
+
+    /// Switch the calling thread to `new` (null: no lwp), freeing the old
+    /// one if it was released.
+    pub(crate) fn switch_to(&self, new: *mut Lwp) {
+        let old = curlwp_raw();
+        if old == new {
+            return;
+        }
+        set_curlwp_raw(new);
+        if !old.is_null() {
+            // SAFETY: `old` was this thread's current lwp, alive until we
+            // free it here.
+            let (exiting, ours) = unsafe { ((*old).exiting(), (*old).kernel == self.id()) };
+            if exiting && ours {
+                self.free_lwp(old);
+            }
+        }
+    }
+
+    pub(crate) fn make_lwp(&self, p: Arc<Proc>) -> *mut Lwp {
+        Box::into_raw(Lwp::new(p, self.id()))
+    }
+
+    pub(crate) fn up_rfork(&self, client: *mut c_void, flags: c_int, comm: Option<&str>) -> c_int {
+        if self.is_quiesced() || !self.is_admitting() {
+            return ESHUTDOWN;
+        }
+        if flags & !(RUMP_RFFDG | RUMP_RFCFDG) != 0 || flags == RUMP_RFFDG | RUMP_RFCFDG {
+            return EINVAL;
+        }
+        let mode = match flags {
+            RUMP_RFFDG => FdMode::Copy,
+            RUMP_RFCFDG => FdMode::Clear,
+            _ => FdMode::Share,
+        };
+        let parent = self.curproc();
+        let mem = if client.is_null() { Memory::Local } else { Memory::Remote(client) };
+        let p = match self.new_proc(&parent, mem, comm, mode) {
+            Ok(p) => p,
+            Err(e) => return e.0,
+        };
+        let l = self.make_lwp(p);
+        self.switch_to(l);
+        0
+    }
+
+    pub(crate) fn up_newlwp(&self, pid: i32) -> c_int {
+        if self.is_quiesced() {
+            return ESHUTDOWN;
+        }
+        let Some(p) = self.find_proc(pid) else { return ESRCH };
+        if p.exiting.load(Ordering::SeqCst) {
+            return EBUSY;
+        }
+        let l = self.make_lwp(p);
+        self.switch_to(l);
+        0
+    }
+
+    pub(crate) fn up_release(&self) {
+        if let Some(l) = self.cur() {
+            l.rele();
+        }
+    }
+
+    /// At unschedule: a released current lwp is freed and the thread has
+    /// no lwp any more.
+    fn reap_current(&self) {
+        let l = curlwp_raw();
+        if l.is_null() {
+            return;
+        }
+        // SAFETY: this thread's live current lwp.
+        let (exiting, ours) = unsafe { ((*l).exiting(), (*l).kernel == self.id()) };
+        if exiting && ours {
+            set_curlwp_raw(std::ptr::null_mut());
+            self.free_lwp(l);
+        }
+    }
+}
+
+impl Upcalls for KernelUpcalls {
+    fn schedule(&self) {
+        self.0.sched.schedule();
+    }
+
+    fn unschedule(&self) {
+        self.0.reap_current();
+        self.0.sched.unschedule();
+    }
+
+    fn backend_unschedule(&self, _nlocks: c_int, _interlock: *mut c_void) -> c_int {
+        sched::backend_unschedule()
+    }
+
+    fn backend_schedule(&self, _nlocks: c_int, _interlock: *mut c_void) {
+        sched::backend_schedule()
+    }
+
+    fn lwproc_switch(&self, l: LwpPtr) {
+        self.0.switch_to(l.cast());
+    }
+
+    fn lwproc_release(&self) {
+        self.0.up_release();
+    }
+
+    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int {
+        let c = comm.to_string_lossy();
+        self.0.up_rfork(client, flags, Some(&c))
+    }
+
+    fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int {
+        self.0.up_newlwp(pid)
+    }
+
+    fn lwproc_curlwp(&self) -> LwpPtr {
+        match self.0.cur() {
+            Some(l) if !l.exiting() => (l as *const Lwp).cast_mut().cast(),
+            _ => std::ptr::null_mut(),
+        }
+    }
+
+    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int {
+        let k = &self.0;
+        let Some(n) = netbsd_abi::syscall::nargs(num) else { return ENOSYS };
+        let mut a = [0u64; 8];
+        if n > 0 {
+            if args.is_null() {
+                return EFAULT;
+            }
+            // SAFETY: the sysproxy server hands us the request's argument
+            // block, which it checked holds at least `nargs(num)` 8-byte
+            // slots (a shorter frame is malformed and never reaches us);
+            // read unaligned, as frame data may be.
+            for (i, slot) in a.iter_mut().enumerate().take(n) {
+                *slot = u64::from_le(unsafe { std::ptr::read_unaligned((args as *const u64).add(i)) });
+            }
+        }
+        let p = k.curproc();
+        let mut rv = [0i64; 2];
+        let e = k.run_syscall(&p, num, &a[..n], &mut rv);
+        retval[0] = rv[0] as c_long;
+        retval[1] = rv[1] as c_long;
+        e
+    }
+
+    fn lwpexit(&self) {
+        if let Some(l) = self.0.cur() {
+            l.proc.exiting.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn execnotify(&self, comm: &CStr) {
+        if let Some(l) = self.0.cur() {
+            l.proc.exec(&comm.to_string_lossy());
+        }
+    }
+
+    fn getpid(&self) -> libc::pid_t {
+        self.0.curproc().pid
+    }
+}

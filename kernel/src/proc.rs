@@ -1,0 +1,302 @@
+//! Processes, lwps, file descriptor tables, open files.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use netbsd_abi::errno::*;
+use netbsd_abi::fcntl::*;
+use netbsd_abi::Errno;
+use parking_lot::Mutex;
+
+use crate::copy::Memory;
+use crate::etfs::Drive;
+use crate::vfs::{Cred, FileKind};
+use crate::vnode::{VnRef, Vnode};
+
+/// Descriptors per process (`EMFILE` beyond).
+pub const MAXFILES: usize = 4096;
+
+/// A lock that may be held across blocking operations: when contended,
+/// the waiter gives up its virtual CPU while it waits.
+pub struct KMutex<T>(Mutex<T>);
+
+impl<T> KMutex<T> {
+    pub fn new(v: T) -> KMutex<T> {
+        KMutex(Mutex::new(v))
+    }
+
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        if let Some(g) = self.0.try_lock() {
+            return g;
+        }
+        crate::sched::blocking(|| self.0.lock())
+    }
+}
+
+/// What an open file reads and writes.
+pub enum Backend {
+    /// The file system of its vnode.
+    Fs,
+    /// An etfs device (`blk` through the cache, `chr` direct).
+    Dev(Arc<Drive>),
+}
+
+pub struct File {
+    pub vn: VnRef,
+    pub kind: FileKind,
+    pub backend: Backend,
+    /// `O_*` status flags (access mode, `O_APPEND`, …).
+    pub flags: i32,
+    /// The file offset (a readdir cookie for directories).
+    pub offset: KMutex<u64>,
+}
+
+impl File {
+    pub fn new(vn: Vnode, kind: FileKind, backend: Backend, flags: i32) -> File {
+        vn.mnt.fs.open(vn.ino);
+        File { vn: VnRef::new(vn), kind, backend, flags, offset: KMutex::new(0) }
+    }
+
+    pub fn readable(&self) -> bool {
+        let a = self.flags & O_ACCMODE;
+        a == O_RDONLY || a == O_RDWR
+    }
+
+    pub fn writable(&self) -> bool {
+        let a = self.flags & O_ACCMODE;
+        a == O_WRONLY || a == O_RDWR
+    }
+
+    pub fn vnode(&self) -> &Vnode {
+        &self.vn.vn
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let vn = &self.vn.vn;
+        if !vn.mnt.is_dead() {
+            vn.mnt.fs.release(vn.ino);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Slot {
+    file: Arc<File>,
+    cloexec: bool,
+}
+
+/// A descriptor table (shared between processes forked with
+/// `RUMP_RFFD_SHARE`).
+#[derive(Default)]
+pub struct FdTable {
+    slots: Vec<Option<Slot>>,
+}
+
+impl FdTable {
+    pub fn get(&self, fd: i32) -> Result<Arc<File>, Errno> {
+        if fd < 0 {
+            return Err(Errno(EBADF));
+        }
+        match self.slots.get(fd as usize) {
+            Some(Some(s)) => Ok(s.file.clone()),
+            _ => Err(Errno(EBADF)),
+        }
+    }
+
+    pub fn alloc(&mut self, file: Arc<File>, cloexec: bool) -> Result<i32, Errno> {
+        let slot = Slot { file, cloexec };
+        if let Some(i) = self.slots.iter().position(|s| s.is_none()) {
+            self.slots[i] = Some(slot);
+            return Ok(i as i32);
+        }
+        if self.slots.len() >= MAXFILES {
+            return Err(Errno(EMFILE));
+        }
+        self.slots.push(Some(slot));
+        Ok(self.slots.len() as i32 - 1)
+    }
+
+    pub fn remove(&mut self, fd: i32) -> Result<Arc<File>, Errno> {
+        if fd < 0 {
+            return Err(Errno(EBADF));
+        }
+        let s = self.slots.get_mut(fd as usize).and_then(|s| s.take()).ok_or(Errno(EBADF))?;
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        Ok(s.file)
+    }
+
+    /// Take every descriptor out (the files close as the last reference
+    /// to each goes).
+    pub fn take_all(&mut self) -> Vec<Arc<File>> {
+        self.slots.drain(..).flatten().map(|s| s.file).collect()
+    }
+
+    pub fn take_cloexec(&mut self) -> Vec<Arc<File>> {
+        let mut out = Vec::new();
+        for s in self.slots.iter_mut() {
+            if s.as_ref().is_some_and(|x| x.cloexec) {
+                out.push(s.take().map(|x| x.file));
+            }
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn copy(&self) -> FdTable {
+        FdTable { slots: self.slots.clone() }
+    }
+}
+
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: Mutex<String>,
+    pub cred: Cred,
+    pub mem: Memory,
+    pub fds: Mutex<Arc<Mutex<FdTable>>>,
+    pub cwd: Mutex<Option<VnRef>>,
+    /// Live lwps; the process is released when the count drops to zero.
+    pub nlwps: AtomicUsize,
+    /// `PS_RUMP_LWPEXIT`: the client is gone; no new lwps.
+    pub exiting: AtomicBool,
+    next_lid: AtomicU32,
+    released: AtomicBool,
+}
+
+/// How `rfork` gives the child its descriptors (`RUMP_RFFD_*`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FdMode {
+    Share,
+    Copy,
+    Clear,
+}
+
+impl Proc {
+    pub fn new(pid: i32, parent: Option<&Proc>, mem: Memory, comm: &str, fdmode: FdMode, root: &Vnode) -> Proc {
+        let fds = match (parent, fdmode) {
+            (Some(p), FdMode::Share) => p.fds.lock().clone(),
+            (Some(p), FdMode::Copy) => {
+                let t = p.fds.lock().clone();
+                let c = t.lock().copy();
+                Arc::new(Mutex::new(c))
+            }
+            _ => Arc::new(Mutex::new(FdTable::default())),
+        };
+        let cwd = parent
+            .and_then(|p| p.cwd.lock().clone())
+            .unwrap_or_else(|| VnRef::new(root.clone()));
+        Proc {
+            pid,
+            ppid: parent.map(|p| p.pid).unwrap_or(0),
+            comm: Mutex::new(comm.to_string()),
+            cred: parent.map(|p| p.cred).unwrap_or_default(),
+            mem,
+            fds: Mutex::new(fds),
+            cwd: Mutex::new(Some(cwd)),
+            nlwps: AtomicUsize::new(0),
+            exiting: AtomicBool::new(false),
+            next_lid: AtomicU32::new(1),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    pub fn fdtable(&self) -> Arc<Mutex<FdTable>> {
+        self.fds.lock().clone()
+    }
+
+    pub fn getf(&self, fd: i32) -> Result<Arc<File>, Errno> {
+        self.fds.lock().lock().get(fd)
+    }
+
+    pub fn cwd(&self, root: &Vnode) -> Vnode {
+        match &*self.cwd.lock() {
+            Some(c) => c.vn.clone(),
+            None => root.clone(),
+        }
+    }
+
+    pub fn set_cwd(&self, vn: Vnode) {
+        let new = VnRef::new(vn);
+        let old = self.cwd.lock().replace(new);
+        drop(old);
+    }
+
+    /// Close every descriptor and drop the current directory: the process
+    /// is gone. Runs once.
+    pub fn release(&self) {
+        if self.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let t = std::mem::take(&mut *self.fds.lock());
+        let files = t.lock().take_all();
+        drop(files);
+        let cwd = self.cwd.lock().take();
+        drop(cwd);
+    }
+
+    /// `execnotify`: a new program image; close-on-exec descriptors go.
+    pub fn exec(&self, comm: &str) {
+        *self.comm.lock() = comm.to_string();
+        let files = self.fdtable().lock().take_cloexec();
+        drop(files);
+    }
+
+    pub fn alloc_lid(&self) -> u32 {
+        self.next_lid.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A kernel thread context (`struct lwp`). The pointer handed to the
+/// hypercall layer is a `Box<Lwp>` turned raw; it is freed when the lwp
+/// has been released and is switched away from (or its thread
+/// unschedules), as in NetBSD.
+pub struct Lwp {
+    pub proc: Arc<Proc>,
+    pub lid: u32,
+    /// References (the creator's); 0 = `LW_WEXIT`, free at the next switch.
+    refcnt: AtomicU32,
+    /// The kernel this lwp belongs to.
+    pub kernel: usize,
+}
+
+impl Lwp {
+    pub fn new(proc: Arc<Proc>, kernel: usize) -> Box<Lwp> {
+        proc.nlwps.fetch_add(1, Ordering::SeqCst);
+        let lid = proc.alloc_lid();
+        Box::new(Lwp { proc, lid, refcnt: AtomicU32::new(1), kernel })
+    }
+
+    pub fn exiting(&self) -> bool {
+        self.refcnt.load(Ordering::Acquire) == 0
+    }
+
+    /// Drop the creator's reference: the lwp is freed at the next switch.
+    pub fn rele(&self) {
+        let _ = self.refcnt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
+    }
+}
+
+thread_local! {
+    static CURLWP: Cell<*mut Lwp> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The calling thread's current lwp (null if none).
+#[inline]
+pub fn curlwp_raw() -> *mut Lwp {
+    CURLWP.with(|c| c.get())
+}
+
+/// Set the calling thread's current lwp (also for the hypercall layer).
+#[inline]
+pub fn set_curlwp_raw(l: *mut Lwp) {
+    CURLWP.with(|c| c.set(l));
+    crate::hypercall_curlwp_set(l.cast());
+}

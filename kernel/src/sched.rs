@@ -1,0 +1,275 @@
+//! Virtual CPUs.
+//!
+//! A host thread runs kernel code only while it holds one of the kernel's
+//! `ncpu` virtual CPUs. `schedule` takes one, `unschedule` gives it back;
+//! a blocking hypercall gives it up with `backend_unschedule` and takes one
+//! again (perhaps another) with `backend_schedule`.
+//!
+//! The uncontended path is one compare-and-swap on the CPU the thread used
+//! last (cache warm, as NetBSD's "previous lwp" fast path), and one swap to
+//! release. Only when every CPU is busy does a thread sleep, on a host
+//! mutex and condition variable that never involve the scheduler itself
+//! (the `_nowrap` discipline).
+//!
+//! The thread's scheduling state is thread-local and names the `Sched` it
+//! belongs to, so any kernel instance's `backend_unschedule` releases the
+//! CPU the thread actually holds.
+
+use std::cell::Cell;
+use std::sync::atomic::{fence, AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+/// One virtual CPU, alone on its cache line.
+#[repr(align(128))]
+pub(crate) struct Cpu {
+    busy: AtomicBool,
+    /// Syscalls entered (+1) and left (-1) while on this CPU. A syscall may
+    /// leave on another CPU than it entered on; only the sum over all CPUs
+    /// means anything.
+    pub(crate) inflight: AtomicIsize,
+}
+
+pub struct Sched {
+    cpus: Box<[Cpu]>,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cv: Condvar,
+    next: AtomicUsize,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    sched: *const Sched,
+    cpu: usize,
+}
+
+thread_local! {
+    /// The CPU this thread holds, if any.
+    static HELD: Cell<Option<Held>> = const { Cell::new(None) };
+    /// Nesting of `schedule` calls on this thread.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Nesting of `backend_unschedule` calls; the CPU is retaken when the
+    /// outermost one is matched.
+    static BLOCK_LEVEL: Cell<u32> = const { Cell::new(0) };
+    /// What the outermost `backend_unschedule` released.
+    static RELEASED: Cell<Option<*const Sched>> = const { Cell::new(None) };
+    /// The CPU this thread used last, per thread (affinity).
+    static LAST: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+impl Sched {
+    pub fn new(ncpu: usize) -> Sched {
+        let n = ncpu.clamp(1, 256);
+        let cpus = (0..n)
+            .map(|_| Cpu { busy: AtomicBool::new(false), inflight: AtomicIsize::new(0) })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Sched {
+            cpus,
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn ncpu(&self) -> usize {
+        self.cpus.len()
+    }
+
+    #[inline]
+    fn try_take(&self, i: usize) -> bool {
+        let c = &self.cpus[i];
+        !c.busy.load(Ordering::Relaxed)
+            && c.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+    }
+
+    /// Try every CPU once, starting at `first`.
+    fn try_any(&self, first: usize) -> Option<usize> {
+        let n = self.cpus.len();
+        (0..n).map(|k| (first + k) % n).find(|&i| self.try_take(i))
+    }
+
+    /// Take a CPU for the calling thread, waiting if all are busy.
+    fn acquire(&self) -> usize {
+        let n = self.cpus.len();
+        let last = LAST.with(|l| l.get());
+        if last < n && self.try_take(last) {
+            return last;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if let Some(i) = self.try_any(start) {
+            LAST.with(|l| l.set(i));
+            return i;
+        }
+        // Slow path: announce ourselves, then retry under the lock. A
+        // releaser either sees `waiters` (and signals under the lock) or
+        // freed its CPU before our retry (which then succeeds).
+        let mut g = self.lock.lock();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let got = loop {
+            if let Some(i) = self.try_any(start) {
+                break i;
+            }
+            self.cv.wait(&mut g);
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(g);
+        LAST.with(|l| l.set(got));
+        got
+    }
+
+    fn release_cpu(&self, i: usize) {
+        self.cpus[i].busy.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock();
+            self.cv.notify_one();
+        }
+    }
+
+    /// `hyp_schedule`: take a CPU (nested calls on a thread that already
+    /// holds one only count).
+    pub fn schedule(&self) {
+        let d = DEPTH.with(|d| d.get());
+        if d > 0 && HELD.with(|h| h.get()).is_some() {
+            DEPTH.with(|x| x.set(d + 1));
+            return;
+        }
+        let cpu = self.acquire();
+        HELD.with(|h| h.set(Some(Held { sched: self, cpu })));
+        DEPTH.with(|x| x.set(1));
+    }
+
+    /// `hyp_unschedule`: give the CPU back (at the outermost level).
+    pub fn unschedule(&self) {
+        let d = DEPTH.with(|d| d.get());
+        if d > 1 {
+            DEPTH.with(|x| x.set(d - 1));
+            return;
+        }
+        DEPTH.with(|x| x.set(0));
+        if let Some(h) = HELD.with(|h| h.take()) {
+            release_held(h);
+        }
+    }
+
+    /// Whether the calling thread holds a CPU of this kernel.
+    pub fn holding(&self) -> bool {
+        HELD.with(|h| h.get()).is_some_and(|h| std::ptr::eq(h.sched, self))
+    }
+
+    /// The index of the CPU the calling thread holds.
+    pub(crate) fn current_cpu(&self) -> Option<usize> {
+        HELD.with(|h| h.get()).filter(|h| std::ptr::eq(h.sched, self)).map(|h| h.cpu)
+    }
+
+    pub(crate) fn cpu(&self, i: usize) -> &Cpu {
+        &self.cpus[i % self.cpus.len()]
+    }
+
+    pub(crate) fn cpus(&self) -> &[Cpu] {
+        &self.cpus
+    }
+}
+
+fn release_held(h: Held) {
+    // SAFETY: a thread holds a CPU only between `schedule` and
+    // `unschedule` (or a backend pair) on a `Sched` that lives inside a
+    // kernel kept alive by its caller for that whole time (the upcall table
+    // leaks its kernel; local callers hold an `Arc<Kernel>`).
+    let s = unsafe { &*h.sched };
+    s.release_cpu(h.cpu);
+}
+
+/// `hyp_backend_unschedule`: before a blocking host operation, give up the
+/// CPU this thread holds (of whichever kernel). Nested calls (a blocking
+/// operation inside another) release nothing more. The `interlock`
+/// argument matters in NetBSD only when it is the CPU's own scheduler
+/// mutex, which this kernel never hands to the hypercall layer; it is
+/// ignored. Returns the number of big-kernel-lock holds released: always 0.
+pub fn backend_unschedule() -> i32 {
+    let lvl = BLOCK_LEVEL.with(|l| l.get());
+    BLOCK_LEVEL.with(|l| l.set(lvl + 1));
+    if lvl == 0 {
+        if let Some(h) = HELD.with(|h| h.take()) {
+            RELEASED.with(|r| r.set(Some(h.sched)));
+            release_held(h);
+        }
+    }
+    0
+}
+
+/// `hyp_backend_schedule`: after the blocking operation, take a CPU again
+/// if the matching `backend_unschedule` released one.
+pub fn backend_schedule() {
+    let lvl = BLOCK_LEVEL.with(|l| l.get());
+    let lvl = lvl.saturating_sub(1);
+    BLOCK_LEVEL.with(|l| l.set(lvl));
+    if lvl == 0 {
+        if let Some(s) = RELEASED.with(|r| r.take()) {
+            // SAFETY: as in `release_held`: the kernel whose CPU we gave up
+            // is kept alive by whoever scheduled us.
+            let sched = unsafe { &*s };
+            let cpu = sched.acquire();
+            HELD.with(|h| h.set(Some(Held { sched: s, cpu })));
+        }
+    }
+}
+
+/// Run `f` with the calling thread's CPU released (if it holds one).
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    backend_unschedule();
+    let r = f();
+    backend_schedule();
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn one_cpu_is_exclusive() {
+        let s = Arc::new(Sched::new(1));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let mut th = Vec::new();
+        for _ in 0..4 {
+            let s = s.clone();
+            let inside = inside.clone();
+            th.push(std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    s.schedule();
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    s.unschedule();
+                }
+            }));
+        }
+        for t in th {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn blocking_releases_the_cpu() {
+        let s = Arc::new(Sched::new(1));
+        s.schedule();
+        assert!(s.holding());
+        let s2 = s.clone();
+        // Another thread can run while we block.
+        blocking(|| {
+            std::thread::spawn(move || {
+                s2.schedule();
+                s2.unschedule();
+            })
+            .join()
+            .unwrap();
+        });
+        assert!(s.holding());
+        s.unschedule();
+        assert!(!s.holding());
+    }
+}
