@@ -22,7 +22,8 @@
 //!   mark is *throttled*: it writes back the oldest dirty blocks itself
 //!   (merged, ascending, like `sync` but without the device flush) until
 //!   dirty bytes are at or below the low-water mark,
-//!   `high - min(limit/4, 32 MiB)`. Writers never fail for lack of memory.
+//!   `high - min(high/3, 32 MiB)` (= `limit/2` for limits up to 128 MiB).
+//!   [`CacheConfig::max_dirty`] caps the high-water mark in absolute terms. Writers never fail for lack of memory.
 //!   If another writer already has every candidate block in flight, it waits
 //!   (virtual CPU released) for those writes to end. If the write-back fails
 //!   (device errors), the writer is let through until dirty data reaches the
@@ -93,11 +94,14 @@ pub struct CacheConfig {
     /// Largest merged device write, bytes (at least one block is always
     /// written whole).
     pub max_merge: usize,
+    /// An absolute cap on the high-water mark of dirty data (for large
+    /// limits: less to write at sync/halt). Default: none (`u64::MAX`).
+    pub max_dirty: u64,
 }
 
 impl CacheConfig {
     pub fn new(limit: u64) -> CacheConfig {
-        CacheConfig { limit, max_merge: DEFAULT_MAX_MERGE }
+        CacheConfig { limit, max_merge: DEFAULT_MAX_MERGE, max_dirty: u64::MAX }
     }
 }
 
@@ -327,8 +331,8 @@ impl Cache {
 
     pub fn with_config(cfg: CacheConfig) -> Arc<Cache> {
         let limit = cfg.limit;
-        let high = limit / 4 * 3 + (limit % 4) * 3 / 4;
-        let low = high - (limit / 4).min(MAX_WRITEBACK_BATCH);
+        let high = (limit / 4 * 3 + (limit % 4) * 3 / 4).min(cfg.max_dirty);
+        let low = high - (high / 3).min(MAX_WRITEBACK_BATCH);
         let shards = (0..NSHARDS)
             .map(|_| Shard {
                 map: Mutex::new(ShardMap { blocks: KeyMap::default(), lru: BTreeMap::new() }),

@@ -118,7 +118,7 @@ fn bounds_and_short_last_block() {
 #[test]
 fn sync_merges_adjacent_blocks_in_ascending_order() {
     let bs = 4 * KB;
-    let cache = Cache::with_config(CacheConfig { limit: 64 << 20, max_merge: 64 * KB });
+    let cache = Cache::with_config(CacheConfig { max_merge: 64 * KB, ..CacheConfig::new(64 << 20) });
     let mem = MemDevice::new(4 << 20);
     let dev = cache.attach(mem.clone(), bs);
     // 64 adjacent blocks (256 KiB) written in a scrambled order, plus two
@@ -250,7 +250,7 @@ impl BlockDevice for FailAt {
 #[test]
 fn sync_continues_past_a_failed_write_and_returns_the_first_error() {
     let bs = 64 * KB;
-    let cache = Cache::with_config(CacheConfig { limit: 64 << 20, max_merge: 2 * bs });
+    let cache = Cache::with_config(CacheConfig { max_merge: 2 * bs, ..CacheConfig::new(64 << 20) });
     let mem = MemDevice::new(1 << 20);
     // Blocks 0..8 dirty, merged in pairs; the pair holding block 3 fails.
     let dev = cache.attach(Arc::new(FailAt { inner: mem.clone(), bad: 3 * bs as u64 }), bs);
@@ -393,6 +393,21 @@ fn writers_are_throttled_not_failed() {
     assert!(!mem.ops().contains(&DevOp::Flush));
     dev.sync().unwrap();
     assert_eq!(mem.durable(), data);
+}
+
+#[test]
+fn max_dirty_caps_the_high_water_mark() {
+    let bs = 64 * KB;
+    let cache = Cache::with_config(CacheConfig { max_dirty: 256 * KB as u64, ..CacheConfig::new(64 << 20) });
+    assert_eq!(cache.high_water(), 256 * KB as u64);
+    let mem = MemDevice::new(2 << 20);
+    let dev = cache.attach(mem.clone(), bs);
+    dev.write(0, &pattern(2 << 20, 13)).unwrap();
+    let s = cache.stats();
+    assert!(s.peak_dirty_bytes <= 256 * KB as u64, "{s:?}");
+    assert!(s.throttled > 0);
+    dev.sync().unwrap();
+    assert_eq!(mem.durable(), pattern(2 << 20, 13));
 }
 
 #[test]
