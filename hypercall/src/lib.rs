@@ -28,6 +28,8 @@ pub mod sp;
 pub mod thread;
 
 mod guard;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::c_int;
 
