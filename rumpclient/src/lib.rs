@@ -1,1 +1,34 @@
-//! The sysproxy client library.
+//! The sysproxy client library: NetBSD's `rumpclient` in Rust.
+//!
+//! A [`Client`] is one connection to a rump kernel (`unix://` or `tcp://`
+//! URL, usually from `RUMP_SERVER`) and one kernel process. System calls
+//! go out as sysproxy requests; while one runs, the server's copyin and
+//! copyout requests are served from the memory the caller registered for
+//! that call ([`Region`]s) and nothing else.
+//!
+//! ```no_run
+//! use rumpclient::{Client, O_RDONLY};
+//! let c = Client::from_env()?;
+//! let fd = c.open("/etc/motd", O_RDONLY, 0)?;
+//! let mut buf = [0u8; 128];
+//! let n = c.read(fd, &mut buf)?;
+//! c.close(fd)?;
+//! # Ok::<(), rumpclient::Error>(())
+//! ```
+//!
+//! Reconnection: as NetBSD's default, a lost connection is not re-made;
+//! every later call fails with [`Error::Lost`].
+
+mod client;
+mod error;
+pub mod sys;
+
+pub use client::{addr_of, progname, Client, ForkCookie, Region};
+pub use error::Error;
+
+pub use netbsd_abi::dirent::Dirent;
+pub use netbsd_abi::errno::{self, Errno};
+pub use netbsd_abi::fcntl::*;
+pub use netbsd_abi::reboot::{RB_AUTOBOOT, RB_DUMP, RB_HALT, RB_NOSYNC};
+pub use netbsd_abi::stat::Stat;
+pub use netbsd_abi::syscall;

@@ -1,0 +1,758 @@
+//! The connection to a rump kernel and the remote syscall loop.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use netbsd_abi::errno::{Errno, EFAULT};
+use netbsd_abi::sp::{
+    self as wire, Class, CopyData, Cookie, Handshake, HandshakeFork, Header, ProtoError, SysResp,
+    Type, Url, HDRSZ,
+};
+use netbsd_abi::syscall::encode_args;
+
+use crate::error::Error;
+
+/// A piece of the caller's memory that a system call may touch. The
+/// server names memory by address (the caller puts `addr()` values in the
+/// argument slots); a copy request for memory outside every registered
+/// region is refused (`EFAULT`), so a syscall can never read or write
+/// anything the caller did not hand over.
+#[derive(Debug)]
+pub enum Region<'a> {
+    /// The kernel may read it (copyin, copyinstr).
+    In(&'a [u8]),
+    /// The kernel may write it (copyout, copyoutstr).
+    Out(&'a mut [u8]),
+    /// Both.
+    InOut(&'a mut [u8]),
+}
+
+impl Region<'_> {
+    /// The address to pass in an argument slot.
+    pub fn addr(&self) -> u64 {
+        match self {
+            Region::In(b) => b.as_ptr() as u64,
+            Region::Out(b) | Region::InOut(b) => b.as_ptr() as u64,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Region::In(b) => b.len(),
+            Region::Out(b) | Region::InOut(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn readable(&self) -> Option<&[u8]> {
+        match self {
+            Region::In(b) => Some(b),
+            Region::InOut(b) => Some(b),
+            Region::Out(_) => None,
+        }
+    }
+
+    fn writable(&mut self) -> Option<&mut [u8]> {
+        match self {
+            Region::In(_) => None,
+            Region::Out(b) | Region::InOut(b) => Some(b),
+        }
+    }
+}
+
+/// The address of a buffer, for an argument slot.
+pub fn addr_of(b: &[u8]) -> u64 {
+    b.as_ptr() as u64
+}
+
+/// Where the offset `addr..addr+len` falls inside a region starting at
+/// `base` of `size` bytes.
+fn within(base: u64, size: usize, addr: u64, len: u64) -> Option<usize> {
+    let off = addr.checked_sub(base)?;
+    let end = off.checked_add(len)?;
+    if end <= size as u64 {
+        Some(off as usize)
+    } else {
+        None
+    }
+}
+
+/// Anonymous memory the server asked for (ANONMMAP); ours until drop.
+struct AnonMap {
+    addr: usize,
+    len: usize,
+}
+
+/// The fork cookie from [`Client::prefork`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkCookie(pub Cookie);
+
+/// Bytes received and not yet consumed.
+struct RBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+const RBUF: usize = 64 * 1024;
+
+struct Inner {
+    fd: OwnedFd,
+    rb: RBuf,
+    next_reqno: u64,
+    maps: Vec<AnonMap>,
+    broken: bool,
+    /// Signals the server asked us to raise (host numbers), delivered after
+    /// the current call returns.
+    signals: Vec<i32>,
+}
+
+/// A connection to a rump kernel: one kernel process.
+///
+/// `Client` is `Send + Sync`; calls from several threads are serialized
+/// (one system call at a time per connection). Open more connections for
+/// parallelism.
+pub struct Client {
+    inner: Mutex<Inner>,
+    url: String,
+}
+
+// SAFETY: the raw addresses in `maps` are owned mappings, touched only under
+// the mutex.
+unsafe impl Send for Inner {}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for m in &self.maps {
+            // SAFETY: each mapping was created by mmap with this length.
+            unsafe { libc::munmap(m.addr as *mut c_void, m.len) };
+        }
+    }
+}
+
+/// The name this program gives the server (NetBSD sends `getprogname()`).
+pub fn progname() -> String {
+    if let Ok(s) = std::fs::read_to_string("/proc/self/comm") {
+        let s = s.trim_end_matches('\n');
+        if !s.is_empty() {
+            return s.to_string();
+        }
+    }
+    std::env::args()
+        .next()
+        .and_then(|a| a.rsplit('/').next().map(str::to_string))
+        .unwrap_or_else(|| "???".into())
+}
+
+fn send_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() })
+        .collect();
+    let mut first = 0;
+    while first < iov.len() {
+        // SAFETY: a zeroed msghdr is valid; the iovecs point into `parts`.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov[first..].as_mut_ptr();
+        msg.msg_iovlen = iov.len() - first;
+        // SAFETY: as above; the memory stays alive for the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut n = n as usize;
+        while first < iov.len() && n >= iov[first].iov_len {
+            n -= iov[first].iov_len;
+            first += 1;
+        }
+        if first < iov.len() {
+            let v = &mut iov[first];
+            // SAFETY: n < iov_len: the pointer stays inside the part.
+            v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut c_void;
+            v.iov_len -= n;
+        }
+    }
+    Ok(())
+}
+
+fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Why a read stopped.
+enum RdErr {
+    Io(io::Error),
+    Eof,
+}
+
+impl RBuf {
+    fn new() -> RBuf {
+        RBuf { buf: vec![0; RBUF], start: 0, end: 0 }
+    }
+
+    fn avail(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn fill(&mut self, fd: RawFd, n: usize) -> Result<(), RdErr> {
+        if self.avail() >= n {
+            return Ok(());
+        }
+        if self.start + n > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while self.avail() < n {
+            match read_some(fd, &mut self.buf[self.end..]) {
+                Ok(0) => return Err(RdErr::Eof),
+                Ok(k) => self.end += k,
+                Err(e) => return Err(RdErr::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fill `dst` exactly: buffered bytes first, then straight from `fd`.
+    fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> Result<(), RdErr> {
+        let k = self.avail().min(dst.len());
+        dst[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
+        self.start += k;
+        let mut off = k;
+        while off < dst.len() {
+            let rest = dst.len() - off;
+            if rest < RBUF / 4 {
+                self.fill(fd, rest)?;
+                dst[off..].copy_from_slice(&self.buf[self.start..self.start + rest]);
+                self.start += rest;
+                return Ok(());
+            }
+            match read_some(fd, &mut dst[off..]) {
+                Ok(0) => return Err(RdErr::Eof),
+                Ok(n) => off += n,
+                Err(e) => return Err(RdErr::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_vec(&mut self, fd: RawFd, n: usize) -> Result<Vec<u8>, RdErr> {
+        let mut v = vec![0u8; n];
+        self.read_into(fd, &mut v)?;
+        Ok(v)
+    }
+
+    fn skip(&mut self, fd: RawFd, mut n: usize) -> Result<(), RdErr> {
+        while n > 0 {
+            if self.avail() == 0 {
+                self.fill(fd, 1)?;
+            }
+            let k = self.avail().min(n);
+            self.start += k;
+            n -= k;
+        }
+        Ok(())
+    }
+}
+
+/// The answer to one of our requests.
+struct Answer {
+    payload: Vec<u8>,
+}
+
+impl Client {
+    /// Connect to the server at `url` and do the guest handshake with this
+    /// program's name: the server gives us a fresh kernel process.
+    pub fn connect(url: &str) -> Result<Client, Error> {
+        Client::connect_as(url, &progname())
+    }
+
+    /// [`Client::connect`] with an explicit program name.
+    pub fn connect_as(url: &str, comm: &str) -> Result<Client, Error> {
+        let c = Client::dial(url)?;
+        c.handshake(Handshake::Guest, &comm_bytes(comm))?;
+        Ok(c)
+    }
+
+    /// Connect to `RUMP_SERVER`. In a program started by
+    /// [`Client::prepare_exec`]'s caller, take over the inherited
+    /// connection with the exec handshake instead.
+    pub fn from_env() -> Result<Client, Error> {
+        let url = std::env::var("RUMP__PARSEDSERVER")
+            .or_else(|_| std::env::var("RUMP_SERVER"))
+            .map_err(|_| Error::NoServer)?;
+        if let Ok(v) = std::env::var("RUMPCLIENT__EXECFD") {
+            std::env::remove_var("RUMPCLIENT__EXECFD");
+            let fd: RawFd = v
+                .split(',')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::Url { url: url.clone(), reason: format!("bad RUMPCLIENT__EXECFD '{v}'") })?;
+            // SAFETY: the exec'ing parent left this descriptor open for us
+            // and nobody else in this process owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            set_cloexec(fd.as_raw_fd(), true);
+            let c = Client::from_fd(fd, &url);
+            c.handshake(Handshake::Exec, &comm_bytes(&progname()))?;
+            return Ok(c);
+        }
+        Client::connect(&url)
+    }
+
+    /// Take over the kernel process prepared by [`Client::prefork`] in
+    /// the parent (NetBSD's `rumpclient_fork_init`): a new connection with
+    /// the fork handshake. The new process shares the prefork process's
+    /// descriptor table.
+    pub fn connect_fork(url: &str, cookie: &ForkCookie) -> Result<Client, Error> {
+        let c = Client::dial(url)?;
+        let hf = HandshakeFork { cookie: cookie.0, cancel: false };
+        c.handshake(Handshake::Fork, &hf.encode())?;
+        Ok(c)
+    }
+
+    /// Give up a prepared fork: the server releases the prefork process.
+    pub fn cancel_fork(url: &str, cookie: &ForkCookie) -> Result<(), Error> {
+        let c = Client::dial(url)?;
+        let hf = HandshakeFork { cookie: cookie.0, cancel: true };
+        let mut g = c.inner.lock();
+        let h = Header::new(Class::Req, Type::Handshake, 0, Handshake::Fork as u32, wire::HANDSHAKE_FORK_LEN);
+        send_all(g.fd.as_raw_fd(), &[&h.encode(), &hf.encode()]).map_err(|e| c.lost(&mut g, e))
+    }
+
+    /// The URL this client is connected to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn from_fd(fd: OwnedFd, url: &str) -> Client {
+        Client {
+            inner: Mutex::new(Inner {
+                fd,
+                rb: RBuf::new(),
+                next_reqno: 0,
+                maps: Vec::new(),
+                broken: false,
+                signals: Vec::new(),
+            }),
+            url: url.to_string(),
+        }
+    }
+
+    /// Connect and read the banner.
+    fn dial(url: &str) -> Result<Client, Error> {
+        let parsed = wire::parse_url(url, false)
+            .map_err(|e| Error::Url { url: url.to_string(), reason: e.to_string() })?;
+        let connect_err = |e| Error::Connect { url: url.to_string(), source: e };
+        let fd: OwnedFd = match parsed {
+            Url::Unix(p) => std::os::unix::net::UnixStream::connect(&p).map_err(connect_err)?.into(),
+            Url::Tcp(sa) => {
+                let s = std::net::TcpStream::connect(sa).map_err(connect_err)?;
+                let _ = s.set_nodelay(true);
+                s.into()
+            }
+        };
+        let c = Client::from_fd(fd, url);
+        c.read_banner()?;
+        Ok(c)
+    }
+
+    fn read_banner(&self) -> Result<wire::Banner, Error> {
+        let mut g = self.inner.lock();
+        let fd = g.fd.as_raw_fd();
+        set_rcvtimeo(fd, Some(Duration::from_secs(30)));
+        let mut line = Vec::new();
+        let r = loop {
+            if g.rb.avail() == 0 {
+                if let Err(e) = g.rb.fill(fd, 1) {
+                    break Err(e);
+                }
+            }
+            let b = g.rb.buf[g.rb.start];
+            g.rb.start += 1;
+            line.push(b);
+            if b == b'\n' || line.len() >= wire::MAXBANNER - 1 {
+                break Ok(());
+            }
+        };
+        set_rcvtimeo(fd, None);
+        if let Err(e) = r {
+            return Err(self.read_failed(&mut g, e, "reading banner"));
+        }
+        let b = wire::parse_banner(&line).map_err(|e| self.protocol(&mut g, e.to_string()))?;
+        if !b.compatible() {
+            return Err(self.protocol(&mut g, format!("server speaks protocol {}.{}", b.major, b.minor)));
+        }
+        Ok(b)
+    }
+
+    fn handshake(&self, kind: Handshake, payload: &[u8]) -> Result<(), Error> {
+        let a = self.transact(Type::Handshake, kind as u32, &[payload], &mut [])?;
+        let err = wire::i32_at(&a.payload).ok_or_else(|| {
+            let mut g = self.inner.lock();
+            self.protocol(&mut g, "short handshake response".into())
+        })?;
+        if err != 0 {
+            return Err(Error::Errno(Errno(err)));
+        }
+        Ok(())
+    }
+
+    fn lost(&self, g: &mut Inner, e: io::Error) -> Error {
+        g.broken = true;
+        Error::Lost { url: self.url.clone(), source: Some(e) }
+    }
+
+    fn read_failed(&self, g: &mut Inner, e: RdErr, _what: &str) -> Error {
+        g.broken = true;
+        match e {
+            RdErr::Eof => Error::Lost { url: self.url.clone(), source: None },
+            RdErr::Io(e) => Error::Lost { url: self.url.clone(), source: Some(e) },
+        }
+    }
+
+    fn protocol(&self, g: &mut Inner, what: String) -> Error {
+        g.broken = true;
+        Error::Protocol { url: self.url.clone(), what }
+    }
+
+    /// Send one request and serve the server's requests until its answer
+    /// arrives. Error frames become [`Error::Refused`].
+    fn transact(&self, ty: Type, arg: u32, parts: &[&[u8]], regions: &mut [Region<'_>]) -> Result<Answer, Error> {
+        let mut g = self.inner.lock();
+        let r = self.transact_locked(&mut g, ty, arg, parts, regions);
+        let sigs = std::mem::take(&mut g.signals);
+        drop(g);
+        for s in sigs {
+            // SAFETY: raise(3) with a valid host signal number.
+            unsafe { libc::raise(s) };
+        }
+        r
+    }
+
+    fn transact_locked(
+        &self,
+        g: &mut Inner,
+        ty: Type,
+        arg: u32,
+        parts: &[&[u8]],
+        regions: &mut [Region<'_>],
+    ) -> Result<Answer, Error> {
+        if g.broken {
+            return Err(Error::Lost { url: self.url.clone(), source: None });
+        }
+        let reqno = g.next_reqno;
+        g.next_reqno = g.next_reqno.wrapping_add(1);
+        let plen: usize = parts.iter().map(|p| p.len()).sum();
+        let h = Header::new(Class::Req, ty, reqno, arg, plen).encode();
+        let mut v: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        v.push(&h);
+        v.extend_from_slice(parts);
+        let fd = g.fd.as_raw_fd();
+        send_all(fd, &v).map_err(|e| self.lost(g, e))?;
+        let mut fault = false;
+        loop {
+            if let Err(e) = g.rb.fill(fd, HDRSZ) {
+                return Err(self.read_failed(g, e, "reading response"));
+            }
+            let raw = wire::RawHeader::parse(g.rb.buf[g.rb.start..g.rb.start + HDRSZ].try_into().unwrap());
+            let hdr = match raw.validate() {
+                Ok(h) => h,
+                Err(e) => return Err(self.protocol(g, e.to_string())),
+            };
+            g.rb.start += HDRSZ;
+            let plen = hdr.payload_len();
+            match hdr.class {
+                Class::Resp | Class::Error => {
+                    if hdr.reqno != reqno {
+                        // Not ours (NetBSD ignores these too).
+                        if let Err(e) = g.rb.skip(fd, plen) {
+                            return Err(self.read_failed(g, e, "skipping"));
+                        }
+                        continue;
+                    }
+                    if hdr.class == Class::Error {
+                        let _ = g.rb.skip(fd, plen);
+                        let error = ProtoError::from_u32(hdr.arg).unwrap_or(ProtoError::MalformedRequest);
+                        return Err(Error::Refused { url: self.url.clone(), error });
+                    }
+                    let payload = match g.rb.read_vec(fd, plen) {
+                        Ok(p) => p,
+                        Err(e) => return Err(self.read_failed(g, e, "reading response")),
+                    };
+                    if fault && ty == Type::Syscall {
+                        // The server wrote outside the caller's regions.
+                        return Ok(Answer { payload: SysResp { error: EFAULT, retval: [-1, 0] }.encode().to_vec() });
+                    }
+                    return Ok(Answer { payload });
+                }
+                Class::Req => self.serve(g, &hdr, regions, &mut fault)?,
+            }
+        }
+    }
+
+    /// Serve one request from the server (a copy, anonmmap or raise).
+    fn serve(&self, g: &mut Inner, hdr: &Header, regions: &mut [Region<'_>], fault: &mut bool) -> Result<(), Error> {
+        let fd = g.fd.as_raw_fd();
+        let plen = hdr.payload_len();
+        match hdr.ty {
+            Type::Copyin | Type::Copyinstr => {
+                let p = g.rb.read_vec(fd, plen).map_err(|e| self.read_failed(g, e, "copyin"))?;
+                let Some(cd) = CopyData::decode(&p) else {
+                    return Err(self.protocol(g, "short copyin request".into()));
+                };
+                let data = find_readable(regions, &g.maps, cd.addr, cd.len, hdr.ty == Type::Copyinstr);
+                let r = match data {
+                    Some(d) => {
+                        let h = Header::new(Class::Resp, Type::Copyin, hdr.reqno, 0, d.len());
+                        send_all(fd, &[&h.encode(), d])
+                    }
+                    None => {
+                        let h = Header::new(Class::Error, Type::Handshake, hdr.reqno, ProtoError::MalformedRequest as u32, 0);
+                        send_all(fd, &[&h.encode()])
+                    }
+                };
+                r.map_err(|e| self.lost(g, e))
+            }
+            Type::Copyout | Type::Copyoutstr => {
+                if plen < wire::COPYDATA_LEN {
+                    return Err(self.protocol(g, "short copyout request".into()));
+                }
+                let mut cdb = [0u8; wire::COPYDATA_LEN];
+                g.rb.read_into(fd, &mut cdb).map_err(|e| self.read_failed(g, e, "copyout"))?;
+                let cd = CopyData::decode(&cdb).unwrap();
+                let n = plen - wire::COPYDATA_LEN;
+                let n64 = n as u64;
+                // The data length is what the frame carries; `cd.len` must agree.
+                let ok = cd.len == n64;
+                let maps = std::mem::take(&mut g.maps);
+                let dst = if ok { find_writable(regions, &maps, cd.addr, n64) } else { None };
+                let r = match dst {
+                    Some(d) => g.rb.read_into(fd, d),
+                    None => {
+                        *fault = true;
+                        g.rb.skip(fd, n)
+                    }
+                };
+                g.maps = maps;
+                r.map_err(|e| self.read_failed(g, e, "copyout"))
+            }
+            Type::Anonmmap => {
+                let p = g.rb.read_vec(fd, plen).map_err(|e| self.read_failed(g, e, "anonmmap"))?;
+                let len = wire::u64_at(&p).unwrap_or(0) as usize;
+                let addr = if len == 0 {
+                    0
+                } else {
+                    // SAFETY: a fresh private anonymous mapping; no memory of
+                    // ours is affected.
+                    let a = unsafe {
+                        libc::mmap(
+                            std::ptr::null_mut(),
+                            len,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                            -1,
+                            0,
+                        )
+                    };
+                    if a == libc::MAP_FAILED {
+                        0
+                    } else {
+                        g.maps.push(AnonMap { addr: a as usize, len });
+                        a as u64
+                    }
+                };
+                let h = Header::new(Class::Resp, Type::Anonmmap, hdr.reqno, 0, 8);
+                send_all(fd, &[&h.encode(), &addr.to_le_bytes()]).map_err(|e| self.lost(g, e))
+            }
+            Type::Raise => {
+                g.rb.skip(fd, plen).map_err(|e| self.read_failed(g, e, "raise"))?;
+                if let Some(s) = netbsd_abi::signal::to_host(hdr.arg as i32) {
+                    g.signals.push(s);
+                }
+                Ok(())
+            }
+            _ => Err(self.protocol(g, format!("unexpected request type {:?}", hdr.ty))),
+        }
+    }
+
+    /// Run NetBSD system call `num` with argument slots `args` (each an
+    /// 8-byte slot, pointers being [`Region::addr`] values). Copy requests
+    /// are served from `regions` only. Returns `retval[0..2]`.
+    ///
+    /// A syscall whose server side tried to write outside `regions` fails
+    /// with `EFAULT` (the write itself is dropped).
+    pub fn syscall(&self, num: i32, args: &[u64], regions: &mut [Region<'_>]) -> Result<[i64; 2], Error> {
+        let mut slots = [0u8; 64];
+        let block: std::borrow::Cow<[u8]> = if args.len() <= 8 {
+            for (i, a) in args.iter().enumerate() {
+                slots[i * 8..i * 8 + 8].copy_from_slice(&a.to_le_bytes());
+            }
+            std::borrow::Cow::Borrowed(&slots[..args.len() * 8])
+        } else {
+            std::borrow::Cow::Owned(encode_args(args))
+        };
+        self.syscall_raw(num, &block, regions)
+    }
+
+    /// [`Client::syscall`] with a ready-made argument block.
+    pub fn syscall_raw(&self, num: i32, argblock: &[u8], regions: &mut [Region<'_>]) -> Result<[i64; 2], Error> {
+        let a = self.transact(Type::Syscall, num as u32, &[argblock], regions)?;
+        let r = SysResp::decode(&a.payload).ok_or_else(|| {
+            let mut g = self.inner.lock();
+            self.protocol(&mut g, "short syscall response".into())
+        })?;
+        if r.error != 0 {
+            return Err(Error::Errno(Errno(r.error)));
+        }
+        Ok(r.retval)
+    }
+
+    /// Ask the server to fork our kernel process ahead of a host `fork()`
+    /// (NetBSD's `rumpclient_prefork`). The child passes the cookie to
+    /// [`Client::connect_fork`].
+    pub fn prefork(&self) -> Result<ForkCookie, Error> {
+        let a = self.transact(Type::Prefork, 0, &[], &mut [])?;
+        if a.payload.len() != wire::COOKIE_LEN {
+            let mut g = self.inner.lock();
+            return Err(self.protocol(&mut g, "bad prefork response".into()));
+        }
+        let mut c = [0u8; wire::COOKIE_LEN];
+        c.copy_from_slice(&a.payload);
+        Ok(ForkCookie(Cookie(c)))
+    }
+
+    /// The exec handshake on this connection: the kernel process stays,
+    /// its threads are drained, and it takes the name `comm`.
+    pub fn exec_handshake(&self, comm: &str) -> Result<(), Error> {
+        self.handshake(Handshake::Exec, &comm_bytes(comm))
+    }
+
+    /// Get ready to `exec` a program that keeps this kernel process: the
+    /// socket stays open across exec, and the returned environment
+    /// variables tell the new program's [`Client::from_env`] to take it
+    /// over with the exec handshake.
+    pub fn prepare_exec(&self) -> Vec<(String, String)> {
+        let g = self.inner.lock();
+        set_cloexec(g.fd.as_raw_fd(), false);
+        vec![
+            ("RUMPCLIENT__EXECFD".into(), format!("{},-1", g.fd.as_raw_fd())),
+            ("RUMP__PARSEDSERVER".into(), self.url.clone()),
+        ]
+    }
+}
+
+fn comm_bytes(comm: &str) -> Vec<u8> {
+    let mut v: Vec<u8> = comm.bytes().filter(|&b| b != 0).collect();
+    v.push(0);
+    v
+}
+
+fn set_cloexec(fd: RawFd, on: bool) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFD);
+        if fl >= 0 {
+            let nfl = if on { fl | libc::FD_CLOEXEC } else { fl & !libc::FD_CLOEXEC };
+            libc::fcntl(fd, libc::F_SETFD, nfl);
+        }
+    }
+}
+
+fn set_rcvtimeo(fd: RawFd, t: Option<Duration>) {
+    let tv = match t {
+        Some(d) => libc::timeval { tv_sec: d.as_secs() as libc::time_t, tv_usec: d.subsec_micros() as libc::suseconds_t },
+        None => libc::timeval { tv_sec: 0, tv_usec: 0 },
+    };
+    // SAFETY: setsockopt with a valid timeval.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The bytes a copyin (or copyinstr) of `len` bytes at `addr` may read.
+fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [AnonMap], addr: u64, len: u64, string: bool) -> Option<&'r [u8]> {
+    let pick = |mem: &'r [u8]| -> Option<&'r [u8]> {
+        let base = mem.as_ptr() as u64;
+        if string {
+            let off = addr.checked_sub(base)?;
+            if off >= mem.len() as u64 {
+                return None;
+            }
+            let avail = &mem[off as usize..];
+            let lim = (len.min(avail.len() as u64)) as usize;
+            match avail[..lim].iter().position(|&b| b == 0) {
+                Some(i) => Some(&avail[..=i]),
+                // Not terminated within the limit: send the limit, the
+                // kernel reports ENAMETOOLONG; running off the region first
+                // is a fault.
+                None if lim as u64 == len => Some(&avail[..lim]),
+                None => None,
+            }
+        } else {
+            within(base, mem.len(), addr, len).map(|o| &mem[o..o + len as usize])
+        }
+    };
+    for r in regions {
+        if let Some(m) = r.readable() {
+            if let Some(d) = pick(m) {
+                return Some(d);
+            }
+        }
+    }
+    for m in maps {
+        // SAFETY: the mapping is ours, alive, and `m.len` bytes long.
+        let mem = unsafe { std::slice::from_raw_parts(m.addr as *const u8, m.len) };
+        if let Some(d) = pick(mem) {
+            return Some(d);
+        }
+    }
+    None
+}
+
+/// The bytes a copyout of `len` bytes to `addr` may write.
+fn find_writable<'r>(regions: &'r mut [Region<'_>], maps: &'r [AnonMap], addr: u64, len: u64) -> Option<&'r mut [u8]> {
+    for r in regions.iter_mut() {
+        if let Some(m) = r.writable() {
+            if let Some(o) = within(m.as_ptr() as u64, m.len(), addr, len) {
+                return Some(&mut m[o..o + len as usize]);
+            }
+        }
+    }
+    for m in maps {
+        if let Some(o) = within(m.addr as u64, m.len, addr, len) {
+            // SAFETY: the mapping is ours and alive; nothing else refers to
+            // it while the client lock is held.
+            let mem = unsafe { std::slice::from_raw_parts_mut(m.addr as *mut u8, m.len) };
+            return Some(&mut mem[o..o + len as usize]);
+        }
+    }
+    None
+}
