@@ -5,7 +5,8 @@
 //!
 //! Env: `VFS_CACHE_BENCH_DIR` (default: the system temp dir),
 //! `VFS_CACHE_BENCH_MB` (default 256), `VFS_CACHE_BENCH_RUNS` (default 3,
-//! best run reported).
+//! best run reported), `VFS_CACHE_BENCH_ONLY=N` (one configuration),
+//! `VFS_CACHE_BENCH_VERBOSE=1` (write and sync phases apart).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -90,6 +91,8 @@ fn run() -> Result<(), String> {
 fn bench(dir: &Path) -> Result<(), String> {
     let total = env_num("VFS_CACHE_BENCH_MB", 256) << 20;
     let runs = env_num("VFS_CACHE_BENCH_RUNS", 3).max(1);
+    // Run only configuration N (0-based), for profiling.
+    let only = std::env::var("VFS_CACHE_BENCH_ONLY").ok().and_then(|v| v.parse::<usize>().ok());
     let buf: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + 3) as u8).collect();
     let floor_path = dir.join("floor.img");
     let ours_path = dir.join("cached.img");
@@ -108,6 +111,9 @@ fn bench(dir: &Path) -> Result<(), String> {
         let _ = fs::remove_file(&floor_path);
         best_floor = best_floor.min(f);
         for (i, &(_, limit, bs)) in configs.iter().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
             let (d, st) = cached(&ours_path, total, &buf, limit, bs)?;
             let _ = fs::remove_file(&ours_path);
             if d < best[i].0 {
@@ -118,6 +124,9 @@ fn bench(dir: &Path) -> Result<(), String> {
     let fl = mibs(total, best_floor);
     println!("  floor: write()+fsync             {fl:9.1} MiB/s");
     for (i, (label, _, _)) in configs.iter().enumerate() {
+        if best[i].1.is_none() {
+            continue;
+        }
         let ours = mibs(total, best[i].0);
         println!("  cache: {label:<26} {ours:9.1} MiB/s  ratio {:.2}", ours / fl);
         if let Some(s) = &best[i].1 {
