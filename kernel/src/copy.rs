@@ -111,19 +111,29 @@ impl Memory {
     }
 }
 
-/// Copies to and from a sysproxy client.
+/// Copies to and from a sysproxy client: copy requests over its
+/// connection (the virtual CPU is released while they wait).
 mod remote {
     use super::*;
 
-    pub fn copyin(_client: *mut c_void, _uaddr: u64, _buf: &mut [u8]) -> Result<(), Errno> {
-        Err(Errno(EFAULT))
+    pub fn copyin(client: *mut c_void, uaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        rumpuser::sp::copyin(client, uaddr, buf)
     }
 
-    pub fn copyout(_client: *mut c_void, _buf: &[u8], _uaddr: u64) -> Result<(), Errno> {
-        Err(Errno(EFAULT))
+    pub fn copyout(client: *mut c_void, buf: &[u8], uaddr: u64) -> Result<(), Errno> {
+        rumpuser::sp::copyout(client, buf, uaddr)
     }
 
-    pub fn copyinstr(_client: *mut c_void, _uaddr: u64, _max: usize) -> Result<Vec<u8>, Errno> {
-        Err(Errno(EFAULT))
+    pub fn copyinstr(client: *mut c_void, uaddr: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; max];
+        let n = rumpuser::sp::copyinstr(client, uaddr, &mut buf)?;
+        let got = &buf[..n.min(max)];
+        match got.iter().position(|&b| b == 0) {
+            Some(z) => {
+                buf.truncate(z);
+                Ok(buf)
+            }
+            None => Err(Errno(ENAMETOOLONG)),
+        }
     }
 }

@@ -198,6 +198,12 @@ impl Kernel {
         Ok(k)
     }
 
+    /// This kernel's upcall table as a Rust object (what [`Kernel::boot`]
+    /// installs), for embedders that install it themselves and for tests.
+    pub fn upcalls(self: &Arc<Self>) -> Box<dyn rumpuser::Upcalls> {
+        Box::new(lwproc::KernelUpcalls(self.clone()))
+    }
+
     /// Build a kernel without installing its upcalls (for tests that run
     /// several kernels in one process; local processes work the same).
     pub fn new(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {

@@ -1,0 +1,839 @@
+//! The built-in kernel through its local processes: POSIX file semantics on
+//! rumpfs, processes, drives, mounts, halt primitives.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netbsd_abi::errno::*;
+use netbsd_abi::fcntl::*;
+use netbsd_abi::reboot::*;
+use netbsd_abi::stat::*;
+use netbsd_abi::syscall::*;
+use netbsd_abi::Errno;
+use rumpkern::rumpfs::RumpFs;
+use rumpkern::vfs::FileSystem;
+use rumpkern::*;
+use vfs_cache::{FaultMode, Store};
+
+fn kernel_n(ncpu: usize) -> Arc<Kernel> {
+    let cfg = KernelConfig {
+        ncpu,
+        memlimit: 64 << 20,
+        hostname: "testhost".into(),
+        ostype: OSTYPE.into(),
+        osrelease: OSRELEASE.into(),
+        machine: MACHINE.into(),
+        verbose: false,
+    };
+    Kernel::boot(cfg).expect("boot")
+}
+
+fn kernel() -> Arc<Kernel> {
+    kernel_n(2)
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rumpkern-test-{}-{}-{}",
+            std::process::id(),
+            tag,
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn e(n: i32) -> Errno {
+    Errno(n)
+}
+
+#[test]
+fn files_and_directories() {
+    let k = kernel();
+    let p = k.local_process().unwrap();
+    p.mkdir("/d", 0o750).unwrap();
+    assert_eq!(p.mkdir("/d", 0o750), Err(e(EEXIST)));
+    let st = p.stat("/d").unwrap();
+    assert!(st.is_dir());
+    assert_eq!(st.mode & 0o7777, 0o750);
+    assert_eq!(st.nlink, 2);
+
+    let fd = p.open("/d/f", O_RDWR | O_CREAT | O_EXCL, 0o640).unwrap();
+    assert_eq!(p.open("/d/f", O_RDWR | O_CREAT | O_EXCL, 0o640), Err(e(EEXIST)));
+    assert_eq!(p.write(fd, b"hello, world").unwrap(), 12);
+    let st = p.fstat(fd).unwrap();
+    assert!(st.is_reg());
+    assert_eq!(st.size, 12);
+    assert_eq!(st.mode, S_IFREG | 0o640);
+    assert_eq!(p.lseek(fd, 0, SEEK_SET).unwrap(), 0);
+    let mut b = [0u8; 64];
+    assert_eq!(p.read(fd, &mut b).unwrap(), 12);
+    assert_eq!(&b[..12], b"hello, world");
+    assert_eq!(p.read(fd, &mut b).unwrap(), 0);
+    assert_eq!(p.pread(fd, &mut b[..5], 7).unwrap(), 5);
+    assert_eq!(&b[..5], b"world");
+    assert_eq!(p.pwrite(fd, b"XY", 20).unwrap(), 2);
+    assert_eq!(p.fstat(fd).unwrap().size, 22);
+    assert_eq!(p.pread(fd, &mut b[..10], 12).unwrap(), 10);
+    assert_eq!(&b[..10], b"\0\0\0\0\0\0\0\0XY");
+    assert_eq!(p.lseek(fd, -2, SEEK_END).unwrap(), 20);
+    assert_eq!(p.lseek(fd, -30, SEEK_CUR), Err(e(EINVAL)));
+    p.ftruncate(fd, 5).unwrap();
+    assert_eq!(p.stat("/d/f").unwrap().size, 5);
+    p.fchmod(fd, 0o600).unwrap();
+    assert_eq!(p.stat("/d/f").unwrap().mode & 0o777, 0o600);
+    p.fsync(fd).unwrap();
+    p.close(fd).unwrap();
+    assert_eq!(p.close(fd), Err(e(EBADF)));
+
+    // O_APPEND, O_TRUNC.
+    let fd = p.open("/d/f", O_WRONLY | O_APPEND, 0).unwrap();
+    p.write(fd, b"++").unwrap();
+    p.close(fd).unwrap();
+    assert_eq!(p.read_file("/d/f").unwrap(), b"hello++");
+    let fd = p.open("/d/f", O_WRONLY | O_TRUNC, 0).unwrap();
+    p.close(fd).unwrap();
+    assert_eq!(p.stat("/d/f").unwrap().size, 0);
+    // Access modes.
+    let fd = p.open("/d/f", O_RDONLY, 0).unwrap();
+    assert_eq!(p.write(fd, b"x"), Err(e(EBADF)));
+    p.close(fd).unwrap();
+    let fd = p.open("/d/f", O_WRONLY, 0).unwrap();
+    assert_eq!(p.read(fd, &mut b), Err(e(EBADF)));
+    p.close(fd).unwrap();
+    assert_eq!(p.open("/d", O_WRONLY, 0), Err(e(EISDIR)));
+    assert_eq!(p.open("/d/f", O_RDONLY | O_DIRECTORY, 0), Err(e(ENOTDIR)));
+    assert_eq!(p.open("/nope", O_RDONLY, 0), Err(e(ENOENT)));
+    assert_eq!(p.open("/d/f/x", O_RDONLY, 0), Err(e(ENOTDIR)));
+    assert_eq!(p.open("/d/f", 3, 0), Err(e(EINVAL)));
+
+    // Listing.
+    p.write_file("/d/g", b"g").unwrap();
+    p.mkdir("/d/sub", 0o755).unwrap();
+    let mut names = p.list_dir("/d").unwrap();
+    names.sort();
+    assert_eq!(names, [".", "..", "f", "g", "sub"]);
+    assert_eq!(p.stat("/d").unwrap().nlink, 3);
+
+    // Rename, unlink, rmdir.
+    p.rename("/d/g", "/d/sub/h").unwrap();
+    assert_eq!(p.read_file("/d/sub/h").unwrap(), b"g");
+    assert_eq!(p.stat("/d/g"), Err(e(ENOENT)));
+    p.rename("/d/f", "/d/sub/h").unwrap(); // replaces
+    assert_eq!(p.stat("/d/sub/h").unwrap().size, 0);
+    assert_eq!(p.rmdir("/d/sub"), Err(e(ENOTEMPTY)));
+    assert_eq!(p.rmdir("/d"), Err(e(ENOTEMPTY)));
+    assert_eq!(p.unlink("/d/sub"), Err(e(EPERM)));
+    assert_eq!(p.rmdir("/d/sub/h"), Err(e(ENOTDIR)));
+    assert_eq!(p.rename("/d", "/d/sub/x"), Err(e(EINVAL)));
+    p.unlink("/d/sub/h").unwrap();
+    assert_eq!(p.unlink("/d/sub/h"), Err(e(ENOENT)));
+    p.rmdir("/d/sub").unwrap();
+    assert_eq!(p.stat("/d").unwrap().nlink, 2);
+    // Hard links.
+    p.write_file("/d/a", b"aaa").unwrap();
+    p.link("/d/a", "/d/b").unwrap();
+    assert_eq!(p.stat("/d/a").unwrap().nlink, 2);
+    assert_eq!(p.link("/d", "/d/c"), Err(e(EPERM)));
+    p.unlink("/d/a").unwrap();
+    assert_eq!(p.read_file("/d/b").unwrap(), b"aaa");
+    assert_eq!(p.stat("/d/b").unwrap().nlink, 1);
+    // An open, unlinked file stays readable.
+    let fd = p.open("/d/b", O_RDONLY, 0).unwrap();
+    p.unlink("/d/b").unwrap();
+    assert_eq!(p.pread(fd, &mut b[..3], 0).unwrap(), 3);
+    p.close(fd).unwrap();
+    p.chmod("/d", 0o700).unwrap();
+    assert_eq!(p.stat("/d").unwrap().mode, S_IFDIR | 0o700);
+}
+
+#[test]
+fn relative_paths_and_cwd() {
+    let k = kernel();
+    let p = k.local_process().unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/");
+    p.mkdir("/a", 0o755).unwrap();
+    p.mkdir("/a/b", 0o755).unwrap();
+    p.chdir("/a/b").unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/a/b");
+    p.write_file("f", b"x").unwrap();
+    assert!(p.stat("/a/b/f").is_ok());
+    assert!(p.stat("./f").is_ok());
+    assert!(p.stat("../b/./f").is_ok());
+    assert!(p.stat("../../a/b/f").is_ok());
+    assert!(p.stat("/../../a").is_ok());
+    p.chdir("..").unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/a");
+    p.chdir("../..").unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/");
+    assert_eq!(p.chdir("/a/b/f"), Err(e(ENOTDIR)));
+    assert_eq!(p.chdir("/zzz"), Err(e(ENOENT)));
+    let fd = p.open("/a", O_RDONLY, 0).unwrap();
+    p.fchdir(fd).unwrap();
+    p.close(fd).unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/a");
+    // The cwd follows a rename.
+    p.rename("/a", "/z").unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/z");
+    assert!(p.stat("b/f").is_ok());
+    // Name limits and trailing slashes.
+    let long = "x".repeat(512);
+    assert_eq!(p.stat(&format!("/{long}")), Err(e(ENAMETOOLONG)));
+    let deep = "/y".repeat(600);
+    assert_eq!(p.stat(&deep), Err(e(ENAMETOOLONG)));
+    assert_eq!(p.stat(""), Err(e(ENOENT)));
+    assert_eq!(p.stat("/z/b/f/"), Err(e(ENOTDIR)));
+    assert!(p.stat("/z/b/").is_ok());
+    p.mkdir("/z/c/", 0o755).unwrap();
+    assert_eq!(p.mkdir("/", 0o755), Err(e(EEXIST)));
+    assert_eq!(p.rmdir("/z/c/."), Err(e(EINVAL)));
+    // A small getcwd buffer.
+    let mut small = [0u8; 2];
+    // SAFETY: `small` is writable for its length.
+    let r = unsafe { p.syscall(SYS___GETCWD, &[small.as_mut_ptr() as u64, small.len() as u64]) };
+    assert_eq!(r, Err(e(ERANGE)));
+}
+
+#[test]
+fn symlinks() {
+    let k = kernel();
+    let p = k.local_process().unwrap();
+    p.mkdir("/dir", 0o755).unwrap();
+    p.write_file("/dir/file", b"data").unwrap();
+    p.symlink("/dir/file", "/abs").unwrap();
+    p.symlink("dir/file", "/rel").unwrap();
+    p.symlink("dir", "/dl").unwrap();
+    p.symlink("../file", "/dir/up").unwrap();
+    assert_eq!(p.read_file("/abs").unwrap(), b"data");
+    assert_eq!(p.read_file("/rel").unwrap(), b"data");
+    assert_eq!(p.read_file("/dl/file").unwrap(), b"data");
+    assert_eq!(p.readlink("/rel").unwrap(), b"dir/file");
+    assert!(p.lstat("/rel").unwrap().is_lnk());
+    assert_eq!(p.lstat("/rel").unwrap().size, 8);
+    assert!(p.stat("/rel").unwrap().is_reg());
+    assert_eq!(p.readlink("/dir/file"), Err(e(EINVAL)));
+    assert_eq!(p.stat("/dir/up"), Err(e(ENOENT)));
+    assert_eq!(p.open("/abs", O_RDONLY | O_NOFOLLOW, 0), Err(e(EFTYPE)));
+    // Loops.
+    p.symlink("/loop2", "/loop1").unwrap();
+    p.symlink("/loop1", "/loop2").unwrap();
+    assert_eq!(p.stat("/loop1"), Err(e(ELOOP)));
+    assert!(p.lstat("/loop1").is_ok());
+    // O_CREAT through a dangling link creates its target.
+    p.symlink("/dir/new", "/dangling").unwrap();
+    let fd = p.open("/dangling", O_WRONLY | O_CREAT, 0o644).unwrap();
+    p.write(fd, b"n").unwrap();
+    p.close(fd).unwrap();
+    assert_eq!(p.read_file("/dir/new").unwrap(), b"n");
+    assert_eq!(p.open("/abs", O_WRONLY | O_CREAT | O_EXCL, 0o644), Err(e(EEXIST)));
+    // Unlinking a link leaves its target; chdir through one.
+    p.unlink("/abs").unwrap();
+    assert!(p.stat("/dir/file").is_ok());
+    p.chdir("/dl").unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/dir");
+    assert_eq!(p.symlink("x", "/rel"), Err(e(EEXIST)));
+}
+
+#[test]
+fn processes_are_apart() {
+    let k = kernel();
+    let a = k.local_process().unwrap();
+    let b = k.local_process().unwrap();
+    assert_ne!(a.pid(), b.pid());
+    let (pid, ppid) = a.getpid().unwrap();
+    assert_eq!(pid, a.pid());
+    assert_eq!(ppid, 1);
+    a.mkdir("/x", 0o755).unwrap();
+    a.chdir("/x").unwrap();
+    assert_eq!(b.getcwd().unwrap(), "/");
+    let fa = a.open("f", O_RDWR | O_CREAT, 0o644).unwrap();
+    // The same number in b is not open.
+    assert_eq!(b.write(fa, b"x"), Err(e(EBADF)));
+    let fb = b.open("/x/f", O_RDWR, 0).unwrap();
+    assert_eq!(fa, fb);
+    a.write(fa, b"aaaa").unwrap();
+    // Offsets are per open file.
+    let mut buf = [0u8; 4];
+    assert_eq!(b.read(fb, &mut buf).unwrap(), 4);
+    assert_eq!(a.lseek(fa, 0, SEEK_CUR).unwrap(), 4);
+    let n = k.nprocs();
+    drop(b);
+    assert_eq!(k.nprocs(), n - 1);
+    // A dropped process's files are closed: a's still works.
+    a.pwrite(fa, b"z", 0).unwrap();
+}
+
+#[test]
+fn bad_calls_never_crash() {
+    let k = kernel();
+    let p = k.local_process().unwrap();
+    // SAFETY: no pointer arguments are dereferenced in these calls (unknown
+    // numbers, short blocks, bad descriptors, null pointers).
+    unsafe {
+        assert_eq!(p.syscall(9999, &[]), Err(e(ENOSYS)));
+        assert_eq!(p.syscall(1000, &[1, 2, 3]), Err(e(ENOSYS)));
+        assert_eq!(p.syscall(-5, &[]), Err(e(ENOSYS)));
+        assert_eq!(p.syscall(SYS_EXIT, &[0]), Err(e(ENOSYS)));
+        assert_eq!(p.syscall(SYS_PWRITE, &[0, 0]), Err(e(EFAULT)));
+        assert_eq!(p.syscall(SYS_OPEN, &[]), Err(e(EFAULT)));
+        assert_eq!(p.syscall(SYS_OPEN, &[0, 0, 0]), Err(e(EFAULT)));
+        assert_eq!(p.syscall(SYS_READ, &[77, 0, 10]), Err(e(EBADF)));
+        assert_eq!(p.syscall(SYS_CLOSE, &[u64::MAX]), Err(e(EBADF)));
+        assert_eq!(p.syscall(SYS___SYSCTL, &[0, 100, 0, 0, 0, 0]), Err(e(EINVAL)));
+        assert_eq!(p.syscall(SYS_GETPID, &[]).map(|r| r[0]), Ok(p.pid() as i64));
+    }
+    p.write_file("/f", b"abc").unwrap();
+    let fd = p.open("/f", O_RDWR, 0).unwrap();
+    let mut b = [0u8; 4];
+    assert_eq!(p.pread(fd, &mut b, -1), Err(e(EINVAL)));
+    assert_eq!(p.pwrite(fd, b"x", -1), Err(e(EINVAL)));
+    assert_eq!(p.pwrite(fd, b"x", i64::MAX), Err(e(EFBIG)));
+    assert_eq!(p.pread(fd, &mut b, i64::MAX).unwrap(), 0);
+    assert_eq!(p.ftruncate(fd, -1), Err(e(EINVAL)));
+    assert_eq!(p.lseek(fd, 0, 17), Err(e(EINVAL)));
+    // SAFETY: a null buffer with a huge length: the kernel must refuse it.
+    unsafe {
+        assert_eq!(p.syscall(SYS_READ, &[fd as u64, 0, u64::MAX]), Err(e(EINVAL)));
+        assert_eq!(p.syscall(SYS_READ, &[fd as u64, 0, 1 << 40]).err(), Some(e(EFAULT)));
+        assert_eq!(p.syscall(SYS_WRITE, &[fd as u64, 0, 1 << 40]).err(), Some(e(EFAULT)));
+    }
+    // A huge sparse write offset is fine in rumpfs (holes cost nothing).
+    assert_eq!(p.pwrite(fd, b"far", 1 << 40).unwrap(), 3);
+    assert_eq!(p.fstat(fd).unwrap().size, (1 << 40) + 3);
+    p.close(fd).unwrap();
+}
+
+#[test]
+fn sysctl_and_getpid_and_reboot() {
+    let k = kernel_n(3);
+    let p = k.local_process().unwrap();
+    assert_eq!(p.sysctl(&[CTL_KERN, KERN_OSTYPE], 64).unwrap(), b"NetBSD\0");
+    assert_eq!(p.sysctl(&[CTL_KERN, KERN_OSRELEASE], 64).unwrap(), format!("{OSRELEASE}\0").as_bytes());
+    assert_eq!(p.sysctl(&[CTL_KERN, KERN_HOSTNAME], 64).unwrap(), b"testhost\0");
+    assert_eq!(p.sysctl(&[CTL_HW, HW_NCPU], 4).unwrap(), 3i32.to_le_bytes());
+    assert_eq!(p.sysctl(&[CTL_HW, HW_PHYSMEM64], 8).unwrap(), (64i64 << 20).to_le_bytes());
+    assert_eq!(p.sysctl(&[CTL_HW, HW_PAGESIZE], 4).unwrap(), 4096i32.to_le_bytes());
+    assert_eq!(p.sysctl(&[CTL_HW, HW_MACHINE], 16).unwrap(), b"amd64\0");
+    assert_eq!(p.sysctl(&[CTL_KERN, KERN_OSTYPE], 3), Err(e(ENOMEM)));
+    assert_eq!(p.sysctl(&[99, 1], 8), Err(e(ENOENT)));
+    p.sysctl_set(&[CTL_KERN, KERN_HOSTNAME], b"newname").unwrap();
+    assert_eq!(k.hostname(), "newname");
+    assert_eq!(p.sysctl_set(&[CTL_HW, HW_NCPU], &5i32.to_le_bytes()), Err(e(EPERM)));
+
+    assert_eq!(p.reboot(RB_HALT), Err(e(EPERM)));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    k.set_reboot_handler(Box::new(move |_k, call| {
+        assert!(call.client.is_null());
+        s2.store(call.flags as usize, Ordering::SeqCst);
+        if call.flags & RB_DUMP != 0 {
+            EIO
+        } else {
+            0
+        }
+    }));
+    p.reboot(RB_HALT | RB_NOSYNC).unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), (RB_HALT | RB_NOSYNC) as usize);
+    assert_eq!(p.reboot(RB_DUMP), Err(e(EIO)));
+}
+
+#[test]
+fn drive_specs() {
+    let d = DriveSpec::parse("key=/dk,hostpath=/tmp/img,size=1m").unwrap();
+    assert_eq!(d.key, "/dk");
+    assert_eq!(d.hostpath, "/tmp/img");
+    assert_eq!(d.size, DriveSize::Bytes(1 << 20));
+    assert_eq!(d.offset, 0);
+    assert_eq!(d.kind, DriveType::Blk);
+    let d = DriveSpec::parse("key=/dev/x,hostpath=img,size=host,offset=2b,type=chr").unwrap();
+    assert_eq!(d.size, DriveSize::Host);
+    assert_eq!(d.offset, 1024);
+    assert_eq!(d.kind, DriveType::Chr);
+    let d = DriveSpec::parse("type=reg,size=3x2k,hostpath=h,key=/r").unwrap();
+    assert_eq!(d.size, DriveSize::Bytes(6144));
+    assert_eq!(d.kind, DriveType::Reg);
+    assert_eq!(etfs::parse_size("12345").unwrap(), 12345);
+    assert_eq!(etfs::parse_size("2g").unwrap(), 2 << 30);
+    assert_eq!(etfs::parse_size("1T").unwrap(), 1 << 40);
+    assert_eq!(etfs::parse_size("2w").unwrap(), 8);
+    for bad in [
+        "",
+        "key=/dk",
+        "key=/dk,hostpath=x",
+        "hostpath=x,size=1m",
+        "key=dk,hostpath=x,size=1m",
+        "key=/dk,hostpath=x,size=1q",
+        "key=/dk,hostpath=x,size=0",
+        "key=/dk,hostpath=x,size=-1",
+        "key=/dk,hostpath=x,size=99999999999999999999",
+        "key=/dk,hostpath=x,size=1m,type=tape",
+        "key=/dk,hostpath=x,size=1m,colour=red",
+        "key=/dk,hostpath=x,size=1m,key=/e",
+        "key=/dk,hostpath=,size=1m",
+        "key=/dk,hostpath=x,size=1m,offset=",
+        "key=/dk,hostpath=x,size=1m,,",
+        "key=/dk/../x,hostpath=x,size=1m",
+    ] {
+        let r = DriveSpec::parse(bad);
+        assert!(r.is_err(), "{bad:?} parsed: {r:?}");
+        assert!(!r.unwrap_err().is_empty());
+    }
+    assert!(DriveSpec::parse("key=/dk,hostpath=x,size=1q").unwrap_err().contains("suffix"));
+    assert!(DriveSpec::parse("key=/dk,hostpath=x").unwrap_err().contains("size"));
+}
+
+#[test]
+fn blk_drive_is_write_back() {
+    let t = TempDir::new("blk");
+    let img = t.path("disk.img");
+    let k = kernel();
+    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=4m")).unwrap(), None).unwrap();
+    // Created, 0644, extended.
+    let md = std::fs::metadata(&img).unwrap();
+    assert_eq!(md.len(), 4 << 20);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(md.permissions().mode() & 0o777 & !0o022, 0o644 & !0o022);
+    assert_eq!(k.drives()[0].key, "/dk");
+    assert_eq!(k.drives()[0].hostpath, img);
+    let p = k.local_process().unwrap();
+    let st = p.stat("/dk").unwrap();
+    assert_eq!(st.mode & S_IFMT, S_IFBLK);
+    let fd = p.open("/dk", O_RDWR, 0).unwrap();
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(p.pwrite(fd, &data, 1 << 20).unwrap(), data.len());
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(p.pread(fd, &mut back, 1 << 20).unwrap(), data.len());
+    assert_eq!(back, data);
+    let host = std::fs::read(&img).unwrap();
+    assert!(host[1 << 20..(1 << 20) + 65536].iter().all(|&b| b == 0), "written through before sync");
+    assert!(k.cache_stats().dirty_bytes >= 65536);
+    p.sync().unwrap();
+    let host = std::fs::read(&img).unwrap();
+    assert_eq!(&host[1 << 20..(1 << 20) + 65536], &data[..]);
+    assert_eq!(k.cache_stats().dirty_bytes, 0);
+    // fsync on the device flushes too; the end of the device is honoured.
+    assert_eq!(p.pwrite(fd, b"tail", (4 << 20) - 2).unwrap(), 2);
+    assert_eq!(p.pwrite(fd, b"x", 4 << 20), Err(e(ENOSPC)));
+    assert_eq!(p.pread(fd, &mut back, 4 << 20).unwrap(), 0);
+    assert_eq!(p.lseek(fd, 0, SEEK_END).unwrap(), 4 << 20);
+    p.fsync(fd).unwrap();
+    let host = std::fs::read(&img).unwrap();
+    assert_eq!(&host[(4 << 20) - 2..], b"ta");
+    p.close(fd).unwrap();
+    k.sync_all().unwrap();
+}
+
+#[test]
+fn chr_and_reg_drives_and_offsets() {
+    let t = TempDir::new("chr");
+    let chr = t.path("chr.img");
+    let reg = t.path("reg.img");
+    std::fs::write(&reg, vec![b'.'; 8192]).unwrap();
+    let k = kernel();
+    k.add_drive(&DriveSpec::parse(&format!("key=/dev/c0,hostpath={chr},size=64k,offset=4k,type=chr")).unwrap(), None)
+        .unwrap();
+    k.add_drive(&DriveSpec::parse(&format!("key=/r,hostpath={reg},size=host,offset=1k,type=reg")).unwrap(), None)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&chr).unwrap().len(), 68 << 10);
+    let p = k.local_process().unwrap();
+    assert_eq!(p.stat("/dev/c0").unwrap().mode & S_IFMT, S_IFCHR);
+    let fd = p.open("/dev/c0", O_RDWR, 0).unwrap();
+    p.pwrite(fd, b"direct", 10).unwrap();
+    // No sync: chr goes straight to the host file, at the offset.
+    let host = std::fs::read(&chr).unwrap();
+    assert_eq!(&host[4096 + 10..4096 + 16], b"direct");
+    assert_eq!(k.cache_stats().dirty_bytes, 0);
+    p.close(fd).unwrap();
+
+    let st = p.stat("/r").unwrap();
+    assert!(st.is_reg());
+    assert_eq!(st.size, 8192 - 1024);
+    let fd = p.open("/r", O_RDWR, 0).unwrap();
+    let mut b = [0u8; 4];
+    assert_eq!(p.read(fd, &mut b).unwrap(), 4);
+    assert_eq!(&b, b"....");
+    p.pwrite(fd, b"REG!", 0).unwrap();
+    let host = std::fs::read(&reg).unwrap();
+    assert_eq!(&host[1024..1028], b"REG!");
+    assert_eq!(&host[..4], b"....");
+    std::fs::OpenOptions::new().write(true).open(&reg).and_then(|f| {
+        use std::os::unix::fs::FileExt;
+        f.write_at(b"host", 1028)
+    }).unwrap();
+    assert_eq!(p.pread(fd, &mut b, 4).unwrap(), 4);
+    assert_eq!(&b, b"host");
+    p.fsync(fd).unwrap();
+    p.close(fd).unwrap();
+
+    // size=host needs the file; errors name the path.
+    let missing = t.path("missing.img");
+    let err = k
+        .add_drive(&DriveSpec::parse(&format!("key=/m,hostpath={missing},size=host")).unwrap(), None)
+        .unwrap_err();
+    assert!(err.contains(&missing) && err.contains("No such file"), "{err}");
+    let err = k.add_drive(&DriveSpec::parse(&format!("key=/r,hostpath={reg},size=1k")).unwrap(), None).unwrap_err();
+    assert!(err.contains("/r"), "{err}");
+    let err = k
+        .add_drive(&DriveSpec::parse(&format!("key=/q,hostpath={},size=1k", t.path("nodir/x"))).unwrap(), None)
+        .unwrap_err();
+    assert!(err.contains("nodir"), "{err}");
+    k.sync_all().unwrap();
+}
+
+#[test]
+fn fault_injected_write_error_is_reported_and_kept() {
+    let t = TempDir::new("fault");
+    let img = t.path("f.img");
+    let k = kernel();
+    let ctl = Arc::new(FaultControl::new(FaultMode::None));
+    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(), Some(ctl.clone())).unwrap();
+    let p = k.local_process().unwrap();
+    let fd = p.open("/dk", O_RDWR, 0).unwrap();
+    let data = vec![0x5au8; 65536];
+    p.pwrite(fd, &data, 0).unwrap();
+    ctl.set(FaultMode::WriteError);
+    assert_eq!(p.fsync(fd), Err(e(EIO)));
+    assert_eq!(p.sync(), Err(e(EIO)));
+    assert_eq!(k.sync_all(), Err(e(EIO)));
+    assert!(k.cache_stats().dirty_bytes >= 65536);
+    assert!(k.cache_stats().write_errors >= 1);
+    assert!(std::fs::read(&img).unwrap()[..65536].iter().all(|&b| b == 0));
+    ctl.set(FaultMode::None);
+    p.fsync(fd).unwrap();
+    assert_eq!(k.cache_stats().dirty_bytes, 0);
+    assert_eq!(&std::fs::read(&img).unwrap()[..65536], &data[..]);
+    p.close(fd).unwrap();
+    // Fault injection is for blk drives only.
+    let err = k
+        .add_drive(&DriveSpec::parse(&format!("key=/c,hostpath={},size=1m,type=chr", t.path("c"))).unwrap(), Some(ctl))
+        .unwrap_err();
+    assert!(err.contains("blk"), "{err}");
+}
+
+#[test]
+fn stop_admitting_and_wait_idle() {
+    let t = TempDir::new("idle");
+    let img = t.path("h.img");
+    let k = kernel_n(1);
+    let ctl = Arc::new(FaultControl::new(FaultMode::None));
+    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(), Some(ctl.clone())).unwrap();
+    let p = Arc::new(k.local_process().unwrap());
+    assert_eq!(k.wait_idle(Duration::from_millis(10)), 0);
+    let fd = p.open("/dk", O_RDWR, 0).unwrap();
+    p.pwrite(fd, b"hang", 0).unwrap();
+    ctl.set(FaultMode::WriteHang);
+    let p2 = p.clone();
+    let th = std::thread::spawn(move || p2.fsync(fd));
+    // The hung fsync runs (without its CPU: other calls still work on 1 cpu).
+    let t0 = std::time::Instant::now();
+    while k.running_syscalls() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(p.getpid().unwrap().0, p.pid());
+    assert_eq!(k.wait_idle(Duration::from_millis(50)), 1);
+    k.stop_admitting();
+    assert!(!k.is_admitting());
+    assert_eq!(p.getpid(), Err(e(ESHUTDOWN)));
+    assert_eq!(p.stat("/"), Err(e(ESHUTDOWN)));
+    ctl.set(FaultMode::None);
+    assert_eq!(k.wait_idle(Duration::from_secs(10)), 0);
+    assert_eq!(th.join().unwrap(), Ok(()));
+    // Drives are still synced after admission stops (the halt's step 2).
+    k.sync_all().unwrap();
+    assert_eq!(&std::fs::read(&img).unwrap()[..4], b"hang");
+    k.quiesce();
+    assert!(k.is_quiesced());
+    assert_eq!(p.getpid(), Err(e(ESHUTDOWN)));
+    assert!(k.local_process().is_err());
+}
+
+#[test]
+fn wait_idle_excludes_the_caller() {
+    let k = kernel_n(1);
+    let p = k.local_process().unwrap();
+    let seen = Arc::new(AtomicUsize::new(99));
+    let s2 = seen.clone();
+    k.set_reboot_handler(Box::new(move |k, _call| {
+        k.stop_admitting();
+        s2.store(k.wait_idle(Duration::from_secs(5)), Ordering::SeqCst);
+        match k.sync_all() {
+            Ok(()) => 0,
+            Err(e) => e.0,
+        }
+    }));
+    p.reboot(0).unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    assert_eq!(p.getpid(), Err(e(ESHUTDOWN)));
+}
+
+/// A file system that wraps rumpfs and writes a marker to its store on
+/// sync, standing in for ext2.
+struct MarkerFs {
+    inner: Arc<RumpFs>,
+    store: Arc<dyn Store>,
+    syncs: AtomicUsize,
+}
+
+impl FileSystem for MarkerFs {
+    fn type_name(&self) -> &'static str {
+        "ext2fs"
+    }
+    fn root(&self) -> u64 {
+        self.inner.root()
+    }
+    fn lookup(&self, d: u64, n: &[u8]) -> Result<u64, Errno> {
+        self.inner.lookup(d, n)
+    }
+    fn getattr(&self, i: u64) -> Result<rumpkern::vfs::Attr, Errno> {
+        self.inner.getattr(i)
+    }
+    fn setattr(&self, i: u64, s: &rumpkern::vfs::SetAttr) -> Result<rumpkern::vfs::Attr, Errno> {
+        self.inner.setattr(i, s)
+    }
+    fn create(&self, d: u64, n: &[u8], k: rumpkern::vfs::FileKind, p: u32, c: rumpkern::vfs::Cred) -> Result<u64, Errno> {
+        self.inner.create(d, n, k, p, c)
+    }
+    fn symlink(&self, d: u64, n: &[u8], t: &[u8], c: rumpkern::vfs::Cred) -> Result<u64, Errno> {
+        self.inner.symlink(d, n, t, c)
+    }
+    fn readlink(&self, i: u64) -> Result<Vec<u8>, Errno> {
+        self.inner.readlink(i)
+    }
+    fn link(&self, i: u64, d: u64, n: &[u8]) -> Result<(), Errno> {
+        self.inner.link(i, d, n)
+    }
+    fn unlink(&self, d: u64, n: &[u8]) -> Result<(), Errno> {
+        self.inner.unlink(d, n)
+    }
+    fn rmdir(&self, d: u64, n: &[u8]) -> Result<(), Errno> {
+        self.inner.rmdir(d, n)
+    }
+    fn rename(&self, a: u64, b: &[u8], c: u64, d: &[u8]) -> Result<(), Errno> {
+        self.inner.rename(a, b, c, d)
+    }
+    fn read(&self, i: u64, o: u64, b: &mut [u8]) -> Result<usize, Errno> {
+        self.inner.read(i, o, b)
+    }
+    fn write(&self, i: u64, o: u64, b: &[u8]) -> Result<usize, Errno> {
+        self.inner.write(i, o, b)
+    }
+    fn readdir(&self, d: u64, c: u64, f: &mut dyn FnMut(rumpkern::vfs::DirEntry) -> bool) -> Result<(), Errno> {
+        self.inner.readdir(d, c, f)
+    }
+    fn fsync(&self, _i: u64) -> Result<(), Errno> {
+        self.sync()
+    }
+    fn sync(&self) -> Result<(), Errno> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.store.write(0, b"MARKER")
+    }
+    fn unmount(&self) -> Result<(), Errno> {
+        self.sync()?;
+        self.store.write(8, b"CLEAN")
+    }
+    fn statfs(&self) -> Result<rumpkern::vfs::FsStat, Errno> {
+        self.inner.statfs()
+    }
+    fn open(&self, i: u64) {
+        self.inner.open(i)
+    }
+    fn release(&self, i: u64) {
+        self.inner.release(i)
+    }
+}
+
+#[test]
+fn mount_and_unmount() {
+    let t = TempDir::new("mnt");
+    let img = t.path("m.img");
+    let img2 = t.path("m2.img");
+    let k = kernel();
+    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(), None).unwrap();
+    k.add_drive(&DriveSpec::parse(&format!("key=/dc,hostpath={img2},size=1m,type=chr")).unwrap(), None).unwrap();
+    let p = k.local_process().unwrap();
+    p.mkdir("/mnt", 0o755).unwrap();
+    assert_eq!(p.mount_ext2("/dk", "/mnt", false), Err(e(ENODEV)));
+    let ro_seen = Arc::new(AtomicUsize::new(0));
+    let r2 = ro_seen.clone();
+    k.register_fs_type(
+        "ext2fs",
+        Box::new(move |store, ro| {
+            if ro {
+                r2.fetch_add(1, Ordering::SeqCst);
+            }
+            assert_eq!(store.size(), 1 << 20);
+            Ok(Arc::new(MarkerFs { inner: RumpFs::new(1 << 20), store, syncs: AtomicUsize::new(0) }) as Arc<dyn FileSystem>)
+        }),
+    );
+    assert_eq!(p.mount("nosuchfs", "/mnt", 0, "/dk"), Err(e(ENODEV)));
+    assert_eq!(p.mount_ext2("/dc", "/mnt", false), Err(e(ENOTBLK)));
+    assert_eq!(p.mount_ext2("/nodev", "/mnt", false), Err(e(ENOENT)));
+    p.write_file("/plain", b"").unwrap();
+    assert_eq!(p.mount_ext2("/dk", "/plain", false), Err(e(ENOTDIR)));
+    p.write_file("/mnt/hidden", b"under").unwrap();
+    p.mount_ext2("/dk", "/mnt", false).unwrap();
+    assert_eq!(k.mounts(), vec![("/mnt".to_string(), "ext2fs".to_string())]);
+    p.mkdir("/other", 0o755).unwrap();
+    assert_eq!(p.mount_ext2("/dk", "/other", false), Err(e(EBUSY)));
+    // Crossing down and up.
+    assert_eq!(p.stat("/mnt/hidden"), Err(e(ENOENT)));
+    p.write_file("/mnt/inner", b"in").unwrap();
+    assert_ne!(p.stat("/mnt").unwrap().dev, p.stat("/").unwrap().dev);
+    assert_eq!(p.stat("/mnt/inner").unwrap().dev, p.stat("/mnt").unwrap().dev);
+    p.chdir("/mnt").unwrap();
+    assert_eq!(p.getcwd().unwrap(), "/mnt");
+    assert!(p.stat("../plain").is_ok());
+    assert!(p.stat("./../mnt/inner").is_ok());
+    assert_eq!(p.rename("/mnt/inner", "/x"), Err(e(EXDEV)));
+    assert_eq!(p.link("/mnt/inner", "/x"), Err(e(EXDEV)));
+    assert_eq!(p.rmdir("/mnt"), Err(e(EBUSY)));
+    // Busy: the cwd is on it, then an open file.
+    assert_eq!(p.unmount("/mnt", 0), Err(e(EBUSY)));
+    p.chdir("/").unwrap();
+    let fd = p.open("/mnt/inner", O_RDONLY, 0).unwrap();
+    assert_eq!(p.unmount("/mnt", 0), Err(e(EBUSY)));
+    p.close(fd).unwrap();
+    // A blk drive in use by a mount cannot be opened for writing.
+    assert_eq!(p.open("/dk", O_RDWR, 0), Err(e(EBUSY)));
+    assert_eq!(p.unmount("/plain", 0), Err(e(EINVAL)));
+    assert_eq!(p.unmount("/", 0), Err(e(EBUSY)));
+    p.unmount("/mnt", 0).unwrap();
+    assert!(k.mounts().is_empty());
+    assert_eq!(p.read_file("/mnt/hidden").unwrap(), b"under");
+    // The unmount synced the store to the host.
+    let host = std::fs::read(&img).unwrap();
+    assert_eq!(&host[..6], b"MARKER");
+    assert_eq!(&host[8..13], b"CLEAN");
+    // Read-only, and remount after unmount.
+    p.mount_ext2("/dk", "/other", true).unwrap();
+    assert_eq!(ro_seen.load(Ordering::SeqCst), 1);
+    assert_eq!(p.write_file("/other/x", b""), Err(e(EROFS)));
+    assert_eq!(p.mkdir("/other/d", 0o755), Err(e(EROFS)));
+    // Forced unmount with an open file.
+    let fd = p.open("/other", O_RDONLY, 0).unwrap();
+    assert_eq!(p.unmount("/other", 0), Err(e(EBUSY)));
+    p.unmount("/other", MNT_FORCE).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(p.getdents_raw(fd, &mut buf), Err(e(EBADF)));
+    p.close(fd).unwrap();
+    k.sync_all().unwrap();
+}
+
+#[test]
+fn many_threads_on_one_cpu() {
+    let k = kernel_n(1);
+    let p = Arc::new(k.local_process().unwrap());
+    p.mkdir("/t", 0o755).unwrap();
+    let mut th = Vec::new();
+    for i in 0..6 {
+        let p = p.clone();
+        th.push(std::thread::spawn(move || {
+            let path = format!("/t/f{i}");
+            let fd = p.open(&path, O_RDWR | O_CREAT, 0o644).unwrap();
+            for j in 0..300u32 {
+                let v = j.to_le_bytes();
+                p.pwrite(fd, &v, (j * 4) as i64).unwrap();
+                p.getpid().unwrap();
+            }
+            p.close(fd).unwrap();
+            let d = p.read_file(&path).unwrap();
+            assert_eq!(d.len(), 1200);
+            assert_eq!(&d[1196..], &299u32.to_le_bytes());
+        }));
+    }
+    for t in th {
+        t.join().unwrap();
+    }
+    assert_eq!(p.list_dir("/t").unwrap().len(), 8);
+    assert_eq!(k.running_syscalls(), 0);
+}
+
+#[test]
+fn upcall_lwproc_protocol() {
+    // The sequence rumpuser_sp.c drives: handshake, syscalls, disconnect.
+    let k = kernel();
+    let up = k.upcalls();
+    let n0 = k.nprocs();
+    // Handshake: rfork from no lwp, read back the lwp and pid, switch away.
+    up.schedule();
+    assert!(up.lwproc_curlwp().is_null());
+    assert_eq!(up.getpid(), 1);
+    up.unschedule();
+    up.schedule();
+    assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x02, c"client"), 0);
+    up.unschedule();
+    up.schedule();
+    let main = up.lwproc_curlwp();
+    up.unschedule();
+    assert!(!main.is_null());
+    up.schedule();
+    let pid = up.getpid();
+    up.unschedule();
+    assert!(pid > 1);
+    up.schedule();
+    up.lwproc_switch(std::ptr::null_mut());
+    up.unschedule();
+    assert_eq!(k.nprocs(), n0 + 1);
+    // Bad rfork flags.
+    up.schedule();
+    assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x03, c"x"), EINVAL);
+    assert_eq!(up.lwproc_newlwp(99999), ESRCH);
+    up.unschedule();
+
+    // A syscall: newlwp, syscall, release.
+    for _ in 0..3 {
+        up.schedule();
+        assert_eq!(up.lwproc_newlwp(pid), 0);
+        up.unschedule();
+        let mut rv = [0 as std::ffi::c_long; 2];
+        up.schedule();
+        assert_eq!(up.syscall(SYS_GETPID, std::ptr::null_mut(), &mut rv), 0);
+        up.unschedule();
+        assert_eq!(rv, [pid as std::ffi::c_long, 1]);
+        let mut rv = [0 as std::ffi::c_long; 2];
+        up.schedule();
+        assert_eq!(up.syscall(4242, std::ptr::null_mut(), &mut rv), ENOSYS);
+        assert_eq!(up.syscall(SYS_CLOSE, std::ptr::null_mut(), &mut rv), EFAULT);
+        let args: [u64; 1] = [7];
+        assert_eq!(up.syscall(SYS_CLOSE, args.as_ptr() as *mut _, &mut rv), EBADF);
+        up.unschedule();
+        up.schedule();
+        up.lwproc_release();
+        up.unschedule();
+    }
+    assert_eq!(k.nprocs(), n0 + 1);
+    // Disconnect: lwpexit on the main lwp, then release it.
+    up.schedule();
+    up.lwproc_switch(main);
+    up.lwpexit();
+    up.lwproc_switch(std::ptr::null_mut());
+    up.unschedule();
+    up.schedule();
+    assert_eq!(up.lwproc_newlwp(pid), EBUSY);
+    up.unschedule();
+    up.schedule();
+    up.lwproc_switch(main);
+    up.lwproc_release();
+    up.unschedule();
+    assert_eq!(k.nprocs(), n0);
+    up.schedule();
+    assert_eq!(up.lwproc_newlwp(pid), ESRCH);
+    up.unschedule();
+}
