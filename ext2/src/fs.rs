@@ -116,7 +116,6 @@ struct Found {
     phys: u32,
     off: usize,
     ino: u32,
-    ftype: u8,
 }
 
 /// Where a new entry will go: the entry at `off` of block `phys`, whose
@@ -1028,7 +1027,7 @@ impl Fs {
             let blk = self.read_blk(phys)?;
             for e in self.parse_dir(&blk)? {
                 if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == name {
-                    return Ok(Some(Found { phys, off: e.off, ino: e.ino, ftype: e.ftype }));
+                    return Ok(Some(Found { phys, off: e.off, ino: e.ino }));
                 }
             }
         }

@@ -170,9 +170,6 @@ impl Inode {
     pub fn set_dtime(&mut self, t: u32) {
         put32(&mut self.raw, I_DTIME, t)
     }
-    pub fn dtime(&self) -> u32 {
-        le32(&self.raw, I_DTIME)
-    }
     pub fn set_generation(&mut self, g: u32) {
         put32(&mut self.raw, I_GENERATION, g)
     }

@@ -36,7 +36,6 @@ pub(crate) const S_STATE: usize = 58;
 pub(crate) const S_REV_LEVEL: usize = 76;
 pub(crate) const S_FIRST_INO: usize = 84;
 pub(crate) const S_INODE_SIZE: usize = 88;
-pub(crate) const S_FEATURE_COMPAT: usize = 92;
 pub(crate) const S_FEATURE_INCOMPAT: usize = 96;
 pub(crate) const S_FEATURE_RO_COMPAT: usize = 100;
 pub(crate) const S_MIN_EXTRA_ISIZE: usize = 348;
