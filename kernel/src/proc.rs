@@ -235,16 +235,20 @@ impl Proc {
         if self.released.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Drop this process's hold on its table: the files close when the
+        // last process sharing it (RUMP_RFFD_SHARE) lets go.
         let t = std::mem::take(&mut *self.fds.lock());
-        let files = t.lock().take_all();
-        drop(files);
+        drop(t);
         let cwd = self.cwd.lock().take();
         drop(cwd);
     }
 
-    /// `execnotify`: a new program image; close-on-exec descriptors go.
+    /// `execnotify`: a new program image; close-on-exec descriptors go,
+    /// and the process takes new lwps again (the exec drained the old ones
+    /// with `lwpexit`).
     pub fn exec(&self, comm: &str) {
         *self.comm.lock() = comm.to_string();
+        self.exiting.store(false, Ordering::SeqCst);
         let files = self.fdtable().lock().take_cloexec();
         drop(files);
     }

@@ -837,3 +837,100 @@ fn upcall_lwproc_protocol() {
     assert_eq!(up.lwproc_newlwp(pid), ESRCH);
     up.unschedule();
 }
+
+#[test]
+fn upcall_fork_and_exec_flows() {
+    // What rumpuser_sp does for PREFORK + a fork handshake, and for exec.
+    let k = kernel();
+    let up = k.upcalls();
+    let sched = |f: &dyn Fn()| {
+        up.schedule();
+        f();
+        up.unschedule();
+    };
+    let n0 = k.nprocs();
+    sched(&|| assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x02, c"parent"), 0));
+    let main = {
+        up.schedule();
+        let l = up.lwproc_curlwp();
+        up.unschedule();
+        l
+    };
+    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    // A syscall in the parent: open a file (local memory: null client).
+    let path = c"/forked";
+    let open_args: [u64; 3] = [path.as_ptr() as u64, (O_RDWR | O_CREAT) as u64, 0o644];
+    let run = |args: &[u64], num: i32, rv: &mut [std::ffi::c_long; 2]| -> i32 {
+        up.schedule();
+        let e = up.syscall(num, args.as_ptr() as *mut _, rv);
+        up.unschedule();
+        e
+    };
+    let pid_of = |l: *mut std::ffi::c_void| -> i32 {
+        up.schedule();
+        up.lwproc_switch(l);
+        let p = up.getpid();
+        up.lwproc_switch(std::ptr::null_mut());
+        up.unschedule();
+        p
+    };
+    let parent_pid = pid_of(main);
+    sched(&|| assert_eq!(up.lwproc_newlwp(parent_pid), 0));
+    let mut rv = [0; 2];
+    assert_eq!(run(&open_args, SYS_OPEN, &mut rv), 0);
+    let fd = rv[0] as u64;
+    sched(&|| up.lwproc_release());
+    // Prefork: fork off the main lwp, copying descriptors.
+    sched(&|| up.lwproc_switch(main));
+    sched(&|| assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x01, c""), 0));
+    let tmp = {
+        up.schedule();
+        let l = up.lwproc_curlwp();
+        up.unschedule();
+        l
+    };
+    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    assert_eq!(k.nprocs(), n0 + 2);
+    // Fork handshake: fork again from tmp, sharing its table; drop tmp.
+    sched(&|| up.lwproc_switch(tmp));
+    sched(&|| assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0, c""), 0));
+    let child = {
+        up.schedule();
+        let l = up.lwproc_curlwp();
+        up.unschedule();
+        l
+    };
+    sched(&|| up.lwproc_switch(tmp));
+    sched(&|| up.lwproc_release());
+    sched(&|| up.lwproc_switch(child));
+    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    assert_eq!(k.nprocs(), n0 + 2, "tmp process released");
+    let child_pid = pid_of(child);
+    assert_ne!(child_pid, parent_pid);
+    // The child has the descriptor (shared from tmp, copied from parent).
+    let mut st = [0u8; STAT_SIZE];
+    let fstat_args: [u64; 2] = [fd, st.as_mut_ptr() as u64];
+    sched(&|| assert_eq!(up.lwproc_newlwp(child_pid), 0));
+    assert_eq!(run(&fstat_args, SYS_FSTAT, &mut rv), 0);
+    sched(&|| up.lwproc_release());
+    // Exec in the child: drain with lwpexit, then execnotify; it goes on.
+    sched(&|| up.lwproc_switch(child));
+    sched(&|| up.lwpexit());
+    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    sched(&|| assert_eq!(up.lwproc_newlwp(child_pid), EBUSY));
+    sched(&|| up.lwproc_switch(child));
+    sched(&|| up.execnotify(c"newprog"));
+    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    sched(&|| assert_eq!(up.lwproc_newlwp(child_pid), 0));
+    assert_eq!(run(&fstat_args, SYS_FSTAT, &mut rv), 0);
+    sched(&|| up.lwproc_release());
+    // Disconnect both.
+    for l in [main, child] {
+        sched(&|| up.lwproc_switch(l));
+        sched(&|| up.lwpexit());
+        sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+        sched(&|| up.lwproc_switch(l));
+        sched(&|| up.lwproc_release());
+    }
+    assert_eq!(k.nprocs(), n0);
+}
