@@ -1,11 +1,15 @@
-//! Builds the one piece of the C ABI that stable Rust cannot define: the
-//! variadic `rumpuser_dprintf` (see `src/cons.rs` for how it is exported).
+//! Builds the two pieces of the C ABI that are C: the variadic
+//! `rumpuser_dprintf` body (stable Rust cannot define C variadics; see
+//! `src/cons.rs`) and the thread start trampoline (see `src/thread.rs`).
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/dprintf.c");
+    println!("cargo:rerun-if-changed=csrc/thread.c");
     cc::Build::new()
         .file("csrc/dprintf.c")
+        .file("csrc/thread.c")
         .flag_if_supported("-fvisibility=hidden")
+        .flag_if_supported("-fasynchronous-unwind-tables")
         .warnings(true)
-        .compile("rumpuser_dprintf");
+        .compile("rumpuser_c");
 }

@@ -22,15 +22,6 @@ pub fn host_name(name: &str) -> String {
     name[..end].to_string()
 }
 
-fn set_thread_name(t: libc::pthread_t, name: &[u8]) {
-    let mut buf = [0u8; NAME_MAX + 1];
-    let n = name.iter().position(|&b| b == 0).unwrap_or(name.len()).min(NAME_MAX);
-    buf[..n].copy_from_slice(&name[..n]);
-    // SAFETY: `buf` is NUL-terminated and at most 16 bytes; `t` is a live
-    // thread we just created.
-    unsafe { libc::pthread_setname_np(t, buf.as_ptr().cast()) };
-}
-
 /// A joinable kernel thread started with [`spawn`].
 #[derive(Debug)]
 pub struct JoinHandle {
@@ -86,6 +77,20 @@ pub fn spawn(name: &str, mustjoin: bool, f: impl FnOnce() + Send + 'static) -> R
 /// The thread entry point `void *(*)(void *)`.
 type ThreadFn = extern "C" fn(*mut c_void) -> *mut c_void;
 
+/// What `csrc/thread.c`'s trampoline needs: the function, its argument, and
+/// the host thread name (NUL-terminated, at most 15 bytes).
+#[repr(C)]
+struct ThrStart {
+    f: ThreadFn,
+    arg: *mut c_void,
+    name: [u8; NAME_MAX + 1],
+}
+
+extern "C" {
+    /// Names the calling thread, frees its argument, runs `f(arg)`.
+    fn rumpuser__thread_start(start: *mut c_void) -> *mut c_void;
+}
+
 /// `rumpuser_thread_create(fn, arg, name, mustjoin, priority, cpuidx,
 /// &cookie)`: a host thread running `fn(arg)`, named `name`. Priority and
 /// CPU index are hints this host does not use. For a joinable thread the
@@ -119,13 +124,37 @@ pub unsafe extern "C" fn rumpuser_thread_create(
         let detach = if mustjoin != 0 { libc::PTHREAD_CREATE_JOINABLE } else { libc::PTHREAD_CREATE_DETACHED };
         // SAFETY: `attr` was initialised above.
         unsafe { libc::pthread_attr_setdetachstate(&mut attr, detach) };
+        // The start record, malloc'ed: the trampoline frees it in C.
+        // SAFETY: malloc of the record's size; checked for null.
+        let start = unsafe { libc::malloc(std::mem::size_of::<ThrStart>()) }.cast::<ThrStart>();
+        if start.is_null() {
+            // SAFETY: `attr` was initialised above.
+            unsafe { libc::pthread_attr_destroy(&mut attr) };
+            return crate::errno::ENOMEM;
+        }
+        let mut rec = ThrStart { f, arg, name: [0; NAME_MAX + 1] };
+        if !name.is_null() {
+            // SAFETY: non-null `name` is NUL-terminated per the contract.
+            let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();
+            let n = bytes.len().min(NAME_MAX);
+            rec.name[..n].copy_from_slice(&bytes[..n]);
+        }
+        // SAFETY: `start` is a fresh allocation of the record's size.
+        unsafe { start.write(rec) };
         // SAFETY: a zeroed pthread_t is a valid out-parameter.
         let mut tid: libc::pthread_t = unsafe { std::mem::zeroed() };
         let mut rv = 0;
         for _ in 0..10 {
-            // SAFETY: `f` is a thread entry point of the right type; `attr`
+            // SAFETY: the trampoline has the thread-entry signature (it is
+            // declared unsafe only because it reads its argument); `attr`
             // is initialised; `tid` is a valid out-parameter.
-            rv = unsafe { libc::pthread_create(&mut tid, &attr, f, arg) };
+            rv = unsafe {
+                let entry: ThreadFn = std::mem::transmute::<
+                    unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+                    ThreadFn,
+                >(rumpuser__thread_start);
+                libc::pthread_create(&mut tid, &attr, entry, start.cast())
+            };
             if rv != libc::EAGAIN {
                 break;
             }
@@ -134,11 +163,9 @@ pub unsafe extern "C" fn rumpuser_thread_create(
         // SAFETY: `attr` was initialised above.
         unsafe { libc::pthread_attr_destroy(&mut attr) };
         if rv != 0 {
+            // SAFETY: no thread took the record.
+            unsafe { libc::free(start.cast()) };
             return crate::errno::host(rv).0;
-        }
-        if !name.is_null() {
-            // SAFETY: non-null `name` is NUL-terminated per the contract.
-            set_thread_name(tid, unsafe { CStr::from_ptr(name) }.to_bytes());
         }
         if mustjoin != 0 {
             let boxed = Box::into_raw(Box::new(tid));
