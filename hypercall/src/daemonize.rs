@@ -134,3 +134,13 @@ pub extern "C" fn rumpuser_daemonize_begin() -> c_int {
 pub extern "C" fn rumpuser_daemonize_done(error: c_int) -> c_int {
     crate::guard("rumpuser_daemonize_done", || crate::errno::ret(daemonize_done(error)))
 }
+
+/// Short name for [`daemonize_begin`].
+pub fn begin() -> Result<(), Errno> {
+    daemonize_begin()
+}
+
+/// Short name for [`daemonize_done`].
+pub fn done(error: i32) -> Result<(), Errno> {
+    daemonize_done(error)
+}

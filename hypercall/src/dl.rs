@@ -180,7 +180,7 @@ unsafe extern "C" fn collect(info: *mut libc::dl_phdr_info, _size: usize, data: 
     for ph in phdrs {
         if ph.p_type == libc::PT_LOAD {
             lo = lo.min(base.wrapping_add(ph.p_vaddr as usize));
-            hi = hi.max(base.wrapping_add((ph.p_vaddr + ph.p_memsz) as usize));
+            hi = hi.max(base.wrapping_add(ph.p_vaddr.wrapping_add(ph.p_memsz) as usize));
         } else if ph.p_type == libc::PT_DYNAMIC {
             dynamic = Some(base.wrapping_add(ph.p_vaddr as usize) as *const ElfDyn);
         }
