@@ -423,7 +423,7 @@ impl Kernel {
                 return n;
             }
             let d = pause.min(timeout - elapsed);
-            let _ = rumpuser::clock::sleep(rumpuser::clock::CLOCK_RELWALL, d.as_secs() as i64, d.subsec_nanos() as i64);
+            sched::blocking(|| std::thread::sleep(d));
             pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
@@ -596,6 +596,20 @@ impl Kernel {
     /// every drive's host file. Goes on past errors, logs each on stderr,
     /// and returns the first.
     pub fn sync_all(&self) -> Result<(), Errno> {
+        // Kernel code runs on a virtual CPU: take one if the caller (a
+        // signal thread, an embedder) is not inside the kernel already.
+        let scheduled_here = !self.sched.holding();
+        if scheduled_here {
+            self.sched.schedule();
+        }
+        let r = self.sync_all_locked();
+        if scheduled_here {
+            self.sched.unschedule();
+        }
+        r
+    }
+
+    fn sync_all_locked(&self) -> Result<(), Errno> {
         let mut first: Option<Errno> = None;
         for m in self.mounts.list() {
             if m.is_dead() {

@@ -63,6 +63,9 @@ impl LocalProc {
     /// makes through it (reads of the lengths given, writes of the output
     /// sizes NetBSD documents), for the duration of the call.
     pub unsafe fn syscall(&self, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
+        if !self.kernel.is_admitting() {
+            return Err(Errno(ESHUTDOWN));
+        }
         let Some(n) = nargs(num) else { return Err(Errno(ENOSYS)) };
         if args.len() < n {
             return Err(Errno(EFAULT));

@@ -193,6 +193,9 @@ impl Upcalls for KernelUpcalls {
 
     fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int {
         let k = &self.0;
+        if !k.is_admitting() {
+            return ESHUTDOWN;
+        }
         let Some(n) = netbsd_abi::syscall::nargs(num) else { return ENOSYS };
         let mut a = [0u64; 8];
         if n > 0 {

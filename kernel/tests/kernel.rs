@@ -934,3 +934,51 @@ fn upcall_fork_and_exec_flows() {
     }
     assert_eq!(k.nprocs(), n0);
 }
+
+/// Rough timings of the hot paths (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_hot_paths() {
+    let t = TempDir::new("perf");
+    let img = t.path("p.img");
+    let k = kernel_n(2);
+    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=256m")).unwrap(), None).unwrap();
+    let p = k.local_process().unwrap();
+    let n = 200_000;
+    let t0 = std::time::Instant::now();
+    for _ in 0..n {
+        p.getpid().unwrap();
+    }
+    println!("local getpid: {:.3} us", t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+    let up = k.upcalls();
+    let pid = p.pid();
+    let t0 = std::time::Instant::now();
+    for _ in 0..n {
+        let mut rv = [0; 2];
+        up.schedule();
+        up.lwproc_newlwp(pid);
+        up.syscall(SYS_GETPID, std::ptr::null_mut(), &mut rv);
+        up.lwproc_release();
+        up.unschedule();
+    }
+    println!("upcall getpid sequence: {:.3} us", t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+    let fd = p.open("/dk", O_RDWR, 0).unwrap();
+    let buf = vec![0xa5u8; 65536];
+    let total: usize = std::env::var("PERF_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(32) << 20;
+    let t0 = std::time::Instant::now();
+    for i in 0..total / 65536 {
+        p.pwrite(fd, &buf, (i * 65536) as i64).unwrap();
+    }
+    let w = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    p.sync().unwrap();
+    let s = t1.elapsed().as_secs_f64();
+    let mib = (total >> 20) as f64;
+    println!("64k pwrite: {:.1} MiB/s in memory, {:.1} MiB/s with sync", mib / w, mib / (w + s));
+    let mut rb = vec![0u8; 65536];
+    let t0 = std::time::Instant::now();
+    for i in 0..total / 65536 {
+        p.pread(fd, &mut rb, (i * 65536) as i64).unwrap();
+    }
+    println!("64k pread: {:.1} MiB/s", mib / t0.elapsed().as_secs_f64());
+}
