@@ -804,12 +804,15 @@ mod model {
     //! Random operation sequences against an in-memory model.
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, HashMap};
 
     #[derive(Clone, Debug, PartialEq)]
     enum Node {
-        File(Vec<u8>),
+        /// A regular file: its id in `Model::files` (hard links share it).
+        File(usize),
         Dir,
+        /// A symlink: its target and an identity (hard links share it).
+        Link(Vec<u8>, usize),
     }
 
     #[derive(Clone, Debug)]
@@ -819,8 +822,12 @@ mod model {
         Write(String, u64, u16, u8),
         Truncate(String, u64),
         Unlink(String),
+        /// Unlink while held open: still readable until released.
+        UnlinkOpen(String),
         Rmdir(String),
         Rename(String, String),
+        Link(String, String),
+        Symlink(String, u8),
     }
 
     fn path() -> impl Strategy<Value = String> {
@@ -843,12 +850,20 @@ mod model {
             5 => (path(), offset(), any::<u16>(), any::<u8>()).prop_map(|(p, o, l, b)| Op::Write(p, o, l, b)),
             2 => (path(), offset()).prop_map(|(p, s)| Op::Truncate(p, s)),
             2 => path().prop_map(Op::Unlink),
+            1 => path().prop_map(Op::UnlinkOpen),
             1 => path().prop_map(Op::Rmdir),
             3 => (path(), path()).prop_map(|(a, b)| Op::Rename(a, b)),
+            1 => (path(), path()).prop_map(|(a, b)| Op::Link(a, b)),
+            1 => (path(), 1u8..120).prop_map(|(p, n)| Op::Symlink(p, n)),
         ]
     }
 
-    struct Model(BTreeMap<String, Node>);
+    #[derive(Default)]
+    struct Model {
+        ns: BTreeMap<String, Node>,
+        files: HashMap<usize, Vec<u8>>,
+        next: usize,
+    }
 
     fn parent_of(p: &str) -> &str {
         match p.rfind('/') {
@@ -857,99 +872,133 @@ mod model {
         }
     }
 
+    fn link_target(p: &str, n: u8) -> Vec<u8> {
+        let mut t = format!("target-of-{p}-").into_bytes();
+        t.resize(n as usize, b'x');
+        t
+    }
+
     impl Model {
         fn parent_ok(&self, p: &str) -> Result<(), i32> {
             let par = parent_of(p);
-            if par == "/" {
-                return Ok(());
-            }
-            // every ancestor must exist and be a directory
             let mut cur = String::new();
             for c in par.split('/').filter(|c| !c.is_empty()) {
                 cur.push('/');
                 cur.push_str(c);
-                match self.0.get(&cur) {
+                match self.ns.get(&cur) {
                     None => return Err(ENOENT),
-                    Some(Node::File(_)) => return Err(ENOTDIR),
                     Some(Node::Dir) => {}
+                    Some(_) => return Err(ENOTDIR),
                 }
             }
             Ok(())
         }
         fn children(&self, p: &str) -> Vec<String> {
             let pre = format!("{p}/");
-            self.0.keys().filter(|k| k.starts_with(&pre)).cloned().collect()
+            self.ns.keys().filter(|k| k.starts_with(&pre)).cloned().collect()
+        }
+        fn nlink(&self, id: usize) -> usize {
+            self.ns.values().filter(|n| **n == Node::File(id)).count()
+        }
+        fn gc(&mut self) {
+            let live: Vec<usize> =
+                self.ns.values().filter_map(|n| if let Node::File(i) = n { Some(*i) } else { None }).collect();
+            self.files.retain(|id, _| live.contains(id));
+        }
+        fn file_mut(&mut self, p: &str) -> Result<&mut Vec<u8>, i32> {
+            self.parent_ok(p)?;
+            match self.ns.get(p) {
+                None => Err(ENOENT),
+                Some(Node::Dir) => Err(EISDIR),
+                Some(Node::Link(..)) => Err(EINVAL),
+                Some(Node::File(id)) => Ok(self.files.get_mut(id).unwrap()),
+            }
         }
         fn apply(&mut self, op: &Op) -> Result<(), i32> {
             match op {
-                Op::Create(p) | Op::Mkdir(p) => {
+                Op::Create(p) | Op::Mkdir(p) | Op::Symlink(p, _) => {
                     self.parent_ok(p)?;
-                    if self.0.contains_key(p) {
+                    if self.ns.contains_key(p) {
                         return Err(EEXIST);
                     }
-                    let n = if matches!(op, Op::Mkdir(_)) { Node::Dir } else { Node::File(vec![]) };
-                    self.0.insert(p.clone(), n);
+                    let n = match op {
+                        Op::Mkdir(_) => Node::Dir,
+                        Op::Symlink(_, n) => {
+                            self.next += 1;
+                            Node::Link(link_target(p, *n), self.next)
+                        }
+                        _ => {
+                            self.next += 1;
+                            self.files.insert(self.next, vec![]);
+                            Node::File(self.next)
+                        }
+                    };
+                    self.ns.insert(p.clone(), n);
                 }
                 Op::Write(p, off, len, b) => {
-                    self.parent_ok(p)?;
-                    match self.0.get_mut(p) {
-                        None => return Err(ENOENT),
-                        Some(Node::Dir) => return Err(EISDIR),
-                        Some(Node::File(v)) => {
-                            let end = *off as usize + *len as usize;
-                            if *len > 0 && v.len() < end {
-                                v.resize(end, 0);
-                            }
-                            v[*off as usize..end].fill(*b);
-                        }
+                    let v = self.file_mut(p)?;
+                    let end = *off as usize + *len as usize;
+                    if *len > 0 && v.len() < end {
+                        v.resize(end, 0);
                     }
+                    v[*off as usize..end].fill(*b);
                 }
                 Op::Truncate(p, s) => {
-                    self.parent_ok(p)?;
-                    match self.0.get_mut(p) {
-                        None => return Err(ENOENT),
-                        Some(Node::Dir) => return Err(EISDIR),
-                        Some(Node::File(v)) => v.resize(*s as usize, 0),
-                    }
+                    let v = self.file_mut(p)?;
+                    v.resize(*s as usize, 0);
                 }
-                Op::Unlink(p) => {
+                Op::Unlink(p) | Op::UnlinkOpen(p) => {
                     self.parent_ok(p)?;
-                    match self.0.get(p) {
+                    match self.ns.get(p) {
                         None => return Err(ENOENT),
                         Some(Node::Dir) => return Err(EPERM),
-                        Some(Node::File(_)) => {
-                            self.0.remove(p);
+                        Some(_) => {
+                            self.ns.remove(p);
+                            self.gc();
                         }
                     }
                 }
                 Op::Rmdir(p) => {
                     self.parent_ok(p)?;
-                    match self.0.get(p) {
+                    match self.ns.get(p) {
                         None => return Err(ENOENT),
-                        Some(Node::File(_)) => return Err(ENOTDIR),
                         Some(Node::Dir) => {
                             if !self.children(p).is_empty() {
                                 return Err(ENOTEMPTY);
                             }
-                            self.0.remove(p);
+                            self.ns.remove(p);
                         }
+                        Some(_) => return Err(ENOTDIR),
                     }
+                }
+                Op::Link(a, b) => {
+                    self.parent_ok(a)?;
+                    let src = self.ns.get(a).cloned().ok_or(ENOENT)?;
+                    self.parent_ok(b)?;
+                    if src == Node::Dir {
+                        return Err(EPERM);
+                    }
+                    if self.ns.contains_key(b) {
+                        return Err(EEXIST);
+                    }
+                    self.ns.insert(b.clone(), src);
                 }
                 Op::Rename(a, b) => {
                     self.parent_ok(a)?;
                     self.parent_ok(b)?;
-                    let src = self.0.get(a).cloned().ok_or(ENOENT)?;
-                    if a == b {
-                        return Ok(());
+                    let src = self.ns.get(a).cloned().ok_or(ENOENT)?;
+                    if a == b || self.ns.get(b) == Some(&src) && src != Node::Dir {
+                        return Ok(()); // same name, or two links to one file
                     }
                     if src == Node::Dir && b.starts_with(&format!("{a}/")) {
                         return Err(EINVAL);
                     }
-                    if let Some(t) = self.0.get(b) {
+                    if let Some(t) = self.ns.get(b) {
                         match (&src, t) {
-                            (Node::Dir, Node::File(_)) => return Err(ENOTDIR),
-                            (Node::File(_), Node::Dir) => return Err(EISDIR),
                             (Node::Dir, Node::Dir) if !self.children(b).is_empty() => return Err(ENOTEMPTY),
+                            (Node::Dir, Node::Dir) => {}
+                            (Node::Dir, _) => return Err(ENOTDIR),
+                            (_, Node::Dir) => return Err(EISDIR),
                             _ => {}
                         }
                     }
@@ -957,26 +1006,31 @@ mod model {
                         .children(a)
                         .into_iter()
                         .map(|k| {
-                            let n = self.0.remove(&k).unwrap();
+                            let n = self.ns.remove(&k).unwrap();
                             (format!("{b}{}", &k[a.len()..]), n)
                         })
                         .collect();
-                    self.0.remove(a);
-                    self.0.insert(b.clone(), src);
-                    self.0.extend(moved);
+                    self.ns.remove(a);
+                    self.ns.insert(b.clone(), src);
+                    self.ns.extend(moved);
+                    self.gc();
                 }
             }
             Ok(())
         }
     }
 
-    fn apply_fs(fs: &dyn FileSystem, op: &Op) -> Result<(), i32> {
+    fn apply_fs(fs: &dyn FileSystem, op: &Op, m: &Model) -> Result<(), i32> {
         let e = |r: Errno| r.0;
         match op {
             Op::Create(p) | Op::Mkdir(p) => {
                 let (d, n) = parent(fs, p).map_err(e)?;
                 let k = if matches!(op, Op::Mkdir(_)) { FileKind::Dir } else { FileKind::Reg };
                 fs.create(d, n.as_bytes(), k, 0o755, ROOT).map_err(e)?;
+            }
+            Op::Symlink(p, len) => {
+                let (d, n) = parent(fs, p).map_err(e)?;
+                fs.symlink(d, n.as_bytes(), &link_target(p, *len), ROOT).map_err(e)?;
             }
             Op::Write(p, off, len, b) => {
                 let ino = walk(fs, p).map_err(e)?;
@@ -992,6 +1046,28 @@ mod model {
                 let (d, n) = parent(fs, p).map_err(e)?;
                 fs.unlink(d, n.as_bytes()).map_err(e)?;
             }
+            Op::UnlinkOpen(p) => {
+                let (d, n) = parent(fs, p).map_err(e)?;
+                let ino = fs.lookup(d, n.as_bytes()).map_err(e)?;
+                fs.open(ino);
+                let r = fs.unlink(d, n.as_bytes()).map_err(e);
+                if r.is_ok() {
+                    if let Some(Node::File(id)) = m.ns.get(p) {
+                        let want = &m.files[id];
+                        let a = fs.getattr(ino).unwrap();
+                        assert_eq!(a.size, want.len() as u64);
+                        assert_eq!(a.nlink as usize, m.nlink(*id) - 1);
+                        if want.len() < 1 << 20 {
+                            assert!(read_all(fs, ino) == *want);
+                        }
+                        if m.nlink(*id) == 1 {
+                            fs.write(ino, 0, b"scribble").unwrap();
+                        }
+                    }
+                }
+                fs.release(ino);
+                r?;
+            }
             Op::Rmdir(p) => {
                 let (d, n) = parent(fs, p).map_err(e)?;
                 fs.rmdir(d, n.as_bytes()).map_err(e)?;
@@ -1001,25 +1077,42 @@ mod model {
                 let (db, nb) = parent(fs, b).map_err(e)?;
                 fs.rename(da, na.as_bytes(), db, nb.as_bytes()).map_err(e)?;
             }
+            Op::Link(a, b) => {
+                let (da, na) = parent(fs, a).map_err(e)?;
+                let ino = fs.lookup(da, na.as_bytes()).map_err(e)?;
+                let (db, nb) = parent(fs, b).map_err(e)?;
+                fs.link(ino, db, nb.as_bytes()).map_err(e)?;
+            }
         }
         Ok(())
     }
 
     fn check(fs: &dyn FileSystem, m: &Model) {
-        for (p, n) in &m.0 {
+        for (p, n) in &m.ns {
             let ino = walk(fs, p).unwrap_or_else(|e| panic!("{p}: {e:?}"));
             let a = fs.getattr(ino).unwrap();
             match n {
                 Node::Dir => {
                     assert_eq!(a.kind, FileKind::Dir, "{p}");
-                    let subdirs = m.children(p).iter().filter(|c| {
-                        !c[p.len() + 1..].contains('/') && m.0[*c] == Node::Dir
-                    }).count();
+                    let subdirs = m
+                        .children(p)
+                        .iter()
+                        .filter(|c| !c[p.len() + 1..].contains('/') && m.ns[*c] == Node::Dir)
+                        .count();
                     assert_eq!(a.nlink as usize, 2 + subdirs, "links of {p}");
                 }
-                Node::File(v) => {
+                Node::Link(t, id) => {
+                    let n = m.ns.values().filter(|x| matches!(x, Node::Link(_, i) if i == id)).count();
+                    assert_eq!(a.nlink as usize, n, "links of {p}");
+                    assert_eq!(a.kind, FileKind::Lnk, "{p}");
+                    assert_eq!(a.size, t.len() as u64);
+                    assert_eq!(&fs.readlink(ino).unwrap(), t, "{p}");
+                }
+                Node::File(id) => {
+                    let v = &m.files[id];
+                    assert_eq!(a.kind, FileKind::Reg, "{p}");
+                    assert_eq!(a.nlink as usize, m.nlink(*id), "links of {p}");
                     assert_eq!(a.size, v.len() as u64, "{p}");
-                    // compare sparsely for the huge ones
                     if v.len() < 1 << 20 {
                         assert!(read_all(fs, ino) == *v, "contents of {p}");
                     } else {
@@ -1038,7 +1131,7 @@ mod model {
         }
         // nothing extra in any directory
         let mut dirs = vec!["".to_string()];
-        dirs.extend(m.0.iter().filter(|(_, n)| **n == Node::Dir).map(|(p, _)| p.clone()));
+        dirs.extend(m.ns.iter().filter(|(_, n)| **n == Node::Dir).map(|(p, _)| p.clone()));
         for d in dirs {
             let ino = walk(fs, &d).unwrap();
             let mut names: Vec<String> = list(fs, ino)
@@ -1048,7 +1141,7 @@ mod model {
                 .collect();
             names.sort();
             let mut want: Vec<String> = m
-                .0
+                .ns
                 .keys()
                 .filter(|k| k.starts_with(&format!("{d}/")) && !k[d.len() + 1..].contains('/'))
                 .map(|k| k[d.len() + 1..].to_string())
@@ -1058,21 +1151,32 @@ mod model {
         }
     }
 
+    fn cases() -> u32 {
+        std::env::var("EXT2_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
         #[test]
-        fn random_ops_match_model_and_fsck(ops in prop::collection::vec(op(), 1..60)) {
+        fn random_ops_match_model_and_fsck(
+            layout in prop::sample::select(vec![("1024", false), ("2048", false), ("4096", false), ("1024", true)]),
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
             if !have_tools() {
                 return Ok(());
             }
             let t = TempDir::new("prop");
             let img = t.path("p.img");
-            mkfs(&img, 8192, &["-t", "ext2", "-b", "1024"]);
+            let mut args = vec!["-t", "ext2", "-b", layout.0];
+            if layout.1 {
+                args.extend_from_slice(&["-r", "0"]);
+            }
+            mkfs(&img, 12 * 1024, &args);
             let fs = mount(&img);
-            let mut m = Model(BTreeMap::new());
+            let mut m = Model::default();
             for op in &ops {
+                let got = apply_fs(&*fs, op, &m);
                 let want = m.apply(op);
-                let got = apply_fs(&*fs, op);
                 prop_assert_eq!(got, want, "{:?}", op);
             }
             check(&*fs, &m);
