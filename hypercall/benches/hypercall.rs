@@ -202,7 +202,7 @@ fn pingpong() {
                     unsafe {
                         libc::pthread_mutex_lock(&mut (*p).m);
                         for _ in 0..N / 2 {
-                            while (*p).turn % 2 != me {
+                            while std::ptr::read_volatile(&(*p).turn) % 2 != me {
                                 libc::pthread_cond_wait(&mut (*p).cv, &mut (*p).m);
                             }
                             (*p).turn += 1;
@@ -238,7 +238,7 @@ fn pingpong() {
                     unsafe {
                         rumpuser_mutex_enter((*r).m);
                         for _ in 0..N / 2 {
-                            while (*r).turn % 2 != me {
+                            while std::ptr::read_volatile(&(*r).turn) % 2 != me {
                                 rumpuser_cv_wait((*r).cv, (*r).m);
                             }
                             (*r).turn += 1;

@@ -25,7 +25,7 @@ pub fn gettime(clock: i32) -> Result<(i64, i64), Errno> {
     if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
         return Err(crate::errno::last());
     }
-    Ok((ts.tv_sec as i64, ts.tv_nsec as i64))
+    Ok((ts.tv_sec, ts.tv_nsec))
 }
 
 /// Sleep with the virtual CPU released: for `CLOCK_RELWALL`, for
@@ -104,5 +104,5 @@ pub unsafe extern "C" fn rumpuser_clock_gettime(clock: c_int, sec: *mut i64, nse
 /// `rumpuser_clock_sleep(clock, sec, nsec)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_clock_sleep(clock: c_int, sec: i64, nsec: c_long) -> c_int {
-    crate::guard("rumpuser_clock_sleep", || crate::errno::ret(sleep(clock, sec, nsec as i64)))
+    crate::guard("rumpuser_clock_sleep", || crate::errno::ret(sleep(clock, sec, nsec)))
 }

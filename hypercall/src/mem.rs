@@ -36,9 +36,9 @@ pub unsafe fn free(ptr: *mut c_void) {
 }
 
 /// Map `size` bytes of anonymous memory, read/write (and executable if
-/// `exec`), near `prefaddr` if possible, aligned to `1 << alignbit` bytes
-/// when `alignbit` is non-zero.
-pub fn anonmmap(prefaddr: *mut c_void, size: usize, alignbit: u32, exec: bool) -> Result<NonNull<c_void>, Errno> {
+/// `exec`), near address `prefaddr` if possible (0: anywhere; only a hint),
+/// aligned to `1 << alignbit` bytes when `alignbit` is non-zero.
+pub fn anonmmap(prefaddr: usize, size: usize, alignbit: u32, exec: bool) -> Result<NonNull<c_void>, Errno> {
     if size == 0 {
         return Err(Errno(EINVAL));
     }
@@ -55,7 +55,7 @@ pub fn anonmmap(prefaddr: *mut c_void, size: usize, alignbit: u32, exec: bool) -
     let total = size_pages.checked_add(extra).ok_or(Errno(ENOMEM))?;
     // SAFETY: an anonymous private mapping; the hint address is only a hint.
     let mem = unsafe {
-        libc::mmap(prefaddr, total, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(prefaddr as *mut c_void, total, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
     };
     if mem == libc::MAP_FAILED {
         return Err(crate::errno::last());
@@ -103,7 +103,7 @@ unsafe impl Sync for AnonMap {}
 impl AnonMap {
     /// A zero-filled read/write mapping of `len` bytes.
     pub fn new(len: usize) -> Result<AnonMap, Errno> {
-        Ok(AnonMap { ptr: anonmmap(std::ptr::null_mut(), len, 0, false)?, len })
+        Ok(AnonMap { ptr: anonmmap(0, len, 0, false)?, len })
     }
     pub fn as_ptr(&self) -> *mut c_void {
         self.ptr.as_ptr()
@@ -178,7 +178,7 @@ pub unsafe extern "C" fn rumpuser_anonmmap(
     if !(0..64).contains(&alignbit) {
         return EINVAL;
     }
-    match anonmmap(prefaddr, size, alignbit as u32, exec != 0) {
+    match anonmmap(prefaddr as usize, size, alignbit as u32, exec != 0) {
         Ok(p) => {
             // SAFETY: checked non-null; the caller promises validity.
             unsafe { *memp = p.as_ptr() };

@@ -421,7 +421,7 @@ fn bio_wait_and_submit() {
             }),
         );
     }
-    let mut seen = vec![0; 32];
+    let mut seen = [0; 32];
     for _ in 0..32 {
         let (i, n, e, name) = rx.recv_timeout(Duration::from_secs(10)).expect("completion");
         assert_eq!((n, e), (4096, 0));
