@@ -547,3 +547,32 @@ fn curlwp_is_thread_local() {
     assert_eq!(crate::curlwp::curlwp() as usize, 0x9000);
     crate::curlwp::set_curlwp(std::ptr::null_mut());
 }
+
+#[test]
+fn one_condvar_serves_two_mutexes() {
+    install();
+    // pthread allows it, and so must we (no panic, no lost wake-up).
+    let cv = Arc::new(Condvar::new());
+    let flags = Arc::new((Mutex::new(false), Mutex::new(false)));
+    let ts: Vec<_> = (0..2)
+        .map(|i| {
+            let (cv, flags) = (cv.clone(), flags.clone());
+            std::thread::spawn(move || {
+                let m = if i == 0 { &flags.0 } else { &flags.1 };
+                let mut g = m.lock();
+                while !*g {
+                    cv.wait(&mut g);
+                }
+            })
+        })
+        .collect();
+    while cv.waiters() < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    *flags.0.lock() = true;
+    *flags.1.lock() = true;
+    cv.notify_all();
+    for t in ts {
+        t.join().expect("waiter");
+    }
+}

@@ -8,22 +8,27 @@
 //! 2. `backend_unschedule(0, &n, mtx)` with the mutex as interlock;
 //! 3. forget the owner (`KMUTEX`);
 //! 4. wait: release the mutex, sleep, re-take the mutex;
-//! 5. for a `SPIN|KMUTEX` mutex: release it, `backend_schedule(n, mtx)`,
-//!    then take it again without unscheduling (so we never hold a spin
-//!    mutex while waiting for a CPU); otherwise record the owner and
-//!    `backend_schedule(n, mtx)` with the mutex held;
+//! 5. for a `SPIN|KMUTEX` mutex: `backend_schedule(n, mtx)` first and only
+//!    then re-take the mutex, without unscheduling (so a spin mutex is
+//!    never held while waiting for a CPU); otherwise re-take the mutex,
+//!    record the owner, and `backend_schedule(n, mtx)` with it held;
 //! 6. uncount the waiter.
 
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot_core::ParkResult;
 
 use super::mutex::{MutexGuard, RawMutex, RumpuserMtx, MTX_KMUTEX, MTX_SPIN};
 use crate::errno::ETIMEDOUT;
 
-/// The condition variable behind both faces.
+/// The condition variable behind both faces: a wake-up sequence number
+/// that waiters sleep on (by its address, in parking_lot's table), so one
+/// condition variable may serve several mutexes, as a pthread one may.
+/// Wake-ups may be spurious; callers re-check their condition.
 pub struct RawCondvar {
-    cv: parking_lot::Condvar,
+    seq: AtomicU32,
     nwaiters: AtomicUsize,
 }
 
@@ -35,7 +40,11 @@ impl Default for RawCondvar {
 
 impl RawCondvar {
     pub const fn new() -> RawCondvar {
-        RawCondvar { cv: parking_lot::Condvar::new(), nwaiters: AtomicUsize::new(0) }
+        RawCondvar { seq: AtomicU32::new(0), nwaiters: AtomicUsize::new(0) }
+    }
+
+    fn key(&self) -> usize {
+        self as *const RawCondvar as usize
     }
 
     /// Wait on this condition with `m` as interlock. `wrap`: give up the
@@ -45,6 +54,7 @@ impl RawCondvar {
     /// Unless `wrap` is set and `m` is the kernel scheduler's interlock
     /// (which `backend_unschedule` takes), the caller holds `m`.
     pub unsafe fn wait(&self, m: &RawMutex, timeout: Option<Duration>, wrap: bool) -> bool {
+        let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
         self.nwaiters.fetch_add(1, Ordering::Relaxed);
         let interlock = m as *const RawMutex as *mut std::ffi::c_void;
         let up = if wrap { crate::upcalls::get() } else { None };
@@ -53,42 +63,59 @@ impl RawCondvar {
             None => 0,
         };
         m.clear_owner();
+        // Read the sequence while the mutex is held: a notifier changes the
+        // condition under the mutex and only then bumps the sequence, so
+        // its wake-up cannot fall between our unlock and our sleep.
+        let seq = self.seq.load(Ordering::Relaxed);
         // SAFETY: the mutex is held here (by the caller or, for the
-        // scheduler interlock, taken by backend_unschedule); the guard is
-        // forgotten below so the lock stays held after the wait.
-        let mut g = unsafe { m.lock.make_guard_unchecked() };
-        let timed_out = match timeout {
-            None => {
-                self.cv.wait(&mut g);
-                false
-            }
-            Some(d) => self.cv.wait_for(&mut g, d).timed_out(),
+        // scheduler interlock, taken by backend_unschedule).
+        unsafe { m.unlock_raw() };
+        // SAFETY: the key is this condvar's address, live while we sleep;
+        // the validate callback neither parks nor panics.
+        let r = unsafe {
+            parking_lot_core::park(
+                self.key(),
+                || self.seq.load(Ordering::Relaxed) == seq,
+                || {},
+                |_, _| {},
+                parking_lot_core::DEFAULT_PARK_TOKEN,
+                deadline,
+            )
         };
-        std::mem::forget(g);
+        let timed_out = matches!(r, ParkResult::TimedOut);
         match up {
             Some(up) if m.flags & (MTX_SPIN | MTX_KMUTEX) == (MTX_SPIN | MTX_KMUTEX) => {
-                // SAFETY: we hold the lock (re-taken by the wait).
-                unsafe { m.lock.force_unlock() };
+                // A spin mutex is never held while waiting for a CPU.
                 up.backend_schedule(nlocks, interlock);
                 m.lock_raw();
                 m.set_owner();
             }
             Some(up) => {
+                m.lock_raw();
                 m.set_owner();
                 up.backend_schedule(nlocks, interlock);
             }
-            None => m.set_owner(),
+            None => {
+                m.lock_raw();
+                m.set_owner();
+            }
         }
         self.nwaiters.fetch_sub(1, Ordering::Relaxed);
         timed_out
     }
 
+    /// Wake one waiter (perhaps more).
     pub fn signal(&self) {
-        self.cv.notify_one();
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: unparking by this condvar's address.
+        unsafe { parking_lot_core::unpark_one(self.key(), |_| parking_lot_core::DEFAULT_UNPARK_TOKEN) };
     }
 
+    /// Wake every waiter.
     pub fn broadcast(&self) {
-        self.cv.notify_all();
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: unparking by this condvar's address.
+        unsafe { parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN) };
     }
 
     pub fn waiters(&self) -> usize {

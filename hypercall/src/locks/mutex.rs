@@ -20,7 +20,7 @@ pub const MTX_KMUTEX: c_int = 0x02;
 /// The mutex behind both faces: a parking_lot lock, the owner lwp (for
 /// `KMUTEX`), and the flags.
 pub struct RawMutex {
-    pub(super) lock: parking_lot::Mutex<()>,
+    lock: parking_lot::RawMutex,
     owner: AtomicPtr<c_void>,
     pub(super) flags: c_int,
 }
@@ -28,14 +28,12 @@ pub struct RawMutex {
 impl RawMutex {
     /// A mutex with `MTX_*` flags.
     pub const fn new(flags: c_int) -> RawMutex {
-        RawMutex { lock: parking_lot::Mutex::new(()), owner: AtomicPtr::new(std::ptr::null_mut()), flags }
+        RawMutex { lock: parking_lot::RawMutex::INIT, owner: AtomicPtr::new(std::ptr::null_mut()), flags }
     }
 
     #[inline(always)]
     fn raw(&self) -> &parking_lot::RawMutex {
-        // SAFETY: the raw lock is only locked and unlocked following the
-        // mutex protocol of this module.
-        unsafe { self.lock.raw() }
+        &self.lock
     }
 
     #[inline(always)]
@@ -84,6 +82,16 @@ impl RawMutex {
     #[inline]
     pub(super) fn lock_raw(&self) {
         self.raw().lock()
+    }
+
+    /// Release the raw lock, without owner bookkeeping (cv wait path).
+    ///
+    /// # Safety
+    /// The caller holds the lock.
+    #[inline]
+    pub(super) unsafe fn unlock_raw(&self) {
+        // SAFETY: per the caller.
+        unsafe { self.raw().unlock() }
     }
 
     /// `rumpuser_mutex_tryenter`: true if the lock was taken.
