@@ -380,6 +380,13 @@ impl Cache {
         first.map_or(Ok(()), Err)
     }
 
+    /// Sync every attached device, each on its own: (device id, result)
+    /// in attach order, for callers that report per drive (halt).
+    pub fn sync_each(&self) -> Vec<(u32, Result<(), Errno>)> {
+        let devs: Vec<Arc<DevCore>> = self.sh.devs.read().values().cloned().collect();
+        devs.iter().map(|core| (core.id, self.sh.sync_dev(core))).collect()
+    }
+
     /// Cache-wide counters.
     pub fn stats(&self) -> Stats {
         self.sh.c.snapshot()
@@ -414,6 +421,11 @@ impl CachedDev {
 
     pub fn block_size(&self) -> usize {
         self.core.bs
+    }
+
+    /// This device's id in its cache (as in [`Cache::sync_each`]).
+    pub fn id(&self) -> u32 {
+        self.core.id
     }
 
     /// This device's counters.

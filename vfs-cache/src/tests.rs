@@ -268,6 +268,8 @@ fn sync_continues_past_a_failed_write_and_returns_the_first_error() {
     assert_eq!(&other_mem.durable()[..bs], &pattern(bs, 7)[..], "other device synced");
     assert_eq!(dev.stats().dirty_bytes, 2 * bs as u64);
     assert_eq!(dev.stats().write_errors, 1);
+    let each = cache.sync_each();
+    assert_eq!(each, vec![(dev.id(), Err(Errno(EIO))), (other.id(), Ok(()))]);
     assert_eq!(other.stats().dirty_bytes, 0);
 }
 
