@@ -24,6 +24,9 @@ const IND_CACHE_MAX: usize = 256;
 /// Longest data run handed to the store in one write.
 const MAX_RUN: usize = 1 << 20;
 const XATTR_MAGIC: u32 = 0xEA02_0000;
+/// Directories indexed in memory at most, and names in all of them.
+const DCACHE_MAX_DIRS: usize = 64;
+const DCACHE_MAX_ENTRIES: usize = 1 << 20;
 
 type R<T> = Result<T, Errno>;
 
@@ -113,6 +116,8 @@ struct Ent {
 
 /// A name found in a directory.
 struct Found {
+    dir: u32,
+    lb: u32,
     phys: u32,
     off: usize,
     ino: u32,
@@ -122,10 +127,19 @@ struct Found {
 /// record is `rec_len` long and whose own name takes `used` bytes (0 if it
 /// is an empty slot).
 struct Slot {
+    dir: u32,
+    lb: u32,
     phys: u32,
     off: usize,
     rec_len: usize,
     used: usize,
+}
+
+/// The in-memory index of a directory: every name with its logical
+/// block, offset and inode; per block, the largest record that fits.
+struct DirIdx {
+    names: HashMap<Vec<u8>, (u32, u16, u32)>,
+    space: Vec<u16>,
 }
 
 /// Where a block pointer lives, for undoing an allocation.
@@ -150,6 +164,7 @@ pub(crate) struct Fs {
     open: HashMap<u32, u32>,
     orphans: HashSet<u32>,
     ind: HashMap<u32, IndBlk>,
+    dcache: HashMap<u32, DirIdx>,
     next_gen: u32,
     dead: bool,
 }
@@ -245,6 +260,7 @@ impl Fs {
             open: HashMap::new(),
             orphans: HashSet::new(),
             ind: HashMap::new(),
+            dcache: HashMap::new(),
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
             g,
@@ -856,6 +872,7 @@ impl Fs {
             return Ok(());
         }
         let dir = i.is_dir();
+        self.dcache.remove(&ino);
         if i.has_block_map(self.g.bs) {
             self.truncate_blocks(&mut i, 0)?;
         }
@@ -1018,113 +1035,181 @@ impl Fs {
         d.size().div_ceil(self.g.bs as u64)
     }
 
-    fn dir_find(&mut self, d: &Inode, name: &[u8]) -> R<Option<Found>> {
+    /// Largest record that fits in a directory block.
+    fn block_space(ents: &[Ent]) -> u16 {
+        ents.iter()
+            .map(|e| if e.ino == 0 { e.rec_len } else { e.rec_len - rec_size(e.name_len) })
+            .max()
+            .unwrap_or(0) as u16
+    }
+
+    /// Make sure the in-memory index of directory `d` exists.
+    fn dir_idx(&mut self, d: &Inode) -> R<()> {
+        if self.dcache.contains_key(&d.num) {
+            return Ok(());
+        }
+        let total: usize = self.dcache.values().map(|x| x.names.len()).sum();
+        if self.dcache.len() >= DCACHE_MAX_DIRS || total > DCACHE_MAX_ENTRIES {
+            // Forget about half of them (arbitrary ones).
+            let victims: Vec<u32> = self.dcache.keys().copied().step_by(2).collect();
+            for v in victims {
+                self.dcache.remove(&v);
+            }
+        }
+        let mut idx = DirIdx { names: HashMap::new(), space: Vec::new() };
         for lb in 0..self.dir_nblocks(d) {
             let phys = self.bmap(d, lb)?;
             if phys == 0 {
+                idx.space.push(0);
                 continue;
             }
             let blk = self.read_blk(phys)?;
-            for e in self.parse_dir(&blk)? {
-                if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == name {
-                    return Ok(Some(Found { phys, off: e.off, ino: e.ino }));
+            let ents = self.parse_dir(&blk)?;
+            for e in &ents {
+                if e.ino != 0 {
+                    let name = blk[e.off + 8..e.off + 8 + e.name_len].to_vec();
+                    idx.names.insert(name, (lb as u32, e.off as u16, e.ino));
                 }
             }
+            idx.space.push(Self::block_space(&ents));
         }
-        Ok(None)
+        self.dcache.insert(d.num, idx);
+        Ok(())
+    }
+
+    fn dir_find(&mut self, d: &Inode, name: &[u8]) -> R<Option<Found>> {
+        self.dir_idx(d)?;
+        let Some(&(lb, off, ino)) = self.dcache[&d.num].names.get(name) else {
+            return Ok(None);
+        };
+        let phys = self.bmap(d, lb as u64)?;
+        if phys == 0 {
+            self.dcache.remove(&d.num);
+            return err(EIO);
+        }
+        Ok(Some(Found { dir: d.num, lb, phys, off: off as usize, ino }))
     }
 
     /// Check `name` is free in `d` and find room for it, growing the
     /// directory by a block if needed (the caller writes `d` back).
     fn dir_find_slot(&mut self, d: &mut Inode, name: &[u8]) -> R<Slot> {
+        self.dir_idx(d)?;
         let need = rec_size(name.len());
-        let nblocks = self.dir_nblocks(d);
-        let mut slot = None;
-        for lb in 0..nblocks {
-            let phys = self.bmap(d, lb)?;
-            if phys == 0 {
-                continue;
-            }
-            let blk = self.read_blk(phys)?;
-            for e in self.parse_dir(&blk)? {
-                if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == name {
-                    return err(EEXIST);
-                }
-                if slot.is_none() {
+        let idx = &self.dcache[&d.num];
+        if idx.names.contains_key(name) {
+            return err(EEXIST);
+        }
+        if let Some(lb) = idx.space.iter().position(|&s| s as usize >= need) {
+            let phys = self.bmap(d, lb as u64)?;
+            if phys != 0 {
+                let blk = self.read_blk(phys)?;
+                for e in self.parse_dir(&blk)? {
                     if e.ino == 0 && e.rec_len >= need {
-                        slot = Some(Slot { phys, off: e.off, rec_len: e.rec_len, used: 0 });
-                    } else if e.ino != 0 && e.rec_len - rec_size(e.name_len) >= need {
-                        slot = Some(Slot { phys, off: e.off, rec_len: e.rec_len, used: rec_size(e.name_len) });
+                        return Ok(Slot { dir: d.num, lb: lb as u32, phys, off: e.off, rec_len: e.rec_len, used: 0 });
+                    }
+                    if e.ino != 0 && e.rec_len - rec_size(e.name_len) >= need {
+                        let used = rec_size(e.name_len);
+                        return Ok(Slot { dir: d.num, lb: lb as u32, phys, off: e.off, rec_len: e.rec_len, used });
                     }
                 }
             }
+            // The index disagrees with the disk: rebuild it next time.
+            self.dcache.remove(&d.num);
+            return err(EIO);
         }
-        if let Some(s) = slot {
-            return Ok(s);
-        }
+        let nblocks = self.dir_nblocks(d);
         let bs = self.g.bs as usize;
         let goal = self.goal_for(d, nblocks)?;
         let (phys, _) = self.bmap_alloc(d, nblocks, goal)?;
         let mut blk = vec![0u8; bs];
         put16(&mut blk, 4, bs as u16);
-        self.write_blk(phys, &blk)?;
+        if let Err(e) = self.write_blk(phys, &blk) {
+            self.dcache.remove(&d.num);
+            return Err(e);
+        }
         d.set_size((nblocks + 1) * bs as u64);
-        Ok(Slot { phys, off: 0, rec_len: bs, used: 0 })
+        if let Some(idx) = self.dcache.get_mut(&d.num) {
+            idx.space.push(bs as u16);
+        }
+        Ok(Slot { dir: d.num, lb: nblocks as u32, phys, off: 0, rec_len: bs, used: 0 })
     }
 
     fn dir_insert(&mut self, s: &Slot, name: &[u8], ino: u32, ftype: u8) -> R<()> {
-        let mut blk = self.read_blk(s.phys)?;
-        let (off, rec) = if s.used == 0 {
-            (s.off, s.rec_len)
-        } else {
-            put16(&mut blk, s.off + 4, s.used as u16);
-            (s.off + s.used, s.rec_len - s.used)
-        };
-        self.write_entry(&mut blk, off, ino, rec, name, ftype);
-        self.write_blk(s.phys, &blk)
+        let r = (|| {
+            let mut blk = self.read_blk(s.phys)?;
+            let (off, rec) = if s.used == 0 {
+                (s.off, s.rec_len)
+            } else {
+                put16(&mut blk, s.off + 4, s.used as u16);
+                (s.off + s.used, s.rec_len - s.used)
+            };
+            self.write_entry(&mut blk, off, ino, rec, name, ftype);
+            self.write_blk(s.phys, &blk)?;
+            let space = Self::block_space(&self.parse_dir(&blk)?);
+            if let Some(idx) = self.dcache.get_mut(&s.dir) {
+                idx.names.insert(name.to_vec(), (s.lb, off as u16, ino));
+                idx.space[s.lb as usize] = space;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.dcache.remove(&s.dir);
+        }
+        r
     }
 
-    /// Remove the entry at `off` of block `phys`.
-    fn dir_remove_at(&mut self, phys: u32, off: usize) -> R<()> {
-        let mut blk = self.read_blk(phys)?;
-        let ents = self.parse_dir(&blk)?;
-        let k = ents.iter().position(|e| e.off == off).ok_or(Errno(EIO))?;
-        if k == 0 {
-            put32(&mut blk, off, 0);
-        } else {
-            let prev = &ents[k - 1];
-            put16(&mut blk, prev.off + 4, (prev.rec_len + ents[k].rec_len) as u16);
+    /// Remove the entry `f`.
+    fn dir_remove_at(&mut self, f: &Found) -> R<()> {
+        let r = (|| {
+            let mut blk = self.read_blk(f.phys)?;
+            let ents = self.parse_dir(&blk)?;
+            let k = ents.iter().position(|e| e.off == f.off).ok_or(Errno(EIO))?;
+            let name = blk[f.off + 8..f.off + 8 + ents[k].name_len].to_vec();
+            if k == 0 {
+                put32(&mut blk, f.off, 0);
+            } else {
+                let prev = &ents[k - 1];
+                put16(&mut blk, prev.off + 4, (prev.rec_len + ents[k].rec_len) as u16);
+            }
+            self.write_blk(f.phys, &blk)?;
+            let space = Self::block_space(&self.parse_dir(&blk)?);
+            if let Some(idx) = self.dcache.get_mut(&f.dir) {
+                idx.names.remove(&name);
+                idx.space[f.lb as usize] = space;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.dcache.remove(&f.dir);
         }
-        self.write_blk(phys, &blk)
+        r
     }
 
-    /// Point the entry at `off` of block `phys` to another inode.
-    fn dir_set(&mut self, phys: u32, off: usize, ino: u32, ftype: u8) -> R<()> {
-        let mut blk = self.read_blk(phys)?;
-        put32(&mut blk, off, ino);
-        if self.g.filetype {
-            blk[off + 7] = ftype;
+    /// Point the entry `f` to another inode.
+    fn dir_set(&mut self, f: &Found, ino: u32, ftype: u8) -> R<()> {
+        let r = (|| {
+            let mut blk = self.read_blk(f.phys)?;
+            put32(&mut blk, f.off, ino);
+            if self.g.filetype {
+                blk[f.off + 7] = ftype;
+            }
+            self.write_blk(f.phys, &blk)?;
+            let name_len = if self.g.filetype { blk[f.off + 6] as usize } else { le16(&blk, f.off + 6) as usize };
+            let name = &blk[f.off + 8..(f.off + 8 + name_len).min(blk.len())];
+            if let Some(v) = self.dcache.get_mut(&f.dir).and_then(|idx| idx.names.get_mut(name)) {
+                v.2 = ino;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.dcache.remove(&f.dir);
         }
-        self.write_blk(phys, &blk)
+        r
     }
 
     fn dir_is_empty(&mut self, d: &Inode) -> R<bool> {
-        for lb in 0..self.dir_nblocks(d) {
-            let phys = self.bmap(d, lb)?;
-            if phys == 0 {
-                continue;
-            }
-            let blk = self.read_blk(phys)?;
-            for e in self.parse_dir(&blk)? {
-                if e.ino != 0 {
-                    let n = &blk[e.off + 8..e.off + 8 + e.name_len];
-                    if n != b"." && n != b".." {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-        Ok(true)
+        self.dir_idx(d)?;
+        Ok(self.dcache[&d.num].names.keys().all(|n| n == b"." || n == b".."))
     }
 
     fn touch_dir(d: &mut Inode, t: Timespec) {
@@ -1388,7 +1473,7 @@ impl Fs {
             return err(EPERM);
         }
         let t = now();
-        self.dir_remove_at(f.phys, f.off)?;
+        self.dir_remove_at(&f)?;
         Self::touch_dir(&mut d, t);
         if rmdir {
             d.set_links(d.links().saturating_sub(1));
@@ -1462,7 +1547,7 @@ impl Fs {
                 } else if victim.is_dir() {
                     return err(EISDIR);
                 }
-                self.dir_set(tfnd.phys, tfnd.off, sino, sftype)?;
+                self.dir_set(&tfnd, sino, sftype)?;
                 if victim.is_dir() {
                     victim.set_links(0);
                     td_delta -= 1;
@@ -1495,12 +1580,12 @@ impl Fs {
         }
         let fdi = self.get(fd)?;
         let sf = self.dir_find(&fdi, fname)?.ok_or(Errno(EIO))?;
-        self.dir_remove_at(sf.phys, sf.off)?;
+        self.dir_remove_at(&sf)?;
         let moved_dir = sdir && fd != td;
         if moved_dir {
             let s = self.get(sino)?;
             let dd = self.dir_find(&s, b"..")?.ok_or(Errno(EIO))?;
-            self.dir_set(dd.phys, dd.off, td, 2)?;
+            self.dir_set(&dd, td, 2)?;
             td_delta += 1;
         }
         self.update(fd, |d| {

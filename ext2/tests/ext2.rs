@@ -800,6 +800,52 @@ fn sequential_write_is_contiguous_and_fast() {
     assert!(runs < 40, "fragmented into {runs} runs: {blocks_line}");
 }
 
+#[test]
+fn over_the_vfs_cache() {
+    if !have_tools() {
+        return;
+    }
+    let t = TempDir::new("cache");
+    let img = t.path("c.img");
+    mkfs(&img, 96 * 1024, &["-t", "ext2", "-b", "1024"]);
+    // a small cache: eviction and throttled write-back happen mid-operation
+    let cache = vfs_cache::Cache::new(4 << 20);
+    let store = cache.attach(FileDev::open(&img), 4096);
+    let fs = Ext2Fs::mount(store.clone(), false).unwrap();
+    let mut e = Expect::default();
+    write_tree(&*fs, &mut Rng(0xcafe), &mut e);
+    check_expect(&*fs, &e);
+    // hot paths: a big sequential write, many small files in one directory
+    let f = create_file(&*fs, "/seq", b"");
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 253) as u8).collect();
+    let start = std::time::Instant::now();
+    for k in 0..256u64 {
+        fs.write(f, k * 65536, &chunk).unwrap();
+    }
+    let wt = start.elapsed();
+    let d = mkdir(&*fs, "/many");
+    let start = std::time::Instant::now();
+    for k in 0..20000 {
+        let ino = fs.create(d, format!("small-file-{k}").as_bytes(), FileKind::Reg, 0o644, ROOT).unwrap();
+        fs.write(ino, 0, b"tiny").unwrap();
+    }
+    let ct = start.elapsed();
+    eprintln!("over vfs-cache: 16 MiB sequential write {wt:?}; 20000 small files in one directory {ct:?}");
+    fs.unmount().unwrap();
+    store.detach().unwrap();
+    fsck_clean(&img);
+    assert!(debugfs_cat(&img, "/many/small-file-19999") == b"tiny");
+    let mut want = Vec::new();
+    for _ in 0..256 {
+        want.extend_from_slice(&chunk);
+    }
+    assert!(debugfs_cat(&img, "/seq") == want);
+    let cache = vfs_cache::Cache::new(1 << 20);
+    let fs = Ext2Fs::mount(cache.attach(FileDev::open(&img), 4096), true).unwrap();
+    check_expect(&*fs, &e);
+    assert_eq!(list(&*fs, walk(&*fs, "/many").unwrap()).len(), 20002);
+}
+
 mod model {
     //! Random operation sequences against an in-memory model.
     use super::*;

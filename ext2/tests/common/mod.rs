@@ -40,6 +40,35 @@ impl Store for FileStore {
     }
 }
 
+/// A host file as a vfs-cache block device (for tests over the real cache).
+pub struct FileDev {
+    f: File,
+    size: u64,
+}
+
+impl FileDev {
+    pub fn open(p: &Path) -> Arc<FileDev> {
+        let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
+        let size = f.metadata().unwrap().len();
+        Arc::new(FileDev { f, size })
+    }
+}
+
+impl vfs_cache::BlockDevice for FileDev {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Errno> {
+        self.f.read_exact_at(buf, off).map_err(Errno::from)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
+        self.f.write_all_at(buf, off).map_err(Errno::from)
+    }
+    fn flush(&self) -> Result<(), Errno> {
+        self.f.sync_data().map_err(Errno::from)
+    }
+}
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
