@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
@@ -72,6 +72,17 @@ pub(crate) struct Conn {
     active_mx: Mutex<()>,
     pub inexec: AtomicBool,
     running: Mutex<Vec<Running>>,
+    /// The reader role and its buffer.
+    pub rd: Mutex<RState>,
+    /// Set once, by whoever first finds the connection closed or broken.
+    pub closed: AtomicBool,
+    /// When the reader role was left free while a syscall runs (0: not).
+    pub free_since: AtomicU64,
+    /// A pool reader is on its way to take the role.
+    pub reader_queued: AtomicBool,
+    /// Serializes handshake, prefork, exec and disconnect handling (they
+    /// switch to the process's main lwp).
+    pub ctl: Mutex<()>,
 }
 
 impl Conn {
@@ -89,6 +100,11 @@ impl Conn {
             active_mx: Mutex::new(()),
             inexec: AtomicBool::new(false),
             running: Mutex::new(Vec::new()),
+            rd: Mutex::new(RState::new()),
+            closed: AtomicBool::new(false),
+            free_since: AtomicU64::new(0),
+            reader_queued: AtomicBool::new(false),
+            ctl: Mutex::new(()),
         }
     }
 
@@ -186,7 +202,7 @@ impl Conn {
     /// COPYINSTR, ANONMMAP) and wait for it; the answer's payload lands in
     /// `dest` (at most `dest.len()` bytes). Returns the payload size the
     /// client sent, capped at `dest.len()`.
-    pub fn request(&self, ty: Type, payload: &[u8], dest: &mut [u8]) -> Result<usize, ()> {
+    pub fn request(self: &Arc<Self>, ty: Type, payload: &[u8], dest: &mut [u8]) -> Result<usize, ()> {
         let slot = Arc::new(Slot {
             thread: std::thread::current(),
             state: AtomicU32::new(SLOT_PENDING),
@@ -213,8 +229,38 @@ impl Conn {
             // The reader already took the slot: wait for it to finish
             // with our buffer before returning.
         }
-        while slot.state.load(Ordering::Acquire) == SLOT_PENDING {
-            std::thread::park();
+        let done = || slot.state.load(Ordering::Acquire) != SLOT_PENDING;
+        while !done() {
+            match self.rd.try_lock() {
+                Some(mut g) => {
+                    // Nobody is reading: read our answer ourselves.
+                    self.free_since.store(0, Ordering::Release);
+                    while let Some(input) = g.next(self, &done) {
+                        match input {
+                            Input::Request(hdr) => {
+                                let payload = std::mem::take(&mut g.pending);
+                                super::server::dispatch_async(self.clone(), hdr, payload);
+                            }
+                            Input::Closed | Input::Bad(_) => {
+                                if let Input::Bad(Some(r)) = input {
+                                    let _ = self.send_error(r, wire::ProtoError::MalformedRequest);
+                                }
+                                self.kill_waiters();
+                                super::server::close_async(self.clone());
+                                break;
+                            }
+                        }
+                    }
+                    drop(g);
+                    // Our syscall goes on without a reader; let another
+                    // waiter take over, and the watchdog know.
+                    self.free_since.store(now_ns(), Ordering::Release);
+                    self.wake_waiters();
+                }
+                None => {
+                    std::thread::park_timeout(std::time::Duration::from_millis(1));
+                }
+            }
         }
         match slot.state.load(Ordering::Acquire) {
             SLOT_DONE => Ok(slot.got.load(Ordering::Acquire)),
@@ -257,6 +303,13 @@ impl Conn {
         };
         for s in slots {
             s.finish(SLOT_DEAD);
+        }
+    }
+
+    /// Wake every waiter (one of them may need to take the reader role).
+    pub fn wake_waiters(&self) {
+        for s in self.waiters.lock().slots.values() {
+            s.thread.unpark();
         }
     }
 
@@ -330,30 +383,29 @@ pub(crate) fn read_some(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
 
 const BUF: usize = 64 * 1024;
 
-/// The reading side of a connection: owned by whichever thread currently
-/// holds the reader role.
-pub(crate) struct Reader {
-    pub conn: Arc<Conn>,
+/// The reading side of a connection. Holding `Conn::rd` (this state) is
+/// the *reader role*: whoever holds it reads frames and routes answers.
+pub(crate) struct RState {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
     /// Payload of the last request.
-    pending: Vec<u8>,
+    pub pending: Vec<u8>,
 }
 
 /// What the reader found.
 pub(crate) enum Input {
-    /// A request from the client; its payload is `Reader::payload()`.
+    /// A request from the client; its payload is in `RState::pending`.
     Request(Header),
-    /// End of file or a read error.
+    /// End of file, a read error, or the connection was closed already.
     Closed,
     /// A frame that can't be decoded: the error to send, then close.
     Bad(Option<u64>),
 }
 
-impl Reader {
-    pub fn new(conn: Arc<Conn>) -> Reader {
-        Reader { conn, buf: vec![0u8; BUF].into_boxed_slice(), start: 0, end: 0, pending: Vec::new() }
+impl RState {
+    pub fn new() -> RState {
+        RState { buf: vec![0u8; BUF].into_boxed_slice(), start: 0, end: 0, pending: Vec::new() }
     }
 
     fn avail(&self) -> usize {
@@ -361,7 +413,7 @@ impl Reader {
     }
 
     /// Make at least `n` (≤ BUF) bytes available; false on EOF/error.
-    fn fill(&mut self, n: usize) -> bool {
+    fn fill(&mut self, fd: RawFd, n: usize) -> bool {
         debug_assert!(n <= BUF);
         if self.avail() >= n {
             return true;
@@ -372,7 +424,6 @@ impl Reader {
             self.start = 0;
         }
         while self.avail() < n {
-            let fd = self.conn.raw_fd();
             match read_some(fd, &mut self.buf[self.end..]) {
                 Ok(0) | Err(_) => return false,
                 Ok(k) => self.end += k,
@@ -383,7 +434,7 @@ impl Reader {
 
     /// Copy exactly `dst.len()` payload bytes into `dst`: first what is
     /// buffered, then straight from the socket.
-    fn read_into(&mut self, dst: &mut [u8]) -> bool {
+    fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
         let k = self.avail().min(dst.len());
         dst[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
         self.start += k;
@@ -393,14 +444,14 @@ impl Reader {
             if rest < BUF / 4 {
                 // Small remainder: one read into the buffer may also pick
                 // up the next frame.
-                if !self.fill(rest) {
+                if !self.fill(fd, rest) {
                     return false;
                 }
                 dst[off..].copy_from_slice(&self.buf[self.start..self.start + rest]);
                 self.start += rest;
                 return true;
             }
-            match read_some(self.conn.raw_fd(), &mut dst[off..]) {
+            match read_some(fd, &mut dst[off..]) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => off += n,
             }
@@ -409,9 +460,9 @@ impl Reader {
     }
 
     /// Discard `n` payload bytes.
-    fn skip(&mut self, mut n: usize) -> bool {
+    fn skip(&mut self, fd: RawFd, mut n: usize) -> bool {
         while n > 0 {
-            if self.avail() == 0 && !self.fill(1) {
+            if self.avail() == 0 && !self.fill(fd, 1) {
                 return false;
             }
             let k = self.avail().min(n);
@@ -421,26 +472,30 @@ impl Reader {
         true
     }
 
-    /// The payload of the request last returned by [`Reader::next`].
-    pub fn payload(&self) -> &[u8] {
-        &self.pending
-    }
-
-    /// Read frames until a request arrives (returned with its payload
-    /// available through `payload()`), routing responses on the way.
-    pub fn next(&mut self) -> Input {
+    /// Read frames until a request arrives (its payload then in
+    /// `pending`), routing answers to their waiters on the way. `stop`
+    /// is checked between frames: when it holds, returns `None` (the
+    /// caller got what it was reading for).
+    pub fn next(&mut self, conn: &Conn, stop: &dyn Fn() -> bool) -> Option<Input> {
+        let fd = conn.raw_fd();
         loop {
+            if conn.closed.load(Ordering::Acquire) {
+                return Some(Input::Closed);
+            }
+            if stop() {
+                return None;
+            }
             if self.pending.capacity() > 1 << 20 {
                 self.pending = Vec::new();
             }
             self.pending.clear();
-            if !self.fill(HDRSZ) {
-                return Input::Closed;
+            if !self.fill(fd, HDRSZ) {
+                return Some(Input::Closed);
             }
             let raw = wire::RawHeader::parse(self.buf[self.start..self.start + HDRSZ].try_into().unwrap());
             let hdr = match raw.validate() {
                 Ok(h) => h,
-                Err(e) => return Input::Bad(e.reqno()),
+                Err(e) => return Some(Input::Bad(e.reqno())),
             };
             self.start += HDRSZ;
             let plen = hdr.payload_len();
@@ -448,33 +503,34 @@ impl Reader {
                 Class::Req => {
                     self.pending.resize(plen, 0);
                     let mut p = std::mem::take(&mut self.pending);
-                    let ok = self.read_into(&mut p);
+                    let ok = self.read_into(fd, &mut p);
                     self.pending = p;
                     if !ok {
-                        return Input::Closed;
+                        return Some(Input::Closed);
                     }
-                    return Input::Request(hdr);
+                    return Some(Input::Request(hdr));
                 }
                 Class::Resp | Class::Error => {
-                    if self.conn.state.load(Ordering::Acquire) == ST_NEW {
-                        return Input::Bad(Some(hdr.reqno));
+                    if conn.state.load(Ordering::Acquire) == ST_NEW {
+                        return Some(Input::Bad(Some(hdr.reqno)));
                     }
-                    if !self.route(&hdr, plen) {
-                        return Input::Closed;
+                    if !self.route(conn, &hdr, plen) {
+                        return Some(Input::Closed);
                     }
                 }
             }
         }
     }
 
-    /// Deliver a response to its waiter (or drop it if nobody waits).
-    fn route(&mut self, hdr: &Header, plen: usize) -> bool {
-        let slot = match self.conn.take_slot(hdr.reqno) {
+    /// Deliver an answer to its waiter (or drop it if nobody waits).
+    fn route(&mut self, conn: &Conn, hdr: &Header, plen: usize) -> bool {
+        let fd = conn.raw_fd();
+        let slot = match conn.take_slot(hdr.reqno) {
             Some(s) => s,
-            None => return self.skip(plen),
+            None => return self.skip(fd, plen),
         };
         if hdr.class == Class::Error {
-            let ok = self.skip(plen);
+            let ok = self.skip(fd, plen);
             slot.finish(SLOT_ERROR);
             return ok;
         }
@@ -482,9 +538,15 @@ impl Reader {
         // SAFETY: the waiter keeps `dest` (cap bytes) alive and untouched
         // until the slot leaves PENDING, which only happens below.
         let dst = unsafe { std::slice::from_raw_parts_mut(slot.dest, n) };
-        let ok = self.read_into(dst) && self.skip(plen - n);
+        let ok = self.read_into(fd, dst) && self.skip(fd, plen - n);
         slot.got.store(n, Ordering::Release);
         slot.finish(if ok { SLOT_DONE } else { SLOT_DEAD });
         ok
     }
+}
+
+/// Monotonic nanoseconds (never 0).
+pub(crate) fn now_ns() -> u64 {
+    static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64 + 1
 }

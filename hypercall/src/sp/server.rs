@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_long, c_void, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use netbsd_abi::errno::{EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
 use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
 use netbsd_abi::syscall::{nargs, ARG_SLOT};
 
-use super::conn::{send_all, Conn, Input, Reader, ST_DYING, ST_NEW, ST_RUNNING};
+use super::conn::{now_ns, send_all, Conn, Input, RState, ST_DYING, ST_NEW, ST_RUNNING};
 use super::pool::pool;
 use super::{ClientHandle, RUMP_RFCFDG, RUMP_RFFDG, RUMP_RFFD_SHARE};
 use crate::upcalls::{self, Upcalls};
@@ -155,6 +155,7 @@ pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(
         is_tcp,
     });
     PHASE.store(PH_RUN, Ordering::Release);
+    watchdog_start();
     let l2 = l.clone();
     let spawned = std::thread::Builder::new().name("rumpsp-accept".into()).spawn(move || accept_loop(l2));
     if let Err(e) = spawned {
@@ -283,7 +284,7 @@ fn new_connection(fd: OwnedFd, l: &Listener) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn::new(id, fd));
     REGISTRY.write().insert(id, conn.clone());
-    pool().submit(move || reader_loop(Reader::new(conn)));
+    pool().submit(move || reader_job(conn));
 }
 
 // ---------------------------------------------------------------------------
@@ -338,52 +339,177 @@ enum Next {
     Exec(u64, CString),
 }
 
-fn reader_loop(mut rd: Reader) {
+/// A pool job: take the reader role (waiting for it if need be) and serve.
+fn reader_job(conn: Arc<Conn>) {
+    let g = conn.rd.lock();
+    conn.reader_queued.store(false, Ordering::Release);
+    serve(&conn, g);
+}
+
+/// Hold the reader role: read and handle requests. A syscall runs right
+/// here, with the role left free (a copyin waiter or the watchdog may take
+/// it); afterwards this thread goes on reading if the role is still free.
+fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
     loop {
-        match rd.next() {
-            Input::Closed => break,
-            Input::Bad(reqno) => {
-                if let Some(r) = reqno {
-                    let _ = rd.conn.send_error(r, ProtoError::MalformedRequest);
+        conn.free_since.store(0, Ordering::Release);
+        let input = g.next(conn, &|| false).unwrap_or(Input::Closed);
+        let hdr = match input {
+            Input::Request(hdr) => hdr,
+            Input::Closed | Input::Bad(_) => {
+                if let Input::Bad(Some(r)) = input {
+                    let _ = conn.send_error(r, ProtoError::MalformedRequest);
                 }
-                break;
+                drop(g);
+                close_conn(conn);
+                return;
             }
-            Input::Request(hdr) => {
-                let next = handle_request(&rd.conn, &hdr, rd.payload());
-                match next {
-                    Next::Continue => {}
-                    Next::Close => break,
-                    Next::Syscall(job) => {
-                        // Leader/follower: another thread takes over reading,
-                        // this one runs the syscall and answers it.
-                        let conn = rd.conn.clone();
-                        conn.enter();
-                        pool().submit(move || reader_loop(rd));
-                        run_syscall(&conn, job);
-                        if conn.leave() {
-                            final_release(&conn);
-                        }
-                        return;
-                    }
-                    Next::Exec(reqno, comm) => {
-                        let conn = rd.conn.clone();
-                        conn.enter();
-                        pool().submit(move || exec_job(conn, reqno, comm));
-                    }
+        };
+        let payload = std::mem::take(&mut g.pending);
+        let next = handle_request(conn, &hdr, &payload);
+        g.pending = payload;
+        match next {
+            Next::Continue => {}
+            Next::Close => {
+                drop(g);
+                close_conn(conn);
+                return;
+            }
+            Next::Syscall(job) => {
+                conn.enter();
+                conn.free_since.store(now_ns(), Ordering::Release);
+                drop(g);
+                watchdog_kick();
+                run_syscall(conn, job);
+                if conn.leave() {
+                    final_release(conn);
+                    return;
                 }
+                match conn.rd.try_lock() {
+                    Some(g2) => g = g2,
+                    None => return,
+                }
+            }
+            Next::Exec(reqno, comm) => {
+                conn.enter();
+                let c = conn.clone();
+                pool().submit(move || exec_job(c, reqno, comm));
             }
         }
     }
-    disconnect(&rd.conn);
+}
+
+/// A request read by a copyin waiter (a thread inside the kernel): handle
+/// it on a pool thread.
+pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, payload: Vec<u8>) {
+    pool().submit(move || {
+        match handle_request(&conn, &hdr, &payload) {
+            Next::Continue => {}
+            Next::Close => {
+                conn.kill_waiters();
+                close_conn(&conn);
+                return;
+            }
+            Next::Syscall(job) => {
+                conn.enter();
+                run_syscall(&conn, job);
+                if conn.leave() {
+                    final_release(&conn);
+                    return;
+                }
+            }
+            Next::Exec(reqno, comm) => {
+                conn.enter();
+                exec_job(conn.clone(), reqno, comm);
+            }
+        }
+        if let Some(g) = conn.rd.try_lock() {
+            serve(&conn, g);
+        }
+    });
+}
+
+/// A copyin waiter found the connection closed: disconnect on a pool
+/// thread (the waiter is inside the kernel).
+pub(crate) fn close_async(conn: Arc<Conn>) {
+    if !conn.closed.swap(true, Ordering::AcqRel) {
+        pool().submit(move || disconnect(&conn));
+    }
+}
+
+fn close_conn(conn: &Arc<Conn>) {
+    if !conn.closed.swap(true, Ordering::AcqRel) {
+        disconnect(conn);
+    }
+}
+
+// --- the watchdog: a reader for connections whose syscall runs long ---------
+
+static WD_SLEEPING: AtomicBool = AtomicBool::new(false);
+static WD_MX: Mutex<()> = Mutex::new(());
+static WD_CV: Condvar = Condvar::new();
+/// A connection left without a reader this long gets one.
+const WD_AFTER_NS: u64 = 1_000_000;
+
+fn watchdog_kick() {
+    if WD_SLEEPING.load(Ordering::Relaxed) {
+        let _g = WD_MX.lock();
+        WD_CV.notify_one();
+    }
+}
+
+fn watchdog_start() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = std::thread::Builder::new().name("rumpsp-watch".into()).spawn(watchdog);
+    });
+}
+
+fn watchdog() {
+    let mut idle = 0u32;
+    loop {
+        let now = now_ns();
+        let mut any = false;
+        for c in REGISTRY.read().values() {
+            let t = c.free_since.load(Ordering::Acquire);
+            if t == 0 || c.closed.load(Ordering::Acquire) {
+                continue;
+            }
+            any = true;
+            if now.saturating_sub(t) > WD_AFTER_NS
+                && !c.rd.is_locked()
+                && !c.reader_queued.swap(true, Ordering::AcqRel)
+            {
+                let c = c.clone();
+                pool().submit(move || reader_job(c));
+            }
+        }
+        if any {
+            idle = 0;
+        } else {
+            idle += 1;
+        }
+        if idle > 200 {
+            let mut g = WD_MX.lock();
+            WD_SLEEPING.store(true, Ordering::Release);
+            WD_CV.wait_for(&mut g, std::time::Duration::from_secs(1));
+            WD_SLEEPING.store(false, Ordering::Release);
+            idle = 0;
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    }
 }
 
 fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     debug_assert_eq!(hdr.class, Class::Req);
+    if hdr.ty == Type::Syscall && conn.state.load(Ordering::Acquire) != ST_NEW {
+        return syscall_request(conn, hdr, payload);
+    }
+    let _ctl = conn.ctl.lock();
     if conn.state.load(Ordering::Acquire) == ST_NEW {
         return handshake(conn, hdr, payload);
     }
     match hdr.ty {
-        Type::Syscall => syscall_request(conn, hdr, payload),
         Type::Prefork => prefork(conn, hdr.reqno),
         Type::Handshake if hdr.arg == Handshake::Exec as u32 => exec_request(conn, hdr.reqno, payload),
         _ => {
@@ -573,6 +699,7 @@ fn exec_request(conn: &Arc<Conn>, reqno: u64, payload: &[u8]) -> Next {
 fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
     // One activity for the reader, one for us: every syscall has drained.
     conn.wait_active_at_most(2);
+    let ctl = conn.ctl.lock();
     if let Some(up) = upcalls::get() {
         if PHASE.load(Ordering::Acquire) != PH_FINI {
             let main = conn.mainlwp.load(Ordering::Acquire);
@@ -581,6 +708,7 @@ fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
             sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
         }
     }
+    drop(ctl);
     conn.inexec.store(false, Ordering::Release);
     let _ = conn.send_handshake_resp(reqno, 0);
     if conn.leave() {
@@ -591,6 +719,7 @@ fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
 /// The reader found the connection closed (or broke it off): wake waiters,
 /// start the process's exit, and drop the reader's activity.
 fn disconnect(conn: &Arc<Conn>) {
+    let _ctl = conn.ctl.lock();
     conn.state.store(ST_DYING, Ordering::Release);
     conn.kill_waiters();
     conn.shutdown();
