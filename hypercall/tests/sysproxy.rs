@@ -368,6 +368,26 @@ fn malformed_input_closes_only_that_connection() {
 }
 
 #[test]
+fn concurrent_requests_on_one_connection() {
+    // A multithreaded NetBSD client may have several syscalls in flight on
+    // one connection; one blocked in the kernel must not stall the others.
+    let s = server();
+    let st = install();
+    let (mut r, pid) = Raw::guest(&s.path);
+    r.frame(Class::Req, Type::Syscall, 10, SYS_GATE as u32, &[]);
+    r.frame(Class::Req, Type::Syscall, 11, 20, &[]);
+    let t = Instant::now();
+    let (h, p) = r.recv().unwrap();
+    assert_eq!((h.class, h.reqno), (Class::Resp, 11), "getpid answered while the gate syscall blocks");
+    assert_eq!(SysResp::decode(&p).unwrap().retval[0], pid as i64);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    st.gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (h, p) = r.recv().unwrap();
+    assert_eq!((h.class, h.reqno), (Class::Resp, 10));
+    assert_eq!(SysResp::decode(&p).unwrap().retval[0], 5);
+}
+
+#[test]
 fn fork_and_exec_handshakes() {
     let s = server();
     let st = install();

@@ -45,6 +45,9 @@ pub const SYS_SLOWCOUNT: i32 = 509;
 pub const SYS_ANON: i32 = 510;
 /// `(sig)`: raise NetBSD signal `sig` in the client.
 pub const SYS_RAISE: i32 = 511;
+/// `()`: block in the kernel (no copy requests) until `gate` opens
+/// (≤ 10 s); returns 5.
+pub const SYS_GATE: i32 = 512;
 
 const ESRCH: c_int = 3;
 const EFAULT: c_int = 14;
@@ -76,6 +79,7 @@ pub struct StandIn {
     /// Pids inside SYS_WAITDEATH.
     pub waiting: Mutex<Vec<i32>>,
     pub stopped: AtomicBool,
+    pub gate: AtomicBool,
     pub slow: AtomicUsize,
     pub syscalls: AtomicU64,
 }
@@ -327,6 +331,14 @@ impl Upcalls for Up {
                 }
                 s.slow.fetch_sub(1, Ordering::SeqCst);
                 retval[0] = 7;
+                0
+            }
+            SYS_GATE => {
+                let end = Instant::now() + Duration::from_secs(10);
+                while !s.gate.load(Ordering::SeqCst) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                retval[0] = 5;
                 0
             }
             SYS_SLOWCOUNT => {
