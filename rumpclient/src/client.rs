@@ -756,3 +756,40 @@ fn find_writable<'r>(regions: &'r mut [Region<'_>], maps: &'r [AnonMap], addr: u
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_bound_every_copy() {
+        let a = b"hello\0world".to_vec();
+        let mut b = vec![0u8; 8];
+        let (pa, pb) = (a.as_ptr() as u64, b.as_ptr() as u64);
+        let mut regs = [Region::In(&a), Region::Out(&mut b)];
+        assert_eq!(find_readable(&regs, &[], pa, 5, false), Some(&b"hello"[..]));
+        assert_eq!(find_readable(&regs, &[], pa + 6, 5, false), Some(&b"world"[..]));
+        assert_eq!(find_readable(&regs, &[], pa + 6, 6, false), None, "runs past the region");
+        assert_eq!(find_readable(&regs, &[], pb, 1, false), None, "write-only region");
+        assert_eq!(find_readable(&regs, &[], u64::MAX, 2, false), None, "address overflow");
+        // Strings stop at the NUL, at the limit, or fault past the region.
+        assert_eq!(find_readable(&regs, &[], pa, 100, true), Some(&b"hello\0"[..]));
+        assert_eq!(find_readable(&regs, &[], pa, 3, true), Some(&b"hel"[..]));
+        assert_eq!(find_readable(&regs, &[], pa + 6, 100, true), None);
+        assert!(find_writable(&mut regs, &[], pb, 8).is_some());
+        assert!(find_writable(&mut regs, &[], pb + 1, 8).is_none());
+        assert!(find_writable(&mut regs, &[], pa, 1).is_none(), "read-only region");
+    }
+
+    #[test]
+    fn errors_read_like_unix() {
+        let e = Error::Connect {
+            url: "unix:///x.sock".into(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(e.to_string(), "connect unix:///x.sock: No such file or directory");
+        assert_eq!(Error::Errno(Errno(netbsd_abi::errno::ENOTEMPTY)).to_string(), "Directory not empty");
+        assert_eq!(Error::NoServer.to_string(), "RUMP_SERVER not set");
+        assert!(Error::Errno(Errno(2)) == Errno(2));
+    }
+}
