@@ -5,16 +5,22 @@
 //!
 //! * One acceptor thread polls the listening socket; on accept it sends the
 //!   banner and hands the connection to the worker pool.
-//! * Each connection has exactly one *reader* at a time: a pool thread that
-//!   reads frames, routes responses (copyin data, anonmmap addresses) to the
-//!   kernel threads waiting for them by request number, and handles
-//!   handshakes and prefork inline.
-//! * A syscall request is run by the thread that read it (leader/follower):
-//!   it first hands the reader role to another pool thread, then runs the
-//!   syscall (`schedule` → `lwproc_newlwp(pid)` → `syscall` →
-//!   `lwproc_release` → `unschedule`) and writes its own response. The
-//!   null-syscall path thus costs one read, one hand-off signal that is not
-//!   on the critical path, and one `sendmsg`.
+//! * Each connection has one *reader role* (its receive buffer behind a
+//!   mutex): whoever holds it reads frames, routes answers (copyin data,
+//!   anonmmap addresses) straight into the memory of the kernel thread
+//!   waiting for them, and handles handshakes and prefork.
+//! * A syscall request runs on the thread that read it, with the role left
+//!   free (`schedule` → `lwproc_newlwp(pid)` → `syscall` → `lwproc_release`
+//!   → `unschedule`); the thread writes its own answer and, if the role is
+//!   still free, goes back to reading. The null syscall costs one `read`
+//!   and one `sendmsg` and no thread hand-off.
+//! * A kernel thread that waits for a copy answer reads it itself when the
+//!   role is free (no hand-off either); otherwise the holder routes it and
+//!   unparks it. Requests it reads on the way go to the pool.
+//! * A watchdog gives a connection a pool reader when its role has been
+//!   free for over a millisecond while a syscall runs (a syscall blocked in
+//!   the kernel), so other syscalls of a multithreaded client, and its
+//!   disconnection, are still served.
 //! * Every frame goes out in a single `sendmsg` (header and payload in one
 //!   iovec array) under the connection's send lock.
 //! * Copy requests made by the kernel during a syscall ([`copyin`] & co.)

@@ -378,6 +378,8 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 conn.enter();
                 conn.free_since.store(now_ns(), Ordering::Release);
                 drop(g);
+                // A copyin waiter parked while we read may take over now.
+                conn.wake_waiters();
                 watchdog_kick();
                 run_syscall(conn, job);
                 if conn.leave() {
@@ -627,7 +629,7 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
     up.unschedule();
     CURRENT.with(|c| *c.borrow_mut() = None);
     if !conn.running_remove(job.reqno) {
-        let _ = conn.send_sysresp(job.reqno, rv, [retval[0] as i64, retval[1] as i64]);
+        let _ = conn.send_sysresp(job.reqno, rv, [retval[0], retval[1]]);
     }
 }
 
