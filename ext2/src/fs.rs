@@ -366,6 +366,10 @@ impl Fs {
         Ok(())
     }
 
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
     pub fn statfs(&self) -> FsStat {
         FsStat {
             block_size: self.g.bs,
@@ -1207,6 +1211,22 @@ impl Fs {
         r
     }
 
+    /// The ".." entry of directory `d` (the second entry of its first block).
+    fn dotdot(&mut self, d: &Inode) -> R<Found> {
+        let phys = self.bmap(d, 0)?;
+        if phys == 0 {
+            return err(EIO);
+        }
+        let blk = self.read_blk(phys)?;
+        let ents = self.parse_dir(&blk)?;
+        match ents.get(1) {
+            Some(e) if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == b".." => {
+                Ok(Found { dir: d.num, lb: 0, phys, off: e.off, ino: e.ino })
+            }
+            _ => err(EIO),
+        }
+    }
+
     fn dir_is_empty(&mut self, d: &Inode) -> R<bool> {
         self.dir_idx(d)?;
         Ok(self.dcache[&d.num].names.keys().all(|n| n == b"." || n == b".."))
@@ -1521,7 +1541,7 @@ impl Fs {
                     break;
                 }
                 let c = self.get_dir(cur)?;
-                let up = self.dir_find(&c, b"..")?.ok_or(Errno(EIO))?.ino;
+                let up = self.dotdot(&c)?.ino;
                 if up == cur {
                     break;
                 }
@@ -1584,7 +1604,7 @@ impl Fs {
         let moved_dir = sdir && fd != td;
         if moved_dir {
             let s = self.get(sino)?;
-            let dd = self.dir_find(&s, b"..")?.ok_or(Errno(EIO))?;
+            let dd = self.dotdot(&s)?;
             self.dir_set(&dd, td, 2)?;
             td_delta += 1;
         }

@@ -109,6 +109,17 @@ impl Ext2Fs {
     }
 }
 
+impl Drop for Ext2Fs {
+    /// Dropped without `unmount`: write the cached metadata back (best
+    /// effort; the file system stays marked not clean).
+    fn drop(&mut self) {
+        let f = self.inner.get_mut();
+        if !f.is_dead() {
+            let _ = f.sync(false);
+        }
+    }
+}
+
 impl FileSystem for Ext2Fs {
     fn type_name(&self) -> &'static str {
         "ext2fs"
