@@ -15,6 +15,26 @@ pub const IO_CHUNK: usize = 1 << 20;
 /// The largest transfer one call accepts (`SSIZE_MAX`).
 const MAX_IO: u64 = i64::MAX as u64;
 
+thread_local! {
+    /// A transfer buffer kept per thread between calls, so a syscall does
+    /// not allocate and zero a fresh one each time.
+    static IOBUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Run `f` with a buffer of `n` bytes (contents unspecified: the caller
+/// fills what it uses). Reentrant: a nested call gets its own buffer.
+fn with_buf<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut b = IOBUF.with(|c| c.take());
+    if b.len() < n {
+        b.resize(n, 0);
+    }
+    let r = f(&mut b[..n]);
+    if b.len() <= IO_CHUNK {
+        IOBUF.with(|c| c.set(b));
+    }
+    r
+}
+
 fn check_len(len: u64) -> Result<usize, Errno> {
     if len > MAX_IO {
         return Err(Errno(EINVAL));
@@ -59,8 +79,11 @@ fn do_read(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize,
     if off > MAX_IO {
         return Err(Errno(EINVAL));
     }
+    with_buf(len.min(IO_CHUNK), |buf| read_chunks(cx, f, off, uaddr, len, buf))
+}
+
+fn read_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u8]) -> Result<usize, Errno> {
     let mut done = 0usize;
-    let mut buf = vec![0u8; len.min(IO_CHUNK)];
     while done < len {
         let n = (len - done).min(IO_CHUNK);
         let pos = match off.checked_add(done as u64) {
@@ -103,8 +126,11 @@ fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize
     if off.checked_add(len as u64).map_or(true, |e| e > MAX_IO) {
         return Err(Errno(EFBIG));
     }
+    with_buf(len.min(IO_CHUNK), |buf| write_chunks(cx, f, off, uaddr, len, buf))
+}
+
+fn write_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u8]) -> Result<usize, Errno> {
     let mut done = 0usize;
-    let mut buf = vec![0u8; len.min(IO_CHUNK)];
     while done < len {
         let n = (len - done).min(IO_CHUNK);
         if let Err(e) = cx.copyin(uaddr + done as u64, &mut buf[..n]) {
