@@ -32,9 +32,9 @@ pub const SYS_SETTOKEN: i32 = 504;
 pub const SYS_GETTOKEN: i32 = 505;
 /// `()`: `sp::stop_admitting()`.
 pub const SYS_STOP: i32 = 506;
-/// `(exit, stop, gofile)`: the halt sequence. If `stop`,
+/// `(exit, stop, gofile, error)`: the halt sequence. If `stop`,
 /// `sp::stop_admitting()` first; if `gofile` (a path string), wait (≤ 20 s)
-/// until that file exists; then `sp::fini(client)`, then `exit(0)` if
+/// until that file exists; then `sp::fini(client, error)`, then `exit(0)` if
 /// `exit`, else return 99 (which fini's early answer hides).
 pub const SYS_HALT: i32 = 507;
 /// `()`: wait (≤ 10 s) until `SYS_STOP` ran, then return 7.
@@ -316,7 +316,7 @@ impl Upcalls for Up {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }
-                sp::fini(client);
+                sp::fini(client, arg(args, 3) as i32);
                 if arg(args, 0) != 0 {
                     std::process::exit(0);
                 }

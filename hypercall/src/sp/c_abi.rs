@@ -170,5 +170,5 @@ pub extern "C" fn rumpuser_sp_raise(arg: *mut c_void, signo: c_int) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn rumpuser_sp_fini(arg: *mut c_void) {
-    guard("rumpuser_sp_fini", || super::fini(ClientHandle::from(arg)))
+    guard("rumpuser_sp_fini", || super::fini(ClientHandle::from(arg), 0))
 }

@@ -120,11 +120,13 @@ pub fn raise(client: impl Into<ClientHandle>, signo: i32) -> Result<(), Errno> {
 }
 
 /// Shut sysproxy down for a halt. If `client` is not null, the syscall it
-/// is running (the halting `reboot`) is answered now with success and its
-/// later real return is not sent. Then the listener is closed, a `unix://`
-/// socket file removed, every connection shut down (clients see EOF), and
-/// everything refused afterwards. When this returns, the answer is in the
-/// socket: the process may `exit()` at once.
-pub fn fini(client: impl Into<ClientHandle>) {
-    server::fini(client.into())
+/// is running (the halting `reboot`) is answered now — with success when
+/// `error` is 0 (retval `{0, 0}`), else with NetBSD errno `error` (e.g. a
+/// failed flush) — and its later real return is not sent. Then the
+/// listener is closed, a `unix://` socket file removed, every connection
+/// shut down (clients see EOF), and everything refused afterwards. When
+/// this returns, the answer is in the socket: the process may `exit()` at
+/// once. (`rumpuser_sp_fini(arg)` is `fini(arg, 0)`.)
+pub fn fini(client: impl Into<ClientHandle>, error: i32) {
+    server::fini(client.into(), error)
 }

@@ -193,13 +193,14 @@ pub fn connections() -> usize {
     REGISTRY.read().len()
 }
 
-pub(crate) fn fini(h: ClientHandle) {
+pub(crate) fn fini(h: ClientHandle, error: i32) {
     PHASE.store(PH_FINI, Ordering::Release);
     // 1. Answer the halting caller, fully, before anything is closed.
     if let Some(conn) = lookup(h) {
         let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(_, r)| *r));
         if let Some(r) = conn.running_claim(cur) {
-            let _ = conn.send_sysresp(r, 0, [0, 0]);
+            let retval = if error == 0 { [0, 0] } else { [-1, 0] };
+            let _ = conn.send_sysresp(r, error, retval);
         }
     }
     // 2. Close the listener and remove the socket file.
