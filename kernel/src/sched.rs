@@ -52,8 +52,9 @@ thread_local! {
     /// Nesting of `backend_unschedule` calls; the CPU is retaken when the
     /// outermost one is matched.
     static BLOCK_LEVEL: Cell<u32> = const { Cell::new(0) };
-    /// What the outermost `backend_unschedule` released.
-    static RELEASED: Cell<Option<*const Sched>> = const { Cell::new(None) };
+    /// What the outermost `backend_unschedule` released, and the
+    /// `schedule` nesting to restore with it.
+    static RELEASED: Cell<Option<(*const Sched, u32)>> = const { Cell::new(None) };
     /// The CPU this thread used last, per thread (affinity).
     static LAST: Cell<usize> = const { Cell::new(usize::MAX) };
 }
@@ -132,9 +133,8 @@ impl Sched {
     /// `hyp_schedule`: take a CPU (nested calls on a thread that already
     /// holds one only count).
     pub fn schedule(&self) {
-        let d = DEPTH.with(|d| d.get());
-        if d > 0 && HELD.with(|h| h.get()).is_some() {
-            DEPTH.with(|x| x.set(d + 1));
+        if HELD.with(|h| h.get()).is_some() {
+            DEPTH.with(|x| x.set(x.get() + 1));
             return;
         }
         let cpu = self.acquire();
@@ -194,7 +194,8 @@ pub fn backend_unschedule() -> i32 {
     BLOCK_LEVEL.with(|l| l.set(lvl + 1));
     if lvl == 0 {
         if let Some(h) = HELD.with(|h| h.take()) {
-            RELEASED.with(|r| r.set(Some(h.sched)));
+            let depth = DEPTH.with(|d| d.replace(0));
+            RELEASED.with(|r| r.set(Some((h.sched, depth))));
             release_held(h);
         }
     }
@@ -208,12 +209,18 @@ pub fn backend_schedule() {
     let lvl = lvl.saturating_sub(1);
     BLOCK_LEVEL.with(|l| l.set(lvl));
     if lvl == 0 {
-        if let Some(s) = RELEASED.with(|r| r.take()) {
+        if let Some((s, depth)) = RELEASED.with(|r| r.take()) {
+            if let Some(h) = HELD.with(|h| h.take()) {
+                // Someone entered the kernel inside the blocking section
+                // and left without unscheduling: give that CPU back.
+                release_held(h);
+            }
             // SAFETY: as in `release_held`: the kernel whose CPU we gave up
             // is kept alive by whoever scheduled us.
             let sched = unsafe { &*s };
             let cpu = sched.acquire();
             HELD.with(|h| h.set(Some(Held { sched: s, cpu })));
+            DEPTH.with(|d| d.set(depth));
         }
     }
 }
