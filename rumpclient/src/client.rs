@@ -782,6 +782,13 @@ mod tests {
     }
 
     #[test]
+    fn client_is_send_and_sync() {
+        fn f<T: Send + Sync>() {}
+        f::<Client>();
+        f::<Error>();
+    }
+
+    #[test]
     fn errors_read_like_unix() {
         let e = Error::Connect {
             url: "unix:///x.sock".into(),
