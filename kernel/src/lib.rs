@@ -296,7 +296,7 @@ impl Kernel {
         }
         let pid = loop {
             let mut p = self.next_pid.fetch_add(1, Ordering::Relaxed);
-            if p >= 30_000 || p < 2 {
+            if !(2..30_000).contains(&p) {
                 self.next_pid.store(3, Ordering::Relaxed);
                 p = 2;
             }

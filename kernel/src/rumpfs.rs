@@ -301,12 +301,13 @@ impl RumpFs {
         Ok(buf.len())
     }
 
+    #[allow(clippy::manual_is_multiple_of)] // is_multiple_of is newer than the MSRV
     fn reg_truncate(&self, d: &mut Data, size: u64) -> Result<(), Errno> {
         if size > MAX_FILE_SIZE {
             return Err(Errno(EFBIG));
         }
         if size < d.size {
-            let keep = (size + PAGE as u64 - 1) / PAGE as u64;
+            let keep = size.div_ceil(PAGE as u64);
             let gone: Vec<u64> = d.pages.range(keep..).map(|(k, _)| *k).collect();
             for k in &gone {
                 d.pages.remove(k);

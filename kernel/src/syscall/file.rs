@@ -113,6 +113,7 @@ fn read_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u
 }
 
 /// Write `len` bytes from user memory at `uaddr` at `off`, in chunks.
+#[allow(clippy::unnecessary_map_or)] // is_none_or is newer than the MSRV
 fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize, Errno> {
     if !f.writable() {
         return Err(Errno(EBADF));

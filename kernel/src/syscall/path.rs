@@ -72,7 +72,7 @@ pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     let attr = vn.getattr()?;
     match attr.kind {
         FileKind::Lnk => return Err(Errno(EFTYPE)),
-        FileKind::Dir if wants_write || flags & O_TRUNC != 0 && wants_write => return Err(Errno(EISDIR)),
+        FileKind::Dir if wants_write => return Err(Errno(EISDIR)),
         FileKind::Dir => {}
         _ if flags & O_DIRECTORY != 0 => return Err(Errno(ENOTDIR)),
         _ => {}
