@@ -434,6 +434,11 @@ impl Kernel {
     pub fn quiesce(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.quiesced.store(true, Ordering::SeqCst);
+        // Files closed from now on (a dropped process) must not reach a
+        // mounted file system or its drive.
+        for m in self.mounts.list() {
+            m.dead.store(true, Ordering::Release);
+        }
     }
 
     pub fn is_quiesced(&self) -> bool {
