@@ -164,6 +164,8 @@ pub(crate) struct Fs {
     open: HashMap<u32, u32>,
     orphans: HashSet<u32>,
     ind: HashMap<u32, IndBlk>,
+    /// The superblock on the device says clean (see `begin_write`).
+    disk_clean: bool,
     dcache: HashMap<u32, DirIdx>,
     next_gen: u32,
     dead: bool,
@@ -261,6 +263,7 @@ impl Fs {
             orphans: HashSet::new(),
             ind: HashMap::new(),
             dcache: HashMap::new(),
+            disk_clean: false,
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
             g,
@@ -300,21 +303,41 @@ impl Fs {
         }
     }
 
-    fn write_sb(&mut self, clean: bool) -> R<()> {
+    /// Write the superblock; `clean` marks it clean if that is true.
+    /// Returns whether it was marked clean.
+    fn write_sb(&mut self, clean: bool) -> R<bool> {
         put32(&mut self.sb, S_FREE_BLOCKS, self.free_blocks);
         put32(&mut self.sb, S_FREE_INODES, self.free_inodes);
         put32(&mut self.sb, S_WTIME, now().sec as u32);
         let mut state = le16(&self.sb, S_STATE);
-        if clean && self.was_clean {
+        // Clean only if it was at mount, and no unlinked inode is still
+        // held open (it would be an orphan for fsck).
+        let clean = clean && self.was_clean && self.orphans.is_empty();
+        if clean {
             state |= STATE_VALID;
         } else {
             state &= !STATE_VALID;
         }
         put16(&mut self.sb, S_STATE, state);
-        self.store.write(SUPERBLOCK_OFFSET, &self.sb)
+        self.store.write(SUPERBLOCK_OFFSET, &self.sb)?;
+        Ok(clean)
     }
 
-    /// Write every cached piece of metadata and flush the store.
+    /// Before the first change after the superblock went out marked clean:
+    /// mark it not clean, durably, so a crash in what follows is detected.
+    fn begin_write(&mut self) -> R<()> {
+        self.check_rw()?;
+        if self.disk_clean {
+            self.write_sb(false)?;
+            self.store.sync()?;
+            self.disk_clean = false;
+        }
+        Ok(())
+    }
+
+    /// Write every cached piece of metadata and flush the store. With
+    /// `clean`, the superblock is left marked clean (until the next change:
+    /// see `begin_write`), so a file system synced by a halt is clean.
     pub fn sync(&mut self, clean: bool) -> R<()> {
         if self.ro {
             return Ok(());
@@ -345,15 +368,18 @@ impl Fs {
             self.store.write(self.g.gdt_block as u64 * bs, &self.gdt_raw)?;
             self.gd_dirty = false;
         }
-        self.write_sb(clean)?;
-        self.store.sync()
+        let marked = self.write_sb(clean)?;
+        self.store.sync()?;
+        self.disk_clean = marked;
+        Ok(())
     }
 
     pub fn unmount(&mut self) -> R<()> {
         if self.dead {
             return err(EINVAL);
         }
-        if !self.ro {
+        if !self.ro && !self.orphans.is_empty() {
+            self.begin_write()?;
             let orphans: Vec<u32> = self.orphans.drain().collect();
             for ino in orphans {
                 self.open.remove(&ino);
@@ -391,7 +417,8 @@ impl Fs {
             return;
         }
         self.open.remove(&ino);
-        if self.orphans.remove(&ino) && !self.ro && !self.dead {
+        if self.orphans.contains(&ino) && !self.ro && !self.dead && self.begin_write().is_ok() {
+            self.orphans.remove(&ino);
             let _ = self.free_inode(ino);
             let _ = self.flush_ind();
         }
@@ -1267,7 +1294,7 @@ impl Fs {
         {
             return Ok(self.attr(&i));
         }
-        self.check_rw()?;
+        self.begin_write()?;
         let t = now();
         let mut result = Ok(());
         if let Some(size) = s.size {
@@ -1321,7 +1348,7 @@ impl Fs {
         cred: Cred,
         target: Option<&[u8]>,
     ) -> R<u32> {
-        self.check_rw()?;
+        self.begin_write()?;
         check_name(name)?;
         if let Some(t) = target {
             if t.is_empty() {
@@ -1434,7 +1461,7 @@ impl Fs {
     }
 
     pub fn link(&mut self, ino: u32, newdir: u32, name: &[u8]) -> R<()> {
-        self.check_rw()?;
+        self.begin_write()?;
         check_name(name)?;
         let i = self.get(ino)?;
         if i.is_dir() {
@@ -1474,7 +1501,7 @@ impl Fs {
 
     /// unlink (`rmdir` false) or rmdir (`rmdir` true).
     pub fn remove(&mut self, dir: u32, name: &[u8], rmdir: bool) -> R<()> {
-        self.check_rw()?;
+        self.begin_write()?;
         check_name(name)?;
         let mut d = self.get_dir(dir)?;
         let f = self.dir_find(&d, name)?.ok_or(Errno(ENOENT))?;
@@ -1513,7 +1540,7 @@ impl Fs {
     }
 
     pub fn rename(&mut self, fd: u32, fname: &[u8], td: u32, tname: &[u8]) -> R<()> {
-        self.check_rw()?;
+        self.begin_write()?;
         check_name(fname)?;
         check_name(tname)?;
         let fdir = self.get_dir(fd)?;
@@ -1671,9 +1698,10 @@ impl Fs {
             // Relaxed atime: only when older than mtime/ctime or a day.
             let t = now();
             let a = i.time(TimeField::Access);
-            if ts_le(a, i.time(TimeField::Modify))
+            if (ts_le(a, i.time(TimeField::Modify))
                 || ts_le(a, i.time(TimeField::Change))
-                || t.sec - a.sec >= 86400
+                || t.sec - a.sec >= 86400)
+                && self.begin_write().is_ok()
             {
                 i.set_time(TimeField::Access, t);
                 self.write_inode(&i)?;
@@ -1683,7 +1711,7 @@ impl Fs {
     }
 
     pub fn write(&mut self, ino: u32, off: u64, data: &[u8]) -> R<usize> {
-        self.check_rw()?;
+        self.begin_write()?;
         let mut i = self.get(ino)?;
         if i.is_dir() {
             return err(EISDIR);

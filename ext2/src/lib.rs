@@ -115,7 +115,7 @@ impl Drop for Ext2Fs {
     fn drop(&mut self) {
         let f = self.inner.get_mut();
         if !f.is_dead() {
-            let _ = f.sync(false);
+            let _ = f.sync(true);
         }
     }
 }
@@ -203,7 +203,7 @@ impl FileSystem for Ext2Fs {
         })
     }
     fn sync(&self) -> Result<(), Errno> {
-        self.inner.lock().op(|f| f.sync(false))
+        self.inner.lock().op(|f| f.sync(true))
     }
     fn unmount(&self) -> Result<(), Errno> {
         self.inner.lock().unmount()

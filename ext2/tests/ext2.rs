@@ -492,9 +492,14 @@ fn unlinked_open_inode_freed_at_release() {
     assert_eq!(a.nlink, 0);
     assert_eq!(read_all(&*fs, f), vec![7u8; 100_000]);
     fs.write(f, 100_000, b"more").unwrap();
+    fs.sync().unwrap();
+    assert!(dumpe2fs_h(&img).contains("not clean"), "an open unlinked inode is an orphan for fsck");
     assert!(fs.statfs().unwrap().blocks_free < before.blocks_free);
     fs.release(f);
     assert_eq!(fs.getattr(f), Err(Errno(ENOENT)));
+    fs.sync().unwrap();
+    assert!(dumpe2fs_h(&img).contains("Filesystem state:         clean"));
+    fsck_clean(&img);
     let after = fs.statfs().unwrap();
     assert_eq!((after.blocks_free, after.files_free), (before.blocks_free, before.files_free));
     // a directory removed while open, and one still open at unmount
@@ -699,14 +704,30 @@ fn feature_refusals_and_read_only() {
     let img = t.path("dirty.img");
     mkfs(&img, 4096, &["-t", "ext2"]);
     let fs = mount(&img);
-    create_file(&*fs, "/x", b"x");
-    fs.sync().unwrap(); // no unmount: the state stays "not clean"
-    drop(fs);
+    assert!(dumpe2fs_h(&img).contains("Filesystem state:         not clean"));
+    let x = create_file(&*fs, "/x", b"x");
+    // a full sync (what a halt does) leaves it clean...
+    fs.sync().unwrap();
+    assert!(dumpe2fs_h(&img).contains("Filesystem state:         clean"));
+    fsck_clean(&img);
+    let out = run("e2fsck", &["-n", img.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("clean"), "e2fsck without -f skips a clean fs");
+    // ...until the next change, which marks it not clean first
+    fs.write(x, 1, b"y").unwrap();
+    assert!(dumpe2fs_h(&img).contains("Filesystem state:         not clean"));
+    fs.sync().unwrap();
+    assert!(dumpe2fs_h(&img).contains("Filesystem state:         clean"));
+    // fsync of one file does not mark it clean
+    fs.write(x, 2, b"z").unwrap();
+    fs.fsync(x).unwrap();
+    assert!(dumpe2fs_h(&img).contains("Filesystem state:         not clean"));
+    // a crash now (no sync, no unmount): read-write mount refused
+    std::mem::forget(fs);
     let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default()).err().unwrap();
     assert_eq!(e.errno, Errno(EPERM));
     assert!(e.reason.contains("not clean"));
     let fs = Ext2Fs::mount(FileStore::open(&img), true).unwrap();
-    assert_eq!(read_all(&*fs, walk(&*fs, "/x").unwrap()), b"x");
+    assert_eq!(read_all(&*fs, walk(&*fs, "/x").unwrap()), b"xyz");
     fs.unmount().unwrap();
     let fs = Ext2Fs::mount_with(FileStore::open(&img), MountOptions { read_only: false, force: true }).unwrap();
     fs.unmount().unwrap();
