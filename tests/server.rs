@@ -139,8 +139,8 @@ fn unknown_syscall_is_enosys_and_the_server_stays_up() {
     let d = tmpdir();
     let s = Server::start(d.path(), &[]);
     let c = s.client();
-    assert_eq!(errno(c.syscall(499, &[0; 8])), ENOSYS);
-    assert_eq!(errno(c.syscall(9999, &[])), ENOSYS);
+    assert_eq!(errno(c.syscall(499, &[0; 8], &mut [])), ENOSYS);
+    assert_eq!(errno(c.syscall(9999, &[], &mut [])), ENOSYS);
     c.getpid().expect("still serving");
     s.client().getpid().expect("still accepting");
 }
@@ -166,7 +166,7 @@ fn many_clients_keep_their_descriptors_and_directories_apart() {
                     c.pread(fd, &mut back, 0).unwrap();
                     assert_eq!(back, data);
                     c.close(fd).unwrap();
-                    assert_eq!(c.getcwd().unwrap(), dir, "cwd is per client");
+                    assert_eq!(c.getcwd().unwrap(), dir.as_bytes(), "cwd is per client");
                 }
                 c.getpid().unwrap()
             })

@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use rumprun::Rump;
-//! let rump = Rump::builder()
+//! let mut rump = Rump::builder()
 //!     .ncpu(2)
 //!     .memlimit(64 << 20)
 //!     .drive("key=/dk,hostpath=disk.img,size=16m,type=blk")
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use halt::{Caller, HaltReport};
 use netbsd_abi::Errno;
-pub use rumpkern::{Kernel, KernelConfig, LocalProc};
+pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
 
 /// What went wrong, in a form fit for a one-line Unix message.
 #[derive(Debug)]
@@ -38,28 +38,6 @@ impl std::fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
-
-/// Parse a size with `dd`-style suffixes: `b` (512), `k`, `m`, `g`, `t`
-/// (powers of 1024), or plain bytes. `16m` is 16 MiB, never 16 bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_lowercase() {
-                'b' => 512,
-                'k' => 1 << 10,
-                'm' => 1 << 20,
-                'g' => 1 << 30,
-                't' => 1 << 40,
-                _ => return Err(format!("{s}: unknown size suffix")),
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("{s}: invalid size"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("{s}: size too large"))
-}
 
 /// Builds a kernel: CPUs, memory limit, drives, faults.
 #[derive(Default)]
@@ -101,17 +79,18 @@ impl Builder {
 
     /// Boot the built-in kernel with these settings and install the halt.
     pub fn boot(self) -> Result<Rump, Error> {
+        // Defaults come from RUMP_NCPU, RUMP_MEMLIMIT and RUMP_VERBOSE.
         let mut cfg = KernelConfig::default();
-        if let Some(n) = self.ncpu.or_else(|| env_parse("RUMP_NCPU")) {
+        if let Some(n) = self.ncpu {
             if n == 0 {
                 return Err(Error("ncpu must be at least 1".into()));
             }
             cfg.ncpu = n;
         }
-        if let Some(m) = self.memlimit.or_else(|| std::env::var("RUMP_MEMLIMIT").ok().and_then(|v| parse_size(&v).ok())) {
+        if let Some(m) = self.memlimit {
             cfg.memlimit = m;
         }
-        cfg.verbose = self.verbose || std::env::var_os("RUMP_VERBOSE").is_some_and(|v| v != "0");
+        cfg.verbose |= self.verbose;
         let kernel = Kernel::boot(cfg).map_err(|e| Error(format!("kernel boot: {e}")))?;
         for spec in &self.drives {
             let d = rumpkern::DriveSpec::parse(spec).map_err(|e| Error(format!("drive {spec}: {e}")))?;
@@ -140,10 +119,6 @@ impl Builder {
     }
 }
 
-fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
 /// A booted kernel in this process.
 pub struct Rump {
     kernel: Arc<Kernel>,
@@ -159,8 +134,7 @@ impl Rump {
     /// `tcp://ADDR:PORT`).
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
         let c = self.kernel.config();
-        rumpuser::sp::init(url, &c.ostype, &c.osrelease, &c.machine)
-            .map_err(|e| Error(format!("{url}: {e}")))?;
+        rumpuser::sp::start(url, &c.ostype, &c.osrelease, &c.machine).map_err(|(_, msg)| Error(msg))?;
         self.serving = Some(url.to_string());
         Ok(())
     }
@@ -186,20 +160,5 @@ impl Rump {
     /// the flush (status 0, or 1 if the flush failed).
     pub fn halt(&self, flags: i32) -> Result<HaltReport, Errno> {
         halt::halt(&*self.kernel, flags, Caller::Local)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn sizes_have_dd_suffixes() {
-        assert_eq!(parse_size("16m"), Ok(16 << 20));
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_size("2b"), Ok(1024));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert!(parse_size("12q").is_err());
-        assert!(parse_size("m").is_err());
-        assert!(parse_size("99999999999t").is_err());
     }
 }

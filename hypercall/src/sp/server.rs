@@ -96,18 +96,27 @@ fn dprint(s: &str) {
 /// Start serving on `url` (`unix://PATH` or `tcp://ADDR:PORT`). The banner
 /// names `ostype`, `osrelease` and `machine`. `EBUSY` if already serving.
 pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), Errno> {
-    let banner = wire::format_banner(ostype, osrelease, machine).ok_or_else(|| {
-        dprint("rump_sp: banner too long\n");
-        Errno(EINVAL)
-    })?;
-    let parsed = wire::parse_url(url, true).map_err(|e| {
-        dprint(&format!("rump_sp: {url}: {e}\n"));
-        Errno(EINVAL)
-    })?;
+    start(url, ostype, osrelease, machine).map_err(|(e, msg)| {
+        dprint(&format!("rump_sp: {msg}\n"));
+        e
+    })
+}
+
+/// [`init`] without the console message: the error comes back with a
+/// one-line reason ("unix://x.sock: Address already in use") for the
+/// caller to report in its own name.
+pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), (Errno, String)> {
+    let banner = wire::format_banner(ostype, osrelease, machine)
+        .ok_or_else(|| (Errno(EINVAL), "banner too long".to_string()))?;
+    let parsed = wire::parse_url(url, true).map_err(|e| (Errno(EINVAL), format!("{url}: {e}")))?;
+    let bind_err = |e: std::io::Error| {
+        let errno = Errno::from(e);
+        (errno, format!("{url}: {}", errno.description()))
+    };
     let mut srv = SERVER.lock();
     let phase = PHASE.load(Ordering::Acquire);
     if srv.is_some() && phase != PH_FINI {
-        return Err(Errno(EBUSY));
+        return Err((Errno(EBUSY), format!("{url}: already serving")));
     }
     let (fd, unix_path, is_tcp): (OwnedFd, Option<PathBuf>, bool) = match parsed {
         Url::Unix(p) => {
@@ -119,30 +128,24 @@ pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(
                     path = cwd.join(path);
                 }
             }
-            let l = std::os::unix::net::UnixListener::bind(&path).map_err(|e| {
-                dprint(&format!("rump_sp: failed to bind to URL {url}: {e}\n"));
-                Errno::from(e)
-            })?;
-            l.set_nonblocking(true).map_err(Errno::from)?;
+            let l = std::os::unix::net::UnixListener::bind(&path).map_err(bind_err)?;
+            l.set_nonblocking(true).map_err(bind_err)?;
             (l.into(), Some(path), false)
         }
         Url::Tcp(sa) => {
-            let l = std::net::TcpListener::bind(sa).map_err(|e| {
-                dprint(&format!("rump_sp: failed to bind to URL {url}: {e}\n"));
-                Errno::from(e)
-            })?;
-            l.set_nonblocking(true).map_err(Errno::from)?;
+            let l = std::net::TcpListener::bind(sa).map_err(bind_err)?;
+            l.set_nonblocking(true).map_err(bind_err)?;
             (l.into(), None, true)
         }
     };
     let mut p = [0 as c_int; 2];
     // SAFETY: pipe2 writes two descriptors into `p`.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        let e = Errno::last_host();
+        let e = std::io::Error::last_os_error();
         if let Some(path) = &unix_path {
             let _ = std::fs::remove_file(path);
         }
-        return Err(e);
+        return Err(bind_err(e));
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
     let (wake_r, wake_w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
@@ -163,7 +166,7 @@ pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(
         if let Some(path) = &l.unix_path {
             let _ = std::fs::remove_file(path);
         }
-        return Err(Errno::from(e));
+        return Err(bind_err(e));
     }
     *srv = Some(l);
     Ok(())

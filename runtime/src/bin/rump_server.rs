@@ -7,7 +7,7 @@
 use std::process::exit;
 
 use rumprun::getopt::getopt;
-use rumprun::{parse_size, Rump};
+use rumprun::{parse_memlimit, Rump};
 
 const USAGE: &str =
     "usage: rump_server [-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] url";
@@ -56,10 +56,9 @@ fn parse_args() -> Opts {
             'd' => o.drives.push(v),
             'l' => o.libs.push(v),
             'm' => o.modules.push(v),
-            'r' => match parse_size(&v) {
-                Ok(n) if n > 0 => o.memlimit = Some(n),
-                Ok(_) => usage("-r 0: invalid memory limit"),
-                Err(e) => usage(&format!("-r {e}")),
+            'r' => match parse_memlimit(&v) {
+                Ok(n) => o.memlimit = Some(n),
+                Err(e) => usage(&format!("-r: {e}")),
             },
             _ => usage(""),
         }
