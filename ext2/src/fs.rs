@@ -523,7 +523,7 @@ impl Fs {
             if d.free_inodes == 0 || d.free_inodes < avg_fi || d.free_blocks < avg_fb {
                 continue;
             }
-            if best.map_or(true, |(_, dirs)| d.used_dirs < dirs) {
+            if !matches!(best, Some((_, dirs)) if d.used_dirs >= dirs) {
                 best = Some((gi, d.used_dirs));
             }
         }

@@ -2,21 +2,74 @@
 //!
 //! [`Ext2Fs`] implements the kernel's inode-number based
 //! [`FileSystem`](rumpkern::vfs::FileSystem) trait on any
-//! [`Store`](vfs_cache::Store). Inode numbers are ext2's own (the root is 2).
+//! [`Store`](vfs_cache::Store). Inode numbers are ext2's own (the root is 2);
+//! `type_name()` is `"ext2fs"`.
+//!
+//! ```ignore
+//! let fs: Arc<Ext2Fs> = Ext2Fs::mount(store, /* read_only */ false)?;
+//! // or, with the reason for a refusal:
+//! let fs = Ext2Fs::mount_with(store, MountOptions { read_only: false, force: false })
+//!     .map_err(|e| { eprintln!("{e}"); e.errno })?;
+//! ```
+//!
+//! # What is kept where
 //!
 //! In memory: the superblock, the group descriptors, the bitmaps (loaded
-//! on first use) and a few indirect blocks; they are written back by
-//! `sync`, `fsync` and `unmount`. Inodes, directory blocks and file data go
-//! to the store as each operation finishes (the store itself is a
-//! write-back cache). One lock serialises the operations of a mount.
+//! on first use), a few indirect blocks (written back at the end of each
+//! operation) and a name index of recently used directories. Bitmaps,
+//! descriptors and superblock are written back by `sync`, `fsync` and
+//! `unmount` (and, best effort, when an `Ext2Fs` is dropped unmounted).
+//! Inodes, directory blocks and file data go to the store as each operation
+//! finishes (the store itself is a write-back cache). One lock serialises
+//! the operations of a mount; `readdir` calls its callback without it.
 //!
-//! Supported layout: block sizes 1, 2 and 4 KiB; features `filetype`,
-//! `sparse_super`, `large_file`, `resize_inode` (reserved GDT blocks and
-//! inode 7 are never touched), `dir_index` (directories are read and
-//! written linearly; a modified directory loses its index flag so it stays
-//! consistent), `ext_attr` (xattr blocks are kept; an inode's block is
-//! released when the inode is freed), `flex_bg`, `extra_isize`. A clean
-//! ext3 journal is ignored. See [`check_features`] for what is refused.
+//! # On-disk format supported
+//!
+//! Block sizes 1, 2 and 4 KiB; revision 0 (128-byte inodes, no features)
+//! and revision 1 with: `filetype`; `sparse_super`; `large_file` (set when
+//! a file first exceeds 2 GiB); `resize_inode` (reserved GDT blocks and
+//! inode 7 are never touched); `dir_index` (directories are read and
+//! written linearly — valid for an indexed directory — and a directory this
+//! component modifies loses its index flag so the index never goes stale);
+//! `ext_attr` (xattr blocks and in-inode attributes are kept; freeing an
+//! inode drops its reference to its xattr block, freeing the block with
+//! the last one); `flex_bg` (locations come from the group descriptors);
+//! `extra_isize` (new inodes get `s_want_extra_isize`; nanosecond times
+//! and creation time are stored when the inode has room). An ext3 image
+//! with a clean journal is mounted as ext2, as NetBSD does: the journal is
+//! never written and stays clean. See [`check_features`] for what is
+//! refused (`EFTYPE`) or forces read-only (writes then fail with `EROFS`).
+//!
+//! # Policies
+//!
+//! * Clean state: mount marks the superblock not clean and counts the
+//!   mount; `unmount` writes everything, marks it clean and syncs the
+//!   store. A full `sync()` (what a halt does) also leaves it marked clean;
+//!   the next change first marks it not clean again, durably. `fsync` does
+//!   not mark it clean. A read-write mount of a file system that is not
+//!   clean, or has errors, is refused with `EPERM` as NetBSD does, unless
+//!   [`MountOptions::force`] (NetBSD's `MNT_FORCE`); read-only is allowed.
+//! * Allocation: data blocks go after the previous block of the file
+//!   (sequential writes are contiguous, indirect blocks interleaved);
+//!   directories are spread over groups, files stay in their directory's
+//!   group. Reserved blocks (`s_r_blocks_count`) are not held back: the
+//!   trait carries no credentials for writes, callers are treated as root.
+//! * `ENOSPC` comes when no block or inode is left for what an operation
+//!   needs; a write that fits partly returns the short count. Nothing
+//!   half-allocated is left behind.
+//! * New nodes: owner from the `Cred`, group from the parent directory
+//!   (BSD semantics, as NetBSD's ext2fs). Device nodes get rdev 0 (the
+//!   trait's `create` has no rdev).
+//! * POSIX errors as NetBSD's: `unlink` of a directory and `link` to one
+//!   are `EPERM`; renaming a directory into itself is `EINVAL`; names longer
+//!   than 255 bytes `ENAMETOOLONG`; symlink targets up to 1023 bytes (and
+//!   under one block); link counts up to 32000 (`EMLINK`).
+//! * Times: creation sets all four; write sets mtime and ctime; attribute
+//!   changes set ctime; directory changes set the directory's mtime and
+//!   ctime; atime is relaxed (updated on read only when older than mtime or
+//!   ctime, or a day old).
+//! * An unlinked inode still open (`open`/`release`) is freed at its last
+//!   `release`, or at `unmount`.
 
 mod fs;
 mod inode;
