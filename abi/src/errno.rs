@@ -215,6 +215,24 @@ impl Errno {
 
     /// The host's text for this error ("No such file or directory").
     pub fn description(self) -> String {
+        // NetBSD-only values keep NetBSD's meaning rather than a host
+        // approximation.
+        let own = match self.0 {
+            EFTYPE => Some("Inappropriate file type or format"),
+            EAUTH => Some("Authentication error"),
+            ENEEDAUTH => Some("Need authenticator"),
+            ENOATTR => Some("Attribute not found"),
+            EPROCLIM => Some("Too many processes"),
+            EBADRPC => Some("RPC struct is bad"),
+            ERPCMISMATCH => Some("RPC version wrong"),
+            EPROGUNAVAIL => Some("RPC prog. not avail"),
+            EPROGMISMATCH => Some("Program version wrong"),
+            EPROCUNAVAIL => Some("Bad procedure for program"),
+            _ => None,
+        };
+        if let Some(t) = own {
+            return t.to_string();
+        }
         let host = self.to_host();
         if host == 0 {
             return format!("NetBSD error {}", self.0);
@@ -410,5 +428,6 @@ mod tests {
             assert_eq!(host_to_netbsd(netbsd_to_host(nb)), host_to_netbsd(h));
         }
         assert_eq!(Errno(ENOENT).description(), "No such file or directory");
+        assert_eq!(Errno(EFTYPE).description(), "Inappropriate file type or format");
     }
 }
