@@ -696,23 +696,30 @@ impl Fs {
     /// indirect blocks on the way) near `goal` if it is a hole. Returns
     /// whether the data block is new (its contents are garbage). On
     /// failure nothing stays allocated.
-    fn bmap_alloc(&mut self, i: &mut Inode, l: u64, goal: u32) -> R<(u32, bool)> {
+    /// `log` records every block allocated (for [`Fs::undo_allocs`]).
+    fn bmap_alloc(&mut self, i: &mut Inode, l: u64, goal: u32, log: &mut Vec<(PtrLoc, u32)>) -> R<(u32, bool)> {
         let (p, n) = self.path(l)?;
-        let mut made: Vec<(PtrLoc, u32)> = Vec::new();
-        let r = self.bmap_alloc_inner(i, &p[..n], goal, &mut made);
+        let start = log.len();
+        let r = self.bmap_alloc_inner(i, &p[..n], goal, log);
         if r.is_err() {
-            for (loc, b) in made.into_iter().rev() {
-                match loc {
-                    PtrLoc::Inode(k) => i.set_block(k, 0),
-                    PtrLoc::Ind(ib, k) => {
-                        let _ = self.ind_set(ib, k, 0);
-                    }
-                }
-                let _ = self.free_block(b);
-                self.sub_blocks(i);
-            }
+            self.undo_allocs(i, log, start);
         }
         r
+    }
+
+    /// Unhook and free the blocks allocated in `log` from entry `from` on.
+    fn undo_allocs(&mut self, i: &mut Inode, log: &mut Vec<(PtrLoc, u32)>, from: usize) {
+        while log.len() > from {
+            let (loc, b) = log.pop().unwrap();
+            match loc {
+                PtrLoc::Inode(k) => i.set_block(k, 0),
+                PtrLoc::Ind(ib, k) => {
+                    let _ = self.ind_set(ib, k, 0);
+                }
+            }
+            let _ = self.free_block(b);
+            self.sub_blocks(i);
+        }
     }
 
     fn bmap_alloc_inner(
@@ -1151,7 +1158,7 @@ impl Fs {
         let nblocks = self.dir_nblocks(d);
         let bs = self.g.bs as usize;
         let goal = self.goal_for(d, nblocks)?;
-        let (phys, _) = self.bmap_alloc(d, nblocks, goal)?;
+        let (phys, _) = self.bmap_alloc(d, nblocks, goal, &mut Vec::new())?;
         let mut blk = vec![0u8; bs];
         put16(&mut blk, 4, bs as u16);
         if let Err(e) = self.write_blk(phys, &blk) {
@@ -1405,37 +1412,42 @@ impl Fs {
             n.set_time(f, t);
         }
         let goal = self.g.group_start((ino - 1) / self.g.ipg);
-        let data_block = if is_dir || target.is_some_and(|t| t.len() >= 60) {
-            match self.alloc_block(goal) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    self.free_inode_bit(ino, is_dir)?;
-                    return Err(e);
+        let mut data_block = None;
+        let r = (|| {
+            if is_dir || target.is_some_and(|t| t.len() >= 60) {
+                let b = self.alloc_block(goal)?;
+                data_block = Some(b);
+                let mut blk = vec![0u8; bs as usize];
+                if is_dir {
+                    self.write_entry(&mut blk, 0, ino, 12, b".", 2);
+                    self.write_entry(&mut blk, 12, d.num, bs as usize - 12, b"..", 2);
+                    n.set_size(bs as u64);
+                } else {
+                    let tg = target.unwrap();
+                    blk[..tg.len()].copy_from_slice(tg);
+                    n.set_size(tg.len() as u64);
                 }
-            }
-        } else {
-            None
-        };
-        if let Some(b) = data_block {
-            let mut blk = vec![0u8; bs as usize];
-            if is_dir {
-                self.write_entry(&mut blk, 0, ino, 12, b".", 2);
-                self.write_entry(&mut blk, 12, d.num, bs as usize - 12, b"..", 2);
-                n.set_size(bs as u64);
-            } else {
-                let tg = target.unwrap();
-                blk[..tg.len()].copy_from_slice(tg);
+                self.write_blk(b, &blk)?;
+                n.set_block(0, b);
+                n.set_blocks512(bs / 512);
+            } else if let Some(tg) = target {
+                n.raw[I_BLOCK..I_BLOCK + tg.len()].copy_from_slice(tg);
                 n.set_size(tg.len() as u64);
             }
-            self.write_blk(b, &blk)?;
-            n.set_block(0, b);
-            n.set_blocks512(bs / 512);
-        } else if let Some(tg) = target {
-            n.raw[I_BLOCK..I_BLOCK + tg.len()].copy_from_slice(tg);
-            n.set_size(tg.len() as u64);
+            self.write_inode(&n)?;
+            self.dir_insert(&slot, name, ino, dirent_ftype(kind))
+        })();
+        if let Err(e) = r {
+            // Undo: nothing may stay allocated without a name.
+            if let Some(b) = data_block {
+                let _ = self.free_block(b);
+            }
+            let _ = self.free_inode_bit(ino, is_dir);
+            let mut z = self.new_inode(ino);
+            z.set_dtime(t.sec as u32);
+            let _ = self.write_inode(&z);
+            return Err(e);
         }
-        self.write_inode(&n)?;
-        self.dir_insert(&slot, name, ino, dirent_ftype(kind))?;
         if is_dir {
             d.set_links(d.links() + 1);
         }
@@ -1736,13 +1748,14 @@ impl Fs {
         let mut goal = self.goal_for(&i, off / bs)?;
         let mut pos = off;
         let mut failure = None;
+        let mut log = Vec::new();
         let mut run_disk = 0u64;
         let mut run: Vec<u8> = Vec::new();
         while pos < end {
             let lb = pos / bs;
             let boff = (pos % bs) as usize;
             let n = ((bs as usize) - boff).min((end - pos) as usize);
-            let (phys, new) = match self.bmap_alloc(&mut i, lb, goal) {
+            let (phys, new) = match self.bmap_alloc(&mut i, lb, goal, &mut log) {
                 Ok(v) => v,
                 Err(e) => {
                     failure = Some(e);
@@ -1781,7 +1794,16 @@ impl Fs {
                 failure = Some(e);
             }
         }
-        let written = pos - off;
+        let mut written = pos - off;
+        if failure.is_some_and(|e| e.0 != ENOSPC) {
+            // An I/O error: report it, and keep nothing this write allocated
+            // (an allocated block must hold what was meant for it).
+            self.undo_allocs(&mut i, &mut log, 0);
+            written = 0;
+        } else if written == 0 {
+            self.undo_allocs(&mut i, &mut log, 0);
+        }
+        let pos = off + written;
         if pos > old {
             self.set_file_size(&mut i, pos);
         }
@@ -1790,9 +1812,13 @@ impl Fs {
             i.set_time(TimeField::Modify, t);
             i.set_time(TimeField::Change, t);
         }
-        self.write_inode(&i)?;
+        if let Err(e) = self.write_inode(&i) {
+            // The inode on the device does not know the new blocks.
+            self.undo_allocs(&mut i, &mut log, 0);
+            return Err(e);
+        }
         match failure {
-            Some(e) if written == 0 || e.0 != ENOSPC => Err(e),
+            Some(e) if written == 0 => Err(e),
             _ => Ok(written as usize),
         }
     }

@@ -963,6 +963,79 @@ fn concurrent_operations() {
     }
 }
 
+/// A store whose writes and syncs fail while `fail` is set.
+struct Flaky {
+    inner: std::sync::Arc<FileStore>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl vfs_cache::Store for Flaky {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.inner.read(off, buf)
+    }
+    fn write(&self, off: u64, buf: &[u8]) -> Result<(), Errno> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Errno(EIO));
+        }
+        self.inner.write(off, buf)
+    }
+    fn sync(&self) -> Result<(), Errno> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Errno(EIO));
+        }
+        self.inner.sync()
+    }
+}
+
+#[test]
+fn failed_sync_keeps_metadata_for_a_retry() {
+    if !have_tools() {
+        return;
+    }
+    use std::sync::atomic::Ordering::SeqCst;
+    let t = TempDir::new("flaky");
+    let img = t.path("f.img");
+    mkfs(&img, 8192, &["-t", "ext2", "-b", "1024"]);
+    let store = std::sync::Arc::new(Flaky { inner: FileStore::open(&img), fail: false.into() });
+    let fs = Ext2Fs::mount(store.clone(), false).unwrap();
+    let mut e = Expect::default();
+    let mut rng = Rng(3);
+    for k in 0..40 {
+        let n = rng.below(100_000) as usize;
+        let d = rng.bytes(n);
+        create_file(&*fs, &format!("/f{k}"), &d);
+        e.files.insert(format!("/f{k}"), d);
+    }
+    store.fail.store(true, SeqCst);
+    assert_eq!(fs.sync(), Err(Errno(EIO)));
+    assert_eq!(fs.unmount(), Err(Errno(EIO)));
+    let root = fs.root();
+    let free = fs.statfs().unwrap();
+    assert_eq!(fs.create(root, b"x", FileKind::Reg, 0o644, ROOT).map(|_| ()), Err(Errno(EIO)));
+    assert_eq!(fs.create(root, b"dx", FileKind::Dir, 0o755, ROOT).map(|_| ()), Err(Errno(EIO)));
+    let long = vec![b'l'; 100];
+    assert_eq!(fs.symlink(root, b"sx", &long, ROOT).map(|_| ()), Err(Errno(EIO)));
+    let f0 = walk(&*fs, "/f0").unwrap();
+    let size0 = fs.getattr(f0).unwrap().size;
+    assert_eq!(fs.write(f0, size0 + 5000, &[1u8; 300_000]), Err(Errno(EIO)));
+    assert_eq!(fs.write(f0, 0, b"zz"), Err(Errno(EIO)));
+    assert_eq!(fs.unlink(root, b"f1"), Err(Errno(EIO)));
+    assert_eq!(fs.rename(root, b"f2", root, b"f2-renamed"), Err(Errno(EIO)));
+    assert_eq!(fs.getattr(f0).unwrap().size, size0);
+    let now = fs.statfs().unwrap();
+    assert_eq!((now.blocks_free, now.files_free), (free.blocks_free, free.files_free), "nothing leaked");
+    store.fail.store(false, SeqCst);
+    fs.sync().unwrap();
+    fs.unmount().unwrap();
+    fsck_clean(&img);
+    let fs = mount(&img);
+    check_expect(&*fs, &e);
+    fs.unmount().unwrap();
+}
+
 mod model {
     //! Random operation sequences against an in-memory model.
     use super::*;
