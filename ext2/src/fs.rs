@@ -1158,11 +1158,12 @@ impl Fs {
         let nblocks = self.dir_nblocks(d);
         let bs = self.g.bs as usize;
         let goal = self.goal_for(d, nblocks)?;
-        let (phys, _) = self.bmap_alloc(d, nblocks, goal, &mut Vec::new())?;
+        let mut log = Vec::new();
+        let (phys, _) = self.bmap_alloc(d, nblocks, goal, &mut log)?;
         let mut blk = vec![0u8; bs];
         put16(&mut blk, 4, bs as u16);
         if let Err(e) = self.write_blk(phys, &blk) {
-            self.dcache.remove(&d.num);
+            self.undo_allocs(d, &mut log, 0);
             return Err(e);
         }
         d.set_size((nblocks + 1) * bs as u64);

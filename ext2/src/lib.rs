@@ -150,6 +150,12 @@ impl Ext2Fs {
         check_features(&sb)
     }
 
+    /// [`check_features`] on a 1024-byte superblock: `Err` says why it
+    /// cannot be mounted, `Ok(Compat::ReadOnly(why))` why only read-only.
+    pub fn check_features(sb: &[u8]) -> Result<Compat, String> {
+        check_features(sb)
+    }
+
     /// If a read-write mount was turned read-only by a read-only-compatible
     /// feature, the reason.
     pub fn read_only_reason(&self) -> Option<&str> {
