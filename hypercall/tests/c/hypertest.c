@@ -201,7 +201,17 @@ hyp_backend_schedule(int nlocks, void *interlock)
 			n_sched_free++;
 			rumpuser_mutex_exit(interlock);
 		} else {
-			n_sched_held++;
+			/*
+			 * Busy: by us, or by another thread (the signaller may
+			 * not have let go yet).  A kmutex knows its owner.
+			 */
+			struct lwp *o = NULL;
+
+			rumpuser_mutex_owner(interlock, &o);
+			if (o != NULL && o != rumpuser_curlwp())
+				n_sched_free++;
+			else
+				n_sched_held++;
 		}
 	}
 }
