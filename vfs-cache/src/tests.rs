@@ -616,7 +616,7 @@ fn random_ops_match_a_model() {
                 }
             }
             let s = cache.stats();
-            assert!(s.cached_bytes <= limit.max(0) + 4 * bs as u64, "seed {seed} op {op} {s:?}");
+            assert!(s.cached_bytes <= limit + 4 * bs as u64, "seed {seed} op {op} {s:?}");
         }
         ctl.set(FaultMode::None);
         dev.sync().unwrap();
