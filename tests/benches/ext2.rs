@@ -1,0 +1,91 @@
+//! `cargo xtask bench ext2`: 10,000 files of 4 KiB and one 256 MiB file
+//! written into an ext2 image through rump_server, then rump.halt — beside
+//! `dd conv=fsync` of the same bytes, and the host creating the same small
+//! files then syncing, in the same run on the same file system.
+
+#[path = "bench_common.rs"]
+mod bench_common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bench_common::*;
+use netbsd_abi::fcntl::{O_CREAT, O_WRONLY};
+
+fn main() {
+    let nfiles: usize = std::env::var("BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let big = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256usize) * MIB;
+    let small = 4096;
+    let total = nfiles * small + big;
+    let d = tmpdir();
+
+    // Floors: dd of the same bytes, and the host's own small-file creation.
+    let floor_dd = dd_seconds(&d.path().join("floor"), 64 * 1024, total);
+    let _ = std::fs::remove_file(d.path().join("floor"));
+    let hostdir = d.path().join("hostfiles");
+    std::fs::create_dir(&hostdir).expect("mkdir");
+    let buf4k = vec![0x11u8; small];
+    let t = Instant::now();
+    for i in 0..nfiles {
+        std::fs::write(hostdir.join(format!("f{i}")), &buf4k).expect("write");
+    }
+    let st = Command::new("sync").arg("-f").arg(&hostdir).status();
+    let floor_files = t.elapsed().as_secs_f64();
+    assert!(st.map(|s| s.success()).unwrap_or(false), "sync -f");
+    let _ = std::fs::remove_dir_all(&hostdir);
+
+    let img = d.path().join("img");
+    let o = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-b", "4096", "-N", &format!("{}", nfiles + 1024)])
+        .arg(&img)
+        .arg(format!("{}M", total / MIB + 128))
+        .output()
+        .expect("mke2fs (e2fsprogs)");
+    assert!(o.status.success(), "mke2fs failed");
+    let mut b = Bench::start(d.path(), &["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())]);
+    let c = rumpclient::Client::connect(&b.url).expect("connect");
+    c.mkdir("/mnt", 0o755).expect("mkdir");
+    c.mount_ext2("/mnt", 0, "/dk").expect("mount");
+    c.mkdir("/mnt/small", 0o755).expect("mkdir");
+
+    let t0 = Instant::now();
+    for i in 0..nfiles {
+        let fd = c.open(format!("/mnt/small/f{i}"), O_WRONLY | O_CREAT, 0o644).expect("create");
+        c.write(fd, &buf4k).expect("write");
+        c.close(fd).expect("close");
+    }
+    let t_files = t0.elapsed().as_secs_f64();
+    let chunk = vec![0x22u8; 64 * 1024];
+    let t1 = Instant::now();
+    let fd = c.open("/mnt/big", O_WRONLY | O_CREAT, 0o644).expect("create");
+    for i in 0..big / chunk.len() {
+        c.pwrite(fd, &chunk, (i * chunk.len()) as i64).expect("pwrite");
+    }
+    c.close(fd).expect("close");
+    let t_big = t1.elapsed().as_secs_f64();
+    drop(c);
+    let t2 = Instant::now();
+    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &b.url).output().expect("rump.halt");
+    assert!(o.status.success(), "rump.halt: {}", String::from_utf8_lossy(&o.stderr));
+    while b.child.try_wait().ok().flatten().is_none() {
+        assert!(t2.elapsed() < Duration::from_secs(300), "server did not exit");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t_halt = t2.elapsed().as_secs_f64();
+    let all = t0.elapsed().as_secs_f64();
+
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&img).output().map(|o| o.status.success()).unwrap_or(false);
+    println!("ext2: {nfiles} files of 4 KiB + one {} MiB file, through rump_server, then rump.halt", big / MIB);
+    println!("  host: create {nfiles} files + sync  {:8.1} ms ({:.1} us/file)", floor_files * 1e3, floor_files * 1e6 / nfiles as f64);
+    println!("  rump: create {nfiles} files         {:8.1} ms ({:.1} us/file)   {:.2}x the host", t_files * 1e3, t_files * 1e6 / nfiles as f64, t_files / floor_files);
+    println!("  rump: write {} MiB file            {:8.1} ms ({:.1} MiB/s)", big / MIB, t_big * 1e3, mib_s(big, t_big));
+    println!("  rump: halt (flush + exit)          {:8.1} ms", t_halt * 1e3);
+    println!(
+        "  rump: everything                   {:8.1} ms   dd conv=fsync of the same {} MiB {:.1} ms   ratio {:.2}x",
+        all * 1e3,
+        total / MIB,
+        floor_dd * 1e3,
+        all / floor_dd
+    );
+    println!("  e2fsck -fn after the halt: {}", if fsck { "clean" } else { "PROBLEMS" });
+}
