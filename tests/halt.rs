@@ -323,3 +323,63 @@ fn usage_and_environment_errors() {
         "rump.halt: connect unix:///nonexistent/x.sock: No such file or directory"
     );
 }
+
+/// The embedding API: a kernel in this very process, halted with
+/// `RB_HALT`: the call returns, says the flush succeeded, and every later
+/// call into that kernel fails with a clear error.
+#[test]
+fn embedded_halt_returns_and_the_kernel_refuses_calls() {
+    use netbsd_abi::errno::ESHUTDOWN;
+    use netbsd_abi::reboot::RB_HALT;
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let mut rump = rumprun::Rump::builder()
+        .ncpu(2)
+        .memlimit(32 << 20)
+        .drive(&format!("key=/dk,hostpath={},size=4m", img.display()))
+        .boot()
+        .expect("boot an embedded kernel");
+    let url = format!("unix://{}", d.path().join("embed.sock").display());
+    rump.serve(&url).expect("serve");
+    let remote = Client::connect(&url).expect("a remote client of the embedded kernel");
+    let p = rump.process().expect("a local process");
+    let fd = p.open("/dk", O_RDWR, 0).expect("open /dk");
+    let data = pattern(MIB, 21);
+    assert_eq!(p.pwrite(fd, &data, 0).expect("pwrite"), MIB);
+    assert!(!image_has(d.path(), &data, 0), "write-back");
+
+    let report = rump.halt(RB_HALT).expect("halt returns with RB_HALT");
+    assert_eq!(report.flush, Some(Ok(())), "the flush succeeded");
+    assert_eq!(report.cut_off, 0);
+    assert!(image_has(d.path(), &data, 0), "flushed");
+    assert_eq!(p.getpid().map(|_| ()), Err(netbsd_abi::Errno(ESHUTDOWN)), "later local calls fail");
+    assert!(remote.getpid().is_err(), "remote clients are dropped");
+    assert!(Client::connect(&url).is_err(), "no more connections");
+    assert!(rump.halt(RB_HALT).is_err(), "a second halt is refused");
+}
+
+/// Without `RB_HALT` the embedding process exits 0 after the flush. The
+/// embedder is this test binary, re-run as a child.
+#[test]
+fn embedded_halt_without_rb_halt_exits_the_process() {
+    if let Ok(img) = std::env::var("RUMP_EMBED_CHILD_IMG") {
+        let rump = rumprun::Rump::builder()
+            .drive(&format!("key=/dk,hostpath={img},size=4m"))
+            .boot()
+            .expect("boot");
+        let p = rump.process().expect("process");
+        let fd = p.open("/dk", O_RDWR, 0).expect("open");
+        p.pwrite(fd, &pattern(MIB, 22), MIB as i64).expect("pwrite");
+        let _ = rump.halt(0);
+        unreachable!("halt without RB_HALT exits the process");
+    }
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let st = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "embedded_halt_without_rb_halt_exits_the_process", "--nocapture", "--test-threads=1"])
+        .env("RUMP_EMBED_CHILD_IMG", &img)
+        .status()
+        .expect("run the embedding child");
+    assert_eq!(st.code(), Some(0), "the embedder exited 0 after the flush");
+    assert!(image_has(d.path(), &pattern(MIB, 22), MIB as u64), "flushed before the exit");
+}
