@@ -22,6 +22,10 @@ use netbsd_abi::reboot::{RB_DUMP, RB_HALT, RB_NOSYNC};
 /// without them (they are reported, not waited for forever).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// With `RB_NOSYNC` something may be on fire: a syscall stuck on a hung
+/// drive must not hold the halt up for long.
+pub const DRAIN_TIMEOUT_NOSYNC: Duration = Duration::from_millis(500);
+
 /// What the halt sequence needs from a kernel.
 pub trait HaltTarget: Send + Sync {
     /// Refuse every new syscall from now on.
@@ -126,9 +130,10 @@ pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport
     // 1. Stop admitting; let running syscalls finish, within bounds.
     k.stop_admitting();
     rumpuser::sp::stop_admitting();
-    let cut_off = k.wait_idle(DRAIN_TIMEOUT);
+    let drain = if flags & RB_NOSYNC != 0 { DRAIN_TIMEOUT_NOSYNC } else { DRAIN_TIMEOUT };
+    let cut_off = k.wait_idle(drain);
     if cut_off > 0 {
-        log(&format!("halt: {cut_off} system call(s) still running after {DRAIN_TIMEOUT:?}, cut off"));
+        log(&format!("halt: {cut_off} system call(s) still running after {drain:?}, cut off"));
     }
 
     // 2. Flush, unless told the disks are on fire.
