@@ -95,11 +95,21 @@ fn nosync_completes_while_the_drive_hangs() {
         },
     );
     write_dk(&s, &pattern(MIB, 3), 0);
+    // A client stuck in fsync on the hung drive: the drain gives up on it.
+    let stuck = {
+        let c = s.client();
+        std::thread::spawn(move || {
+            let fd = c.open("/dk", O_RDWR, 0).expect("open");
+            c.fsync(fd).is_err()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let o = s.halt(&["-n"]);
     assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
     assert!(s.wait_exit(Duration::from_secs(5)).is_some(), "server exited");
     eprintln!("rump.halt -n with a hanging drive took {:?}", t.elapsed());
+    assert!(stuck.join().expect("the stuck client returns"), "its fsync fails rather than hangs");
 }
 
 fn core_pattern_is_plain_file() -> bool {
