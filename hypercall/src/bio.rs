@@ -206,6 +206,7 @@ pub unsafe extern "C" fn rumpuser_bio(
     biodone: Option<BiodoneFn>,
     arg: *mut c_void,
 ) {
+    trace_hit!(rumpuser_bio);
     crate::guard("rumpuser_bio", || {
         let Some(biodone) = biodone else {
             crate::cons::dprint("rumpuser_bio: no biodone function, request dropped\n");

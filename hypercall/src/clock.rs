@@ -85,6 +85,7 @@ pub fn sleep(clock: i32, sec: i64, nsec: i64) -> Result<(), Errno> {
 /// `sec` and `nsec` are valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_clock_gettime(clock: c_int, sec: *mut i64, nsec: *mut c_long) -> c_int {
+    trace_hit!(rumpuser_clock_gettime);
     if sec.is_null() || nsec.is_null() {
         return EFAULT;
     }
@@ -104,5 +105,6 @@ pub unsafe extern "C" fn rumpuser_clock_gettime(clock: c_int, sec: *mut i64, nse
 /// `rumpuser_clock_sleep(clock, sec, nsec)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_clock_sleep(clock: c_int, sec: i64, nsec: c_long) -> c_int {
+    trace_hit!(rumpuser_clock_sleep);
     crate::guard("rumpuser_clock_sleep", || crate::errno::ret(sleep(clock, sec, nsec)))
 }

@@ -55,5 +55,6 @@ pub fn dprint(s: &str) {
 /// `rumpuser_putchar(int)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_putchar(c: c_int) {
+    trace_hit!(rumpuser_putchar);
     putchar(c as u8)
 }

@@ -35,6 +35,7 @@ pub fn set_curlwp(l: LwpPtr) {
 /// `SET` makes `l` current for this thread, `CLEAR` forgets it.
 #[no_mangle]
 pub extern "C" fn rumpuser_curlwpop(op: c_int, l: LwpPtr) {
+    trace_hit!(rumpuser_curlwpop);
     match op {
         LWP_SET => set_curlwp(l),
         LWP_CLEAR => set_curlwp(std::ptr::null_mut()),
@@ -45,5 +46,6 @@ pub extern "C" fn rumpuser_curlwpop(op: c_int, l: LwpPtr) {
 /// `rumpuser_curlwp()`.
 #[no_mangle]
 pub extern "C" fn rumpuser_curlwp() -> LwpPtr {
+    trace_hit!(rumpuser_curlwp);
     curlwp()
 }

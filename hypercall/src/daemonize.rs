@@ -126,12 +126,14 @@ pub fn daemonize_done(error: i32) -> Result<(), Errno> {
 /// `rumpuser_daemonize_begin()`.
 #[no_mangle]
 pub extern "C" fn rumpuser_daemonize_begin() -> c_int {
+    trace_hit!(rumpuser_daemonize_begin);
     crate::guard("rumpuser_daemonize_begin", || crate::errno::ret(daemonize_begin()))
 }
 
 /// `rumpuser_daemonize_done(error)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_daemonize_done(error: c_int) -> c_int {
+    trace_hit!(rumpuser_daemonize_done);
     crate::guard("rumpuser_daemonize_done", || crate::errno::ret(daemonize_done(error)))
 }
 

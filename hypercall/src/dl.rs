@@ -333,6 +333,7 @@ pub unsafe extern "C" fn rumpuser_dl_bootstrap(
     symload: Option<SymloadFn>,
     compload: Option<ComploadFn>,
 ) {
+    trace_hit!(rumpuser_dl_bootstrap);
     crate::guard("rumpuser_dl_bootstrap", || {
         bootstrap(
             |mods| {

@@ -17,6 +17,7 @@ pub fn seterrno(error: i32) {
 /// `rumpuser_seterrno(int)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_seterrno(error: c_int) {
+    trace_hit!(rumpuser_seterrno);
     seterrno(error)
 }
 

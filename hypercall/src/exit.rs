@@ -92,6 +92,7 @@ pub fn kill(pid: i64, sig: i32) -> Result<(), Errno> {
 /// `rumpuser_kill(pid, sig)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_kill(pid: i64, sig: c_int) -> c_int {
+    trace_hit!(rumpuser_kill);
     crate::guard("rumpuser_kill", || crate::errno::ret(kill(pid, sig)))
 }
 
@@ -99,6 +100,8 @@ pub extern "C" fn rumpuser_kill(pid: i64, sig: c_int) -> c_int {
 /// that status.
 #[no_mangle]
 pub extern "C" fn rumpuser_exit(rv: c_int) -> ! {
+    trace_hit!(rumpuser_exit);
+    crate::trace::dump();
     if rv == RUMPUSER_PANIC {
         panic_abort()
     }

@@ -445,6 +445,7 @@ pub unsafe fn iovwrite(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize
 /// `path` is a NUL-terminated string; `fdp` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_open(path: *const c_char, flags: c_int, fdp: *mut c_int) -> c_int {
+    trace_hit!(rumpuser_open);
     crate::guard("rumpuser_open", || {
         if path.is_null() || fdp.is_null() {
             return EFAULT;
@@ -465,6 +466,7 @@ pub unsafe extern "C" fn rumpuser_open(path: *const c_char, flags: c_int, fdp: *
 /// `rumpuser_close(fd)`: flush and close.
 #[no_mangle]
 pub extern "C" fn rumpuser_close(fd: c_int) -> c_int {
+    trace_hit!(rumpuser_close);
     crate::guard("rumpuser_close", || {
         // SAFETY: the kernel hands over a descriptor it got from
         // rumpuser_open and will not use again.
@@ -483,6 +485,7 @@ pub extern "C" fn rumpuser_close(fd: c_int) -> c_int {
 /// for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_getfileinfo(path: *const c_char, sizep: *mut u64, ftp: *mut c_int) -> c_int {
+    trace_hit!(rumpuser_getfileinfo);
     crate::guard("rumpuser_getfileinfo", || {
         if path.is_null() {
             return EFAULT;
@@ -520,6 +523,7 @@ pub unsafe extern "C" fn rumpuser_iovread(
     off: i64,
     retp: *mut usize,
 ) -> c_int {
+    trace_hit!(rumpuser_iovread);
     crate::guard("rumpuser_iovread", || {
         if retp.is_null() || (ruiov.is_null() && iovlen > 0) {
             return EFAULT;
@@ -555,6 +559,7 @@ pub unsafe extern "C" fn rumpuser_iovwrite(
     off: i64,
     retp: *mut usize,
 ) -> c_int {
+    trace_hit!(rumpuser_iovwrite);
     crate::guard("rumpuser_iovwrite", || {
         if retp.is_null() || (ruiov.is_null() && iovlen > 0) {
             return EFAULT;
@@ -580,5 +585,6 @@ pub unsafe extern "C" fn rumpuser_iovwrite(
 /// `rumpuser_syncfd(fd, flags, start, len)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_syncfd(fd: c_int, flags: c_int, start: u64, len: u64) -> c_int {
+    trace_hit!(rumpuser_syncfd);
     crate::guard("rumpuser_syncfd", || crate::errno::ret(syncfd(fd, flags, start, len)))
 }

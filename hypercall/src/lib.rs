@@ -9,6 +9,14 @@
 //! panic crosses the C ABI: entry points that could panic run inside
 //! [`guard`], which reports and takes the `RUMPUSER_PANIC` exit.
 
+/// Count a call of a C entry point (see [`trace`]): one relaxed atomic
+/// load when tracing is off.
+macro_rules! trace_hit {
+    ($name:ident) => {
+        $crate::trace::hit($crate::trace::Ep::$name)
+    };
+}
+
 pub mod upcalls;
 
 pub mod bio;
@@ -26,6 +34,8 @@ pub mod param;
 pub mod random;
 pub mod sp;
 pub mod thread;
+pub mod trace;
+pub mod exports;
 
 mod guard;
 #[cfg(test)]
@@ -46,6 +56,7 @@ pub(crate) use guard::guard;
 /// `hyp` is null or points at a valid `struct rumpuser_hyperup`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_init(version: c_int, hyp: *const RumpuserHyperup) -> c_int {
+    trace_hit!(rumpuser_init);
     guard("rumpuser_init", || {
         if version != RUMPUSER_VERSION {
             cons::dprint(&format!(

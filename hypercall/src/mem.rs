@@ -137,6 +137,7 @@ impl Drop for AnonMap {
 /// `memp` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_malloc(size: usize, alignment: c_int, memp: *mut *mut c_void) -> c_int {
+    trace_hit!(rumpuser_malloc);
     if memp.is_null() || alignment < 0 {
         return if memp.is_null() { EFAULT } else { EINVAL };
     }
@@ -156,6 +157,7 @@ pub unsafe extern "C" fn rumpuser_malloc(size: usize, alignment: c_int, memp: *m
 /// `ptr` is null or came from `rumpuser_malloc`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_free(ptr: *mut c_void, _size: usize) {
+    trace_hit!(rumpuser_free);
     // SAFETY: per the caller's promise.
     unsafe { free(ptr) }
 }
@@ -172,6 +174,7 @@ pub unsafe extern "C" fn rumpuser_anonmmap(
     exec: c_int,
     memp: *mut *mut c_void,
 ) -> c_int {
+    trace_hit!(rumpuser_anonmmap);
     if memp.is_null() {
         return EFAULT;
     }
@@ -194,6 +197,7 @@ pub unsafe extern "C" fn rumpuser_anonmmap(
 /// The range came from `rumpuser_anonmmap`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_unmap(addr: *mut c_void, len: usize) {
+    trace_hit!(rumpuser_unmap);
     // SAFETY: per the caller's promise.
     unsafe { unmap(addr, len) }
 }

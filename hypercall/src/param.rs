@@ -88,6 +88,7 @@ pub fn getparam(name: &str) -> Result<String, Errno> {
 /// bytes.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void, buflen: usize) -> c_int {
+    trace_hit!(rumpuser_getparam);
     crate::guard("rumpuser_getparam", || {
         if name.is_null() || buf.is_null() {
             return EFAULT;

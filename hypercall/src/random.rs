@@ -65,6 +65,7 @@ pub unsafe extern "C" fn rumpuser_getrandom(
     flags: c_int,
     retp: *mut usize,
 ) -> c_int {
+    trace_hit!(rumpuser_getrandom);
     crate::guard("rumpuser_getrandom", || {
         if retp.is_null() || (buf.is_null() && buflen > 0) {
             return EFAULT;

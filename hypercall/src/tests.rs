@@ -576,3 +576,41 @@ fn one_condvar_serves_two_mutexes() {
         t.join().expect("waiter");
     }
 }
+
+/// The export table and the trace list name every C entry point the
+/// sources define, once, in the same order.
+#[test]
+fn export_table_and_trace_list_cover_every_entry_point() {
+    use crate::exports::ENTRY_POINTS;
+    use crate::trace::NAMES;
+    let names: Vec<&str> = ENTRY_POINTS.iter().map(|e| e.name).collect();
+    assert_eq!(names, NAMES, "exports and trace lists agree");
+    let mut defined = Vec::new();
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).expect("read source");
+                for l in text.lines() {
+                    if let Some(rest) = l.split("extern \"C\" fn ").nth(1) {
+                        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        if name.starts_with("rumpuser_") && l.trim_start().starts_with("pub ") {
+                            out.push(name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut defined);
+    defined.sort();
+    let mut listed: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(defined, listed, "every pub extern \"C\" fn rumpuser_* is in the table");
+    assert_eq!(listed.len(), 60);
+    for e in ENTRY_POINTS.iter() {
+        assert!(!e.addr.is_null(), "{}", e.name);
+    }
+}

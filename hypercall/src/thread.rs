@@ -109,6 +109,7 @@ pub unsafe extern "C" fn rumpuser_thread_create(
     _cpuidx: c_int,
     cookie: *mut *mut c_void,
 ) -> c_int {
+    trace_hit!(rumpuser_thread_create);
     crate::guard("rumpuser_thread_create", || {
         let Some(f) = f else { return EINVAL };
         if mustjoin != 0 && cookie.is_null() {
@@ -179,6 +180,7 @@ pub unsafe extern "C" fn rumpuser_thread_create(
 /// `rumpuser_thread_exit()`: end the calling host thread.
 #[no_mangle]
 pub extern "C" fn rumpuser_thread_exit() -> ! {
+    trace_hit!(rumpuser_thread_exit);
     // No guard here: pthread_exit unwinds the thread by force, which must
     // not meet a catch_unwind.
     // SAFETY: ends the calling thread, which was started by
@@ -194,6 +196,7 @@ pub extern "C" fn rumpuser_thread_exit() -> ! {
 /// joined before.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_thread_join(cookie: *mut c_void) -> c_int {
+    trace_hit!(rumpuser_thread_join);
     crate::guard("rumpuser_thread_join", || {
         if cookie.is_null() {
             return EINVAL;

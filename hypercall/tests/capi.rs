@@ -323,3 +323,50 @@ fn errno_translation_covers_every_host_errno() {
     assert_eq!(Errno::from_host(libc::ENOENT).0, 2);
     assert_eq!(Errno::from_host(0).0, 0);
 }
+
+/// `hypertest name` with extra environment; returns (status ok, stdout, stderr).
+fn hypertest_env(name: &str, env: &[(&str, &str)]) -> (String, String) {
+    let b = built();
+    let mut cmd = Command::new(&b.hypertest);
+    cmd.arg(name).env_remove("RUMP_NCPU").env_remove("RUMPUSER_TRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run hypertest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "hypertest {name}: {:?}\n{stdout}\n{stderr}", out.status);
+    (stdout, stderr)
+}
+
+/// The count the trace report gives `name` (None: not listed as called).
+fn traced(report: &str, name: &str) -> Option<u64> {
+    report.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(name)).then(|| f.next().and_then(|n| n.parse().ok())).flatten()
+    })
+}
+
+#[test]
+fn trace_counts_each_entry_point_when_asked() {
+    // Off by default: no report.
+    let (_, err) = hypertest_env("mem", &[]);
+    assert!(!err.contains("rumpuser trace"), "{err}");
+    // On: counts at exit, on stderr.
+    let (_, err) = hypertest_env("mem", &[("RUMPUSER_TRACE", "1")]);
+    assert!(err.contains("rumpuser trace"), "{err}");
+    assert_eq!(traced(&err, "rumpuser_malloc"), Some(4), "{err}");
+    assert_eq!(traced(&err, "rumpuser_free"), Some(3), "{err}");
+    assert_eq!(traced(&err, "rumpuser_anonmmap"), Some(5), "{err}");
+    assert_eq!(traced(&err, "rumpuser_unmap"), Some(5), "{err}");
+    assert_eq!(traced(&err, "rumpuser_bio"), None, "{err}");
+    // The variadic dprintf counts itself in C; a file destination.
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{}", std::process::id()));
+    let _ = std::fs::remove_file(&d);
+    let (_, err) = hypertest_env("console", &[("RUMPUSER_TRACE", d.to_str().unwrap())]);
+    assert!(!err.contains("rumpuser trace"), "report goes to the file: {err}");
+    let report = std::fs::read_to_string(&d).expect("trace file");
+    assert_eq!(traced(&report, "rumpuser_putchar"), Some(2), "{report}");
+    assert!(traced(&report, "rumpuser_dprintf").is_some_and(|n| n >= 1), "{report}");
+    let _ = std::fs::remove_file(&d);
+}

@@ -280,6 +280,17 @@ fn child_entry() {
             std::thread::sleep(Duration::from_secs(120));
             std::process::exit(4);
         }
+        "finished" => {
+            // is_finished: false while serving, true after fini, and the
+            // halting host can see it from any thread.
+            install();
+            assert!(!sp::is_finished());
+            sp::init(&url, OSTYPE, OSRELEASE, MACHINE).unwrap();
+            assert!(sp::is_serving() && !sp::is_finished());
+            std::thread::spawn(|| sp::fini(sp::ClientHandle::NULL, 0)).join().unwrap();
+            assert!(sp::is_finished() && !sp::is_serving());
+            std::process::exit(0);
+        }
         m => panic!("unknown child mode {m}"),
     }
 }
@@ -503,6 +514,16 @@ fn stop_admitting_then_fini_and_exit() {
         other => panic!("connect after fini: {:?}", other.err()),
     }
     assert!(bystander.getpid().unwrap_err().is_disconnect());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn is_finished_after_fini() {
+    let dir = tmpdir("finished");
+    let url = format!("unix://{}", dir.join("s.sock").display());
+    let mut child = Reap(spawn_child("finished", &url));
+    let st = child.0.wait().unwrap();
+    assert!(st.success(), "child checks is_finished: {st:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

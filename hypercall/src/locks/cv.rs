@@ -140,6 +140,7 @@ fn rel_timeout(sec: i64, nsec: i64) -> Duration {
 /// `cvp` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_init(cvp: *mut *mut RumpuserCv) {
+    trace_hit!(rumpuser_cv_init);
     crate::guard("rumpuser_cv_init", || {
         if cvp.is_null() {
             return;
@@ -157,6 +158,7 @@ pub unsafe extern "C" fn rumpuser_cv_init(cvp: *mut *mut RumpuserCv) {
 /// afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_destroy(cv: *mut RumpuserCv) {
+    trace_hit!(rumpuser_cv_destroy);
     if !cv.is_null() {
         // SAFETY: the box made by rumpuser_cv_init, freed once.
         drop(unsafe { Box::from_raw(cv) });
@@ -170,6 +172,7 @@ pub unsafe extern "C" fn rumpuser_cv_destroy(cv: *mut RumpuserCv) {
 /// scheduler interlock, see [`RawCondvar::wait`]).
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_wait(cv: *mut RumpuserCv, mtx: *mut RumpuserMtx) {
+    trace_hit!(rumpuser_cv_wait);
     crate::guard("rumpuser_cv_wait", || {
         // SAFETY: live objects per the caller's contract.
         unsafe { (*cv).0.wait(&(*mtx).0, None, true) };
@@ -182,6 +185,7 @@ pub unsafe extern "C" fn rumpuser_cv_wait(cv: *mut RumpuserCv, mtx: *mut Rumpuse
 /// `cv` and `mtx` are live; the caller holds `mtx`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_wait_nowrap(cv: *mut RumpuserCv, mtx: *mut RumpuserMtx) {
+    trace_hit!(rumpuser_cv_wait_nowrap);
     crate::guard("rumpuser_cv_wait_nowrap", || {
         // SAFETY: live objects per the caller's contract.
         unsafe { (*cv).0.wait(&(*mtx).0, None, false) };
@@ -200,6 +204,7 @@ pub unsafe extern "C" fn rumpuser_cv_timedwait(
     sec: i64,
     nsec: i64,
 ) -> c_int {
+    trace_hit!(rumpuser_cv_timedwait);
     crate::guard("rumpuser_cv_timedwait", || {
         // SAFETY: live objects per the caller's contract.
         let timed_out = unsafe { (*cv).0.wait(&(*mtx).0, Some(rel_timeout(sec, nsec)), true) };
@@ -217,6 +222,7 @@ pub unsafe extern "C" fn rumpuser_cv_timedwait(
 /// `cv` is live.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_signal(cv: *mut RumpuserCv) {
+    trace_hit!(rumpuser_cv_signal);
     // SAFETY: a live cv per the caller's contract.
     unsafe { (*cv).0.signal() }
 }
@@ -227,6 +233,7 @@ pub unsafe extern "C" fn rumpuser_cv_signal(cv: *mut RumpuserCv) {
 /// `cv` is live.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_broadcast(cv: *mut RumpuserCv) {
+    trace_hit!(rumpuser_cv_broadcast);
     // SAFETY: a live cv per the caller's contract.
     unsafe { (*cv).0.broadcast() }
 }
@@ -237,6 +244,7 @@ pub unsafe extern "C" fn rumpuser_cv_broadcast(cv: *mut RumpuserCv) {
 /// `cv` is live; `n` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_cv_has_waiters(cv: *mut RumpuserCv, n: *mut c_int) {
+    trace_hit!(rumpuser_cv_has_waiters);
     if n.is_null() {
         return;
     }

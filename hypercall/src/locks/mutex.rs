@@ -143,6 +143,7 @@ pub struct RumpuserMtx(pub RawMutex);
 /// `mtxp` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_init(mtxp: *mut *mut RumpuserMtx, flags: c_int) {
+    trace_hit!(rumpuser_mutex_init);
     crate::guard("rumpuser_mutex_init", || {
         if mtxp.is_null() {
             return;
@@ -159,6 +160,7 @@ pub unsafe extern "C" fn rumpuser_mutex_init(mtxp: *mut *mut RumpuserMtx, flags:
 /// `mtx` came from `rumpuser_mutex_init` and is not destroyed.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_enter(mtx: *mut RumpuserMtx) {
+    trace_hit!(rumpuser_mutex_enter);
     // SAFETY: a live mutex per the caller's contract.
     unsafe { (*mtx).0.enter() }
 }
@@ -169,6 +171,7 @@ pub unsafe extern "C" fn rumpuser_mutex_enter(mtx: *mut RumpuserMtx) {
 /// As for `rumpuser_mutex_enter`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_enter_nowrap(mtx: *mut RumpuserMtx) {
+    trace_hit!(rumpuser_mutex_enter_nowrap);
     // SAFETY: a live mutex per the caller's contract.
     unsafe { (*mtx).0.enter_nowrap() }
 }
@@ -179,6 +182,7 @@ pub unsafe extern "C" fn rumpuser_mutex_enter_nowrap(mtx: *mut RumpuserMtx) {
 /// As for `rumpuser_mutex_enter`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_tryenter(mtx: *mut RumpuserMtx) -> c_int {
+    trace_hit!(rumpuser_mutex_tryenter);
     // SAFETY: a live mutex per the caller's contract.
     if unsafe { (*mtx).0.try_enter() } {
         0
@@ -193,6 +197,7 @@ pub unsafe extern "C" fn rumpuser_mutex_tryenter(mtx: *mut RumpuserMtx) -> c_int
 /// `mtx` is live and held by the caller.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_exit(mtx: *mut RumpuserMtx) {
+    trace_hit!(rumpuser_mutex_exit);
     // SAFETY: a live, held mutex per the caller's contract.
     unsafe { (*mtx).0.exit() }
 }
@@ -204,6 +209,7 @@ pub unsafe extern "C" fn rumpuser_mutex_exit(mtx: *mut RumpuserMtx) {
 /// afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_destroy(mtx: *mut RumpuserMtx) {
+    trace_hit!(rumpuser_mutex_destroy);
     if !mtx.is_null() {
         // SAFETY: the box made by rumpuser_mutex_init, freed once.
         drop(unsafe { Box::from_raw(mtx) });
@@ -216,6 +222,7 @@ pub unsafe extern "C" fn rumpuser_mutex_destroy(mtx: *mut RumpuserMtx) {
 /// `mtx` is live; `lp` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_owner(mtx: *mut RumpuserMtx, lp: *mut LwpPtr) {
+    trace_hit!(rumpuser_mutex_owner);
     if lp.is_null() {
         return;
     }

@@ -273,6 +273,7 @@ pub struct RumpuserRw(pub RawRwLock);
 /// `rwp` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_init(rwp: *mut *mut RumpuserRw) {
+    trace_hit!(rumpuser_rw_init);
     crate::guard("rumpuser_rw_init", || {
         if rwp.is_null() {
             return;
@@ -289,6 +290,7 @@ pub unsafe extern "C" fn rumpuser_rw_init(rwp: *mut *mut RumpuserRw) {
 /// `rw` came from `rumpuser_rw_init` and is live.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_enter(lk: c_int, rw: *mut RumpuserRw) {
+    trace_hit!(rumpuser_rw_enter);
     // SAFETY: a live lock per the caller's contract.
     let rw = unsafe { &(*rw).0 };
     match lk {
@@ -305,6 +307,7 @@ pub unsafe extern "C" fn rumpuser_rw_enter(lk: c_int, rw: *mut RumpuserRw) {
 /// As for `rumpuser_rw_enter`.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_tryenter(lk: c_int, rw: *mut RumpuserRw) -> c_int {
+    trace_hit!(rumpuser_rw_tryenter);
     // SAFETY: a live lock per the caller's contract.
     let rw = unsafe { &(*rw).0 };
     let ok = match lk {
@@ -326,6 +329,7 @@ pub unsafe extern "C" fn rumpuser_rw_tryenter(lk: c_int, rw: *mut RumpuserRw) ->
 /// `rw` is live and the caller holds a read hold.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_tryupgrade(rw: *mut RumpuserRw) -> c_int {
+    trace_hit!(rumpuser_rw_tryupgrade);
     // SAFETY: live lock, read-held, per the caller's contract.
     if unsafe { (*rw).0.try_upgrade() } {
         0
@@ -340,6 +344,7 @@ pub unsafe extern "C" fn rumpuser_rw_tryupgrade(rw: *mut RumpuserRw) -> c_int {
 /// `rw` is live and the caller holds the write hold.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_downgrade(rw: *mut RumpuserRw) {
+    trace_hit!(rumpuser_rw_downgrade);
     // SAFETY: live lock, write-held, per the caller's contract.
     unsafe { (*rw).0.downgrade() }
 }
@@ -350,6 +355,7 @@ pub unsafe extern "C" fn rumpuser_rw_downgrade(rw: *mut RumpuserRw) {
 /// `rw` is live and held by the caller.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_exit(rw: *mut RumpuserRw) {
+    trace_hit!(rumpuser_rw_exit);
     // SAFETY: live, held lock per the caller's contract.
     unsafe { (*rw).0.exit() }
 }
@@ -360,6 +366,7 @@ pub unsafe extern "C" fn rumpuser_rw_exit(rw: *mut RumpuserRw) {
 /// `rw` came from `rumpuser_rw_init`, is free, and is not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_destroy(rw: *mut RumpuserRw) {
+    trace_hit!(rumpuser_rw_destroy);
     if !rw.is_null() {
         // SAFETY: the box made by rumpuser_rw_init, freed once.
         drop(unsafe { Box::from_raw(rw) });
@@ -373,6 +380,7 @@ pub unsafe extern "C" fn rumpuser_rw_destroy(rw: *mut RumpuserRw) {
 /// `rw` is live; `rv` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_held(lk: c_int, rw: *mut RumpuserRw, rv: *mut c_int) {
+    trace_hit!(rumpuser_rw_held);
     if rv.is_null() {
         return;
     }

@@ -24,6 +24,7 @@ pub unsafe extern "C" fn rumpuser_sp_init(
     osrelease: *const c_char,
     machine: *const c_char,
 ) -> c_int {
+    trace_hit!(rumpuser_sp_init);
     guard("rumpuser_sp_init", || {
         let s = |p: *const c_char| {
             if p.is_null() {
@@ -49,6 +50,7 @@ pub unsafe extern "C" fn rumpuser_sp_copyin(
     laddr: *mut c_void,
     len: usize,
 ) -> c_int {
+    trace_hit!(rumpuser_sp_copyin);
     guard("rumpuser_sp_copyin", || {
         if len == 0 {
             return 0;
@@ -72,6 +74,7 @@ pub unsafe extern "C" fn rumpuser_sp_copyinstr(
     laddr: *mut c_void,
     lenp: *mut usize,
 ) -> c_int {
+    trace_hit!(rumpuser_sp_copyinstr);
     guard("rumpuser_sp_copyinstr", || {
         if lenp.is_null() {
             return EFAULT;
@@ -106,6 +109,7 @@ pub unsafe extern "C" fn rumpuser_sp_copyout(
     raddr: *mut c_void,
     len: usize,
 ) -> c_int {
+    trace_hit!(rumpuser_sp_copyout);
     guard("rumpuser_sp_copyout", || {
         if len == 0 {
             return 0;
@@ -129,6 +133,7 @@ pub unsafe extern "C" fn rumpuser_sp_copyoutstr(
     raddr: *mut c_void,
     lenp: *mut usize,
 ) -> c_int {
+    trace_hit!(rumpuser_sp_copyoutstr);
     guard("rumpuser_sp_copyoutstr", || {
         if lenp.is_null() {
             return EFAULT;
@@ -151,6 +156,7 @@ pub unsafe extern "C" fn rumpuser_sp_copyoutstr(
 /// `addr` is valid for a pointer-sized write.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_sp_anonmmap(arg: *mut c_void, howmuch: usize, addr: *mut *mut c_void) -> c_int {
+    trace_hit!(rumpuser_sp_anonmmap);
     guard("rumpuser_sp_anonmmap", || match super::anonmmap(ClientHandle::from(arg), howmuch) {
         Ok(a) => {
             if !addr.is_null() {
@@ -165,10 +171,12 @@ pub unsafe extern "C" fn rumpuser_sp_anonmmap(arg: *mut c_void, howmuch: usize, 
 
 #[no_mangle]
 pub extern "C" fn rumpuser_sp_raise(arg: *mut c_void, signo: c_int) -> c_int {
+    trace_hit!(rumpuser_sp_raise);
     guard("rumpuser_sp_raise", || ret(super::raise(ClientHandle::from(arg), signo)))
 }
 
 #[no_mangle]
 pub extern "C" fn rumpuser_sp_fini(arg: *mut c_void) {
+    trace_hit!(rumpuser_sp_fini);
     guard("rumpuser_sp_fini", || super::fini(ClientHandle::from(arg), 0))
 }

@@ -30,7 +30,7 @@
 //! back to [`copyin`] & co. is an opaque [`ClientHandle`]: a connection id,
 //! never a pointer, so a stale handle can only ever fail with `EFAULT`.
 
-mod c_abi;
+pub(crate) mod c_abi;
 mod conn;
 mod pool;
 mod server;
@@ -40,7 +40,7 @@ use std::ffi::c_void;
 use crate::Errno;
 
 pub use netbsd_abi::sp as wire;
-pub use server::{connections, init, is_serving, socket_path, start, stop_admitting};
+pub use server::{connections, init, is_finished, is_serving, socket_path, start, stop_admitting};
 
 /// `RUMP_RFFDG`: the new process gets a copy of the parent's descriptors.
 pub const RUMP_RFFDG: i32 = 0x01;

@@ -186,6 +186,14 @@ pub fn is_serving() -> bool {
     PHASE.load(Ordering::Acquire) == PH_RUN
 }
 
+/// True once [`fini`] ran: sysproxy was shut down for a halt (with or
+/// without a server started). A host whose kernel halts through its own
+/// path (NetBSD's `cpu_reboot` with `RB_HALT` calls `rumpuser_sp_fini`
+/// and then never returns) learns here that the halt got that far.
+pub fn is_finished() -> bool {
+    PHASE.load(Ordering::Acquire) == PH_FINI
+}
+
 /// The absolute path of the `unix://` socket, if serving on one.
 pub fn socket_path() -> Option<PathBuf> {
     SERVER.lock().as_ref().and_then(|l| l.unix_path.clone())
