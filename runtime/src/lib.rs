@@ -20,6 +20,7 @@
 //! the client library.
 
 pub mod getopt;
+pub mod netbsd;
 
 use std::sync::Arc;
 

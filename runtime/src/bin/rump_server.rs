@@ -3,10 +3,15 @@
 //! `rump_server [-sv] [-c ncpu] [-d drivespec] [-l library] [-m module]
 //! [-r total_ram] url` — NetBSD's options. Without `-s` it daemonizes and
 //! returns only once the server accepts connections, or has failed.
+//!
+//! Without `-l`, the built-in kernel serves. With `-l`, NetBSD's own
+//! component libraries are loaded and booted on this program's hypercall
+//! layer (see `rumprun::netbsd`); `-m` then loads NetBSD kernel modules.
 
 use std::process::exit;
 
 use rumprun::getopt::getopt;
+use rumprun::netbsd::NetbsdKernel;
 use rumprun::{parse_memlimit, Rump};
 
 const USAGE: &str =
@@ -71,14 +76,17 @@ fn parse_args() -> Opts {
     o
 }
 
+/// The kernel being served.
+enum Served {
+    Builtin(Rump),
+    Netbsd(NetbsdKernel),
+}
+
 /// Boot, add drives, serve. Everything that can fail before the server
 /// is up, with a one-line reason.
-fn start(o: &Opts) -> Result<Rump, String> {
-    if let Some(l) = o.libs.first() {
-        return Err(format!(
-            "-l {l}: loading NetBSD components is not supported by this build; \
-             without -l the built-in kernel serves"
-        ));
+fn start(o: &Opts) -> Result<Served, String> {
+    if !o.libs.is_empty() {
+        return start_netbsd(o).map(Served::Netbsd);
     }
     if let Some(m) = o.modules.first() {
         return Err(format!("-m {m}: kernel modules need NetBSD components (-l)"));
@@ -102,7 +110,37 @@ fn start(o: &Opts) -> Result<Rump, String> {
     }
     let mut rump = b.boot().map_err(|e| e.to_string())?;
     rump.serve(&o.url).map_err(|e| e.to_string())?;
-    Ok(rump)
+    Ok(Served::Builtin(rump))
+}
+
+/// `-l`: NetBSD's components on our hypercall layer.
+fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
+    if std::env::var_os("RUMP_FAULT").is_some() {
+        return Err("RUMP_FAULT: fault injection is a built-in kernel feature (not with -l)".into());
+    }
+    let mut b = NetbsdKernel::builder().verbose(o.verbose);
+    for l in &o.libs {
+        b = b.lib(l);
+    }
+    for m in &o.modules {
+        b = b.module(m);
+    }
+    if let Some(n) = o.ncpu {
+        b = b.ncpu(n);
+    }
+    if let Some(m) = o.memlimit {
+        b = b.memlimit(m);
+    }
+    for d in &o.drives {
+        b = b.drive(d);
+    }
+    let mut k = b.boot().map_err(|e| e.to_string())?;
+    if o.verbose {
+        let names: Vec<&str> = k.libraries().iter().map(|l| l.path.as_str()).collect();
+        eprintln!("rump_server: NetBSD components: {}", names.join(" "));
+    }
+    k.serve(&o.url).map_err(|e| e.to_string())?;
+    Ok(k)
 }
 
 /// Block SIGTERM and SIGINT in every thread; one thread takes them with
@@ -140,7 +178,7 @@ fn main() {
             exit(1);
         }
     }
-    let rump = match start(&o) {
+    let served = match start(&o) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rump_server: {e}");
@@ -159,8 +197,15 @@ fn main() {
             exit(1);
         }
     }
+    match served {
+        Served::Builtin(rump) => serve_builtin(&o, &set, rump),
+        Served::Netbsd(k) => serve_netbsd(&o, &set, k),
+    }
+}
+
+fn serve_builtin(o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
     loop {
-        let sig = wait_signal(&set);
+        let sig = wait_signal(set);
         if halt::quiesced() {
             // Halted with -h: the host process goes when told to.
             exit(0);
@@ -173,6 +218,26 @@ fn main() {
         }
         // Same as `rump.halt` with no flags: flush, then exit.
         if let Err(e) = rump.halt(0) {
+            eprintln!("rump_server: halt: {e}");
+        }
+    }
+}
+
+/// NetBSD's kernel halts itself (its `cpu_reboot` ends in our
+/// `rumpuser_sp_fini` and `rumpuser_exit`); a signal asks it to, as
+/// `rump.halt` with no flags would.
+fn serve_netbsd(o: &Opts, set: &libc::sigset_t, k: NetbsdKernel) -> ! {
+    loop {
+        let sig = wait_signal(set);
+        if k.halted() {
+            // Halted with -h (sysproxy shut down, process kept): go now.
+            exit(0);
+        }
+        if o.verbose {
+            eprintln!("rump_server: signal {sig}: halting");
+        }
+        // NetBSD's reboot(2) from this thread: sync, then exit(0).
+        if let Err(e) = k.reboot(0) {
             eprintln!("rump_server: halt: {e}");
         }
     }

@@ -1,0 +1,571 @@
+//! Hosting NetBSD's own rump kernel components (SPEC §10).
+//!
+//! NetBSD's kernel, built upstream with `buildrump.sh` as shared libraries
+//! (`librump.so`, `librumpvfs.so`, `librumpfs_ext2fs.so`, …), runs on this
+//! project's hypercall layer instead of NetBSD's `librumpuser`:
+//!
+//! 1. [`load_libraries`] `dlopen`s the components with
+//!    `RTLD_NOW | RTLD_GLOBAL`, in rounds, until all are loaded or a round
+//!    makes no progress (a component whose dependencies are not loaded yet
+//!    fails with an undefined symbol and is retried in the next round).
+//!    `rumpvfs` is tried as given, then as `librumpvfs.so`, found through
+//!    the dynamic loader's search path (`LD_LIBRARY_PATH`). `rump` (the
+//!    base kernel) and `rumpkern_sysproxy` (the remote-syscall component)
+//!    are always loaded, as NetBSD's `rump_server` links them in.
+//! 2. The components' `rumpuser_*` references bind to the entry points of
+//!    the `rumpuser` crate linked into *this executable*: the executable
+//!    must export them (`rump_server` does: see `runtime/build.rs`). An
+//!    embedding program links with `-Wl,--export-dynamic-symbol=rumpuser_*`
+//!    (or a `--dynamic-list`) and calls [`NetbsdKernel`]; [`boot`] checks
+//!    with `dlsym` that every one of the 60 entry points resolves to this
+//!    copy of the layer, and refuses to boot otherwise.
+//! 3. NetBSD's `rump_init()` boots the kernel; it calls our
+//!    `rumpuser_init(17, &hyperup)` itself, so our layer carries NetBSD's
+//!    upcalls and the built-in kernel is not booted at all. Kernel modules
+//!    (`-m`) are loaded as NetBSD's `rump_server` does (the module file is
+//!    registered as an etfs file, then `modctl(MODCTL_LOAD)`), then host
+//!    drives (`-d`) with `rump_pub_etfs_register_withsize`.
+//! 4. `rump_init_server(url)` starts NetBSD's sysproxy component, which
+//!    calls our `rumpuser_sp_init`: clients are served by our sysproxy
+//!    server, with NetBSD's syscalls behind it.
+//!
+//! The halt is NetBSD's own: a client's `reboot(2)` (or [`NetbsdKernel::
+//! reboot`]) runs NetBSD's `cpu_reboot`, which syncs the file systems
+//! unless `RB_NOSYNC`, then calls our `rumpuser_sp_fini` (the halting
+//! caller gets its answer) and our `rumpuser_exit` — `RUMPUSER_PANIC`
+//! (abort, a core by the host's rules) for `RB_DUMP`. With `RB_HALT` NetBSD
+//! does not exit: the halting thread stays in the kernel for good, and our
+//! sysproxy layer has stopped serving ([`rumpuser::sp::is_finished`]).
+//!
+//! Where NetBSD's kernel differs from SPEC §8: `RB_DUMP` aborts *without*
+//! syncing first, and with `RB_HALT` too (no forked dumper: the process
+//! dies); a flush failure is not reported to the halting caller.
+//!
+//! One NetBSD kernel per process, booted once: NetBSD's kernel cannot be
+//! unloaded or booted twice.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::io::Seek;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use netbsd_abi::reboot::{RB_DUMP, RB_HALT};
+use netbsd_abi::Errno;
+use rumpkern::{DriveSize, DriveSpec, DriveType};
+
+use crate::Error;
+
+/// Components NetBSD's `rump_server` links in, loaded whether named or not.
+pub const IMPLICIT_LIBS: [&str; 2] = ["rump", "rumpkern_sysproxy"];
+
+/// NetBSD's `enum rump_etfs_type`.
+const RUMP_ETFS_REG: c_int = 0;
+const RUMP_ETFS_BLK: c_int = 1;
+const RUMP_ETFS_CHR: c_int = 2;
+
+/// NetBSD's `RUMP_MODCTL_LOAD` and `struct rump_modctl_load`.
+const RUMP_MODCTL_LOAD: c_int = 0;
+#[repr(C)]
+struct ModctlLoad {
+    ml_filename: *const c_char,
+    ml_flags: c_int,
+    ml_props: *const c_char,
+    ml_propslen: usize,
+}
+
+/// Where `-m` modules are registered while they load (as NetBSD does).
+const MODULE_KEY: &CStr = c"/module.mod";
+
+/// A loaded component library.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Library {
+    /// The name it was asked for (`rumpvfs`, `librumpvfs.so`, a path).
+    pub name: String,
+    /// The file the loader found.
+    pub path: String,
+}
+
+fn dlerror_string() -> String {
+    // SAFETY: dlerror returns null or a NUL-terminated message owned by
+    // the loader, valid until the next dl call on this thread.
+    unsafe {
+        let e = libc::dlerror();
+        if e.is_null() {
+            "unknown dlopen error".to_string()
+        } else {
+            CStr::from_ptr(e).to_string_lossy().into_owned()
+        }
+    }
+}
+
+extern "C" {
+    fn dlinfo(handle: *mut c_void, request: c_int, info: *mut c_void) -> c_int;
+}
+/// `RTLD_DI_LINKMAP`: `dlinfo` yields the object's `struct link_map *`.
+const RTLD_DI_LINKMAP: c_int = 2;
+/// The start of glibc's `struct link_map`.
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const c_char,
+}
+
+/// The path the loader found for `handle`.
+fn handle_path(handle: *mut c_void) -> Option<String> {
+    let mut lm: *const LinkMap = std::ptr::null();
+    // SAFETY: `handle` is a live dlopen handle; dlinfo writes one pointer.
+    if unsafe { dlinfo(handle, RTLD_DI_LINKMAP, (&mut lm as *mut *const LinkMap).cast()) } != 0 || lm.is_null() {
+        return None;
+    }
+    // SAFETY: the loader's link map entry and its NUL-terminated name.
+    unsafe {
+        let n = (*lm).l_name;
+        (!n.is_null()).then(|| CStr::from_ptr(n).to_string_lossy().into_owned())
+    }
+}
+
+/// The short component name of a `-l` argument: `rumpvfs` for `rumpvfs`,
+/// `librumpvfs.so`, `librumpvfs.so.0` or `/x/librumpvfs.so`.
+pub fn component_name(lib: &str) -> &str {
+    let base = lib.rsplit('/').next().unwrap_or(lib);
+    let base = base.strip_prefix("lib").filter(|_| base.contains(".so")).unwrap_or(base);
+    match base.find(".so") {
+        Some(i) => &base[..i],
+        None => base,
+    }
+}
+
+/// Try to load one library: as given, then (for a bare name such as
+/// `rumpvfs`) as `librumpvfs.so`. The error is the loader's message.
+fn open_one(name: &str) -> Result<Library, String> {
+    let mut files = vec![name.to_string()];
+    if !name.contains('/') && !name.contains(".so") {
+        files.push(format!("lib{name}.so"));
+    }
+    let mut err = String::new();
+    for f in &files {
+        let Ok(c) = CString::new(f.as_str()) else {
+            return Err(format!("{f}: name contains a NUL byte"));
+        };
+        // SAFETY: dlopen with a NUL-terminated name; the handle is kept
+        // for the life of the process (the kernel is never unloaded).
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !h.is_null() {
+            let path = handle_path(h).unwrap_or_else(|| f.clone());
+            return Ok(Library { name: name.to_string(), path });
+        }
+        err = dlerror_string();
+    }
+    Err(err)
+}
+
+/// Load NetBSD component libraries (plus [`IMPLICIT_LIBS`] not named),
+/// with `RTLD_NOW | RTLD_GLOBAL`, in rounds until all are loaded or a
+/// round loads none. The error names every library left and the loader's
+/// last word on it.
+pub fn load_libraries(names: &[String]) -> Result<Vec<Library>, Error> {
+    let named: Vec<&str> = names.iter().map(|n| component_name(n)).collect();
+    let mut want: Vec<String> =
+        IMPLICIT_LIBS.iter().filter(|i| !named.contains(i)).map(|i| i.to_string()).collect();
+    want.extend(names.iter().cloned());
+    load_rounds(&want)
+}
+
+/// Load `want` in rounds (see [`load_libraries`]).
+fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
+    let mut errors: Vec<String> = vec![String::new(); want.len()];
+    let mut pending: Vec<usize> = (0..want.len()).collect();
+    let mut loaded = Vec::new();
+    loop {
+        let before = pending.len();
+        pending.retain(|&i| match open_one(&want[i]) {
+            Ok(l) => {
+                loaded.push(l);
+                false
+            }
+            Err(e) => {
+                errors[i] = e;
+                true
+            }
+        });
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    if pending.is_empty() {
+        return Ok(loaded);
+    }
+    let what: Vec<String> = pending.iter().map(|&i| format!("-l {}: {}", want[i], errors[i])).collect();
+    Err(Error(format!("cannot load NetBSD component library: {}", what.join("; "))))
+}
+
+/// The address of `name` in the global scope (the executable and every
+/// library loaded with `RTLD_GLOBAL`).
+pub fn symbol(name: &str) -> Option<*mut c_void> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlsym with a NUL-terminated name on the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+fn need(name: &str) -> Result<*mut c_void, Error> {
+    symbol(name).ok_or_else(|| Error(format!("{name}: not found in the loaded NetBSD components")))
+}
+
+/// The thread's errno after a failed NetBSD `rump_sys_*` call: the kernel
+/// sets it through our `rumpuser_seterrno`, as a NetBSD value.
+fn sys_errno() -> Errno {
+    // SAFETY: this thread's errno slot.
+    Errno(unsafe { *libc::__errno_location() })
+}
+
+/// The entry points of our layer the dynamic linker does not resolve to
+/// this copy, as an error (or Ok when all 60 do).
+fn check_exports(when: &str) -> Result<(), Error> {
+    let missing = rumpuser::exports::check_exported();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error(format!(
+        "{when}: {} of the {} rumpuser_* hypercalls (first {}) do not resolve to this program's \
+         hypercall layer: link the executable with -Wl,--export-dynamic-symbol='rumpuser_*' \
+         (rump_server does)",
+        missing.len(),
+        rumpuser::exports::ENTRY_POINTS.len(),
+        missing[0]
+    )))
+}
+
+static BOOTED: AtomicBool = AtomicBool::new(false);
+static HALTING: AtomicBool = AtomicBool::new(false);
+
+/// Builds and boots a NetBSD rump kernel from component libraries.
+#[derive(Default, Clone, Debug)]
+pub struct NetbsdBuilder {
+    libs: Vec<String>,
+    drives: Vec<String>,
+    modules: Vec<String>,
+    ncpu: Option<usize>,
+    memlimit: Option<u64>,
+    verbose: bool,
+}
+
+impl NetbsdBuilder {
+    /// A component library (`rumpvfs`, `librumpfs_ffs.so`, or a path).
+    pub fn lib(mut self, name: &str) -> Self {
+        self.libs.push(name.to_string());
+        self
+    }
+    /// A host drive, in `rump_server -d` syntax (`dd`-style sizes).
+    pub fn drive(mut self, spec: &str) -> Self {
+        self.drives.push(spec.to_string());
+        self
+    }
+    /// A NetBSD kernel module file to load after boot.
+    pub fn module(mut self, path: &str) -> Self {
+        self.modules.push(path.to_string());
+        self
+    }
+    /// Virtual CPUs (`RUMP_NCPU`).
+    pub fn ncpu(mut self, n: usize) -> Self {
+        self.ncpu = Some(n);
+        self
+    }
+    /// The kernel's memory limit in bytes (`RUMP_MEMLIMIT`).
+    pub fn memlimit(mut self, bytes: u64) -> Self {
+        self.memlimit = Some(bytes);
+        self
+    }
+    /// Boot messages (`RUMP_VERBOSE`).
+    pub fn verbose(mut self, v: bool) -> Self {
+        self.verbose = v;
+        self
+    }
+
+    /// Load the components and boot them (`rump_init`), then load the
+    /// modules and register the drives. Once per process.
+    ///
+    /// The settings reach NetBSD's kernel through the environment
+    /// (`RUMP_NCPU`, `RUMP_MEMLIMIT`, `RUMP_VERBOSE`), which this sets:
+    /// call it before the program starts threads that read the
+    /// environment.
+    pub fn boot(self) -> Result<NetbsdKernel, Error> {
+        if self.ncpu == Some(0) {
+            return Err(Error("ncpu must be at least 1".into()));
+        }
+        let drives = self
+            .drives
+            .iter()
+            .map(|s| DriveSpec::parse(s).map_err(|e| Error(format!("drive {s}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        for m in &self.modules {
+            if !std::path::Path::new(m).is_file() {
+                return Err(Error(format!("-m {m}: no such module file")));
+            }
+        }
+        if BOOTED.swap(true, Ordering::SeqCst) {
+            return Err(Error("a NetBSD kernel was already booted in this process".into()));
+        }
+        check_exports("before loading NetBSD components")?;
+        let libs = load_libraries(&self.libs)?;
+        check_exports("after loading NetBSD components")?;
+
+        if let Some(n) = self.ncpu {
+            std::env::set_var("RUMP_NCPU", n.to_string());
+        }
+        if let Some(m) = self.memlimit {
+            // NetBSD's kernel takes plain bytes or a k/m/g suffix.
+            std::env::set_var("RUMP_MEMLIMIT", m.to_string());
+        }
+        if self.verbose {
+            std::env::set_var("RUMP_VERBOSE", "1");
+        }
+
+        let init = need("rump_init")?;
+        // SAFETY: NetBSD's `int rump_init(void)`.
+        let init: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(init) };
+        // SAFETY: boots the kernel once (BOOTED) on our hypercall layer.
+        let e = unsafe { init() };
+        if e != 0 {
+            return Err(Error(format!("rump_init: {}", Errno(e).description())));
+        }
+        let k = NetbsdKernel { libs, url: None };
+        for m in &self.modules {
+            k.load_module(m)?;
+        }
+        for d in &drives {
+            k.add_drive(d)?;
+        }
+        Ok(k)
+    }
+}
+
+/// A NetBSD rump kernel booted in this process.
+pub struct NetbsdKernel {
+    libs: Vec<Library>,
+    url: Option<String>,
+}
+
+impl NetbsdKernel {
+    pub fn builder() -> NetbsdBuilder {
+        NetbsdBuilder::default()
+    }
+
+    /// The component libraries loaded, in load order.
+    pub fn libraries(&self) -> &[Library] {
+        &self.libs
+    }
+
+    /// The URL being served, if any.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// Serve the kernel to sysproxy clients on `url`: NetBSD's
+    /// `rump_init_server`, which starts our sysproxy server.
+    pub fn serve(&mut self, url: &str) -> Result<(), Error> {
+        let f = need("rump_init_server")?;
+        // SAFETY: NetBSD's `int rump_init_server(const char *)`.
+        let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(f) };
+        let c = CString::new(url).map_err(|_| Error(format!("{url}: bad URL")))?;
+        // SAFETY: a NUL-terminated URL, valid for the call.
+        let e = unsafe { f(c.as_ptr()) };
+        if e != 0 {
+            return Err(Error(format!("{url}: {}", Errno(e).description())));
+        }
+        self.url = Some(url.to_string());
+        Ok(())
+    }
+
+    /// Register a host drive (`-d` syntax, already parsed): the host file
+    /// is created (mode 0644) and extended to `offset + size` as needed,
+    /// then registered with `rump_pub_etfs_register_withsize`.
+    pub fn add_drive(&self, d: &DriveSpec) -> Result<(), Error> {
+        let what = |e: String| Error(format!("drive {}: {e}", d.key));
+        let create = !matches!(d.size, DriveSize::Host);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .mode(0o644)
+            .open(&d.hostpath)
+            .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+        let md = f.metadata().map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+        let size = match d.size {
+            DriveSize::Bytes(n) => n,
+            DriveSize::Host => {
+                // A block device's size too (not the hypercall layer's
+                // getfileinfo: this thread is not in the kernel).
+                let len = (&f).seek(std::io::SeekFrom::End(0)).map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+                if len <= d.offset {
+                    return Err(what(format!("size=host, but {} has no data past offset {}", d.hostpath, d.offset)));
+                }
+                len - d.offset
+            }
+        };
+        let end = d.offset.checked_add(size).ok_or_else(|| what("offset + size too large".into()))?;
+        if md.is_file() && md.len() < end {
+            f.set_len(end).map_err(|e| what(format!("{}: extend to {end} bytes: {e}", d.hostpath)))?;
+        }
+        drop(f);
+        let ty = match d.kind {
+            DriveType::Blk => RUMP_ETFS_BLK,
+            DriveType::Chr => RUMP_ETFS_CHR,
+            DriveType::Reg => RUMP_ETFS_REG,
+        };
+        let reg = need("rump_pub_etfs_register_withsize")?;
+        // SAFETY: NetBSD's `int rump_pub_etfs_register_withsize(const char
+        // *key, const char *hostpath, enum rump_etfs_type, uint64_t begin,
+        // uint64_t size)`.
+        let reg: unsafe extern "C" fn(*const c_char, *const c_char, c_int, u64, u64) -> c_int =
+            unsafe { std::mem::transmute(reg) };
+        let key = CString::new(d.key.as_str()).map_err(|_| what("bad key".into()))?;
+        let host = CString::new(d.hostpath.as_str()).map_err(|_| what("bad hostpath".into()))?;
+        // SAFETY: NUL-terminated strings valid for the call; the kernel
+        // copies them.
+        let e = unsafe { reg(key.as_ptr(), host.as_ptr(), ty, d.offset, size) };
+        if e != 0 {
+            return Err(what(format!("rump_pub_etfs_register_withsize: {}", Errno(e).description())));
+        }
+        Ok(())
+    }
+
+    /// Load the NetBSD kernel module in host file `path`, as NetBSD's
+    /// `rump_server -m` does: register it as an etfs file, `modctl(LOAD)`
+    /// it, unregister it.
+    pub fn load_module(&self, path: &str) -> Result<(), Error> {
+        let what = |e: String| Error(format!("-m {path}: {e}"));
+        let reg = need("rump_pub_etfs_register")?;
+        let unreg = need("rump_pub_etfs_remove")?;
+        let modctl = need("rump___sysimpl_modctl")?;
+        // SAFETY: NetBSD's prototypes: `int rump_pub_etfs_register(const
+        // char *, const char *, enum rump_etfs_type)`, `int
+        // rump_pub_etfs_remove(const char *)`, `int rump_sys_modctl(int,
+        // void *)`.
+        let (reg, unreg, modctl) = unsafe {
+            (
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int>(
+                    reg,
+                ),
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*const c_char) -> c_int>(unreg),
+                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, *mut c_void) -> c_int>(modctl),
+            )
+        };
+        let host = CString::new(path).map_err(|_| what("bad path".into()))?;
+        // SAFETY: NUL-terminated strings valid for the call.
+        let e = unsafe { reg(MODULE_KEY.as_ptr(), host.as_ptr(), RUMP_ETFS_REG) };
+        if e != 0 {
+            return Err(what(format!("etfs register: {}", Errno(e).description())));
+        }
+        let mut ml = ModctlLoad {
+            ml_filename: MODULE_KEY.as_ptr(),
+            ml_flags: 0,
+            ml_props: std::ptr::null(),
+            ml_propslen: 0,
+        };
+        // SAFETY: a valid `struct modctl_load` for the call's duration.
+        let rv = unsafe { modctl(RUMP_MODCTL_LOAD, (&mut ml as *mut ModctlLoad).cast()) };
+        let err = (rv == -1).then(sys_errno);
+        // SAFETY: as above.
+        unsafe { unreg(MODULE_KEY.as_ptr()) };
+        match err {
+            Some(e) => Err(what(format!("module load failed: {}", e.description()))),
+            None => Ok(()),
+        }
+    }
+
+    /// NetBSD's `getpid(2)` in this process's own kernel process (a
+    /// direct, in-process system call).
+    pub fn getpid(&self) -> Result<i32, Errno> {
+        let f = symbol("rump___sysimpl_getpid").ok_or(Errno(netbsd_abi::errno::ENOSYS))?;
+        // SAFETY: NetBSD's `pid_t rump_sys_getpid(void)`.
+        let f: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(f) };
+        // SAFETY: NetBSD's syscall entry schedules itself.
+        let rv = unsafe { f() };
+        if rv == -1 {
+            Err(sys_errno())
+        } else {
+            Ok(rv)
+        }
+    }
+
+    /// True once the kernel halted through NetBSD's `RB_HALT` path (our
+    /// sysproxy layer was shut down by `rumpuser_sp_fini`) and the process
+    /// stays up.
+    pub fn halted(&self) -> bool {
+        rumpuser::sp::is_finished()
+    }
+
+    /// Halt with NetBSD `RB_*` flags through NetBSD's own `reboot(2)`
+    /// (`rump_sys_reboot(flags, NULL)`, which schedules itself on the
+    /// kernel): unless `RB_NOSYNC`, file systems are synced; then our
+    /// `rumpuser_sp_fini` and `rumpuser_exit`. Without `RB_HALT` (or with
+    /// `RB_DUMP`) the process exits (or aborts) and this does not return
+    /// but on an error. With `RB_HALT`, the call runs on a thread of its
+    /// own, which NetBSD keeps in the kernel for good; this returns once
+    /// the halt has shut sysproxy down.
+    pub fn reboot(&self, flags: i32) -> Result<(), Error> {
+        let f = need("rump___sysimpl_reboot")?;
+        // SAFETY: NetBSD's `int rump_sys_reboot(int, char *)`.
+        let f: unsafe extern "C" fn(c_int, *mut c_char) -> c_int = unsafe { std::mem::transmute(f) };
+        if HALTING.swap(true, Ordering::SeqCst) {
+            return Err(Error("a halt is already in progress".into()));
+        }
+        if flags & RB_HALT == 0 || flags & RB_DUMP != 0 {
+            // SAFETY: NetBSD's syscall entry schedules itself.
+            let rv = unsafe { f(flags, std::ptr::null_mut()) };
+            let e = if rv == -1 { sys_errno() } else { Errno(0) };
+            HALTING.store(false, Ordering::SeqCst);
+            return Err(Error(format!("reboot: {}", e.description())));
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Errno>();
+        let f = f as usize;
+        std::thread::Builder::new()
+            .name("rump-halt".into())
+            .spawn(move || {
+                // SAFETY: the same function pointer, on this thread.
+                let f: unsafe extern "C" fn(c_int, *mut c_char) -> c_int = unsafe { std::mem::transmute(f) };
+                // SAFETY: NetBSD's syscall entry schedules itself.
+                let rv = unsafe { f(flags, std::ptr::null_mut()) };
+                let _ = tx.send(if rv == -1 { sys_errno() } else { Errno(0) });
+            })
+            .map_err(|e| Error(format!("reboot: thread: {e}")))?;
+        loop {
+            if rumpuser::sp::is_finished() {
+                return Ok(());
+            }
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(e) => {
+                    HALTING.store(false, Ordering::SeqCst);
+                    return Err(Error(format!("reboot: {}", e.description())));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error("reboot: the halting thread vanished".into()))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_names() {
+        assert_eq!(component_name("rumpvfs"), "rumpvfs");
+        assert_eq!(component_name("librumpvfs.so"), "rumpvfs");
+        assert_eq!(component_name("librumpvfs.so.0"), "rumpvfs");
+        assert_eq!(component_name("/x/y/librump.so"), "rump");
+        assert_eq!(component_name("rump"), "rump");
+        assert_eq!(component_name("librumpkern_sysproxy.so.0.0"), "rumpkern_sysproxy");
+    }
+
+    #[test]
+    fn missing_library_is_named_with_the_loader_error() {
+        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().0;
+        assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
+    }
+}
