@@ -111,7 +111,7 @@ pub fn check_exported() -> Vec<&'static str> {
             let Ok(c) = CString::new(e.name) else { return true };
             // SAFETY: dlsym with a NUL-terminated name on the global scope.
             let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-            p as *const c_void != e.addr
+            !std::ptr::eq(p as *const c_void, e.addr)
         })
         .map(|e| e.name)
         .collect()
