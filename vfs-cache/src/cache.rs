@@ -74,6 +74,7 @@ use netbsd_abi::errno::{EBUSY, EINVAL};
 use netbsd_abi::Errno;
 use parking_lot::{Mutex, RwLock};
 
+use crate::blockmem::BlockMem;
 use crate::event::EventCount;
 use crate::{BlockDevice, Store};
 
@@ -245,7 +246,7 @@ struct Block {
 
 struct BlockState {
     /// `Some` once the block holds valid data; never goes back to `None`.
-    data: Option<Box<[u8]>>,
+    data: Option<BlockMem>,
     /// A thread is reading the block from the device.
     loading: bool,
     dirty: bool,
@@ -726,7 +727,7 @@ impl Shared {
             }
         }
         count!(self, b.core, misses, 1);
-        let mut tmp = vec![0u8; b.len].into_boxed_slice();
+        let mut tmp = BlockMem::new(b.len, b.core.bs);
         let r = b.core.dev.read_at(&mut tmp, b.key.blk * b.core.bs as u64);
         {
             let mut st = b.st.lock();
@@ -757,7 +758,7 @@ impl Shared {
                 }
                 d[boff..boff + piece.len()].copy_from_slice(piece);
             } else if full {
-                st.data = Some(piece.into());
+                st.data = Some(BlockMem::copy_of(piece, b.core.bs));
             } else {
                 drop(st);
                 self.ensure_valid(b)?;

@@ -15,6 +15,7 @@
 
 use netbsd_abi::Errno;
 
+mod blockmem;
 pub mod cache;
 mod event;
 pub mod fault;
