@@ -34,4 +34,7 @@ fn main() {
     std::fs::write(&out, list).expect("write the dynamic list");
     println!("cargo:rustc-link-arg-bin=rump_server=-Wl,--dynamic-list={}", out.display());
     println!("cargo:rustc-link-arg-bin=rump_server=-Wl,-soname,librumpuser.so.0");
+    // The integration tests embed a NetBSD kernel too (tests/netbsd.rs),
+    // exporting the layer the way an embedding program would.
+    println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=rumpuser_*");
 }

@@ -442,6 +442,7 @@ fn sigterm_halts_like_rump_halt() {
     assert_eq!(st.code(), Some(0), "{}", s.output());
     assert!(!s.sock.exists(), "socket removed");
     check_image(&img, &files);
+    show_trace("sigterm_halts_like_rump_halt", &s);
 }
 
 #[test]
@@ -502,6 +503,7 @@ fn halt_n_exits_without_sync() {
     let st = s.wait_exit(Duration::from_secs(30)).expect("server exits");
     assert_eq!(st.code(), Some(0), "{}", s.output());
     assert!(!s.output().contains("syncing disks"), "no sync with -n: {}", s.output());
+    show_trace("halt_n_exits_without_sync", &s);
 }
 
 #[test]
@@ -689,6 +691,7 @@ fn nbclient_against_our_server(test: &str, libs: &[&str]) {
     assert_eq!(st.code(), Some(0), "{}", s.output());
     assert!(!s.sock.exists(), "socket removed");
     check_image(&img, &[("/from-c.txt", b"written by librumpclient".to_vec())]);
+    show_trace(test, &s);
 }
 
 #[test]
@@ -699,4 +702,82 @@ fn netbsd_librumpclient_against_our_server_netbsd_kernel() {
 #[test]
 fn netbsd_librumpclient_against_our_server_builtin_kernel() {
     nbclient_against_our_server("netbsd_librumpclient_against_our_server_builtin_kernel", &[]);
+}
+
+/// Helper-process entry for `embedding_api_boots_serves_and_halts`: this
+/// test binary embeds a NetBSD kernel (a no-op in a normal test run).
+#[test]
+fn embed_child() {
+    use rumprun::netbsd::NetbsdKernel;
+    let Ok(dir) = std::env::var("NETBSD_EMBED_DIR") else { return };
+    let dir = PathBuf::from(dir);
+    let url = format!("unix://{}", dir.join("sock").display());
+    let mut b = NetbsdKernel::builder().ncpu(2);
+    for l in EXT2_LIBS {
+        b = b.lib(l);
+    }
+    let mut k = b.drive(&format!("key=/dk,hostpath={},size=host", dir.join("img").display())).boot().expect("boot");
+    assert!(k.libraries().iter().any(|l| l.path.ends_with("librumpfs_ext2fs.so")), "{:?}", k.libraries());
+    assert!(k.getpid().expect("in-process getpid") > 0);
+    k.serve(&url).expect("serve");
+    assert_eq!(k.url(), Some(url.as_str()));
+    // Halt (RB_HALT) once the parent says so: NetBSD syncs, our sysproxy
+    // stops, and control comes back here.
+    while !dir.join("go").exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!k.halted());
+    k.reboot(netbsd_abi::reboot::RB_HALT).expect("reboot(RB_HALT)");
+    assert!(k.halted());
+    assert!(!dir.join("sock").exists(), "socket removed");
+    assert!(k.reboot(0).is_err(), "one halt only");
+    std::fs::write(dir.join("halted"), b"yes").unwrap();
+    std::process::exit(0);
+}
+
+#[test]
+fn embedding_api_boots_serves_and_halts() {
+    let nb = need_netbsd!("embedding_api_boots_serves_and_halts");
+    let d = tmpdir();
+    let (img, _) = ext2_drive(d.path());
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "embed_child", "--nocapture", "--test-threads=1"])
+        .env("NETBSD_EMBED_DIR", d.path())
+        .env("LD_LIBRARY_PATH", nb.join("lib"))
+        .env_remove("RUMPUSER_TRACE")
+        .stdin(Stdio::null())
+        .stdout(File::create(d.path().join("child.out")).unwrap())
+        .stderr(File::create(d.path().join("child.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("unix://{}", d.path().join("sock").display());
+    let out = || std::fs::read_to_string(d.path().join("child.err")).unwrap_or_default();
+    let t = Instant::now();
+    let c = loop {
+        if let Ok(c) = Client::connect(&url) {
+            break c;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("embedding child exited: {st}\n{}", out());
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "embedding child did not serve\n{}", out());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let files = fill_ext2(&c);
+    drop(c);
+    std::fs::write(d.path().join("go"), b"").unwrap();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("embedding child did not finish\n{}", out());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "embedding child: {st}\n{}", out());
+    assert!(d.path().join("halted").exists(), "reboot(RB_HALT) returned to the embedder");
+    check_image(&img, &files);
 }

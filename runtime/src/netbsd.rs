@@ -365,6 +365,7 @@ impl NetbsdKernel {
     /// Serve the kernel to sysproxy clients on `url`: NetBSD's
     /// `rump_init_server`, which starts our sysproxy server.
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
+        netbsd_abi::sp::parse_url(url, true).map_err(|e| Error(format!("{url}: {e}")))?;
         let f = need("rump_init_server")?;
         // SAFETY: NetBSD's `int rump_init_server(const char *)`.
         let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(f) };

@@ -118,6 +118,8 @@ fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
     if std::env::var_os("RUMP_FAULT").is_some() {
         return Err("RUMP_FAULT: fault injection is a built-in kernel feature (not with -l)".into());
     }
+    // A bad URL is refused before the kernel boots.
+    netbsd_abi::sp::parse_url(&o.url, true).map_err(|e| format!("{}: {e}", o.url))?;
     let mut b = NetbsdKernel::builder().verbose(o.verbose);
     for l in &o.libs {
         b = b.lib(l);
