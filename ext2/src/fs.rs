@@ -23,6 +23,9 @@ const LINK_MAX: u16 = 32000;
 const IND_CACHE_MAX: usize = 256;
 /// Longest data run handed to the store in one write.
 const MAX_RUN: usize = 1 << 20;
+/// The store's unit of caching (vfs-cache's block): a write covering a
+/// whole window never makes the store read it first.
+const WINDOW: u64 = vfs_cache::DEFAULT_BLOCK_SIZE as u64;
 const XATTR_MAGIC: u32 = 0xEA02_0000;
 /// Directories indexed in memory at most, and names in all of them.
 const DCACHE_MAX_DIRS: usize = 64;
@@ -142,6 +145,25 @@ struct DirIdx {
     space: Vec<u16>,
 }
 
+/// Bytes for one store write: `head` zeros, `data[src..src + dlen]`,
+/// `tail` zeros, at disk offset `disk`.
+struct Run {
+    disk: u64,
+    head: usize,
+    src: usize,
+    dlen: usize,
+    tail: usize,
+}
+
+impl Run {
+    fn len(&self) -> usize {
+        self.head + self.dlen + self.tail
+    }
+    fn end(&self) -> u64 {
+        self.disk + self.len() as u64
+    }
+}
+
 /// Where a block pointer lives, for undoing an allocation.
 enum PtrLoc {
     Inode(usize),
@@ -169,6 +191,8 @@ pub(crate) struct Fs {
     dcache: HashMap<u32, DirIdx>,
     next_gen: u32,
     dead: bool,
+    /// A reusable buffer for padded data writes.
+    scratch: Vec<u8>,
 }
 
 impl Fs {
@@ -266,6 +290,7 @@ impl Fs {
             disk_clean: false,
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
+            scratch: Vec::new(),
             g,
         };
         if !ro {
@@ -997,6 +1022,64 @@ impl Fs {
                 put32(&mut self.sb, S_FEATURE_RO_COMPAT, ro | features::RO_COMPAT_LARGE_FILE);
             }
         }
+    }
+
+    /// Whether every block in `[from, to)` is a free data block (free in
+    /// its group's bitmap, inside the file system).
+    fn all_free(&mut self, from: u32, to: u32) -> R<bool> {
+        if from < self.g.first_data_block || to > self.g.blocks_count {
+            return Ok(false);
+        }
+        for b in from..to {
+            let rel = b - self.g.first_data_block;
+            let gi = (rel / self.g.bpg) as usize;
+            let bit = rel % self.g.bpg;
+            if self.gds[gi].free_blocks == 0 {
+                return Ok(false);
+            }
+            let bm = self.bbm(gi)?;
+            if bm.data[(bit / 8) as usize] & (1 << (bit % 8)) != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Write a run of file data. When the run starts or ends inside a
+    /// cache window (`WINDOW` bytes, the store's unit) and the rest of
+    /// that window is free blocks, the run is padded with zeros to the
+    /// window's edge: the store then gets the whole window and need not
+    /// read it from the device first. (Free blocks may hold anything.)
+    fn write_run(&mut self, r: &Run, data: &[u8]) -> R<()> {
+        let bs = self.g.bs as u64;
+        let w = WINDOW.max(bs);
+        let (mut pre, mut post) = (0usize, 0usize);
+        let start = r.disk;
+        let end = r.end();
+        if start % bs == 0 && start % w != 0 {
+            let ws = start - start % w;
+            if self.all_free((ws / bs) as u32, (start / bs) as u32)? {
+                pre = (start - ws) as usize;
+            }
+        }
+        if end % bs == 0 && end % w != 0 {
+            let we = end - end % w + w;
+            if we <= self.store.size() && self.all_free((end / bs) as u32, (we / bs) as u32)? {
+                post = (we - end) as usize;
+            }
+        }
+        let src = &data[r.src..r.src + r.dlen];
+        if pre + r.head + r.tail + post == 0 {
+            return self.store.write(start, src);
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.resize(pre + r.head, 0);
+        buf.extend_from_slice(src);
+        buf.resize(buf.len() + r.tail + post, 0);
+        let res = self.store.write(start - pre as u64, &buf);
+        self.scratch = buf;
+        res
     }
 
     /// Zero the bytes after `old_size` in its block (junk past the old end
@@ -1750,8 +1833,9 @@ impl Fs {
         let mut pos = off;
         let mut failure = None;
         let mut log = Vec::new();
-        let mut run_disk = 0u64;
-        let mut run: Vec<u8> = Vec::new();
+        // The pending run of contiguous disk bytes: `head` zeros, then
+        // data[src..src + dlen], then `tail` zeros, from disk offset `disk`.
+        let mut run: Option<Run> = None;
         while pos < end {
             let lb = pos / bs;
             let boff = (pos % bs) as usize;
@@ -1764,7 +1848,7 @@ impl Fs {
                 }
             };
             goal = phys + 1;
-            let src = &data[(pos - off) as usize..][..n];
+            let src = (pos - off) as usize;
             let base = phys as u64 * bs;
             let (disk, head, tail) = if new && n < bs as usize {
                 (base, boff, bs as usize - boff - n)
@@ -1774,25 +1858,30 @@ impl Fs {
             } else {
                 (base + boff as u64, 0, 0)
             };
-            if !run.is_empty() && (run_disk + run.len() as u64 != disk || run.len() >= MAX_RUN) {
-                if let Err(e) = self.store.write(run_disk, &run) {
-                    failure = Some(e);
-                    run.clear();
-                    break;
+            let joined = match &mut run {
+                Some(r) if r.tail == 0 && head == 0 && r.end() == disk && r.len() < MAX_RUN => {
+                    r.dlen += n;
+                    r.tail = tail;
+                    true
                 }
-                run.clear();
+                _ => false,
+            };
+            if !joined {
+                if let Some(r) = run.take() {
+                    if let Err(e) = self.write_run(&r, data) {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                run = Some(Run { disk, head, src, dlen: n, tail });
             }
-            if run.is_empty() {
-                run_disk = disk;
-            }
-            run.resize(run.len() + head, 0);
-            run.extend_from_slice(src);
-            run.resize(run.len() + tail, 0);
             pos += n as u64;
         }
-        if !run.is_empty() {
-            if let Err(e) = self.store.write(run_disk, &run) {
-                failure = Some(e);
+        if let Some(r) = run.take() {
+            if failure.is_none_or(|e| e.0 == ENOSPC) {
+                if let Err(e) = self.write_run(&r, data) {
+                    failure = Some(e);
+                }
             }
         }
         let mut written = pos - off;
