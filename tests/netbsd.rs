@@ -519,6 +519,7 @@ fn module_load_goes_through_netbsd_modctl() {
         .arg(&bogus)
         .arg(format!("unix://{}", d.path().join("sock").display()))
         .env("LD_LIBRARY_PATH", nb.join("lib"))
+        .env("RUMPUSER_TRACE", d.path().join("trace.txt"))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -526,6 +527,11 @@ fn module_load_goes_through_netbsd_modctl() {
     let e = stderr(&o);
     let last = e.lines().last().unwrap_or_default();
     assert!(last.starts_with(&format!("rump_server: -m {}: module load failed: ", bogus.display())), "{e}");
+    // NetBSD's rump_sys_modctl reported its errno through our layer.
+    let t = std::fs::read_to_string(d.path().join("trace.txt")).unwrap_or_default();
+    eprintln!("== module_load_goes_through_netbsd_modctl: {t}");
+    assert!(traced(&t, "rumpuser_seterrno") >= 1, "{t}");
+    assert!(traced(&t, "rumpuser_open") >= 1, "the module file was read through etfs: {t}");
 }
 
 /// Our client and our rump.halt against NetBSD's own rump_server (with
@@ -567,6 +573,48 @@ fn our_client_and_halt_against_netbsd_rump_server() {
 #[test]
 fn netbsd_rump_server_on_our_librumpuser() {
     against_netbsd_server(Prog::NetbsdServerOurHypercalls);
+}
+
+#[test]
+fn netbsd_rump_server_daemonizes_on_our_librumpuser() {
+    let nb = need_netbsd!("netbsd_rump_server_daemonizes_on_our_librumpuser");
+    let d = tmpdir();
+    let sock = d.path().join("sock");
+    let url = format!("unix://{}", sock.display());
+    let run = |trace: &str| {
+        Command::new(nb.join("bin/rump_server"))
+            .args(["-l", "rumpvfs"])
+            .arg(&url)
+            .env("LD_LIBRARY_PATH", library_path(&nb, d.path(), true))
+            .env("RUMPUSER_TRACE", d.path().join(trace))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let trace = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap_or_default();
+    // Without -s: the command returns once the daemon serves...
+    let o = run("trace1.txt");
+    assert!(o.status.success(), "{o:?}");
+    let c = Client::connect(&url).expect("the daemon serves when the command returns");
+    assert!(c.getpid().unwrap() > 0);
+    // ...and a second one on the same socket fails with the errno it got
+    // through our rumpuser_daemonize_done (NetBSD EADDRINUSE, 48).
+    let o2 = run("trace2.txt");
+    assert_eq!(o2.status.code(), Some(48), "{o2:?}");
+    drop(c);
+    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &url).output().unwrap();
+    assert!(o.status.success(), "rump.halt: {}", stderr(&o));
+    let t0 = Instant::now();
+    while sock.exists() || traced(&trace("trace1.txt"), "rumpuser_sp_fini") != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the daemon halts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for f in ["trace1.txt", "trace2.txt"] {
+        let t = trace(f);
+        eprintln!("== netbsd_rump_server_daemonizes_on_our_librumpuser ({f}): {t}");
+        assert_eq!(traced(&t, "rumpuser_daemonize_begin"), 1, "{t}");
+        assert_eq!(traced(&t, "rumpuser_daemonize_done"), 1, "{t}");
+    }
 }
 
 /// A client on NetBSD's librumpclient (compiled here, our own source).
