@@ -101,6 +101,36 @@ struct Gd {
 struct Bitmap {
     data: Vec<u8>,
     dirty: bool,
+    /// No bit below this one is free (a search starts here).
+    hint: u32,
+}
+
+impl Bitmap {
+    fn new(data: Vec<u8>) -> Bitmap {
+        Bitmap { data, dirty: false, hint: 0 }
+    }
+    /// First free bit in `[start, n)`.
+    fn find_free(&self, start: u32, n: u32) -> Option<u32> {
+        find_zero(&self.data, start.max(self.hint), n)
+    }
+    fn set(&mut self, bit: u32) {
+        self.data[(bit / 8) as usize] |= 1 << (bit % 8);
+        self.dirty = true;
+        if bit == self.hint {
+            self.hint = bit + 1;
+        }
+    }
+    /// Clear `bit`; false if it was already clear.
+    fn clear(&mut self, bit: u32) -> bool {
+        let mask = 1u8 << (bit % 8);
+        if self.data[(bit / 8) as usize] & mask == 0 {
+            return false;
+        }
+        self.data[(bit / 8) as usize] &= !mask;
+        self.dirty = true;
+        self.hint = self.hint.min(bit);
+        true
+    }
 }
 
 struct IndBlk {
@@ -465,7 +495,7 @@ impl Fs {
     fn bbm(&mut self, gi: usize) -> R<&mut Bitmap> {
         if self.bbm[gi].is_none() {
             let data = self.read_blk(self.gds[gi].block_bitmap)?;
-            self.bbm[gi] = Some(Bitmap { data, dirty: false });
+            self.bbm[gi] = Some(Bitmap::new(data));
         }
         Ok(self.bbm[gi].as_mut().unwrap())
     }
@@ -473,7 +503,7 @@ impl Fs {
     fn ibm(&mut self, gi: usize) -> R<&mut Bitmap> {
         if self.ibm[gi].is_none() {
             let data = self.read_blk(self.gds[gi].inode_bitmap)?;
-            self.ibm[gi] = Some(Bitmap { data, dirty: false });
+            self.ibm[gi] = Some(Bitmap::new(data));
         }
         Ok(self.ibm[gi].as_mut().unwrap())
     }
@@ -500,9 +530,8 @@ impl Fs {
             let start = if i == 0 { bit0 } else { 0 };
             let n = self.g.blocks_in_group(gi);
             let bm = self.bbm(gi as usize)?;
-            if let Some(bit) = find_zero(&bm.data, start, n) {
-                bm.data[(bit / 8) as usize] |= 1 << (bit % 8);
-                bm.dirty = true;
+            if let Some(bit) = bm.find_free(start, n) {
+                bm.set(bit);
                 self.gds[gi as usize].free_blocks -= 1;
                 self.free_blocks -= 1;
                 self.gd_dirty = true;
@@ -520,11 +549,7 @@ impl Fs {
         let rel = b - self.g.first_data_block;
         let gi = (rel / self.g.bpg) as usize;
         let bit = rel % self.g.bpg;
-        let bm = self.bbm(gi)?;
-        let mask = 1u8 << (bit % 8);
-        if bm.data[(bit / 8) as usize] & mask != 0 {
-            bm.data[(bit / 8) as usize] &= !mask;
-            bm.dirty = true;
+        if self.bbm(gi)?.clear(bit) {
             self.gds[gi].free_blocks += 1;
             self.free_blocks += 1;
             self.gd_dirty = true;
@@ -569,9 +594,8 @@ impl Fs {
             }
             let first = (self.g.first_ino - 1).saturating_sub(gi * ipg);
             let bm = self.ibm(gi as usize)?;
-            if let Some(bit) = find_zero(&bm.data, first, ipg) {
-                bm.data[(bit / 8) as usize] |= 1 << (bit % 8);
-                bm.dirty = true;
+            if let Some(bit) = bm.find_free(first, ipg) {
+                bm.set(bit);
                 let d = &mut self.gds[gi as usize];
                 d.free_inodes -= 1;
                 if dir {
@@ -588,11 +612,7 @@ impl Fs {
     fn free_inode_bit(&mut self, ino: u32, dir: bool) -> R<()> {
         let gi = ((ino - 1) / self.g.ipg) as usize;
         let bit = (ino - 1) % self.g.ipg;
-        let bm = self.ibm(gi)?;
-        let mask = 1u8 << (bit % 8);
-        if bm.data[(bit / 8) as usize] & mask != 0 {
-            bm.data[(bit / 8) as usize] &= !mask;
-            bm.dirty = true;
+        if self.ibm(gi)?.clear(bit) {
             let d = &mut self.gds[gi];
             d.free_inodes += 1;
             if dir {
