@@ -199,6 +199,9 @@ impl BlockDevice for OffsetDev {
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
         self.inner.write_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
     }
+    fn write_vectored_at(&self, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
+        self.inner.write_vectored_at(bufs, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
+    }
     fn flush(&self) -> Result<(), Errno> {
         self.inner.flush()
     }

@@ -32,8 +32,10 @@
 //! * Margin: the limit can be exceeded only by blocks pinned by operations
 //!   in progress (at most one block per concurrent read/write call, plus
 //!   one block per concurrent write-back caught between clean and evicted),
-//!   and a write-back keeps one merge buffer (`max_merge`, 1 MiB) per
-//!   flushing thread outside the count. So total memory stays within
+//!   and a write-back writes its merged blocks straight from their memory
+//!   (one gathering device write); a block modified while its write is in
+//!   flight gets a fresh copy first (copy on write), so at most `max_merge`
+//!   (1 MiB) of such copies per flushing thread live outside the count. So total memory stays within
 //!   `limit + threads * (block_size + max_merge)`; tests check
 //!   `peak_cached_bytes <= limit + 2 * block_size` single-threaded.
 //!
@@ -246,7 +248,9 @@ struct Block {
 
 struct BlockState {
     /// `Some` once the block holds valid data; never goes back to `None`.
-    data: Option<BlockMem>,
+    /// Shared (cloned) only by a write-back that has it in flight: a
+    /// writer then modifies a copy instead (copy on write).
+    data: Option<Arc<BlockMem>>,
     /// A thread is reading the block from the device.
     loading: bool,
     dirty: bool,
@@ -733,7 +737,7 @@ impl Shared {
             let mut st = b.st.lock();
             st.loading = false;
             if r.is_ok() && st.data.is_none() {
-                st.data = Some(tmp);
+                st.data = Some(Arc::new(tmp));
             }
         }
         self.ev.notify();
@@ -756,9 +760,18 @@ impl Shared {
                 if !loaded {
                     count!(self, b.core, hits, 1);
                 }
-                d[boff..boff + piece.len()].copy_from_slice(piece);
+                match Arc::get_mut(d) {
+                    Some(m) => m[boff..boff + piece.len()].copy_from_slice(piece),
+                    // A write-back is writing this memory: modify a copy.
+                    None if full => *d = Arc::new(BlockMem::copy_of(piece, b.core.bs)),
+                    None => {
+                        let mut m = BlockMem::copy_of(d, b.core.bs);
+                        m[boff..boff + piece.len()].copy_from_slice(piece);
+                        *d = Arc::new(m);
+                    }
+                }
             } else if full {
-                st.data = Some(BlockMem::copy_of(piece, b.core.bs));
+                st.data = Some(Arc::new(BlockMem::copy_of(piece, b.core.bs)));
             } else {
                 drop(st);
                 self.ensure_valid(b)?;
@@ -919,13 +932,15 @@ impl Shared {
     /// adjacent blocks. Blocks in flight elsewhere are skipped (reported).
     fn writeback(&self, keys: &[Key], want_cleaned: bool) -> Outcome {
         let mut out = Outcome::default();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf: Vec<Arc<BlockMem>> = Vec::new();
+        let mut bytes = 0usize;
         let mut run: Vec<(Arc<Block>, u64)> = Vec::new();
         let mut next_blk = 0u64;
         for k in keys {
             if let Some((first, _)) = run.first() {
-                if k.dev != first.key.dev || k.blk != next_blk || buf.len() + first.core.bs > self.max_merge {
+                if k.dev != first.key.dev || k.blk != next_blk || bytes + first.core.bs > self.max_merge {
                     self.submit(&mut run, &mut buf, &mut out, want_cleaned);
+                    bytes = 0;
                 }
             }
             let Some(b) = self.peek_block(k) else { continue };
@@ -939,10 +954,8 @@ impl Shared {
                     continue;
                 }
                 let Some(d) = &st.data else { continue };
-                if buf.capacity() == 0 {
-                    buf.reserve_exact(self.max_merge.max(b.len));
-                }
-                buf.extend_from_slice(d);
+                bytes += d.len();
+                buf.push(d.clone());
                 st.in_flight = true;
                 let gen = st.gen;
                 if let Some(e) = self.shard(k).dirty.lock().get_mut(k) {
@@ -957,16 +970,23 @@ impl Shared {
         out
     }
 
-    fn submit(&self, run: &mut Vec<(Arc<Block>, u64)>, buf: &mut Vec<u8>, out: &mut Outcome, want_cleaned: bool) {
+    /// Write the run (its blocks' memory in `buf`, shared with the blocks
+    /// while in flight) as one device write, then settle the blocks.
+    fn submit(&self, run: &mut Vec<(Arc<Block>, u64)>, buf: &mut Vec<Arc<BlockMem>>, out: &mut Outcome, want_cleaned: bool) {
         let Some((first, _)) = run.first() else { return };
         let core = first.core.clone();
         let off = first.key.blk * core.bs as u64;
-        let r = core.dev.write_at(buf, off);
+        let parts: Vec<&[u8]> = buf.iter().map(|m| &m[..]).collect();
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let r = core.dev.write_vectored_at(&parts, off);
+        drop(parts);
+        // Done with the memory: writers may modify it in place again.
+        buf.clear();
         count!(self, core, flushes, 1);
         match r {
             Ok(()) => {
-                count!(self, core, flushed_bytes, buf.len());
-                out.written += buf.len() as u64;
+                count!(self, core, flushed_bytes, len);
+                out.written += len as u64;
             }
             Err(e) => {
                 count!(self, core, write_errors, 1);
@@ -996,7 +1016,6 @@ impl Shared {
                 e.in_flight = false;
             }
         }
-        buf.clear();
         self.ev.notify();
         // Clean again: back among the eviction candidates, at its last use.
         for b in relist {

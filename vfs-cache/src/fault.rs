@@ -195,6 +195,16 @@ impl BlockDevice for FaultyDrive {
         }
     }
 
+    fn write_vectored_at(&self, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
+        loop {
+            match self.ctl.mode() {
+                FaultMode::WriteError => return Err(Errno(EIO)),
+                FaultMode::WriteHang => self.ctl.hang(),
+                FaultMode::None | FaultMode::FlushError => return self.inner.write_vectored_at(bufs, off),
+            }
+        }
+    }
+
     fn flush(&self) -> Result<(), Errno> {
         loop {
             match self.ctl.mode() {

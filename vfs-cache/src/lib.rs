@@ -41,6 +41,16 @@ pub trait BlockDevice: Send + Sync {
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Errno>;
     /// Write all of `buf` at `off`.
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno>;
+    /// Write the concatenation of `bufs` at `off`, as one device write
+    /// (the cache's merged write-back uses it to write adjacent blocks
+    /// straight from their memory). The default copies them into one
+    /// buffer and calls `write_at`; devices that can gather override it.
+    fn write_vectored_at(&self, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
+        match bufs {
+            [one] => self.write_at(one, off),
+            _ => self.write_at(&bufs.concat(), off),
+        }
+    }
     /// Make everything written so far durable (`rumpuser_syncfd`).
     fn flush(&self) -> Result<(), Errno>;
 }
