@@ -235,7 +235,10 @@ impl Conn {
                 Some(mut g) => {
                     // Nobody is reading: read our answer ourselves.
                     self.free_since.store(0, Ordering::Release);
-                    while let Some(input) = g.next(self, &done) {
+                    // Usually the next frame is our answer: try to read its
+                    // payload straight into `dest`.
+                    let mut first = if ty == Type::Copyin && !done() { g.read_direct(self, reqno, &slot) } else { None };
+                    while let Some(input) = first.take().or_else(|| g.next(self, &done)) {
                         match input {
                             Input::Request(hdr) => {
                                 let payload = std::mem::take(&mut g.pending);
@@ -459,6 +462,90 @@ impl RState {
         true
     }
 
+    /// For a requester holding the reader role while its request `reqno`
+    /// is pending, with nothing buffered: one `readv` takes the next
+    /// frame's header into the buffer and what follows straight into the
+    /// slot's destination, betting that the frame is the answer (saves a
+    /// copy of the payload and a read). If it is, the answer is completed
+    /// there; if not, the bytes are moved back into the buffer in stream
+    /// order and framing goes on as usual (`None`). `Some(Closed)` on end
+    /// of file or a read error.
+    pub fn read_direct(&mut self, conn: &Conn, reqno: u64, slot: &Slot) -> Option<Input> {
+        if conn.closed.load(Ordering::Acquire) {
+            return Some(Input::Closed);
+        }
+        if self.avail() != 0 || slot.cap == 0 || conn.state.load(Ordering::Acquire) == ST_NEW {
+            return None;
+        }
+        let fd = conn.raw_fd();
+        self.start = 0;
+        self.end = 0;
+        let room = slot.cap.min(BUF - HDRSZ);
+        let mut iov = [
+            libc::iovec { iov_base: self.buf.as_mut_ptr() as *mut c_void, iov_len: HDRSZ },
+            libc::iovec { iov_base: slot.dest as *mut c_void, iov_len: room },
+        ];
+        let n = loop {
+            // SAFETY: the first iovec is our buffer (BUF >= HDRSZ bytes);
+            // the second is the pending slot's destination, `cap >= room`
+            // bytes that only the reader role (held by us) may write while
+            // the slot is pending.
+            let n = unsafe { libc::readv(fd, iov.as_mut_ptr(), 2) };
+            if n >= 0 {
+                break n as usize;
+            }
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return Some(Input::Closed);
+            }
+        };
+        if n == 0 {
+            return Some(Input::Closed);
+        }
+        if n <= HDRSZ {
+            self.end = n;
+            return None;
+        }
+        let k = n - HDRSZ;
+        let mut hb = [0u8; HDRSZ];
+        hb.copy_from_slice(&self.buf[..HDRSZ]);
+        let ours = match wire::RawHeader::parse(&hb).validate() {
+            Ok(h) if h.class == Class::Resp && h.reqno == reqno => Some(h),
+            _ => None,
+        };
+        let taken = ours.and_then(|h| conn.take_slot(reqno).map(|s| (h, s)));
+        let Some((hdr, s)) = taken else {
+            // Not our answer: put the bytes back behind the header.
+            // SAFETY: `k <= room` bytes of the destination were just
+            // written by readv; nobody else touches it while pending.
+            let landed = unsafe { std::slice::from_raw_parts(slot.dest, k) };
+            self.buf[HDRSZ..HDRSZ + k].copy_from_slice(landed);
+            self.end = HDRSZ + k;
+            return None;
+        };
+        let plen = hdr.payload_len();
+        let want = plen.min(s.cap);
+        if k > want {
+            // The answer was shorter than the room: the rest is the start
+            // of the next frame.
+            // SAFETY: as above; [want, k) lies inside what readv wrote.
+            let extra = unsafe { std::slice::from_raw_parts(s.dest.add(want), k - want) };
+            self.buf[..k - want].copy_from_slice(extra);
+            self.end = k - want;
+        }
+        let have = k.min(want);
+        // SAFETY: the slot is ours now (taken), its destination `cap >=
+        // want` bytes, untouched by anyone else until we finish it.
+        let rest = unsafe { std::slice::from_raw_parts_mut(s.dest.add(have), want - have) };
+        let ok = self.read_into(fd, rest) && self.skip(fd, plen - want);
+        s.got.store(want, Ordering::Release);
+        s.finish(if ok { SLOT_DONE } else { SLOT_DEAD });
+        if ok {
+            None
+        } else {
+            Some(Input::Closed)
+        }
+    }
+
     /// Discard `n` payload bytes.
     fn skip(&mut self, fd: RawFd, mut n: usize) -> bool {
         while n > 0 {
@@ -549,4 +636,93 @@ impl RState {
 pub(crate) fn now_ns() -> u64 {
     static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A running connection on one end of a socket pair, the other end
+    /// standing for the client.
+    fn pair() -> (Arc<Conn>, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        // SAFETY: `a`'s descriptor is handed over to the OwnedFd.
+        let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(a)) };
+        let c = Arc::new(Conn::new(1, fd));
+        c.state.store(ST_RUNNING, Ordering::Release);
+        (c, b)
+    }
+
+    fn pending(c: &Conn, reqno: u64, dest: &mut [u8]) -> Arc<Slot> {
+        let s = Arc::new(Slot {
+            thread: std::thread::current(),
+            state: AtomicU32::new(SLOT_PENDING),
+            dest: dest.as_mut_ptr(),
+            cap: dest.len(),
+            got: AtomicUsize::new(0),
+        });
+        c.waiters.lock().slots.insert(reqno, s.clone());
+        s
+    }
+
+    fn frame(class: Class, ty: Type, reqno: u64, payload: &[u8]) -> Vec<u8> {
+        wire::encode_frame(class, ty, reqno, 0, &[payload])
+    }
+
+    #[test]
+    fn read_direct_takes_the_answer_and_keeps_what_follows() {
+        let (c, mut peer) = pair();
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i * 7) as u8).collect();
+        let mut dest = vec![0u8; data.len()];
+        let slot = pending(&c, 5, &mut dest);
+        let mut bytes = frame(Class::Resp, Type::Copyin, 5, &data);
+        bytes.extend(frame(Class::Req, Type::Syscall, 9, &[1, 2, 3]));
+        peer.write_all(&bytes).unwrap();
+        let mut g = c.rd.lock();
+        assert!(g.read_direct(&c, 5, &slot).is_none());
+        assert_eq!(slot.state.load(Ordering::Acquire), SLOT_DONE);
+        assert_eq!(slot.got.load(Ordering::Acquire), data.len());
+        match g.next(&c, &|| false) {
+            Some(Input::Request(h)) => assert_eq!((h.reqno, &g.pending[..]), (9, &[1u8, 2, 3][..])),
+            _ => panic!("request after the answer lost"),
+        }
+        drop(g);
+        assert_eq!(dest, data);
+    }
+
+    #[test]
+    fn read_direct_short_answer_and_foreign_frames() {
+        let (c, mut peer) = pair();
+        let mut dest = vec![0xeeu8; 100];
+        let slot = pending(&c, 3, &mut dest);
+        // A request from the client comes first: put back, read normally.
+        peer.write_all(&frame(Class::Req, Type::Syscall, 8, &[4u8; 40])).unwrap();
+        let mut g = c.rd.lock();
+        assert!(g.read_direct(&c, 3, &slot).is_none());
+        assert_eq!(slot.state.load(Ordering::Acquire), SLOT_PENDING);
+        match g.next(&c, &|| false) {
+            Some(Input::Request(h)) => assert_eq!((h.reqno, g.pending.clone()), (8, vec![4u8; 40])),
+            _ => panic!("first request lost"),
+        }
+        // Now the (short) answer, then a request in the same read.
+        let mut bytes = frame(Class::Resp, Type::Copyin, 3, &[6u8; 10]);
+        bytes.extend(frame(Class::Req, Type::Syscall, 11, &[5u8; 7]));
+        peer.write_all(&bytes).unwrap();
+        assert!(g.read_direct(&c, 3, &slot).is_none());
+        assert_eq!(slot.state.load(Ordering::Acquire), SLOT_DONE);
+        assert_eq!(slot.got.load(Ordering::Acquire), 10);
+        match g.next(&c, &|| false) {
+            Some(Input::Request(h)) => assert_eq!((h.reqno, g.pending.clone()), (11, vec![5u8; 7])),
+            _ => panic!("request after the short answer lost"),
+        }
+        drop(g);
+        assert_eq!(&dest[..10], &[6u8; 10]);
+        // End of file.
+        let slot2 = pending(&c, 4, &mut dest);
+        drop(peer);
+        assert!(matches!(c.rd.lock().read_direct(&c, 4, &slot2), Some(Input::Closed)));
+    }
 }
