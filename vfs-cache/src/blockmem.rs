@@ -12,6 +12,14 @@
 //! reused, most recently freed first, by the next block of that size, so a
 //! cache that evicts and refills recycles memory it already touched.
 //!
+//! Caveat measured on a VM whose free memory goes back to the hypervisor
+//! (virtio-balloon free page reporting): a fresh huge page there is either
+//! cheap (~4 µs per 64 KiB, memory freed recently) or slow (60-150 µs per
+//! 64 KiB, the host faulting it in), run to run; small pages populated in
+//! one `MADV_POPULATE_WRITE` were steadier (~20 µs per 64 KiB) but slower
+//! at best, and made O_DIRECT write-back slower (16 pages to pin per block
+//! instead of one), so huge pages stay.
+//!
 //! An arena whose slots are all free is unmapped once the free list holds
 //! at least another arena's worth of slots besides it; so memory held
 //! beyond the blocks in use is bounded by the largest number of blocks
