@@ -3,22 +3,27 @@
 //! Fresh anonymous memory costs a page fault per 4 KiB page when it is
 //! first touched; for a cache that is being filled (a bulk write to a
 //! drive) those faults cost more than copying the data itself (measured
-//! here: ~27 µs per new 64 KiB block from the heap against ~2 µs for the
+//! here: ~25 µs per new 64 KiB block from the heap against ~2 µs for the
 //! copy alone). So blocks whose size is a power of two from 4 KiB to 2 MiB
-//! (the default 64 KiB among them) are carved from 2 MiB arenas, aligned
-//! and advised `MADV_HUGEPAGE`: with transparent huge pages (`always` or
-//! `madvise` mode) one fault maps a whole arena (~4 µs per 64 KiB block
-//! all told). A freed slot goes back to a per-size free list and is
-//! reused, most recently freed first, by the next block of that size, so a
-//! cache that evicts and refills recycles memory it already touched.
+//! (the default 64 KiB among them) are carved from 2 MiB arenas, aligned,
+//! whose pages are populated in one `MADV_POPULATE_WRITE` call when the
+//! arena is made (kernels before 5.14 ignore it: pages then fault in on
+//! first touch, as before). A freed slot goes back to a per-size free
+//! list and is reused, most recently freed first, by the next block of
+//! that size, so a cache that evicts and refills recycles memory it
+//! already touched. Arena memory is page-aligned, which lets the host
+//! drive write blocks with O_DIRECT.
 //!
-//! Caveat measured on a VM whose free memory goes back to the hypervisor
-//! (virtio-balloon free page reporting): a fresh huge page there is either
-//! cheap (~4 µs per 64 KiB, memory freed recently) or slow (60-150 µs per
-//! 64 KiB, the host faulting it in), run to run; small pages populated in
-//! one `MADV_POPULATE_WRITE` were steadier (~20 µs per 64 KiB) but slower
-//! at best, and made O_DIRECT write-back slower (16 pages to pin per block
-//! instead of one), so huge pages stay.
+//! Huge pages: an arena is advised `MADV_HUGEPAGE` (one fault, one page to
+//! pin for direct I/O) as long as that pays. On a VM whose free memory goes
+//! back to the hypervisor (virtio-balloon free page reporting, as on the
+//! machine these numbers come from), a fresh huge page is either cheap
+//! (~4 µs per 64 KiB, memory freed recently) or slow (60–150 µs per 64 KiB,
+//! the host faulting it in), where small pages populated at once cost a
+//! steady ~20 µs. So the population of a huge-page arena is timed, and
+//! when it is slower than small pages would have been, the next
+//! [`THP_BACKOFF`] arenas use small pages before huge pages are tried
+//! again.
 //!
 //! An arena whose slots are all free is unmapped once the free list holds
 //! at least another arena's worth of slots besides it; so memory held
@@ -30,6 +35,9 @@
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -82,7 +90,16 @@ fn slot_size(class: usize) -> usize {
     1 << (class as u32 + MIN_SLOT_SHIFT)
 }
 
-/// Map a new arena, 2 MiB aligned, advised for huge pages.
+/// A huge-page arena whose population takes longer than this was cold
+/// (small pages populate 2 MiB in ~0.7 ms here, a warm huge page in ~0.15).
+const THP_SLOW: Duration = Duration::from_millis(1);
+/// Arenas made with small pages after a slow huge-page arena.
+const THP_BACKOFF: u32 = 64;
+/// Small-page arenas still to make before huge pages are tried again.
+static THP_SKIP: AtomicU32 = AtomicU32::new(0);
+
+/// Map a new arena, 2 MiB aligned, its pages populated (huge pages when
+/// they have been paying, see the module documentation).
 fn map_arena() -> Option<usize> {
     let len = 2 * ARENA;
     // SAFETY: an anonymous private mapping at an address of the kernel's
@@ -113,8 +130,20 @@ fn map_arena() -> Option<usize> {
         if tail > 0 {
             libc::munmap((base + ARENA) as *mut libc::c_void, tail);
         }
-        // Advice only: without THP the arena works with small pages.
-        libc::madvise(base as *mut libc::c_void, ARENA, libc::MADV_HUGEPAGE);
+    }
+    let huge = THP_SKIP.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err();
+    let t = Instant::now();
+    // SAFETY: advice on the arena we own, not yet handed out. Both calls
+    // are advisory: without THP the arena has small pages, without
+    // MADV_POPULATE_WRITE its pages fault in on first touch.
+    unsafe {
+        if huge {
+            libc::madvise(base as *mut libc::c_void, ARENA, libc::MADV_HUGEPAGE);
+        }
+        libc::madvise(base as *mut libc::c_void, ARENA, libc::MADV_POPULATE_WRITE);
+    }
+    if huge && t.elapsed() > THP_SLOW {
+        THP_SKIP.store(THP_BACKOFF, Relaxed);
     }
     Some(base)
 }
@@ -126,13 +155,18 @@ fn alloc_slot(class: usize) -> Option<NonNull<u8>> {
     let addr = match pool.free.pop() {
         Some(a) => a,
         None => {
+            // Map and populate without holding the pool.
+            drop(g);
             let base = map_arena()?;
+            g = POOLS[class].lock();
+            let pool = g.get_or_insert_with(|| ClassPool { free: Vec::new(), arenas: HashMap::new() });
             pool.arenas.insert(base, 0);
             // Hand out the lowest slot first, so an arena fills in order.
             pool.free.extend((1..ARENA / size).rev().map(|i| base + i * size));
             base
         }
     };
+    let pool = g.as_mut()?;
     *pool.arenas.entry(addr & !(ARENA - 1)).or_insert(0) += 1;
     NonNull::new(addr as *mut u8)
 }
