@@ -486,6 +486,29 @@ impl CachedDev {
         Ok(())
     }
 
+    /// Whether `[off, off + len)` is exactly one whole block of this
+    /// device (what [`CachedDev::write_block_with`] takes).
+    pub fn is_whole_block(&self, off: u64, len: usize) -> bool {
+        let bs = self.core.bs as u64;
+        off.is_multiple_of(bs) && off < self.core.size && len == self.core.block_len(off / bs)
+    }
+
+    /// Write one whole block (`off`, `len` as [`CachedDev::is_whole_block`]
+    /// accepts, else `EINVAL`) whose bytes `fill` puts straight into fresh
+    /// block memory: no staging buffer and no copy (a syscall copies the
+    /// caller's data in there). No lock is held while `fill` runs; if it
+    /// fails, nothing is written and its error is returned. Otherwise as
+    /// [`Store::write`] of those bytes.
+    pub fn write_block_with(&self, off: u64, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<(), Errno>) -> Result<(), Errno> {
+        if !self.is_whole_block(off, len) {
+            return Err(Errno(EINVAL));
+        }
+        let mut mem = BlockMem::new(len, self.core.bs);
+        fill(&mut mem)?;
+        let b = self.sh.get_block(&self.core, off / self.core.bs as u64);
+        self.sh.write_block_from(&b, 0, &[], Some(mem))
+    }
+
     fn check_range(&self, off: u64, len: usize) -> Result<(), Errno> {
         match off.checked_add(len as u64) {
             Some(end) if end <= self.core.size => Ok(()),
@@ -745,7 +768,13 @@ impl Shared {
     }
 
     fn write_block(&self, b: &Arc<Block>, boff: usize, piece: &[u8]) -> Result<(), Errno> {
-        let full = boff == 0 && piece.len() == b.len;
+        self.write_block_from(b, boff, piece, None)
+    }
+
+    /// `write_block`, or with `whole` (the block's new bytes, already in
+    /// block memory) install that memory instead of copying.
+    fn write_block_from(&self, b: &Arc<Block>, boff: usize, piece: &[u8], mut whole: Option<BlockMem>) -> Result<(), Errno> {
+        let full = whole.is_some() || (boff == 0 && piece.len() == b.len);
         let mut throttled = false;
         let mut loaded = false;
         loop {
@@ -756,7 +785,14 @@ impl Shared {
                 throttled = true;
                 continue;
             }
-            if let Some(d) = st.data.as_mut() {
+            if let Some(mem) = whole.take() {
+                if st.data.is_some() {
+                    count!(self, b.core, hits, 1);
+                }
+                // The old memory, if a write-back still has it in flight,
+                // lives on until that write ends.
+                st.data = Some(Arc::new(mem));
+            } else if let Some(d) = st.data.as_mut() {
                 if !loaded {
                     count!(self, b.core, hits, 1);
                 }

@@ -756,3 +756,56 @@ fn write_during_write_back_copies_on_write() {
     dev.read(0, &mut got).unwrap();
     assert_eq!(got, want);
 }
+
+#[test]
+fn write_block_with_fills_whole_blocks_in_place() {
+    let size = 2 * 64 * KB + 500;
+    let (_cache, mem, dev) = setup(size, 4 << 20, 64 * KB);
+    assert!(dev.is_whole_block(0, 64 * KB));
+    assert!(dev.is_whole_block(128 * KB as u64, 500));
+    assert!(!dev.is_whole_block(1, 64 * KB));
+    assert!(!dev.is_whole_block(0, 1000));
+    assert_eq!(dev.write_block_with(0, 1000, |_| Ok(())), Err(Errno(EINVAL)));
+    // A failing fill writes nothing.
+    assert_eq!(dev.write_block_with(0, 64 * KB, |_| Err(Errno(EIO))), Err(Errno(EIO)));
+    assert_eq!(dev.stats().dirty_bytes, 0);
+    let a = pattern(64 * KB, 11);
+    dev.write_block_with(0, 64 * KB, |d| {
+        d.copy_from_slice(&a);
+        Ok(())
+    })
+    .unwrap();
+    let tail = pattern(500, 12);
+    dev.write_block_with(128 * KB as u64, 500, |d| {
+        d.copy_from_slice(&tail);
+        Ok(())
+    })
+    .unwrap();
+    // Over a cached block, while its write-back is in flight.
+    let b = pattern(64 * KB, 13);
+    let (d2, b2) = (dev.clone(), b.clone());
+    let hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h2 = hit.clone();
+    mem.set_write_hook(Some(Arc::new(move |_, _| {
+        if !h2.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            d2.write_block_with(0, 64 * KB, |d| {
+                d.copy_from_slice(&b2);
+                Ok(())
+            })
+            .unwrap();
+        }
+    })));
+    dev.sync().unwrap();
+    mem.set_write_hook(None);
+    assert_eq!(&mem.contents()[..64 * KB], &a[..]);
+    dev.sync().unwrap();
+    let mut want = vec![0u8; size];
+    want[..64 * KB].copy_from_slice(&b);
+    want[128 * KB..].copy_from_slice(&tail);
+    assert_eq!(mem.contents(), want);
+    let mut got = vec![0u8; size];
+    dev.read(0, &mut got).unwrap();
+    assert_eq!(got, want);
+    // Only the block never written was read from the device.
+    assert_eq!(reads(&mem), 1);
+}

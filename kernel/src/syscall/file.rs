@@ -127,6 +127,13 @@ fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize
     if off.checked_add(len as u64).map_or(true, |e| e > MAX_IO) {
         return Err(Errno(EFBIG));
     }
+    if let Backend::Dev(d) = &f.backend {
+        if let Some(c) = d.cached.as_ref().filter(|c| c.is_whole_block(off, len)) {
+            // One whole cached block: copy in straight into its memory.
+            c.write_block_with(off, len, |dst| cx.copyin(uaddr, dst))?;
+            return Ok(len);
+        }
+    }
     with_buf(len.min(IO_CHUNK), |buf| write_chunks(cx, f, off, uaddr, len, buf))
 }
 
