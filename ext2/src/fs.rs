@@ -19,8 +19,11 @@ use crate::{MountError, MountOptions};
 pub(crate) const ROOT_INO: u32 = 2;
 /// Most links an inode may have (EXT2_LINK_MAX).
 const LINK_MAX: u16 = 32000;
-/// Indirect blocks kept in memory at most (written back per operation).
-const IND_CACHE_MAX: usize = 256;
+/// Indirect blocks kept in memory at most (written back by sync, or all
+/// at once when full).
+const IND_CACHE_MAX: usize = 1024;
+/// Bytes of inodes kept in memory at most.
+const ICACHE_BYTES: usize = 8 << 20;
 /// Longest data run handed to the store in one write.
 const MAX_RUN: usize = 1 << 20;
 /// The store's unit of caching (vfs-cache's block): a write covering a
@@ -138,6 +141,35 @@ struct IndBlk {
     dirty: bool,
 }
 
+/// An inode as last read or written, and whether the store lacks it.
+struct CachedInode {
+    raw: Vec<u8>,
+    dirty: bool,
+}
+
+/// A cheap hasher for integer keys (block and inode numbers).
+#[derive(Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type IntMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IntHasher>>;
+
 /// One parsed directory entry.
 struct Ent {
     off: usize,
@@ -215,7 +247,12 @@ pub(crate) struct Fs {
     free_inodes: u32,
     open: HashMap<u32, u32>,
     orphans: HashSet<u32>,
-    ind: HashMap<u32, IndBlk>,
+    ind: IntMap<IndBlk>,
+    /// Indirect blocks dirtied since the last write-back (may repeat).
+    ind_dirty: Vec<u32>,
+    icache: IntMap<CachedInode>,
+    /// Inodes dirtied since the last write-back (may repeat).
+    idirty: Vec<u32>,
     /// The superblock on the device says clean (see `begin_write`).
     disk_clean: bool,
     dcache: HashMap<u32, DirIdx>,
@@ -315,7 +352,10 @@ impl Fs {
             free_inodes: fi as u32,
             open: HashMap::new(),
             orphans: HashSet::new(),
-            ind: HashMap::new(),
+            ind: IntMap::default(),
+            ind_dirty: Vec::new(),
+            icache: IntMap::default(),
+            idirty: Vec::new(),
             dcache: HashMap::new(),
             disk_clean: false,
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
@@ -337,17 +377,14 @@ impl Fs {
         Ok((fs, ro_reason))
     }
 
-    /// Run one operation: refuse after unmount, and write back the
-    /// indirect blocks it dirtied.
+    /// Run one operation (refused after unmount). Changed inodes and
+    /// indirect blocks stay in memory until `sync` (or until their caches
+    /// fill up).
     pub fn op<T>(&mut self, f: impl FnOnce(&mut Fs) -> R<T>) -> R<T> {
         if self.dead {
             return err(EIO);
         }
-        let r = f(self);
-        let fl = self.flush_ind();
-        let v = r?;
-        fl?;
-        Ok(v)
+        f(self)
     }
 
     fn check_rw(&self) -> R<()> {
@@ -398,6 +435,7 @@ impl Fs {
             return Ok(());
         }
         self.flush_ind()?;
+        self.flush_inodes()?;
         let bs = self.g.bs as u64;
         for gi in 0..self.gds.len() {
             if let Some(b) = &self.bbm[gi] {
@@ -650,7 +688,10 @@ impl Fs {
     fn ind_set(&mut self, b: u32, i: usize, v: u32) -> R<()> {
         let e = self.ind_load(b)?;
         e.ptrs[i] = v;
-        e.dirty = true;
+        if !e.dirty {
+            e.dirty = true;
+            self.ind_dirty.push(b);
+        }
         Ok(())
     }
 
@@ -662,20 +703,33 @@ impl Fs {
         }
         let p = (self.g.bs / 4) as usize;
         self.ind.insert(b, IndBlk { ptrs: vec![0; p], dirty: true });
+        self.ind_dirty.push(b);
         Ok(())
     }
 
     fn flush_ind(&mut self) -> R<()> {
+        if self.ind_dirty.is_empty() {
+            return Ok(());
+        }
         let bs = self.g.bs as u64;
-        for (&b, e) in self.ind.iter_mut() {
-            if e.dirty {
-                let mut raw = Vec::with_capacity(bs as usize);
-                for p in &e.ptrs {
-                    raw.extend_from_slice(&p.to_le_bytes());
-                }
-                self.store.write(b as u64 * bs, &raw)?;
-                e.dirty = false;
+        let mut list = std::mem::take(&mut self.ind_dirty);
+        list.sort_unstable();
+        list.dedup();
+        let mut raw = Vec::with_capacity(bs as usize);
+        for (k, &b) in list.iter().enumerate() {
+            let Some(e) = self.ind.get_mut(&b) else { continue };
+            if !e.dirty {
+                continue;
             }
+            raw.clear();
+            for p in &e.ptrs {
+                raw.extend_from_slice(&p.to_le_bytes());
+            }
+            if let Err(err) = self.store.write(b as u64 * bs, &raw) {
+                self.ind_dirty = list[k..].to_vec();
+                return Err(err);
+            }
+            e.dirty = false;
         }
         Ok(())
     }
@@ -902,20 +956,80 @@ impl Fs {
         Ok(self.gds[gi].inode_table as u64 * self.g.bs as u64 + idx * self.g.inode_size as u64)
     }
 
-    fn read_inode(&self, ino: u32) -> R<Inode> {
+    fn read_inode(&mut self, ino: u32) -> R<Inode> {
+        if let Some(e) = self.icache.get(&ino) {
+            return Ok(Inode { num: ino, raw: e.raw.clone() });
+        }
         let off = self.inode_off(ino)?;
         let mut raw = vec![0u8; self.g.inode_size as usize];
         self.store.read(off, &mut raw)?;
+        // (A cache that cannot make room just does not keep this one.)
+        if self.icache_room().is_ok() {
+            self.icache.insert(ino, CachedInode { raw: raw.clone(), dirty: false });
+        }
         Ok(Inode { num: ino, raw })
     }
 
-    fn write_inode(&self, i: &Inode) -> R<()> {
-        let off = self.inode_off(i.num)?;
-        self.store.write(off, &i.raw)
+    /// Record a changed inode. It reaches the store at the next sync (or
+    /// when the cache of inodes is full).
+    fn write_inode(&mut self, i: &Inode) -> R<()> {
+        self.inode_off(i.num)?;
+        if let Some(e) = self.icache.get_mut(&i.num) {
+            e.raw.copy_from_slice(&i.raw);
+            if !e.dirty {
+                e.dirty = true;
+                self.idirty.push(i.num);
+            }
+            return Ok(());
+        }
+        if self.icache_room().is_err() {
+            // Full of inodes that cannot be written: write this one through.
+            let off = self.inode_off(i.num)?;
+            return self.store.write(off, &i.raw);
+        }
+        self.icache.insert(i.num, CachedInode { raw: i.raw.clone(), dirty: true });
+        self.idirty.push(i.num);
+        Ok(())
+    }
+
+    /// Make room for one more cached inode: when full, write the dirty
+    /// ones and forget every clean one.
+    fn icache_room(&mut self) -> R<()> {
+        let max = (ICACHE_BYTES / self.g.inode_size as usize).max(64);
+        if self.icache.len() < max {
+            return Ok(());
+        }
+        self.flush_inodes()?;
+        self.icache.retain(|_, e| e.dirty);
+        Ok(())
+    }
+
+    /// Write every dirty cached inode to the store (in inode order). One
+    /// that cannot be written stays dirty.
+    fn flush_inodes(&mut self) -> R<()> {
+        if self.idirty.is_empty() {
+            return Ok(());
+        }
+        let mut list = std::mem::take(&mut self.idirty);
+        list.sort_unstable();
+        list.dedup();
+        for (k, &ino) in list.iter().enumerate() {
+            let Some(e) = self.icache.get(&ino) else { continue };
+            if !e.dirty {
+                continue;
+            }
+            let off = self.inode_off(ino)?;
+            if let Err(err) = self.store.write(off, &e.raw) {
+                self.idirty = list[k..].to_vec();
+                return Err(err);
+            }
+            self.icache.get_mut(&ino).unwrap().dirty = false;
+        }
+        Ok(())
     }
 
     /// A live inode (allocated, linked or held open).
-    fn get(&self, ino: u32) -> R<Inode> {
+    fn get(&mut self, ino: u32) -> R<Inode> {
         let i = self.read_inode(ino)?;
         if i.mode() == 0 || (i.links() == 0 && !self.open.contains_key(&ino)) {
             return err(ENOENT);
@@ -926,7 +1040,7 @@ impl Fs {
         Ok(i)
     }
 
-    fn get_dir(&self, ino: u32) -> R<Inode> {
+    fn get_dir(&mut self, ino: u32) -> R<Inode> {
         let i = self.get(ino)?;
         if !i.is_dir() {
             return err(ENOTDIR);

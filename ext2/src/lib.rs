@@ -15,12 +15,16 @@
 //! # What is kept where
 //!
 //! In memory: the superblock, the group descriptors, the bitmaps (loaded
-//! on first use), a few indirect blocks (written back at the end of each
-//! operation) and a name index of recently used directories. Bitmaps,
-//! descriptors and superblock are written back by `sync`, `fsync` and
-//! `unmount` (and, best effort, when an `Ext2Fs` is dropped unmounted).
-//! Inodes, directory blocks and file data go to the store as each operation
-//! finishes (the store itself is a write-back cache). One lock serialises
+//! on first use), recently used inodes and indirect blocks, and a name
+//! index of recently used directories. Changed inodes, indirect blocks,
+//! bitmaps, descriptors and superblock are written back by `sync`, `fsync`
+//! and `unmount` (and, best effort, when an `Ext2Fs` is dropped
+//! unmounted); inodes and indirect blocks also when their caches fill up.
+//! Directory blocks and file data go to the store as each operation
+//! finishes (the store itself is a write-back cache). Data writes that
+//! begin or end inside one of the store's 64 KiB blocks are padded with
+//! zeros over neighbouring free blocks, so the store need not read the
+//! block first. One lock serialises
 //! the operations of a mount; `readdir` calls its callback without it.
 //!
 //! # On-disk format supported
