@@ -198,6 +198,10 @@ struct Slot {
     off: usize,
     rec_len: usize,
     used: usize,
+    /// The block as read (taken by `dir_insert`), and the largest record
+    /// that fits in its other entries.
+    blk: Option<Vec<u8>>,
+    other_space: usize,
 }
 
 /// The in-memory index of a directory: every name with its logical
@@ -1358,13 +1362,28 @@ impl Fs {
             let phys = self.bmap(d, lb as u64)?;
             if phys != 0 {
                 let blk = self.read_blk(phys)?;
-                for e in self.parse_dir(&blk)? {
-                    if e.ino == 0 && e.rec_len >= need {
-                        return Ok(Slot { dir: d.num, lb: lb as u32, phys, off: e.off, rec_len: e.rec_len, used: 0 });
-                    }
-                    if e.ino != 0 && e.rec_len - rec_size(e.name_len) >= need {
-                        let used = rec_size(e.name_len);
-                        return Ok(Slot { dir: d.num, lb: lb as u32, phys, off: e.off, rec_len: e.rec_len, used });
+                let ents = self.parse_dir(&blk)?;
+                for (k, e) in ents.iter().enumerate() {
+                    let used = if e.ino == 0 { 0 } else { rec_size(e.name_len) };
+                    if e.rec_len - used >= need {
+                        // The largest room left in the other entries.
+                        let other = ents
+                            .iter()
+                            .enumerate()
+                            .filter(|&(j, _)| j != k)
+                            .map(|(_, e)| if e.ino == 0 { e.rec_len } else { e.rec_len - rec_size(e.name_len) })
+                            .max()
+                            .unwrap_or(0);
+                        return Ok(Slot {
+                            dir: d.num,
+                            lb: lb as u32,
+                            phys,
+                            off: e.off,
+                            rec_len: e.rec_len,
+                            used,
+                            blk: Some(blk),
+                            other_space: other,
+                        });
                     }
                 }
             }
@@ -1387,12 +1406,15 @@ impl Fs {
         if let Some(idx) = self.dcache.get_mut(&d.num) {
             idx.space.push(bs as u16);
         }
-        Ok(Slot { dir: d.num, lb: nblocks as u32, phys, off: 0, rec_len: bs, used: 0 })
+        Ok(Slot { dir: d.num, lb: nblocks as u32, phys, off: 0, rec_len: bs, used: 0, blk: Some(blk), other_space: 0 })
     }
 
-    fn dir_insert(&mut self, s: &Slot, name: &[u8], ino: u32, ftype: u8) -> R<()> {
+    fn dir_insert(&mut self, s: &mut Slot, name: &[u8], ino: u32, ftype: u8) -> R<()> {
         let r = (|| {
-            let mut blk = self.read_blk(s.phys)?;
+            let mut blk = match s.blk.take() {
+                Some(b) => b,
+                None => self.read_blk(s.phys)?,
+            };
             let (off, rec) = if s.used == 0 {
                 (s.off, s.rec_len)
             } else {
@@ -1400,8 +1422,10 @@ impl Fs {
                 (s.off + s.used, s.rec_len - s.used)
             };
             self.write_entry(&mut blk, off, ino, rec, name, ftype);
-            self.write_blk(s.phys, &blk)?;
-            let space = Self::block_space(&self.parse_dir(&blk)?);
+            // Only the bytes that changed go to the store.
+            let changed = &blk[s.off..off + 8 + name.len()];
+            self.store.write(s.phys as u64 * self.g.bs as u64 + s.off as u64, changed)?;
+            let space = s.other_space.max(rec - rec_size(name.len())) as u16;
             if let Some(idx) = self.dcache.get_mut(&s.dir) {
                 idx.names.insert(name.to_vec(), (s.lb, off as u16, ino));
                 idx.space[s.lb as usize] = space;
@@ -1609,7 +1633,7 @@ impl Fs {
     fn create_in(
         &mut self,
         d: &mut Inode,
-        slot: Slot,
+        mut slot: Slot,
         name: &[u8],
         kind: FileKind,
         perm: u32,
@@ -1653,7 +1677,7 @@ impl Fs {
                 n.set_size(tg.len() as u64);
             }
             self.write_inode(&n)?;
-            self.dir_insert(&slot, name, ino, dirent_ftype(kind))
+            self.dir_insert(&mut slot, name, ino, dirent_ftype(kind))
         })();
         if let Err(e) = r {
             // Undo: nothing may stay allocated without a name.
@@ -1708,7 +1732,7 @@ impl Fs {
             return err(ENOENT);
         }
         let size0 = d.size();
-        let slot = match self.dir_find_slot(&mut d, name) {
+        let mut slot = match self.dir_find_slot(&mut d, name) {
             Ok(s) => s,
             Err(e) => {
                 if d.size() != size0 || e.0 == ENOSPC {
@@ -1719,7 +1743,7 @@ impl Fs {
         };
         let t = now();
         let ftype = dirent_ftype(i.kind().unwrap_or(FileKind::Reg));
-        let r = self.dir_insert(&slot, name, ino, ftype);
+        let r = self.dir_insert(&mut slot, name, ino, ftype);
         Self::touch_dir(&mut d, t);
         self.write_inode(&d)?;
         r?;
@@ -1840,7 +1864,7 @@ impl Fs {
             None => {
                 let mut tdi = self.get(td)?;
                 let size0 = tdi.size();
-                let slot = match self.dir_find_slot(&mut tdi, tname) {
+                let mut slot = match self.dir_find_slot(&mut tdi, tname) {
                     Ok(s) => s,
                     Err(e) => {
                         if tdi.size() != size0 || e.0 == ENOSPC {
@@ -1849,7 +1873,7 @@ impl Fs {
                         return Err(e);
                     }
                 };
-                let r = self.dir_insert(&slot, tname, sino, sftype);
+                let r = self.dir_insert(&mut slot, tname, sino, sftype);
                 tdi.set_flags(tdi.flags() & !INDEX_FL);
                 self.write_inode(&tdi)?;
                 r?;
