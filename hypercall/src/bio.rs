@@ -184,14 +184,57 @@ pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errn
     bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off)
 }
 
+/// At most this many `rumpuser_bio` requests are outstanding at once; a
+/// kernel submitting more waits, with its virtual CPU given up, until one
+/// completes — as NetBSD's own hypercall layer does (its queue holds 127).
+/// Without that back-pressure NetBSD's page daemon can queue writes
+/// without bound under memory pressure, and NetBSD's kernel (7.99) then
+/// loses file data (pages of zeros in ext2 files): a latent race in the
+/// kernel that a bounded queue makes rare. (The Rust API is not bounded.)
+pub const MAX_OUTSTANDING: usize = 128;
+
+static OUTSTANDING: Mutex<usize> = Mutex::new(0);
+static OUTSTANDING_CV: Condvar = Condvar::new();
+
+/// Take one of the [`MAX_OUTSTANDING`] request slots, waiting unscheduled
+/// if none is free.
+fn outstanding_acquire() {
+    let mut n = OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner());
+    if *n < MAX_OUTSTANDING {
+        *n += 1;
+        return;
+    }
+    drop(n);
+    crate::upcalls::blocking(std::ptr::null_mut(), || {
+        let mut n = OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= MAX_OUTSTANDING {
+            n = OUTSTANDING_CV.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+    })
+}
+
+fn outstanding_release() {
+    let mut n = OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner());
+    *n = n.saturating_sub(1);
+    drop(n);
+    OUTSTANDING_CV.notify_one();
+}
+
+/// How many `rumpuser_bio` requests are outstanding now.
+pub fn outstanding() -> usize {
+    *OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct DoneArg(*mut c_void);
 // SAFETY: the kernel's biodone argument is meant to be handed to the
 // completing thread.
 unsafe impl Send for DoneArg {}
 
 /// `rumpuser_bio(fd, op, data, len, off, biodone, arg)`: start the request
-/// and return; `biodone(arg, bytes, error)` is called exactly once from an
-/// I/O thread.
+/// and return (first waiting, unscheduled, while [`MAX_OUTSTANDING`]
+/// requests are in flight); `biodone(arg, bytes, error)` is called exactly
+/// once from an I/O thread.
 ///
 /// # Safety
 /// `data` is valid for `len` bytes until `biodone` runs; `biodone` is a
@@ -212,11 +255,13 @@ pub unsafe extern "C" fn rumpuser_bio(
             crate::cons::dprint("rumpuser_bio: no biodone function, request dropped\n");
             return;
         };
+        outstanding_acquire();
         let arg = DoneArg(arg);
         let done = Box::new(move |n: usize, e: i32| {
             let arg = arg;
             // SAFETY: the kernel's completion function with its argument.
-            unsafe { biodone(arg.0, n, e) }
+            unsafe { biodone(arg.0, n, e) };
+            outstanding_release();
         });
         bio_submit(fd, op, data.cast(), len, off, done);
     })

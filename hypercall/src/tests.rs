@@ -614,3 +614,61 @@ fn export_table_and_trace_list_cover_every_entry_point() {
         assert!(!e.addr.is_null(), "{}", e.name);
     }
 }
+
+/// `rumpuser_bio` keeps at most `MAX_OUTSTANDING` requests in flight: the
+/// kernel thread submitting more waits, unscheduled, for a completion.
+#[test]
+fn rumpuser_bio_bounds_outstanding_requests() {
+    use crate::bio::*;
+    use crate::file::*;
+    use std::ffi::c_void;
+    static GATE: AtomicBool = AtomicBool::new(false);
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    unsafe extern "C" fn gated(_arg: *mut c_void, n: usize, e: i32) {
+        assert_eq!((n, e), (512, 0));
+        while !GATE.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        DONE.fetch_add(1, Ordering::AcqRel);
+    }
+    install();
+    let d = tmpdir("bio-bound");
+    let p = d.join("disk");
+    let f = HostFile::open(p.to_str().expect("utf-8"), OPEN_RDWR | OPEN_CREATE | OPEN_BIO).expect("create");
+    let fd = f.fd();
+    const N: usize = MAX_OUTSTANDING + 72;
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let s2 = submitted.clone();
+    let submitter = std::thread::spawn(move || {
+        let c0 = counts();
+        let buf = vec![7u8; 512];
+        for i in 0..N {
+            // SAFETY: `buf` outlives every request (the thread joins below
+            // only after all completions); `gated` matches rump_biodone_fn.
+            unsafe {
+                rumpuser_bio(fd, BIO_WRITE, buf.as_ptr() as *mut c_void, 512, (i * 512) as i64, Some(gated), std::ptr::null_mut())
+            };
+            s2.fetch_add(1, Ordering::AcqRel);
+        }
+        while DONE.load(Ordering::Acquire) < N {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        delta(c0)
+    });
+    let t = Instant::now();
+    while outstanding() < MAX_OUTSTANDING {
+        assert!(t.elapsed() < Duration::from_secs(10), "outstanding {}", outstanding());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(outstanding(), MAX_OUTSTANDING);
+    assert_eq!(submitted.load(Ordering::Acquire), MAX_OUTSTANDING, "the submitter waits at the bound");
+    GATE.store(true, Ordering::Release);
+    let d2 = submitter.join().expect("submitter");
+    assert_eq!(DONE.load(Ordering::Acquire), N);
+    assert_eq!(outstanding(), 0);
+    if let Some((unsched, sched)) = d2 {
+        assert!(unsched >= 1 && unsched == sched, "waited unscheduled: {unsched} {sched}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
