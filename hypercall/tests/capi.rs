@@ -130,6 +130,10 @@ fn built() -> &'static Built {
             "-o",
             hypertest.to_str().expect("utf-8 path"),
             &format!("-L{libdir}"),
+            // DT_RPATH (not RUNPATH) is searched before LD_LIBRARY_PATH, so a
+            // stale librumpuser.so that cargo's path points at cannot shadow
+            // the one this test run built.
+            "-Wl,--disable-new-dtags",
             &format!("-Wl,-rpath,{libdir}"),
             "-lrumpuser",
             "-ldl",
