@@ -1,5 +1,6 @@
 //! NetBSD's binary interface, as facts: the numbers and layouts a rump
-//! kernel host must match exactly (amd64). No behaviour lives here.
+//! kernel host must match exactly (amd64). No behaviour lives here but
+//! the socket helpers both ends of sysproxy share (`sp::io`).
 
 pub mod dirent;
 pub mod errno;

@@ -8,6 +8,8 @@
 
 use crate::errno;
 
+pub mod io;
+
 /// Protocol version carried in the banner.
 pub const PROTO_MAJOR: u32 = 0;
 pub const PROTO_MINOR: u32 = 4;

@@ -151,55 +151,7 @@ pub fn progname() -> String {
         .unwrap_or_else(|| "???".into())
 }
 
-fn send_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
-    let mut iov: Vec<libc::iovec> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() })
-        .collect();
-    let mut first = 0;
-    while first < iov.len() {
-        // SAFETY: a zeroed msghdr is valid; the iovecs point into `parts`.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov[first..].as_mut_ptr();
-        msg.msg_iovlen = iov.len() - first;
-        // SAFETY: as above; the memory stays alive for the call.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        let mut n = n as usize;
-        while first < iov.len() && n >= iov[first].iov_len {
-            n -= iov[first].iov_len;
-            first += 1;
-        }
-        if first < iov.len() {
-            let v = &mut iov[first];
-            // SAFETY: n < iov_len: the pointer stays inside the part.
-            v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut c_void;
-            v.iov_len -= n;
-        }
-    }
-    Ok(())
-}
-
-fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+use netbsd_abi::sp::io::{read_some, send_all};
 
 /// Why a read stopped.
 enum RdErr {

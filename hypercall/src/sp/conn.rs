@@ -321,68 +321,12 @@ impl Conn {
     }
 }
 
-/// `sendmsg` every byte of `parts`, with `MSG_NOSIGNAL`.
+/// `sendmsg` every byte of `parts` (shared with the client).
 pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), ()> {
-    let mut iov: Vec<libc::iovec> = Vec::new();
-    let mut small: [libc::iovec; 4] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 4];
-    let iovs: &mut [libc::iovec] = if parts.len() <= 4 {
-        for (i, p) in parts.iter().enumerate() {
-            small[i] = libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() };
-        }
-        &mut small[..parts.len()]
-    } else {
-        iov.extend(parts.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() }));
-        &mut iov[..]
-    };
-    let mut first = 0;
-    while first < iovs.len() && iovs[first].iov_len == 0 {
-        first += 1;
-    }
-    while first < iovs.len() {
-        // SAFETY: a zeroed msghdr is valid; we fill iov fields below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iovs[first..].as_mut_ptr();
-        msg.msg_iovlen = iovs.len() - first;
-        // SAFETY: the iovecs point into `parts`, alive for this call.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(());
-        }
-        if n == 0 {
-            return Err(());
-        }
-        let mut n = n as usize;
-        while first < iovs.len() && n >= iovs[first].iov_len {
-            n -= iovs[first].iov_len;
-            first += 1;
-        }
-        if first < iovs.len() {
-            let v = &mut iovs[first];
-            // SAFETY: n < iov_len, so the advanced pointer stays in bounds.
-            v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut c_void;
-            v.iov_len -= n;
-        }
-    }
-    Ok(())
+    wire::io::send_all(fd, parts).map_err(|_| ())
 }
 
-/// `read(2)`, retried on `EINTR`. 0 is end of file.
-pub(crate) fn read_some(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
-}
+pub(crate) use wire::io::read_some;
 
 const BUF: usize = 64 * 1024;
 
