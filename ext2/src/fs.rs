@@ -147,28 +147,7 @@ struct CachedInode {
     dirty: bool,
 }
 
-/// A cheap hasher for integer keys (block and inode numbers).
-#[derive(Default, Clone, Copy)]
-struct IntHasher(u64);
-
-impl std::hash::Hasher for IntHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type IntMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IntHasher>>;
+type IntMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<vfs_cache::IntHasher>>;
 
 /// One parsed directory entry.
 struct Ent {

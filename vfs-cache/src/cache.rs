@@ -190,11 +190,12 @@ struct Key {
     blk: u64,
 }
 
-/// FxHash-style hasher: keys are two integers, SipHash is wasted on them.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// FxHash-style hasher for integer keys (block and inode numbers):
+/// SipHash is wasted on them. File systems on the cache use it too.
+#[derive(Default, Clone, Copy)]
+pub struct IntHasher(u64);
 
-impl Hasher for KeyHasher {
+impl Hasher for IntHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -211,7 +212,7 @@ impl Hasher for KeyHasher {
     }
 }
 
-type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<IntHasher>>;
 
 fn shard_index(k: &Key) -> usize {
     let h = (k.blk ^ ((k.dev as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
