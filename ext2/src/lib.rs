@@ -82,7 +82,7 @@ mod sb;
 use std::sync::Arc;
 
 use netbsd_abi::Errno;
-use parking_lot::Mutex;
+use rumpuser::locks::Mutex;
 use rumpkern::vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
 use vfs_cache::Store;
 

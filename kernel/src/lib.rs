@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
-use parking_lot::RwLock;
+use rumpuser::locks::RwLock;
 
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use netbsd_abi::errno::*;
 use netbsd_abi::fcntl::*;
 use netbsd_abi::Errno;
-use parking_lot::Mutex;
+use rumpuser::locks::Mutex;
 
 use crate::copy::Memory;
 use crate::etfs::Drive;
@@ -18,21 +18,9 @@ use crate::vnode::{VnRef, Vnode};
 pub const MAXFILES: usize = 4096;
 
 /// A lock that may be held across blocking operations: when contended,
-/// the waiter gives up its virtual CPU while it waits.
-pub struct KMutex<T>(Mutex<T>);
-
-impl<T> KMutex<T> {
-    pub fn new(v: T) -> KMutex<T> {
-        KMutex(Mutex::new(v))
-    }
-
-    pub fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
-        if let Some(g) = self.0.try_lock() {
-            return g;
-        }
-        crate::sched::blocking(|| self.0.lock())
-    }
-}
+/// the waiter gives up its virtual CPU while it waits (every kernel lock
+/// does; the name stays for readers coming from NetBSD's `kmutex_t`).
+pub type KMutex<T> = Mutex<T>;
 
 /// What an open file reads and writes.
 pub enum Backend {

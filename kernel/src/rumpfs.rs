@@ -16,7 +16,7 @@ use std::sync::Arc;
 use netbsd_abi::errno::*;
 use netbsd_abi::stat::Timespec;
 use netbsd_abi::Errno;
-use parking_lot::{Mutex, RwLock};
+use rumpuser::locks::{Mutex, RwLock};
 
 use crate::host::{now, HostFile};
 use crate::vfs::*;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
-use parking_lot::RwLock;
+use rumpuser::locks::RwLock;
 
 use crate::vfs::{Attr, FileKind, FileSystem, Ino};
 

@@ -39,7 +39,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use rumpuser::locks::Mutex;
 
 /// Arena size and alignment: one x86_64 huge page.
 const ARENA: usize = 2 << 20;

@@ -74,7 +74,7 @@ use std::sync::{Arc, Weak};
 
 use netbsd_abi::errno::{EBUSY, EINVAL};
 use netbsd_abi::Errno;
-use parking_lot::{Mutex, RwLock};
+use rumpuser::locks::{Mutex, RwLock};
 
 use crate::blockmem::BlockMem;
 use crate::event::EventCount;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use netbsd_abi::errno::EINVAL;
 use netbsd_abi::Errno;
-use parking_lot::Mutex;
+use rumpuser::locks::Mutex;
 
 use crate::BlockDevice;
 
