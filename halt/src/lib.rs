@@ -12,10 +12,10 @@
 //! care which kernel it stops and can be tested on its own.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use netbsd_abi::errno::{Errno, EBUSY};
+use netbsd_abi::errno::{Errno, EBUSY, EINTR};
 use netbsd_abi::reboot::{RB_DUMP, RB_HALT, RB_NOSYNC};
 
 /// How long running syscalls get to finish before the halt goes on
@@ -37,6 +37,11 @@ pub trait HaltTarget: Send + Sync {
     fn sync_all(&self) -> Result<(), Errno>;
     /// Stop all kernel activity; the host process stays.
     fn quiesce(&self);
+    /// What a flush would still have to write, one line per item (for
+    /// the message of a rescue that skips it).
+    fn unflushed(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl HaltTarget for rumpkern::Kernel {
@@ -51,6 +56,9 @@ impl HaltTarget for rumpkern::Kernel {
     }
     fn quiesce(&self) {
         rumpkern::Kernel::quiesce(self)
+    }
+    fn unflushed(&self) -> Vec<String> {
+        rumpkern::Kernel::unflushed(self)
     }
 }
 
@@ -87,12 +95,27 @@ pub enum Caller {
     Local,
 }
 
-static HALTING: AtomicBool = AtomicBool::new(false);
+/// Where the halt of this process is: none yet; draining or flushing (what
+/// a rescue may cut short); past its flush; taken over by a rescue (the
+/// halt it overtook must not go on if its flush ever returns).
+static STATE: AtomicU8 = AtomicU8::new(ST_IDLE);
+const ST_IDLE: u8 = 0;
+const ST_FLUSHING: u8 = 1;
+const ST_FINISHING: u8 = 2;
+const ST_RESCUED: u8 = 3;
 static QUIESCED: AtomicBool = AtomicBool::new(false);
+/// The flush of the halt failed, or was skipped by a rescue.
+static FLUSH_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a halt has begun in this process.
 pub fn halting() -> bool {
-    HALTING.load(Ordering::Acquire)
+    STATE.load(Ordering::Acquire) != ST_IDLE
+}
+
+/// Whether the halt's flush failed (or a rescue skipped it): a quiesced
+/// server told to exit reports that in its exit status.
+pub fn flush_failed() -> bool {
+    FLUSH_FAILED.load(Ordering::Acquire)
 }
 
 /// Whether an `RB_HALT` halt has finished: the kernel is quiesced and the
@@ -118,13 +141,28 @@ fn verbose() -> bool {
 
 /// Run the halt sequence. Returns only with `RB_HALT` (or when another
 /// halt is already under way: `EBUSY`); otherwise the process ends here.
+///
+/// A halt with `RB_NOSYNC` that arrives while another halt is still
+/// draining or flushing is a rescue ("virtually on fire"): it skips the
+/// rest of that flush, says what was not flushed, answers its caller and
+/// ends the process at once (status 1), or with `RB_HALT` quiesces. Any
+/// other halt during a halt gets `EBUSY`.
 pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
-    if HALTING.swap(true, Ordering::AcqRel) {
+    if STATE.compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if flags & RB_NOSYNC != 0
+            && STATE.compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            return rescue(k, flags, caller);
+        }
         return Err(Errno(EBUSY));
     }
     let start = Instant::now();
     if verbose() {
-        log(&format!("halt: flags {flags:#x}, caller {caller:?}"));
+        let who = match caller {
+            Caller::Remote(c) => format!("client {}", c as usize),
+            Caller::Local => "this process".into(),
+        };
+        log(&format!("halt: {} from {who}", flag_names(flags)));
     }
 
     // 1. Stop admitting; let running syscalls finish, within bounds.
@@ -152,6 +190,13 @@ pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport
         Some(Err(e)) => e.0,
         _ => 0,
     };
+    if errno != 0 {
+        FLUSH_FAILED.store(true, Ordering::Release);
+    }
+    // A rescue overtook this halt while it flushed: it owns the end now.
+    if STATE.compare_exchange(ST_FLUSHING, ST_FINISHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Err(Errno(EINTR));
+    }
 
     // 3. Answer the caller, then shut the listener and drop every client.
     let client = match caller {
@@ -181,6 +226,56 @@ pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport
         log(&format!("halt: exiting after {:?}", start.elapsed()));
     }
     rumpuser::exit::exit(if errno == 0 { 0 } else { 1 })
+}
+
+/// The rescue (see [`halt`]): no drain, no flush, no CPU.
+fn rescue(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+    let start = Instant::now();
+    FLUSH_FAILED.store(true, Ordering::Release);
+    log(&format!("halt: {} during a halt: skipping the rest of the flush", flag_names(flags)));
+    let left = k.unflushed();
+    if left.is_empty() {
+        log("halt: nothing was left to flush");
+    }
+    for l in &left {
+        log(&format!("halt: not flushed: {l}"));
+    }
+    k.stop_admitting();
+    let client = match caller {
+        Caller::Remote(c) => c,
+        Caller::Local => std::ptr::null_mut(),
+    };
+    rumpuser::sp::fini(client, 0);
+    let mut core_dumped = None;
+    if flags & RB_DUMP != 0 {
+        if flags & RB_HALT != 0 {
+            core_dumped = Some(dump_core_in_child());
+        } else {
+            dump_core();
+        }
+    }
+    if flags & RB_HALT != 0 {
+        k.quiesce();
+        QUIESCED.store(true, Ordering::Release);
+        return Ok(HaltReport { flags, flush: None, cut_off: 0, core_dumped, elapsed: start.elapsed() });
+    }
+    rumpuser::exit::exit_now(1)
+}
+
+/// `RB_*` flags as NetBSD spells them: `RB_HALT|RB_DUMP`, `RB_AUTOBOOT`
+/// for none.
+pub fn flag_names(flags: i32) -> String {
+    let known = [(RB_NOSYNC, "RB_NOSYNC"), (RB_HALT, "RB_HALT"), (RB_DUMP, "RB_DUMP")];
+    let mut v: Vec<String> = known.iter().filter(|(b, _)| flags & b != 0).map(|(_, n)| n.to_string()).collect();
+    let rest = known.iter().fold(flags, |f, (b, _)| f & !b);
+    if rest != 0 {
+        v.push(format!("{rest:#x}"));
+    }
+    if v.is_empty() {
+        "RB_AUTOBOOT".into()
+    } else {
+        v.join("|")
+    }
 }
 
 /// Abort with `SIGABRT` at its default action, so the host writes a core

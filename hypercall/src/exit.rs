@@ -14,6 +14,14 @@ pub fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// End the process at once, with no exit handlers: for a halt rescue,
+/// where threads stuck on a drive may hold anything an exit handler
+/// would wait for.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
 /// The `RUMPUSER_PANIC` exit: `abort()` with `SIGABRT` at its default
 /// action, so a core is written by the host's rules.
 pub fn panic_abort() -> ! {

@@ -46,6 +46,14 @@ pub trait Upcalls: Send + Sync {
     fn lwpexit(&self);
     fn execnotify(&self, comm: &CStr);
     fn getpid(&self) -> libc::pid_t;
+    /// Whether the process bookkeeping of a sysproxy handshake
+    /// (`lwproc_rfork`, `lwproc_curlwp`, `getpid`, `lwproc_switch`) must
+    /// run on a virtual CPU. NetBSD's kernel says yes; a kernel that can do
+    /// it without one lets clients (`rump.halt -n`) in while every CPU is
+    /// stuck.
+    fn lwproc_needs_cpu(&self) -> bool {
+        true
+    }
 }
 
 /// `struct rumpuser_hyperup`, exactly as in `rumpuser.h` (v17).

@@ -19,6 +19,7 @@ pub mod copy;
 pub mod etfs;
 pub mod host;
 pub mod local;
+pub mod lockdebug;
 mod lwproc;
 pub mod namei;
 pub mod proc;
@@ -185,6 +186,7 @@ impl Kernel {
     pub fn boot(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
         let k = Kernel::new(cfg)?;
         rumpuser::upcalls::init(rumpuser::RUMPUSER_VERSION, Box::new(lwproc::KernelUpcalls(k.clone())))?;
+        lockdebug::start(&k);
         if k.cfg.verbose {
             eprintln!(
                 "rumpkern: booted {} {} {} with {} cpu(s), memory limit {} bytes",
@@ -600,18 +602,39 @@ impl Kernel {
     /// (merged writes, then `rumpuser_syncfd`), then a `rumpuser_syncfd` on
     /// every drive's host file. Goes on past errors, logs each on stderr,
     /// and returns the first.
+    ///
+    /// It takes no virtual CPU: a halt must flush even when every CPU is
+    /// held by a stuck thread. Kernel locks give up nothing and wait all
+    /// the same when the waiter holds no CPU, so the code below is safe to
+    /// run from any thread.
     pub fn sync_all(&self) -> Result<(), Errno> {
-        // Kernel code runs on a virtual CPU: take one if the caller (a
-        // signal thread, an embedder) is not inside the kernel already.
-        let scheduled_here = !self.sched.holding();
-        if scheduled_here {
-            self.sched.schedule();
+        self.sync_all_locked()
+    }
+
+    /// What a flush would still write: a line per drive with dirty
+    /// blocks and per mounted file system (its cached metadata).
+    pub fn unflushed(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for m in self.mounts.list() {
+            if !m.is_dead() && !m.fs.read_only() {
+                v.push(format!("{} file system on {}: metadata cached in memory", m.fs.type_name(), m.path));
+            }
         }
-        let r = self.sync_all_locked();
-        if scheduled_here {
-            self.sched.unschedule();
+        for d in self.drives.read().iter() {
+            if let Some(c) = &d.cached {
+                let st = c.stats();
+                if st.dirty_bytes > 0 {
+                    v.push(format!(
+                        "drive {} ({}): {} dirty bytes ({} KiB)",
+                        d.key,
+                        d.hostpath,
+                        st.dirty_bytes,
+                        st.dirty_bytes.div_ceil(1024)
+                    ));
+                }
+            }
         }
-        r
+        v
     }
 
     fn sync_all_locked(&self) -> Result<(), Errno> {

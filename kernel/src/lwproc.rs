@@ -233,4 +233,10 @@ impl Upcalls for KernelUpcalls {
     fn getpid(&self) -> libc::pid_t {
         self.0.curproc().pid
     }
+
+    /// Making a process is a table insert under kernel locks, which give
+    /// up nothing when no CPU is held: no CPU needed.
+    fn lwproc_needs_cpu(&self) -> bool {
+        false
+    }
 }

@@ -16,7 +16,7 @@
 //! CPU the thread actually holds.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -28,6 +28,36 @@ pub(crate) struct Cpu {
     /// leave on another CPU than it entered on; only the sum over all CPUs
     /// means anything.
     pub(crate) inflight: AtomicIsize,
+    /// The host thread holding this CPU (0: none) and since when, for the
+    /// stall detector ([`crate::lockdebug`]).
+    pub(crate) holder: AtomicI32,
+    pub(crate) since_ns: AtomicU64,
+}
+
+impl Cpu {
+    #[inline]
+    fn taken(&self) {
+        self.holder.store(host_tid(), Ordering::Relaxed);
+        self.since_ns.store(crate::lockdebug::now_ns(), Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    static TID: Cell<i32> = const { Cell::new(0) };
+}
+
+/// The calling host thread's id, cached.
+#[inline]
+fn host_tid() -> i32 {
+    TID.with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return v;
+        }
+        let id = nix::unistd::gettid().as_raw();
+        t.set(id);
+        id
+    })
 }
 
 pub struct Sched {
@@ -63,7 +93,12 @@ impl Sched {
     pub fn new(ncpu: usize) -> Sched {
         let n = ncpu.clamp(1, 256);
         let cpus = (0..n)
-            .map(|_| Cpu { busy: AtomicBool::new(false), inflight: AtomicIsize::new(0) })
+            .map(|_| Cpu {
+                busy: AtomicBool::new(false),
+                inflight: AtomicIsize::new(0),
+                holder: AtomicI32::new(0),
+                since_ns: AtomicU64::new(0),
+            })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Sched {
@@ -122,6 +157,7 @@ impl Sched {
     }
 
     fn release_cpu(&self, i: usize) {
+        self.cpus[i].holder.store(0, Ordering::Relaxed);
         self.cpus[i].busy.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -138,6 +174,7 @@ impl Sched {
             return;
         }
         let cpu = self.acquire();
+        self.cpus[cpu].taken();
         HELD.with(|h| h.set(Some(Held { sched: self, cpu })));
         DEPTH.with(|x| x.set(1));
     }
@@ -219,6 +256,7 @@ pub fn backend_schedule() {
             // is kept alive by whoever scheduled us.
             let sched = unsafe { &*s };
             let cpu = sched.acquire();
+            sched.cpus[cpu].taken();
             HELD.with(|h| h.set(Some(Held { sched: s, cpu })));
             DEPTH.with(|d| d.set(depth));
         }

@@ -136,6 +136,15 @@ impl Rump {
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
         let c = self.kernel.config();
         rumpuser::sp::start(url, &c.ostype, &c.osrelease, &c.machine).map_err(|(_, msg)| Error(msg))?;
+        // reboot(2) from a client goes straight to the halt, with no
+        // virtual CPU: it must work when every CPU is stuck.
+        let k = self.kernel.clone();
+        rumpuser::sp::set_halt_hook(Box::new(move |flags, client| {
+            match halt::halt(&*k, flags, Caller::Remote(client.as_ptr())) {
+                Ok(report) => report.errno(),
+                Err(e) => e.0,
+            }
+        }));
         self.serving = Some(url.to_string());
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! [`FaultControl::from_spec`]`("write-error:/path/ctl")` the fault is
 //! active exactly while `/path/ctl` exists (checked on every write and
 //! flush). Spec format: `MODE[:CONTROLFILE]`, `MODE` one of `write-error`,
-//! `write-hang`, `flush-error` (and `none`). Without a control file the mode
+//! `write-hang`, `write-spin`, `flush-error` (and `none`). Without a control file the mode
 //! is active from the start, until `set(FaultMode::None)`.
 
 use std::fmt;
@@ -33,6 +33,10 @@ pub enum FaultMode {
     WriteHang,
     /// Flushes fail with `EIO` (writes work).
     FlushError,
+    /// Writes, and flushes, spin until the mode changes, keeping the
+    /// virtual CPU (a driver stuck in a busy loop: what `rump.halt -n`
+    /// must get past when every CPU is held).
+    WriteSpin,
 }
 
 impl FaultMode {
@@ -42,6 +46,7 @@ impl FaultMode {
             FaultMode::WriteError => "write-error",
             FaultMode::WriteHang => "write-hang",
             FaultMode::FlushError => "flush-error",
+            FaultMode::WriteSpin => "write-spin",
         }
     }
 }
@@ -60,9 +65,10 @@ impl FromStr for FaultMode {
             "write-error" => Ok(FaultMode::WriteError),
             "write-hang" => Ok(FaultMode::WriteHang),
             "flush-error" => Ok(FaultMode::FlushError),
-            "" => Err(FaultSpecError("empty fault mode (expected write-error, write-hang or flush-error)".into())),
+            "write-spin" => Ok(FaultMode::WriteSpin),
+            "" => Err(FaultSpecError("empty fault mode (expected write-error, write-hang, write-spin or flush-error)".into())),
             _ => Err(FaultSpecError(format!(
-                "unknown fault mode \"{s}\" (expected write-error, write-hang or flush-error)"
+                "unknown fault mode \"{s}\" (expected write-error, write-hang, write-spin or flush-error)"
             ))),
         }
     }
@@ -106,7 +112,7 @@ impl FaultControl {
         };
         if spec.is_empty() {
             return Err(FaultSpecError(
-                "empty fault spec (expected MODE[:CONTROLFILE], MODE one of write-error, write-hang, flush-error)"
+                "empty fault spec (expected MODE[:CONTROLFILE], MODE one of write-error, write-hang, write-spin, flush-error)"
                     .into(),
             ));
         }
@@ -141,6 +147,14 @@ impl FaultControl {
 
     pub fn control_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// Spin while the mode in force is `WriteSpin`, on purpose without
+    /// releasing the virtual CPU (yielding the host CPU only).
+    fn spin(&self) {
+        while self.mode() == FaultMode::WriteSpin {
+            std::thread::yield_now();
+        }
     }
 
     /// Block while the mode in force is `WriteHang` (virtual CPU released).
@@ -190,6 +204,7 @@ impl BlockDevice for FaultyDrive {
             match self.ctl.mode() {
                 FaultMode::WriteError => return Err(Errno(EIO)),
                 FaultMode::WriteHang => self.ctl.hang(),
+                FaultMode::WriteSpin => self.ctl.spin(),
                 FaultMode::None | FaultMode::FlushError => return self.inner.write_at(buf, off),
             }
         }
@@ -200,6 +215,7 @@ impl BlockDevice for FaultyDrive {
             match self.ctl.mode() {
                 FaultMode::WriteError => return Err(Errno(EIO)),
                 FaultMode::WriteHang => self.ctl.hang(),
+                FaultMode::WriteSpin => self.ctl.spin(),
                 FaultMode::None | FaultMode::FlushError => return self.inner.write_vectored_at(bufs, off),
             }
         }
@@ -210,6 +226,7 @@ impl BlockDevice for FaultyDrive {
             match self.ctl.mode() {
                 FaultMode::FlushError => return Err(Errno(EIO)),
                 FaultMode::WriteHang => self.ctl.hang(),
+                FaultMode::WriteSpin => self.ctl.spin(),
                 FaultMode::None | FaultMode::WriteError => return self.inner.flush(),
             }
         }

@@ -13,7 +13,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use netbsd_abi::errno::{EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
 use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
-use netbsd_abi::syscall::{nargs, ARG_SLOT};
+use netbsd_abi::reboot::RB_NOSYNC;
+use netbsd_abi::syscall::{nargs, ARG_SLOT, SYS_REBOOT};
 
 use super::conn::{now_ns, send_all, Conn, Input, RState, ST_DYING, ST_NEW, ST_RUNNING};
 use super::pool::pool;
@@ -84,6 +85,18 @@ fn sched<R>(up: &dyn Upcalls, f: impl FnOnce(&dyn Upcalls) -> R) -> R {
     let r = f(up);
     up.unschedule();
     r
+}
+
+/// [`sched`], for the process bookkeeping of a guest handshake: a kernel
+/// that can do it without a virtual CPU ([`Upcalls::lwproc_needs_cpu`])
+/// lets a client in while every CPU is stuck, so `rump.halt -n` still
+/// works then.
+fn lwp_sched<R>(up: &dyn Upcalls, f: impl FnOnce(&dyn Upcalls) -> R) -> R {
+    if up.lwproc_needs_cpu() {
+        sched(up, f)
+    } else {
+        f(up)
+    }
 }
 
 fn dprint(s: &str) {
@@ -172,13 +185,29 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
     Ok(())
 }
 
-/// Halt step 1: close the listener so new connects are refused, and answer
-/// every new syscall request with `ESHUTDOWN` (running ones continue).
+/// Halt step 1: answer every new syscall request with `ESHUTDOWN` (running
+/// ones continue). The listener stays open until [`fini`]: a halt that
+/// hangs while flushing must still let `rump.halt -n` in to rescue it. A
+/// connection made from now on gets no kernel process (that would need a
+/// virtual CPU, and every CPU may be stuck); only `reboot(2)` reaches the
+/// halt hook from it.
 pub fn stop_admitting() {
     let _ = PHASE.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
-    if let Some(l) = SERVER.lock().clone() {
-        l.close();
-    }
+}
+
+/// What the server calls, on the connection's own thread and without a
+/// virtual CPU, for a `reboot(2)` that must not wait for one: one with
+/// `RB_NOSYNC`, or any once the server stopped admitting (a halt is under
+/// way). Arguments: the `RB_*` flags and the caller's handle (for
+/// [`fini`]); returns the syscall's errno. Without a hook such requests
+/// take the ordinary path (NetBSD's kernel halts itself).
+pub type HaltHook = dyn Fn(i32, ClientHandle) -> i32 + Send + Sync;
+
+static HALT_HOOK: RwLock<Option<Arc<HaltHook>>> = RwLock::new(None);
+
+/// Install the [`HaltHook`].
+pub fn set_halt_hook(h: Box<HaltHook>) {
+    *HALT_HOOK.write() = Some(Arc::from(h));
 }
 
 /// True while the server accepts connections and runs syscalls.
@@ -233,9 +262,14 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
 // ---------------------------------------------------------------------------
 // Accepting
 
+/// Serving (and stopped: see [`stop_admitting`]) accepts connections.
+fn accepting() -> bool {
+    matches!(PHASE.load(Ordering::Acquire), PH_RUN | PH_STOPPED)
+}
+
 fn accept_loop(l: Arc<Listener>) {
     loop {
-        if PHASE.load(Ordering::Acquire) != PH_RUN {
+        if !accepting() {
             return;
         }
         let lfd = match l.fd.lock().as_ref() {
@@ -251,7 +285,7 @@ fn accept_loop(l: Arc<Listener>) {
         if n < 0 {
             continue;
         }
-        if pfd[1].revents != 0 || PHASE.load(Ordering::Acquire) != PH_RUN {
+        if pfd[1].revents != 0 || !accepting() {
             return;
         }
         let nfd = {
@@ -550,9 +584,19 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_error(reqno, ProtoError::Auth);
         return Next::Close;
     }
-    if PHASE.load(Ordering::Acquire) != PH_RUN {
-        let _ = conn.send_error(reqno, ProtoError::TryAgain);
-        return Next::Close;
+    match PHASE.load(Ordering::Acquire) {
+        PH_RUN => {}
+        PH_STOPPED if kind == Some(Handshake::Guest) && HALT_HOOK.read().is_some() => {
+            // Halting: a guest gets in without a kernel process, for
+            // `reboot(2)` only (every other syscall gets ESHUTDOWN).
+            let _ = conn.send_handshake_resp(reqno, 0);
+            conn.state.store(ST_RUNNING, Ordering::Release);
+            return Next::Continue;
+        }
+        _ => {
+            let _ = conn.send_error(reqno, ProtoError::TryAgain);
+            return Next::Close;
+        }
     }
     let Some(up) = upcalls::get() else {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
@@ -561,12 +605,12 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     let me = ClientHandle(conn.id).as_ptr();
     if kind == Some(Handshake::Guest) {
         let comm = comm_of(payload);
-        let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFCFDG, &comm));
+        let err = lwp_sched(up, |u| u.lwproc_rfork(me, RUMP_RFCFDG, &comm));
         if err != 0 {
             let _ = conn.send_error(reqno, ProtoError::RforkFailed);
             return Next::Close;
         }
-        conn.mainlwp.store(sched(up, |u| u.lwproc_curlwp()), Ordering::Release);
+        conn.mainlwp.store(lwp_sched(up, |u| u.lwproc_curlwp()), Ordering::Release);
     } else {
         let Some(hf) = wire::HandshakeFork::decode(payload) else {
             let _ = conn.send_error(reqno, ProtoError::MalformedRequest);
@@ -601,8 +645,8 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         sched(up, |u| u.lwproc_switch(main));
     }
     let _ = conn.send_handshake_resp(reqno, 0);
-    conn.pid.store(sched(up, |u| u.getpid()), Ordering::Release);
-    sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+    conn.pid.store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
+    lwp_sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
     conn.state.store(ST_RUNNING, Ordering::Release);
     Next::Continue
 }
@@ -615,11 +659,37 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
             return Next::Close;
         }
     }
-    if PHASE.load(Ordering::Acquire) != PH_RUN {
+    let phase = PHASE.load(Ordering::Acquire);
+    if num == SYS_REBOOT {
+        let flags = payload.get(..4).map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if flags & RB_NOSYNC != 0 || phase == PH_STOPPED {
+            let hook = HALT_HOOK.read().clone();
+            if let Some(hook) = hook {
+                halt_without_cpu(conn, hdr.reqno, flags, &*hook);
+                return Next::Continue;
+            }
+        }
+    }
+    if phase != PH_RUN {
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
     Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload) })
+}
+
+/// A `reboot(2)` handed to the [`HaltHook`] right on the reader's thread,
+/// with no virtual CPU: bookkept like a running syscall, so that [`fini`]
+/// answers it before the connections go.
+fn halt_without_cpu(conn: &Arc<Conn>, reqno: u64, flags: i32, hook: &HaltHook) {
+    conn.running_add(reqno);
+    CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), reqno)));
+    let rv = hook(flags, ClientHandle(conn.id));
+    CURRENT.with(|c| *c.borrow_mut() = None);
+    if conn.running_remove(reqno) {
+        return;
+    }
+    let retval = if rv == 0 { [0, 0] } else { [-1, 0] };
+    let _ = conn.send_sysresp(reqno, rv, retval);
 }
 
 fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {

@@ -47,10 +47,47 @@ fn main() {
     if verbose {
         eprintln!("{PROG}: reboot({flags:#x})");
     }
-    match client.reboot(flags) {
+    let url = client.url().to_string();
+    match reboot_telling(client, flags, &url) {
         Ok(()) => {}
+        Err(rumpclient::Error::Errno(e)) if e.0 == netbsd_abi::errno::EBUSY => die(format_args!(
+            "{url}: a halt is already under way (rump.halt -n skips its flush)"
+        )),
         // The kernel halted but its flush failed: the data is not safe.
         Err(rumpclient::Error::Errno(e)) => die(format_args!("halt: file system flush failed: {e}")),
+        Err(rumpclient::Error::Lost { .. }) if flags & RB_NOSYNC == 0 => die(format_args!(
+            "{url}: the server went away before its flush completed (overtaken by rump.halt -n?)"
+        )),
         Err(e) => die(e),
+    }
+}
+
+/// `reboot(2)` on another thread; past 2 s, say what we wait for.
+fn reboot_telling(client: rumpclient::Client, flags: i32, url: &str) -> Result<(), rumpclient::Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(client.reboot(flags));
+    });
+    let start = std::time::Instant::now();
+    let mut next = std::time::Duration::from_secs(2);
+    loop {
+        match rx.recv_timeout(next.saturating_sub(start.elapsed())) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(rumpclient::Error::Lost { url: url.to_string(), source: None })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let what = if flags & RB_NOSYNC != 0 {
+                    "to stop its running system calls".to_string()
+                } else {
+                    format!(
+                        "to flush its file systems and drives to the host (a hung drive? \
+                         `RUMP_SERVER={url} {PROG} -n` skips the flush)"
+                    )
+                };
+                eprintln!("{PROG}: waiting {}s for {url} {what}", start.elapsed().as_secs());
+                next += std::time::Duration::from_secs(if next.as_secs() < 10 { 4 } else { 20 });
+            }
+        }
     }
 }

@@ -206,22 +206,31 @@ fn main() {
 }
 
 fn serve_builtin(o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
+    let rump = std::sync::Arc::new(rump);
     loop {
         let sig = wait_signal(set);
         if halt::quiesced() {
-            // Halted with -h: the host process goes when told to.
-            exit(0);
+            // Halted with -h: the host process goes when told to, and says
+            // in its status whether the halt's flush worked.
+            exit(if halt::flush_failed() { 1 } else { 0 });
         }
         if halt::halting() {
+            // A second signal while the first halt flushes: the rescue.
+            eprintln!("rump_server: signal {sig} during the halt: skipping the rest of the flush");
+            let _ = rump.halt(netbsd_abi::reboot::RB_NOSYNC);
             continue;
         }
         if o.verbose {
             eprintln!("rump_server: signal {sig}: halting");
         }
-        // Same as `rump.halt` with no flags: flush, then exit.
-        if let Err(e) = rump.halt(0) {
-            eprintln!("rump_server: halt: {e}");
-        }
+        // Same as `rump.halt` with no flags: flush, then exit. On its own
+        // thread, so that this one takes the next signal.
+        let r = rump.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = r.halt(0) {
+                eprintln!("rump_server: halt: {e}");
+            }
+        });
     }
 }
 

@@ -1,0 +1,124 @@
+//! The stall detector: the blocking discipline (SPEC §5), checked at run
+//! time. A thread must never block while it holds a virtual CPU; if one
+//! does, every other thread that needs that CPU waits behind it, and with
+//! all CPUs so held the kernel is wedged.
+//!
+//! A watcher thread samples each busy CPU every 100 ms: which host thread
+//! holds it and since when, and that thread's state in
+//! `/proc/self/task/TID/stat`. A thread that holds one CPU continuously
+//! and is seen asleep (`S` or `D`) in every sample for a second is
+//! blocked with its CPU: the detector names it, the CPU and the kernel
+//! function it sleeps in (`wchan`), and (by default in debug builds, so the
+//! test suite finds regressions) aborts the process. A thread that spins
+//! (`R`), however long, is busy rather than blocked, and is left alone.
+//!
+//! `RUMP_LOCKDEBUG`: `0` off, `warn` report only, `abort` report and abort.
+//! Default: `abort` in debug builds, off in release builds.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::Kernel;
+
+/// How long a thread may be seen asleep with a CPU before it is reported.
+const LIMIT: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Off,
+    Warn,
+    Abort,
+}
+
+/// The mode from `RUMP_LOCKDEBUG`, else the build's default.
+pub fn mode() -> Mode {
+    match std::env::var("RUMP_LOCKDEBUG").as_deref() {
+        Ok("0") | Ok("off") => Mode::Off,
+        Ok("warn") => Mode::Warn,
+        Ok("abort") | Ok("1") => Mode::Abort,
+        _ if cfg!(debug_assertions) => Mode::Abort,
+        _ => Mode::Off,
+    }
+}
+
+/// Monotonic nanoseconds.
+pub(crate) fn now_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Start watching `k` (until it is dropped).
+pub(crate) fn start(k: &Arc<Kernel>) {
+    let m = mode();
+    if m == Mode::Off {
+        return;
+    }
+    let w = Arc::downgrade(k);
+    let _ = std::thread::Builder::new().name("rumpkern-lockdebug".into()).spawn(move || watch(w, m));
+}
+
+/// A thread's scheduling state letter and wait channel.
+fn thread_state(tid: i32) -> Option<(char, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // "tid (comm) S ...": the comm may hold anything but not a ')' last.
+    let st = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    let wchan = std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan")).unwrap_or_default();
+    Some((st, wchan))
+}
+
+fn thread_name(tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn watch(k: Weak<Kernel>, m: Mode) {
+    // Per CPU: (holder, since) seen asleep, and from when.
+    let mut asleep: Vec<Option<(i32, u64, u64)>> = Vec::new();
+    loop {
+        std::thread::sleep(TICK);
+        let Some(k) = k.upgrade() else { return };
+        if k.is_quiesced() {
+            return;
+        }
+        let cpus = k.sched.cpus();
+        asleep.resize(cpus.len(), None);
+        let now = now_ns();
+        for (i, c) in cpus.iter().enumerate() {
+            let tid = c.holder.load(Ordering::Relaxed);
+            let since = c.since_ns.load(Ordering::Relaxed);
+            let sleeping = tid != 0
+                && now.saturating_sub(since) > TICK.as_nanos() as u64
+                && thread_state(tid).is_some_and(|(s, _)| s == 'S' || s == 'D');
+            if !sleeping {
+                asleep[i] = None;
+                continue;
+            }
+            match asleep[i] {
+                Some((t, s, from)) if t == tid && s == since => {
+                    if now.saturating_sub(from) >= LIMIT.as_nanos() as u64 {
+                        report(&k, i, tid, now.saturating_sub(since), m);
+                        asleep[i] = None;
+                    }
+                }
+                _ => asleep[i] = Some((tid, since, now)),
+            }
+        }
+    }
+}
+
+fn report(k: &Kernel, cpu: usize, tid: i32, held_ns: u64, m: Mode) {
+    let wchan = thread_state(tid).map(|(_, w)| w).unwrap_or_default();
+    eprintln!(
+        "rumpkern: lockdebug: thread {tid} ({}) is blocked (in {}) while holding virtual CPU {cpu} of {} \
+         for {:.1} s: a kernel thread must give up its CPU before it blocks",
+        thread_name(tid),
+        if wchan.is_empty() || wchan == "0" { "the host kernel" } else { &wchan },
+        k.sched.ncpu(),
+        held_ns as f64 / 1e9
+    );
+    if m == Mode::Abort {
+        eprintln!("rumpkern: lockdebug: aborting (RUMP_LOCKDEBUG=warn only reports)");
+        std::process::abort();
+    }
+}
