@@ -190,3 +190,301 @@ fn one_cpu_four_ext2_writers_with_fsync() {
 fn two_cpus_three_writers_under_a_small_memory_limit() {
     run_writers_then_halt(&["-c", "2", "-r", "4m"], 3, 0);
 }
+
+// ---------------------------------------------------------------------------
+// One connection that keeps ncpu+1 requests in flight (the protocol allows
+// it; NetBSD's librumpclient never does, ours neither, so speak it raw).
+
+struct RawClient {
+    s: UnixStream,
+    next: u64,
+    /// Fake client memory: address -> bytes.
+    mem: Vec<(u64, Vec<u8>)>,
+}
+
+const PATH_ADDR: u64 = 0x1000;
+const DATA_ADDR: u64 = 0x10_0000;
+
+impl RawClient {
+    fn connect(url: &str, path: &str, data: Vec<u8>) -> RawClient {
+        let p = url.strip_prefix("unix://").expect("unix url");
+        let mut s = UnixStream::connect(p).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 1];
+        loop {
+            s.read_exact(&mut b).expect("banner");
+            if b[0] == b'\n' {
+                break;
+            }
+        }
+        let mut path = path.as_bytes().to_vec();
+        path.push(0);
+        let mut c = RawClient { s, next: 1, mem: vec![(PATH_ADDR, path), (DATA_ADDR, data)] };
+        c.send(Class::Req, Type::Handshake, 0, Handshake::Guest as u32, b"pipeline\0");
+        let (h, p) = c.frame();
+        assert_eq!((h.class, h.ty), (Class::Resp, Type::Handshake), "handshake answer");
+        assert_eq!(wire::i32_at(&p), Some(0), "handshake refused");
+        c
+    }
+
+    fn send(&mut self, class: Class, ty: Type, reqno: u64, arg: u32, payload: &[u8]) {
+        let h = Header::new(class, ty, reqno, arg, payload.len()).encode();
+        self.s.write_all(&h).expect("send");
+        self.s.write_all(payload).expect("send");
+    }
+
+    fn frame(&mut self) -> (Header, Vec<u8>) {
+        let mut h = [0u8; HDRSZ];
+        self.s.read_exact(&mut h).expect("frame header (server hung or gone)");
+        let h = Header::decode(&h).expect("valid header");
+        let mut p = vec![0u8; h.payload_len()];
+        self.s.read_exact(&mut p).expect("frame payload");
+        (h, p)
+    }
+
+    /// Send syscall `num` with 8-byte argument slots; its request number.
+    fn syscall(&mut self, num: i32, args: &[u64]) -> u64 {
+        let r = self.next;
+        self.next += 1;
+        let b: Vec<u8> = args.iter().flat_map(|a| a.to_le_bytes()).collect();
+        self.send(Class::Req, Type::Syscall, r, num as u32, &b);
+        r
+    }
+
+    /// Read frames, answering the server's copy requests from `mem`, until
+    /// a syscall answer: (reqno, error, retval0).
+    fn answer(&mut self) -> (u64, i32, i64) {
+        loop {
+            let (h, p) = self.frame();
+            match (h.class, h.ty) {
+                (Class::Resp, Type::Syscall) => {
+                    let r = wire::SysResp::decode(&p).expect("syscall response");
+                    return (h.reqno, r.error, r.retval[0]);
+                }
+                (Class::Req, Type::Copyin) | (Class::Req, Type::Copyinstr) => {
+                    let cd = wire::CopyData::decode(&p).expect("copy request");
+                    let (base, m) = self.mem.iter().find(|(a, m)| cd.addr >= *a && cd.addr < a + m.len() as u64).expect("copy from a known region");
+                    let start = (cd.addr - base) as usize;
+                    let end = (start + cd.len as usize).min(m.len());
+                    let bytes = m[start..end].to_vec();
+                    self.send(Class::Resp, h.ty, h.reqno, 0, &bytes);
+                }
+                (Class::Req, _) => {} // copyout, raise: nothing to keep
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn one_connection_pipelining_more_requests_than_cpus() {
+    use netbsd_abi::syscall::{SYS_FSYNC, SYS_OPEN, SYS_PWRITE};
+    let ncpu = 2;
+    let d = tmpdir();
+    let mut s = ext2_server(d.path(), &["-c", "2"], vec![]);
+    let data = pattern(65536, 9);
+    let mut c = RawClient::connect(&s.url, "/mnt/pipelined", data.clone());
+    let r = c.syscall(SYS_OPEN, &[PATH_ADDR, (O_RDWR | O_CREAT) as u64, 0o644]);
+    let (rr, e, fd) = c.answer();
+    assert_eq!((rr, e), (r, 0), "open");
+    let url = s.url.clone();
+    let pipeline = std::thread::spawn(move || {
+        // ncpu+1 in flight, alternating pwrite and fsync, 300 in all.
+        let mut inflight = std::collections::HashMap::new();
+        let mut sent = 0u64;
+        let mut done = 0;
+        while done < 300 {
+            while inflight.len() < ncpu + 1 && sent < 300 {
+                let r = if sent % 2 == 0 {
+                    c.syscall(SYS_PWRITE, &[fd as u64, DATA_ADDR, 65536, 0, (sent / 2) * 65536])
+                } else {
+                    c.syscall(SYS_FSYNC, &[fd as u64])
+                };
+                inflight.insert(r, sent);
+                sent += 1;
+            }
+            let (r, e, _) = c.answer();
+            assert_eq!(e, 0, "pipelined request {r} failed");
+            assert!(inflight.remove(&r).is_some(), "answer to an unknown request {r}");
+            done += 1;
+        }
+    });
+    let t = Instant::now();
+    while !pipeline.is_finished() && t.elapsed() < Duration::from_secs(60) {
+        fresh_client_served(&url);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pipeline.is_finished(), "the pipelined requests never finished: wedged");
+    pipeline.join().expect("pipelined requests");
+    halt_within(&mut s, &[], Duration::from_secs(20));
+    let img = d.path().join("img");
+    e2fsck_clean(&img);
+    let got = debugfs_cat(&img, "/pipelined");
+    assert_eq!(got.len(), 150 * 65536);
+    assert!(got.chunks(65536).all(|c| c == data.as_slice()), "pipelined writes on the image");
+}
+
+// ---------------------------------------------------------------------------
+// Halts mid-run under 8 writers at the default ncpu.
+
+/// Raw writers on their own regions of /raw; acknowledged writes recorded
+/// as (offset, data).
+fn raw_writers(url: &str, n: usize, stop: &Arc<AtomicBool>, acked: &Acked) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|k| {
+            let (url, stop, acked) = (url.to_string(), stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let c = Client::connect(&url).expect("raw writer connect");
+                let fd = c.open("/raw", O_RDWR, 0).expect("open /raw");
+                for i in 0..900u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let data = pattern(4096, 7_000_000 + k as u64 * 10_000 + i);
+                    let off = k as u64 * (4 << 20) + i * 4096;
+                    if c.pwrite(fd, &data, off as i64).is_err() {
+                        return;
+                    }
+                    acked.lock().unwrap().push(("/raw".into(), off, data));
+                }
+            })
+        })
+        .collect()
+}
+
+fn eight_writers_then(how: &str) {
+    let d = tmpdir();
+    let mut s = ext2_server(d.path(), &[], vec![]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ea, ra): (Acked, Acked) = Default::default();
+    let mut th = ext2_writers(&s.url, 4, 3, &stop, &ea);
+    th.extend(raw_writers(&s.url, 4, &stop, &ra));
+    std::thread::sleep(Duration::from_millis(700));
+    fresh_client_served(&s.url);
+    match how {
+        "rump.halt" => halt_within(&mut s, &[], Duration::from_secs(20)),
+        sig => {
+            s.signal(if sig == "SIGTERM" { libc::SIGTERM } else { libc::SIGINT });
+            assert!(s.wait_exit(Duration::from_secs(20)).is_some(), "server still running after {sig}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    // No client hangs: each returns (with an error) once the server is gone.
+    let t = Instant::now();
+    for w in th {
+        while !w.is_finished() {
+            assert!(t.elapsed() < Duration::from_secs(10), "a client hung after the halt ({how})");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.join().unwrap();
+    }
+    let img = d.path().join("img");
+    e2fsck_clean(&img);
+    check_acked(&img, &ea);
+    let raw = std::fs::read(d.path().join("raw")).expect("raw image");
+    let ra = ra.lock().unwrap();
+    assert!(!ra.is_empty() && !ea.lock().unwrap().is_empty(), "writers made progress");
+    let lost = ra.iter().filter(|(_, off, data)| raw.get(*off as usize..*off as usize + data.len()) != Some(data.as_slice())).count();
+    assert_eq!(lost, 0, "{lost} of {} acknowledged raw writes missing after {how}", ra.len());
+}
+
+#[test]
+fn eight_writers_halted_by_rump_halt() {
+    eight_writers_then("rump.halt");
+}
+
+#[test]
+fn eight_writers_halted_by_sigterm() {
+    eight_writers_then("SIGTERM");
+}
+
+#[test]
+fn eight_writers_halted_by_sigint() {
+    eight_writers_then("SIGINT");
+}
+
+// ---------------------------------------------------------------------------
+// Rescue: a halt stuck on a drive is overtaken.
+
+/// A server whose /raw drive misbehaves (`mode`) while `ctl` exists, with
+/// 1 MiB of dirty data on it; its log in `log`.
+fn faulty_server(d: &Path, mode: &str, extra: &[&str]) -> (Server, PathBuf, PathBuf) {
+    let ctl = d.join("fault-on");
+    let log = d.join("server.log");
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(["-d".into(), format!("key=/raw,hostpath={},size=16m", d.join("raw").display())]);
+    let env = vec![("RUMP_FAULT", format!("/raw={mode}:{}", ctl.display()))];
+    let s = Server::start_logged(d, ServerOpts { args, env, cores: false }, Some(&log));
+    let c = s.client();
+    let fd = c.open("/raw", O_RDWR, 0).expect("open /raw");
+    c.pwrite(fd, &pattern(1 << 20, 5), 0).expect("pwrite");
+    std::fs::write(&ctl, b"").unwrap();
+    (s, ctl, log)
+}
+
+fn plain_halt_in_background(url: &str) -> std::thread::JoinHandle<std::process::Output> {
+    let url = url.to_string();
+    std::thread::spawn(move || Command::new(RUMP_HALT).env("RUMP_SERVER", url).output().expect("rump.halt"))
+}
+
+fn gone_within(s: &mut Server, t: Duration, what: &str) {
+    let start = Instant::now();
+    assert!(s.wait_exit(t).is_some(), "server still running {t:?} after {what}");
+    eprintln!("{what}: server gone after {:?}", start.elapsed());
+}
+
+#[test]
+fn a_stuck_plain_halt_is_overtaken_by_rump_halt_n() {
+    let d = tmpdir();
+    let (mut s, _ctl, log) = faulty_server(d.path(), "write-hang", &[]);
+    let first = plain_halt_in_background(&s.url);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(s.alive(), "the plain halt waits for the hung drive");
+    let t = Instant::now();
+    let o = s.halt(&["-n"]);
+    assert!(o.status.success(), "rump.halt -n during a stuck halt: {}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(1), "rump.halt -n took {:?}", t.elapsed());
+    gone_within(&mut s, Duration::from_secs(2), "rump.halt -n");
+    let first = first.join().unwrap();
+    assert!(!first.status.success(), "the overtaken halt reports that its flush did not complete");
+    let e = stderr(&first);
+    assert!(e.contains("waiting") && e.contains("-n"), "the plain rump.halt said what it waited for:\n{e}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("not flushed: drive /raw"), "the server said what was not flushed:\n{log}");
+}
+
+#[test]
+fn a_stuck_sigterm_halt_is_overtaken_by_a_second_sigterm() {
+    let d = tmpdir();
+    let (mut s, _ctl, log) = faulty_server(d.path(), "write-hang", &[]);
+    s.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(s.alive(), "the SIGTERM halt waits for the hung drive");
+    s.signal(libc::SIGTERM);
+    gone_within(&mut s, Duration::from_secs(2), "a second SIGTERM");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("not flushed: drive /raw"), "the server said what was not flushed:\n{log}");
+}
+
+#[test]
+fn rump_halt_n_with_every_cpu_spinning() {
+    let d = tmpdir();
+    let (mut s, _ctl, _log) = faulty_server(d.path(), "write-spin", &["-c", "1"]);
+    // A client's fsync spins in the drive, on the only CPU, for good.
+    let c = s.client();
+    let spinner = std::thread::spawn(move || {
+        let fd = c.open("/raw", O_RDWR, 0).expect("open /raw");
+        let _ = c.fsync(fd);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let o = s.halt(&["-n"]);
+    assert!(o.status.success(), "rump.halt -n with the only CPU spinning: {}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(2), "rump.halt -n took {:?}", t.elapsed());
+    gone_within(&mut s, Duration::from_secs(2), "rump.halt -n");
+    let t = Instant::now();
+    while !spinner.is_finished() {
+        assert!(t.elapsed() < Duration::from_secs(5), "the spinning client's connection was not dropped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -47,10 +47,18 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, o: ServerOpts) -> Server {
+        Self::start_logged(dir, o, None)
+    }
+
+    /// [`Server::start_with`], its stderr into `log` (when given).
+    pub fn start_logged(dir: &Path, o: ServerOpts, log: Option<&Path>) -> Server {
         let sock = dir.join("sock");
         let url = format!("unix://{}", sock.display());
         let mut cmd = Command::new(RUMP_SERVER);
         cmd.arg("-s").args(&o.args).arg(&url).current_dir(dir).stdin(Stdio::null());
+        if let Some(l) = log {
+            cmd.stderr(std::fs::File::create(l).expect("server log file"));
+        }
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
