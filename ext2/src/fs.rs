@@ -236,8 +236,9 @@ pub(crate) struct Fs {
     icache: IntMap<CachedInode>,
     /// Inodes dirtied since the last write-back (may repeat).
     idirty: Vec<u32>,
-    /// The superblock on the device says clean (see `begin_write`).
-    disk_clean: bool,
+    /// The superblock last written to the store says clean (see
+    /// `begin_write`).
+    sb_clean: bool,
     dcache: HashMap<u32, DirIdx>,
     next_gen: u32,
     dead: bool,
@@ -340,7 +341,7 @@ impl Fs {
             icache: IntMap::default(),
             idirty: Vec::new(),
             dcache: HashMap::new(),
-            disk_clean: false,
+            sb_clean: false,
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
             scratch: Vec::new(),
@@ -399,13 +400,16 @@ impl Fs {
     }
 
     /// Before the first change after the superblock went out marked clean:
-    /// mark it not clean, durably, so a crash in what follows is detected.
+    /// mark it not clean, so a crash in what follows is detected. Only into
+    /// the cache, with no host I/O under the file system lock: every
+    /// write-back goes in ascending order, oldest first, so the superblock
+    /// (byte 1024, dirtied before anything this change touches) reaches
+    /// the device before the blocks that follow it.
     fn begin_write(&mut self) -> R<()> {
         self.check_rw()?;
-        if self.disk_clean {
+        if self.sb_clean {
             self.write_sb(false)?;
-            self.store.sync()?;
-            self.disk_clean = false;
+            self.sb_clean = false;
         }
         Ok(())
     }
@@ -414,6 +418,20 @@ impl Fs {
     /// `clean`, the superblock is left marked clean (until the next change:
     /// see `begin_write`), so a file system synced by a halt is clean.
     pub fn sync(&mut self, clean: bool) -> R<()> {
+        self.sync_meta(clean)?;
+        self.store.sync()
+    }
+
+    /// The store, for a sync that runs without the file system lock.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// [`Fs::sync`] without the final `store.sync()`: every piece of cached
+    /// metadata into the store (the buffer cache, in memory), the caller
+    /// then flushes the store — without the file system lock, so that host
+    /// I/O never stops other operations on this file system.
+    pub fn sync_meta(&mut self, clean: bool) -> R<()> {
         if self.ro {
             return Ok(());
         }
@@ -444,9 +462,7 @@ impl Fs {
             self.store.write(self.g.gdt_block as u64 * bs, &self.gdt_raw)?;
             self.gd_dirty = false;
         }
-        let marked = self.write_sb(clean)?;
-        self.store.sync()?;
-        self.disk_clean = marked;
+        self.sb_clean = self.write_sb(clean)?;
         Ok(())
     }
 

@@ -260,13 +260,22 @@ impl FileSystem for Ext2Fs {
         }
     }
     fn fsync(&self, ino: Ino) -> Result<(), Errno> {
-        self.inner.lock().op(|f| {
+        // Metadata into the cache under the lock; the host I/O without it.
+        let store = self.inner.lock().op(|f| {
             fs::ino32(ino)?;
-            f.sync(false)
-        })
+            f.sync_meta(false)?;
+            Ok(f.store())
+        })?;
+        store.sync()
     }
     fn sync(&self) -> Result<(), Errno> {
-        self.inner.lock().op(|f| f.sync(true))
+        // As fsync; a change made while the store syncs unmarks the clean
+        // superblock itself (`begin_write`), so the mark needs no re-check.
+        let store = self.inner.lock().op(|f| {
+            f.sync_meta(true)?;
+            Ok(f.store())
+        })?;
+        store.sync()
     }
     fn unmount(&self) -> Result<(), Errno> {
         self.inner.lock().unmount()
