@@ -88,4 +88,94 @@ fn main() {
         all / floor_dd
     );
     println!("  e2fsck -fn after the halt: {}", if fsck { "clean" } else { "PROBLEMS" });
+    concurrency(d.path());
+}
+
+/// Issue 10's rows: clients on separate ext2 files at `-c 2`, each writing
+/// 64 KiB then fsync; and `stat` latency beside an fsync loop.
+fn concurrency(dir: &std::path::Path) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let iters: usize = std::env::var("BENCH_FSYNC_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+    let img = dir.join("conc.img");
+    let o = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-b", "4096"])
+        .arg(&img)
+        .arg("512M")
+        .output()
+        .expect("mke2fs (e2fsprogs)");
+    assert!(o.status.success(), "mke2fs failed");
+    let sd = dir.join("conc");
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    let mut b = Bench::start(&sd, &["-c".into(), "2".into(), "-d".into(), format!("key=/dk,hostpath={},size=host", img.display())]);
+    let c = rumpclient::Client::connect(&b.url).expect("connect");
+    c.mkdir("/mnt", 0o755).expect("mkdir");
+    c.mount_ext2("/mnt", 0, "/dk").expect("mount");
+    let run = |n: usize, tag: &str| -> f64 {
+        let t = Instant::now();
+        let th: Vec<_> = (0..n)
+            .map(|k| {
+                let url = b.url.clone();
+                let path = format!("/mnt/{tag}{k}");
+                std::thread::spawn(move || {
+                    let c = rumpclient::Client::connect(&url).expect("connect");
+                    let fd = c.open(&path, O_WRONLY | O_CREAT, 0o644).expect("create");
+                    let chunk = vec![0x33u8; 64 * 1024];
+                    for i in 0..iters {
+                        c.pwrite(fd, &chunk, (i * chunk.len()) as i64).expect("pwrite");
+                        c.fsync(fd).expect("fsync");
+                    }
+                })
+            })
+            .collect();
+        for t in th {
+            t.join().expect("writer");
+        }
+        mib_s(n * iters * 64 * 1024, t.elapsed().as_secs_f64())
+    };
+    let one = run(1, "one");
+    let eight = run(8, "eight");
+    // stat latency, idle and beside a write+fsync loop.
+    let fd = c.open("/mnt/target", O_WRONLY | O_CREAT, 0o644).expect("create");
+    c.close(fd).expect("close");
+    let stat_median = |c: &rumpclient::Client| -> f64 {
+        let mut v: Vec<f64> = (0..2000)
+            .map(|_| {
+                let t = Instant::now();
+                c.stat("/mnt/target").expect("stat");
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let idle = stat_median(&c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy_th = {
+        let (url, stop) = (b.url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = rumpclient::Client::connect(&url).expect("connect");
+            let fd = c.open("/mnt/busy", O_WRONLY | O_CREAT, 0o644).expect("create");
+            let chunk = vec![0x44u8; 1 << 20];
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                c.pwrite(fd, &chunk, (i % 64 * chunk.len()) as i64).expect("pwrite");
+                c.fsync(fd).expect("fsync");
+                i += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let busy = stat_median(&c);
+    stop.store(true, Ordering::Relaxed);
+    busy_th.join().expect("fsync loop");
+    drop(c);
+    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &b.url).output().expect("rump.halt");
+    assert!(o.status.success(), "rump.halt: {}", String::from_utf8_lossy(&o.stderr));
+    let _ = b.child.wait();
+    println!("ext2 concurrency at -c 2: 64 KiB pwrite + fsync, {iters} per client, each on its own file");
+    println!("  1 client                           {one:8.1} MiB/s");
+    println!("  8 clients (aggregate)              {eight:8.1} MiB/s   {:.2}x one client (target >= 1.5x)", eight / one);
+    println!("  stat median, idle                  {idle:8.1} us");
+    println!("  stat median, beside an fsync loop  {busy:8.1} us   {:.2}x idle (target <= 2x)", busy / idle);
 }
