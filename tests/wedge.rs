@@ -488,3 +488,64 @@ fn rump_halt_n_with_every_cpu_spinning() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+// ---------------------------------------------------------------------------
+// ext2 concurrency: an fsync stuck in host I/O holds no file-system lock.
+
+#[test]
+fn an_fsync_stuck_on_the_drive_does_not_stop_other_files() {
+    use netbsd_abi::fcntl::O_RDONLY;
+    let d = tmpdir();
+    let img = d.path().join("img");
+    mke2fs(&img, "32M");
+    let ctl = d.path().join("hang");
+    let args = vec!["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())];
+    let env = vec![("RUMP_FAULT", format!("/dk=write-hang:{}", ctl.display()))];
+    let mut s = Server::start_with(d.path(), ServerOpts { args, env, cores: false });
+    let c = s.client();
+    c.mkdir("/mnt", 0o755).unwrap();
+    c.mount_ext2("/mnt", 0, "/dk").unwrap();
+    for f in ["a", "b"] {
+        let fd = c.open(format!("/mnt/{f}"), O_RDWR | O_CREAT, 0o644).unwrap();
+        c.pwrite(fd, &pattern(100_000, 1), 0).unwrap();
+        c.close(fd).unwrap();
+    }
+    c.sync().unwrap();
+    std::fs::write(&ctl, b"").unwrap();
+    // Client 1: fsync of a, which hangs in the drive.
+    let url = s.url.clone();
+    let stuck = std::thread::spawn(move || {
+        let c = Client::connect(&url).unwrap();
+        let fd = c.open("/mnt/a", O_RDWR, 0).unwrap();
+        c.pwrite(fd, b"dirty", 0).unwrap();
+        let _ = c.fsync(fd);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!stuck.is_finished(), "the fsync waits for the hung drive");
+    // Client 2: lookups, stats, reads and writes of other files go on.
+    let url = s.url.clone();
+    let r = within(Duration::from_secs(2), move || -> Result<(), String> {
+        let c = Client::connect(&url).map_err(|e| e.to_string())?;
+        c.stat("/mnt/b").map_err(|e| format!("stat: {e}"))?;
+        let fd = c.open("/mnt/b", O_RDONLY, 0).map_err(|e| format!("open: {e}"))?;
+        let mut buf = vec![0u8; 100_000];
+        c.pread(fd, &mut buf, 0).map_err(|e| format!("read: {e}"))?;
+        if buf != pattern(100_000, 1) {
+            return Err("read back wrong data".into());
+        }
+        c.close(fd).map_err(|e| e.to_string())?;
+        let fd = c.open("/mnt/c", O_RDWR | O_CREAT, 0o644).map_err(|e| format!("create: {e}"))?;
+        c.pwrite(fd, b"other file", 0).map_err(|e| format!("write: {e}"))?;
+        c.read_dir("/mnt").map_err(|e| format!("readdir: {e}"))?;
+        Ok(())
+    });
+    match r {
+        Some(Ok(())) => {}
+        Some(Err(e)) => panic!("beside a stuck fsync: {e}"),
+        None => panic!("an fsync stuck in host I/O stopped the other files of its file system"),
+    }
+    let o = s.halt(&["-n"]);
+    assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
+    gone_within(&mut s, Duration::from_secs(2), "rump.halt -n");
+    let _ = stuck.join();
+}

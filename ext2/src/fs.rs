@@ -209,6 +209,13 @@ impl Run {
     }
 }
 
+/// Device bytes `disk..disk + len` go to `buf[at..at + len]` of a read.
+pub(crate) struct ReadRun {
+    pub disk: u64,
+    pub at: usize,
+    pub len: usize,
+}
+
 /// Where a block pointer lives, for undoing an allocation.
 enum PtrLoc {
     Inode(usize),
@@ -1897,7 +1904,11 @@ impl Fs {
         self.update(sino, |i| i.set_time(TimeField::Change, t))
     }
 
-    pub fn read(&mut self, ino: u32, off: u64, buf: &mut [u8]) -> R<usize> {
+    /// The first half of a read: the byte count, holes zero-filled in
+    /// `buf`, and the runs of device bytes that fill the rest — for the
+    /// caller to read from the store after it drops the file system lock
+    /// (holding the inode's own lock, so the blocks stay this file's).
+    pub fn read_map(&mut self, ino: u32, off: u64, buf: &mut [u8]) -> R<(usize, Vec<ReadRun>)> {
         let mut i = self.get(ino)?;
         if i.is_dir() {
             return err(EISDIR);
@@ -1907,41 +1918,29 @@ impl Fs {
         }
         let size = i.size();
         if off >= size || buf.is_empty() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let len = (buf.len() as u64).min(size - off) as usize;
         let bs = self.g.bs as u64;
         let mut pos = off;
         let mut done = 0usize;
-        // Pending run: (disk offset, start in buf, length).
-        let mut run: Option<(u64, usize, usize)> = None;
+        let mut runs: Vec<ReadRun> = Vec::new();
         while done < len {
             let lb = pos / bs;
             let boff = pos % bs;
             let n = ((bs - boff) as usize).min(len - done);
             let phys = self.bmap(&i, lb)?;
             if phys == 0 {
-                if let Some((d, s, l)) = run.take() {
-                    self.store.read(d, &mut buf[s..s + l])?;
-                }
                 buf[done..done + n].fill(0);
             } else {
                 let disk = phys as u64 * bs + boff;
-                match &mut run {
-                    Some((d, _, l)) if *d + *l as u64 == disk && *l < MAX_RUN => *l += n,
-                    _ => {
-                        if let Some((d, s, l)) = run.take() {
-                            self.store.read(d, &mut buf[s..s + l])?;
-                        }
-                        run = Some((disk, done, n));
-                    }
+                match runs.last_mut() {
+                    Some(r) if r.disk + r.len as u64 == disk && r.at + r.len == done && r.len < MAX_RUN => r.len += n,
+                    _ => runs.push(ReadRun { disk, at: done, len: n }),
                 }
             }
             pos += n as u64;
             done += n;
-        }
-        if let Some((d, s, l)) = run.take() {
-            self.store.read(d, &mut buf[s..s + l])?;
         }
         if !self.ro {
             // Relaxed atime: only when older than mtime/ctime or a day.
@@ -1956,7 +1955,7 @@ impl Fs {
                 self.write_inode(&i)?;
             }
         }
-        Ok(len)
+        Ok((len, runs))
     }
 
     pub fn write(&mut self, ino: u32, off: u64, data: &[u8]) -> R<usize> {

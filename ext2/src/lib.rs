@@ -82,7 +82,9 @@ mod sb;
 use std::sync::Arc;
 
 use netbsd_abi::Errno;
-use rumpuser::locks::Mutex;
+use std::collections::HashMap;
+
+use rumpuser::locks::{Mutex, RwLock};
 use rumpkern::vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
 use vfs_cache::Store;
 
@@ -116,8 +118,21 @@ impl std::fmt::Display for MountError {
 impl std::error::Error for MountError {}
 
 /// A mounted ext2 file system.
+///
+/// Locking: `inner` guards the file system's metadata (bitmaps, inode
+/// and indirect-block caches, directories) and is never held across a
+/// host I/O that the cache could make outside it: the data of a read is
+/// copied from the store after it is dropped, a write first waits for
+/// room in the cache without it, and fsync/sync flush the store without
+/// it. A file's blocks stay its own meanwhile under that file's lock in
+/// `ilocks` (shared for reads; exclusive for writes and truncation, the
+/// only operations that free or replace an open file's blocks), taken
+/// before `inner`. Metadata blocks that are not cached are still read
+/// under `inner`.
 pub struct Ext2Fs {
     inner: Mutex<fs::Fs>,
+    store: Arc<dyn Store>,
+    ilocks: Mutex<HashMap<u32, Arc<RwLock<()>>>>,
     read_only: bool,
     /// Why a read-write request became read-only, if it did.
     ro_reason: Option<String>,
@@ -138,7 +153,8 @@ impl Ext2Fs {
     pub fn mount_with(store: Arc<dyn Store>, opts: MountOptions) -> Result<Arc<Ext2Fs>, MountError> {
         let (fs, ro_reason) = fs::Fs::mount(store, opts)?;
         let read_only = fs.ro;
-        Ok(Arc::new(Ext2Fs { inner: Mutex::new(fs), read_only, ro_reason }))
+        let store = fs.store();
+        Ok(Arc::new(Ext2Fs { inner: Mutex::new(fs), store, ilocks: Mutex::new(HashMap::new()), read_only, ro_reason }))
     }
 
     /// Read the superblock from `store` and say whether it can be mounted
@@ -164,6 +180,20 @@ impl Ext2Fs {
     /// feature, the reason.
     pub fn read_only_reason(&self) -> Option<&str> {
         self.ro_reason.as_deref()
+    }
+
+    /// The lock of inode `ino`'s blocks; dropped from the table by
+    /// [`Ext2Fs::ilock_done`] once nobody holds it.
+    fn ilock(&self, ino: u32) -> Arc<RwLock<()>> {
+        self.ilocks.lock().entry(ino).or_insert_with(|| Arc::new(RwLock::new(()))).clone()
+    }
+
+    fn ilock_done(&self, ino: u32, l: Arc<RwLock<()>>) {
+        let mut t = self.ilocks.lock();
+        // Ours and the table's: nobody else holds or waits for it.
+        if Arc::strong_count(&l) == 2 {
+            t.remove(&ino);
+        }
     }
 
     /// The file system block size.
@@ -200,7 +230,18 @@ impl FileSystem for Ext2Fs {
         self.inner.lock().op(|f| f.getattr(fs::ino32(ino)?))
     }
     fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr, Errno> {
-        self.inner.lock().op(|f| f.setattr(fs::ino32(ino)?, set))
+        let i = fs::ino32(ino)?;
+        if set.size.is_none() {
+            return self.inner.lock().op(|f| f.setattr(i, set));
+        }
+        // Truncation frees blocks a reader may be copying from.
+        let l = self.ilock(i);
+        let r = {
+            let _w = l.write();
+            self.inner.lock().op(|f| f.setattr(i, set))
+        };
+        self.ilock_done(i, l);
+        r
     }
     fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred)
         -> Result<Ino, Errno> {
@@ -234,10 +275,32 @@ impl FileSystem for Ext2Fs {
             .op(|f| f.rename(fs::ino32(fromdir)?, fromname, fs::ino32(todir)?, toname))
     }
     fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
-        self.inner.lock().op(|f| f.read(fs::ino32(ino)?, off, buf))
+        let i = fs::ino32(ino)?;
+        let l = self.ilock(i);
+        let r = {
+            let _r = l.read();
+            // Map under the file system lock; copy the data without it.
+            self.inner.lock().op(|f| f.read_map(i, off, buf)).and_then(|(len, runs)| {
+                for r in runs {
+                    self.store.read(r.disk, &mut buf[r.at..r.at + r.len])?;
+                }
+                Ok(len)
+            })
+        };
+        self.ilock_done(i, l);
+        r
     }
     fn write(&self, ino: Ino, off: u64, buf: &[u8]) -> Result<usize, Errno> {
-        self.inner.lock().op(|f| f.write(fs::ino32(ino)?, off, buf))
+        let i = fs::ino32(ino)?;
+        // A throttled writer writes back before it takes any lock.
+        self.store.make_room(buf.len())?;
+        let l = self.ilock(i);
+        let r = {
+            let _w = l.write();
+            self.inner.lock().op(|f| f.write(i, off, buf))
+        };
+        self.ilock_done(i, l);
+        r
     }
     fn readdir(&self, dir: Ino, cookie: u64, cb: &mut dyn FnMut(DirEntry) -> bool)
         -> Result<(), Errno> {

@@ -571,6 +571,10 @@ impl Store for CachedDev {
     fn sync(&self) -> Result<(), Errno> {
         CachedDev::sync(self)
     }
+
+    fn make_room(&self, incoming: usize) -> Result<(), Errno> {
+        self.sh.throttle(&self.core, incoming)
+    }
 }
 
 impl Shared {

@@ -63,4 +63,11 @@ pub trait Store: Send + Sync {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno>;
     fn write(&self, off: u64, buf: &[u8]) -> Result<(), Errno>;
     fn sync(&self) -> Result<(), Errno>;
+    /// Before a write of about `incoming` bytes: wait (writing back, with
+    /// the CPU released) until the store can take it without throttling.
+    /// A file system calls this before it takes its own lock, so that a
+    /// throttled writer never holds that lock across host I/O.
+    fn make_room(&self, _incoming: usize) -> Result<(), Errno> {
+        Ok(())
+    }
 }
