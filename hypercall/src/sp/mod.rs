@@ -40,7 +40,7 @@ use std::ffi::c_void;
 use crate::Errno;
 
 pub use netbsd_abi::sp as wire;
-pub use server::{connections, init, is_finished, is_serving, socket_path, start, stop_admitting};
+pub use server::{connections, init, is_finished, is_serving, raise_nofile_limit, socket_path, start, stop_admitting};
 
 /// `RUMP_RFFDG`: the new process gets a copy of the parent's descriptors.
 pub const RUMP_RFFDG: i32 = 0x01;
