@@ -340,3 +340,84 @@ fn second_server_on_a_served_image_is_refused() {
     let s3 = Server::start(d2.path(), &["-d", &spec]);
     s3.client().getpid().unwrap();
 }
+
+fn have_e2fsprogs() -> bool {
+    let ok = Command::new("mke2fs").arg("-V").output().is_ok() && Command::new("debugfs").arg("-V").output().is_ok();
+    if !ok {
+        eprintln!("e2fsprogs not installed (.ci/run installs them): skipping");
+    }
+    ok
+}
+
+/// Byte offset of `path`'s inode in a 1 KiB-block image (debugfs imap).
+fn inode_offset(img: &Path, path: &str) -> u64 {
+    let o = Command::new("debugfs").arg("-R").arg(format!("imap {path}")).arg(img).output().expect("debugfs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let words: Vec<&str> = out.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+    let after = |w: &str| words.iter().rposition(|x| *x == w).and_then(|i| words.get(i + 1)).copied();
+    let block: u64 = after("block").and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("imap {path}: {out}"));
+    let off = after("offset").and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok()).expect("offset");
+    block * 1024 + off
+}
+
+/// The image from issue 10: a directory whose size's high word claims
+/// terabytes. Listing it through the server returns promptly, and other
+/// clients and rump.halt are not held up meanwhile.
+#[test]
+fn directory_claiming_terabytes_does_not_wedge_the_server() {
+    use std::os::unix::fs::FileExt;
+    if !have_e2fsprogs() {
+        return;
+    }
+    let d = tmpdir();
+    let img = d.path().join("disk.img");
+    let o = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-b", "1024"])
+        .arg(&img)
+        .arg("8M")
+        .env("MKE2FS_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mke2fs: {}", stderr(&o));
+    let o = Command::new("debugfs").args(["-w", "-R", "mkdir /d"]).arg(&img).output().unwrap();
+    assert!(o.status.success());
+    let at = inode_offset(&img, "/d") + 108;
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&0x100u32.to_le_bytes(), at).unwrap();
+    drop(f);
+    let s = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=host", img.display())]);
+    let c = s.client();
+    c.mkdir("/mnt", 0o755).unwrap();
+    c.mount_ext2("/mnt", 0, "/dk").expect("mount");
+    let lister = {
+        let url = s.url.clone();
+        std::thread::spawn(move || {
+            let c = Client::connect(&url).unwrap();
+            let mut worst = Duration::ZERO;
+            for _ in 0..20 {
+                let t = Instant::now();
+                let r = c.read_dir("/mnt/d");
+                let _ = c.stat("/mnt/d/nothing-here");
+                worst = worst.max(t.elapsed());
+                if let Ok(v) = &r {
+                    assert!(v.len() <= 2, "{} entries in an empty directory", v.len());
+                }
+            }
+            worst
+        })
+    };
+    let t = Instant::now();
+    for _ in 0..50 {
+        c.getpid().unwrap();
+        c.stat("/mnt").unwrap();
+    }
+    let other = t.elapsed();
+    let worst = lister.join().unwrap();
+    eprintln!("listing + lookup in the terabyte directory: worst {worst:?}; another client's 50 getpid+stat: {other:?}");
+    assert!(worst < Duration::from_secs(1), "listing took {worst:?}");
+    assert!(other < Duration::from_secs(2), "another client took {other:?}");
+    let t = Instant::now();
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "halt: {}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(5), "halt took {:?}", t.elapsed());
+}
