@@ -90,7 +90,7 @@ fn idle_connections_never_lock_out_a_client() {
             Err(e) => panic!("idle connection {i}: {e}"),
         }
     }
-    eprintln!("{want} idle connections in {:?}", t.elapsed());
+    eprintln!("{want} idle connections in {:?}; server RSS {} KiB", t.elapsed(), rss_kib(s.pid()));
     let t = Instant::now();
     let c = s.client();
     let pid = c.getpid().expect("getpid");
