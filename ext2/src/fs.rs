@@ -1823,12 +1823,18 @@ impl Fs {
         if sdir && fd != td {
             // The target directory must not be the source or inside it.
             let mut cur = td;
+            // A corrupt image may loop its ".." entries: each directory
+            // once, or it is corrupt.
+            let mut seen = HashSet::new();
             loop {
                 if cur == sino {
                     return err(EINVAL);
                 }
                 if cur == ROOT_INO {
                     break;
+                }
+                if !seen.insert(cur) {
+                    return err(EIO);
                 }
                 let c = self.get_dir(cur)?;
                 let up = self.dotdot(&c)?.ino;

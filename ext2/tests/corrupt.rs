@@ -122,6 +122,16 @@ fn targeted(base: &[u8]) -> Vec<(String, Vec<u8>)> {
         case(&format!("{name}: all records zero"), &|v| v[blk..blk + bs].fill(0));
         case(&format!("{name}: all records 0xff"), &|v| v[blk..blk + bs].fill(0xff));
     }
+    // A loop of ".." entries: /sub's ".." is /sub/deeper, whose ".." is /sub.
+    let sub_ino = ino_of(base, &["sub"]);
+    let deeper_ino = ino_of(base, &["sub", "deeper"]);
+    let deeper = g.inode(deeper_ino);
+    let sub_blk = le32(base, sub + 40) as usize * bs;
+    let deeper_blk = le32(base, deeper + 40) as usize * bs;
+    case("'..' loop between /sub and /sub/deeper", &|v| {
+        put32(v, sub_blk + 12, deeper_ino);
+        put32(v, deeper_blk + 12, sub_ino);
+    });
     // Indirect blocks of a file: loops and absurd pointers.
     let ind = le32(base, big + 40 + 12 * 4);
     assert_ne!(ind, 0, "base image: /big has an indirect block");

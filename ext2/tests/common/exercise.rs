@@ -155,6 +155,18 @@ pub fn exercise(image: &[u8]) -> Report {
         run.op(|| "rename /fz2 /dz/fz3".into(), |fs| fs.rename(root, b"fz2", d, b"fz3"));
         run.list(d, 64);
     }
+    // Move a new directory into the image's directories and back (the
+    // move walks up their ".." entries).
+    if d.is_some() {
+        for (name, ino, kind) in run.list(root, 64) {
+            if kind != FileKind::Dir || name == b"." || name == b".." {
+                continue;
+            }
+            if run.op(|| "rename /dz into a directory".into(), |fs| fs.rename(root, b"dz", ino, b"dz")).is_some() {
+                run.op(|| "rename /dz back".into(), |fs| fs.rename(ino, b"dz", root, b"dz"));
+            }
+        }
+    }
     // What the image brought: change and remove some of it.
     let mut n = 0;
     for (name, _, kind) in run.list(root, 64) {
