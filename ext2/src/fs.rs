@@ -136,6 +136,13 @@ impl Bitmap {
     }
 }
 
+/// State of one truncation's walk over indirect blocks.
+struct TruncWalk {
+    seen: HashSet<u32>,
+    /// Blocks (indirect and data) it may still visit.
+    budget: u64,
+}
+
 struct IndBlk {
     ptrs: Vec<u32>,
     dirty: bool,
@@ -903,9 +910,12 @@ impl Fs {
         let p = self.ptrs();
         let mut base = 12u64;
         let mut span = p;
+        // A corrupt tree may share or loop indirect blocks: visit each
+        // once, and no more blocks than the inode accounts for.
+        let mut walk = TruncWalk { seen: HashSet::new(), budget: i.blocks512() as u64 / (self.g.bs / 512) as u64 + 4 };
         for lvl in 1..=3u32 {
             let b = i.block(11 + lvl as usize);
-            if b != 0 && self.trunc_ind(i, b, lvl, base, keep)? {
+            if b != 0 && self.trunc_ind(i, b, lvl, base, keep, &mut walk)? {
                 i.set_block(11 + lvl as usize, 0);
             }
             base += span;
@@ -916,12 +926,18 @@ impl Fs {
 
     /// Trim the tree under indirect block `b` (depth `level`, first
     /// logical block `base`). Returns whether `b` itself was freed.
-    fn trunc_ind(&mut self, i: &mut Inode, b: u32, level: u32, base: u64, keep: u64) -> R<bool> {
+    fn trunc_ind(&mut self, i: &mut Inode, b: u32, level: u32, base: u64, keep: u64, walk: &mut TruncWalk) -> R<bool> {
         let p = self.ptrs();
         let child_span = p.pow(level - 1);
         if keep >= base + child_span * p {
             return Ok(false);
         }
+        if walk.budget == 0 || !walk.seen.insert(b) {
+            // Seen already (a loop, or shared with another pointer), or
+            // more blocks than the inode has: corrupt; leave it be.
+            return Ok(false);
+        }
+        walk.budget -= 1;
         let ptrs = self.ind_load(b)?.ptrs.clone();
         for (j, &c) in ptrs.iter().enumerate() {
             if c == 0 {
@@ -932,11 +948,15 @@ impl Fs {
                 continue;
             }
             let freed = if level == 1 {
+                if walk.budget == 0 {
+                    continue;
+                }
+                walk.budget -= 1;
                 self.free_block(c)?;
                 self.sub_blocks(i);
                 true
             } else {
-                self.trunc_ind(i, c, level - 1, cbase, keep)?
+                self.trunc_ind(i, c, level - 1, cbase, keep, walk)?
             };
             if freed && keep > base {
                 self.ind_set(b, j, 0)?;
@@ -1133,7 +1153,7 @@ impl Fs {
             nlink: i.links() as u32,
             uid: i.uid(),
             gid: i.gid(),
-            size: i.size(),
+            size: if i.is_dir() { i.size().min(self.dir_nblocks(i) * self.g.bs as u64) } else { i.size() },
             blocks,
             blksize: self.g.bs,
             rdev: if matches!(kind, FileKind::Blk | FileKind::Chr) { i.rdev() } else { 0 },
@@ -1292,8 +1312,18 @@ impl Fs {
         blk[off + 8..off + 8 + name.len()].copy_from_slice(name);
     }
 
+    /// Blocks of directory `d`, bounded by what the inode really holds,
+    /// never by what a (possibly corrupt) size field claims: only the
+    /// size's low word counts (for a directory the high word is no size —
+    /// revision 0 calls it `i_dir_acl` — and e2fsck rejects directories
+    /// of 4 GiB), and never more blocks than `i_blocks` accounts for (data
+    /// and indirect blocks) or the file system has. So listing or
+    /// searching a directory costs at most the blocks it has allocated.
     fn dir_nblocks(&self, d: &Inode) -> u64 {
-        d.size().div_ceil(self.g.bs as u64)
+        let bs = self.g.bs as u64;
+        let claimed = (d.size() & 0xffff_ffff).div_ceil(bs);
+        let held = d.blocks512() as u64 / (bs / 512);
+        claimed.min(held).min(self.g.blocks_count as u64)
     }
 
     /// Largest record that fits in a directory block.
@@ -1816,12 +1846,18 @@ impl Fs {
         if sdir && fd != td {
             // The target directory must not be the source or inside it.
             let mut cur = td;
+            // A corrupt image may loop its ".." entries: each directory
+            // once, or it is corrupt.
+            let mut seen = HashSet::new();
             loop {
                 if cur == sino {
                     return err(EINVAL);
                 }
                 if cur == ROOT_INO {
                     break;
+                }
+                if !seen.insert(cur) {
+                    return err(EIO);
                 }
                 let c = self.get_dir(cur)?;
                 let up = self.dotdot(&c)?.ino;

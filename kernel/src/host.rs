@@ -70,4 +70,47 @@ impl HostFile {
     pub fn set_size(&self, size: u64) -> Result<(), Errno> {
         self.f.set_len(size)
     }
+
+    /// Device and inode of the open file.
+    pub fn id(&self) -> Result<(u64, u64), Errno> {
+        // SAFETY: stat is plain old data; fstat fills it for a descriptor
+        // we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `st` is a valid out-pointer.
+        if unsafe { libc::fstat(self.f.fd(), &mut st) } != 0 {
+            return Err(last_errno());
+        }
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// Take an open-file-description lock on the whole file, as qemu does
+    /// for disk images: exclusive (`write`) or shared. Never waits:
+    /// `Err(EAGAIN)` when another open of the file (another process, or
+    /// another open in this one) holds a conflicting lock. The lock lasts
+    /// as long as this open file.
+    pub fn lock(&self, write: bool) -> Result<(), Errno> {
+        // SAFETY: flock is plain old data; all zeros is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = 0;
+        fl.l_len = 0;
+        // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
+        // (l_pid 0, as OFD locks require) on a descriptor we own.
+        if unsafe { libc::fcntl(self.f.fd(), libc::F_OFD_SETLK, &fl) } != 0 {
+            let e = last_errno();
+            // Some file systems lock nothing: that is no reason to refuse
+            // the drive.
+            return match e.0 {
+                x if x == netbsd_abi::errno::EAGAIN || x == netbsd_abi::errno::EACCES => Err(Errno(netbsd_abi::errno::EAGAIN)),
+                _ => Ok(()),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The host's `errno` as a NetBSD errno.
+fn last_errno() -> Errno {
+    Errno::from(std::io::Error::last_os_error())
 }

@@ -488,6 +488,16 @@ impl Kernel {
             return Err(format!("drive {key}: fault injection needs a blk drive"));
         }
         let info = rumpuser::file::getfileinfo(path);
+        // One server per image: lock the image (an OFD lock, as qemu does)
+        // before touching it. Another drive of ours on the same file is
+        // covered by that drive's lock.
+        let lock = |host: &host::HostFile| -> Result<(), String> {
+            let id = host.id().map_err(|e| format!("{path}: {e}"))?;
+            if self.drives.read().iter().any(|d| d.host.id().ok() == Some(id)) {
+                return Ok(());
+            }
+            host.lock(true).map_err(|_| format!("drive {key}: {path}: locked by another process (in use by another server?)"))
+        };
         let (host, size) = match spec.size {
             DriveSize::Host => {
                 let (hsize, ft) = info.map_err(|e| format!("{path}: size=host needs an existing host file: {e}"))?;
@@ -495,6 +505,7 @@ impl Kernel {
                     return Err(format!("{path}: is a directory"));
                 }
                 let host = host::HostFile::open(path, false).map_err(|e| format!("{path}: {e}"))?;
+                lock(&host)?;
                 if spec.offset >= hsize {
                     return Err(format!("{path}: offset {} is not inside the file ({} bytes)", spec.offset, hsize));
                 }
@@ -507,6 +518,7 @@ impl Kernel {
                 let need = spec.offset.checked_add(s).filter(|&e| e <= i64::MAX as u64)
                     .ok_or_else(|| format!("drive {key}: offset + size too large"))?;
                 let host = host::HostFile::open(path, true).map_err(|e| format!("{path}: {e}"))?;
+                lock(&host)?;
                 let cur = host.size().map_err(|e| format!("{path}: {e}"))?;
                 if cur < need {
                     if host.is_regular() {

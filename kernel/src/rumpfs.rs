@@ -75,6 +75,8 @@ pub struct HostBacked {
     pub file: Arc<HostFile>,
     pub offset: u64,
     size: AtomicU64,
+    /// The drive's size: the file never grows past it (`EFBIG`).
+    max: u64,
 }
 
 enum Body {
@@ -101,6 +103,24 @@ pub struct RumpFs {
     limit: u64,
 }
 
+/// What metadata costs against the memory limit (about what it takes in
+/// memory): each node, each directory entry plus twice its name (kept in
+/// two indexes), and a symbolic link's target.
+const NODE_COST: u64 = 320;
+const ENTRY_COST: u64 = 128;
+
+fn entry_cost(name: &[u8]) -> u64 {
+    ENTRY_COST + 2 * name.len() as u64
+}
+
+fn node_cost(n: &Node) -> u64 {
+    NODE_COST
+        + match &n.body {
+            Body::Link(t) => t.len() as u64,
+            _ => 0,
+        }
+}
+
 fn name_ok(name: &[u8]) -> Result<(), Errno> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
@@ -113,8 +133,9 @@ fn name_ok(name: &[u8]) -> Result<(), Errno> {
 }
 
 impl RumpFs {
-    /// A file system with an empty root directory; regular file data is
-    /// limited to `limit` bytes in total (`ENOSPC` beyond).
+    /// A file system with an empty root directory; regular file data and
+    /// metadata (nodes, names, link targets) are limited to `limit` bytes
+    /// in total (`ENOSPC` beyond).
     pub fn new(limit: u64) -> Arc<RumpFs> {
         let fs = RumpFs {
             nodes: RwLock::new(HashMap::new()),
@@ -149,6 +170,20 @@ impl RumpFs {
         })
     }
 
+    /// Count `bytes` more against the limit, or refuse with `ENOSPC`.
+    fn charge(&self, bytes: u64) -> Result<(), Errno> {
+        let prev = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if prev.saturating_add(bytes) > self.limit {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(Errno(ENOSPC));
+        }
+        Ok(())
+    }
+
+    fn uncharge(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     fn node(&self, ino: Ino) -> Result<Arc<Node>, Errno> {
         self.nodes.read().get(&ino).cloned().ok_or(Errno(ENOENT))
     }
@@ -176,6 +211,7 @@ impl RumpFs {
                     let d = d.read();
                     self.used.fetch_sub((d.pages.len() * PAGE) as u64, Ordering::Relaxed);
                 }
+                self.uncharge(node_cost(&old));
             }
         }
     }
@@ -193,6 +229,7 @@ impl RumpFs {
         if dl.get(name).is_some() {
             return Err(Errno(EEXIST));
         }
+        self.charge(node_cost(&node) + entry_cost(name))?;
         let ino = node.ino;
         let is_dir = node.kind == FileKind::Dir;
         self.nodes.write().insert(ino, node);
@@ -219,7 +256,7 @@ impl RumpFs {
     /// Expose a window of a host file as a regular file at `dir`/`name`.
     pub fn host_file(&self, dir: Ino, name: &[u8], file: Arc<HostFile>, offset: u64, size: u64) -> Result<Ino, Errno> {
         let ino = self.alloc_ino();
-        let body = Body::Host(HostBacked { file, offset, size: AtomicU64::new(size) });
+        let body = Body::Host(HostBacked { file, offset, size: AtomicU64::new(size), max: size });
         let n = self.new_node(ino, FileKind::Reg, 0o644, Cred::default(), body);
         self.link_new(dir, name, n)
     }
@@ -232,7 +269,7 @@ impl RumpFs {
         }
     }
 
-    /// Bytes of regular-file data held in memory.
+    /// Bytes counted against the limit: regular-file data and metadata.
     pub fn bytes_used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
     }
@@ -403,6 +440,9 @@ impl FileSystem for RumpFs {
             match &n.body {
                 Body::Reg(d) => self.reg_truncate(&mut d.write(), size)?,
                 Body::Host(h) => {
+                    if size > h.max {
+                        return Err(Errno(EFBIG));
+                    }
                     let end = h.offset.checked_add(size).ok_or(Errno(EFBIG))?;
                     h.file.set_size(end)?;
                     h.size.store(size, Ordering::Relaxed);
@@ -483,6 +523,7 @@ impl FileSystem for RumpFs {
         if dl.get(newname).is_some() {
             return Err(Errno(EEXIST));
         }
+        self.charge(entry_cost(newname))?;
         dl.insert(newname, ino);
         drop(dl);
         {
@@ -506,6 +547,7 @@ impl FileSystem for RumpFs {
         }
         dl.remove(name);
         drop(dl);
+        self.uncharge(entry_cost(name));
         {
             let mut m = n.meta.lock();
             m.nlink = m.nlink.saturating_sub(1);
@@ -529,6 +571,7 @@ impl FileSystem for RumpFs {
         }
         dl.remove(name);
         drop(dl);
+        self.uncharge(entry_cost(name));
         n.meta.lock().nlink = 0;
         {
             let mut m = d.meta.lock();
@@ -572,6 +615,12 @@ impl FileSystem for RumpFs {
             }
             victim = Some(dst);
         }
+        // The names change: charge a longer name first, credit after.
+        let add = entry_cost(toname);
+        let sub = entry_cost(fromname) + if victim.is_some() { entry_cost(toname) } else { 0 };
+        if add > sub {
+            self.charge(add - sub)?;
+        }
         // Apply: remove the target, move the name.
         if let Some(v) = &victim {
             tdb.write().remove(toname);
@@ -600,6 +649,9 @@ impl FileSystem for RumpFs {
                 drop(fm);
                 td.meta.lock().nlink += 1;
             }
+        }
+        if sub > add {
+            self.uncharge(sub - add);
         }
         src.meta.lock().ctime = now();
         Self::touch_dir(&fd);
@@ -636,6 +688,15 @@ impl FileSystem for RumpFs {
         let r = match &n.body {
             Body::Reg(d) => self.reg_write(&mut d.write(), off, buf)?,
             Body::Host(h) => {
+                // Never past the drive's size: a short write up to it,
+                // `EFBIG` at or beyond it.
+                if buf.is_empty() {
+                    return Ok(0);
+                }
+                if off >= h.max {
+                    return Err(Errno(EFBIG));
+                }
+                let buf = &buf[..(h.max - off).min(buf.len() as u64) as usize];
                 let end = off.checked_add(buf.len() as u64).ok_or(Errno(EFBIG))?;
                 let hoff = h.offset.checked_add(off).ok_or(Errno(EFBIG))?;
                 hoff.checked_add(buf.len() as u64).ok_or(Errno(EFBIG))?;
@@ -750,11 +811,36 @@ mod tests {
 
     #[test]
     fn budget_is_enforced() {
-        let fs = RumpFs::new(8192);
+        // Room for two pages of data and the file's metadata.
+        let fs = RumpFs::new(8192 + NODE_COST + entry_cost(b"f"));
         let f = fs.create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default()).unwrap();
         fs.write(f, 0, &[1u8; 8192]).unwrap();
         assert_eq!(fs.write(f, 8192, &[1u8; 1]), Err(Errno(ENOSPC)));
         fs.unlink(ROOT_INO, b"f").unwrap();
+        assert_eq!(fs.bytes_used(), 0);
+    }
+
+    #[test]
+    fn metadata_is_counted() {
+        let fs = RumpFs::new(64 << 10);
+        let mut made = 0;
+        let err = loop {
+            match fs.create(ROOT_INO, format!("file-{made:06}").as_bytes(), FileKind::Reg, 0o644, Cred::default()) {
+                Ok(_) => made += 1,
+                Err(e) => break e,
+            }
+            assert!(made < 10_000, "64 KiB took {made} empty files");
+        };
+        assert_eq!(err, Errno(ENOSPC));
+        assert!(made > 50, "only {made} files fit");
+        assert_eq!(fs.symlink(ROOT_INO, b"l", &[b'x'; 1000], Cred::default()), Err(Errno(ENOSPC)));
+        for i in 0..made {
+            fs.unlink(ROOT_INO, format!("file-{i:06}").as_bytes()).unwrap();
+        }
+        assert_eq!(fs.bytes_used(), 0);
+        fs.symlink(ROOT_INO, b"l", &[b'x'; 1000], Cred::default()).unwrap();
+        fs.rename(ROOT_INO, b"l", ROOT_INO, b"a-longer-name").unwrap();
+        fs.unlink(ROOT_INO, b"a-longer-name").unwrap();
         assert_eq!(fs.bytes_used(), 0);
     }
 

@@ -101,7 +101,10 @@ impl Builder {
                 )),
                 None => None,
             };
-            kernel.add_drive(&d, fault).map_err(|e| Error(format!("drive {spec}: {e}")))?;
+            kernel.add_drive(&d, fault).map_err(|e| {
+                // Name the drive by its key, once (the kernel's message may already).
+                Error(if e.starts_with("drive ") { e } else { format!("drive {}: {e}", d.key) })
+            })?;
         }
         kernel.register_fs_type(
             netbsd_abi::fcntl::MOUNT_EXT2FS,

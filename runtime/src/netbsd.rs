@@ -393,6 +393,9 @@ impl NetbsdKernel {
             .open(&d.hostpath)
             .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
         let md = f.metadata().map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+        lock_image(&f, &md).map_err(|_| {
+            what(format!("{}: locked by another process (in use by another server?)", d.hostpath))
+        })?;
         let size = match d.size {
             DriveSize::Bytes(n) => n,
             DriveSize::Host => {
@@ -409,7 +412,8 @@ impl NetbsdKernel {
         if md.is_file() && md.len() < end {
             f.set_len(end).map_err(|e| what(format!("{}: extend to {end} bytes: {e}", d.hostpath)))?;
         }
-        drop(f);
+        // Keep the open file (and its lock) for the life of the process.
+        held_images().lock().map(|mut v| v.push(f)).map_err(|_| what("lock poisoned".into()))?;
         let ty = match d.kind {
             DriveType::Blk => RUMP_ETFS_BLK,
             DriveType::Chr => RUMP_ETFS_CHR,
@@ -569,4 +573,39 @@ mod tests {
         let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().0;
         assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
     }
+}
+
+/// Drive images locked by this process (see [`lock_image`]).
+fn held_images() -> &'static std::sync::Mutex<Vec<std::fs::File>> {
+    static H: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    &H
+}
+
+/// Lock a drive image against a second server, as the built-in kernel
+/// does: an OFD write lock on the whole file (a second drive of ours on
+/// the same file is covered by the first one's). `Err` when another
+/// process holds a conflicting lock; file systems that lock nothing pass.
+fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let mine = held_images()
+        .lock()
+        .map(|v| v.iter().any(|h| h.metadata().map(|m| (m.dev(), m.ino()) == (md.dev(), md.ino())).unwrap_or(false)))
+        .unwrap_or(false);
+    if mine {
+        return Ok(());
+    }
+    // SAFETY: flock is plain old data; all zeros is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fcntl(F_OFD_SETLK) with a valid flock (whole file, l_pid 0)
+    // on a descriptor `f` owns.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) } != 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        if e == Some(libc::EAGAIN) || e == Some(libc::EACCES) {
+            return Err(());
+        }
+    }
+    Ok(())
 }

@@ -83,6 +83,12 @@ pub(crate) struct Conn {
     /// Serializes handshake, prefork, exec and disconnect handling (they
     /// switch to the process's main lwp).
     pub ctl: Mutex<()>,
+    /// When the connection was accepted ([`now_ns`]): the handshake
+    /// deadline runs from here.
+    pub accepted: u64,
+    /// Shut down by the server (handshake deadline, or evicted to make
+    /// room at the connection cap); no longer counts against the cap.
+    pub evicted: AtomicBool,
 }
 
 impl Conn {
@@ -105,7 +111,20 @@ impl Conn {
             free_since: AtomicU64::new(0),
             reader_queued: AtomicBool::new(false),
             ctl: Mutex::new(()),
+            accepted: now_ns(),
+            evicted: AtomicBool::new(false),
         }
+    }
+
+    /// Close a connection that has not handshaken (deadline passed, or
+    /// room needed at the cap): its reader sees EOF and disconnects.
+    /// False if it was evicted already.
+    pub fn evict(&self) -> bool {
+        if self.evicted.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.shutdown();
+        true
     }
 
     pub fn raw_fd(&self) -> RawFd {

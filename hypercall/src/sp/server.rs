@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::{c_int, c_long, c_void, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -31,14 +31,94 @@ const PH_FINI: u8 = 3;
 /// admitting (halt step 1), finished (halt step 3).
 static PHASE: AtomicU8 = AtomicU8::new(PH_OFF);
 
-/// Most simultaneous connections; more are closed at accept.
+/// Most simultaneous connections (`RUMP_MAX_CLIENTS` overrides). At the
+/// cap, the oldest connection that has not handshaken yet is closed to
+/// admit a new one; only when every connection has handshaken is a new
+/// one refused (banner, then a `TRYAGAIN` error frame, then close).
 const MAXCLI: usize = 1024;
+
+/// A connection that has not completed its handshake this long after
+/// accept is closed (`RUMP_HANDSHAKE_TIMEOUT`, in seconds, overrides).
+const HANDSHAKE_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// PREFORK processes waiting for their fork handshake: at most this many
+/// per client, and in all. They are released when the client that made
+/// them disconnects.
+const PREFORK_PER_CLIENT: usize = 32;
+const PREFORK_MAX: usize = 1024;
+
+/// Mode of a `unix://` socket file (`RUMP_SOCKET_MODE`, octal, overrides):
+/// only the owner may connect.
+const SOCKET_MODE: u32 = 0o600;
+
+struct Limits {
+    maxcli: usize,
+    handshake_ns: u64,
+}
+
+fn limits() -> &'static Limits {
+    static L: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+    L.get_or_init(|| {
+        let maxcli = std::env::var("RUMP_MAX_CLIENTS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(MAXCLI);
+        let handshake_ns = std::env::var("RUMP_HANDSHAKE_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
+            .map(|t| (t * 1e9) as u64)
+            .unwrap_or(HANDSHAKE_TIMEOUT_NS);
+        Limits { maxcli, handshake_ns }
+    })
+}
+
+/// Raise the soft limit on open descriptors to the hard limit (at most
+/// 65536), so that the connection cap, not the descriptor limit, is what
+/// bounds clients. For servers (`rump_server`): it is process-wide.
+pub fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max.min(65536).max(r.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// The socket file mode from `RUMP_SOCKET_MODE` (octal, e.g. `0660`).
+fn socket_mode() -> Result<u32, String> {
+    match std::env::var("RUMP_SOCKET_MODE") {
+        Err(_) => Ok(SOCKET_MODE),
+        Ok(v) => match u32::from_str_radix(v.trim(), 8) {
+            Ok(m) if m <= 0o777 => Ok(m),
+            _ => Err(format!("RUMP_SOCKET_MODE={v}: not an octal file mode (like 0660)")),
+        },
+    }
+}
+
+/// Print at most one message a second for each kind of event that a
+/// flood of connections could repeat.
+fn log_limited(last: &AtomicU64, msg: impl FnOnce() -> String) {
+    let now = now_ns();
+    let prev = last.load(Ordering::Relaxed);
+    if (prev == 0 || now.saturating_sub(prev) >= 1_000_000_000)
+        && last.compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        dprint(&msg());
+    }
+}
 
 struct Listener {
     fd: Mutex<Option<OwnedFd>>,
     wake_r: OwnedFd,
     wake_w: OwnedFd,
     unix_path: Option<PathBuf>,
+    /// Device and inode of the socket file we bound: halt removes the
+    /// path only if it is still that file.
+    unix_id: Option<(u64, u64)>,
     banner: Vec<u8>,
     is_tcp: bool,
 }
@@ -62,6 +142,8 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 struct Prefork {
     cookie: wire::Cookie,
     lwp: usize,
+    /// The connection that asked for it.
+    owner: usize,
 }
 static PREFORKS: Mutex<Vec<Prefork>> = Mutex::new(Vec::new());
 
@@ -131,6 +213,7 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
     if srv.is_some() && phase != PH_FINI {
         return Err((Errno(EBUSY), format!("{url}: already serving")));
     }
+    let mut unix_id = None;
     let (fd, unix_path, is_tcp): (OwnedFd, Option<PathBuf>, bool) = match parsed {
         Url::Unix(p) => {
             let mut path = PathBuf::from(&p);
@@ -141,9 +224,10 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
                     path = cwd.join(path);
                 }
             }
-            let l = std::os::unix::net::UnixListener::bind(&path).map_err(bind_err)?;
-            l.set_nonblocking(true).map_err(bind_err)?;
-            (l.into(), Some(path), false)
+            let mode = socket_mode().map_err(|m| (Errno(EINVAL), m))?;
+            let (fd, id) = bind_unix(&path, mode).map_err(bind_err)?;
+            unix_id = Some(id);
+            (fd, Some(path), false)
         }
         Url::Tcp(sa) => {
             let l = std::net::TcpListener::bind(sa).map_err(bind_err)?;
@@ -156,7 +240,7 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         let e = std::io::Error::last_os_error();
         if let Some(path) = &unix_path {
-            let _ = std::fs::remove_file(path);
+            remove_socket(path, unix_id);
         }
         return Err(bind_err(e));
     }
@@ -167,6 +251,7 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
         wake_r,
         wake_w,
         unix_path,
+        unix_id,
         banner: banner.into_bytes(),
         is_tcp,
     });
@@ -177,12 +262,84 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
     if let Err(e) = spawned {
         PHASE.store(PH_OFF, Ordering::Release);
         if let Some(path) = &l.unix_path {
-            let _ = std::fs::remove_file(path);
+            remove_socket(path, l.unix_id);
         }
         return Err(bind_err(e));
     }
     *srv = Some(l);
     Ok(())
+}
+
+/// Bind a listening unix socket at `path` whose file has `mode` whatever
+/// the umask: bound, then chmod'ed, then (only then) listening, so nobody
+/// connects through a wider mode. Returns the socket and the file's
+/// device and inode.
+fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<(OwnedFd, (u64, u64))> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all zeros is a valid value.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= sa.sun_path.len() || bytes.contains(&0) {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) just returned this descriptor; nobody else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let salen = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
+    // SAFETY: `sa` is a valid sockaddr_un of at least `salen` bytes.
+    if unsafe { libc::bind(fd.as_raw_fd(), &sa as *const libc::sockaddr_un as *const libc::sockaddr, salen) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let id = (|| {
+        let m = std::fs::symlink_metadata(path)?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        let m2 = std::fs::symlink_metadata(path)?;
+        if (m.dev(), m.ino()) != (m2.dev(), m2.ino()) || m2.mode() & 0o777 != mode {
+            // Replaced under us (only someone who may write the directory).
+            return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        Ok((m.dev(), m.ino()))
+    })();
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    // SAFETY: listen(2) on the socket we own.
+    if unsafe { libc::listen(fd.as_raw_fd(), 4096) } != 0 {
+        let e = std::io::Error::last_os_error();
+        remove_socket(path, Some(id));
+        return Err(e);
+    }
+    Ok((fd, id))
+}
+
+/// Remove the socket file at `path` if it is still the one we bound
+/// (same device and inode): never a file someone else put there.
+fn remove_socket(path: &std::path::Path, id: Option<(u64, u64)>) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(id) = id else { return };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == id => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => dprint(&format!(
+            "rump_sp: {}: not removed: no longer the socket this server created\n",
+            path.display()
+        )),
+        Err(_) => {}
+    }
 }
 
 /// Halt step 1: answer every new syscall request with `ESHUTDOWN` (running
@@ -247,7 +404,7 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
     if let Some(l) = SERVER.lock().clone() {
         l.close();
         if let Some(p) = &l.unix_path {
-            let _ = std::fs::remove_file(p);
+            remove_socket(p, l.unix_id);
         }
     }
     // 3. Drop every client: they see EOF; kernel threads waiting for a
@@ -280,13 +437,17 @@ fn accept_loop(l: Arc<Listener>) {
             libc::pollfd { fd: lfd, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: l.wake_r.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
+        // Wake up now and then to close connections past their
+        // handshake deadline.
+        let tick = (limits().handshake_ns / 4_000_000).clamp(10, 1000) as c_int;
         // SAFETY: `pfd` is a valid array of two pollfds.
-        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            continue;
-        }
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, tick) };
         if pfd[1].revents != 0 || !accepting() {
             return;
+        }
+        sweep_handshakes();
+        if n <= 0 || pfd[0].revents == 0 {
+            continue;
         }
         let nfd = {
             let g = l.fd.lock();
@@ -297,7 +458,19 @@ fn accept_loop(l: Arc<Listener>) {
         if nfd < 0 {
             let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
             if e == libc::EMFILE || e == libc::ENFILE || e == libc::ENOBUFS || e == libc::ENOMEM {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                // Out of descriptors: make room by closing the oldest
+                // connection that has not handshaken, so a client that
+                // does is never locked out.
+                static LOGGED: AtomicU64 = AtomicU64::new(0);
+                let evicted = evict_oldest_new();
+                log_limited(&LOGGED, || {
+                    format!(
+                        "rump_sp: accept: {}{}\n",
+                        std::io::Error::from_raw_os_error(e),
+                        if evicted { "; closed the oldest connection not yet handshaken" } else { "" }
+                    )
+                });
+                std::thread::sleep(std::time::Duration::from_millis(if evicted { 1 } else { 10 }));
             }
             continue;
         }
@@ -307,8 +480,57 @@ fn accept_loop(l: Arc<Listener>) {
     }
 }
 
+/// Close every connection whose handshake deadline has passed.
+fn sweep_handshakes() {
+    let now = now_ns();
+    let limit = limits().handshake_ns;
+    let late: Vec<Arc<Conn>> = REGISTRY
+        .read()
+        .values()
+        .filter(|c| {
+            c.state.load(Ordering::Acquire) == ST_NEW
+                && !c.evicted.load(Ordering::Acquire)
+                && now.saturating_sub(c.accepted) > limit
+        })
+        .cloned()
+        .collect();
+    if late.is_empty() {
+        return;
+    }
+    static LOGGED: AtomicU64 = AtomicU64::new(0);
+    let n = late.iter().filter(|c| c.evict()).count();
+    log_limited(&LOGGED, || {
+        format!("rump_sp: closed {n} connection(s) that did not handshake within {:.1} s\n", limit as f64 / 1e9)
+    });
+}
+
+/// Close the oldest connection that has not handshaken yet; false if
+/// there is none.
+fn evict_oldest_new() -> bool {
+    let victim = REGISTRY
+        .read()
+        .values()
+        .filter(|c| c.state.load(Ordering::Acquire) == ST_NEW && !c.evicted.load(Ordering::Acquire))
+        .min_by_key(|c| c.id)
+        .cloned();
+    match victim {
+        Some(c) => {
+            c.evict();
+            true
+        }
+        None => false,
+    }
+}
+
 fn new_connection(fd: OwnedFd, l: &Listener) {
-    if REGISTRY.read().len() >= MAXCLI {
+    let live = REGISTRY.read().values().filter(|c| !c.evicted.load(Ordering::Acquire)).count();
+    if live >= limits().maxcli && !evict_oldest_new() {
+        // Every slot holds a client that handshook: refuse this one
+        // clearly, without waiting for it.
+        static LOGGED: AtomicU64 = AtomicU64::new(0);
+        log_limited(&LOGGED, || format!("rump_sp: refused a connection: {live} clients connected (the most)\n"));
+        let h = Header::new(Class::Error, Type::Handshake, 0, ProtoError::TryAgain as u32, 0);
+        let _ = send_all(fd.as_raw_fd(), &[&l.banner, &h.encode()]);
         return;
     }
     if l.is_tcp {
@@ -724,6 +946,23 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
         return Next::Continue;
     };
+    {
+        let v = PREFORKS.lock();
+        let mine = v.iter().filter(|p| p.owner == conn.id).count();
+        if mine >= PREFORK_PER_CLIENT || v.len() >= PREFORK_MAX {
+            drop(v);
+            static LOGGED: AtomicU64 = AtomicU64::new(0);
+            log_limited(&LOGGED, || {
+                format!(
+                    "rump_sp: pid {}: prefork refused: {} waiting for a fork handshake (at most {PREFORK_PER_CLIENT} per client, {PREFORK_MAX} in all)\n",
+                    conn.pid.load(Ordering::Acquire),
+                    mine
+                )
+            });
+            let _ = conn.send_error(reqno, ProtoError::NoMem);
+            return Next::Continue;
+        }
+    }
     let me = ClientHandle(conn.id).as_ptr();
     let main = conn.mainlwp.load(Ordering::Acquire);
     sched(up, |u| u.lwproc_switch(main));
@@ -736,7 +975,7 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
     let cookie = random_cookie();
     let lwp = sched(up, |u| u.lwproc_curlwp());
     sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
-    PREFORKS.lock().push(Prefork { cookie, lwp: lwp as usize });
+    PREFORKS.lock().push(Prefork { cookie, lwp: lwp as usize, owner: conn.id });
     let h = Header::new(Class::Resp, Type::Prefork, reqno, 0, wire::COOKIE_LEN);
     let _ = conn.send(&[&h.encode(), &cookie.0]);
     Next::Continue
@@ -808,6 +1047,29 @@ fn disconnect(conn: &Arc<Conn>) {
     conn.kill_waiters();
     conn.shutdown();
     REGISTRY.write().remove(&conn.id);
+    // Forks this client prepared and nobody took over die with it.
+    let orphans: Vec<Prefork> = {
+        let mut v = PREFORKS.lock();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < v.len() {
+            if v[i].owner == conn.id {
+                out.push(v.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    };
+    if !orphans.is_empty() && PHASE.load(Ordering::Acquire) != PH_FINI {
+        if let Some(up) = upcalls::get() {
+            for pf in &orphans {
+                let lwp = pf.lwp as *mut c_void;
+                sched(up, |u| u.lwproc_switch(lwp));
+                sched(up, |u| u.lwproc_release());
+            }
+        }
+    }
     let main = conn.mainlwp.load(Ordering::Acquire);
     if PHASE.load(Ordering::Acquire) != PH_FINI && !conn.inexec.load(Ordering::Acquire) && !main.is_null() {
         if let Some(up) = upcalls::get() {

@@ -173,6 +173,7 @@ fn main() {
         std::env::set_var("RUMP_VERBOSE", "1");
     }
     let set = block_signals();
+    rumpuser::sp::raise_nofile_limit();
     // Fork before any thread exists; the parent waits for our word.
     if !o.foreground {
         if let Err(e) = rumpuser::daemonize::begin() {

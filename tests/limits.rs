@@ -1,0 +1,423 @@
+//! Limits and exposure (SPEC §13, issue 10): one local user must not be
+//! able to wedge the server or hurt other users. Real `rump_server`
+//! processes on private sockets.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use netbsd_abi::errno::{EFBIG, ENOSPC};
+use netbsd_abi::fcntl::{O_CREAT, O_RDWR, O_WRONLY};
+
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on this test process with a valid pointer.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+}
+
+fn nofile() -> u64 {
+    // SAFETY: getrlimit with a valid pointer.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur
+    }
+}
+
+fn server_env(d: &Path, args: &[&str], env: &[(&'static str, &str)]) -> Server {
+    Server::start_with(
+        d,
+        ServerOpts {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            ..Default::default()
+        },
+    )
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Read from a raw connection until EOF; how long it took (None: no EOF
+/// within `limit`).
+fn time_to_eof(s: &mut UnixStream, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut b = [0u8; 256];
+    while t.elapsed() < limit {
+        match s.read(&mut b) {
+            Ok(0) => return Some(t.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some(t.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn idle_connections_never_lock_out_a_client() {
+    raise_nofile();
+    let want = 2000usize;
+    if nofile() < want as u64 + 100 {
+        eprintln!("RLIMIT_NOFILE {} too small for {want} connections: skipping", nofile());
+        return;
+    }
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let t = Instant::now();
+    let mut idle = Vec::with_capacity(want);
+    for i in 0..want {
+        match UnixStream::connect(&s.sock) {
+            Ok(c) => idle.push(c),
+            Err(e) => panic!("idle connection {i}: {e}"),
+        }
+    }
+    eprintln!("{want} idle connections in {:?}; server RSS {} KiB", t.elapsed(), rss_kib(s.pid()));
+    let t = Instant::now();
+    let c = s.client();
+    let pid = c.getpid().expect("getpid");
+    let took = t.elapsed();
+    eprintln!("a real client after {want} idle connections: pid {pid} in {took:?}");
+    assert!(took < Duration::from_secs(3), "client took {took:?}");
+    // The oldest idle connections were closed to make room.
+    let mut closed = 0;
+    for c in idle.iter_mut().take(50) {
+        if time_to_eof(c, Duration::from_millis(200)).is_some() {
+            closed += 1;
+        }
+    }
+    assert!(closed > 0, "no idle connection was closed at the cap");
+    drop(idle);
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "halt: {}", stderr(&o));
+}
+
+#[test]
+fn connection_cap_refuses_clearly_when_everyone_handshook() {
+    let d = tmpdir();
+    let s = server_env(d.path(), &[], &[("RUMP_MAX_CLIENTS", "2")]);
+    let a = s.client();
+    let b = s.client();
+    a.getpid().unwrap();
+    b.getpid().unwrap();
+    let t = Instant::now();
+    let e = Client::connect(&s.url).err().expect("a third client at a cap of 2 is refused");
+    eprintln!("third client: {e}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(a);
+    // The slot frees when a client leaves.
+    let t = Instant::now();
+    loop {
+        match Client::connect(&s.url) {
+            Ok(c) => {
+                c.getpid().unwrap();
+                break;
+            }
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(5), "still refused: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn handshake_deadline_closes_an_idle_connection() {
+    let d = tmpdir();
+    let s = server_env(d.path(), &[], &[("RUMP_HANDSHAKE_TIMEOUT", "1")]);
+    let mut raw = UnixStream::connect(&s.sock).unwrap();
+    let took = time_to_eof(&mut raw, Duration::from_secs(10)).expect("idle connection never closed");
+    eprintln!("idle connection closed after {took:?}");
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(4), "closed after {took:?}");
+    // A client that handshakes stays, however long it then idles.
+    let c = s.client();
+    std::thread::sleep(Duration::from_millis(1600));
+    c.getpid().expect("a handshaken client is not subject to the deadline");
+}
+
+#[test]
+fn prefork_cookies_are_bounded_and_freed_on_disconnect() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let c = s.client();
+    let mut cookies = vec![];
+    let err = loop {
+        match c.prefork() {
+            Ok(k) => cookies.push(k),
+            Err(e) => break e,
+        }
+        assert!(cookies.len() <= 1000, "prefork is unbounded");
+    };
+    eprintln!("prefork refused after {}: {err}", cookies.len());
+    assert!(!cookies.is_empty() && cookies.len() <= 64);
+    // The refusal is not fatal: the client goes on, and a fork handshake
+    // frees a slot.
+    c.getpid().expect("client after refused prefork");
+    let child = Client::connect_fork(&s.url, &cookies.pop().unwrap()).expect("fork handshake");
+    child.getpid().unwrap();
+    cookies.push(c.prefork().expect("prefork after a fork handshake took one"));
+    // Disconnecting releases the rest: their cookies are void.
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    let e = Client::connect_fork(&s.url, &cookies[0]).err().expect("cookie of a gone client still valid");
+    eprintln!("fork handshake with a gone client's cookie: {e}");
+    // Memory comes back: many rounds of fill-up-and-leave do not grow.
+    let round = |n: usize| {
+        for _ in 0..n {
+            let c = s.client();
+            while c.prefork().is_ok() {}
+        }
+    };
+    round(5);
+    let before = rss_kib(s.pid());
+    round(40);
+    let after = rss_kib(s.pid());
+    eprintln!("server RSS {before} KiB before 40 rounds of filled prefork slots, {after} KiB after");
+    assert!(after < before + 4096, "RSS grew from {before} to {after} KiB");
+    drop(child);
+}
+
+#[test]
+fn rumpfs_metadata_counts_against_the_memory_limit() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &["-r", "2m"]);
+    let c = s.client();
+    c.mkdir("/many", 0o755).unwrap();
+    let t = Instant::now();
+    let mut n = 0;
+    let err = loop {
+        match c.open(format!("/many/an-empty-file-{n:07}"), O_WRONLY | O_CREAT, 0o644) {
+            Ok(fd) => {
+                c.close(fd).unwrap();
+                n += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(n < 100_000, "2 MiB held {n} empty files");
+    };
+    eprintln!("{n} empty files under -r 2m, then: {err} ({:?})", t.elapsed());
+    assert!(err.is_errno(ENOSPC), "{err}");
+    assert!(n > 1000);
+    // Names and link targets count too; removing files gives room back.
+    assert!(c.symlink(vec![b'x'; 900], "/many/l").is_err());
+    for i in 0..10 {
+        c.unlink(format!("/many/an-empty-file-{i:07}")).unwrap();
+    }
+    c.symlink(vec![b'x'; 900], "/many/l").expect("symlink after unlinking");
+}
+
+#[test]
+fn reg_drive_never_grows_past_its_size() {
+    let d = tmpdir();
+    let img = d.path().join("reg.img");
+    let s = Server::start(d.path(), &["-d", &format!("key=/r,hostpath={},size=1m,type=reg", img.display())]);
+    let c = s.client();
+    let fd = c.open("/r", O_RDWR, 0).unwrap();
+    let m = 1u64 << 20;
+    assert_eq!(c.pwrite(fd, &[7u8; 100], m as i64 - 10).expect("write at the end"), 10);
+    let e = c.pwrite(fd, b"x", m as i64).unwrap_err();
+    assert!(e.is_errno(EFBIG), "{e}");
+    let e = c.pwrite(fd, b"x", 1 << 40).unwrap_err();
+    assert!(e.is_errno(EFBIG), "{e}");
+    let e = c.ftruncate(fd, 1 << 40).unwrap_err();
+    assert!(e.is_errno(EFBIG), "{e}");
+    c.ftruncate(fd, 4096).expect("shrink");
+    c.ftruncate(fd, m as i64).expect("grow back to the size");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), m);
+}
+
+#[test]
+fn halt_removes_only_its_own_socket() {
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &[]);
+    // Someone replaces the socket path with a file of their own.
+    std::fs::remove_file(&s.sock).unwrap();
+    std::fs::write(&s.sock, b"not yours").unwrap();
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(10)).expect("server exits on SIGTERM");
+    assert!(st.success(), "{st}");
+    assert_eq!(std::fs::read(&s.sock).expect("the other file survives halt"), b"not yours");
+    // Its own socket it does remove.
+    let d2 = tmpdir();
+    let s2 = Server::start(d2.path(), &[]);
+    let o = s2.halt(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = Instant::now();
+    while s2.sock.exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!s2.sock.exists(), "socket left behind");
+}
+
+/// Start `rump_server -s` under umask 022 with `env`; the socket's mode,
+/// or the server's exit status and stderr if it did not start.
+fn socket_mode_with(env: &[(&str, &str)]) -> Result<u32, (i32, String)> {
+    let d = tmpdir();
+    let sock = d.path().join("sock");
+    let mut cmd = Command::new(RUMP_SERVER);
+    cmd.arg("-s").arg(format!("unix://{}", sock.display())).stdin(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // SAFETY: umask(2) is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    let r = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            break Err((st.code().unwrap_or(-1), e));
+        }
+        if UnixStream::connect(&sock).is_ok() {
+            break Ok(std::fs::symlink_metadata(&sock).unwrap().mode() & 0o7777);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "server did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    r
+}
+
+#[test]
+fn socket_is_owner_only_unless_widened() {
+    assert_eq!(socket_mode_with(&[]), Ok(0o600), "default socket mode under umask 022");
+    assert_eq!(socket_mode_with(&[("RUMP_SOCKET_MODE", "0660")]), Ok(0o660));
+    let (code, msg) = socket_mode_with(&[("RUMP_SOCKET_MODE", "rw")]).expect_err("a bad mode is refused");
+    eprintln!("bad RUMP_SOCKET_MODE: {msg}");
+    assert_eq!(code, 1);
+    assert!(msg.contains("RUMP_SOCKET_MODE"), "{msg}");
+}
+
+#[test]
+fn second_server_on_a_served_image_is_refused() {
+    let d = tmpdir();
+    let img = d.path().join("disk.img");
+    let spec = format!("key=/dk,hostpath={},size=4m", img.display());
+    let s = Server::start(d.path(), &["-d", &spec]);
+    let c = s.client();
+    c.getpid().unwrap();
+    let d2 = tmpdir();
+    let o = Command::new(RUMP_SERVER)
+        .args(["-s", "-d", &spec])
+        .arg(format!("unix://{}", d2.path().join("sock").display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let msg = stderr(&o);
+    eprintln!("second server: {msg}");
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert_eq!(
+        msg.trim_end(),
+        format!("rump_server: drive /dk: {}: locked by another process (in use by another server?)", img.display())
+    );
+    // Halting the first frees the image.
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(s);
+    let s3 = Server::start(d2.path(), &["-d", &spec]);
+    s3.client().getpid().unwrap();
+}
+
+fn have_e2fsprogs() -> bool {
+    let ok = Command::new("mke2fs").arg("-V").output().is_ok() && Command::new("debugfs").arg("-V").output().is_ok();
+    if !ok {
+        eprintln!("e2fsprogs not installed (.ci/run installs them): skipping");
+    }
+    ok
+}
+
+/// Byte offset of `path`'s inode in a 1 KiB-block image (debugfs imap).
+fn inode_offset(img: &Path, path: &str) -> u64 {
+    let o = Command::new("debugfs").arg("-R").arg(format!("imap {path}")).arg(img).output().expect("debugfs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let words: Vec<&str> = out.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
+    let after = |w: &str| words.iter().rposition(|x| *x == w).and_then(|i| words.get(i + 1)).copied();
+    let block: u64 = after("block").and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("imap {path}: {out}"));
+    let off = after("offset").and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok()).expect("offset");
+    block * 1024 + off
+}
+
+/// The image from issue 10: a directory whose size's high word claims
+/// terabytes. Listing it through the server returns promptly, and other
+/// clients and rump.halt are not held up meanwhile.
+#[test]
+fn directory_claiming_terabytes_does_not_wedge_the_server() {
+    use std::os::unix::fs::FileExt;
+    if !have_e2fsprogs() {
+        return;
+    }
+    let d = tmpdir();
+    let img = d.path().join("disk.img");
+    let o = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-b", "1024"])
+        .arg(&img)
+        .arg("8M")
+        .env("MKE2FS_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mke2fs: {}", stderr(&o));
+    let o = Command::new("debugfs").args(["-w", "-R", "mkdir /d"]).arg(&img).output().unwrap();
+    assert!(o.status.success());
+    let at = inode_offset(&img, "/d") + 108;
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&0x100u32.to_le_bytes(), at).unwrap();
+    drop(f);
+    let s = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=host", img.display())]);
+    let c = s.client();
+    c.mkdir("/mnt", 0o755).unwrap();
+    c.mount_ext2("/mnt", 0, "/dk").expect("mount");
+    let lister = {
+        let url = s.url.clone();
+        std::thread::spawn(move || {
+            let c = Client::connect(&url).unwrap();
+            let mut worst = Duration::ZERO;
+            for _ in 0..20 {
+                let t = Instant::now();
+                let r = c.read_dir("/mnt/d");
+                let _ = c.stat("/mnt/d/nothing-here");
+                worst = worst.max(t.elapsed());
+                if let Ok(v) = &r {
+                    assert!(v.len() <= 2, "{} entries in an empty directory", v.len());
+                }
+            }
+            worst
+        })
+    };
+    let t = Instant::now();
+    for _ in 0..50 {
+        c.getpid().unwrap();
+        c.stat("/mnt").unwrap();
+    }
+    let other = t.elapsed();
+    let worst = lister.join().unwrap();
+    eprintln!("listing + lookup in the terabyte directory: worst {worst:?}; another client's 50 getpid+stat: {other:?}");
+    assert!(worst < Duration::from_secs(1), "listing took {worst:?}");
+    assert!(other < Duration::from_secs(2), "another client took {other:?}");
+    let t = Instant::now();
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "halt: {}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(5), "halt took {:?}", t.elapsed());
+}
