@@ -348,8 +348,17 @@ fn remove_socket(path: &std::path::Path, id: Option<(u64, u64)>) {
 /// connection made from now on gets no kernel process (that would need a
 /// virtual CPU, and every CPU may be stuck); only `reboot(2)` reaches the
 /// halt hook from it.
+///
+/// Without a halt hook (NetBSD's kernel, which halts itself) there is no
+/// rescue to let in: the listener closes now, and new connects are
+/// refused.
 pub fn stop_admitting() {
     let _ = PHASE.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
+    if HALT_HOOK.read().is_none() {
+        if let Some(l) = SERVER.lock().clone() {
+            l.close();
+        }
+    }
 }
 
 /// What the server calls, on the connection's own thread and without a
