@@ -121,6 +121,7 @@ fn connection_cap_refuses_clearly_when_everyone_handshook() {
     let t = Instant::now();
     let e = Client::connect(&s.url).err().expect("a third client at a cap of 2 is refused");
     eprintln!("third client: {e}");
+    assert!(matches!(e, rumpclient::Error::Refused { .. }), "not a clear refusal: {e}");
     assert!(t.elapsed() < Duration::from_secs(2));
     drop(a);
     // The slot frees when a client leaves.

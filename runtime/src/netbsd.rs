@@ -554,27 +554,6 @@ impl NetbsdKernel {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn component_names() {
-        assert_eq!(component_name("rumpvfs"), "rumpvfs");
-        assert_eq!(component_name("librumpvfs.so"), "rumpvfs");
-        assert_eq!(component_name("librumpvfs.so.0"), "rumpvfs");
-        assert_eq!(component_name("/x/y/librump.so"), "rump");
-        assert_eq!(component_name("rump"), "rump");
-        assert_eq!(component_name("librumpkern_sysproxy.so.0.0"), "rumpkern_sysproxy");
-    }
-
-    #[test]
-    fn missing_library_is_named_with_the_loader_error() {
-        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().0;
-        assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
-    }
-}
-
 /// Drive images locked by this process (see [`lock_image`]).
 fn held_images() -> &'static std::sync::Mutex<Vec<std::fs::File>> {
     static H: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
@@ -609,3 +588,25 @@ fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_names() {
+        assert_eq!(component_name("rumpvfs"), "rumpvfs");
+        assert_eq!(component_name("librumpvfs.so"), "rumpvfs");
+        assert_eq!(component_name("librumpvfs.so.0"), "rumpvfs");
+        assert_eq!(component_name("/x/y/librump.so"), "rump");
+        assert_eq!(component_name("rump"), "rump");
+        assert_eq!(component_name("librumpkern_sysproxy.so.0.0"), "rumpkern_sysproxy");
+    }
+
+    #[test]
+    fn missing_library_is_named_with_the_loader_error() {
+        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().0;
+        assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
+    }
+}
+

@@ -434,7 +434,14 @@ fn accepting() -> bool {
 }
 
 fn accept_loop(l: Arc<Listener>) {
+    // Refused connections stay open a moment (then close), so the client
+    // can send its handshake and read why, rather than find a broken pipe.
+    let mut lingering: std::collections::VecDeque<(OwnedFd, u64)> = std::collections::VecDeque::new();
     loop {
+        let now = now_ns();
+        while lingering.front().is_some_and(|(_, t)| now.saturating_sub(*t) > 1_000_000_000) {
+            lingering.pop_front();
+        }
         if !accepting() {
             return;
         }
@@ -485,7 +492,12 @@ fn accept_loop(l: Arc<Listener>) {
         }
         // SAFETY: accept4 returned a new descriptor that we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(nfd) };
-        new_connection(fd, &l);
+        if let Some(refused) = new_connection(fd, &l) {
+            if lingering.len() >= 64 {
+                lingering.pop_front();
+            }
+            lingering.push_back((refused, now_ns()));
+        }
     }
 }
 
@@ -531,7 +543,9 @@ fn evict_oldest_new() -> bool {
     }
 }
 
-fn new_connection(fd: OwnedFd, l: &Listener) {
+/// Admit a new connection; a refused one comes back, told why, to be
+/// closed a moment later.
+fn new_connection(fd: OwnedFd, l: &Listener) -> Option<OwnedFd> {
     let live = REGISTRY.read().values().filter(|c| !c.evicted.load(Ordering::Acquire)).count();
     if live >= limits().maxcli && !evict_oldest_new() {
         // Every slot holds a client that handshook: refuse this one
@@ -540,7 +554,9 @@ fn new_connection(fd: OwnedFd, l: &Listener) {
         log_limited(&LOGGED, || format!("rump_sp: refused a connection: {live} clients connected (the most)\n"));
         let h = Header::new(Class::Error, Type::Handshake, 0, ProtoError::TryAgain as u32, 0);
         let _ = send_all(fd.as_raw_fd(), &[&l.banner, &h.encode()]);
-        return;
+        // SAFETY: shutdown(2) on the descriptor we own: no more from us.
+        unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+        return Some(fd);
     }
     if l.is_tcp {
         let one: c_int = 1;
@@ -556,12 +572,13 @@ fn new_connection(fd: OwnedFd, l: &Listener) {
         };
     }
     if send_all(fd.as_raw_fd(), &[&l.banner]).is_err() {
-        return;
+        return None;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn::new(id, fd));
     REGISTRY.write().insert(id, conn.clone());
     pool().submit(move || reader_job(conn));
+    None
 }
 
 // ---------------------------------------------------------------------------
