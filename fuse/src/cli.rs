@@ -1,0 +1,124 @@
+//! `rumpctl fuse [-f] [-o ro] [path] mountpoint`: a running server's tree
+//! (or subtree) on the host; `umount mountpoint` ends it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::host;
+use crate::sys::{Remote, RemoteBackend};
+use crate::{Options, RumpFuse};
+
+const USAGE: &str = "usage: rumpctl fuse [-f] [-o ro] [path] mountpoint";
+
+/// Run the subcommand; returns the exit status.
+pub fn rumpctl_fuse(args: &[String]) -> i32 {
+    let prog = "rumpctl";
+    let mut ro = false;
+    let mut fg = false;
+    let mut opts: Vec<String> = Vec::new();
+    let mut pos: Vec<&String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "-o" => {
+                i += 1;
+                let Some(o) = args.get(i) else {
+                    eprintln!("{USAGE}");
+                    return 1;
+                };
+                opts.extend(o.split(',').filter(|s| !s.is_empty()).map(String::from));
+            }
+            "-f" => fg = true,
+            "-r" => ro = true,
+            a if a.starts_with('-') && a.len() > 1 => {
+                eprintln!("{USAGE}");
+                return 1;
+            }
+            _ => pos.push(&args[i]),
+        }
+        i += 1;
+    }
+    for o in &opts {
+        match o.as_str() {
+            "ro" => ro = true,
+            "rw" => ro = false,
+            _ => {
+                eprintln!("{prog}: fuse: unknown option {o}");
+                return 1;
+            }
+        }
+    }
+    let (path, mnt) = match pos.as_slice() {
+        [m] => ("/".to_string(), m.to_string()),
+        [p, m] => (p.to_string(), m.to_string()),
+        _ => {
+            eprintln!("{USAGE}");
+            return 1;
+        }
+    };
+    let mnt_abs = match host::check_mountpoint(Path::new(&mnt)) {
+        Ok(p) => p,
+        Err(m) => {
+            eprintln!("{prog}: {m}");
+            return 1;
+        }
+    };
+    let ready = match host::background(fg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{prog}: fork: {e}");
+            return 1;
+        }
+    };
+    let set = host::block_signals();
+    let client = match rumpclient::Client::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{prog}: {e}");
+            return 1;
+        }
+    };
+    let backend = RemoteBackend(Arc::new(Remote(client)));
+    // Other clients may change the tree: short timeouts, no write-back.
+    let o = Options { read_only: ro, ttl: Duration::from_secs(1), writeback: false };
+    let fs = match RumpFuse::new(backend, path.as_bytes(), o) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{prog}: {path}: {}", e.description());
+            return 1;
+        }
+    };
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(format!("rump:{path}")),
+        MountOption::Subtype("rump".into()),
+        MountOption::DefaultPermissions,
+        if ro { MountOption::RO } else { MountOption::RW },
+    ];
+    // SAFETY: geteuid has no preconditions.
+    cfg.acl = if unsafe { libc::geteuid() } == 0 { SessionACL::All } else { SessionACL::Owner };
+    cfg.n_threads = Some(1);
+    let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{prog}: {mnt}: {}", e);
+            return 1;
+        }
+    };
+    let m2 = mnt_abs.clone();
+    std::thread::spawn(move || {
+        host::wait_signal(&set);
+        let _ = host::unmount(&m2);
+    });
+    ready.ok();
+    match session.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{prog}: {mnt}: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,821 @@
+//! The FUSE file system: host requests (by FUSE node number) turned into
+//! path and descriptor calls on a [`Backend`]. Node numbers are handed out
+//! per kernel (st_dev, st_ino); each node remembers the directory and name
+//! it was last found under, so its path can be rebuilt.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use netbsd_abi::errno::*;
+use netbsd_abi::fcntl as nb;
+use netbsd_abi::stat::*;
+use netbsd_abi::Errno;
+use parking_lot::{Mutex, RwLock};
+use rumpclient::TimeSpec;
+
+use crate::sys::{systime, Backend, Syscalls, R};
+
+/// How the adapter serves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Refuse every change with `EROFS`.
+    pub read_only: bool,
+    /// Attribute and entry timeout.
+    pub ttl: Duration,
+    /// Let the host cache writes (`FUSE_WRITEBACK_CACHE`) and keep file
+    /// pages across opens: right only when this mount is the tree's only
+    /// writer.
+    pub writeback: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { read_only: false, ttl: Duration::from_secs(1), writeback: false }
+    }
+}
+
+struct Node {
+    parent: u64,
+    name: Vec<u8>,
+    key: (u64, u64),
+    nlookup: u64,
+    nlink: u32,
+    /// Unlinked or replaced: no path reaches it any more.
+    orphan: bool,
+}
+
+struct Nodes {
+    by_ino: HashMap<u64, Node>,
+    by_key: HashMap<(u64, u64), u64>,
+    next: u64,
+}
+
+enum Handle {
+    File { sys: Arc<dyn Syscalls>, fd: i32 },
+    Dir { entries: Vec<(Vec<u8>, u64, FileType)> },
+}
+
+/// The adapter.
+pub struct RumpFuse<B: Backend> {
+    backend: B,
+    /// The served tree's path in the kernel ("/" or a subtree).
+    base: Vec<u8>,
+    opts: Options,
+    nodes: RwLock<Nodes>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+}
+
+const ROOT: u64 = 1;
+
+fn fe(e: Errno) -> FErrno {
+    FErrno::from_i32(e.to_host())
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & S_IFMT {
+        S_IFDIR => FileType::Directory,
+        S_IFLNK => FileType::Symlink,
+        S_IFBLK => FileType::BlockDevice,
+        S_IFCHR => FileType::CharDevice,
+        S_IFIFO => FileType::NamedPipe,
+        S_IFSOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn dt_kind(t: u8) -> FileType {
+    use netbsd_abi::dirent::*;
+    match t {
+        DT_DIR => FileType::Directory,
+        DT_LNK => FileType::Symlink,
+        DT_BLK => FileType::BlockDevice,
+        DT_CHR => FileType::CharDevice,
+        DT_FIFO => FileType::NamedPipe,
+        DT_SOCK => FileType::Socket,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn attr_of(ino: u64, st: &Stat) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.size.max(0) as u64,
+        blocks: st.blocks.max(0) as u64,
+        atime: systime(st.atime),
+        mtime: systime(st.mtime),
+        ctime: systime(st.ctime),
+        crtime: systime(st.birthtime),
+        kind: kind_of(st.mode),
+        perm: (st.mode & 0o7777) as u16,
+        nlink: st.nlink,
+        uid: st.uid,
+        gid: st.gid,
+        rdev: st.rdev as u32,
+        blksize: if st.blksize > 0 { st.blksize as u32 } else { 4096 },
+        flags: 0,
+    }
+}
+
+/// Host `open(2)` flags to NetBSD's.
+fn open_flags(host: i32) -> i32 {
+    let mut f = host & libc::O_ACCMODE;
+    let map = [
+        (libc::O_CREAT, nb::O_CREAT),
+        (libc::O_EXCL, nb::O_EXCL),
+        (libc::O_TRUNC, nb::O_TRUNC),
+        (libc::O_APPEND, nb::O_APPEND),
+        (libc::O_NONBLOCK, nb::O_NONBLOCK),
+        (libc::O_DIRECTORY, nb::O_DIRECTORY),
+        (libc::O_NOFOLLOW, nb::O_NOFOLLOW),
+        (libc::O_DSYNC, nb::O_DSYNC),
+    ];
+    for (h, n) in map {
+        if host & h == h {
+            f |= n;
+        }
+    }
+    if host & libc::O_SYNC == libc::O_SYNC {
+        f |= nb::O_SYNC;
+    }
+    f
+}
+
+fn time_set(t: Option<TimeOrNow>) -> TimeSpec {
+    match t {
+        None => TimeSpec::Omit,
+        Some(TimeOrNow::Now) => TimeSpec::Now,
+        Some(TimeOrNow::SpecificTime(st)) => {
+            let (sec, nsec) = match st.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => (-(e.duration().as_secs() as i64), 0),
+            };
+            TimeSpec::At(Timespec { sec, nsec })
+        }
+    }
+}
+
+impl<B: Backend> RumpFuse<B> {
+    /// Serve the kernel tree at `base` ("/" for all of it).
+    pub fn new(backend: B, base: &[u8], opts: Options) -> R<RumpFuse<B>> {
+        let mut base = base.to_vec();
+        while base.len() > 1 && base.ends_with(b"/") {
+            base.pop();
+        }
+        if base.first() != Some(&b'/') {
+            return Err(Errno(EINVAL));
+        }
+        let root = backend.caller(0, 0)?;
+        let st = root.lstat(&base)?;
+        if !st.is_dir() {
+            return Err(Errno(ENOTDIR));
+        }
+        let mut by_ino = HashMap::new();
+        let mut by_key = HashMap::new();
+        let key = (st.dev, st.ino);
+        by_ino.insert(ROOT, Node { parent: ROOT, name: Vec::new(), key, nlookup: 1, nlink: st.nlink, orphan: false });
+        by_key.insert(key, ROOT);
+        Ok(RumpFuse {
+            backend,
+            base,
+            opts,
+            nodes: RwLock::new(Nodes { by_ino, by_key, next: ROOT + 1 }),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    fn sys(&self, req: &Request) -> R<Arc<dyn Syscalls>> {
+        self.backend.caller(req.uid(), req.gid())
+    }
+
+    fn rw(&self) -> R<()> {
+        if self.opts.read_only {
+            Err(Errno(EROFS))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The kernel path of node `ino`.
+    fn path(&self, ino: u64) -> R<Vec<u8>> {
+        let t = self.nodes.read();
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut cur = ino;
+        let mut depth = 0;
+        while cur != ROOT {
+            let n = t.by_ino.get(&cur).ok_or(Errno(ENOENT))?;
+            if n.orphan {
+                return Err(Errno(ENOENT));
+            }
+            parts.push(&n.name);
+            cur = n.parent;
+            depth += 1;
+            if depth > 4096 {
+                // A cycle can only come from a bug; never loop forever.
+                return Err(Errno(ELOOP));
+            }
+        }
+        let mut p = self.base.clone();
+        for c in parts.iter().rev() {
+            if p.last() != Some(&b'/') {
+                p.push(b'/');
+            }
+            p.extend_from_slice(c);
+        }
+        Ok(p)
+    }
+
+    fn child(&self, parent: u64, name: &OsStr) -> R<Vec<u8>> {
+        let mut p = self.path(parent)?;
+        if p.last() != Some(&b'/') {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name.as_bytes());
+        Ok(p)
+    }
+
+    /// Record that `st` was found as `name` in `parent`; returns its node
+    /// number. `lookups` is added to its lookup count.
+    fn remember(&self, parent: u64, name: &[u8], st: &Stat, lookups: u64) -> u64 {
+        let key = (st.dev, st.ino);
+        let mut t = self.nodes.write();
+        if let Some(&ino) = t.by_key.get(&key) {
+            if let Some(n) = t.by_ino.get_mut(&ino) {
+                if ino != ROOT {
+                    n.parent = parent;
+                    n.name = name.to_vec();
+                    n.orphan = false;
+                }
+                n.nlookup += lookups;
+                n.nlink = st.nlink;
+                return ino;
+            }
+        }
+        let ino = t.next;
+        t.next += 1;
+        t.by_ino.insert(ino, Node { parent, name: name.to_vec(), key, nlookup: lookups, nlink: st.nlink, orphan: false });
+        t.by_key.insert(key, ino);
+        ino
+    }
+
+    /// The name `name` in `parent` is gone (unlink, rmdir, replaced).
+    fn forget_name(&self, parent: u64, name: &[u8]) {
+        let mut t = self.nodes.write();
+        let hit = t.by_ino.iter().find(|(_, n)| n.parent == parent && n.name == name && !n.orphan).map(|(&i, _)| i);
+        if let Some(ino) = hit {
+            if ino == ROOT {
+                return;
+            }
+            let mut drop_key = None;
+            if let Some(n) = t.by_ino.get_mut(&ino) {
+                n.orphan = true;
+                if n.nlink <= 1 {
+                    // The inode number may be reused for a new file: give
+                    // that one a fresh node.
+                    drop_key = Some(n.key);
+                }
+            }
+            if let Some(k) = drop_key {
+                if t.by_key.get(&k) == Some(&ino) {
+                    t.by_key.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn entry_for(&self, sys: &dyn Syscalls, parent: u64, name: &OsStr, path: &[u8]) -> R<FileAttr> {
+        let st = sys.lstat(path)?;
+        let ino = self.remember(parent, name.as_bytes(), &st, 1);
+        Ok(attr_of(ino, &st))
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: FileHandle) -> R<Arc<Handle>> {
+        self.handles.lock().get(&fh.0).cloned().ok_or(Errno(EBADF))
+    }
+
+    fn file(&self, fh: FileHandle) -> R<(Arc<dyn Syscalls>, i32)> {
+        match &*self.handle(fh)? {
+            Handle::File { sys, fd } => Ok((sys.clone(), *fd)),
+            Handle::Dir { .. } => Err(Errno(EISDIR)),
+        }
+    }
+
+    fn stat_ino(&self, sys: &dyn Syscalls, ino: u64, fh: Option<FileHandle>) -> R<FileAttr> {
+        if let Some(fh) = fh {
+            if let Ok((fsys, fd)) = self.file(fh) {
+                return Ok(attr_of(ino, &fsys.fstat(fd)?));
+            }
+        }
+        let p = self.path(ino)?;
+        let st = sys.lstat(&p)?;
+        if let Some(n) = self.nodes.write().by_ino.get_mut(&ino) {
+            n.nlink = st.nlink;
+        }
+        Ok(attr_of(ino, &st))
+    }
+
+    /// Flags for a kernel open: with the write-back cache the host may read
+    /// through a write-only open, and does appends itself.
+    fn kernel_open_flags(&self, host: i32) -> i32 {
+        let mut f = open_flags(host);
+        if self.opts.writeback {
+            if f & nb::O_ACCMODE == nb::O_WRONLY {
+                f = (f & !nb::O_ACCMODE) | nb::O_RDWR;
+            }
+            f &= !nb::O_APPEND;
+        }
+        f
+    }
+
+    fn fopen_flags(&self) -> FopenFlags {
+        if self.opts.writeback {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
+    fn do_setattr(&self, req: &Request, ino: u64, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
+        size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, fh: Option<FileHandle>) -> R<FileAttr> {
+        let sys = self.sys(req)?;
+        let file = fh.and_then(|h| self.file(h).ok());
+        let need_path = || self.path(ino);
+        if mode.is_some() || uid.is_some() || gid.is_some() || size.is_some() || atime.is_some() || mtime.is_some() {
+            self.rw()?;
+        }
+        if let Some(m) = mode {
+            match &file {
+                Some((s, fd)) => s.fchmod(*fd, m & 0o7777)?,
+                None => sys.chmod(&need_path()?, m & 0o7777)?,
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+            match &file {
+                Some((s, fd)) => s.fchown(*fd, u, g)?,
+                None => sys.lchown(&need_path()?, u, g)?,
+            }
+        }
+        if let Some(sz) = size {
+            let sz = i64::try_from(sz).map_err(|_| Errno(EFBIG))?;
+            match &file {
+                Some((s, fd)) => s.ftruncate(*fd, sz)?,
+                None => sys.truncate(&need_path()?, sz)?,
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let t = [time_set(atime), time_set(mtime)];
+            match &file {
+                Some((s, fd)) => s.futimens(*fd, t)?,
+                None => sys.utimens(&need_path()?, t)?,
+            }
+        }
+        self.stat_ino(&*sys, ino, fh)
+    }
+
+    fn do_readdir(&self, fh: FileHandle, offset: u64, mut add: impl FnMut(u64, &[u8], u64, FileType) -> bool) -> R<()> {
+        let h = self.handle(fh)?;
+        let Handle::Dir { entries } = &*h else { return Err(Errno(ENOTDIR)) };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (name, kino, kind)) in entries.iter().enumerate().skip(start) {
+            if add(*kino, name, i as u64 + 1, *kind) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+macro_rules! tryr {
+    ($reply:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $reply.error(fe(e)),
+        }
+    };
+}
+
+impl<B: Backend> Filesystem for RumpFuse<B> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let mut want = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_PARALLEL_DIROPS;
+        if self.opts.writeback {
+            want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let _ = config.add_capabilities(want);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = (|| {
+            let sys = self.sys(req)?;
+            let p = self.child(parent.0, name)?;
+            self.entry_for(&*sys, parent.0, name, &p)
+        })();
+        let a = tryr!(reply, r);
+        reply.entry(&self.opts.ttl, &a, Generation(0));
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 == ROOT {
+            return;
+        }
+        let mut t = self.nodes.write();
+        let gone = match t.by_ino.get_mut(&ino.0) {
+            Some(n) => {
+                n.nlookup = n.nlookup.saturating_sub(nlookup);
+                n.nlookup == 0
+            }
+            None => false,
+        };
+        if gone {
+            if let Some(n) = t.by_ino.remove(&ino.0) {
+                if t.by_key.get(&n.key) == Some(&ino.0) {
+                    t.by_key.remove(&n.key);
+                }
+            }
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = (|| {
+            let sys = self.sys(req)?;
+            self.stat_ino(&*sys, ino.0, fh)
+        })();
+        let a = tryr!(reply, r);
+        reply.attr(&self.opts.ttl, &a);
+    }
+
+    fn setattr(&self, req: &Request, ino: INodeNo, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
+        size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>, _crtime: Option<SystemTime>, _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>, _flags: Option<fuser::BsdFileFlags>, reply: ReplyAttr) {
+        let a = tryr!(reply, self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh));
+        reply.attr(&self.opts.ttl, &a);
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = (|| self.sys(req)?.readlink(&self.path(ino.0)?))();
+        let t = tryr!(reply, r);
+        reply.data(&t);
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let r = (|| {
+            self.rw()?;
+            let sys = self.sys(req)?;
+            let p = self.child(parent.0, name)?;
+            sys.mknod(&p, mode, rdev as u64)?;
+            self.entry_for(&*sys, parent.0, name, &p)
+        })();
+        let a = tryr!(reply, r);
+        reply.entry(&self.opts.ttl, &a, Generation(0));
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let r = (|| {
+            self.rw()?;
+            let sys = self.sys(req)?;
+            let p = self.child(parent.0, name)?;
+            sys.mkdir(&p, mode & 0o7777)?;
+            self.entry_for(&*sys, parent.0, name, &p)
+        })();
+        let a = tryr!(reply, r);
+        reply.entry(&self.opts.ttl, &a, Generation(0));
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = (|| {
+            self.rw()?;
+            let p = self.child(parent.0, name)?;
+            self.sys(req)?.unlink(&p)?;
+            self.forget_name(parent.0, name.as_bytes());
+            Ok(())
+        })();
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = (|| {
+            self.rw()?;
+            let p = self.child(parent.0, name)?;
+            self.sys(req)?.rmdir(&p)?;
+            self.forget_name(parent.0, name.as_bytes());
+            Ok(())
+        })();
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        let r = (|| {
+            self.rw()?;
+            let sys = self.sys(req)?;
+            let p = self.child(parent.0, link_name)?;
+            sys.symlink(target.as_os_str().as_bytes(), &p)?;
+            self.entry_for(&*sys, parent.0, link_name, &p)
+        })();
+        let a = tryr!(reply, r);
+        reply.entry(&self.opts.ttl, &a, Generation(0));
+    }
+
+    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr,
+        flags: RenameFlags, reply: ReplyEmpty) {
+        let r = (|| {
+            self.rw()?;
+            let sys = self.sys(req)?;
+            let from = self.child(parent.0, name)?;
+            let to = self.child(newparent.0, newname)?;
+            if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+                return Err(Errno(EINVAL));
+            }
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) && sys.lstat(&to).is_ok() {
+                return Err(Errno(EEXIST));
+            }
+            let src = sys.lstat(&from)?;
+            sys.rename(&from, &to)?;
+            self.forget_name(newparent.0, newname.as_bytes());
+            // The moved node now lives under its new name.
+            let mut t = self.nodes.write();
+            if let Some(&ino) = t.by_key.get(&(src.dev, src.ino)) {
+                if let Some(n) = t.by_ino.get_mut(&ino) {
+                    if n.parent == parent.0 && n.name == name.as_bytes() {
+                        n.parent = newparent.0;
+                        n.name = newname.as_bytes().to_vec();
+                        n.orphan = false;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let r = (|| {
+            self.rw()?;
+            let sys = self.sys(req)?;
+            let from = self.path(ino.0)?;
+            let to = self.child(newparent.0, newname)?;
+            sys.link(&from, &to)?;
+            let st = sys.lstat(&to)?;
+            // Keep the node's old name: it still exists.
+            let n = self.remember_link(&st);
+            Ok(attr_of(n, &st))
+        })();
+        let a = tryr!(reply, r);
+        reply.entry(&self.opts.ttl, &a, Generation(0));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let r = (|| {
+            let f = self.kernel_open_flags(flags.0);
+            if f & nb::O_ACCMODE != nb::O_RDONLY || f & nb::O_TRUNC != 0 {
+                self.rw()?;
+            }
+            let sys = self.sys(req)?;
+            let fd = sys.open(&self.path(ino.0)?, f & !(nb::O_CREAT | nb::O_EXCL), 0)?;
+            Ok(self.add_handle(Handle::File { sys, fd }))
+        })();
+        let fh = tryr!(reply, r);
+        reply.opened(FileHandle(fh), self.fopen_flags());
+    }
+
+    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>, reply: ReplyData) {
+        let r = (|| {
+            let (sys, fd) = self.file(fh)?;
+            let off = i64::try_from(offset).map_err(|_| Errno(EINVAL))?;
+            let mut buf = vec![0u8; size as usize];
+            let mut done = 0;
+            while done < buf.len() {
+                let n = sys.pread(fd, &mut buf[done..], off + done as i64)?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            Ok(buf)
+        })();
+        let b = tryr!(reply, r);
+        reply.data(&b);
+    }
+
+    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags,
+        _flags: OpenFlags, _lock_owner: Option<LockOwner>, reply: ReplyWrite) {
+        let r = (|| {
+            self.rw()?;
+            let (sys, fd) = self.file(fh)?;
+            let off = i64::try_from(offset).map_err(|_| Errno(EINVAL))?;
+            let mut done = 0;
+            while done < data.len() {
+                let n = sys.pwrite(fd, &data[done..], off + done as i64)?;
+                if n == 0 {
+                    return Err(Errno(EIO));
+                }
+                done += n;
+            }
+            Ok(done)
+        })();
+        let n = tryr!(reply, r);
+        reply.written(n as u32);
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        let h = self.handles.lock().remove(&fh.0);
+        if let Some(h) = h {
+            if let Handle::File { sys, fd } = &*h {
+                let _ = sys.close(*fd);
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let r = (|| {
+            let (sys, fd) = self.file(fh)?;
+            sys.fsync(fd)
+        })();
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = (|| {
+            let sys = self.sys(req)?;
+            let ents = sys.list_dir(&self.path(ino.0)?)?;
+            let entries = ents.into_iter().map(|d| (d.name, d.fileno, dt_kind(d.kind))).collect();
+            Ok(self.add_handle(Handle::Dir { entries }))
+        })();
+        let fh = tryr!(reply, r);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = self.do_readdir(fh, offset, |kino, name, next, kind| reply.add(INodeNo(kino.max(1)), next, kind, OsStr::from_bytes(name)));
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = (|| {
+            let sys = self.sys(req)?;
+            let dir = self.path(ino.0)?;
+            let ttl = self.opts.ttl;
+            self.do_readdir(fh, offset, |_kino, name, next, _kind| {
+                if name == b"." || name == b".." {
+                    // The host does not count lookups of these: report
+                    // them without attributes it would cache.
+                    let a = FileAttr { ino: INodeNo(if name == b"." { ino.0 } else { ROOT }), ..empty_attr() };
+                    return reply.add(a.ino, next, OsStr::from_bytes(name), &Duration::ZERO, &a, Generation(0));
+                }
+                let mut p = dir.clone();
+                if p.last() != Some(&b'/') {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                let Ok(st) = sys.lstat(&p) else { return false };
+                let n = self.remember(ino.0, name, &st, 0);
+                let a = attr_of(n, &st);
+                let full = reply.add(INodeNo(n), next, OsStr::from_bytes(name), &ttl, &a, Generation(0));
+                if !full {
+                    if let Some(node) = self.nodes.write().by_ino.get_mut(&n) {
+                        node.nlookup += 1;
+                    }
+                }
+                full
+            })
+        })();
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let r = (|| self.sys(req)?.statvfs(&self.base))();
+        let s = tryr!(reply, r);
+        let bs = s.bsize.min(u32::MAX as u64) as u32;
+        reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, bs, s.namemax as u32, s.frsize as u32);
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let r = (|| {
+            let mut amode = 0;
+            if mask.contains(AccessFlags::R_OK) {
+                amode |= nb::R_OK;
+            }
+            if mask.contains(AccessFlags::W_OK) {
+                amode |= nb::W_OK;
+            }
+            if mask.contains(AccessFlags::X_OK) {
+                amode |= nb::X_OK;
+            }
+            if amode & nb::W_OK != 0 {
+                self.rw()?;
+            }
+            self.sys(req)?.access(&self.path(ino.0)?, amode)
+        })();
+        tryr!(reply, r);
+        reply.ok();
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32,
+        reply: ReplyCreate) {
+        let r = (|| {
+            self.rw()?;
+            let sys = self.sys(req)?;
+            let p = self.child(parent.0, name)?;
+            let f = self.kernel_open_flags(flags) | nb::O_CREAT;
+            let fd = sys.open(&p, f, mode & 0o7777)?;
+            let st = match sys.fstat(fd) {
+                Ok(st) => st,
+                Err(e) => {
+                    let _ = sys.close(fd);
+                    return Err(e);
+                }
+            };
+            let ino = self.remember(parent.0, name.as_bytes(), &st, 1);
+            let fh = self.add_handle(Handle::File { sys, fd });
+            Ok((attr_of(ino, &st), fh))
+        })();
+        let (a, fh) = tryr!(reply, r);
+        reply.created(&self.opts.ttl, &a, Generation(0), FileHandle(fh), self.fopen_flags());
+    }
+}
+
+impl<B: Backend> RumpFuse<B> {
+    /// A new hard link to a known inode: bump its lookups, keep its name.
+    fn remember_link(&self, st: &Stat) -> u64 {
+        let key = (st.dev, st.ino);
+        let mut t = self.nodes.write();
+        if let Some(&ino) = t.by_key.get(&key) {
+            if let Some(n) = t.by_ino.get_mut(&ino) {
+                n.nlookup += 1;
+                n.nlink = st.nlink;
+                return ino;
+            }
+        }
+        drop(t);
+        // Not known (cannot happen for a link the host made from a node it
+        // holds); treat as found at the root's level without a path.
+        let ino = self.remember(ROOT, b"", st, 1);
+        if let Some(n) = self.nodes.write().by_ino.get_mut(&ino) {
+            n.orphan = true;
+        }
+        ino
+    }
+}
+
+fn empty_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ROOT),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::Directory,
+        perm: 0o755,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}

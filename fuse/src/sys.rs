@@ -1,0 +1,304 @@
+//! "A syscall path": the calls the FUSE adapter makes, implemented over the
+//! in-process kernel ([`rumpkern::LocalProc`]) and over sysproxy
+//! ([`rumpclient::Client`]). Errors are NetBSD errno values.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use netbsd_abi::dirent::Dirent;
+use netbsd_abi::fcntl::{O_DIRECTORY, O_RDONLY};
+use netbsd_abi::stat::{Stat, Timespec};
+use netbsd_abi::statvfs::Statvfs;
+use netbsd_abi::Errno;
+use parking_lot::RwLock;
+use rumpclient::{Client, TimeSpec};
+use rumpkern::vfs::Cred;
+use rumpkern::{Kernel, LocalProc};
+
+pub type R<T> = Result<T, Errno>;
+
+/// One process's system calls, by path or descriptor (paths are bytes,
+/// absolute, without NUL).
+pub trait Syscalls: Send + Sync {
+    fn lstat(&self, path: &[u8]) -> R<Stat>;
+    fn fstat(&self, fd: i32) -> R<Stat>;
+    fn open(&self, path: &[u8], flags: i32, mode: u32) -> R<i32>;
+    fn close(&self, fd: i32) -> R<()>;
+    fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> R<usize>;
+    fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> R<usize>;
+    /// Every entry of the directory at `path`.
+    fn list_dir(&self, path: &[u8]) -> R<Vec<Dirent>>;
+    fn mkdir(&self, path: &[u8], mode: u32) -> R<()>;
+    fn rmdir(&self, path: &[u8]) -> R<()>;
+    fn unlink(&self, path: &[u8]) -> R<()>;
+    fn rename(&self, from: &[u8], to: &[u8]) -> R<()>;
+    fn link(&self, from: &[u8], to: &[u8]) -> R<()>;
+    fn symlink(&self, target: &[u8], path: &[u8]) -> R<()>;
+    fn readlink(&self, path: &[u8]) -> R<Vec<u8>>;
+    fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()>;
+    fn chmod(&self, path: &[u8], mode: u32) -> R<()>;
+    fn fchmod(&self, fd: i32, mode: u32) -> R<()>;
+    /// chown without following a final symbolic link.
+    fn lchown(&self, path: &[u8], uid: u32, gid: u32) -> R<()>;
+    fn fchown(&self, fd: i32, uid: u32, gid: u32) -> R<()>;
+    /// Set times without following a final symbolic link.
+    fn utimens(&self, path: &[u8], t: [TimeSpec; 2]) -> R<()>;
+    fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> R<()>;
+    fn truncate(&self, path: &[u8], len: i64) -> R<()>;
+    fn ftruncate(&self, fd: i32, len: i64) -> R<()>;
+    fn fsync(&self, fd: i32) -> R<()>;
+    fn statvfs(&self, path: &[u8]) -> R<Statvfs>;
+    fn access(&self, path: &[u8], amode: i32) -> R<()>;
+}
+
+/// Where the adapter gets the process for a request's caller.
+pub trait Backend: Send + Sync + 'static {
+    fn caller(&self, uid: u32, gid: u32) -> R<Arc<dyn Syscalls>>;
+}
+
+fn s(p: &[u8]) -> R<&str> {
+    std::str::from_utf8(p).map_err(|_| Errno(netbsd_abi::errno::EILSEQ))
+}
+
+// ----- the in-process kernel -----
+
+/// A kernel process of this host process.
+pub struct Local(pub LocalProc);
+
+fn targ(t: TimeSpec) -> rumpkern::local::TimeArg {
+    match t {
+        TimeSpec::Omit => None,
+        TimeSpec::Now => Some(None),
+        TimeSpec::At(ts) => Some(Some(ts)),
+    }
+}
+
+impl Syscalls for Local {
+    fn lstat(&self, path: &[u8]) -> R<Stat> {
+        self.0.lstat(s(path)?)
+    }
+    fn fstat(&self, fd: i32) -> R<Stat> {
+        self.0.fstat(fd)
+    }
+    fn open(&self, path: &[u8], flags: i32, mode: u32) -> R<i32> {
+        self.0.open(s(path)?, flags, mode)
+    }
+    fn close(&self, fd: i32) -> R<()> {
+        self.0.close(fd)
+    }
+    fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> R<usize> {
+        self.0.pread(fd, buf, off)
+    }
+    fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> R<usize> {
+        self.0.pwrite(fd, buf, off)
+    }
+    fn list_dir(&self, path: &[u8]) -> R<Vec<Dirent>> {
+        let fd = self.0.open(s(path)?, O_RDONLY | O_DIRECTORY, 0)?;
+        let r = self.0.getdents(fd);
+        let _ = self.0.close(fd);
+        r
+    }
+    fn mkdir(&self, path: &[u8], mode: u32) -> R<()> {
+        self.0.mkdir(s(path)?, mode)
+    }
+    fn rmdir(&self, path: &[u8]) -> R<()> {
+        self.0.rmdir(s(path)?)
+    }
+    fn unlink(&self, path: &[u8]) -> R<()> {
+        self.0.unlink(s(path)?)
+    }
+    fn rename(&self, from: &[u8], to: &[u8]) -> R<()> {
+        self.0.rename(s(from)?, s(to)?)
+    }
+    fn link(&self, from: &[u8], to: &[u8]) -> R<()> {
+        self.0.link(s(from)?, s(to)?)
+    }
+    fn symlink(&self, target: &[u8], path: &[u8]) -> R<()> {
+        self.0.symlink(s(target)?, s(path)?)
+    }
+    fn readlink(&self, path: &[u8]) -> R<Vec<u8>> {
+        self.0.readlink(s(path)?)
+    }
+    fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()> {
+        self.0.mknod(s(path)?, mode, dev)
+    }
+    fn chmod(&self, path: &[u8], mode: u32) -> R<()> {
+        self.0.chmod(s(path)?, mode)
+    }
+    fn fchmod(&self, fd: i32, mode: u32) -> R<()> {
+        self.0.fchmod(fd, mode)
+    }
+    fn lchown(&self, path: &[u8], uid: u32, gid: u32) -> R<()> {
+        self.0.chown(s(path)?, uid, gid, false)
+    }
+    fn fchown(&self, fd: i32, uid: u32, gid: u32) -> R<()> {
+        self.0.fchown(fd, uid, gid)
+    }
+    fn utimens(&self, path: &[u8], t: [TimeSpec; 2]) -> R<()> {
+        self.0.utimens(s(path)?, [targ(t[0]), targ(t[1])], false)
+    }
+    fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> R<()> {
+        self.0.futimens(fd, [targ(t[0]), targ(t[1])])
+    }
+    fn truncate(&self, path: &[u8], len: i64) -> R<()> {
+        self.0.truncate(s(path)?, len)
+    }
+    fn ftruncate(&self, fd: i32, len: i64) -> R<()> {
+        self.0.ftruncate(fd, len)
+    }
+    fn fsync(&self, fd: i32) -> R<()> {
+        self.0.fsync(fd)
+    }
+    fn statvfs(&self, path: &[u8]) -> R<Statvfs> {
+        self.0.statvfs(s(path)?)
+    }
+    fn access(&self, path: &[u8], amode: i32) -> R<()> {
+        self.0.access(s(path)?, amode)
+    }
+}
+
+/// The in-process kernel: one kernel process per (uid, gid) that makes
+/// requests, so the kernel checks each caller's own credentials.
+pub struct LocalBackend {
+    kernel: Arc<Kernel>,
+    procs: RwLock<HashMap<(u32, u32), Arc<Local>>>,
+}
+
+/// Distinct callers kept; beyond, the table starts over (open files keep
+/// their process alive through their handles).
+const MAX_CALLERS: usize = 256;
+
+impl LocalBackend {
+    pub fn new(kernel: Arc<Kernel>) -> LocalBackend {
+        LocalBackend { kernel, procs: RwLock::new(HashMap::new()) }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn caller(&self, uid: u32, gid: u32) -> R<Arc<dyn Syscalls>> {
+        if let Some(p) = self.procs.read().get(&(uid, gid)) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Local(self.kernel.local_process_as(Cred { uid, gid })?));
+        let mut t = self.procs.write();
+        if t.len() >= MAX_CALLERS {
+            t.clear();
+        }
+        Ok(t.entry((uid, gid)).or_insert(p).clone())
+    }
+}
+
+// ----- a running server, over sysproxy -----
+
+/// A sysproxy connection: one kernel process, root's credentials as NetBSD
+/// gives every sysproxy client.
+pub struct Remote(pub Client);
+
+fn e(r: Result<(), rumpclient::Error>) -> R<()> {
+    r.map_err(|e| e.errno())
+}
+
+fn ev<T>(r: Result<T, rumpclient::Error>) -> R<T> {
+    r.map_err(|e| e.errno())
+}
+
+impl Syscalls for Remote {
+    fn lstat(&self, path: &[u8]) -> R<Stat> {
+        ev(self.0.lstat(path))
+    }
+    fn fstat(&self, fd: i32) -> R<Stat> {
+        ev(self.0.fstat(fd))
+    }
+    fn open(&self, path: &[u8], flags: i32, mode: u32) -> R<i32> {
+        ev(self.0.open(path, flags, mode))
+    }
+    fn close(&self, fd: i32) -> R<()> {
+        e(self.0.close(fd))
+    }
+    fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> R<usize> {
+        ev(self.0.pread(fd, buf, off))
+    }
+    fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> R<usize> {
+        ev(self.0.pwrite(fd, buf, off))
+    }
+    fn list_dir(&self, path: &[u8]) -> R<Vec<Dirent>> {
+        ev(self.0.read_dir(path))
+    }
+    fn mkdir(&self, path: &[u8], mode: u32) -> R<()> {
+        e(self.0.mkdir(path, mode))
+    }
+    fn rmdir(&self, path: &[u8]) -> R<()> {
+        e(self.0.rmdir(path))
+    }
+    fn unlink(&self, path: &[u8]) -> R<()> {
+        e(self.0.unlink(path))
+    }
+    fn rename(&self, from: &[u8], to: &[u8]) -> R<()> {
+        e(self.0.rename(from, to))
+    }
+    fn link(&self, from: &[u8], to: &[u8]) -> R<()> {
+        e(self.0.link(from, to))
+    }
+    fn symlink(&self, target: &[u8], path: &[u8]) -> R<()> {
+        e(self.0.symlink(target, path))
+    }
+    fn readlink(&self, path: &[u8]) -> R<Vec<u8>> {
+        ev(self.0.readlink(path))
+    }
+    fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()> {
+        e(self.0.mknod(path, mode, dev))
+    }
+    fn chmod(&self, path: &[u8], mode: u32) -> R<()> {
+        e(self.0.chmod(path, mode))
+    }
+    fn fchmod(&self, fd: i32, mode: u32) -> R<()> {
+        e(self.0.fchmod(fd, mode))
+    }
+    fn lchown(&self, path: &[u8], uid: u32, gid: u32) -> R<()> {
+        e(self.0.lchown(path, uid, gid))
+    }
+    fn fchown(&self, fd: i32, uid: u32, gid: u32) -> R<()> {
+        e(self.0.fchown(fd, uid, gid))
+    }
+    fn utimens(&self, path: &[u8], t: [TimeSpec; 2]) -> R<()> {
+        e(self.0.utimens(path, t, false))
+    }
+    fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> R<()> {
+        e(self.0.futimens(fd, t))
+    }
+    fn truncate(&self, path: &[u8], len: i64) -> R<()> {
+        e(self.0.truncate(path, len))
+    }
+    fn ftruncate(&self, fd: i32, len: i64) -> R<()> {
+        e(self.0.ftruncate(fd, len))
+    }
+    fn fsync(&self, fd: i32) -> R<()> {
+        e(self.0.fsync(fd))
+    }
+    fn statvfs(&self, path: &[u8]) -> R<Statvfs> {
+        ev(self.0.statvfs(path))
+    }
+    fn access(&self, path: &[u8], amode: i32) -> R<()> {
+        e(self.0.access(path, amode))
+    }
+}
+
+/// A running server: every request goes through the one connection.
+pub struct RemoteBackend(pub Arc<Remote>);
+
+impl Backend for RemoteBackend {
+    fn caller(&self, _uid: u32, _gid: u32) -> R<Arc<dyn Syscalls>> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Convert a kernel time to the host's.
+pub fn systime(t: Timespec) -> std::time::SystemTime {
+    use std::time::{Duration, UNIX_EPOCH};
+    let ns = t.nsec.clamp(0, 999_999_999) as u32;
+    if t.sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(t.sec as u64, ns)).unwrap_or(UNIX_EPOCH)
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::new(t.sec.unsigned_abs(), 0)).unwrap_or(UNIX_EPOCH)
+    }
+}

@@ -1,0 +1,229 @@
+//! rump_ext2fs: mount an ext2 image on the host through FUSE, with the
+//! built-in kernel's ext2 in this process.
+//!
+//!     rump_ext2fs [-f] [-o opts] image mountpoint
+//!
+//! Returns once the mount is live (`-f`: stays in the foreground). Unmount
+//! (`umount mountpoint`, `fusermount3 -u`), SIGTERM or SIGINT run the halt:
+//! the kernel's caches are flushed to the image and the process exits 0.
+//! `-o rumpserver=URL` also serves the kernel over sysproxy (`rumpctl`,
+//! `rump.halt [-dhn]`, which unmounts the FUSE mount).
+
+use std::path::{Path, PathBuf};
+use std::process::exit;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+use netbsd_abi::fcntl::MNT_RDONLY;
+use rumpfuse::{host, LocalBackend, Options, RumpFuse};
+use rumprun::Rump;
+
+const PROG: &str = "rump_ext2fs";
+/// Where the image is mounted inside the kernel.
+const KMNT: &str = "/mnt";
+
+fn usage() -> ! {
+    eprintln!("usage: {PROG} [-f] [-o option[,option...]] image mountpoint");
+    exit(1)
+}
+
+fn die(msg: impl std::fmt::Display) -> ! {
+    eprintln!("{PROG}: {msg}");
+    exit(1)
+}
+
+#[derive(Default)]
+struct Args {
+    fg: bool,
+    ro: bool,
+    url: Option<String>,
+    threads: usize,
+    allow_other: Option<bool>,
+    fuse_opts: Vec<MountOption>,
+    image: String,
+    mnt: String,
+}
+
+fn parse() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut a = Args { threads: 4, ..Default::default() };
+    let mut pos = Vec::new();
+    let mut opts = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        let s = &argv[i];
+        if s == "--" {
+            pos.extend(argv[i + 1..].iter().cloned());
+            break;
+        } else if s == "-f" || s == "-d" {
+            a.fg = true;
+        } else if s == "-r" {
+            a.ro = true;
+        } else if let Some(rest) = s.strip_prefix("-o") {
+            let v = if rest.is_empty() {
+                i += 1;
+                argv.get(i).cloned().unwrap_or_else(|| usage())
+            } else {
+                rest.to_string()
+            };
+            opts.extend(v.split(',').filter(|x| !x.is_empty()).map(String::from));
+        } else if s.starts_with('-') && s.len() > 1 {
+            usage();
+        } else {
+            pos.push(s.clone());
+        }
+        i += 1;
+    }
+    for o in opts {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (o.clone(), None),
+        };
+        match (k.as_str(), v) {
+            ("ro", None) => a.ro = true,
+            ("rw", None) => a.ro = false,
+            ("rumpserver", Some(u)) if !u.is_empty() => a.url = Some(u),
+            ("threads", Some(n)) => match n.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => a.threads = n,
+                _ => die(format!("threads={n}: must be 1 to 64")),
+            },
+            ("allow_other", None) => a.allow_other = Some(true),
+            ("noallow_other", None) => a.allow_other = Some(false),
+            ("noatime", None) => a.fuse_opts.push(MountOption::NoAtime),
+            ("nosuid", None) => a.fuse_opts.push(MountOption::NoSuid),
+            ("nodev", None) => a.fuse_opts.push(MountOption::NoDev),
+            ("noexec", None) => a.fuse_opts.push(MountOption::NoExec),
+            ("atime" | "suid" | "dev" | "exec" | "async" | "defaults", None) => {}
+            _ => die(format!("{o}: unknown mount option")),
+        }
+    }
+    match pos.as_slice() {
+        [img, m] => {
+            a.image = img.clone();
+            a.mnt = m.clone();
+        }
+        _ => usage(),
+    }
+    a
+}
+
+fn main() {
+    let a = parse();
+    let img = Path::new(&a.image);
+    let md = std::fs::metadata(img).unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+    if md.is_dir() {
+        die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
+    }
+    let mnt = host::check_mountpoint(Path::new(&a.mnt)).unwrap_or_else(|m| die(m));
+    let mut ro = a.ro;
+    if !ro && std::fs::OpenOptions::new().read(true).write(true).open(img).is_err() {
+        // An image we may not write is served read-only.
+        ro = true;
+    }
+
+    let ready = host::background(a.fg).unwrap_or_else(|e| die(format!("fork: {e}")));
+    let sigs = host::block_signals();
+
+    let spec = format!("key=/dk,hostpath={},size=host,type=blk", a.image);
+    let mut rump = Rump::builder().drive(&spec).boot().unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
+    let p = rump.process().unwrap_or_else(|e| die(format!("kernel: {}", e.description())));
+    p.mkdir(KMNT, 0o755).unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
+    if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
+        die(format!("{}: {}", a.image, e.description()));
+    }
+    // Read-only-compatible features the component lacks force read-only.
+    if let Ok(sv) = p.statvfs(KMNT) {
+        if sv.flag & MNT_RDONLY as u64 != 0 {
+            ro = true;
+        }
+    }
+    drop(p);
+    if let Some(url) = &a.url {
+        rump.serve(url).unwrap_or_else(|e| die(e));
+    }
+    // rump.halt through sysproxy: take the host mount away, then halt.
+    let m2 = mnt.clone();
+    rump.kernel().set_reboot_handler(Box::new(move |k: &rumprun::Kernel, call: rumpkern::RebootCall| {
+        let _ = host::unmount(&m2);
+        match halt::halt(k, call.flags, halt::Caller::Remote(call.client)) {
+            Ok(report) => report.errno(),
+            Err(e) => e.0,
+        }
+    }));
+
+    // The only writer unless sysproxy clients may change the tree too.
+    let single = a.url.is_none();
+    let opts = Options {
+        read_only: ro,
+        ttl: if single { Duration::from_secs(60) } else { Duration::from_secs(1) },
+        writeback: single && !ro,
+    };
+    let backend = LocalBackend::new(rump.kernel().clone());
+    let fs = RumpFuse::new(backend, KMNT.as_bytes(), opts)
+        .unwrap_or_else(|e| die(format!("{}: {}", a.image, e.description())));
+    let mut cfg = Config::default();
+    let mut mo = vec![
+        MountOption::FSName(abs(&a.image)),
+        MountOption::Subtype("rump_ext2fs".into()),
+        MountOption::DefaultPermissions,
+        if ro { MountOption::RO } else { MountOption::RW },
+    ];
+    mo.extend(a.fuse_opts.iter().cloned());
+    cfg.mount_options = mo;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    cfg.acl = if a.allow_other.unwrap_or(root) { SessionACL::All } else { SessionACL::Owner };
+    cfg.n_threads = Some(a.threads);
+    cfg.clone_fd = true;
+    let session = match fuser::Session::new(fs, &mnt, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = rump.halt(netbsd_abi::reboot::RB_HALT);
+            die(format!("{}: {}", a.mnt, reason(&e)))
+        }
+    };
+
+    // SIGTERM, SIGINT, SIGHUP: unmount; the halt follows below.
+    let m3 = mnt.clone();
+    std::thread::spawn(move || loop {
+        let sig = host::wait_signal(&sigs);
+        if halt::quiesced() {
+            exit(0);
+        }
+        if let Err(m) = host::unmount(&m3) {
+            eprintln!("{PROG}: signal {sig}: {m}");
+        }
+    });
+    ready.ok();
+    if let Err(e) = session.run() {
+        eprintln!("{PROG}: {}: {e}", mnt.display());
+    }
+    finish(&rump);
+}
+
+/// The host mount is gone: halt (flush, exit 0, or 1 if the flush failed).
+fn finish(rump: &Rump) -> ! {
+    if halt::halting() {
+        // A halt from sysproxy is under way: it ends the process, or with
+        // -h quiesces the kernel and leaves the exit to a signal.
+        loop {
+            std::thread::park();
+        }
+    }
+    match rump.halt(0) {
+        Ok(_) => exit(0),
+        Err(e) => die(format!("halt: {}", e.description())),
+    }
+}
+
+fn abs(p: &str) -> String {
+    std::fs::canonicalize(p).map(|b: PathBuf| b.display().to_string()).unwrap_or_else(|_| p.to_string())
+}
+
+fn reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => host::strerror(n),
+        None => e.to_string(),
+    }
+}
+
