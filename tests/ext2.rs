@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -12,16 +11,17 @@ use netbsd_abi::errno::{EFTYPE, ENOSPC};
 use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY};
 use rumpclient::Error;
 
+/// e2fsprogs are a prerequisite: a missing program fails the test with a
+/// message naming it (see `common::host_tool`), never a silent skip.
 fn have_e2fsprogs() -> bool {
-    let ok = Command::new("mke2fs").arg("-V").output().is_ok() && Command::new("e2fsck").arg("-V").output().is_ok();
-    if !ok {
-        eprintln!("e2fsprogs not installed (.ci/run installs them): skipping");
+    for t in ["mke2fs", "e2fsck", "debugfs"] {
+        common::host_tool(t);
     }
-    ok
+    true
 }
 
 fn mke2fs(img: &Path, args: &[&str], size: &str) {
-    let o = Command::new("mke2fs")
+    let o = common::host_cmd("mke2fs")
         .args(["-q", "-F", "-t", "ext2"])
         .args(args)
         .arg(img)
@@ -33,7 +33,7 @@ fn mke2fs(img: &Path, args: &[&str], size: &str) {
 }
 
 fn e2fsck_clean(img: &Path) {
-    let o = Command::new("e2fsck").args(["-fn"]).arg(img).output().expect("e2fsck");
+    let o = common::host_cmd("e2fsck").args(["-fn"]).arg(img).output().expect("e2fsck");
     assert!(
         o.status.success(),
         "e2fsck -fn found problems:\n{}{}",
@@ -43,7 +43,7 @@ fn e2fsck_clean(img: &Path) {
 }
 
 fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
-    let o = Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
+    let o = common::host_cmd("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
     o.stdout
 }
 
@@ -121,9 +121,9 @@ fn images_from_mke2fs_read_back_byte_exact() {
                 for comp in dir.components() {
                     acc.push('/');
                     acc.push_str(comp.as_os_str().to_str().unwrap());
-                    let _ = Command::new("debugfs").args(["-w", "-R", &format!("mkdir {acc}")]).arg(&img).output();
+                    let _ = common::host_cmd("debugfs").args(["-w", "-R", &format!("mkdir {acc}")]).arg(&img).output();
                 }
-                let o = Command::new("debugfs")
+                let o = common::host_cmd("debugfs")
                     .args(["-w", "-R", &format!("write {} /{p}", tree.join(p).display())])
                     .arg(&img)
                     .output()
@@ -261,12 +261,12 @@ fn incompatible_images_are_refused_and_the_server_stays_up() {
     }
     let d = tmpdir();
     let ext4 = d.path().join("ext4.img");
-    let o = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&ext4).arg("8M").output().unwrap();
+    let o = common::host_cmd("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&ext4).arg("8M").output().unwrap();
     assert!(o.status.success());
     let ext3 = d.path().join("ext3.img");
-    let o = Command::new("mke2fs").args(["-q", "-F", "-t", "ext3"]).arg(&ext3).arg("8M").output().unwrap();
+    let o = common::host_cmd("mke2fs").args(["-q", "-F", "-t", "ext3"]).arg(&ext3).arg("8M").output().unwrap();
     assert!(o.status.success());
-    let o = Command::new("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&ext3).output().unwrap();
+    let o = common::host_cmd("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&ext3).output().unwrap();
     assert!(o.status.success());
 
     let s = Server::start(

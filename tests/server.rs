@@ -95,7 +95,7 @@ fn daemonized_server_is_up_when_the_command_returns() {
     let c = Client::connect(&url).expect("accepting connections as soon as rump_server returned");
     c.getpid().expect("getpid");
     drop(c);
-    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &url).output().expect("rump.halt");
+    let o = Command::new(common::rump_halt()).env("RUMP_SERVER", &url).output().expect("rump.halt");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -87,6 +87,17 @@ pub enum Caller {
     Local,
 }
 
+impl std::fmt::Display for Caller {
+    /// `client 3` (the sysproxy connection's id, which is what the handle
+    /// holds) or `the host process`, never a pointer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Remote(c) => write!(f, "client {}", *c as usize),
+            Caller::Local => f.write_str("the host process"),
+        }
+    }
+}
+
 static HALTING: AtomicBool = AtomicBool::new(false);
 static QUIESCED: AtomicBool = AtomicBool::new(false);
 
@@ -124,7 +135,7 @@ pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport
     }
     let start = Instant::now();
     if verbose() {
-        log(&format!("halt: flags {flags:#x}, caller {caller:?}"));
+        log(&format!("halt: {} by {caller}", netbsd_abi::reboot::RbFlags(flags)));
     }
 
     // 1. Stop admitting; let running syscalls finish, within bounds.
