@@ -40,3 +40,44 @@ pub const MOUNT_EXT2FS: &str = "ext2fs";
 
 /// `struct ufs_args { char *fspec; }`: one pointer.
 pub const UFS_ARGS_SIZE: usize = 8;
+
+/// `*at` flags (`sys/fcntl.h`).
+pub const AT_EACCESS: i32 = 0x100;
+pub const AT_SYMLINK_NOFOLLOW: i32 = 0x200;
+pub const AT_SYMLINK_FOLLOW: i32 = 0x400;
+pub const AT_REMOVEDIR: i32 = 0x800;
+
+/// `fcntl(2)` commands.
+pub const F_DUPFD: i32 = 0;
+pub const F_GETFD: i32 = 1;
+pub const F_SETFD: i32 = 2;
+pub const F_GETFL: i32 = 3;
+pub const F_SETFL: i32 = 4;
+pub const F_DUPFD_CLOEXEC: i32 = 12;
+/// The descriptor flag `F_GETFD`/`F_SETFD` carry.
+pub const FD_CLOEXEC: i32 = 1;
+/// Status flags `F_SETFL` may change (`FCNTLFLAGS`).
+pub const FCNTL_SETFL_MASK: i32 = O_APPEND | O_NONBLOCK | O_ASYNC | O_SYNC | O_DSYNC | O_RSYNC
+    | O_DIRECT | O_NOSIGPIPE;
+
+/// `access(2)` modes.
+pub const F_OK: i32 = 0;
+pub const X_OK: i32 = 0x01;
+pub const W_OK: i32 = 0x02;
+pub const R_OK: i32 = 0x04;
+
+/// `fsync_range(2)` flags: one of `FDATASYNC`/`FFILESYNC` is required.
+pub const FDATASYNC: i32 = 0x0010;
+pub const FFILESYNC: i32 = 0x0020;
+pub const FDISKSYNC: i32 = 0x0040;
+
+/// `struct iovec` on amd64: base pointer, length; 16 bytes.
+pub const IOVEC_SIZE: usize = 16;
+/// `IOV_MAX`: more vectors in one call is `EINVAL`.
+pub const IOV_MAX: usize = 1024;
+
+/// `statvfs1(2)` flags.
+pub const ST_WAIT: i32 = 1;
+pub const ST_NOWAIT: i32 = 2;
+/// `mount(2)`/`statvfs` flag: the file system is local.
+pub const MNT_LOCAL: i32 = 0x0000_1000;

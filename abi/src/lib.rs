@@ -9,6 +9,7 @@ pub mod reboot;
 pub mod signal;
 pub mod sp;
 pub mod stat;
+pub mod statvfs;
 pub mod syscall;
 
 pub use errno::Errno;

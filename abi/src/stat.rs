@@ -130,3 +130,48 @@ mod tests {
         assert_eq!(u64_at(&s.encode(), 112), 1 << 40);
     }
 }
+
+/// `utimensat(2)`/`futimens(2)` special `tv_nsec` values.
+pub const UTIME_NOW: i64 = (1 << 30) - 1;
+pub const UTIME_OMIT: i64 = (1 << 30) - 2;
+
+/// `struct timespec` on amd64: 16 bytes (i64 sec, long nsec).
+pub const TIMESPEC_SIZE: usize = 16;
+/// `struct timeval` on amd64: 16 bytes (i64 sec, int usec, 4 bytes pad).
+pub const TIMEVAL_SIZE: usize = 16;
+
+/// Permission bits: set-user-id, set-group-id, sticky.
+pub const S_ISUID: u32 = 0o4000;
+pub const S_ISGID: u32 = 0o2000;
+pub const S_ISVTX: u32 = 0o1000;
+
+impl Timespec {
+    /// Decode one `struct timespec` (16 bytes); `None` if short.
+    pub fn decode(b: &[u8]) -> Option<Timespec> {
+        let sec = i64::from_le_bytes(b.get(0..8)?.try_into().ok()?);
+        let nsec = i64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+        Some(Timespec { sec, nsec })
+    }
+
+    pub fn encode(&self) -> [u8; TIMESPEC_SIZE] {
+        let mut b = [0u8; TIMESPEC_SIZE];
+        b[..8].copy_from_slice(&self.sec.to_le_bytes());
+        b[8..].copy_from_slice(&self.nsec.to_le_bytes());
+        b
+    }
+
+    /// Decode one `struct timeval` as a timespec (`None` if short).
+    pub fn decode_timeval(b: &[u8]) -> Option<(i64, i64)> {
+        let sec = i64::from_le_bytes(b.get(0..8)?.try_into().ok()?);
+        let usec = i32::from_le_bytes(b.get(8..12)?.try_into().ok()?) as i64;
+        Some((sec, usec))
+    }
+
+    /// Encode as a `struct timeval` (microseconds, truncated).
+    pub fn encode_timeval(&self) -> [u8; TIMEVAL_SIZE] {
+        let mut b = [0u8; TIMEVAL_SIZE];
+        b[..8].copy_from_slice(&self.sec.to_le_bytes());
+        b[8..12].copy_from_slice(&((self.nsec / 1000) as i32).to_le_bytes());
+        b
+    }
+}

@@ -47,6 +47,85 @@ pub const SYS_STAT: i32 = 439;
 pub const SYS_FSTAT: i32 = 440;
 pub const SYS_LSTAT: i32 = 441;
 
+// File attributes, credentials, descriptors, vectored I/O, the *at family.
+/// (path, uid, gid)
+pub const SYS_CHOWN: i32 = 16;
+/// `getuid_with_euid`: retval[0] = uid, retval[1] = euid.
+pub const SYS_GETUID: i32 = 24;
+pub const SYS_GETEUID: i32 = 25;
+/// (path, amode)
+pub const SYS_ACCESS: i32 = 33;
+pub const SYS_DUP: i32 = 41;
+pub const SYS_GETEGID: i32 = 43;
+/// `getgid_with_egid`: retval[0] = gid, retval[1] = egid.
+pub const SYS_GETGID: i32 = 47;
+pub const SYS_UMASK: i32 = 60;
+pub const SYS_DUP2: i32 = 90;
+/// (fd, cmd, arg)
+pub const SYS_FCNTL: i32 = 92;
+/// (fd, iovp, iovcnt)
+pub const SYS_READV: i32 = 120;
+pub const SYS_WRITEV: i32 = 121;
+pub const SYS_FCHOWN: i32 = 123;
+/// (path, mode)
+pub const SYS_MKFIFO: i32 = 132;
+/// (path, PAD, length)
+pub const SYS_TRUNCATE: i32 = 200;
+pub const SYS_LCHMOD: i32 = 274;
+pub const SYS_LCHOWN: i32 = 275;
+/// The POSIX-semantics chown family libc calls (same behaviour here).
+pub const SYS___POSIX_CHOWN: i32 = 283;
+pub const SYS___POSIX_FCHOWN: i32 = 284;
+pub const SYS___POSIX_LCHOWN: i32 = 285;
+/// (fd, iovp, iovcnt, PAD, offset)
+pub const SYS_PREADV: i32 = 289;
+pub const SYS_PWRITEV: i32 = 290;
+/// (fd, flags, start, length)
+pub const SYS_FSYNC_RANGE: i32 = 354;
+/// (path, buf, flags): the pre-10 `struct statvfs` (compat 90).
+pub const SYS_STATVFS1: i32 = 357;
+pub const SYS_FSTATVFS1: i32 = 358;
+/// `__utimes50` (path, struct timeval tptr[2])
+pub const SYS_UTIMES: i32 = 420;
+/// `__futimes50` (fd, tptr)
+pub const SYS_FUTIMES: i32 = 423;
+/// `__lutimes50` (path, tptr)
+pub const SYS_LUTIMES: i32 = 424;
+/// `__mknod50` (path, mode, dev)
+pub const SYS_MKNOD: i32 = 450;
+/// (from, to, flags)
+pub const SYS_DUP3: i32 = 454;
+/// (fd1, name1, fd2, name2, flags)
+pub const SYS_LINKAT: i32 = 457;
+/// (fromfd, from, tofd, to)
+pub const SYS_RENAMEAT: i32 = 458;
+/// (fd, path, mode)
+pub const SYS_MKFIFOAT: i32 = 459;
+/// (fd, path, mode, PAD, dev)
+pub const SYS_MKNODAT: i32 = 460;
+/// (fd, path, mode)
+pub const SYS_MKDIRAT: i32 = 461;
+/// (fd, path, amode, flag)
+pub const SYS_FACCESSAT: i32 = 462;
+/// (fd, path, mode, flag)
+pub const SYS_FCHMODAT: i32 = 463;
+/// (fd, path, owner, group, flag)
+pub const SYS_FCHOWNAT: i32 = 464;
+/// (fd, path, buf, flag)
+pub const SYS_FSTATAT: i32 = 466;
+/// (fd, path, struct timespec tptr[2], flag)
+pub const SYS_UTIMENSAT: i32 = 467;
+/// (fd, path, oflags, mode)
+pub const SYS_OPENAT: i32 = 468;
+/// (fd, path, buf, bufsize)
+pub const SYS_READLINKAT: i32 = 469;
+/// (path1, fd, path2)
+pub const SYS_SYMLINKAT: i32 = 470;
+/// (fd, path, flag)
+pub const SYS_UNLINKAT: i32 = 471;
+/// (fd, tptr)
+pub const SYS_FUTIMENS: i32 = 472;
+
 /// Size of one argument slot (`register_t`) on amd64.
 pub const ARG_SLOT: usize = 8;
 
@@ -81,6 +160,17 @@ pub fn nargs(num: i32) -> Option<usize> {
         SYS_LSEEK => 4,
         SYS_PREAD | SYS_PWRITE | SYS_MOUNT => 5,
         SYS___SYSCTL => 6,
+        SYS_GETUID | SYS_GETEUID | SYS_GETGID | SYS_GETEGID => 0,
+        SYS_DUP | SYS_UMASK => 1,
+        SYS_ACCESS | SYS_DUP2 | SYS_MKFIFO | SYS_LCHMOD | SYS_UTIMES | SYS_FUTIMES | SYS_LUTIMES
+        | SYS_FUTIMENS => 2,
+        SYS_CHOWN | SYS_FCHOWN | SYS_LCHOWN | SYS___POSIX_CHOWN | SYS___POSIX_FCHOWN
+        | SYS___POSIX_LCHOWN | SYS_FCNTL | SYS_READV | SYS_WRITEV | SYS_TRUNCATE | SYS_STATVFS1
+        | SYS_FSTATVFS1 | SYS_MKNOD | SYS_DUP3 | SYS_MKFIFOAT | SYS_MKDIRAT | SYS_SYMLINKAT
+        | SYS_UNLINKAT => 3,
+        SYS_FSYNC_RANGE | SYS_RENAMEAT | SYS_FACCESSAT | SYS_FCHMODAT | SYS_FSTATAT
+        | SYS_UTIMENSAT | SYS_OPENAT | SYS_READLINKAT => 4,
+        SYS_PREADV | SYS_PWRITEV | SYS_LINKAT | SYS_MKNODAT | SYS_FCHOWNAT => 5,
         _ => return None,
     })
 }

@@ -290,6 +290,11 @@ impl Kernel {
     // ----- processes -----
 
     pub(crate) fn new_proc(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode) -> Result<Arc<Proc>, Errno> {
+        self.new_proc_as(parent, mem, comm, fdmode, None)
+    }
+
+    /// [`Kernel::new_proc`] with credentials other than the parent's.
+    pub(crate) fn new_proc_as(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode, cred: Option<vfs::Cred>) -> Result<Arc<Proc>, Errno> {
         let mut procs = self.procs.write();
         if procs.len() >= 30_000 {
             return Err(Errno(EAGAIN));
@@ -310,7 +315,11 @@ impl Kernel {
             _ if !pcomm.is_empty() && parent.pid != 1 => pcomm,
             _ => "rumproc".to_string(),
         };
-        let p = Arc::new(Proc::new(pid, Some(parent), mem, &comm, fdmode, &self.root_vnode()));
+        let mut p = Proc::new(pid, Some(parent), mem, &comm, fdmode, &self.root_vnode());
+        if let Some(c) = cred {
+            p.cred = c;
+        }
+        let p = Arc::new(p);
         procs.insert(pid, p.clone());
         Ok(p)
     }
@@ -343,6 +352,16 @@ impl Kernel {
         Ok(LocalProc::new(self.clone(), p))
     }
 
+    /// A local process with credentials `cred` (mode bits are checked
+    /// against them; uid 0 bypasses them as on NetBSD).
+    pub fn local_process_as(self: &Arc<Self>, cred: vfs::Cred) -> Result<LocalProc, Errno> {
+        if self.quiesced.load(Ordering::SeqCst) {
+            return Err(Errno(ESHUTDOWN));
+        }
+        let p = self.new_proc_as(&self.init, Memory::Local, Some("local"), FdMode::Clear, Some(cred))?;
+        Ok(LocalProc::new(self.clone(), p))
+    }
+
     // ----- system call admission -----
 
     /// Run a system call for process `p`: admission, accounting, the
@@ -363,7 +382,7 @@ impl Kernel {
             let prev = SYSDEPTH.with(|d| d.replace((self.id, 0)));
             let depth = if prev.0 == self.id { prev.1 } else { 0 };
             SYSDEPTH.with(|d| d.set((self.id, depth + 1)));
-            let cx = syscall::Cx { k: self, p };
+            let cx = syscall::Cx { k: self, p, dir: None };
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| syscall::dispatch(&cx, num, args, rv)));
             SYSDEPTH.with(|d| d.set(prev));
             match r {

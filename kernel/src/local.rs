@@ -15,6 +15,9 @@ use netbsd_abi::Errno;
 use crate::proc::{curlwp_raw, set_curlwp_raw, Lwp, Proc};
 use crate::Kernel;
 
+mod ext;
+pub use ext::TimeArg;
+
 /// A process of `kernel` for in-process callers. Each call runs on a fresh
 /// lwp of the process, on a virtual CPU; the process (descriptors, current
 /// directory) lives until the `LocalProc` is dropped.

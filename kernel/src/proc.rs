@@ -1,7 +1,7 @@
 //! Processes, lwps, file descriptor tables, open files.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use netbsd_abi::errno::*;
@@ -50,12 +50,19 @@ pub struct File {
     pub flags: i32,
     /// The file offset (a readdir cookie for directories).
     pub offset: KMutex<u64>,
+    /// The status flags `fcntl(F_SETFL)` may change (`O_APPEND`, …).
+    pub status: AtomicI32,
 }
 
 impl File {
     pub fn new(vn: Vnode, kind: FileKind, backend: Backend, flags: i32) -> File {
         vn.mnt.fs.open(vn.ino);
-        File { vn: VnRef::new(vn), kind, backend, flags, offset: KMutex::new(0) }
+        File { vn: VnRef::new(vn), kind, backend, flags, offset: KMutex::new(0), status: AtomicI32::new(flags) }
+    }
+
+    /// The current status flags (access mode included).
+    pub fn status_flags(&self) -> i32 {
+        (self.status.load(Ordering::Relaxed) & !O_ACCMODE) | (self.flags & O_ACCMODE)
     }
 
     pub fn readable(&self) -> bool {
@@ -150,6 +157,54 @@ impl FdTable {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
+    /// Whether descriptor `fd` is close-on-exec.
+    pub fn cloexec(&self, fd: i32) -> Result<bool, Errno> {
+        match usize::try_from(fd).ok().and_then(|i| self.slots.get(i)) {
+            Some(Some(s)) => Ok(s.cloexec),
+            _ => Err(Errno(EBADF)),
+        }
+    }
+
+    pub fn set_cloexec(&mut self, fd: i32, on: bool) -> Result<(), Errno> {
+        match usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)) {
+            Some(Some(s)) => {
+                s.cloexec = on;
+                Ok(())
+            }
+            _ => Err(Errno(EBADF)),
+        }
+    }
+
+    /// The lowest free descriptor at or above `min` for `file` (`F_DUPFD`).
+    pub fn alloc_from(&mut self, file: Arc<File>, min: i32, cloexec: bool) -> Result<i32, Errno> {
+        let min = usize::try_from(min).map_err(|_| Errno(EINVAL))?;
+        if min >= MAXFILES {
+            return Err(Errno(EINVAL));
+        }
+        let slot = Slot { file, cloexec };
+        if let Some(i) = (min..self.slots.len()).find(|&i| self.slots[i].is_none()) {
+            self.slots[i] = Some(slot);
+            return Ok(i as i32);
+        }
+        let i = self.slots.len().max(min);
+        if i >= MAXFILES {
+            return Err(Errno(EMFILE));
+        }
+        self.slots.resize(i + 1, None);
+        self.slots[i] = Some(slot);
+        Ok(i as i32)
+    }
+
+    /// Put `file` at descriptor `fd` (`dup2`); returns what was there (the
+    /// caller drops it outside this table's lock).
+    pub fn install(&mut self, fd: i32, file: Arc<File>, cloexec: bool) -> Result<Option<Arc<File>>, Errno> {
+        let i = usize::try_from(fd).ok().filter(|&i| i < MAXFILES).ok_or(Errno(EBADF))?;
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, None);
+        }
+        Ok(self.slots[i].replace(Slot { file, cloexec }).map(|s| s.file))
+    }
+
     fn copy(&self) -> FdTable {
         FdTable { slots: self.slots.clone() }
     }
@@ -160,6 +215,8 @@ pub struct Proc {
     pub ppid: i32,
     pub comm: Mutex<String>,
     pub cred: Cred,
+    /// The file creation mask (`umask(2)`).
+    pub umask: AtomicU32,
     pub mem: Memory,
     pub fds: Mutex<Arc<Mutex<FdTable>>>,
     pub cwd: Mutex<Option<VnRef>>,
@@ -198,6 +255,7 @@ impl Proc {
             ppid: parent.map(|p| p.pid).unwrap_or(0),
             comm: Mutex::new(comm.to_string()),
             cred: parent.map(|p| p.cred).unwrap_or_default(),
+            umask: AtomicU32::new(parent.map(|p| p.umask.load(Ordering::Relaxed)).unwrap_or(0)),
             mem,
             fds: Mutex::new(fds),
             cwd: Mutex::new(Some(cwd)),

@@ -982,3 +982,111 @@ fn timing_hot_paths() {
     }
     println!("64k pread: {:.1} MiB/s", mib / t0.elapsed().as_secs_f64());
 }
+
+/// The calls real programs need: credentials and mode bits, chown,
+/// times, statvfs1, descriptors, vectored I/O, the *at family.
+#[test]
+fn posix_calls_and_credentials() {
+    use rumpkern::vfs::Cred;
+    let k = kernel();
+    let root = k.local_process().unwrap();
+    let user = k.local_process_as(Cred { uid: 1000, gid: 100 }).unwrap();
+    assert_eq!(user.getuid(), Ok(1000));
+    assert_eq!(user.getgid(), Ok(100));
+    assert_eq!(root.getuid(), Ok(0));
+
+    root.mkdir("/d", 0o755).unwrap();
+    root.write_file("/d/secret", b"s").unwrap();
+    root.chmod("/d/secret", 0o600).unwrap();
+    assert_eq!(user.open("/d/secret", O_RDONLY, 0), Err(Errno(EACCES)));
+    assert_eq!(user.access("/d/secret", R_OK), Err(Errno(EACCES)));
+    assert_eq!(root.access("/d/secret", R_OK | W_OK), Ok(()));
+    assert_eq!(root.access("/d/secret", X_OK), Err(Errno(EACCES)));
+    assert_eq!(user.open("/d/new", O_WRONLY | O_CREAT, 0o644), Err(Errno(EACCES)));
+    assert_eq!(user.unlink("/d/secret"), Err(Errno(EACCES)));
+    assert_eq!(user.chmod("/d/secret", 0o644), Err(Errno(EPERM)));
+    assert_eq!(user.chown("/d/secret", 1000, 100, true), Err(Errno(EPERM)));
+    // Give the file away; the owner may then read it and change its group
+    // to its own, but not give it on.
+    root.chown("/d/secret", 1000, 0, true).unwrap();
+    let st = root.stat("/d/secret").unwrap();
+    assert_eq!((st.uid, st.gid), (1000, 0));
+    assert_eq!(user.read_file("/d/secret").unwrap(), b"s");
+    user.chown("/d/secret", u32::MAX, 100, true).unwrap();
+    assert_eq!(user.chown("/d/secret", 0, u32::MAX, true), Err(Errno(EPERM)));
+    // A user's new file belongs to it.
+    root.chown("/d", 1000, 100, true).unwrap();
+    user.write_file("/d/mine", b"m").unwrap();
+    assert_eq!(root.stat("/d/mine").unwrap().uid, 1000);
+
+    // Times: explicit, omitted, now.
+    let t = Timespec { sec: 1_000_000, nsec: 5 };
+    root.utimens("/d/mine", [Some(Some(t)), None], true).unwrap();
+    let st = root.stat("/d/mine").unwrap();
+    assert_eq!(st.atime, t);
+    root.utimes("/d/mine", Some([t, t])).unwrap();
+    assert_eq!(root.stat("/d/mine").unwrap().mtime, Timespec { sec: 1_000_000, nsec: 0 });
+
+    // truncate, statvfs1.
+    root.truncate("/d/mine", 10).unwrap();
+    assert_eq!(root.stat("/d/mine").unwrap().size, 10);
+    let sv = root.statvfs("/d").unwrap();
+    assert_eq!(sv.fstypename, b"rumpfs");
+    assert_eq!(sv.mntonname, b"/");
+    assert!(sv.bsize > 0 && sv.blocks > 0);
+
+    // Descriptors.
+    let fd = root.open("/d/mine", O_RDWR, 0).unwrap();
+    let d = root.dup(fd).unwrap();
+    assert!(d > fd);
+    assert_eq!(root.dup2(fd, 40), Ok(40));
+    assert_eq!(root.fcntl(40, F_GETFD, 0), Ok(0));
+    root.fcntl(40, F_SETFD, FD_CLOEXEC as i64).unwrap();
+    assert_eq!(root.fcntl(40, F_GETFD, 0), Ok(FD_CLOEXEC as i64));
+    assert_eq!(root.fcntl(fd, F_DUPFD, 50), Ok(50));
+    assert_eq!(root.fcntl(fd, F_GETFL, 0), Ok(O_RDWR as i64));
+    root.fcntl(fd, F_SETFL, O_APPEND as i64).unwrap();
+    assert_eq!(root.fcntl(fd, F_GETFL, 0), Ok((O_RDWR | O_APPEND) as i64));
+    assert_eq!(root.writev(fd, &[b"ab", b"cd"]), Ok(4));
+    let (mut a, mut b) = ([0u8; 3], [0u8; 3]);
+    assert_eq!(root.preadv(d, &mut [&mut a, &mut b], 9), Ok(5));
+    assert_eq!((&a, &b[..2]), (&[0, b'a', b'b'], &b"cd"[..]));
+    assert_eq!(root.fsync_range(fd, FDATASYNC, 0, 0), Ok(()));
+    assert_eq!(root.fsync_range(fd, 0, 0, 0), Err(Errno(EINVAL)));
+    assert_eq!(root.fcntl(fd, 99, 0), Err(Errno(EINVAL)));
+    for f in [fd, d, 40, 50] {
+        root.close(f).unwrap();
+    }
+
+    // The *at family, relative to a directory descriptor.
+    let dfd = root.open("/d", O_RDONLY | O_DIRECTORY, 0).unwrap();
+    root.mkdirat(dfd, "sub", 0o700).unwrap();
+    let f = root.openat(dfd, "sub/x", O_WRONLY | O_CREAT, 0o640).unwrap();
+    root.close(f).unwrap();
+    root.symlinkat("sub/x", dfd, "lnk").unwrap();
+    assert_eq!(root.readlinkat(dfd, "lnk").unwrap(), b"sub/x");
+    assert!(root.fstatat(dfd, "lnk", AT_SYMLINK_NOFOLLOW).unwrap().is_lnk());
+    assert!(root.fstatat(dfd, "lnk", 0).unwrap().is_reg());
+    root.linkat(dfd, "sub/x", dfd, "hard", 0).unwrap();
+    root.renameat(dfd, "hard", AT_FDCWD, "/d/sub/y").unwrap();
+    root.fchmodat(dfd, "sub/y", 0o600, 0).unwrap();
+    root.fchownat(dfd, "sub/y", 7, 8, 0).unwrap();
+    let st = root.stat("/d/sub/x").unwrap();
+    assert_eq!((st.mode & 0o7777, st.uid, st.gid, st.nlink), (0o600, 7, 8, 2));
+    root.faccessat(dfd, "sub/y", R_OK, 0).unwrap();
+    root.unlinkat(dfd, "sub/y", 0).unwrap();
+    assert_eq!(root.unlinkat(dfd, "sub", AT_REMOVEDIR), Err(Errno(ENOTEMPTY)));
+    root.unlinkat(dfd, "sub/x", 0).unwrap();
+    root.unlinkat(dfd, "sub", AT_REMOVEDIR).unwrap();
+    assert_eq!(root.openat(f, "x", O_RDONLY, 0), Err(Errno(EBADF)));
+    root.close(dfd).unwrap();
+
+    // umask applies to new nodes; mkfifo and mknod.
+    assert_eq!(root.umask(0o077), Ok(0));
+    root.mkdir("/d/m", 0o777).unwrap();
+    assert_eq!(root.stat("/d/m").unwrap().mode & 0o777, 0o700);
+    root.mkfifo("/d/fifo", 0o666).unwrap();
+    assert_eq!(root.stat("/d/fifo").unwrap().mode & S_IFMT, S_IFIFO);
+    assert_eq!(user.mknod("/d/dev", S_IFCHR | 0o600, 0), Err(Errno(EPERM)));
+    assert_eq!(root.mknod("/d/dev", S_IFCHR | 0o600, 0x0102), Err(Errno(EOPNOTSUPP)));
+}

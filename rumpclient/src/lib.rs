@@ -22,6 +22,10 @@
 mod client;
 mod error;
 pub mod sys;
+pub mod sys2;
+
+pub use sys2::TimeSpec;
+pub use netbsd_abi::statvfs::Statvfs;
 
 pub use client::{addr_of, progname, Client, ForkCookie, Region};
 pub use error::Error;

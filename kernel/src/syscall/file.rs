@@ -69,7 +69,7 @@ fn write_at(f: &File, off: u64, buf: &[u8]) -> Result<usize, Errno> {
 /// Read `len` bytes at `off` into user memory at `uaddr`, in chunks.
 /// Returns the bytes moved; an error after some progress ends the
 /// transfer short instead.
-fn do_read(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize, Errno> {
+pub(super) fn do_read(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize, Errno> {
     if !f.readable() {
         return Err(Errno(EBADF));
     }
@@ -114,7 +114,7 @@ fn read_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u
 
 /// Write `len` bytes from user memory at `uaddr` at `off`, in chunks.
 #[allow(clippy::unnecessary_map_or)] // is_none_or is newer than the MSRV
-fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize, Errno> {
+pub(super) fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize, Errno> {
     if !f.writable() {
         return Err(Errno(EBADF));
     }
@@ -160,7 +160,7 @@ fn write_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [
     Ok(done)
 }
 
-fn file_size(f: &File) -> Result<u64, Errno> {
+pub(super) fn file_size(f: &File) -> Result<u64, Errno> {
     match &f.backend {
         Backend::Dev(d) => Ok(d.size),
         Backend::Fs => Ok(f.vnode().getattr()?.size),
@@ -181,7 +181,7 @@ pub fn write(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     let f = cx.getf(a.int(0))?;
     let len = check_len(a.u(2))?;
     let mut off = f.offset.lock();
-    if f.flags & O_APPEND != 0 {
+    if f.status_flags() & O_APPEND != 0 {
         *off = file_size(&f)?;
     }
     let n = do_write(cx, &f, *off, a.u(1), len)?;
@@ -190,7 +190,7 @@ pub fn write(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     Ok(())
 }
 
-fn positional(f: &File, off: i64) -> Result<u64, Errno> {
+pub(super) fn positional(f: &File, off: i64) -> Result<u64, Errno> {
     if f.kind == FileKind::Fifo || f.kind == FileKind::Sock {
         return Err(Errno(ESPIPE));
     }
@@ -276,10 +276,7 @@ pub fn fsync(cx: &Cx, a: &Args) -> SysResult {
 
 pub fn fchmod(cx: &Cx, a: &Args) -> SysResult {
     let f = cx.getf(a.int(0))?;
-    let vn = f.vnode();
-    vn.writable()?;
-    vn.mnt.fs.setattr(vn.ino, &SetAttr { perm: Some(a.mode(1) & 0o7777), ..Default::default() })?;
-    Ok(())
+    super::attr::chmod_vn(cx, f.vnode(), a.mode(1))
 }
 
 pub fn fstat(cx: &Cx, a: &Args) -> SysResult {

@@ -13,12 +13,17 @@ use crate::proc::{File, Proc};
 use crate::vnode::Vnode;
 use crate::Kernel;
 
+mod at;
+mod attr;
+mod cred;
 mod dir;
+mod fcntl;
 mod file;
 mod misc;
 mod mount;
 mod path;
 mod sysctl;
+mod vec;
 
 pub type SysResult = Result<(), Errno>;
 
@@ -26,6 +31,9 @@ pub type SysResult = Result<(), Errno>;
 pub(crate) struct Cx<'a> {
     pub k: &'a Kernel,
     pub p: &'a Arc<Proc>,
+    /// The directory relative paths start from instead of the current
+    /// directory (an `*at` call's descriptor).
+    pub dir: Option<Vnode>,
 }
 
 /// The argument slots of one call (already checked to be as many as the
@@ -69,7 +77,10 @@ impl Cx<'_> {
     }
 
     pub fn cwd(&self) -> Vnode {
-        self.p.cwd(&self.root())
+        match &self.dir {
+            Some(d) => d.clone(),
+            None => self.p.cwd(&self.root()),
+        }
     }
 
     pub fn namei(&self, path: &[u8], follow: bool) -> Result<Vnode, Errno> {
@@ -129,6 +140,56 @@ pub(crate) fn dispatch(cx: &Cx, num: i32, args: &[u64], rv: &mut [i64; 2]) -> Sy
         SYS_STAT => path::stat(cx, &a, true),
         SYS_FSTAT => file::fstat(cx, &a),
         SYS_LSTAT => path::stat(cx, &a, false),
+        _ => dispatch_more(cx, num, &a, rv),
+    }
+}
+
+/// The calls real programs need beyond the first table: credentials,
+/// attributes, descriptors, vectored I/O, the `*at` family.
+fn dispatch_more(cx: &Cx, num: i32, a: &Args, rv: &mut [i64; 2]) -> SysResult {
+    match num {
+        SYS_GETUID => cred::getuid(cx, rv),
+        SYS_GETEUID => cred::geteuid(cx, rv),
+        SYS_GETGID => cred::getgid(cx, rv),
+        SYS_GETEGID => cred::getegid(cx, rv),
+        SYS_UMASK => cred::umask(cx, a, rv),
+        SYS_ACCESS => cred::access(cx, a),
+        SYS_CHOWN | SYS___POSIX_CHOWN => attr::chown(cx, a, true),
+        SYS_LCHOWN | SYS___POSIX_LCHOWN => attr::chown(cx, a, false),
+        SYS_FCHOWN | SYS___POSIX_FCHOWN => attr::fchown(cx, a),
+        SYS_LCHMOD => attr::lchmod(cx, a),
+        SYS_UTIMES => attr::utimes(cx, a, true),
+        SYS_LUTIMES => attr::utimes(cx, a, false),
+        SYS_FUTIMES => attr::futimes(cx, a),
+        SYS_FUTIMENS => attr::futimens(cx, a),
+        SYS_TRUNCATE => attr::truncate(cx, a),
+        SYS_STATVFS1 => attr::statvfs1(cx, a),
+        SYS_FSTATVFS1 => attr::fstatvfs1(cx, a),
+        SYS_MKNOD => attr::mknod(cx, a),
+        SYS_MKFIFO => attr::mkfifo(cx, a),
+        SYS_DUP => fcntl::dup(cx, a, rv),
+        SYS_DUP2 => fcntl::dup2(cx, a, rv),
+        SYS_DUP3 => fcntl::dup3(cx, a, rv),
+        SYS_FCNTL => fcntl::fcntl(cx, a, rv),
+        SYS_FSYNC_RANGE => fcntl::fsync_range(cx, a),
+        SYS_READV => vec::readv(cx, a, rv),
+        SYS_WRITEV => vec::writev(cx, a, rv),
+        SYS_PREADV => vec::preadv(cx, a, rv),
+        SYS_PWRITEV => vec::pwritev(cx, a, rv),
+        SYS_OPENAT => at::openat(cx, a, rv),
+        SYS_MKDIRAT => at::mkdirat(cx, a),
+        SYS_MKFIFOAT => at::mkfifoat(cx, a),
+        SYS_MKNODAT => at::mknodat(cx, a),
+        SYS_UNLINKAT => at::unlinkat(cx, a),
+        SYS_RENAMEAT => at::renameat(cx, a),
+        SYS_LINKAT => at::linkat(cx, a),
+        SYS_SYMLINKAT => at::symlinkat(cx, a),
+        SYS_READLINKAT => at::readlinkat(cx, a, rv),
+        SYS_FCHMODAT => at::fchmodat(cx, a),
+        SYS_FCHOWNAT => at::fchownat(cx, a),
+        SYS_FSTATAT => at::fstatat(cx, a),
+        SYS_UTIMENSAT => at::utimensat(cx, a),
+        SYS_FACCESSAT => at::faccessat(cx, a),
         _ => Err(Errno(ENOSYS)),
     }
 }

@@ -7,7 +7,8 @@ use netbsd_abi::errno::*;
 use netbsd_abi::fcntl::*;
 use netbsd_abi::Errno;
 
-use super::{stat_of, Args, Cx, SysResult};
+use super::cred::{self, PERM_R, PERM_W};
+use super::{attr, stat_of, Args, Cx, SysResult};
 use crate::namei::{self, MAXPATHLEN};
 use crate::proc::{Backend, File};
 use crate::vfs::{FileKind, SetAttr};
@@ -21,7 +22,7 @@ const OPEN_FLAGS: i32 = O_ACCMODE | O_NONBLOCK | O_APPEND | O_SHLOCK | O_EXLOCK 
 pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     let path = cx.path(a.u(0))?;
     let flags = a.int(1);
-    let mode = a.mode(2) & 0o7777;
+    let mode = cred::masked(cx, a.mode(2));
     if flags & !OPEN_FLAGS != 0 || flags & O_ACCMODE == O_ACCMODE {
         return Err(Errno(EINVAL));
     }
@@ -52,6 +53,7 @@ pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
                     return Err(Errno(EISDIR));
                 }
                 par.dir.writable()?;
+                cred::dir_write(cx, &par.dir)?;
                 match par.dir.mnt.fs.create(par.dir.ino, &par.name, FileKind::Reg, mode, cx.p.cred) {
                     Ok(ino) => {
                         created = true;
@@ -80,6 +82,17 @@ pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     if flags & O_DIRECTORY != 0 && attr.kind != FileKind::Dir {
         return Err(Errno(ENOTDIR));
     }
+    if !created {
+        // A file the caller just created opens whatever its mode says.
+        let mut want = 0;
+        if acc == O_RDONLY || acc == O_RDWR {
+            want |= PERM_R;
+        }
+        if wants_write || flags & O_TRUNC != 0 {
+            want |= PERM_W;
+        }
+        cred::check(cx.p.cred, &attr, want)?;
+    }
     let backend = match attr.kind {
         FileKind::Blk | FileKind::Chr => {
             let d = cx.k.drive_by_rdev(attr.rdev).ok_or(Errno(ENXIO))?;
@@ -107,11 +120,17 @@ pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
 pub fn link(cx: &Cx, a: &Args) -> SysResult {
     let from = cx.path(a.u(0))?;
     let to = cx.path(a.u(1))?;
-    let src = cx.namei(&from, false)?;
+    link_paths(cx, cx, &from, &to, false)
+}
+
+/// link(2) with `from` resolved in `cf` and `to` in `ct` (linkat).
+pub fn link_paths(cf: &Cx, ct: &Cx, from: &[u8], to: &[u8], follow: bool) -> SysResult {
+    let cx = ct;
+    let src = cf.namei(from, follow)?;
     if src.kind()? == FileKind::Dir {
         return Err(Errno(EPERM));
     }
-    let par = cx.namei_parent(&to, false)?;
+    let par = cx.namei_parent(to, false)?;
     if par.node.is_some() || par.name == b"." || par.name == b".." {
         return Err(Errno(EEXIST));
     }
@@ -122,6 +141,7 @@ pub fn link(cx: &Cx, a: &Args) -> SysResult {
         return Err(Errno(EXDEV));
     }
     par.dir.writable()?;
+    cred::dir_write(cx, &par.dir)?;
     par.dir.mnt.fs.link(src.ino, par.dir.ino, &par.name)
 }
 
@@ -144,6 +164,7 @@ pub fn unlink(cx: &Cx, a: &Args) -> SysResult {
         return Err(Errno(EBUSY));
     }
     par.dir.writable()?;
+    cred::may_delete(cx, &par.dir, &node)?;
     par.dir.mnt.fs.unlink(par.dir.ino, &par.name)
 }
 
@@ -164,17 +185,19 @@ pub fn rmdir(cx: &Cx, a: &Args) -> SysResult {
         return Err(Errno(EBUSY));
     }
     par.dir.writable()?;
+    cred::may_delete(cx, &par.dir, &node)?;
     par.dir.mnt.fs.rmdir(par.dir.ino, &par.name)
 }
 
 pub fn mkdir(cx: &Cx, a: &Args) -> SysResult {
     let path = cx.path(a.u(0))?;
-    let mode = a.mode(1) & 0o7777;
+    let mode = cred::masked(cx, a.mode(1));
     let par = cx.namei_parent(&path, false)?;
     if par.node.is_some() || par.name == b"." || par.name == b".." {
         return Err(Errno(EEXIST));
     }
     par.dir.writable()?;
+    cred::dir_write(cx, &par.dir)?;
     par.dir.mnt.fs.create(par.dir.ino, &par.name, FileKind::Dir, mode, cx.p.cred)?;
     Ok(())
 }
@@ -190,6 +213,7 @@ pub fn symlink(cx: &Cx, a: &Args) -> SysResult {
         return Err(Errno(ENOENT));
     }
     par.dir.writable()?;
+    cred::dir_write(cx, &par.dir)?;
     par.dir.mnt.fs.symlink(par.dir.ino, &par.name, &target, cx.p.cred)?;
     Ok(())
 }
@@ -210,8 +234,14 @@ pub fn readlink(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
 pub fn rename(cx: &Cx, a: &Args) -> SysResult {
     let from = cx.path(a.u(0))?;
     let to = cx.path(a.u(1))?;
-    let fp = cx.namei_parent(&from, false)?;
-    let tp = cx.namei_parent(&to, false)?;
+    rename_paths(cx, cx, &from, &to)
+}
+
+/// rename(2) with `from` resolved in `cf` and `to` in `ct` (renameat).
+pub fn rename_paths(cf: &Cx, ct: &Cx, from: &[u8], to: &[u8]) -> SysResult {
+    let cx = cf;
+    let fp = cf.namei_parent(from, false)?;
+    let tp = ct.namei_parent(to, false)?;
     if fp.name == b"." || fp.name == b".." || tp.name == b"." || tp.name == b".." {
         return Err(Errno(EINVAL));
     }
@@ -230,17 +260,18 @@ pub fn rename(cx: &Cx, a: &Args) -> SysResult {
         if busy_mount(cx, t) {
             return Err(Errno(EBUSY));
         }
+        cred::may_delete(cx, &tp.dir, t)?;
     }
     fp.dir.writable()?;
+    cred::may_delete(cx, &fp.dir, &src)?;
+    cred::dir_write(cx, &tp.dir)?;
     fp.dir.mnt.fs.rename(fp.dir.ino, &fp.name, tp.dir.ino, &tp.name)
 }
 
 pub fn chmod(cx: &Cx, a: &Args) -> SysResult {
     let path = cx.path(a.u(0))?;
     let vn = cx.namei(&path, true)?;
-    vn.writable()?;
-    vn.mnt.fs.setattr(vn.ino, &SetAttr { perm: Some(a.mode(1) & 0o7777), ..Default::default() })?;
-    Ok(())
+    attr::chmod_vn(cx, &vn, a.mode(1))
 }
 
 pub fn chdir(cx: &Cx, a: &Args) -> SysResult {
@@ -249,6 +280,7 @@ pub fn chdir(cx: &Cx, a: &Args) -> SysResult {
     if vn.kind()? != FileKind::Dir {
         return Err(Errno(ENOTDIR));
     }
+    cred::vaccess(cx, &vn, cred::PERM_X)?;
     cx.p.set_cwd(vn);
     Ok(())
 }
