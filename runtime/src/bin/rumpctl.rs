@@ -33,6 +33,9 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("mv", "from to", "rename"),
     ("ln", "-s target path", "make a symbolic link"),
     ("chmod", "mode path ...", "change permission bits (octal mode)"),
+    ("chown", "[-h] owner[:group] path ...", "change owner and group (numeric ids; -h: the link itself)"),
+    ("touch", "path ...", "set access and modification times to now, creating missing files"),
+    ("df", "[path ...]", "free space of the file systems holding the paths (default /)"),
     ("stat", "path ...", "show inode details"),
     ("mount", "[-r] special dir", "mount an ext2 drive (type ext2fs; -r: read-only)"),
     ("umount", "[-f] dir", "unmount (-f: forced)"),
@@ -149,6 +152,9 @@ enum Job {
     Mv { from: String, to: String },
     Ln { target: String, path: String },
     Chmod { mode: u32, paths: Vec<String> },
+    Chown { uid: u32, gid: u32, nofollow: bool, paths: Vec<String> },
+    Touch(Vec<String>),
+    Df(Vec<String>),
     Stat(Vec<String>),
     Mount { ro: bool, special: String, dir: String },
     Umount { force: bool, dir: String },
@@ -163,6 +169,25 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         Ok(m) if m <= 0o7777 => Ok(m),
         _ => Err(format!("{s}: invalid file mode (at most 7777)")),
     }
+}
+
+/// `owner[:group]`, `owner:` or `:group`, numeric (the kernel has no user
+/// database); a part left out is unchanged (`u32::MAX`, chown's -1).
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let id = |p: &str, what: &str| -> Result<u32, String> {
+        if p.is_empty() {
+            return Ok(u32::MAX);
+        }
+        match p.parse::<u32>() {
+            Ok(n) if n != u32::MAX => Ok(n),
+            _ => Err(format!("{s}: invalid {what} (a number: the kernel has no user database)")),
+        }
+    };
+    let (u, g) = s.split_once(':').unwrap_or((s, ""));
+    if u.is_empty() && g.is_empty() {
+        return Err(format!("{s}: invalid owner (owner[:group] or :group)"));
+    }
+    Ok((id(u, "user id")?, id(g, "group id")?))
 }
 
 /// Parse a command line (after the global options) into a [`Job`]: every
@@ -232,6 +257,22 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             let Some((mode, paths)) = p.operands.split_first() else { return Err("chmod: missing mode".into()) };
             need(!paths.is_empty(), "missing file operand")?;
             Job::Chmod { mode: parse_mode(mode).map_err(|e| format!("chmod: {e}"))?, paths: paths.to_vec() }
+        }
+        "chown" => {
+            let p = opts("h")?;
+            let Some((owner, paths)) = p.operands.split_first() else { return Err("chown: missing owner".into()) };
+            need(!paths.is_empty(), "missing file operand")?;
+            let (uid, gid) = parse_owner(owner).map_err(|e| format!("chown: {e}"))?;
+            Job::Chown { uid, gid, nofollow: !p.opts.is_empty(), paths: paths.to_vec() }
+        }
+        "touch" => {
+            let p = opts("")?;
+            need(!p.operands.is_empty(), "missing file operand")?;
+            Job::Touch(p.operands)
+        }
+        "df" => {
+            let p = opts("")?;
+            Job::Df(if p.operands.is_empty() { vec!["/".into()] } else { p.operands })
         }
         "mount" => {
             let p = opts("r")?;
@@ -313,6 +354,23 @@ fn main() {
         Job::Chmod { mode, paths } => {
             for path in &paths {
                 report(c.chmod(path, mode).map_err(|e| fail(path, e)));
+            }
+        }
+        Job::Chown { uid, gid, nofollow, paths } => {
+            for path in &paths {
+                let r = if nofollow { c.lchown(path, uid, gid) } else { c.chown(path, uid, gid) };
+                report(r.map_err(|e| fail(path, e)));
+            }
+        }
+        Job::Touch(paths) => {
+            for path in &paths {
+                report(touch(c, path));
+            }
+        }
+        Job::Df(paths) => {
+            out!("{:<16} {:>10} {:>10} {:>10} {:>8}  Mounted on", "Filesystem", "1K-blocks", "Used", "Avail", "Capacity");
+            for path in &paths {
+                report(df(c, path));
             }
         }
         Job::Stat(paths) => {
@@ -493,6 +551,35 @@ fn stat(c: &Client, path: &str) -> Result<(), Fail> {
         st.mtime.nsec,
         ls_time(st.mtime.sec, now()),
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// touch, df
+
+fn touch(c: &Client, path: &str) -> Result<(), Fail> {
+    match c.utimes(path, None) {
+        Err(e) if e.is_errno(ENOENT) => {
+            let fd = c.open(path, O_WRONLY | O_CREAT, 0o644).map_err(|e| fail(path, e))?;
+            c.close(fd).map_err(|e| fail(path, e))
+        }
+        r => r.map_err(|e| fail(path, e)),
+    }
+}
+
+fn df(c: &Client, path: &str) -> Result<(), Fail> {
+    let v = c.statvfs(path).map_err(|e| fail(path, e))?;
+    let unit = if v.frsize != 0 { v.frsize } else { v.bsize };
+    let k = |blocks: u64| blocks.saturating_mul(unit) / 1024;
+    let used = v.blocks.saturating_sub(v.bfree);
+    // As df(1): used over what a user could have (used + available).
+    let cap = match used + v.bavail {
+        0 => 0,
+        n => (used * 100).div_ceil(n),
+    };
+    let from = String::from_utf8_lossy(&v.mntfromname).into_owned();
+    let on = String::from_utf8_lossy(&v.mntonname).into_owned();
+    out!("{:<16} {:>10} {:>10} {:>10} {:>7}%  {on}", if from.is_empty() { "-" } else { &from }, k(v.blocks), k(used), k(v.bavail), cap);
     Ok(())
 }
 
@@ -938,6 +1025,12 @@ mod tests {
         assert!(parse("sync", &v(&["x"])).is_err());
         assert!(parse("mount", &v(&["-x", "a", "b"])).is_err());
         assert!(parse("ln", &v(&["a", "b"])).is_err());
+        assert!(matches!(parse("chown", &v(&["5:7", "/f"])), Ok(Job::Chown { uid: 5, gid: 7, nofollow: false, .. })));
+        assert!(matches!(parse("chown", &v(&["-h", ":7", "/f"])), Ok(Job::Chown { uid: u32::MAX, gid: 7, nofollow: true, .. })));
+        assert!(parse("chown", &v(&["root", "/f"])).unwrap_err().contains("no user database"));
+        assert!(parse("chown", &v(&[":", "/f"])).is_err());
+        assert!(parse("touch", &[]).is_err());
+        assert!(matches!(parse("df", &[]), Ok(Job::Df(p)) if p == vec!["/".to_string()]));
     }
 
     #[test]
