@@ -115,7 +115,12 @@ impl Builder {
         kernel.register_fs_type(
             netbsd_abi::fcntl::MOUNT_EXT2FS,
             Box::new(|store, ro| {
-                let fs = ext2::Ext2Fs::mount(store, ro)?;
+                // The client gets the errno; the server's log gets the reason.
+                let fs = ext2::Ext2Fs::mount_with(store, ext2::MountOptions { read_only: ro, force: false })
+                    .map_err(|e| {
+                        tracing::warn!("mount ext2fs refused: {}", e.reason);
+                        e.errno
+                    })?;
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
             }),
         );

@@ -414,6 +414,9 @@ fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
         Err(e) if e.is_errno(EPERM) && !ro => {
             Err(Fail(format!("{ctx}: file system not clean: run fsck, or mount read-only (mount -r)")))
         }
+        Err(e) if e.is_errno(netbsd_abi::errno::EFTYPE) => {
+            Err(Fail(format!("{ctx}: {e} (an ext2 feature this kernel lacks)")))
+        }
         Err(e) if e.is_errno(netbsd_abi::errno::EINVAL) => {
             Err(Fail(format!("{ctx}: {e} (not an ext2 file system, or a damaged one; the server's log says more)")))
         }
