@@ -140,6 +140,7 @@ impl Loc {
 }
 
 /// What to do, checked before connecting.
+#[derive(Debug)]
 enum Job {
     Ls { long: bool, paths: Vec<String> },
     Cat(Vec<String>),
