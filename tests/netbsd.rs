@@ -403,6 +403,10 @@ fn rump_server_exports_every_hypercall() {
     // And it answers for NetBSD's librump.so's needed librumpuser.so.0.
     let o = Command::new("readelf").args(["-d", RUMP_SERVER]).output().expect("readelf (binutils)");
     assert!(String::from_utf8_lossy(&o.stdout).contains("Library soname: [librumpuser.so.0]"));
+    // So does the library (installed as lib/librumpuser.so.0).
+    let so = our_librumpuser().expect("librumpuser.so beside the test binaries");
+    let o = Command::new("readelf").arg("-d").arg(&so).output().expect("readelf (binutils)");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Library soname: [librumpuser.so.0]"), "{}", so.display());
 }
 
 #[test]
