@@ -12,4 +12,8 @@ fn main() {
         .flag_if_supported("-fasynchronous-unwind-tables")
         .warnings(true)
         .compile("rumpuser_c");
+    // librumpuser.so carries NetBSD's soname, so programs linked against
+    // it record `librumpuser.so.0` and `cargo xtask install` can ship it
+    // as lib/librumpuser.so.0 with the librumpuser.so link.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librumpuser.so.0");
 }

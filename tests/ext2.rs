@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -12,16 +11,17 @@ use netbsd_abi::errno::{EFTYPE, ENOSPC};
 use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY};
 use rumpclient::Error;
 
+/// e2fsprogs are a prerequisite: a missing program fails the test with a
+/// message naming it (see `common::host_tool`), never a silent skip.
 fn have_e2fsprogs() -> bool {
-    let ok = Command::new("mke2fs").arg("-V").output().is_ok() && Command::new("e2fsck").arg("-V").output().is_ok();
-    if !ok {
-        eprintln!("e2fsprogs not installed (.ci/run installs them): skipping");
+    for t in ["mke2fs", "e2fsck", "debugfs"] {
+        common::host_tool(t);
     }
-    ok
+    true
 }
 
 fn mke2fs(img: &Path, args: &[&str], size: &str) {
-    let o = Command::new("mke2fs")
+    let o = common::host_cmd("mke2fs")
         .args(["-q", "-F", "-t", "ext2"])
         .args(args)
         .arg(img)
@@ -33,7 +33,7 @@ fn mke2fs(img: &Path, args: &[&str], size: &str) {
 }
 
 fn e2fsck_clean(img: &Path) {
-    let o = Command::new("e2fsck").args(["-fn"]).arg(img).output().expect("e2fsck");
+    let o = common::host_cmd("e2fsck").args(["-fn"]).arg(img).output().expect("e2fsck");
     assert!(
         o.status.success(),
         "e2fsck -fn found problems:\n{}{}",
@@ -43,7 +43,7 @@ fn e2fsck_clean(img: &Path) {
 }
 
 fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
-    let o = Command::new("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
+    let o = common::host_cmd("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
     o.stdout
 }
 
@@ -121,9 +121,9 @@ fn images_from_mke2fs_read_back_byte_exact() {
                 for comp in dir.components() {
                     acc.push('/');
                     acc.push_str(comp.as_os_str().to_str().unwrap());
-                    let _ = Command::new("debugfs").args(["-w", "-R", &format!("mkdir {acc}")]).arg(&img).output();
+                    let _ = common::host_cmd("debugfs").args(["-w", "-R", &format!("mkdir {acc}")]).arg(&img).output();
                 }
-                let o = Command::new("debugfs")
+                let o = common::host_cmd("debugfs")
                     .args(["-w", "-R", &format!("write {} /{p}", tree.join(p).display())])
                     .arg(&img)
                     .output()
@@ -261,12 +261,12 @@ fn incompatible_images_are_refused_and_the_server_stays_up() {
     }
     let d = tmpdir();
     let ext4 = d.path().join("ext4.img");
-    let o = Command::new("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&ext4).arg("8M").output().unwrap();
+    let o = common::host_cmd("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&ext4).arg("8M").output().unwrap();
     assert!(o.status.success());
     let ext3 = d.path().join("ext3.img");
-    let o = Command::new("mke2fs").args(["-q", "-F", "-t", "ext3"]).arg(&ext3).arg("8M").output().unwrap();
+    let o = common::host_cmd("mke2fs").args(["-q", "-F", "-t", "ext3"]).arg(&ext3).arg("8M").output().unwrap();
     assert!(o.status.success());
-    let o = Command::new("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&ext3).output().unwrap();
+    let o = common::host_cmd("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&ext3).output().unwrap();
     assert!(o.status.success());
 
     let s = Server::start(
@@ -287,7 +287,142 @@ fn incompatible_images_are_refused_and_the_server_stays_up() {
         }
         let o = s.tool(RUMPCTL, &["mount", dev, "/mnt"]);
         assert_eq!(o.status.code(), Some(1));
-        assert_eq!(stderr(&o).trim(), "rumpctl: /mnt: Inappropriate file type or format");
+        assert_eq!(
+            stderr(&o).trim(),
+            format!("rumpctl: mount {dev} on /mnt: Inappropriate file type or format (an ext2 feature this kernel lacks)")
+        );
     }
     c.getpid().expect("the server stays up");
+}
+
+/// A host tree: nested directories, files of awkward sizes (empty, one
+/// byte, around the 64 KiB copy chunk, large), a private mode, a
+/// symbolic link.
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deeper/deepest")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    for (p, len, seed) in [
+        ("empty", 0, 1),
+        ("one", 1, 2),
+        ("sub/chunk", 65536, 3),
+        ("sub/chunk+1", 65537, 4),
+        ("sub/deeper/big.bin", 1_300_001, 5),
+        ("sub/deeper/deepest/x", 4095, 6),
+    ] {
+        std::fs::write(root.join(p), pattern(len, seed)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("one"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("deeper/big.bin", root.join("sub/link")).unwrap();
+}
+
+/// Every entry under `a` and `b`: same names, kinds, permission bits,
+/// bytes and link targets.
+fn same_tree(a: &Path, b: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let names = |d: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(a), names(b), "entries of {} and {}", a.display(), b.display());
+    for n in names(a) {
+        let (x, y) = (a.join(&n), b.join(&n));
+        let (mx, my) = (std::fs::symlink_metadata(&x).unwrap(), std::fs::symlink_metadata(&y).unwrap());
+        assert_eq!(mx.file_type(), my.file_type(), "{}", y.display());
+        if mx.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(&x).unwrap(), std::fs::read_link(&y).unwrap(), "{}", y.display());
+            continue;
+        }
+        assert_eq!(mx.permissions().mode() & 0o7777, my.permissions().mode() & 0o7777, "mode of {}", y.display());
+        if mx.is_dir() {
+            same_tree(&x, &y);
+        } else {
+            assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(), "bytes of {}", y.display());
+        }
+    }
+}
+
+/// `rumpctl cp -R` into an ext2 drive and back out is byte-exact, and the
+/// image holds the same bytes for e2fsprogs after the halt.
+#[test]
+fn rumpctl_cp_r_in_and_out_is_byte_exact() {
+    if !have_e2fsprogs() {
+        return;
+    }
+    let d = tmpdir();
+    let img = d.path().join("img");
+    mke2fs(&img, &[], "16M");
+    let tree = d.path().join("tree");
+    make_tree(&tree);
+    let mut s = serve(d.path(), &img);
+    let ok = |args: &[&str]| {
+        let o = s.tool(RUMPCTL, args);
+        assert!(o.status.success(), "rumpctl {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&["mkdir", "/mnt"]);
+    ok(&["mount", "/dk", "/mnt"]);
+    // Into an existing directory: the tree goes inside under its name.
+    ok(&["cp", "-R", tree.to_str().unwrap(), ":/mnt"]);
+    let listing = ok(&["ls", "-l", "/mnt/tree/sub"]);
+    assert!(listing.contains("link -> deeper/big.bin"), "{listing}");
+    assert!(ok(&["ls", "-l", "/mnt/tree"]).contains("-rw-------"), "mode kept");
+    // Out to a new name.
+    let back = d.path().join("back");
+    ok(&["cp", "-R", ":/mnt/tree", back.to_str().unwrap()]);
+    same_tree(&tree, &back);
+    // Within the kernel, then out again.
+    ok(&["cp", "-R", ":/mnt/tree", ":/mnt/copy"]);
+    let back2 = d.path().join("back2");
+    ok(&["cp", "-R", ":/mnt/copy", back2.to_str().unwrap()]);
+    same_tree(&tree, &back2);
+    // A directory without -R is refused, naming it.
+    let o = s.tool(RUMPCTL, &["cp", tree.to_str().unwrap(), ":/mnt/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is a directory") && stderr(&o).contains("-R"), "{}", stderr(&o));
+    halt(&mut s);
+    e2fsck_clean(&img);
+    assert_eq!(debugfs_cat(&img, "/tree/sub/deeper/big.bin"), pattern(1_300_001, 5));
+}
+
+/// `rump.halt -n` leaves a mounted ext2 file system marked not clean; the
+/// next read-write mount is refused with a message that says so and what
+/// to do, a read-only one works, and a missing special or mount point is
+/// named as the culprit.
+#[test]
+fn unclean_image_is_refused_with_a_message_that_says_why() {
+    if !have_e2fsprogs() {
+        return;
+    }
+    let d = tmpdir();
+    let img = d.path().join("img");
+    mke2fs(&img, &[], "8M");
+    let mut s = serve(d.path(), &img);
+    let run = |s: &Server, args: &[&str]| s.tool(RUMPCTL, args);
+    assert!(run(&s, &["mkdir", "/mnt"]).status.success());
+    assert!(run(&s, &["mount", "/dk", "/mnt"]).status.success());
+    assert!(run(&s, &["mkdir", "/mnt/d"]).status.success());
+    let o = s.halt(&["-n"]);
+    assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
+    s.wait_exit(Duration::from_secs(30)).expect("server exits after rump.halt -n");
+    drop(s);
+
+    let mut s = serve(d.path(), &img);
+    assert!(run(&s, &["mkdir", "/mnt"]).status.success());
+    let o = run(&s, &["mount", "/dk", "/mnt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "rumpctl: mount /dk on /mnt: file system not clean: run fsck, or mount read-only (mount -r)"
+    );
+    let o = run(&s, &["mount", "-r", "/dk", "/mnt"]);
+    assert!(o.status.success(), "read-only mount of the unclean image: {}", stderr(&o));
+    // Which operand is missing.
+    let o = run(&s, &["mount", "/nonexist", "/mnt2"]);
+    assert_eq!(stderr(&o).trim(), "rumpctl: mount /nonexist on /mnt2: /nonexist: No such file or directory");
+    let o = run(&s, &["mount", "/dk", "/mnt2"]);
+    assert_eq!(stderr(&o).trim(), "rumpctl: mount /dk on /mnt2: /mnt2: No such file or directory");
+    halt(&mut s);
 }

@@ -77,7 +77,7 @@ fn nosync_completes_while_the_drive_hangs() {
     write_dk(&s, &pattern(MIB, 3), 0);
     let url = s.url.clone();
     let halter = std::thread::spawn(move || {
-        std::process::Command::new(RUMP_HALT).env("RUMP_SERVER", url).output().expect("rump.halt")
+        std::process::Command::new(common::rump_halt()).env("RUMP_SERVER", url).output().expect("rump.halt")
     });
     std::thread::sleep(Duration::from_secs(1));
     assert!(s.alive(), "a flushing halt waits for the hanging drive");
@@ -147,7 +147,7 @@ fn dump_flushes_then_aborts_with_a_core() {
         return;
     }
     let core = find_core(d.path()).expect("core file in the server's directory");
-    let gdb = std::process::Command::new("gdb")
+    let gdb = common::host_cmd("gdb")
         .args(["-batch", "-nx", "-ex", "bt"])
         .arg(RUMP_SERVER)
         .arg(&core)
@@ -311,7 +311,7 @@ fn a_failed_flush_is_reported_and_the_server_still_halts() {
 #[test]
 fn usage_and_environment_errors() {
     let run = |args: &[&str], env: Option<&str>| {
-        let mut c = std::process::Command::new(RUMP_HALT);
+        let mut c = std::process::Command::new(common::rump_halt());
         c.args(args).env_remove("RUMP_SERVER");
         if let Some(e) = env {
             c.env("RUMP_SERVER", e);
@@ -332,6 +332,20 @@ fn usage_and_environment_errors() {
         stderr(&o).trim(),
         "rump.halt: connect unix:///nonexistent/x.sock: No such file or directory"
     );
+    let o = run(&[], Some(""));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("rump.halt: RUMP_SERVER is empty"), "{}", stderr(&o));
+    // The name in messages is the one the user typed.
+    let o = std::process::Command::new(RUMP_HALT).arg("-x").env_remove("RUMP_SERVER").output().unwrap();
+    assert!(stderr(&o).contains("usage: rump_halt [-dhn]"), "{}", stderr(&o));
+    // --help: usage on standard output, status 0, no connection tried.
+    for exe in [common::rump_halt(), RUMP_HALT.into()] {
+        let o = std::process::Command::new(&exe).arg("--help").env("RUMP_SERVER", "unix:///nonexistent/x.sock").output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{exe:?} --help");
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with(&format!("usage: {name} [-dhn]")), "{o:?}");
+        assert!(o.stderr.is_empty(), "{o:?}");
+    }
 }
 
 /// The embedding API: a kernel in this very process, halted with

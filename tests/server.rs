@@ -95,7 +95,7 @@ fn daemonized_server_is_up_when_the_command_returns() {
     let c = Client::connect(&url).expect("accepting connections as soon as rump_server returned");
     c.getpid().expect("getpid");
     drop(c);
-    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &url).output().expect("rump.halt");
+    let o = Command::new(common::rump_halt()).env("RUMP_SERVER", &url).output().expect("rump.halt");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -270,4 +270,153 @@ fn rumpctl_moves_files_in_and_out() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("usage:"));
     let _ = Duration::from_secs(0);
+}
+
+/// `--help` on every tool: the usage on standard output, status 0, no
+/// connection tried (RUMP_SERVER points nowhere).
+fn help_of(exe: &str) -> String {
+    let o = Command::new(exe)
+        .arg("--help")
+        .env("RUMP_SERVER", "unix:///nonexistent/sock")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run --help");
+    assert_eq!(o.status.code(), Some(0), "{exe} --help: {}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{exe} --help wrote on stderr: {}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let name = std::path::Path::new(exe).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(out.starts_with(&format!("usage: {name} ")), "{exe} --help: {out}");
+    out
+}
+
+/// The options (`-x` letters) and, for rumpctl, the command names in a
+/// usage text: `[-sv]`, `[-c ncpu]`, `ls [-l]`, `ln -s`, `cp [-R]`.
+fn usage_items(usage: &str) -> (Vec<char>, Vec<String>) {
+    let mut flags = vec![];
+    let mut cmds = vec![];
+    for line in usage.lines().take_while(|l| !l.trim().is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // "usage: prog ..." or "       prog cmd ...": the word after prog.
+        let rest = if words.first() == Some(&"usage:") { &words[2..] } else { &words[1..] };
+        if let Some(w) = rest.first().filter(|w| w.chars().all(|c| c.is_ascii_lowercase())) {
+            cmds.push(w.to_string());
+        }
+        for w in rest {
+            let w = w.trim_start_matches('[');
+            if let Some(f) = w.strip_prefix('-').filter(|f| !f.starts_with('-')) {
+                flags.extend(f.chars().take_while(|c| c.is_ascii_alphabetic()));
+            }
+        }
+    }
+    flags.sort();
+    flags.dedup();
+    (flags, cmds)
+}
+
+/// Every option in each tool's usage appears in its manual page (as
+/// `Fl x` in mdoc), rumpctl's commands too (`Cm name`), and every page
+/// renders with `man -l`.
+#[test]
+fn manual_pages_document_every_option_and_render() {
+    let man = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for (exe, page) in [(RUMP_SERVER, "rump_server.1"), (RUMP_HALT, "rump.halt.1"), (RUMPCTL, "rumpctl.1")] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        let (flags, cmds) = usage_items(&help_of(exe));
+        assert!(!flags.is_empty(), "{exe}: no options found in its usage");
+        for f in flags {
+            let documented = text.lines().any(|l| {
+                l.split("Fl ").skip(1).any(|after| after.starts_with(f) || after.split_whitespace().next().is_some_and(|w| w.contains(f) && w.chars().all(|c| c.is_ascii_alphabetic())))
+            });
+            assert!(documented, "{page} does not document -{f} from {exe}'s usage");
+        }
+        if exe == RUMPCTL {
+            assert!(cmds.len() >= 15, "{cmds:?}");
+            for c in cmds {
+                assert!(text.contains(&format!(".It Cm {c}")), "{page} does not document the command {c}");
+            }
+        }
+        assert!(text.contains(".Fl Fl help"), "{page} documents --help");
+    }
+    // rump.halt's name is the one it was called by; its help says so.
+    help_of(rump_halt().to_str().unwrap());
+    let pages = std::fs::read_dir(&man).unwrap().map(|e| e.unwrap().path()).filter(|p| {
+        p.extension().is_some_and(|x| x == "1" || x == "8")
+    });
+    for p in pages {
+        let o = host_cmd("man").arg("-l").arg(&p).env("MANWIDTH", "80").env("MAN_KEEP_STDERR", "1").output().unwrap();
+        assert!(o.status.success() && o.stdout.len() > 500, "man -l {}: {}", p.display(), stderr(&o));
+    }
+}
+
+/// One context per message: the spec once, a size error that says what
+/// is wrong, an empty RUMP_SERVER named as such.
+#[test]
+fn messages_name_the_object_once_and_say_why() {
+    let d = tmpdir();
+    let url = format!("unix://{}", d.path().join("sock").display());
+    let run = |exe: &str, args: &[&str]| Command::new(exe).args(args).current_dir(d.path()).output().unwrap();
+    let o = run(RUMP_SERVER, &["-s", "-d", "key=/dk,hostpath=x,size=12q", &url]);
+    let e = stderr(&o);
+    assert_eq!(e.matches("12q").count(), 2, "the spec once, then the bad size: {e}");
+    assert_eq!(e.matches("drive").count(), 1, "{e}");
+    let o = run(RUMP_SERVER, &["-s", "-r", "1x", &url]);
+    let e = stderr(&o);
+    assert!(e.starts_with("rump_server: -r 1x: ") && !e.contains("missing number"), "{e}");
+    let o = Command::new(RUMPCTL).args(["ls", "/"]).env("RUMP_SERVER", "").output().unwrap();
+    assert_eq!(stderr(&o).lines().next(), Some("rumpctl: RUMP_SERVER is empty (expected unix://PATH or tcp://ADDR:PORT)"));
+    // Arguments are checked before connecting: no server is needed to be told.
+    let o = Command::new(RUMPCTL).args(["chmod", "9z", "/x"]).env("RUMP_SERVER", "unix:///nonexistent").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("rumpctl: chmod: 9z: invalid file mode"), "{}", stderr(&o));
+}
+
+/// `rumpctl cat big | head -c1`: rumpctl stops quietly (no "Broken pipe",
+/// no failure status) when its reader goes away.
+#[test]
+fn rumpctl_is_quiet_when_its_reader_goes() {
+    use std::io::Read;
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let host = d.path().join("big");
+    std::fs::write(&host, pattern(4 * MIB, 3)).unwrap();
+    let o = s.tool(RUMPCTL, &["put", host.to_str().unwrap(), "/big"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = Command::new(RUMPCTL)
+        .args(["cat", "/big"])
+        .env("RUMP_SERVER", &s.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut one = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut one).unwrap();
+    // The pipe's read end is closed here.
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stderr.is_empty(), "no message: {}", stderr(&o));
+}
+
+/// rumpctl's chmod, chown, touch, df and ls -l times on the in-memory root.
+#[test]
+fn rumpctl_chmod_chown_touch_df() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let ok = |args: &[&str]| {
+        let o = s.tool(RUMPCTL, args);
+        assert!(o.status.success(), "rumpctl {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&["touch", "/f"]);
+    ok(&["chmod", "4750", "/f"]);
+    ok(&["chown", "12:34", "/f"]);
+    let l = ok(&["ls", "-l", "/"]);
+    let line = l.lines().find(|l| l.ends_with(" f")).unwrap_or_else(|| panic!("{l}"));
+    let w: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((w[0], w[2], w[3], w[4]), ("-rwsr-x---", "12", "34", "0"), "{line}");
+    // A time: "Mon dd hh:mm".
+    assert!(w[7].contains(':') && w[5].len() == 3, "{line}");
+    let df = ok(&["df"]);
+    assert!(df.lines().count() == 2 && df.lines().nth(1).unwrap().ends_with(" /"), "{df}");
+    let o = s.tool(RUMPCTL, &["chown", "1", "/nonexistent"]);
+    assert_eq!(stderr(&o).trim(), "rumpctl: /nonexistent: No such file or directory");
 }

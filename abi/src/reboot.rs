@@ -15,3 +15,66 @@ pub const HW_MACHINE: i32 = 1;
 pub const HW_NCPU: i32 = 3;
 pub const HW_PAGESIZE: i32 = 7;
 pub const HW_PHYSMEM64: i32 = 13;
+
+/// `reboot(2)` flags spelled out for messages and logs: `RB_HALT|RB_DUMP`,
+/// `RB_AUTOBOOT` for 0, unknown bits as hex (`RB_NOSYNC|0x40`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RbFlags(pub i32);
+
+/// The named `RB_*` bits, in the order they are printed.
+const RB_NAMES: &[(i32, &str)] = &[
+    (0x0000_0001, "RB_ASKNAME"),
+    (0x0000_0002, "RB_SINGLE"),
+    (RB_NOSYNC, "RB_NOSYNC"),
+    (RB_HALT, "RB_HALT"),
+    (0x0000_0010, "RB_INITNAME"),
+    (0x0000_0040, "RB_KDB"),
+    (0x0000_0080, "RB_RDONLY"),
+    (RB_DUMP, "RB_DUMP"),
+    (0x0000_0200, "RB_MINIROOT"),
+    (0x0000_0400, "RB_STRING"),
+    (0x0000_0800, "RB_POWERDOWN"),
+    (0x0000_1000, "RB_USERCONF"),
+];
+
+impl std::fmt::Display for RbFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("RB_AUTOBOOT");
+        }
+        let mut rest = self.0;
+        let mut first = true;
+        for &(bit, name) in RB_NAMES {
+            if rest & bit != 0 {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+                rest &= !bit;
+            }
+        }
+        if rest != 0 {
+            if !first {
+                f.write_str("|")?;
+            }
+            write!(f, "{:#x}", rest as u32)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_spelled_out() {
+        assert_eq!(RbFlags(0).to_string(), "RB_AUTOBOOT");
+        assert_eq!(RbFlags(RB_HALT | RB_DUMP).to_string(), "RB_HALT|RB_DUMP");
+        assert_eq!(RbFlags(RB_NOSYNC).to_string(), "RB_NOSYNC");
+        assert_eq!(RbFlags(RB_NOSYNC | 0x0100_0000).to_string(), "RB_NOSYNC|0x1000000");
+        // RB_POWERDOWN (NetBSD's value includes RB_HALT) shows both bits.
+        assert_eq!(RbFlags(RB_POWERDOWN).to_string(), "RB_HALT|RB_POWERDOWN");
+    }
+}

@@ -103,6 +103,17 @@ const ST_IDLE: u8 = 0;
 const ST_FLUSHING: u8 = 1;
 const ST_FINISHING: u8 = 2;
 const ST_RESCUED: u8 = 3;
+impl std::fmt::Display for Caller {
+    /// `client 3` (the sysproxy connection's id, which is what the handle
+    /// holds) or `the host process`, never a pointer.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Remote(c) => write!(f, "client {}", *c as usize),
+            Caller::Local => f.write_str("the host process"),
+        }
+    }
+}
+
 static QUIESCED: AtomicBool = AtomicBool::new(false);
 /// The flush of the halt failed, or was skipped by a rescue.
 static FLUSH_FAILED: AtomicBool = AtomicBool::new(false);
@@ -158,11 +169,7 @@ pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport
     }
     let start = Instant::now();
     if verbose() {
-        let who = match caller {
-            Caller::Remote(c) => format!("client {}", c as usize),
-            Caller::Local => "this process".into(),
-        };
-        log(&format!("halt: {} from {who}", flag_names(flags)));
+        log(&format!("halt: {} by {caller}", netbsd_abi::reboot::RbFlags(flags)));
     }
 
     // 1. Stop admitting; let running syscalls finish, within bounds.
@@ -232,7 +239,7 @@ pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport
 fn rescue(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
     let start = Instant::now();
     FLUSH_FAILED.store(true, Ordering::Release);
-    log(&format!("halt: {} during a halt: skipping the rest of the flush", flag_names(flags)));
+    log(&format!("halt: {} during a halt: skipping the rest of the flush", netbsd_abi::reboot::RbFlags(flags)));
     let left = k.unflushed();
     if left.is_empty() {
         log("halt: nothing was left to flush");
@@ -260,22 +267,6 @@ fn rescue(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, 
         return Ok(HaltReport { flags, flush: None, cut_off: 0, core_dumped, elapsed: start.elapsed() });
     }
     rumpuser::exit::exit_now(1)
-}
-
-/// `RB_*` flags as NetBSD spells them: `RB_HALT|RB_DUMP`, `RB_AUTOBOOT`
-/// for none.
-pub fn flag_names(flags: i32) -> String {
-    let known = [(RB_NOSYNC, "RB_NOSYNC"), (RB_HALT, "RB_HALT"), (RB_DUMP, "RB_DUMP")];
-    let mut v: Vec<String> = known.iter().filter(|(b, _)| flags & b != 0).map(|(_, n)| n.to_string()).collect();
-    let rest = known.iter().fold(flags, |f, (b, _)| f & !b);
-    if rest != 0 {
-        v.push(format!("{rest:#x}"));
-    }
-    if v.is_empty() {
-        "RB_AUTOBOOT".into()
-    } else {
-        v.join("|")
-    }
 }
 
 /// Abort with `SIGABRT` at its default action, so the host writes a core

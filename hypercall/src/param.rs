@@ -1,7 +1,9 @@
 //! Host parameters: `rumpuser_getparam`.
 //!
 //! `_RUMPUSER_NCPU` comes from `RUMP_NCPU` (a number, or `host`), defaulting
-//! to the host's CPU count; `_RUMPUSER_HOSTNAME` is the kernel's host name,
+//! to the host's CPU count for the built-in kernel ([`getparam`], [`ncpu`])
+//! and to 2 for a kernel asking through the C ABI (`rumpuser_getparam`), as
+//! NetBSD's hypercall layer reports to its kernels; `_RUMPUSER_HOSTNAME` is the kernel's host name,
 //! `rump-<pid>.<host name>` as NetBSD's hypercall layer makes it; any other
 //! name is looked up in the environment (`RUMP_MEMLIMIT`, `RUMP_VERBOSE`,
 //! `RUMP_THREADS`…), `ENOENT` when unset. Other names beginning with `_`
@@ -62,6 +64,20 @@ pub fn hostname() -> String {
     }
 }
 
+/// What NetBSD's hypercall layer reports for `_RUMPUSER_NCPU` when
+/// `RUMP_NCPU` is unset: a fixed 2, not the host's count.
+pub const C_ABI_DEFAULT_NCPU: &str = "2";
+
+/// The value of parameter `name` as the C ABI reports it to a hosted
+/// (NetBSD) kernel: as [`getparam`], except that an unset `RUMP_NCPU`
+/// gives [`C_ABI_DEFAULT_NCPU`].
+pub fn getparam_c(name: &str) -> Result<String, Errno> {
+    if name == PARAM_NCPU && std::env::var_os("RUMP_NCPU").is_none() {
+        return Ok(C_ABI_DEFAULT_NCPU.to_string());
+    }
+    getparam(name)
+}
+
 /// The value of parameter `name`.
 pub fn getparam(name: &str) -> Result<String, Errno> {
     if name == PARAM_NCPU {
@@ -96,7 +112,7 @@ pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void
         // SAFETY: the caller passes a NUL-terminated string.
         let name = unsafe { CStr::from_ptr(name) };
         let Ok(name) = name.to_str() else { return EINVAL };
-        let value = match getparam(name) {
+        let value = match getparam_c(name) {
             Ok(v) => v,
             Err(e) => return e.0,
         };

@@ -117,7 +117,17 @@ fn built() -> &'static Built {
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hypercall-capi");
         std::fs::create_dir_all(&out).expect("create test output dir");
         let so = librumpuser();
-        let libdir = so.parent().expect("lib dir").to_str().expect("utf-8 path").to_string();
+        // The library's soname is librumpuser.so.0 (as NetBSD's): the
+        // program records that name, so give the fresh library both names
+        // in a directory of this test's own.
+        let lib = out.join("lib");
+        std::fs::create_dir_all(&lib).expect("create test lib dir");
+        for name in ["librumpuser.so", "librumpuser.so.0"] {
+            let l = lib.join(name);
+            let _ = std::fs::remove_file(&l);
+            std::os::unix::fs::symlink(&so, &l).expect("symlink librumpuser");
+        }
+        let libdir = lib.to_str().expect("utf-8 path").to_string();
         let hypertest = out.join("hypertest");
         let dltest = out.join("librumpdltest.so");
         run_cc(&[

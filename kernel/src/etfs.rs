@@ -64,6 +64,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if s.is_empty() {
         return Err("empty size".into());
     }
+    if s.starts_with('x') || s.ends_with('x') || s.contains("xx") {
+        return Err(format!("bad size \"{s}\": \"x\" multiplies two sizes, as in 2x512k"));
+    }
     let mut total: u64 = 1;
     for part in s.split('x') {
         let v = parse_one_size(part).map_err(|e| format!("bad size \"{s}\": {e}"))?;

@@ -255,6 +255,9 @@ impl Client {
         let url = std::env::var("RUMP__PARSEDSERVER")
             .or_else(|_| std::env::var("RUMP_SERVER"))
             .map_err(|_| Error::NoServer)?;
+        if url.is_empty() {
+            return Err(Error::EmptyServer);
+        }
         if let Ok(v) = std::env::var("RUMPCLIENT__EXECFD") {
             std::env::remove_var("RUMPCLIENT__EXECFD");
             let fd: RawFd = v

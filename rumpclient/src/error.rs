@@ -11,6 +11,8 @@ use netbsd_abi::sp::ProtoError;
 pub enum Error {
     /// `RUMP_SERVER` is not set.
     NoServer,
+    /// `RUMP_SERVER` is set but empty.
+    EmptyServer,
     /// The URL could not be understood.
     Url { url: String, reason: String },
     /// Connecting failed (no such socket, refused, ...).
@@ -38,6 +40,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NoServer => f.write_str("RUMP_SERVER not set"),
+            Error::EmptyServer => f.write_str("RUMP_SERVER is empty (expected unix://PATH or tcp://ADDR:PORT)"),
             Error::Url { url, reason } => write!(f, "{url}: {reason}"),
             Error::Connect { url, source } => write!(f, "connect {url}: {}", io_text(source)),
             Error::Lost { url, source: Some(e) } => {
@@ -68,6 +71,7 @@ impl Error {
     pub fn errno(&self) -> Errno {
         match self {
             Error::NoServer => Errno(errno::ENOENT),
+            Error::EmptyServer => Errno(errno::EINVAL),
             Error::Url { .. } => Errno(errno::EINVAL),
             Error::Connect { source, .. } => match source.raw_os_error() {
                 Some(h) => Errno::from_host(h),

@@ -21,6 +21,7 @@
 
 pub mod getopt;
 pub mod netbsd;
+pub mod tool;
 
 use std::sync::Arc;
 
@@ -94,7 +95,8 @@ impl Builder {
         cfg.verbose |= self.verbose;
         let kernel = Kernel::boot(cfg).map_err(|e| Error(format!("kernel boot: {e}")))?;
         for spec in &self.drives {
-            let d = rumpkern::DriveSpec::parse(spec).map_err(|e| Error(format!("drive {spec}: {e}")))?;
+            // The parser's messages name the spec already (`drive spec "...": ...`).
+            let d = rumpkern::DriveSpec::parse(spec).map_err(Error)?;
             let fault = match self.faults.iter().find(|(k, _)| *k == d.key) {
                 Some((_, f)) => Some(Arc::new(
                     vfs_cache::FaultControl::from_spec(f).map_err(|e| Error(format!("fault {f}: {e}")))?,
@@ -102,14 +104,23 @@ impl Builder {
                 None => None,
             };
             kernel.add_drive(&d, fault).map_err(|e| {
-                // Name the drive by its key, once (the kernel's message may already).
-                Error(if e.starts_with("drive ") { e } else { format!("drive {}: {e}", d.key) })
+                // Name the drive once: by its key, unless the message does.
+                if e.starts_with("drive ") {
+                    Error(e)
+                } else {
+                    Error(format!("drive {}: {e}", d.key))
+                }
             })?;
         }
         kernel.register_fs_type(
             netbsd_abi::fcntl::MOUNT_EXT2FS,
             Box::new(|store, ro| {
-                let fs = ext2::Ext2Fs::mount(store, ro)?;
+                // The client gets the errno; the server's log gets the reason.
+                let fs = ext2::Ext2Fs::mount_with(store, ext2::MountOptions { read_only: ro, force: false })
+                    .map_err(|e| {
+                        tracing::warn!("mount ext2fs refused: {}", e.reason);
+                        e.errno
+                    })?;
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
             }),
         );

@@ -297,7 +297,7 @@ impl NetbsdBuilder {
         let drives = self
             .drives
             .iter()
-            .map(|s| DriveSpec::parse(s).map_err(|e| Error(format!("drive {s}: {e}"))))
+            .map(|s| DriveSpec::parse(s).map_err(Error))
             .collect::<Result<Vec<_>, _>>()?;
         for m in &self.modules {
             if !std::path::Path::new(m).is_file() {

@@ -14,6 +14,21 @@ pub const RUMP_SERVER: &str = env!("CARGO_BIN_EXE_rump_server");
 pub const RUMP_HALT: &str = env!("CARGO_BIN_EXE_rump_halt");
 pub const RUMPCTL: &str = env!("CARGO_BIN_EXE_rumpctl");
 
+/// `rump.halt`, as installed: a symlink of that name to the `rump_halt`
+/// binary cargo built (the program names itself after `argv[0]`).
+pub fn rump_halt() -> PathBuf {
+    static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bin.{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir for the rump.halt link");
+        let link = dir.join("rump.halt");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(RUMP_HALT, &link).expect("symlink rump.halt");
+        link
+    })
+    .clone()
+}
+
 /// A private directory for one test's sockets and images.
 pub fn tmpdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("rump-test.").tempdir().expect("temporary directory")
@@ -139,7 +154,7 @@ impl Server {
     }
 
     pub fn halt(&self, args: &[&str]) -> Output {
-        self.tool(RUMP_HALT, args)
+        self.tool(rump_halt().to_str().expect("UTF-8 path"), args)
     }
 }
 
@@ -176,4 +191,34 @@ pub fn read_at(path: &Path, off: u64, len: usize) -> Vec<u8> {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A host program the tests need (`mke2fs`, `e2fsck`, `debugfs`, `gdb`,
+/// ...): found in `PATH`, else in `/sbin` or `/usr/sbin` (where e2fsprogs
+/// lives, often outside a user's `PATH`). A missing one fails the test
+/// with a message naming the program and the package to install, never a
+/// skip.
+pub fn host_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/sbin", "/usr/sbin"].map(PathBuf::from));
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    let pkg = match name {
+        "mke2fs" | "e2fsck" | "debugfs" | "tune2fs" | "dumpe2fs" => "e2fsprogs",
+        "gdb" => "gdb",
+        "nm" | "readelf" | "objcopy" | "strip" => "binutils",
+        "cc" => "gcc",
+        "man" => "man-db",
+        _ => name,
+    };
+    panic!("{name}: not found in PATH, /sbin or /usr/sbin: this test needs it (install {pkg}; .ci/run does)")
+}
+
+/// `Command::new` for a [`host_tool`].
+pub fn host_cmd(name: &str) -> Command {
+    Command::new(host_tool(name))
 }

@@ -4,7 +4,8 @@
 //! test               the README's test command
 //! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2 (default: all)
 //! demo               the README's main job: serve an image, write, halt, check
-//! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl
+//! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl, lib/librumpuser.so.0,
+//!                    the manual pages; stripped, debug info in lib/debug
 
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
@@ -87,26 +88,113 @@ fn install(rest: &[String]) -> Result<(), String> {
         [flag, dir] if flag == "--prefix" => PathBuf::from(dir),
         _ => return Err("usage: cargo xtask install [--prefix DIR]".into()),
     };
+    // An absolute prefix: the symlinks and messages name real places.
+    let prefix = if prefix.is_absolute() {
+        prefix
+    } else {
+        std::env::current_dir().map_err(|e| format!("current directory: {e}"))?.join(prefix)
+    };
     cargo(&["build", "--release", "-p", "runtime", "-p", "hypercall"])?;
     let bin = prefix.join("bin");
     let lib = prefix.join("lib");
-    for d in [&bin, &lib] {
+    let debug = lib.join("debug");
+    let man1 = prefix.join("share/man/man1");
+    let man8 = prefix.join("share/man/man8");
+    for d in [&bin, &lib, &debug, &man1] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
     }
     let rel = root().join("target/release");
-    // Cargo cannot name a binary "rump.halt": install rump_halt under both names.
-    let copies: &[(&str, &Path, &str)] = &[
-        ("rump_server", &bin, "rump_server"),
-        ("rump_halt", &bin, "rump_halt"),
-        ("rump_halt", &bin, "rump.halt"),
-        ("rumpctl", &bin, "rumpctl"),
-        ("librumpuser.so", &lib, "librumpuser.so"),
-    ];
-    for (src, dir, name) in copies {
-        let from = rel.join(src);
-        let to = dir.join(name);
-        std::fs::copy(&from, &to).map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
-        println!("installed {}", to.display());
+    // Programs and the library: stripped, their debug info kept apart
+    // under lib/debug (gdb: set debug-file-directory PREFIX/lib/debug).
+    for name in ["rump_server", "rump_halt", "rumpctl"] {
+        install_stripped(&rel.join(name), &bin.join(name), &debug, 0o755)?;
     }
+    install_stripped(&rel.join("librumpuser.so"), &lib.join("librumpuser.so.0"), &debug, 0o755)?;
+    // Cargo cannot name a binary "rump.halt": the link gives it that name
+    // (the program names itself after argv[0]).
+    symlink("rump_halt", &bin.join("rump.halt"))?;
+    symlink("librumpuser.so.0", &lib.join("librumpuser.so"))?;
+    // Manual pages.
+    let man = root().join("runtime/man");
+    for page in ["rump_server.1", "rumpctl.1", "rump.halt.1"] {
+        copy(&man.join(page), &man1.join(page), 0o644)?;
+    }
+    symlink("rump.halt.1", &man1.join("rump_halt.1"))?;
+    let ext2fs = man.join("rump_ext2fs.8");
+    if ext2fs.exists() {
+        std::fs::create_dir_all(&man8).map_err(|e| format!("mkdir {}: {e}", man8.display()))?;
+        copy(&ext2fs, &man8.join("rump_ext2fs.8"), 0o644)?;
+    }
+    Ok(())
+}
+
+/// Replace `to` (a file or link, perhaps a running program) with a copy of
+/// `from` with mode `mode`.
+fn copy(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = to.with_extension("xtask-new");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::copy(from, &tmp).map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("rename {} {}: {e}", tmp.display(), to.display()))?;
+    println!("installed {}", to.display());
+    Ok(())
+}
+
+fn symlink(target: &str, link: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).map_err(|e| format!("ln -s {target} {}: {e}", link.display()))?;
+    println!("installed {} -> {target}", link.display());
+    Ok(())
+}
+
+/// The GNU build id of an ELF file, as hex (from `readelf -n`).
+fn build_id(file: &Path) -> Option<String> {
+    let o = Command::new("readelf").arg("-n").arg(file).output().ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.lines().find_map(|l| l.trim().strip_prefix("Build ID: ").map(|s| s.trim().to_string()))
+}
+
+/// Install `from` as `to`, stripped; its debug information goes to
+/// `debug/.build-id/xx/rest.debug` (found by gdb through the build id)
+/// with a `.gnu_debuglink` to it.
+fn install_stripped(from: &Path, to: &Path, debug: &Path, mode: u32) -> Result<(), String> {
+    let tool = |name: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let o = Command::new(name)
+            .args(args)
+            .output()
+            .map_err(|e| format!("{name}: {e} (install binutils)"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{name} {args:?}: {}", String::from_utf8_lossy(&o.stderr).trim()))
+        }
+    };
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let work = to.with_extension("xtask-strip");
+    let dbg_tmp = to.with_extension("xtask-debug");
+    let _ = std::fs::remove_file(&work);
+    std::fs::copy(from, &work).map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
+    tool("objcopy", &["--only-keep-debug".as_ref(), work.as_os_str(), dbg_tmp.as_os_str()])?;
+    let dbg = match build_id(&work) {
+        Some(id) if id.len() > 2 => {
+            let d = debug.join(".build-id").join(&id[..2]);
+            std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+            d.join(format!("{}.debug", &id[2..]))
+        }
+        _ => debug.join(format!("{name}.debug")),
+    };
+    std::fs::rename(&dbg_tmp, &dbg).map_err(|e| format!("rename {} {}: {e}", dbg_tmp.display(), dbg.display()))?;
+    // Strip the debug sections and the static symbol table; the dynamic
+    // symbols (rump_server's exported hypercalls, the library's entry
+    // points) stay.
+    tool("strip", &["--strip-all".as_ref(), work.as_os_str()])?;
+    let link = format!("--add-gnu-debuglink={}", dbg.display());
+    tool("objcopy", &[link.as_ref(), work.as_os_str()])?;
+    copy(&work, to, mode)?;
+    let _ = std::fs::remove_file(&work);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!("  {} bytes (was {}); debug info: {}", size(to), size(from), dbg.display());
     Ok(())
 }

@@ -10,23 +10,48 @@
 
 use std::process::exit;
 
+use std::sync::OnceLock;
+
 use rumprun::getopt::getopt;
 use rumprun::netbsd::NetbsdKernel;
-use rumprun::{parse_memlimit, Rump};
+use rumprun::{parse_memlimit, tool, Rump};
 
-const USAGE: &str =
-    "usage: rump_server [-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] url";
+const SYNOPSIS: &str = "[-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] url";
+
+/// The program name from argv[0], for every message.
+fn prog() -> &'static str {
+    static P: OnceLock<String> = OnceLock::new();
+    P.get_or_init(|| tool::progname("rump_server"))
+}
 
 fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
-        eprintln!("rump_server: {msg}");
+        eprintln!("{}: {msg}", prog());
     }
-    eprintln!("{USAGE}");
+    eprintln!("usage: {} {SYNOPSIS}", prog());
     exit(1)
+}
+
+fn help() -> String {
+    format!(
+        "usage: {} {SYNOPSIS}\n\
+         Boot a rump kernel and serve its system calls on url (unix://PATH or tcp://ADDR:PORT).\n\
+         \x20 -s            stay in the foreground (default: daemonize once serving)\n\
+         \x20 -v            verbose (again for more; RUMP_VERBOSE likewise)\n\
+         \x20 -c ncpu       virtual CPUs (default RUMP_NCPU, else the host's count)\n\
+         \x20 -d drivespec  a host drive: key=K,hostpath=P,size=S|host[,offset=O][,type=blk|chr|reg]\n\
+         \x20 -l library    boot NetBSD's component library instead of the built-in kernel\n\
+         \x20 -m module     load a NetBSD kernel module (with -l)\n\
+         \x20 -r total_ram  memory limit of the file system cache (64m, 1g, 25%)\n\
+         SIGTERM or SIGINT halts as rump.halt does. See rump_server(1).\n",
+        prog()
+    )
 }
 
 struct Opts {
     foreground: bool,
+    /// -v count plus RUMP_VERBOSE.
+    verbosity: usize,
     verbose: bool,
     ncpu: Option<usize>,
     drives: Vec<String>,
@@ -38,9 +63,13 @@ struct Opts {
 
 fn parse_args() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if tool::help_requested(&args) {
+        tool::print_help(&help());
+    }
     let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e));
     let mut o = Opts {
         foreground: false,
+        verbosity: 0,
         verbose: false,
         ncpu: None,
         drives: vec![],
@@ -53,7 +82,7 @@ fn parse_args() -> Opts {
         let v = v.unwrap_or_default();
         match c {
             's' => o.foreground = true,
-            'v' => o.verbose = true,
+            'v' => o.verbosity += 1,
             'c' => match v.parse::<usize>() {
                 Ok(n) if n > 0 => o.ncpu = Some(n),
                 _ => usage(&format!("-c {v}: invalid CPU count")),
@@ -63,7 +92,8 @@ fn parse_args() -> Opts {
             'm' => o.modules.push(v),
             'r' => match parse_memlimit(&v) {
                 Ok(n) => o.memlimit = Some(n),
-                Err(e) => usage(&format!("-r: {e}")),
+                // Name the value once: `-r 1x: bad size: ...`.
+                Err(e) => usage(&format!("-r {v}: {}", e.replace(&format!(" \"{}\"", v.trim()), ""))),
             },
             _ => usage(""),
         }
@@ -71,8 +101,10 @@ fn parse_args() -> Opts {
     match p.operands.as_slice() {
         [url] => o.url = url.clone(),
         [] => usage("missing url"),
-        _ => usage("too many arguments"),
+        [_, extra, ..] => usage(&format!("{extra}: unexpected argument after the url")),
     }
+    o.verbosity += tool::verbosity(0);
+    o.verbose = o.verbosity > 0;
     o
 }
 
@@ -139,7 +171,7 @@ fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
     let mut k = b.boot().map_err(|e| e.to_string())?;
     if o.verbose {
         let names: Vec<&str> = k.libraries().iter().map(|l| l.path.as_str()).collect();
-        eprintln!("rump_server: NetBSD components: {}", names.join(" "));
+        tracing::info!("NetBSD components: {}", names.join(" "));
     }
     k.serve(&o.url).map_err(|e| e.to_string())?;
     Ok(k)
@@ -170,33 +202,32 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 fn main() {
     let o = parse_args();
     if o.verbose {
-        std::env::set_var("RUMP_VERBOSE", "1");
+        std::env::set_var("RUMP_VERBOSE", o.verbosity.to_string());
     }
+    tool::init_logging(prog(), o.verbosity);
     let set = block_signals();
     rumpuser::sp::raise_nofile_limit();
     // Fork before any thread exists; the parent waits for our word.
     if !o.foreground {
         if let Err(e) = rumpuser::daemonize::begin() {
-            eprintln!("rump_server: daemonize: {e}");
+            eprintln!("{}: daemonize: {e}", prog());
             exit(1);
         }
     }
     let served = match start(&o) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("rump_server: {e}");
+            eprintln!("{}: {e}", prog());
             if !o.foreground {
                 let _ = rumpuser::daemonize::done(1);
             }
             exit(1);
         }
     };
-    if o.verbose {
-        eprintln!("rump_server: serving {} (pid {})", o.url, std::process::id());
-    }
+    tracing::info!("serving {} (pid {})", o.url, std::process::id());
     if !o.foreground {
         if let Err(e) = rumpuser::daemonize::done(0) {
-            eprintln!("rump_server: daemonize: {e}");
+            eprintln!("{}: daemonize: {e}", prog());
             exit(1);
         }
     }
@@ -206,7 +237,15 @@ fn main() {
     }
 }
 
-fn serve_builtin(o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
+fn signame(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+fn serve_builtin(_o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
     let rump = std::sync::Arc::new(rump);
     loop {
         let sig = wait_signal(set);
@@ -217,19 +256,17 @@ fn serve_builtin(o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
         }
         if halt::halting() {
             // A second signal while the first halt flushes: the rescue.
-            eprintln!("rump_server: signal {sig} during the halt: skipping the rest of the flush");
+            eprintln!("{}: {} during the halt: skipping the rest of the flush", prog(), signame(sig));
             let _ = rump.halt(netbsd_abi::reboot::RB_NOSYNC);
             continue;
         }
-        if o.verbose {
-            eprintln!("rump_server: signal {sig}: halting");
-        }
+        tracing::info!("{}: halting", signame(sig));
         // Same as `rump.halt` with no flags: flush, then exit. On its own
         // thread, so that this one takes the next signal.
         let r = rump.clone();
         std::thread::spawn(move || {
             if let Err(e) = r.halt(0) {
-                eprintln!("rump_server: halt: {e}");
+                eprintln!("{}: halt: {e}", prog());
             }
         });
     }
@@ -238,19 +275,17 @@ fn serve_builtin(o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
 /// NetBSD's kernel halts itself (its `cpu_reboot` ends in our
 /// `rumpuser_sp_fini` and `rumpuser_exit`); a signal asks it to, as
 /// `rump.halt` with no flags would.
-fn serve_netbsd(o: &Opts, set: &libc::sigset_t, k: NetbsdKernel) -> ! {
+fn serve_netbsd(_o: &Opts, set: &libc::sigset_t, k: NetbsdKernel) -> ! {
     loop {
         let sig = wait_signal(set);
         if k.halted() {
             // Halted with -h (sysproxy shut down, process kept): go now.
             exit(0);
         }
-        if o.verbose {
-            eprintln!("rump_server: signal {sig}: halting");
-        }
+        tracing::info!("{}: halting", signame(sig));
         // NetBSD's reboot(2) from this thread: sync, then exit(0).
         if let Err(e) = k.reboot(0) {
-            eprintln!("rump_server: halt: {e}");
+            eprintln!("{}: halt: {e}", prog());
         }
     }
 }
