@@ -407,3 +407,66 @@ fn embedded_halt_without_rb_halt_exits_the_process() {
     assert_eq!(st.code(), Some(0), "the embedder exited 0 after the flush");
     assert!(image_has(d.path(), &pattern(MIB, 22), MIB as u64), "flushed before the exit");
 }
+
+/// Kernels and servers are values (issue 11): four kernels booted from
+/// four threads of one process, each serving its own URL to a client and
+/// writing its own image, halted in random order with `RB_HALT` (each
+/// report checked, the others still serving), then a fifth boots after
+/// them; and a kernel dropped without a halt is halted with a flush.
+#[test]
+fn four_kernels_in_one_process_halt_each_on_its_own() {
+    use netbsd_abi::reboot::RB_HALT;
+    let d = tmpdir();
+    let dir = d.path().to_path_buf();
+    let boot = |i: usize| {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let img = dir.join(format!("img{i}"));
+            let mut rump = rumprun::Rump::builder()
+                .ncpu(1 + i % 2)
+                .memlimit(16 << 20)
+                .drive(&format!("key=/dk,hostpath={},size=2m", img.display()))
+                .boot()
+                .expect("boot");
+            let url = format!("unix://{}", dir.join(format!("k{i}.sock")).display());
+            rump.serve(&url).expect("serve");
+            let c = Client::connect(&url).expect("client");
+            let fd = c.open("/dk", O_RDWR, 0).expect("open /dk");
+            let data = pattern(256 << 10, 100 + i as u64);
+            assert_eq!(c.pwrite(fd, &data, 0).expect("pwrite"), data.len());
+            (rump, url, c, img, data)
+        })
+    };
+    let mut kernels: Vec<_> = (0..4).map(boot).map(|t| t.join().expect("boot thread")).collect();
+    // Halt in an order that is not boot order, pseudo-randomly.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as usize;
+    let mut order: Vec<usize> = (0..4).collect();
+    for i in (1..4).rev() {
+        order.swap(i, (seed >> (i * 3)) % (i + 1));
+    }
+    eprintln!("halt order {order:?}");
+    let mut halted = [false; 4];
+    for &i in &order {
+        let (rump, url, c, img, data) = &kernels[i];
+        let report = rump.halt(RB_HALT).expect("RB_HALT returns its report");
+        assert_eq!(report.flush, Some(Ok(())), "kernel {i}: flushed");
+        assert_eq!(report.cut_off, 0);
+        let on_disk = std::fs::read(img).expect("image");
+        assert_eq!(&on_disk[..data.len()], &data[..], "kernel {i}: image holds its data");
+        assert!(c.getpid().is_err(), "kernel {i}: its client is dropped");
+        assert!(Client::connect(url).is_err(), "kernel {i}: no more connections");
+        halted[i] = true;
+        for (j, (_, _, cj, _, _)) in kernels.iter().enumerate() {
+            if !halted[j] {
+                assert!(cj.getpid().is_ok(), "kernel {j} still serves after kernel {i} halted");
+            }
+        }
+    }
+    kernels.clear();
+    // A fifth, after all of them; dropped without a halt: it flushes.
+    let (rump, _url, c, img, data) = boot(4).join().expect("boot the fifth");
+    drop(c);
+    drop(rump);
+    let on_disk = std::fs::read(&img).expect("image");
+    assert_eq!(&on_disk[..data.len()], &data[..], "a dropped kernel flushed its drive");
+}

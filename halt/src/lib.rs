@@ -11,12 +11,12 @@
 //! The kernel is reached through [`HaltTarget`], so the sequence does not
 //! care which kernel it stops and can be tested on its own.
 
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use netbsd_abi::errno::{Errno, EBUSY, EINTR};
 use netbsd_abi::reboot::{RB_DUMP, RB_HALT, RB_NOSYNC};
+use rumpuser::sp::ClientHandle;
 
 /// How long running syscalls get to finish before the halt goes on
 /// without them (they are reported, not waited for forever).
@@ -26,7 +26,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// drive must not hold the halt up for long.
 pub const DRAIN_TIMEOUT_NOSYNC: Duration = Duration::from_millis(500);
 
-/// What the halt sequence needs from a kernel.
+/// What the halt sequence needs from a kernel and its server.
 pub trait HaltTarget: Send + Sync {
     /// Refuse every new syscall from now on.
     fn stop_admitting(&self);
@@ -42,6 +42,11 @@ pub trait HaltTarget: Send + Sync {
     fn unflushed(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Halt step 1 for the kernel's sysproxy server, if it has one.
+    fn stop_serving(&self) {}
+    /// Halt step 3: answer `client`'s `reboot(2)` with `errno`, shut the
+    /// listener, drop every client.
+    fn fini(&self, _client: ClientHandle, _errno: i32) {}
 }
 
 impl HaltTarget for rumpkern::Kernel {
@@ -90,49 +95,182 @@ impl HaltReport {
 pub enum Caller {
     /// A sysproxy client inside `reboot(2)`: its handle, to answer it
     /// before the listener goes.
-    Remote(*mut c_void),
+    Remote(ClientHandle),
     /// The host process itself (embedder, signal).
     Local,
 }
 
-/// Where the halt of this process is: none yet; draining or flushing (what
-/// a rescue may cut short); past its flush; taken over by a rescue (the
-/// halt it overtook must not go on if its flush ever returns).
-static STATE: AtomicU8 = AtomicU8::new(ST_IDLE);
-const ST_IDLE: u8 = 0;
-const ST_FLUSHING: u8 = 1;
-const ST_FINISHING: u8 = 2;
-const ST_RESCUED: u8 = 3;
+impl Caller {
+    fn client(self) -> ClientHandle {
+        match self {
+            Caller::Remote(c) => c,
+            Caller::Local => ClientHandle::NULL,
+        }
+    }
+}
+
 impl std::fmt::Display for Caller {
     /// `client 3` (the sysproxy connection's id, which is what the handle
     /// holds) or `the host process`, never a pointer.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Caller::Remote(c) => write!(f, "client {}", *c as usize),
+            Caller::Remote(c) => write!(f, "client {}", c.0),
             Caller::Local => f.write_str("the host process"),
         }
     }
 }
 
-static QUIESCED: AtomicBool = AtomicBool::new(false);
-/// The flush of the halt failed, or was skipped by a rescue.
-static FLUSH_FAILED: AtomicBool = AtomicBool::new(false);
+const ST_IDLE: u8 = 0;
+const ST_FLUSHING: u8 = 1;
+const ST_FINISHING: u8 = 2;
+const ST_RESCUED: u8 = 3;
 
-/// Whether a halt has begun in this process.
-pub fn halting() -> bool {
-    STATE.load(Ordering::Acquire) != ST_IDLE
+/// The halt state of one kernel: it belongs with the kernel it halts, so
+/// a process may halt several kernels, each once.
+#[derive(Debug, Default)]
+pub struct Halt {
+    /// None yet; draining or flushing (what a rescue may cut short); past
+    /// its flush; taken over by a rescue (the halt it overtook must not go
+    /// on if its flush ever returns).
+    state: AtomicU8,
+    quiesced: AtomicBool,
+    /// The flush failed, or a rescue skipped it.
+    flush_failed: AtomicBool,
 }
 
-/// Whether the halt's flush failed (or a rescue skipped it): a quiesced
-/// server told to exit reports that in its exit status.
-pub fn flush_failed() -> bool {
-    FLUSH_FAILED.load(Ordering::Acquire)
-}
+impl Halt {
+    pub fn new() -> Halt {
+        Halt::default()
+    }
 
-/// Whether an `RB_HALT` halt has finished: the kernel is quiesced and the
-/// host process stays until told to exit.
-pub fn quiesced() -> bool {
-    QUIESCED.load(Ordering::Acquire)
+    /// Whether a halt has begun.
+    pub fn halting(&self) -> bool {
+        self.state.load(Ordering::Acquire) != ST_IDLE
+    }
+
+    /// Whether the halt's flush failed (or a rescue skipped it): a
+    /// quiesced server told to exit reports that in its exit status.
+    pub fn flush_failed(&self) -> bool {
+        self.flush_failed.load(Ordering::Acquire)
+    }
+
+    /// Whether an `RB_HALT` halt has finished: the kernel is quiesced and
+    /// the host process stays until told to exit.
+    pub fn quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::Acquire)
+    }
+
+    /// Run the halt sequence on `k`. Returns only with `RB_HALT` (or when
+    /// another halt of this kernel is already under way: `EBUSY`);
+    /// otherwise the process ends here.
+    ///
+    /// A halt with `RB_NOSYNC` that arrives while another is still draining
+    /// or flushing is a rescue ("virtually on fire"): it skips the rest of
+    /// that flush, says what was not flushed, answers its caller and ends
+    /// the process at once (status 1), or with `RB_HALT` quiesces. Any
+    /// other halt during a halt gets `EBUSY`.
+    pub fn halt(&self, k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+        if self.state.compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if flags & RB_NOSYNC != 0
+                && self.state.compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                return self.rescue(k, flags, caller);
+            }
+            return Err(Errno(EBUSY));
+        }
+        let start = Instant::now();
+        if verbose() {
+            log(&format!("halt: {} by {caller}", netbsd_abi::reboot::RbFlags(flags)));
+        }
+
+        // 1. Stop admitting; let running syscalls finish, within bounds.
+        k.stop_admitting();
+        k.stop_serving();
+        let drain = if flags & RB_NOSYNC != 0 { DRAIN_TIMEOUT_NOSYNC } else { DRAIN_TIMEOUT };
+        let cut_off = k.wait_idle(drain);
+        if cut_off > 0 {
+            log(&format!("halt: {cut_off} system call(s) still running after {drain:?}, cut off"));
+        }
+
+        // 2. Flush, unless told the disks are on fire.
+        let flush = if flags & RB_NOSYNC == 0 {
+            let r = k.sync_all();
+            if let Err(e) = r {
+                log(&format!("halt: file system flush failed: {e}"));
+            } else if verbose() {
+                log(&format!("halt: flushed in {:?}", start.elapsed()));
+            }
+            Some(r)
+        } else {
+            None
+        };
+        let errno = match flush {
+            Some(Err(e)) => e.0,
+            _ => 0,
+        };
+        if errno != 0 {
+            self.flush_failed.store(true, Ordering::Release);
+        }
+        // A rescue overtook this halt while it flushed: it owns the end now.
+        if self.state.compare_exchange(ST_FLUSHING, ST_FINISHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Err(Errno(EINTR));
+        }
+
+        // 3. Answer the caller, then shut the listener and drop every client.
+        k.fini(caller.client(), errno);
+
+        // 4. Core, quiesce, or exit.
+        let mut core_dumped = None;
+        if flags & RB_DUMP != 0 {
+            if flags & RB_HALT != 0 {
+                core_dumped = Some(dump_core_in_child());
+            } else {
+                dump_core();
+            }
+        }
+        if flags & RB_HALT != 0 {
+            k.quiesce();
+            self.quiesced.store(true, Ordering::Release);
+            if verbose() {
+                log("halt: kernel halted, host process stays up");
+            }
+            return Ok(HaltReport { flags, flush, cut_off, core_dumped, elapsed: start.elapsed() });
+        }
+        if verbose() {
+            log(&format!("halt: exiting after {:?}", start.elapsed()));
+        }
+        rumpuser::exit::exit(if errno == 0 { 0 } else { 1 })
+    }
+
+    /// The rescue (see [`Halt::halt`]): no drain, no flush, no CPU.
+    fn rescue(&self, k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+        let start = Instant::now();
+        self.flush_failed.store(true, Ordering::Release);
+        log(&format!("halt: {} during a halt: skipping the rest of the flush", netbsd_abi::reboot::RbFlags(flags)));
+        let left = k.unflushed();
+        if left.is_empty() {
+            log("halt: nothing was left to flush");
+        }
+        for l in &left {
+            log(&format!("halt: not flushed: {l}"));
+        }
+        k.stop_admitting();
+        k.fini(caller.client(), 0);
+        let mut core_dumped = None;
+        if flags & RB_DUMP != 0 {
+            if flags & RB_HALT != 0 {
+                core_dumped = Some(dump_core_in_child());
+            } else {
+                dump_core();
+            }
+        }
+        if flags & RB_HALT != 0 {
+            k.quiesce();
+            self.quiesced.store(true, Ordering::Release);
+            return Ok(HaltReport { flags, flush: None, cut_off: 0, core_dumped, elapsed: start.elapsed() });
+        }
+        rumpuser::exit::exit_now(1)
+    }
 }
 
 fn log(msg: &str) {
@@ -148,125 +286,6 @@ fn progname() -> String {
 
 fn verbose() -> bool {
     std::env::var_os("RUMP_VERBOSE").is_some_and(|v| v != "0")
-}
-
-/// Run the halt sequence. Returns only with `RB_HALT` (or when another
-/// halt is already under way: `EBUSY`); otherwise the process ends here.
-///
-/// A halt with `RB_NOSYNC` that arrives while another halt is still
-/// draining or flushing is a rescue ("virtually on fire"): it skips the
-/// rest of that flush, says what was not flushed, answers its caller and
-/// ends the process at once (status 1), or with `RB_HALT` quiesces. Any
-/// other halt during a halt gets `EBUSY`.
-pub fn halt(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
-    if STATE.compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        if flags & RB_NOSYNC != 0
-            && STATE.compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire).is_ok()
-        {
-            return rescue(k, flags, caller);
-        }
-        return Err(Errno(EBUSY));
-    }
-    let start = Instant::now();
-    if verbose() {
-        log(&format!("halt: {} by {caller}", netbsd_abi::reboot::RbFlags(flags)));
-    }
-
-    // 1. Stop admitting; let running syscalls finish, within bounds.
-    k.stop_admitting();
-    rumpuser::sp::stop_admitting();
-    let drain = if flags & RB_NOSYNC != 0 { DRAIN_TIMEOUT_NOSYNC } else { DRAIN_TIMEOUT };
-    let cut_off = k.wait_idle(drain);
-    if cut_off > 0 {
-        log(&format!("halt: {cut_off} system call(s) still running after {drain:?}, cut off"));
-    }
-
-    // 2. Flush, unless told the disks are on fire.
-    let flush = if flags & RB_NOSYNC == 0 {
-        let r = k.sync_all();
-        if let Err(e) = r {
-            log(&format!("halt: file system flush failed: {e}"));
-        } else if verbose() {
-            log(&format!("halt: flushed in {:?}", start.elapsed()));
-        }
-        Some(r)
-    } else {
-        None
-    };
-    let errno = match flush {
-        Some(Err(e)) => e.0,
-        _ => 0,
-    };
-    if errno != 0 {
-        FLUSH_FAILED.store(true, Ordering::Release);
-    }
-    // A rescue overtook this halt while it flushed: it owns the end now.
-    if STATE.compare_exchange(ST_FLUSHING, ST_FINISHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        return Err(Errno(EINTR));
-    }
-
-    // 3. Answer the caller, then shut the listener and drop every client.
-    let client = match caller {
-        Caller::Remote(c) => c,
-        Caller::Local => std::ptr::null_mut(),
-    };
-    rumpuser::sp::fini(client, errno);
-
-    // 4. Core, quiesce, or exit.
-    let mut core_dumped = None;
-    if flags & RB_DUMP != 0 {
-        if flags & RB_HALT != 0 {
-            core_dumped = Some(dump_core_in_child());
-        } else {
-            dump_core();
-        }
-    }
-    if flags & RB_HALT != 0 {
-        k.quiesce();
-        QUIESCED.store(true, Ordering::Release);
-        if verbose() {
-            log("halt: kernel halted, host process stays up");
-        }
-        return Ok(HaltReport { flags, flush, cut_off, core_dumped, elapsed: start.elapsed() });
-    }
-    if verbose() {
-        log(&format!("halt: exiting after {:?}", start.elapsed()));
-    }
-    rumpuser::exit::exit(if errno == 0 { 0 } else { 1 })
-}
-
-/// The rescue (see [`halt`]): no drain, no flush, no CPU.
-fn rescue(k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
-    let start = Instant::now();
-    FLUSH_FAILED.store(true, Ordering::Release);
-    log(&format!("halt: {} during a halt: skipping the rest of the flush", netbsd_abi::reboot::RbFlags(flags)));
-    let left = k.unflushed();
-    if left.is_empty() {
-        log("halt: nothing was left to flush");
-    }
-    for l in &left {
-        log(&format!("halt: not flushed: {l}"));
-    }
-    k.stop_admitting();
-    let client = match caller {
-        Caller::Remote(c) => c,
-        Caller::Local => std::ptr::null_mut(),
-    };
-    rumpuser::sp::fini(client, 0);
-    let mut core_dumped = None;
-    if flags & RB_DUMP != 0 {
-        if flags & RB_HALT != 0 {
-            core_dumped = Some(dump_core_in_child());
-        } else {
-            dump_core();
-        }
-    }
-    if flags & RB_HALT != 0 {
-        k.quiesce();
-        QUIESCED.store(true, Ordering::Release);
-        return Ok(HaltReport { flags, flush: None, cut_off: 0, core_dumped, elapsed: start.elapsed() });
-    }
-    rumpuser::exit::exit_now(1)
 }
 
 /// Abort with `SIGABRT` at its default action, so the host writes a core

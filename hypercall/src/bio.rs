@@ -104,7 +104,9 @@ fn io_thread() {
             }
         };
         ensure_lwp();
-        let (n, err) = do_io(job.fd, job.op, job.buf, job.len, job.off);
+        // SAFETY: `bio_submit`'s caller keeps the buffer valid until `done` runs,
+        // which is after this.
+        let (n, err) = unsafe { do_io(job.fd, job.op, job.buf, job.len, job.off) };
         let done = job.done;
         crate::guard("biodone", || match crate::upcalls::get() {
             Some(up) => {
@@ -118,14 +120,19 @@ fn io_thread() {
 }
 
 /// Perform one request on the calling thread (no unscheduling here).
-fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+///
+/// # Safety
+/// As [`bio_wait`]: `buf` valid for `len` bytes (writable for a read).
+unsafe fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
     if off < 0 || (len > 0 && buf.is_null()) {
         return (0, Some(Errno(EINVAL)));
     }
     if op & BIO_READ != 0 {
-        pread_full(fd, buf, len, off)
+        // SAFETY: the caller's promise about `buf`.
+        unsafe { pread_full(fd, buf, len, off) }
     } else if op & BIO_WRITE != 0 {
-        let (n, err) = pwrite_full(fd, buf, len, off);
+        // SAFETY: the caller's promise about `buf`.
+        let (n, err) = unsafe { pwrite_full(fd, buf, len, off) };
         if err.is_none() && op & BIO_SYNC != 0 {
             // SAFETY: fdatasync has no memory-safety preconditions.
             if unsafe { libc::fdatasync(fd) } != 0 {
@@ -142,9 +149,10 @@ fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Op
 /// exactly once, on an I/O thread, with a virtual CPU if a kernel is
 /// installed.
 ///
-/// `buf` must stay valid (and, for a write, unchanged; for a read, unread)
-/// for `len` bytes until `done` runs: the caller owns that promise.
-pub fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, done: Box<dyn FnOnce(usize, i32) + Send>) {
+/// # Safety
+/// `buf` must stay valid (and, for a write, unchanged; for a read, unread
+/// and not otherwise borrowed) for `len` bytes until `done` runs.
+pub unsafe fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, done: Box<dyn FnOnce(usize, i32) + Send>) {
     let pool = pool();
     let job = Job { fd, op, buf, len, off, done };
     let mut q = match pool.queue.lock() {
@@ -161,10 +169,12 @@ pub fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, done: Bo
 /// `len` only for a read at end of file); a `BIO_SYNC` write is durable on
 /// return.
 ///
-/// `buf` must be valid for `len` bytes (writable for a read): the caller
-/// owns that promise.
-pub fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> Result<usize, Errno> {
-    let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || do_io(fd, op, buf, len, off));
+/// # Safety
+/// `buf` must be valid for `len` bytes (writable and not otherwise
+/// borrowed for a read) for the duration of the call.
+pub unsafe fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> Result<usize, Errno> {
+    // SAFETY: the caller's promise about `buf`, passed on.
+    let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || unsafe { do_io(fd, op, buf, len, off) });
     match err {
         Some(e) => Err(e),
         None => Ok(n),
@@ -173,15 +183,16 @@ pub fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> Result<
 
 /// Read into `buf` at `off` (synchronously, unscheduled).
 pub fn read_at(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
-    bio_wait(fd, BIO_READ, buf.as_mut_ptr(), buf.len(), off)
+    // SAFETY: an exclusive borrow of `buf.len()` writable bytes, for the call.
+    unsafe { bio_wait(fd, BIO_READ, buf.as_mut_ptr(), buf.len(), off) }
 }
 
 /// Write `buf` at `off` (synchronously, unscheduled); durable on return if
 /// `sync`.
 pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errno> {
     let op = if sync { BIO_WRITE | BIO_SYNC } else { BIO_WRITE };
-    // The buffer is only read for a write.
-    bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off)
+    // SAFETY: a write only reads the buffer, borrowed for the call.
+    unsafe { bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off) }
 }
 
 /// At most this many `rumpuser_bio` requests are outstanding at once; a
@@ -263,6 +274,8 @@ pub unsafe extern "C" fn rumpuser_bio(
             unsafe { biodone(arg.0, n, e) };
             outstanding_release();
         });
-        bio_submit(fd, op, data.cast(), len, off, done);
+        // SAFETY: rumpuser_bio's contract: the kernel keeps `data` valid
+        // for `len` bytes until its biodone runs.
+        unsafe { bio_submit(fd, op, data.cast(), len, off, done) };
     })
 }

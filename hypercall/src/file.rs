@@ -212,7 +212,11 @@ pub fn syncfd(fd: i32, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
 
 /// Read into `buf` at `off` until it is full, end of file, or an error
 /// (after some bytes: the count so far). No unscheduling here.
-pub(crate) fn pread_full(fd: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+///
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes, and not otherwise
+/// borrowed, for the duration of the call.
+pub(crate) unsafe fn pread_full(fd: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
     let mut done = 0usize;
     while done < len {
         // SAFETY: the caller provides `len` writable bytes at `buf`.
@@ -234,7 +238,11 @@ pub(crate) fn pread_full(fd: c_int, buf: *mut u8, len: usize, off: i64) -> (usiz
 
 /// Write `buf` at `off` completely, or until an error (reporting the count
 /// written before it). No unscheduling here.
-pub(crate) fn pwrite_full(fd: c_int, buf: *const u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+///
+/// # Safety
+/// `buf` must be valid for reads of `len` bytes for the duration of the
+/// call.
+pub(crate) unsafe fn pwrite_full(fd: c_int, buf: *const u8, len: usize, off: i64) -> (usize, Option<Errno>) {
     let mut done = 0usize;
     while done < len {
         // SAFETY: the caller provides `len` readable bytes at `buf`.
@@ -294,7 +302,8 @@ impl HostFile {
     /// Read at `off` until `buf` is full or end of file; returns the count.
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         let off = check_off(off)?;
-        let (n, err) = blocking(std::ptr::null_mut(), || pread_full(self.fd, buf.as_mut_ptr(), buf.len(), off));
+        // SAFETY: an exclusive borrow of `buf`, for the call.
+        let (n, err) = blocking(std::ptr::null_mut(), || unsafe { pread_full(self.fd, buf.as_mut_ptr(), buf.len(), off) });
         match err {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
@@ -305,7 +314,8 @@ impl HostFile {
     /// error stopped it after some bytes).
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<usize, Errno> {
         let off = check_off(off)?;
-        let (n, err) = blocking(std::ptr::null_mut(), || pwrite_full(self.fd, buf.as_ptr(), buf.len(), off));
+        // SAFETY: a shared borrow of `buf`, for the call.
+        let (n, err) = blocking(std::ptr::null_mut(), || unsafe { pwrite_full(self.fd, buf.as_ptr(), buf.len(), off) });
         match err {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),

@@ -178,8 +178,13 @@ pub unsafe extern "C" fn rumpuser_thread_create(
 }
 
 /// `rumpuser_thread_exit()`: end the calling host thread.
+///
+/// # Safety
+/// The calling thread was started by `rumpuser_thread_create` and has only
+/// C frames (or frames that tolerate a forced unwind) above this call:
+/// `pthread_exit` must not unwind through Rust code that expects to run.
 #[no_mangle]
-pub extern "C" fn rumpuser_thread_exit() -> ! {
+pub unsafe extern "C" fn rumpuser_thread_exit() -> ! {
     trace_hit!(rumpuser_thread_exit);
     // No guard here: pthread_exit unwinds the thread by force, which must
     // not meet a catch_unwind.

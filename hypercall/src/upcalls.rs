@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use netbsd_abi::errno::{Errno, EINVAL};
 
+use crate::sp::ClientHandle;
+
 /// The interface version this layer implements.
 pub const RUMPUSER_VERSION: c_int = 17;
 
@@ -31,18 +33,33 @@ pub trait Upcalls: Send + Sync {
     fn backend_unschedule(&self, nlocks: c_int, interlock: *mut c_void) -> c_int;
     /// Take a virtual CPU back after a blocking host operation.
     fn backend_schedule(&self, nlocks: c_int, interlock: *mut c_void);
-    fn lwproc_switch(&self, l: LwpPtr);
+    /// Make `l` the calling thread's current lwp (null: none).
+    ///
+    /// # Safety
+    /// `l` is null or an lwp this kernel handed out (`lwproc_curlwp`) and
+    /// has not released: the kernel dereferences it.
+    unsafe fn lwproc_switch(&self, l: LwpPtr);
     fn lwproc_release(&self);
-    /// Create a new process for a sysproxy client; `client` is the opaque
-    /// handle the kernel passes back to `rumpuser_sp_copyin` and friends.
-    /// On success the new process's lwp is current. Returns an errno.
-    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int;
+    /// Create a new process for a sysproxy client; `client` is the handle
+    /// the kernel passes back to `rumpuser_sp_copyin` and friends (null:
+    /// a process of the host). On success the new process's lwp is
+    /// current. Returns an errno.
+    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: &CStr) -> c_int;
     /// Make a new lwp in process `pid` current. Returns an errno.
     fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int;
     fn lwproc_curlwp(&self) -> LwpPtr;
-    /// Run system call `num` with NetBSD's argument block `args`; results in
-    /// `retval`. Returns a NetBSD errno.
-    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int;
+    /// Run system call `num` with NetBSD's argument block `args` (one
+    /// 8-byte slot per argument, zero-padded to at least eight slots, so
+    /// that a kernel reading a known call's whole block stays inside it);
+    /// results in `retval`. Returns a NetBSD errno.
+    ///
+    /// # Safety
+    /// Every address among the arguments must be valid for the accesses
+    /// the call makes, in the memory of the current lwp's process: a
+    /// sysproxy client's memory is reached through its connection and
+    /// checked there, but a process of the host (a kernel's local
+    /// process) is this process's own memory.
+    unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int;
     fn lwpexit(&self);
     fn execnotify(&self, comm: &CStr);
     fn getpid(&self) -> libc::pid_t;
@@ -115,9 +132,10 @@ impl Upcalls for CUpcalls {
             unsafe { f(nlocks, interlock) }
         }
     }
-    fn lwproc_switch(&self, l: LwpPtr) {
+    unsafe fn lwproc_switch(&self, l: LwpPtr) {
         if let Some(f) = self.0.hyp_lwproc_switch {
-            // SAFETY: `l` came from the kernel (or is null).
+            // SAFETY: per this function's contract, `l` came from the
+            // kernel (or is null).
             unsafe { f(l) }
         }
     }
@@ -127,10 +145,11 @@ impl Upcalls for CUpcalls {
             unsafe { f() }
         }
     }
-    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int {
+    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: &CStr) -> c_int {
         match self.0.hyp_lwproc_rfork {
-            // SAFETY: `comm` is a valid NUL-terminated string for the call.
-            Some(f) => unsafe { f(client, flags, comm.as_ptr()) },
+            // SAFETY: `comm` is a valid NUL-terminated string for the call;
+            // the handle is an opaque token the kernel only hands back.
+            Some(f) => unsafe { f(client.as_ptr(), flags, comm.as_ptr()) },
             None => ENOSYS_NB,
         }
     }
@@ -148,10 +167,21 @@ impl Upcalls for CUpcalls {
             None => std::ptr::null_mut(),
         }
     }
-    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int {
+    unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int {
+        // NetBSD's kernel reads the whole argument block of the call: no
+        // call has more than eight slots, so pad a shorter block.
+        let mut padded = [0u64; 8];
+        let block: &mut [u64] = if args.len() >= padded.len() {
+            args
+        } else {
+            padded[..args.len()].copy_from_slice(args);
+            &mut padded
+        };
         match self.0.hyp_syscall {
-            // SAFETY: `retval` points at two longs, as the kernel expects.
-            Some(f) => unsafe { f(num, args, retval.as_mut_ptr()) },
+            // SAFETY: `retval` points at two longs and `block` at least
+            // eight slots, as the kernel expects; the addresses among the
+            // arguments are valid per this function's contract.
+            Some(f) => unsafe { f(num, block.as_mut_ptr().cast(), retval.as_mut_ptr()) },
             None => ENOSYS_NB,
         }
     }

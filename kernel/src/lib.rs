@@ -133,14 +133,10 @@ impl Default for KernelConfig {
 pub struct RebootCall {
     /// `RB_*` flags.
     pub flags: i32,
-    /// The calling process's sysproxy client (for `rumpuser_sp_fini`), null
-    /// for a local process.
-    pub client: *mut c_void,
+    /// The calling process's sysproxy client (for `rumpuser_sp_fini`),
+    /// null for a local process.
+    pub client: rumpuser::sp::ClientHandle,
 }
-
-// SAFETY: `client` is an opaque handle of the sysproxy server, valid from
-// any thread; the kernel never dereferences it.
-unsafe impl Send for RebootCall {}
 
 pub type RebootHandler = dyn Fn(&Kernel, RebootCall) -> i32 + Send + Sync;
 /// Makes a file system from a drive's cached store (read-only or not).
@@ -185,7 +181,16 @@ impl Kernel {
     /// Boot a kernel and install it as the hypercall layer's upcall table.
     pub fn boot(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
         let k = Kernel::new(cfg)?;
-        rumpuser::upcalls::init(rumpuser::RUMPUSER_VERSION, Box::new(lwproc::KernelUpcalls(k.clone())))?;
+        // The locks' upcalls, once for all built-in kernels (each kernel's
+        // own table goes to its server: see `Kernel::upcalls`).
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let mut r = Ok(());
+        ONCE.call_once(|| {
+            if rumpuser::upcalls::get().is_none() {
+                r = rumpuser::upcalls::init(rumpuser::RUMPUSER_VERSION, Box::new(lwproc::SchedUpcalls));
+            }
+        });
+        r?;
         lockdebug::start(&k);
         if k.cfg.verbose {
             eprintln!(

@@ -12,6 +12,7 @@ use netbsd_abi::stat::{Stat, STAT_SIZE};
 use netbsd_abi::syscall::*;
 use netbsd_abi::Errno;
 
+use crate::copy::Lend;
 use crate::proc::{curlwp_raw, set_curlwp_raw, Lwp, Proc};
 use crate::Kernel;
 
@@ -39,9 +40,6 @@ fn cstr(s: &str) -> Result<CString, Errno> {
     CString::new(s).map_err(|_| Errno(EINVAL))
 }
 
-fn ptr<T>(p: *const T) -> u64 {
-    p as usize as u64
-}
 
 impl LocalProc {
     pub(crate) fn new(kernel: Arc<Kernel>, proc: Arc<Proc>) -> LocalProc {
@@ -73,19 +71,31 @@ impl LocalProc {
         if args.len() < n {
             return Err(Errno(EFAULT));
         }
-        self.call(num, &args[..n])
+        // SAFETY: the caller vouches for every address among `args`.
+        unsafe { crate::copy::unchecked(|| self.run(num, &args[..n])) }
     }
 
-    /// Run a call whose pointer arguments the typed wrappers made from live
-    /// Rust values.
+    /// Run a call whose arguments hold no address.
     fn call(&self, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
+        self.call_lent(&Lend::new(), num, args)
+    }
+
+    /// Run a call whose address arguments the typed wrappers lent from
+    /// borrowed slices: the kernel reaches those and nothing else.
+    pub(crate) fn call_lent(&self, lend: &Lend<'_>, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
+        lend.during(|| self.run(num, args))
+    }
+
+    fn run(&self, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
         let k = &self.kernel;
         let l = k.make_lwp(self.proc.clone());
         let old = curlwp_raw();
-        set_curlwp_raw(l);
+        // SAFETY: `l` was just made and lives until freed below.
+        unsafe { set_curlwp_raw(l) };
         let mut rv = [0i64; 2];
         let e = k.run_syscall(&self.proc, num, args, &mut rv);
-        set_curlwp_raw(old);
+        // SAFETY: `old` was current before this call, so it is still alive.
+        unsafe { set_curlwp_raw(old) };
         // SAFETY: `l` was made above, is no longer current, and nobody
         // else has it.
         unsafe { (*l).rele() };
@@ -103,8 +113,9 @@ impl LocalProc {
     }
 
     pub fn open(&self, path: &str, flags: i32, mode: u32) -> Result<i32, Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
-        Ok(self.call(SYS_OPEN, &[ptr(p.as_ptr()), flags as u32 as u64, mode as u64])?[0] as i32)
+        Ok(self.call_lent(&l, SYS_OPEN, &[l.cstr(&p), flags as u32 as u64, mode as u64])?[0] as i32)
     }
 
     pub fn close(&self, fd: i32) -> Result<(), Errno> {
@@ -112,19 +123,25 @@ impl LocalProc {
     }
 
     pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-        Ok(self.call(SYS_READ, &[fd as u32 as u64, ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize)
+        let l = Lend::new();
+        let buf_len = buf.len() as u64;
+        Ok(self.call_lent(&l, SYS_READ, &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len])?[0] as usize)
     }
 
     pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
-        Ok(self.call(SYS_WRITE, &[fd as u32 as u64, ptr(buf.as_ptr()), buf.len() as u64])?[0] as usize)
+        let l = Lend::new();
+        Ok(self.call_lent(&l, SYS_WRITE, &[fd as u32 as u64, l.buf(&buf[..]), buf.len() as u64])?[0] as usize)
     }
 
     pub fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
-        Ok(self.call(SYS_PREAD, &[fd as u32 as u64, ptr(buf.as_mut_ptr()), buf.len() as u64, 0, off as u64])?[0] as usize)
+        let l = Lend::new();
+        let buf_len = buf.len() as u64;
+        Ok(self.call_lent(&l, SYS_PREAD, &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len, 0, off as u64])?[0] as usize)
     }
 
     pub fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> Result<usize, Errno> {
-        Ok(self.call(SYS_PWRITE, &[fd as u32 as u64, ptr(buf.as_ptr()), buf.len() as u64, 0, off as u64])?[0] as usize)
+        let l = Lend::new();
+        Ok(self.call_lent(&l, SYS_PWRITE, &[fd as u32 as u64, l.buf(&buf[..]), buf.len() as u64, 0, off as u64])?[0] as usize)
     }
 
     pub fn lseek(&self, fd: i32, off: i64, whence: i32) -> Result<i64, Errno> {
@@ -147,67 +164,82 @@ impl LocalProc {
         self.call(SYS_SYNC, &[]).map(|_| ())
     }
 
-    fn stat_call(&self, num: i32, a0: u64) -> Result<Stat, Errno> {
+    /// stat/lstat of `path`, or fstat of `fd` when `path` is `None`.
+    fn stat_call(&self, num: i32, path: Option<&std::ffi::CStr>, fd: i32) -> Result<Stat, Errno> {
+        let l = Lend::new();
         let mut b = [0u8; STAT_SIZE];
-        self.call(num, &[a0, ptr(b.as_mut_ptr())])?;
+        let a0 = match path {
+            Some(p) => l.cstr(p),
+            None => fd as u32 as u64,
+        };
+        self.call_lent(&l, num, &[a0, l.buf_mut(&mut b[..])])?;
         Stat::decode(&b).ok_or(Errno(EFAULT))
     }
 
     pub fn stat(&self, path: &str) -> Result<Stat, Errno> {
         let p = cstr(path)?;
-        self.stat_call(SYS_STAT, ptr(p.as_ptr()))
+        self.stat_call(SYS_STAT, Some(&p), 0)
     }
 
     pub fn lstat(&self, path: &str) -> Result<Stat, Errno> {
         let p = cstr(path)?;
-        self.stat_call(SYS_LSTAT, ptr(p.as_ptr()))
+        self.stat_call(SYS_LSTAT, Some(&p), 0)
     }
 
     pub fn fstat(&self, fd: i32) -> Result<Stat, Errno> {
-        self.stat_call(SYS_FSTAT, fd as u32 as u64)
+        self.stat_call(SYS_FSTAT, None, fd)
     }
 
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
-        self.call(SYS_MKDIR, &[ptr(p.as_ptr()), mode as u64]).map(|_| ())
+        self.call_lent(&l, SYS_MKDIR, &[l.cstr(&p), mode as u64]).map(|_| ())
     }
 
     pub fn rmdir(&self, path: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
-        self.call(SYS_RMDIR, &[ptr(p.as_ptr())]).map(|_| ())
+        self.call_lent(&l, SYS_RMDIR, &[l.cstr(&p)]).map(|_| ())
     }
 
     pub fn unlink(&self, path: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
-        self.call(SYS_UNLINK, &[ptr(p.as_ptr())]).map(|_| ())
+        self.call_lent(&l, SYS_UNLINK, &[l.cstr(&p)]).map(|_| ())
     }
 
     pub fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let (f, t) = (cstr(from)?, cstr(to)?);
-        self.call(SYS_RENAME, &[ptr(f.as_ptr()), ptr(t.as_ptr())]).map(|_| ())
+        self.call_lent(&l, SYS_RENAME, &[l.cstr(&f), l.cstr(&t)]).map(|_| ())
     }
 
     pub fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let (f, t) = (cstr(from)?, cstr(to)?);
-        self.call(SYS_LINK, &[ptr(f.as_ptr()), ptr(t.as_ptr())]).map(|_| ())
+        self.call_lent(&l, SYS_LINK, &[l.cstr(&f), l.cstr(&t)]).map(|_| ())
     }
 
     pub fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let (t, p) = (cstr(target)?, cstr(path)?);
-        self.call(SYS_SYMLINK, &[ptr(t.as_ptr()), ptr(p.as_ptr())]).map(|_| ())
+        self.call_lent(&l, SYS_SYMLINK, &[l.cstr(&t), l.cstr(&p)]).map(|_| ())
     }
 
     pub fn readlink(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN];
-        let n = self.call(SYS_READLINK, &[ptr(p.as_ptr()), ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize;
+        let buf_len = buf.len() as u64;
+        let n = self.call_lent(&l, SYS_READLINK, &[l.cstr(&p), l.buf_mut(&mut buf[..]), buf_len])?[0] as usize;
         buf.truncate(n);
         Ok(buf)
     }
 
     pub fn chmod(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
-        self.call(SYS_CHMOD, &[ptr(p.as_ptr()), mode as u64]).map(|_| ())
+        self.call_lent(&l, SYS_CHMOD, &[l.cstr(&p), mode as u64]).map(|_| ())
     }
 
     pub fn fchmod(&self, fd: i32, mode: u32) -> Result<(), Errno> {
@@ -215,8 +247,9 @@ impl LocalProc {
     }
 
     pub fn chdir(&self, path: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let p = cstr(path)?;
-        self.call(SYS_CHDIR, &[ptr(p.as_ptr())]).map(|_| ())
+        self.call_lent(&l, SYS_CHDIR, &[l.cstr(&p)]).map(|_| ())
     }
 
     pub fn fchdir(&self, fd: i32) -> Result<(), Errno> {
@@ -224,8 +257,10 @@ impl LocalProc {
     }
 
     pub fn getcwd(&self) -> Result<String, Errno> {
+        let l = Lend::new();
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN * 4];
-        let n = self.call(SYS___GETCWD, &[ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize;
+        let buf_len = buf.len() as u64;
+        let n = self.call_lent(&l, SYS___GETCWD, &[l.buf_mut(&mut buf[..]), buf_len])?[0] as usize;
         let n = n.saturating_sub(1).min(buf.len());
         buf.truncate(n);
         String::from_utf8(buf).map_err(|_| Errno(EILSEQ))
@@ -233,7 +268,9 @@ impl LocalProc {
 
     /// One `getdents` call into `buf`; returns the bytes filled.
     pub fn getdents_raw(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
-        Ok(self.call(SYS_GETDENTS, &[fd as u32 as u64, ptr(buf.as_mut_ptr()), buf.len() as u64])?[0] as usize)
+        let l = Lend::new();
+        let buf_len = buf.len() as u64;
+        Ok(self.call_lent(&l, SYS_GETDENTS, &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len])?[0] as usize)
     }
 
     /// Every entry of directory `fd` from its current offset on.
@@ -259,9 +296,10 @@ impl LocalProc {
 
     /// `mount("ext2fs", dir, flags, &ufs_args{fspec})`.
     pub fn mount(&self, fstype: &str, dir: &str, flags: i32, fspec: &str) -> Result<(), Errno> {
+        let l = Lend::new();
         let (t, d, s) = (cstr(fstype)?, cstr(dir)?, cstr(fspec)?);
-        let args: [u64; 1] = [ptr(s.as_ptr())];
-        self.call(SYS_MOUNT, &[ptr(t.as_ptr()), ptr(d.as_ptr()), flags as u32 as u64, ptr(args.as_ptr()), 8]).map(|_| ())
+        let args: [u64; 1] = [l.cstr(&s)];
+        self.call_lent(&l, SYS_MOUNT, &[l.cstr(&t), l.cstr(&d), flags as u32 as u64, l.buf(&args[..]), 8]).map(|_| ())
     }
 
     pub fn mount_ext2(&self, fspec: &str, dir: &str, read_only: bool) -> Result<(), Errno> {
@@ -270,8 +308,9 @@ impl LocalProc {
     }
 
     pub fn unmount(&self, dir: &str, flags: i32) -> Result<(), Errno> {
+        let l = Lend::new();
         let d = cstr(dir)?;
-        self.call(SYS_UNMOUNT, &[ptr(d.as_ptr()), flags as u32 as u64]).map(|_| ())
+        self.call_lent(&l, SYS_UNMOUNT, &[l.cstr(&d), flags as u32 as u64]).map(|_| ())
     }
 
     pub fn reboot(&self, flags: i32) -> Result<(), Errno> {
@@ -280,11 +319,13 @@ impl LocalProc {
 
     /// `__sysctl(name, oldv)`: read a node into a buffer of `cap` bytes.
     pub fn sysctl(&self, name: &[i32], cap: usize) -> Result<Vec<u8>, Errno> {
+        let l = Lend::new();
         let mut buf = vec![0u8; cap];
         let mut len: u64 = cap as u64;
-        self.call(
+        self.call_lent(
+            &l,
             SYS___SYSCTL,
-            &[ptr(name.as_ptr()), name.len() as u64, ptr(buf.as_mut_ptr()), ptr(&mut len as *mut u64), 0, 0],
+            &[l.buf(name), name.len() as u64, l.buf_mut(&mut buf[..]), l.buf_mut(std::slice::from_mut(&mut len)), 0, 0],
         )?;
         buf.truncate(len as usize);
         Ok(buf)
@@ -292,7 +333,8 @@ impl LocalProc {
 
     /// `__sysctl` writing `new` to a node.
     pub fn sysctl_set(&self, name: &[i32], new: &[u8]) -> Result<(), Errno> {
-        self.call(SYS___SYSCTL, &[ptr(name.as_ptr()), name.len() as u64, 0, 0, ptr(new.as_ptr()), new.len() as u64])
+        let l = Lend::new();
+        self.call_lent(&l, SYS___SYSCTL, &[l.buf(&name[..]), name.len() as u64, 0, 0, l.buf(&new[..]), new.len() as u64])
             .map(|_| ())
     }
 

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use netbsd_abi::errno::*;
+use rumpuser::sp::ClientHandle;
 use rumpuser::upcalls::{LwpPtr, Upcalls};
 
 use crate::copy::Memory;
@@ -32,6 +33,44 @@ pub const RUMP_RFFDG: c_int = 0x01;
 pub const RUMP_RFCFDG: c_int = 0x02;
 
 pub(crate) struct KernelUpcalls(pub Arc<Kernel>);
+
+/// The process-wide upcall table of built-in kernels: what the hypercall
+/// layer's locks, condition variables and I/O need, which is the calling
+/// thread's CPU (whichever kernel it belongs to: see [`sched`]). Each
+/// kernel's own table goes to its sysproxy server instead, so no kernel
+/// is kept alive by a process-global.
+pub(crate) struct SchedUpcalls;
+
+impl Upcalls for SchedUpcalls {
+    fn schedule(&self) {}
+    fn unschedule(&self) {}
+    fn backend_unschedule(&self, _nlocks: c_int, _interlock: *mut c_void) -> c_int {
+        sched::backend_unschedule()
+    }
+    fn backend_schedule(&self, _nlocks: c_int, _interlock: *mut c_void) {
+        sched::backend_schedule()
+    }
+    unsafe fn lwproc_switch(&self, _l: LwpPtr) {}
+    fn lwproc_release(&self) {}
+    fn lwproc_rfork(&self, _client: ClientHandle, _flags: c_int, _comm: &CStr) -> c_int {
+        ENOSYS
+    }
+    fn lwproc_newlwp(&self, _pid: libc::pid_t) -> c_int {
+        // The hypercall layer's I/O threads ask for one; they need none.
+        0
+    }
+    fn lwproc_curlwp(&self) -> LwpPtr {
+        std::ptr::null_mut()
+    }
+    unsafe fn syscall(&self, _num: c_int, _args: &mut [u64], _retval: &mut [c_long; 2]) -> c_int {
+        ENOSYS
+    }
+    fn lwpexit(&self) {}
+    fn execnotify(&self, _comm: &CStr) {}
+    fn getpid(&self) -> libc::pid_t {
+        -1
+    }
+}
 
 impl Kernel {
     /// The current lwp if it belongs to this kernel.
@@ -71,12 +110,17 @@ impl Kernel {
 
     /// Switch the calling thread to `new` (null: no lwp), freeing the old
     /// one if it was released.
-    pub(crate) fn switch_to(&self, new: *mut Lwp) {
+    ///
+    /// # Safety
+    /// `new` is null or a live lwp of this kernel that stays alive while
+    /// it is current.
+    pub(crate) unsafe fn switch_to(&self, new: *mut Lwp) {
         let old = curlwp_raw();
         if old == new {
             return;
         }
-        set_curlwp_raw(new);
+        // SAFETY: `switch_to`'s contract: `new` is null or a live lwp.
+        unsafe { set_curlwp_raw(new) };
         if !old.is_null() {
             // SAFETY: `old` was this thread's current lwp, alive until we
             // free it here.
@@ -91,7 +135,7 @@ impl Kernel {
         Box::into_raw(Lwp::new(p, self.id()))
     }
 
-    pub(crate) fn up_rfork(&self, client: *mut c_void, flags: c_int, comm: Option<&str>) -> c_int {
+    pub(crate) fn up_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&str>) -> c_int {
         if self.is_quiesced() || !self.is_admitting() {
             return ESHUTDOWN;
         }
@@ -110,7 +154,8 @@ impl Kernel {
             Err(e) => return e.0,
         };
         let l = self.make_lwp(p);
-        self.switch_to(l);
+        // SAFETY: `l` was just made; it lives until released and freed.
+        unsafe { self.switch_to(l) };
         0
     }
 
@@ -123,7 +168,8 @@ impl Kernel {
             return EBUSY;
         }
         let l = self.make_lwp(p);
-        self.switch_to(l);
+        // SAFETY: `l` was just made; it lives until released and freed.
+        unsafe { self.switch_to(l) };
         0
     }
 
@@ -143,7 +189,8 @@ impl Kernel {
         // SAFETY: this thread's live current lwp.
         let (exiting, ours) = unsafe { ((*l).exiting(), (*l).kernel == self.id()) };
         if exiting && ours {
-            set_curlwp_raw(std::ptr::null_mut());
+            // SAFETY: null is always a valid current lwp.
+            unsafe { set_curlwp_raw(std::ptr::null_mut()) };
             self.free_lwp(l);
         }
     }
@@ -167,15 +214,17 @@ impl Upcalls for KernelUpcalls {
         sched::backend_schedule()
     }
 
-    fn lwproc_switch(&self, l: LwpPtr) {
-        self.0.switch_to(l.cast());
+    unsafe fn lwproc_switch(&self, l: LwpPtr) {
+        // SAFETY: the trait's contract: `l` is null or an lwp we handed out
+        // and that was not released.
+        unsafe { self.0.switch_to(l.cast()) }
     }
 
     fn lwproc_release(&self) {
         self.0.up_release();
     }
 
-    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int {
+    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: &CStr) -> c_int {
         let c = comm.to_string_lossy();
         self.0.up_rfork(client, flags, Some(&c))
     }
@@ -191,28 +240,28 @@ impl Upcalls for KernelUpcalls {
         }
     }
 
-    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int {
+    unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int {
         let k = &self.0;
         if !k.is_admitting() {
             return ESHUTDOWN;
         }
         let Some(n) = netbsd_abi::syscall::nargs(num) else { return ENOSYS };
+        if args.len() < n {
+            return EFAULT;
+        }
         let mut a = [0u64; 8];
-        if n > 0 {
-            if args.is_null() {
-                return EFAULT;
-            }
-            // SAFETY: the sysproxy server hands us the request's argument
-            // block, which it checked holds at least `nargs(num)` 8-byte
-            // slots (a shorter frame is malformed and never reaches us);
-            // read unaligned, as frame data may be.
-            for (i, slot) in a.iter_mut().enumerate().take(n) {
-                *slot = u64::from_le(unsafe { std::ptr::read_unaligned((args as *const u64).add(i)) });
-            }
+        for (slot, v) in a.iter_mut().zip(args.iter()).take(n) {
+            *slot = u64::from_le(*v);
         }
         let p = k.curproc();
         let mut rv = [0i64; 2];
-        let e = k.run_syscall(&p, num, &a[..n], &mut rv);
+        let mut run = || k.run_syscall(&p, num, &a[..n], &mut rv);
+        let e = match p.mem {
+            // SAFETY: the trait's contract: the caller vouches for every
+            // address among the arguments of a process of the host.
+            Memory::Local => unsafe { crate::copy::unchecked(&mut run) },
+            Memory::Remote(_) => run(),
+        };
         retval[0] = rv[0] as c_long;
         retval[1] = rv[1] as c_long;
         e

@@ -346,7 +346,11 @@ pub fn curlwp_raw() -> *mut Lwp {
 
 /// Set the calling thread's current lwp (also for the hypercall layer).
 #[inline]
-pub fn set_curlwp_raw(l: *mut Lwp) {
+///
+/// # Safety
+/// `l` is null or a live lwp (from `Kernel::make_lwp`, not yet freed) that
+/// stays alive while it is current: the kernel dereferences it.
+pub(crate) unsafe fn set_curlwp_raw(l: *mut Lwp) {
     CURLWP.with(|c| c.set(l));
     crate::hypercall_curlwp_set(l.cast());
 }

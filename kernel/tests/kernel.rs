@@ -777,7 +777,7 @@ fn upcall_lwproc_protocol() {
     assert_eq!(up.getpid(), 1);
     up.unschedule();
     up.schedule();
-    assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x02, c"client"), 0);
+    assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"client"), 0);
     up.unschedule();
     up.schedule();
     let main = up.lwproc_curlwp();
@@ -788,12 +788,13 @@ fn upcall_lwproc_protocol() {
     up.unschedule();
     assert!(pid > 1);
     up.schedule();
-    up.lwproc_switch(std::ptr::null_mut());
+    // SAFETY: null is always a valid lwp to switch to.
+    unsafe { up.lwproc_switch(std::ptr::null_mut()) };
     up.unschedule();
     assert_eq!(k.nprocs(), n0 + 1);
     // Bad rfork flags.
     up.schedule();
-    assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x03, c"x"), EINVAL);
+    assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x03, c"x"), EINVAL);
     assert_eq!(up.lwproc_newlwp(99999), ESRCH);
     up.unschedule();
 
@@ -804,15 +805,16 @@ fn upcall_lwproc_protocol() {
         up.unschedule();
         let mut rv = [0 as std::ffi::c_long; 2];
         up.schedule();
-        assert_eq!(up.syscall(SYS_GETPID, std::ptr::null_mut(), &mut rv), 0);
+        // SAFETY (these): no address among the arguments.
+        assert_eq!(unsafe { up.syscall(SYS_GETPID, &mut [], &mut rv) }, 0);
         up.unschedule();
         assert_eq!(rv, [pid as std::ffi::c_long, 1]);
         let mut rv = [0 as std::ffi::c_long; 2];
         up.schedule();
-        assert_eq!(up.syscall(4242, std::ptr::null_mut(), &mut rv), ENOSYS);
-        assert_eq!(up.syscall(SYS_CLOSE, std::ptr::null_mut(), &mut rv), EFAULT);
-        let args: [u64; 1] = [7];
-        assert_eq!(up.syscall(SYS_CLOSE, args.as_ptr() as *mut _, &mut rv), EBADF);
+        assert_eq!(unsafe { up.syscall(4242, &mut [], &mut rv) }, ENOSYS);
+        assert_eq!(unsafe { up.syscall(SYS_CLOSE, &mut [], &mut rv) }, EFAULT);
+        let mut args: [u64; 1] = [7];
+        assert_eq!(unsafe { up.syscall(SYS_CLOSE, &mut args, &mut rv) }, EBADF);
         up.unschedule();
         up.schedule();
         up.lwproc_release();
@@ -821,15 +823,18 @@ fn upcall_lwproc_protocol() {
     assert_eq!(k.nprocs(), n0 + 1);
     // Disconnect: lwpexit on the main lwp, then release it.
     up.schedule();
-    up.lwproc_switch(main);
+    // SAFETY: `main` is the lwp the kernel handed out above, not released.
+    unsafe { up.lwproc_switch(main) };
     up.lwpexit();
-    up.lwproc_switch(std::ptr::null_mut());
+    // SAFETY: null is always valid.
+    unsafe { up.lwproc_switch(std::ptr::null_mut()) };
     up.unschedule();
     up.schedule();
     assert_eq!(up.lwproc_newlwp(pid), EBUSY);
     up.unschedule();
     up.schedule();
-    up.lwproc_switch(main);
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    unsafe { up.lwproc_switch(main) };
     up.lwproc_release();
     up.unschedule();
     assert_eq!(k.nprocs(), n0);
@@ -849,28 +854,33 @@ fn upcall_fork_and_exec_flows() {
         up.unschedule();
     };
     let n0 = k.nprocs();
-    sched(&|| assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x02, c"parent"), 0));
+    sched(&|| assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"parent"), 0));
     let main = {
         up.schedule();
         let l = up.lwproc_curlwp();
         up.unschedule();
         l
     };
-    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(std::ptr::null_mut()) });
     // A syscall in the parent: open a file (local memory: null client).
     let path = c"/forked";
     let open_args: [u64; 3] = [path.as_ptr() as u64, (O_RDWR | O_CREAT) as u64, 0o644];
     let run = |args: &[u64], num: i32, rv: &mut [std::ffi::c_long; 2]| -> i32 {
         up.schedule();
-        let e = up.syscall(num, args.as_ptr() as *mut _, rv);
+        let mut a = args.to_vec();
+        // SAFETY: the test's arguments point at live locals.
+        let e = unsafe { up.syscall(num, &mut a, rv) };
         up.unschedule();
         e
     };
     let pid_of = |l: *mut std::ffi::c_void| -> i32 {
         up.schedule();
-        up.lwproc_switch(l);
+        // SAFETY: an lwp the kernel handed out and not released, or null.
+        unsafe { up.lwproc_switch(l) };
         let p = up.getpid();
-        up.lwproc_switch(std::ptr::null_mut());
+        // SAFETY: an lwp the kernel handed out and not released, or null.
+        unsafe { up.lwproc_switch(std::ptr::null_mut()) };
         up.unschedule();
         p
     };
@@ -881,29 +891,35 @@ fn upcall_fork_and_exec_flows() {
     let fd = rv[0] as u64;
     sched(&|| up.lwproc_release());
     // Prefork: fork off the main lwp, copying descriptors.
-    sched(&|| up.lwproc_switch(main));
-    sched(&|| assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0x01, c""), 0));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(main) });
+    sched(&|| assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x01, c""), 0));
     let tmp = {
         up.schedule();
         let l = up.lwproc_curlwp();
         up.unschedule();
         l
     };
-    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(std::ptr::null_mut()) });
     assert_eq!(k.nprocs(), n0 + 2);
     // Fork handshake: fork again from tmp, sharing its table; drop tmp.
-    sched(&|| up.lwproc_switch(tmp));
-    sched(&|| assert_eq!(up.lwproc_rfork(std::ptr::null_mut(), 0, c""), 0));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(tmp) });
+    sched(&|| assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0, c""), 0));
     let child = {
         up.schedule();
         let l = up.lwproc_curlwp();
         up.unschedule();
         l
     };
-    sched(&|| up.lwproc_switch(tmp));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(tmp) });
     sched(&|| up.lwproc_release());
-    sched(&|| up.lwproc_switch(child));
-    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(child) });
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(std::ptr::null_mut()) });
     assert_eq!(k.nprocs(), n0 + 2, "tmp process released");
     let child_pid = pid_of(child);
     assert_ne!(child_pid, parent_pid);
@@ -914,22 +930,29 @@ fn upcall_fork_and_exec_flows() {
     assert_eq!(run(&fstat_args, SYS_FSTAT, &mut rv), 0);
     sched(&|| up.lwproc_release());
     // Exec in the child: drain with lwpexit, then execnotify; it goes on.
-    sched(&|| up.lwproc_switch(child));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(child) });
     sched(&|| up.lwpexit());
-    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(std::ptr::null_mut()) });
     sched(&|| assert_eq!(up.lwproc_newlwp(child_pid), EBUSY));
-    sched(&|| up.lwproc_switch(child));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(child) });
     sched(&|| up.execnotify(c"newprog"));
-    sched(&|| up.lwproc_switch(std::ptr::null_mut()));
+    // SAFETY: an lwp the kernel handed out and not released, or null.
+    sched(&|| unsafe { up.lwproc_switch(std::ptr::null_mut()) });
     sched(&|| assert_eq!(up.lwproc_newlwp(child_pid), 0));
     assert_eq!(run(&fstat_args, SYS_FSTAT, &mut rv), 0);
     sched(&|| up.lwproc_release());
     // Disconnect both.
     for l in [main, child] {
-        sched(&|| up.lwproc_switch(l));
+        // SAFETY: an lwp the kernel handed out and not released, or null.
+        sched(&|| unsafe { up.lwproc_switch(l) });
         sched(&|| up.lwpexit());
-        sched(&|| up.lwproc_switch(std::ptr::null_mut()));
-        sched(&|| up.lwproc_switch(l));
+        // SAFETY: an lwp the kernel handed out and not released, or null.
+        sched(&|| unsafe { up.lwproc_switch(std::ptr::null_mut()) });
+        // SAFETY: an lwp the kernel handed out and not released, or null.
+        sched(&|| unsafe { up.lwproc_switch(l) });
         sched(&|| up.lwproc_release());
     }
     assert_eq!(k.nprocs(), n0);
@@ -957,7 +980,8 @@ fn timing_hot_paths() {
         let mut rv = [0; 2];
         up.schedule();
         up.lwproc_newlwp(pid);
-        up.syscall(SYS_GETPID, std::ptr::null_mut(), &mut rv);
+        // SAFETY: no address among the arguments.
+        unsafe { up.syscall(SYS_GETPID, &mut [], &mut rv) };
         up.lwproc_release();
         up.unschedule();
     }

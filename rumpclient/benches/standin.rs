@@ -138,9 +138,8 @@ impl StandIn {
 
 struct Up;
 
-fn arg(args: *mut c_void, i: usize) -> u64 {
-    // SAFETY: the server hands over at least eight 8-byte slots.
-    unsafe { *(args as *const u64).add(i) }
+fn arg(args: &[u64], i: usize) -> u64 {
+    args.get(i).copied().unwrap_or(0)
 }
 
 impl Upcalls for Up {
@@ -151,7 +150,7 @@ impl Upcalls for Up {
     }
     fn backend_schedule(&self, _nlocks: c_int, _interlock: *mut c_void) {}
 
-    fn lwproc_switch(&self, l: LwpPtr) {
+    unsafe fn lwproc_switch(&self, l: LwpPtr) {
         CURLWP.with(|c| c.set(l as *mut Lwp));
     }
 
@@ -177,7 +176,7 @@ impl Upcalls for Up {
         }
     }
 
-    fn lwproc_rfork(&self, client: *mut c_void, flags: c_int, comm: &CStr) -> c_int {
+    fn lwproc_rfork(&self, client: sp::ClientHandle, flags: c_int, comm: &CStr) -> c_int {
         let s = &*STANDIN;
         let parent = s.cur_pid();
         let pid = s.next_pid.fetch_add(1, Ordering::Relaxed);
@@ -193,7 +192,7 @@ impl Upcalls for Up {
             pid,
             Proc {
                 ppid: parent.unwrap_or(1),
-                client: client as usize,
+                client: client.0,
                 lwps: 1,
                 exiting: false,
                 token,
@@ -223,14 +222,14 @@ impl Upcalls for Up {
         CURLWP.with(|c| c.get()) as LwpPtr
     }
 
-    fn syscall(&self, num: c_int, args: *mut c_void, retval: &mut [c_long; 2]) -> c_int {
+    unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int {
         let s = &*STANDIN;
         s.syscalls.fetch_add(1, Ordering::Relaxed);
         let Some(pid) = s.cur_pid() else { return EINVAL };
         let (client, ppid, token) = {
             let procs = s.procs.lock().unwrap();
             match procs.get(&pid) {
-                Some(p) => (p.client as *mut c_void, p.ppid, p.token.clone()),
+                Some(p) => (sp::ClientHandle(p.client), p.ppid, p.token.clone()),
                 None => return ESRCH,
             }
         };

@@ -23,9 +23,9 @@ pub mod getopt;
 pub mod netbsd;
 pub mod tool;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-pub use halt::{Caller, HaltReport};
+pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
 pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
 
@@ -124,19 +124,82 @@ impl Builder {
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
             }),
         );
-        kernel.set_reboot_handler(Box::new(|k: &Kernel, call: rumpkern::RebootCall| {
-            match halt::halt(k, call.flags, halt::Caller::Remote(call.client)) {
-                Ok(report) => report.errno(),
-                Err(e) => e.0,
-            }
+        let node = Arc::new(Node {
+            kernel: kernel.clone(),
+            server: Mutex::new(None),
+            halt: Arc::new(Halt::new()),
+            prelude: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&node);
+        kernel.set_reboot_handler(Box::new(move |_k: &Kernel, call: rumpkern::RebootCall| match weak.upgrade() {
+            Some(n) => n.halt(call.flags, Caller::Remote(call.client)),
+            None => netbsd_abi::errno::ESHUTDOWN,
         }));
-        Ok(Rump { kernel, serving: None })
+        Ok(Rump { node, serving: None })
     }
 }
 
-/// A booted kernel in this process.
-pub struct Rump {
+/// A kernel with its server and its halt state: what the halt sequence
+/// works on.
+struct Node {
     kernel: Arc<Kernel>,
+    server: Mutex<Option<rumpuser::sp::Server>>,
+    halt: Arc<Halt>,
+    /// Run first by every halt (see [`Rump::on_halt`]).
+    prelude: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl Node {
+    /// A halt asked for by `reboot(2)`: its errno.
+    fn halt(&self, flags: i32, caller: Caller) -> i32 {
+        match self.run_halt(flags, caller) {
+            Ok(report) => report.errno(),
+            Err(e) => e.0,
+        }
+    }
+
+    fn run_halt(&self, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+        let pre = self.prelude.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(f) = pre {
+            f();
+        }
+        self.halt.halt(self, flags, caller)
+    }
+}
+
+impl HaltTarget for Node {
+    fn stop_admitting(&self) {
+        self.kernel.stop_admitting()
+    }
+    fn wait_idle(&self, timeout: std::time::Duration) -> usize {
+        self.kernel.wait_idle(timeout)
+    }
+    fn sync_all(&self) -> Result<(), Errno> {
+        self.kernel.sync_all()
+    }
+    fn quiesce(&self) {
+        self.kernel.quiesce()
+    }
+    fn unflushed(&self) -> Vec<String> {
+        self.kernel.unflushed()
+    }
+    fn stop_serving(&self) {
+        if let Some(s) = self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            s.stop_admitting();
+        }
+    }
+    fn fini(&self, client: rumpuser::sp::ClientHandle, errno: i32) {
+        if let Some(s) = self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            s.fini(client, errno);
+        }
+    }
+}
+
+/// A booted kernel in this process. A process may boot several, each
+/// with its own drives and URL, and halt each on its own; dropping one
+/// that was not halted halts it (flush, then quiesce).
+pub struct Rump {
+    node: Arc<Node>,
     serving: Option<String>,
 }
 
@@ -148,17 +211,19 @@ impl Rump {
     /// Serve the kernel to sysproxy clients on `url` (`unix://PATH`,
     /// `tcp://ADDR:PORT`).
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
-        let c = self.kernel.config();
-        rumpuser::sp::start(url, &c.ostype, &c.osrelease, &c.machine).map_err(|(_, msg)| Error(msg))?;
+        let k = &self.node.kernel;
+        let c = k.config();
+        let up: Arc<dyn rumpuser::Upcalls> = Arc::from(k.upcalls());
+        let server = rumpuser::sp::Server::start(url, &c.ostype, &c.osrelease, &c.machine, Some(up))
+            .map_err(|(_, msg)| Error(msg))?;
         // reboot(2) from a client goes straight to the halt, with no
         // virtual CPU: it must work when every CPU is stuck.
-        let k = self.kernel.clone();
-        rumpuser::sp::set_halt_hook(Box::new(move |flags, client| {
-            match halt::halt(&*k, flags, Caller::Remote(client.as_ptr())) {
-                Ok(report) => report.errno(),
-                Err(e) => e.0,
-            }
+        let weak = Arc::downgrade(&self.node);
+        server.set_halt_hook(Box::new(move |flags, client| match weak.upgrade() {
+            Some(n) => n.halt(flags, Caller::Remote(client)),
+            None => netbsd_abi::errno::ESHUTDOWN,
         }));
+        *self.node.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         self.serving = Some(url.to_string());
         Ok(())
     }
@@ -169,13 +234,13 @@ impl Rump {
     }
 
     pub fn kernel(&self) -> &Arc<Kernel> {
-        &self.kernel
+        &self.node.kernel
     }
 
     /// A process in the kernel whose memory is this one's: call its
     /// syscalls directly.
     pub fn process(&self) -> Result<LocalProc, Errno> {
-        self.kernel.local_process()
+        self.node.kernel.local_process()
     }
 
     /// Halt with NetBSD `RB_*` flags. With `RB_HALT` this returns the
@@ -183,6 +248,31 @@ impl Rump {
     /// kernel fails with `ESHUTDOWN`; without it, the process exits after
     /// the flush (status 0, or 1 if the flush failed).
     pub fn halt(&self, flags: i32) -> Result<HaltReport, Errno> {
-        halt::halt(&*self.kernel, flags, Caller::Local)
+        self.node.run_halt(flags, Caller::Local)
+    }
+
+    /// This kernel's halt state (begun? quiesced? did the flush fail?).
+    pub fn halt_state(&self) -> Arc<Halt> {
+        self.node.halt.clone()
+    }
+
+    /// Run `f` at the start of every halt of this kernel, whoever asks
+    /// for it (`rump.halt`, `reboot(2)`, a signal, [`Rump::halt`]): e.g. to
+    /// take a host mount of its tree away first.
+    pub fn on_halt(&self, f: Box<dyn Fn() + Send + Sync>) {
+        *self.node.prelude.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(f));
+    }
+}
+
+impl Drop for Rump {
+    /// Not halted: halt with a flush, keeping the process (`RB_HALT`).
+    fn drop(&mut self) {
+        if !self.node.halt.halting() {
+            if let Err(e) = self.halt(netbsd_abi::reboot::RB_HALT) {
+                tracing::warn!("halt of a dropped kernel: {e}");
+            }
+        }
+        // The server (its threads hold the kernel) goes with the node.
+        drop(self.node.server.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }

@@ -60,6 +60,8 @@ struct Running {
 
 pub(crate) struct Conn {
     pub id: usize,
+    /// The server this connection belongs to.
+    pub srv: Arc<super::server::Srv>,
     fd: OwnedFd,
     send_lock: Mutex<()>,
     waiters: Mutex<Waiters>,
@@ -92,9 +94,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: usize, fd: OwnedFd) -> Conn {
+    pub fn new(id: usize, fd: OwnedFd, srv: Arc<super::server::Srv>) -> Conn {
         Conn {
             id,
+            srv,
             fd,
             send_lock: Mutex::new(()),
             waiters: Mutex::new(Waiters { next: 0, slots: HashMap::new(), dead: false }),
@@ -614,7 +617,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         // SAFETY: `a`'s descriptor is handed over to the OwnedFd.
         let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(a)) };
-        let c = Arc::new(Conn::new(1, fd));
+        let c = Arc::new(Conn::new(1, fd, super::super::server::Srv::detached()));
         c.state.store(ST_RUNNING, Ordering::Release);
         (c, b)
     }

@@ -19,7 +19,7 @@ use netbsd_abi::syscall::{nargs, ARG_SLOT, SYS_REBOOT};
 use super::conn::{now_ns, send_all, Conn, Input, RState, ST_DYING, ST_NEW, ST_RUNNING};
 use super::pool::pool;
 use super::{ClientHandle, RUMP_RFCFDG, RUMP_RFFDG, RUMP_RFFD_SHARE};
-use crate::upcalls::{self, Upcalls};
+use crate::upcalls::{self, LwpPtr, Upcalls};
 use crate::Errno;
 
 const PH_OFF: u8 = 0;
@@ -27,9 +27,56 @@ const PH_RUN: u8 = 1;
 const PH_STOPPED: u8 = 2;
 const PH_FINI: u8 = 3;
 
-/// Where the server is in its life: not started, serving, no longer
-/// admitting (halt step 1), finished (halt step 3).
-static PHASE: AtomicU8 = AtomicU8::new(PH_OFF);
+/// One sysproxy server: its phase, listener, preforked processes, halt
+/// hook and kernel. Connections point at theirs; a process may run as
+/// many as it likes (the C ABI keeps one, for NetBSD's kernel).
+pub(crate) struct Srv {
+    /// Where the server is in its life: not started, serving, no longer
+    /// admitting (halt step 1), finished (halt step 3).
+    phase: AtomicU8,
+    listener: Mutex<Option<Arc<Listener>>>,
+    /// Processes forked off by PREFORK, waiting for a fork handshake.
+    preforks: Mutex<Vec<Prefork>>,
+    halt_hook: RwLock<Option<Arc<HaltHook>>>,
+    /// The kernel served; `None`: the process's installed upcall table
+    /// (the C ABI's server, for a kernel that called `rumpuser_init`).
+    up: Option<Arc<dyn Upcalls>>,
+}
+
+impl Srv {
+    fn new(up: Option<Arc<dyn Upcalls>>) -> Arc<Srv> {
+        Arc::new(Srv {
+            phase: AtomicU8::new(PH_OFF),
+            listener: Mutex::new(None),
+            preforks: Mutex::new(Vec::new()),
+            halt_hook: RwLock::new(None),
+            up,
+        })
+    }
+
+    /// A server that serves nothing (for connection unit tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Arc<Srv> {
+        Srv::new(None)
+    }
+
+    fn up(&self) -> Option<&dyn Upcalls> {
+        match &self.up {
+            Some(u) => Some(&**u),
+            None => upcalls::get(),
+        }
+    }
+
+    fn phase(&self) -> u8 {
+        self.phase.load(Ordering::Acquire)
+    }
+
+    /// Serving (and stopped: see [`Server::stop_admitting`]) accepts
+    /// connections.
+    fn accepting(&self) -> bool {
+        matches!(self.phase(), PH_RUN | PH_STOPPED)
+    }
+}
 
 /// Most simultaneous connections (`RUMP_MAX_CLIENTS` overrides). At the
 /// cap, the oldest connection that has not handshaken yet is closed to
@@ -133,19 +180,22 @@ impl Listener {
     }
 }
 
-static SERVER: Mutex<Option<Arc<Listener>>> = Mutex::new(None);
+/// The C ABI's server (`rumpuser_sp_init`), and the free functions'.
+static DEFAULT: Mutex<Option<Server>> = Mutex::new(None);
+
+/// Every connection of every server, by id (ids are unique in the
+/// process, so a [`ClientHandle`] names one connection).
 static REGISTRY: LazyLock<RwLock<HashMap<usize, Arc<Conn>>>> =
     LazyLock::new(|| RwLock::new(HashMap::new()));
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// Processes forked off by PREFORK, waiting for a fork handshake.
+/// A process forked off by PREFORK, waiting for a fork handshake.
 struct Prefork {
     cookie: wire::Cookie,
     lwp: usize,
     /// The connection that asked for it.
     owner: usize,
 }
-static PREFORKS: Mutex<Vec<Prefork>> = Mutex::new(Vec::new());
 
 thread_local! {
     /// The connection and request whose syscall this thread is running.
@@ -181,6 +231,15 @@ fn lwp_sched<R>(up: &dyn Upcalls, f: impl FnOnce(&dyn Upcalls) -> R) -> R {
     }
 }
 
+/// Make `l` current: an lwp this server got from `lwproc_curlwp` (a
+/// connection's main lwp, a prefork's) or null.
+fn switch_lwp(up: &dyn Upcalls, l: LwpPtr) {
+    // SAFETY: every lwp the server switches to is one the kernel handed it
+    // and that it has not released: the connection's main lwp (until its
+    // final release) or a prefork's (until taken or cancelled), or null.
+    unsafe { up.lwproc_switch(l) }
+}
+
 fn dprint(s: &str) {
     crate::cons::dprint(s);
 }
@@ -197,10 +256,99 @@ pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(
     })
 }
 
+/// The default server, if started (and not finished).
+fn default_srv() -> Option<Arc<Srv>> {
+    DEFAULT.lock().as_ref().map(|s| s.0.clone())
+}
+
 /// [`init`] without the console message: the error comes back with a
 /// one-line reason ("unix://x.sock: Address already in use") for the
 /// caller to report in its own name.
 pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), (Errno, String)> {
+    let mut d = DEFAULT.lock();
+    if d.as_ref().is_some_and(|s| s.0.phase() != PH_FINI) {
+        return Err((Errno(EBUSY), format!("{url}: already serving")));
+    }
+    // A finished default server is replaced; forget it without a second
+    // shutdown.
+    if let Some(old) = d.take() {
+        std::mem::forget(old);
+    }
+    *d = Some(Server::start(url, ostype, osrelease, machine, None)?);
+    Ok(())
+}
+
+/// A running sysproxy server. Dropped while still serving, it shuts down
+/// as [`Server::fini`] would (clients see EOF, the socket file goes).
+pub struct Server(Arc<Srv>);
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("socket", &self.socket_path()).field("connections", &self.connections()).finish()
+    }
+}
+
+impl Server {
+    /// Serve `up`'s kernel (`None`: the installed upcall table) on `url`
+    /// (`unix://PATH` or `tcp://ADDR:PORT`); the banner names `ostype`,
+    /// `osrelease` and `machine`. Errors come with a one-line reason
+    /// ("unix://x.sock: Address already in use").
+    pub fn start(
+        url: &str,
+        ostype: &str,
+        osrelease: &str,
+        machine: &str,
+        up: Option<Arc<dyn Upcalls>>,
+    ) -> Result<Server, (Errno, String)> {
+        let srv = Srv::new(up);
+        start_srv(&srv, url, ostype, osrelease, machine)?;
+        Ok(Server(srv))
+    }
+
+    /// Halt step 1 for this server: see [`stop_admitting`].
+    pub fn stop_admitting(&self) {
+        stop_srv(&self.0)
+    }
+
+    /// Install this server's [`HaltHook`].
+    pub fn set_halt_hook(&self, h: Box<HaltHook>) {
+        *self.0.halt_hook.write() = Some(Arc::from(h));
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.0.phase() == PH_RUN
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.0.phase() == PH_FINI
+    }
+
+    /// The absolute path of the `unix://` socket, if serving on one.
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        self.0.listener.lock().as_ref().and_then(|l| l.unix_path.clone())
+    }
+
+    /// Live client connections of this server.
+    pub fn connections(&self) -> usize {
+        REGISTRY.read().values().filter(|c| Arc::ptr_eq(&c.srv, &self.0)).count()
+    }
+
+    /// Halt step 3: answer `client`'s pending `reboot(2)` with `error`,
+    /// close the listener, remove the socket file, drop every client.
+    pub fn fini(&self, client: ClientHandle, error: i32) {
+        fini_srv(&self.0, client, error)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.phase(), PH_RUN | PH_STOPPED) {
+            fini_srv(&self.0, ClientHandle::NULL, 0);
+        }
+    }
+}
+
+fn start_srv(srv: &Arc<Srv>, url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), (Errno, String)> {
     let banner = wire::format_banner(ostype, osrelease, machine)
         .ok_or_else(|| (Errno(EINVAL), "banner too long".to_string()))?;
     let parsed = wire::parse_url(url, true).map_err(|e| (Errno(EINVAL), format!("{url}: {e}")))?;
@@ -208,9 +356,8 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
         let errno = Errno::from(e);
         (errno, format!("{url}: {}", errno.description()))
     };
-    let mut srv = SERVER.lock();
-    let phase = PHASE.load(Ordering::Acquire);
-    if srv.is_some() && phase != PH_FINI {
+    let mut slot = srv.listener.lock();
+    if slot.is_some() {
         return Err((Errno(EBUSY), format!("{url}: already serving")));
     }
     let mut unix_id = None;
@@ -255,18 +402,19 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
         banner: banner.into_bytes(),
         is_tcp,
     });
-    PHASE.store(PH_RUN, Ordering::Release);
+    srv.phase.store(PH_RUN, Ordering::Release);
     watchdog_start();
     let l2 = l.clone();
-    let spawned = std::thread::Builder::new().name("rumpsp-accept".into()).spawn(move || accept_loop(l2));
+    let srv2 = srv.clone();
+    let spawned = std::thread::Builder::new().name("rumpsp-accept".into()).spawn(move || accept_loop(srv2, l2));
     if let Err(e) = spawned {
-        PHASE.store(PH_OFF, Ordering::Release);
+        srv.phase.store(PH_OFF, Ordering::Release);
         if let Some(path) = &l.unix_path {
             remove_socket(path, l.unix_id);
         }
         return Err(bind_err(e));
     }
-    *srv = Some(l);
+    *slot = Some(l);
     Ok(())
 }
 
@@ -353,9 +501,15 @@ fn remove_socket(path: &std::path::Path, id: Option<(u64, u64)>) {
 /// rescue to let in: the listener closes now, and new connects are
 /// refused.
 pub fn stop_admitting() {
-    let _ = PHASE.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
-    if HALT_HOOK.read().is_none() {
-        if let Some(l) = SERVER.lock().clone() {
+    if let Some(srv) = default_srv() {
+        stop_srv(&srv);
+    }
+}
+
+fn stop_srv(srv: &Srv) {
+    let _ = srv.phase.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
+    if srv.halt_hook.read().is_none() {
+        if let Some(l) = srv.listener.lock().clone() {
             l.close();
         }
     }
@@ -369,16 +523,16 @@ pub fn stop_admitting() {
 /// take the ordinary path (NetBSD's kernel halts itself).
 pub type HaltHook = dyn Fn(i32, ClientHandle) -> i32 + Send + Sync;
 
-static HALT_HOOK: RwLock<Option<Arc<HaltHook>>> = RwLock::new(None);
-
-/// Install the [`HaltHook`].
+/// Install the default server's [`HaltHook`].
 pub fn set_halt_hook(h: Box<HaltHook>) {
-    *HALT_HOOK.write() = Some(Arc::from(h));
+    if let Some(s) = DEFAULT.lock().as_ref() {
+        s.set_halt_hook(h);
+    }
 }
 
-/// True while the server accepts connections and runs syscalls.
+/// True while the default server accepts connections and runs syscalls.
 pub fn is_serving() -> bool {
-    PHASE.load(Ordering::Acquire) == PH_RUN
+    default_srv().is_some_and(|s| s.phase() == PH_RUN)
 }
 
 /// True once [`fini`] ran: sysproxy was shut down for a halt (with or
@@ -386,21 +540,35 @@ pub fn is_serving() -> bool {
 /// path (NetBSD's `cpu_reboot` with `RB_HALT` calls `rumpuser_sp_fini`
 /// and then never returns) learns here that the halt got that far.
 pub fn is_finished() -> bool {
-    PHASE.load(Ordering::Acquire) == PH_FINI
+    FINISHED.load(Ordering::Acquire)
 }
 
-/// The absolute path of the `unix://` socket, if serving on one.
+/// Some server of this process ran [`fini`] (see [`is_finished`]).
+static FINISHED: AtomicBool = AtomicBool::new(false);
+
+/// The absolute path of the default server's `unix://` socket.
 pub fn socket_path() -> Option<PathBuf> {
-    SERVER.lock().as_ref().and_then(|l| l.unix_path.clone())
+    DEFAULT.lock().as_ref().and_then(|s| s.socket_path())
 }
 
-/// Number of live client connections.
+/// Number of live client connections, of every server.
 pub fn connections() -> usize {
     REGISTRY.read().len()
 }
 
+/// `rumpuser_sp_fini`: halt step 3 for the server of `h` (the halting
+/// caller), or the default server.
 pub(crate) fn fini(h: ClientHandle, error: i32) {
-    PHASE.store(PH_FINI, Ordering::Release);
+    let srv = lookup(h).map(|c| c.srv.clone()).or_else(default_srv);
+    match srv {
+        Some(srv) => fini_srv(&srv, h, error),
+        None => FINISHED.store(true, Ordering::Release),
+    }
+}
+
+fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
+    srv.phase.store(PH_FINI, Ordering::Release);
+    FINISHED.store(true, Ordering::Release);
     // 1. Answer the halting caller, fully, before anything is closed.
     if let Some(conn) = lookup(h) {
         let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(_, r)| *r));
@@ -410,7 +578,7 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
         }
     }
     // 2. Close the listener and remove the socket file.
-    if let Some(l) = SERVER.lock().clone() {
+    if let Some(l) = srv.listener.lock().clone() {
         l.close();
         if let Some(p) = &l.unix_path {
             remove_socket(p, l.unix_id);
@@ -418,7 +586,7 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
     }
     // 3. Drop every client: they see EOF; kernel threads waiting for a
     //    copy answer fail with EFAULT.
-    let conns: Vec<Arc<Conn>> = REGISTRY.read().values().cloned().collect();
+    let conns: Vec<Arc<Conn>> = REGISTRY.read().values().filter(|c| Arc::ptr_eq(&c.srv, srv)).cloned().collect();
     for c in conns {
         c.shutdown();
         c.kill_waiters();
@@ -428,12 +596,7 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
 // ---------------------------------------------------------------------------
 // Accepting
 
-/// Serving (and stopped: see [`stop_admitting`]) accepts connections.
-fn accepting() -> bool {
-    matches!(PHASE.load(Ordering::Acquire), PH_RUN | PH_STOPPED)
-}
-
-fn accept_loop(l: Arc<Listener>) {
+fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
     // Refused connections stay open a moment (then close), so the client
     // can send its handshake and read why, rather than find a broken pipe.
     let mut lingering: std::collections::VecDeque<(OwnedFd, u64)> = std::collections::VecDeque::new();
@@ -442,7 +605,7 @@ fn accept_loop(l: Arc<Listener>) {
         while lingering.front().is_some_and(|(_, t)| now.saturating_sub(*t) > 1_000_000_000) {
             lingering.pop_front();
         }
-        if !accepting() {
+        if !srv.accepting() {
             return;
         }
         let lfd = match l.fd.lock().as_ref() {
@@ -458,10 +621,10 @@ fn accept_loop(l: Arc<Listener>) {
         let tick = (limits().handshake_ns / 4_000_000).clamp(10, 1000) as c_int;
         // SAFETY: `pfd` is a valid array of two pollfds.
         let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, tick) };
-        if pfd[1].revents != 0 || !accepting() {
+        if pfd[1].revents != 0 || !srv.accepting() {
             return;
         }
-        sweep_handshakes();
+        sweep_handshakes(&srv);
         if n <= 0 || pfd[0].revents == 0 {
             continue;
         }
@@ -478,7 +641,7 @@ fn accept_loop(l: Arc<Listener>) {
                 // connection that has not handshaken, so a client that
                 // does is never locked out.
                 static LOGGED: AtomicU64 = AtomicU64::new(0);
-                let evicted = evict_oldest_new();
+                let evicted = evict_oldest_new(&srv);
                 log_limited(&LOGGED, || {
                     format!(
                         "rump_sp: accept: {}{}\n",
@@ -492,7 +655,7 @@ fn accept_loop(l: Arc<Listener>) {
         }
         // SAFETY: accept4 returned a new descriptor that we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(nfd) };
-        if let Some(refused) = new_connection(fd, &l) {
+        if let Some(refused) = new_connection(&srv, fd, &l) {
             if lingering.len() >= 64 {
                 lingering.pop_front();
             }
@@ -502,14 +665,15 @@ fn accept_loop(l: Arc<Listener>) {
 }
 
 /// Close every connection whose handshake deadline has passed.
-fn sweep_handshakes() {
+fn sweep_handshakes(srv: &Arc<Srv>) {
     let now = now_ns();
     let limit = limits().handshake_ns;
     let late: Vec<Arc<Conn>> = REGISTRY
         .read()
         .values()
         .filter(|c| {
-            c.state.load(Ordering::Acquire) == ST_NEW
+            Arc::ptr_eq(&c.srv, srv)
+                && c.state.load(Ordering::Acquire) == ST_NEW
                 && !c.evicted.load(Ordering::Acquire)
                 && now.saturating_sub(c.accepted) > limit
         })
@@ -527,11 +691,11 @@ fn sweep_handshakes() {
 
 /// Close the oldest connection that has not handshaken yet; false if
 /// there is none.
-fn evict_oldest_new() -> bool {
+fn evict_oldest_new(srv: &Arc<Srv>) -> bool {
     let victim = REGISTRY
         .read()
         .values()
-        .filter(|c| c.state.load(Ordering::Acquire) == ST_NEW && !c.evicted.load(Ordering::Acquire))
+        .filter(|c| Arc::ptr_eq(&c.srv, srv) && c.state.load(Ordering::Acquire) == ST_NEW && !c.evicted.load(Ordering::Acquire))
         .min_by_key(|c| c.id)
         .cloned();
     match victim {
@@ -545,9 +709,13 @@ fn evict_oldest_new() -> bool {
 
 /// Admit a new connection; a refused one comes back, told why, to be
 /// closed a moment later.
-fn new_connection(fd: OwnedFd, l: &Listener) -> Option<OwnedFd> {
-    let live = REGISTRY.read().values().filter(|c| !c.evicted.load(Ordering::Acquire)).count();
-    if live >= limits().maxcli && !evict_oldest_new() {
+fn new_connection(srv: &Arc<Srv>, fd: OwnedFd, l: &Listener) -> Option<OwnedFd> {
+    let live = REGISTRY
+        .read()
+        .values()
+        .filter(|c| Arc::ptr_eq(&c.srv, srv) && !c.evicted.load(Ordering::Acquire))
+        .count();
+    if live >= limits().maxcli && !evict_oldest_new(srv) {
         // Every slot holds a client that handshook: refuse this one
         // clearly, without waiting for it.
         static LOGGED: AtomicU64 = AtomicU64::new(0);
@@ -575,7 +743,7 @@ fn new_connection(fd: OwnedFd, l: &Listener) -> Option<OwnedFd> {
         return None;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let conn = Arc::new(Conn::new(id, fd));
+    let conn = Arc::new(Conn::new(id, fd, srv.clone()));
     REGISTRY.write().insert(id, conn.clone());
     pool().submit(move || reader_job(conn));
     None
@@ -612,10 +780,10 @@ impl Args {
         }
     }
 
-    fn as_mut_ptr(&mut self) -> *mut c_void {
+    fn as_mut_slice(&mut self) -> &mut [u64] {
         match self {
-            Args::Inline(a) => a.as_mut_ptr() as *mut c_void,
-            Args::Heap(v) => v.as_mut_ptr() as *mut c_void,
+            Args::Inline(a) => a,
+            Args::Heap(v) => v,
         }
     }
 }
@@ -832,9 +1000,10 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_error(reqno, ProtoError::Auth);
         return Next::Close;
     }
-    match PHASE.load(Ordering::Acquire) {
+    let srv = &conn.srv;
+    match srv.phase() {
         PH_RUN => {}
-        PH_STOPPED if kind == Some(Handshake::Guest) && HALT_HOOK.read().is_some() => {
+        PH_STOPPED if kind == Some(Handshake::Guest) && srv.halt_hook.read().is_some() => {
             // Halting: a guest gets in without a kernel process, for
             // `reboot(2)` only (every other syscall gets ESHUTDOWN).
             let _ = conn.send_handshake_resp(reqno, 0);
@@ -846,11 +1015,11 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
             return Next::Close;
         }
     }
-    let Some(up) = upcalls::get() else {
+    let Some(up) = conn.srv.up() else {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
         return Next::Close;
     };
-    let me = ClientHandle(conn.id).as_ptr();
+    let me = ClientHandle(conn.id);
     if kind == Some(Handshake::Guest) {
         let comm = comm_of(payload);
         let err = lwp_sched(up, |u| u.lwproc_rfork(me, RUMP_RFCFDG, &comm));
@@ -865,7 +1034,7 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
             return Next::Close;
         };
         let pf = {
-            let mut v = PREFORKS.lock();
+            let mut v = conn.srv.preforks.lock();
             v.iter().position(|p| p.cookie == hf.cookie).map(|i| v.swap_remove(i))
         };
         let Some(pf) = pf else {
@@ -873,7 +1042,7 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
             return Next::Close;
         };
         let tmp = pf.lwp as *mut c_void;
-        sched(up, |u| u.lwproc_switch(tmp));
+        sched(up, |u| switch_lwp(u, tmp));
         if hf.cancel {
             sched(up, |u| u.lwproc_release());
             return Next::Close;
@@ -888,13 +1057,13 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         }
         let main = sched(up, |u| u.lwproc_curlwp());
         conn.mainlwp.store(main, Ordering::Release);
-        sched(up, |u| u.lwproc_switch(tmp));
+        sched(up, |u| switch_lwp(u, tmp));
         sched(up, |u| u.lwproc_release());
-        sched(up, |u| u.lwproc_switch(main));
+        sched(up, |u| switch_lwp(u, main));
     }
     let _ = conn.send_handshake_resp(reqno, 0);
     conn.pid.store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
-    lwp_sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+    lwp_sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
     conn.state.store(ST_RUNNING, Ordering::Release);
     Next::Continue
 }
@@ -907,11 +1076,11 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
             return Next::Close;
         }
     }
-    let phase = PHASE.load(Ordering::Acquire);
+    let phase = conn.srv.phase();
     if num == SYS_REBOOT {
         let flags = payload.get(..4).map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         if flags & RB_NOSYNC != 0 || phase == PH_STOPPED {
-            let hook = HALT_HOOK.read().clone();
+            let hook = conn.srv.halt_hook.read().clone();
             if let Some(hook) = hook {
                 halt_without_cpu(conn, hdr.reqno, flags, &*hook);
                 return Next::Continue;
@@ -941,7 +1110,7 @@ fn halt_without_cpu(conn: &Arc<Conn>, reqno: u64, flags: i32, hook: &HaltHook) {
 }
 
 fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
-    let Some(up) = upcalls::get() else {
+    let Some(up) = conn.srv.up() else {
         let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
         return;
     };
@@ -953,7 +1122,10 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
     if rv != 0 {
         retval[0] = -1;
     } else {
-        rv = up.syscall(job.num as c_int, job.args.as_mut_ptr(), &mut retval);
+        // SAFETY: the current lwp is this client's, so every address among
+        // the arguments is in its memory, reached by copy requests on its
+        // connection and checked there.
+        rv = unsafe { up.syscall(job.num as c_int, job.args.as_mut_slice(), &mut retval) };
         up.lwproc_release();
     }
     up.unschedule();
@@ -968,12 +1140,12 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
         let _ = conn.send_error(reqno, ProtoError::InExec);
         return Next::Close;
     }
-    let Some(up) = upcalls::get() else {
+    let Some(up) = conn.srv.up() else {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
         return Next::Continue;
     };
     {
-        let v = PREFORKS.lock();
+        let v = conn.srv.preforks.lock();
         let mine = v.iter().filter(|p| p.owner == conn.id).count();
         if mine >= PREFORK_PER_CLIENT || v.len() >= PREFORK_MAX {
             drop(v);
@@ -989,19 +1161,19 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
             return Next::Continue;
         }
     }
-    let me = ClientHandle(conn.id).as_ptr();
+    let me = ClientHandle(conn.id);
     let main = conn.mainlwp.load(Ordering::Acquire);
-    sched(up, |u| u.lwproc_switch(main));
+    sched(up, |u| switch_lwp(u, main));
     let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFDG, c""));
     if err != 0 {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
-        sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+        sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
         return Next::Continue;
     }
     let cookie = random_cookie();
     let lwp = sched(up, |u| u.lwproc_curlwp());
-    sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
-    PREFORKS.lock().push(Prefork { cookie, lwp: lwp as usize, owner: conn.id });
+    sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
+    conn.srv.preforks.lock().push(Prefork { cookie, lwp: lwp as usize, owner: conn.id });
     let h = Header::new(Class::Resp, Type::Prefork, reqno, 0, wire::COOKIE_LEN);
     let _ = conn.send(&[&h.encode(), &cookie.0]);
     Next::Continue
@@ -1035,12 +1207,12 @@ fn exec_request(conn: &Arc<Conn>, reqno: u64, payload: &[u8]) -> Next {
         let _ = conn.send_error(reqno, ProtoError::InExec);
         return Next::Close;
     }
-    if let Some(up) = upcalls::get() {
+    if let Some(up) = conn.srv.up() {
         // Start draining the process's lwps; the exec job waits for them.
         let main = conn.mainlwp.load(Ordering::Acquire);
-        sched(up, |u| u.lwproc_switch(main));
+        sched(up, |u| switch_lwp(u, main));
         sched(up, |u| u.lwpexit());
-        sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+        sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
     }
     Next::Exec(reqno, comm_of(payload))
 }
@@ -1049,12 +1221,12 @@ fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
     // One activity for the reader, one for us: every syscall has drained.
     conn.wait_active_at_most(2);
     let ctl = conn.ctl.lock();
-    if let Some(up) = upcalls::get() {
-        if PHASE.load(Ordering::Acquire) != PH_FINI {
+    if let Some(up) = conn.srv.up() {
+        if conn.srv.phase() != PH_FINI {
             let main = conn.mainlwp.load(Ordering::Acquire);
-            sched(up, |u| u.lwproc_switch(main));
+            sched(up, |u| switch_lwp(u, main));
             sched(up, |u| u.execnotify(&comm));
-            sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+            sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
         }
     }
     drop(ctl);
@@ -1075,7 +1247,7 @@ fn disconnect(conn: &Arc<Conn>) {
     REGISTRY.write().remove(&conn.id);
     // Forks this client prepared and nobody took over die with it.
     let orphans: Vec<Prefork> = {
-        let mut v = PREFORKS.lock();
+        let mut v = conn.srv.preforks.lock();
         let mut out = Vec::new();
         let mut i = 0;
         while i < v.len() {
@@ -1087,21 +1259,21 @@ fn disconnect(conn: &Arc<Conn>) {
         }
         out
     };
-    if !orphans.is_empty() && PHASE.load(Ordering::Acquire) != PH_FINI {
-        if let Some(up) = upcalls::get() {
+    if !orphans.is_empty() && conn.srv.phase() != PH_FINI {
+        if let Some(up) = conn.srv.up() {
             for pf in &orphans {
                 let lwp = pf.lwp as *mut c_void;
-                sched(up, |u| u.lwproc_switch(lwp));
+                sched(up, |u| switch_lwp(u, lwp));
                 sched(up, |u| u.lwproc_release());
             }
         }
     }
     let main = conn.mainlwp.load(Ordering::Acquire);
-    if PHASE.load(Ordering::Acquire) != PH_FINI && !conn.inexec.load(Ordering::Acquire) && !main.is_null() {
-        if let Some(up) = upcalls::get() {
-            sched(up, |u| u.lwproc_switch(main));
+    if conn.srv.phase() != PH_FINI && !conn.inexec.load(Ordering::Acquire) && !main.is_null() {
+        if let Some(up) = conn.srv.up() {
+            sched(up, |u| switch_lwp(u, main));
             sched(up, |u| u.lwpexit());
-            sched(up, |u| u.lwproc_switch(std::ptr::null_mut()));
+            sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
         }
     }
     if conn.leave() {
@@ -1113,11 +1285,11 @@ fn disconnect(conn: &Arc<Conn>) {
 fn final_release(conn: &Conn) {
     debug_assert_eq!(conn.state.load(Ordering::Acquire), ST_DYING);
     let main = conn.mainlwp.swap(std::ptr::null_mut(), Ordering::AcqRel);
-    if main.is_null() || PHASE.load(Ordering::Acquire) == PH_FINI {
+    if main.is_null() || conn.srv.phase() == PH_FINI {
         return;
     }
-    if let Some(up) = upcalls::get() {
-        sched(up, |u| u.lwproc_switch(main));
+    if let Some(up) = conn.srv.up() {
+        sched(up, |u| switch_lwp(u, main));
         sched(up, |u| u.lwproc_release());
     }
 }

@@ -143,12 +143,8 @@ fn main() {
     }
     // rump.halt through sysproxy: take the host mount away, then halt.
     let m2 = mnt.clone();
-    rump.kernel().set_reboot_handler(Box::new(move |k: &rumprun::Kernel, call: rumpkern::RebootCall| {
+    rump.on_halt(Box::new(move || {
         let _ = host::unmount(&m2);
-        match halt::halt(k, call.flags, halt::Caller::Remote(call.client)) {
-            Ok(report) => report.errno(),
-            Err(e) => e.0,
-        }
     }));
 
     // The only writer unless sysproxy clients may change the tree too.
@@ -185,9 +181,10 @@ fn main() {
 
     // SIGTERM, SIGINT, SIGHUP: unmount; the halt follows below.
     let m3 = mnt.clone();
+    let hs = rump.halt_state();
     std::thread::spawn(move || loop {
         let sig = host::wait_signal(&sigs);
-        if halt::quiesced() {
+        if hs.quiesced() {
             exit(0);
         }
         if let Err(m) = host::unmount(&m3) {
@@ -203,7 +200,7 @@ fn main() {
 
 /// The host mount is gone: halt (flush, exit 0, or 1 if the flush failed).
 fn finish(rump: &Rump) -> ! {
-    if halt::halting() {
+    if rump.halt_state().halting() {
         // A halt from sysproxy is under way: it ends the process, or with
         // -h quiesces the kernel and leaves the exit to a signal.
         loop {

@@ -249,12 +249,12 @@ fn serve_builtin(_o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
     let rump = std::sync::Arc::new(rump);
     loop {
         let sig = wait_signal(set);
-        if halt::quiesced() {
+        if rump.halt_state().quiesced() {
             // Halted with -h: the host process goes when told to, and says
             // in its status whether the halt's flush worked.
-            exit(if halt::flush_failed() { 1 } else { 0 });
+            exit(if rump.halt_state().flush_failed() { 1 } else { 0 });
         }
-        if halt::halting() {
+        if rump.halt_state().halting() {
             // A second signal while the first halt flushes: the rescue.
             eprintln!("{}: {} during the halt: skipping the rest of the flush", prog(), signame(sig));
             let _ = rump.halt(netbsd_abi::reboot::RB_NOSYNC);
