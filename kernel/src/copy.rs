@@ -5,6 +5,14 @@
 //! own: the kernel reaches only the regions its caller lent for the
 //! running call ([`Lend`]), checked the same way, so a safe caller cannot
 //! make the kernel touch memory it does not own.
+//!
+//! Copies are the kernel's own business: from outside, in safe code, a
+//! process's memory cannot be written at an arbitrary address.
+//!
+//! ```compile_fail,E0624
+//! #![forbid(unsafe_code)]
+//! let _ = rumpkern::copy::Memory::Local.copyout(b"boom", 0x10);
+//! ```
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -159,7 +167,7 @@ impl Memory {
     }
 
     /// Fill `buf` from user address `uaddr`.
-    pub fn copyin(&self, uaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    pub(crate) fn copyin(&self, uaddr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -182,7 +190,7 @@ impl Memory {
     }
 
     /// Write `buf` to user address `uaddr`.
-    pub fn copyout(&self, buf: &[u8], uaddr: u64) -> Result<(), Errno> {
+    pub(crate) fn copyout(&self, buf: &[u8], uaddr: u64) -> Result<(), Errno> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -205,7 +213,7 @@ impl Memory {
 
     /// A NUL-terminated string of at most `max` bytes including the NUL,
     /// returned without it. Longer: `ENAMETOOLONG`.
-    pub fn copyinstr(&self, uaddr: u64, max: usize) -> Result<Vec<u8>, Errno> {
+    pub(crate) fn copyinstr(&self, uaddr: u64, max: usize) -> Result<Vec<u8>, Errno> {
         if uaddr == 0 {
             return Err(Errno(EFAULT));
         }
@@ -230,7 +238,7 @@ impl Memory {
     }
 
     /// Read a little-endian `u64` at `uaddr`.
-    pub fn copyin_u64(&self, uaddr: u64) -> Result<u64, Errno> {
+    pub(crate) fn copyin_u64(&self, uaddr: u64) -> Result<u64, Errno> {
         let mut b = [0u8; 8];
         self.copyin(uaddr, &mut b)?;
         Ok(u64::from_le_bytes(b))

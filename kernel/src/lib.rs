@@ -205,8 +205,16 @@ impl Kernel {
         Ok(k)
     }
 
-    /// This kernel's upcall table as a Rust object (what [`Kernel::boot`]
-    /// installs), for embedders that install it themselves and for tests.
+    /// This kernel's upcall table as a Rust object (what its sysproxy
+    /// server calls), for embedders that serve it themselves and for
+    /// tests. Its calls that take addresses are `unsafe`:
+    ///
+    /// ```compile_fail,E0133
+    /// #![forbid(unsafe_code)]
+    /// let k = rumpkern::Kernel::new(rumpkern::KernelConfig::default()).unwrap();
+    /// let mut rv = [0; 2];
+    /// k.upcalls().syscall(4, &mut [1, 0x10, 4], &mut rv);
+    /// ```
     pub fn upcalls(self: &Arc<Self>) -> Box<dyn rumpuser::Upcalls> {
         Box::new(lwproc::KernelUpcalls(self.clone()))
     }
