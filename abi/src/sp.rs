@@ -1,7 +1,9 @@
 //! The sysproxy wire format (NetBSD's remote-syscall protocol), as pure
 //! data: constants, the 24-byte frame header, the banner line and the
-//! payload layouts. No I/O lives here; the server (`rumpuser::sp`) and the
-//! client (`rumpclient`) both build on it.
+//! payload layouts, plus what both ends share to move frames: [`io`]
+//! (sending) and [`reader`] (the frame reader). The server
+//! (`rumpuser::sp`) and the client (`rumpclient`) both build on it, as
+//! NetBSD's both build on `sp_common.c`.
 //!
 //! Every integer is little-endian (amd64). A frame is a header followed by
 //! `len - HDRSZ` payload bytes; `len` counts the header too.
@@ -9,6 +11,7 @@
 use crate::errno;
 
 pub mod io;
+pub mod reader;
 
 /// Protocol version carried in the banner.
 pub const PROTO_MAJOR: u32 = 0;

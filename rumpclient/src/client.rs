@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use netbsd_abi::errno::{Errno, EFAULT};
 use netbsd_abi::sp::{
     self as wire, Class, CopyData, Cookie, Handshake, HandshakeFork, Header, ProtoError, SysResp,
-    Type, Url, HDRSZ,
+    Type, Url,
 };
 use netbsd_abi::syscall::encode_args;
 
@@ -95,17 +95,10 @@ struct AnonMap {
 pub struct ForkCookie(pub Cookie);
 
 /// Bytes received and not yet consumed.
-struct RBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-const RBUF: usize = 64 * 1024;
 
 struct Inner {
     fd: OwnedFd,
-    rb: RBuf,
+    rb: FrameReader,
     next_reqno: u64,
     maps: Vec<AnonMap>,
     broken: bool,
@@ -151,83 +144,8 @@ pub fn progname() -> String {
         .unwrap_or_else(|| "???".into())
 }
 
-use netbsd_abi::sp::io::{read_some, send_all};
-
-/// Why a read stopped.
-enum RdErr {
-    Io(io::Error),
-    Eof,
-}
-
-impl RBuf {
-    fn new() -> RBuf {
-        RBuf { buf: vec![0; RBUF], start: 0, end: 0 }
-    }
-
-    fn avail(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn fill(&mut self, fd: RawFd, n: usize) -> Result<(), RdErr> {
-        if self.avail() >= n {
-            return Ok(());
-        }
-        if self.start + n > self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        while self.avail() < n {
-            match read_some(fd, &mut self.buf[self.end..]) {
-                Ok(0) => return Err(RdErr::Eof),
-                Ok(k) => self.end += k,
-                Err(e) => return Err(RdErr::Io(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Fill `dst` exactly: buffered bytes first, then straight from `fd`.
-    fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> Result<(), RdErr> {
-        let k = self.avail().min(dst.len());
-        dst[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
-        self.start += k;
-        let mut off = k;
-        while off < dst.len() {
-            let rest = dst.len() - off;
-            if rest < RBUF / 4 {
-                self.fill(fd, rest)?;
-                dst[off..].copy_from_slice(&self.buf[self.start..self.start + rest]);
-                self.start += rest;
-                return Ok(());
-            }
-            match read_some(fd, &mut dst[off..]) {
-                Ok(0) => return Err(RdErr::Eof),
-                Ok(n) => off += n,
-                Err(e) => return Err(RdErr::Io(e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn read_vec(&mut self, fd: RawFd, n: usize) -> Result<Vec<u8>, RdErr> {
-        let mut v = vec![0u8; n];
-        self.read_into(fd, &mut v)?;
-        Ok(v)
-    }
-
-    fn skip(&mut self, fd: RawFd, mut n: usize) -> Result<(), RdErr> {
-        while n > 0 {
-            if self.avail() == 0 {
-                self.fill(fd, 1)?;
-            }
-            let k = self.avail().min(n);
-            self.start += k;
-            n -= k;
-        }
-        Ok(())
-    }
-}
+use netbsd_abi::sp::io::send_all;
+use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError};
 
 /// The answer to one of our requests.
 struct Answer {
@@ -305,7 +223,7 @@ impl Client {
         Client {
             inner: Mutex::new(Inner {
                 fd,
-                rb: RBuf::new(),
+                rb: FrameReader::new(),
                 next_reqno: 0,
                 maps: Vec::new(),
                 broken: false,
@@ -339,13 +257,10 @@ impl Client {
         set_rcvtimeo(fd, Some(Duration::from_secs(30)));
         let mut line = Vec::new();
         let r = loop {
-            if g.rb.avail() == 0 {
-                if let Err(e) = g.rb.fill(fd, 1) {
-                    break Err(e);
-                }
-            }
-            let b = g.rb.buf[g.rb.start];
-            g.rb.start += 1;
+            let b = match g.rb.byte(&mut Fd(fd)) {
+                Ok(b) => b,
+                Err(e) => break Err(e),
+            };
             line.push(b);
             if b == b'\n' || line.len() >= wire::MAXBANNER - 1 {
                 break Ok(());
@@ -379,11 +294,12 @@ impl Client {
         Error::Lost { url: self.url.clone(), source: Some(e) }
     }
 
-    fn read_failed(&self, g: &mut Inner, e: RdErr, _what: &str) -> Error {
+    fn read_failed(&self, g: &mut Inner, e: ReadError, _what: &str) -> Error {
         g.broken = true;
         match e {
-            RdErr::Eof => Error::Lost { url: self.url.clone(), source: None },
-            RdErr::Io(e) => Error::Lost { url: self.url.clone(), source: Some(e) },
+            ReadError::Eof => Error::Lost { url: self.url.clone(), source: None },
+            ReadError::Io(e) => Error::Lost { url: self.url.clone(), source: Some(e) },
+            ReadError::Bad(e) => Error::Protocol { url: self.url.clone(), what: e.to_string() },
         }
     }
 
@@ -428,31 +344,26 @@ impl Client {
         send_all(fd, &v).map_err(|e| self.lost(g, e))?;
         let mut fault = false;
         loop {
-            if let Err(e) = g.rb.fill(fd, HDRSZ) {
-                return Err(self.read_failed(g, e, "reading response"));
-            }
-            let raw = wire::RawHeader::parse(g.rb.buf[g.rb.start..g.rb.start + HDRSZ].try_into().unwrap());
-            let hdr = match raw.validate() {
+            let hdr = match g.rb.header(&mut Fd(fd)) {
                 Ok(h) => h,
-                Err(e) => return Err(self.protocol(g, e.to_string())),
+                Err(e) => return Err(self.read_failed(g, e, "reading response")),
             };
-            g.rb.start += HDRSZ;
             let plen = hdr.payload_len();
             match hdr.class {
                 Class::Resp | Class::Error => {
                     if hdr.reqno != reqno {
                         // Not ours (NetBSD ignores these too).
-                        if let Err(e) = g.rb.skip(fd, plen) {
+                        if let Err(e) = g.rb.skip(&mut Fd(fd), plen) {
                             return Err(self.read_failed(g, e, "skipping"));
                         }
                         continue;
                     }
                     if hdr.class == Class::Error {
-                        let _ = g.rb.skip(fd, plen);
+                        let _ = g.rb.skip(&mut Fd(fd), plen);
                         let error = ProtoError::from_u32(hdr.arg).unwrap_or(ProtoError::MalformedRequest);
                         return Err(Error::Refused { url: self.url.clone(), error });
                     }
-                    let payload = match g.rb.read_vec(fd, plen) {
+                    let payload = match g.rb.read_vec(&mut Fd(fd), plen) {
                         Ok(p) => p,
                         Err(e) => return Err(self.read_failed(g, e, "reading response")),
                     };
@@ -473,7 +384,7 @@ impl Client {
         let plen = hdr.payload_len();
         match hdr.ty {
             Type::Copyin | Type::Copyinstr => {
-                let p = g.rb.read_vec(fd, plen).map_err(|e| self.read_failed(g, e, "copyin"))?;
+                let p = g.rb.read_vec(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "copyin"))?;
                 let Some(cd) = CopyData::decode(&p) else {
                     return Err(self.protocol(g, "short copyin request".into()));
                 };
@@ -495,7 +406,7 @@ impl Client {
                     return Err(self.protocol(g, "short copyout request".into()));
                 }
                 let mut cdb = [0u8; wire::COPYDATA_LEN];
-                g.rb.read_into(fd, &mut cdb).map_err(|e| self.read_failed(g, e, "copyout"))?;
+                g.rb.read_into(&mut Fd(fd), &mut cdb).map_err(|e| self.read_failed(g, e, "copyout"))?;
                 let cd = CopyData::decode(&cdb).unwrap();
                 let n = plen - wire::COPYDATA_LEN;
                 let n64 = n as u64;
@@ -504,17 +415,17 @@ impl Client {
                 let maps = std::mem::take(&mut g.maps);
                 let dst = if ok { find_writable(regions, &maps, cd.addr, n64) } else { None };
                 let r = match dst {
-                    Some(d) => g.rb.read_into(fd, d),
+                    Some(d) => g.rb.read_into(&mut Fd(fd), d),
                     None => {
                         *fault = true;
-                        g.rb.skip(fd, n)
+                        g.rb.skip(&mut Fd(fd), n)
                     }
                 };
                 g.maps = maps;
                 r.map_err(|e| self.read_failed(g, e, "copyout"))
             }
             Type::Anonmmap => {
-                let p = g.rb.read_vec(fd, plen).map_err(|e| self.read_failed(g, e, "anonmmap"))?;
+                let p = g.rb.read_vec(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "anonmmap"))?;
                 let len = wire::u64_at(&p).unwrap_or(0) as usize;
                 let addr = if len == 0 {
                     0
@@ -542,7 +453,7 @@ impl Client {
                 send_all(fd, &[&h.encode(), &addr.to_le_bytes()]).map_err(|e| self.lost(g, e))
             }
             Type::Raise => {
-                g.rb.skip(fd, plen).map_err(|e| self.read_failed(g, e, "raise"))?;
+                g.rb.skip(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "raise"))?;
                 if let Some(s) = netbsd_abi::signal::to_host(hdr.arg as i32) {
                     g.signals.push(s);
                 }

@@ -10,6 +10,7 @@ use std::thread::Thread;
 
 use parking_lot::{Condvar, Mutex};
 
+use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError};
 use netbsd_abi::sp::{self as wire, Class, CopyData, Header, SysResp, Type, HDRSZ};
 
 pub(crate) const ST_NEW: u8 = 0;
@@ -348,16 +349,14 @@ pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), ()> {
     wire::io::send_all(fd, parts).map_err(|_| ())
 }
 
-pub(crate) use wire::io::read_some;
+const BUF: usize = wire::reader::BUF;
 
-const BUF: usize = 64 * 1024;
-
-/// The reading side of a connection. Holding `Conn::rd` (this state) is
-/// the *reader role*: whoever holds it reads frames and routes answers.
+/// The reading side of a connection: the frame reader shared with the
+/// client library, and the last request's payload. Holding `Conn::rd`
+/// (this state) is the *reader role*: whoever holds it reads frames and
+/// routes answers.
 pub(crate) struct RState {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+    r: FrameReader,
     /// Payload of the last request.
     pub pending: Vec<u8>,
 }
@@ -374,58 +373,15 @@ pub(crate) enum Input {
 
 impl RState {
     pub fn new() -> RState {
-        RState { buf: vec![0u8; BUF].into_boxed_slice(), start: 0, end: 0, pending: Vec::new() }
+        RState { r: FrameReader::new(), pending: Vec::new() }
     }
 
-    fn avail(&self) -> usize {
-        self.end - self.start
-    }
-
-    /// Make at least `n` (≤ BUF) bytes available; false on EOF/error.
-    fn fill(&mut self, fd: RawFd, n: usize) -> bool {
-        debug_assert!(n <= BUF);
-        if self.avail() >= n {
-            return true;
-        }
-        if self.start + n > BUF {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        while self.avail() < n {
-            match read_some(fd, &mut self.buf[self.end..]) {
-                Ok(0) | Err(_) => return false,
-                Ok(k) => self.end += k,
-            }
-        }
-        true
-    }
-
-    /// Copy exactly `dst.len()` payload bytes into `dst`: first what is
-    /// buffered, then straight from the socket.
     fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
-        let k = self.avail().min(dst.len());
-        dst[..k].copy_from_slice(&self.buf[self.start..self.start + k]);
-        self.start += k;
-        let mut off = k;
-        while off < dst.len() {
-            let rest = dst.len() - off;
-            if rest < BUF / 4 {
-                // Small remainder: one read into the buffer may also pick
-                // up the next frame.
-                if !self.fill(fd, rest) {
-                    return false;
-                }
-                dst[off..].copy_from_slice(&self.buf[self.start..self.start + rest]);
-                self.start += rest;
-                return true;
-            }
-            match read_some(fd, &mut dst[off..]) {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => off += n,
-            }
-        }
-        true
+        self.r.read_into(&mut Fd(fd), dst).is_ok()
+    }
+
+    fn skip(&mut self, fd: RawFd, n: usize) -> bool {
+        self.r.skip(&mut Fd(fd), n).is_ok()
     }
 
     /// For a requester holding the reader role while its request `reqno`
@@ -440,15 +396,14 @@ impl RState {
         if conn.closed.load(Ordering::Acquire) {
             return Some(Input::Closed);
         }
-        if self.avail() != 0 || slot.cap == 0 || conn.state.load(Ordering::Acquire) == ST_NEW {
+        if slot.cap == 0 || conn.state.load(Ordering::Acquire) == ST_NEW {
             return None;
         }
         let fd = conn.raw_fd();
-        self.start = 0;
-        self.end = 0;
+        let hbuf = self.r.empty_buffer()?;
         let room = slot.cap.min(BUF - HDRSZ);
         let mut iov = [
-            libc::iovec { iov_base: self.buf.as_mut_ptr() as *mut c_void, iov_len: HDRSZ },
+            libc::iovec { iov_base: hbuf.as_mut_ptr() as *mut c_void, iov_len: HDRSZ },
             libc::iovec { iov_base: slot.dest as *mut c_void, iov_len: room },
         ];
         let n = loop {
@@ -467,13 +422,13 @@ impl RState {
         if n == 0 {
             return Some(Input::Closed);
         }
+        let mut hb = [0u8; HDRSZ];
+        hb.copy_from_slice(&hbuf[..HDRSZ]);
         if n <= HDRSZ {
-            self.end = n;
+            self.r.filled(n);
             return None;
         }
         let k = n - HDRSZ;
-        let mut hb = [0u8; HDRSZ];
-        hb.copy_from_slice(&self.buf[..HDRSZ]);
         let ours = match wire::RawHeader::parse(&hb).validate() {
             Ok(h) if h.class == Class::Resp && h.reqno == reqno => Some(h),
             _ => None,
@@ -484,19 +439,19 @@ impl RState {
             // SAFETY: `k <= room` bytes of the destination were just
             // written by readv; nobody else touches it while pending.
             let landed = unsafe { std::slice::from_raw_parts(slot.dest, k) };
-            self.buf[HDRSZ..HDRSZ + k].copy_from_slice(landed);
-            self.end = HDRSZ + k;
+            self.r.filled(HDRSZ);
+            self.r.push_back(landed);
             return None;
         };
         let plen = hdr.payload_len();
         let want = plen.min(s.cap);
+        self.r.filled(0);
         if k > want {
             // The answer was shorter than the room: the rest is the start
             // of the next frame.
             // SAFETY: as above; [want, k) lies inside what readv wrote.
             let extra = unsafe { std::slice::from_raw_parts(s.dest.add(want), k - want) };
-            self.buf[..k - want].copy_from_slice(extra);
-            self.end = k - want;
+            self.r.push_back(extra);
         }
         let have = k.min(want);
         // SAFETY: the slot is ours now (taken), its destination `cap >=
@@ -510,19 +465,6 @@ impl RState {
         } else {
             Some(Input::Closed)
         }
-    }
-
-    /// Discard `n` payload bytes.
-    fn skip(&mut self, fd: RawFd, mut n: usize) -> bool {
-        while n > 0 {
-            if self.avail() == 0 && !self.fill(fd, 1) {
-                return false;
-            }
-            let k = self.avail().min(n);
-            self.start += k;
-            n -= k;
-        }
-        true
     }
 
     /// Read frames until a request arrives (its payload then in
@@ -542,15 +484,11 @@ impl RState {
                 self.pending = Vec::new();
             }
             self.pending.clear();
-            if !self.fill(fd, HDRSZ) {
-                return Some(Input::Closed);
-            }
-            let raw = wire::RawHeader::parse(self.buf[self.start..self.start + HDRSZ].try_into().unwrap());
-            let hdr = match raw.validate() {
+            let hdr = match self.r.header(&mut Fd(fd)) {
                 Ok(h) => h,
-                Err(e) => return Some(Input::Bad(e.reqno())),
+                Err(ReadError::Bad(e)) => return Some(Input::Bad(e.reqno())),
+                Err(_) => return Some(Input::Closed),
             };
-            self.start += HDRSZ;
             let plen = hdr.payload_len();
             match hdr.class {
                 Class::Req => {
