@@ -26,7 +26,6 @@ pub mod proc;
 pub mod rumpfs;
 pub mod sched;
 pub mod syscall;
-pub mod vfs;
 pub mod vnode;
 
 use std::collections::HashMap;
@@ -42,6 +41,9 @@ use rumpuser::locks::RwLock;
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;
 pub use netbsd_abi;
+/// The file system interface ([`vfs::FileSystem`] and its types), a crate
+/// of its own so that file system components need not depend on the kernel.
+pub use vfs;
 pub use vfs_cache::{FaultControl, Stats as CacheStats};
 
 use copy::Memory;
