@@ -4,7 +4,7 @@
 
 use netbsd_abi::errno::*;
 
-use crate::fs::{Fs, R, ROOT_INO, err};
+use crate::fs::{err, Fs, R, ROOT_INO};
 
 pub(crate) fn find_zero(d: &[u8], start: u32, n: u32) -> Option<u32> {
     let mut i = start;

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use netbsd_abi::errno::*;
 
+use crate::fs::{err, Fs, R};
 use crate::inode::*;
-use crate::fs::{Fs, R, err};
 
 /// Indirect blocks kept in memory at most (written back by sync, or all
 /// at once when full).

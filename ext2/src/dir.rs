@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use netbsd_abi::errno::*;
-use netbsd_abi::Errno;
 use netbsd_abi::stat::Timespec;
+use netbsd_abi::Errno;
 
+use crate::fs::{err, Fs, R};
 use crate::inode::*;
 use crate::sb::*;
-use crate::fs::{Fs, R, err};
 
 /// Directories indexed in memory at most, and names in all of them.
 pub(crate) const DCACHE_MAX_DIRS: usize = 64;

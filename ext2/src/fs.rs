@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use netbsd_abi::errno::*;
-use netbsd_abi::Errno;
 use netbsd_abi::stat::Timespec;
+use netbsd_abi::Errno;
 use vfs::FsStat;
 use vfs_cache::Store;
 
-use crate::sb::*;
-use crate::{MountError, MountOptions};
 use crate::alloc::Bitmap;
 use crate::bmap::IndBlk;
 use crate::dir::DirIdx;
 use crate::icache::CachedInode;
+use crate::sb::*;
+use crate::{MountError, MountOptions};
 
 pub(crate) const ROOT_INO: u32 = 2;
 

@@ -6,9 +6,9 @@
 use netbsd_abi::errno::*;
 use vfs::{Attr, FileKind};
 
+use crate::fs::{err, now, Fs, R};
 use crate::inode::*;
 use crate::sb::*;
-use crate::fs::{Fs, R, err, now};
 
 /// Bytes of inodes kept in memory at most.
 pub(crate) const ICACHE_BYTES: usize = 8 << 20;

@@ -5,8 +5,8 @@
 
 use netbsd_abi::errno::*;
 
+use crate::fs::{err, now, ts_le, Fs, R};
 use crate::inode::*;
-use crate::fs::{Fs, R, err, now, ts_le};
 
 /// Longest data run handed to the store in one write.
 pub(crate) const MAX_RUN: usize = 1 << 20;

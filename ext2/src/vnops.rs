@@ -9,9 +9,9 @@ use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 use vfs::{Attr, Cred, DirEntry, FileKind, SetAttr};
 
+use crate::dir::{check_name, Slot};
+use crate::fs::{err, now, Fs, R, ROOT_INO};
 use crate::inode::*;
-use crate::dir::{Slot, check_name};
-use crate::fs::{Fs, R, ROOT_INO, err, now};
 
 /// Most links an inode may have (EXT2_LINK_MAX).
 pub(crate) const LINK_MAX: u16 = 32000;

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
-use vfs::{FileKind, FileSystem};
 use vfs_cache::{BlockDevice, CachedDev, FaultControl, FaultyDrive, HostDrive, Store};
 
+use crate::vfs::{FileKind, FileSystem};
 use crate::Kernel;
 
 /// The major number of etfs device nodes.
@@ -303,8 +303,9 @@ impl Drive {
 }
 
 impl Kernel {
-    /// Attach a host drive (see [`crate::etfs`]). `fault` (tests) wraps a `blk`
-    /// drive's host device in a fault injector.
+    /// Attach a host drive (see [`crate::etfs`]).
+    /// `fault` (tests) wraps a `blk` drive's host device in a fault
+    /// injector.
     pub fn add_drive(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
         let _g = self.mount_lock.lock();
         self.add_drive_locked(spec, fault)
