@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use ext2::Ext2Fs;
 use netbsd_abi::Errno;
-use rumpkern::vfs::{Cred, FileKind, FileSystem};
+use vfs::{Cred, FileKind, FileSystem};
 
 struct FileDev {
     f: File,

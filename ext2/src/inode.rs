@@ -2,7 +2,7 @@
 
 use crate::sb::{le16, le32, put16, put32};
 use netbsd_abi::stat::Timespec;
-use rumpkern::vfs::FileKind;
+use vfs::FileKind;
 
 pub(crate) const I_MODE: usize = 0;
 pub(crate) const I_UID: usize = 2;

@@ -1,7 +1,7 @@
 //! ext2 (revision 0 and 1) on a vfs-cache store (SPEC §7).
 //!
 //! [`Ext2Fs`] implements the kernel's inode-number based
-//! [`FileSystem`](rumpkern::vfs::FileSystem) trait on any
+//! [`FileSystem`](vfs::FileSystem) trait on any
 //! [`Store`](vfs_cache::Store). Inode numbers are ext2's own (the root is 2);
 //! `type_name()` is `"ext2fs"`.
 //!
@@ -75,9 +75,15 @@
 //! * An unlinked inode still open (`open`/`release`) is freed at its last
 //!   `release`, or at `unmount`.
 
+mod alloc;
+mod bmap;
+mod dir;
 mod fs;
+mod icache;
 mod inode;
+mod readwrite;
 mod sb;
+mod vnops;
 
 use std::sync::Arc;
 
@@ -85,7 +91,7 @@ use netbsd_abi::Errno;
 use std::collections::HashMap;
 
 use rumpuser::locks::{Mutex, RwLock};
-use rumpkern::vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
+use vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
 use vfs_cache::Store;
 
 pub use sb::{check_features, features, Compat, EXT2_MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};

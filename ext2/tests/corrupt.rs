@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use exercise::{exercise, MemStore, Report};
 use ext2::{Ext2Fs, MountOptions};
-use rumpkern::vfs::FileSystem;
+use vfs::FileSystem;
 
 const REV0: &[u8] = include_bytes!("data/rev0.img");
 const REV1: &[u8] = include_bytes!("data/rev1.img");
@@ -354,7 +354,7 @@ fn directory_claiming_terabytes_is_listed_promptly() {
         // The real entries are all there.
         assert!(r.is_err() || names >= 22, "{names} names");
         // And the directory still works.
-        let f = fs.create(sub as u64, b"new", rumpkern::vfs::FileKind::Reg, 0o644, Default::default());
+        let f = fs.create(sub as u64, b"new", vfs::FileKind::Reg, 0o644, Default::default());
         assert!(f.is_ok(), "{f:?}");
         fs.unmount().unwrap();
     }

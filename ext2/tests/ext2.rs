@@ -12,7 +12,7 @@ use common::*;
 use ext2::{Compat, Ext2Fs, MountOptions};
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
-use rumpkern::vfs::{FileKind, FileSystem, SetAttr};
+use vfs::{FileKind, FileSystem, SetAttr};
 
 /// A host tree exercising every block-map level of a 1 KiB image, long and
 /// short symlinks, empty files and directories, a multi-block directory.
@@ -325,7 +325,7 @@ fn tree_written_through_impl_passes_fsck_and_debugfs() {
     }
 }
 
-fn remove_all(fs: &dyn FileSystem, dir: rumpkern::vfs::Ino) {
+fn remove_all(fs: &dyn FileSystem, dir: vfs::Ino) {
     for (name, ino, kind) in list(fs, dir) {
         if name == b"." || name == b".." || name == b"lost+found" {
             continue;
@@ -401,7 +401,7 @@ fn attributes_and_timestamps() {
     mkfs(&img, 4096, &["-t", "ext2", "-b", "1024"]);
     let fs = mount(&img);
     let root = fs.root();
-    let cred = rumpkern::vfs::Cred { uid: 70000, gid: 5 };
+    let cred = vfs::Cred { uid: 70000, gid: 5 };
     let f = fs.create(root, b"f", FileKind::Reg, 0o640, cred).unwrap();
     let a = fs.getattr(f).unwrap();
     assert_eq!((a.kind, a.perm, a.nlink, a.uid, a.size, a.blocks), (FileKind::Reg, 0o640, 1, 70000, 0, 0));

@@ -1,7 +1,7 @@
 //! Hypercall-layer benchmarks, each against a plain pthread baseline
 //! measured in the same run:
 //!
-//!   cargo bench -p hypercall --bench hypercall
+//!   cargo bench -p rumpuser --bench hypercall
 //!
 //! The C ABI entry points are called as a C kernel would, with a no-op
 //! upcall table installed (so the blocking paths do make their upcalls).

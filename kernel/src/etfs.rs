@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
-use vfs_cache::{BlockDevice, CachedDev, Store};
+use vfs_cache::{BlockDevice, CachedDev, FaultControl, FaultyDrive, HostDrive, Store};
 
-use crate::host::HostFile;
+use crate::vfs::{FileKind, FileSystem};
+use crate::Kernel;
 
 /// The major number of etfs device nodes.
 pub const ETFS_MAJOR: u64 = 197;
@@ -219,7 +220,9 @@ pub struct Drive {
     pub offset: u64,
     pub size: u64,
     pub rdev: u64,
-    pub host: Arc<HostFile>,
+    /// The host file, opened once for all the drive does: the cache's
+    /// device (`blk`), direct reads and writes (`chr`, `reg`), the lock.
+    pub host: Arc<HostDrive>,
     /// The cached device (`blk` drives).
     pub cached: Option<Arc<CachedDev>>,
     /// A file system is mounted from this drive.
@@ -289,13 +292,147 @@ impl Drive {
     }
 
     /// Write back this drive's dirty blocks (if cached) and flush the host
-    /// file.
+    /// file, once: a cached drive's sync ends in the device's flush, which
+    /// is the host file's.
     pub fn sync(&self) -> Result<(), Errno> {
-        let r = match &self.cached {
+        match &self.cached {
             Some(c) => c.sync(),
-            None => Ok(()),
+            None => self.host.sync(),
+        }
+    }
+}
+
+impl Kernel {
+    /// Attach a host drive (see [`crate::etfs`]).
+    /// `fault` (tests) wraps a `blk` drive's host device in a fault
+    /// injector.
+    pub fn add_drive(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
+        let _g = self.mount_lock.lock();
+        self.add_drive_locked(spec, fault)
+    }
+
+    fn add_drive_locked(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
+        use rumpuser::file::FileType;
+        let path = &spec.hostpath;
+        let key = &spec.key;
+        if self.drives.read().iter().any(|d| &d.key == key) {
+            return Err(format!("drive {key}: key already in use"));
+        }
+        if fault.is_some() && spec.kind != DriveType::Blk {
+            return Err(format!("drive {key}: fault injection needs a blk drive"));
+        }
+        let info = rumpuser::file::getfileinfo(path);
+        // One server per image: lock the image (an OFD lock, as qemu does)
+        // before touching it. Another drive of ours on the same file is
+        // covered by that drive's lock.
+        let lock = |host: &HostDrive| -> Result<(), String> {
+            let id = host.id().map_err(|e| format!("{path}: {e}"))?;
+            if self.drives.read().iter().any(|d| d.host.id().ok() == Some(id)) {
+                return Ok(());
+            }
+            host.lock(true).map_err(|_| format!("drive {key}: {path}: locked by another process (in use by another server?)"))
         };
-        let h = self.host.sync();
-        r.and(h)
+        let direct = spec.kind == DriveType::Blk;
+        let (host, size) = match spec.size {
+            DriveSize::Host => {
+                let (hsize, ft) = info.map_err(|e| format!("{path}: size=host needs an existing host file: {e}"))?;
+                if ft == FileType::Dir {
+                    return Err(format!("{path}: is a directory"));
+                }
+                // The host file is opened once, here, for everything the
+                // drive does: the cache's I/O and flush (`blk`), direct I/O
+                // (`chr`, `reg`), the lock.
+                let host = Arc::new(HostDrive::open_with(path, Some(hsize), false, direct).map_err(|e| format!("{path}: {e}"))?);
+                lock(&host)?;
+                if spec.offset >= hsize {
+                    return Err(format!("{path}: offset {} is not inside the file ({} bytes)", spec.offset, hsize));
+                }
+                (host, hsize - spec.offset)
+            }
+            DriveSize::Bytes(s) => {
+                if let Ok((_, FileType::Dir)) = info {
+                    return Err(format!("{path}: is a directory"));
+                }
+                let need = spec.offset.checked_add(s).filter(|&e| e <= i64::MAX as u64)
+                    .ok_or_else(|| format!("drive {key}: offset + size too large"))?;
+                let host = Arc::new(HostDrive::open_with(path, Some(need), true, direct).map_err(|e| format!("{path}: {e}"))?);
+                lock(&host)?;
+                let cur = host.file_size().map_err(|e| format!("{path}: {e}"))?;
+                if cur < need {
+                    if host.is_regular() {
+                        host.set_len(need).map_err(|e| format!("{path}: cannot extend to {need} bytes: {e}"))?;
+                    } else {
+                        return Err(format!("{path}: device has {cur} bytes, drive needs {need}"));
+                    }
+                }
+                (host, s)
+            }
+        };
+        let index = self.drives.read().len();
+        let rdev = ((ETFS_MAJOR << 8) & 0x000f_ff00) | (index as u64 & 0xff) | (((index as u64) << 12) & 0xfff0_0000);
+        let cached = match spec.kind {
+            DriveType::Blk => {
+                let mut dev: Arc<dyn BlockDevice> = host.clone();
+                if let Some(ctl) = fault {
+                    dev = Arc::new(FaultyDrive::new(dev, ctl));
+                }
+                let dev: Arc<dyn BlockDevice> = Arc::new(OffsetDev { inner: dev, off: spec.offset, size });
+                Some(self.cache.attach(dev, 0))
+            }
+            _ => None,
+        };
+        // The node in rumpfs, with any missing parent directories.
+        let fs = &self.rootfs;
+        let comps: Vec<&str> = key.split('/').filter(|c| !c.is_empty()).collect();
+        let (last, dirs) = comps.split_last().ok_or_else(|| format!("drive {key}: bad key"))?;
+        let mut dir = fs.root();
+        for c in dirs {
+            dir = match fs.lookup(dir, c.as_bytes()) {
+                Ok(i) => i,
+                Err(_) => fs
+                    .create(dir, c.as_bytes(), FileKind::Dir, 0o755, Default::default())
+                    .map_err(|e| format!("drive {key}: cannot make directory {c}: {e}"))?,
+            };
+        }
+        let made = match spec.kind {
+            DriveType::Blk => fs.mknod(dir, last.as_bytes(), FileKind::Blk, rdev, size),
+            DriveType::Chr => fs.mknod(dir, last.as_bytes(), FileKind::Chr, rdev, size),
+            DriveType::Reg => fs.host_file(dir, last.as_bytes(), host.clone(), spec.offset, size),
+        };
+        if let Err(e) = made {
+            if let Some(c) = &cached {
+                let _ = c.detach();
+            }
+            return Err(format!("drive {key}: {e}"));
+        }
+        if self.cfg.verbose {
+            eprintln!("rumpkern: drive {key} ({}) = {path} offset {} size {size}", spec.kind.as_str(), spec.offset);
+        }
+        self.drives.write().push(Arc::new(Drive {
+            index,
+            key: key.clone(),
+            hostpath: path.clone(),
+            kind: spec.kind,
+            offset: spec.offset,
+            size,
+            rdev,
+            host,
+            cached,
+            mounted: AtomicBool::new(false),
+        }));
+        Ok(())
+    }
+
+    pub(crate) fn drive_by_rdev(&self, rdev: u64) -> Option<Arc<Drive>> {
+        self.drives.read().iter().find(|d| d.rdev == rdev && d.kind != DriveType::Reg).cloned()
+    }
+
+    pub(crate) fn drive_by_index(&self, i: usize) -> Option<Arc<Drive>> {
+        self.drives.read().get(i).cloned()
+    }
+
+    /// The drives attached, in order.
+    pub fn drives(&self) -> Vec<DriveInfo> {
+        self.drives.read().iter().map(|d| d.info()).collect()
     }
 }

@@ -26,7 +26,6 @@ pub mod proc;
 pub mod rumpfs;
 pub mod sched;
 pub mod syscall;
-pub mod vfs;
 pub mod vnode;
 
 use std::collections::HashMap;
@@ -42,6 +41,9 @@ use rumpuser::locks::RwLock;
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;
 pub use netbsd_abi;
+/// The file system interface ([`vfs::FileSystem`] and its types), a crate
+/// of its own so that file system components need not depend on the kernel.
+pub use vfs;
 pub use vfs_cache::{FaultControl, Stats as CacheStats};
 
 use copy::Memory;
@@ -49,7 +51,7 @@ use etfs::Drive;
 use proc::{FdMode, Proc};
 use rumpfs::RumpFs;
 use sched::Sched;
-use vfs::{FileKind, FileSystem};
+use vfs::FileSystem;
 use vnode::{Mounts, Vnode};
 
 /// The `kern.ostype` the kernel reports (and the sysproxy banner shows).
@@ -502,135 +504,6 @@ impl Kernel {
         self.fs_types.read().get(name).cloned()
     }
 
-    /// Attach a host drive (see [`etfs`]). `fault` (tests) wraps a `blk`
-    /// drive's host device in a fault injector.
-    pub fn add_drive(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
-        let _g = self.mount_lock.lock();
-        self.add_drive_locked(spec, fault)
-    }
-
-    fn add_drive_locked(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
-        use rumpuser::file::FileType;
-        let path = &spec.hostpath;
-        let key = &spec.key;
-        if self.drives.read().iter().any(|d| &d.key == key) {
-            return Err(format!("drive {key}: key already in use"));
-        }
-        if fault.is_some() && spec.kind != DriveType::Blk {
-            return Err(format!("drive {key}: fault injection needs a blk drive"));
-        }
-        let info = rumpuser::file::getfileinfo(path);
-        // One server per image: lock the image (an OFD lock, as qemu does)
-        // before touching it. Another drive of ours on the same file is
-        // covered by that drive's lock.
-        let lock = |host: &host::HostFile| -> Result<(), String> {
-            let id = host.id().map_err(|e| format!("{path}: {e}"))?;
-            if self.drives.read().iter().any(|d| d.host.id().ok() == Some(id)) {
-                return Ok(());
-            }
-            host.lock(true).map_err(|_| format!("drive {key}: {path}: locked by another process (in use by another server?)"))
-        };
-        let (host, size) = match spec.size {
-            DriveSize::Host => {
-                let (hsize, ft) = info.map_err(|e| format!("{path}: size=host needs an existing host file: {e}"))?;
-                if ft == FileType::Dir {
-                    return Err(format!("{path}: is a directory"));
-                }
-                let host = host::HostFile::open(path, false).map_err(|e| format!("{path}: {e}"))?;
-                lock(&host)?;
-                if spec.offset >= hsize {
-                    return Err(format!("{path}: offset {} is not inside the file ({} bytes)", spec.offset, hsize));
-                }
-                (host, hsize - spec.offset)
-            }
-            DriveSize::Bytes(s) => {
-                if let Ok((_, FileType::Dir)) = info {
-                    return Err(format!("{path}: is a directory"));
-                }
-                let need = spec.offset.checked_add(s).filter(|&e| e <= i64::MAX as u64)
-                    .ok_or_else(|| format!("drive {key}: offset + size too large"))?;
-                let host = host::HostFile::open(path, true).map_err(|e| format!("{path}: {e}"))?;
-                lock(&host)?;
-                let cur = host.size().map_err(|e| format!("{path}: {e}"))?;
-                if cur < need {
-                    if host.is_regular() {
-                        host.set_size(need).map_err(|e| format!("{path}: cannot extend to {need} bytes: {e}"))?;
-                    } else {
-                        return Err(format!("{path}: device has {cur} bytes, drive needs {need}"));
-                    }
-                }
-                (host, s)
-            }
-        };
-        let index = self.drives.read().len();
-        let rdev = ((etfs::ETFS_MAJOR << 8) & 0x000f_ff00) | (index as u64 & 0xff) | (((index as u64) << 12) & 0xfff0_0000);
-        let cached = match spec.kind {
-            DriveType::Blk => {
-                let hd = vfs_cache::HostDrive::open(path, Some(spec.offset + size)).map_err(|e| format!("{path}: {e}"))?;
-                let mut dev: Arc<dyn vfs_cache::BlockDevice> = Arc::new(hd);
-                if let Some(ctl) = fault {
-                    dev = Arc::new(vfs_cache::FaultyDrive::new(dev, ctl));
-                }
-                let dev: Arc<dyn vfs_cache::BlockDevice> = Arc::new(etfs::OffsetDev { inner: dev, off: spec.offset, size });
-                Some(self.cache.attach(dev, 0))
-            }
-            _ => None,
-        };
-        // The node in rumpfs, with any missing parent directories.
-        let fs = &self.rootfs;
-        let comps: Vec<&str> = key.split('/').filter(|c| !c.is_empty()).collect();
-        let (last, dirs) = comps.split_last().ok_or_else(|| format!("drive {key}: bad key"))?;
-        let mut dir = fs.root();
-        for c in dirs {
-            dir = match fs.lookup(dir, c.as_bytes()) {
-                Ok(i) => i,
-                Err(_) => fs
-                    .create(dir, c.as_bytes(), FileKind::Dir, 0o755, Default::default())
-                    .map_err(|e| format!("drive {key}: cannot make directory {c}: {e}"))?,
-            };
-        }
-        let made = match spec.kind {
-            DriveType::Blk => fs.mknod(dir, last.as_bytes(), FileKind::Blk, rdev, size),
-            DriveType::Chr => fs.mknod(dir, last.as_bytes(), FileKind::Chr, rdev, size),
-            DriveType::Reg => fs.host_file(dir, last.as_bytes(), host.clone(), spec.offset, size),
-        };
-        if let Err(e) = made {
-            if let Some(c) = &cached {
-                let _ = c.detach();
-            }
-            return Err(format!("drive {key}: {e}"));
-        }
-        if self.cfg.verbose {
-            eprintln!("rumpkern: drive {key} ({}) = {path} offset {} size {size}", spec.kind.as_str(), spec.offset);
-        }
-        self.drives.write().push(Arc::new(Drive {
-            index,
-            key: key.clone(),
-            hostpath: path.clone(),
-            kind: spec.kind,
-            offset: spec.offset,
-            size,
-            rdev,
-            host,
-            cached,
-            mounted: AtomicBool::new(false),
-        }));
-        Ok(())
-    }
-
-    pub(crate) fn drive_by_rdev(&self, rdev: u64) -> Option<Arc<Drive>> {
-        self.drives.read().iter().find(|d| d.rdev == rdev && d.kind != DriveType::Reg).cloned()
-    }
-
-    pub(crate) fn drive_by_index(&self, i: usize) -> Option<Arc<Drive>> {
-        self.drives.read().get(i).cloned()
-    }
-
-    /// The drives attached, in order.
-    pub fn drives(&self) -> Vec<DriveInfo> {
-        self.drives.read().iter().map(|d| d.info()).collect()
-    }
-
     /// The buffer cache's counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
@@ -644,7 +517,7 @@ impl Kernel {
     /// Flush everything: every mounted file system's `sync` (its dirty
     /// metadata and data into the cache), then every `blk` drive's cache
     /// (merged writes, then `rumpuser_syncfd`), then a `rumpuser_syncfd` on
-    /// every drive's host file. Goes on past errors, logs each on stderr,
+    /// the host file of every other drive: each host file once. Goes on past errors, logs each on stderr,
     /// and returns the first.
     ///
     /// It takes no virtual CPU: a halt must flush even when every CPU is
@@ -692,6 +565,8 @@ impl Kernel {
                 first.get_or_insert(e);
             }
         }
+        // One flush per drive's host file: a cached drive's sync ends in
+        // its device's flush; the others are flushed here.
         let drives: Vec<Arc<Drive>> = self.drives.read().clone();
         for d in &drives {
             if let Some(c) = &d.cached {
@@ -701,7 +576,7 @@ impl Kernel {
                 }
             }
         }
-        for d in &drives {
+        for d in drives.iter().filter(|d| d.cached.is_none()) {
             if let Err(e) = d.host.sync() {
                 eprintln!("rumpkern: syncfd of drive {} ({}) failed: {e}", d.key, d.hostpath);
                 first.get_or_insert(e);

@@ -17,8 +17,9 @@ use netbsd_abi::errno::*;
 use netbsd_abi::stat::Timespec;
 use netbsd_abi::Errno;
 use rumpuser::locks::{Mutex, RwLock};
+use vfs_cache::HostDrive;
 
-use crate::host::{now, HostFile};
+use crate::host::now;
 use crate::vfs::*;
 
 const PAGE: usize = 4096;
@@ -72,7 +73,7 @@ struct Data {
 
 /// A host file (or a window of one) exposed as a regular file.
 pub struct HostBacked {
-    pub file: Arc<HostFile>,
+    pub file: Arc<HostDrive>,
     pub offset: u64,
     size: AtomicU64,
     /// The drive's size: the file never grows past it (`EFBIG`).
@@ -254,7 +255,7 @@ impl RumpFs {
     }
 
     /// Expose a window of a host file as a regular file at `dir`/`name`.
-    pub fn host_file(&self, dir: Ino, name: &[u8], file: Arc<HostFile>, offset: u64, size: u64) -> Result<Ino, Errno> {
+    pub fn host_file(&self, dir: Ino, name: &[u8], file: Arc<HostDrive>, offset: u64, size: u64) -> Result<Ino, Errno> {
         let ino = self.alloc_ino();
         let body = Body::Host(HostBacked { file, offset, size: AtomicU64::new(size), max: size });
         let n = self.new_node(ino, FileKind::Reg, 0o644, Cred::default(), body);
@@ -262,7 +263,7 @@ impl RumpFs {
     }
 
     /// The host file behind `ino`, if it is a host-backed file.
-    pub fn host_of(&self, ino: Ino) -> Option<Arc<HostFile>> {
+    pub fn host_of(&self, ino: Ino) -> Option<Arc<HostDrive>> {
         match &self.node(ino).ok()?.body {
             Body::Host(h) => Some(h.file.clone()),
             _ => None,
@@ -444,7 +445,7 @@ impl FileSystem for RumpFs {
                         return Err(Errno(EFBIG));
                     }
                     let end = h.offset.checked_add(size).ok_or(Errno(EFBIG))?;
-                    h.file.set_size(end)?;
+                    h.file.set_len(end)?;
                     h.size.store(size, Ordering::Relaxed);
                 }
                 Body::Dir(_) => return Err(Errno(EISDIR)),

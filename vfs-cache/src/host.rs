@@ -3,13 +3,23 @@
 //! `RUMPUSER_OPEN_BIO`, read and written with `rumpuser_bio` (synchronous
 //! form, the virtual CPU released while the host works), flushed with
 //! `rumpuser_syncfd(SYNCFD_WRITE | SYNCFD_SYNC)`.
+//!
+//! It is also the kernel's one handle on a drive's host file, whatever the
+//! drive's type: opened (and created) once, locked against other servers
+//! ([`HostDrive::lock`]), read and written directly by `chr` and `reg`
+//! drives ([`HostDrive::pread`], [`HostDrive::pwrite`]), and flushed once
+//! per sync — by the cache for a `blk` drive, by [`HostDrive::sync`]
+//! otherwise.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use netbsd_abi::errno::{EINVAL, EIO};
+use netbsd_abi::errno::{EACCES, EAGAIN, EINVAL, EIO};
 use netbsd_abi::Errno;
 use rumpuser::bio;
-use rumpuser::file::{self, HostFile, RumpuserIovec, OPEN_BIO, OPEN_RDONLY, OPEN_RDWR, SYNCFD_SYNC, SYNCFD_WRITE};
+use rumpuser::file::{
+    self, FileType, HostFile, RumpuserIovec, OPEN_ACCMODE, OPEN_BIO, OPEN_CREATE, OPEN_RDONLY, OPEN_RDWR, SYNCFD_SYNC,
+    SYNCFD_WRITE,
+};
 
 use crate::BlockDevice;
 
@@ -44,15 +54,26 @@ impl HostDrive {
     /// larger than the file, reads of the part past the file's end return
     /// zeros and writes there extend the file.
     pub fn open(path: &str, size: Option<u64>) -> Result<HostDrive, Errno> {
-        HostDrive::open_flags(path, size, OPEN_RDWR)
+        HostDrive::open_flags(path, size, OPEN_RDWR, true)
     }
 
     /// As [`HostDrive::open`], read-only: writes fail (`EBADF`).
     pub fn open_readonly(path: &str, size: Option<u64>) -> Result<HostDrive, Errno> {
-        HostDrive::open_flags(path, size, OPEN_RDONLY)
+        HostDrive::open_flags(path, size, OPEN_RDONLY, false)
     }
 
-    fn open_flags(path: &str, size: Option<u64>, mode: i32) -> Result<HostDrive, Errno> {
+    /// Open `path` read-write for a kernel drive: with `create`, a missing
+    /// file is created (mode 0644 less the host's umask, as
+    /// `rumpuser_open` does); `direct` adds the `O_DIRECT` descriptor for
+    /// the cache's aligned writes (only a cached drive wants it). `size` as
+    /// for [`HostDrive::open`]; growing the file to it is the caller's
+    /// business ([`HostDrive::set_len`]).
+    pub fn open_with(path: &str, size: Option<u64>, create: bool, direct: bool) -> Result<HostDrive, Errno> {
+        let create = if create { OPEN_CREATE } else { 0 };
+        HostDrive::open_flags(path, size, OPEN_RDWR | create, direct)
+    }
+
+    fn open_flags(path: &str, size: Option<u64>, mode: i32, direct: bool) -> Result<HostDrive, Errno> {
         let file = HostFile::open(path, mode | OPEN_BIO)?;
         let size = match size {
             Some(s) => s,
@@ -61,7 +82,7 @@ impl HostDrive {
         if i64::try_from(size).is_err() {
             return Err(Errno(EINVAL));
         }
-        let direct = if mode == OPEN_RDWR { open_direct(path) } else { None };
+        let direct = if direct && mode & OPEN_ACCMODE == OPEN_RDWR { open_direct(path) } else { None };
         Ok(HostDrive { file, size, path: path.to_string(), direct, direct_ok: AtomicBool::new(true) })
     }
 
@@ -72,6 +93,81 @@ impl HostDrive {
     /// The host descriptor.
     pub fn fd(&self) -> i32 {
         self.file.fd()
+    }
+
+    /// Read up to `buf.len()` bytes at file offset `off`, straight from
+    /// the host file (no cache, no bounds but the file's end); short only
+    /// at the end of the file.
+    pub fn pread(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        self.file.read_at(buf, off)
+    }
+
+    /// Write all of `buf` at file offset `off`, straight to the host file.
+    pub fn pwrite(&self, buf: &[u8], off: u64) -> Result<usize, Errno> {
+        let n = self.file.write_at(buf, off)?;
+        if n != buf.len() {
+            return Err(Errno(EIO));
+        }
+        Ok(n)
+    }
+
+    /// `rumpuser_syncfd`: make the data written so far durable (the same
+    /// flush as [`BlockDevice::flush`]).
+    pub fn sync(&self) -> Result<(), Errno> {
+        self.file.syncfd(SYNCFD_WRITE | SYNCFD_SYNC, 0, 0)
+    }
+
+    /// The host file's size now (a block device's size for a block
+    /// device), not the drive's.
+    pub fn file_size(&self) -> Result<u64, Errno> {
+        self.file.size()
+    }
+
+    pub fn is_regular(&self) -> bool {
+        matches!(self.file.file_type(), Ok(FileType::Reg))
+    }
+
+    /// Set the host file's length (to extend an image).
+    pub fn set_len(&self, size: u64) -> Result<(), Errno> {
+        self.file.set_len(size)
+    }
+
+    /// Device and inode of the open file.
+    pub fn id(&self) -> Result<(u64, u64), Errno> {
+        // SAFETY: stat is plain old data; fstat fills it for a descriptor
+        // we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `st` is a valid out-pointer.
+        if unsafe { libc::fstat(self.file.fd(), &mut st) } != 0 {
+            return Err(last_errno());
+        }
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    /// Take an open-file-description lock on the whole file, as qemu does
+    /// for disk images: exclusive (`write`) or shared. Never waits:
+    /// `Err(EAGAIN)` when another open of the file (another process, or
+    /// another open in this one) holds a conflicting lock. The lock lasts
+    /// as long as this drive.
+    pub fn lock(&self, write: bool) -> Result<(), Errno> {
+        // SAFETY: flock is plain old data; all zeros is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_start = 0;
+        fl.l_len = 0;
+        // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
+        // (l_pid 0, as OFD locks require) on a descriptor we own.
+        if unsafe { libc::fcntl(self.file.fd(), libc::F_OFD_SETLK, &fl) } != 0 {
+            let e = last_errno();
+            // Some file systems lock nothing: that is no reason to refuse
+            // the drive.
+            return match e.0 {
+                x if x == EAGAIN || x == EACCES => Err(Errno(EAGAIN)),
+                _ => Ok(()),
+            };
+        }
+        Ok(())
     }
 
     fn check(&self, off: u64, len: usize) -> Result<i64, Errno> {
@@ -129,8 +225,13 @@ impl BlockDevice for HostDrive {
     }
 
     fn flush(&self) -> Result<(), Errno> {
-        self.file.syncfd(SYNCFD_WRITE | SYNCFD_SYNC, 0, 0)
+        self.sync()
     }
+}
+
+/// The host's `errno` as a NetBSD errno.
+fn last_errno() -> Errno {
+    Errno::from(std::io::Error::last_os_error())
 }
 
 /// Open `path` again for writing and switch the descriptor to `O_DIRECT`;

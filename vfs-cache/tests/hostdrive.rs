@@ -146,3 +146,32 @@ fn write_hang_control_file_blocks_until_removed() {
     assert_eq!(t.join().unwrap(), Ok(()));
     assert_eq!(&fs::read(&img).unwrap()[..5], b"hello");
 }
+
+#[test]
+fn host_drive_for_a_kernel_drive_creates_locks_and_reads_directly() {
+    let dir = TempDir::new("kdrive");
+    let img = dir.0.join("new.img");
+    // Without `create` a missing file is refused; with it, made empty.
+    assert_eq!(HostDrive::open_with(s(&img), Some(4096), false, false).err(), Some(Errno(ENOENT)));
+    let d = HostDrive::open_with(s(&img), Some(8192), true, true).unwrap();
+    assert!(d.is_regular());
+    assert_eq!(d.file_size().unwrap(), 0);
+    assert_eq!(d.size(), 8192);
+    d.set_len(8192).unwrap();
+    assert_eq!(fs::metadata(&img).unwrap().len(), 8192);
+    // Direct I/O on the host file: short only at its end.
+    assert_eq!(d.pwrite(b"hello", 8190).unwrap(), 5);
+    let mut buf = [0u8; 16];
+    assert_eq!(d.pread(&mut buf, 8190).unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+    d.sync().unwrap();
+    // The image lock: a second open of the file (here, in this very
+    // process) cannot take it while the first holds it, and can once the
+    // first is closed.
+    d.lock(true).unwrap();
+    let other = HostDrive::open_with(s(&img), None, false, false).unwrap();
+    assert_eq!(other.id().unwrap(), d.id().unwrap());
+    assert_eq!(other.lock(true), Err(Errno(netbsd_abi::errno::EAGAIN)));
+    drop(d);
+    other.lock(true).unwrap();
+}

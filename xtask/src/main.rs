@@ -52,12 +52,12 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 /// Each benchmark is a harness=false bench binary of its crate; it prints
 /// its own ratios against a floor measured in the same run (SPEC §11).
 const BENCHES: &[(&str, &str, &str)] = &[
-    ("hypercall", "hypercall", "hypercall"),
+    ("hypercall", "rumpuser", "hypercall"),
     ("sysproxy", "rumpclient", "sysproxy"),
     ("cache", "vfs-cache", "cache"),
-    ("kernel", "runtime", "kernel"),
-    ("halt", "runtime", "halt"),
-    ("ext2", "runtime", "ext2"),
+    ("kernel", "rumprun", "kernel"),
+    ("halt", "rumprun", "halt"),
+    ("ext2", "rumprun", "ext2"),
 ];
 
 fn bench(rest: &[String]) -> Result<(), String> {
@@ -78,7 +78,7 @@ fn bench(rest: &[String]) -> Result<(), String> {
 }
 
 fn demo() -> Result<(), String> {
-    cargo(&["build", "--release", "-p", "runtime"])?;
+    cargo(&["build", "--release", "-p", "rumprun"])?;
     run(Command::new("bash").arg(root().join("scripts/demo.sh")).env("BIN", root().join("target/release")))
 }
 
@@ -94,7 +94,7 @@ fn install(rest: &[String]) -> Result<(), String> {
     } else {
         std::env::current_dir().map_err(|e| format!("current directory: {e}"))?.join(prefix)
     };
-    cargo(&["build", "--release", "-p", "runtime", "-p", "hypercall"])?;
+    cargo(&["build", "--release", "-p", "rumprun", "-p", "rumpuser"])?;
     let bin = prefix.join("bin");
     let lib = prefix.join("lib");
     let debug = lib.join("debug");

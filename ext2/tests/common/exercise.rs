@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ext2::{Ext2Fs, MountOptions};
 use netbsd_abi::errno::{EINVAL, EIO};
 use netbsd_abi::Errno;
-use rumpkern::vfs::{Cred, FileKind, FileSystem, Ino, SetAttr};
+use vfs::{Cred, FileKind, FileSystem, Ino, SetAttr};
 use vfs_cache::Store;
 
 /// An image in memory as a store.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ext2::Ext2Fs;
 use netbsd_abi::Errno;
-use rumpkern::vfs::{Cred, FileKind, FileSystem, Ino};
+use vfs::{Cred, FileKind, FileSystem, Ino};
 use vfs_cache::Store;
 
 pub struct FileStore {

@@ -6,6 +6,11 @@
 //! Implementations do their own locking: the kernel calls these from many
 //! threads at once. Names are byte strings without '/' or NUL, never "." or
 //! ".." for create/unlink/rename (the VFS resolves those).
+//!
+//! A crate of its own so that file system components depend on it and not
+//! on the kernel: the kernel re-exports it as `rumpkern::vfs`. The byte
+//! store a file system reads and writes (`vfs_cache::Store`) stays with the
+//! buffer cache.
 
 use netbsd_abi::stat::Timespec;
 use netbsd_abi::Errno;

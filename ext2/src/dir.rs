@@ -1,0 +1,351 @@
+//! Directories: parsing and writing directory blocks, the in-memory name
+//! index of recently used directories, and finding, inserting, removing
+//! and retargeting entries.
+
+use std::collections::HashMap;
+
+use netbsd_abi::errno::*;
+use netbsd_abi::stat::Timespec;
+use netbsd_abi::Errno;
+
+use crate::fs::{err, Fs, R};
+use crate::inode::*;
+use crate::sb::*;
+
+/// Directories indexed in memory at most, and names in all of them.
+pub(crate) const DCACHE_MAX_DIRS: usize = 64;
+
+pub(crate) const DCACHE_MAX_ENTRIES: usize = 1 << 20;
+
+pub(crate) fn rec_size(name_len: usize) -> usize {
+    (8 + name_len + 3) & !3
+}
+
+pub(crate) fn check_name(name: &[u8]) -> R<()> {
+    if name.is_empty() {
+        return err(ENOENT);
+    }
+    if name.len() > 255 {
+        return err(ENAMETOOLONG);
+    }
+    if name == b"." || name == b".." || name.iter().any(|&c| c == b'/' || c == 0) {
+        return err(EINVAL);
+    }
+    Ok(())
+}
+
+/// One parsed directory entry.
+pub(crate) struct Ent {
+    pub(crate) off: usize,
+    pub(crate) ino: u32,
+    pub(crate) rec_len: usize,
+    pub(crate) name_len: usize,
+    pub(crate) ftype: u8,
+}
+
+/// A name found in a directory.
+pub(crate) struct Found {
+    pub(crate) dir: u32,
+    pub(crate) lb: u32,
+    pub(crate) phys: u32,
+    pub(crate) off: usize,
+    pub(crate) ino: u32,
+}
+
+/// Where a new entry will go: the entry at `off` of block `phys`, whose
+/// record is `rec_len` long and whose own name takes `used` bytes (0 if it
+/// is an empty slot).
+pub(crate) struct Slot {
+    pub(crate) dir: u32,
+    pub(crate) lb: u32,
+    pub(crate) phys: u32,
+    pub(crate) off: usize,
+    pub(crate) rec_len: usize,
+    pub(crate) used: usize,
+    /// The block as read (taken by `dir_insert`), and the largest record
+    /// that fits in its other entries.
+    pub(crate) blk: Option<Vec<u8>>,
+    pub(crate) other_space: usize,
+}
+
+/// The in-memory index of a directory: every name with its logical
+/// block, offset and inode; per block, the largest record that fits.
+pub(crate) struct DirIdx {
+    pub(crate) names: HashMap<Vec<u8>, (u32, u16, u32)>,
+    pub(crate) space: Vec<u16>,
+}
+
+impl Fs {
+    pub(crate) fn parse_dir(&self, blk: &[u8]) -> R<Vec<Ent>> {
+        let bs = blk.len();
+        let mut v = Vec::new();
+        let mut off = 0;
+        while off < bs {
+            if off + 8 > bs {
+                return err(EIO);
+            }
+            let ino = le32(blk, off);
+            let rec_len = le16(blk, off + 4) as usize;
+            let (name_len, ftype) = if self.g.filetype {
+                (blk[off + 6] as usize, blk[off + 7])
+            } else {
+                (le16(blk, off + 6) as usize, 0)
+            };
+            if rec_len < 8 || rec_len % 4 != 0 || off + rec_len > bs {
+                return err(EIO);
+            }
+            if ino != 0 && (8 + name_len > rec_len || ino > self.g.inodes_count) {
+                return err(EIO);
+            }
+            v.push(Ent { off, ino, rec_len, name_len, ftype });
+            off += rec_len;
+        }
+        Ok(v)
+    }
+
+    pub(crate) fn write_entry(&self, blk: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ftype: u8) {
+        put32(blk, off, ino);
+        put16(blk, off + 4, rec_len as u16);
+        if self.g.filetype {
+            blk[off + 6] = name.len() as u8;
+            blk[off + 7] = ftype;
+        } else {
+            put16(blk, off + 6, name.len() as u16);
+        }
+        blk[off + 8..off + 8 + name.len()].copy_from_slice(name);
+    }
+
+    /// Blocks of directory `d`, bounded by what the inode really holds,
+    /// never by what a (possibly corrupt) size field claims: only the
+    /// size's low word counts (for a directory the high word is no size —
+    /// revision 0 calls it `i_dir_acl` — and e2fsck rejects directories
+    /// of 4 GiB), and never more blocks than `i_blocks` accounts for (data
+    /// and indirect blocks) or the file system has. So listing or
+    /// searching a directory costs at most the blocks it has allocated.
+    pub(crate) fn dir_nblocks(&self, d: &Inode) -> u64 {
+        let bs = self.g.bs as u64;
+        let claimed = (d.size() & 0xffff_ffff).div_ceil(bs);
+        let held = d.blocks512() as u64 / (bs / 512);
+        claimed.min(held).min(self.g.blocks_count as u64)
+    }
+
+    /// Largest record that fits in a directory block.
+    pub(crate) fn block_space(ents: &[Ent]) -> u16 {
+        ents.iter()
+            .map(|e| if e.ino == 0 { e.rec_len } else { e.rec_len - rec_size(e.name_len) })
+            .max()
+            .unwrap_or(0) as u16
+    }
+
+    /// Make sure the in-memory index of directory `d` exists.
+    pub(crate) fn dir_idx(&mut self, d: &Inode) -> R<()> {
+        if self.dcache.contains_key(&d.num) {
+            return Ok(());
+        }
+        let total: usize = self.dcache.values().map(|x| x.names.len()).sum();
+        if self.dcache.len() >= DCACHE_MAX_DIRS || total > DCACHE_MAX_ENTRIES {
+            // Forget about half of them (arbitrary ones).
+            let victims: Vec<u32> = self.dcache.keys().copied().step_by(2).collect();
+            for v in victims {
+                self.dcache.remove(&v);
+            }
+        }
+        let mut idx = DirIdx { names: HashMap::new(), space: Vec::new() };
+        for lb in 0..self.dir_nblocks(d) {
+            let phys = self.bmap(d, lb)?;
+            if phys == 0 {
+                idx.space.push(0);
+                continue;
+            }
+            let blk = self.read_blk(phys)?;
+            let ents = self.parse_dir(&blk)?;
+            for e in &ents {
+                if e.ino != 0 {
+                    let name = blk[e.off + 8..e.off + 8 + e.name_len].to_vec();
+                    idx.names.insert(name, (lb as u32, e.off as u16, e.ino));
+                }
+            }
+            idx.space.push(Self::block_space(&ents));
+        }
+        self.dcache.insert(d.num, idx);
+        Ok(())
+    }
+
+    pub(crate) fn dir_find(&mut self, d: &Inode, name: &[u8]) -> R<Option<Found>> {
+        self.dir_idx(d)?;
+        let Some(&(lb, off, ino)) = self.dcache[&d.num].names.get(name) else {
+            return Ok(None);
+        };
+        let phys = self.bmap(d, lb as u64)?;
+        if phys == 0 {
+            self.dcache.remove(&d.num);
+            return err(EIO);
+        }
+        Ok(Some(Found { dir: d.num, lb, phys, off: off as usize, ino }))
+    }
+
+    /// Check `name` is free in `d` and find room for it, growing the
+    /// directory by a block if needed (the caller writes `d` back).
+    pub(crate) fn dir_find_slot(&mut self, d: &mut Inode, name: &[u8]) -> R<Slot> {
+        self.dir_idx(d)?;
+        let need = rec_size(name.len());
+        let idx = &self.dcache[&d.num];
+        if idx.names.contains_key(name) {
+            return err(EEXIST);
+        }
+        if let Some(lb) = idx.space.iter().position(|&s| s as usize >= need) {
+            let phys = self.bmap(d, lb as u64)?;
+            if phys != 0 {
+                let blk = self.read_blk(phys)?;
+                let ents = self.parse_dir(&blk)?;
+                for (k, e) in ents.iter().enumerate() {
+                    let used = if e.ino == 0 { 0 } else { rec_size(e.name_len) };
+                    if e.rec_len - used >= need {
+                        // The largest room left in the other entries.
+                        let other = ents
+                            .iter()
+                            .enumerate()
+                            .filter(|&(j, _)| j != k)
+                            .map(|(_, e)| if e.ino == 0 { e.rec_len } else { e.rec_len - rec_size(e.name_len) })
+                            .max()
+                            .unwrap_or(0);
+                        return Ok(Slot {
+                            dir: d.num,
+                            lb: lb as u32,
+                            phys,
+                            off: e.off,
+                            rec_len: e.rec_len,
+                            used,
+                            blk: Some(blk),
+                            other_space: other,
+                        });
+                    }
+                }
+            }
+            // The index disagrees with the disk: rebuild it next time.
+            self.dcache.remove(&d.num);
+            return err(EIO);
+        }
+        let nblocks = self.dir_nblocks(d);
+        let bs = self.g.bs as usize;
+        let goal = self.goal_for(d, nblocks)?;
+        let mut log = Vec::new();
+        let (phys, _) = self.bmap_alloc(d, nblocks, goal, &mut log)?;
+        let mut blk = vec![0u8; bs];
+        put16(&mut blk, 4, bs as u16);
+        if let Err(e) = self.write_blk(phys, &blk) {
+            self.undo_allocs(d, &mut log, 0);
+            return Err(e);
+        }
+        d.set_size((nblocks + 1) * bs as u64);
+        if let Some(idx) = self.dcache.get_mut(&d.num) {
+            idx.space.push(bs as u16);
+        }
+        Ok(Slot { dir: d.num, lb: nblocks as u32, phys, off: 0, rec_len: bs, used: 0, blk: Some(blk), other_space: 0 })
+    }
+
+    pub(crate) fn dir_insert(&mut self, s: &mut Slot, name: &[u8], ino: u32, ftype: u8) -> R<()> {
+        let r = (|| {
+            let mut blk = match s.blk.take() {
+                Some(b) => b,
+                None => self.read_blk(s.phys)?,
+            };
+            let (off, rec) = if s.used == 0 {
+                (s.off, s.rec_len)
+            } else {
+                put16(&mut blk, s.off + 4, s.used as u16);
+                (s.off + s.used, s.rec_len - s.used)
+            };
+            self.write_entry(&mut blk, off, ino, rec, name, ftype);
+            // Only the bytes that changed go to the store.
+            let changed = &blk[s.off..off + 8 + name.len()];
+            self.store.write(s.phys as u64 * self.g.bs as u64 + s.off as u64, changed)?;
+            let space = s.other_space.max(rec - rec_size(name.len())) as u16;
+            if let Some(idx) = self.dcache.get_mut(&s.dir) {
+                idx.names.insert(name.to_vec(), (s.lb, off as u16, ino));
+                idx.space[s.lb as usize] = space;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.dcache.remove(&s.dir);
+        }
+        r
+    }
+
+    /// Remove the entry `f`.
+    pub(crate) fn dir_remove_at(&mut self, f: &Found) -> R<()> {
+        let r = (|| {
+            let mut blk = self.read_blk(f.phys)?;
+            let ents = self.parse_dir(&blk)?;
+            let k = ents.iter().position(|e| e.off == f.off).ok_or(Errno(EIO))?;
+            let name = blk[f.off + 8..f.off + 8 + ents[k].name_len].to_vec();
+            if k == 0 {
+                put32(&mut blk, f.off, 0);
+            } else {
+                let prev = &ents[k - 1];
+                put16(&mut blk, prev.off + 4, (prev.rec_len + ents[k].rec_len) as u16);
+            }
+            self.write_blk(f.phys, &blk)?;
+            let space = Self::block_space(&self.parse_dir(&blk)?);
+            if let Some(idx) = self.dcache.get_mut(&f.dir) {
+                idx.names.remove(&name);
+                idx.space[f.lb as usize] = space;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.dcache.remove(&f.dir);
+        }
+        r
+    }
+
+    /// Point the entry `f` to another inode.
+    pub(crate) fn dir_set(&mut self, f: &Found, ino: u32, ftype: u8) -> R<()> {
+        let r = (|| {
+            let mut blk = self.read_blk(f.phys)?;
+            put32(&mut blk, f.off, ino);
+            if self.g.filetype {
+                blk[f.off + 7] = ftype;
+            }
+            self.write_blk(f.phys, &blk)?;
+            let name_len = if self.g.filetype { blk[f.off + 6] as usize } else { le16(&blk, f.off + 6) as usize };
+            let name = &blk[f.off + 8..(f.off + 8 + name_len).min(blk.len())];
+            if let Some(v) = self.dcache.get_mut(&f.dir).and_then(|idx| idx.names.get_mut(name)) {
+                v.2 = ino;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.dcache.remove(&f.dir);
+        }
+        r
+    }
+
+    /// The ".." entry of directory `d` (the second entry of its first block).
+    pub(crate) fn dotdot(&mut self, d: &Inode) -> R<Found> {
+        let phys = self.bmap(d, 0)?;
+        if phys == 0 {
+            return err(EIO);
+        }
+        let blk = self.read_blk(phys)?;
+        let ents = self.parse_dir(&blk)?;
+        match ents.get(1) {
+            Some(e) if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == b".." => {
+                Ok(Found { dir: d.num, lb: 0, phys, off: e.off, ino: e.ino })
+            }
+            _ => err(EIO),
+        }
+    }
+
+    pub(crate) fn dir_is_empty(&mut self, d: &Inode) -> R<bool> {
+        self.dir_idx(d)?;
+        Ok(self.dcache[&d.num].names.keys().all(|n| n == b"." || n == b".."))
+    }
+
+    pub(crate) fn touch_dir(d: &mut Inode, t: Timespec) {
+        d.set_flags(d.flags() & !INDEX_FL);
+        d.set_time(TimeField::Modify, t);
+        d.set_time(TimeField::Change, t);
+    }
+}
