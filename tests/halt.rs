@@ -66,7 +66,7 @@ fn nosync_leaves_the_image_alone() {
 #[test]
 fn nosync_completes_while_the_drive_hangs() {
     let d = tmpdir();
-    let fault = format!("/dk=write-hang");
+    let fault = "/dk=write-hang".to_string();
     let opts = || ServerOpts {
         args: vec!["-d".into(), drive_arg(d.path())],
         env: vec![("RUMP_FAULT", fault.clone())],

@@ -114,7 +114,7 @@ fn ext2_writers(url: &str, n: usize, fsync_every: usize, stop: &Arc<AtomicBool>,
                     }
                     acked.lock().unwrap().push((path.clone(), off, data));
                     i += 1;
-                    if fsync_every > 0 && i % fsync_every as u64 == 0 {
+                    if fsync_every > 0 && i.is_multiple_of(fsync_every as u64) {
                         if let Err(e) = c.fsync(fd) {
                             eprintln!("writer {k}: fsync: {e}");
                             return;
@@ -295,7 +295,7 @@ fn one_connection_pipelining_more_requests_than_cpus() {
         let mut done = 0;
         while done < 300 {
             while inflight.len() < ncpu + 1 && sent < 300 {
-                let r = if sent % 2 == 0 {
+                let r = if sent.is_multiple_of(2) {
                     c.syscall(SYS_PWRITE, &[fd as u64, DATA_ADDR, 65536, 0, (sent / 2) * 65536])
                 } else {
                     c.syscall(SYS_FSYNC, &[fd as u64])

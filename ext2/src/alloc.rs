@@ -10,7 +10,7 @@ pub(crate) fn find_zero(d: &[u8], start: u32, n: u32) -> Option<u32> {
     let mut i = start;
     while i < n {
         let byte = d[(i / 8) as usize];
-        if i % 8 == 0 && byte == 0xff {
+        if i.is_multiple_of(8) && byte == 0xff {
             i += 8;
             continue;
         }

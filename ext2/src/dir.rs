@@ -91,7 +91,7 @@ impl Fs {
             } else {
                 (le16(blk, off + 6) as usize, 0)
             };
-            if rec_len < 8 || rec_len % 4 != 0 || off + rec_len > bs {
+            if rec_len < 8 || !rec_len.is_multiple_of(4) || off + rec_len > bs {
                 return err(EIO);
             }
             if ino != 0 && (8 + name_len > rec_len || ino > self.g.inodes_count) {

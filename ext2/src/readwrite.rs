@@ -53,13 +53,13 @@ impl Fs {
         let (mut pre, mut post) = (0usize, 0usize);
         let start = r.disk;
         let end = r.end();
-        if start % bs == 0 && start % w != 0 {
+        if start.is_multiple_of(bs) && !start.is_multiple_of(w) {
             let ws = start - start % w;
             if self.all_free((ws / bs) as u32, (start / bs) as u32)? {
                 pre = (start - ws) as usize;
             }
         }
-        if end % bs == 0 && end % w != 0 {
+        if end.is_multiple_of(bs) && !end.is_multiple_of(w) {
             let we = end - end % w + w;
             if we <= self.store.size() && self.all_free((end / bs) as u32, (we / bs) as u32)? {
                 post = (we - end) as usize;

@@ -130,7 +130,7 @@ impl LocalProc {
 
     pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
         let l = Lend::new();
-        Ok(self.call_lent(&l, SYS_WRITE, &[fd as u32 as u64, l.buf(&buf[..]), buf.len() as u64])?[0] as usize)
+        Ok(self.call_lent(&l, SYS_WRITE, &[fd as u32 as u64, l.buf(buf), buf.len() as u64])?[0] as usize)
     }
 
     pub fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
@@ -141,7 +141,7 @@ impl LocalProc {
 
     pub fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> Result<usize, Errno> {
         let l = Lend::new();
-        Ok(self.call_lent(&l, SYS_PWRITE, &[fd as u32 as u64, l.buf(&buf[..]), buf.len() as u64, 0, off as u64])?[0] as usize)
+        Ok(self.call_lent(&l, SYS_PWRITE, &[fd as u32 as u64, l.buf(buf), buf.len() as u64, 0, off as u64])?[0] as usize)
     }
 
     pub fn lseek(&self, fd: i32, off: i64, whence: i32) -> Result<i64, Errno> {
@@ -334,7 +334,7 @@ impl LocalProc {
     /// `__sysctl` writing `new` to a node.
     pub fn sysctl_set(&self, name: &[i32], new: &[u8]) -> Result<(), Errno> {
         let l = Lend::new();
-        self.call_lent(&l, SYS___SYSCTL, &[l.buf(&name[..]), name.len() as u64, 0, 0, l.buf(&new[..]), new.len() as u64])
+        self.call_lent(&l, SYS___SYSCTL, &[l.buf(name), name.len() as u64, 0, 0, l.buf(new), new.len() as u64])
             .map(|_| ())
     }
 

@@ -43,6 +43,7 @@ pub struct Server {
     pub dir: PathBuf,
 }
 
+#[derive(Default)]
 pub struct ServerOpts<'a> {
     pub args: Vec<String>,
     pub env: Vec<(&'a str, String)>,
@@ -50,11 +51,6 @@ pub struct ServerOpts<'a> {
     pub cores: bool,
 }
 
-impl Default for ServerOpts<'_> {
-    fn default() -> Self {
-        ServerOpts { args: vec![], env: vec![], cores: false }
-    }
-}
 
 impl Server {
     pub fn start(dir: &Path, args: &[&str]) -> Server {

@@ -163,7 +163,7 @@ impl LocalProc {
             .iter_mut()
             .flat_map(|b| {
                 let n = b.len() as u64;
-                [l.buf_mut(&mut **b), n]
+                [l.buf_mut(b), n]
             })
             .collect();
         Ok(self.at_lent(&l, SYS_PREADV, &[fd as u32 as u64, l.buf(&iov[..]), nbufs, 0, off as u64])? as usize)
