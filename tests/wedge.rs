@@ -16,15 +16,8 @@ use common::*;
 use netbsd_abi::fcntl::{O_CREAT, O_RDWR};
 use netbsd_abi::sp::{self as wire, Class, Handshake, Header, Type, HDRSZ};
 
-/// e2fsprogs live in /sbin or /usr/sbin, off a non-root PATH.
 fn e2tool(name: &str) -> PathBuf {
-    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        let p = Path::new(d).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} not found in /usr/sbin, /sbin or PATH: install e2fsprogs (.ci/run does)");
+    host_tool(name)
 }
 
 fn mke2fs(img: &Path, size: &str) {

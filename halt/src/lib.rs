@@ -220,10 +220,24 @@ impl Halt {
         k.fini(caller.client(), errno);
 
         // 4. Core, quiesce, or exit.
-        let mut core_dumped = None;
+        let report = HaltReport { flags, flush, cut_off, core_dumped: None, elapsed: start.elapsed() };
+        self.end(k, report, start, rumpuser::exit::exit)
+    }
+
+    /// Step 4, for a halt and a rescue alike: a core if asked for, then
+    /// quiesce and return (`RB_HALT`) or end the process with `exit`
+    /// (status 0, or 1 after a failed or skipped flush).
+    fn end(
+        &self,
+        k: &dyn HaltTarget,
+        mut report: HaltReport,
+        start: Instant,
+        exit: fn(i32) -> !,
+    ) -> Result<HaltReport, Errno> {
+        let flags = report.flags;
         if flags & RB_DUMP != 0 {
             if flags & RB_HALT != 0 {
-                core_dumped = Some(dump_core_in_child());
+                report.core_dumped = Some(dump_core_in_child());
             } else {
                 dump_core();
             }
@@ -234,12 +248,13 @@ impl Halt {
             if verbose() {
                 log("halt: kernel halted, host process stays up");
             }
-            return Ok(HaltReport { flags, flush, cut_off, core_dumped, elapsed: start.elapsed() });
+            report.elapsed = start.elapsed();
+            return Ok(report);
         }
         if verbose() {
             log(&format!("halt: exiting after {:?}", start.elapsed()));
         }
-        rumpuser::exit::exit(if errno == 0 { 0 } else { 1 })
+        exit(if self.flush_failed() { 1 } else { 0 })
     }
 
     /// The rescue (see [`Halt::halt`]): no drain, no flush, no CPU.
@@ -256,20 +271,9 @@ impl Halt {
         }
         k.stop_admitting();
         k.fini(caller.client(), 0);
-        let mut core_dumped = None;
-        if flags & RB_DUMP != 0 {
-            if flags & RB_HALT != 0 {
-                core_dumped = Some(dump_core_in_child());
-            } else {
-                dump_core();
-            }
-        }
-        if flags & RB_HALT != 0 {
-            k.quiesce();
-            self.quiesced.store(true, Ordering::Release);
-            return Ok(HaltReport { flags, flush: None, cut_off: 0, core_dumped, elapsed: start.elapsed() });
-        }
-        rumpuser::exit::exit_now(1)
+        let report = HaltReport { flags, flush: None, cut_off: 0, core_dumped: None, elapsed: start.elapsed() };
+        // Threads stuck on a drive may hold what exit handlers wait for.
+        self.end(k, report, start, rumpuser::exit::exit_now)
     }
 }
 
