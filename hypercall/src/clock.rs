@@ -92,10 +92,9 @@ pub unsafe extern "C" fn rumpuser_clock_gettime(clock: c_int, sec: *mut i64, nse
     match gettime(clock) {
         Ok((s, n)) => {
             // SAFETY: checked non-null; the caller promises validity.
-            unsafe {
-                *sec = s;
-                *nsec = n as c_long;
-            }
+            unsafe { *sec = s };
+            // SAFETY: as above, for `nsec`.
+            unsafe { *nsec = n as c_long };
             0
         }
         Err(e) => e.0,

@@ -30,12 +30,11 @@ pub unsafe extern "C" fn rumpuser_dprintf(fmt: *const c_char) {
 
 /// Write one byte of console output to stdout (flushed at end of line).
 pub fn putchar(c: u8) {
-    // SAFETY: putchar/fflush on the process's own stdio streams.
-    unsafe {
-        libc::putchar(c as c_int);
-        if c == b'\n' {
-            libc::fflush(std::ptr::null_mut());
-        }
+    // SAFETY: putchar on the process's own stdout stream.
+    unsafe { libc::putchar(c as c_int) };
+    if c == b'\n' {
+        // SAFETY: fflush(NULL) flushes the process's own streams.
+        unsafe { libc::fflush(std::ptr::null_mut()) };
     }
 }
 

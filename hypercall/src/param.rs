@@ -125,10 +125,9 @@ pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void
             return ERANGE;
         };
         // SAFETY: n + 1 <= buflen bytes are writable at `buf`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
-            *buf.cast::<u8>().add(n) = 0;
-        }
+        let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n + 1) };
+        dst[..n].copy_from_slice(bytes);
+        dst[n] = 0;
         0
     })
 }

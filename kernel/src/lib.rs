@@ -82,12 +82,10 @@ pub struct KernelConfig {
 
 /// The host's physical memory in bytes.
 fn host_physmem() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let (pages, psize) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    if pages <= 0 || psize <= 0 {
-        1 << 30
-    } else {
-        pages as u64 * psize as u64
+    use nix::unistd::{sysconf, SysconfVar};
+    match (sysconf(SysconfVar::_PHYS_PAGES), sysconf(SysconfVar::PAGE_SIZE)) {
+        (Ok(Some(pages)), Ok(Some(psize))) if pages > 0 && psize > 0 => pages as u64 * psize as u64,
+        _ => 1 << 30,
     }
 }
 

@@ -124,7 +124,8 @@ impl Kernel {
         if !old.is_null() {
             // SAFETY: `old` was this thread's current lwp, alive until we
             // free it here.
-            let (exiting, ours) = unsafe { ((*old).exiting(), (*old).kernel == self.id()) };
+            let o = unsafe { &*old };
+            let (exiting, ours) = (o.exiting(), o.kernel == self.id());
             if exiting && ours {
                 self.free_lwp(old);
             }
@@ -187,7 +188,8 @@ impl Kernel {
             return;
         }
         // SAFETY: this thread's live current lwp.
-        let (exiting, ours) = unsafe { ((*l).exiting(), (*l).kernel == self.id()) };
+        let cur = unsafe { &*l };
+        let (exiting, ours) = (cur.exiting(), cur.kernel == self.id());
         if exiting && ours {
             // SAFETY: null is always a valid current lwp.
             unsafe { set_curlwp_raw(std::ptr::null_mut()) };

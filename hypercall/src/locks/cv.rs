@@ -175,7 +175,9 @@ pub unsafe extern "C" fn rumpuser_cv_wait(cv: *mut RumpuserCv, mtx: *mut Rumpuse
     trace_hit!(rumpuser_cv_wait);
     crate::guard("rumpuser_cv_wait", || {
         // SAFETY: live objects per the caller's contract.
-        unsafe { (*cv).0.wait(&(*mtx).0, None, true) };
+        let (cv, mtx) = unsafe { (&*cv, &*mtx) };
+        // SAFETY: the caller holds `mtx`.
+        unsafe { cv.0.wait(&mtx.0, None, true) };
     })
 }
 
@@ -188,7 +190,9 @@ pub unsafe extern "C" fn rumpuser_cv_wait_nowrap(cv: *mut RumpuserCv, mtx: *mut 
     trace_hit!(rumpuser_cv_wait_nowrap);
     crate::guard("rumpuser_cv_wait_nowrap", || {
         // SAFETY: live objects per the caller's contract.
-        unsafe { (*cv).0.wait(&(*mtx).0, None, false) };
+        let (cv, mtx) = unsafe { (&*cv, &*mtx) };
+        // SAFETY: the caller holds `mtx`.
+        unsafe { cv.0.wait(&mtx.0, None, false) };
     })
 }
 
@@ -207,7 +211,9 @@ pub unsafe extern "C" fn rumpuser_cv_timedwait(
     trace_hit!(rumpuser_cv_timedwait);
     crate::guard("rumpuser_cv_timedwait", || {
         // SAFETY: live objects per the caller's contract.
-        let timed_out = unsafe { (*cv).0.wait(&(*mtx).0, Some(rel_timeout(sec, nsec)), true) };
+        let (cv, mtx) = unsafe { (&*cv, &*mtx) };
+        // SAFETY: the caller holds `mtx`.
+        let timed_out = unsafe { cv.0.wait(&mtx.0, Some(rel_timeout(sec, nsec)), true) };
         if timed_out {
             ETIMEDOUT
         } else {
@@ -248,8 +254,10 @@ pub unsafe extern "C" fn rumpuser_cv_has_waiters(cv: *mut RumpuserCv, n: *mut c_
     if n.is_null() {
         return;
     }
-    // SAFETY: live cv and writable `n` per the caller's contract.
-    unsafe { *n = (*cv).0.waiters().min(c_int::MAX as usize) as c_int }
+    // SAFETY: a live cv per the caller's contract.
+    let w = unsafe { &*cv }.0.waiters().min(c_int::MAX as usize) as c_int;
+    // SAFETY: `n` is writable per the caller's contract.
+    unsafe { *n = w }
 }
 
 /// A condition variable for the Rust kernel's [`super::Mutex`].

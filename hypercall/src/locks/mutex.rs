@@ -198,8 +198,10 @@ pub unsafe extern "C" fn rumpuser_mutex_tryenter(mtx: *mut RumpuserMtx) -> c_int
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_mutex_exit(mtx: *mut RumpuserMtx) {
     trace_hit!(rumpuser_mutex_exit);
-    // SAFETY: a live, held mutex per the caller's contract.
-    unsafe { (*mtx).0.exit() }
+    // SAFETY: a live mutex per the caller's contract.
+    let m = unsafe { &*mtx };
+    // SAFETY: the caller holds it.
+    unsafe { m.0.exit() }
 }
 
 /// `rumpuser_mutex_destroy(mtx)`.
@@ -226,8 +228,10 @@ pub unsafe extern "C" fn rumpuser_mutex_owner(mtx: *mut RumpuserMtx, lp: *mut Lw
     if lp.is_null() {
         return;
     }
-    // SAFETY: live mutex and writable `lp` per the caller's contract.
-    unsafe { *lp = (*mtx).0.owner() }
+    // SAFETY: a live mutex per the caller's contract.
+    let owner = unsafe { &*mtx }.0.owner();
+    // SAFETY: `lp` is writable per the caller's contract.
+    unsafe { *lp = owner }
 }
 
 /// A kernel mutex protecting a `T`, for the Rust kernel.

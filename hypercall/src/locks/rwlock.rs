@@ -330,8 +330,10 @@ pub unsafe extern "C" fn rumpuser_rw_tryenter(lk: c_int, rw: *mut RumpuserRw) ->
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_tryupgrade(rw: *mut RumpuserRw) -> c_int {
     trace_hit!(rumpuser_rw_tryupgrade);
-    // SAFETY: live lock, read-held, per the caller's contract.
-    if unsafe { (*rw).0.try_upgrade() } {
+    // SAFETY: a live lock per the caller's contract.
+    let l = unsafe { &*rw };
+    // SAFETY: the caller holds it for reading.
+    if unsafe { l.0.try_upgrade() } {
         0
     } else {
         EBUSY
@@ -345,8 +347,10 @@ pub unsafe extern "C" fn rumpuser_rw_tryupgrade(rw: *mut RumpuserRw) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_downgrade(rw: *mut RumpuserRw) {
     trace_hit!(rumpuser_rw_downgrade);
-    // SAFETY: live lock, write-held, per the caller's contract.
-    unsafe { (*rw).0.downgrade() }
+    // SAFETY: a live lock per the caller's contract.
+    let l = unsafe { &*rw };
+    // SAFETY: the caller holds it for writing.
+    unsafe { l.0.downgrade() }
 }
 
 /// `rumpuser_rw_exit(rw)`.
@@ -356,8 +360,10 @@ pub unsafe extern "C" fn rumpuser_rw_downgrade(rw: *mut RumpuserRw) {
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_rw_exit(rw: *mut RumpuserRw) {
     trace_hit!(rumpuser_rw_exit);
-    // SAFETY: live, held lock per the caller's contract.
-    unsafe { (*rw).0.exit() }
+    // SAFETY: a live lock per the caller's contract.
+    let l = unsafe { &*rw };
+    // SAFETY: the caller holds it.
+    unsafe { l.0.exit() }
 }
 
 /// `rumpuser_rw_destroy(rw)`.
