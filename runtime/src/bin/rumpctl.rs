@@ -13,6 +13,7 @@
 //! rumpctl mount [-r] special dir  mount an ext2 drive (type ext2fs)
 //! rumpctl umount [-f] dir         unmount
 //! rumpctl sync                    flush the kernel's caches to the host
+//! rumpctl fuse [-o ro] [path] mnt mount the kernel's tree on the host (FUSE)
 
 use std::io::{Read, Write};
 use std::process::exit;
@@ -29,7 +30,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: {PROG} ls [-l] [path ...] | cat path ... | put hostfile path | get path hostfile\n\
          \x20      | mkdir [-p] path ... | rm path ... | rmdir path ... | mv from to | ln -s target path\n\
-         \x20      | stat path ... | mount [-r] special dir | umount [-f] dir | sync"
+         \x20      | stat path ... | mount [-r] special dir | umount [-f] dir | sync\n\
+         \x20      | fuse [-f] [-o ro] [path] mountpoint"
     );
     exit(1)
 }
@@ -46,6 +48,10 @@ impl From<(&str, Error)> for Fail {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else { usage() };
+    if cmd == "fuse" {
+        // Forks before it connects: its own path.
+        exit(rumpfuse::cli::rumpctl_fuse(rest));
+    }
     let client = match Client::from_env() {
         Ok(c) => c,
         Err(e) => {
