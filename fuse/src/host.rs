@@ -129,10 +129,11 @@ fn redirect_stdio() {
     unsafe {
         let fd = libc::open(null.as_ptr(), libc::O_RDWR);
         if fd >= 0 {
+            // All three: a caller reading our output to its end (a shell's
+            // `$(...)`, a test's pipe) must not wait for the daemon.
             libc::dup2(fd, 0);
             libc::dup2(fd, 1);
-            // Standard error stays: late errors (a failed flush) still reach
-            // whoever captured it.
+            libc::dup2(fd, 2);
             if fd > 2 {
                 libc::close(fd);
             }

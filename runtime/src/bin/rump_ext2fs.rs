@@ -22,6 +22,10 @@ const PROG: &str = "rump_ext2fs";
 /// Where the image is mounted inside the kernel.
 const KMNT: &str = "/mnt";
 
+/// Set before a sysproxy halt unmounts the host side, so the main thread,
+/// woken by that unmount, leaves the halt to it.
+static REMOTE_HALT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn usage() -> ! {
     eprintln!("usage: {PROG} [-f] [-o option[,option...]] image mountpoint");
     exit(1)
@@ -150,6 +154,7 @@ fn main() {
     // rump.halt through sysproxy: take the host mount away, then halt.
     let m2 = mnt.clone();
     rump.kernel().set_reboot_handler(Box::new(move |k: &rumprun::Kernel, call: rumpkern::RebootCall| {
+        REMOTE_HALT.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = host::unmount(&m2);
         match halt::halt(k, call.flags, halt::Caller::Remote(call.client)) {
             Ok(report) => report.errno(),
@@ -209,7 +214,7 @@ fn main() {
 
 /// The host mount is gone: halt (flush, exit 0, or 1 if the flush failed).
 fn finish(rump: &Rump) -> ! {
-    if halt::halting() {
+    if halt::halting() || REMOTE_HALT.load(std::sync::atomic::Ordering::SeqCst) {
         // A halt from sysproxy is under way: it ends the process, or with
         // -h quiesces the kernel and leaves the exit to a signal.
         loop {
