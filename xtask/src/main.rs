@@ -2,7 +2,7 @@
 //!
 //! build              cargo build --workspace --release
 //! test               the README's test command
-//! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2 (default: all)
+//! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2, fuse (default: all)
 //! demo               the README's main job: serve an image, write, halt, check
 //! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl
 
@@ -20,7 +20,7 @@ fn main() {
         "demo" => demo(),
         "install" => install(rest),
         _ => {
-            eprintln!("usage: cargo xtask build|test|bench [hypercall|sysproxy|cache|kernel|halt|ext2]|demo|install [--prefix DIR]");
+            eprintln!("usage: cargo xtask build|test|bench [hypercall|sysproxy|cache|kernel|halt|ext2|fuse]|demo|install [--prefix DIR]");
             exit(1)
         }
     };
@@ -57,6 +57,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("kernel", "runtime", "kernel"),
     ("halt", "runtime", "halt"),
     ("ext2", "runtime", "ext2"),
+    ("fuse", "runtime", "fuse"),
 ];
 
 fn bench(rest: &[String]) -> Result<(), String> {
