@@ -43,6 +43,7 @@ struct Args {
     url: Option<String>,
     threads: usize,
     allow_other: Option<bool>,
+    writeback: Option<bool>,
     fuse_opts: Vec<MountOption>,
     image: String,
     mnt: String,
@@ -91,6 +92,8 @@ fn parse() -> Args {
                 Ok(n) if (1..=64).contains(&n) => a.threads = n,
                 _ => die(format!("threads={n}: must be 1 to 64")),
             },
+            ("writeback", None) => a.writeback = Some(true),
+            ("nowriteback", None) => a.writeback = Some(false),
             ("allow_other", None) => a.allow_other = Some(true),
             ("noallow_other", None) => a.allow_other = Some(false),
             ("noatime", None) => a.fuse_opts.push(MountOption::NoAtime),
@@ -167,7 +170,7 @@ fn main() {
     let opts = Options {
         read_only: ro,
         ttl: if single { Duration::from_secs(60) } else { Duration::from_secs(1) },
-        writeback: single && !ro,
+        writeback: a.writeback.unwrap_or(single) && !ro,
     };
     let backend = LocalBackend::new(rump.kernel().clone());
     let fs = RumpFuse::new(backend, KMNT.as_bytes(), opts)
