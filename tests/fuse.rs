@@ -233,6 +233,25 @@ fn real_tree_through_rump_ext2fs() {
     assert!(!f.exists());
     assert!(t.join("dir7/dir6moved/sub2/file0.dat").exists());
 
+    // Mode bits hold for other users (checked by the host and again by
+    // the kernel with the caller's credentials); root bypasses them.
+    std::fs::write(mnt.join("secret"), b"s").unwrap();
+    ok(Command::new("chmod").arg("600").arg(mnt.join("secret")));
+    let as_nobody = |cmd: &str| {
+        run(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
+            .arg(cmd))
+    };
+    let o = as_nobody(&format!("cat '{}'", mnt.join("secret").display()));
+    assert!(!o.status.success() && stderr(&o).contains("Permission denied"), "nobody read a 0600 file: {}", stderr(&o));
+    let o = as_nobody(&format!("touch '{}'", mnt.join("nobody-was-here").display()));
+    assert!(!o.status.success(), "nobody created a file in a 0755 root directory");
+    std::fs::create_dir(mnt.join("pub")).unwrap();
+    ok(Command::new("chmod").arg("1777").arg(mnt.join("pub")));
+    let o = as_nobody(&format!("echo hi > '{0}/n' && cat '{0}/n'", mnt.join("pub").display()));
+    assert!(o.status.success(), "nobody in a 1777 directory: {}", stderr(&o));
+    assert_eq!(std::fs::metadata(mnt.join("pub/n")).unwrap().uid(), 65534);
+
     // git: init, add, commit, log, in the mounted tree.
     let repo = mnt.join("repo");
     std::fs::create_dir(&repo).unwrap();
