@@ -368,6 +368,7 @@ impl<B: Backend> RumpFuse<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the FUSE request's own fields
     fn do_setattr(&self, req: &Request, ino: u64, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
         size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, fh: Option<FileHandle>) -> R<FileAttr> {
         let sys = self.sys(req)?;
