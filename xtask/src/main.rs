@@ -101,6 +101,7 @@ fn install(rest: &[String]) -> Result<(), String> {
         ("rump_halt", &bin, "rump_halt"),
         ("rump_halt", &bin, "rump.halt"),
         ("rumpctl", &bin, "rumpctl"),
+        ("rump_ext2fs", &bin, "rump_ext2fs"),
         ("librumpuser.so", &lib, "librumpuser.so"),
     ];
     for (src, dir, name) in copies {
