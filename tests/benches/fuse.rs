@@ -22,6 +22,17 @@ fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// "taskset -c 0 " in the pinned pass: every command and daemon on one CPU.
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn pin() -> &'static str {
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        "taskset -c 0 "
+    } else {
+        ""
+    }
+}
+
 fn sh(cmd: &str) -> Result<(), String> {
     let st = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).status().map_err(|e| e.to_string())?;
     if st.success() {
@@ -87,10 +98,10 @@ impl Kind {
     fn mount(self, img: &Path, mnt: &Path) -> Result<(), String> {
         let (i, m) = (img.display(), mnt.display());
         match self {
-            Kind::Rump => sh(&format!("'{RUMP_EXT2FS}' '{i}' '{m}'")),
+            Kind::Rump => sh(&format!("{}'{RUMP_EXT2FS}' '{i}' '{m}'", pin())),
             Kind::Fuse2fs => {
                 let f = tool("fuse2fs").ok_or("fuse2fs not installed")?;
-                sh(&format!("'{}' '{i}' '{m}' -o rw,allow_other >/dev/null", f.display()))?;
+                sh(&format!("{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null", pin(), f.display()))?;
                 // fuse2fs returns before the mount is always visible.
                 let t = Instant::now();
                 while !mounted(mnt) && t.elapsed() < Duration::from_secs(10) {
@@ -151,6 +162,15 @@ fn main() {
     let src = base.join("src");
     let (n, bytes) = make_tree(&src);
     println!("tree: {n} files, {} MiB; images 1 GiB (4 KiB blocks)", bytes / MIB);
+    for pinned in [false, true] {
+        PIN.store(pinned, std::sync::atomic::Ordering::Relaxed);
+        println!("\n{}", if pinned { "pinned: everything on CPU 0" } else { "unpinned" });
+        pass(&base, &src);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn pass(base: &Path, src: &Path) {
     let kinds = [Kind::Rump, Kind::Fuse2fs, Kind::Kernel];
     let rows = ["cp -a tree + umount", "read back (tar c | wc -c)", "find -ls", "256 MiB write (fsync)", "256 MiB read"];
     let mut res: Vec<Vec<Option<f64>>> = vec![vec![None; kinds.len()]; rows.len()];
@@ -162,24 +182,25 @@ fn main() {
             sh(&format!("mke2fs -q -F -t ext2 -b 4096 '{}' 1G", img.display()))?;
             kind.mount(&img, &mnt)?;
             let t = Instant::now();
-            sh(&format!("cp -a '{}' '{}/tree'", src.display(), mnt.display()))?;
+            sh(&format!("{}cp -a '{}' '{}/tree'", pin(), src.display(), mnt.display()))?;
             kind.umount(&img, &mnt)?;
             res[0][k] = Some(t.elapsed().as_secs_f64());
             drop_caches();
             kind.mount(&img, &mnt)?;
-            res[1][k] = Some(time(&format!("tar cf - -C '{}/tree' . | wc -c >/dev/null", mnt.display()))?);
+            res[1][k] = Some(time(&format!("{0}tar cf - -C '{1}/tree' . | {0}wc -c >/dev/null", pin(), mnt.display()))?);
             kind.umount(&img, &mnt)?;
             drop_caches();
             kind.mount(&img, &mnt)?;
-            res[2][k] = Some(time(&format!("find '{}/tree' -ls >/dev/null", mnt.display()))?);
+            res[2][k] = Some(time(&format!("{}find '{}/tree' -ls >/dev/null", pin(), mnt.display()))?);
             res[3][k] = Some(time(&format!(
-                "dd if=/dev/zero of='{}/seq' bs=1M count=256 conv=fsync status=none",
+                "{}dd if=/dev/zero of='{}/seq' bs=1M count=256 conv=fsync status=none",
+                pin(),
                 mnt.display()
             ))?);
             kind.umount(&img, &mnt)?;
             drop_caches();
             kind.mount(&img, &mnt)?;
-            res[4][k] = Some(time(&format!("dd if='{}/seq' of=/dev/null bs=1M status=none", mnt.display()))?);
+            res[4][k] = Some(time(&format!("{}dd if='{}/seq' of=/dev/null bs=1M status=none", pin(), mnt.display()))?);
             kind.umount(&img, &mnt)?;
             Ok(())
         })();
@@ -200,7 +221,6 @@ fn main() {
         };
         println!("{:<28} {:>12} {:>12} {:>12} {:>10}", row, f(res[i][0]), f(res[i][1]), f(res[i][2]), ratio);
     }
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 fn tempfile_dir() -> PathBuf {
