@@ -624,7 +624,16 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
                 self.rw()?;
             }
             let sys = self.sys(req)?;
-            let fd = sys.open(&self.path(ino.0)?, f & !(nb::O_CREAT | nb::O_EXCL), 0)?;
+            let path = self.path(ino.0)?;
+            let f = f & !(nb::O_CREAT | nb::O_EXCL);
+            let fd = match sys.open(&path, f, 0) {
+                // A write-only file widened for the write-back cache: the
+                // caller may not read it; open it as asked.
+                Err(e) if e.0 == EACCES && f & nb::O_ACCMODE != open_flags(flags.0) & nb::O_ACCMODE => {
+                    sys.open(&path, (f & !nb::O_ACCMODE) | (open_flags(flags.0) & nb::O_ACCMODE), 0)?
+                }
+                r => r?,
+            };
             Ok(self.add_handle(Handle::File { sys, fd }))
         })();
         let fh = tryr!(reply, r);
