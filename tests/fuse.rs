@@ -295,6 +295,19 @@ fn real_tree_through_rump_ext2fs() {
     assert!(mounted(&m2));
     diff_r(&src, &m2.join("untar"));
     std::fs::write(m2.join("via-rumpctl"), b"written through rumpctl fuse\n").unwrap();
+    // chown, utimensat, truncate and statvfs1 over sysproxy.
+    let v = m2.join("via-rumpctl");
+    ok(Command::new("chown").arg("42:43").arg(&v));
+    ok(Command::new("touch").arg("-h").arg("-d").arg("2010-01-02 03:04:05 UTC").arg(&v));
+    ok(Command::new("df").arg(&m2));
+    let st = c.stat("/mnt/via-rumpctl").unwrap();
+    assert_eq!((st.uid, st.gid, st.mtime.sec), (42, 43, 1262401445));
+    let sv = c.statvfs("/mnt").unwrap();
+    assert_eq!(sv.fstypename, b"ext2fs");
+    assert_eq!(sv.mntonname, b"/mnt");
+    c.truncate("/mnt/via-rumpctl", 7).unwrap();
+    assert_eq!(std::fs::read(&v).unwrap_or_default().len(), 7);
+    std::fs::write(&v, b"written through rumpctl fuse\n").unwrap();
     let st = std::fs::metadata(m2.join("tree/big")).unwrap();
     assert_eq!(st.len(), 64 << 20);
     let p = pids_with(&m2.display().to_string());
