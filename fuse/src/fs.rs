@@ -44,19 +44,59 @@ impl Default for Options {
 }
 
 struct Node {
-    parent: u64,
-    name: Vec<u8>,
+    /// The (directory, name) pairs it is known under, the most recent
+    /// first; empty once every one is unlinked or replaced.
+    names: Vec<(u64, Vec<u8>)>,
     key: (u64, u64),
     nlookup: u64,
     nlink: u32,
-    /// Unlinked or replaced: no path reaches it any more.
-    orphan: bool,
 }
 
 struct Nodes {
     by_ino: HashMap<u64, Node>,
     by_key: HashMap<(u64, u64), u64>,
+    by_name: HashMap<(u64, Vec<u8>), u64>,
     next: u64,
+}
+
+impl Nodes {
+    /// Record `name` in `parent` as naming node `ino`.
+    fn add_name(&mut self, ino: u64, parent: u64, name: &[u8]) {
+        let k = (parent, name.to_vec());
+        if let Some(old) = self.by_name.insert(k.clone(), ino) {
+            if old != ino {
+                if let Some(n) = self.by_ino.get_mut(&old) {
+                    n.names.retain(|x| *x != k);
+                }
+            }
+        }
+        if let Some(n) = self.by_ino.get_mut(&ino) {
+            n.names.retain(|x| *x != k);
+            n.names.insert(0, k);
+            // Bounded: a file with thousands of links keeps the latest.
+            n.names.truncate(16);
+        }
+    }
+
+    /// `name` in `parent` no longer exists.
+    fn drop_name(&mut self, parent: u64, name: &[u8]) {
+        let k = (parent, name.to_vec());
+        let Some(ino) = self.by_name.remove(&k) else { return };
+        let mut drop_key = None;
+        if let Some(n) = self.by_ino.get_mut(&ino) {
+            n.names.retain(|x| *x != k);
+            if n.names.is_empty() && n.nlink <= 1 && ino != ROOT {
+                // Its inode number may come back for a new file: that one
+                // gets a fresh node.
+                drop_key = Some(n.key);
+            }
+        }
+        if let Some(key) = drop_key {
+            if self.by_key.get(&key) == Some(&ino) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
 }
 
 enum Handle {
@@ -182,13 +222,13 @@ impl<B: Backend> RumpFuse<B> {
         let mut by_ino = HashMap::new();
         let mut by_key = HashMap::new();
         let key = (st.dev, st.ino);
-        by_ino.insert(ROOT, Node { parent: ROOT, name: Vec::new(), key, nlookup: 1, nlink: st.nlink, orphan: false });
+        by_ino.insert(ROOT, Node { names: Vec::new(), key, nlookup: 1, nlink: st.nlink });
         by_key.insert(key, ROOT);
         Ok(RumpFuse {
             backend,
             base,
             opts,
-            nodes: RwLock::new(Nodes { by_ino, by_key, next: ROOT + 1 }),
+            nodes: RwLock::new(Nodes { by_ino, by_key, by_name: HashMap::new(), next: ROOT + 1 }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         })
@@ -214,11 +254,9 @@ impl<B: Backend> RumpFuse<B> {
         let mut depth = 0;
         while cur != ROOT {
             let n = t.by_ino.get(&cur).ok_or(Errno(ENOENT))?;
-            if n.orphan {
-                return Err(Errno(ENOENT));
-            }
-            parts.push(&n.name);
-            cur = n.parent;
+            let (parent, name) = n.names.first().ok_or(Errno(ENOENT))?;
+            parts.push(name);
+            cur = *parent;
             depth += 1;
             if depth > 4096 {
                 // A cycle can only come from a bug; never loop forever.
@@ -251,46 +289,25 @@ impl<B: Backend> RumpFuse<B> {
         let mut t = self.nodes.write();
         if let Some(&ino) = t.by_key.get(&key) {
             if let Some(n) = t.by_ino.get_mut(&ino) {
-                if ino != ROOT {
-                    n.parent = parent;
-                    n.name = name.to_vec();
-                    n.orphan = false;
-                }
                 n.nlookup += lookups;
                 n.nlink = st.nlink;
+                if ino != ROOT {
+                    t.add_name(ino, parent, name);
+                }
                 return ino;
             }
         }
         let ino = t.next;
         t.next += 1;
-        t.by_ino.insert(ino, Node { parent, name: name.to_vec(), key, nlookup: lookups, nlink: st.nlink, orphan: false });
+        t.by_ino.insert(ino, Node { names: Vec::new(), key, nlookup: lookups, nlink: st.nlink });
         t.by_key.insert(key, ino);
+        t.add_name(ino, parent, name);
         ino
     }
 
     /// The name `name` in `parent` is gone (unlink, rmdir, replaced).
     fn forget_name(&self, parent: u64, name: &[u8]) {
-        let mut t = self.nodes.write();
-        let hit = t.by_ino.iter().find(|(_, n)| n.parent == parent && n.name == name && !n.orphan).map(|(&i, _)| i);
-        if let Some(ino) = hit {
-            if ino == ROOT {
-                return;
-            }
-            let mut drop_key = None;
-            if let Some(n) = t.by_ino.get_mut(&ino) {
-                n.orphan = true;
-                if n.nlink <= 1 {
-                    // The inode number may be reused for a new file: give
-                    // that one a fresh node.
-                    drop_key = Some(n.key);
-                }
-            }
-            if let Some(k) = drop_key {
-                if t.by_key.get(&k) == Some(&ino) {
-                    t.by_key.remove(&k);
-                }
-            }
-        }
+        self.nodes.write().drop_name(parent, name);
     }
 
     fn entry_for(&self, sys: &dyn Syscalls, parent: u64, name: &OsStr, path: &[u8]) -> R<FileAttr> {
@@ -351,6 +368,7 @@ impl<B: Backend> RumpFuse<B> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the FUSE request's own fields
     fn do_setattr(&self, req: &Request, ino: u64, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
         size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, fh: Option<FileHandle>) -> R<FileAttr> {
         let sys = self.sys(req)?;
@@ -430,7 +448,15 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             let p = self.child(parent.0, name)?;
             self.entry_for(&*sys, parent.0, name, &p)
         })();
-        let a = tryr!(reply, r);
+        let a = match r {
+            Ok(a) => a,
+            Err(e) if e.0 == ENOENT && self.opts.writeback => {
+                // The only writer: the host may remember that the name is
+                // absent (node 0), until it creates it itself.
+                return reply.entry(&self.opts.ttl, &FileAttr { ino: INodeNo(0), ..empty_attr() }, Generation(0));
+            }
+            Err(e) => return reply.error(fe(e)),
+        };
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
@@ -450,6 +476,11 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             if let Some(n) = t.by_ino.remove(&ino.0) {
                 if t.by_key.get(&n.key) == Some(&ino.0) {
                     t.by_key.remove(&n.key);
+                }
+                for k in n.names {
+                    if t.by_name.get(&k) == Some(&ino.0) {
+                        t.by_name.remove(&k);
+                    }
                 }
             }
         }
@@ -556,14 +587,13 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             self.forget_name(newparent.0, newname.as_bytes());
             // The moved node now lives under its new name.
             let mut t = self.nodes.write();
-            if let Some(&ino) = t.by_key.get(&(src.dev, src.ino)) {
-                if let Some(n) = t.by_ino.get_mut(&ino) {
-                    if n.parent == parent.0 && n.name == name.as_bytes() {
-                        n.parent = newparent.0;
-                        n.name = newname.as_bytes().to_vec();
-                        n.orphan = false;
-                    }
-                }
+            let key = (src.dev, src.ino);
+            let ino = t.by_key.get(&key).copied();
+            t.drop_name(parent.0, name.as_bytes());
+            if let Some(ino) = ino {
+                // Dropping its only name may have let go of its key.
+                t.by_key.insert(key, ino);
+                t.add_name(ino, newparent.0, newname.as_bytes());
             }
             Ok(())
         })();
@@ -579,8 +609,8 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             let to = self.child(newparent.0, newname)?;
             sys.link(&from, &to)?;
             let st = sys.lstat(&to)?;
-            // Keep the node's old name: it still exists.
-            let n = self.remember_link(&st);
+            // Both names now reach the node.
+            let n = self.remember(newparent.0, newname.as_bytes(), &st, 1);
             Ok(attr_of(n, &st))
         })();
         let a = tryr!(reply, r);
@@ -594,7 +624,16 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
                 self.rw()?;
             }
             let sys = self.sys(req)?;
-            let fd = sys.open(&self.path(ino.0)?, f & !(nb::O_CREAT | nb::O_EXCL), 0)?;
+            let path = self.path(ino.0)?;
+            let f = f & !(nb::O_CREAT | nb::O_EXCL);
+            let fd = match sys.open(&path, f, 0) {
+                // A write-only file widened for the write-back cache: the
+                // caller may not read it; open it as asked.
+                Err(e) if e.0 == EACCES && f & nb::O_ACCMODE != open_flags(flags.0) & nb::O_ACCMODE => {
+                    sys.open(&path, (f & !nb::O_ACCMODE) | (open_flags(flags.0) & nb::O_ACCMODE), 0)?
+                }
+                r => r?,
+            };
             Ok(self.add_handle(Handle::File { sys, fd }))
         })();
         let fh = tryr!(reply, r);
@@ -643,7 +682,9 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to do at close: ENOSYS makes the host stop sending FLUSH,
+        // one round trip less per file (dirty pages are still written).
+        reply.error(FErrno::ENOSYS);
     }
 
     fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags,
@@ -774,29 +815,6 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         })();
         let (a, fh) = tryr!(reply, r);
         reply.created(&self.opts.ttl, &a, Generation(0), FileHandle(fh), self.fopen_flags());
-    }
-}
-
-impl<B: Backend> RumpFuse<B> {
-    /// A new hard link to a known inode: bump its lookups, keep its name.
-    fn remember_link(&self, st: &Stat) -> u64 {
-        let key = (st.dev, st.ino);
-        let mut t = self.nodes.write();
-        if let Some(&ino) = t.by_key.get(&key) {
-            if let Some(n) = t.by_ino.get_mut(&ino) {
-                n.nlookup += 1;
-                n.nlink = st.nlink;
-                return ino;
-            }
-        }
-        drop(t);
-        // Not known (cannot happen for a link the host made from a node it
-        // holds); treat as found at the root's level without a path.
-        let ino = self.remember(ROOT, b"", st, 1);
-        if let Some(n) = self.nodes.write().by_ino.get_mut(&ino) {
-            n.orphan = true;
-        }
-        ino
     }
 }
 

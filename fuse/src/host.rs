@@ -56,7 +56,7 @@ fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -129,10 +129,11 @@ fn redirect_stdio() {
     unsafe {
         let fd = libc::open(null.as_ptr(), libc::O_RDWR);
         if fd >= 0 {
+            // All three: a caller reading our output to its end (a shell's
+            // `$(...)`, a test's pipe) must not wait for the daemon.
             libc::dup2(fd, 0);
             libc::dup2(fd, 1);
-            // Standard error stays: late errors (a failed flush) still reach
-            // whoever captured it.
+            libc::dup2(fd, 2);
             if fd > 2 {
                 libc::close(fd);
             }

@@ -2,7 +2,7 @@
 //!
 //! build              cargo build --workspace --release
 //! test               the README's test command
-//! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2 (default: all)
+//! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2, fuse (default: all)
 //! demo               the README's main job: serve an image, write, halt, check
 //! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl, lib/librumpuser.so.0,
 //!                    the manual pages; stripped, debug info in lib/debug
@@ -21,7 +21,7 @@ fn main() {
         "demo" => demo(),
         "install" => install(rest),
         _ => {
-            eprintln!("usage: cargo xtask build|test|bench [hypercall|sysproxy|cache|kernel|halt|ext2]|demo|install [--prefix DIR]");
+            eprintln!("usage: cargo xtask build|test|bench [hypercall|sysproxy|cache|kernel|halt|ext2|fuse]|demo|install [--prefix DIR]");
             exit(1)
         }
     };
@@ -58,6 +58,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("kernel", "rumprun", "kernel"),
     ("halt", "rumprun", "halt"),
     ("ext2", "rumprun", "ext2"),
+    ("fuse", "rumprun", "fuse"),
 ];
 
 fn bench(rest: &[String]) -> Result<(), String> {
@@ -106,7 +107,7 @@ fn install(rest: &[String]) -> Result<(), String> {
     let rel = root().join("target/release");
     // Programs and the library: stripped, their debug info kept apart
     // under lib/debug (gdb: set debug-file-directory PREFIX/lib/debug).
-    for name in ["rump_server", "rump_halt", "rumpctl"] {
+    for name in ["rump_server", "rump_halt", "rumpctl", "rump_ext2fs"] {
         install_stripped(&rel.join(name), &bin.join(name), &debug, 0o755)?;
     }
     install_stripped(&rel.join("librumpuser.so"), &lib.join("librumpuser.so.0"), &debug, 0o755)?;

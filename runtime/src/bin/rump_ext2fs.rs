@@ -22,6 +22,10 @@ const PROG: &str = "rump_ext2fs";
 /// Where the image is mounted inside the kernel.
 const KMNT: &str = "/mnt";
 
+/// Set before a sysproxy halt unmounts the host side, so the main thread,
+/// woken by that unmount, leaves the halt to it.
+static REMOTE_HALT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn usage() -> ! {
     eprintln!("usage: {PROG} [-f] [-o option[,option...]] image mountpoint");
     exit(1)
@@ -39,6 +43,7 @@ struct Args {
     url: Option<String>,
     threads: usize,
     allow_other: Option<bool>,
+    writeback: Option<bool>,
     fuse_opts: Vec<MountOption>,
     image: String,
     mnt: String,
@@ -87,6 +92,8 @@ fn parse() -> Args {
                 Ok(n) if (1..=64).contains(&n) => a.threads = n,
                 _ => die(format!("threads={n}: must be 1 to 64")),
             },
+            ("writeback", None) => a.writeback = Some(true),
+            ("nowriteback", None) => a.writeback = Some(false),
             ("allow_other", None) => a.allow_other = Some(true),
             ("noallow_other", None) => a.allow_other = Some(false),
             ("noatime", None) => a.fuse_opts.push(MountOption::NoAtime),
@@ -125,7 +132,13 @@ fn main() {
     let sigs = host::block_signals();
 
     let spec = format!("key=/dk,hostpath={},size=host,type=blk", a.image);
-    let mut rump = Rump::builder().drive(&spec).boot().unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
+    // More virtual CPUs than FUSE threads: a call that waits on a lock
+    // held by another thread, which itself waits for a CPU after its I/O,
+    // then always finds one free.
+    let mut rump = Rump::builder()
+        .ncpu(a.threads + 2)
+        .drive(&spec)
+        .boot().unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
     let p = rump.process().unwrap_or_else(|e| die(format!("kernel: {}", e.description())));
     p.mkdir(KMNT, 0o755).unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
     if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
@@ -144,6 +157,7 @@ fn main() {
     // rump.halt through sysproxy: take the host mount away, then halt.
     let m2 = mnt.clone();
     rump.on_halt(Box::new(move || {
+        REMOTE_HALT.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = host::unmount(&m2);
     }));
 
@@ -152,7 +166,7 @@ fn main() {
     let opts = Options {
         read_only: ro,
         ttl: if single { Duration::from_secs(60) } else { Duration::from_secs(1) },
-        writeback: single && !ro,
+        writeback: a.writeback.unwrap_or(single) && !ro,
     };
     let backend = LocalBackend::new(rump.kernel().clone());
     let fs = RumpFuse::new(backend, KMNT.as_bytes(), opts)
@@ -200,7 +214,7 @@ fn main() {
 
 /// The host mount is gone: halt (flush, exit 0, or 1 if the flush failed).
 fn finish(rump: &Rump) -> ! {
-    if rump.halt_state().halting() {
+    if rump.halt_state().halting() || REMOTE_HALT.load(std::sync::atomic::Ordering::SeqCst) {
         // A halt from sysproxy is under way: it ends the process, or with
         // -h quiesces the kernel and leaves the exit to a signal.
         loop {

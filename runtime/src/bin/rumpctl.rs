@@ -5,7 +5,8 @@
 //! failure is one line, `rumpctl: object: reason`, and exit status 1.
 //!
 //! `cp` names kernel paths with a leading `:` (`rumpctl cp -R dir :/mnt`);
-//! every other command takes kernel paths as they are.
+//! every other command takes kernel paths as they are. `fuse` mounts the
+//! kernel's tree (or a subtree) on the host through FUSE.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::exit;
@@ -40,6 +41,7 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("mount", "[-r] special dir", "mount an ext2 drive (type ext2fs; -r: read-only)"),
     ("umount", "[-f] dir", "unmount (-f: forced)"),
     ("sync", "", "flush the kernel's caches to the host"),
+    ("fuse", "[-f] [-o ro] [path] mountpoint", "mount the kernel's tree (or a subtree) on the host through FUSE"),
 ];
 
 fn prog() -> &'static str {
@@ -301,6 +303,10 @@ fn main() {
     let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e));
     let Some((cmd, rest)) = g.operands.split_first() else { usage("missing command") };
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
+    if cmd == "fuse" {
+        // Forks before it connects: its own path.
+        exit(rumpfuse::cli::rumpctl_fuse(rest));
+    }
     let job = parse(cmd, rest).unwrap_or_else(|e| usage_of(cmd, &e));
     let client = match Client::from_env() {
         Ok(c) => c,

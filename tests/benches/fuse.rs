@@ -1,0 +1,230 @@
+//! `cargo xtask bench fuse`: the same tree and files through rump_ext2fs,
+//! through fuse2fs, and through the host kernel's own ext2 on a loop
+//! device, each on a fresh image of the same size, in one run: cp -a of a
+//! ~4000-file, ~100 MiB tree plus umount; reading it back (tar c | wc -c);
+//! find -ls; a 256 MiB sequential write (conv=fsync) and read. Prints the
+//! times and the ratio rump_ext2fs / fuse2fs (target: at most 0.5).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUMP_EXT2FS: &str = env!("CARGO_BIN_EXE_rump_ext2fs");
+const MIB: usize = 1 << 20;
+
+fn tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+/// "taskset -c 0 " in the pinned pass: every command and daemon on one CPU.
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn pin() -> &'static str {
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        "taskset -c 0 "
+    } else {
+        ""
+    }
+}
+
+fn sh(cmd: &str) -> Result<(), String> {
+    let st = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).status().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd}: {st}"))
+    }
+}
+
+fn time(cmd: &str) -> Result<f64, String> {
+    let t = Instant::now();
+    sh(cmd)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn drop_caches() {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+/// Pids of processes serving `img` (the FUSE daemons).
+fn daemons(img: &Path) -> Vec<i32> {
+    let needle = img.display().to_string();
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+fn wait_gone(pids: &[i32]) {
+    let t = Instant::now();
+    while pids.iter().any(|p| Path::new(&format!("/proc/{p}/cmdline")).exists()
+        && std::fs::read(format!("/proc/{p}/cmdline")).map(|c| !c.is_empty()).unwrap_or(false))
+    {
+        if t.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Rump,
+    Fuse2fs,
+    Kernel,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Rump => "rump_ext2fs",
+            Kind::Fuse2fs => "fuse2fs",
+            Kind::Kernel => "kernel ext2",
+        }
+    }
+
+    fn mount(self, img: &Path, mnt: &Path) -> Result<(), String> {
+        let (i, m) = (img.display(), mnt.display());
+        match self {
+            Kind::Rump => sh(&format!("{}'{RUMP_EXT2FS}' '{i}' '{m}'", pin())),
+            Kind::Fuse2fs => {
+                let f = tool("fuse2fs").ok_or("fuse2fs not installed")?;
+                sh(&format!("{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null", pin(), f.display()))?;
+                // fuse2fs returns before the mount is always visible.
+                let t = Instant::now();
+                while !mounted(mnt) && t.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(())
+            }
+            Kind::Kernel => sh(&format!("mount -t ext2 -o loop '{i}' '{m}'")),
+        }
+    }
+
+    /// Unmount and wait until the image is complete (the daemon is gone).
+    fn umount(self, img: &Path, mnt: &Path) -> Result<(), String> {
+        let pids = if self == Kind::Kernel { vec![] } else { daemons(img) };
+        sh(&format!("umount '{}'", mnt.display()))?;
+        wait_gone(&pids);
+        Ok(())
+    }
+}
+
+fn mounted(dir: &Path) -> bool {
+    let want = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| l.split(' ').nth(4) == Some(&want))
+}
+
+fn make_tree(root: &Path) -> (usize, usize) {
+    let mut n = 0;
+    let mut bytes = 0;
+    let mut seed = 1u64;
+    for d in 0..50 {
+        let dir = root.join(format!("d{d}/s{}", d % 7));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..78 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (seed >> 35) as usize % 20_000;
+            let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ seed) as u8).collect();
+            std::fs::write(dir.join(format!("f{f}")), &data).unwrap();
+            n += 1;
+            bytes += len;
+        }
+        std::os::unix::fs::symlink(format!("s{}/f1", d % 7), root.join(format!("d{d}/l"))).unwrap();
+        n += 1;
+    }
+    // A few large files bring it to ~100 MiB.
+    let mut i = 0;
+    while bytes < 100 * MIB {
+        let data = vec![(i * 7) as u8; 8 * MIB];
+        std::fs::write(root.join(format!("large{i}")), &data).unwrap();
+        bytes += data.len();
+        n += 1;
+        i += 1;
+    }
+    (n, bytes)
+}
+
+fn main() {
+    let base = tempfile_dir();
+    let src = base.join("src");
+    let (n, bytes) = make_tree(&src);
+    println!("tree: {n} files, {} MiB; images 1 GiB (4 KiB blocks)", bytes / MIB);
+    for pinned in [false, true] {
+        PIN.store(pinned, std::sync::atomic::Ordering::Relaxed);
+        println!("\n{}", if pinned { "pinned: everything on CPU 0" } else { "unpinned" });
+        pass(&base, &src);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+fn pass(base: &Path, src: &Path) {
+    let kinds = [Kind::Rump, Kind::Fuse2fs, Kind::Kernel];
+    let rows = ["cp -a tree + umount", "read back (tar c | wc -c)", "find -ls", "256 MiB write (fsync)", "256 MiB read"];
+    let mut res: Vec<Vec<Option<f64>>> = vec![vec![None; kinds.len()]; rows.len()];
+    for (k, kind) in kinds.iter().enumerate() {
+        let img = base.join(format!("img{k}"));
+        let mnt = base.join(format!("mnt{k}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let r = (|| -> Result<(), String> {
+            sh(&format!("mke2fs -q -F -t ext2 -b 4096 '{}' 1G", img.display()))?;
+            kind.mount(&img, &mnt)?;
+            let t = Instant::now();
+            sh(&format!("{}cp -a '{}' '{}/tree'", pin(), src.display(), mnt.display()))?;
+            kind.umount(&img, &mnt)?;
+            res[0][k] = Some(t.elapsed().as_secs_f64());
+            drop_caches();
+            kind.mount(&img, &mnt)?;
+            res[1][k] = Some(time(&format!("{0}tar cf - -C '{1}/tree' . | {0}wc -c >/dev/null", pin(), mnt.display()))?);
+            kind.umount(&img, &mnt)?;
+            drop_caches();
+            kind.mount(&img, &mnt)?;
+            res[2][k] = Some(time(&format!("{}find '{}/tree' -ls >/dev/null", pin(), mnt.display()))?);
+            res[3][k] = Some(time(&format!(
+                "{}dd if=/dev/zero of='{}/seq' bs=1M count=256 conv=fsync status=none",
+                pin(),
+                mnt.display()
+            ))?);
+            kind.umount(&img, &mnt)?;
+            drop_caches();
+            kind.mount(&img, &mnt)?;
+            res[4][k] = Some(time(&format!("{}dd if='{}/seq' of=/dev/null bs=1M status=none", pin(), mnt.display()))?);
+            kind.umount(&img, &mnt)?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            println!("{}: {e}", kind.name());
+            if mounted(&mnt) {
+                let _ = sh(&format!("umount -l '{}'", mnt.display()));
+            }
+        }
+        let _ = std::fs::remove_file(&img);
+    }
+    println!("{:<28} {:>12} {:>12} {:>12} {:>10}", "row (seconds)", "rump_ext2fs", "fuse2fs", "kernel ext2", "rump/f2fs");
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
+    for (i, row) in rows.iter().enumerate() {
+        let ratio = match (res[i][0], res[i][1]) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "n/a".into(),
+        };
+        println!("{:<28} {:>12} {:>12} {:>12} {:>10}", row, f(res[i][0]), f(res[i][1]), f(res[i][2]), ratio);
+    }
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rump-bench-fuse.{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
