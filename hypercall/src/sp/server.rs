@@ -568,7 +568,6 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
 
 fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
     srv.phase.store(PH_FINI, Ordering::Release);
-    FINISHED.store(true, Ordering::Release);
     // 1. Answer the halting caller, fully, before anything is closed.
     if let Some(conn) = lookup(h) {
         let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(_, r)| *r));
@@ -591,6 +590,8 @@ fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
         c.shutdown();
         c.kill_waiters();
     }
+    // Only now: whoever waits for `is_finished` finds the socket gone.
+    FINISHED.store(true, Ordering::Release);
 }
 
 // ---------------------------------------------------------------------------
