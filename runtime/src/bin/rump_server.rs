@@ -95,7 +95,7 @@ fn parse_args() -> Opts {
             'r' => match parse_memlimit(&v) {
                 Ok(n) => o.memlimit = Some(n),
                 // Name the value once: `-r 1x: bad size: ...`.
-                Err(e) => usage(&format!("-r {v}: {}", e.replace(&format!(" \"{}\"", v.trim()), ""))),
+                Err(e) => usage(&format!("-r {v}: {}", e.to_string().replace(&format!(" \"{}\"", v.trim()), ""))),
             },
             _ => usage(""),
         }
