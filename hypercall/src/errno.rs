@@ -9,9 +9,7 @@ pub use netbsd_abi::errno::*;
 /// the kernel hands it over).
 #[inline]
 pub fn seterrno(error: i32) {
-    // SAFETY: __errno_location returns this thread's errno slot, valid for
-    // the thread's lifetime.
-    unsafe { *libc::__errno_location() = error }
+    nix::errno::Errno::set_raw(error)
 }
 
 /// `rumpuser_seterrno(int)`.
