@@ -68,7 +68,7 @@ fn parse_args() -> Opts {
     if tool::help_requested(&args) {
         tool::print_help(&help());
     }
-    let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e));
+    let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e.to_string()));
     let mut o = Opts {
         foreground: false,
         verbosity: 0,

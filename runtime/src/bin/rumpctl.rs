@@ -298,7 +298,7 @@ fn main() {
     if tool::help_requested(&args) {
         tool::print_help(&help());
     }
-    let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e));
+    let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e.to_string()));
     let Some((cmd, rest)) = g.operands.split_first() else { usage("missing command") };
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
     let job = parse(cmd, rest).unwrap_or_else(|e| usage_of(cmd, &e));
