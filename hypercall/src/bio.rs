@@ -115,15 +115,23 @@ unsafe fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (us
     }
     // SAFETY: the caller keeps `fd` open during the call.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let buf: &mut [u8] = if len == 0 {
-        &mut []
-    } else {
-        // SAFETY: per the caller, `len` bytes at `buf`, ours for the call.
-        unsafe { std::slice::from_raw_parts_mut(buf, len) }
-    };
     if op & BIO_READ != 0 {
+        let buf: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: per the caller, `len` writable bytes at `buf`, ours
+            // for the call.
+            unsafe { std::slice::from_raw_parts_mut(buf, len) }
+        };
         pread_full(fd, buf, off)
     } else {
+        let buf: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: per the caller, `len` readable bytes at `buf`,
+            // unchanged during the call.
+            unsafe { std::slice::from_raw_parts(buf, len) }
+        };
         let (n, err) = pwrite_full(fd, buf, off);
         if err.is_none() && op & BIO_SYNC != 0 {
             if let Err(e) = nix::unistd::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
