@@ -18,7 +18,6 @@ use nix::unistd::{close, dup2, fork, setsid, ForkResult};
 use crate::errno::{Errno, EINPROGRESS, ENOENT, EPIPE, ESRCH};
 
 static DAEMONIZING: AtomicBool = AtomicBool::new(false);
-static PIPE_PARENT: AtomicI32 = AtomicI32::new(-1);
 static PIPE_CHILD: AtomicI32 = AtomicI32::new(-1);
 
 /// Fork into the background. Returns in the child only; the parent exits
@@ -55,9 +54,7 @@ pub fn daemonize_begin() -> Result<(), Errno> {
         }
         Ok(ForkResult::Parent { .. }) => {
             drop(child);
-            let fd = parent.into_raw_fd();
-            PIPE_PARENT.store(fd, Ordering::SeqCst);
-            parent_wait(fd)
+            parent_wait(parent.into_raw_fd())
         }
     }
 }
