@@ -297,38 +297,32 @@ fn verbose() -> bool {
 #[inline(never)]
 pub fn dump_core() -> ! {
     log("halt: dumping core");
-    // SAFETY: restoring the default action of SIGABRT has no memory-safety
-    // preconditions; it makes sure abort() ends in a core dump.
-    unsafe {
-        libc::signal(libc::SIGABRT, libc::SIG_DFL);
-    }
-    std::process::abort()
+    // SIGABRT at its default action and unblocked, then abort(): the
+    // host writes a core by its own rules.
+    rumpuser::exit::panic_abort()
 }
 
 /// `RB_DUMP | RB_HALT`: a forked child aborts to write the core; this
 /// process stays. Returns whether the child's core was written.
 #[inline(never)]
 fn dump_core_in_child() -> bool {
-    // SAFETY: the child only calls async-signal-safe functions (signal,
-    // abort) before it dies; the parent just waits for it.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => {
-            log(&format!("halt: fork for core dump: {}", std::io::Error::last_os_error()));
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: the child only calls async-signal-safe functions
+    // (sigaction, pthread_sigmask, abort) before it dies; the parent just
+    // waits for it.
+    match unsafe { fork() } {
+        Err(e) => {
+            log(&format!("halt: fork for core dump: {}", std::io::Error::from(e)));
             false
         }
-        0 => {
-            // SAFETY: as above; the child never returns.
-            unsafe {
-                libc::signal(libc::SIGABRT, libc::SIG_DFL);
-                libc::abort()
+        Ok(ForkResult::Child) => rumpuser::exit::panic_abort(),
+        Ok(ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Signaled(_, _, core)) => break core,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) | Err(_) => break false,
             }
-        }
-        child => {
-            let mut status = 0;
-            // SAFETY: `status` is a valid out-pointer for waitpid.
-            let r = unsafe { libc::waitpid(child, &mut status, 0) };
-            r == child && libc::WIFSIGNALED(status) && libc::WCOREDUMP(status)
-        }
+        },
     }
 }

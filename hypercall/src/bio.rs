@@ -10,9 +10,11 @@
 //! (`backend_schedule` … `backend_unschedule`).
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::ffi::{c_int, c_void};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::os::fd::BorrowedFd;
+use std::sync::OnceLock;
+
+use crossbeam::channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 
 use crate::errno::{Errno, EINVAL};
 use crate::file::{pread_full, pwrite_full};
@@ -40,22 +42,21 @@ struct Job {
 // completion, whichever thread performs the I/O.
 unsafe impl Send for Job {}
 
-struct Pool {
-    queue: Mutex<VecDeque<Job>>,
-    ready: Condvar,
-}
+/// The queue the I/O threads take requests from; its sender lives for
+/// the life of the process, so they never stop.
+static POOL: OnceLock<Sender<Job>> = OnceLock::new();
 
-static POOL: OnceLock<Pool> = OnceLock::new();
-
-fn pool() -> &'static Pool {
+fn pool() -> &'static Sender<Job> {
     POOL.get_or_init(|| {
+        let (tx, rx) = unbounded();
         for i in 0..IO_THREADS {
-            let r = std::thread::Builder::new().name(format!("rumpuser_bio{i}")).spawn(io_thread);
+            let rx = rx.clone();
+            let r = std::thread::Builder::new().name(format!("rumpuser_bio{i}")).spawn(move || io_thread(rx));
             if let Err(e) = r {
                 crate::cons::dprint(&format!("rumpuser: cannot start I/O thread {i}: {e}\n"));
             }
         }
-        Pool { queue: Mutex::new(VecDeque::new()), ready: Condvar::new() }
+        tx
     })
 }
 
@@ -79,33 +80,11 @@ fn ensure_lwp() {
     }
 }
 
-fn io_thread() {
-    // The pool is initialised before any thread can find work; wait for it.
-    let pool = loop {
-        if let Some(p) = POOL.get() {
-            break p;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    loop {
-        let job = {
-            let mut q = match pool.queue.lock() {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
-            loop {
-                if let Some(j) = q.pop_front() {
-                    break j;
-                }
-                q = match pool.ready.wait(q) {
-                    Ok(q) => q,
-                    Err(p) => p.into_inner(),
-                };
-            }
-        };
+fn io_thread(jobs: Receiver<Job>) {
+    for job in jobs.iter() {
         ensure_lwp();
-        // SAFETY: `bio_submit`'s caller keeps the buffer valid until `done` runs,
-        // which is after this.
+        // SAFETY: the submitter of `job` vouched for its buffer and
+        // descriptor until `done` runs (see `bio_submit`).
         let (n, err) = unsafe { do_io(job.fd, job.op, job.buf, job.len, job.off) };
         let done = job.done;
         crate::guard("biodone", || match crate::upcalls::get() {
@@ -122,26 +101,44 @@ fn io_thread() {
 /// Perform one request on the calling thread (no unscheduling here).
 ///
 /// # Safety
-/// As [`bio_wait`]: `buf` valid for `len` bytes (writable for a read).
+/// `buf` is valid for `len` bytes (writable for a read) and not otherwise
+/// accessed during the call; `fd` stays open during the call.
 unsafe fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
-    if off < 0 || (len > 0 && buf.is_null()) {
+    if off < 0 || (len > 0 && buf.is_null()) || op & (BIO_READ | BIO_WRITE) == 0 {
         return (0, Some(Errno(EINVAL)));
     }
+    if fd < 0 {
+        // What the host calls would say: nothing to do for an empty
+        // transfer (but a sync), else a bad descriptor.
+        let touches = len > 0 || (op & BIO_READ == 0 && op & BIO_SYNC != 0);
+        return (0, touches.then_some(Errno(crate::errno::EBADF)));
+    }
+    // SAFETY: the caller keeps `fd` open during the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     if op & BIO_READ != 0 {
-        // SAFETY: the caller's promise about `buf`.
-        unsafe { pread_full(fd, buf, len, off) }
-    } else if op & BIO_WRITE != 0 {
-        // SAFETY: the caller's promise about `buf`.
-        let (n, err) = unsafe { pwrite_full(fd, buf, len, off) };
+        let buf: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: per the caller, `len` writable bytes at `buf`, ours
+            // for the call.
+            unsafe { std::slice::from_raw_parts_mut(buf, len) }
+        };
+        pread_full(fd, buf, off)
+    } else {
+        let buf: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: per the caller, `len` readable bytes at `buf`,
+            // unchanged during the call.
+            unsafe { std::slice::from_raw_parts(buf, len) }
+        };
+        let (n, err) = pwrite_full(fd, buf, off);
         if err.is_none() && op & BIO_SYNC != 0 {
-            // SAFETY: fdatasync has no memory-safety preconditions.
-            if unsafe { libc::fdatasync(fd) } != 0 {
-                return (n, Some(crate::errno::last()));
+            if let Err(e) = nix::unistd::fdatasync(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+                return (n, Some(crate::errno::nix(e)));
             }
         }
         (n, err)
-    } else {
-        (0, Some(Errno(EINVAL)))
     }
 }
 
@@ -150,18 +147,16 @@ unsafe fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (us
 /// installed.
 ///
 /// # Safety
-/// `buf` must stay valid (and, for a write, unchanged; for a read, unread
-/// and not otherwise borrowed) for `len` bytes until `done` runs.
+/// `buf` stays valid (and, for a write, unchanged; for a read, unread)
+/// for `len` bytes, and `fd` stays open, until `done` runs.
 pub unsafe fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, done: Box<dyn FnOnce(usize, i32) + Send>) {
-    let pool = pool();
     let job = Job { fd, op, buf, len, off, done };
-    let mut q = match pool.queue.lock() {
-        Ok(q) => q,
-        Err(p) => p.into_inner(),
-    };
-    q.push_back(job);
-    drop(q);
-    pool.ready.notify_one();
+    // The receivers live as long as the sender: a send cannot fail, and
+    // `done` still runs if it did.
+    if let Err(e) = pool().send(job) {
+        let job = e.into_inner();
+        (job.done)(0, crate::errno::EIO);
+    }
 }
 
 /// Perform a request synchronously on the calling thread, with the virtual
@@ -177,10 +172,9 @@ pub unsafe fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, d
 /// return.
 ///
 /// # Safety
-/// `buf` must be valid for `len` bytes (writable and not otherwise
-/// borrowed for a read) for the duration of the call.
+/// `buf` is valid for `len` bytes (writable for a read) during the call.
 pub unsafe fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> Result<usize, Errno> {
-    // SAFETY: the caller's promise about `buf`, passed on.
+    // SAFETY: per the caller.
     let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || unsafe { do_io(fd, op, buf, len, off) });
     match err {
         Some(e) => Err(e),
@@ -190,7 +184,7 @@ pub unsafe fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> 
 
 /// Read into `buf` at `off` (synchronously, unscheduled).
 pub fn read_at(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
-    // SAFETY: an exclusive borrow of `buf.len()` writable bytes, for the call.
+    // SAFETY: `buf` is borrowed mutably for the call.
     unsafe { bio_wait(fd, BIO_READ, buf.as_mut_ptr(), buf.len(), off) }
 }
 
@@ -198,7 +192,7 @@ pub fn read_at(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
 /// `sync`.
 pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errno> {
     let op = if sync { BIO_WRITE | BIO_SYNC } else { BIO_WRITE };
-    // SAFETY: a write only reads the buffer, borrowed for the call.
+    // SAFETY: `buf` is borrowed for the call, and only read for a write.
     unsafe { bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off) }
 }
 
@@ -211,37 +205,30 @@ pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errn
 /// kernel that a bounded queue makes rare. (The Rust API is not bounded.)
 pub const MAX_OUTSTANDING: usize = 128;
 
-static OUTSTANDING: Mutex<usize> = Mutex::new(0);
-static OUTSTANDING_CV: Condvar = Condvar::new();
+/// The request slots: a slot is taken by sending a token, given back by
+/// receiving one, so the channel's length is the number in flight.
+fn slots() -> &'static (Sender<()>, Receiver<()>) {
+    static SLOTS: OnceLock<(Sender<()>, Receiver<()>)> = OnceLock::new();
+    SLOTS.get_or_init(|| bounded(MAX_OUTSTANDING))
+}
 
 /// Take one of the [`MAX_OUTSTANDING`] request slots, waiting unscheduled
 /// if none is free.
 fn outstanding_acquire() {
-    let mut n = OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner());
-    if *n < MAX_OUTSTANDING {
-        *n += 1;
-        return;
+    let (tx, _) = slots();
+    if let Err(TrySendError::Full(())) = tx.try_send(()) {
+        // The receiver lives in the same static: send cannot fail.
+        let _ = crate::upcalls::blocking(std::ptr::null_mut(), || tx.send(()));
     }
-    drop(n);
-    crate::upcalls::blocking(std::ptr::null_mut(), || {
-        let mut n = OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner());
-        while *n >= MAX_OUTSTANDING {
-            n = OUTSTANDING_CV.wait(n).unwrap_or_else(|p| p.into_inner());
-        }
-        *n += 1;
-    })
 }
 
 fn outstanding_release() {
-    let mut n = OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner());
-    *n = n.saturating_sub(1);
-    drop(n);
-    OUTSTANDING_CV.notify_one();
+    let _ = slots().1.try_recv();
 }
 
 /// How many `rumpuser_bio` requests are outstanding now.
 pub fn outstanding() -> usize {
-    *OUTSTANDING.lock().unwrap_or_else(|p| p.into_inner())
+    slots().0.len()
 }
 
 struct DoneArg(*mut c_void);
@@ -281,8 +268,8 @@ pub unsafe extern "C" fn rumpuser_bio(
             unsafe { biodone(arg.0, n, e) };
             outstanding_release();
         });
-        // SAFETY: rumpuser_bio's contract: the kernel keeps `data` valid
-        // for `len` bytes until its biodone runs.
+        // SAFETY: the kernel keeps `data` valid and `fd` open until
+        // `biodone` runs (this function's contract).
         unsafe { bio_submit(fd, op, data.cast(), len, off, done) };
     })
 }

@@ -2,6 +2,9 @@
 
 use std::ffi::{c_int, c_long};
 
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+
 use crate::errno::{Errno, EFAULT, EINVAL};
 
 /// `RUMPUSER_CLOCK_RELWALL`: wall-clock time; sleeps are relative.
@@ -9,23 +12,18 @@ pub const CLOCK_RELWALL: c_int = 0;
 /// `RUMPUSER_CLOCK_ABSMONO`: monotonic time; sleeps are until a deadline.
 pub const CLOCK_ABSMONO: c_int = 1;
 
-fn host_clock(clock: i32) -> Result<libc::clockid_t, Errno> {
+fn host_clock(clock: i32) -> Result<ClockId, Errno> {
     match clock {
-        CLOCK_RELWALL => Ok(libc::CLOCK_REALTIME),
-        CLOCK_ABSMONO => Ok(libc::CLOCK_MONOTONIC),
+        CLOCK_RELWALL => Ok(ClockId::CLOCK_REALTIME),
+        CLOCK_ABSMONO => Ok(ClockId::CLOCK_MONOTONIC),
         _ => Err(Errno(EINVAL)),
     }
 }
 
 /// The time on `clock` as (seconds, nanoseconds).
 pub fn gettime(clock: i32) -> Result<(i64, i64), Errno> {
-    let id = host_clock(clock)?;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-parameter.
-    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
-        return Err(crate::errno::last());
-    }
-    Ok((ts.tv_sec, ts.tv_nsec))
+    let ts = clock_gettime(host_clock(clock)?).map_err(crate::errno::nix)?;
+    Ok((ts.tv_sec(), ts.tv_nsec()))
 }
 
 /// Sleep with the virtual CPU released: for `CLOCK_RELWALL`, for
@@ -37,46 +35,22 @@ pub fn sleep(clock: i32, sec: i64, nsec: i64) -> Result<(), Errno> {
         return Err(Errno(EINVAL));
     }
     // A negative time is already past: no sleep.
-    let ts = if sec < 0 {
-        libc::timespec { tv_sec: 0, tv_nsec: 0 }
-    } else {
-        libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as c_long }
-    };
-    let rv = crate::upcalls::blocking(std::ptr::null_mut(), || match clock {
-        CLOCK_RELWALL => {
-            let mut req = ts;
-            loop {
-                let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-                // SAFETY: valid timespec pointers.
-                let r = unsafe {
-                    libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &req, &mut rem)
-                };
-                if r == libc::EINTR {
-                    req = rem;
-                    continue;
-                }
-                break r;
+    let ts = if sec < 0 { TimeSpec::new(0, 0) } else { TimeSpec::new(sec as _, nsec as c_long) };
+    let rv = crate::upcalls::blocking(std::ptr::null_mut(), || {
+        // A relative sleep is a sleep until a monotonic deadline, which
+        // an interrupted sleep resumes without drift.
+        let deadline = match clock {
+            CLOCK_RELWALL => clock_gettime(ClockId::CLOCK_MONOTONIC)? + ts,
+            _ => ts,
+        };
+        loop {
+            match clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &deadline) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => return r.map(drop),
             }
         }
-        _ => loop {
-            // SAFETY: valid timespec pointer; no remainder for TIMER_ABSTIME.
-            let r = unsafe {
-                libc::clock_nanosleep(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TIMER_ABSTIME,
-                    &ts,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r != libc::EINTR {
-                break r;
-            }
-        },
     });
-    if rv != 0 {
-        return Err(crate::errno::host(rv));
-    }
-    Ok(())
+    rv.map_err(crate::errno::nix)
 }
 
 /// `rumpuser_clock_gettime(clock, &sec, &nsec)`.

@@ -7,12 +7,17 @@
 //! `/dev/null`. Call `begin` before any thread is started.
 
 use std::ffi::c_int;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use nix::fcntl::OFlag;
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::stat::Mode;
+use nix::unistd::{close, dup2, fork, setsid, ForkResult};
 
 use crate::errno::{Errno, EINPROGRESS, ENOENT, EPIPE, ESRCH};
 
 static DAEMONIZING: AtomicBool = AtomicBool::new(false);
-static PIPE_PARENT: AtomicI32 = AtomicI32::new(-1);
 static PIPE_CHILD: AtomicI32 = AtomicI32::new(-1);
 
 /// Fork into the background. Returns in the child only; the parent exits
@@ -21,70 +26,57 @@ pub fn daemonize_begin() -> Result<(), Errno> {
     if DAEMONIZING.swap(true, Ordering::SeqCst) {
         return Err(Errno(EINPROGRESS));
     }
-    let mut sv = [-1 as c_int; 2];
-    // SAFETY: `sv` has room for the two descriptors.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } != 0 {
-        DAEMONIZING.store(false, Ordering::SeqCst);
-        return Err(crate::errno::last());
-    }
-    PIPE_PARENT.store(sv[0], Ordering::SeqCst);
-    PIPE_CHILD.store(sv[1], Ordering::SeqCst);
+    let (parent, child) =
+        match socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => {
+                DAEMONIZING.store(false, Ordering::SeqCst);
+                return Err(crate::errno::nix(e));
+            }
+        };
     // SAFETY: fork before any other thread exists (the caller's contract);
     // the parent only reads a socket and _exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            // SAFETY: plain calls in the child.
-            unsafe { libc::close(sv[0]) };
-            // SAFETY: as above.
-            if unsafe { libc::setsid() } == -1 {
-                let e = crate::errno::last();
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(parent);
+            PIPE_CHILD.store(child.into_raw_fd(), Ordering::SeqCst);
+            if let Err(e) = setsid() {
+                let e = crate::errno::nix(e);
                 let _ = daemonize_done(e.0);
                 return Err(e);
             }
             Ok(())
         }
-        -1 => {
-            let e = crate::errno::last();
-            // SAFETY: closing the pair we made.
-            unsafe {
-                libc::close(sv[0]);
-                libc::close(sv[1]);
-            }
+        Err(e) => {
+            // The pair is closed as it drops.
             DAEMONIZING.store(false, Ordering::SeqCst);
-            Err(e)
+            Err(crate::errno::nix(e))
         }
-        _ => parent_wait(sv),
+        Ok(ForkResult::Parent { .. }) => {
+            drop(child);
+            parent_wait(parent.into_raw_fd())
+        }
     }
 }
 
-fn parent_wait(sv: [c_int; 2]) -> ! {
-    // SAFETY: plain descriptor calls; the parent then exits.
-    unsafe { libc::close(sv[1]) };
-    let mut error: c_int = 0;
+fn parent_wait(fd: RawFd) -> ! {
+    let mut error = [0u8; std::mem::size_of::<c_int>()];
     let mut got = 0usize;
     let status = loop {
-        let want = std::mem::size_of::<c_int>() - got;
-        // SAFETY: reading into the remaining bytes of `error`.
-        let n = unsafe {
-            libc::recv(sv[0], (&mut error as *mut c_int).cast::<u8>().add(got).cast(), want, libc::MSG_NOSIGNAL)
-        };
-        if n < 0 {
-            let e = crate::errno::last();
-            if e.0 == crate::errno::EINTR {
-                continue;
+        match recv(fd, &mut error[got..], MsgFlags::MSG_NOSIGNAL) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => break crate::errno::nix(e).0,
+            Ok(0) => break ESRCH,
+            Ok(n) => {
+                got += n;
+                if got == error.len() {
+                    break c_int::from_ne_bytes(error);
+                }
             }
-            break e.0;
-        }
-        if n == 0 {
-            break ESRCH;
-        }
-        got += n as usize;
-        if got == std::mem::size_of::<c_int>() {
-            break error;
         }
     };
-    // SAFETY: _exit without running the child's atexit handlers twice.
-    unsafe { libc::_exit(status) }
+    // _exit without running the child's atexit handlers twice.
+    crate::exit::exit_now(status)
 }
 
 /// Report from the daemon child: `error` 0 when the server is up (stdio
@@ -96,29 +88,23 @@ pub fn daemonize_done(error: i32) -> Result<(), Errno> {
     let fd = PIPE_CHILD.load(Ordering::SeqCst);
     let mut error = error;
     if error == 0 {
-        // SAFETY: opening /dev/null and duplicating it onto stdio.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            if null < 0 {
-                error = crate::errno::last().0;
-            } else {
-                libc::dup2(null, 0);
-                libc::dup2(null, 1);
-                libc::dup2(null, 2);
+        match nix::fcntl::open(c"/dev/null", OFlag::O_RDWR, Mode::empty()) {
+            Err(e) => error = crate::errno::nix(e).0,
+            Ok(null) => {
+                for std in 0..=2 {
+                    let _ = dup2(null, std);
+                }
                 if null > 2 {
-                    libc::close(null);
+                    let _ = close(null);
                 }
             }
         }
     }
     let bytes = error.to_ne_bytes();
-    // SAFETY: sending from a local buffer.
-    let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
-    if n != bytes.len() as isize {
+    if send(fd, &bytes, MsgFlags::MSG_NOSIGNAL) != Ok(bytes.len()) {
         return Err(Errno(EPIPE));
     }
-    // SAFETY: closing our end, once.
-    unsafe { libc::close(fd) };
+    let _ = close(fd);
     PIPE_CHILD.store(-1, Ordering::SeqCst);
     Ok(())
 }

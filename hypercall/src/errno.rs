@@ -28,6 +28,12 @@ pub(crate) fn ret(r: Result<(), Errno>) -> c_int {
     }
 }
 
+/// A host error from `nix` as a NetBSD errno.
+#[inline]
+pub(crate) fn nix(e: nix::errno::Errno) -> Errno {
+    Errno::from_host(e as i32)
+}
+
 /// The calling thread's last host error, translated to NetBSD.
 #[inline]
 pub(crate) fn last() -> Errno {

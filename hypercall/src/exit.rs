@@ -18,26 +18,23 @@ pub fn exit(code: i32) -> ! {
 /// where threads stuck on a drive may hold anything an exit handler
 /// would wait for.
 pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit(2) has no preconditions and never returns.
+    // SAFETY: _exit(2) has no preconditions and never returns (nix 0.29
+    // has no wrapper).
     unsafe { libc::_exit(code) }
 }
 
 /// The `RUMPUSER_PANIC` exit: `abort()` with `SIGABRT` at its default
 /// action, so a core is written by the host's rules.
 pub fn panic_abort() -> ! {
-    // SAFETY: plain signal-disposition calls on a local, zeroed sigaction;
-    // abort() never returns.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGABRT, &sa, std::ptr::null_mut());
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGABRT);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::abort()
-    }
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing the default action runs no handler code of ours;
+    // it makes sure abort() ends in a core dump.
+    let _ = unsafe { sigaction(Signal::SIGABRT, &dfl) };
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGABRT);
+    let _ = set.thread_unblock();
+    std::process::abort()
 }
 
 /// NetBSD signal number → host signal number (`None` where the host has no
@@ -90,11 +87,8 @@ pub fn kill(pid: i64, sig: i32) -> Result<(), Errno> {
         return Ok(());
     }
     let host = sig_to_host(sig).ok_or(Errno(EINVAL))?;
-    // SAFETY: raise() with a valid signal number.
-    if unsafe { libc::raise(host) } != 0 {
-        return Err(crate::errno::last());
-    }
-    Ok(())
+    let host = nix::sys::signal::Signal::try_from(host).map_err(crate::errno::nix)?;
+    nix::sys::signal::raise(host).map_err(crate::errno::nix)
 }
 
 /// `rumpuser_kill(pid, sig)`.

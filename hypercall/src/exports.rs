@@ -11,7 +11,7 @@
 //! [`check_exported`] verifies at run time that the dynamic linker
 //! resolves each name to this copy of the layer.
 
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 
 /// One exported C function.
 pub struct EntryPoint {
@@ -105,13 +105,15 @@ pub fn keep() -> &'static [EntryPoint] {
 /// layer (`dlsym(RTLD_DEFAULT, name)`): empty when the program exports
 /// them all and nothing loaded earlier shadows them.
 pub fn check_exported() -> Vec<&'static str> {
+    // The global scope: the program, what it was linked with, and every
+    // library loaded with RTLD_GLOBAL.
+    let global = libloading::os::unix::Library::this();
     keep()
         .iter()
         .filter(|e| {
-            let Ok(c) = CString::new(e.name) else { return true };
-            // SAFETY: dlsym with a NUL-terminated name on the global scope.
-            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-            !std::ptr::eq(p as *const c_void, e.addr)
+            // SAFETY: the address is only compared, never called.
+            let p = unsafe { global.get::<*const c_void>(e.name.as_bytes()) };
+            !p.is_ok_and(|p| std::ptr::eq(*p, e.addr))
         })
         .map(|e| e.name)
         .collect()

@@ -5,6 +5,11 @@
 //! may block runs with the virtual CPU released ([`crate::upcalls::blocking`]).
 
 use std::ffi::{c_char, c_int, CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode};
+use nix::unistd::Whence;
 
 use crate::errno::{Errno, EFAULT, EINVAL};
 use crate::upcalls::blocking;
@@ -93,77 +98,52 @@ pub fn host_open_flags(flags: i32) -> Result<c_int, Errno> {
 
 fn open_cstr(path: &CStr, flags: i32) -> Result<c_int, Errno> {
     let hflags = host_open_flags(flags)?;
-    let fd = blocking(std::ptr::null_mut(), || {
-        // SAFETY: `path` is NUL-terminated; mode is used only with O_CREAT.
-        let fd = unsafe { libc::open(path.as_ptr(), hflags, 0o644 as libc::c_uint) };
-        if fd < 0 {
-            Err(crate::errno::last())
-        } else {
-            Ok(fd)
-        }
-    })?;
-    Ok(fd)
+    // The mode is used only with O_CREAT.
+    let (flags, mode) = (OFlag::from_bits_retain(hflags), Mode::from_bits_truncate(0o644));
+    blocking(std::ptr::null_mut(), || nix::fcntl::open(path, flags, mode).map_err(crate::errno::nix))
 }
 
 fn to_cstring(path: &str) -> Result<CString, Errno> {
     CString::new(path).map_err(|_| Errno(EINVAL))
 }
 
-fn fstat(fd: c_int) -> Result<libc::stat, Errno> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is writable.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(crate::errno::last());
-    }
-    Ok(st)
+fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat, Errno> {
+    nix::sys::stat::fstat(fd.as_raw_fd()).map_err(crate::errno::nix)
 }
 
 /// The size of the device open on `fd`: `BLKGETSIZE64`, else the end
 /// offset.
-fn device_size(fd: c_int) -> Result<u64, Errno> {
+fn device_size(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 to `size`.
-    if unsafe { libc::ioctl(fd, BLKGETSIZE64 as _, &mut size as *mut u64) } == 0 {
+    // SAFETY: BLKGETSIZE64 writes one u64 to `size`; `fd` is open.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) } == 0 {
         return Ok(size);
     }
-    // SAFETY: lseek has no memory-safety preconditions.
-    let end = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
-    if end < 0 {
-        return Err(crate::errno::last());
-    }
+    let end = nix::unistd::lseek(fd.as_raw_fd(), 0, Whence::SeekEnd).map_err(crate::errno::nix)?;
     Ok(end as u64)
 }
 
 fn getfileinfo_cstr(path: &CStr) -> Result<(u64, FileType), Errno> {
     blocking(std::ptr::null_mut(), || {
-        // SAFETY: a zeroed stat is a valid out-parameter.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `path` is NUL-terminated; `st` is writable.
-        if unsafe { libc::stat(path.as_ptr(), &mut st) } != 0 {
-            return Err(crate::errno::last());
-        }
+        let st = nix::sys::stat::stat(path).map_err(crate::errno::nix)?;
         let ft = FileType::from_mode(st.st_mode);
         let size = match ft {
             FileType::Blk | FileType::Chr => {
                 // Devices: ask the device. A block device must answer; a
                 // character device that cannot say has size 0.
-                let oflags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-                // SAFETY: `path` is NUL-terminated.
-                let fd = unsafe { libc::open(path.as_ptr(), oflags) };
-                if fd < 0 {
-                    if ft == FileType::Blk {
-                        return Err(crate::errno::last());
-                    }
-                    0
-                } else {
-                    let r = device_size(fd);
-                    // SAFETY: `fd` was opened above and is closed once.
-                    unsafe { libc::close(fd) };
-                    match r {
-                        Ok(n) => n,
-                        Err(e) if ft == FileType::Blk => return Err(e),
-                        Err(_) => 0,
+                let oflags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+                match nix::fcntl::open(path, oflags, Mode::empty()) {
+                    Err(e) if ft == FileType::Blk => return Err(crate::errno::nix(e)),
+                    Err(_) => 0,
+                    Ok(fd) => {
+                        // SAFETY: `fd` was just opened and is owned (and
+                        // closed) only here.
+                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                        match device_size(fd.as_fd()) {
+                            Ok(n) => n,
+                            Err(e) if ft == FileType::Blk => return Err(e),
+                            Err(_) => 0,
+                        }
                     }
                 }
             }
@@ -194,43 +174,21 @@ pub fn syncfd(fd: i32, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
         return Ok(());
     }
     blocking(std::ptr::null_mut(), || {
-        // SAFETY: fsync/fdatasync have no memory-safety preconditions.
-        let r = unsafe {
-            if flags & SYNCFD_SYNC != 0 {
-                libc::fsync(fd)
-            } else {
-                libc::fdatasync(fd)
-            }
-        };
-        if r != 0 {
-            Err(crate::errno::last())
-        } else {
-            Ok(())
-        }
+        let r = if flags & SYNCFD_SYNC != 0 { nix::unistd::fsync(fd) } else { nix::unistd::fdatasync(fd) };
+        r.map_err(crate::errno::nix)
     })
 }
 
 /// Read into `buf` at `off` until it is full, end of file, or an error
 /// (after some bytes: the count so far). No unscheduling here.
-///
-/// # Safety
-/// `buf` must be valid for writes of `len` bytes, and not otherwise
-/// borrowed, for the duration of the call.
-pub(crate) unsafe fn pread_full(fd: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+pub(crate) fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], off: i64) -> (usize, Option<Errno>) {
     let mut done = 0usize;
-    while done < len {
-        // SAFETY: the caller provides `len` writable bytes at `buf`.
-        let n = unsafe { libc::pread(fd, buf.add(done).cast(), len - done, off.saturating_add(done as i64)) };
-        if n > 0 {
-            done += n as usize;
-        } else if n == 0 {
-            break;
-        } else {
-            let e = crate::errno::last();
-            if e.0 == crate::errno::EINTR {
-                continue;
-            }
-            return (done, Some(e));
+    while done < buf.len() {
+        match nix::sys::uio::pread(fd, &mut buf[done..], off.saturating_add(done as i64)) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return (done, Some(crate::errno::nix(e))),
         }
     }
     (done, None)
@@ -238,25 +196,14 @@ pub(crate) unsafe fn pread_full(fd: c_int, buf: *mut u8, len: usize, off: i64) -
 
 /// Write `buf` at `off` completely, or until an error (reporting the count
 /// written before it). No unscheduling here.
-///
-/// # Safety
-/// `buf` must be valid for reads of `len` bytes for the duration of the
-/// call.
-pub(crate) unsafe fn pwrite_full(fd: c_int, buf: *const u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+pub(crate) fn pwrite_full(fd: BorrowedFd<'_>, buf: &[u8], off: i64) -> (usize, Option<Errno>) {
     let mut done = 0usize;
-    while done < len {
-        // SAFETY: the caller provides `len` readable bytes at `buf`.
-        let n = unsafe { libc::pwrite(fd, buf.add(done).cast(), len - done, off.saturating_add(done as i64)) };
-        if n > 0 {
-            done += n as usize;
-        } else if n == 0 {
-            return (done, Some(Errno(crate::errno::EIO)));
-        } else {
-            let e = crate::errno::last();
-            if e.0 == crate::errno::EINTR {
-                continue;
-            }
-            return (done, Some(e));
+    while done < buf.len() {
+        match nix::sys::uio::pwrite(fd, &buf[done..], off.saturating_add(done as i64)) {
+            Ok(0) => return (done, Some(Errno(crate::errno::EIO))),
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return (done, Some(crate::errno::nix(e))),
         }
     }
     (done, None)
@@ -269,14 +216,16 @@ fn check_off(off: u64) -> Result<i64, Errno> {
 /// A host file opened for the kernel; the descriptor is closed on drop.
 #[derive(Debug)]
 pub struct HostFile {
-    fd: c_int,
+    fd: OwnedFd,
 }
 
 impl HostFile {
     /// Open `path` with `RUMPUSER_OPEN_*` `flags`.
     pub fn open(path: &str, flags: i32) -> Result<HostFile, Errno> {
         let c = to_cstring(path)?;
-        Ok(HostFile { fd: open_cstr(&c, flags)? })
+        let fd = open_cstr(&c, flags)?;
+        // SAFETY: `fd` was just opened and has no other owner.
+        Ok(unsafe { HostFile::from_raw_fd(fd) })
     }
 
     /// Take ownership of an open descriptor.
@@ -284,26 +233,24 @@ impl HostFile {
     /// # Safety
     /// `fd` is open and owned by nobody else.
     pub unsafe fn from_raw_fd(fd: i32) -> HostFile {
-        HostFile { fd }
+        // SAFETY: per the caller.
+        HostFile { fd: unsafe { OwnedFd::from_raw_fd(fd) } }
     }
 
     /// Give up ownership of the descriptor (it is not closed).
     pub fn into_raw_fd(self) -> i32 {
-        let fd = self.fd;
-        std::mem::forget(self);
-        fd
+        self.fd.into_raw_fd()
     }
 
     /// The host descriptor (for `rumpuser_bio`, [`crate::bio`]).
     pub fn fd(&self) -> i32 {
-        self.fd
+        self.fd.as_raw_fd()
     }
 
     /// Read at `off` until `buf` is full or end of file; returns the count.
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         let off = check_off(off)?;
-        // SAFETY: an exclusive borrow of `buf`, for the call.
-        let (n, err) = blocking(std::ptr::null_mut(), || unsafe { pread_full(self.fd, buf.as_mut_ptr(), buf.len(), off) });
+        let (n, err) = blocking(std::ptr::null_mut(), || pread_full(self.fd.as_fd(), buf, off));
         match err {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
@@ -314,8 +261,7 @@ impl HostFile {
     /// error stopped it after some bytes).
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<usize, Errno> {
         let off = check_off(off)?;
-        // SAFETY: a shared borrow of `buf`, for the call.
-        let (n, err) = blocking(std::ptr::null_mut(), || unsafe { pwrite_full(self.fd, buf.as_ptr(), buf.len(), off) });
+        let (n, err) = blocking(std::ptr::null_mut(), || pwrite_full(self.fd.as_fd(), buf, off));
         match err {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
@@ -324,46 +270,36 @@ impl HostFile {
 
     /// `rumpuser_syncfd` on this file (see [`syncfd`]).
     pub fn syncfd(&self, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
-        syncfd(self.fd, flags, start, len)
+        syncfd(self.fd(), flags, start, len)
     }
 
     /// The file's size; for a block device, the device's size.
     pub fn size(&self) -> Result<u64, Errno> {
-        let st = fstat(self.fd)?;
+        let st = fstat(self.fd.as_fd())?;
         match FileType::from_mode(st.st_mode) {
-            FileType::Blk => device_size(self.fd),
+            FileType::Blk => device_size(self.fd.as_fd()),
             _ => Ok(st.st_size as u64),
         }
     }
 
     /// The file's `RUMPUSER_FT_*` type.
     pub fn file_type(&self) -> Result<FileType, Errno> {
-        Ok(FileType::from_mode(fstat(self.fd)?.st_mode))
+        Ok(FileType::from_mode(fstat(self.fd.as_fd())?.st_mode))
     }
 
     /// Truncate or extend a regular file to `len` bytes.
     pub fn set_len(&self, len: u64) -> Result<(), Errno> {
         let len = check_off(len)?;
-        blocking(std::ptr::null_mut(), || {
-            // SAFETY: ftruncate has no memory-safety preconditions.
-            if unsafe { libc::ftruncate(self.fd, len) } != 0 {
-                Err(crate::errno::last())
-            } else {
-                Ok(())
-            }
-        })
+        blocking(std::ptr::null_mut(), || nix::unistd::ftruncate(&self.fd, len).map_err(crate::errno::nix))
     }
 
     /// Flush (`fsync`) and close, reporting errors that drop would ignore.
     pub fn close(self) -> Result<(), Errno> {
-        let fd = self.into_raw_fd();
+        let fd: RawFd = self.into_raw_fd();
         blocking(std::ptr::null_mut(), || {
-            // SAFETY: we own `fd` and close it once.
-            let s = unsafe { libc::fsync(fd) };
-            let se = if s != 0 { Some(crate::errno::last()) } else { None };
-            // SAFETY: as above.
-            let c = unsafe { libc::close(fd) };
-            let ce = if c != 0 { Some(crate::errno::last()) } else { None };
+            let se = nix::unistd::fsync(fd).err().map(crate::errno::nix);
+            // We own `fd` and close it once.
+            let ce = nix::unistd::close(fd).err().map(crate::errno::nix);
             // fsync on a pipe or terminal is EINVAL: not a failure to close.
             match (se, ce) {
                 (_, Some(e)) => Err(e),
@@ -371,13 +307,6 @@ impl HostFile {
                 _ => Ok(()),
             }
         })
-    }
-}
-
-impl Drop for HostFile {
-    fn drop(&mut self) {
-        // SAFETY: we own the descriptor and close it once.
-        unsafe { libc::close(self.fd) };
     }
 }
 

@@ -43,8 +43,7 @@ pub fn anonmmap(prefaddr: usize, size: usize, alignbit: u32, exec: bool) -> Resu
         return Err(Errno(EINVAL));
     }
     let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(0).max(4096) as usize;
     let align = if alignbit == 0 {
         page
     } else {

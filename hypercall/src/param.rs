@@ -18,12 +18,10 @@ pub const PARAM_HOSTNAME: &str = "_RUMPUSER_HOSTNAME";
 
 /// The host's online CPU count (at least 1).
 pub fn host_ncpu() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n < 1 {
-        1
-    } else {
-        n as usize
+    use nix::unistd::{sysconf, SysconfVar};
+    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n >= 1 => n as usize,
+        _ => 1,
     }
 }
 
@@ -46,13 +44,7 @@ pub fn ncpu() -> usize {
 
 /// The host's name (`gethostname`).
 pub fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for its length.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+    nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned())
 }
 
 /// The kernel's host name: `rump-<pid>.<host name>`.

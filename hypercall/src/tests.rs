@@ -387,7 +387,7 @@ fn bio_wait_and_submit() {
     let f = HostFile::open(p.to_str().expect("utf-8"), OPEN_RDWR | OPEN_CREATE | OPEN_BIO).expect("create");
     let mut data = vec![0xa5u8; 65536];
     let c0 = counts();
-    // SAFETY: a live local buffer of that length.
+    // SAFETY: the buffer outlives the synchronous call.
     assert_eq!(unsafe { bio_wait(f.fd(), BIO_WRITE | BIO_SYNC, data.as_mut_ptr(), data.len(), 0) }.expect("write"), 65536);
     if let Some(d) = delta(c0) {
         assert_eq!(d, (1, 1));
@@ -397,10 +397,12 @@ fn bio_wait_and_submit() {
     assert_eq!(back.len(), 65536);
     assert!(back.iter().all(|&b| b == 0xa5));
     let mut rbuf = vec![0u8; 70000];
-    // SAFETY (these four): live local buffers of the lengths given.
+    // SAFETY: the buffer outlives the synchronous call.
     assert_eq!(unsafe { bio_wait(f.fd(), BIO_READ, rbuf.as_mut_ptr(), rbuf.len(), 0) }.expect("short"), 65536);
-    assert_eq!(unsafe { bio_wait(-1, BIO_READ, rbuf.as_mut_ptr(), 16, 0) }.err().map(|e| e.0), Some(EBADF));
-    assert_eq!(unsafe { bio_wait(f.fd(), 0, rbuf.as_mut_ptr(), 16, 0) }.err().map(|e| e.0), Some(EINVAL));
+    // SAFETY: the buffer outlives the synchronous call.
+    assert_eq!(unsafe { bio_wait(-1, BIO_READ, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0), Some(EBADF));
+    // SAFETY: the buffer outlives the synchronous call.
+    assert_eq!(unsafe { bio_wait(f.fd(), 0, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0), Some(EINVAL));
     assert_eq!(write_at(f.fd(), b"abc", 10, true).expect("write_at"), 3);
     let mut three = [0u8; 3];
     assert_eq!(read_at(f.fd(), &mut three, 10).expect("read_at"), 3);
@@ -411,7 +413,7 @@ fn bio_wait_and_submit() {
     let mut bufs: Vec<Vec<u8>> = (0..32).map(|i| vec![i as u8; 4096]).collect();
     for (i, b) in bufs.iter_mut().enumerate() {
         let tx = tx.clone();
-        // SAFETY: `bufs` outlives every completion (all are awaited below).
+        // SAFETY: `bufs` and `f` outlive every completion, awaited below.
         unsafe { bio_submit(
             f.fd(),
             BIO_WRITE,

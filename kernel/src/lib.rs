@@ -16,6 +16,7 @@
 //! are what the halt subsystem builds its sequence on.
 
 pub mod copy;
+pub mod error;
 pub mod etfs;
 pub mod host;
 pub mod local;
@@ -38,6 +39,7 @@ use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 use rumpuser::locks::RwLock;
 
+pub use error::MemlimitError;
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;
 pub use netbsd_abi;
@@ -83,26 +85,27 @@ pub struct KernelConfig {
 /// The host's physical memory in bytes.
 fn host_physmem() -> u64 {
     use nix::unistd::{sysconf, SysconfVar};
-    match (sysconf(SysconfVar::_PHYS_PAGES), sysconf(SysconfVar::PAGE_SIZE)) {
-        (Ok(Some(pages)), Ok(Some(psize))) if pages > 0 && psize > 0 => pages as u64 * psize as u64,
+    let conf = |v| sysconf(v).ok().flatten().filter(|&n| n > 0);
+    match (conf(SysconfVar::_PHYS_PAGES), conf(SysconfVar::PAGE_SIZE)) {
+        (Some(pages), Some(psize)) => pages as u64 * psize as u64,
         _ => 1 << 30,
     }
 }
 
 /// Parse a memory limit: a `dd`-style size (`512m`, `2g`, plain bytes) or
 /// a percentage of host memory (`25%`).
-pub fn parse_memlimit(s: &str) -> Result<u64, String> {
+pub fn parse_memlimit(s: &str) -> Result<u64, MemlimitError> {
     let s = s.trim();
     if let Some(p) = s.strip_suffix('%') {
-        let p: u64 = p.trim().parse().map_err(|_| format!("bad memory limit \"{s}\""))?;
+        let p: u64 = p.trim().parse().map_err(|_| MemlimitError::BadPercent(s.to_string()))?;
         if p == 0 || p > 100 {
-            return Err(format!("bad memory limit \"{s}\": percentage must be 1-100"));
+            return Err(MemlimitError::PercentRange(s.to_string()));
         }
         return Ok(host_physmem() / 100 * p);
     }
-    let v = etfs::parse_size(s)?;
+    let v = etfs::parse_size(s).map_err(MemlimitError::Size)?;
     if v == 0 {
-        return Err(format!("bad memory limit \"{s}\": must be more than 0"));
+        return Err(MemlimitError::Zero(s.to_string()));
     }
     Ok(v)
 }

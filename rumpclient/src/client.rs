@@ -1,10 +1,13 @@
 //! The connection to a rump kernel and the remote syscall loop.
 
-use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use memmap2::MmapMut;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 use parking_lot::Mutex;
 
 use netbsd_abi::errno::{Errno, EFAULT};
@@ -84,11 +87,6 @@ fn within(base: u64, size: usize, addr: u64, len: u64) -> Option<usize> {
     }
 }
 
-/// Anonymous memory the server asked for (ANONMMAP); ours until drop.
-struct AnonMap {
-    addr: usize,
-    len: usize,
-}
 
 /// The fork cookie from [`Client::prefork`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +98,8 @@ struct Inner {
     fd: OwnedFd,
     rb: FrameReader,
     next_reqno: u64,
-    maps: Vec<AnonMap>,
+    /// Anonymous memory the server asked for (ANONMMAP); ours until drop.
+    maps: Vec<MmapMut>,
     broken: bool,
     /// Signals the server asked us to raise (host numbers), delivered after
     /// the current call returns.
@@ -117,18 +116,6 @@ pub struct Client {
     url: String,
 }
 
-// SAFETY: the raw addresses in `maps` are owned mappings, touched only under
-// the mutex.
-unsafe impl Send for Inner {}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for m in &self.maps {
-            // SAFETY: each mapping was created by mmap with this length.
-            unsafe { libc::munmap(m.addr as *mut c_void, m.len) };
-        }
-    }
-}
 
 /// The name this program gives the server (NetBSD sends `getprogname()`).
 pub fn progname() -> String {
@@ -254,7 +241,7 @@ impl Client {
     fn read_banner(&self) -> Result<wire::Banner, Error> {
         let mut g = self.inner.lock();
         let fd = g.fd.as_raw_fd();
-        set_rcvtimeo(fd, Some(Duration::from_secs(30)));
+        set_rcvtimeo(&g.fd, Some(Duration::from_secs(30)));
         let mut line = Vec::new();
         let r = loop {
             let b = match g.rb.byte(&mut Fd(fd)) {
@@ -266,7 +253,7 @@ impl Client {
                 break Ok(());
             }
         };
-        set_rcvtimeo(fd, None);
+        set_rcvtimeo(&g.fd, None);
         if let Err(e) = r {
             return Err(self.read_failed(&mut g, e, "reading banner"));
         }
@@ -315,9 +302,8 @@ impl Client {
         let r = self.transact_locked(&mut g, ty, arg, parts, regions);
         let sigs = std::mem::take(&mut g.signals);
         drop(g);
-        for s in sigs {
-            // SAFETY: raise(3) with a valid host signal number.
-            unsafe { libc::raise(s) };
+        for s in sigs.into_iter().filter_map(|s| Signal::try_from(s).ok()) {
+            let _ = nix::sys::signal::raise(s);
         }
         r
     }
@@ -412,8 +398,8 @@ impl Client {
                 let n64 = n as u64;
                 // The data length is what the frame carries; `cd.len` must agree.
                 let ok = cd.len == n64;
-                let maps = std::mem::take(&mut g.maps);
-                let dst = if ok { find_writable(regions, &maps, cd.addr, n64) } else { None };
+                let mut maps = std::mem::take(&mut g.maps);
+                let dst = if ok { find_writable(regions, &mut maps, cd.addr, n64) } else { None };
                 let r = match dst {
                     Some(d) => g.rb.read_into(&mut Fd(fd), d),
                     None => {
@@ -427,27 +413,18 @@ impl Client {
             Type::Anonmmap => {
                 let p = g.rb.read_vec(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "anonmmap"))?;
                 let len = wire::u64_at(&p).unwrap_or(0) as usize;
-                let addr = if len == 0 {
-                    0
-                } else {
-                    // SAFETY: a fresh private anonymous mapping; no memory of
-                    // ours is affected.
-                    let a = unsafe {
-                        libc::mmap(
-                            std::ptr::null_mut(),
-                            len,
-                            libc::PROT_READ | libc::PROT_WRITE,
-                            libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
-                            -1,
-                            0,
-                        )
-                    };
-                    if a == libc::MAP_FAILED {
-                        0
-                    } else {
-                        g.maps.push(AnonMap { addr: a as usize, len });
-                        a as u64
-                    }
+                let addr = match len {
+                    0 => 0,
+                    // A fresh private anonymous mapping, unmapped with the
+                    // connection.
+                    _ => match MmapMut::map_anon(len) {
+                        Ok(mut m) => {
+                            let a = m.as_mut_ptr() as u64;
+                            g.maps.push(m);
+                            a
+                        }
+                        Err(_) => 0,
+                    },
                 };
                 let h = Header::new(Class::Resp, Type::Anonmmap, hdr.reqno, 0, 8);
                 send_all(fd, &[&h.encode(), &addr.to_le_bytes()]).map_err(|e| self.lost(g, e))
@@ -536,35 +513,25 @@ fn comm_bytes(comm: &str) -> Vec<u8> {
 }
 
 fn set_cloexec(fd: RawFd, on: bool) {
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFD);
-        if fl >= 0 {
-            let nfl = if on { fl | libc::FD_CLOEXEC } else { fl & !libc::FD_CLOEXEC };
-            libc::fcntl(fd, libc::F_SETFD, nfl);
-        }
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFD) {
+        let mut fl = FdFlag::from_bits_retain(fl);
+        fl.set(FdFlag::FD_CLOEXEC, on);
+        let _ = fcntl(fd, FcntlArg::F_SETFD(fl));
     }
 }
 
-fn set_rcvtimeo(fd: RawFd, t: Option<Duration>) {
+/// `SO_RCVTIMEO` on `fd`: `None` waits for ever.
+fn set_rcvtimeo(fd: &OwnedFd, t: Option<Duration>) {
     let tv = match t {
-        Some(d) => libc::timeval { tv_sec: d.as_secs() as libc::time_t, tv_usec: d.subsec_micros() as libc::suseconds_t },
-        None => libc::timeval { tv_sec: 0, tv_usec: 0 },
+        Some(d) => TimeVal::new(d.as_secs() as _, d.subsec_micros() as _),
+        None => TimeVal::new(0, 0),
     };
-    // SAFETY: setsockopt with a valid timeval.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    let _ = setsockopt(fd, sockopt::ReceiveTimeout, &tv);
 }
 
 /// The bytes a copyin (or copyinstr) of `len` bytes at `addr` may read.
-fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [AnonMap], addr: u64, len: u64, string: bool) -> Option<&'r [u8]> {
+fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [MmapMut], addr: u64, len: u64, string: bool) -> Option<&'r [u8]> {
     let pick = |mem: &'r [u8]| -> Option<&'r [u8]> {
         let base = mem.as_ptr() as u64;
         if string {
@@ -594,9 +561,7 @@ fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [AnonMap], addr: u64, 
         }
     }
     for m in maps {
-        // SAFETY: the mapping is ours, alive, and `m.len` bytes long.
-        let mem = unsafe { std::slice::from_raw_parts(m.addr as *const u8, m.len) };
-        if let Some(d) = pick(mem) {
+        if let Some(d) = pick(m) {
             return Some(d);
         }
     }
@@ -604,7 +569,7 @@ fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [AnonMap], addr: u64, 
 }
 
 /// The bytes a copyout of `len` bytes to `addr` may write.
-fn find_writable<'r>(regions: &'r mut [Region<'_>], maps: &'r [AnonMap], addr: u64, len: u64) -> Option<&'r mut [u8]> {
+fn find_writable<'r>(regions: &'r mut [Region<'_>], maps: &'r mut [MmapMut], addr: u64, len: u64) -> Option<&'r mut [u8]> {
     for r in regions.iter_mut() {
         if let Some(m) = r.writable() {
             if let Some(o) = within(m.as_ptr() as u64, m.len(), addr, len) {
@@ -613,11 +578,8 @@ fn find_writable<'r>(regions: &'r mut [Region<'_>], maps: &'r [AnonMap], addr: u
         }
     }
     for m in maps {
-        if let Some(o) = within(m.addr as u64, m.len, addr, len) {
-            // SAFETY: the mapping is ours and alive; nothing else refers to
-            // it while the client lock is held.
-            let mem = unsafe { std::slice::from_raw_parts_mut(m.addr as *mut u8, m.len) };
-            return Some(&mut mem[o..o + len as usize]);
+        if let Some(o) = within(m.as_ptr() as u64, m.len(), addr, len) {
+            return Some(&mut m[o..o + len as usize]);
         }
     }
     None
@@ -642,9 +604,9 @@ mod tests {
         assert_eq!(find_readable(&regs, &[], pa, 100, true), Some(&b"hello\0"[..]));
         assert_eq!(find_readable(&regs, &[], pa, 3, true), Some(&b"hel"[..]));
         assert_eq!(find_readable(&regs, &[], pa + 6, 100, true), None);
-        assert!(find_writable(&mut regs, &[], pb, 8).is_some());
-        assert!(find_writable(&mut regs, &[], pb + 1, 8).is_none());
-        assert!(find_writable(&mut regs, &[], pa, 1).is_none(), "read-only region");
+        assert!(find_writable(&mut regs, &mut [], pb, 8).is_some());
+        assert!(find_writable(&mut regs, &mut [], pb + 1, 8).is_none());
+        assert!(find_writable(&mut regs, &mut [], pa, 1).is_none(), "read-only region");
     }
 
     #[test]

@@ -1,30 +1,37 @@
 //! The client's error type.
 
-use std::fmt;
 use std::io;
 
 use netbsd_abi::errno::{self, Errno};
 use netbsd_abi::sp::ProtoError;
 
 /// What went wrong talking to a rump kernel.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `RUMP_SERVER` is not set.
+    #[error("RUMP_SERVER not set")]
     NoServer,
     /// `RUMP_SERVER` is set but empty.
+    #[error("RUMP_SERVER is empty (expected unix://PATH or tcp://ADDR:PORT)")]
     EmptyServer,
     /// The URL could not be understood.
+    #[error("{url}: {reason}")]
     Url { url: String, reason: String },
     /// Connecting failed (no such socket, refused, ...).
+    #[error("connect {url}: {}", io_text(.source))]
     Connect { url: String, source: io::Error },
     /// The connection broke (server exited or dropped us).
+    #[error("{url}: connection to server lost{}", lost_text(.source))]
     Lost { url: String, source: Option<io::Error> },
     /// The server said something this client does not understand.
+    #[error("{url}: protocol error: {what}")]
     Protocol { url: String, what: String },
     /// The server refused a request with a protocol error.
+    #[error("{url}: server refused: {error}")]
     Refused { url: String, error: ProtoError },
     /// The system call failed with this NetBSD errno.
-    Errno(Errno),
+    #[error("{}", .0.description())]
+    Errno(#[from] Errno),
 }
 
 /// The host's text for an I/O error, without Rust's "(os error N)".
@@ -36,33 +43,9 @@ pub(crate) fn io_text(e: &io::Error) -> String {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::NoServer => f.write_str("RUMP_SERVER not set"),
-            Error::EmptyServer => f.write_str("RUMP_SERVER is empty (expected unix://PATH or tcp://ADDR:PORT)"),
-            Error::Url { url, reason } => write!(f, "{url}: {reason}"),
-            Error::Connect { url, source } => write!(f, "connect {url}: {}", io_text(source)),
-            Error::Lost { url, source: Some(e) } => {
-                write!(f, "{url}: connection to server lost: {}", io_text(e))
-            }
-            Error::Lost { url, source: None } => write!(f, "{url}: connection to server lost"),
-            Error::Protocol { url, what } => write!(f, "{url}: protocol error: {what}"),
-            Error::Refused { url, error } => write!(f, "{url}: server refused: {error}"),
-            Error::Errno(e) => f.write_str(&e.description()),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Connect { source, .. } => Some(source),
-            Error::Lost { source: Some(e), .. } => Some(e),
-            Error::Errno(e) => Some(e),
-            _ => None,
-        }
-    }
+/// What follows "connection to server lost": the host's reason, if any.
+fn lost_text(e: &Option<io::Error>) -> String {
+    e.as_ref().map(|e| format!(": {}", io_text(e))).unwrap_or_default()
 }
 
 impl Error {
@@ -92,12 +75,6 @@ impl Error {
     /// True when the server can no longer be reached on this connection.
     pub fn is_disconnect(&self) -> bool {
         matches!(self, Error::Lost { .. } | Error::Connect { .. })
-    }
-}
-
-impl From<Errno> for Error {
-    fn from(e: Errno) -> Error {
-        Error::Errno(e)
     }
 }
 

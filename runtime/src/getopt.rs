@@ -8,10 +8,24 @@ pub struct Parsed {
     pub operands: Vec<String>,
 }
 
+/// What getopt refuses; the messages are getopt's, without the program
+/// name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GetoptError {
+    #[error("unknown option -- {0}")]
+    Unknown(char),
+    #[error("option requires an argument -- {0}")]
+    MissingArgument(char),
+}
+
 /// `spec` is a getopt string: a letter, followed by ':' if it takes a
-/// value. Errors are getopt's messages, without the program name.
-pub fn getopt(args: &[String], spec: &str) -> Result<Parsed, String> {
+/// value.
+pub fn getopt(args: &[String], spec: &str) -> Result<Parsed, GetoptError> {
     let takes = |c: char| -> Option<bool> {
+        // ':' marks a value in `spec`; it is never an option itself.
+        if c == ':' {
+            return None;
+        }
         let i = spec.find(c)?;
         Some(spec[i + c.len_utf8()..].starts_with(':'))
     };
@@ -31,8 +45,7 @@ pub fn getopt(args: &[String], spec: &str) -> Result<Parsed, String> {
         while j < chars.len() {
             let c = chars[j];
             match takes(c) {
-                None if c == ':' => return Err(format!("unknown option -- {c}")),
-                None => return Err(format!("unknown option -- {c}")),
+                None => return Err(GetoptError::Unknown(c)),
                 Some(false) => p.opts.push((c, None)),
                 Some(true) => {
                     let rest: String = chars[j + 1..].iter().collect();
@@ -42,7 +55,7 @@ pub fn getopt(args: &[String], spec: &str) -> Result<Parsed, String> {
                         i += 1;
                         match args.get(i) {
                             Some(v) => v.clone(),
-                            None => return Err(format!("option requires an argument -- {c}")),
+                            None => return Err(GetoptError::MissingArgument(c)),
                         }
                     };
                     p.opts.push((c, Some(val)));
@@ -70,8 +83,9 @@ mod tests {
         let p = getopt(&v(&["-s", "-c2", "-d", "key=/dk", "unix://x"]), "sc:d:").unwrap();
         assert_eq!(p.opts, vec![('s', None), ('c', Some("2".into())), ('d', Some("key=/dk".into()))]);
         assert_eq!(p.operands, v(&["unix://x"]));
-        assert_eq!(getopt(&v(&["-x"]), "dhn").unwrap_err(), "unknown option -- x");
-        assert_eq!(getopt(&v(&["-c"]), "c:").unwrap_err(), "option requires an argument -- c");
+        assert_eq!(getopt(&v(&["-x"]), "dhn").unwrap_err().to_string(), "unknown option -- x");
+        assert_eq!(getopt(&v(&["-c"]), "c:").unwrap_err().to_string(), "option requires an argument -- c");
+        assert_eq!(getopt(&v(&["-:"]), "c:").unwrap_err(), GetoptError::Unknown(':'));
         assert_eq!(getopt(&v(&["--", "-d"]), "d").unwrap().operands, v(&["-d"]));
     }
 }

@@ -50,6 +50,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use libloading::os::unix::{Library as DlLibrary, RTLD_GLOBAL, RTLD_NOW};
 use netbsd_abi::reboot::{RB_DUMP, RB_HALT};
 use netbsd_abi::Errno;
 use rumpkern::{DriveSize, DriveSpec, DriveType};
@@ -86,19 +87,6 @@ pub struct Library {
     pub path: String,
 }
 
-fn dlerror_string() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated message owned by
-    // the loader, valid until the next dl call on this thread.
-    unsafe {
-        let e = libc::dlerror();
-        if e.is_null() {
-            "unknown dlopen error".to_string()
-        } else {
-            CStr::from_ptr(e).to_string_lossy().into_owned()
-        }
-    }
-}
-
 extern "C" {
     fn dlinfo(handle: *mut c_void, request: c_int, info: *mut c_void) -> c_int;
 }
@@ -112,17 +100,28 @@ struct LinkMap {
 }
 
 /// The path the loader found for `handle`.
-fn handle_path(handle: *mut c_void) -> Option<String> {
+///
+/// # Safety
+/// `handle` is a live `dlopen` handle.
+unsafe fn handle_path(handle: *mut c_void) -> Option<String> {
     let mut lm: *const LinkMap = std::ptr::null();
-    // SAFETY: `handle` is a live dlopen handle; dlinfo writes one pointer.
+    // SAFETY: `handle` is live per the caller; dlinfo writes one pointer.
     if unsafe { dlinfo(handle, RTLD_DI_LINKMAP, (&mut lm as *mut *const LinkMap).cast()) } != 0 || lm.is_null() {
         return None;
     }
-    // SAFETY: the loader's link map entry and its NUL-terminated name.
+    // SAFETY: the loader's link map entry and its NUL-terminated name,
+    // alive while the object is loaded.
     unsafe {
         let n = (*lm).l_name;
         (!n.is_null()).then(|| CStr::from_ptr(n).to_string_lossy().into_owned())
     }
+}
+
+/// The global scope: the executable and every library loaded with
+/// `RTLD_GLOBAL` (`dlopen(NULL)`), for the life of the process.
+fn global_scope() -> &'static DlLibrary {
+    static G: std::sync::OnceLock<DlLibrary> = std::sync::OnceLock::new();
+    G.get_or_init(DlLibrary::this)
 }
 
 /// The short component name of a `-l` argument: `rumpvfs` for `rumpvfs`,
@@ -145,17 +144,23 @@ fn open_one(name: &str) -> Result<Library, String> {
     }
     let mut err = String::new();
     for f in &files {
-        let Ok(c) = CString::new(f.as_str()) else {
+        if f.contains('\0') {
             return Err(format!("{f}: name contains a NUL byte"));
-        };
-        // SAFETY: dlopen with a NUL-terminated name; the handle is kept
-        // for the life of the process (the kernel is never unloaded).
-        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-        if !h.is_null() {
-            let path = handle_path(h).unwrap_or_else(|| f.clone());
-            return Ok(Library { name: name.to_string(), path });
         }
-        err = dlerror_string();
+        // SAFETY: loading a NetBSD component runs its ELF constructors,
+        // which only register link-set entries; the library is kept for
+        // the life of the process (the kernel is never unloaded).
+        match unsafe { DlLibrary::open(Some(f.as_str()), RTLD_NOW | RTLD_GLOBAL) } {
+            Ok(lib) => {
+                // Never dlclose: NetBSD's kernel cannot be unloaded, so
+                // the handle is given up for good.
+                let h = lib.into_raw();
+                // SAFETY: `h` was just opened and is never closed.
+                let path = unsafe { handle_path(h) }.unwrap_or_else(|| f.clone());
+                return Ok(Library { name: name.to_string(), path });
+            }
+            Err(e) => err = e.to_string(),
+        }
     }
     Err(err)
 }
@@ -203,21 +208,26 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
 /// The address of `name` in the global scope (the executable and every
 /// library loaded with `RTLD_GLOBAL`).
 pub fn symbol(name: &str) -> Option<*mut c_void> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: dlsym with a NUL-terminated name on the global scope.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-    (!p.is_null()).then_some(p)
+    // SAFETY: the address is only returned as an untyped pointer.
+    let p = unsafe { global_scope().get::<*mut c_void>(name.as_bytes()) }.ok()?;
+    (!p.is_null()).then_some(*p)
 }
 
-fn need(name: &str) -> Result<*mut c_void, Error> {
-    symbol(name).ok_or_else(|| Error(format!("{name}: not found in the loaded NetBSD components")))
+/// The function `name` of the loaded NetBSD components, as a `T`.
+///
+/// # Safety
+/// `T` is the function pointer type of NetBSD's prototype for `name`.
+unsafe fn need<T: Copy>(name: &str) -> Result<T, Error> {
+    // SAFETY: per the caller, `T` is the symbol's type; the components
+    // stay loaded for the life of the process, so the copy stays valid.
+    let f = unsafe { global_scope().get::<T>(name.as_bytes()) };
+    f.map(|f| *f).map_err(|_| Error(format!("{name}: not found in the loaded NetBSD components")))
 }
 
 /// The thread's errno after a failed NetBSD `rump_sys_*` call: the kernel
 /// sets it through our `rumpuser_seterrno`, as a NetBSD value.
 fn sys_errno() -> Errno {
-    // SAFETY: this thread's errno slot.
-    Errno(unsafe { *libc::__errno_location() })
+    Errno(nix::errno::Errno::last_raw())
 }
 
 /// The entry points of our layer the dynamic linker does not resolve to
@@ -322,9 +332,8 @@ impl NetbsdBuilder {
             std::env::set_var("RUMP_VERBOSE", "1");
         }
 
-        let init = need("rump_init")?;
         // SAFETY: NetBSD's `int rump_init(void)`.
-        let init: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(init) };
+        let init = unsafe { need::<unsafe extern "C" fn() -> c_int>("rump_init")? };
         // SAFETY: boots the kernel once (BOOTED) on our hypercall layer.
         let e = unsafe { init() };
         if e != 0 {
@@ -366,9 +375,8 @@ impl NetbsdKernel {
     /// `rump_init_server`, which starts our sysproxy server.
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
         netbsd_abi::sp::parse_url(url, true).map_err(|e| Error(format!("{url}: {e}")))?;
-        let f = need("rump_init_server")?;
         // SAFETY: NetBSD's `int rump_init_server(const char *)`.
-        let f: unsafe extern "C" fn(*const c_char) -> c_int = unsafe { std::mem::transmute(f) };
+        let f = unsafe { need::<unsafe extern "C" fn(*const c_char) -> c_int>("rump_init_server")? };
         let c = CString::new(url).map_err(|_| Error(format!("{url}: bad URL")))?;
         // SAFETY: a NUL-terminated URL, valid for the call.
         let e = unsafe { f(c.as_ptr()) };
@@ -393,9 +401,7 @@ impl NetbsdKernel {
             .open(&d.hostpath)
             .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
         let md = f.metadata().map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
-        lock_image(&f, &md).map_err(|_| {
-            what(format!("{}: locked by another process (in use by another server?)", d.hostpath))
-        })?;
+        lock_image(&f, &md).map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
         let size = match d.size {
             DriveSize::Bytes(n) => n,
             DriveSize::Host => {
@@ -419,12 +425,11 @@ impl NetbsdKernel {
             DriveType::Chr => RUMP_ETFS_CHR,
             DriveType::Reg => RUMP_ETFS_REG,
         };
-        let reg = need("rump_pub_etfs_register_withsize")?;
+        type RegFn = unsafe extern "C" fn(*const c_char, *const c_char, c_int, u64, u64) -> c_int;
         // SAFETY: NetBSD's `int rump_pub_etfs_register_withsize(const char
         // *key, const char *hostpath, enum rump_etfs_type, uint64_t begin,
         // uint64_t size)`.
-        let reg: unsafe extern "C" fn(*const c_char, *const c_char, c_int, u64, u64) -> c_int =
-            unsafe { std::mem::transmute(reg) };
+        let reg = unsafe { need::<RegFn>("rump_pub_etfs_register_withsize")? };
         let key = CString::new(d.key.as_str()).map_err(|_| what("bad key".into()))?;
         let host = CString::new(d.hostpath.as_str()).map_err(|_| what("bad hostpath".into()))?;
         // SAFETY: NUL-terminated strings valid for the call; the kernel
@@ -441,20 +446,18 @@ impl NetbsdKernel {
     /// it, unregister it.
     pub fn load_module(&self, path: &str) -> Result<(), Error> {
         let what = |e: String| Error(format!("-m {path}: {e}"));
-        let reg = need("rump_pub_etfs_register")?;
-        let unreg = need("rump_pub_etfs_remove")?;
-        let modctl = need("rump___sysimpl_modctl")?;
+        type RegFn = unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int;
+        type UnregFn = unsafe extern "C" fn(*const c_char) -> c_int;
+        type ModctlFn = unsafe extern "C" fn(c_int, *mut c_void) -> c_int;
         // SAFETY: NetBSD's prototypes: `int rump_pub_etfs_register(const
         // char *, const char *, enum rump_etfs_type)`, `int
         // rump_pub_etfs_remove(const char *)`, `int rump_sys_modctl(int,
         // void *)`.
         let (reg, unreg, modctl) = unsafe {
             (
-                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int>(
-                    reg,
-                ),
-                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*const c_char) -> c_int>(unreg),
-                std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, *mut c_void) -> c_int>(modctl),
+                need::<RegFn>("rump_pub_etfs_register")?,
+                need::<UnregFn>("rump_pub_etfs_remove")?,
+                need::<ModctlFn>("rump___sysimpl_modctl")?,
             )
         };
         let host = CString::new(path).map_err(|_| what("bad path".into()))?;
@@ -483,9 +486,9 @@ impl NetbsdKernel {
     /// NetBSD's `getpid(2)` in this process's own kernel process (a
     /// direct, in-process system call).
     pub fn getpid(&self) -> Result<i32, Errno> {
-        let f = symbol("rump___sysimpl_getpid").ok_or(Errno(netbsd_abi::errno::ENOSYS))?;
         // SAFETY: NetBSD's `pid_t rump_sys_getpid(void)`.
-        let f: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(f) };
+        let f = unsafe { need::<unsafe extern "C" fn() -> c_int>("rump___sysimpl_getpid") }
+            .map_err(|_| Errno(netbsd_abi::errno::ENOSYS))?;
         // SAFETY: NetBSD's syscall entry schedules itself.
         let rv = unsafe { f() };
         if rv == -1 {
@@ -511,9 +514,9 @@ impl NetbsdKernel {
     /// own, which NetBSD keeps in the kernel for good; this returns once
     /// the halt has shut sysproxy down.
     pub fn reboot(&self, flags: i32) -> Result<(), Error> {
-        let f = need("rump___sysimpl_reboot")?;
+        type RebootFn = unsafe extern "C" fn(c_int, *mut c_char) -> c_int;
         // SAFETY: NetBSD's `int rump_sys_reboot(int, char *)`.
-        let f: unsafe extern "C" fn(c_int, *mut c_char) -> c_int = unsafe { std::mem::transmute(f) };
+        let f = unsafe { need::<RebootFn>("rump___sysimpl_reboot")? };
         if HALTING.swap(true, Ordering::SeqCst) {
             return Err(Error("a halt is already in progress".into()));
         }
@@ -525,12 +528,9 @@ impl NetbsdKernel {
             return Err(Error(format!("reboot: {}", e.description())));
         }
         let (tx, rx) = std::sync::mpsc::channel::<Errno>();
-        let f = f as usize;
         std::thread::Builder::new()
             .name("rump-halt".into())
             .spawn(move || {
-                // SAFETY: the same function pointer, on this thread.
-                let f: unsafe extern "C" fn(c_int, *mut c_char) -> c_int = unsafe { std::mem::transmute(f) };
                 // SAFETY: NetBSD's syscall entry schedules itself.
                 let rv = unsafe { f(flags, std::ptr::null_mut()) };
                 let _ = tx.send(if rv == -1 { sys_errno() } else { Errno(0) });
@@ -564,7 +564,7 @@ fn held_images() -> &'static std::sync::Mutex<Vec<std::fs::File>> {
 /// does: an OFD write lock on the whole file (a second drive of ours on
 /// the same file is covered by the first one's). `Err` when another
 /// process holds a conflicting lock; file systems that lock nothing pass.
-fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ()> {
+fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ImageLocked> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let mine = held_images()
@@ -574,20 +574,24 @@ fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ()> {
     if mine {
         return Ok(());
     }
-    // SAFETY: flock is plain old data; all zeros is a valid value.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: fcntl(F_OFD_SETLK) with a valid flock (whole file, l_pid 0)
-    // on a descriptor `f` owns.
-    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) } != 0 {
-        let e = std::io::Error::last_os_error().raw_os_error();
-        if e == Some(libc::EAGAIN) || e == Some(libc::EACCES) {
-            return Err(());
-        }
+    // The whole file (l_len 0), l_pid 0 as OFD locks require.
+    let fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(ImageLocked),
+        _ => Ok(()),
     }
-    Ok(())
 }
+
+/// [`lock_image`]: another process holds a conflicting lock.
+#[derive(Debug, thiserror::Error)]
+#[error("locked by another process (in use by another server?)")]
+struct ImageLocked;
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use memmap2::{Advice, MmapMut};
 use rumpuser::locks::Mutex;
 
 /// Arena size and alignment: one x86_64 huge page.
@@ -69,8 +70,15 @@ unsafe impl Sync for BlockMem {}
 struct ClassPool {
     /// Free slot addresses, most recently freed last.
     free: Vec<usize>,
-    /// Arena base address -> slots of it in use.
-    arenas: HashMap<usize, usize>,
+    /// Arena base address -> the arena.
+    arenas: HashMap<usize, Arena>,
+}
+
+/// One arena: the mapping that holds it (unmapped when this drops) and
+/// how many of its slots are in use.
+struct Arena {
+    _map: MmapMut,
+    used: usize,
 }
 
 static POOLS: [Mutex<Option<ClassPool>>; NCLASSES] = [const { Mutex::new(None) }; NCLASSES];
@@ -99,53 +107,32 @@ const THP_BACKOFF: u32 = 64;
 static THP_SKIP: AtomicU32 = AtomicU32::new(0);
 
 /// Map a new arena, 2 MiB aligned, its pages populated (huge pages when
-/// they have been paying, see the module documentation).
-fn map_arena() -> Option<usize> {
-    let len = 2 * ARENA;
-    // SAFETY: an anonymous private mapping at an address of the kernel's
-    // choosing; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
+/// they have been paying, see the module documentation). Returns the
+/// arena's base address and the mapping that holds it.
+fn map_arena() -> Option<(usize, MmapMut)> {
+    // A 2 MiB mapping usually comes 2 MiB aligned; if not, map twice that
+    // and use the aligned 2 MiB inside (the rest is never touched, so it
+    // costs address space only).
+    let mut map = MmapMut::map_anon(ARENA).ok()?;
+    if map.as_mut_ptr() as usize % ARENA != 0 {
+        drop(map);
+        map = MmapMut::map_anon(2 * ARENA).ok()?;
     }
-    let start = p as usize;
+    let start = map.as_mut_ptr() as usize;
     let base = (start + ARENA - 1) & !(ARENA - 1);
-    let head = base - start;
-    let tail = len - head - ARENA;
-    // SAFETY: both ranges lie inside the mapping just made and outside
-    // [base, base + ARENA), which we keep; nothing refers to them.
-    unsafe {
-        if head > 0 {
-            libc::munmap(start as *mut libc::c_void, head);
-        }
-        if tail > 0 {
-            libc::munmap((base + ARENA) as *mut libc::c_void, tail);
-        }
-    }
+    let off = base - start;
     let huge = THP_SKIP.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err();
     let t = Instant::now();
-    // SAFETY: advice on the arena we own, not yet handed out. Both calls
-    // are advisory: without THP the arena has small pages, without
-    // MADV_POPULATE_WRITE its pages fault in on first touch.
-    unsafe {
-        if huge {
-            libc::madvise(base as *mut libc::c_void, ARENA, libc::MADV_HUGEPAGE);
-        }
-        libc::madvise(base as *mut libc::c_void, ARENA, libc::MADV_POPULATE_WRITE);
+    // Both calls are advisory: without THP the arena has small pages,
+    // without MADV_POPULATE_WRITE its pages fault in on first touch.
+    if huge {
+        let _ = map.advise_range(Advice::HugePage, off, ARENA);
     }
+    let _ = map.advise_range(Advice::PopulateWrite, off, ARENA);
     if huge && t.elapsed() > THP_SLOW {
         THP_SKIP.store(THP_BACKOFF, Relaxed);
     }
-    Some(base)
+    Some((base, map))
 }
 
 fn alloc_slot(class: usize) -> Option<NonNull<u8>> {
@@ -157,17 +144,17 @@ fn alloc_slot(class: usize) -> Option<NonNull<u8>> {
         None => {
             // Map and populate without holding the pool.
             drop(g);
-            let base = map_arena()?;
+            let (base, map) = map_arena()?;
             g = POOLS[class].lock();
             let pool = g.get_or_insert_with(|| ClassPool { free: Vec::new(), arenas: HashMap::new() });
-            pool.arenas.insert(base, 0);
+            pool.arenas.insert(base, Arena { _map: map, used: 0 });
             // Hand out the lowest slot first, so an arena fills in order.
             pool.free.extend((1..ARENA / size).rev().map(|i| base + i * size));
             base
         }
     };
     let pool = g.as_mut()?;
-    *pool.arenas.entry(addr & !(ARENA - 1)).or_insert(0) += 1;
+    pool.arenas.get_mut(&(addr & !(ARENA - 1)))?.used += 1;
     NonNull::new(addr as *mut u8)
 }
 
@@ -179,15 +166,16 @@ fn free_slot(class: usize, ptr: NonNull<u8>) {
     let mut g = POOLS[class].lock();
     let Some(pool) = g.as_mut() else { return };
     pool.free.push(addr);
-    let Some(used) = pool.arenas.get_mut(&base) else { return };
-    *used -= 1;
-    if *used == 0 && pool.free.len() >= 2 * per_arena {
-        pool.arenas.remove(&base);
+    let Some(arena) = pool.arenas.get_mut(&base) else { return };
+    arena.used -= 1;
+    if arena.used == 0 && pool.free.len() >= 2 * per_arena {
+        // Every slot of this arena is free (none is referenced by a
+        // BlockMem) and none stays on the free list: unmap it, outside
+        // the pool's lock.
+        let arena = pool.arenas.remove(&base);
         pool.free.retain(|&a| a & !(ARENA - 1) != base);
         drop(g);
-        // SAFETY: every slot of this arena is free (none is referenced by
-        // a BlockMem) and none is on the free list any more.
-        unsafe { libc::munmap(base as *mut libc::c_void, ARENA) };
+        drop(arena);
     }
 }
 

@@ -66,25 +66,27 @@ impl FromStr for FaultMode {
             "write-hang" => Ok(FaultMode::WriteHang),
             "flush-error" => Ok(FaultMode::FlushError),
             "write-spin" => Ok(FaultMode::WriteSpin),
-            "" => Err(FaultSpecError("empty fault mode (expected write-error, write-hang, write-spin or flush-error)".into())),
-            _ => Err(FaultSpecError(format!(
-                "unknown fault mode \"{s}\" (expected write-error, write-hang, write-spin or flush-error)"
-            ))),
+            "" => Err(FaultSpecError::EmptyMode),
+            _ => Err(FaultSpecError::UnknownMode(s.to_string())),
         }
     }
 }
 
 /// A fault spec that does not parse; the message says why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FaultSpecError(pub String);
-
-impl fmt::Display for FaultSpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultSpecError {
+    #[error("empty fault mode (expected write-error, write-hang, write-spin or flush-error)")]
+    EmptyMode,
+    #[error("unknown fault mode \"{0}\" (expected write-error, write-hang, write-spin or flush-error)")]
+    UnknownMode(String),
+    #[error("empty fault spec (expected MODE[:CONTROLFILE], MODE one of write-error, write-hang, write-spin, flush-error)")]
+    EmptySpec,
+    /// The spec, and what is wrong with its mode.
+    #[error("fault spec \"{spec}\": {mode}")]
+    BadMode { spec: String, mode: Box<FaultSpecError> },
+    #[error("fault spec \"{0}\": empty control file path after ':'")]
+    EmptyControlFile(String),
 }
-
-impl std::error::Error for FaultSpecError {}
 
 /// The switch behind one or more [`FaultyDrive`]s.
 #[derive(Debug, Default)]
@@ -111,15 +113,14 @@ impl FaultControl {
             None => (spec, None),
         };
         if spec.is_empty() {
-            return Err(FaultSpecError(
-                "empty fault spec (expected MODE[:CONTROLFILE], MODE one of write-error, write-hang, write-spin, flush-error)"
-                    .into(),
-            ));
+            return Err(FaultSpecError::EmptySpec);
         }
-        let mode: FaultMode = mode.parse().map_err(|e: FaultSpecError| FaultSpecError(format!("fault spec \"{spec}\": {e}")))?;
+        let mode: FaultMode = mode
+            .parse()
+            .map_err(|e: FaultSpecError| FaultSpecError::BadMode { spec: spec.to_string(), mode: Box::new(e) })?;
         match file {
             None => Ok(FaultControl::new(mode)),
-            Some("") => Err(FaultSpecError(format!("fault spec \"{spec}\": empty control file path after ':'"))),
+            Some("") => Err(FaultSpecError::EmptyControlFile(spec.to_string())),
             Some(f) => Ok(FaultControl {
                 mode: Mutex::new(FaultMode::None),
                 changed: Condvar::new(),

@@ -12,6 +12,8 @@ use std::process::exit;
 
 use std::sync::OnceLock;
 
+use nix::sys::signal::{SigSet, Signal};
+
 use rumprun::getopt::getopt;
 use rumprun::netbsd::NetbsdKernel;
 use rumprun::{parse_memlimit, tool, Rump};
@@ -66,7 +68,7 @@ fn parse_args() -> Opts {
     if tool::help_requested(&args) {
         tool::print_help(&help());
     }
-    let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e));
+    let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e.to_string()));
     let mut o = Opts {
         foreground: false,
         verbosity: 0,
@@ -93,7 +95,7 @@ fn parse_args() -> Opts {
             'r' => match parse_memlimit(&v) {
                 Ok(n) => o.memlimit = Some(n),
                 // Name the value once: `-r 1x: bad size: ...`.
-                Err(e) => usage(&format!("-r {v}: {}", e.replace(&format!(" \"{}\"", v.trim()), ""))),
+                Err(e) => usage(&format!("-r {v}: {}", e.to_string().replace(&format!(" \"{}\"", v.trim()), ""))),
             },
             _ => usage(""),
         }
@@ -179,24 +181,25 @@ fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
 
 /// Block SIGTERM and SIGINT in every thread; one thread takes them with
 /// sigwait and turns them into a halt.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: the sigset is initialised by sigemptyset before use and
-    // pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if let Err(e) = set.thread_block() {
+        eprintln!("{}: pthread_sigmask: {e}", prog());
+        exit(1);
     }
+    set
 }
 
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is an initialised sigset and `sig` a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+fn wait_signal(set: &SigSet) -> Signal {
+    loop {
+        match set.wait() {
+            Ok(sig) => return sig,
+            // sigwait fails only on a bad set; retry as the C loop would.
+            Err(_) => continue,
+        }
+    }
 }
 
 fn main() {
@@ -237,15 +240,11 @@ fn main() {
     }
 }
 
-fn signame(sig: i32) -> String {
-    match sig {
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGINT => "SIGINT".into(),
-        n => format!("signal {n}"),
-    }
+fn signame(sig: Signal) -> &'static str {
+    sig.as_str()
 }
 
-fn serve_builtin(_o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
+fn serve_builtin(_o: &Opts, set: &SigSet, rump: Rump) -> ! {
     let rump = std::sync::Arc::new(rump);
     loop {
         let sig = wait_signal(set);
@@ -275,7 +274,7 @@ fn serve_builtin(_o: &Opts, set: &libc::sigset_t, rump: Rump) -> ! {
 /// NetBSD's kernel halts itself (its `cpu_reboot` ends in our
 /// `rumpuser_sp_fini` and `rumpuser_exit`); a signal asks it to, as
 /// `rump.halt` with no flags would.
-fn serve_netbsd(_o: &Opts, set: &libc::sigset_t, k: NetbsdKernel) -> ! {
+fn serve_netbsd(_o: &Opts, set: &SigSet, k: NetbsdKernel) -> ! {
     loop {
         let sig = wait_signal(set);
         if k.halted() {

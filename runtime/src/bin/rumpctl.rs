@@ -300,7 +300,7 @@ fn main() {
     if tool::help_requested(&args) {
         tool::print_help(&help());
     }
-    let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e));
+    let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e.to_string()));
     let Some((cmd, rest)) = g.operands.split_first() else { usage("missing command") };
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
     if cmd == "fuse" {
