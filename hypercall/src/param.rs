@@ -118,7 +118,7 @@ pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void
         };
         // SAFETY: n + 1 <= buflen bytes are writable at `buf`.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n + 1) };
-        dst[..n].copy_from_slice(bytes);
+        dst[..n].copy_from_slice(&bytes[..n]);
         dst[n] = 0;
         0
     })
