@@ -17,22 +17,14 @@ use netbsd_abi::errno::{EFBIG, ENOSPC};
 use netbsd_abi::fcntl::{O_CREAT, O_RDWR, O_WRONLY};
 
 fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on this test process with a valid pointer.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = r.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, max)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, max, max);
     }
 }
 
 fn nofile() -> u64 {
-    // SAFETY: getrlimit with a valid pointer.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur
-    }
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(cur, _)| cur)
 }
 
 fn server_env(d: &Path, args: &[&str], env: &[(&'static str, &str)]) -> Server {
@@ -279,7 +271,7 @@ fn socket_mode_with(env: &[(&str, &str)]) -> Result<u32, (i32, String)> {
     // SAFETY: umask(2) is async-signal-safe and touches only the child.
     unsafe {
         cmd.pre_exec(|| {
-            libc::umask(0o022);
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
             Ok(())
         });
     }

@@ -191,8 +191,8 @@ impl Srv {
             // SAFETY: setrlimit only, between fork and exec.
             unsafe {
                 cmd.pre_exec(|| {
-                    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-                    libc::setrlimit(libc::RLIMIT_CORE, &lim);
+                    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+                    let _ = setrlimit(Resource::RLIMIT_CORE, RLIM_INFINITY, RLIM_INFINITY);
                     Ok(())
                 });
             }

@@ -117,19 +117,6 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn round_trip() {
-        let s = Stat { dev: 1, mode: S_IFREG | 0o644, ino: 7, nlink: 2, uid: 3, gid: 4, rdev: 5,
-            atime: Timespec { sec: 10, nsec: 11 }, mtime: Timespec { sec: 12, nsec: 13 },
-            ctime: Timespec { sec: 14, nsec: 15 }, birthtime: Timespec { sec: 16, nsec: 17 },
-            size: 1 << 40, blocks: 8, blksize: 4096, flags: 0, gen: 9 };
-        assert_eq!(Stat::decode(&s.encode()), Some(s));
-        assert_eq!(u64_at(&s.encode(), 112), 1 << 40);
-    }
-}
 
 /// `utimensat(2)`/`futimens(2)` special `tv_nsec` values.
 pub const UTIME_NOW: i64 = (1 << 30) - 1;
@@ -173,5 +160,19 @@ impl Timespec {
         b[..8].copy_from_slice(&self.sec.to_le_bytes());
         b[8..12].copy_from_slice(&((self.nsec / 1000) as i32).to_le_bytes());
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn round_trip() {
+        let s = Stat { dev: 1, mode: S_IFREG | 0o644, ino: 7, nlink: 2, uid: 3, gid: 4, rdev: 5,
+            atime: Timespec { sec: 10, nsec: 11 }, mtime: Timespec { sec: 12, nsec: 13 },
+            ctime: Timespec { sec: 14, nsec: 15 }, birthtime: Timespec { sec: 16, nsec: 17 },
+            size: 1 << 40, blocks: 8, blksize: 4096, flags: 0, gen: 9 };
+        assert_eq!(Stat::decode(&s.encode()), Some(s));
+        assert_eq!(u64_at(&s.encode(), 112), 1 << 40);
     }
 }

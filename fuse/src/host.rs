@@ -3,9 +3,12 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SigSet, Signal};
 
 /// The host's text for errno `e`.
 pub fn strerror(e: i32) -> String {
@@ -90,17 +93,14 @@ pub fn unmount(mnt: &Path) -> Result<(), String> {
 }
 
 /// The parent's end of [`background`]: tells it the mount is live (or not).
-pub struct Ready(Option<i32>);
+pub struct Ready(Option<OwnedFd>);
 
 impl Ready {
     /// Report success and detach from the terminal's standard streams.
     pub fn ok(mut self) {
         if let Some(fd) = self.0.take() {
-            // SAFETY: `fd` is our pipe end; one byte from a live buffer.
-            unsafe {
-                libc::write(fd, [0u8].as_ptr().cast(), 1);
-                libc::close(fd);
-            }
+            let _ = nix::unistd::write(&fd, &[0u8]);
+            drop(fd);
             redirect_stdio();
         }
     }
@@ -114,29 +114,23 @@ impl Ready {
 impl Drop for Ready {
     fn drop(&mut self) {
         if let Some(fd) = self.0.take() {
-            // SAFETY: as in `ok`; the parent exits 1 on this byte.
-            unsafe {
-                libc::write(fd, [1u8].as_ptr().cast(), 1);
-                libc::close(fd);
-            }
+            // The parent exits 1 on this byte.
+            let _ = nix::unistd::write(&fd, &[1u8]);
         }
     }
 }
 
 fn redirect_stdio() {
-    let null = CString::new("/dev/null").unwrap_or_default();
-    // SAFETY: plain descriptor calls on a valid path.
-    unsafe {
-        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
-        if fd >= 0 {
-            // All three: a caller reading our output to its end (a shell's
-            // `$(...)`, a test's pipe) must not wait for the daemon.
-            libc::dup2(fd, 0);
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
-            if fd > 2 {
-                libc::close(fd);
-            }
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    if let Ok(fd) = open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
+        // All three: a caller reading our output to its end (a shell's
+        // `$(...)`, a test's pipe) must not wait for the daemon.
+        for to in 0..3 {
+            let _ = nix::unistd::dup2(fd, to);
+        }
+        if fd > 2 {
+            let _ = nix::unistd::close(fd);
         }
     }
 }
@@ -145,61 +139,49 @@ fn redirect_stdio() {
 /// the mount live (exit 0) or failed (exit 1; the child printed why). Call
 /// before any thread is started. With `foreground`, no fork.
 pub fn background(foreground: bool) -> io::Result<Ready> {
+    use nix::unistd::{fork, pipe, read, setsid, ForkResult};
     if foreground {
         return Ok(Ready(None));
     }
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe writes.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: single-threaded here by the caller's contract.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid > 0 {
-        // SAFETY: our pipe's ends; a one-byte read into a live buffer.
-        unsafe {
-            libc::close(fds[1]);
+    let (r, w) = pipe().map_err(io::Error::from)?;
+    // SAFETY: the caller calls this before starting any thread, so the
+    // child is a copy of a single-threaded process.
+    match unsafe { fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { .. } => {
+            drop(w);
             let mut b = [1u8];
             let n = loop {
-                let n = libc::read(fds[0], b.as_mut_ptr().cast(), 1);
-                if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
+                match read(r.as_raw_fd(), &mut b) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other.unwrap_or(0),
                 }
-                break n;
             };
             std::process::exit(if n == 1 && b[0] == 0 { 0 } else { 1 });
         }
+        ForkResult::Child => {
+            drop(r);
+            let _ = setsid();
+            Ok(Ready(Some(w)))
+        }
     }
-    // SAFETY: the child: drop the read end, start a session of its own.
-    unsafe {
-        libc::close(fds[0]);
-        libc::setsid();
-    }
-    Ok(Ready(Some(fds[1])))
 }
 
 /// Block SIGTERM, SIGINT and SIGHUP in this thread (and the threads it
 /// starts later); [`wait_signal`] takes them.
-pub fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local, then pthread_sigmask with it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
+pub fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    let _ = set.thread_block();
+    set
 }
 
-/// Wait for one of the signals in `set`.
-pub fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` is initialized; `sig` is a valid out pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// Wait for one of the signals in `set` (its host number).
+pub fn wait_signal(set: &SigSet) -> i32 {
+    loop {
+        if let Ok(s) = set.wait() {
+            return s as i32;
+        }
+    }
 }

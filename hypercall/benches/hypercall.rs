@@ -8,6 +8,10 @@
 //! Each figure is the best of several rounds; the ratio is ours / pthread
 //! (lower is better; the target for the uncontended mutex is <= 1.2).
 
+// Tests and benches drive raw interfaces in bulk (a C ABI, unchecked
+// syscall blocks): each block's SAFETY line covers all it does.
+#![allow(clippy::multiple_unsafe_ops_per_block)]
+
 use std::ffi::{c_int, c_void};
 use std::hint::black_box;
 use std::ptr::null_mut;

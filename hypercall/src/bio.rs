@@ -160,16 +160,16 @@ pub unsafe fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, d
 }
 
 /// Perform a request synchronously on the calling thread, with the virtual
-/// CPU released while the host works. It takes a raw buffer, so it is
-/// `unsafe` (safe code uses [`read_at`] and [`write_at`]):
+/// CPU released while the host works. Returns the bytes done (fewer than
+/// `len` only for a read at end of file); a `BIO_SYNC` write is durable on
+/// return. It takes a raw buffer, so it is `unsafe` (safe code uses
+/// [`read_at`] and [`write_at`]):
 ///
 /// ```compile_fail,E0133
 /// #![forbid(unsafe_code)]
 /// let s = String::from("immutable");
 /// let _ = rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, s.as_ptr() as *mut u8, 8, 0);
-/// ``` Returns the bytes done (fewer than
-/// `len` only for a read at end of file); a `BIO_SYNC` write is durable on
-/// return.
+/// ```
 ///
 /// # Safety
 /// `buf` is valid for `len` bytes (writable for a read) during the call.

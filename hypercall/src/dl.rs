@@ -19,6 +19,12 @@
 //! Objects are visited from the last loaded to the first, the likeliest
 //! dependency order, as NetBSD does.
 
+// This module walks the loader's ELF tables (program headers, dynamic
+// sections, hash tables, symbols): each step is pointer arithmetic and a
+// read of memory the loader mapped, as its unsafe fns' contracts say, so
+// its unsafe blocks hold several such operations.
+#![allow(clippy::multiple_unsafe_ops_per_block)]
+
 use std::ffi::{c_char, c_int, c_void, CStr};
 
 /// `rump_modinit_fn`.

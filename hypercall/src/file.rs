@@ -329,14 +329,13 @@ pub unsafe fn iovread(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize,
     }
     let iovp = iov.as_ptr().cast::<libc::iovec>();
     blocking(std::ptr::null_mut(), || loop {
-        // SAFETY: RumpuserIovec has iovec's layout; the caller vouches for
-        // the buffers.
-        let n = unsafe {
-            if off == IOV_NOSEEK {
-                libc::readv(fd, iovp, cnt)
-            } else {
-                libc::preadv(fd, iovp, cnt, off)
-            }
+        let n = if off == IOV_NOSEEK {
+            // SAFETY: RumpuserIovec has iovec's layout; the caller vouches
+            // for the buffers.
+            unsafe { libc::readv(fd, iovp, cnt) }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::preadv(fd, iovp, cnt, off) }
         };
         if n >= 0 {
             return Ok(n as usize);
@@ -359,14 +358,13 @@ pub unsafe fn iovwrite(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize
     }
     let iovp = iov.as_ptr().cast::<libc::iovec>();
     blocking(std::ptr::null_mut(), || loop {
-        // SAFETY: RumpuserIovec has iovec's layout; the caller vouches for
-        // the buffers.
-        let n = unsafe {
-            if off == IOV_NOSEEK {
-                libc::writev(fd, iovp, cnt)
-            } else {
-                libc::pwritev(fd, iovp, cnt, off)
-            }
+        let n = if off == IOV_NOSEEK {
+            // SAFETY: RumpuserIovec has iovec's layout; the caller vouches
+            // for the buffers.
+            unsafe { libc::writev(fd, iovp, cnt) }
+        } else {
+            // SAFETY: as above.
+            unsafe { libc::pwritev(fd, iovp, cnt, off) }
         };
         if n >= 0 {
             return Ok(n as usize);
@@ -433,14 +431,13 @@ pub unsafe extern "C" fn rumpuser_getfileinfo(path: *const c_char, sizep: *mut u
         let path = unsafe { CStr::from_ptr(path) };
         match getfileinfo_cstr(path) {
             Ok((size, ft)) => {
-                // SAFETY: each is null or writable per the caller's contract.
-                unsafe {
-                    if !sizep.is_null() {
-                        *sizep = size;
-                    }
-                    if !ftp.is_null() {
-                        *ftp = ft.as_raw();
-                    }
+                if !sizep.is_null() {
+                    // SAFETY: non-null, so writable per the caller's contract.
+                    unsafe { *sizep = size };
+                }
+                if !ftp.is_null() {
+                    // SAFETY: as above.
+                    unsafe { *ftp = ft.as_raw() };
                 }
                 0
             }

@@ -67,14 +67,13 @@ pub fn anonmmap(prefaddr: usize, size: usize, alignbit: u32, exec: bool) -> Resu
     let aligned = (start + align - 1) & !(align - 1);
     let head = aligned - start;
     let tail = total - head - size_pages;
-    // SAFETY: both ranges lie inside the mapping just made, page aligned.
-    unsafe {
-        if head > 0 {
-            libc::munmap(mem, head);
-        }
-        if tail > 0 {
-            libc::munmap((aligned + size_pages) as *mut c_void, tail);
-        }
+    if head > 0 {
+        // SAFETY: the range lies inside the mapping just made, page aligned.
+        unsafe { libc::munmap(mem, head) };
+    }
+    if tail > 0 {
+        // SAFETY: as above.
+        unsafe { libc::munmap((aligned + size_pages) as *mut c_void, tail) };
     }
     NonNull::new(aligned as *mut c_void).ok_or(Errno(ENOMEM))
 }

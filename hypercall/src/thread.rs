@@ -149,13 +149,13 @@ pub unsafe extern "C" fn rumpuser_thread_create(
             // SAFETY: the trampoline has the thread-entry signature (it is
             // declared unsafe only because it reads its argument); `attr`
             // is initialised; `tid` is a valid out-parameter.
-            rv = unsafe {
-                let entry: ThreadFn = std::mem::transmute::<
-                    unsafe extern "C" fn(*mut c_void) -> *mut c_void,
-                    ThreadFn,
-                >(rumpuser__thread_start);
-                libc::pthread_create(&mut tid, &attr, entry, start.cast())
+            let entry: ThreadFn = unsafe {
+                std::mem::transmute::<unsafe extern "C" fn(*mut c_void) -> *mut c_void, ThreadFn>(
+                    rumpuser__thread_start,
+                )
             };
+            // SAFETY: as above: a valid entry, attributes and out-parameter.
+            rv = unsafe { libc::pthread_create(&mut tid, &attr, entry, start.cast()) };
             if rv != libc::EAGAIN {
                 break;
             }

@@ -1,6 +1,10 @@
 //! The built-in kernel through its local processes: POSIX file semantics on
 //! rumpfs, processes, drives, mounts, halt primitives.
 
+// Tests and benches drive raw interfaces in bulk (a C ABI, unchecked
+// syscall blocks): each block's SAFETY line covers all it does.
+#![allow(clippy::multiple_unsafe_ops_per_block)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -805,15 +809,18 @@ fn upcall_lwproc_protocol() {
         up.unschedule();
         let mut rv = [0 as std::ffi::c_long; 2];
         up.schedule();
-        // SAFETY (these): no address among the arguments.
+        // SAFETY: no address among the arguments.
         assert_eq!(unsafe { up.syscall(SYS_GETPID, &mut [], &mut rv) }, 0);
         up.unschedule();
         assert_eq!(rv, [pid as std::ffi::c_long, 1]);
         let mut rv = [0 as std::ffi::c_long; 2];
         up.schedule();
+        // SAFETY: no address among the arguments.
         assert_eq!(unsafe { up.syscall(4242, &mut [], &mut rv) }, ENOSYS);
+        // SAFETY: no address among the arguments.
         assert_eq!(unsafe { up.syscall(SYS_CLOSE, &mut [], &mut rv) }, EFAULT);
         let mut args: [u64; 1] = [7];
+        // SAFETY: no address among the arguments.
         assert_eq!(unsafe { up.syscall(SYS_CLOSE, &mut args, &mut rv) }, EBADF);
         up.unschedule();
         up.schedule();

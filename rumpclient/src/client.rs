@@ -92,8 +92,6 @@ fn within(base: u64, size: usize, addr: u64, len: u64) -> Option<usize> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForkCookie(pub Cookie);
 
-/// Bytes received and not yet consumed.
-
 struct Inner {
     fd: OwnedFd,
     rb: FrameReader,

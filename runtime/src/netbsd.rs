@@ -109,12 +109,11 @@ unsafe fn handle_path(handle: *mut c_void) -> Option<String> {
     if unsafe { dlinfo(handle, RTLD_DI_LINKMAP, (&mut lm as *mut *const LinkMap).cast()) } != 0 || lm.is_null() {
         return None;
     }
-    // SAFETY: the loader's link map entry and its NUL-terminated name,
-    // alive while the object is loaded.
-    unsafe {
-        let n = (*lm).l_name;
-        (!n.is_null()).then(|| CStr::from_ptr(n).to_string_lossy().into_owned())
-    }
+    // SAFETY: the loader's link map entry, alive while the object is
+    // loaded.
+    let n = unsafe { (*lm).l_name };
+    // SAFETY: its NUL-terminated name, as long-lived.
+    (!n.is_null()).then(|| unsafe { CStr::from_ptr(n) }.to_string_lossy().into_owned())
 }
 
 /// The global scope: the executable and every library loaded with
@@ -453,13 +452,11 @@ impl NetbsdKernel {
         // char *, const char *, enum rump_etfs_type)`, `int
         // rump_pub_etfs_remove(const char *)`, `int rump_sys_modctl(int,
         // void *)`.
-        let (reg, unreg, modctl) = unsafe {
-            (
-                need::<RegFn>("rump_pub_etfs_register")?,
-                need::<UnregFn>("rump_pub_etfs_remove")?,
-                need::<ModctlFn>("rump___sysimpl_modctl")?,
-            )
-        };
+        let reg = unsafe { need::<RegFn>("rump_pub_etfs_register")? };
+        // SAFETY: as above.
+        let unreg = unsafe { need::<UnregFn>("rump_pub_etfs_remove")? };
+        // SAFETY: as above.
+        let modctl = unsafe { need::<ModctlFn>("rump___sysimpl_modctl")? };
         let host = CString::new(path).map_err(|_| what("bad path".into()))?;
         // SAFETY: NUL-terminated strings valid for the call.
         let e = unsafe { reg(MODULE_KEY.as_ptr(), host.as_ptr(), RUMP_ETFS_REG) };

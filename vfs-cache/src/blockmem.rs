@@ -114,7 +114,7 @@ fn map_arena() -> Option<(usize, MmapMut)> {
     // and use the aligned 2 MiB inside (the rest is never touched, so it
     // costs address space only).
     let mut map = MmapMut::map_anon(ARENA).ok()?;
-    if map.as_mut_ptr() as usize % ARENA != 0 {
+    if !(map.as_mut_ptr() as usize).is_multiple_of(ARENA) {
         drop(map);
         map = MmapMut::map_anon(2 * ARENA).ok()?;
     }

@@ -175,7 +175,9 @@ pub unsafe extern "C" fn rumpuser_cv_wait(cv: *mut RumpuserCv, mtx: *mut Rumpuse
     trace_hit!(rumpuser_cv_wait);
     crate::guard("rumpuser_cv_wait", || {
         // SAFETY: live objects per the caller's contract.
-        let (cv, mtx) = unsafe { (&*cv, &*mtx) };
+        let cv = unsafe { &*cv };
+        // SAFETY: as above.
+        let mtx = unsafe { &*mtx };
         // SAFETY: the caller holds `mtx`.
         unsafe { cv.0.wait(&mtx.0, None, true) };
     })
@@ -190,7 +192,9 @@ pub unsafe extern "C" fn rumpuser_cv_wait_nowrap(cv: *mut RumpuserCv, mtx: *mut 
     trace_hit!(rumpuser_cv_wait_nowrap);
     crate::guard("rumpuser_cv_wait_nowrap", || {
         // SAFETY: live objects per the caller's contract.
-        let (cv, mtx) = unsafe { (&*cv, &*mtx) };
+        let cv = unsafe { &*cv };
+        // SAFETY: as above.
+        let mtx = unsafe { &*mtx };
         // SAFETY: the caller holds `mtx`.
         unsafe { cv.0.wait(&mtx.0, None, false) };
     })
@@ -211,7 +215,9 @@ pub unsafe extern "C" fn rumpuser_cv_timedwait(
     trace_hit!(rumpuser_cv_timedwait);
     crate::guard("rumpuser_cv_timedwait", || {
         // SAFETY: live objects per the caller's contract.
-        let (cv, mtx) = unsafe { (&*cv, &*mtx) };
+        let cv = unsafe { &*cv };
+        // SAFETY: as above.
+        let mtx = unsafe { &*mtx };
         // SAFETY: the caller holds `mtx`.
         let timed_out = unsafe { cv.0.wait(&mtx.0, Some(rel_timeout(sec, nsec)), true) };
         if timed_out {

@@ -450,13 +450,13 @@ impl RState {
             // The answer was shorter than the room: the rest is the start
             // of the next frame.
             // SAFETY: as above; [want, k) lies inside what readv wrote.
-            let extra = unsafe { std::slice::from_raw_parts(s.dest.add(want), k - want) };
+            let extra = unsafe { std::slice::from_raw_parts(s.dest.wrapping_add(want), k - want) };
             self.r.push_back(extra);
         }
         let have = k.min(want);
         // SAFETY: the slot is ours now (taken), its destination `cap >=
         // want` bytes, untouched by anyone else until we finish it.
-        let rest = unsafe { std::slice::from_raw_parts_mut(s.dest.add(have), want - have) };
+        let rest = unsafe { std::slice::from_raw_parts_mut(s.dest.wrapping_add(have), want - have) };
         let ok = self.read_into(fd, rest) && self.skip(fd, plen - want);
         s.got.store(want, Ordering::Release);
         s.finish(if ok { SLOT_DONE } else { SLOT_DEAD });

@@ -125,12 +125,10 @@ fn limits() -> &'static Limits {
 /// 65536), so that the connection cap, not the descriptor limit, is what
 /// bounds clients. For servers (`rump_server`): it is process-wide.
 pub fn raise_nofile_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max.min(65536).max(r.rlim_cur);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((cur, max)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if cur < max {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, max.min(65536).max(cur), max);
         }
     }
 }
@@ -382,17 +380,15 @@ fn start_srv(srv: &Arc<Srv>, url: &str, ostype: &str, osrelease: &str, machine: 
             (l.into(), None, true)
         }
     };
-    let mut p = [0 as c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into `p`.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if let Some(path) = &unix_path {
-            remove_socket(path, unix_id);
+    let (wake_r, wake_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(path) = &unix_path {
+                remove_socket(path, unix_id);
+            }
+            return Err(bind_err(std::io::Error::from(e)));
         }
-        return Err(bind_err(e));
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (wake_r, wake_w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    };
     let l = Arc::new(Listener {
         fd: Mutex::new(Some(fd)),
         wake_r,
