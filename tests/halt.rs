@@ -308,6 +308,25 @@ fn a_failed_flush_is_reported_and_the_server_still_halts() {
     assert_ne!(st.code(), Some(0), "a server whose flush failed does not exit 0");
 }
 
+/// After `rump.halt -h` whose flush failed, the quiesced server's exit on
+/// SIGTERM says so (status 1); after a good flush it exits 0.
+#[test]
+fn after_h_the_exit_status_reflects_the_flush() {
+    for (fault, want) in [(Some("/dk=write-error"), 1), (None, 0)] {
+        let d = tmpdir();
+        let env = fault.map(|f| vec![("RUMP_FAULT", f.to_string())]).unwrap_or_default();
+        let mut s = Server::start_with(d.path(), ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], env, cores: false });
+        write_dk(&s, &pattern(MIB, 8), 0);
+        let o = s.halt(&["-h"]);
+        assert_eq!(o.status.code(), Some(want), "rump.halt -h: {}", stderr(&o));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(s.alive(), "-h keeps the process");
+        s.signal(libc::SIGTERM);
+        let st = s.wait_exit(Duration::from_secs(10)).expect("SIGTERM ends the quiesced server");
+        assert_eq!(st.code(), Some(want), "exit status after -h with fault {fault:?}");
+    }
+}
+
 #[test]
 fn usage_and_environment_errors() {
     let run = |args: &[&str], env: Option<&str>| {
