@@ -29,17 +29,29 @@ pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
 pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
 
-/// What went wrong, in a form fit for a one-line Unix message.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// What went wrong, each in a form fit for a one-line Unix message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ncpu must be at least 1")]
+    NoCpu,
+    #[error("kernel boot: {0}")]
+    Boot(Errno),
+    /// A drive spec that does not parse (the message names the spec).
+    #[error("{0}")]
+    DriveSpec(String),
+    #[error("fault {spec}: {source}")]
+    Fault { spec: String, source: vfs_cache::FaultSpecError },
+    /// A drive that cannot be attached (the message names the drive).
+    #[error("{0}")]
+    Drive(String),
+    /// The sysproxy server could not start (`unix://x.sock: Address
+    /// already in use`).
+    #[error("{0}")]
+    Serve(String),
+    /// Booting or serving NetBSD's own components (see [`netbsd`]).
+    #[error("{0}")]
+    Netbsd(String),
 }
-
-impl std::error::Error for Error {}
 
 /// Builds a kernel: CPUs, memory limit, drives, faults.
 #[derive(Default)]
@@ -85,7 +97,7 @@ impl Builder {
         let mut cfg = KernelConfig::default();
         if let Some(n) = self.ncpu {
             if n == 0 {
-                return Err(Error("ncpu must be at least 1".into()));
+                return Err(Error::NoCpu);
             }
             cfg.ncpu = n;
         }
@@ -93,22 +105,22 @@ impl Builder {
             cfg.memlimit = m;
         }
         cfg.verbose |= self.verbose;
-        let kernel = Kernel::boot(cfg).map_err(|e| Error(format!("kernel boot: {e}")))?;
+        let kernel = Kernel::boot(cfg).map_err(Error::Boot)?;
         for spec in &self.drives {
             // The parser's messages name the spec already (`drive spec "...": ...`).
-            let d = rumpkern::DriveSpec::parse(spec).map_err(Error)?;
+            let d = rumpkern::DriveSpec::parse(spec).map_err(Error::DriveSpec)?;
             let fault = match self.faults.iter().find(|(k, _)| *k == d.key) {
                 Some((_, f)) => Some(Arc::new(
-                    vfs_cache::FaultControl::from_spec(f).map_err(|e| Error(format!("fault {f}: {e}")))?,
+                    vfs_cache::FaultControl::from_spec(f).map_err(|source| Error::Fault { spec: f.clone(), source })?,
                 )),
                 None => None,
             };
             kernel.add_drive(&d, fault).map_err(|e| {
                 // Name the drive once: by its key, unless the message does.
                 if e.starts_with("drive ") {
-                    Error(e)
+                    Error::Drive(e)
                 } else {
-                    Error(format!("drive {}: {e}", d.key))
+                    Error::Drive(format!("drive {}: {e}", d.key))
                 }
             })?;
         }
@@ -215,7 +227,7 @@ impl Rump {
         let c = k.config();
         let up: Arc<dyn rumpuser::Upcalls> = Arc::from(k.upcalls());
         let server = rumpuser::sp::Server::start(url, &c.ostype, &c.osrelease, &c.machine, Some(up))
-            .map_err(|(_, msg)| Error(msg))?;
+            .map_err(|(_, msg)| Error::Serve(msg))?;
         // reboot(2) from a client goes straight to the halt, with no
         // virtual CPU: it must work when every CPU is stuck.
         let weak = Arc::downgrade(&self.node);

@@ -201,7 +201,7 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
         return Ok(loaded);
     }
     let what: Vec<String> = pending.iter().map(|&i| format!("-l {}: {}", want[i], errors[i])).collect();
-    Err(Error(format!("cannot load NetBSD component library: {}", what.join("; "))))
+    Err(Error::Netbsd(format!("cannot load NetBSD component library: {}", what.join("; "))))
 }
 
 /// The address of `name` in the global scope (the executable and every
@@ -220,7 +220,7 @@ unsafe fn need<T: Copy>(name: &str) -> Result<T, Error> {
     // SAFETY: per the caller, `T` is the symbol's type; the components
     // stay loaded for the life of the process, so the copy stays valid.
     let f = unsafe { global_scope().get::<T>(name.as_bytes()) };
-    f.map(|f| *f).map_err(|_| Error(format!("{name}: not found in the loaded NetBSD components")))
+    f.map(|f| *f).map_err(|_| Error::Netbsd(format!("{name}: not found in the loaded NetBSD components")))
 }
 
 /// The thread's errno after a failed NetBSD `rump_sys_*` call: the kernel
@@ -236,7 +236,7 @@ fn check_exports(when: &str) -> Result<(), Error> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error(format!(
+    Err(Error::Netbsd(format!(
         "{when}: {} of the {} rumpuser_* hypercalls (first {}) do not resolve to this program's \
          hypercall layer: link the executable with -Wl,--export-dynamic-symbol='rumpuser_*' \
          (rump_server does)",
@@ -301,20 +301,20 @@ impl NetbsdBuilder {
     /// environment.
     pub fn boot(self) -> Result<NetbsdKernel, Error> {
         if self.ncpu == Some(0) {
-            return Err(Error("ncpu must be at least 1".into()));
+            return Err(Error::Netbsd("ncpu must be at least 1".into()));
         }
         let drives = self
             .drives
             .iter()
-            .map(|s| DriveSpec::parse(s).map_err(Error))
+            .map(|s| DriveSpec::parse(s).map_err(Error::DriveSpec))
             .collect::<Result<Vec<_>, _>>()?;
         for m in &self.modules {
             if !std::path::Path::new(m).is_file() {
-                return Err(Error(format!("-m {m}: no such module file")));
+                return Err(Error::Netbsd(format!("-m {m}: no such module file")));
             }
         }
         if BOOTED.swap(true, Ordering::SeqCst) {
-            return Err(Error("a NetBSD kernel was already booted in this process".into()));
+            return Err(Error::Netbsd("a NetBSD kernel was already booted in this process".into()));
         }
         check_exports("before loading NetBSD components")?;
         let libs = load_libraries(&self.libs)?;
@@ -336,7 +336,7 @@ impl NetbsdBuilder {
         // SAFETY: boots the kernel once (BOOTED) on our hypercall layer.
         let e = unsafe { init() };
         if e != 0 {
-            return Err(Error(format!("rump_init: {}", Errno(e).description())));
+            return Err(Error::Netbsd(format!("rump_init: {}", Errno(e).description())));
         }
         let k = NetbsdKernel { libs, url: None };
         for m in &self.modules {
@@ -373,14 +373,14 @@ impl NetbsdKernel {
     /// Serve the kernel to sysproxy clients on `url`: NetBSD's
     /// `rump_init_server`, which starts our sysproxy server.
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
-        netbsd_abi::sp::parse_url(url, true).map_err(|e| Error(format!("{url}: {e}")))?;
+        netbsd_abi::sp::parse_url(url, true).map_err(|e| Error::Netbsd(format!("{url}: {e}")))?;
         // SAFETY: NetBSD's `int rump_init_server(const char *)`.
         let f = unsafe { need::<unsafe extern "C" fn(*const c_char) -> c_int>("rump_init_server")? };
-        let c = CString::new(url).map_err(|_| Error(format!("{url}: bad URL")))?;
+        let c = CString::new(url).map_err(|_| Error::Netbsd(format!("{url}: bad URL")))?;
         // SAFETY: a NUL-terminated URL, valid for the call.
         let e = unsafe { f(c.as_ptr()) };
         if e != 0 {
-            return Err(Error(format!("{url}: {}", Errno(e).description())));
+            return Err(Error::Netbsd(format!("{url}: {}", Errno(e).description())));
         }
         self.url = Some(url.to_string());
         Ok(())
@@ -390,7 +390,7 @@ impl NetbsdKernel {
     /// is created (mode 0644) and extended to `offset + size` as needed,
     /// then registered with `rump_pub_etfs_register_withsize`.
     pub fn add_drive(&self, d: &DriveSpec) -> Result<(), Error> {
-        let what = |e: String| Error(format!("drive {}: {e}", d.key));
+        let what = |e: String| Error::Netbsd(format!("drive {}: {e}", d.key));
         let create = !matches!(d.size, DriveSize::Host);
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -444,7 +444,7 @@ impl NetbsdKernel {
     /// `rump_server -m` does: register it as an etfs file, `modctl(LOAD)`
     /// it, unregister it.
     pub fn load_module(&self, path: &str) -> Result<(), Error> {
-        let what = |e: String| Error(format!("-m {path}: {e}"));
+        let what = |e: String| Error::Netbsd(format!("-m {path}: {e}"));
         type RegFn = unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int;
         type UnregFn = unsafe extern "C" fn(*const c_char) -> c_int;
         type ModctlFn = unsafe extern "C" fn(c_int, *mut c_void) -> c_int;
@@ -515,14 +515,14 @@ impl NetbsdKernel {
         // SAFETY: NetBSD's `int rump_sys_reboot(int, char *)`.
         let f = unsafe { need::<RebootFn>("rump___sysimpl_reboot")? };
         if HALTING.swap(true, Ordering::SeqCst) {
-            return Err(Error("a halt is already in progress".into()));
+            return Err(Error::Netbsd("a halt is already in progress".into()));
         }
         if flags & RB_HALT == 0 || flags & RB_DUMP != 0 {
             // SAFETY: NetBSD's syscall entry schedules itself.
             let rv = unsafe { f(flags, std::ptr::null_mut()) };
             let e = if rv == -1 { sys_errno() } else { Errno(0) };
             HALTING.store(false, Ordering::SeqCst);
-            return Err(Error(format!("reboot: {}", e.description())));
+            return Err(Error::Netbsd(format!("reboot: {}", e.description())));
         }
         let (tx, rx) = std::sync::mpsc::channel::<Errno>();
         std::thread::Builder::new()
@@ -532,7 +532,7 @@ impl NetbsdKernel {
                 let rv = unsafe { f(flags, std::ptr::null_mut()) };
                 let _ = tx.send(if rv == -1 { sys_errno() } else { Errno(0) });
             })
-            .map_err(|e| Error(format!("reboot: thread: {e}")))?;
+            .map_err(|e| Error::Netbsd(format!("reboot: thread: {e}")))?;
         loop {
             if rumpuser::sp::is_finished() {
                 return Ok(());
@@ -540,11 +540,11 @@ impl NetbsdKernel {
             match rx.recv_timeout(Duration::from_millis(5)) {
                 Ok(e) => {
                     HALTING.store(false, Ordering::SeqCst);
-                    return Err(Error(format!("reboot: {}", e.description())));
+                    return Err(Error::Netbsd(format!("reboot: {}", e.description())));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error("reboot: the halting thread vanished".into()))
+                    return Err(Error::Netbsd("reboot: the halting thread vanished".into()))
                 }
             }
         }
@@ -606,7 +606,7 @@ mod tests {
 
     #[test]
     fn missing_library_is_named_with_the_loader_error() {
-        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().0;
+        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().to_string();
         assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
     }
 }
