@@ -571,9 +571,24 @@ impl Kernel {
         let drives: Vec<Arc<Drive>> = self.drives.read().clone();
         for d in &drives {
             if let Some(c) = &d.cached {
-                if let Err(e) = c.sync() {
-                    eprintln!("rumpkern: sync of drive {} ({}) failed: {e}", d.key, d.hostpath);
-                    first.get_or_insert(e);
+                let (before, t) = (c.stats(), Instant::now());
+                match c.sync() {
+                    Err(e) => {
+                        eprintln!("rumpkern: sync of drive {} ({}) failed: {e}", d.key, d.hostpath);
+                        first.get_or_insert(e);
+                    }
+                    Ok(()) if self.cfg.verbose => {
+                        let after = c.stats();
+                        eprintln!(
+                            "rumpkern: flushed drive {} ({}): {} bytes in {} write(s), {:.1} ms",
+                            d.key,
+                            d.hostpath,
+                            after.flushed_bytes.saturating_sub(before.flushed_bytes),
+                            after.flushes.saturating_sub(before.flushes),
+                            t.elapsed().as_secs_f64() * 1e3
+                        );
+                    }
+                    Ok(()) => {}
                 }
             }
         }
