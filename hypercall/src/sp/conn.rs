@@ -92,6 +92,8 @@ pub(crate) struct Conn {
     /// Shut down by the server (handshake deadline, or evicted to make
     /// room at the connection cap); no longer counts against the cap.
     pub evicted: AtomicBool,
+    /// Protocol extensions granted in the handshake (`wire::Features`).
+    pub features: AtomicU32,
 }
 
 impl Conn {
@@ -117,6 +119,7 @@ impl Conn {
             ctl: Mutex::new(()),
             accepted: now_ns(),
             evicted: AtomicBool::new(false),
+            features: AtomicU32::new(0),
         }
     }
 
@@ -205,6 +208,13 @@ impl Conn {
     pub fn send_handshake_resp(&self, reqno: u64, error: i32) -> Result<(), ()> {
         let h = Header::new(Class::Resp, Type::Handshake, reqno, 0, wire::HANDSHAKE_RESP_LEN);
         self.send(&[&h.encode(), &error.to_le_bytes()])
+    }
+
+    /// A handshake response with the extension grant after the error (only
+    /// to a client that asked: see `wire::ExtGrant`).
+    pub fn send_handshake_ext_resp(&self, reqno: u64, error: i32, g: wire::ExtGrant) -> Result<(), ()> {
+        let h = Header::new(Class::Resp, Type::Handshake, reqno, 0, wire::HANDSHAKE_EXT_RESP_LEN);
+        self.send(&[&h.encode(), &error.to_le_bytes(), &g.encode()])
     }
 
     pub fn send_sysresp(&self, reqno: u64, error: i32, retval: [i64; 2]) -> Result<(), ()> {
@@ -483,7 +493,9 @@ impl RState {
             if self.pending.capacity() > 1 << 20 {
                 self.pending = Vec::new();
             }
-            self.pending.clear();
+            // Not cleared: `resize` below then zero-fills only what grows
+            // (a run of equal-sized requests reuses the bytes as they are;
+            // `read_into` overwrites them all).
             let hdr = match self.r.header(&mut Fd(fd)) {
                 Ok(h) => h,
                 Err(ReadError::Bad(e)) => return Some(Input::Bad(e.reqno())),

@@ -792,6 +792,44 @@ struct SyscallJob {
     reqno: u64,
     num: i32,
     args: Args,
+    /// An inline request's records and the payload holding them (the
+    /// reader's buffer, moved here by whoever runs the job).
+    inline: Option<(wire::InlineLayout, Vec<u8>)>,
+}
+
+impl SyscallJob {
+    /// Give the job the request's payload if it needs it (inline data);
+    /// otherwise `payload` stays with the caller.
+    fn take_payload(&mut self, payload: &mut Vec<u8>) {
+        if let Some((_, p)) = self.inline.as_mut() {
+            *p = std::mem::take(payload);
+        }
+    }
+}
+
+/// What copyin/copyinstr may take without a round trip: the inline
+/// records of the syscall this thread runs for connection `conn`.
+struct InlineNow {
+    conn: usize,
+    layout: wire::InlineLayout,
+    data: Vec<u8>,
+}
+
+thread_local! {
+    static INLINE: RefCell<Option<InlineNow>> = const { RefCell::new(None) };
+}
+
+/// Serve a copyin from the running syscall's inline records: `Some(n)`
+/// bytes copied into `dst` (for a string: through its NUL, or all of
+/// `dst`), or `None` when they are not there.
+fn copy_inline(h: ClientHandle, raddr: u64, dst: &mut [u8], string: bool) -> Option<usize> {
+    INLINE.with(|i| {
+        let g = i.borrow();
+        let now = g.as_ref().filter(|n| n.conn == h.0)?;
+        let src = now.layout.find(&now.data, raddr, dst.len(), string)?;
+        dst[..src.len()].copy_from_slice(src);
+        Some(src.len())
+    })
 }
 
 enum Next {
@@ -826,8 +864,11 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 return;
             }
         };
-        let payload = std::mem::take(&mut g.pending);
-        let next = handle_request(conn, &hdr, &payload);
+        let mut payload = std::mem::take(&mut g.pending);
+        let mut next = handle_request(conn, &hdr, &payload);
+        if let Next::Syscall(job) = &mut next {
+            job.take_payload(&mut payload);
+        }
         g.pending = payload;
         match next {
             Next::Continue => {}
@@ -843,7 +884,7 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 // A copyin waiter parked while we read may take over now.
                 conn.wake_waiters();
                 watchdog_kick();
-                run_syscall(conn, job);
+                let buf = run_syscall(conn, job);
                 if conn.leave() {
                     final_release(conn);
                     return;
@@ -851,6 +892,9 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 match conn.rd.try_lock() {
                     Some(g2) => g = g2,
                     None => return,
+                }
+                if let Some(b) = buf.filter(|b| b.capacity() > g.pending.capacity()) {
+                    g.pending = b;
                 }
             }
             Next::Exec(reqno, comm) => {
@@ -864,9 +908,13 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
 
 /// A request read by a copyin waiter (a thread inside the kernel): handle
 /// it on a pool thread.
-pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, payload: Vec<u8>) {
+pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: Vec<u8>) {
     pool().submit(move || {
-        match handle_request(&conn, &hdr, &payload) {
+        let mut next = handle_request(&conn, &hdr, &payload);
+        if let Next::Syscall(job) = &mut next {
+            job.take_payload(&mut payload);
+        }
+        match next {
             Next::Continue => {}
             Next::Close => {
                 conn.kill_waiters();
@@ -875,7 +923,7 @@ pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, payload: Vec<u8>) {
             }
             Next::Syscall(job) => {
                 conn.enter();
-                run_syscall(&conn, job);
+                let _ = run_syscall(&conn, job);
                 if conn.leave() {
                     final_release(&conn);
                     return;
@@ -1061,15 +1109,44 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         sched(up, |u| u.lwproc_release());
         sched(up, |u| switch_lwp(u, main));
     }
-    let _ = conn.send_handshake_resp(reqno, 0);
+    // Our own client asks for extensions after its name's NUL (NetBSD's
+    // never does, and gets the plain response).
+    match wire::parse_ext_request(payload).filter(|_| kind == Some(Handshake::Guest)) {
+        Some(want) => {
+            let granted = wire::Features(want.0 & wire::Features::INLINE.0);
+            conn.features.store(granted.0, Ordering::Release);
+            let g = wire::ExtGrant { features: granted, inline_max: INLINE_MAX as u32 };
+            let _ = conn.send_handshake_ext_resp(reqno, 0, g);
+        }
+        None => {
+            let _ = conn.send_handshake_resp(reqno, 0);
+        }
+    }
     conn.pid.store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
     lwp_sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
     conn.state.store(ST_RUNNING, Ordering::Release);
     Next::Continue
 }
 
+/// Most inline bytes (records and their data) we accept in one request.
+const INLINE_MAX: usize = 256 << 10;
+
 fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
-    let num = hdr.arg as i32;
+    let mut num = hdr.arg as i32;
+    let mut inline = None;
+    let mut payload = payload;
+    if hdr.arg & wire::SYSCALL_INLINE != 0 {
+        let granted = wire::Features(conn.features.load(Ordering::Acquire)).has(wire::Features::INLINE);
+        let layout = wire::InlineLayout::decode(payload)
+            .filter(|l| granted && payload.len() - l.args.0 - l.args.1 <= INLINE_MAX + l.nrec * wire::COPYDATA_LEN);
+        let Some(l) = layout else {
+            let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
+            return Next::Close;
+        };
+        num = (hdr.arg & !wire::SYSCALL_INLINE) as i32;
+        payload = l.args(payload);
+        inline = Some(l);
+    }
     if let Some(n) = nargs(num) {
         if payload.len() < n * ARG_SLOT {
             let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
@@ -1091,7 +1168,7 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
-    Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload) })
+    Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload), inline: inline.map(|l| (l, Vec::new())) })
 }
 
 /// A `reboot(2)` handed to the [`HaltHook`] right on the reader's thread,
@@ -1109,13 +1186,18 @@ fn halt_without_cpu(conn: &Arc<Conn>, reqno: u64, flags: i32, hook: &HaltHook) {
     let _ = conn.send_sysresp(reqno, rv, retval);
 }
 
-fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
+/// Run one syscall and send its answer; gives back an inline request's
+/// payload buffer, for reuse.
+fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<Vec<u8>> {
     let Some(up) = conn.srv.up() else {
         let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
-        return;
+        return None;
     };
     conn.running_add(job.reqno);
     CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
+    if let Some((layout, data)) = job.inline.take() {
+        INLINE.with(|i| *i.borrow_mut() = Some(InlineNow { conn: conn.id, layout, data }));
+    }
     let mut retval: [c_long; 2] = [0, 0];
     up.schedule();
     let mut rv = up.lwproc_newlwp(conn.pid.load(Ordering::Acquire));
@@ -1130,9 +1212,14 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
     }
     up.unschedule();
     CURRENT.with(|c| *c.borrow_mut() = None);
+    if let Some(n) = INLINE.with(|i| i.borrow_mut().take()) {
+        // Keep the payload's memory for the next request read here.
+        job.inline = Some((n.layout, n.data));
+    }
     if !conn.running_remove(job.reqno) {
         let _ = conn.send_sysresp(job.reqno, rv, [retval[0], retval[1]]);
     }
+    job.inline.map(|(_, d)| d)
 }
 
 fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
@@ -1301,6 +1388,9 @@ pub(crate) fn copyin(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<(), 
     if dst.is_empty() {
         return Ok(());
     }
+    if let Some(n) = copy_inline(h, raddr, dst, false) {
+        return if n == dst.len() { Ok(()) } else { Err(Errno(EFAULT)) };
+    }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
     let want = dst.len();
@@ -1313,6 +1403,9 @@ pub(crate) fn copyin(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<(), 
 pub(crate) fn copyinstr(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<usize, Errno> {
     if dst.is_empty() {
         return Ok(0);
+    }
+    if let Some(n) = copy_inline(h, raddr, dst, true) {
+        return Ok(n);
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
