@@ -110,6 +110,8 @@ struct Inner {
     /// Messages we sent that the server waits for or answers: requests,
     /// and answers to its copyin/copyinstr/anonmmap requests.
     round_trips: u64,
+    /// Spinning before blocking for the server's next frame.
+    spin: netbsd_abi::sp::io::Spin,
 }
 
 /// A connection to a rump kernel: one kernel process.
@@ -150,7 +152,7 @@ pub fn progname() -> String {
 }
 
 use netbsd_abi::sp::io::send_all;
-use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError};
+use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError, SpinFd};
 
 /// The answer to one of our requests.
 struct Answer {
@@ -255,6 +257,7 @@ impl Client {
                 signals: Vec::new(),
                 ext: wire::ExtGrant::default(),
                 round_trips: 0,
+                spin: netbsd_abi::sp::io::Spin::new(),
             }),
             url: url.to_string(),
         }
@@ -396,7 +399,8 @@ impl Client {
         let fd = g.fd.as_raw_fd();
         let mut fault = false;
         loop {
-            let hdr = match g.rb.header(&mut Fd(fd)) {
+            let Inner { rb, spin, .. } = &mut *g;
+            let hdr = match rb.header(&mut SpinFd(fd, spin)) {
                 Ok(h) => h,
                 Err(e) => return Err(self.read_failed(g, e, "reading response")),
             };

@@ -25,6 +25,16 @@ impl Source for Fd {
     }
 }
 
+/// A socket read through a [`super::io::Spin`]: spins (bounded, when it
+/// pays) before blocking.
+pub struct SpinFd<'a>(pub RawFd, pub &'a mut super::io::Spin);
+
+impl Source for SpinFd<'_> {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.1.read_some(self.0, buf)
+    }
+}
+
 impl Source for &[u8] {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(self, buf)

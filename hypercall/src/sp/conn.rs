@@ -10,7 +10,7 @@ use std::thread::Thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError};
+use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError, SpinFd};
 use netbsd_abi::sp::{self as wire, Class, CopyData, Header, SysResp, Type, HDRSZ};
 
 pub(crate) const ST_NEW: u8 = 0;
@@ -367,6 +367,8 @@ const BUF: usize = wire::reader::BUF;
 /// routes answers.
 pub(crate) struct RState {
     r: FrameReader,
+    /// Spinning (bounded, adaptive) before blocking for the next frame.
+    spin: wire::io::Spin,
     /// Payload of the last request.
     pub pending: Vec<u8>,
 }
@@ -383,7 +385,7 @@ pub(crate) enum Input {
 
 impl RState {
     pub fn new() -> RState {
-        RState { r: FrameReader::new(), pending: Vec::new() }
+        RState { r: FrameReader::new(), spin: wire::io::Spin::new(), pending: Vec::new() }
     }
 
     fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
@@ -416,6 +418,7 @@ impl RState {
             libc::iovec { iov_base: hbuf.as_mut_ptr() as *mut c_void, iov_len: HDRSZ },
             libc::iovec { iov_base: slot.dest as *mut c_void, iov_len: room },
         ];
+        self.spin.wait_readable(fd);
         let n = loop {
             // SAFETY: the first iovec is our buffer (BUF >= HDRSZ bytes);
             // the second is the pending slot's destination, `cap >= room`
@@ -496,7 +499,7 @@ impl RState {
             // Not cleared: `resize` below then zero-fills only what grows
             // (a run of equal-sized requests reuses the bytes as they are;
             // `read_into` overwrites them all).
-            let hdr = match self.r.header(&mut Fd(fd)) {
+            let hdr = match self.r.header(&mut SpinFd(fd, &mut self.spin)) {
                 Ok(h) => h,
                 Err(ReadError::Bad(e)) => return Some(Input::Bad(e.reqno())),
                 Err(_) => return Some(Input::Closed),
