@@ -247,10 +247,13 @@ impl Client {
     }
 
     fn from_fd(fd: OwnedFd, url: &str) -> Client {
+        let mut rb = FrameReader::new();
+        // Copyout data (a pread's) is read straight into the caller's buffer.
+        rb.set_read_limit(4096);
         Client {
             inner: Mutex::new(Inner {
                 fd,
-                rb: FrameReader::new(),
+                rb,
                 next_reqno: 0,
                 maps: Vec::new(),
                 broken: false,

@@ -360,6 +360,8 @@ pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), ()> {
 }
 
 const BUF: usize = wire::reader::BUF;
+/// Buffered reads ask for at most this much (see `FrameReader::set_read_limit`).
+const READ_LIMIT: usize = 4096;
 
 /// The reading side of a connection: the frame reader shared with the
 /// client library, and the last request's payload. Holding `Conn::rd`
@@ -385,7 +387,10 @@ pub(crate) enum Input {
 
 impl RState {
     pub fn new() -> RState {
-        RState { r: FrameReader::new(), spin: wire::io::Spin::new(), pending: Vec::new() }
+        let mut r = FrameReader::new();
+        // A 64 KiB request's payload is read straight into `pending`.
+        r.set_read_limit(READ_LIMIT);
+        RState { r, spin: wire::io::Spin::new(), pending: Vec::new() }
     }
 
     fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {

@@ -821,11 +821,17 @@ thread_local! {
 
 /// Serve a copyin from the running syscall's inline records: `Some(n)`
 /// bytes copied into `dst` (for a string: through its NUL, or all of
-/// `dst`), or `None` when they are not there.
+/// `dst`), `Some(usize::MAX)` (a fault) once the connection is closed,
+/// or `None` when they are not there.
 fn copy_inline(h: ClientHandle, raddr: u64, dst: &mut [u8], string: bool) -> Option<usize> {
     INLINE.with(|i| {
         let g = i.borrow();
         let now = g.as_ref().filter(|n| n.conn == h.0)?;
+        // A client that went away fails copies as on the wire (a syscall
+        // may poll copyin to notice that).
+        if CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(c, _)| c.closed.load(Ordering::Acquire))) {
+            return Some(usize::MAX);
+        }
         let src = now.layout.find(&now.data, raddr, dst.len(), string)?;
         dst[..src.len()].copy_from_slice(src);
         Some(src.len())
@@ -961,6 +967,9 @@ static WD_MX: Mutex<()> = Mutex::new(());
 static WD_CV: Condvar = Condvar::new();
 /// A connection left without a reader this long gets one.
 const WD_AFTER_NS: u64 = 1_000_000;
+/// Rounds (about WD_AFTER_NS each) with nothing to watch before the
+/// watchdog sleeps until kicked.
+const WD_IDLE_ROUNDS: u32 = 20;
 
 fn watchdog_kick() {
     if WD_SLEEPING.load(Ordering::Relaxed) {
@@ -981,12 +990,18 @@ fn watchdog() {
     loop {
         let now = now_ns();
         let mut any = false;
+        // The earliest moment a connection now without a reader becomes
+        // due: sleep until then, not a fixed tick (a stream of short
+        // syscalls, each leaving the role free a moment, then wakes this
+        // thread about once per WD_AFTER_NS instead of twice).
+        let mut due = now + WD_AFTER_NS;
         for c in REGISTRY.read().values() {
             let t = c.free_since.load(Ordering::Acquire);
             if t == 0 || c.closed.load(Ordering::Acquire) {
                 continue;
             }
             any = true;
+            due = due.min(t + WD_AFTER_NS);
             if now.saturating_sub(t) > WD_AFTER_NS
                 && !c.rd.is_locked()
                 && !c.reader_queued.swap(true, Ordering::AcqRel)
@@ -1000,14 +1015,18 @@ fn watchdog() {
         } else {
             idle += 1;
         }
-        if idle > 200 {
+        if idle > WD_IDLE_ROUNDS {
             let mut g = WD_MX.lock();
             WD_SLEEPING.store(true, Ordering::Release);
             WD_CV.wait_for(&mut g, std::time::Duration::from_secs(1));
             WD_SLEEPING.store(false, Ordering::Release);
-            idle = 0;
+            // Woken by a kick or the timeout: look once; with nothing
+            // to watch, sleep again right away (an idle server costs
+            // one wake-up a second here, not a burst of polling).
+            idle = WD_IDLE_ROUNDS;
         } else {
-            std::thread::sleep(std::time::Duration::from_micros(500));
+            let wait = due.saturating_sub(now_ns()).clamp(200_000, WD_AFTER_NS);
+            std::thread::sleep(std::time::Duration::from_nanos(wait));
         }
     }
 }
@@ -1405,7 +1424,7 @@ pub(crate) fn copyinstr(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<u
         return Ok(0);
     }
     if let Some(n) = copy_inline(h, raddr, dst, true) {
-        return Ok(n);
+        return if n <= dst.len() { Ok(n) } else { Err(Errno(EFAULT)) };
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
