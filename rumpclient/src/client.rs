@@ -168,12 +168,23 @@ impl Client {
 
     /// [`Client::connect`] with an explicit program name.
     pub fn connect_as(url: &str, comm: &str) -> Result<Client, Error> {
+        let ext = std::env::var_os("RUMPCLIENT_NO_EXT").is_none_or(|v| v.is_empty() || v == "0");
+        Client::connect_ext(url, comm, ext)
+    }
+
+    /// [`Client::connect`] speaking only the plain protocol, as NetBSD's
+    /// client does (no extension asked for: every copyin is a round trip).
+    pub fn connect_plain(url: &str) -> Result<Client, Error> {
+        Client::connect_ext(url, &progname(), false)
+    }
+
+    fn connect_ext(url: &str, comm: &str, ext: bool) -> Result<Client, Error> {
         let c = Client::dial(url)?;
         let mut p = comm_bytes(comm);
         // Ask for our extensions after the name's NUL: NetBSD's server
         // reads the name as a C string and ignores the rest
         // (`RUMPCLIENT_NO_EXT=1` asks for none, to compare).
-        if std::env::var_os("RUMPCLIENT_NO_EXT").is_none_or(|v| v.is_empty() || v == "0") {
+        if ext {
             p.extend_from_slice(&wire::ext_request(wire::Features::INLINE));
         }
         c.handshake(Handshake::Guest, &p)?;

@@ -61,9 +61,7 @@ fn main() {
         (r1 - r0, r2 - r1, r3 - r2)
     };
     let rt = rt_of(&c, "/mnt/rt-ext");
-    std::env::set_var("RUMPCLIENT_NO_EXT", "1");
-    let plain = rumpclient::Client::connect(&b.url).expect("connect");
-    std::env::remove_var("RUMPCLIENT_NO_EXT");
+    let plain = rumpclient::Client::connect_plain(&b.url).expect("connect");
     let rt_plain = rt_of(&plain, "/mnt/rt-plain");
     drop(plain);
 

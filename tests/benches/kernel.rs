@@ -123,9 +123,7 @@ fn run(pinned: bool, total: usize, rounds: usize) -> Results {
     assert!(c.inline_granted(), "our server grants inline input to our client");
     // The same kernel process over the plain protocol (NetBSD's wire:
     // a copyin round trip per write), for comparison.
-    std::env::set_var("RUMPCLIENT_NO_EXT", "1");
-    let plain = rumpclient::Client::connect(&b.url).expect("connect");
-    std::env::remove_var("RUMPCLIENT_NO_EXT");
+    let plain = rumpclient::Client::connect_plain(&b.url).expect("connect");
     let fd = c.open("/dk", O_RDWR, 0).expect("open /dk");
     let pfd = plain.open("/dk", O_RDWR, 0).expect("open /dk");
     let buf = vec![0xa5u8; chunk];
