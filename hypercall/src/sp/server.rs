@@ -838,6 +838,9 @@ fn copy_inline(h: ClientHandle, raddr: u64, dst: &mut [u8], string: bool) -> Opt
     })
 }
 
+// A `Syscall` carries an inline request's record table (a few hundred
+// bytes): moved once per request, never stored, so not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Continue,
     Close,
