@@ -12,7 +12,9 @@
 //!   conv=fsync` on the same file system, and reads.
 //!
 //! Each figure is the median of several alternating rounds (floor, ours,
-//! floor, ...), with the spread (min..max of the round medians).
+//! floor, ...), with the spread (min..max of the round medians); each
+//! ratio is the median of the per-round ratios (a round's figure against
+//! the floor measured right beside it), with their spread.
 
 #[path = "bench_common.rs"]
 mod bench_common;
@@ -91,6 +93,11 @@ fn set_pinned(pinned: bool) {
 }
 
 struct Results {
+    /// Per-round ratios (each round's figure against the floor measured
+    /// right beside it): null/ping-pong, floor/pwrite, floor/plain pwrite.
+    r_null: Fig,
+    r_pw: Fig,
+    r_plain: Fig,
     pp: Fig,
     null: Fig,
     bulk_floor: Fig,
@@ -220,7 +227,11 @@ fn run(pinned: bool, total: usize, rounds: usize) -> Results {
     drop((pp, bulk, plain, c));
     drop(b);
     floor_dd = floor_dd.min(dd());
+    let ratios = |a: &[f64], b: &[f64]| fig(a.iter().zip(b).map(|(x, y)| x / y).collect());
     Results {
+        r_null: ratios(&v_null, &v_pp),
+        r_pw: ratios(&v_bulk, &v_pw),
+        r_plain: ratios(&v_bulk, &v_plain),
         pp: fig(v_pp),
         null: fig(v_null),
         bulk_floor: fig(v_bulk),
@@ -244,9 +255,11 @@ fn report(tag: &str, r: &Results, total: usize) {
     println!("{tag}:");
     println!("  floor: raw unix ping-pong 24/48 B       {}", r.pp);
     println!(
-        "  null syscall (getpid)                   {}   {:.2}x the floor (target <= 1.3x), {:.0} round trip(s)",
+        "  null syscall (getpid)                   {}   {:.2}x the floor ({:.2}..{:.2}; target <= 1.3x), {:.0} round trip(s)",
         r.null,
-        r.null.med / r.pp.med,
+        r.r_null.med,
+        r.r_null.lo,
+        r.r_null.hi,
         r.rt_null
     );
     println!(
@@ -255,17 +268,21 @@ fn report(tag: &str, r: &Results, total: usize) {
         gib_s(chunk, r.bulk_floor.med)
     );
     println!(
-        "  64 KiB pwrite, blk drive (cached)       {}   {:6.2} GiB/s   {:.2}x the floor's rate (target >= 0.5x), {:.0} round trip(s)",
+        "  64 KiB pwrite, blk drive (cached)       {}   {:6.2} GiB/s   {:.2}x the floor's rate ({:.2}..{:.2}; target >= 0.5x), {:.0} round trip(s)",
         r.pwrite,
         gib_s(chunk, r.pwrite.med),
-        r.bulk_floor.med / r.pwrite.med,
+        r.r_pw.med,
+        r.r_pw.lo,
+        r.r_pw.hi,
         r.rt_pwrite
     );
     println!(
-        "    same over the plain protocol          {}   {:6.2} GiB/s   {:.2}x the floor's rate, {:.0} round trip(s) (copyin)",
+        "    same over the plain protocol          {}   {:6.2} GiB/s   {:.2}x the floor's rate ({:.2}..{:.2}), {:.0} round trip(s) (copyin)",
         r.pwrite_plain,
         gib_s(chunk, r.pwrite_plain.med),
-        r.bulk_floor.med / r.pwrite_plain.med,
+        r.r_plain.med,
+        r.r_plain.lo,
+        r.r_plain.hi,
         r.rt_pwrite_plain
     );
     println!(
@@ -279,9 +296,9 @@ fn report(tag: &str, r: &Results, total: usize) {
 
 fn main() {
     let total: usize = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256) * MIB;
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7).max(1);
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("kernel: medians of {rounds} rounds (spread: min..max of the round medians), {ncpu} CPUs");
+    println!("kernel: medians of {rounds} rounds (spread: min..max of the round medians; ratios: median of per-round ratios), {ncpu} CPUs");
     println!(
         "  Both pinned and unpinned figures are shown: pinned to one CPU, client and server hand off on that CPU \
          and the figures are the data path's own cost; unpinned, each hand-off may be a cross-CPU wake-up \
