@@ -819,9 +819,11 @@ mod tests {
 //    [`CopyData`] (`len`, `addr`) followed by `len` bytes: the caller's
 //    memory at `addr`. The server serves a COPYIN or COPYINSTR that lies
 //    inside one record from it, with no round trip; anything else goes
-//    over the wire as usual. A flagged request on a connection that was
-//    not granted the feature, or one whose records do not add up to the
-//    payload, is a malformed request (the connection is closed).
+//    over the wire as usual; once the syscall copies out over a record,
+//    that record is stale and no longer used. A flagged request on a
+//    connection that was not granted the feature, or one whose records do
+//    not add up to the payload, is a malformed request (the connection is
+//    closed).
 //
 // Fork and exec handshakes carry no extension request (NetBSD's server
 // checks the fork payload's size): such connections speak the plain

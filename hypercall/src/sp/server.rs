@@ -1440,7 +1440,26 @@ pub(crate) fn copyout(h: ClientHandle, src: &[u8], raddr: u64, ty: Type) -> Resu
         return Ok(());
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
+    forget_inline_over(h, raddr, src.len());
     upcalls::blocking(std::ptr::null_mut(), || conn.copyout(ty, src, raddr)).map_err(|_| Errno(EFAULT))
+}
+
+/// A copyout over memory the running syscall got inline makes that copy
+/// stale: from now on its copyins go over the wire (and see what the
+/// client's memory holds then).
+fn forget_inline_over(h: ClientHandle, raddr: u64, len: usize) {
+    INLINE.with(|i| {
+        let mut g = i.borrow_mut();
+        if let Some(now) = g.as_mut().filter(|n| n.conn == h.0) {
+            let end = raddr.saturating_add(len as u64);
+            let l = &mut now.layout;
+            for r in l.recs[..l.nrec].iter_mut() {
+                if raddr < r.addr.saturating_add(r.len as u64) && r.addr < end {
+                    r.len = 0;
+                }
+            }
+        }
+    });
 }
 
 pub(crate) fn anonmmap(h: ClientHandle, len: usize) -> Result<u64, Errno> {
@@ -1460,4 +1479,29 @@ pub(crate) fn raise(h: ClientHandle, signo: i32) -> Result<(), Errno> {
     let conn = lookup(h).ok_or(Errno(ENOTCONN))?;
     upcalls::blocking(std::ptr::null_mut(), || conn.notify(Type::Raise, signo as u32, &[]))
         .map_err(|_| Errno(ENOTCONN))
+}
+
+#[cfg(test)]
+mod inline_tests {
+    use super::*;
+
+    /// Inline records serve copyins on the syscall's own thread and
+    /// connection only, and a copyout over one makes it stale.
+    #[test]
+    fn inline_copies_and_staleness() {
+        let data = [5u8; 64];
+        let mut p = wire::InlineHdr { arglen: 0, nrec: 1 }.encode().to_vec();
+        p.extend(CopyData { len: 64, addr: 0x1000 }.encode());
+        p.extend(data);
+        let layout = wire::InlineLayout::decode(&p).unwrap();
+        INLINE.with(|i| *i.borrow_mut() = Some(InlineNow { conn: 7, layout, data: p }));
+        let mut dst = [0u8; 16];
+        assert_eq!(copy_inline(ClientHandle(7), 0x1010, &mut dst, false), Some(16));
+        assert_eq!(dst, [5u8; 16]);
+        assert_eq!(copy_inline(ClientHandle(8), 0x1010, &mut dst, false), None, "another connection's");
+        assert_eq!(copy_inline(ClientHandle(7), 0x1038, &mut dst, false), None, "runs past the record");
+        forget_inline_over(ClientHandle(7), 0x103f, 1);
+        assert_eq!(copy_inline(ClientHandle(7), 0x1000, &mut dst, false), None, "stale after a copyout over it");
+        INLINE.with(|i| *i.borrow_mut() = None);
+    }
 }
