@@ -507,12 +507,15 @@ pub fn stop_admitting() {
 }
 
 fn stop_srv(srv: &Srv) {
-    let _ = srv.phase.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
-    if srv.halt_hook.read().is_none() {
+    // Without a hook, close the listener *before* new syscalls start to
+    // fail: a client that saw ESHUTDOWN must find connects refused, not
+    // queued on a socket about to close (reset).
+    if srv.halt_hook.read().is_none() && srv.phase() == PH_RUN {
         if let Some(l) = srv.listener.lock().clone() {
             l.close();
         }
     }
+    let _ = srv.phase.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
 }
 
 /// What the server calls, on the connection's own thread and without a
