@@ -302,7 +302,8 @@ fn main() {
     println!(
         "  Both pinned and unpinned figures are shown: pinned to one CPU, client and server hand off on that CPU \
          and the figures are the data path's own cost; unpinned, each hand-off may be a cross-CPU wake-up \
-         (~60 us on an idle VM here), which swamps that cost unless someone spins — the floors pay it too."
+         (~60 us on an idle VM here), which swamps that cost unless someone spins: our client and server spin (bounded, adaptive; \
+         never when pinned), the raw floors block, so unpinned ours can beat its floor."
     );
     let pinned = run(true, total, rounds);
     report("pinned to CPU 0 (taskset -c 0 equivalent: this process, its threads and rump_server)", &pinned, total);
