@@ -420,3 +420,77 @@ fn rumpctl_chmod_chown_touch_df() {
     let o = s.tool(RUMPCTL, &["chown", "1", "/nonexistent"]);
     assert_eq!(stderr(&o).trim(), "rumpctl: /nonexistent: No such file or directory");
 }
+
+/// Issue 14: our client and server negotiate inline syscall input (no
+/// copyin round trip); without it (`RUMPCLIENT_NO_EXT`, or NetBSD's
+/// client) the plain protocol gives the same results.
+#[test]
+fn inline_input_is_negotiated_and_matches_the_plain_protocol() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let s = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=4m", img.display())]);
+    let c = s.client();
+    assert!(c.inline_granted());
+    let plain = rumpclient::Client::connect_plain(&s.url).expect("connect");
+    assert!(!plain.inline_granted());
+    for (k, cl) in [(0u64, &c), (1, &plain)] {
+        let data = pattern(64 * 1024, 40 + k);
+        let fd = cl.open("/dk", O_RDWR, 0).expect("open /dk");
+        let r0 = cl.round_trips();
+        assert_eq!(cl.pwrite(fd, &data, (k * 64 * 1024) as i64).expect("pwrite"), data.len());
+        assert_eq!(cl.round_trips() - r0, 1 + k, "inline: one round trip; plain: request + copyin");
+        // A partial block and a write spanning blocks (not the whole-block path).
+        let odd = pattern(70_001, 50 + k);
+        cl.pwrite(fd, &odd, 1_000_000 + k as i64 * 100_000).expect("pwrite");
+        let mut back = vec![0u8; data.len()];
+        cl.pread(fd, &mut back, (k * 64 * 1024) as i64).expect("pread");
+        assert_eq!(back, data);
+        let mut back = vec![0u8; odd.len()];
+        cl.pread(fd, &mut back, 1_000_000 + k as i64 * 100_000).expect("pread");
+        assert_eq!(back, odd);
+        cl.close(fd).expect("close");
+        // Paths go inline too: create, stat, a missing one, a long one.
+        let name = format!("/f{k}");
+        let r0 = cl.round_trips();
+        let fd = cl.open(&name, O_WRONLY | O_CREAT, 0o644).expect("create");
+        assert_eq!(cl.round_trips() - r0, 1 + k);
+        assert_eq!(cl.write(fd, b"hello").expect("write"), 5);
+        cl.close(fd).expect("close");
+        assert_eq!(cl.stat(&name).expect("stat").size, 5);
+        assert_eq!(errno(cl.stat("/nonexistent")), ENOENT);
+        assert_eq!(errno(cl.stat(format!("/{}", "x".repeat(2000)))), netbsd_abi::errno::ENAMETOOLONG);
+    }
+}
+
+/// A SYSCALL request with the inline flag on a connection that was not
+/// granted the extension is malformed: error frame, connection closed,
+/// server up.
+#[test]
+fn inline_request_without_the_grant_is_refused() {
+    use netbsd_abi::sp::{self as wire, Class, Header, Type};
+    use std::io::{Read, Write};
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let path = s.url.strip_prefix("unix://").expect("unix url");
+    let mut sock = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut banner = [0u8; 1];
+    while sock.read(&mut banner).expect("banner") == 1 && banner[0] != b'\n' {}
+    // A plain guest handshake (NetBSD's: no extension asked for).
+    let name = b"raw\0";
+    let h = Header::new(Class::Req, Type::Handshake, 0, 0, name.len());
+    sock.write_all(&[&h.encode()[..], name].concat()).unwrap();
+    let mut resp = [0u8; wire::HDRSZ + wire::HANDSHAKE_RESP_LEN];
+    sock.read_exact(&mut resp).expect("handshake response");
+    assert_eq!(Header::decode(&resp).unwrap().payload_len(), wire::HANDSHAKE_RESP_LEN, "no grant for a plain handshake");
+    let body = [wire::InlineHdr { arglen: 0, nrec: 0 }.encode()].concat();
+    let h = Header::new(Class::Req, Type::Syscall, 1, 20 | wire::SYSCALL_INLINE, body.len());
+    sock.write_all(&[&h.encode()[..], &body].concat()).unwrap();
+    let mut eh = [0u8; wire::HDRSZ];
+    sock.read_exact(&mut eh).expect("error frame");
+    let eh = Header::decode(&eh).unwrap();
+    assert_eq!((eh.class, eh.arg), (Class::Error, wire::ProtoError::MalformedRequest as u32));
+    let mut rest = Vec::new();
+    assert_eq!(sock.read_to_end(&mut rest).expect("closed"), 0, "connection closed");
+    assert_eq!(s.client().getpid().map(|p| p > 0).ok(), Some(true), "server still up");
+}

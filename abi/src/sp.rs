@@ -792,3 +792,264 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Extensions between our own client and server (negotiated)
+//
+// NetBSD's protocol needs a second round trip for every syscall that reads
+// the caller's memory (the server's COPYIN request and the client's
+// answer). Our client can instead send what the syscall will read *inline*
+// with the request. This is used only when both ends are ours, and is
+// negotiated so that NetBSD's programs never see it:
+//
+// 1. Request: our client's guest handshake payload is the program name,
+//    its NUL, then [`EXT_MAGIC`] and a `u32` of [`Features`] bits wanted.
+//    NetBSD's server NUL-terminates the payload and uses it as a C string
+//    (`comm`), so it sees only the name, ignores the rest and answers
+//    with its usual 4-byte handshake response.
+// 2. Grant: our server, finding the magic after the name's NUL, answers
+//    with the 4-byte error, then [`EXT_MAGIC`], then a `u32` of the
+//    features granted (a subset of those asked) and a `u32` limit on
+//    inline bytes per request ([`ExtGrant`]). A client that asked for
+//    nothing (NetBSD's) gets the plain 4-byte response. Our client reads
+//    a 4-byte response (NetBSD's server) as "no extensions".
+// 3. Use: with [`Features::INLINE`] granted, a SYSCALL request may carry
+//    [`SYSCALL_INLINE`] in its syscall-number field; its payload is then
+//    an [`InlineHdr`], the argument block, and `nrec` records, each a
+//    [`CopyData`] (`len`, `addr`) followed by `len` bytes: the caller's
+//    memory at `addr`. The server serves a COPYIN or COPYINSTR that lies
+//    inside one record from it, with no round trip; anything else goes
+//    over the wire as usual; once the syscall copies out over a record,
+//    that record is stale and no longer used. A flagged request on a
+//    connection that was not granted the feature, or one whose records do
+//    not add up to the payload, is a malformed request (the connection is
+//    closed).
+//
+// Fork and exec handshakes carry no extension request (NetBSD's server
+// checks the fork payload's size): such connections speak the plain
+// protocol.
+
+/// Marks an extension request or grant in a handshake payload.
+pub const EXT_MAGIC: [u8; 8] = *b"RUMPRS\x01\x00";
+
+/// Extension bits (see above).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Features(pub u32);
+
+impl Features {
+    pub const NONE: Features = Features(0);
+    /// Syscall requests may carry inline copyin data.
+    pub const INLINE: Features = Features(1);
+
+    pub fn has(self, f: Features) -> bool {
+        self.0 & f.0 == f.0 && f.0 != 0
+    }
+}
+
+/// The extension request appended to a guest handshake's program name
+/// (after its NUL).
+pub fn ext_request(wanted: Features) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&EXT_MAGIC);
+    b[8..].copy_from_slice(&wanted.0.to_le_bytes());
+    b
+}
+
+/// The features a guest handshake payload asks for: after the first NUL,
+/// [`EXT_MAGIC`] and a `u32`. `None` for a plain payload (NetBSD's).
+pub fn parse_ext_request(payload: &[u8]) -> Option<Features> {
+    let nul = payload.iter().position(|&b| b == 0)?;
+    let rest = &payload[nul + 1..];
+    if rest.len() < 12 || rest[..8] != EXT_MAGIC {
+        return None;
+    }
+    Some(Features(u32::from_le_bytes(rest[8..12].try_into().unwrap())))
+}
+
+/// What our server grants, after the handshake response's `int` error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExtGrant {
+    pub features: Features,
+    /// Most inline bytes (records included) one request may carry.
+    pub inline_max: u32,
+}
+
+/// Length of an extended handshake response (error, magic, grant).
+pub const HANDSHAKE_EXT_RESP_LEN: usize = 4 + 8 + 8;
+
+impl ExtGrant {
+    /// The 16 bytes that follow the error in the handshake response.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&EXT_MAGIC);
+        b[8..12].copy_from_slice(&self.features.0.to_le_bytes());
+        b[12..16].copy_from_slice(&self.inline_max.to_le_bytes());
+        b
+    }
+
+    /// From a whole handshake response payload; `None` (no extensions)
+    /// for NetBSD's 4-byte one.
+    pub fn decode(resp: &[u8]) -> Option<ExtGrant> {
+        let b = resp.get(4..4 + 16)?;
+        if b[..8] != EXT_MAGIC {
+            return None;
+        }
+        Some(ExtGrant {
+            features: Features(u32::from_le_bytes(b[8..12].try_into().unwrap())),
+            inline_max: u32::from_le_bytes(b[12..16].try_into().unwrap()),
+        })
+    }
+}
+
+/// Set in a SYSCALL request's syscall-number field: the payload is an
+/// inline request (only on a connection granted [`Features::INLINE`]).
+pub const SYSCALL_INLINE: u32 = 1 << 31;
+
+/// Inline request header: `u32` argument block length, `u32` records.
+pub const INLINE_HDR_LEN: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InlineHdr {
+    pub arglen: u32,
+    pub nrec: u32,
+}
+
+impl InlineHdr {
+    pub fn encode(&self) -> [u8; INLINE_HDR_LEN] {
+        let mut b = [0u8; INLINE_HDR_LEN];
+        b[..4].copy_from_slice(&self.arglen.to_le_bytes());
+        b[4..].copy_from_slice(&self.nrec.to_le_bytes());
+        b
+    }
+}
+
+/// Most records one inline request may carry.
+pub const INLINE_MAX_RECORDS: usize = 8;
+
+/// One inline record: the client's memory at `addr`, found at
+/// `payload[off..off + len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InlineRec {
+    pub addr: u64,
+    pub len: usize,
+    pub off: usize,
+}
+
+/// A decoded inline request: where the argument block and the records lie
+/// in the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InlineLayout {
+    pub args: (usize, usize),
+    pub nrec: usize,
+    pub recs: [InlineRec; INLINE_MAX_RECORDS],
+}
+
+impl InlineLayout {
+    /// Check and locate an inline request's parts; `None` if they do not
+    /// exactly fill the payload.
+    pub fn decode(p: &[u8]) -> Option<InlineLayout> {
+        let h = p.get(..INLINE_HDR_LEN)?;
+        let arglen = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+        let nrec = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+        if nrec > INLINE_MAX_RECORDS {
+            return None;
+        }
+        let mut off = INLINE_HDR_LEN.checked_add(arglen)?;
+        if off > p.len() {
+            return None;
+        }
+        let mut l = InlineLayout { args: (INLINE_HDR_LEN, arglen), nrec, ..Default::default() };
+        for r in l.recs.iter_mut().take(nrec) {
+            let cd = CopyData::decode(p.get(off..)?)?;
+            off += COPYDATA_LEN;
+            let len = usize::try_from(cd.len).ok()?;
+            if len > p.len() - off {
+                return None;
+            }
+            cd.addr.checked_add(cd.len)?;
+            *r = InlineRec { addr: cd.addr, len, off };
+            off += len;
+        }
+        if off != p.len() {
+            return None;
+        }
+        Some(l)
+    }
+
+    /// The argument block.
+    pub fn args<'a>(&self, p: &'a [u8]) -> &'a [u8] {
+        &p[self.args.0..self.args.0 + self.args.1]
+    }
+
+    /// `len` bytes at client address `addr`, if one record holds them
+    /// all; for a string (`COPYINSTR`, at most `len` bytes), up to and
+    /// including its NUL, or `len` bytes without one — `None` when the
+    /// record ends first (the client would fault there too).
+    pub fn find<'a>(&self, p: &'a [u8], addr: u64, len: usize, string: bool) -> Option<&'a [u8]> {
+        for r in &self.recs[..self.nrec] {
+            let Some(o) = addr.checked_sub(r.addr) else { continue };
+            if o >= r.len as u64 {
+                continue;
+            }
+            let o = o as usize;
+            let avail = &p[r.off + o..r.off + r.len];
+            if !string {
+                return avail.get(..len);
+            }
+            let lim = len.min(avail.len());
+            return match avail[..lim].iter().position(|&b| b == 0) {
+                Some(i) => Some(&avail[..=i]),
+                None if lim == len => Some(&avail[..lim]),
+                None => None,
+            };
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod ext_tests {
+    use super::*;
+
+    #[test]
+    fn handshake_extension_round_trip() {
+        let mut p = b"prog\0".to_vec();
+        p.extend(ext_request(Features::INLINE));
+        assert_eq!(parse_ext_request(&p), Some(Features::INLINE));
+        assert_eq!(parse_ext_request(b"prog\0"), None, "NetBSD's payload");
+        assert_eq!(parse_ext_request(b"prog"), None);
+        let g = ExtGrant { features: Features::INLINE, inline_max: 1 << 18 };
+        let mut resp = 0i32.to_le_bytes().to_vec();
+        resp.extend(g.encode());
+        assert_eq!(resp.len(), HANDSHAKE_EXT_RESP_LEN);
+        assert_eq!(ExtGrant::decode(&resp), Some(g));
+        assert_eq!(ExtGrant::decode(&0i32.to_le_bytes()), None, "NetBSD's response");
+    }
+
+    #[test]
+    fn inline_layout_checks_and_finds() {
+        let args = [7u8; 24];
+        let path = b"/a/b\0";
+        let data = [9u8; 100];
+        let mut p = InlineHdr { arglen: 24, nrec: 2 }.encode().to_vec();
+        p.extend(args);
+        p.extend(CopyData { len: path.len() as u64, addr: 1000 }.encode());
+        p.extend(path);
+        p.extend(CopyData { len: 100, addr: 5000 }.encode());
+        p.extend(data);
+        let l = InlineLayout::decode(&p).expect("valid");
+        assert_eq!(l.args(&p), &args);
+        assert_eq!(l.find(&p, 1000, 1024, true), Some(&path[..]));
+        assert_eq!(l.find(&p, 1000, 2, true), Some(&b"/a"[..]));
+        assert_eq!(l.find(&p, 5010, 90, false), Some(&data[..90]));
+        assert_eq!(l.find(&p, 5010, 91, false), None, "past the record");
+        assert_eq!(l.find(&p, 4999, 2, false), None);
+        assert!(InlineLayout::decode(&p[..p.len() - 1]).is_none());
+        let mut longer = p.clone();
+        longer.push(0);
+        assert!(InlineLayout::decode(&longer).is_none());
+        let mut bad = p.clone();
+        bad[4] = 200;
+        assert!(InlineLayout::decode(&bad).is_none());
+    }
+}

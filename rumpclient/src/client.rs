@@ -102,6 +102,13 @@ struct Inner {
     /// Signals the server asked us to raise (host numbers), delivered after
     /// the current call returns.
     signals: Vec<i32>,
+    /// Extensions the server granted (ours only; see `wire::ExtGrant`).
+    ext: wire::ExtGrant,
+    /// Messages we sent that the server waits for or answers: requests,
+    /// and answers to its copyin/copyinstr/anonmmap requests.
+    round_trips: u64,
+    /// Spinning before blocking for the server's next frame.
+    spin: netbsd_abi::sp::io::Spin,
 }
 
 /// A connection to a rump kernel: one kernel process.
@@ -130,7 +137,7 @@ pub fn progname() -> String {
 }
 
 use netbsd_abi::sp::io::send_all;
-use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError};
+use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError, SpinFd};
 
 /// The answer to one of our requests.
 struct Answer {
@@ -146,9 +153,40 @@ impl Client {
 
     /// [`Client::connect`] with an explicit program name.
     pub fn connect_as(url: &str, comm: &str) -> Result<Client, Error> {
+        let ext = std::env::var_os("RUMPCLIENT_NO_EXT").is_none_or(|v| v.is_empty() || v == "0");
+        Client::connect_ext(url, comm, ext)
+    }
+
+    /// [`Client::connect`] speaking only the plain protocol, as NetBSD's
+    /// client does (no extension asked for: every copyin is a round trip).
+    pub fn connect_plain(url: &str) -> Result<Client, Error> {
+        Client::connect_ext(url, &progname(), false)
+    }
+
+    fn connect_ext(url: &str, comm: &str, ext: bool) -> Result<Client, Error> {
         let c = Client::dial(url)?;
-        c.handshake(Handshake::Guest, &comm_bytes(comm))?;
+        let mut p = comm_bytes(comm);
+        // Ask for our extensions after the name's NUL: NetBSD's server
+        // reads the name as a C string and ignores the rest
+        // (`RUMPCLIENT_NO_EXT=1` asks for none, to compare).
+        if ext {
+            p.extend_from_slice(&wire::ext_request(wire::Features::INLINE));
+        }
+        c.handshake(Handshake::Guest, &p)?;
         Ok(c)
+    }
+
+    /// Messages sent so far that cost a round trip: syscall (and other)
+    /// requests, and answers to the server's copyin, copyinstr and
+    /// anonmmap requests (copyouts cost none: nobody waits for them).
+    pub fn round_trips(&self) -> u64 {
+        self.inner.lock().round_trips
+    }
+
+    /// Whether the server lets syscall requests carry their input inline
+    /// (our server, asked by [`Client::connect`]).
+    pub fn inline_granted(&self) -> bool {
+        self.inner.lock().ext.features.has(wire::Features::INLINE)
     }
 
     /// Connect to `RUMP_SERVER`. In a program started by
@@ -205,14 +243,20 @@ impl Client {
     }
 
     fn from_fd(fd: OwnedFd, url: &str) -> Client {
+        let mut rb = FrameReader::new();
+        // Copyout data (a pread's) is read straight into the caller's buffer.
+        rb.set_read_limit(4096);
         Client {
             inner: Mutex::new(Inner {
                 fd,
-                rb: FrameReader::new(),
+                rb,
                 next_reqno: 0,
                 maps: Vec::new(),
                 broken: false,
                 signals: Vec::new(),
+                ext: wire::ExtGrant::default(),
+                round_trips: 0,
+                spin: netbsd_abi::sp::io::Spin::new(),
             }),
             url: url.to_string(),
         }
@@ -271,6 +315,11 @@ impl Client {
         if err != 0 {
             return Err(Error::Errno(Errno(err)));
         }
+        if kind == Handshake::Guest {
+            if let Some(g) = wire::ExtGrant::decode(&a.payload) {
+                self.inner.lock().ext = g;
+            }
+        }
         Ok(())
     }
 
@@ -296,8 +345,19 @@ impl Client {
     /// Send one request and serve the server's requests until its answer
     /// arrives. Error frames become [`Error::Refused`].
     fn transact(&self, ty: Type, arg: u32, parts: &[&[u8]], regions: &mut [Region<'_>]) -> Result<Answer, Error> {
+        self.transact_with(ty, regions, |c, g, _| c.send_req(g, ty, arg, parts))
+    }
+
+    /// [`Client::transact`] whose request `send` makes from the regions
+    /// themselves (inline input), before they are served from.
+    fn transact_with(
+        &self,
+        ty: Type,
+        regions: &mut [Region<'_>],
+        send: impl FnOnce(&Self, &mut Inner, &[Region<'_>]) -> Result<u64, Error>,
+    ) -> Result<Answer, Error> {
         let mut g = self.inner.lock();
-        let r = self.transact_locked(&mut g, ty, arg, parts, regions);
+        let r = send(self, &mut g, regions).and_then(|reqno| self.await_answer(&mut g, reqno, ty, regions));
         let sigs = std::mem::take(&mut g.signals);
         drop(g);
         for s in sigs.into_iter().filter_map(|s| Signal::try_from(s).ok()) {
@@ -306,14 +366,8 @@ impl Client {
         r
     }
 
-    fn transact_locked(
-        &self,
-        g: &mut Inner,
-        ty: Type,
-        arg: u32,
-        parts: &[&[u8]],
-        regions: &mut [Region<'_>],
-    ) -> Result<Answer, Error> {
+    /// Send one request frame made of `parts`; returns its number.
+    fn send_req(&self, g: &mut Inner, ty: Type, arg: u32, parts: &[&[u8]]) -> Result<u64, Error> {
         if g.broken {
             return Err(Error::Lost { url: self.url.clone(), source: None });
         }
@@ -321,14 +375,30 @@ impl Client {
         g.next_reqno = g.next_reqno.wrapping_add(1);
         let plen: usize = parts.iter().map(|p| p.len()).sum();
         let h = Header::new(Class::Req, ty, reqno, arg, plen).encode();
-        let mut v: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        v.push(&h);
-        v.extend_from_slice(parts);
+        let mut small: [&[u8]; 2 + 2 + 2 * wire::INLINE_MAX_RECORDS] = [&[]; 2 + 2 + 2 * wire::INLINE_MAX_RECORDS];
+        let mut heap: Vec<&[u8]> = Vec::new();
+        let v: &[&[u8]] = if parts.len() < small.len() {
+            small[0] = &h;
+            small[1..=parts.len()].copy_from_slice(parts);
+            &small[..=parts.len()]
+        } else {
+            heap.push(&h);
+            heap.extend_from_slice(parts);
+            &heap
+        };
         let fd = g.fd.as_raw_fd();
-        send_all(fd, &v).map_err(|e| self.lost(g, e))?;
+        send_all(fd, v).map_err(|e| self.lost(g, e))?;
+        g.round_trips += 1;
+        Ok(reqno)
+    }
+
+    /// Serve the server's requests until the answer to `reqno` arrives.
+    fn await_answer(&self, g: &mut Inner, reqno: u64, ty: Type, regions: &mut [Region<'_>]) -> Result<Answer, Error> {
+        let fd = g.fd.as_raw_fd();
         let mut fault = false;
         loop {
-            let hdr = match g.rb.header(&mut Fd(fd)) {
+            let Inner { rb, spin, .. } = &mut *g;
+            let hdr = match rb.header(&mut SpinFd(fd, spin)) {
                 Ok(h) => h,
                 Err(e) => return Err(self.read_failed(g, e, "reading response")),
             };
@@ -376,6 +446,7 @@ impl Client {
                 let r = match data {
                     Some(d) => {
                         let h = Header::new(Class::Resp, Type::Copyin, hdr.reqno, 0, d.len());
+                        g.round_trips += 1;
                         send_all(fd, &[&h.encode(), d])
                     }
                     None => {
@@ -425,6 +496,7 @@ impl Client {
                     },
                 };
                 let h = Header::new(Class::Resp, Type::Anonmmap, hdr.reqno, 0, 8);
+                g.round_trips += 1;
                 send_all(fd, &[&h.encode(), &addr.to_le_bytes()]).map_err(|e| self.lost(g, e))
             }
             Type::Raise => {
@@ -459,7 +531,26 @@ impl Client {
 
     /// [`Client::syscall`] with a ready-made argument block.
     pub fn syscall_raw(&self, num: i32, argblock: &[u8], regions: &mut [Region<'_>]) -> Result<[i64; 2], Error> {
-        let a = self.transact(Type::Syscall, num as u32, &[argblock], regions)?;
+        let a = match self.inline_parts(argblock, regions) {
+            Some((ih, cds, n)) => {
+                // Our server: what the syscall reads travels with the
+                // request, so its copyins cost no round trip.
+                let arg = num as u32 | wire::SYSCALL_INLINE;
+                self.transact_with(Type::Syscall, regions, |c, g, regions| {
+                    let mut parts: [&[u8]; 2 + 2 * wire::INLINE_MAX_RECORDS] = [&[]; 2 + 2 * wire::INLINE_MAX_RECORDS];
+                    parts[0] = &ih;
+                    parts[1] = argblock;
+                    let mut k = 2;
+                    for (cd, r) in cds.iter().zip(regions.iter().filter_map(|r| inline_bytes(r))).take(n) {
+                        parts[k] = cd;
+                        parts[k + 1] = r;
+                        k += 2;
+                    }
+                    c.send_req(g, Type::Syscall, arg, &parts[..k])
+                })?
+            }
+            None => self.transact(Type::Syscall, num as u32, &[argblock], regions)?,
+        };
         let r = SysResp::decode(&a.payload).ok_or_else(|| {
             let mut g = self.inner.lock();
             self.protocol(&mut g, "short syscall response".into())
@@ -468,6 +559,36 @@ impl Client {
             return Err(Error::Errno(Errno(r.error)));
         }
         Ok(r.retval)
+    }
+
+    /// For a server that takes inline input: the inline header and one
+    /// record header per region to send (those [`inline_bytes`] picks),
+    /// if there is any and they fit the server's limit.
+    #[allow(clippy::type_complexity)]
+    fn inline_parts(
+        &self,
+        argblock: &[u8],
+        regions: &[Region<'_>],
+    ) -> Option<([u8; wire::INLINE_HDR_LEN], [[u8; wire::COPYDATA_LEN]; wire::INLINE_MAX_RECORDS], usize)> {
+        let ext = self.inner.lock().ext;
+        if !ext.features.has(wire::Features::INLINE) {
+            return None;
+        }
+        let mut cds = [[0u8; wire::COPYDATA_LEN]; wire::INLINE_MAX_RECORDS];
+        let (mut n, mut bytes) = (0usize, 0usize);
+        for b in regions.iter().filter_map(|r| inline_bytes(r)) {
+            if n == wire::INLINE_MAX_RECORDS {
+                return None;
+            }
+            bytes += b.len();
+            cds[n] = CopyData { len: b.len() as u64, addr: b.as_ptr() as u64 }.encode();
+            n += 1;
+        }
+        if n == 0 || bytes > ext.inline_max as usize {
+            return None;
+        }
+        let ih = wire::InlineHdr { arglen: argblock.len() as u32, nrec: n as u32 }.encode();
+        Some((ih, cds, n))
     }
 
     /// Ask the server to fork our kernel process ahead of a host `fork()`
@@ -501,6 +622,16 @@ impl Client {
             ("RUMPCLIENT__EXECFD".into(), format!("{},-1", g.fd.as_raw_fd())),
             ("RUMP__PARSEDSERVER".into(), self.url.clone()),
         ]
+    }
+}
+
+/// What of a region goes inline with a request: what the kernel may read
+/// (an `InOut` region only when small: it is mostly written).
+fn inline_bytes<'r>(r: &'r Region<'_>) -> Option<&'r [u8]> {
+    match r {
+        Region::In(b) if !b.is_empty() => Some(b),
+        Region::InOut(b) if !b.is_empty() && b.len() <= 4096 => Some(b),
+        _ => None,
     }
 }
 

@@ -48,6 +48,23 @@ fn main() {
     c.mount_ext2("/mnt", 0, "/dk").expect("mount");
     c.mkdir("/mnt/small", 0o755).expect("mkdir");
 
+    // Round trips of one create+write+close through our client (with our
+    // inline extension), and over the plain protocol (NetBSD's wire).
+    let rt_of = |c: &rumpclient::Client, name: &str| {
+        let r0 = c.round_trips();
+        let fd = c.open(name, O_WRONLY | O_CREAT, 0o644).expect("create");
+        let r1 = c.round_trips();
+        c.write(fd, &buf4k).expect("write");
+        let r2 = c.round_trips();
+        c.close(fd).expect("close");
+        let r3 = c.round_trips();
+        (r1 - r0, r2 - r1, r3 - r2)
+    };
+    let rt = rt_of(&c, "/mnt/rt-ext");
+    let plain = rumpclient::Client::connect_plain(&b.url).expect("connect");
+    let rt_plain = rt_of(&plain, "/mnt/rt-plain");
+    drop(plain);
+
     let t0 = Instant::now();
     for i in 0..nfiles {
         let fd = c.open(format!("/mnt/small/f{i}"), O_WRONLY | O_CREAT, 0o644).expect("create");
@@ -78,6 +95,17 @@ fn main() {
     println!("ext2: {nfiles} files of 4 KiB + one {} MiB file, through rump_server, then rump.halt", big / MIB);
     println!("  host: create {nfiles} files + sync  {:8.1} ms ({:.1} us/file)", floor_files * 1e3, floor_files * 1e6 / nfiles as f64);
     println!("  rump: create {nfiles} files         {:8.1} ms ({:.1} us/file)   {:.2}x the host", t_files * 1e3, t_files * 1e6 / nfiles as f64, t_files / floor_files);
+    println!(
+        "  round trips per file: open(O_CREAT) {} + write 4 KiB {} + close {} = {} (plain protocol, as NetBSD's client: {} + {} + {} = {})",
+        rt.0,
+        rt.1,
+        rt.2,
+        rt.0 + rt.1 + rt.2,
+        rt_plain.0,
+        rt_plain.1,
+        rt_plain.2,
+        rt_plain.0 + rt_plain.1 + rt_plain.2
+    );
     println!("  rump: write {} MiB file            {:8.1} ms ({:.1} MiB/s)", big / MIB, t_big * 1e3, mib_s(big, t_big));
     println!("  rump: halt (flush + exit)          {:8.1} ms", t_halt * 1e3);
     println!(

@@ -1,19 +1,31 @@
-//! `cargo xtask bench kernel`: 64 KiB sequential write (+sync) and read
-//! of 256 MiB through rump_server to a blk drive, beside `dd bs=64k
-//! conv=fsync` on the same file system; null-syscall latency beside a raw
-//! unix-socket ping-pong of the same byte counts (24 bytes out, 48 back:
-//! a getpid request frame and its response), measured in the same run.
+//! `cargo xtask bench kernel`: the remote data path beside the socket
+//! floor, measured in the same run, twice: with this process (and the
+//! rump_server and floor threads it starts) pinned to one CPU, and
+//! unpinned.
+//!
+//! - null syscall (getpid) against a raw unix-socket ping-pong of the same
+//!   byte counts (a 24-byte request frame out, 48 bytes back);
+//! - 64 KiB pwrite to a `blk` drive (over cached blocks: the syscall
+//!   path's own cost) against a raw 64 KiB + ack ping-pong (the bytes of
+//!   our request frame out, 48 back);
+//! - 64 KiB sequential write (+ sync) of fresh blocks beside `dd bs=64k
+//!   conv=fsync` on the same file system, and reads.
+//!
+//! Each figure is the median of several alternating rounds (floor, ours,
+//! floor, ...), with the spread (min..max of the round medians); each
+//! ratio is the median of the per-round ratios (a round's figure against
+//! the floor measured right beside it), with their spread.
 
 #[path = "bench_common.rs"]
 mod bench_common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bench_common::*;
 use netbsd_abi::fcntl::O_RDWR;
-use netbsd_abi::sp::{HDRSZ, SYSRESP_LEN};
+use netbsd_abi::sp::{COPYDATA_LEN, HDRSZ, INLINE_HDR_LEN, SYSRESP_LEN};
 
 /// A raw server: read `req` bytes, answer `resp` bytes, until EOF.
 fn raw_server(l: UnixListener, req: usize, resp: usize) {
@@ -30,123 +42,271 @@ fn raw_server(l: UnixListener, req: usize, resp: usize) {
     });
 }
 
-fn median_us(v: &mut [Duration]) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e6
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
-fn main() {
-    let total: usize = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256) * MIB;
+/// Median, min and max of round figures.
+struct Fig {
+    med: f64,
+    lo: f64,
+    hi: f64,
+}
+
+fn fig(mut v: Vec<f64>) -> Fig {
+    let m = median(&mut v);
+    Fig { med: m, lo: v[0], hi: v[v.len() - 1] }
+}
+
+impl std::fmt::Display for Fig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:8.2} us ({:.2}..{:.2})", self.med, self.lo, self.hi)
+    }
+}
+
+/// Per-operation median in µs of `n` timed calls of `op`.
+fn per_op_us(n: usize, mut op: impl FnMut()) -> f64 {
+    let mut s = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        op();
+        s.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    median(&mut s)
+}
+
+/// Pin the calling thread (and what it starts from now on: threads and
+/// child processes inherit its mask) to CPU 0, or let it run anywhere.
+fn set_pinned(pinned: bool) {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    let ncpu = if pinned { 1 } else { (n * 4).min(libc::CPU_SETSIZE as usize) };
+    for i in 0..ncpu {
+        // SAFETY: i < CPU_SETSIZE; `set` is a valid cpu_set_t.
+        unsafe { libc::CPU_SET(i, &mut set) };
+    }
+    // SAFETY: sched_setaffinity on this thread with a valid set.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert!(r == 0 || !pinned, "sched_setaffinity: {}", std::io::Error::last_os_error());
+}
+
+struct Results {
+    /// Per-round ratios (each round's figure against the floor measured
+    /// right beside it): null/ping-pong, floor/pwrite, floor/plain pwrite.
+    r_null: Fig,
+    r_pw: Fig,
+    r_plain: Fig,
+    pp: Fig,
+    null: Fig,
+    bulk_floor: Fig,
+    pwrite: Fig,
+    pwrite_plain: Fig,
+    write_mib_s: f64,
+    write_sync_ratio: f64,
+    read_mib_s: f64,
+    rt_null: f64,
+    rt_pwrite: f64,
+    rt_pwrite_plain: f64,
+}
+
+fn run(pinned: bool, total: usize, rounds: usize) -> Results {
+    set_pinned(pinned);
     let chunk = 64 * 1024;
     let d = tmpdir();
-
-    // dd's fsync time swings with the host disk: measure it before and
-    // after the server run and keep the faster (the stricter floor).
     let dd = || {
         let t = dd_seconds(&d.path().join("floor"), chunk, total);
         let _ = std::fs::remove_file(d.path().join("floor"));
         t
     };
-    let mut floor = dd();
-
+    let mut floor_dd = dd();
     let img = d.path().join("img");
     let b = Bench::start(
         d.path(),
         &["-r".into(), format!("{}", 2 * total), "-d".into(), format!("key=/dk,hostpath={},size={}", img.display(), total)],
     );
     let c = rumpclient::Client::connect(&b.url).expect("connect");
+    assert!(c.inline_granted(), "our server grants inline input to our client");
+    // The same kernel process over the plain protocol (NetBSD's wire:
+    // a copyin round trip per write), for comparison.
+    let plain = rumpclient::Client::connect_plain(&b.url).expect("connect");
     let fd = c.open("/dk", O_RDWR, 0).expect("open /dk");
+    let pfd = plain.open("/dk", O_RDWR, 0).expect("open /dk");
     let buf = vec![0xa5u8; chunk];
+    let nblk = total / chunk;
+
+    // Fresh blocks, then sync, beside dd.
     let t = Instant::now();
-    for i in 0..total / chunk {
+    for i in 0..nblk {
         c.pwrite(fd, &buf, (i * chunk) as i64).expect("pwrite");
     }
-    let writes_only = t.elapsed().as_secs_f64();
     c.sync().expect("sync");
     let write = t.elapsed().as_secs_f64();
-
-    // The same writes again, over blocks now cached (clean): no fresh
-    // memory to fault in, so this is the syscall path's own cost.
-    let t = Instant::now();
-    for i in 0..total / chunk {
-        c.pwrite(fd, &buf, (i * chunk) as i64).expect("pwrite");
-    }
-    let rewrite = t.elapsed().as_secs_f64();
-
     let mut rbuf = vec![0u8; chunk];
     let t = Instant::now();
-    for i in 0..total / chunk {
+    for i in 0..nblk {
         c.pread(fd, &mut rbuf, (i * chunk) as i64).expect("pread");
     }
     let read = t.elapsed().as_secs_f64();
 
-    // Null syscall against the floor: a raw unix-socket ping-pong with a
-    // getpid's byte counts (request header; response header + SysResp).
-    // Rounds alternate; the best round of each counts.
+    // Floors: raw unix-socket ping-pongs of our frames' byte counts.
     let (req_len, resp_len) = (HDRSZ, HDRSZ + SYSRESP_LEN);
-    let pp_path = d.path().join("pingpong.sock");
-    raw_server(UnixListener::bind(&pp_path).expect("bind ping-pong"), req_len, resp_len);
-    let mut pp = UnixStream::connect(&pp_path).expect("connect ping-pong");
+    let bulk_req = HDRSZ + INLINE_HDR_LEN + 5 * 8 + COPYDATA_LEN + chunk;
+    let mk = |name: &str, req: usize, resp: usize| {
+        let p = d.path().join(name);
+        raw_server(UnixListener::bind(&p).expect("bind ping-pong"), req, resp);
+        UnixStream::connect(&p).expect("connect ping-pong")
+    };
+    let mut pp = mk("pp.sock", req_len, resp_len);
+    let mut bulk = mk("bulk.sock", bulk_req, resp_len);
     let req = vec![0u8; req_len];
+    let breq = vec![0x5au8; bulk_req];
     let mut resp = vec![0u8; resp_len];
-    for _ in 0..2000 {
+
+    let n = 3000;
+    let nb = (nblk * 2).clamp(500, 4000);
+    let (mut v_pp, mut v_null, mut v_bulk, mut v_pw, mut v_plain) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut blk = 0usize;
+    let mut next_off = || {
+        blk = (blk + 1) % nblk;
+        (blk * chunk) as i64
+    };
+    // Warm up every path.
+    for _ in 0..500 {
         c.getpid().expect("getpid");
         pp.write_all(&req).expect("ping");
         pp.read_exact(&mut resp).expect("pong");
+        bulk.write_all(&breq).expect("ping");
+        bulk.read_exact(&mut resp).expect("pong");
+        c.pwrite(fd, &buf, next_off()).expect("pwrite");
     }
-    let n = 5_000;
-    let mut samples = vec![Duration::ZERO; n];
-    let (mut floor_med, mut floor_mean, mut null_med, mut null_mean) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
-    for _ in 0..4 {
-        let t0 = Instant::now();
-        for s in samples.iter_mut() {
-            let t = Instant::now();
+    // BENCH_PROFILE=pwrite|getpid|plain: only loop that call for 5 s (for
+    // `perf record` / `strace -c` on the server: see docs/perf.md).
+    if let Ok(what) = std::env::var("BENCH_PROFILE") {
+        println!("profiling {what}: rump_server pid {}", b.child.id());
+        let t = Instant::now();
+        let mut k = 0u64;
+        while t.elapsed().as_secs() < 5 {
+            match what.as_str() {
+                "getpid" => drop(c.getpid().expect("getpid")),
+                "plain" => drop(plain.pwrite(pfd, &buf, next_off()).expect("pwrite")),
+                _ => drop(c.pwrite(fd, &buf, next_off()).expect("pwrite")),
+            }
+            k += 1;
+        }
+        println!("  {:.2} us per call", t.elapsed().as_secs_f64() * 1e6 / k as f64);
+        std::process::exit(0);
+    }
+    let (mut rt_null, mut rt_pw, mut rt_plain) = (0.0, 0.0, 0.0);
+    for _ in 0..rounds {
+        v_pp.push(per_op_us(n, || {
             pp.write_all(&req).expect("ping");
             pp.read_exact(&mut resp).expect("pong");
-            *s = t.elapsed();
-        }
-        floor_mean = floor_mean.min(t0.elapsed().as_secs_f64() * 1e6 / n as f64);
-        floor_med = floor_med.min(median_us(&mut samples));
-        let t0 = Instant::now();
-        for s in samples.iter_mut() {
-            let t = Instant::now();
+        }));
+        let r0 = c.round_trips();
+        v_null.push(per_op_us(n, || {
             c.getpid().expect("getpid");
-            *s = t.elapsed();
-        }
-        null_mean = null_mean.min(t0.elapsed().as_secs_f64() * 1e6 / n as f64);
-        null_med = null_med.min(median_us(&mut samples));
+        }));
+        rt_null = (c.round_trips() - r0) as f64 / n as f64;
+        v_bulk.push(per_op_us(nb, || {
+            bulk.write_all(&breq).expect("ping");
+            bulk.read_exact(&mut resp).expect("pong");
+        }));
+        let r0 = c.round_trips();
+        v_pw.push(per_op_us(nb, || {
+            c.pwrite(fd, &buf, next_off()).expect("pwrite");
+        }));
+        rt_pw = (c.round_trips() - r0) as f64 / nb as f64;
+        let r0 = plain.round_trips();
+        v_plain.push(per_op_us(nb / 2, || {
+            plain.pwrite(pfd, &buf, next_off()).expect("pwrite");
+        }));
+        rt_plain = (plain.round_trips() - r0) as f64 / (nb / 2) as f64;
     }
-    drop(pp);
-    floor = floor.min(dd());
+    drop((pp, bulk, plain, c));
+    drop(b);
+    floor_dd = floor_dd.min(dd());
+    let ratios = |a: &[f64], b: &[f64]| fig(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    Results {
+        r_null: ratios(&v_null, &v_pp),
+        r_pw: ratios(&v_bulk, &v_pw),
+        r_plain: ratios(&v_bulk, &v_plain),
+        pp: fig(v_pp),
+        null: fig(v_null),
+        bulk_floor: fig(v_bulk),
+        pwrite: fig(v_pw),
+        pwrite_plain: fig(v_plain),
+        write_mib_s: mib_s(total, write),
+        write_sync_ratio: write / floor_dd,
+        read_mib_s: mib_s(total, read),
+        rt_null,
+        rt_pwrite: rt_pw,
+        rt_pwrite_plain: rt_plain,
+    }
+}
 
-    println!("kernel: {} MiB in 64 KiB chunks to a blk drive", total / MIB);
-    println!("  dd bs=64k conv=fsync (floor)  {:8.1} MiB/s", mib_s(total, floor));
+fn gib_s(bytes: usize, us: f64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64 / (us * 1e-6)
+}
+
+fn report(tag: &str, r: &Results, total: usize) {
+    let chunk = 64 * 1024;
+    println!("{tag}:");
+    println!("  floor: raw unix ping-pong 24/48 B       {}", r.pp);
     println!(
-        "  write + sync via rump_server  {:8.1} MiB/s   time ratio {:.2}x the floor (target <= 2x)",
-        mib_s(total, write),
-        write / floor
+        "  null syscall (getpid)                   {}   {:.2}x the floor ({:.2}..{:.2}; target <= 1.3x), {:.0} round trip(s)",
+        r.null,
+        r.r_null.med,
+        r.r_null.lo,
+        r.r_null.hi,
+        r.rt_null
     );
     println!(
-        "    of which pwrite calls       {:8.1} MiB/s ({:.1} us per 64 KiB), sync {:.1} ms",
-        mib_s(total, writes_only),
-        writes_only * 1e6 / (total / chunk) as f64,
-        (write - writes_only) * 1e3
+        "  floor: raw 64 KiB + 48 B ack ping-pong  {}   {:6.2} GiB/s",
+        r.bulk_floor,
+        gib_s(chunk, r.bulk_floor.med)
     );
     println!(
-        "    rewrite of cached blocks    {:8.1} MiB/s ({:.1} us per 64 KiB; no new cache memory)",
-        mib_s(total, rewrite),
-        rewrite * 1e6 / (total / chunk) as f64
+        "  64 KiB pwrite, blk drive (cached)       {}   {:6.2} GiB/s   {:.2}x the floor's rate ({:.2}..{:.2}; target >= 0.5x), {:.0} round trip(s)",
+        r.pwrite,
+        gib_s(chunk, r.pwrite.med),
+        r.r_pw.med,
+        r.r_pw.lo,
+        r.r_pw.hi,
+        r.rt_pwrite
     );
-    println!("  read via rump_server          {:8.1} MiB/s", mib_s(total, read));
     println!(
-        "  floor: raw unix ping-pong {req_len}/{resp_len} B  {:8.2} us   (mean {:.2} us)",
-        floor_med, floor_mean
+        "    same over the plain protocol          {}   {:6.2} GiB/s   {:.2}x the floor's rate ({:.2}..{:.2}), {:.0} round trip(s) (copyin)",
+        r.pwrite_plain,
+        gib_s(chunk, r.pwrite_plain.med),
+        r.r_plain.med,
+        r.r_plain.lo,
+        r.r_plain.hi,
+        r.rt_pwrite_plain
     );
     println!(
-        "  null syscall (getpid)         {:8.2} us   ratio {:.2}x the floor (target <= 2x; mean {:.2} us, {:.2}x)",
-        null_med,
-        null_med / floor_med,
-        null_mean,
-        null_mean / floor_mean
+        "  {} MiB fresh 64 KiB writes + sync    {:8.1} MiB/s   {:.2}x dd bs=64k conv=fsync's time (target <= 2x); reads {:.1} MiB/s",
+        total / MIB,
+        r.write_mib_s,
+        r.write_sync_ratio,
+        r.read_mib_s
     );
+}
+
+fn main() {
+    let total: usize = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256) * MIB;
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7).max(1);
+    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("kernel: medians of {rounds} rounds (spread: min..max of the round medians; ratios: median of per-round ratios), {ncpu} CPUs");
+    println!(
+        "  Both pinned and unpinned figures are shown: pinned to one CPU, client and server hand off on that CPU \
+         and the figures are the data path's own cost; unpinned, each hand-off may be a cross-CPU wake-up \
+         (~60 us on an idle VM here), which swamps that cost unless someone spins: our client and server spin (bounded, adaptive; \
+         never when pinned), the raw floors block, so unpinned ours can beat its floor."
+    );
+    let pinned = run(true, total, rounds);
+    report("pinned to CPU 0 (taskset -c 0 equivalent: this process, its threads and rump_server)", &pinned, total);
+    let unpinned = run(false, total, rounds);
+    report("unpinned", &unpinned, total);
 }

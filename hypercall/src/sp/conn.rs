@@ -10,7 +10,7 @@ use std::thread::Thread;
 
 use parking_lot::{Condvar, Mutex};
 
-use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError};
+use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError, SpinFd};
 use netbsd_abi::sp::{self as wire, Class, CopyData, Header, SysResp, Type, HDRSZ};
 
 pub(crate) const ST_NEW: u8 = 0;
@@ -92,6 +92,8 @@ pub(crate) struct Conn {
     /// Shut down by the server (handshake deadline, or evicted to make
     /// room at the connection cap); no longer counts against the cap.
     pub evicted: AtomicBool,
+    /// Protocol extensions granted in the handshake (`wire::Features`).
+    pub features: AtomicU32,
 }
 
 impl Conn {
@@ -117,6 +119,7 @@ impl Conn {
             ctl: Mutex::new(()),
             accepted: now_ns(),
             evicted: AtomicBool::new(false),
+            features: AtomicU32::new(0),
         }
     }
 
@@ -205,6 +208,13 @@ impl Conn {
     pub fn send_handshake_resp(&self, reqno: u64, error: i32) -> Result<(), ()> {
         let h = Header::new(Class::Resp, Type::Handshake, reqno, 0, wire::HANDSHAKE_RESP_LEN);
         self.send(&[&h.encode(), &error.to_le_bytes()])
+    }
+
+    /// A handshake response with the extension grant after the error (only
+    /// to a client that asked: see `wire::ExtGrant`).
+    pub fn send_handshake_ext_resp(&self, reqno: u64, error: i32, g: wire::ExtGrant) -> Result<(), ()> {
+        let h = Header::new(Class::Resp, Type::Handshake, reqno, 0, wire::HANDSHAKE_EXT_RESP_LEN);
+        self.send(&[&h.encode(), &error.to_le_bytes(), &g.encode()])
     }
 
     pub fn send_sysresp(&self, reqno: u64, error: i32, retval: [i64; 2]) -> Result<(), ()> {
@@ -350,6 +360,8 @@ pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), ()> {
 }
 
 const BUF: usize = wire::reader::BUF;
+/// Buffered reads ask for at most this much (see `FrameReader::set_read_limit`).
+const READ_LIMIT: usize = 4096;
 
 /// The reading side of a connection: the frame reader shared with the
 /// client library, and the last request's payload. Holding `Conn::rd`
@@ -357,6 +369,8 @@ const BUF: usize = wire::reader::BUF;
 /// routes answers.
 pub(crate) struct RState {
     r: FrameReader,
+    /// Spinning (bounded, adaptive) before blocking for the next frame.
+    spin: wire::io::Spin,
     /// Payload of the last request.
     pub pending: Vec<u8>,
 }
@@ -373,7 +387,10 @@ pub(crate) enum Input {
 
 impl RState {
     pub fn new() -> RState {
-        RState { r: FrameReader::new(), pending: Vec::new() }
+        let mut r = FrameReader::new();
+        // A 64 KiB request's payload is read straight into `pending`.
+        r.set_read_limit(READ_LIMIT);
+        RState { r, spin: wire::io::Spin::new(), pending: Vec::new() }
     }
 
     fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
@@ -406,6 +423,7 @@ impl RState {
             libc::iovec { iov_base: hbuf.as_mut_ptr() as *mut c_void, iov_len: HDRSZ },
             libc::iovec { iov_base: slot.dest as *mut c_void, iov_len: room },
         ];
+        self.spin.wait_readable(fd);
         let n = loop {
             // SAFETY: the first iovec is our buffer (BUF >= HDRSZ bytes);
             // the second is the pending slot's destination, `cap >= room`
@@ -483,8 +501,10 @@ impl RState {
             if self.pending.capacity() > 1 << 20 {
                 self.pending = Vec::new();
             }
-            self.pending.clear();
-            let hdr = match self.r.header(&mut Fd(fd)) {
+            // Not cleared: `resize` below then zero-fills only what grows
+            // (a run of equal-sized requests reuses the bytes as they are;
+            // `read_into` overwrites them all).
+            let hdr = match self.r.header(&mut SpinFd(fd, &mut self.spin)) {
                 Ok(h) => h,
                 Err(ReadError::Bad(e)) => return Some(Input::Bad(e.reqno())),
                 Err(_) => return Some(Input::Closed),

@@ -503,12 +503,15 @@ pub fn stop_admitting() {
 }
 
 fn stop_srv(srv: &Srv) {
-    let _ = srv.phase.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
-    if srv.halt_hook.read().is_none() {
+    // Without a hook, close the listener *before* new syscalls start to
+    // fail: a client that saw ESHUTDOWN must find connects refused, not
+    // queued on a socket about to close (reset).
+    if srv.halt_hook.read().is_none() && srv.phase() == PH_RUN {
         if let Some(l) = srv.listener.lock().clone() {
             l.close();
         }
     }
+    let _ = srv.phase.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
 }
 
 /// What the server calls, on the connection's own thread and without a
@@ -789,8 +792,55 @@ struct SyscallJob {
     reqno: u64,
     num: i32,
     args: Args,
+    /// An inline request's records and the payload holding them (the
+    /// reader's buffer, moved here by whoever runs the job).
+    inline: Option<(wire::InlineLayout, Vec<u8>)>,
 }
 
+impl SyscallJob {
+    /// Give the job the request's payload if it needs it (inline data);
+    /// otherwise `payload` stays with the caller.
+    fn take_payload(&mut self, payload: &mut Vec<u8>) {
+        if let Some((_, p)) = self.inline.as_mut() {
+            *p = std::mem::take(payload);
+        }
+    }
+}
+
+/// What copyin/copyinstr may take without a round trip: the inline
+/// records of the syscall this thread runs for connection `conn`.
+struct InlineNow {
+    conn: usize,
+    layout: wire::InlineLayout,
+    data: Vec<u8>,
+}
+
+thread_local! {
+    static INLINE: RefCell<Option<InlineNow>> = const { RefCell::new(None) };
+}
+
+/// Serve a copyin from the running syscall's inline records: `Some(n)`
+/// bytes copied into `dst` (for a string: through its NUL, or all of
+/// `dst`), `Some(usize::MAX)` (a fault) once the connection is closed,
+/// or `None` when they are not there.
+fn copy_inline(h: ClientHandle, raddr: u64, dst: &mut [u8], string: bool) -> Option<usize> {
+    INLINE.with(|i| {
+        let g = i.borrow();
+        let now = g.as_ref().filter(|n| n.conn == h.0)?;
+        // A client that went away fails copies as on the wire (a syscall
+        // may poll copyin to notice that).
+        if CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(c, _)| c.closed.load(Ordering::Acquire))) {
+            return Some(usize::MAX);
+        }
+        let src = now.layout.find(&now.data, raddr, dst.len(), string)?;
+        dst[..src.len()].copy_from_slice(src);
+        Some(src.len())
+    })
+}
+
+// A `Syscall` carries an inline request's record table (a few hundred
+// bytes): moved once per request, never stored, so not boxed.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Continue,
     Close,
@@ -823,8 +873,11 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 return;
             }
         };
-        let payload = std::mem::take(&mut g.pending);
-        let next = handle_request(conn, &hdr, &payload);
+        let mut payload = std::mem::take(&mut g.pending);
+        let mut next = handle_request(conn, &hdr, &payload);
+        if let Next::Syscall(job) = &mut next {
+            job.take_payload(&mut payload);
+        }
         g.pending = payload;
         match next {
             Next::Continue => {}
@@ -840,7 +893,7 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 // A copyin waiter parked while we read may take over now.
                 conn.wake_waiters();
                 watchdog_kick();
-                run_syscall(conn, job);
+                let buf = run_syscall(conn, job);
                 if conn.leave() {
                     final_release(conn);
                     return;
@@ -848,6 +901,9 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 match conn.rd.try_lock() {
                     Some(g2) => g = g2,
                     None => return,
+                }
+                if let Some(b) = buf.filter(|b| b.capacity() > g.pending.capacity()) {
+                    g.pending = b;
                 }
             }
             Next::Exec(reqno, comm) => {
@@ -861,9 +917,13 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
 
 /// A request read by a copyin waiter (a thread inside the kernel): handle
 /// it on a pool thread.
-pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, payload: Vec<u8>) {
+pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: Vec<u8>) {
     pool().submit(move || {
-        match handle_request(&conn, &hdr, &payload) {
+        let mut next = handle_request(&conn, &hdr, &payload);
+        if let Next::Syscall(job) = &mut next {
+            job.take_payload(&mut payload);
+        }
+        match next {
             Next::Continue => {}
             Next::Close => {
                 conn.kill_waiters();
@@ -872,7 +932,7 @@ pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, payload: Vec<u8>) {
             }
             Next::Syscall(job) => {
                 conn.enter();
-                run_syscall(&conn, job);
+                let _ = run_syscall(&conn, job);
                 if conn.leave() {
                     final_release(&conn);
                     return;
@@ -910,6 +970,9 @@ static WD_MX: Mutex<()> = Mutex::new(());
 static WD_CV: Condvar = Condvar::new();
 /// A connection left without a reader this long gets one.
 const WD_AFTER_NS: u64 = 1_000_000;
+/// Rounds (about WD_AFTER_NS each) with nothing to watch before the
+/// watchdog sleeps until kicked.
+const WD_IDLE_ROUNDS: u32 = 20;
 
 fn watchdog_kick() {
     if WD_SLEEPING.load(Ordering::Relaxed) {
@@ -930,12 +993,18 @@ fn watchdog() {
     loop {
         let now = now_ns();
         let mut any = false;
+        // The earliest moment a connection now without a reader becomes
+        // due: sleep until then, not a fixed tick (a stream of short
+        // syscalls, each leaving the role free a moment, then wakes this
+        // thread about once per WD_AFTER_NS instead of twice).
+        let mut due = now + WD_AFTER_NS;
         for c in REGISTRY.read().values() {
             let t = c.free_since.load(Ordering::Acquire);
             if t == 0 || c.closed.load(Ordering::Acquire) {
                 continue;
             }
             any = true;
+            due = due.min(t + WD_AFTER_NS);
             if now.saturating_sub(t) > WD_AFTER_NS
                 && !c.rd.is_locked()
                 && !c.reader_queued.swap(true, Ordering::AcqRel)
@@ -949,14 +1018,18 @@ fn watchdog() {
         } else {
             idle += 1;
         }
-        if idle > 200 {
+        if idle > WD_IDLE_ROUNDS {
             let mut g = WD_MX.lock();
             WD_SLEEPING.store(true, Ordering::Release);
             WD_CV.wait_for(&mut g, std::time::Duration::from_secs(1));
             WD_SLEEPING.store(false, Ordering::Release);
-            idle = 0;
+            // Woken by a kick or the timeout: look once; with nothing
+            // to watch, sleep again right away (an idle server costs
+            // one wake-up a second here, not a burst of polling).
+            idle = WD_IDLE_ROUNDS;
         } else {
-            std::thread::sleep(std::time::Duration::from_micros(500));
+            let wait = due.saturating_sub(now_ns()).clamp(200_000, WD_AFTER_NS);
+            std::thread::sleep(std::time::Duration::from_nanos(wait));
         }
     }
 }
@@ -1058,15 +1131,44 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         sched(up, |u| u.lwproc_release());
         sched(up, |u| switch_lwp(u, main));
     }
-    let _ = conn.send_handshake_resp(reqno, 0);
+    // Our own client asks for extensions after its name's NUL (NetBSD's
+    // never does, and gets the plain response).
+    match wire::parse_ext_request(payload).filter(|_| kind == Some(Handshake::Guest)) {
+        Some(want) => {
+            let granted = wire::Features(want.0 & wire::Features::INLINE.0);
+            conn.features.store(granted.0, Ordering::Release);
+            let g = wire::ExtGrant { features: granted, inline_max: INLINE_MAX as u32 };
+            let _ = conn.send_handshake_ext_resp(reqno, 0, g);
+        }
+        None => {
+            let _ = conn.send_handshake_resp(reqno, 0);
+        }
+    }
     conn.pid.store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
     lwp_sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
     conn.state.store(ST_RUNNING, Ordering::Release);
     Next::Continue
 }
 
+/// Most inline bytes (records and their data) we accept in one request.
+const INLINE_MAX: usize = 256 << 10;
+
 fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
-    let num = hdr.arg as i32;
+    let mut num = hdr.arg as i32;
+    let mut inline = None;
+    let mut payload = payload;
+    if hdr.arg & wire::SYSCALL_INLINE != 0 {
+        let granted = wire::Features(conn.features.load(Ordering::Acquire)).has(wire::Features::INLINE);
+        let layout = wire::InlineLayout::decode(payload)
+            .filter(|l| granted && payload.len() - l.args.0 - l.args.1 <= INLINE_MAX + l.nrec * wire::COPYDATA_LEN);
+        let Some(l) = layout else {
+            let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
+            return Next::Close;
+        };
+        num = (hdr.arg & !wire::SYSCALL_INLINE) as i32;
+        payload = l.args(payload);
+        inline = Some(l);
+    }
     if let Some(n) = nargs(num) {
         if payload.len() < n * ARG_SLOT {
             let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
@@ -1088,7 +1190,7 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
-    Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload) })
+    Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload), inline: inline.map(|l| (l, Vec::new())) })
 }
 
 /// A `reboot(2)` handed to the [`HaltHook`] right on the reader's thread,
@@ -1106,13 +1208,18 @@ fn halt_without_cpu(conn: &Arc<Conn>, reqno: u64, flags: i32, hook: &HaltHook) {
     let _ = conn.send_sysresp(reqno, rv, retval);
 }
 
-fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
+/// Run one syscall and send its answer; gives back an inline request's
+/// payload buffer, for reuse.
+fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<Vec<u8>> {
     let Some(up) = conn.srv.up() else {
         let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
-        return;
+        return None;
     };
     conn.running_add(job.reqno);
     CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
+    if let Some((layout, data)) = job.inline.take() {
+        INLINE.with(|i| *i.borrow_mut() = Some(InlineNow { conn: conn.id, layout, data }));
+    }
     let mut retval: [c_long; 2] = [0, 0];
     up.schedule();
     let mut rv = up.lwproc_newlwp(conn.pid.load(Ordering::Acquire));
@@ -1127,9 +1234,14 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) {
     }
     up.unschedule();
     CURRENT.with(|c| *c.borrow_mut() = None);
+    if let Some(n) = INLINE.with(|i| i.borrow_mut().take()) {
+        // Keep the payload's memory for the next request read here.
+        job.inline = Some((n.layout, n.data));
+    }
     if !conn.running_remove(job.reqno) {
         let _ = conn.send_sysresp(job.reqno, rv, [retval[0], retval[1]]);
     }
+    job.inline.map(|(_, d)| d)
 }
 
 fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
@@ -1298,6 +1410,9 @@ pub(crate) fn copyin(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<(), 
     if dst.is_empty() {
         return Ok(());
     }
+    if let Some(n) = copy_inline(h, raddr, dst, false) {
+        return if n == dst.len() { Ok(()) } else { Err(Errno(EFAULT)) };
+    }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
     let want = dst.len();
@@ -1311,6 +1426,9 @@ pub(crate) fn copyinstr(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<u
     if dst.is_empty() {
         return Ok(0);
     }
+    if let Some(n) = copy_inline(h, raddr, dst, true) {
+        return if n <= dst.len() { Ok(n) } else { Err(Errno(EFAULT)) };
+    }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
     upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Copyinstr, &cd, dst))
@@ -1322,7 +1440,26 @@ pub(crate) fn copyout(h: ClientHandle, src: &[u8], raddr: u64, ty: Type) -> Resu
         return Ok(());
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
+    forget_inline_over(h, raddr, src.len());
     upcalls::blocking(std::ptr::null_mut(), || conn.copyout(ty, src, raddr)).map_err(|_| Errno(EFAULT))
+}
+
+/// A copyout over memory the running syscall got inline makes that copy
+/// stale: from now on its copyins go over the wire (and see what the
+/// client's memory holds then).
+fn forget_inline_over(h: ClientHandle, raddr: u64, len: usize) {
+    INLINE.with(|i| {
+        let mut g = i.borrow_mut();
+        if let Some(now) = g.as_mut().filter(|n| n.conn == h.0) {
+            let end = raddr.saturating_add(len as u64);
+            let l = &mut now.layout;
+            for r in l.recs[..l.nrec].iter_mut() {
+                if raddr < r.addr.saturating_add(r.len as u64) && r.addr < end {
+                    r.len = 0;
+                }
+            }
+        }
+    });
 }
 
 pub(crate) fn anonmmap(h: ClientHandle, len: usize) -> Result<u64, Errno> {
@@ -1342,4 +1479,29 @@ pub(crate) fn raise(h: ClientHandle, signo: i32) -> Result<(), Errno> {
     let conn = lookup(h).ok_or(Errno(ENOTCONN))?;
     upcalls::blocking(std::ptr::null_mut(), || conn.notify(Type::Raise, signo as u32, &[]))
         .map_err(|_| Errno(ENOTCONN))
+}
+
+#[cfg(test)]
+mod inline_tests {
+    use super::*;
+
+    /// Inline records serve copyins on the syscall's own thread and
+    /// connection only, and a copyout over one makes it stale.
+    #[test]
+    fn inline_copies_and_staleness() {
+        let data = [5u8; 64];
+        let mut p = wire::InlineHdr { arglen: 0, nrec: 1 }.encode().to_vec();
+        p.extend(CopyData { len: 64, addr: 0x1000 }.encode());
+        p.extend(data);
+        let layout = wire::InlineLayout::decode(&p).unwrap();
+        INLINE.with(|i| *i.borrow_mut() = Some(InlineNow { conn: 7, layout, data: p }));
+        let mut dst = [0u8; 16];
+        assert_eq!(copy_inline(ClientHandle(7), 0x1010, &mut dst, false), Some(16));
+        assert_eq!(dst, [5u8; 16]);
+        assert_eq!(copy_inline(ClientHandle(8), 0x1010, &mut dst, false), None, "another connection's");
+        assert_eq!(copy_inline(ClientHandle(7), 0x1038, &mut dst, false), None, "runs past the record");
+        forget_inline_over(ClientHandle(7), 0x103f, 1);
+        assert_eq!(copy_inline(ClientHandle(7), 0x1000, &mut dst, false), None, "stale after a copyout over it");
+        INLINE.with(|i| *i.borrow_mut() = None);
+    }
 }
