@@ -20,32 +20,8 @@ fn have_e2fsprogs() -> bool {
     true
 }
 
-fn mke2fs(img: &Path, args: &[&str], size: &str) {
-    let o = common::host_cmd("mke2fs")
-        .args(["-q", "-F", "-t", "ext2"])
-        .args(args)
-        .arg(img)
-        .arg(size)
-        .env("MKE2FS_CONFIG", "/dev/null")
-        .output()
-        .expect("mke2fs");
-    assert!(o.status.success(), "mke2fs: {}", stderr(&o));
-}
 
-fn e2fsck_clean(img: &Path) {
-    let o = common::host_cmd("e2fsck").args(["-fn"]).arg(img).output().expect("e2fsck");
-    assert!(
-        o.status.success(),
-        "e2fsck -fn found problems:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-}
 
-fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
-    let o = common::host_cmd("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
-    o.stdout
-}
 
 fn serve(d: &Path, img: &Path) -> Server {
     Server::start(d, &["-d", &format!("key=/dk,hostpath={},size=host", img.display())])

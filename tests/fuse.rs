@@ -50,18 +50,7 @@ fn ok(cmd: &mut Command) -> Output {
     o
 }
 
-fn mke2fs(img: &Path, size: &str, extra: &[&str]) {
-    ok(Command::new(tool("mke2fs"))
-        .args(["-q", "-F", "-t", "ext2", "-b", "4096"])
-        .args(extra)
-        .arg(img)
-        .arg(size)
-        .env("MKE2FS_CONFIG", "/dev/null"));
-}
 
-fn e2fsck_clean(img: &Path) {
-    ok(Command::new(tool("e2fsck")).arg("-fn").arg(img));
-}
 
 /// Pids of processes whose command line mentions `needle`.
 fn pids_with(needle: &str) -> Vec<i32> {
@@ -206,7 +195,7 @@ fn real_tree_through_rump_ext2fs() {
     let src = d.path().join("src");
     make_tree(&src);
     let img = d.path().join("disk.img");
-    mke2fs(&img, "400M", &[]);
+    mke2fs(&img, &["-b", "4096"], "400M");
     let mnt = d.path().join("mnt");
     let pid = mount_ext2fs(&mut g, &img, &mnt, &[]);
 
@@ -358,18 +347,18 @@ fn errors_in_unix_style() {
         assert!(e.starts_with("rump_ext2fs: ") && e.contains(msg), "{args:?}: {e}");
     };
     expect(&[&img, &mnt], &format!("{}: No such file or directory", img.display()));
-    mke2fs(&img, "16M", &[]);
+    mke2fs(&img, &["-b", "4096"], "16M");
     let missing = d.path().join("nowhere");
     expect(&[&img, &missing], &format!("{}: No such file or directory", missing.display()));
     // Busy: something is already mounted there.
     let pid = mount_ext2fs(&mut g, &img, &mnt, &[]);
     let img2 = d.path().join("y.img");
-    mke2fs(&img2, "16M", &[]);
+    mke2fs(&img2, &["-b", "4096"], "16M");
     expect(&[&img2, &mnt], &format!("{}: Device or resource busy", mnt.display()));
     umount_and_wait(&mnt, pid);
     // Refused features: an ext4 image with extents and 64bit.
     let ext4 = d.path().join("e4.img");
-    mke2fs(&ext4, "32M", &["-O", "extent,64bit"]);
+    mke2fs(&ext4, &["-b", "4096", "-O", "extent,64bit"], "32M");
     expect(&[&ext4, &mnt], &format!("{}: ", ext4.display()));
     assert!(!mounted(&mnt));
     assert!(pids_with(&ext4.display().to_string()).is_empty());
@@ -385,7 +374,7 @@ fn sigterm_rumpserver_and_read_only() {
     let d = tmpdir();
     let mut g = Guard::default();
     let img = d.path().join("s.img");
-    mke2fs(&img, "64M", &[]);
+    mke2fs(&img, &["-b", "4096"], "64M");
     let mnt = d.path().join("mnt");
 
     // SIGTERM, in the foreground (-f): exit status 0, clean image.
@@ -449,7 +438,7 @@ fn corrupt_image_gives_errors_not_hangs() {
     let d = tmpdir();
     let mut g = Guard::default();
     let img = d.path().join("bad.img");
-    mke2fs(&img, "32M", &["-N", "512"]);
+    mke2fs(&img, &["-b", "4096", "-N", "512"], "32M");
     // Fill it through the mount, so the layout is ours.
     let mnt = d.path().join("mnt");
     let pid = mount_ext2fs(&mut g, &img, &mnt, &[]);

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pattern, tmpdir, Client, RUMP_SERVER};
+use common::{debugfs_cat, e2fsck_clean, pattern, tmpdir, Client, RUMP_SERVER};
 use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_TRUNC};
 
 /// The components an ext2 image on a host drive needs: ext2fs uses
@@ -301,22 +301,7 @@ fn mke2fs(img: &Path, size: &str) {
     assert!(o.status.success(), "mke2fs: {}", stderr(&o));
 }
 
-fn e2fsck_clean(img: &Path) {
-    let o = common::host_cmd("e2fsck").arg("-fn").arg(img).output().expect("e2fsck");
-    assert!(
-        o.status.success(),
-        "e2fsck -fn: {:?}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-}
 
-fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
-    let o = common::host_cmd("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
-    assert!(o.status.success(), "debugfs: {}", stderr(&o));
-    o.stdout
-}
 
 fn ext2_drive(dir: &Path) -> (PathBuf, String) {
     let img = dir.join("img");

@@ -16,40 +16,15 @@ use common::*;
 use netbsd_abi::fcntl::{O_CREAT, O_RDWR};
 use netbsd_abi::sp::{self as wire, Class, Handshake, Header, Type, HDRSZ};
 
-fn e2tool(name: &str) -> PathBuf {
-    host_tool(name)
-}
 
-fn mke2fs(img: &Path, size: &str) {
-    let o = Command::new(e2tool("mke2fs"))
-        .args(["-q", "-F", "-t", "ext2", "-b", "4096"])
-        .arg(img)
-        .arg(size)
-        .env("MKE2FS_CONFIG", "/dev/null")
-        .output()
-        .expect("mke2fs");
-    assert!(o.status.success(), "mke2fs: {}", stderr(&o));
-}
 
-fn e2fsck_clean(img: &Path) {
-    let o = Command::new(e2tool("e2fsck")).arg("-fn").arg(img).output().expect("e2fsck");
-    assert!(
-        o.status.success(),
-        "e2fsck -fn found problems:\n{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-}
 
-fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
-    Command::new(e2tool("debugfs")).arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs").stdout
-}
 
 /// A server on a fresh ext2 image (`/dk`, mounted at /mnt) and a raw
 /// drive (`/raw`), with extra arguments.
 fn ext2_server(d: &Path, extra: &[&str], env: Vec<(&'static str, String)>) -> Server {
     let img = d.join("img");
-    mke2fs(&img, "64M");
+    mke2fs(&img, &["-b", "4096"], "64M");
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend(["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())]);
     args.extend(["-d".into(), format!("key=/raw,hostpath={},size=16m", d.join("raw").display())]);
@@ -490,7 +465,7 @@ fn an_fsync_stuck_on_the_drive_does_not_stop_other_files() {
     use netbsd_abi::fcntl::O_RDONLY;
     let d = tmpdir();
     let img = d.path().join("img");
-    mke2fs(&img, "32M");
+    mke2fs(&img, &["-b", "4096"], "32M");
     let ctl = d.path().join("hang");
     let args = vec!["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())];
     let env = vec![("RUMP_FAULT", format!("/dk=write-hang:{}", ctl.display()))];

@@ -218,3 +218,35 @@ pub fn host_tool(name: &str) -> PathBuf {
 pub fn host_cmd(name: &str) -> Command {
     Command::new(host_tool(name))
 }
+
+/// `mke2fs -t ext2` an image of `size` (`16M`…) with extra arguments.
+pub fn mke2fs(img: &Path, args: &[&str], size: &str) {
+    let o = host_cmd("mke2fs")
+        .args(["-q", "-F", "-t", "ext2"])
+        .args(args)
+        .arg(img)
+        .arg(size)
+        .env("MKE2FS_CONFIG", "/dev/null")
+        .output()
+        .expect("mke2fs");
+    assert!(o.status.success(), "mke2fs: {}", stderr(&o));
+}
+
+/// `e2fsck -fn` finds no problem.
+pub fn e2fsck_clean(img: &Path) {
+    let o = host_cmd("e2fsck").arg("-fn").arg(img).output().expect("e2fsck");
+    assert!(
+        o.status.success(),
+        "e2fsck -fn found problems ({:?}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
+/// A file's bytes as `debugfs` reads them from the image.
+pub fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
+    let o = host_cmd("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
+    assert!(o.status.success(), "debugfs: {}", stderr(&o));
+    o.stdout
+}

@@ -29,13 +29,20 @@ fn iovecs(cx: &Cx, uaddr: u64, iovcnt: i32) -> Result<Vec<(u64, usize)>, Errno> 
     Ok(out)
 }
 
-fn readv_at(cx: &Cx, f: &File, off: u64, v: &[(u64, usize)]) -> Result<usize, Errno> {
+/// Move the segments `v` one after another from file offset `off` with
+/// `io(offset, base, len)`: stop at a short count; an error after some
+/// bytes ends the call with what was done, as NetBSD's `dofilereadv` does.
+fn each_segment(
+    off: u64,
+    v: &[(u64, usize)],
+    mut io: impl FnMut(u64, u64, usize) -> Result<usize, Errno>,
+) -> Result<usize, Errno> {
     let mut done = 0usize;
     for &(base, len) in v {
         if len == 0 {
             continue;
         }
-        let n = match do_read(cx, f, off + done as u64, base, len) {
+        let n = match io(off + done as u64, base, len) {
             Ok(n) => n,
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
@@ -48,23 +55,12 @@ fn readv_at(cx: &Cx, f: &File, off: u64, v: &[(u64, usize)]) -> Result<usize, Er
     Ok(done)
 }
 
+fn readv_at(cx: &Cx, f: &File, off: u64, v: &[(u64, usize)]) -> Result<usize, Errno> {
+    each_segment(off, v, |o, base, len| do_read(cx, f, o, base, len))
+}
+
 fn writev_at(cx: &Cx, f: &File, off: u64, v: &[(u64, usize)]) -> Result<usize, Errno> {
-    let mut done = 0usize;
-    for &(base, len) in v {
-        if len == 0 {
-            continue;
-        }
-        let n = match do_write(cx, f, off + done as u64, base, len) {
-            Ok(n) => n,
-            Err(e) if done == 0 => return Err(e),
-            Err(_) => break,
-        };
-        done += n;
-        if n < len {
-            break;
-        }
-    }
-    Ok(done)
+    each_segment(off, v, |o, base, len| do_write(cx, f, o, base, len))
 }
 
 pub fn readv(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
