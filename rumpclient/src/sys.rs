@@ -12,7 +12,7 @@ use crate::client::{Client, Region};
 use crate::error::Error;
 
 /// A NUL-terminated copy of a path.
-fn cpath(p: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn cpath(p: &[u8]) -> Result<Vec<u8>, Error> {
     if p.contains(&0) {
         return Err(Error::Errno(Errno(EINVAL)));
     }
@@ -22,7 +22,8 @@ fn cpath(p: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(v)
 }
 
-fn a(b: &[u8]) -> u64 {
+/// The address of `b` in this process, as a syscall argument.
+pub(crate) fn a(b: &[u8]) -> u64 {
     b.as_ptr() as u64
 }
 

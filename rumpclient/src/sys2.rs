@@ -1,7 +1,7 @@
 //! Typed wrappers for the attribute, credential, descriptor, vectored-I/O
 //! and `*at` calls (NetBSD numbers and layouts, amd64).
 
-use netbsd_abi::errno::{Errno, EFAULT, EINVAL};
+use netbsd_abi::errno::{Errno, EFAULT};
 use netbsd_abi::fcntl::{AT_FDCWD, AT_SYMLINK_NOFOLLOW, ST_WAIT};
 use netbsd_abi::stat::{Stat, Timespec, STAT_SIZE, UTIME_NOW, UTIME_OMIT};
 use netbsd_abi::statvfs::{Statvfs, STATVFS_SIZE};
@@ -9,20 +9,7 @@ use netbsd_abi::syscall::*;
 
 use crate::client::{Client, Region};
 use crate::error::Error;
-
-fn cpath(p: &[u8]) -> Result<Vec<u8>, Error> {
-    if p.contains(&0) {
-        return Err(Error::Errno(Errno(EINVAL)));
-    }
-    let mut v = Vec::with_capacity(p.len() + 1);
-    v.extend_from_slice(p);
-    v.push(0);
-    Ok(v)
-}
-
-fn a(b: &[u8]) -> u64 {
-    b.as_ptr() as u64
-}
+use crate::sys::{a, cpath};
 
 /// One time for [`Client::utimens`]: leave it, set it to now, or a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
