@@ -98,7 +98,8 @@ impl Kind {
     fn mount(self, img: &Path, mnt: &Path) -> Result<(), String> {
         let (i, m) = (img.display(), mnt.display());
         match self {
-            Kind::Rump => sh(&format!("{}'{RUMP_EXT2FS}' '{i}' '{m}'", pin())),
+            // BENCH_RUMP_OPTS: extra rump_ext2fs options (e.g. -o threads=1).
+            Kind::Rump => sh(&format!("{}'{RUMP_EXT2FS}' {} '{i}' '{m}'", pin(), std::env::var("BENCH_RUMP_OPTS").unwrap_or_default())),
             Kind::Fuse2fs => {
                 let f = tool("fuse2fs").ok_or("fuse2fs not installed")?;
                 sh(&format!("{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null", pin(), f.display()))?;
