@@ -28,6 +28,11 @@ pub(crate) const ROOT_INO: u32 = 2;
 
 pub(crate) type R<T> = Result<T, Errno>;
 
+/// Not an errno anyone sees: a read-only operation stopped at a metadata
+/// block the cache does not hold, to be read without the file system lock
+/// and the operation run again (see [`Fs::read_meta`]).
+pub(crate) const EDEFER: i32 = -0x6465;
+
 pub(crate) fn err<T>(e: i32) -> R<T> {
     Err(Errno(e))
 }
@@ -86,6 +91,10 @@ pub(crate) struct Fs {
     /// The superblock last written to the store says clean (see
     /// `begin_write`).
     pub(crate) sb_clean: bool,
+    /// A metadata miss may end the running operation (see `read_meta`).
+    pub(crate) may_defer: std::cell::Cell<bool>,
+    /// The range that miss wanted.
+    pub(crate) deferred: std::cell::Cell<Option<(u64, usize)>>,
     pub(crate) dcache: HashMap<u32, DirIdx>,
     pub(crate) next_gen: u32,
     pub(crate) dead: bool,
@@ -186,6 +195,8 @@ impl Fs {
             idirty: Vec::new(),
             dcache: HashMap::new(),
             sb_clean: false,
+            may_defer: std::cell::Cell::new(false),
+            deferred: std::cell::Cell::new(None),
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
             scratch: Vec::new(),
@@ -250,6 +261,8 @@ impl Fs {
     /// (byte 1024, dirtied before anything this change touches) reaches
     /// the device before the blocks that follow it.
     pub(crate) fn begin_write(&mut self) -> R<()> {
+        // From the first change on, an operation must not be run twice.
+        self.may_defer.set(false);
         self.check_rw()?;
         if self.sb_clean {
             self.write_sb(false)?;
@@ -362,8 +375,28 @@ impl Fs {
 
     pub(crate) fn read_blk(&self, b: u32) -> R<Vec<u8>> {
         let mut v = vec![0u8; self.g.bs as usize];
-        self.store.read(b as u64 * self.g.bs as u64, &mut v)?;
+        self.read_meta(b as u64 * self.g.bs as u64, &mut v)?;
         Ok(v)
+    }
+
+    /// Read metadata from the store. In an operation that has changed
+    /// nothing yet (see [`Fs::defer_misses`]), a range the cache does not
+    /// hold is not read here, under the file system lock: the operation
+    /// fails with [`EDEFER`], and its caller reads the range without the
+    /// lock and runs it again.
+    pub(crate) fn read_meta(&self, off: u64, buf: &mut [u8]) -> R<()> {
+        if self.may_defer.get() && !self.store.is_cached(off, buf.len()) {
+            self.deferred.set(Some((off, buf.len())));
+            return err(EDEFER);
+        }
+        self.store.read(off, buf)
+    }
+
+    /// Let (or stop letting) the next metadata miss end the operation with
+    /// [`EDEFER`]; the range it wanted.
+    pub(crate) fn defer_misses(&self, on: bool) -> Option<(u64, usize)> {
+        self.may_defer.set(on);
+        self.deferred.take()
     }
 
     pub(crate) fn write_blk(&self, b: u32, data: &[u8]) -> R<()> {

@@ -37,7 +37,7 @@ impl Fs {
         }
         let off = self.inode_off(ino)?;
         let mut raw = vec![0u8; self.g.inode_size as usize];
-        self.store.read(off, &mut raw)?;
+        self.read_meta(off, &mut raw)?;
         // (A cache that cannot make room just does not keep this one.)
         if self.icache_room().is_ok() {
             self.icache.insert(ino, CachedInode { raw: raw.clone(), dirty: false });

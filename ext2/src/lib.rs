@@ -133,8 +133,11 @@ impl std::error::Error for MountError {}
 /// it. A file's blocks stay its own meanwhile under that file's lock in
 /// `ilocks` (shared for reads; exclusive for writes and truncation, the
 /// only operations that free or replace an open file's blocks), taken
-/// before `inner`. Metadata blocks that are not cached are still read
-/// under `inner`.
+/// before `inner`. A reading operation (lookup, getattr, readlink, readdir,
+/// a read's mapping) that needs a metadata block the cache lacks stops,
+/// reads it without `inner`, and runs again ([`Ext2Fs::read_op`]); an
+/// operation that changes the file system still reads missing metadata
+/// under `inner`, once it has begun changing it.
 pub struct Ext2Fs {
     inner: Mutex<fs::Fs>,
     store: Arc<dyn Store>,
@@ -202,6 +205,28 @@ impl Ext2Fs {
         }
     }
 
+    /// Run an operation that reads (lookup, getattr, readdir, read
+    /// mapping). A metadata block it needs that the cache lacks is read
+    /// without the file system lock and the operation run again (a few
+    /// times at most; then it reads under the lock), so that host I/O of
+    /// one reader never stops the others.
+    fn read_op<T>(&self, mut op: impl FnMut(&mut fs::Fs) -> Result<T, Errno>) -> Result<T, Errno> {
+        const RETRIES: usize = 64;
+        for _ in 0..RETRIES {
+            let mut g = self.inner.lock();
+            g.defer_misses(true);
+            let r = g.op(&mut op);
+            let want = g.defer_misses(false);
+            drop(g);
+            // A miss deferred: run again once the block is in, whatever the
+            // result (an operation may have turned the miss into a default).
+            let Some((off, len)) = want else { return r };
+            let mut scratch = vec![0u8; len];
+            self.store.read(off, &mut scratch)?;
+        }
+        self.inner.lock().op(op)
+    }
+
     /// The file system block size.
     pub fn block_size(&self) -> u32 {
         self.inner.lock().g.bs
@@ -230,10 +255,10 @@ impl FileSystem for Ext2Fs {
         self.read_only
     }
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Ino, Errno> {
-        self.inner.lock().op(|f| f.lookup(fs::ino32(dir)?, name)).map(|i| i as Ino)
+        self.read_op(|f| f.lookup(fs::ino32(dir)?, name)).map(|i| i as Ino)
     }
     fn getattr(&self, ino: Ino) -> Result<Attr, Errno> {
-        self.inner.lock().op(|f| f.getattr(fs::ino32(ino)?))
+        self.read_op(|f| f.getattr(fs::ino32(ino)?))
     }
     fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr, Errno> {
         let i = fs::ino32(ino)?;
@@ -263,7 +288,7 @@ impl FileSystem for Ext2Fs {
             .map(|i| i as Ino)
     }
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
-        self.inner.lock().op(|f| f.readlink(fs::ino32(ino)?))
+        self.read_op(|f| f.readlink(fs::ino32(ino)?))
     }
     fn link(&self, ino: Ino, newdir: Ino, newname: &[u8]) -> Result<(), Errno> {
         self.inner.lock().op(|f| f.link(fs::ino32(ino)?, fs::ino32(newdir)?, newname))
@@ -286,7 +311,7 @@ impl FileSystem for Ext2Fs {
         let r = {
             let _r = l.read();
             // Map under the file system lock; copy the data without it.
-            self.inner.lock().op(|f| f.read_map(i, off, buf)).and_then(|(len, runs)| {
+            self.read_op(|f| f.read_map(i, off, buf)).and_then(|(len, runs)| {
                 for r in runs {
                     self.store.read(r.disk, &mut buf[r.at..r.at + r.len])?;
                 }
@@ -316,7 +341,7 @@ impl FileSystem for Ext2Fs {
         let dir = fs::ino32(dir)?;
         let mut cookie = cookie;
         loop {
-            let (batch, end) = self.inner.lock().op(|f| f.readdir_batch(dir, cookie, 64))?;
+            let (batch, end) = self.read_op(|f| f.readdir_batch(dir, cookie, 64))?;
             for e in batch {
                 cookie = e.next;
                 if !cb(e) {

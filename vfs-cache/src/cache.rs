@@ -575,6 +575,19 @@ impl Store for CachedDev {
     fn make_room(&self, incoming: usize) -> Result<(), Errno> {
         self.sh.throttle(&self.core, incoming)
     }
+
+    fn is_cached(&self, off: u64, len: usize) -> bool {
+        let bs = self.core.bs as u64;
+        if len == 0 || off.checked_add(len as u64).is_none_or(|e| e > self.core.size) {
+            return true; // `read` answers these without the device
+        }
+        let last = (off + len as u64 - 1) / bs;
+        (off / bs..=last).all(|blk| {
+            self.sh
+                .peek_block(&Key { dev: self.core.id, blk })
+                .is_some_and(|b| b.st.lock().data.is_some())
+        })
+    }
 }
 
 impl Shared {

@@ -70,4 +70,10 @@ pub trait Store: Send + Sync {
     fn make_room(&self, _incoming: usize) -> Result<(), Errno> {
         Ok(())
     }
+    /// Whether `[off, off + len)` can be read without device I/O. A file
+    /// system that finds it cannot may drop its own lock, [`Store::read`]
+    /// the range to bring it in, and try again.
+    fn is_cached(&self, _off: u64, _len: usize) -> bool {
+        true
+    }
 }
