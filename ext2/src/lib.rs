@@ -135,7 +135,7 @@ impl std::error::Error for MountError {}
 /// only operations that free or replace an open file's blocks), taken
 /// before `inner`. A reading operation (lookup, getattr, readlink, readdir,
 /// a read's mapping) that needs a metadata block the cache lacks stops,
-/// reads it without `inner`, and runs again ([`Ext2Fs::read_op`]); an
+/// reads it without `inner`, and runs again (`Ext2Fs::read_op`); an
 /// operation that changes the file system still reads missing metadata
 /// under `inner`, once it has begun changing it.
 pub struct Ext2Fs {
