@@ -28,16 +28,6 @@ fn fuse_ok() -> bool {
     panic!("/dev/fuse is missing: FUSE tests cannot run (set RUMP_TESTS_NO_FUSE=1 to skip them)");
 }
 
-/// An e2fsprogs (or other) tool, from PATH or the sbin directories.
-fn tool(name: &str) -> PathBuf {
-    for d in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]) {
-        let p = Path::new(d).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name} not found (install e2fsprogs/fuse3: .ci/run does)");
-}
 
 fn run(cmd: &mut Command) -> Output {
     let o = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -285,7 +275,7 @@ fn real_tree_through_rump_ext2fs() {
     e2fsck_clean(&img);
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    ok(Command::new(tool("debugfs")).arg("-R").arg(format!("rdump /untar {}", out.display())).arg(&img));
+    ok(host_cmd("debugfs").arg("-R").arg(format!("rdump /untar {}", out.display())).arg(&img));
     diff_r(&src, &out.join("untar"));
 
     // The same tree through a running server's FUSE mount.
@@ -325,7 +315,7 @@ fn real_tree_through_rump_ext2fs() {
     assert!(h.status.success(), "rump.halt: {}", stderr(&h));
     drop(srv);
     e2fsck_clean(&img);
-    let o = ok(Command::new(tool("debugfs")).arg("-R").arg("cat /via-rumpctl").arg(&img));
+    let o = ok(host_cmd("debugfs").arg("-R").arg("cat /via-rumpctl").arg(&img));
     assert_eq!(o.stdout, b"written through rumpctl fuse\n");
 }
 
@@ -394,7 +384,7 @@ fn sigterm_rumpserver_and_read_only() {
     assert!(st.success(), "rump_ext2fs after SIGTERM: {st}");
     assert!(!mounted(&mnt));
     e2fsck_clean(&img);
-    let o = ok(Command::new(tool("debugfs")).arg("-R").arg("cat /kept").arg(&img));
+    let o = ok(host_cmd("debugfs").arg("-R").arg("cat /kept").arg(&img));
     assert_eq!(o.stdout, pattern(300_000, 3));
 
     // -o rumpserver=URL: rumpctl sees the tree; rump.halt unmounts.
@@ -426,7 +416,7 @@ fn sigterm_rumpserver_and_read_only() {
 
 /// Offsets of an inode table and of a directory's block, from debugfs.
 fn debugfs_out(img: &Path, req: &str) -> String {
-    String::from_utf8_lossy(&ok(Command::new(tool("debugfs")).arg("-R").arg(req).arg(img)).stdout).into_owned()
+    String::from_utf8_lossy(&ok(host_cmd("debugfs").arg("-R").arg(req).arg(img)).stdout).into_owned()
 }
 
 /// A corrupt image: errors, never a hang; the host mount stays usable.

@@ -385,11 +385,13 @@ impl Fs {
     /// fails with [`EDEFER`], and its caller reads the range without the
     /// lock and runs it again.
     pub(crate) fn read_meta(&self, off: u64, buf: &mut [u8]) -> R<()> {
-        if self.may_defer.get() && !self.store.is_cached(off, buf.len()) {
-            self.deferred.set(Some((off, buf.len())));
-            return err(EDEFER);
+        if !self.may_defer.get() {
+            return self.store.read(off, buf);
         }
-        self.store.read(off, buf)
+        self.store.read_cached(off, buf).unwrap_or_else(|| {
+            self.deferred.set(Some((off, buf.len())));
+            err(EDEFER)
+        })
     }
 
     /// Let (or stop letting) the next metadata miss end the operation with

@@ -49,23 +49,6 @@ pub trait HaltTarget: Send + Sync {
     fn fini(&self, _client: ClientHandle, _errno: i32) {}
 }
 
-impl HaltTarget for rumpkern::Kernel {
-    fn stop_admitting(&self) {
-        rumpkern::Kernel::stop_admitting(self)
-    }
-    fn wait_idle(&self, timeout: Duration) -> usize {
-        rumpkern::Kernel::wait_idle(self, timeout)
-    }
-    fn sync_all(&self) -> Result<(), Errno> {
-        rumpkern::Kernel::sync_all(self)
-    }
-    fn quiesce(&self) {
-        rumpkern::Kernel::quiesce(self)
-    }
-    fn unflushed(&self) -> Vec<String> {
-        rumpkern::Kernel::unflushed(self)
-    }
-}
 
 /// What a halt that returned did (only `RB_HALT` halts return).
 #[derive(Clone, Debug, PartialEq, Eq)]

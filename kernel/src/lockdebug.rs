@@ -68,6 +68,7 @@ pub fn start_with(k: &Arc<Kernel>, m: Mode) {
     if m == Mode::Off {
         return;
     }
+    k.sched.watched.store(true, Ordering::Relaxed);
     let w = Arc::downgrade(k);
     let _ = std::thread::Builder::new().name("rumpkern-lockdebug".into()).spawn(move || watch(w, m));
 }

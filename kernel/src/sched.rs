@@ -62,6 +62,9 @@ fn host_tid() -> i32 {
 
 pub struct Sched {
     cpus: Box<[Cpu]>,
+    /// The stall detector watches this kernel: record who holds each CPU
+    /// (two relaxed stores per schedule; skipped when nobody looks).
+    pub(crate) watched: AtomicBool,
     waiters: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
@@ -103,6 +106,7 @@ impl Sched {
             .into_boxed_slice();
         Sched {
             cpus,
+            watched: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
             lock: Mutex::new(()),
             cv: Condvar::new(),
@@ -157,7 +161,9 @@ impl Sched {
     }
 
     fn release_cpu(&self, i: usize) {
-        self.cpus[i].holder.store(0, Ordering::Relaxed);
+        if self.watched.load(Ordering::Relaxed) {
+            self.cpus[i].holder.store(0, Ordering::Relaxed);
+        }
         self.cpus[i].busy.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
@@ -174,7 +180,9 @@ impl Sched {
             return;
         }
         let cpu = self.acquire();
-        self.cpus[cpu].taken();
+        if self.watched.load(Ordering::Relaxed) {
+            self.cpus[cpu].taken();
+        }
         HELD.with(|h| h.set(Some(Held { sched: self, cpu })));
         DEPTH.with(|x| x.set(1));
     }
@@ -256,7 +264,9 @@ pub fn backend_schedule() {
             // is kept alive by whoever scheduled us.
             let sched = unsafe { &*s };
             let cpu = sched.acquire();
-            sched.cpus[cpu].taken();
+            if sched.watched.load(Ordering::Relaxed) {
+                sched.cpus[cpu].taken();
+            }
             HELD.with(|h| h.set(Some(Held { sched: s, cpu })));
             DEPTH.with(|d| d.set(depth));
         }

@@ -576,17 +576,25 @@ impl Store for CachedDev {
         self.sh.throttle(&self.core, incoming)
     }
 
-    fn is_cached(&self, off: u64, len: usize) -> bool {
-        let bs = self.core.bs as u64;
-        if len == 0 || off.checked_add(len as u64).is_none_or(|e| e > self.core.size) {
-            return true; // `read` answers these without the device
+    fn read_cached(&self, off: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
+        if let Err(e) = self.check_range(off, buf.len()) {
+            return Some(Err(e));
         }
-        let last = (off + len as u64 - 1) / bs;
-        (off / bs..=last).all(|blk| {
-            self.sh
-                .peek_block(&Key { dev: self.core.id, blk })
-                .is_some_and(|b| b.st.lock().data.is_some())
-        })
+        let bs = self.core.bs as u64;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            // Found blocks count as used, as in `read` (their LRU place).
+            let b = self.sh.find_block(&self.core, pos / bs)?;
+            let boff = (pos % bs) as usize;
+            let n = (b.len - boff).min(buf.len() - done);
+            let st = b.st.lock();
+            let d = st.data.as_ref()?;
+            buf[done..done + n].copy_from_slice(&d[boff..boff + n]);
+            count!(self.sh, self.core, hits, 1);
+            done += n;
+        }
+        Some(Ok(()))
     }
 }
 
@@ -621,6 +629,28 @@ impl Shared {
         b.core.c.dirty_bytes.fetch_sub(b.len as u64, Relaxed);
     }
 
+    /// The block if the cache holds it (marked used, as by `get_block`);
+    /// nothing is created.
+    fn find_block(&self, core: &Arc<DevCore>, blk: u64) -> Option<Arc<Block>> {
+        let key = Key { dev: core.id, blk };
+        let tick = self.tick.fetch_add(1, Relaxed);
+        let mut g = self.shard(&key).map.lock();
+        Self::mark_used(&mut g, &key, tick)
+    }
+
+    /// Move a cached block to the young end of its shard's LRU.
+    fn mark_used(m: &mut ShardMap, key: &Key, tick: u64) -> Option<Arc<Block>> {
+        let b = m.blocks.get(key)?.clone();
+        b.last_use.store(tick, Relaxed);
+        let old = b.lru_tick.load(Relaxed);
+        if old != 0 {
+            m.lru.remove(&old);
+            m.lru.insert(tick, *key);
+            b.lru_tick.store(tick, Relaxed);
+        }
+        Some(b)
+    }
+
     /// Find or create the block; marks it used. New blocks start invalid
     /// and may push clean blocks out.
     fn get_block(&self, core: &Arc<DevCore>, blk: u64) -> Arc<Block> {
@@ -631,15 +661,8 @@ impl Shared {
         let b = {
             let mut g = shard.map.lock();
             let m = &mut *g;
-            let b = if let Some(b) = m.blocks.get(&key) {
-                b.last_use.store(tick, Relaxed);
-                let old = b.lru_tick.load(Relaxed);
-                if old != 0 {
-                    m.lru.remove(&old);
-                    m.lru.insert(tick, key);
-                    b.lru_tick.store(tick, Relaxed);
-                }
-                b.clone()
+            let b = if let Some(b) = Self::mark_used(m, &key, tick) {
+                b
             } else {
                 let len = core.block_len(blk);
                 let b = Arc::new(Block {

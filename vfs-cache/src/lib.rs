@@ -70,10 +70,11 @@ pub trait Store: Send + Sync {
     fn make_room(&self, _incoming: usize) -> Result<(), Errno> {
         Ok(())
     }
-    /// Whether `[off, off + len)` can be read without device I/O. A file
-    /// system that finds it cannot may drop its own lock, [`Store::read`]
+    /// [`Store::read`], but only if that needs no device I/O: `None` when
+    /// some of the range is not in memory (`buf` may then hold part of
+    /// it). A file system that gets `None` may drop its own lock, `read`
     /// the range to bring it in, and try again.
-    fn is_cached(&self, _off: u64, _len: usize) -> bool {
-        true
+    fn read_cached(&self, off: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
+        Some(self.read(off, buf))
     }
 }

@@ -107,13 +107,12 @@ fn tool(name: &str) -> Option<PathBuf> {
     None
 }
 
-/// Whether mke2fs, e2fsck and debugfs are installed; prints a skip notice if not.
+/// mke2fs, e2fsck and debugfs are installed (in PATH, /sbin or
+/// /usr/sbin); a test that needs them fails, saying so, when they are not.
 pub fn have_tools() -> bool {
-    let ok = ["mke2fs", "e2fsck", "debugfs"].iter().all(|t| tool(t).is_some());
-    if !ok {
-        eprintln!("SKIP: e2fsprogs (mke2fs, e2fsck, debugfs) not installed");
-    }
-    ok
+    let missing: Vec<&str> = ["mke2fs", "e2fsck", "debugfs"].into_iter().filter(|t| tool(t).is_none()).collect();
+    assert!(missing.is_empty(), "{} not found: install e2fsprogs (.ci/run does)", missing.join(", "));
+    true
 }
 
 pub fn run(name: &str, args: &[&str]) -> std::process::Output {

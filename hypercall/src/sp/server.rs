@@ -267,11 +267,8 @@ pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<
     if d.as_ref().is_some_and(|s| s.0.phase() != PH_FINI) {
         return Err((Errno(EBUSY), format!("{url}: already serving")));
     }
-    // A finished default server is replaced; forget it without a second
-    // shutdown.
-    if let Some(old) = d.take() {
-        std::mem::forget(old);
-    }
+    // A finished default server is replaced (dropping it shuts nothing
+    // down twice: it is finished).
     *d = Some(Server::start(url, ostype, osrelease, machine, None)?);
     Ok(())
 }
