@@ -274,13 +274,7 @@ pub fn mknod_path(cx: &Cx, path: &[u8], mode: u32, dev: u64) -> SysResult {
             return Err(Errno(EOPNOTSUPP));
         }
     }
-    let par = cx.namei_parent(path, false)?;
-    if par.node.is_some() || par.name == b"." || par.name == b".." {
-        return Err(Errno(EEXIST));
-    }
-    if par.trailing_slash {
-        return Err(Errno(ENOENT));
-    }
+    let par = cx.namei_new(path, false)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
     par.dir.mnt.fs.create(par.dir.ino, &par.name, kind, cred::masked(cx, mode), cx.p.cred)?;

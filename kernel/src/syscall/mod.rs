@@ -91,6 +91,20 @@ impl Cx<'_> {
         namei::namei_parent(&self.k.mounts, &self.root(), &self.cwd(), path, follow)
     }
 
+    /// The parent of a name to create: `EEXIST` if the name is taken (or
+    /// is "." or ".."); a trailing slash is `ENOENT` unless `dir_ok` (only
+    /// directories may be named so).
+    pub fn namei_new(&self, path: &[u8], dir_ok: bool) -> Result<Parent, Errno> {
+        let par = self.namei_parent(path, false)?;
+        if par.node.is_some() || par.name == b"." || par.name == b".." {
+            return Err(Errno(EEXIST));
+        }
+        if par.trailing_slash && !dir_ok {
+            return Err(Errno(ENOENT));
+        }
+        Ok(par)
+    }
+
     pub fn getf(&self, fd: i32) -> Result<Arc<File>, Errno> {
         self.p.getf(fd)
     }

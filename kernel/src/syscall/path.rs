@@ -130,13 +130,7 @@ pub fn link_paths(cf: &Cx, ct: &Cx, from: &[u8], to: &[u8], follow: bool) -> Sys
     if src.kind()? == FileKind::Dir {
         return Err(Errno(EPERM));
     }
-    let par = cx.namei_parent(to, false)?;
-    if par.node.is_some() || par.name == b"." || par.name == b".." {
-        return Err(Errno(EEXIST));
-    }
-    if par.trailing_slash {
-        return Err(Errno(ENOENT));
-    }
+    let par = cx.namei_new(to, false)?;
     if !Arc::ptr_eq(&src.mnt, &par.dir.mnt) {
         return Err(Errno(EXDEV));
     }
@@ -192,10 +186,7 @@ pub fn rmdir(cx: &Cx, a: &Args) -> SysResult {
 pub fn mkdir(cx: &Cx, a: &Args) -> SysResult {
     let path = cx.path(a.u(0))?;
     let mode = cred::masked(cx, a.mode(1));
-    let par = cx.namei_parent(&path, false)?;
-    if par.node.is_some() || par.name == b"." || par.name == b".." {
-        return Err(Errno(EEXIST));
-    }
+    let par = cx.namei_new(&path, true)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
     par.dir.mnt.fs.create(par.dir.ino, &par.name, FileKind::Dir, mode, cx.p.cred)?;
@@ -205,13 +196,7 @@ pub fn mkdir(cx: &Cx, a: &Args) -> SysResult {
 pub fn symlink(cx: &Cx, a: &Args) -> SysResult {
     let target = cx.p.mem.copyinstr(a.u(0), MAXPATHLEN)?;
     let path = cx.path(a.u(1))?;
-    let par = cx.namei_parent(&path, false)?;
-    if par.node.is_some() || par.name == b"." || par.name == b".." {
-        return Err(Errno(EEXIST));
-    }
-    if par.trailing_slash {
-        return Err(Errno(ENOENT));
-    }
+    let par = cx.namei_new(&path, false)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
     par.dir.mnt.fs.symlink(par.dir.ino, &par.name, &target, cx.p.cred)?;
