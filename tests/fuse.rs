@@ -223,8 +223,9 @@ fn real_tree_through_rump_ext2fs() {
     assert!(!f.exists());
     assert!(t.join("dir7/dir6moved/sub2/file0.dat").exists());
 
-    // Mode bits hold for other users (checked by the host and again by
-    // the kernel with the caller's credentials); root bypasses them.
+    // Mode bits hold for other users (checked by the kernel alone, with
+    // the caller's credentials: the mount has no default_permissions);
+    // root bypasses them.
     std::fs::write(mnt.join("secret"), b"s").unwrap();
     ok(Command::new("chmod").arg("600").arg(mnt.join("secret")));
     let as_nobody = |cmd: &str| {
@@ -241,6 +242,27 @@ fn real_tree_through_rump_ext2fs() {
     let o = as_nobody(&format!("echo hi > '{0}/n' && cat '{0}/n'", mnt.join("pub").display()));
     assert!(o.status.success(), "nobody in a 1777 directory: {}", stderr(&o));
     assert_eq!(std::fs::metadata(mnt.join("pub/n")).unwrap().uid(), 65534);
+    // The sticky bit keeps others' files; chmod is the owner's.
+    let o = as_nobody(&format!("rm -f '{}'", mnt.join("pub/n2").display()));
+    assert!(o.status.success());
+    std::fs::write(mnt.join("pub/roots"), b"r").unwrap();
+    let o = as_nobody(&format!("rm -f '{}'", mnt.join("pub/roots").display()));
+    assert!(!o.status.success() && mnt.join("pub/roots").exists(), "nobody removed root's file from a sticky directory");
+    let o = as_nobody(&format!("chmod 666 '{}'", mnt.join("secret").display()));
+    assert!(!o.status.success() && stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
+    // A directory without search permission hides what is under it, even
+    // a file anybody may read.
+    std::fs::create_dir_all(mnt.join("closed/in")).unwrap();
+    std::fs::write(mnt.join("closed/in/readable"), b"r").unwrap();
+    ok(Command::new("chmod").arg("644").arg(mnt.join("closed/in/readable")));
+    let readable = format!("cat '{}'", mnt.join("closed/in/readable").display());
+    assert!(as_nobody(&readable).status.success());
+    ok(Command::new("chmod").arg("744").arg(mnt.join("closed")));
+    let o = as_nobody(&readable);
+    assert!(!o.status.success() && stderr(&o).contains("Permission denied"), "searched a 0744 directory: {}", stderr(&o));
+    let o = as_nobody(&format!("cd '{}'", mnt.join("closed").display()));
+    assert!(!o.status.success(), "nobody entered a 0744 directory");
+    assert_eq!(std::fs::read(mnt.join("closed/in/readable")).unwrap(), b"r");
 
     // git: init, add, commit, log, in the mounted tree.
     let repo = mnt.join("repo");

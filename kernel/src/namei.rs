@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 
-use crate::vfs::{FileKind, Ino};
+use crate::vfs::{Cred, FileKind, Ino};
 use crate::vnode::{Mounts, Vnode};
 
 /// `MAXPATHLEN`, including the terminating NUL.
@@ -69,10 +69,16 @@ fn lookup_child(dir: &Vnode, name: &[u8]) -> Result<Vnode, Errno> {
     Ok(Vnode { mnt: dir.mnt.clone(), ino })
 }
 
+/// Who walks a path: `None` for root, who may search every directory;
+/// otherwise each directory the walk looks a name up in must grant
+/// `search` (execute) to these credentials, or the walk fails with
+/// `EACCES`, as NetBSD's lookup does.
+pub type Searcher = Option<Cred>;
+
 /// Walk `path` from `cwd` (or `root` when absolute). With `parent`, stop at
 /// the last component and report it; otherwise return the vnode it names.
 /// `follow` says whether a symbolic link as the last component is followed.
-fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent: bool)
+fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent: bool, who: Searcher)
     -> Result<(Vnode, Option<Parent>), Errno> {
     if path.is_empty() {
         return Err(Errno(ENOENT));
@@ -93,9 +99,13 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
     }
     while let Some(comp) = comps.pop_front() {
         let last = comps.is_empty();
-        // Every step starts from a directory.
-        if cur.kind()? != FileKind::Dir {
+        // Every step starts from a directory the walker may search.
+        let a = cur.getattr()?;
+        if a.kind != FileKind::Dir {
             return Err(Errno(ENOTDIR));
+        }
+        if let Some(c) = who {
+            crate::syscall::cred::check(c, &a, crate::syscall::cred::PERM_X)?;
         }
         if last && parent && (comp == b"." || comp == b"..") {
             return Ok((cur.clone(), Some(Parent { dir: cur, name: comp, node: None, trailing_slash })));
@@ -163,15 +173,16 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
 }
 
 /// The vnode `path` names.
-pub fn namei(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool) -> Result<Vnode, Errno> {
-    walk(m, root, cwd, path, follow, false).map(|r| r.0)
+pub fn namei(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher) -> Result<Vnode, Errno> {
+    walk(m, root, cwd, path, follow, false, who).map(|r| r.0)
 }
 
 /// The directory that holds the last component of `path`, and that
 /// component. With `follow`, a symbolic link as the last component is
 /// followed (so `open(O_CREAT)` creates a dangling link's target).
-pub fn namei_parent(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool) -> Result<Parent, Errno> {
-    match walk(m, root, cwd, path, follow, true)? {
+pub fn namei_parent(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher)
+    -> Result<Parent, Errno> {
+    match walk(m, root, cwd, path, follow, true, who)? {
         (_, Some(p)) => Ok(p),
         // A followed link ended at an existing non-parent result: report it
         // as found in its own directory.

@@ -1014,6 +1014,46 @@ fn timing_hot_paths() {
     println!("64k pread: {:.1} MiB/s", mib / t0.elapsed().as_secs_f64());
 }
 
+/// Every directory a path walks through must grant search permission to
+/// the walker (root aside), as on NetBSD: a private directory hides what
+/// is under it even from a name that would otherwise be readable.
+#[test]
+fn path_walks_need_search_permission() {
+    use rumpkern::vfs::Cred;
+    let k = kernel();
+    let root = k.local_process().unwrap();
+    let user = k.local_process_as(Cred { uid: 1000, gid: 100 }).unwrap();
+    root.mkdir("/priv", 0o755).unwrap();
+    root.mkdir("/priv/inner", 0o755).unwrap();
+    root.write_file("/priv/inner/open", b"o").unwrap();
+    assert_eq!(user.read_file("/priv/inner/open").unwrap(), b"o");
+    // Readable but not searchable: names listed, nothing reached.
+    root.chmod("/priv", 0o644).unwrap();
+    assert_eq!(user.stat("/priv/inner/open").err(), Some(Errno(EACCES)));
+    assert_eq!(user.open("/priv/inner/open", O_RDONLY, 0).err(), Some(Errno(EACCES)));
+    assert_eq!(user.open("/priv/new", O_WRONLY | O_CREAT, 0o644).err(), Some(Errno(EACCES)));
+    assert_eq!(user.mkdir("/priv/inner/d", 0o755).err(), Some(Errno(EACCES)));
+    assert_eq!(user.stat("/priv/../priv/inner").err(), Some(Errno(EACCES)));
+    // The directory itself is still there to stat.
+    assert!(user.stat("/priv").unwrap().is_dir());
+    // Root searches anything; the owner's own bits count for the owner.
+    assert_eq!(root.read_file("/priv/inner/open").unwrap(), b"o");
+    root.chown("/priv", 1000, 0, true).unwrap();
+    root.chmod("/priv", 0o100).unwrap();
+    assert_eq!(user.read_file("/priv/inner/open").unwrap(), b"o");
+    root.chmod("/priv", 0o677).unwrap();
+    assert_eq!(user.stat("/priv/inner").err(), Some(Errno(EACCES)));
+    // Group bits for a member of the group, and a relative walk from a
+    // directory descriptor checks that directory.
+    root.chown("/priv", 0, 100, true).unwrap();
+    root.chmod("/priv", 0o710).unwrap();
+    assert!(user.stat("/priv/inner").unwrap().is_dir());
+    let dfd = root.open("/priv", O_RDONLY | O_DIRECTORY, 0).unwrap();
+    root.chmod("/priv", 0o700).unwrap();
+    assert!(root.fstatat(dfd, "inner", 0).unwrap().is_dir());
+    root.close(dfd).unwrap();
+}
+
 /// The calls real programs need: credentials and mode bits, chown,
 /// times, statvfs1, descriptors, vectored I/O, the *at family.
 #[test]

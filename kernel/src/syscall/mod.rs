@@ -15,7 +15,7 @@ use crate::Kernel;
 
 mod at;
 mod attr;
-mod cred;
+pub(crate) mod cred;
 mod dir;
 mod fcntl;
 mod file;
@@ -84,11 +84,21 @@ impl Cx<'_> {
     }
 
     pub fn namei(&self, path: &[u8], follow: bool) -> Result<Vnode, Errno> {
-        namei::namei(&self.k.mounts, &self.root(), &self.cwd(), path, follow)
+        namei::namei(&self.k.mounts, &self.root(), &self.cwd(), path, follow, self.searcher())
     }
 
     pub fn namei_parent(&self, path: &[u8], follow: bool) -> Result<Parent, Errno> {
-        namei::namei_parent(&self.k.mounts, &self.root(), &self.cwd(), path, follow)
+        namei::namei_parent(&self.k.mounts, &self.root(), &self.cwd(), path, follow, self.searcher())
+    }
+
+    /// The credentials path walks check search permission against (none
+    /// for root).
+    fn searcher(&self) -> namei::Searcher {
+        if cred::is_root(self) {
+            None
+        } else {
+            Some(self.p.cred)
+        }
     }
 
     /// The parent of a name to create: `EEXIST` if the name is taken (or

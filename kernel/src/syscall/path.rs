@@ -279,6 +279,7 @@ pub fn fchdir(cx: &Cx, a: &Args) -> SysResult {
     if vn.mnt.is_dead() {
         return Err(Errno(ENOENT));
     }
+    cred::vaccess(cx, &vn, cred::PERM_X)?;
     cx.p.set_cwd(vn);
     Ok(())
 }

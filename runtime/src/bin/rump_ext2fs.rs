@@ -44,6 +44,7 @@ struct Args {
     threads: usize,
     allow_other: Option<bool>,
     writeback: Option<bool>,
+    host_perms: bool,
     fuse_opts: Vec<MountOption>,
     image: String,
     mnt: String,
@@ -94,6 +95,7 @@ fn parse() -> Args {
             },
             ("writeback", None) => a.writeback = Some(true),
             ("nowriteback", None) => a.writeback = Some(false),
+            ("default_permissions", None) => a.host_perms = true,
             ("allow_other", None) => a.allow_other = Some(true),
             ("noallow_other", None) => a.allow_other = Some(false),
             ("noatime", None) => a.fuse_opts.push(MountOption::NoAtime),
@@ -172,9 +174,17 @@ fn main() {
     let mut mo = vec![
         MountOption::FSName(abs(&a.image)),
         MountOption::Subtype("rump_ext2fs".into()),
-        MountOption::DefaultPermissions,
         if ro { MountOption::RO } else { MountOption::RW },
     ];
+    // The kernel checks every caller's permissions itself (each FUSE
+    // caller is a kernel process with its uid and gid), as NetBSD's file
+    // servers do. Host checks as well would cost a GETATTR of every
+    // directory whose attributes a change made stale (one per file in a
+    // cp -a); -o default_permissions asks for them (they also know the
+    // caller's supplementary groups, which the kernel is not told).
+    if a.host_perms {
+        mo.push(MountOption::DefaultPermissions);
+    }
     mo.extend(a.fuse_opts.iter().cloned());
     cfg.mount_options = mo;
     // SAFETY: geteuid has no preconditions.
