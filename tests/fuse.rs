@@ -162,6 +162,13 @@ fn make_tree(root: &Path) {
     drop(f);
     std::fs::hard_link(root.join("dir0/sub0/file2.dat"), root.join("hardlink")).unwrap();
     std::fs::set_permissions(root.join("dir1"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    // Names are bytes, not UTF-8: a Latin-1 name, in a Latin-1 directory,
+    // and a link to it.
+    use std::os::unix::ffi::OsStrExt;
+    let latin = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir(&latin).unwrap();
+    std::fs::write(latin.join(std::ffi::OsStr::from_bytes(b"na\xefve \xff.txt")), b"latin-1\n").unwrap();
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(b"caf\xe9/na\xefve \xff.txt"), root.join("latin-link")).unwrap();
 }
 
 fn diff_r(a: &Path, b: &Path) {

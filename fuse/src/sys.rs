@@ -56,10 +56,6 @@ pub trait Backend: Send + Sync + 'static {
     fn caller(&self, uid: u32, gid: u32) -> R<Arc<dyn Syscalls>>;
 }
 
-fn s(p: &[u8]) -> R<&str> {
-    std::str::from_utf8(p).map_err(|_| Errno(netbsd_abi::errno::EILSEQ))
-}
-
 // ----- the in-process kernel -----
 
 /// A kernel process of this host process.
@@ -75,13 +71,13 @@ fn targ(t: TimeSpec) -> rumpkern::local::TimeArg {
 
 impl Syscalls for Local {
     fn lstat(&self, path: &[u8]) -> R<Stat> {
-        self.0.lstat(s(path)?)
+        self.0.lstat(path)
     }
     fn fstat(&self, fd: i32) -> R<Stat> {
         self.0.fstat(fd)
     }
     fn open(&self, path: &[u8], flags: i32, mode: u32) -> R<i32> {
-        self.0.open(s(path)?, flags, mode)
+        self.0.open(path, flags, mode)
     }
     fn close(&self, fd: i32) -> R<()> {
         self.0.close(fd)
@@ -93,55 +89,55 @@ impl Syscalls for Local {
         self.0.pwrite(fd, buf, off)
     }
     fn list_dir(&self, path: &[u8]) -> R<Vec<Dirent>> {
-        let fd = self.0.open(s(path)?, O_RDONLY | O_DIRECTORY, 0)?;
+        let fd = self.0.open(path, O_RDONLY | O_DIRECTORY, 0)?;
         let r = self.0.getdents(fd);
         let _ = self.0.close(fd);
         r
     }
     fn mkdir(&self, path: &[u8], mode: u32) -> R<()> {
-        self.0.mkdir(s(path)?, mode)
+        self.0.mkdir(path, mode)
     }
     fn rmdir(&self, path: &[u8]) -> R<()> {
-        self.0.rmdir(s(path)?)
+        self.0.rmdir(path)
     }
     fn unlink(&self, path: &[u8]) -> R<()> {
-        self.0.unlink(s(path)?)
+        self.0.unlink(path)
     }
     fn rename(&self, from: &[u8], to: &[u8]) -> R<()> {
-        self.0.rename(s(from)?, s(to)?)
+        self.0.rename(from, to)
     }
     fn link(&self, from: &[u8], to: &[u8]) -> R<()> {
-        self.0.link(s(from)?, s(to)?)
+        self.0.link(from, to)
     }
     fn symlink(&self, target: &[u8], path: &[u8]) -> R<()> {
-        self.0.symlink(s(target)?, s(path)?)
+        self.0.symlink(target, path)
     }
     fn readlink(&self, path: &[u8]) -> R<Vec<u8>> {
-        self.0.readlink(s(path)?)
+        self.0.readlink(path)
     }
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()> {
-        self.0.mknod(s(path)?, mode, dev)
+        self.0.mknod(path, mode, dev)
     }
     fn chmod(&self, path: &[u8], mode: u32) -> R<()> {
-        self.0.chmod(s(path)?, mode)
+        self.0.chmod(path, mode)
     }
     fn fchmod(&self, fd: i32, mode: u32) -> R<()> {
         self.0.fchmod(fd, mode)
     }
     fn lchown(&self, path: &[u8], uid: u32, gid: u32) -> R<()> {
-        self.0.chown(s(path)?, uid, gid, false)
+        self.0.chown(path, uid, gid, false)
     }
     fn fchown(&self, fd: i32, uid: u32, gid: u32) -> R<()> {
         self.0.fchown(fd, uid, gid)
     }
     fn utimens(&self, path: &[u8], t: [TimeSpec; 2]) -> R<()> {
-        self.0.utimens(s(path)?, [targ(t[0]), targ(t[1])], false)
+        self.0.utimens(path, [targ(t[0]), targ(t[1])], false)
     }
     fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> R<()> {
         self.0.futimens(fd, [targ(t[0]), targ(t[1])])
     }
     fn truncate(&self, path: &[u8], len: i64) -> R<()> {
-        self.0.truncate(s(path)?, len)
+        self.0.truncate(path, len)
     }
     fn ftruncate(&self, fd: i32, len: i64) -> R<()> {
         self.0.ftruncate(fd, len)
@@ -150,10 +146,10 @@ impl Syscalls for Local {
         self.0.fsync(fd)
     }
     fn statvfs(&self, path: &[u8]) -> R<Statvfs> {
-        self.0.statvfs(s(path)?)
+        self.0.statvfs(path)
     }
     fn access(&self, path: &[u8], amode: i32) -> R<()> {
-        self.0.access(s(path)?, amode)
+        self.0.access(path, amode)
     }
 }
 

@@ -36,7 +36,9 @@ unsafe impl Send for LocalProc {}
 // SAFETY: as above.
 unsafe impl Sync for LocalProc {}
 
-fn cstr(s: &str) -> Result<CString, Errno> {
+/// A path as the kernel takes it: any bytes but NUL (names need not be
+/// UTF-8).
+fn cstr(s: &[u8]) -> Result<CString, Errno> {
     CString::new(s).map_err(|_| Errno(EINVAL))
 }
 
@@ -112,9 +114,9 @@ impl LocalProc {
         Ok((r[0] as i32, r[1] as i32))
     }
 
-    pub fn open(&self, path: &str, flags: i32, mode: u32) -> Result<i32, Errno> {
+    pub fn open(&self, path: impl AsRef<[u8]>, flags: i32, mode: u32) -> Result<i32, Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         Ok(self.call_lent(&l, SYS_OPEN, &[l.cstr(&p), flags as u32 as u64, mode as u64])?[0] as i32)
     }
 
@@ -176,13 +178,13 @@ impl LocalProc {
         Stat::decode(&b).ok_or(Errno(EFAULT))
     }
 
-    pub fn stat(&self, path: &str) -> Result<Stat, Errno> {
-        let p = cstr(path)?;
+    pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat, Errno> {
+        let p = cstr(path.as_ref())?;
         self.stat_call(SYS_STAT, Some(&p), 0)
     }
 
-    pub fn lstat(&self, path: &str) -> Result<Stat, Errno> {
-        let p = cstr(path)?;
+    pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat, Errno> {
+        let p = cstr(path.as_ref())?;
         self.stat_call(SYS_LSTAT, Some(&p), 0)
     }
 
@@ -190,45 +192,45 @@ impl LocalProc {
         self.stat_call(SYS_FSTAT, None, fd)
     }
 
-    pub fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno> {
+    pub fn mkdir(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_MKDIR, &[l.cstr(&p), mode as u64]).map(|_| ())
     }
 
-    pub fn rmdir(&self, path: &str) -> Result<(), Errno> {
+    pub fn rmdir(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_RMDIR, &[l.cstr(&p)]).map(|_| ())
     }
 
-    pub fn unlink(&self, path: &str) -> Result<(), Errno> {
+    pub fn unlink(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_UNLINK, &[l.cstr(&p)]).map(|_| ())
     }
 
-    pub fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+    pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let (f, t) = (cstr(from)?, cstr(to)?);
+        let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
         self.call_lent(&l, SYS_RENAME, &[l.cstr(&f), l.cstr(&t)]).map(|_| ())
     }
 
-    pub fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
+    pub fn link(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let (f, t) = (cstr(from)?, cstr(to)?);
+        let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
         self.call_lent(&l, SYS_LINK, &[l.cstr(&f), l.cstr(&t)]).map(|_| ())
     }
 
-    pub fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
+    pub fn symlink(&self, target: impl AsRef<[u8]>, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let (t, p) = (cstr(target)?, cstr(path)?);
+        let (t, p) = (cstr(target.as_ref())?, cstr(path.as_ref())?);
         self.call_lent(&l, SYS_SYMLINK, &[l.cstr(&t), l.cstr(&p)]).map(|_| ())
     }
 
-    pub fn readlink(&self, path: &str) -> Result<Vec<u8>, Errno> {
+    pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN];
         let buf_len = buf.len() as u64;
         let n = self.call_lent(&l, SYS_READLINK, &[l.cstr(&p), l.buf_mut(&mut buf[..]), buf_len])?[0] as usize;
@@ -236,9 +238,9 @@ impl LocalProc {
         Ok(buf)
     }
 
-    pub fn chmod(&self, path: &str, mode: u32) -> Result<(), Errno> {
+    pub fn chmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_CHMOD, &[l.cstr(&p), mode as u64]).map(|_| ())
     }
 
@@ -246,9 +248,9 @@ impl LocalProc {
         self.call(SYS_FCHMOD, &[fd as u32 as u64, mode as u64]).map(|_| ())
     }
 
-    pub fn chdir(&self, path: &str) -> Result<(), Errno> {
+    pub fn chdir(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_CHDIR, &[l.cstr(&p)]).map(|_| ())
     }
 
@@ -287,7 +289,7 @@ impl LocalProc {
     }
 
     /// The names in directory `path` ("." and ".." included).
-    pub fn list_dir(&self, path: &str) -> Result<Vec<String>, Errno> {
+    pub fn list_dir(&self, path: impl AsRef<[u8]>) -> Result<Vec<String>, Errno> {
         let fd = self.open(path, netbsd_abi::fcntl::O_RDONLY | netbsd_abi::fcntl::O_DIRECTORY, 0)?;
         let r = self.getdents(fd);
         let _ = self.close(fd);
@@ -297,7 +299,7 @@ impl LocalProc {
     /// `mount("ext2fs", dir, flags, &ufs_args{fspec})`.
     pub fn mount(&self, fstype: &str, dir: &str, flags: i32, fspec: &str) -> Result<(), Errno> {
         let l = Lend::new();
-        let (t, d, s) = (cstr(fstype)?, cstr(dir)?, cstr(fspec)?);
+        let (t, d, s) = (cstr(fstype.as_bytes())?, cstr(dir.as_bytes())?, cstr(fspec.as_bytes())?);
         let args: [u64; 1] = [l.cstr(&s)];
         self.call_lent(&l, SYS_MOUNT, &[l.cstr(&t), l.cstr(&d), flags as u32 as u64, l.buf(&args[..]), 8]).map(|_| ())
     }
@@ -309,7 +311,7 @@ impl LocalProc {
 
     pub fn unmount(&self, dir: &str, flags: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let d = cstr(dir)?;
+        let d = cstr(dir.as_bytes())?;
         self.call_lent(&l, SYS_UNMOUNT, &[l.cstr(&d), flags as u32 as u64]).map(|_| ())
     }
 
@@ -339,7 +341,7 @@ impl LocalProc {
     }
 
     /// Read a whole file.
-    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, Errno> {
+    pub fn read_file(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
         let fd = self.open(path, netbsd_abi::fcntl::O_RDONLY, 0)?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65536];
@@ -355,7 +357,7 @@ impl LocalProc {
     }
 
     /// Create or replace a file with `data`.
-    pub fn write_file(&self, path: &str, data: &[u8]) -> Result<(), Errno> {
+    pub fn write_file(&self, path: impl AsRef<[u8]>, data: &[u8]) -> Result<(), Errno> {
         use netbsd_abi::fcntl::*;
         let fd = self.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)?;
         let r = self.write(fd, data);

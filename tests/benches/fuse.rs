@@ -3,7 +3,8 @@
 //! device, each on a fresh image of the same size, in one run: cp -a of a
 //! ~4000-file, ~100 MiB tree plus umount; reading it back (tar c | wc -c);
 //! find -ls; a 256 MiB sequential write (conv=fsync) and read. Prints the
-//! times and the ratio rump_ext2fs / fuse2fs (target: at most 0.5).
+//! median of BENCH_RUNS runs (default 3) of each row, and the ratio
+//! rump_ext2fs / fuse2fs of the medians (target: at most 0.5).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -163,24 +164,33 @@ fn main() {
     let src = base.join("src");
     let (n, bytes) = make_tree(&src);
     println!("tree: {n} files, {} MiB; images 1 GiB (4 KiB blocks)", bytes / MIB);
+    let runs = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
     for pinned in [false, true] {
         PIN.store(pinned, std::sync::atomic::Ordering::Relaxed);
-        println!("\n{}", if pinned { "pinned: everything on CPU 0" } else { "unpinned" });
-        pass(&base, &src);
+        println!("\n{}, median of {runs}", if pinned { "pinned: everything on CPU 0" } else { "unpinned" });
+        let all: Vec<Table> = (0..runs).map(|_| pass(&base, &src)).collect();
+        print_table(&all);
     }
     let _ = std::fs::remove_dir_all(&base);
 }
 
-fn pass(base: &Path, src: &Path) {
-    let kinds = [Kind::Rump, Kind::Fuse2fs, Kind::Kernel];
-    let rows = ["cp -a tree + umount", "read back (tar c | wc -c)", "find -ls", "256 MiB write (fsync)", "256 MiB read"];
-    let mut res: Vec<Vec<Option<f64>>> = vec![vec![None; kinds.len()]; rows.len()];
+const KINDS: [Kind; 3] = [Kind::Rump, Kind::Fuse2fs, Kind::Kernel];
+const ROWS: [&str; 5] = ["cp -a tree + umount", "read back (tar c | wc -c)", "find -ls", "256 MiB write (fsync)", "256 MiB read"];
+
+/// Seconds per row and kind; None where a step failed.
+type Table = Vec<Vec<Option<f64>>>;
+
+fn pass(base: &Path, src: &Path) -> Table {
+    let kinds = KINDS;
+    let mut res: Table = vec![vec![None; kinds.len()]; ROWS.len()];
     for (k, kind) in kinds.iter().enumerate() {
         let img = base.join(format!("img{k}"));
         let mnt = base.join(format!("mnt{k}"));
         std::fs::create_dir_all(&mnt).unwrap();
         let r = (|| -> Result<(), String> {
-            sh(&format!("mke2fs -q -F -t ext2 -b 4096 '{}' 1G", img.display()))?;
+            // An existing file of the size: mke2fs says nothing.
+            std::fs::File::create(&img).and_then(|f| f.set_len(1 << 30)).map_err(|e| format!("{}: {e}", img.display()))?;
+            sh(&format!("mke2fs -q -F -t ext2 -b 4096 '{}'", img.display()))?;
             kind.mount(&img, &mnt)?;
             let t = Instant::now();
             sh(&format!("{}cp -a '{}' '{}/tree'", pin(), src.display(), mnt.display()))?;
@@ -213,14 +223,29 @@ fn pass(base: &Path, src: &Path) {
         }
         let _ = std::fs::remove_file(&img);
     }
+    res
+}
+
+/// The median of the runs that gave a time.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+fn print_table(all: &[Table]) {
     println!("{:<28} {:>12} {:>12} {:>12} {:>10}", "row (seconds)", "rump_ext2fs", "fuse2fs", "kernel ext2", "rump/f2fs");
     let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
-    for (i, row) in rows.iter().enumerate() {
-        let ratio = match (res[i][0], res[i][1]) {
+    for (i, row) in ROWS.iter().enumerate() {
+        let m: Vec<Option<f64>> =
+            (0..KINDS.len()).map(|k| median(all.iter().filter_map(|t| t[i][k]).collect())).collect();
+        let ratio = match (m[0], m[1]) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "n/a".into(),
         };
-        println!("{:<28} {:>12} {:>12} {:>12} {:>10}", row, f(res[i][0]), f(res[i][1]), f(res[i][2]), ratio);
+        println!("{:<28} {:>12} {:>12} {:>12} {:>10}", row, f(m[0]), f(m[1]), f(m[2]), ratio);
     }
 }
 

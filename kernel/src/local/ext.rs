@@ -49,16 +49,16 @@ impl LocalProc {
         Ok(self.at(SYS_UMASK, &[mask as u64])? as u32)
     }
 
-    pub fn access(&self, path: &str, amode: i32) -> Result<(), Errno> {
+    pub fn access(&self, path: impl AsRef<[u8]>, amode: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_ACCESS, &[l.cstr(&p), amode as u32 as u64]).map(|_| ())
     }
 
     /// chown (`follow`) or lchown; `u32::MAX` leaves a field alone.
-    pub fn chown(&self, path: &str, uid: u32, gid: u32, follow: bool) -> Result<(), Errno> {
+    pub fn chown(&self, path: impl AsRef<[u8]>, uid: u32, gid: u32, follow: bool) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let num = if follow { SYS_CHOWN } else { SYS_LCHOWN };
         self.at_lent(&l, num, &[l.cstr(&p), uid as u64, gid as u64]).map(|_| ())
     }
@@ -67,16 +67,16 @@ impl LocalProc {
         self.at(SYS_FCHOWN, &[fd as u32 as u64, uid as u64, gid as u64]).map(|_| ())
     }
 
-    pub fn lchmod(&self, path: &str, mode: u32) -> Result<(), Errno> {
+    pub fn lchmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_LCHMOD, &[l.cstr(&p), mode as u64]).map(|_| ())
     }
 
     /// `utimensat(AT_FDCWD, path, [atime, mtime], follow ? 0 : NOFOLLOW)`.
-    pub fn utimens(&self, path: &str, t: [TimeArg; 2], follow: bool) -> Result<(), Errno> {
+    pub fn utimens(&self, path: impl AsRef<[u8]>, t: [TimeArg; 2], follow: bool) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let b = times(t);
         let flag = if follow { 0 } else { netbsd_abi::fcntl::AT_SYMLINK_NOFOLLOW };
         self.at_lent(&l, SYS_UTIMENSAT, &[AT_FDCWD as u32 as u64, l.cstr(&p), l.buf(&b[..]), flag as u64]).map(|_| ())
@@ -89,9 +89,9 @@ impl LocalProc {
     }
 
     /// `__utimes50(path, tv)`; `None` is now.
-    pub fn utimes(&self, path: &str, tv: Option<[Timespec; 2]>) -> Result<(), Errno> {
+    pub fn utimes(&self, path: impl AsRef<[u8]>, tv: Option<[Timespec; 2]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let mut b = [0u8; 32];
         if let Some(tv) = tv {
             b[..16].copy_from_slice(&tv[0].encode_timeval());
@@ -101,15 +101,15 @@ impl LocalProc {
         self.at_lent(&l, SYS_UTIMES, &[l.cstr(&p), tp]).map(|_| ())
     }
 
-    pub fn truncate(&self, path: &str, len: i64) -> Result<(), Errno> {
+    pub fn truncate(&self, path: impl AsRef<[u8]>, len: i64) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_TRUNCATE, &[l.cstr(&p), 0, len as u64]).map(|_| ())
     }
 
-    pub fn statvfs(&self, path: &str) -> Result<Statvfs, Errno> {
+    pub fn statvfs(&self, path: impl AsRef<[u8]>) -> Result<Statvfs, Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let mut b = vec![0u8; STATVFS_SIZE];
         self.at_lent(&l, SYS_STATVFS1, &[l.cstr(&p), l.buf_mut(&mut b[..]), netbsd_abi::fcntl::ST_WAIT as u64])?;
         Statvfs::decode(&b).ok_or(Errno(EFAULT))
@@ -143,15 +143,15 @@ impl LocalProc {
     }
 
     /// `mknod(path, mode, dev)`.
-    pub fn mknod(&self, path: &str, mode: u32, dev: u64) -> Result<(), Errno> {
+    pub fn mknod(&self, path: impl AsRef<[u8]>, mode: u32, dev: u64) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_MKNOD, &[l.cstr(&p), mode as u64, dev]).map(|_| ())
     }
 
-    pub fn mkfifo(&self, path: &str, mode: u32) -> Result<(), Errno> {
+    pub fn mkfifo(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_MKFIFO, &[l.cstr(&p), mode as u64]).map(|_| ())
     }
 
@@ -176,46 +176,46 @@ impl LocalProc {
         Ok(self.at_lent(&l, SYS_WRITEV, &[fd as u32 as u64, l.buf(&iov[..]), bufs.len() as u64])? as usize)
     }
 
-    pub fn openat(&self, dirfd: i32, path: &str, flags: i32, mode: u32) -> Result<i32, Errno> {
+    pub fn openat(&self, dirfd: i32, path: impl AsRef<[u8]>, flags: i32, mode: u32) -> Result<i32, Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         Ok(self.at_lent(&l, SYS_OPENAT, &[dirfd as u32 as u64, l.cstr(&p), flags as u32 as u64, mode as u64])? as i32)
     }
 
-    pub fn mkdirat(&self, dirfd: i32, path: &str, mode: u32) -> Result<(), Errno> {
+    pub fn mkdirat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_MKDIRAT, &[dirfd as u32 as u64, l.cstr(&p), mode as u64]).map(|_| ())
     }
 
-    pub fn unlinkat(&self, dirfd: i32, path: &str, flag: i32) -> Result<(), Errno> {
+    pub fn unlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_UNLINKAT, &[dirfd as u32 as u64, l.cstr(&p), flag as u32 as u64]).map(|_| ())
     }
 
-    pub fn renameat(&self, fromfd: i32, from: &str, tofd: i32, to: &str) -> Result<(), Errno> {
+    pub fn renameat(&self, fromfd: i32, from: impl AsRef<[u8]>, tofd: i32, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let (f, t) = (cstr(from)?, cstr(to)?);
+        let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
         self.at_lent(&l, SYS_RENAMEAT, &[fromfd as u32 as u64, l.cstr(&f), tofd as u32 as u64, l.cstr(&t)]).map(|_| ())
     }
 
-    pub fn linkat(&self, fd1: i32, from: &str, fd2: i32, to: &str, flags: i32) -> Result<(), Errno> {
+    pub fn linkat(&self, fd1: i32, from: impl AsRef<[u8]>, fd2: i32, to: impl AsRef<[u8]>, flags: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let (f, t) = (cstr(from)?, cstr(to)?);
+        let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
         self.at_lent(&l, SYS_LINKAT, &[fd1 as u32 as u64, l.cstr(&f), fd2 as u32 as u64, l.cstr(&t), flags as u32 as u64])
             .map(|_| ())
     }
 
-    pub fn symlinkat(&self, target: &str, dirfd: i32, path: &str) -> Result<(), Errno> {
+    pub fn symlinkat(&self, target: impl AsRef<[u8]>, dirfd: i32, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
-        let (t, p) = (cstr(target)?, cstr(path)?);
+        let (t, p) = (cstr(target.as_ref())?, cstr(path.as_ref())?);
         self.at_lent(&l, SYS_SYMLINKAT, &[l.cstr(&t), dirfd as u32 as u64, l.cstr(&p)]).map(|_| ())
     }
 
-    pub fn readlinkat(&self, dirfd: i32, path: &str) -> Result<Vec<u8>, Errno> {
+    pub fn readlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN];
         let buf_len = buf.len() as u64;
         let n = self.at_lent(&l, SYS_READLINKAT, &[dirfd as u32 as u64, l.cstr(&p), l.buf_mut(&mut buf[..]), buf_len])?;
@@ -223,30 +223,30 @@ impl LocalProc {
         Ok(buf)
     }
 
-    pub fn fchmodat(&self, dirfd: i32, path: &str, mode: u32, flag: i32) -> Result<(), Errno> {
+    pub fn fchmodat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32, flag: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_FCHMODAT, &[dirfd as u32 as u64, l.cstr(&p), mode as u64, flag as u32 as u64]).map(|_| ())
     }
 
-    pub fn fchownat(&self, dirfd: i32, path: &str, uid: u32, gid: u32, flag: i32) -> Result<(), Errno> {
+    pub fn fchownat(&self, dirfd: i32, path: impl AsRef<[u8]>, uid: u32, gid: u32, flag: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_FCHOWNAT, &[dirfd as u32 as u64, l.cstr(&p), uid as u64, gid as u64, flag as u32 as u64])
             .map(|_| ())
     }
 
-    pub fn fstatat(&self, dirfd: i32, path: &str, flag: i32) -> Result<Stat, Errno> {
+    pub fn fstatat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<Stat, Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         let mut b = [0u8; STAT_SIZE];
         self.at_lent(&l, SYS_FSTATAT, &[dirfd as u32 as u64, l.cstr(&p), l.buf_mut(&mut b[..]), flag as u32 as u64])?;
         Stat::decode(&b).ok_or(Errno(EFAULT))
     }
 
-    pub fn faccessat(&self, dirfd: i32, path: &str, amode: i32, flag: i32) -> Result<(), Errno> {
+    pub fn faccessat(&self, dirfd: i32, path: impl AsRef<[u8]>, amode: i32, flag: i32) -> Result<(), Errno> {
         let l = Lend::new();
-        let p = cstr(path)?;
+        let p = cstr(path.as_ref())?;
         self.at_lent(&l, SYS_FACCESSAT, &[dirfd as u32 as u64, l.cstr(&p), amode as u32 as u64, flag as u32 as u64])
             .map(|_| ())
     }
