@@ -299,9 +299,27 @@ fn real_tree_through_rump_ext2fs() {
     assert!(String::from_utf8_lossy(&log.stdout).contains("first"));
     git(&["fsck", "--no-progress"]);
 
+    // Device nodes keep their numbers, in both of ext2's encodings (a
+    // small pair in the old 8+8-bit form, a large one in the 32-bit one).
+    ok(Command::new("mknod").arg(mnt.join("tty")).args(["c", "4", "64"]));
+    ok(Command::new("mknod").arg(mnt.join("bigdev")).args(["b", "300", "70000"]));
+    ok(Command::new("mkfifo").arg(mnt.join("fifo")));
+    use std::os::unix::fs::FileTypeExt;
+    let tty = std::fs::symlink_metadata(mnt.join("tty")).unwrap();
+    assert!(tty.file_type().is_char_device());
+    assert_eq!((libc::major(tty.rdev()), libc::minor(tty.rdev())), (4, 64));
+    let big = std::fs::symlink_metadata(mnt.join("bigdev")).unwrap();
+    assert!(big.file_type().is_block_device());
+    assert_eq!((libc::major(big.rdev()), libc::minor(big.rdev())), (300, 70000));
+    assert!(std::fs::symlink_metadata(mnt.join("fifo")).unwrap().file_type().is_fifo());
+
     // Unmount: the process halts, the image is clean and holds the tree.
     umount_and_wait(&mnt, pid);
     e2fsck_clean(&img);
+    let tty = debugfs_out(&img, "stat /tty");
+    assert!(tty.contains("Type: character special") && tty.contains("Device major/minor number: 04:64"), "{tty}");
+    let big = debugfs_out(&img, "stat /bigdev");
+    assert!(big.contains("Type: block special") && big.contains("Device major/minor number: 300:70000"), "{big}");
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     ok(host_cmd("debugfs").arg("-R").arg(format!("rdump /untar {}", out.display())).arg(&img));

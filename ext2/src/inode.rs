@@ -1,7 +1,9 @@
 //! The on-disk inode, as raw bytes with typed accessors.
 
 use crate::sb::{le16, le32, put16, put32};
+use netbsd_abi::errno::EINVAL;
 use netbsd_abi::stat::Timespec;
+use netbsd_abi::Errno;
 use vfs::FileKind;
 
 pub(crate) const I_MODE: usize = 0;
@@ -241,6 +243,24 @@ impl Inode {
     }
 
     /// NetBSD dev_t of a device node.
+    /// Store device number `dev` (NetBSD's `dev_t`: major in bits 8-19,
+    /// minor in bits 0-7 and 20-31) as Linux and e2fsprogs read it: the
+    /// old 8+8-bit form in the first block slot when it fits (which
+    /// NetBSD's ext2fs reads too), else the 32-bit form in the second.
+    pub fn set_rdev(&mut self, dev: u64) -> Result<(), Errno> {
+        let dev = u32::try_from(dev).map_err(|_| Errno(EINVAL))?;
+        let major = (dev & 0x000f_ff00) >> 8;
+        let minor = (dev & 0xff) | ((dev & 0xfff0_0000) >> 12);
+        if major < 256 && minor < 256 {
+            self.set_block(0, (major << 8) | minor);
+            self.set_block(1, 0);
+        } else {
+            self.set_block(0, 0);
+            self.set_block(1, (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12));
+        }
+        Ok(())
+    }
+
     pub fn rdev(&self) -> u64 {
         let (major, minor) = if self.block(0) != 0 {
             let v = self.block(0);

@@ -278,13 +278,20 @@ impl FileSystem for Ext2Fs {
         -> Result<Ino, Errno> {
         self.inner
             .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, None))
+            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, None, 0))
+            .map(|i| i as Ino)
+    }
+    fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
+        -> Result<Ino, Errno> {
+        self.inner
+            .lock()
+            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, None, rdev))
             .map(|i| i as Ino)
     }
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno> {
         self.inner
             .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, FileKind::Lnk, 0o777, cred, Some(target)))
+            .op(|f| f.create(fs::ino32(dir)?, name, FileKind::Lnk, 0o777, cred, Some(target), 0))
             .map(|i| i as Ino)
     }
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {

@@ -96,6 +96,7 @@ impl Fs {
         perm: u32,
         cred: Cred,
         target: Option<&[u8]>,
+        rdev: u64,
     ) -> R<u32> {
         self.begin_write()?;
         check_name(name)?;
@@ -124,7 +125,7 @@ impl Fs {
                 return Err(e);
             }
         };
-        let r = self.create_in(&mut d, slot, name, kind, perm, cred, target);
+        let r = self.create_in(&mut d, slot, name, kind, perm, cred, target, rdev);
         self.write_inode(&d)?;
         r
     }
@@ -139,8 +140,12 @@ impl Fs {
         perm: u32,
         cred: Cred,
         target: Option<&[u8]>,
+        rdev: u64,
     ) -> R<u32> {
         let is_dir = kind == FileKind::Dir;
+        if rdev != 0 && !matches!(kind, FileKind::Blk | FileKind::Chr) {
+            return err(EINVAL);
+        }
         let ino = self.alloc_inode(d.num, is_dir)?;
         let t = now();
         let bs = self.g.bs;
@@ -175,6 +180,8 @@ impl Fs {
             } else if let Some(tg) = target {
                 n.raw[I_BLOCK..I_BLOCK + tg.len()].copy_from_slice(tg);
                 n.set_size(tg.len() as u64);
+            } else if rdev != 0 {
+                n.set_rdev(rdev)?;
             }
             self.write_inode(&n)?;
             self.dir_insert(&mut slot, name, ino, dirent_ftype(kind))

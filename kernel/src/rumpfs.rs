@@ -482,11 +482,17 @@ impl FileSystem for RumpFs {
     }
 
     fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred) -> Result<Ino, Errno> {
+        FileSystem::mknod(self, dir, name, kind, perm, 0, cred)
+    }
+
+    fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
+        -> Result<Ino, Errno> {
         let ino = self.alloc_ino();
         let body = match kind {
             FileKind::Dir => Body::Dir(RwLock::new(Dir::new(dir))),
             FileKind::Reg => Body::Reg(RwLock::new(Data::default())),
-            FileKind::Blk | FileKind::Chr | FileKind::Fifo | FileKind::Sock => Body::Dev { rdev: 0, size: 0 },
+            FileKind::Blk | FileKind::Chr => Body::Dev { rdev, size: 0 },
+            FileKind::Fifo | FileKind::Sock => Body::Dev { rdev: 0, size: 0 },
             FileKind::Lnk => return Err(Errno(EINVAL)),
         };
         let n = self.new_node(ino, kind, perm, cred, body);

@@ -132,6 +132,16 @@ pub trait FileSystem: Send + Sync {
     /// the name is taken.
     fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred)
         -> Result<Ino, Errno>;
+    /// A device node (or FIFO, socket, file) `name` in `dir` with device
+    /// number `rdev` (NetBSD's `dev_t`). A file system that keeps no
+    /// device numbers refuses any but 0 rather than make a node that lies.
+    fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
+        -> Result<Ino, Errno> {
+        if rdev != 0 {
+            return Err(Errno(netbsd_abi::errno::EOPNOTSUPP));
+        }
+        self.create(dir, name, kind, perm, cred)
+    }
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno>;
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno>;
     /// A new name `newname` in `newdir` for `ino` (not a directory).

@@ -255,9 +255,9 @@ pub fn fstatvfs1(cx: &Cx, a: &Args) -> SysResult {
     cx.copyout(&s.encode(), a.u(1))
 }
 
-/// Make a node `path` of `mode` (type bits included) and device `dev`.
-/// The file system interface stores no device number: a device node with
-/// `dev` other than 0 is `EOPNOTSUPP` rather than a node that lies.
+/// Make a node `path` of `mode` (type bits included) and device `dev`
+/// (a file system that keeps no device numbers refuses `dev` other than
+/// 0 with `EOPNOTSUPP`).
 pub fn mknod_path(cx: &Cx, path: &[u8], mode: u32, dev: u64) -> SysResult {
     let kind = match mode & S_IFMT {
         S_IFIFO => FileKind::Fifo,
@@ -270,14 +270,12 @@ pub fn mknod_path(cx: &Cx, path: &[u8], mode: u32, dev: u64) -> SysResult {
         if !cred::is_root(cx) {
             return Err(Errno(EPERM));
         }
-        if dev != 0 {
-            return Err(Errno(EOPNOTSUPP));
-        }
     }
+    let dev = if matches!(kind, FileKind::Chr | FileKind::Blk) { dev } else { 0 };
     let par = cx.namei_new(path, false)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
-    par.dir.mnt.fs.create(par.dir.ino, &par.name, kind, cred::masked(cx, mode), cx.p.cred)?;
+    par.dir.mnt.fs.mknod(par.dir.ino, &par.name, kind, cred::masked(cx, mode), dev, cx.p.cred)?;
     Ok(())
 }
 
