@@ -93,6 +93,7 @@ use std::collections::HashMap;
 use rumpuser::locks::{Mutex, RwLock};
 use vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
 use vfs_cache::Store;
+use vnops::NewNode;
 
 pub use sb::{check_features, features, Compat, EXT2_MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
@@ -278,20 +279,20 @@ impl FileSystem for Ext2Fs {
         -> Result<Ino, Errno> {
         self.inner
             .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, None, 0))
+            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, NewNode::Empty))
             .map(|i| i as Ino)
     }
     fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
         -> Result<Ino, Errno> {
         self.inner
             .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, None, rdev))
+            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, if rdev == 0 { NewNode::Empty } else { NewNode::Device(rdev) }))
             .map(|i| i as Ino)
     }
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno> {
         self.inner
             .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, FileKind::Lnk, 0o777, cred, Some(target), 0))
+            .op(|f| f.create(fs::ino32(dir)?, name, FileKind::Lnk, 0o777, cred, NewNode::Symlink(target)))
             .map(|i| i as Ino)
     }
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {

@@ -16,6 +16,18 @@ use crate::inode::*;
 /// Most links an inode may have (EXT2_LINK_MAX).
 pub(crate) const LINK_MAX: u16 = 32000;
 
+
+/// What a new node holds besides its attributes.
+#[derive(Clone, Copy, Debug)]
+pub enum NewNode<'a> {
+    /// Nothing yet: a file, directory, FIFO or socket.
+    Empty,
+    /// A symbolic link's target.
+    Symlink(&'a [u8]),
+    /// A device node's number (NetBSD's `dev_t`).
+    Device(u64),
+}
+
 impl Fs {
     pub fn lookup(&mut self, dir: u32, name: &[u8]) -> R<u32> {
         let d = self.get_dir(dir)?;
@@ -88,16 +100,12 @@ impl Fs {
         Ok(self.attr(&i))
     }
 
-    pub fn create(
-        &mut self,
-        dir: u32,
-        name: &[u8],
-        kind: FileKind,
-        perm: u32,
-        cred: Cred,
-        target: Option<&[u8]>,
-        rdev: u64,
-    ) -> R<u32> {
+    pub fn create(&mut self, dir: u32, name: &[u8], kind: FileKind, perm: u32, cred: Cred, with: NewNode)
+        -> R<u32> {
+        let target = match with {
+            NewNode::Symlink(t) => Some(t),
+            _ => None,
+        };
         self.begin_write()?;
         check_name(name)?;
         if let Some(t) = target {
@@ -125,7 +133,7 @@ impl Fs {
                 return Err(e);
             }
         };
-        let r = self.create_in(&mut d, slot, name, kind, perm, cred, target, rdev);
+        let r = self.create_in(&mut d, slot, name, kind, perm, cred, with);
         self.write_inode(&d)?;
         r
     }
@@ -139,13 +147,15 @@ impl Fs {
         kind: FileKind,
         perm: u32,
         cred: Cred,
-        target: Option<&[u8]>,
-        rdev: u64,
+        with: NewNode,
     ) -> R<u32> {
         let is_dir = kind == FileKind::Dir;
-        if rdev != 0 && !matches!(kind, FileKind::Blk | FileKind::Chr) {
-            return err(EINVAL);
-        }
+        let (target, rdev) = match with {
+            NewNode::Empty => (None, 0),
+            NewNode::Symlink(t) => (Some(t), 0),
+            NewNode::Device(_) if !matches!(kind, FileKind::Blk | FileKind::Chr) => return err(EINVAL),
+            NewNode::Device(dev) => (None, dev),
+        };
         let ino = self.alloc_inode(d.num, is_dir)?;
         let t = now();
         let bs = self.g.bs;

@@ -266,12 +266,11 @@ pub fn mknod_path(cx: &Cx, path: &[u8], mode: u32, dev: u64) -> SysResult {
         S_IFREG | 0 => FileKind::Reg,
         _ => return Err(Errno(EINVAL)),
     };
-    if matches!(kind, FileKind::Chr | FileKind::Blk) {
-        if !cred::is_root(cx) {
-            return Err(Errno(EPERM));
-        }
+    let device = matches!(kind, FileKind::Chr | FileKind::Blk);
+    if device && !cred::is_root(cx) {
+        return Err(Errno(EPERM));
     }
-    let dev = if matches!(kind, FileKind::Chr | FileKind::Blk) { dev } else { 0 };
+    let dev = if device { dev } else { 0 };
     let par = cx.namei_new(path, false)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
