@@ -270,6 +270,20 @@ fn real_tree_through_rump_ext2fs() {
     let o = as_nobody(&format!("cd '{}'", mnt.join("closed").display()));
     assert!(!o.status.success(), "nobody entered a 0744 directory");
     assert_eq!(std::fs::read(mnt.join("closed/in/readable")).unwrap(), b"r");
+    // Supplementary groups: FUSE does not pass them, the adapter reads
+    // them from the host when the kernel would refuse the primary group.
+    std::fs::create_dir(mnt.join("staff")).unwrap();
+    std::fs::write(mnt.join("staff/doc"), b"for staff").unwrap();
+    ok(Command::new("chown").arg("-R").arg("0:4242").arg(mnt.join("staff")));
+    ok(Command::new("chmod").arg("750").arg(mnt.join("staff")));
+    ok(Command::new("chmod").arg("640").arg(mnt.join("staff/doc")));
+    let doc = format!("cat '{}'", mnt.join("staff/doc").display());
+    let o = as_nobody(&doc);
+    assert!(!o.status.success(), "nobody outside group 4242 read the staff file");
+    let o = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--groups=4242", "sh", "-c"])
+        .arg(&doc));
+    assert!(o.status.success() && o.stdout == b"for staff", "a member of 4242 as a supplementary group: {}", stderr(&o));
 
     // git: init, add, commit, log, in the mounted tree.
     let repo = mnt.join("repo");

@@ -60,6 +60,8 @@ pub const SYS_GETEGID: i32 = 43;
 /// `getgid_with_egid`: retval[0] = gid, retval[1] = egid.
 pub const SYS_GETGID: i32 = 47;
 pub const SYS_UMASK: i32 = 60;
+/// (gidsetsize, gidset)
+pub const SYS_GETGROUPS: i32 = 79;
 pub const SYS_DUP2: i32 = 90;
 /// (fd, cmd, arg)
 pub const SYS_FCNTL: i32 = 92;
@@ -162,7 +164,7 @@ pub fn nargs(num: i32) -> Option<usize> {
         SYS___SYSCTL => 6,
         SYS_GETUID | SYS_GETEUID | SYS_GETGID | SYS_GETEGID => 0,
         SYS_DUP | SYS_UMASK => 1,
-        SYS_ACCESS | SYS_DUP2 | SYS_MKFIFO | SYS_LCHMOD | SYS_UTIMES | SYS_FUTIMES | SYS_LUTIMES
+        SYS_ACCESS | SYS_GETGROUPS | SYS_DUP2 | SYS_MKFIFO | SYS_LCHMOD | SYS_UTIMES | SYS_FUTIMES | SYS_LUTIMES
         | SYS_FUTIMENS => 2,
         SYS_CHOWN | SYS_FCHOWN | SYS_LCHOWN | SYS___POSIX_CHOWN | SYS___POSIX_FCHOWN
         | SYS___POSIX_LCHOWN | SYS_FCNTL | SYS_READV | SYS_WRITEV | SYS_TRUNCATE | SYS_STATVFS1

@@ -22,6 +22,7 @@ use netbsd_abi::Errno;
 use parking_lot::{Mutex, RwLock};
 use rumpclient::TimeSpec;
 
+use crate::host;
 use crate::sys::{systime, Backend, Syscalls, R};
 
 /// How the adapter serves.
@@ -101,7 +102,9 @@ impl Nodes {
 
 enum Handle {
     File { sys: Arc<dyn Syscalls>, fd: i32 },
-    Dir { entries: Vec<(Vec<u8>, u64, FileType)> },
+    /// A directory's entries as read at open, and the process that read
+    /// them (readdirplus looks the entries up as it).
+    Dir { entries: Vec<(Vec<u8>, u64, FileType)>, sys: Arc<dyn Syscalls> },
 }
 
 /// The adapter.
@@ -234,8 +237,23 @@ impl<B: Backend> RumpFuse<B> {
         })
     }
 
-    fn sys(&self, req: &Request) -> R<Arc<dyn Syscalls>> {
-        self.backend.caller(req.uid(), req.gid())
+    /// Run `f` as the request's caller: a kernel process with its uid and
+    /// gid. FUSE tells neither the supplementary groups; when the kernel
+    /// refuses (`EACCES`, `EPERM`) a caller that has some, `f` runs again
+    /// in a process that has them too (they are read from the host only
+    /// then, as libfuse's getgroups does). A refused call changed nothing.
+    fn as_caller<T>(&self, req: &Request, f: impl Fn(Arc<dyn Syscalls>) -> R<T>) -> R<T> {
+        let (uid, gid) = (req.uid(), req.gid());
+        let r = f(self.backend.caller(uid, gid)?);
+        match r {
+            Err(e) if (e.0 == EACCES || e.0 == EPERM) && uid != 0 => {
+                match host::groups_of(req.pid()).filter(|g| g.iter().any(|&x| x != gid)) {
+                    Some(groups) => f(self.backend.caller_in_groups(uid, gid, &groups)?),
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     fn rw(&self) -> R<()> {
@@ -371,7 +389,7 @@ impl<B: Backend> RumpFuse<B> {
     #[allow(clippy::too_many_arguments)] // the FUSE request's own fields
     fn do_setattr(&self, req: &Request, ino: u64, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
         size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, fh: Option<FileHandle>) -> R<FileAttr> {
-        let sys = self.sys(req)?;
+        self.as_caller(req, |sys| {
         let file = fh.and_then(|h| self.file(h).ok());
         let need_path = || self.path(ino);
         if mode.is_some() || uid.is_some() || gid.is_some() || size.is_some() || atime.is_some() || mtime.is_some() {
@@ -405,11 +423,12 @@ impl<B: Backend> RumpFuse<B> {
             }
         }
         self.stat_ino(&*sys, ino, fh)
+        })
     }
 
     fn do_readdir(&self, fh: FileHandle, offset: u64, mut add: impl FnMut(u64, &[u8], u64, FileType) -> bool) -> R<()> {
         let h = self.handle(fh)?;
-        let Handle::Dir { entries } = &*h else { return Err(Errno(ENOTDIR)) };
+        let Handle::Dir { entries, .. } = &*h else { return Err(Errno(ENOTDIR)) };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (name, kino, kind)) in entries.iter().enumerate().skip(start) {
             if add(*kino, name, i as u64 + 1, *kind) {
@@ -443,11 +462,10 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = (|| {
-            let sys = self.sys(req)?;
+        let r = self.as_caller(req, |sys| {
             let p = self.child(parent.0, name)?;
             self.entry_for(&*sys, parent.0, name, &p)
-        })();
+        });
         let a = match r {
             Ok(a) => a,
             Err(e) if e.0 == ENOENT && self.opts.writeback => {
@@ -487,10 +505,9 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let r = (|| {
-            let sys = self.sys(req)?;
+        let r = self.as_caller(req, |sys| {
             self.stat_ino(&*sys, ino.0, fh)
-        })();
+        });
         let a = tryr!(reply, r);
         reply.attr(&self.opts.ttl, &a);
     }
@@ -504,76 +521,72 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let r = (|| self.sys(req)?.readlink(&self.path(ino.0)?))();
+        let r = self.as_caller(req, |sys| sys.readlink(&self.path(ino.0)?));
         let t = tryr!(reply, r);
         reply.data(&t);
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
-            let sys = self.sys(req)?;
             let p = self.child(parent.0, name)?;
             sys.mknod(&p, mode, rdev as u64)?;
             self.entry_for(&*sys, parent.0, name, &p)
-        })();
+        });
         let a = tryr!(reply, r);
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
-            let sys = self.sys(req)?;
             let p = self.child(parent.0, name)?;
             sys.mkdir(&p, mode & 0o7777)?;
             self.entry_for(&*sys, parent.0, name, &p)
-        })();
+        });
         let a = tryr!(reply, r);
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, name)?;
-            self.sys(req)?.unlink(&p)?;
+            sys.unlink(&p)?;
             self.forget_name(parent.0, name.as_bytes());
             Ok(())
-        })();
+        });
         tryr!(reply, r);
         reply.ok();
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, name)?;
-            self.sys(req)?.rmdir(&p)?;
+            sys.rmdir(&p)?;
             self.forget_name(parent.0, name.as_bytes());
             Ok(())
-        })();
+        });
         tryr!(reply, r);
         reply.ok();
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
-            let sys = self.sys(req)?;
             let p = self.child(parent.0, link_name)?;
             sys.symlink(target.as_os_str().as_bytes(), &p)?;
             self.entry_for(&*sys, parent.0, link_name, &p)
-        })();
+        });
         let a = tryr!(reply, r);
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
     fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr,
         flags: RenameFlags, reply: ReplyEmpty) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
-            let sys = self.sys(req)?;
             let from = self.child(parent.0, name)?;
             let to = self.child(newparent.0, newname)?;
             if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
@@ -596,15 +609,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
                 t.add_name(ino, newparent.0, newname.as_bytes());
             }
             Ok(())
-        })();
+        });
         tryr!(reply, r);
         reply.ok();
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
-            let sys = self.sys(req)?;
             let from = self.path(ino.0)?;
             let to = self.child(newparent.0, newname)?;
             sys.link(&from, &to)?;
@@ -612,18 +624,17 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             // Both names now reach the node.
             let n = self.remember(newparent.0, newname.as_bytes(), &st, 1);
             Ok(attr_of(n, &st))
-        })();
+        });
         let a = tryr!(reply, r);
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             let f = self.kernel_open_flags(flags.0);
             if f & nb::O_ACCMODE != nb::O_RDONLY || f & nb::O_TRUNC != 0 {
                 self.rw()?;
             }
-            let sys = self.sys(req)?;
             let path = self.path(ino.0)?;
             let f = f & !(nb::O_CREAT | nb::O_EXCL);
             let fd = match sys.open(&path, f, 0) {
@@ -635,7 +646,7 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
                 r => r?,
             };
             Ok(self.add_handle(Handle::File { sys, fd }))
-        })();
+        });
         let fh = tryr!(reply, r);
         reply.opened(FileHandle(fh), self.fopen_flags());
     }
@@ -708,12 +719,11 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = (|| {
-            let sys = self.sys(req)?;
+        let r = self.as_caller(req, |sys| {
             let ents = sys.list_dir(&self.path(ino.0)?)?;
             let entries = ents.into_iter().map(|d| (d.name, d.fileno, dt_kind(d.kind))).collect();
-            Ok(self.add_handle(Handle::Dir { entries }))
-        })();
+            Ok(self.add_handle(Handle::Dir { entries, sys }))
+        });
         let fh = tryr!(reply, r);
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
@@ -724,9 +734,12 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.ok();
     }
 
-    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let r = (|| {
-            let sys = self.sys(req)?;
+            let sys = match &*self.handle(fh)? {
+                Handle::Dir { sys, .. } => sys.clone(),
+                Handle::File { .. } => return Err(Errno(ENOTDIR)),
+            };
             let dir = self.path(ino.0)?;
             let ttl = self.opts.ttl;
             self.do_readdir(fh, offset, |_kino, name, next, _kind| {
@@ -767,14 +780,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let r = (|| self.sys(req)?.statvfs(&self.base))();
+        let r = self.as_caller(req, |sys| sys.statvfs(&self.base));
         let s = tryr!(reply, r);
         let bs = s.bsize.min(u32::MAX as u64) as u32;
         reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, bs, s.namemax as u32, s.frsize as u32);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             let mut amode = 0;
             if mask.contains(AccessFlags::R_OK) {
                 amode |= nb::R_OK;
@@ -788,17 +801,16 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             if amode & nb::W_OK != 0 {
                 self.rw()?;
             }
-            self.sys(req)?.access(&self.path(ino.0)?, amode)
-        })();
+            sys.access(&self.path(ino.0)?, amode)
+        });
         tryr!(reply, r);
         reply.ok();
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32,
         reply: ReplyCreate) {
-        let r = (|| {
+        let r = self.as_caller(req, |sys| {
             self.rw()?;
-            let sys = self.sys(req)?;
             let p = self.child(parent.0, name)?;
             let f = self.kernel_open_flags(flags) | nb::O_CREAT;
             let fd = sys.open(&p, f, mode & 0o7777)?;
@@ -812,7 +824,7 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             let ino = self.remember(parent.0, name.as_bytes(), &st, 1);
             let fh = self.add_handle(Handle::File { sys, fd });
             Ok((attr_of(ino, &st), fh))
-        })();
+        });
         let (a, fh) = tryr!(reply, r);
         reply.created(&self.opts.ttl, &a, Generation(0), FileHandle(fh), self.fopen_flags());
     }

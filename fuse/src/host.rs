@@ -185,3 +185,17 @@ pub fn wait_signal(set: &SigSet) -> i32 {
         }
     }
 }
+
+/// The supplementary groups of host process `pid`, from the `Groups:`
+/// line of `/proc/PID/status` (at most 64 are read); `None` if the
+/// process is gone or the line unreadable.
+pub fn groups_of(pid: u32) -> Option<Vec<u32>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
+    // The status file is a few KiB; read no more than that.
+    let mut buf = Vec::new();
+    f.by_ref().take(16 << 10).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().find_map(|l| l.strip_prefix("Groups:"))?;
+    Some(line.split_whitespace().take(64).filter_map(|g| g.parse().ok()).collect())
+}

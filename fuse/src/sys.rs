@@ -54,6 +54,11 @@ pub trait Syscalls: Send + Sync {
 /// Where the adapter gets the process for a request's caller.
 pub trait Backend: Send + Sync + 'static {
     fn caller(&self, uid: u32, gid: u32) -> R<Arc<dyn Syscalls>>;
+    /// The same, with supplementary groups (a path that knows no groups
+    /// has its plain caller).
+    fn caller_in_groups(&self, uid: u32, gid: u32, _groups: &[u32]) -> R<Arc<dyn Syscalls>> {
+        self.caller(uid, gid)
+    }
 }
 
 // ----- the in-process kernel -----
@@ -157,8 +162,11 @@ impl Syscalls for Local {
 /// requests, so the kernel checks each caller's own credentials.
 pub struct LocalBackend {
     kernel: Arc<Kernel>,
-    procs: RwLock<HashMap<(u32, u32), Arc<Local>>>,
+    procs: RwLock<HashMap<CallerKey, Arc<Local>>>,
 }
+
+/// A caller: uid, gid and supplementary groups (sorted; empty: none known).
+type CallerKey = (u32, u32, Vec<u32>);
 
 /// Distinct callers kept; beyond, the table starts over (open files keep
 /// their process alive through their handles).
@@ -172,15 +180,25 @@ impl LocalBackend {
 
 impl Backend for LocalBackend {
     fn caller(&self, uid: u32, gid: u32) -> R<Arc<dyn Syscalls>> {
-        if let Some(p) = self.procs.read().get(&(uid, gid)) {
+        self.caller_in_groups(uid, gid, &[])
+    }
+
+    fn caller_in_groups(&self, uid: u32, gid: u32, groups: &[u32]) -> R<Arc<dyn Syscalls>> {
+        let mut groups = groups.to_vec();
+        groups.sort_unstable();
+        groups.dedup();
+        groups.retain(|&g| g != gid);
+        groups.truncate(rumpkern::NGROUPS_MAX);
+        let key = (uid, gid, groups);
+        if let Some(p) = self.procs.read().get(&key) {
             return Ok(p.clone());
         }
-        let p = Arc::new(Local(self.kernel.local_process_as(Cred { uid, gid })?));
+        let p = Arc::new(Local(self.kernel.local_process_in_groups(Cred { uid, gid }, &key.2)?));
         let mut t = self.procs.write();
         if t.len() >= MAX_CALLERS {
             t.clear();
         }
-        Ok(t.entry((uid, gid)).or_insert(p).clone())
+        Ok(t.entry(key).or_insert(p).clone())
     }
 }
 

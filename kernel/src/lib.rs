@@ -64,6 +64,8 @@ pub const OSTYPE: &str = "NetBSD";
 pub const OSRELEASE: &str = "7.99.34";
 /// The `hw.machine`.
 pub const MACHINE: &str = "amd64";
+/// Most supplementary groups a process has (NetBSD's `NGROUPS_MAX`).
+pub const NGROUPS_MAX: usize = 16;
 
 /// How to build a kernel.
 #[derive(Clone, Debug)]
@@ -312,7 +314,8 @@ impl Kernel {
     }
 
     /// [`Kernel::new_proc`] with credentials other than the parent's.
-    pub(crate) fn new_proc_as(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode, cred: Option<vfs::Cred>) -> Result<Arc<Proc>, Errno> {
+    pub(crate) fn new_proc_as(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode,
+        cred: Option<(vfs::Cred, &[u32])>) -> Result<Arc<Proc>, Errno> {
         let mut procs = self.procs.write();
         if procs.len() >= 30_000 {
             return Err(Errno(EAGAIN));
@@ -334,8 +337,9 @@ impl Kernel {
             _ => "rumproc".to_string(),
         };
         let mut p = Proc::new(pid, Some(parent), mem, &comm, fdmode, &self.root_vnode());
-        if let Some(c) = cred {
+        if let Some((c, groups)) = cred {
             p.cred = c;
+            p.groups = groups.iter().copied().filter(|&g| g != c.gid).take(NGROUPS_MAX).collect();
         }
         let p = Arc::new(p);
         procs.insert(pid, p.clone());
@@ -373,10 +377,16 @@ impl Kernel {
     /// A local process with credentials `cred` (mode bits are checked
     /// against them; uid 0 bypasses them as on NetBSD).
     pub fn local_process_as(self: &Arc<Self>, cred: vfs::Cred) -> Result<LocalProc, Errno> {
+        self.local_process_in_groups(cred, &[])
+    }
+
+    /// [`Kernel::local_process_as`] with supplementary groups (the first
+    /// [`NGROUPS_MAX`] of them).
+    pub fn local_process_in_groups(self: &Arc<Self>, cred: vfs::Cred, groups: &[u32]) -> Result<LocalProc, Errno> {
         if self.quiesced.load(Ordering::SeqCst) {
             return Err(Errno(ESHUTDOWN));
         }
-        let p = self.new_proc_as(&self.init, Memory::Local, Some("local"), FdMode::Clear, Some(cred))?;
+        let p = self.new_proc_as(&self.init, Memory::Local, Some("local"), FdMode::Clear, Some((cred, groups)))?;
         Ok(LocalProc::new(self.clone(), p))
     }
 

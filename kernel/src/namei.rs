@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 
-use crate::vfs::{Cred, FileKind, Ino};
+use crate::syscall::cred::Who;
+use crate::vfs::{FileKind, Ino};
 use crate::vnode::{Mounts, Vnode};
 
 /// `MAXPATHLEN`, including the terminating NUL.
@@ -73,12 +74,12 @@ fn lookup_child(dir: &Vnode, name: &[u8]) -> Result<Vnode, Errno> {
 /// otherwise each directory the walk looks a name up in must grant
 /// `search` (execute) to these credentials, or the walk fails with
 /// `EACCES`, as NetBSD's lookup does.
-pub type Searcher = Option<Cred>;
+pub type Searcher<'a> = Option<Who<'a>>;
 
 /// Walk `path` from `cwd` (or `root` when absolute). With `parent`, stop at
 /// the last component and report it; otherwise return the vnode it names.
 /// `follow` says whether a symbolic link as the last component is followed.
-fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent: bool, who: Searcher)
+fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent: bool, who: Searcher<'_>)
     -> Result<(Vnode, Option<Parent>), Errno> {
     if path.is_empty() {
         return Err(Errno(ENOENT));
@@ -173,14 +174,15 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
 }
 
 /// The vnode `path` names.
-pub fn namei(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher) -> Result<Vnode, Errno> {
+pub fn namei(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher<'_>)
+    -> Result<Vnode, Errno> {
     walk(m, root, cwd, path, follow, false, who).map(|r| r.0)
 }
 
 /// The directory that holds the last component of `path`, and that
 /// component. With `follow`, a symbolic link as the last component is
 /// followed (so `open(O_CREAT)` creates a dangling link's target).
-pub fn namei_parent(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher)
+pub fn namei_parent(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher<'_>)
     -> Result<Parent, Errno> {
     match walk(m, root, cwd, path, follow, true, who)? {
         (_, Some(p)) => Ok(p),

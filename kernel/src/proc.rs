@@ -203,6 +203,8 @@ pub struct Proc {
     pub ppid: i32,
     pub comm: Mutex<String>,
     pub cred: Cred,
+    /// Supplementary groups (at most `NGROUPS_MAX`), fixed at creation.
+    pub groups: Vec<u32>,
     /// The file creation mask (`umask(2)`).
     pub umask: AtomicU32,
     pub mem: Memory,
@@ -243,6 +245,7 @@ impl Proc {
             ppid: parent.map(|p| p.pid).unwrap_or(0),
             comm: Mutex::new(comm.to_string()),
             cred: parent.map(|p| p.cred).unwrap_or_default(),
+            groups: parent.map(|p| p.groups.clone()).unwrap_or_default(),
             umask: AtomicU32::new(parent.map(|p| p.umask.load(Ordering::Relaxed)).unwrap_or(0)),
             mem,
             fds: Mutex::new(fds),

@@ -1054,6 +1054,36 @@ fn path_walks_need_search_permission() {
     root.close(dfd).unwrap();
 }
 
+/// Supplementary groups count wherever the primary one does: group
+/// permission bits, search, set-group-id and a chown to one's own group.
+#[test]
+fn supplementary_groups() {
+    use rumpkern::vfs::Cred;
+    let k = kernel();
+    let root = k.local_process().unwrap();
+    let plain = k.local_process_as(Cred { uid: 1000, gid: 100 }).unwrap();
+    let member = k.local_process_in_groups(Cred { uid: 1000, gid: 100 }, &[7, 100, 42]).unwrap();
+    assert_eq!(plain.getgroups().unwrap(), Vec::<u32>::new());
+    assert_eq!(member.getgroups().unwrap(), vec![7, 42]);
+    root.mkdir("/staff", 0o750).unwrap();
+    root.chown("/staff", 0, 42, true).unwrap();
+    root.write_file("/staff/doc", b"d").unwrap();
+    root.chown("/staff/doc", 0, 42, true).unwrap();
+    root.chmod("/staff/doc", 0o640).unwrap();
+    assert_eq!(plain.read_file("/staff/doc").err(), Some(Errno(EACCES)));
+    assert_eq!(member.read_file("/staff/doc").unwrap(), b"d");
+    assert_eq!(member.open("/staff/doc", O_WRONLY, 0).err(), Some(Errno(EACCES)));
+    // The owner may give a file to any group it is in, and set-group-id
+    // on it only for such a group.
+    root.chmod("/staff", 0o777).unwrap();
+    member.write_file("/staff/mine", b"m").unwrap();
+    member.chown("/staff/mine", u32::MAX, 7, true).unwrap();
+    assert_eq!(root.stat("/staff/mine").unwrap().gid, 7);
+    member.chmod("/staff/mine", 0o2755).unwrap();
+    assert_eq!(plain.chown("/staff/mine", u32::MAX, 42, true).err(), Some(Errno(EPERM)));
+    assert_eq!(member.chown("/staff/mine", u32::MAX, 43, true).err(), Some(Errno(EPERM)));
+}
+
 /// The calls real programs need: credentials and mode bits, chown,
 /// times, statvfs1, descriptors, vectored I/O, the *at family.
 #[test]

@@ -44,6 +44,16 @@ impl LocalProc {
         Ok(self.at(SYS_GETGID, &[])? as u32)
     }
 
+    /// `getgroups`: the supplementary groups.
+    pub fn getgroups(&self) -> Result<Vec<u32>, Errno> {
+        let n = self.at(SYS_GETGROUPS, &[0, 0])? as usize;
+        let mut b = vec![0u8; n * 4];
+        let l = Lend::new();
+        let len = n as u64;
+        let got = self.call_lent(&l, SYS_GETGROUPS, &[len, l.buf_mut(&mut b[..])])?[0] as usize;
+        Ok(b.chunks_exact(4).take(got).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
     /// `umask(mask)`: the previous mask.
     pub fn umask(&self, mask: u32) -> Result<u32, Errno> {
         Ok(self.at(SYS_UMASK, &[mask as u64])? as u32)

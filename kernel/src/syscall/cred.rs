@@ -2,7 +2,7 @@
 //! access, and the permission checks the other calls make. As on NetBSD,
 //! uid 0 passes every check except execute permission on a file with no
 //! execute bit at all. A process has one uid and one gid (real and
-//! effective alike, no supplementary groups).
+//! effective alike) and the supplementary groups it was made with.
 
 use netbsd_abi::errno::*;
 use netbsd_abi::fcntl::*;
@@ -21,9 +21,30 @@ pub fn is_root(cx: &Cx) -> bool {
     cx.p.cred.uid == 0
 }
 
-/// Whether `cred` may access a node with attributes `a` for `want`
+/// Whose permissions a check is about: the credentials and the
+/// supplementary groups.
+#[derive(Clone, Copy, Debug)]
+pub struct Who<'a> {
+    pub cred: Cred,
+    pub groups: &'a [u32],
+}
+
+impl Who<'_> {
+    /// Is `gid` the primary group or one of the supplementary ones?
+    pub fn member(&self, gid: u32) -> bool {
+        self.cred.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// The calling process as a [`Who`].
+pub fn who<'a>(cx: &'a Cx) -> Who<'a> {
+    Who { cred: cx.p.cred, groups: &cx.p.groups }
+}
+
+/// Whether `who` may access a node with attributes `a` for `want`
 /// (`PERM_*` bits): `EACCES` if not.
-pub fn check(cred: Cred, a: &Attr, want: u32) -> SysResult {
+pub fn check(who: Who, a: &Attr, want: u32) -> SysResult {
+    let cred = who.cred;
     if want == 0 {
         return Ok(());
     }
@@ -35,7 +56,7 @@ pub fn check(cred: Cred, a: &Attr, want: u32) -> SysResult {
     }
     let bits = if cred.uid == a.uid {
         (a.perm >> 6) & 7
-    } else if cred.gid == a.gid {
+    } else if who.member(a.gid) {
         (a.perm >> 3) & 7
     } else {
         a.perm & 7
@@ -54,7 +75,7 @@ pub fn vaccess(cx: &Cx, vn: &Vnode, want: u32) -> SysResult {
             return Ok(());
         }
     }
-    check(cx.p.cred, &vn.getattr()?, want)
+    check(who(cx), &vn.getattr()?, want)
 }
 
 /// May the caller add or remove names in directory `dir`?
@@ -72,7 +93,7 @@ pub fn may_delete(cx: &Cx, dir: &Vnode, node: &Vnode) -> SysResult {
         return Ok(());
     }
     let da = dir.getattr()?;
-    check(cx.p.cred, &da, PERM_W | PERM_X)?;
+    check(who(cx), &da, PERM_W | PERM_X)?;
     if da.perm & S_ISVTX != 0 {
         let uid = cx.p.cred.uid;
         if uid != da.uid && uid != node.getattr()?.uid {
@@ -113,6 +134,22 @@ pub fn getgid(cx: &Cx, rv: &mut [i64; 2]) -> SysResult {
     Ok(())
 }
 
+/// `getgroups(gidsetsize, gidset)`: the supplementary groups; with a size
+/// of 0 only their number, `EINVAL` if the set is too small for them.
+pub fn getgroups(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
+    let size = a.int(0);
+    let groups = &cx.p.groups;
+    if size < 0 || (size != 0 && (size as usize) < groups.len()) {
+        return Err(Errno(EINVAL));
+    }
+    if size != 0 {
+        let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        cx.copyout(&bytes, a.u(1))?;
+    }
+    rv[0] = groups.len() as i64;
+    Ok(())
+}
+
 pub fn getegid(cx: &Cx, rv: &mut [i64; 2]) -> SysResult {
     rv[0] = cx.p.cred.gid as i64;
     Ok(())
@@ -146,7 +183,7 @@ pub fn access_path(cx: &Cx, path: &[u8], amode: i32, follow: bool) -> SysResult 
     if amode & X_OK != 0 {
         want |= PERM_X;
     }
-    check(cx.p.cred, &a, want)
+    check(who(cx), &a, want)
 }
 
 /// `access(path, amode)`.

@@ -93,11 +93,11 @@ impl Cx<'_> {
 
     /// The credentials path walks check search permission against (none
     /// for root).
-    fn searcher(&self) -> namei::Searcher {
+    fn searcher(&self) -> namei::Searcher<'_> {
         if cred::is_root(self) {
             None
         } else {
-            Some(self.p.cred)
+            Some(cred::who(self))
         }
     }
 
@@ -176,6 +176,7 @@ fn dispatch_more(cx: &Cx, num: i32, a: &Args, rv: &mut [i64; 2]) -> SysResult {
         SYS_GETEUID => cred::geteuid(cx, rv),
         SYS_GETGID => cred::getgid(cx, rv),
         SYS_GETEGID => cred::getegid(cx, rv),
+        SYS_GETGROUPS => cred::getgroups(cx, a, rv),
         SYS_UMASK => cred::umask(cx, a, rv),
         SYS_ACCESS => cred::access(cx, a),
         SYS_CHOWN | SYS___POSIX_CHOWN => attr::chown(cx, a, true),

@@ -180,8 +180,7 @@ fn main() {
     // caller is a kernel process with its uid and gid), as NetBSD's file
     // servers do. Host checks as well would cost a GETATTR of every
     // directory whose attributes a change made stale (one per file in a
-    // cp -a); -o default_permissions asks for them (they also know the
-    // caller's supplementary groups, which the kernel is not told).
+    // cp -a); -o default_permissions asks for them.
     if a.host_perms {
         mo.push(MountOption::DefaultPermissions);
     }
