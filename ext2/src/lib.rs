@@ -321,7 +321,7 @@ impl FileSystem for Ext2Fs {
             // Map under the file system lock; copy the data without it.
             self.read_op(|f| f.read_map(i, off, buf)).and_then(|(len, runs)| {
                 for r in runs {
-                    self.store.read(r.disk, &mut buf[r.at..r.at + r.len])?;
+                    self.store.read_stream(r.disk, &mut buf[r.at..r.at + r.len])?;
                 }
                 Ok(len)
             })

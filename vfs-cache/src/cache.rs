@@ -576,6 +576,31 @@ impl Store for CachedDev {
         self.sh.throttle(&self.core, incoming)
     }
 
+    fn read_stream(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.check_range(off, buf.len())?;
+        let bs = self.core.bs as u64;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = off + done as u64;
+            let blk = pos / bs;
+            let len = self.core.block_len(blk);
+            // A whole block the cache does not hold: the device has its
+            // latest bytes (a dirty block is always held).
+            if pos % bs == 0 && buf.len() - done >= len && self.sh.find_block(&self.core, blk).is_none() {
+                self.core.dev.read_at(&mut buf[done..done + len], pos)?;
+                count!(self.sh, self.core, misses, 1);
+                done += len;
+                continue;
+            }
+            // Partial or held blocks: through the cache, up to the next
+            // block boundary.
+            let end = ((blk + 1) * bs - off).min(buf.len() as u64) as usize;
+            self.read(pos, &mut buf[done..end])?;
+            done = end;
+        }
+        Ok(())
+    }
+
     fn read_cached(&self, off: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
         if let Err(e) = self.check_range(off, buf.len()) {
             return Some(Err(e));

@@ -70,6 +70,14 @@ pub trait Store: Send + Sync {
     fn make_room(&self, _incoming: usize) -> Result<(), Errno> {
         Ok(())
     }
+    /// [`Store::read`] for a file's data: whole blocks that are not in
+    /// memory may be read from the device straight into `buf`, without
+    /// entering the cache (one copy less, no cache memory to fill, and a
+    /// streaming read does not push out what the cache holds). Blocks in
+    /// memory (every dirty one is) are copied from there as by `read`.
+    fn read_stream(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        self.read(off, buf)
+    }
     /// [`Store::read`], but only if that needs no device I/O: `None` when
     /// some of the range is not in memory (`buf` may then hold part of
     /// it). A file system that gets `None` may drop its own lock, `read`

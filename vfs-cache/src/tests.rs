@@ -809,3 +809,38 @@ fn write_block_with_fills_whole_blocks_in_place() {
     // Only the block never written was read from the device.
     assert_eq!(reads(&mem), 1);
 }
+
+#[test]
+fn read_stream_reads_whole_absent_blocks_past_the_cache() {
+    let bs = 64 * KB;
+    // A 1 MiB + 10 KiB device: its last block is short.
+    let size = (1 << 20) + 10 * KB;
+    let (cache, mem, dev) = setup(size, 64 << 20, bs);
+    let base = pattern(size, 7);
+    dev.write(0, &base).unwrap();
+    dev.sync().unwrap();
+    // Start over with the image on the device and nothing cached.
+    drop(dev);
+    let dev = cache.attach(mem.clone(), bs);
+    // One held, dirty block in the middle (newer than the device).
+    let fresh = pattern(bs, 8);
+    dev.write(3 * bs as u64, &fresh).unwrap();
+    let mut want = base.clone();
+    want[3 * bs..4 * bs].copy_from_slice(&fresh);
+    let held = cache.stats().cached_bytes;
+
+    // From the middle of block 1 to the end: a partial first block, whole
+    // absent ones, the dirty one, and the short last block.
+    let from = bs + 1000;
+    let mut got = vec![0u8; size - from];
+    dev.read_stream(from as u64, &mut got).unwrap();
+    assert_eq!(got, &want[from..]);
+    // Only the partial first block came into the cache.
+    assert_eq!(cache.stats().cached_bytes, held + bs as u64);
+    // The same bytes as a plain read gives.
+    let mut plain = vec![0u8; size - from];
+    dev.read(from as u64, &mut plain).unwrap();
+    assert_eq!(plain, got);
+    // Out of range: EINVAL, nothing read.
+    assert_eq!(dev.read_stream(size as u64 - 1, &mut [0u8; 2]), Err(Errno(EINVAL)));
+}
