@@ -586,7 +586,7 @@ impl Store for CachedDev {
             let len = self.core.block_len(blk);
             // A whole block the cache does not hold: the device has its
             // latest bytes (a dirty block is always held).
-            if pos % bs == 0 && buf.len() - done >= len && self.sh.find_block(&self.core, blk).is_none() {
+            if pos.is_multiple_of(bs) && buf.len() - done >= len && self.sh.find_block(&self.core, blk).is_none() {
                 self.core.dev.read_at(&mut buf[done..done + len], pos)?;
                 count!(self.sh, self.core, misses, 1);
                 done += len;
