@@ -516,6 +516,44 @@ impl CachedDev {
             _ => Err(Errno(EINVAL)),
         }
     }
+
+    /// The range of `len` bytes at `off` (checked) in per-block pieces.
+    fn pieces(&self, off: u64, len: usize) -> Result<Pieces<'_>, Errno> {
+        self.check_range(off, len)?;
+        Ok(Pieces { core: &self.core, off, len, done: 0 })
+    }
+}
+
+/// One block's part of a range: block `blk`, `n` bytes from `boff` in it,
+/// at `at` in the caller's buffer.
+struct Piece {
+    blk: u64,
+    boff: usize,
+    at: usize,
+    n: usize,
+}
+
+struct Pieces<'a> {
+    core: &'a DevCore,
+    off: u64,
+    len: usize,
+    done: usize,
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = Piece;
+    fn next(&mut self) -> Option<Piece> {
+        if self.done >= self.len {
+            return None;
+        }
+        let bs = self.core.bs as u64;
+        let pos = self.off + self.done as u64;
+        let (blk, boff) = (pos / bs, (pos % bs) as usize);
+        let n = (self.core.block_len(blk) - boff).min(self.len - self.done);
+        let p = Piece { blk, boff, at: self.done, n };
+        self.done += n;
+        Some(p)
+    }
 }
 
 impl Store for CachedDev {
@@ -524,20 +562,13 @@ impl Store for CachedDev {
     }
 
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        self.check_range(off, buf.len())?;
-        let bs = self.core.bs as u64;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
-            let blk = pos / bs;
-            let boff = (pos % bs) as usize;
-            let b = self.sh.get_block(&self.core, blk);
-            let n = (b.len - boff).min(buf.len() - done);
+        for p in self.pieces(off, buf.len())? {
+            let b = self.sh.get_block(&self.core, p.blk);
             let mut loaded = false;
             loop {
                 let st = b.st.lock();
                 if let Some(d) = &st.data {
-                    buf[done..done + n].copy_from_slice(&d[boff..boff + n]);
+                    buf[p.at..p.at + p.n].copy_from_slice(&d[p.boff..p.boff + p.n]);
                     if !loaded {
                         count!(self.sh, self.core, hits, 1);
                     }
@@ -547,23 +578,14 @@ impl Store for CachedDev {
                 self.sh.ensure_valid(&b)?;
                 loaded = true;
             }
-            done += n;
         }
         Ok(())
     }
 
     fn write(&self, off: u64, buf: &[u8]) -> Result<(), Errno> {
-        self.check_range(off, buf.len())?;
-        let bs = self.core.bs as u64;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
-            let blk = pos / bs;
-            let boff = (pos % bs) as usize;
-            let b = self.sh.get_block(&self.core, blk);
-            let n = (b.len - boff).min(buf.len() - done);
-            self.sh.write_block(&b, boff, &buf[done..done + n])?;
-            done += n;
+        for p in self.pieces(off, buf.len())? {
+            let b = self.sh.get_block(&self.core, p.blk);
+            self.sh.write_block(&b, p.boff, &buf[p.at..p.at + p.n])?;
         }
         Ok(())
     }
@@ -577,47 +599,33 @@ impl Store for CachedDev {
     }
 
     fn read_stream(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        self.check_range(off, buf.len())?;
-        let bs = self.core.bs as u64;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
-            let blk = pos / bs;
-            let len = self.core.block_len(blk);
+        for p in self.pieces(off, buf.len())? {
+            let piece = &mut buf[p.at..p.at + p.n];
+            let pos = off + p.at as u64;
             // A whole block the cache does not hold: the device has its
             // latest bytes (a dirty block is always held).
-            if pos.is_multiple_of(bs) && buf.len() - done >= len && self.sh.find_block(&self.core, blk).is_none() {
-                self.core.dev.read_at(&mut buf[done..done + len], pos)?;
+            if p.boff == 0 && p.n == self.core.block_len(p.blk) && self.sh.find_block(&self.core, p.blk).is_none() {
+                self.core.dev.read_at(piece, pos)?;
                 count!(self.sh, self.core, misses, 1);
-                done += len;
-                continue;
+            } else {
+                self.read(pos, piece)?;
             }
-            // Partial or held blocks: through the cache, up to the next
-            // block boundary.
-            let end = ((blk + 1) * bs - off).min(buf.len() as u64) as usize;
-            self.read(pos, &mut buf[done..end])?;
-            done = end;
         }
         Ok(())
     }
 
     fn read_cached(&self, off: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {
-        if let Err(e) = self.check_range(off, buf.len()) {
-            return Some(Err(e));
-        }
-        let bs = self.core.bs as u64;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = off + done as u64;
+        let pieces = match self.pieces(off, buf.len()) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        for p in pieces {
             // Found blocks count as used, as in `read` (their LRU place).
-            let b = self.sh.find_block(&self.core, pos / bs)?;
-            let boff = (pos % bs) as usize;
-            let n = (b.len - boff).min(buf.len() - done);
+            let b = self.sh.find_block(&self.core, p.blk)?;
             let st = b.st.lock();
             let d = st.data.as_ref()?;
-            buf[done..done + n].copy_from_slice(&d[boff..boff + n]);
+            buf[p.at..p.at + p.n].copy_from_slice(&d[p.boff..p.boff + p.n]);
             count!(self.sh, self.core, hits, 1);
-            done += n;
         }
         Some(Ok(()))
     }
