@@ -390,39 +390,39 @@ impl<B: Backend> RumpFuse<B> {
     fn do_setattr(&self, req: &Request, ino: u64, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
         size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, fh: Option<FileHandle>) -> R<FileAttr> {
         self.as_caller(req, |sys| {
-        let file = fh.and_then(|h| self.file(h).ok());
-        let need_path = || self.path(ino);
-        if mode.is_some() || uid.is_some() || gid.is_some() || size.is_some() || atime.is_some() || mtime.is_some() {
-            self.rw()?;
-        }
-        if let Some(m) = mode {
-            match &file {
-                Some((s, fd)) => s.fchmod(*fd, m & 0o7777)?,
-                None => sys.chmod(&need_path()?, m & 0o7777)?,
+            let file = fh.and_then(|h| self.file(h).ok());
+            let need_path = || self.path(ino);
+            if mode.is_some() || uid.is_some() || gid.is_some() || size.is_some() || atime.is_some() || mtime.is_some() {
+                self.rw()?;
             }
-        }
-        if uid.is_some() || gid.is_some() {
-            let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
-            match &file {
-                Some((s, fd)) => s.fchown(*fd, u, g)?,
-                None => sys.lchown(&need_path()?, u, g)?,
+            if let Some(m) = mode {
+                match &file {
+                    Some((s, fd)) => s.fchmod(*fd, m & 0o7777)?,
+                    None => sys.chmod(&need_path()?, m & 0o7777)?,
+                }
             }
-        }
-        if let Some(sz) = size {
-            let sz = i64::try_from(sz).map_err(|_| Errno(EFBIG))?;
-            match &file {
-                Some((s, fd)) => s.ftruncate(*fd, sz)?,
-                None => sys.truncate(&need_path()?, sz)?,
+            if uid.is_some() || gid.is_some() {
+                let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+                match &file {
+                    Some((s, fd)) => s.fchown(*fd, u, g)?,
+                    None => sys.lchown(&need_path()?, u, g)?,
+                }
             }
-        }
-        if atime.is_some() || mtime.is_some() {
-            let t = [time_set(atime), time_set(mtime)];
-            match &file {
-                Some((s, fd)) => s.futimens(*fd, t)?,
-                None => sys.utimens(&need_path()?, t)?,
+            if let Some(sz) = size {
+                let sz = i64::try_from(sz).map_err(|_| Errno(EFBIG))?;
+                match &file {
+                    Some((s, fd)) => s.ftruncate(*fd, sz)?,
+                    None => sys.truncate(&need_path()?, sz)?,
+                }
             }
-        }
-        self.stat_ino(&*sys, ino, fh)
+            if atime.is_some() || mtime.is_some() {
+                let t = [time_set(atime), time_set(mtime)];
+                match &file {
+                    Some((s, fd)) => s.futimens(*fd, t)?,
+                    None => sys.utimens(&need_path()?, t)?,
+                }
+            }
+            self.stat_ino(&*sys, ino, fh)
         })
     }
 
