@@ -241,7 +241,9 @@ impl<B: Backend> RumpFuse<B> {
     /// gid. FUSE tells neither the supplementary groups; when the kernel
     /// refuses (`EACCES`, `EPERM`) a caller that has some, `f` runs again
     /// in a process that has them too (they are read from the host only
-    /// then, as libfuse's getgroups does). A refused call changed nothing.
+    /// then, as libfuse's getgroups does). A refused call has changed
+    /// nothing, or only what running it again does anyway (the attributes
+    /// a SETATTR set before the refused one).
     fn as_caller<T>(&self, req: &Request, f: impl Fn(Arc<dyn Syscalls>) -> R<T>) -> R<T> {
         let (uid, gid) = (req.uid(), req.gid());
         let r = f(self.backend.caller(uid, gid)?);
