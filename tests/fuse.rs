@@ -62,9 +62,14 @@ fn pids_with(needle: &str) -> Vec<i32> {
 }
 
 fn alive(pid: i32) -> bool {
-    // A zombie counts as gone.
+    // A zombie counts as gone once its other threads are: until the last
+    // one exits, the process still holds its files (and the image lock).
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => {
+            let zombie = s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+            !zombie || threads > 1
+        }
         Err(_) => false,
     }
 }
