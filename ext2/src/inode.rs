@@ -242,7 +242,6 @@ impl Inode {
         }
     }
 
-    /// NetBSD dev_t of a device node.
     /// Store device number `dev` (NetBSD's `dev_t`: major in bits 8-19,
     /// minor in bits 0-7 and 20-31) as Linux and e2fsprogs read it: the
     /// old 8+8-bit form in the first block slot when it fits (which
@@ -261,6 +260,7 @@ impl Inode {
         Ok(())
     }
 
+    /// NetBSD dev_t of a device node.
     pub fn rdev(&self) -> u64 {
         let (major, minor) = if self.block(0) != 0 {
             let v = self.block(0);

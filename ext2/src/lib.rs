@@ -284,10 +284,8 @@ impl FileSystem for Ext2Fs {
     }
     fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
         -> Result<Ino, Errno> {
-        self.inner
-            .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, if rdev == 0 { NewNode::Empty } else { NewNode::Device(rdev) }))
-            .map(|i| i as Ino)
+        let with = if rdev == 0 { NewNode::Empty } else { NewNode::Device(rdev) };
+        self.inner.lock().op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, with)).map(|i| i as Ino)
     }
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno> {
         self.inner

@@ -16,7 +16,6 @@ use crate::inode::*;
 /// Most links an inode may have (EXT2_LINK_MAX).
 pub(crate) const LINK_MAX: u16 = 32000;
 
-
 /// What a new node holds besides its attributes.
 #[derive(Clone, Copy, Debug)]
 pub enum NewNode<'a> {

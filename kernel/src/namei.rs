@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 
-use crate::syscall::cred::Who;
+use crate::syscall::cred::{self, Who, PERM_X};
 use crate::vfs::{FileKind, Ino};
 use crate::vnode::{Mounts, Vnode};
 
@@ -106,7 +106,7 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
             return Err(Errno(ENOTDIR));
         }
         if let Some(c) = who {
-            crate::syscall::cred::check(c, &a, crate::syscall::cred::PERM_X)?;
+            cred::check(c, &a, PERM_X)?;
         }
         if last && parent && (comp == b"." || comp == b"..") {
             return Ok((cur.clone(), Some(Parent { dir: cur, name: comp, node: None, trailing_slash })));
