@@ -200,6 +200,13 @@ fn real_tree_through_rump_ext2fs() {
     mke2fs(&img, &["-b", "4096"], "400M");
     let mnt = d.path().join("mnt");
     let pid = mount_ext2fs(&mut g, &img, &mnt, &[]);
+    // As root, the mount reads ahead 1 MiB, not the host's 128 KiB.
+    let dev = std::fs::metadata(&mnt).unwrap().dev();
+    let ra = std::fs::read_to_string(format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev)));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(ra.unwrap().trim(), "1024");
+    }
 
     // cp -a in, then compare.
     let t = mnt.join("tree");

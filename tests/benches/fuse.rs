@@ -68,11 +68,23 @@ fn daemons(img: &Path) -> Vec<i32> {
     v
 }
 
+/// Whether `pid` still runs. A zombie leader whose other threads still
+/// run (a flush's fsync, say) is not gone: the image is not complete
+/// until the last thread exits.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let zombie = s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+            !zombie || threads > 1
+        }
+        Err(_) => false,
+    }
+}
+
 fn wait_gone(pids: &[i32]) {
     let t = Instant::now();
-    while pids.iter().any(|p| Path::new(&format!("/proc/{p}/cmdline")).exists()
-        && std::fs::read(format!("/proc/{p}/cmdline")).map(|c| !c.is_empty()).unwrap_or(false))
-    {
+    while pids.iter().any(|&p| alive(p)) {
         if t.elapsed() > Duration::from_secs(300) {
             break;
         }
