@@ -66,7 +66,7 @@ pub fn set_readahead(mnt: &Path, kib: u32) -> io::Result<()> {
         .lines()
         .filter(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m).as_slice() == want))
         .filter_map(|l| l.split(' ').nth(2))
-        .last()
+        .next_back()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
     if !dev.bytes().all(|c| c.is_ascii_digit() || c == b':') {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
