@@ -61,23 +61,10 @@ fn pids_with(needle: &str) -> Vec<i32> {
     out
 }
 
-fn alive(pid: i32) -> bool {
-    // A zombie counts as gone once its other threads are: until the last
-    // one exits, the process still holds its files (and the image lock).
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let zombie = s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
-            !zombie || threads > 1
-        }
-        Err(_) => false,
-    }
-}
-
 fn wait_gone(pid: i32, secs: u64) -> bool {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(secs) {
-        if !alive(pid) {
+        if !process_alive(pid) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -567,6 +554,6 @@ fn corrupt_image_gives_errors_not_hangs() {
     // The host mount still answers.
     assert!(std::fs::metadata(&mnt).unwrap().is_dir());
     assert!(std::fs::read_dir(&mnt).unwrap().count() > 0);
-    assert!(alive(pid));
+    assert!(process_alive(pid));
     umount_and_wait(&mnt, pid);
 }

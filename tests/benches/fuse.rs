@@ -6,6 +6,9 @@
 //! median of BENCH_RUNS runs (default 3) of each row, and the ratio
 //! rump_ext2fs / fuse2fs of the medians (target: at most 0.5).
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,23 +71,9 @@ fn daemons(img: &Path) -> Vec<i32> {
     v
 }
 
-/// Whether `pid` still runs. A zombie leader whose other threads still
-/// run (a flush's fsync, say) is not gone: the image is not complete
-/// until the last thread exits.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let zombie = s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
-            !zombie || threads > 1
-        }
-        Err(_) => false,
-    }
-}
-
 fn wait_gone(pids: &[i32]) {
     let t = Instant::now();
-    while pids.iter().any(|&p| alive(p)) {
+    while pids.iter().any(|&p| common::process_alive(p)) {
         if t.elapsed() > Duration::from_secs(300) {
             break;
         }
