@@ -109,7 +109,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
         }
     };
     // As rump_ext2fs does: READs of 1 MiB, not the host's 128 KiB.
-    let _ = host::set_readahead(&mnt_abs, 1024);
+    let _ = host::set_readahead(&mnt_abs);
     let m2 = mnt_abs.clone();
     std::thread::spawn(move || {
         host::wait_signal(&set);

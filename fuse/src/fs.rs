@@ -25,6 +25,10 @@ use rumpclient::TimeSpec;
 use crate::host;
 use crate::sys::{systime, Backend, Syscalls, R};
 
+/// The read-ahead asked for at INIT, and set on the mount
+/// ([`host::set_readahead`]): the largest READ the host then sends.
+pub const MAX_READAHEAD: u32 = 1 << 20;
+
 /// How the adapter serves.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -458,7 +462,7 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         }
         let _ = config.add_capabilities(want);
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_readahead(MAX_READAHEAD);
         let _ = config.set_max_background(64);
         Ok(())
     }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::fs::MAX_READAHEAD;
+
 /// The host's text for errno `e`.
 pub fn strerror(e: i32) -> String {
     io::Error::from_raw_os_error(e).to_string().split(" (os error").next().unwrap_or("").to_string()
@@ -49,29 +51,34 @@ pub fn is_mountpoint(dir: &Path) -> bool {
             _ => false,
         };
     };
+    let found = mounts_at(&t, dir).next().is_some();
+    found
+}
+
+/// The mount table lines (`/proc/self/mountinfo` text `table`) of mounts at
+/// `dir`, oldest first.
+fn mounts_at<'a>(table: &'a str, dir: &'a Path) -> impl DoubleEndedIterator<Item = &'a str> {
     let want = dir.as_os_str().as_bytes();
-    t.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m).as_slice() == want))
+    table.lines().filter(move |l| l.split(' ').nth(4).is_some_and(|m| unescape(m).as_slice() == want))
 }
 
 /// Set the read-ahead of the mount at `mnt` (its backing device info in
-/// sysfs) to `kib`. The host's FUSE starts every mount at 128 KiB whatever
-/// the daemon's `max_readahead`, so a sequential read came as 128 KiB
-/// READs. Found through the mount table: a `stat` of the mount point would
-/// be a request to this very daemon. Root only (sysfs).
-pub fn set_readahead(mnt: &Path, kib: u32) -> io::Result<()> {
+/// sysfs) to the adapter's [`MAX_READAHEAD`]. The host's FUSE starts every
+/// mount at 128 KiB whatever the daemon's `max_readahead`, so a sequential
+/// read came as 128 KiB READs. Found through the mount table: a `stat` of
+/// the mount point would be a request to this very daemon. Root only
+/// (sysfs).
+pub fn set_readahead(mnt: &Path) -> io::Result<()> {
     let t = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let want = mnt.as_os_str().as_bytes();
     // The last entry for the path is the newest mount on it: ours.
-    let dev = t
-        .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m).as_slice() == want))
+    let dev = mounts_at(&t, mnt)
         .filter_map(|l| l.split(' ').nth(2))
         .next_back()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
     if !dev.bytes().all(|c| c.is_ascii_digit() || c == b':') {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), kib.to_string())
+    std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), (MAX_READAHEAD >> 10).to_string())
 }
 
 fn unescape(s: &str) -> Vec<u8> {

@@ -16,16 +16,6 @@ use std::time::{Duration, Instant};
 const RUMP_EXT2FS: &str = env!("CARGO_BIN_EXE_rump_ext2fs");
 const MIB: usize = 1 << 20;
 
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file());
-    found
-}
-
 /// "taskset -c 0 " in the pinned pass: every command and daemon on one CPU.
 static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -103,7 +93,7 @@ impl Kind {
             // BENCH_RUMP_OPTS: extra rump_ext2fs options (e.g. -o threads=1).
             Kind::Rump => sh(&format!("{}'{RUMP_EXT2FS}' {} '{i}' '{m}'", pin(), std::env::var("BENCH_RUMP_OPTS").unwrap_or_default())),
             Kind::Fuse2fs => {
-                let f = tool("fuse2fs").ok_or("fuse2fs not installed")?;
+                let f = common::find_tool("fuse2fs").ok_or("fuse2fs not installed")?;
                 sh(&format!("{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null", pin(), f.display()))?;
                 // fuse2fs returns before the mount is always visible.
                 let t = Instant::now();

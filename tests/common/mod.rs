@@ -195,13 +195,8 @@ pub fn stderr(o: &Output) -> String {
 /// with a message naming the program and the package to install, never a
 /// skip.
 pub fn host_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/sbin", "/usr/sbin"].map(PathBuf::from));
-    for d in dirs {
-        let p = d.join(name);
-        if p.is_file() {
-            return p;
-        }
+    if let Some(p) = find_tool(name) {
+        return p;
     }
     let pkg = match name {
         "mke2fs" | "e2fsck" | "debugfs" | "tune2fs" | "dumpe2fs" => "e2fsprogs",
@@ -212,6 +207,13 @@ pub fn host_tool(name: &str) -> PathBuf {
         _ => name,
     };
     panic!("{name}: not found in PATH, /sbin or /usr/sbin: this test needs it (install {pkg}; .ci/run does)")
+}
+
+/// Host program `name` in PATH, /sbin or /usr/sbin, if it is there.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = std::env::split_paths(&path).chain(["/sbin", "/usr/sbin"].map(PathBuf::from));
+    dirs.find_map(|d| Some(d.join(name)).filter(|p| p.is_file()))
 }
 
 /// `Command::new` for a [`host_tool`].

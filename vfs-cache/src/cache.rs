@@ -599,19 +599,29 @@ impl Store for CachedDev {
     }
 
     fn read_stream(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        // Runs of adjacent whole blocks the cache does not hold go to the
+        // device in one read: the device has their latest bytes (a dirty
+        // block is always held). Other pieces are read as by `read`.
+        let mut run: Option<(usize, usize)> = None; // (at, len) in buf
+        let flush = |run: &mut Option<(usize, usize)>, buf: &mut [u8]| -> Result<(), Errno> {
+            if let Some((at, len)) = run.take() {
+                self.core.dev.read_at(&mut buf[at..at + len], off + at as u64)?;
+            }
+            Ok(())
+        };
         for p in self.pieces(off, buf.len())? {
-            let piece = &mut buf[p.at..p.at + p.n];
-            let pos = off + p.at as u64;
-            // A whole block the cache does not hold: the device has its
-            // latest bytes (a dirty block is always held).
             if p.boff == 0 && p.n == self.core.block_len(p.blk) && self.sh.find_block(&self.core, p.blk).is_none() {
-                self.core.dev.read_at(piece, pos)?;
                 count!(self.sh, self.core, misses, 1);
+                run = match run {
+                    Some((at, len)) => Some((at, len + p.n)),
+                    None => Some((p.at, p.n)),
+                };
             } else {
-                self.read(pos, piece)?;
+                flush(&mut run, buf)?;
+                self.read(off + p.at as u64, &mut buf[p.at..p.at + p.n])?;
             }
         }
-        Ok(())
+        flush(&mut run, buf)
     }
 
     fn read_cached(&self, off: u64, buf: &mut [u8]) -> Option<Result<(), Errno>> {

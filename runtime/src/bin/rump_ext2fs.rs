@@ -201,7 +201,7 @@ fn main() {
 
     // Sequential reads in READs as large as the kernel may send (1 MiB,
     // the max_readahead asked for at INIT), not the host's 128 KiB.
-    if let Err(e) = host::set_readahead(&mnt, 1024) {
+    if let Err(e) = host::set_readahead(&mnt) {
         tracing::debug!("{}: read-ahead left at the host's default: {e}", mnt.display());
     }
 
