@@ -14,7 +14,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    let table = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../hypercall/src/exports.rs");
+    let table = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("../hypercall/src/exports.rs");
     println!("cargo:rerun-if-changed={}", table.display());
     let text = std::fs::read_to_string(&table).expect("read hypercall/src/exports.rs");
     let names: Vec<&str> = text
@@ -24,7 +25,12 @@ fn main() {
         .map(str::trim)
         .filter(|n| n.starts_with("rumpuser_"))
         .collect();
-    assert_eq!(names.len(), 60, "expected the 60 rumpuser v17 entry points in {}", table.display());
+    assert_eq!(
+        names.len(),
+        60,
+        "expected the 60 rumpuser v17 entry points in {}",
+        table.display()
+    );
     let mut list = String::from("{\n");
     for n in &names {
         list.push_str(&format!("  {n};\n"));
@@ -32,7 +38,10 @@ fn main() {
     list.push_str("};\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("rumpuser.dynlist");
     std::fs::write(&out, list).expect("write the dynamic list");
-    println!("cargo:rustc-link-arg-bin=rump_server=-Wl,--dynamic-list={}", out.display());
+    println!(
+        "cargo:rustc-link-arg-bin=rump_server=-Wl,--dynamic-list={}",
+        out.display()
+    );
     println!("cargo:rustc-link-arg-bin=rump_server=-Wl,-soname,librumpuser.so.0");
     // The integration tests embed a NetBSD kernel too (tests/netbsd.rs),
     // exporting the layer the way an embedding program would.

@@ -20,11 +20,14 @@ fn have_e2fsprogs() -> bool {
     true
 }
 
-
-
-
 fn serve(d: &Path, img: &Path) -> Server {
-    Server::start(d, &["-d", &format!("key=/dk,hostpath={},size=host", img.display())])
+    Server::start(
+        d,
+        &[
+            "-d",
+            &format!("key=/dk,hostpath={},size=host", img.display()),
+        ],
+    )
 }
 
 fn mount(c: &Client) {
@@ -33,17 +36,23 @@ fn mount(c: &Client) {
 }
 
 fn put(c: &Client, path: &str, data: &[u8]) {
-    let fd = c.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644).unwrap_or_else(|e| panic!("create {path}: {e}"));
+    let fd = c
+        .open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        .unwrap_or_else(|e| panic!("create {path}: {e}"));
     let mut done = 0;
     while done < data.len() {
         let end = (done + (1 << 20)).min(data.len());
-        done += c.write(fd, &data[done..end]).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        done += c
+            .write(fd, &data[done..end])
+            .unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
     c.close(fd).unwrap();
 }
 
 fn get(c: &Client, path: &str) -> Vec<u8> {
-    let fd = c.open(path, O_RDONLY, 0).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    let fd = c
+        .open(path, O_RDONLY, 0)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
     let mut out = vec![];
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -60,7 +69,11 @@ fn get(c: &Client, path: &str) -> Vec<u8> {
 fn halt(s: &mut Server) {
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    assert_eq!(s.wait_exit(Duration::from_secs(30)).and_then(|st| st.code()), Some(0));
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(30))
+            .and_then(|st| st.code()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -81,7 +94,11 @@ fn images_from_mke2fs_read_back_byte_exact() {
     for (p, data) in &files {
         std::fs::write(tree.join(p), data).unwrap();
     }
-    for (name, args) in [("1k", vec!["-b", "1024"]), ("4k", vec!["-b", "4096"]), ("rev0", vec!["-b", "1024", "-r", "0"])] {
+    for (name, args) in [
+        ("1k", vec!["-b", "1024"]),
+        ("4k", vec!["-b", "4096"]),
+        ("rev0", vec!["-b", "1024", "-r", "0"]),
+    ] {
         let img = d.path().join(format!("{name}.img"));
         let mut a = args.clone();
         let treearg = tree.to_str().unwrap().to_string();
@@ -97,10 +114,17 @@ fn images_from_mke2fs_read_back_byte_exact() {
                 for comp in dir.components() {
                     acc.push('/');
                     acc.push_str(comp.as_os_str().to_str().unwrap());
-                    let _ = common::host_cmd("debugfs").args(["-w", "-R", &format!("mkdir {acc}")]).arg(&img).output();
+                    let _ = common::host_cmd("debugfs")
+                        .args(["-w", "-R", &format!("mkdir {acc}")])
+                        .arg(&img)
+                        .output();
                 }
                 let o = common::host_cmd("debugfs")
-                    .args(["-w", "-R", &format!("write {} /{p}", tree.join(p).display())])
+                    .args([
+                        "-w",
+                        "-R",
+                        &format!("write {} /{p}", tree.join(p).display()),
+                    ])
                     .arg(&img)
                     .output()
                     .unwrap();
@@ -167,7 +191,10 @@ fn a_tree_written_through_the_server_checks_clean_and_reads_back() {
         expect.push(("/mnt/sparse".into(), sparse));
         // Renames and unlinks.
         c.rename("/mnt/d0/e0/f0/file1", "/mnt/d1/renamed").unwrap();
-        let moved = expect.iter().position(|(p, _)| p == "/mnt/d0/e0/f0/file1").unwrap();
+        let moved = expect
+            .iter()
+            .position(|(p, _)| p == "/mnt/d0/e0/f0/file1")
+            .unwrap();
         expect[moved].0 = "/mnt/d1/renamed".into();
         c.rename("/mnt/d2", "/mnt/d1/d2moved").unwrap();
         for e in expect.iter_mut() {
@@ -185,7 +212,11 @@ fn a_tree_written_through_the_server_checks_clean_and_reads_back() {
     }
     e2fsck_clean(&img);
     for (p, data) in expect.iter().filter(|(p, _)| p != "/mnt/sparse").take(60) {
-        assert_eq!(&debugfs_cat(&img, p.trim_start_matches("/mnt")), data, "debugfs cat {p}");
+        assert_eq!(
+            &debugfs_cat(&img, p.trim_start_matches("/mnt")),
+            data,
+            "debugfs cat {p}"
+        );
     }
     // A fresh server reads everything back.
     let d2 = d.path().join("again");
@@ -220,7 +251,10 @@ fn a_full_file_system_says_enospc_and_stays_consistent() {
             Ok(n) => written += n,
             Err(e) => break e,
         }
-        assert!(written < 4 << 20, "a 2 MiB file system took more than 4 MiB");
+        assert!(
+            written < 4 << 20,
+            "a 2 MiB file system took more than 4 MiB"
+        );
     };
     assert!(matches!(err, Error::Errno(e) if e.0 == ENOSPC), "{err:?}");
     c.close(fd).unwrap();
@@ -237,12 +271,26 @@ fn incompatible_images_are_refused_and_the_server_stays_up() {
     }
     let d = tmpdir();
     let ext4 = d.path().join("ext4.img");
-    let o = common::host_cmd("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&ext4).arg("8M").output().unwrap();
+    let o = common::host_cmd("mke2fs")
+        .args(["-q", "-F", "-t", "ext4"])
+        .arg(&ext4)
+        .arg("8M")
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let ext3 = d.path().join("ext3.img");
-    let o = common::host_cmd("mke2fs").args(["-q", "-F", "-t", "ext3"]).arg(&ext3).arg("8M").output().unwrap();
+    let o = common::host_cmd("mke2fs")
+        .args(["-q", "-F", "-t", "ext3"])
+        .arg(&ext3)
+        .arg("8M")
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    let o = common::host_cmd("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&ext3).output().unwrap();
+    let o = common::host_cmd("debugfs")
+        .args(["-w", "-R", "feature needs_recovery"])
+        .arg(&ext3)
+        .output()
+        .unwrap();
     assert!(o.status.success());
 
     let s = Server::start(
@@ -297,25 +345,50 @@ fn make_tree(root: &Path) {
 fn same_tree(a: &Path, b: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let names = |d: &Path| {
-        let mut v: Vec<String> =
-            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     };
-    assert_eq!(names(a), names(b), "entries of {} and {}", a.display(), b.display());
+    assert_eq!(
+        names(a),
+        names(b),
+        "entries of {} and {}",
+        a.display(),
+        b.display()
+    );
     for n in names(a) {
         let (x, y) = (a.join(&n), b.join(&n));
-        let (mx, my) = (std::fs::symlink_metadata(&x).unwrap(), std::fs::symlink_metadata(&y).unwrap());
+        let (mx, my) = (
+            std::fs::symlink_metadata(&x).unwrap(),
+            std::fs::symlink_metadata(&y).unwrap(),
+        );
         assert_eq!(mx.file_type(), my.file_type(), "{}", y.display());
         if mx.file_type().is_symlink() {
-            assert_eq!(std::fs::read_link(&x).unwrap(), std::fs::read_link(&y).unwrap(), "{}", y.display());
+            assert_eq!(
+                std::fs::read_link(&x).unwrap(),
+                std::fs::read_link(&y).unwrap(),
+                "{}",
+                y.display()
+            );
             continue;
         }
-        assert_eq!(mx.permissions().mode() & 0o7777, my.permissions().mode() & 0o7777, "mode of {}", y.display());
+        assert_eq!(
+            mx.permissions().mode() & 0o7777,
+            my.permissions().mode() & 0o7777,
+            "mode of {}",
+            y.display()
+        );
         if mx.is_dir() {
             same_tree(&x, &y);
         } else {
-            assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(), "bytes of {}", y.display());
+            assert!(
+                std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+                "bytes of {}",
+                y.display()
+            );
         }
     }
 }
@@ -344,7 +417,10 @@ fn rumpctl_cp_r_in_and_out_is_byte_exact() {
     ok(&["cp", "-R", tree.to_str().unwrap(), ":/mnt"]);
     let listing = ok(&["ls", "-l", "/mnt/tree/sub"]);
     assert!(listing.contains("link -> deeper/big.bin"), "{listing}");
-    assert!(ok(&["ls", "-l", "/mnt/tree"]).contains("-rw-------"), "mode kept");
+    assert!(
+        ok(&["ls", "-l", "/mnt/tree"]).contains("-rw-------"),
+        "mode kept"
+    );
     // Out to a new name.
     let back = d.path().join("back");
     ok(&["cp", "-R", ":/mnt/tree", back.to_str().unwrap()]);
@@ -357,10 +433,17 @@ fn rumpctl_cp_r_in_and_out_is_byte_exact() {
     // A directory without -R is refused, naming it.
     let o = s.tool(RUMPCTL, &["cp", tree.to_str().unwrap(), ":/mnt/x"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("is a directory") && stderr(&o).contains("-R"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a directory") && stderr(&o).contains("-R"),
+        "{}",
+        stderr(&o)
+    );
     halt(&mut s);
     e2fsck_clean(&img);
-    assert_eq!(debugfs_cat(&img, "/tree/sub/deeper/big.bin"), pattern(1_300_001, 5));
+    assert_eq!(
+        debugfs_cat(&img, "/tree/sub/deeper/big.bin"),
+        pattern(1_300_001, 5)
+    );
 }
 
 /// `rump.halt -n` leaves a mounted ext2 file system marked not clean; the
@@ -382,7 +465,8 @@ fn unclean_image_is_refused_with_a_message_that_says_why() {
     assert!(run(&s, &["mkdir", "/mnt/d"]).status.success());
     let o = s.halt(&["-n"]);
     assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
-    s.wait_exit(Duration::from_secs(30)).expect("server exits after rump.halt -n");
+    s.wait_exit(Duration::from_secs(30))
+        .expect("server exits after rump.halt -n");
     drop(s);
 
     let mut s = serve(d.path(), &img);
@@ -394,11 +478,21 @@ fn unclean_image_is_refused_with_a_message_that_says_why() {
         "rumpctl: mount /dk on /mnt: file system not clean: run fsck, or mount read-only (mount -r)"
     );
     let o = run(&s, &["mount", "-r", "/dk", "/mnt"]);
-    assert!(o.status.success(), "read-only mount of the unclean image: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "read-only mount of the unclean image: {}",
+        stderr(&o)
+    );
     // Which operand is missing.
     let o = run(&s, &["mount", "/nonexist", "/mnt2"]);
-    assert_eq!(stderr(&o).trim(), "rumpctl: mount /nonexist on /mnt2: /nonexist: No such file or directory");
+    assert_eq!(
+        stderr(&o).trim(),
+        "rumpctl: mount /nonexist on /mnt2: /nonexist: No such file or directory"
+    );
     let o = run(&s, &["mount", "/dk", "/mnt2"]);
-    assert_eq!(stderr(&o).trim(), "rumpctl: mount /dk on /mnt2: /mnt2: No such file or directory");
+    assert_eq!(
+        stderr(&o).trim(),
+        "rumpctl: mount /dk on /mnt2: /mnt2: No such file or directory"
+    );
     halt(&mut s);
 }

@@ -28,26 +28,33 @@ fn fuse_ok() -> bool {
     panic!("/dev/fuse is missing: FUSE tests cannot run (set RUMP_TESTS_NO_FUSE=1 to skip them)");
 }
 
-
 fn run(cmd: &mut Command) -> Output {
-    let o = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let o = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     o
 }
 
 fn ok(cmd: &mut Command) -> Output {
     let o = run(cmd);
-    assert!(o.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
     o
 }
-
-
 
 /// Pids of processes whose command line mentions `needle`.
 fn pids_with(needle: &str) -> Vec<i32> {
     let mut out = vec![];
     let me = std::process::id() as i32;
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -91,7 +98,11 @@ impl Drop for Guard {
     fn drop(&mut self) {
         for m in &self.mounts {
             if mounted(m) {
-                let _ = Command::new("umount").arg("-l").arg(m).stderr(Stdio::null()).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(m)
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         for n in &self.needles {
@@ -109,7 +120,11 @@ fn mount_ext2fs(g: &mut Guard, img: &Path, mnt: &Path, args: &[&str]) -> i32 {
     g.mounts.push(mnt.to_path_buf());
     g.needles.push(img.display().to_string());
     ok(Command::new(RUMP_EXT2FS).args(args).arg(img).arg(mnt));
-    assert!(mounted(mnt), "rump_ext2fs returned before {} was mounted", mnt.display());
+    assert!(
+        mounted(mnt),
+        "rump_ext2fs returned before {} was mounted",
+        mnt.display()
+    );
     let p = pids_with(&img.display().to_string());
     assert_eq!(p.len(), 1, "one rump_ext2fs process for {}", img.display());
     p[0]
@@ -125,10 +140,18 @@ fn umount_and_wait(mnt: &Path, pid: i32) {
             break;
         }
         tries += 1;
-        assert!(tries < 50 && stderr(&o).contains("busy"), "umount {}: {}", mnt.display(), stderr(&o));
+        assert!(
+            tries < 50 && stderr(&o).contains("busy"),
+            "umount {}: {}",
+            mnt.display(),
+            stderr(&o)
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(wait_gone(pid, 20), "rump_ext2fs (pid {pid}) still running 20 s after umount");
+    assert!(
+        wait_gone(pid, 20),
+        "rump_ext2fs (pid {pid}) still running 20 s after umount"
+    );
 }
 
 /// A real-looking tree: nested directories of small files, symbolic
@@ -139,12 +162,19 @@ fn make_tree(root: &Path) {
         let dir = root.join(format!("dir{d}")).join(format!("sub{}", d % 4));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..60 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (seed >> 33) as usize % 6000;
             std::fs::write(dir.join(format!("file{f}.dat")), pattern(len, seed)).unwrap();
         }
-        std::os::unix::fs::symlink(format!("sub{}/file1.dat", d % 4), root.join(format!("dir{d}/link"))).unwrap();
-        std::os::unix::fs::symlink("/nonexistent/target", root.join(format!("dir{d}/dangling"))).unwrap();
+        std::os::unix::fs::symlink(
+            format!("sub{}/file1.dat", d % 4),
+            root.join(format!("dir{d}/link")),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/nonexistent/target", root.join(format!("dir{d}/dangling")))
+            .unwrap();
     }
     std::fs::write(root.join("empty"), b"").unwrap();
     let mut f = std::fs::File::create(root.join("big")).unwrap();
@@ -159,17 +189,32 @@ fn make_tree(root: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let latin = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
     std::fs::create_dir(&latin).unwrap();
-    std::fs::write(latin.join(std::ffi::OsStr::from_bytes(b"na\xefve \xff.txt")), b"latin-1\n").unwrap();
-    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(b"caf\xe9/na\xefve \xff.txt"), root.join("latin-link")).unwrap();
+    std::fs::write(
+        latin.join(std::ffi::OsStr::from_bytes(b"na\xefve \xff.txt")),
+        b"latin-1\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        std::ffi::OsStr::from_bytes(b"caf\xe9/na\xefve \xff.txt"),
+        root.join("latin-link"),
+    )
+    .unwrap();
 }
 
 fn diff_r(a: &Path, b: &Path) {
-    ok(Command::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b));
+    ok(Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b));
 }
 
 fn count(root: &Path) -> usize {
     let o = ok(Command::new("find").arg(root));
-    o.stdout.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count()
+    o.stdout
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .count()
 }
 
 /// The main job: a real tree in and out of an image through the mount,
@@ -189,7 +234,11 @@ fn real_tree_through_rump_ext2fs() {
     let pid = mount_ext2fs(&mut g, &img, &mnt, &[]);
     // As root, the mount reads ahead 1 MiB, not the host's 128 KiB.
     let dev = std::fs::metadata(&mnt).unwrap().dev();
-    let ra = std::fs::read_to_string(format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev)));
+    let ra = std::fs::read_to_string(format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    ));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!(ra.unwrap().trim(), "1024");
@@ -201,18 +250,41 @@ fn real_tree_through_rump_ext2fs() {
     diff_r(&src, &t);
     assert_eq!(count(&src), count(&t));
     assert_eq!(std::fs::metadata(t.join("hardlink")).unwrap().nlink(), 2);
-    assert_eq!(std::fs::metadata(t.join("dir1")).unwrap().permissions().mode() & 0o7777, 0o750);
-    assert_eq!(std::fs::read_link(t.join("dir3/link")).unwrap(), Path::new("sub3/file1.dat"));
+    assert_eq!(
+        std::fs::metadata(t.join("dir1"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o750
+    );
+    assert_eq!(
+        std::fs::read_link(t.join("dir3/link")).unwrap(),
+        Path::new("sub3/file1.dat")
+    );
 
     // tar both ways.
     let tarball = d.path().join("t.tar");
-    ok(Command::new("tar").arg("cf").arg(&tarball).arg("-C").arg(&src).arg("."));
+    ok(Command::new("tar")
+        .arg("cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&src)
+        .arg("."));
     std::fs::create_dir(mnt.join("untar")).unwrap();
-    ok(Command::new("tar").arg("xf").arg(&tarball).arg("-C").arg(mnt.join("untar")));
+    ok(Command::new("tar")
+        .arg("xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(mnt.join("untar")));
     diff_r(&src, &mnt.join("untar"));
     let back = d.path().join("back");
     std::fs::create_dir(&back).unwrap();
-    ok(Command::new("sh").arg("-c").arg(format!("tar cf - -C '{}' . | tar xf - -C '{}'", t.display(), back.display())));
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "tar cf - -C '{}' . | tar xf - -C '{}'",
+        t.display(),
+        back.display()
+    )));
     diff_r(&src, &back);
     let ls = ok(Command::new("find").arg(&t).arg("-ls"));
     assert!(ls.stdout.len() > 1000);
@@ -221,11 +293,19 @@ fn real_tree_through_rump_ext2fs() {
     let f = t.join("dir2/sub2/file3.dat");
     ok(Command::new("chmod").arg("640").arg(&f));
     ok(Command::new("chown").arg("1234:5678").arg(&f));
-    ok(Command::new("touch").arg("-d").arg("2001-02-03 04:05:06 UTC").arg(&f));
+    ok(Command::new("touch")
+        .arg("-d")
+        .arg("2001-02-03 04:05:06 UTC")
+        .arg(&f));
     let md = std::fs::metadata(&f).unwrap();
-    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid(), md.mtime()), (0o640, 1234, 5678, 981173106));
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid(), md.mtime()),
+        (0o640, 1234, 5678, 981173106)
+    );
     ok(Command::new("mv").arg(&f).arg(t.join("dir5/moved.dat")));
-    ok(Command::new("mv").arg(t.join("dir6")).arg(t.join("dir7/dir6moved")));
+    ok(Command::new("mv")
+        .arg(t.join("dir6"))
+        .arg(t.join("dir7/dir6moved")));
     assert!(!f.exists());
     assert!(t.join("dir7/dir6moved/sub2/file0.dat").exists());
 
@@ -236,36 +316,72 @@ fn real_tree_through_rump_ext2fs() {
     ok(Command::new("chmod").arg("600").arg(mnt.join("secret")));
     let as_nobody = |cmd: &str| {
         run(Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
             .arg(cmd))
     };
     let o = as_nobody(&format!("cat '{}'", mnt.join("secret").display()));
-    assert!(!o.status.success() && stderr(&o).contains("Permission denied"), "nobody read a 0600 file: {}", stderr(&o));
-    let o = as_nobody(&format!("touch '{}'", mnt.join("nobody-was-here").display()));
-    assert!(!o.status.success(), "nobody created a file in a 0755 root directory");
+    assert!(
+        !o.status.success() && stderr(&o).contains("Permission denied"),
+        "nobody read a 0600 file: {}",
+        stderr(&o)
+    );
+    let o = as_nobody(&format!(
+        "touch '{}'",
+        mnt.join("nobody-was-here").display()
+    ));
+    assert!(
+        !o.status.success(),
+        "nobody created a file in a 0755 root directory"
+    );
     std::fs::create_dir(mnt.join("pub")).unwrap();
     ok(Command::new("chmod").arg("1777").arg(mnt.join("pub")));
-    let o = as_nobody(&format!("echo hi > '{0}/n' && cat '{0}/n'", mnt.join("pub").display()));
-    assert!(o.status.success(), "nobody in a 1777 directory: {}", stderr(&o));
+    let o = as_nobody(&format!(
+        "echo hi > '{0}/n' && cat '{0}/n'",
+        mnt.join("pub").display()
+    ));
+    assert!(
+        o.status.success(),
+        "nobody in a 1777 directory: {}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::metadata(mnt.join("pub/n")).unwrap().uid(), 65534);
     // The sticky bit keeps others' files; chmod is the owner's.
     let o = as_nobody(&format!("rm -f '{}'", mnt.join("pub/n2").display()));
     assert!(o.status.success());
     std::fs::write(mnt.join("pub/roots"), b"r").unwrap();
     let o = as_nobody(&format!("rm -f '{}'", mnt.join("pub/roots").display()));
-    assert!(!o.status.success() && mnt.join("pub/roots").exists(), "nobody removed root's file from a sticky directory");
+    assert!(
+        !o.status.success() && mnt.join("pub/roots").exists(),
+        "nobody removed root's file from a sticky directory"
+    );
     let o = as_nobody(&format!("chmod 666 '{}'", mnt.join("secret").display()));
-    assert!(!o.status.success() && stderr(&o).contains("Operation not permitted"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
     // A directory without search permission hides what is under it, even
     // a file anybody may read.
     std::fs::create_dir_all(mnt.join("closed/in")).unwrap();
     std::fs::write(mnt.join("closed/in/readable"), b"r").unwrap();
-    ok(Command::new("chmod").arg("644").arg(mnt.join("closed/in/readable")));
+    ok(Command::new("chmod")
+        .arg("644")
+        .arg(mnt.join("closed/in/readable")));
     let readable = format!("cat '{}'", mnt.join("closed/in/readable").display());
     assert!(as_nobody(&readable).status.success());
     ok(Command::new("chmod").arg("744").arg(mnt.join("closed")));
     let o = as_nobody(&readable);
-    assert!(!o.status.success() && stderr(&o).contains("Permission denied"), "searched a 0744 directory: {}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("Permission denied"),
+        "searched a 0744 directory: {}",
+        stderr(&o)
+    );
     let o = as_nobody(&format!("cd '{}'", mnt.join("closed").display()));
     assert!(!o.status.success(), "nobody entered a 0744 directory");
     assert_eq!(std::fs::read(mnt.join("closed/in/readable")).unwrap(), b"r");
@@ -273,16 +389,32 @@ fn real_tree_through_rump_ext2fs() {
     // them from the host when the kernel would refuse the primary group.
     std::fs::create_dir(mnt.join("staff")).unwrap();
     std::fs::write(mnt.join("staff/doc"), b"for staff").unwrap();
-    ok(Command::new("chown").arg("-R").arg("0:4242").arg(mnt.join("staff")));
+    ok(Command::new("chown")
+        .arg("-R")
+        .arg("0:4242")
+        .arg(mnt.join("staff")));
     ok(Command::new("chmod").arg("750").arg(mnt.join("staff")));
     ok(Command::new("chmod").arg("640").arg(mnt.join("staff/doc")));
     let doc = format!("cat '{}'", mnt.join("staff/doc").display());
     let o = as_nobody(&doc);
-    assert!(!o.status.success(), "nobody outside group 4242 read the staff file");
+    assert!(
+        !o.status.success(),
+        "nobody outside group 4242 read the staff file"
+    );
     let o = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--groups=4242", "sh", "-c"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--groups=4242",
+            "sh",
+            "-c",
+        ])
         .arg(&doc));
-    assert!(o.status.success() && o.stdout == b"for staff", "a member of 4242 as a supplementary group: {}", stderr(&o));
+    assert!(
+        o.status.success() && o.stdout == b"for staff",
+        "a member of 4242 as a supplementary group: {}",
+        stderr(&o)
+    );
 
     // git: init, add, commit, log, in the mounted tree.
     let repo = mnt.join("repo");
@@ -314,8 +446,12 @@ fn real_tree_through_rump_ext2fs() {
 
     // Device nodes keep their numbers, in both of ext2's encodings (a
     // small pair in the old 8+8-bit form, a large one in the 32-bit one).
-    ok(Command::new("mknod").arg(mnt.join("tty")).args(["c", "4", "64"]));
-    ok(Command::new("mknod").arg(mnt.join("bigdev")).args(["b", "300", "70000"]));
+    ok(Command::new("mknod")
+        .arg(mnt.join("tty"))
+        .args(["c", "4", "64"]));
+    ok(Command::new("mknod")
+        .arg(mnt.join("bigdev"))
+        .args(["b", "300", "70000"]));
     ok(Command::new("mkfifo").arg(mnt.join("fifo")));
     use std::os::unix::fs::FileTypeExt;
     let tty = std::fs::symlink_metadata(mnt.join("tty")).unwrap();
@@ -323,23 +459,44 @@ fn real_tree_through_rump_ext2fs() {
     assert_eq!((libc::major(tty.rdev()), libc::minor(tty.rdev())), (4, 64));
     let big = std::fs::symlink_metadata(mnt.join("bigdev")).unwrap();
     assert!(big.file_type().is_block_device());
-    assert_eq!((libc::major(big.rdev()), libc::minor(big.rdev())), (300, 70000));
-    assert!(std::fs::symlink_metadata(mnt.join("fifo")).unwrap().file_type().is_fifo());
+    assert_eq!(
+        (libc::major(big.rdev()), libc::minor(big.rdev())),
+        (300, 70000)
+    );
+    assert!(std::fs::symlink_metadata(mnt.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
 
     // Unmount: the process halts, the image is clean and holds the tree.
     umount_and_wait(&mnt, pid);
     e2fsck_clean(&img);
     let tty = debugfs_out(&img, "stat /tty");
-    assert!(tty.contains("Type: character special") && tty.contains("Device major/minor number: 04:64"), "{tty}");
+    assert!(
+        tty.contains("Type: character special") && tty.contains("Device major/minor number: 04:64"),
+        "{tty}"
+    );
     let big = debugfs_out(&img, "stat /bigdev");
-    assert!(big.contains("Type: block special") && big.contains("Device major/minor number: 300:70000"), "{big}");
+    assert!(
+        big.contains("Type: block special") && big.contains("Device major/minor number: 300:70000"),
+        "{big}"
+    );
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    ok(host_cmd("debugfs").arg("-R").arg(format!("rdump /untar {}", out.display())).arg(&img));
+    ok(host_cmd("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /untar {}", out.display()))
+        .arg(&img));
     diff_r(&src, &out.join("untar"));
 
     // The same tree through a running server's FUSE mount.
-    let srv = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=host", img.display())]);
+    let srv = Server::start(
+        d.path(),
+        &[
+            "-d",
+            &format!("key=/dk,hostpath={},size=host", img.display()),
+        ],
+    );
     let c = srv.client();
     c.mkdir("/mnt", 0o755).unwrap();
     c.mount_ext2("/mnt", 0, "/dk").unwrap();
@@ -347,14 +504,21 @@ fn real_tree_through_rump_ext2fs() {
     std::fs::create_dir(&m2).unwrap();
     g.mounts.push(m2.clone());
     g.needles.push(m2.display().to_string());
-    ok(Command::new(RUMPCTL).args(["fuse", "/mnt"]).arg(&m2).env("RUMP_SERVER", &srv.url));
+    ok(Command::new(RUMPCTL)
+        .args(["fuse", "/mnt"])
+        .arg(&m2)
+        .env("RUMP_SERVER", &srv.url));
     assert!(mounted(&m2));
     diff_r(&src, &m2.join("untar"));
     std::fs::write(m2.join("via-rumpctl"), b"written through rumpctl fuse\n").unwrap();
     // chown, utimensat, truncate and statvfs1 over sysproxy.
     let v = m2.join("via-rumpctl");
     ok(Command::new("chown").arg("42:43").arg(&v));
-    ok(Command::new("touch").arg("-h").arg("-d").arg("2010-01-02 03:04:05 UTC").arg(&v));
+    ok(Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg("2010-01-02 03:04:05 UTC")
+        .arg(&v));
     ok(Command::new("df").arg(&m2));
     let st = c.stat("/mnt/via-rumpctl").unwrap();
     assert_eq!((st.uid, st.gid, st.mtime.sec), (42, 43, 1262401445));
@@ -375,7 +539,10 @@ fn real_tree_through_rump_ext2fs() {
     assert!(h.status.success(), "rump.halt: {}", stderr(&h));
     drop(srv);
     e2fsck_clean(&img);
-    let o = ok(host_cmd("debugfs").arg("-R").arg("cat /via-rumpctl").arg(&img));
+    let o = ok(host_cmd("debugfs")
+        .arg("-R")
+        .arg("cat /via-rumpctl")
+        .arg(&img));
     assert_eq!(o.stdout, b"written through rumpctl fuse\n");
 }
 
@@ -394,17 +561,29 @@ fn errors_in_unix_style() {
         let o = run(Command::new(RUMP_EXT2FS).args(args));
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         let e = stderr(&o);
-        assert!(e.starts_with("rump_ext2fs: ") && e.contains(msg), "{args:?}: {e}");
+        assert!(
+            e.starts_with("rump_ext2fs: ") && e.contains(msg),
+            "{args:?}: {e}"
+        );
     };
-    expect(&[&img, &mnt], &format!("{}: No such file or directory", img.display()));
+    expect(
+        &[&img, &mnt],
+        &format!("{}: No such file or directory", img.display()),
+    );
     mke2fs(&img, &["-b", "4096"], "16M");
     let missing = d.path().join("nowhere");
-    expect(&[&img, &missing], &format!("{}: No such file or directory", missing.display()));
+    expect(
+        &[&img, &missing],
+        &format!("{}: No such file or directory", missing.display()),
+    );
     // Busy: something is already mounted there.
     let pid = mount_ext2fs(&mut g, &img, &mnt, &[]);
     let img2 = d.path().join("y.img");
     mke2fs(&img2, &["-b", "4096"], "16M");
-    expect(&[&img2, &mnt], &format!("{}: Device or resource busy", mnt.display()));
+    expect(
+        &[&img2, &mnt],
+        &format!("{}: Device or resource busy", mnt.display()),
+    );
     umount_and_wait(&mnt, pid);
     // Refused features: an ext4 image with extents and 64bit.
     let ext4 = d.path().join("e4.img");
@@ -431,7 +610,12 @@ fn sigterm_rumpserver_and_read_only() {
     std::fs::create_dir(&mnt).unwrap();
     g.mounts.push(mnt.clone());
     g.needles.push(img.display().to_string());
-    let mut child = Command::new(RUMP_EXT2FS).arg("-f").arg(&img).arg(&mnt).spawn().unwrap();
+    let mut child = Command::new(RUMP_EXT2FS)
+        .arg("-f")
+        .arg(&img)
+        .arg(&mnt)
+        .spawn()
+        .unwrap();
     let t = Instant::now();
     while !mounted(&mnt) {
         assert!(t.elapsed() < Duration::from_secs(20), "no mount");
@@ -452,16 +636,26 @@ fn sigterm_rumpserver_and_read_only() {
     let url = format!("unix://{}", sock.display());
     let pid = mount_ext2fs(&mut g, &img, &mnt, &["-o", &format!("rumpserver={url}")]);
     std::fs::write(mnt.join("from-host"), b"fuse\n").unwrap();
-    let o = ok(Command::new(RUMPCTL).args(["cat", "/mnt/from-host"]).env("RUMP_SERVER", &url));
+    let o = ok(Command::new(RUMPCTL)
+        .args(["cat", "/mnt/from-host"])
+        .env("RUMP_SERVER", &url));
     assert_eq!(o.stdout, b"fuse\n");
-    ok(Command::new(RUMPCTL).args(["mkdir", "/mnt/from-rumpctl"]).env("RUMP_SERVER", &url));
+    ok(Command::new(RUMPCTL)
+        .args(["mkdir", "/mnt/from-rumpctl"])
+        .env("RUMP_SERVER", &url));
     let t = Instant::now();
     while !mnt.join("from-rumpctl").exists() {
-        assert!(t.elapsed() < Duration::from_secs(5), "rumpctl's directory not seen through FUSE");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "rumpctl's directory not seen through FUSE"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
-    assert!(wait_gone(pid, 20), "rump_ext2fs still running after rump.halt");
+    assert!(
+        wait_gone(pid, 20),
+        "rump_ext2fs still running after rump.halt"
+    );
     assert!(!mounted(&mnt), "rump.halt left the FUSE mount");
     e2fsck_clean(&img);
 
@@ -476,7 +670,8 @@ fn sigterm_rumpserver_and_read_only() {
 
 /// Offsets of an inode table and of a directory's block, from debugfs.
 fn debugfs_out(img: &Path, req: &str) -> String {
-    String::from_utf8_lossy(&ok(host_cmd("debugfs").arg("-R").arg(req).arg(img)).stdout).into_owned()
+    String::from_utf8_lossy(&ok(host_cmd("debugfs").arg("-R").arg(req).arg(img)).stdout)
+        .into_owned()
 }
 
 /// A corrupt image: errors, never a hang; the host mount stays usable.
@@ -514,7 +709,11 @@ fn corrupt_image_gives_errors_not_hangs() {
         })
         .expect("inode table location");
     let blocks = debugfs_out(&img, "blocks /d3");
-    let dblk: u64 = blocks.split_whitespace().next().and_then(|b| b.parse().ok()).expect("directory block");
+    let dblk: u64 = blocks
+        .split_whitespace()
+        .next()
+        .and_then(|b| b.parse().ok())
+        .expect("directory block");
     let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     use std::io::{Seek, SeekFrom};
     // Noise, not a pattern: nothing in it may look like valid metadata.
@@ -536,8 +735,16 @@ fn corrupt_image_gives_errors_not_hangs() {
     // Walk and read everything under a time limit: errors are expected and
     // must be clear; a hang is a failure.
     let walk = |cmd: String| {
-        let o = run(Command::new("timeout").arg("30").arg("sh").arg("-c").arg(&cmd));
-        assert_ne!(o.status.code(), Some(124), "{cmd}: hung on the corrupt image");
+        let o = run(Command::new("timeout")
+            .arg("30")
+            .arg("sh")
+            .arg("-c")
+            .arg(&cmd));
+        assert_ne!(
+            o.status.code(),
+            Some(124),
+            "{cmd}: hung on the corrupt image"
+        );
         o
     };
     let m = mnt.display();
@@ -545,10 +752,15 @@ fn corrupt_image_gives_errors_not_hangs() {
     let cat = walk(format!("find '{m}' -type f -exec cat {{}} + >/dev/null"));
     let errs = format!("{}{}", stderr(&ls), stderr(&cat));
     eprintln!("errors reported on the corrupt image:\n{errs}");
-    assert!(!ls.status.success() || !cat.status.success(), "no error at all from a corrupt image");
     assert!(
-        errs.contains("Input/output error") || errs.contains("Structure needs cleaning")
-            || errs.contains("Inappropriate file type") || errs.contains("No such file"),
+        !ls.status.success() || !cat.status.success(),
+        "no error at all from a corrupt image"
+    );
+    assert!(
+        errs.contains("Input/output error")
+            || errs.contains("Structure needs cleaning")
+            || errs.contains("Inappropriate file type")
+            || errs.contains("No such file"),
         "errors should name the reason: {errs}"
     );
     // The host mount still answers.

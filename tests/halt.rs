@@ -34,13 +34,21 @@ fn halt_flushes_exits_and_removes_socket() {
     let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
     let data = pattern(3 * MIB + 123, 1);
     write_dk(&s, &data, 4096);
-    assert!(!image_has(d.path(), &data, 4096), "write-back: nothing on the image before the halt");
+    assert!(
+        !image_has(d.path(), &data, 4096),
+        "write-back: nothing on the image before the halt"
+    );
 
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    let st = s.wait_exit(Duration::from_secs(10)).expect("server exits after rump.halt");
+    let st = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exits after rump.halt");
     assert_eq!(st.code(), Some(0), "server exit status");
-    assert!(image_has(d.path(), &data, 4096), "every acknowledged write is in the image");
+    assert!(
+        image_has(d.path(), &data, 4096),
+        "every acknowledged write is in the image"
+    );
     assert!(!s.sock.exists(), "socket file removed");
 
     let o = s.halt(&[]);
@@ -48,7 +56,10 @@ fn halt_flushes_exits_and_removes_socket() {
     let msg = stderr(&o);
     assert!(msg.starts_with("rump.halt: "), "{msg}");
     assert!(msg.contains(&s.url), "names the URL: {msg}");
-    assert!(msg.contains("No such file or directory") || msg.contains("Connection refused"), "{msg}");
+    assert!(
+        msg.contains("No such file or directory") || msg.contains("Connection refused"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -59,8 +70,14 @@ fn nosync_leaves_the_image_alone() {
     write_dk(&s, &data, 0);
     let o = s.halt(&["-n"]);
     assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
-    assert_eq!(s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
-    assert!(!image_has(d.path(), &data, 0), "-n must not write the cache back");
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        !image_has(d.path(), &data, 0),
+        "-n must not write the cache back"
+    );
 }
 
 #[test]
@@ -77,7 +94,10 @@ fn nosync_completes_while_the_drive_hangs() {
     write_dk(&s, &pattern(MIB, 3), 0);
     let url = s.url.clone();
     let halter = std::thread::spawn(move || {
-        std::process::Command::new(common::rump_halt()).env("RUMP_SERVER", url).output().expect("rump.halt")
+        std::process::Command::new(common::rump_halt())
+            .env("RUMP_SERVER", url)
+            .output()
+            .expect("rump.halt")
     });
     std::thread::sleep(Duration::from_secs(1));
     assert!(s.alive(), "a flushing halt waits for the hanging drive");
@@ -107,9 +127,15 @@ fn nosync_completes_while_the_drive_hangs() {
     let t = Instant::now();
     let o = s.halt(&["-n"]);
     assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
-    assert!(s.wait_exit(Duration::from_secs(5)).is_some(), "server exited");
+    assert!(
+        s.wait_exit(Duration::from_secs(5)).is_some(),
+        "server exited"
+    );
     eprintln!("rump.halt -n with a hanging drive took {:?}", t.elapsed());
-    assert!(stuck.join().expect("the stuck client returns"), "its fsync fails rather than hangs");
+    assert!(
+        stuck.join().expect("the stuck client returns"),
+        "its fsync fails rather than hangs"
+    );
 }
 
 fn core_pattern_is_plain_file() -> bool {
@@ -120,9 +146,15 @@ fn core_pattern_is_plain_file() -> bool {
 
 /// The core file the host wrote into `dir` ("core" or "core.PID").
 fn find_core(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "core" || n.starts_with("core."))
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == "core" || n.starts_with("core."))
+        })
 }
 
 #[test]
@@ -131,14 +163,22 @@ fn dump_flushes_then_aborts_with_a_core() {
     let d = tmpdir();
     let mut s = Server::start_with(
         d.path(),
-        ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], cores: true, ..Default::default() },
+        ServerOpts {
+            args: vec!["-d".into(), drive_arg(d.path())],
+            cores: true,
+            ..Default::default()
+        },
     );
     let data = pattern(MIB, 4);
     write_dk(&s, &data, 0);
     let o = s.halt(&["-d"]);
     assert!(o.status.success(), "rump.halt -d: {}", stderr(&o));
     let st = s.wait_exit(Duration::from_secs(30)).expect("server dies");
-    assert_eq!(st.signal(), Some(libc::SIGABRT), "killed by SIGABRT: {st:?}");
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGABRT),
+        "killed by SIGABRT: {st:?}"
+    );
     assert!(st.core_dumped(), "a core was dumped");
     assert!(image_has(d.path(), &data, 0), "flushed before the dump");
 
@@ -155,7 +195,10 @@ fn dump_flushes_then_aborts_with_a_core() {
     match gdb {
         Ok(o) => {
             let out = String::from_utf8_lossy(&o.stdout);
-            assert!(out.contains("halt::dump_core"), "gdb backtrace shows the halt code:\n{out}");
+            assert!(
+                out.contains("halt::dump_core"),
+                "gdb backtrace shows the halt code:\n{out}"
+            );
         }
         Err(e) => panic!("gdb is needed for this test (.ci/run installs it): {e}"),
     }
@@ -167,7 +210,11 @@ fn dump_nosync_does_not_flush() {
     let d = tmpdir();
     let mut s = Server::start_with(
         d.path(),
-        ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], cores: true, ..Default::default() },
+        ServerOpts {
+            args: vec!["-d".into(), drive_arg(d.path())],
+            cores: true,
+            ..Default::default()
+        },
     );
     let data = pattern(MIB, 5);
     write_dk(&s, &data, 0);
@@ -195,11 +242,16 @@ fn halt_h_quiesces_but_keeps_the_process() {
     assert!(!s.sock.exists(), "socket file gone");
     assert!(Client::connect(&s.url).is_err(), "new connections refused");
     let t = Instant::now();
-    assert!(bystander.getpid().is_err(), "an existing client's next call fails");
+    assert!(
+        bystander.getpid().is_err(),
+        "an existing client's next call fails"
+    );
     assert!(t.elapsed() < Duration::from_secs(10), "...without hanging");
 
     s.signal(libc::SIGTERM);
-    let st = s.wait_exit(Duration::from_secs(10)).expect("SIGTERM ends a halted server");
+    let st = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("SIGTERM ends a halted server");
     assert_eq!(st.code(), Some(0));
 }
 
@@ -208,17 +260,27 @@ fn halt_dh_dumps_from_a_child_and_stays_up() {
     let d = tmpdir();
     let mut s = Server::start_with(
         d.path(),
-        ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], cores: true, ..Default::default() },
+        ServerOpts {
+            args: vec!["-d".into(), drive_arg(d.path())],
+            cores: true,
+            ..Default::default()
+        },
     );
     let o = s.halt(&["-dh"]);
     assert!(o.status.success(), "rump.halt -dh: {}", stderr(&o));
     std::thread::sleep(Duration::from_millis(500));
     assert!(s.alive(), "-dh leaves the server up");
     if core_pattern_is_plain_file() {
-        assert!(find_core(d.path()).is_some(), "the forked child wrote a core");
+        assert!(
+            find_core(d.path()).is_some(),
+            "the forked child wrote a core"
+        );
     }
     s.signal(libc::SIGTERM);
-    assert_eq!(s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -236,8 +298,12 @@ fn acknowledged_writes_survive_a_halt_under_load() {
         threads.push(std::thread::spawn(move || {
             // Records acknowledged, with the time each ack arrived.
             let mut acked: Vec<(u64, Instant)> = vec![];
-            let Ok(c) = Client::connect(&url) else { return acked };
-            let Ok(fd) = c.open("/dk", O_RDWR, 0) else { return acked };
+            let Ok(c) = Client::connect(&url) else {
+                return acked;
+            };
+            let Ok(fd) = c.open("/dk", O_RDWR, 0) else {
+                return acked;
+            };
             let base = (w * 2 * MIB) as u64;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) && (i as usize + 1) * REC <= 2 * MIB {
@@ -264,13 +330,19 @@ fn acknowledged_writes_survive_a_halt_under_load() {
             if at < t0 {
                 let rec = pattern(REC, (w as u64) << 32 | i);
                 let off = (w * 2 * MIB) as u64 + i * REC as u64;
-                assert!(image_has(d.path(), &rec, off), "writer {w} record {i} acknowledged before the halt is in the image");
+                assert!(
+                    image_has(d.path(), &rec, off),
+                    "writer {w} record {i} acknowledged before the halt is in the image"
+                );
                 checked += 1;
             }
         }
     }
     assert!(checked > 0, "some writes were acknowledged before the halt");
-    assert_eq!(s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -281,7 +353,9 @@ fn sigterm_and_sigint_halt_like_rump_halt() {
         let data = pattern(MIB, sig as u64);
         write_dk(&s, &data, 8192);
         s.signal(sig);
-        let st = s.wait_exit(Duration::from_secs(10)).expect("server exits on the signal");
+        let st = s
+            .wait_exit(Duration::from_secs(10))
+            .expect("server exits on the signal");
         assert_eq!(st.code(), Some(0), "signal {sig}");
         assert!(image_has(d.path(), &data, 8192), "signal {sig} flushed");
         assert!(!s.sock.exists(), "signal {sig} removed the socket");
@@ -301,11 +375,24 @@ fn a_failed_flush_is_reported_and_the_server_still_halts() {
     );
     write_dk(&s, &pattern(MIB, 7), 0);
     let o = s.halt(&[]);
-    assert_eq!(o.status.code(), Some(1), "rump.halt reports the failed flush");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "rump.halt reports the failed flush"
+    );
     let msg = stderr(&o);
-    assert!(msg.contains("flush") && msg.contains("Input/output error"), "{msg}");
-    let st = s.wait_exit(Duration::from_secs(10)).expect("the server still halts");
-    assert_ne!(st.code(), Some(0), "a server whose flush failed does not exit 0");
+    assert!(
+        msg.contains("flush") && msg.contains("Input/output error"),
+        "{msg}"
+    );
+    let st = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server still halts");
+    assert_ne!(
+        st.code(),
+        Some(0),
+        "a server whose flush failed does not exit 0"
+    );
 }
 
 /// After `rump.halt -h` whose flush failed, the quiesced server's exit on
@@ -314,16 +401,31 @@ fn a_failed_flush_is_reported_and_the_server_still_halts() {
 fn after_h_the_exit_status_reflects_the_flush() {
     for (fault, want) in [(Some("/dk=write-error"), 1), (None, 0)] {
         let d = tmpdir();
-        let env = fault.map(|f| vec![("RUMP_FAULT", f.to_string())]).unwrap_or_default();
-        let mut s = Server::start_with(d.path(), ServerOpts { args: vec!["-d".into(), drive_arg(d.path())], env, cores: false });
+        let env = fault
+            .map(|f| vec![("RUMP_FAULT", f.to_string())])
+            .unwrap_or_default();
+        let mut s = Server::start_with(
+            d.path(),
+            ServerOpts {
+                args: vec!["-d".into(), drive_arg(d.path())],
+                env,
+                cores: false,
+            },
+        );
         write_dk(&s, &pattern(MIB, 8), 0);
         let o = s.halt(&["-h"]);
         assert_eq!(o.status.code(), Some(want), "rump.halt -h: {}", stderr(&o));
         std::thread::sleep(Duration::from_millis(200));
         assert!(s.alive(), "-h keeps the process");
         s.signal(libc::SIGTERM);
-        let st = s.wait_exit(Duration::from_secs(10)).expect("SIGTERM ends the quiesced server");
-        assert_eq!(st.code(), Some(want), "exit status after -h with fault {fault:?}");
+        let st = s
+            .wait_exit(Duration::from_secs(10))
+            .expect("SIGTERM ends the quiesced server");
+        assert_eq!(
+            st.code(),
+            Some(want),
+            "exit status after -h with fault {fault:?}"
+        );
     }
 }
 
@@ -340,7 +442,11 @@ fn usage_and_environment_errors() {
     for args in [&["-x"][..], &["extra"], &["-d", "extra"]] {
         let o = run(args, Some("unix:///nonexistent"));
         assert_eq!(o.status.code(), Some(1));
-        assert!(stderr(&o).contains("usage: rump.halt [-dhn]"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("usage: rump.halt [-dhn]"),
+            "{}",
+            stderr(&o)
+        );
     }
     let o = run(&[], None);
     assert_eq!(o.status.code(), Some(1));
@@ -353,16 +459,35 @@ fn usage_and_environment_errors() {
     );
     let o = run(&[], Some(""));
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).starts_with("rump.halt: RUMP_SERVER is empty"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("rump.halt: RUMP_SERVER is empty"),
+        "{}",
+        stderr(&o)
+    );
     // The name in messages is the one the user typed.
-    let o = std::process::Command::new(RUMP_HALT).arg("-x").env_remove("RUMP_SERVER").output().unwrap();
-    assert!(stderr(&o).contains("usage: rump_halt [-dhn]"), "{}", stderr(&o));
+    let o = std::process::Command::new(RUMP_HALT)
+        .arg("-x")
+        .env_remove("RUMP_SERVER")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("usage: rump_halt [-dhn]"),
+        "{}",
+        stderr(&o)
+    );
     // --help: usage on standard output, status 0, no connection tried.
     for exe in [common::rump_halt(), RUMP_HALT.into()] {
-        let o = std::process::Command::new(&exe).arg("--help").env("RUMP_SERVER", "unix:///nonexistent/x.sock").output().unwrap();
+        let o = std::process::Command::new(&exe)
+            .arg("--help")
+            .env("RUMP_SERVER", "unix:///nonexistent/x.sock")
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(0), "{exe:?} --help");
         let name = exe.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(String::from_utf8_lossy(&o.stdout).starts_with(&format!("usage: {name} [-dhn]")), "{o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with(&format!("usage: {name} [-dhn]")),
+            "{o:?}"
+        );
         assert!(o.stderr.is_empty(), "{o:?}");
     }
 }
@@ -395,7 +520,11 @@ fn embedded_halt_returns_and_the_kernel_refuses_calls() {
     assert_eq!(report.flush, Some(Ok(())), "the flush succeeded");
     assert_eq!(report.cut_off, 0);
     assert!(image_has(d.path(), &data, 0), "flushed");
-    assert_eq!(p.getpid().map(|_| ()), Err(netbsd_abi::Errno(ESHUTDOWN)), "later local calls fail");
+    assert_eq!(
+        p.getpid().map(|_| ()),
+        Err(netbsd_abi::Errno(ESHUTDOWN)),
+        "later local calls fail"
+    );
     assert!(remote.getpid().is_err(), "remote clients are dropped");
     assert!(Client::connect(&url).is_err(), "no more connections");
     assert!(rump.halt(RB_HALT).is_err(), "a second halt is refused");
@@ -419,12 +548,20 @@ fn embedded_halt_without_rb_halt_exits_the_process() {
     let d = tmpdir();
     let img = d.path().join("img");
     let st = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "embedded_halt_without_rb_halt_exits_the_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "embedded_halt_without_rb_halt_exits_the_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("RUMP_EMBED_CHILD_IMG", &img)
         .status()
         .expect("run the embedding child");
     assert_eq!(st.code(), Some(0), "the embedder exited 0 after the flush");
-    assert!(image_has(d.path(), &pattern(MIB, 22), MIB as u64), "flushed before the exit");
+    assert!(
+        image_has(d.path(), &pattern(MIB, 22), MIB as u64),
+        "flushed before the exit"
+    );
 }
 
 /// Kernels and servers are values (issue 11): four kernels booted from
@@ -456,9 +593,15 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
             (rump, url, c, img, data)
         })
     };
-    let mut kernels: Vec<_> = (0..4).map(boot).map(|t| t.join().expect("boot thread")).collect();
+    let mut kernels: Vec<_> = (0..4)
+        .map(boot)
+        .map(|t| t.join().expect("boot thread"))
+        .collect();
     // Halt in an order that is not boot order, pseudo-randomly.
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as usize;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
     let mut order: Vec<usize> = (0..4).collect();
     for i in (1..4).rev() {
         order.swap(i, (seed >> (i * 3)) % (i + 1));
@@ -471,13 +614,23 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
         assert_eq!(report.flush, Some(Ok(())), "kernel {i}: flushed");
         assert_eq!(report.cut_off, 0);
         let on_disk = std::fs::read(img).expect("image");
-        assert_eq!(&on_disk[..data.len()], &data[..], "kernel {i}: image holds its data");
+        assert_eq!(
+            &on_disk[..data.len()],
+            &data[..],
+            "kernel {i}: image holds its data"
+        );
         assert!(c.getpid().is_err(), "kernel {i}: its client is dropped");
-        assert!(Client::connect(url).is_err(), "kernel {i}: no more connections");
+        assert!(
+            Client::connect(url).is_err(),
+            "kernel {i}: no more connections"
+        );
         halted[i] = true;
         for (j, (_, _, cj, _, _)) in kernels.iter().enumerate() {
             if !halted[j] {
-                assert!(cj.getpid().is_ok(), "kernel {j} still serves after kernel {i} halted");
+                assert!(
+                    cj.getpid().is_ok(),
+                    "kernel {j} still serves after kernel {i} halted"
+                );
             }
         }
     }
@@ -487,5 +640,9 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
     drop(c);
     drop(rump);
     let on_disk = std::fs::read(&img).expect("image");
-    assert_eq!(&on_disk[..data.len()], &data[..], "a dropped kernel flushed its drive");
+    assert_eq!(
+        &on_disk[..data.len()],
+        &data[..],
+        "a dropped kernel flushed its drive"
+    );
 }

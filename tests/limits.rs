@@ -24,7 +24,8 @@ fn raise_nofile() {
 }
 
 fn nofile() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(cur, _)| cur)
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(cur, _)| cur)
 }
 
 fn server_env(d: &Path, args: &[&str], env: &[(&'static str, &str)]) -> Server {
@@ -51,13 +52,16 @@ fn rss_kib(pid: u32) -> u64 {
 /// within `limit`).
 fn time_to_eof(s: &mut UnixStream, limit: Duration) -> Option<Duration> {
     let t = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut b = [0u8; 256];
     while t.elapsed() < limit {
         match s.read(&mut b) {
             Ok(0) => return Some(t.elapsed()),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return Some(t.elapsed()),
         }
     }
@@ -83,7 +87,11 @@ fn idle_connections_never_lock_out_a_client() {
             Err(e) => panic!("idle connection {i}: {e}"),
         }
     }
-    eprintln!("{want} idle connections in {:?}; server RSS {} KiB", t.elapsed(), rss_kib(s.pid()));
+    eprintln!(
+        "{want} idle connections in {:?}; server RSS {} KiB",
+        t.elapsed(),
+        rss_kib(s.pid())
+    );
     let t = Instant::now();
     let c = s.client();
     let pid = c.getpid().expect("getpid");
@@ -114,7 +122,10 @@ fn connection_cap_refuses_clearly_when_everyone_handshook() {
         loop {
             match Client::connect(&s.url) {
                 Ok(c) => break c,
-                Err(e) => assert!(t.elapsed() < Duration::from_secs(5), "a slot under the cap: {e}"),
+                Err(e) => assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "a slot under the cap: {e}"
+                ),
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -124,9 +135,14 @@ fn connection_cap_refuses_clearly_when_everyone_handshook() {
     a.getpid().unwrap();
     b.getpid().unwrap();
     let t = Instant::now();
-    let e = Client::connect(&s.url).err().expect("a third client at a cap of 2 is refused");
+    let e = Client::connect(&s.url)
+        .err()
+        .expect("a third client at a cap of 2 is refused");
     eprintln!("third client: {e}");
-    assert!(matches!(e, rumpclient::Error::Refused { .. }), "not a clear refusal: {e}");
+    assert!(
+        matches!(e, rumpclient::Error::Refused { .. }),
+        "not a clear refusal: {e}"
+    );
     assert!(t.elapsed() < Duration::from_secs(2));
     drop(a);
     // The slot frees when a client leaves.
@@ -148,13 +164,18 @@ fn handshake_deadline_closes_an_idle_connection() {
     let d = tmpdir();
     let s = server_env(d.path(), &[], &[("RUMP_HANDSHAKE_TIMEOUT", "1")]);
     let mut raw = UnixStream::connect(&s.sock).unwrap();
-    let took = time_to_eof(&mut raw, Duration::from_secs(10)).expect("idle connection never closed");
+    let took =
+        time_to_eof(&mut raw, Duration::from_secs(10)).expect("idle connection never closed");
     eprintln!("idle connection closed after {took:?}");
-    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(4), "closed after {took:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
     // A client that handshakes stays, however long it then idles.
     let c = s.client();
     std::thread::sleep(Duration::from_millis(1600));
-    c.getpid().expect("a handshaken client is not subject to the deadline");
+    c.getpid()
+        .expect("a handshaken client is not subject to the deadline");
 }
 
 #[test]
@@ -177,11 +198,16 @@ fn prefork_cookies_are_bounded_and_freed_on_disconnect() {
     c.getpid().expect("client after refused prefork");
     let child = Client::connect_fork(&s.url, &cookies.pop().unwrap()).expect("fork handshake");
     child.getpid().unwrap();
-    cookies.push(c.prefork().expect("prefork after a fork handshake took one"));
+    cookies.push(
+        c.prefork()
+            .expect("prefork after a fork handshake took one"),
+    );
     // Disconnecting releases the rest: their cookies are void.
     drop(c);
     std::thread::sleep(Duration::from_millis(200));
-    let e = Client::connect_fork(&s.url, &cookies[0]).err().expect("cookie of a gone client still valid");
+    let e = Client::connect_fork(&s.url, &cookies[0])
+        .err()
+        .expect("cookie of a gone client still valid");
     eprintln!("fork handshake with a gone client's cookie: {e}");
     // Memory comes back: many rounds of fill-up-and-leave do not grow.
     let round = |n: usize| {
@@ -194,8 +220,13 @@ fn prefork_cookies_are_bounded_and_freed_on_disconnect() {
     let before = rss_kib(s.pid());
     round(40);
     let after = rss_kib(s.pid());
-    eprintln!("server RSS {before} KiB before 40 rounds of filled prefork slots, {after} KiB after");
-    assert!(after < before + 4096, "RSS grew from {before} to {after} KiB");
+    eprintln!(
+        "server RSS {before} KiB before 40 rounds of filled prefork slots, {after} KiB after"
+    );
+    assert!(
+        after < before + 4096,
+        "RSS grew from {before} to {after} KiB"
+    );
     drop(child);
 }
 
@@ -208,7 +239,11 @@ fn rumpfs_metadata_counts_against_the_memory_limit() {
     let t = Instant::now();
     let mut n = 0;
     let err = loop {
-        match c.open(format!("/many/an-empty-file-{n:07}"), O_WRONLY | O_CREAT, 0o644) {
+        match c.open(
+            format!("/many/an-empty-file-{n:07}"),
+            O_WRONLY | O_CREAT,
+            0o644,
+        ) {
             Ok(fd) => {
                 c.close(fd).unwrap();
                 n += 1;
@@ -217,7 +252,10 @@ fn rumpfs_metadata_counts_against_the_memory_limit() {
         }
         assert!(n < 100_000, "2 MiB held {n} empty files");
     };
-    eprintln!("{n} empty files under -r 2m, then: {err} ({:?})", t.elapsed());
+    eprintln!(
+        "{n} empty files under -r 2m, then: {err} ({:?})",
+        t.elapsed()
+    );
     assert!(err.is_errno(ENOSPC), "{err}");
     assert!(n > 1000);
     // Names and link targets count too; removing files gives room back.
@@ -225,18 +263,29 @@ fn rumpfs_metadata_counts_against_the_memory_limit() {
     for i in 0..10 {
         c.unlink(format!("/many/an-empty-file-{i:07}")).unwrap();
     }
-    c.symlink(vec![b'x'; 900], "/many/l").expect("symlink after unlinking");
+    c.symlink(vec![b'x'; 900], "/many/l")
+        .expect("symlink after unlinking");
 }
 
 #[test]
 fn reg_drive_never_grows_past_its_size() {
     let d = tmpdir();
     let img = d.path().join("reg.img");
-    let s = Server::start(d.path(), &["-d", &format!("key=/r,hostpath={},size=1m,type=reg", img.display())]);
+    let s = Server::start(
+        d.path(),
+        &[
+            "-d",
+            &format!("key=/r,hostpath={},size=1m,type=reg", img.display()),
+        ],
+    );
     let c = s.client();
     let fd = c.open("/r", O_RDWR, 0).unwrap();
     let m = 1u64 << 20;
-    assert_eq!(c.pwrite(fd, &[7u8; 100], m as i64 - 10).expect("write at the end"), 10);
+    assert_eq!(
+        c.pwrite(fd, &[7u8; 100], m as i64 - 10)
+            .expect("write at the end"),
+        10
+    );
     let e = c.pwrite(fd, b"x", m as i64).unwrap_err();
     assert!(e.is_errno(EFBIG), "{e}");
     let e = c.pwrite(fd, b"x", 1 << 40).unwrap_err();
@@ -256,9 +305,14 @@ fn halt_removes_only_its_own_socket() {
     std::fs::remove_file(&s.sock).unwrap();
     std::fs::write(&s.sock, b"not yours").unwrap();
     s.signal(libc::SIGTERM);
-    let st = s.wait_exit(Duration::from_secs(10)).expect("server exits on SIGTERM");
+    let st = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exits on SIGTERM");
     assert!(st.success(), "{st}");
-    assert_eq!(std::fs::read(&s.sock).expect("the other file survives halt"), b"not yours");
+    assert_eq!(
+        std::fs::read(&s.sock).expect("the other file survives halt"),
+        b"not yours"
+    );
     // Its own socket it does remove.
     let d2 = tmpdir();
     let s2 = Server::start(d2.path(), &[]);
@@ -277,7 +331,10 @@ fn socket_mode_with(env: &[(&str, &str)]) -> Result<u32, (i32, String)> {
     let d = tmpdir();
     let sock = d.path().join("sock");
     let mut cmd = Command::new(RUMP_SERVER);
-    cmd.arg("-s").arg(format!("unix://{}", sock.display())).stdin(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg("-s")
+        .arg(format!("unix://{}", sock.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -299,7 +356,10 @@ fn socket_mode_with(env: &[(&str, &str)]) -> Result<u32, (i32, String)> {
         if UnixStream::connect(&sock).is_ok() {
             break Ok(std::fs::symlink_metadata(&sock).unwrap().mode() & 0o7777);
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "server did not come up");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "server did not come up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = child.kill();
@@ -309,9 +369,14 @@ fn socket_mode_with(env: &[(&str, &str)]) -> Result<u32, (i32, String)> {
 
 #[test]
 fn socket_is_owner_only_unless_widened() {
-    assert_eq!(socket_mode_with(&[]), Ok(0o600), "default socket mode under umask 022");
+    assert_eq!(
+        socket_mode_with(&[]),
+        Ok(0o600),
+        "default socket mode under umask 022"
+    );
     assert_eq!(socket_mode_with(&[("RUMP_SOCKET_MODE", "0660")]), Ok(0o660));
-    let (code, msg) = socket_mode_with(&[("RUMP_SOCKET_MODE", "rw")]).expect_err("a bad mode is refused");
+    let (code, msg) =
+        socket_mode_with(&[("RUMP_SOCKET_MODE", "rw")]).expect_err("a bad mode is refused");
     eprintln!("bad RUMP_SOCKET_MODE: {msg}");
     assert_eq!(code, 1);
     assert!(msg.contains("RUMP_SOCKET_MODE"), "{msg}");
@@ -337,7 +402,10 @@ fn second_server_on_a_served_image_is_refused() {
     assert_eq!(o.status.code(), Some(1), "{msg}");
     assert_eq!(
         msg.trim_end(),
-        format!("rump_server: drive /dk: {}: locked by another process (in use by another server?)", img.display())
+        format!(
+            "rump_server: drive /dk: {}: locked by another process (in use by another server?)",
+            img.display()
+        )
     );
     // Halting the first frees the image.
     let o = s.halt(&[]);
@@ -349,12 +417,30 @@ fn second_server_on_a_served_image_is_refused() {
 
 /// Byte offset of `path`'s inode in a 1 KiB-block image (debugfs imap).
 fn inode_offset(img: &Path, path: &str) -> u64 {
-    let o = host_cmd("debugfs").arg("-R").arg(format!("imap {path}")).arg(img).output().expect("debugfs");
+    let o = host_cmd("debugfs")
+        .arg("-R")
+        .arg(format!("imap {path}"))
+        .arg(img)
+        .output()
+        .expect("debugfs");
     let out = String::from_utf8_lossy(&o.stdout);
-    let words: Vec<&str> = out.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
-    let after = |w: &str| words.iter().rposition(|x| *x == w).and_then(|i| words.get(i + 1)).copied();
-    let block: u64 = after("block").and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("imap {path}: {out}"));
-    let off = after("offset").and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok()).expect("offset");
+    let words: Vec<&str> = out
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let after = |w: &str| {
+        words
+            .iter()
+            .rposition(|x| *x == w)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
+    let block: u64 = after("block")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("imap {path}: {out}"));
+    let off = after("offset")
+        .and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+        .expect("offset");
     block * 1024 + off
 }
 
@@ -367,13 +453,23 @@ fn directory_claiming_terabytes_does_not_wedge_the_server() {
     let d = tmpdir();
     let img = d.path().join("disk.img");
     mke2fs(&img, &["-b", "1024"], "8M");
-    let o = host_cmd("debugfs").args(["-w", "-R", "mkdir /d"]).arg(&img).output().unwrap();
+    let o = host_cmd("debugfs")
+        .args(["-w", "-R", "mkdir /d"])
+        .arg(&img)
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let at = inode_offset(&img, "/d") + 108;
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     f.write_all_at(&0x100u32.to_le_bytes(), at).unwrap();
     drop(f);
-    let s = Server::start(d.path(), &["-d", &format!("key=/dk,hostpath={},size=host", img.display())]);
+    let s = Server::start(
+        d.path(),
+        &[
+            "-d",
+            &format!("key=/dk,hostpath={},size=host", img.display()),
+        ],
+    );
     let c = s.client();
     c.mkdir("/mnt", 0o755).unwrap();
     c.mount_ext2("/mnt", 0, "/dk").expect("mount");
@@ -403,9 +499,16 @@ fn directory_claiming_terabytes_does_not_wedge_the_server() {
     let worst = lister.join().unwrap();
     eprintln!("listing + lookup in the terabyte directory: worst {worst:?}; another client's 50 getpid+stat: {other:?}");
     assert!(worst < Duration::from_secs(1), "listing took {worst:?}");
-    assert!(other < Duration::from_secs(2), "another client took {other:?}");
+    assert!(
+        other < Duration::from_secs(2),
+        "another client took {other:?}"
+    );
     let t = Instant::now();
     let o = s.halt(&[]);
     assert!(o.status.success(), "halt: {}", stderr(&o));
-    assert!(t.elapsed() < Duration::from_secs(5), "halt took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "halt took {:?}",
+        t.elapsed()
+    );
 }

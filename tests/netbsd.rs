@@ -24,7 +24,13 @@ use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_TRUNC};
 
 /// The components an ext2 image on a host drive needs: ext2fs uses
 /// ffs/ufs code, which needs the disk framework.
-const EXT2_LIBS: &[&str] = &["rumpvfs", "rumpfs_ffs", "rumpfs_ext2fs", "rumpdev", "rumpdev_disk"];
+const EXT2_LIBS: &[&str] = &[
+    "rumpvfs",
+    "rumpfs_ffs",
+    "rumpfs_ext2fs",
+    "rumpdev",
+    "rumpdev_disk",
+];
 
 /// The buildrump.sh destdir named by `RUMP_NETBSD_DIR`. A test that asks
 /// for it needs it: unset is a failure with the reason (such tests are
@@ -65,7 +71,12 @@ fn usable_destdir(d: &Path) -> PathBuf {
         return d.to_path_buf();
     }
     let r = SHADOW.get_or_init(|| {
-        let name: String = d.display().to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let name: String = d
+            .display()
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         let shadow = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("netbsd-destdir{name}"));
         let tmp = shadow.with_extension(format!("tmp{}", std::process::id()));
         let build = || -> std::io::Result<()> {
@@ -99,7 +110,10 @@ fn usable_destdir(d: &Path) -> PathBuf {
     });
     match r {
         Ok(p) => p.clone(),
-        Err(e) => panic!("RUMP_NETBSD_DIR={}: its library symlinks are text files and {e}", d.display()),
+        Err(e) => panic!(
+            "RUMP_NETBSD_DIR={}: its library symlinks are text files and {e}",
+            d.display()
+        ),
     }
 }
 
@@ -139,14 +153,22 @@ struct SrvOpts<'a> {
 
 impl Default for SrvOpts<'_> {
     fn default() -> Self {
-        SrvOpts { prog: Prog::Ours, libs: &["rumpvfs"], drives: vec![], extra: vec![], cores: false }
+        SrvOpts {
+            prog: Prog::Ours,
+            libs: &["rumpvfs"],
+            drives: vec![],
+            extra: vec![],
+            cores: false,
+        }
     }
 }
 
 /// Our librumpuser.so (the cdylib cargo built beside the binaries).
 fn our_librumpuser() -> Option<PathBuf> {
     let bin = Path::new(RUMP_SERVER).parent()?;
-    [bin.join("deps/librumpuser.so"), bin.join("librumpuser.so")].into_iter().find(|p| p.exists())
+    [bin.join("deps/librumpuser.so"), bin.join("librumpuser.so")]
+        .into_iter()
+        .find(|p| p.exists())
 }
 
 /// `LD_LIBRARY_PATH` for a program: NetBSD's libraries, with a directory
@@ -181,12 +203,20 @@ impl Srv {
         for d in &o.drives {
             cmd.args(["-d", d]);
         }
-        cmd.args(&o.extra).arg(&url).current_dir(dir).stdin(Stdio::null());
+        cmd.args(&o.extra)
+            .arg(&url)
+            .current_dir(dir)
+            .stdin(Stdio::null());
         cmd.stdout(File::create(dir.join("server.out")).unwrap());
         cmd.stderr(File::create(dir.join("server.err")).unwrap());
-        cmd.env("LD_LIBRARY_PATH", library_path(nb, dir, o.prog == Prog::NetbsdServerOurHypercalls));
+        cmd.env(
+            "LD_LIBRARY_PATH",
+            library_path(nb, dir, o.prog == Prog::NetbsdServerOurHypercalls),
+        );
         cmd.env("RUMPUSER_TRACE", dir.join("trace.txt"));
-        cmd.env_remove("RUMP_NCPU").env_remove("RUMP_VERBOSE").env_remove("RUMP_FAULT");
+        cmd.env_remove("RUMP_NCPU")
+            .env_remove("RUMP_VERBOSE")
+            .env_remove("RUMP_FAULT");
         if o.cores {
             // SAFETY: setrlimit only, between fork and exec.
             unsafe {
@@ -197,8 +227,15 @@ impl Srv {
                 });
             }
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
-        let mut s = Srv { child: Some(child), url, sock, dir: dir.to_path_buf() };
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
+        let mut s = Srv {
+            child: Some(child),
+            url,
+            sock,
+            dir: dir.to_path_buf(),
+        };
         let t = Instant::now();
         loop {
             if Client::connect(&s.url).is_ok() {
@@ -206,9 +243,18 @@ impl Srv {
             }
             if let Some(st) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 s.child = None;
-                panic!("{} exited during start-up: {st}\n{}", exe.display(), s.output());
+                panic!(
+                    "{} exited during start-up: {st}\n{}",
+                    exe.display(),
+                    s.output()
+                );
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "server did not come up on {}\n{}", s.url, s.output());
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "server did not come up on {}\n{}",
+                s.url,
+                s.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -223,7 +269,11 @@ impl Srv {
 
     fn output(&self) -> String {
         let r = |n: &str| std::fs::read_to_string(self.dir.join(n)).unwrap_or_default();
-        format!("--- server stdout:\n{}--- server stderr:\n{}", r("server.out"), r("server.err"))
+        format!(
+            "--- server stdout:\n{}--- server stderr:\n{}",
+            r("server.out"),
+            r("server.err")
+        )
     }
 
     /// The hypercall counts the server wrote at exit (RUMPUSER_TRACE).
@@ -255,7 +305,12 @@ impl Srv {
     }
 
     fn halt(&self, args: &[&str]) -> Output {
-        Command::new(common::rump_halt()).args(args).env("RUMP_SERVER", &self.url).stdin(Stdio::null()).output().unwrap()
+        Command::new(common::rump_halt())
+            .args(args)
+            .env("RUMP_SERVER", &self.url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 }
 
@@ -278,7 +333,9 @@ fn traced(report: &str, name: &str) -> u64 {
         .lines()
         .find_map(|l| {
             let mut f = l.split_whitespace();
-            (f.next() == Some(name)).then(|| f.next().and_then(|n| n.parse().ok())).flatten()
+            (f.next() == Some(name))
+                .then(|| f.next().and_then(|n| n.parse().ok()))
+                .flatten()
         })
         .unwrap_or(0)
 }
@@ -293,7 +350,9 @@ fn show_trace(test: &str, s: &Srv) -> String {
 
 fn mke2fs(img: &Path, size: &str) {
     let o = common::host_cmd("mke2fs")
-        .args(["-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none"])
+        .args([
+            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
+        ])
         .arg(img)
         .arg(size)
         .output()
@@ -301,26 +360,34 @@ fn mke2fs(img: &Path, size: &str) {
     assert!(o.status.success(), "mke2fs: {}", stderr(&o));
 }
 
-
-
 fn ext2_drive(dir: &Path) -> (PathBuf, String) {
     let img = dir.join("img");
     mke2fs(&img, "16M");
-    (img.clone(), format!("key=/dk,hostpath={},size=host", img.display()))
+    (
+        img.clone(),
+        format!("key=/dk,hostpath={},size=host", img.display()),
+    )
 }
 
 /// Plain byte counts: NetBSD's rump_server on Linux reads `16m` as 16.
 fn ext2_drive_bytes(dir: &Path) -> (PathBuf, String) {
     let img = dir.join("img");
     mke2fs(&img, "16M");
-    (img.clone(), format!("key=/dk,hostpath={},size={}", img.display(), 16 << 20))
+    (
+        img.clone(),
+        format!("key=/dk,hostpath={},size={}", img.display(), 16 << 20),
+    )
 }
 
 fn write_file(c: &Client, path: &str, data: &[u8]) {
-    let fd = c.open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    let fd = c
+        .open(path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
     let mut off = 0;
     while off < data.len() {
-        let n = c.write(fd, &data[off..(off + 65536).min(data.len())]).unwrap_or_else(|e| panic!("write {path}: {e}"));
+        let n = c
+            .write(fd, &data[off..(off + 65536).min(data.len())])
+            .unwrap_or_else(|e| panic!("write {path}: {e}"));
         assert!(n > 0);
         off += n;
     }
@@ -328,7 +395,9 @@ fn write_file(c: &Client, path: &str, data: &[u8]) {
 }
 
 fn read_file(c: &Client, path: &str) -> Vec<u8> {
-    let fd = c.open(path, O_RDONLY, 0).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    let fd = c
+        .open(path, O_RDONLY, 0)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
     let mut out = Vec::new();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -345,7 +414,8 @@ fn read_file(c: &Client, path: &str) -> Vec<u8> {
 /// Mount the ext2 image at /dk on /mnt and write a few files.
 fn fill_ext2(c: &Client) -> Vec<(&'static str, Vec<u8>)> {
     c.mkdir("/mnt", 0o755).expect("mkdir /mnt");
-    c.mount_ext2("/mnt", 0, "/dk").expect("mount ext2fs /dk on /mnt");
+    c.mount_ext2("/mnt", 0, "/dk")
+        .expect("mount ext2fs /dk on /mnt");
     c.mkdir("/mnt/dir", 0o755).expect("mkdir /mnt/dir");
     let files = vec![
         ("/small.txt", b"hello from our client\n".to_vec()),
@@ -356,7 +426,11 @@ fn fill_ext2(c: &Client) -> Vec<(&'static str, Vec<u8>)> {
         write_file(c, &format!("/mnt{p}"), d);
     }
     for (p, d) in &files {
-        assert_eq!(&read_file(c, &format!("/mnt{p}")), d, "read back {p} through the kernel");
+        assert_eq!(
+            &read_file(c, &format!("/mnt{p}")),
+            d,
+            "read back {p} through the kernel"
+        );
     }
     files
 }
@@ -373,25 +447,46 @@ fn check_image(img: &Path, files: &[(&str, Vec<u8>)]) {
 
 #[test]
 fn rump_server_exports_every_hypercall() {
-    let o = Command::new("nm").args(["-D", "--defined-only", RUMP_SERVER]).output().expect("nm (binutils)");
+    let o = Command::new("nm")
+        .args(["-D", "--defined-only", RUMP_SERVER])
+        .output()
+        .expect("nm (binutils)");
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     let exported: Vec<&str> = text
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(2).filter(|_| l.split_whitespace().nth(1) == Some("T")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .filter(|_| l.split_whitespace().nth(1) == Some("T"))
+        })
         .filter(|n| n.starts_with("rumpuser_"))
         .collect();
     let want: Vec<&str> = rumpuser::trace::NAMES.to_vec();
     let missing: Vec<&&str> = want.iter().filter(|n| !exported.contains(n)).collect();
-    assert!(missing.is_empty(), "rump_server does not export {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "rump_server does not export {missing:?}"
+    );
     assert_eq!(exported.len(), 60, "{exported:?}");
     // And it answers for NetBSD's librump.so's needed librumpuser.so.0.
-    let o = Command::new("readelf").args(["-d", RUMP_SERVER]).output().expect("readelf (binutils)");
+    let o = Command::new("readelf")
+        .args(["-d", RUMP_SERVER])
+        .output()
+        .expect("readelf (binutils)");
     assert!(String::from_utf8_lossy(&o.stdout).contains("Library soname: [librumpuser.so.0]"));
     // So does the library (installed as lib/librumpuser.so.0).
     let so = our_librumpuser().expect("librumpuser.so beside the test binaries");
-    let o = Command::new("readelf").arg("-d").arg(&so).output().expect("readelf (binutils)");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("Library soname: [librumpuser.so.0]"), "{}", so.display());
+    let o = Command::new("readelf")
+        .arg("-d")
+        .arg(&so)
+        .output()
+        .expect("readelf (binutils)");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Library soname: [librumpuser.so.0]"),
+        "{}",
+        so.display()
+    );
 }
 
 #[test]
@@ -411,13 +506,23 @@ fn missing_component_is_a_clear_error() {
             .unwrap();
         assert_eq!(o.status.code(), Some(1), "foreground {fg}: {o:?}");
         let e = stderr(&o);
-        assert!(e.starts_with("rump_server: cannot load NetBSD component library: "), "{e}");
+        assert!(
+            e.starts_with("rump_server: cannot load NetBSD component library: "),
+            "{e}"
+        );
         assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
         assert_eq!(e.lines().count(), 1, "one line: {e}");
     }
-    let o = Command::new(RUMP_SERVER).args(["-s", "-m", "/nonexistent.kmod", "-l", "rumpvfs", &url]).output().unwrap();
+    let o = Command::new(RUMP_SERVER)
+        .args(["-s", "-m", "/nonexistent.kmod", "-l", "rumpvfs", &url])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("-m /nonexistent.kmod: no such module file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("-m /nonexistent.kmod: no such module file"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!d.path().join("sock").exists());
 }
 
@@ -441,20 +546,37 @@ fn rumpvfs_boots_and_answers_getpid() {
     // NetBSD's own hypercall library was never loaded beside ours.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", s.pid())).unwrap();
     assert!(maps.contains("librump.so"), "NetBSD's librump.so is loaded");
-    assert!(!maps.contains("librumpuser"), "no NetBSD librumpuser.so in the process:\n{maps}");
+    assert!(
+        !maps.contains("librumpuser"),
+        "no NetBSD librumpuser.so in the process:\n{maps}"
+    );
     drop(c);
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    let st = s.wait_exit(Duration::from_secs(20)).expect("server exits after rump.halt");
+    let st = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("server exits after rump.halt");
     assert_eq!(st.code(), Some(0), "{}", s.output());
     assert!(!s.sock.exists(), "socket removed");
     let t = show_trace("rumpvfs_boots_and_answers_getpid", &s);
     // NetBSD's kernel booted on our layer and halted through it.
-    for (f, n) in [("rumpuser_init", 1), ("rumpuser_dl_bootstrap", 1), ("rumpuser_sp_init", 1), ("rumpuser_sp_fini", 1), ("rumpuser_exit", 1)] {
+    for (f, n) in [
+        ("rumpuser_init", 1),
+        ("rumpuser_dl_bootstrap", 1),
+        ("rumpuser_sp_init", 1),
+        ("rumpuser_sp_fini", 1),
+        ("rumpuser_exit", 1),
+    ] {
         assert_eq!(traced(&t, f), n, "{f}:\n{t}");
     }
-    assert!(traced(&t, "rumpuser_thread_create") > 0 && traced(&t, "rumpuser_mutex_enter") > 0, "{t}");
-    assert!(traced(&t, "rumpuser_sp_copyin") > 0 && traced(&t, "rumpuser_sp_copyout") > 0, "{t}");
+    assert!(
+        traced(&t, "rumpuser_thread_create") > 0 && traced(&t, "rumpuser_mutex_enter") > 0,
+        "{t}"
+    );
+    assert!(
+        traced(&t, "rumpuser_sp_copyin") > 0 && traced(&t, "rumpuser_sp_copyout") > 0,
+        "{t}"
+    );
 }
 
 #[test]
@@ -463,17 +585,37 @@ fn ext2_written_through_netbsd_is_flushed_by_rump_halt() {
     let nb = need_netbsd!("ext2_written_through_netbsd_is_flushed_by_rump_halt");
     let d = tmpdir();
     let (img, drive) = ext2_drive(d.path());
-    let mut s = Srv::start(&nb, d.path(), SrvOpts { libs: EXT2_LIBS, drives: vec![drive], ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            libs: EXT2_LIBS,
+            drives: vec![drive],
+            ..Default::default()
+        },
+    );
     let c = s.client();
     let files = fill_ext2(&c);
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    let st = s.wait_exit(Duration::from_secs(30)).expect("server exits after rump.halt");
+    let st = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("server exits after rump.halt");
     assert_eq!(st.code(), Some(0), "{}", s.output());
-    assert!(s.output().contains("syncing disks"), "NetBSD's halt path: {}", s.output());
+    assert!(
+        s.output().contains("syncing disks"),
+        "NetBSD's halt path: {}",
+        s.output()
+    );
     check_image(&img, &files);
     let t = show_trace("ext2_written_through_netbsd_is_flushed_by_rump_halt", &s);
-    for f in ["rumpuser_open", "rumpuser_getfileinfo", "rumpuser_bio", "rumpuser_sp_fini", "rumpuser_exit"] {
+    for f in [
+        "rumpuser_open",
+        "rumpuser_getfileinfo",
+        "rumpuser_bio",
+        "rumpuser_sp_fini",
+        "rumpuser_exit",
+    ] {
         assert!(traced(&t, f) > 0, "{f}:\n{t}");
     }
 }
@@ -484,10 +626,20 @@ fn sigterm_halts_like_rump_halt() {
     let nb = need_netbsd!("sigterm_halts_like_rump_halt");
     let d = tmpdir();
     let (img, drive) = ext2_drive(d.path());
-    let mut s = Srv::start(&nb, d.path(), SrvOpts { libs: EXT2_LIBS, drives: vec![drive], ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            libs: EXT2_LIBS,
+            drives: vec![drive],
+            ..Default::default()
+        },
+    );
     let files = fill_ext2(&s.client());
     s.signal(libc::SIGTERM);
-    let st = s.wait_exit(Duration::from_secs(30)).expect("server exits on SIGTERM");
+    let st = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("server exits on SIGTERM");
     assert_eq!(st.code(), Some(0), "{}", s.output());
     assert!(!s.sock.exists(), "socket removed");
     check_image(&img, &files);
@@ -500,7 +652,15 @@ fn halt_h_flushes_and_keeps_the_process() {
     let nb = need_netbsd!("halt_h_flushes_and_keeps_the_process");
     let d = tmpdir();
     let (img, drive) = ext2_drive(d.path());
-    let mut s = Srv::start(&nb, d.path(), SrvOpts { libs: EXT2_LIBS, drives: vec![drive], ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            libs: EXT2_LIBS,
+            drives: vec![drive],
+            ..Default::default()
+        },
+    );
     let c = s.client();
     let files = fill_ext2(&c);
     let bystander = s.client();
@@ -508,18 +668,31 @@ fn halt_h_flushes_and_keeps_the_process() {
     let o = s.halt(&["-h"]);
     assert!(o.status.success(), "rump.halt -h: {}", stderr(&o));
     std::thread::sleep(Duration::from_secs(2));
-    assert!(s.alive(), "the host process stays up with -h\n{}", s.output());
-    assert!(s.output().contains("RB_HALT"), "NetBSD's RB_HALT path: {}", s.output());
+    assert!(
+        s.alive(),
+        "the host process stays up with -h\n{}",
+        s.output()
+    );
+    assert!(
+        s.output().contains("RB_HALT"),
+        "NetBSD's RB_HALT path: {}",
+        s.output()
+    );
     // Our sysproxy layer stopped serving.
     assert!(!s.sock.exists(), "socket file removed");
     assert!(Client::connect(&s.url).is_err(), "new connections refused");
     let t = Instant::now();
-    assert!(bystander.getpid().is_err(), "an existing client's next call fails");
+    assert!(
+        bystander.getpid().is_err(),
+        "an existing client's next call fails"
+    );
     assert!(t.elapsed() < Duration::from_secs(10));
     // The file systems were synced and unmounted.
     check_image(&img, &files);
     s.signal(libc::SIGTERM);
-    let st = s.wait_exit(Duration::from_secs(10)).expect("SIGTERM ends a halted server");
+    let st = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("SIGTERM ends a halted server");
     assert_eq!(st.code(), Some(0));
     show_trace("halt_h_flushes_and_keeps_the_process", &s);
 }
@@ -530,13 +703,26 @@ fn halt_d_dumps_core() {
     let nb = need_netbsd!("halt_d_dumps_core");
     let d = tmpdir();
     let (_img, drive) = ext2_drive(d.path());
-    let mut s =
-        Srv::start(&nb, d.path(), SrvOpts { libs: EXT2_LIBS, drives: vec![drive], cores: true, ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            libs: EXT2_LIBS,
+            drives: vec![drive],
+            cores: true,
+            ..Default::default()
+        },
+    );
     fill_ext2(&s.client());
     let o = s.halt(&["-d"]);
     assert!(o.status.success(), "rump.halt -d: {}", stderr(&o));
     let st = s.wait_exit(Duration::from_secs(30)).expect("server dies");
-    assert_eq!(st.signal(), Some(libc::SIGABRT), "killed by SIGABRT: {st:?}\n{}", s.output());
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGABRT),
+        "killed by SIGABRT: {st:?}\n{}",
+        s.output()
+    );
     assert!(st.core_dumped(), "a core was dumped");
     let t = show_trace("halt_d_dumps_core", &s);
     assert_eq!(traced(&t, "rumpuser_exit"), 1, "{t}");
@@ -548,13 +734,25 @@ fn halt_n_exits_without_sync() {
     let nb = need_netbsd!("halt_n_exits_without_sync");
     let d = tmpdir();
     let (_img, drive) = ext2_drive(d.path());
-    let mut s = Srv::start(&nb, d.path(), SrvOpts { libs: EXT2_LIBS, drives: vec![drive], ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            libs: EXT2_LIBS,
+            drives: vec![drive],
+            ..Default::default()
+        },
+    );
     fill_ext2(&s.client());
     let o = s.halt(&["-n"]);
     assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
     let st = s.wait_exit(Duration::from_secs(30)).expect("server exits");
     assert_eq!(st.code(), Some(0), "{}", s.output());
-    assert!(!s.output().contains("syncing disks"), "no sync with -n: {}", s.output());
+    assert!(
+        !s.output().contains("syncing disks"),
+        "no sync with -n: {}",
+        s.output()
+    );
     show_trace("halt_n_exits_without_sync", &s);
 }
 
@@ -579,12 +777,21 @@ fn module_load_goes_through_netbsd_modctl() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let e = stderr(&o);
     let last = e.lines().last().unwrap_or_default();
-    assert!(last.starts_with(&format!("rump_server: -m {}: module load failed: ", bogus.display())), "{e}");
+    assert!(
+        last.starts_with(&format!(
+            "rump_server: -m {}: module load failed: ",
+            bogus.display()
+        )),
+        "{e}"
+    );
     // NetBSD's rump_sys_modctl reported its errno through our layer.
     let t = std::fs::read_to_string(d.path().join("trace.txt")).unwrap_or_default();
     eprintln!("== module_load_goes_through_netbsd_modctl: {t}");
     assert!(traced(&t, "rumpuser_seterrno") >= 1, "{t}");
-    assert!(traced(&t, "rumpuser_open") >= 1, "the module file was read through etfs: {t}");
+    assert!(
+        traced(&t, "rumpuser_open") >= 1,
+        "the module file was read through etfs: {t}"
+    );
 }
 
 /// Our client and our rump.halt against NetBSD's own rump_server (with
@@ -596,7 +803,16 @@ fn against_netbsd_server(prog: Prog) {
     }
     let d = tmpdir();
     let (img, drive) = ext2_drive_bytes(d.path());
-    let mut s = Srv::start(&nb, d.path(), SrvOpts { prog, libs: EXT2_LIBS, drives: vec![drive], ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            prog,
+            libs: EXT2_LIBS,
+            drives: vec![drive],
+            ..Default::default()
+        },
+    );
     let c = s.client();
     assert!(c.getpid().expect("getpid") > 0);
     let data = pattern(70_000, 3);
@@ -605,13 +821,19 @@ fn against_netbsd_server(prog: Prog) {
     let files = fill_ext2(&c);
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    let st = s.wait_exit(Duration::from_secs(30)).expect("server exits after rump.halt");
+    let st = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("server exits after rump.halt");
     assert_eq!(st.code(), Some(0), "{}", s.output());
     check_image(&img, &files);
     let t = s.trace();
     if prog == Prog::NetbsdServerOurHypercalls {
         show_trace("netbsd_rump_server_on_our_librumpuser", &s);
-        assert_eq!(traced(&t, "rumpuser_init"), 1, "our librumpuser.so served NetBSD's rump_server:\n{t}");
+        assert_eq!(
+            traced(&t, "rumpuser_init"),
+            1,
+            "our librumpuser.so served NetBSD's rump_server:\n{t}"
+        );
         assert!(traced(&t, "rumpuser_bio") > 0, "{t}");
     } else {
         assert!(t.is_empty(), "NetBSD's own librumpuser has no trace: {t}");
@@ -658,7 +880,10 @@ fn netbsd_rump_server_daemonizes_on_our_librumpuser() {
     let o2 = run("trace2.txt");
     assert_eq!(o2.status.code(), Some(48), "{o2:?}");
     drop(c);
-    let o = Command::new(common::rump_halt()).env("RUMP_SERVER", &url).output().unwrap();
+    let o = Command::new(common::rump_halt())
+        .env("RUMP_SERVER", &url)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
     let t0 = Instant::now();
     while sock.exists() || traced(&trace("trace1.txt"), "rumpuser_sp_fini") != 1 {
@@ -776,10 +1001,28 @@ fn nbclient_against_our_server(test: &str, libs: &[&str]) {
     let d = tmpdir();
     let nbclient = build_nbclient(&nb, d.path());
     let (img, drive) = ext2_drive(d.path());
-    let mut s = Srv::start(&nb, d.path(), SrvOpts { libs, drives: vec![drive], ..Default::default() });
+    let mut s = Srv::start(
+        &nb,
+        d.path(),
+        SrvOpts {
+            libs,
+            drives: vec![drive],
+            ..Default::default()
+        },
+    );
     let run = |args: &[&str]| -> String {
-        let o = Command::new(&nbclient).args(args).env("RUMP_SERVER", &s.url).stdin(Stdio::null()).output().unwrap();
-        assert!(o.status.success(), "nbclient {args:?}: {:?} {}", o.status, stderr(&o));
+        let o = Command::new(&nbclient)
+            .args(args)
+            .env("RUMP_SERVER", &s.url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "nbclient {args:?}: {:?} {}",
+            o.status,
+            stderr(&o)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let pid: i32 = run(&["getpid"]).trim().parse().expect("a pid");
@@ -789,25 +1032,39 @@ fn nbclient_against_our_server(test: &str, libs: &[&str]) {
     run(&["mkdir", "/mnt"]);
     run(&["mount_ext2", "/dk", "/mnt"]);
     run(&["write", "/mnt/from-c.txt", "written by librumpclient"]);
-    assert_eq!(run(&["read", "/mnt/from-c.txt"]), "written by librumpclient");
+    assert_eq!(
+        run(&["read", "/mnt/from-c.txt"]),
+        "written by librumpclient"
+    );
     assert_eq!(run(&["reboot", "0"]).trim(), "reboot acknowledged");
-    let st = s.wait_exit(Duration::from_secs(30)).expect("server exits after reboot(2)");
+    let st = s
+        .wait_exit(Duration::from_secs(30))
+        .expect("server exits after reboot(2)");
     assert_eq!(st.code(), Some(0), "{}", s.output());
     assert!(!s.sock.exists(), "socket removed");
-    check_image(&img, &[("/from-c.txt", b"written by librumpclient".to_vec())]);
+    check_image(
+        &img,
+        &[("/from-c.txt", b"written by librumpclient".to_vec())],
+    );
     show_trace(test, &s);
 }
 
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn netbsd_librumpclient_against_our_server_netbsd_kernel() {
-    nbclient_against_our_server("netbsd_librumpclient_against_our_server_netbsd_kernel", EXT2_LIBS);
+    nbclient_against_our_server(
+        "netbsd_librumpclient_against_our_server_netbsd_kernel",
+        EXT2_LIBS,
+    );
 }
 
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn netbsd_librumpclient_against_our_server_builtin_kernel() {
-    nbclient_against_our_server("netbsd_librumpclient_against_our_server_builtin_kernel", &[]);
+    nbclient_against_our_server(
+        "netbsd_librumpclient_against_our_server_builtin_kernel",
+        &[],
+    );
 }
 
 /// Helper-process entry for `embedding_api_boots_serves_and_halts`: this
@@ -816,15 +1073,29 @@ fn netbsd_librumpclient_against_our_server_builtin_kernel() {
 #[ignore = "helper process of embedding_api_boots_serves_and_halts"]
 fn embed_child() {
     use rumprun::netbsd::NetbsdKernel;
-    let Ok(dir) = std::env::var("NETBSD_EMBED_DIR") else { return };
+    let Ok(dir) = std::env::var("NETBSD_EMBED_DIR") else {
+        return;
+    };
     let dir = PathBuf::from(dir);
     let url = format!("unix://{}", dir.join("sock").display());
     let mut b = NetbsdKernel::builder().ncpu(2);
     for l in EXT2_LIBS {
         b = b.lib(l);
     }
-    let mut k = b.drive(&format!("key=/dk,hostpath={},size=host", dir.join("img").display())).boot().expect("boot");
-    assert!(k.libraries().iter().any(|l| l.path.ends_with("librumpfs_ext2fs.so")), "{:?}", k.libraries());
+    let mut k = b
+        .drive(&format!(
+            "key=/dk,hostpath={},size=host",
+            dir.join("img").display()
+        ))
+        .boot()
+        .expect("boot");
+    assert!(
+        k.libraries()
+            .iter()
+            .any(|l| l.path.ends_with("librumpfs_ext2fs.so")),
+        "{:?}",
+        k.libraries()
+    );
     assert!(k.getpid().expect("in-process getpid") > 0);
     k.serve(&url).expect("serve");
     assert_eq!(k.url(), Some(url.as_str()));
@@ -834,7 +1105,8 @@ fn embed_child() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!k.halted());
-    k.reboot(netbsd_abi::reboot::RB_HALT).expect("reboot(RB_HALT)");
+    k.reboot(netbsd_abi::reboot::RB_HALT)
+        .expect("reboot(RB_HALT)");
     assert!(k.halted());
     assert!(!dir.join("sock").exists(), "socket removed");
     assert!(k.reboot(0).is_err(), "one halt only");
@@ -849,7 +1121,13 @@ fn embedding_api_boots_serves_and_halts() {
     let d = tmpdir();
     let (img, _) = ext2_drive(d.path());
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "embed_child", "--include-ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "embed_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("NETBSD_EMBED_DIR", d.path())
         .env("LD_LIBRARY_PATH", nb.join("lib"))
         .env_remove("RUMPUSER_TRACE")
@@ -868,7 +1146,11 @@ fn embedding_api_boots_serves_and_halts() {
         if let Some(st) = child.try_wait().unwrap() {
             panic!("embedding child exited: {st}\n{}", out());
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "embedding child did not serve\n{}", out());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "embedding child did not serve\n{}",
+            out()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let files = fill_ext2(&c);
@@ -886,6 +1168,9 @@ fn embedding_api_boots_serves_and_halts() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(st.success(), "embedding child: {st}\n{}", out());
-    assert!(d.path().join("halted").exists(), "reboot(RB_HALT) returned to the embedder");
+    assert!(
+        d.path().join("halted").exists(),
+        "reboot(RB_HALT) returned to the embedder"
+    );
     check_image(&img, &files);
 }

@@ -16,19 +16,28 @@ use common::*;
 use netbsd_abi::fcntl::{O_CREAT, O_RDWR};
 use netbsd_abi::sp::{self as wire, Class, Handshake, Header, Type, HDRSZ};
 
-
-
-
-
 /// A server on a fresh ext2 image (`/dk`, mounted at /mnt) and a raw
 /// drive (`/raw`), with extra arguments.
 fn ext2_server(d: &Path, extra: &[&str], env: Vec<(&'static str, String)>) -> Server {
     let img = d.join("img");
     mke2fs(&img, &["-b", "4096"], "64M");
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())]);
-    args.extend(["-d".into(), format!("key=/raw,hostpath={},size=16m", d.join("raw").display())]);
-    let s = Server::start_with(d, ServerOpts { args, env, cores: false });
+    args.extend([
+        "-d".into(),
+        format!("key=/dk,hostpath={},size=host", img.display()),
+    ]);
+    args.extend([
+        "-d".into(),
+        format!("key=/raw,hostpath={},size=16m", d.join("raw").display()),
+    ]);
+    let s = Server::start_with(
+        d,
+        ServerOpts {
+            args,
+            env,
+            cores: false,
+        },
+    );
     let c = s.client();
     c.mkdir("/mnt", 0o755).expect("mkdir /mnt");
     c.mount_ext2("/mnt", 0, "/dk").expect("mount ext2fs");
@@ -64,14 +73,22 @@ type Acked = Arc<Mutex<Vec<(String, u64, Vec<u8>)>>>;
 
 /// Writers on their own ext2 files (`fsync_every` > 0: fsync after that
 /// many writes), until `stop`. Each records the writes acknowledged.
-fn ext2_writers(url: &str, n: usize, fsync_every: usize, stop: &Arc<AtomicBool>, acked: &Acked) -> Vec<std::thread::JoinHandle<()>> {
+fn ext2_writers(
+    url: &str,
+    n: usize,
+    fsync_every: usize,
+    stop: &Arc<AtomicBool>,
+    acked: &Acked,
+) -> Vec<std::thread::JoinHandle<()>> {
     (0..n)
         .map(|k| {
             let (url, stop, acked) = (url.to_string(), stop.clone(), acked.clone());
             std::thread::spawn(move || {
                 let c = Client::connect(&url).expect("writer connect");
                 let path = format!("/mnt/w{k}");
-                let fd = c.open(&path, O_RDWR | O_CREAT, 0o644).unwrap_or_else(|e| panic!("create {path}: {e}"));
+                let fd = c
+                    .open(&path, O_RDWR | O_CREAT, 0o644)
+                    .unwrap_or_else(|e| panic!("create {path}: {e}"));
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 600 {
                     let data = pattern(8192 + (i as usize % 5) * 1000, k as u64 * 100_000 + i);
@@ -98,11 +115,23 @@ fn halt_within(s: &mut Server, args: &[&str], t: Duration) {
     let url = s.url.clone();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let o = within(t, move || {
-        Command::new(RUMP_HALT).args(&args).env("RUMP_SERVER", &url).output().expect("run rump.halt")
+        Command::new(RUMP_HALT)
+            .args(&args)
+            .env("RUMP_SERVER", &url)
+            .output()
+            .expect("run rump.halt")
     })
-    .unwrap_or_else(|| panic!("rump.halt {args:?} did not complete within {t:?}", args = args_str(&s.url)));
+    .unwrap_or_else(|| {
+        panic!(
+            "rump.halt {args:?} did not complete within {t:?}",
+            args = args_str(&s.url)
+        )
+    });
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    assert!(s.wait_exit(Duration::from_secs(10)).is_some(), "server still running after rump.halt");
+    assert!(
+        s.wait_exit(Duration::from_secs(10)).is_some(),
+        "server still running after rump.halt"
+    );
 }
 
 fn args_str(u: &str) -> String {
@@ -116,13 +145,20 @@ fn check_acked(img: &Path, acked: &Acked) {
     let mut files: std::collections::BTreeMap<&str, Vec<u8>> = Default::default();
     let mut lost = 0;
     for (p, off, data) in acked.iter() {
-        let f = files.entry(p).or_insert_with(|| debugfs_cat(img, p.trim_start_matches("/mnt")));
+        let f = files
+            .entry(p)
+            .or_insert_with(|| debugfs_cat(img, p.trim_start_matches("/mnt")));
         let off = *off as usize;
         if f.len() < off + data.len() || &f[off..off + data.len()] != data.as_slice() {
             lost += 1;
         }
     }
-    assert_eq!(lost, 0, "{lost} of {} acknowledged writes missing from the image", acked.len());
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged writes missing from the image",
+        acked.len()
+    );
 }
 
 fn run_writers_then_halt(extra: &[&str], writers: usize, fsync_every: usize) {
@@ -137,7 +173,10 @@ fn run_writers_then_halt(extra: &[&str], writers: usize, fsync_every: usize) {
         fresh_client_served(&s.url);
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(!acked.lock().unwrap().is_empty(), "writers made no progress: the kernel is wedged");
+    assert!(
+        !acked.lock().unwrap().is_empty(),
+        "writers made no progress: the kernel is wedged"
+    );
     // Halt while they write: every write acknowledged before must be kept.
     halt_within(&mut s, &[], Duration::from_secs(20));
     stop.store(true, Ordering::Relaxed);
@@ -187,10 +226,24 @@ impl RawClient {
         }
         let mut path = path.as_bytes().to_vec();
         path.push(0);
-        let mut c = RawClient { s, next: 1, mem: vec![(PATH_ADDR, path), (DATA_ADDR, data)] };
-        c.send(Class::Req, Type::Handshake, 0, Handshake::Guest as u32, b"pipeline\0");
+        let mut c = RawClient {
+            s,
+            next: 1,
+            mem: vec![(PATH_ADDR, path), (DATA_ADDR, data)],
+        };
+        c.send(
+            Class::Req,
+            Type::Handshake,
+            0,
+            Handshake::Guest as u32,
+            b"pipeline\0",
+        );
         let (h, p) = c.frame();
-        assert_eq!((h.class, h.ty), (Class::Resp, Type::Handshake), "handshake answer");
+        assert_eq!(
+            (h.class, h.ty),
+            (Class::Resp, Type::Handshake),
+            "handshake answer"
+        );
         assert_eq!(wire::i32_at(&p), Some(0), "handshake refused");
         c
     }
@@ -203,7 +256,9 @@ impl RawClient {
 
     fn frame(&mut self) -> (Header, Vec<u8>) {
         let mut h = [0u8; HDRSZ];
-        self.s.read_exact(&mut h).expect("frame header (server hung or gone)");
+        self.s
+            .read_exact(&mut h)
+            .expect("frame header (server hung or gone)");
         let h = Header::decode(&h).expect("valid header");
         let mut p = vec![0u8; h.payload_len()];
         self.s.read_exact(&mut p).expect("frame payload");
@@ -231,7 +286,11 @@ impl RawClient {
                 }
                 (Class::Req, Type::Copyin) | (Class::Req, Type::Copyinstr) => {
                     let cd = wire::CopyData::decode(&p).expect("copy request");
-                    let (base, m) = self.mem.iter().find(|(a, m)| cd.addr >= *a && cd.addr < a + m.len() as u64).expect("copy from a known region");
+                    let (base, m) = self
+                        .mem
+                        .iter()
+                        .find(|(a, m)| cd.addr >= *a && cd.addr < a + m.len() as u64)
+                        .expect("copy from a known region");
                     let start = (cd.addr - base) as usize;
                     let end = (start + cd.len as usize).min(m.len());
                     let bytes = m[start..end].to_vec();
@@ -264,7 +323,10 @@ fn one_connection_pipelining_more_requests_than_cpus() {
         while done < 300 {
             while inflight.len() < ncpu + 1 && sent < 300 {
                 let r = if sent.is_multiple_of(2) {
-                    c.syscall(SYS_PWRITE, &[fd as u64, DATA_ADDR, 65536, 0, (sent / 2) * 65536])
+                    c.syscall(
+                        SYS_PWRITE,
+                        &[fd as u64, DATA_ADDR, 65536, 0, (sent / 2) * 65536],
+                    )
                 } else {
                     c.syscall(SYS_FSYNC, &[fd as u64])
                 };
@@ -273,7 +335,10 @@ fn one_connection_pipelining_more_requests_than_cpus() {
             }
             let (r, e, _) = c.answer();
             assert_eq!(e, 0, "pipelined request {r} failed");
-            assert!(inflight.remove(&r).is_some(), "answer to an unknown request {r}");
+            assert!(
+                inflight.remove(&r).is_some(),
+                "answer to an unknown request {r}"
+            );
             done += 1;
         }
     });
@@ -282,14 +347,20 @@ fn one_connection_pipelining_more_requests_than_cpus() {
         fresh_client_served(&url);
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(pipeline.is_finished(), "the pipelined requests never finished: wedged");
+    assert!(
+        pipeline.is_finished(),
+        "the pipelined requests never finished: wedged"
+    );
     pipeline.join().expect("pipelined requests");
     halt_within(&mut s, &[], Duration::from_secs(20));
     let img = d.path().join("img");
     e2fsck_clean(&img);
     let got = debugfs_cat(&img, "/pipelined");
     assert_eq!(got.len(), 150 * 65536);
-    assert!(got.chunks(65536).all(|c| c == data.as_slice()), "pipelined writes on the image");
+    assert!(
+        got.chunks(65536).all(|c| c == data.as_slice()),
+        "pipelined writes on the image"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -297,7 +368,12 @@ fn one_connection_pipelining_more_requests_than_cpus() {
 
 /// Raw writers on their own regions of /raw; acknowledged writes recorded
 /// as (offset, data).
-fn raw_writers(url: &str, n: usize, stop: &Arc<AtomicBool>, acked: &Acked) -> Vec<std::thread::JoinHandle<()>> {
+fn raw_writers(
+    url: &str,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+    acked: &Acked,
+) -> Vec<std::thread::JoinHandle<()>> {
     (0..n)
         .map(|k| {
             let (url, stop, acked) = (url.to_string(), stop.clone(), acked.clone());
@@ -332,8 +408,15 @@ fn eight_writers_then(how: &str) {
     match how {
         "rump.halt" => halt_within(&mut s, &[], Duration::from_secs(20)),
         sig => {
-            s.signal(if sig == "SIGTERM" { libc::SIGTERM } else { libc::SIGINT });
-            assert!(s.wait_exit(Duration::from_secs(20)).is_some(), "server still running after {sig}");
+            s.signal(if sig == "SIGTERM" {
+                libc::SIGTERM
+            } else {
+                libc::SIGINT
+            });
+            assert!(
+                s.wait_exit(Duration::from_secs(20)).is_some(),
+                "server still running after {sig}"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -341,7 +424,10 @@ fn eight_writers_then(how: &str) {
     let t = Instant::now();
     for w in th {
         while !w.is_finished() {
-            assert!(t.elapsed() < Duration::from_secs(10), "a client hung after the halt ({how})");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "a client hung after the halt ({how})"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         w.join().unwrap();
@@ -351,9 +437,22 @@ fn eight_writers_then(how: &str) {
     check_acked(&img, &ea);
     let raw = std::fs::read(d.path().join("raw")).expect("raw image");
     let ra = ra.lock().unwrap();
-    assert!(!ra.is_empty() && !ea.lock().unwrap().is_empty(), "writers made progress");
-    let lost = ra.iter().filter(|(_, off, data)| raw.get(*off as usize..*off as usize + data.len()) != Some(data.as_slice())).count();
-    assert_eq!(lost, 0, "{lost} of {} acknowledged raw writes missing after {how}", ra.len());
+    assert!(
+        !ra.is_empty() && !ea.lock().unwrap().is_empty(),
+        "writers made progress"
+    );
+    let lost = ra
+        .iter()
+        .filter(|(_, off, data)| {
+            raw.get(*off as usize..*off as usize + data.len()) != Some(data.as_slice())
+        })
+        .count();
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged raw writes missing after {how}",
+        ra.len()
+    );
 }
 
 #[test]
@@ -380,9 +479,20 @@ fn faulty_server(d: &Path, mode: &str, extra: &[&str]) -> (Server, PathBuf, Path
     let ctl = d.join("fault-on");
     let log = d.join("server.log");
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend(["-d".into(), format!("key=/raw,hostpath={},size=16m", d.join("raw").display())]);
+    args.extend([
+        "-d".into(),
+        format!("key=/raw,hostpath={},size=16m", d.join("raw").display()),
+    ]);
     let env = vec![("RUMP_FAULT", format!("/raw={mode}:{}", ctl.display()))];
-    let s = Server::start_logged(d, ServerOpts { args, env, cores: false }, Some(&log));
+    let s = Server::start_logged(
+        d,
+        ServerOpts {
+            args,
+            env,
+            cores: false,
+        },
+        Some(&log),
+    );
     let c = s.client();
     let fd = c.open("/raw", O_RDWR, 0).expect("open /raw");
     c.pwrite(fd, &pattern(1 << 20, 5), 0).expect("pwrite");
@@ -392,12 +502,20 @@ fn faulty_server(d: &Path, mode: &str, extra: &[&str]) -> (Server, PathBuf, Path
 
 fn plain_halt_in_background(url: &str) -> std::thread::JoinHandle<std::process::Output> {
     let url = url.to_string();
-    std::thread::spawn(move || Command::new(RUMP_HALT).env("RUMP_SERVER", url).output().expect("rump.halt"))
+    std::thread::spawn(move || {
+        Command::new(RUMP_HALT)
+            .env("RUMP_SERVER", url)
+            .output()
+            .expect("rump.halt")
+    })
 }
 
 fn gone_within(s: &mut Server, t: Duration, what: &str) {
     let start = Instant::now();
-    assert!(s.wait_exit(t).is_some(), "server still running {t:?} after {what}");
+    assert!(
+        s.wait_exit(t).is_some(),
+        "server still running {t:?} after {what}"
+    );
     eprintln!("{what}: server gone after {:?}", start.elapsed());
 }
 
@@ -410,15 +528,32 @@ fn a_stuck_plain_halt_is_overtaken_by_rump_halt_n() {
     assert!(s.alive(), "the plain halt waits for the hung drive");
     let t = Instant::now();
     let o = s.halt(&["-n"]);
-    assert!(o.status.success(), "rump.halt -n during a stuck halt: {}", stderr(&o));
-    assert!(t.elapsed() < Duration::from_secs(1), "rump.halt -n took {:?}", t.elapsed());
+    assert!(
+        o.status.success(),
+        "rump.halt -n during a stuck halt: {}",
+        stderr(&o)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "rump.halt -n took {:?}",
+        t.elapsed()
+    );
     gone_within(&mut s, Duration::from_secs(2), "rump.halt -n");
     let first = first.join().unwrap();
-    assert!(!first.status.success(), "the overtaken halt reports that its flush did not complete");
+    assert!(
+        !first.status.success(),
+        "the overtaken halt reports that its flush did not complete"
+    );
     let e = stderr(&first);
-    assert!(e.contains("waiting") && e.contains("-n"), "the plain rump.halt said what it waited for:\n{e}");
+    assert!(
+        e.contains("waiting") && e.contains("-n"),
+        "the plain rump.halt said what it waited for:\n{e}"
+    );
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("not flushed: drive /raw"), "the server said what was not flushed:\n{log}");
+    assert!(
+        log.contains("not flushed: drive /raw"),
+        "the server said what was not flushed:\n{log}"
+    );
 }
 
 #[test]
@@ -431,7 +566,10 @@ fn a_stuck_sigterm_halt_is_overtaken_by_a_second_sigterm() {
     s.signal(libc::SIGTERM);
     gone_within(&mut s, Duration::from_secs(2), "a second SIGTERM");
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(log.contains("not flushed: drive /raw"), "the server said what was not flushed:\n{log}");
+    assert!(
+        log.contains("not flushed: drive /raw"),
+        "the server said what was not flushed:\n{log}"
+    );
 }
 
 #[test]
@@ -447,12 +585,23 @@ fn rump_halt_n_with_every_cpu_spinning() {
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     let o = s.halt(&["-n"]);
-    assert!(o.status.success(), "rump.halt -n with the only CPU spinning: {}", stderr(&o));
-    assert!(t.elapsed() < Duration::from_secs(2), "rump.halt -n took {:?}", t.elapsed());
+    assert!(
+        o.status.success(),
+        "rump.halt -n with the only CPU spinning: {}",
+        stderr(&o)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "rump.halt -n took {:?}",
+        t.elapsed()
+    );
     gone_within(&mut s, Duration::from_secs(2), "rump.halt -n");
     let t = Instant::now();
     while !spinner.is_finished() {
-        assert!(t.elapsed() < Duration::from_secs(5), "the spinning client's connection was not dropped");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the spinning client's connection was not dropped"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -467,14 +616,26 @@ fn an_fsync_stuck_on_the_drive_does_not_stop_other_files() {
     let img = d.path().join("img");
     mke2fs(&img, &["-b", "4096"], "32M");
     let ctl = d.path().join("hang");
-    let args = vec!["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())];
+    let args = vec![
+        "-d".into(),
+        format!("key=/dk,hostpath={},size=host", img.display()),
+    ];
     let env = vec![("RUMP_FAULT", format!("/dk=write-hang:{}", ctl.display()))];
-    let mut s = Server::start_with(d.path(), ServerOpts { args, env, cores: false });
+    let mut s = Server::start_with(
+        d.path(),
+        ServerOpts {
+            args,
+            env,
+            cores: false,
+        },
+    );
     let c = s.client();
     c.mkdir("/mnt", 0o755).unwrap();
     c.mount_ext2("/mnt", 0, "/dk").unwrap();
     for f in ["a", "b"] {
-        let fd = c.open(format!("/mnt/{f}"), O_RDWR | O_CREAT, 0o644).unwrap();
+        let fd = c
+            .open(format!("/mnt/{f}"), O_RDWR | O_CREAT, 0o644)
+            .unwrap();
         c.pwrite(fd, &pattern(100_000, 1), 0).unwrap();
         c.close(fd).unwrap();
     }
@@ -495,15 +656,20 @@ fn an_fsync_stuck_on_the_drive_does_not_stop_other_files() {
     let r = within(Duration::from_secs(2), move || -> Result<(), String> {
         let c = Client::connect(&url).map_err(|e| e.to_string())?;
         c.stat("/mnt/b").map_err(|e| format!("stat: {e}"))?;
-        let fd = c.open("/mnt/b", O_RDONLY, 0).map_err(|e| format!("open: {e}"))?;
+        let fd = c
+            .open("/mnt/b", O_RDONLY, 0)
+            .map_err(|e| format!("open: {e}"))?;
         let mut buf = vec![0u8; 100_000];
         c.pread(fd, &mut buf, 0).map_err(|e| format!("read: {e}"))?;
         if buf != pattern(100_000, 1) {
             return Err("read back wrong data".into());
         }
         c.close(fd).map_err(|e| e.to_string())?;
-        let fd = c.open("/mnt/c", O_RDWR | O_CREAT, 0o644).map_err(|e| format!("create: {e}"))?;
-        c.pwrite(fd, b"other file", 0).map_err(|e| format!("write: {e}"))?;
+        let fd = c
+            .open("/mnt/c", O_RDWR | O_CREAT, 0o644)
+            .map_err(|e| format!("create: {e}"))?;
+        c.pwrite(fd, b"other file", 0)
+            .map_err(|e| format!("write: {e}"))?;
         c.read_dir("/mnt").map_err(|e| format!("readdir: {e}"))?;
         Ok(())
     });

@@ -73,8 +73,16 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut buf = Vec::new();
-        let a = Dirent { fileno: 2, kind: DT_DIR, name: b".".to_vec() };
-        let b = Dirent { fileno: 12, kind: DT_REG, name: b"hello.txt".to_vec() };
+        let a = Dirent {
+            fileno: 2,
+            kind: DT_DIR,
+            name: b".".to_vec(),
+        };
+        let b = Dirent {
+            fileno: 12,
+            kind: DT_REG,
+            name: b"hello.txt".to_vec(),
+        };
         a.encode_into(&mut buf);
         b.encode_into(&mut buf);
         assert_eq!(buf.len(), 16 + 24);

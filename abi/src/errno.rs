@@ -205,7 +205,11 @@ impl Errno {
 
     /// The calling thread's last host error, translated.
     pub fn last_host() -> Errno {
-        Errno::from_host(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Errno::from_host(
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        )
     }
 
     /// The host errno for this NetBSD value (for messages on the host).
@@ -280,7 +284,11 @@ pub fn host_to_netbsd(host: i32) -> i32 {
     if host == 0 {
         return 0;
     }
-    PAIRS.iter().find(|p| p.0 == host).map(|p| p.1).unwrap_or(EINVAL)
+    PAIRS
+        .iter()
+        .find(|p| p.0 == host)
+        .map(|p| p.1)
+        .unwrap_or(EINVAL)
 }
 
 /// NetBSD errno → host errno; NetBSD-only values map to the closest host
@@ -428,6 +436,9 @@ mod tests {
             assert_eq!(host_to_netbsd(netbsd_to_host(nb)), host_to_netbsd(h));
         }
         assert_eq!(Errno(ENOENT).description(), "No such file or directory");
-        assert_eq!(Errno(EFTYPE).description(), "Inappropriate file type or format");
+        assert_eq!(
+            Errno(EFTYPE).description(),
+            "Inappropriate file type or format"
+        );
     }
 }

@@ -57,8 +57,8 @@ pub const F_DUPFD_CLOEXEC: i32 = 12;
 /// The descriptor flag `F_GETFD`/`F_SETFD` carry.
 pub const FD_CLOEXEC: i32 = 1;
 /// Status flags `F_SETFL` may change (`FCNTLFLAGS`).
-pub const FCNTL_SETFL_MASK: i32 = O_APPEND | O_NONBLOCK | O_ASYNC | O_SYNC | O_DSYNC | O_RSYNC
-    | O_DIRECT | O_NOSIGPIPE;
+pub const FCNTL_SETFL_MASK: i32 =
+    O_APPEND | O_NONBLOCK | O_ASYNC | O_SYNC | O_DSYNC | O_RSYNC | O_DIRECT | O_NOSIGPIPE;
 
 /// `access(2)` modes.
 pub const F_OK: i32 = 0;

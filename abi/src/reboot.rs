@@ -73,7 +73,10 @@ mod tests {
         assert_eq!(RbFlags(0).to_string(), "RB_AUTOBOOT");
         assert_eq!(RbFlags(RB_HALT | RB_DUMP).to_string(), "RB_HALT|RB_DUMP");
         assert_eq!(RbFlags(RB_NOSYNC).to_string(), "RB_NOSYNC");
-        assert_eq!(RbFlags(RB_NOSYNC | 0x0100_0000).to_string(), "RB_NOSYNC|0x1000000");
+        assert_eq!(
+            RbFlags(RB_NOSYNC | 0x0100_0000).to_string(),
+            "RB_NOSYNC|0x1000000"
+        );
         // RB_POWERDOWN (NetBSD's value includes RB_HALT) shows both bits.
         assert_eq!(RbFlags(RB_POWERDOWN).to_string(), "RB_HALT|RB_POWERDOWN");
     }

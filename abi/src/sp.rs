@@ -149,7 +149,9 @@ impl ProtoError {
 
     /// Errno for a raw error value, unknown values included (`EINVAL`).
     pub fn errno_of(v: u32) -> i32 {
-        ProtoError::from_u32(v).map(|e| e.errno()).unwrap_or(errno::EINVAL)
+        ProtoError::from_u32(v)
+            .map(|e| e.errno())
+            .unwrap_or(errno::EINVAL)
     }
 
     pub fn name(self) -> &'static str {
@@ -207,20 +209,39 @@ impl RawHeader {
     /// Check the length and decode class and type.
     pub fn validate(&self) -> Result<Header, FrameError> {
         if self.len < HDRSZ as u64 {
-            return Err(FrameError::TooShort { reqno: self.reqno, len: self.len });
+            return Err(FrameError::TooShort {
+                reqno: self.reqno,
+                len: self.len,
+            });
         }
         if self.len > MAX_FRAME {
-            return Err(FrameError::TooLong { reqno: self.reqno, len: self.len });
+            return Err(FrameError::TooLong {
+                reqno: self.reqno,
+                len: self.len,
+            });
         }
-        let class = Class::from_u16(self.class)
-            .ok_or(FrameError::UnknownClass { reqno: self.reqno, class: self.class })?;
+        let class = Class::from_u16(self.class).ok_or(FrameError::UnknownClass {
+            reqno: self.reqno,
+            class: self.class,
+        })?;
         // ERROR frames carry no meaningful type (NetBSD sends 0); accept any.
         let ty = match Type::from_u16(self.ty) {
             Some(t) => t,
             None if class == Class::Error => Type::Handshake,
-            None => return Err(FrameError::UnknownType { reqno: self.reqno, ty: self.ty }),
+            None => {
+                return Err(FrameError::UnknownType {
+                    reqno: self.reqno,
+                    ty: self.ty,
+                })
+            }
         };
-        Ok(Header { len: self.len, reqno: self.reqno, class, ty, arg: self.arg })
+        Ok(Header {
+            len: self.len,
+            reqno: self.reqno,
+            class,
+            ty,
+            arg: self.arg,
+        })
     }
 }
 
@@ -237,7 +258,13 @@ pub struct Header {
 impl Header {
     /// A header for a frame with `payload` bytes after it.
     pub fn new(class: Class, ty: Type, reqno: u64, arg: u32, payload: usize) -> Header {
-        Header { len: (HDRSZ + payload) as u64, reqno, class, ty, arg }
+        Header {
+            len: (HDRSZ + payload) as u64,
+            reqno,
+            class,
+            ty,
+            arg,
+        }
     }
 
     pub fn payload_len(&self) -> usize {
@@ -260,10 +287,13 @@ impl Header {
 
     /// Decode and validate the first `HDRSZ` bytes of `b`.
     pub fn decode(b: &[u8]) -> Result<Header, FrameError> {
-        let h: &[u8; HDRSZ] = b
-            .get(..HDRSZ)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(FrameError::Incomplete { have: b.len(), need: HDRSZ })?;
+        let h: &[u8; HDRSZ] =
+            b.get(..HDRSZ)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(FrameError::Incomplete {
+                    have: b.len(),
+                    need: HDRSZ,
+                })?;
         RawHeader::parse(h).validate()
     }
 }
@@ -273,13 +303,28 @@ impl Header {
 pub enum FrameError {
     /// Fewer bytes than needed are available (not an error on a stream:
     /// read more). `need` counts from the start of the frame.
-    Incomplete { have: usize, need: usize },
+    Incomplete {
+        have: usize,
+        need: usize,
+    },
     /// `len` is smaller than the header itself.
-    TooShort { reqno: u64, len: u64 },
+    TooShort {
+        reqno: u64,
+        len: u64,
+    },
     /// `len` exceeds [`MAX_FRAME`].
-    TooLong { reqno: u64, len: u64 },
-    UnknownClass { reqno: u64, class: u16 },
-    UnknownType { reqno: u64, ty: u16 },
+    TooLong {
+        reqno: u64,
+        len: u64,
+    },
+    UnknownClass {
+        reqno: u64,
+        class: u16,
+    },
+    UnknownType {
+        reqno: u64,
+        ty: u16,
+    },
 }
 
 impl FrameError {
@@ -326,9 +371,18 @@ pub fn decode_frame(b: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
     let hdr = Header::decode(b)?;
     let len = hdr.len as usize;
     if b.len() < len {
-        return Err(FrameError::Incomplete { have: b.len(), need: len });
+        return Err(FrameError::Incomplete {
+            have: b.len(),
+            need: len,
+        });
     }
-    Ok((Frame { hdr, payload: &b[HDRSZ..len] }, len))
+    Ok((
+        Frame {
+            hdr,
+            payload: &b[HDRSZ..len],
+        },
+        len,
+    ))
 }
 
 /// Build a whole frame: header followed by the concatenated `parts`.
@@ -401,7 +455,9 @@ pub fn parse_banner(b: &[u8]) -> Result<Banner, BannerError> {
         _ => return Err(BannerError::NoNewline),
     };
     let line = std::str::from_utf8(line).map_err(|_| BannerError::Malformed)?;
-    let rest = line.strip_prefix("RUMPSP-").ok_or(BannerError::NotSysproxy)?;
+    let rest = line
+        .strip_prefix("RUMPSP-")
+        .ok_or(BannerError::NotSysproxy)?;
     let (ver, rest) = rest.split_once('-').ok_or(BannerError::Malformed)?;
     let (maj, min) = ver.split_once('.').ok_or(BannerError::BadVersion)?;
     let major: u32 = maj.parse().map_err(|_| BannerError::BadVersion)?;
@@ -471,23 +527,31 @@ pub fn parse_url(url: &str, allow_wildcard: bool) -> Result<Url, UrlError> {
             Ok(Url::Unix(rest.to_string()))
         }
         "tcp" | "tcp6" => parse_tcp(rest, allow_wildcard).map(Url::Tcp),
-        _ => Err(UrlError(format!("invalid identifier '{scheme}' in '{url}'"))),
+        _ => Err(UrlError(format!(
+            "invalid identifier '{scheme}' in '{url}'"
+        ))),
     }
 }
 
 fn parse_tcp(s: &str, allow_wildcard: bool) -> Result<std::net::SocketAddr, UrlError> {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     let (host, port) = if let Some(r) = s.strip_prefix('[') {
-        let (h, p) = r.split_once("]:").ok_or_else(|| UrlError("missing port specifier".into()))?;
-        let ip: std::net::Ipv6Addr =
-            h.parse().map_err(|_| UrlError(format!("cannot parse address '{h}'")))?;
+        let (h, p) = r
+            .split_once("]:")
+            .ok_or_else(|| UrlError("missing port specifier".into()))?;
+        let ip: std::net::Ipv6Addr = h
+            .parse()
+            .map_err(|_| UrlError(format!("cannot parse address '{h}'")))?;
         (IpAddr::V6(ip), p)
     } else {
-        let (h, p) = s.split_once(':').ok_or_else(|| UrlError("missing port specifier".into()))?;
+        let (h, p) = s
+            .split_once(':')
+            .ok_or_else(|| UrlError("missing port specifier".into()))?;
         let ip = if h == "*" || h == "0" {
             Ipv4Addr::UNSPECIFIED
         } else {
-            h.parse().map_err(|_| UrlError(format!("cannot parse address '{h}'")))?
+            h.parse()
+                .map_err(|_| UrlError(format!("cannot parse address '{h}'")))?
         };
         (IpAddr::V4(ip), p)
     };
@@ -496,9 +560,13 @@ fn parse_tcp(s: &str, allow_wildcard: bool) -> Result<std::net::SocketAddr, UrlE
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(UrlError(format!("bad port number '{port}'")));
     }
-    let port: u16 = port.parse().map_err(|_| UrlError(format!("port {port} out of range")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| UrlError(format!("port {port} out of range")))?;
     if !allow_wildcard && host.is_unspecified() {
-        return Err(UrlError("client needs a specific address, not a wildcard".into()));
+        return Err(UrlError(
+            "client needs a specific address, not a wildcard".into(),
+        ));
     }
     Ok(SocketAddr::new(host, port))
 }
@@ -656,8 +724,14 @@ mod tests {
         assert_eq!(p.machine, "amd64");
         assert!(p.compatible());
         assert!(format_banner(&"x".repeat(80), "1", "amd64").is_none());
-        assert_eq!(parse_banner(b"HTTP/1.1 200\n"), Err(BannerError::NotSysproxy));
-        assert_eq!(parse_banner(b"RUMPSP-0.4-a-b/c"), Err(BannerError::NoNewline));
+        assert_eq!(
+            parse_banner(b"HTTP/1.1 200\n"),
+            Err(BannerError::NotSysproxy)
+        );
+        assert_eq!(
+            parse_banner(b"RUMPSP-0.4-a-b/c"),
+            Err(BannerError::NoNewline)
+        );
     }
 
     #[test]
@@ -674,17 +748,38 @@ mod tests {
 
     #[test]
     fn decoder_rejects() {
-        let mut r = RawHeader { len: 10, reqno: 5, class: 0, ty: 1, arg: 0 };
-        assert_eq!(Header::decode(&r.encode()), Err(FrameError::TooShort { reqno: 5, len: 10 }));
+        let mut r = RawHeader {
+            len: 10,
+            reqno: 5,
+            class: 0,
+            ty: 1,
+            arg: 0,
+        };
+        assert_eq!(
+            Header::decode(&r.encode()),
+            Err(FrameError::TooShort { reqno: 5, len: 10 })
+        );
         r.len = MAX_FRAME + 1;
-        assert!(matches!(Header::decode(&r.encode()), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            Header::decode(&r.encode()),
+            Err(FrameError::TooLong { .. })
+        ));
         r.len = 24;
         r.class = 3;
-        assert!(matches!(Header::decode(&r.encode()), Err(FrameError::UnknownClass { .. })));
+        assert!(matches!(
+            Header::decode(&r.encode()),
+            Err(FrameError::UnknownClass { .. })
+        ));
         r.class = 0;
         r.ty = 9;
-        assert!(matches!(Header::decode(&r.encode()), Err(FrameError::UnknownType { .. })));
-        assert!(matches!(Header::decode(&[0u8; 10]), Err(FrameError::Incomplete { .. })));
+        assert!(matches!(
+            Header::decode(&r.encode()),
+            Err(FrameError::UnknownType { .. })
+        ));
+        assert!(matches!(
+            Header::decode(&[0u8; 10]),
+            Err(FrameError::Incomplete { .. })
+        ));
         r.ty = 1;
         r.len = 40;
         assert_eq!(
@@ -695,8 +790,14 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("unix://a.sock", false), Ok(Url::Unix("a.sock".into())));
-        assert_eq!(parse_url("unix:///tmp/x", false), Ok(Url::Unix("/tmp/x".into())));
+        assert_eq!(
+            parse_url("unix://a.sock", false),
+            Ok(Url::Unix("a.sock".into()))
+        );
+        assert_eq!(
+            parse_url("unix:///tmp/x", false),
+            Ok(Url::Unix("/tmp/x".into()))
+        );
         assert_eq!(
             parse_url("tcp://127.0.0.1:1234", false),
             Ok(Url::Tcp("127.0.0.1:1234".parse().unwrap()))
@@ -718,13 +819,22 @@ mod tests {
 
     #[test]
     fn payloads() {
-        let s = SysResp { error: 2, retval: [-1, 7] };
+        let s = SysResp {
+            error: 2,
+            retval: [-1, 7],
+        };
         let b = s.encode();
         assert_eq!(&b[4..8], &[0, 0, 0, 0]);
         assert_eq!(SysResp::decode(&b), Some(s));
-        let c = CopyData { len: 3, addr: 0xdead };
+        let c = CopyData {
+            len: 3,
+            addr: 0xdead,
+        };
         assert_eq!(CopyData::decode(&c.encode()), Some(c));
-        let f = HandshakeFork { cookie: Cookie([7; 16]), cancel: true };
+        let f = HandshakeFork {
+            cookie: Cookie([7; 16]),
+            cancel: true,
+        };
         assert_eq!(HandshakeFork::decode(&f.encode()), Some(f));
         assert_eq!(HandshakeFork::decode(&[0; 19]), None);
     }
@@ -863,7 +973,9 @@ pub fn parse_ext_request(payload: &[u8]) -> Option<Features> {
     if rest.len() < 12 || rest[..8] != EXT_MAGIC {
         return None;
     }
-    Some(Features(u32::from_le_bytes(rest[8..12].try_into().unwrap())))
+    Some(Features(u32::from_le_bytes(
+        rest[8..12].try_into().unwrap(),
+    )))
 }
 
 /// What our server grants, after the handshake response's `int` error.
@@ -958,7 +1070,11 @@ impl InlineLayout {
         if off > p.len() {
             return None;
         }
-        let mut l = InlineLayout { args: (INLINE_HDR_LEN, arglen), nrec, ..Default::default() };
+        let mut l = InlineLayout {
+            args: (INLINE_HDR_LEN, arglen),
+            nrec,
+            ..Default::default()
+        };
         for r in l.recs.iter_mut().take(nrec) {
             let cd = CopyData::decode(p.get(off..)?)?;
             off += COPYDATA_LEN;
@@ -967,7 +1083,11 @@ impl InlineLayout {
                 return None;
             }
             cd.addr.checked_add(cd.len)?;
-            *r = InlineRec { addr: cd.addr, len, off };
+            *r = InlineRec {
+                addr: cd.addr,
+                len,
+                off,
+            };
             off += len;
         }
         if off != p.len() {
@@ -987,7 +1107,9 @@ impl InlineLayout {
     /// record ends first (the client would fault there too).
     pub fn find<'a>(&self, p: &'a [u8], addr: u64, len: usize, string: bool) -> Option<&'a [u8]> {
         for r in &self.recs[..self.nrec] {
-            let Some(o) = addr.checked_sub(r.addr) else { continue };
+            let Some(o) = addr.checked_sub(r.addr) else {
+                continue;
+            };
             if o >= r.len as u64 {
                 continue;
             }
@@ -1018,12 +1140,19 @@ mod ext_tests {
         assert_eq!(parse_ext_request(&p), Some(Features::INLINE));
         assert_eq!(parse_ext_request(b"prog\0"), None, "NetBSD's payload");
         assert_eq!(parse_ext_request(b"prog"), None);
-        let g = ExtGrant { features: Features::INLINE, inline_max: 1 << 18 };
+        let g = ExtGrant {
+            features: Features::INLINE,
+            inline_max: 1 << 18,
+        };
         let mut resp = 0i32.to_le_bytes().to_vec();
         resp.extend(g.encode());
         assert_eq!(resp.len(), HANDSHAKE_EXT_RESP_LEN);
         assert_eq!(ExtGrant::decode(&resp), Some(g));
-        assert_eq!(ExtGrant::decode(&0i32.to_le_bytes()), None, "NetBSD's response");
+        assert_eq!(
+            ExtGrant::decode(&0i32.to_le_bytes()),
+            None,
+            "NetBSD's response"
+        );
     }
 
     #[test]
@@ -1031,11 +1160,28 @@ mod ext_tests {
         let args = [7u8; 24];
         let path = b"/a/b\0";
         let data = [9u8; 100];
-        let mut p = InlineHdr { arglen: 24, nrec: 2 }.encode().to_vec();
+        let mut p = InlineHdr {
+            arglen: 24,
+            nrec: 2,
+        }
+        .encode()
+        .to_vec();
         p.extend(args);
-        p.extend(CopyData { len: path.len() as u64, addr: 1000 }.encode());
+        p.extend(
+            CopyData {
+                len: path.len() as u64,
+                addr: 1000,
+            }
+            .encode(),
+        );
         p.extend(path);
-        p.extend(CopyData { len: 100, addr: 5000 }.encode());
+        p.extend(
+            CopyData {
+                len: 100,
+                addr: 5000,
+            }
+            .encode(),
+        );
         p.extend(data);
         let l = InlineLayout::decode(&p).expect("valid");
         assert_eq!(l.args(&p), &args);

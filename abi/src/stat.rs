@@ -62,7 +62,10 @@ impl Stat {
         put(&mut b, 28, &self.uid.to_le_bytes());
         put(&mut b, 32, &self.gid.to_le_bytes());
         put(&mut b, 40, &self.rdev.to_le_bytes());
-        for (i, t) in [self.atime, self.mtime, self.ctime, self.birthtime].iter().enumerate() {
+        for (i, t) in [self.atime, self.mtime, self.ctime, self.birthtime]
+            .iter()
+            .enumerate()
+        {
             put(&mut b, 48 + 16 * i, &t.sec.to_le_bytes());
             put(&mut b, 56 + 16 * i, &t.nsec.to_le_bytes());
         }
@@ -78,7 +81,10 @@ impl Stat {
         if b.len() < STAT_SIZE {
             return None;
         }
-        let ts = |o: usize| Timespec { sec: i64_at(b, o), nsec: i64_at(b, o + 8) };
+        let ts = |o: usize| Timespec {
+            sec: i64_at(b, o),
+            nsec: i64_at(b, o + 8),
+        };
         Some(Stat {
             dev: u64_at(b, 0),
             mode: u32_at(b, 8),
@@ -116,7 +122,6 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
     a.copy_from_slice(&b[o..o + 4]);
     u32::from_le_bytes(a)
 }
-
 
 /// `utimensat(2)`/`futimens(2)` special `tv_nsec` values.
 pub const UTIME_NOW: i64 = (1 << 30) - 1;
@@ -168,10 +173,24 @@ mod tests {
     use super::*;
     #[test]
     fn round_trip() {
-        let s = Stat { dev: 1, mode: S_IFREG | 0o644, ino: 7, nlink: 2, uid: 3, gid: 4, rdev: 5,
-            atime: Timespec { sec: 10, nsec: 11 }, mtime: Timespec { sec: 12, nsec: 13 },
-            ctime: Timespec { sec: 14, nsec: 15 }, birthtime: Timespec { sec: 16, nsec: 17 },
-            size: 1 << 40, blocks: 8, blksize: 4096, flags: 0, gen: 9 };
+        let s = Stat {
+            dev: 1,
+            mode: S_IFREG | 0o644,
+            ino: 7,
+            nlink: 2,
+            uid: 3,
+            gid: 4,
+            rdev: 5,
+            atime: Timespec { sec: 10, nsec: 11 },
+            mtime: Timespec { sec: 12, nsec: 13 },
+            ctime: Timespec { sec: 14, nsec: 15 },
+            birthtime: Timespec { sec: 16, nsec: 17 },
+            size: 1 << 40,
+            blocks: 8,
+            blksize: 4096,
+            flags: 0,
+            gen: 9,
+        };
         assert_eq!(Stat::decode(&s.encode()), Some(s));
         assert_eq!(u64_at(&s.encode(), 112), 1 << 40);
     }

@@ -36,7 +36,10 @@ pub struct Statvfs {
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+    b.get(off..off + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }
 
 fn name_at(b: &[u8], off: usize, len: usize) -> Vec<u8> {
@@ -55,8 +58,18 @@ impl Statvfs {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; STATVFS_SIZE];
         let words = [
-            self.flag, self.bsize, self.frsize, self.iosize, self.blocks, self.bfree, self.bavail,
-            self.bresvd, self.files, self.ffree, self.favail, self.fresvd,
+            self.flag,
+            self.bsize,
+            self.frsize,
+            self.iosize,
+            self.blocks,
+            self.bfree,
+            self.bavail,
+            self.bresvd,
+            self.files,
+            self.ffree,
+            self.favail,
+            self.fresvd,
         ];
         for (i, w) in words.iter().enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());

@@ -31,7 +31,11 @@ pub(crate) struct Bitmap {
 
 impl Bitmap {
     fn new(data: Vec<u8>) -> Bitmap {
-        Bitmap { data, dirty: false, hint: 0 }
+        Bitmap {
+            data,
+            dirty: false,
+            hint: 0,
+        }
     }
     /// First free bit in `[start, n)`.
     fn find_free(&self, start: u32, n: u32) -> Option<u32> {
@@ -129,7 +133,11 @@ impl Fs {
         let avg_fi = self.free_inodes / ng;
         let avg_fb = self.free_blocks / ng;
         let p = &self.gds[pg as usize];
-        if parent != ROOT_INO && p.free_inodes > 0 && p.free_inodes >= avg_fi / 2 && p.free_blocks >= avg_fb / 2 {
+        if parent != ROOT_INO
+            && p.free_inodes > 0
+            && p.free_inodes >= avg_fi / 2
+            && p.free_blocks >= avg_fb / 2
+        {
             return pg;
         }
         let mut best: Option<(u32, u32)> = None;
@@ -152,7 +160,11 @@ impl Fs {
         }
         let ng = self.g.ngroups;
         let ipg = self.g.ipg;
-        let start = if dir { self.pick_dir_group(parent) } else { (parent - 1) / ipg };
+        let start = if dir {
+            self.pick_dir_group(parent)
+        } else {
+            (parent - 1) / ipg
+        };
         for i in 0..ng {
             let gi = (start + i) % ng;
             if self.gds[gi as usize].free_inodes == 0 {

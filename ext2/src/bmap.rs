@@ -43,7 +43,10 @@ impl Fs {
                 self.ind.clear();
             }
             let raw = self.read_blk(b)?;
-            let ptrs = raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let ptrs = raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             self.ind.insert(b, IndBlk { ptrs, dirty: false });
         }
         Ok(self.ind.get_mut(&b).unwrap())
@@ -70,7 +73,13 @@ impl Fs {
             self.ind.clear();
         }
         let p = (self.g.bs / 4) as usize;
-        self.ind.insert(b, IndBlk { ptrs: vec![0; p], dirty: true });
+        self.ind.insert(
+            b,
+            IndBlk {
+                ptrs: vec![0; p],
+                dirty: true,
+            },
+        );
         self.ind_dirty.push(b);
         Ok(())
     }
@@ -85,7 +94,9 @@ impl Fs {
         list.dedup();
         let mut raw = Vec::with_capacity(bs as usize);
         for (k, &b) in list.iter().enumerate() {
-            let Some(e) = self.ind.get_mut(&b) else { continue };
+            let Some(e) = self.ind.get_mut(&b) else {
+                continue;
+            };
             if !e.dirty {
                 continue;
             }
@@ -122,7 +133,15 @@ impl Fs {
         }
         let l = l - p * p;
         if l < p * p * p {
-            return Ok(([14, (l / (p * p)) as usize, ((l / p) % p) as usize, (l % p) as usize], 4));
+            return Ok((
+                [
+                    14,
+                    (l / (p * p)) as usize,
+                    ((l / p) % p) as usize,
+                    (l % p) as usize,
+                ],
+                4,
+            ));
         }
         err(EFBIG)
     }
@@ -161,7 +180,13 @@ impl Fs {
     /// whether the data block is new (its contents are garbage). On
     /// failure nothing stays allocated.
     /// `log` records every block allocated (for [`Fs::undo_allocs`]).
-    pub(crate) fn bmap_alloc(&mut self, i: &mut Inode, l: u64, goal: u32, log: &mut Vec<(PtrLoc, u32)>) -> R<(u32, bool)> {
+    pub(crate) fn bmap_alloc(
+        &mut self,
+        i: &mut Inode,
+        l: u64,
+        goal: u32,
+        log: &mut Vec<(PtrLoc, u32)>,
+    ) -> R<(u32, bool)> {
         let (p, n) = self.path(l)?;
         let start = log.len();
         let r = self.bmap_alloc_inner(i, &p[..n], goal, log);
@@ -264,7 +289,10 @@ impl Fs {
         let mut span = p;
         // A corrupt tree may share or loop indirect blocks: visit each
         // once, and no more blocks than the inode accounts for.
-        let mut walk = TruncWalk { seen: HashSet::new(), budget: i.blocks512() as u64 / (self.g.bs / 512) as u64 + 4 };
+        let mut walk = TruncWalk {
+            seen: HashSet::new(),
+            budget: i.blocks512() as u64 / (self.g.bs / 512) as u64 + 4,
+        };
         for lvl in 1..=3u32 {
             let b = i.block(11 + lvl as usize);
             if b != 0 && self.trunc_ind(i, b, lvl, base, keep, &mut walk)? {
@@ -278,7 +306,15 @@ impl Fs {
 
     /// Trim the tree under indirect block `b` (depth `level`, first
     /// logical block `base`). Returns whether `b` itself was freed.
-    pub(crate) fn trunc_ind(&mut self, i: &mut Inode, b: u32, level: u32, base: u64, keep: u64, walk: &mut TruncWalk) -> R<bool> {
+    pub(crate) fn trunc_ind(
+        &mut self,
+        i: &mut Inode,
+        b: u32,
+        level: u32,
+        base: u64,
+        keep: u64,
+        walk: &mut TruncWalk,
+    ) -> R<bool> {
         let p = self.ptrs();
         let child_span = p.pow(level - 1);
         if keep >= base + child_span * p {

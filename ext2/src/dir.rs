@@ -97,13 +97,27 @@ impl Fs {
             if ino != 0 && (8 + name_len > rec_len || ino > self.g.inodes_count) {
                 return err(EIO);
             }
-            v.push(Ent { off, ino, rec_len, name_len, ftype });
+            v.push(Ent {
+                off,
+                ino,
+                rec_len,
+                name_len,
+                ftype,
+            });
             off += rec_len;
         }
         Ok(v)
     }
 
-    pub(crate) fn write_entry(&self, blk: &mut [u8], off: usize, ino: u32, rec_len: usize, name: &[u8], ftype: u8) {
+    pub(crate) fn write_entry(
+        &self,
+        blk: &mut [u8],
+        off: usize,
+        ino: u32,
+        rec_len: usize,
+        name: &[u8],
+        ftype: u8,
+    ) {
         put32(blk, off, ino);
         put16(blk, off + 4, rec_len as u16);
         if self.g.filetype {
@@ -132,7 +146,13 @@ impl Fs {
     /// Largest record that fits in a directory block.
     pub(crate) fn block_space(ents: &[Ent]) -> u16 {
         ents.iter()
-            .map(|e| if e.ino == 0 { e.rec_len } else { e.rec_len - rec_size(e.name_len) })
+            .map(|e| {
+                if e.ino == 0 {
+                    e.rec_len
+                } else {
+                    e.rec_len - rec_size(e.name_len)
+                }
+            })
             .max()
             .unwrap_or(0) as u16
     }
@@ -150,7 +170,10 @@ impl Fs {
                 self.dcache.remove(&v);
             }
         }
-        let mut idx = DirIdx { names: HashMap::new(), space: Vec::new() };
+        let mut idx = DirIdx {
+            names: HashMap::new(),
+            space: Vec::new(),
+        };
         for lb in 0..self.dir_nblocks(d) {
             let phys = self.bmap(d, lb)?;
             if phys == 0 {
@@ -181,7 +204,13 @@ impl Fs {
             self.dcache.remove(&d.num);
             return err(EIO);
         }
-        Ok(Some(Found { dir: d.num, lb, phys, off: off as usize, ino }))
+        Ok(Some(Found {
+            dir: d.num,
+            lb,
+            phys,
+            off: off as usize,
+            ino,
+        }))
     }
 
     /// Check `name` is free in `d` and find room for it, growing the
@@ -206,7 +235,13 @@ impl Fs {
                             .iter()
                             .enumerate()
                             .filter(|&(j, _)| j != k)
-                            .map(|(_, e)| if e.ino == 0 { e.rec_len } else { e.rec_len - rec_size(e.name_len) })
+                            .map(|(_, e)| {
+                                if e.ino == 0 {
+                                    e.rec_len
+                                } else {
+                                    e.rec_len - rec_size(e.name_len)
+                                }
+                            })
                             .max()
                             .unwrap_or(0);
                         return Ok(Slot {
@@ -241,7 +276,16 @@ impl Fs {
         if let Some(idx) = self.dcache.get_mut(&d.num) {
             idx.space.push(bs as u16);
         }
-        Ok(Slot { dir: d.num, lb: nblocks as u32, phys, off: 0, rec_len: bs, used: 0, blk: Some(blk), other_space: 0 })
+        Ok(Slot {
+            dir: d.num,
+            lb: nblocks as u32,
+            phys,
+            off: 0,
+            rec_len: bs,
+            used: 0,
+            blk: Some(blk),
+            other_space: 0,
+        })
     }
 
     pub(crate) fn dir_insert(&mut self, s: &mut Slot, name: &[u8], ino: u32, ftype: u8) -> R<()> {
@@ -259,7 +303,8 @@ impl Fs {
             self.write_entry(&mut blk, off, ino, rec, name, ftype);
             // Only the bytes that changed go to the store.
             let changed = &blk[s.off..off + 8 + name.len()];
-            self.store.write(s.phys as u64 * self.g.bs as u64 + s.off as u64, changed)?;
+            self.store
+                .write(s.phys as u64 * self.g.bs as u64 + s.off as u64, changed)?;
             let space = s.other_space.max(rec - rec_size(name.len())) as u16;
             if let Some(idx) = self.dcache.get_mut(&s.dir) {
                 idx.names.insert(name.to_vec(), (s.lb, off as u16, ino));
@@ -284,7 +329,11 @@ impl Fs {
                 put32(&mut blk, f.off, 0);
             } else {
                 let prev = &ents[k - 1];
-                put16(&mut blk, prev.off + 4, (prev.rec_len + ents[k].rec_len) as u16);
+                put16(
+                    &mut blk,
+                    prev.off + 4,
+                    (prev.rec_len + ents[k].rec_len) as u16,
+                );
             }
             self.write_blk(f.phys, &blk)?;
             let space = Self::block_space(&self.parse_dir(&blk)?);
@@ -309,9 +358,17 @@ impl Fs {
                 blk[f.off + 7] = ftype;
             }
             self.write_blk(f.phys, &blk)?;
-            let name_len = if self.g.filetype { blk[f.off + 6] as usize } else { le16(&blk, f.off + 6) as usize };
+            let name_len = if self.g.filetype {
+                blk[f.off + 6] as usize
+            } else {
+                le16(&blk, f.off + 6) as usize
+            };
             let name = &blk[f.off + 8..(f.off + 8 + name_len).min(blk.len())];
-            if let Some(v) = self.dcache.get_mut(&f.dir).and_then(|idx| idx.names.get_mut(name)) {
+            if let Some(v) = self
+                .dcache
+                .get_mut(&f.dir)
+                .and_then(|idx| idx.names.get_mut(name))
+            {
                 v.2 = ino;
             }
             Ok(())
@@ -332,7 +389,13 @@ impl Fs {
         let ents = self.parse_dir(&blk)?;
         match ents.get(1) {
             Some(e) if e.ino != 0 && &blk[e.off + 8..e.off + 8 + e.name_len] == b".." => {
-                Ok(Found { dir: d.num, lb: 0, phys, off: e.off, ino: e.ino })
+                Ok(Found {
+                    dir: d.num,
+                    lb: 0,
+                    phys,
+                    off: e.off,
+                    ino: e.ino,
+                })
             }
             _ => err(EIO),
         }
@@ -340,7 +403,10 @@ impl Fs {
 
     pub(crate) fn dir_is_empty(&mut self, d: &Inode) -> R<bool> {
         self.dir_idx(d)?;
-        Ok(self.dcache[&d.num].names.keys().all(|n| n == b"." || n == b".."))
+        Ok(self.dcache[&d.num]
+            .names
+            .keys()
+            .all(|n| n == b"." || n == b".."))
     }
 
     pub(crate) fn touch_dir(d: &mut Inode, t: Timespec) {

@@ -49,7 +49,10 @@ pub(crate) fn now() -> Timespec {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() as i64 }
+    Timespec {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos() as i64,
+    }
 }
 
 pub(crate) fn ts_le(a: Timespec, b: Timespec) -> bool {
@@ -103,10 +106,19 @@ pub(crate) struct Fs {
 }
 
 impl Fs {
-    pub fn mount(store: Arc<dyn Store>, opts: MountOptions) -> Result<(Fs, Option<String>), MountError> {
-        let me = |e: i32, reason: String| MountError { errno: Errno(e), reason };
+    pub fn mount(
+        store: Arc<dyn Store>,
+        opts: MountOptions,
+    ) -> Result<(Fs, Option<String>), MountError> {
+        let me = |e: i32, reason: String| MountError {
+            errno: Errno(e),
+            reason,
+        };
         if store.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err(me(EINVAL, "device too small for an ext2 file system".into()));
+            return Err(me(
+                EINVAL,
+                "device too small for an ext2 file system".into(),
+            ));
         }
         let mut sb = vec![0u8; SUPERBLOCK_SIZE];
         store
@@ -115,7 +127,10 @@ impl Fs {
         if le16(&sb, S_MAGIC) != EXT2_MAGIC {
             return Err(me(
                 EINVAL,
-                format!("not an ext2 file system (magic 0x{:04x})", le16(&sb, S_MAGIC)),
+                format!(
+                    "not an ext2 file system (magic 0x{:04x})",
+                    le16(&sb, S_MAGIC)
+                ),
             ));
         }
         let compat = check_features(&sb).map_err(|r| me(EFTYPE, r))?;
@@ -124,7 +139,10 @@ impl Fs {
         if store.size() < fs_bytes {
             return Err(me(
                 EINVAL,
-                format!("device ({} bytes) smaller than the file system ({fs_bytes} bytes)", store.size()),
+                format!(
+                    "device ({} bytes) smaller than the file system ({fs_bytes} bytes)",
+                    store.size()
+                ),
             ));
         }
         let (ro, ro_reason) = match compat {
@@ -298,13 +316,15 @@ impl Fs {
         for gi in 0..self.gds.len() {
             if let Some(b) = &self.bbm[gi] {
                 if b.dirty {
-                    self.store.write(self.gds[gi].block_bitmap as u64 * bs, &b.data)?;
+                    self.store
+                        .write(self.gds[gi].block_bitmap as u64 * bs, &b.data)?;
                     self.bbm[gi].as_mut().unwrap().dirty = false;
                 }
             }
             if let Some(b) = &self.ibm[gi] {
                 if b.dirty {
-                    self.store.write(self.gds[gi].inode_bitmap as u64 * bs, &b.data)?;
+                    self.store
+                        .write(self.gds[gi].inode_bitmap as u64 * bs, &b.data)?;
                     self.ibm[gi].as_mut().unwrap().dirty = false;
                 }
             }
@@ -316,7 +336,8 @@ impl Fs {
                 put16(&mut self.gdt_raw, o + 14, d.free_inodes as u16);
                 put16(&mut self.gdt_raw, o + 16, d.used_dirs as u16);
             }
-            self.store.write(self.g.gdt_block as u64 * bs, &self.gdt_raw)?;
+            self.store
+                .write(self.g.gdt_block as u64 * bs, &self.gdt_raw)?;
             self.gd_dirty = false;
         }
         self.sb_clean = self.write_sb(clean)?;
@@ -360,7 +381,9 @@ impl Fs {
     }
 
     pub fn release_inode(&mut self, ino: u32) {
-        let Some(c) = self.open.get_mut(&ino) else { return };
+        let Some(c) = self.open.get_mut(&ino) else {
+            return;
+        };
         *c -= 1;
         if *c > 0 {
             return;

@@ -33,14 +33,23 @@ impl Fs {
 
     pub(crate) fn read_inode(&mut self, ino: u32) -> R<Inode> {
         if let Some(e) = self.icache.get(&ino) {
-            return Ok(Inode { num: ino, raw: e.raw.clone() });
+            return Ok(Inode {
+                num: ino,
+                raw: e.raw.clone(),
+            });
         }
         let off = self.inode_off(ino)?;
         let mut raw = vec![0u8; self.g.inode_size as usize];
         self.read_meta(off, &mut raw)?;
         // (A cache that cannot make room just does not keep this one.)
         if self.icache_room().is_ok() {
-            self.icache.insert(ino, CachedInode { raw: raw.clone(), dirty: false });
+            self.icache.insert(
+                ino,
+                CachedInode {
+                    raw: raw.clone(),
+                    dirty: false,
+                },
+            );
         }
         Ok(Inode { num: ino, raw })
     }
@@ -62,7 +71,13 @@ impl Fs {
             let off = self.inode_off(i.num)?;
             return self.store.write(off, &i.raw);
         }
-        self.icache.insert(i.num, CachedInode { raw: i.raw.clone(), dirty: true });
+        self.icache.insert(
+            i.num,
+            CachedInode {
+                raw: i.raw.clone(),
+                dirty: true,
+            },
+        );
         self.idirty.push(i.num);
         Ok(())
     }
@@ -89,7 +104,9 @@ impl Fs {
         list.sort_unstable();
         list.dedup();
         for (k, &ino) in list.iter().enumerate() {
-            let Some(e) = self.icache.get(&ino) else { continue };
+            let Some(e) = self.icache.get(&ino) else {
+                continue;
+            };
             if !e.dirty {
                 continue;
             }
@@ -130,9 +147,15 @@ impl Fs {
     }
 
     pub(crate) fn new_inode(&mut self, ino: u32) -> Inode {
-        let mut i = Inode { num: ino, raw: vec![0u8; self.g.inode_size as usize] };
+        let mut i = Inode {
+            num: ino,
+            raw: vec![0u8; self.g.inode_size as usize],
+        };
         i.set_extra_isize(self.g.new_extra_isize);
-        self.next_gen = self.next_gen.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        self.next_gen = self
+            .next_gen
+            .wrapping_mul(1_103_515_245)
+            .wrapping_add(12345);
         i.set_generation(self.next_gen);
         i
     }
@@ -202,10 +225,18 @@ impl Fs {
             nlink: i.links() as u32,
             uid: i.uid(),
             gid: i.gid(),
-            size: if i.is_dir() { i.size().min(self.dir_nblocks(i) * self.g.bs as u64) } else { i.size() },
+            size: if i.is_dir() {
+                i.size().min(self.dir_nblocks(i) * self.g.bs as u64)
+            } else {
+                i.size()
+            },
             blocks,
             blksize: self.g.bs,
-            rdev: if matches!(kind, FileKind::Blk | FileKind::Chr) { i.rdev() } else { 0 },
+            rdev: if matches!(kind, FileKind::Blk | FileKind::Chr) {
+                i.rdev()
+            } else {
+                0
+            },
             atime: i.time(TimeField::Access),
             mtime: i.time(TimeField::Modify),
             ctime: i.time(TimeField::Change),
@@ -228,7 +259,11 @@ impl Fs {
         if size > 0x7fff_ffff && self.g.rev >= 1 {
             let ro = le32(&self.sb, S_FEATURE_RO_COMPAT);
             if ro & features::RO_COMPAT_LARGE_FILE == 0 {
-                put32(&mut self.sb, S_FEATURE_RO_COMPAT, ro | features::RO_COMPAT_LARGE_FILE);
+                put32(
+                    &mut self.sb,
+                    S_FEATURE_RO_COMPAT,
+                    ro | features::RO_COMPAT_LARGE_FILE,
+                );
             }
         }
     }

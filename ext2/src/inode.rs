@@ -202,7 +202,10 @@ impl Inode {
         if self.has_extra(extra) {
             let x = le32(&self.raw, extra);
             let epoch = (x & 3) as i64;
-            Timespec { sec: lo + (epoch << 32), nsec: (x >> 2) as i64 }
+            Timespec {
+                sec: lo + (epoch << 32),
+                nsec: (x >> 2) as i64,
+            }
         } else {
             Timespec { sec: lo, nsec: 0 }
         }

@@ -156,15 +156,31 @@ impl Ext2Fs {
     /// unmounted; see [`MountOptions::force`]). Use [`Ext2Fs::mount_with`]
     /// for the reason text.
     pub fn mount(store: Arc<dyn Store>, read_only: bool) -> Result<Arc<Ext2Fs>, Errno> {
-        Self::mount_with(store, MountOptions { read_only, force: false }).map_err(|e| e.errno)
+        Self::mount_with(
+            store,
+            MountOptions {
+                read_only,
+                force: false,
+            },
+        )
+        .map_err(|e| e.errno)
     }
 
     /// [`Ext2Fs::mount`] with options and a descriptive error.
-    pub fn mount_with(store: Arc<dyn Store>, opts: MountOptions) -> Result<Arc<Ext2Fs>, MountError> {
+    pub fn mount_with(
+        store: Arc<dyn Store>,
+        opts: MountOptions,
+    ) -> Result<Arc<Ext2Fs>, MountError> {
         let (fs, ro_reason) = fs::Fs::mount(store, opts)?;
         let read_only = fs.ro;
         let store = fs.store();
-        Ok(Arc::new(Ext2Fs { inner: Mutex::new(fs), store, ilocks: Mutex::new(HashMap::new()), read_only, ro_reason }))
+        Ok(Arc::new(Ext2Fs {
+            inner: Mutex::new(fs),
+            store,
+            ilocks: Mutex::new(HashMap::new()),
+            read_only,
+            ro_reason,
+        }))
     }
 
     /// Read the superblock from `store` and say whether it can be mounted
@@ -195,7 +211,11 @@ impl Ext2Fs {
     /// The lock of inode `ino`'s blocks; dropped from the table by
     /// [`Ext2Fs::ilock_done`] once nobody holds it.
     fn ilock(&self, ino: u32) -> Arc<RwLock<()>> {
-        self.ilocks.lock().entry(ino).or_insert_with(|| Arc::new(RwLock::new(()))).clone()
+        self.ilocks
+            .lock()
+            .entry(ino)
+            .or_insert_with(|| Arc::new(RwLock::new(())))
+            .clone()
     }
 
     fn ilock_done(&self, ino: u32, l: Arc<RwLock<()>>) {
@@ -256,7 +276,8 @@ impl FileSystem for Ext2Fs {
         self.read_only
     }
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Ino, Errno> {
-        self.read_op(|f| f.lookup(fs::ino32(dir)?, name)).map(|i| i as Ino)
+        self.read_op(|f| f.lookup(fs::ino32(dir)?, name))
+            .map(|i| i as Ino)
     }
     fn getattr(&self, ino: Ino) -> Result<Attr, Errno> {
         self.read_op(|f| f.getattr(fs::ino32(ino)?))
@@ -275,38 +296,78 @@ impl FileSystem for Ext2Fs {
         self.ilock_done(i, l);
         r
     }
-    fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred)
-        -> Result<Ino, Errno> {
+    fn create(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        cred: Cred,
+    ) -> Result<Ino, Errno> {
         self.inner
             .lock()
             .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, NewNode::Empty))
             .map(|i| i as Ino)
     }
-    fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
-        -> Result<Ino, Errno> {
-        let with = if rdev == 0 { NewNode::Empty } else { NewNode::Device(rdev) };
-        self.inner.lock().op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, with)).map(|i| i as Ino)
+    fn mknod(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u64,
+        cred: Cred,
+    ) -> Result<Ino, Errno> {
+        let with = if rdev == 0 {
+            NewNode::Empty
+        } else {
+            NewNode::Device(rdev)
+        };
+        self.inner
+            .lock()
+            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, with))
+            .map(|i| i as Ino)
     }
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno> {
         self.inner
             .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, FileKind::Lnk, 0o777, cred, NewNode::Symlink(target)))
+            .op(|f| {
+                f.create(
+                    fs::ino32(dir)?,
+                    name,
+                    FileKind::Lnk,
+                    0o777,
+                    cred,
+                    NewNode::Symlink(target),
+                )
+            })
             .map(|i| i as Ino)
     }
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
         self.read_op(|f| f.readlink(fs::ino32(ino)?))
     }
     fn link(&self, ino: Ino, newdir: Ino, newname: &[u8]) -> Result<(), Errno> {
-        self.inner.lock().op(|f| f.link(fs::ino32(ino)?, fs::ino32(newdir)?, newname))
+        self.inner
+            .lock()
+            .op(|f| f.link(fs::ino32(ino)?, fs::ino32(newdir)?, newname))
     }
     fn unlink(&self, dir: Ino, name: &[u8]) -> Result<(), Errno> {
-        self.inner.lock().op(|f| f.remove(fs::ino32(dir)?, name, false))
+        self.inner
+            .lock()
+            .op(|f| f.remove(fs::ino32(dir)?, name, false))
     }
     fn rmdir(&self, dir: Ino, name: &[u8]) -> Result<(), Errno> {
-        self.inner.lock().op(|f| f.remove(fs::ino32(dir)?, name, true))
+        self.inner
+            .lock()
+            .op(|f| f.remove(fs::ino32(dir)?, name, true))
     }
-    fn rename(&self, fromdir: Ino, fromname: &[u8], todir: Ino, toname: &[u8])
-        -> Result<(), Errno> {
+    fn rename(
+        &self,
+        fromdir: Ino,
+        fromname: &[u8],
+        todir: Ino,
+        toname: &[u8],
+    ) -> Result<(), Errno> {
         self.inner
             .lock()
             .op(|f| f.rename(fs::ino32(fromdir)?, fromname, fs::ino32(todir)?, toname))
@@ -317,12 +378,14 @@ impl FileSystem for Ext2Fs {
         let r = {
             let _r = l.read();
             // Map under the file system lock; copy the data without it.
-            self.read_op(|f| f.read_map(i, off, buf)).and_then(|(len, runs)| {
-                for r in runs {
-                    self.store.read_stream(r.disk, &mut buf[r.at..r.at + r.len])?;
-                }
-                Ok(len)
-            })
+            self.read_op(|f| f.read_map(i, off, buf))
+                .and_then(|(len, runs)| {
+                    for r in runs {
+                        self.store
+                            .read_stream(r.disk, &mut buf[r.at..r.at + r.len])?;
+                    }
+                    Ok(len)
+                })
         };
         self.ilock_done(i, l);
         r
@@ -339,8 +402,12 @@ impl FileSystem for Ext2Fs {
         self.ilock_done(i, l);
         r
     }
-    fn readdir(&self, dir: Ino, cookie: u64, cb: &mut dyn FnMut(DirEntry) -> bool)
-        -> Result<(), Errno> {
+    fn readdir(
+        &self,
+        dir: Ino,
+        cookie: u64,
+        cb: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), Errno> {
         // Entries are gathered in batches under the lock and handed to
         // `cb` without it, so the callback may call back into this file
         // system.

@@ -126,8 +126,18 @@ impl Fs {
             } else {
                 let disk = phys as u64 * bs + boff;
                 match runs.last_mut() {
-                    Some(r) if r.disk + r.len as u64 == disk && r.at + r.len == done && r.len < MAX_RUN => r.len += n,
-                    _ => runs.push(ReadRun { disk, at: done, len: n }),
+                    Some(r)
+                        if r.disk + r.len as u64 == disk
+                            && r.at + r.len == done
+                            && r.len < MAX_RUN =>
+                    {
+                        r.len += n
+                    }
+                    _ => runs.push(ReadRun {
+                        disk,
+                        at: done,
+                        len: n,
+                    }),
                 }
             }
             pos += n as u64;
@@ -216,7 +226,13 @@ impl Fs {
                         break;
                     }
                 }
-                run = Some(Run { disk, head, src, dlen: n, tail });
+                run = Some(Run {
+                    disk,
+                    head,
+                    src,
+                    dlen: n,
+                    tail,
+                });
             }
             pos += n as u64;
         }

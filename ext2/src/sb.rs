@@ -177,20 +177,26 @@ pub fn check_features(sb: &[u8]) -> Result<Compat, String> {
     }
     let magic = le16(sb, S_MAGIC);
     if magic != EXT2_MAGIC {
-        return Err(format!("not an ext2 file system (magic 0x{magic:04x}, expected 0xef53)"));
+        return Err(format!(
+            "not an ext2 file system (magic 0x{magic:04x}, expected 0xef53)"
+        ));
     }
     let rev = le32(sb, S_REV_LEVEL);
     if rev > 1 {
-        return Err(format!("unsupported ext2 revision {rev} (only 0 and 1 are known)"));
+        return Err(format!(
+            "unsupported ext2 revision {rev} (only 0 and 1 are known)"
+        ));
     }
     if rev == 0 {
         return Ok(Compat::ReadWrite);
     }
     let incompat = le32(sb, S_FEATURE_INCOMPAT);
     if incompat & INCOMPAT_RECOVER != 0 {
-        return Err("the ext3/ext4 journal needs recovery (feature needs_recovery); \
+        return Err(
+            "the ext3/ext4 journal needs recovery (feature needs_recovery); \
                     replay it with e2fsck first"
-            .into());
+                .into(),
+        );
     }
     let bad = incompat & !SUPPORTED_INCOMPAT;
     if bad != 0 {
@@ -248,10 +254,14 @@ impl Geometry {
         let bpg = le32(sb, S_BLOCKS_PER_GROUP);
         let ipg = le32(sb, S_INODES_PER_GROUP);
         if bpg == 0 || bpg > 8 * bs || ipg == 0 || ipg > 8 * bs {
-            return Err(format!("bad group geometry ({bpg} blocks, {ipg} inodes per group)"));
+            return Err(format!(
+                "bad group geometry ({bpg} blocks, {ipg} inodes per group)"
+            ));
         }
         if first_data_block > 1 || blocks_count <= first_data_block {
-            return Err(format!("bad block count {blocks_count} / first data block {first_data_block}"));
+            return Err(format!(
+                "bad block count {blocks_count} / first data block {first_data_block}"
+            ));
         }
         let ngroups = (blocks_count - first_data_block).div_ceil(bpg);
         if (ngroups as u64) * (ipg as u64) != inodes_count as u64 {

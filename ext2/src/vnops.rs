@@ -49,8 +49,12 @@ impl Fs {
 
     pub fn setattr(&mut self, ino: u32, s: &SetAttr) -> R<Attr> {
         let mut i = self.get(ino)?;
-        if s.perm.is_none() && s.uid.is_none() && s.gid.is_none() && s.size.is_none()
-            && s.atime.is_none() && s.mtime.is_none()
+        if s.perm.is_none()
+            && s.uid.is_none()
+            && s.gid.is_none()
+            && s.size.is_none()
+            && s.atime.is_none()
+            && s.mtime.is_none()
         {
             return Ok(self.attr(&i));
         }
@@ -99,8 +103,15 @@ impl Fs {
         Ok(self.attr(&i))
     }
 
-    pub fn create(&mut self, dir: u32, name: &[u8], kind: FileKind, perm: u32, cred: Cred, with: NewNode)
-        -> R<u32> {
+    pub fn create(
+        &mut self,
+        dir: u32,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        cred: Cred,
+        with: NewNode,
+    ) -> R<u32> {
         let target = match with {
             NewNode::Symlink(t) => Some(t),
             _ => None,
@@ -152,7 +163,9 @@ impl Fs {
         let (target, rdev) = match with {
             NewNode::Empty => (None, 0),
             NewNode::Symlink(t) => (Some(t), 0),
-            NewNode::Device(_) if !matches!(kind, FileKind::Blk | FileKind::Chr) => return err(EINVAL),
+            NewNode::Device(_) if !matches!(kind, FileKind::Blk | FileKind::Chr) => {
+                return err(EINVAL)
+            }
             NewNode::Device(dev) => (None, dev),
         };
         let ino = self.alloc_inode(d.num, is_dir)?;
@@ -164,7 +177,12 @@ impl Fs {
         // BSD semantics, as NetBSD's ext2fs: the group of the directory.
         n.set_gid(d.gid());
         n.set_links(if is_dir { 2 } else { 1 });
-        for f in [TimeField::Access, TimeField::Modify, TimeField::Change, TimeField::Birth] {
+        for f in [
+            TimeField::Access,
+            TimeField::Modify,
+            TimeField::Change,
+            TimeField::Birth,
+        ] {
             n.set_time(f, t);
         }
         let goal = self.g.group_start((ino - 1) / self.g.ipg);
@@ -426,7 +444,12 @@ impl Fs {
 
     /// Entries from `cookie` on, at least `want` of them unless the
     /// directory ends first. Returns the entries and whether it ended.
-    pub fn readdir_batch(&mut self, dir: u32, cookie: u64, want: usize) -> R<(Vec<DirEntry>, bool)> {
+    pub fn readdir_batch(
+        &mut self,
+        dir: u32,
+        cookie: u64,
+        want: usize,
+    ) -> R<(Vec<DirEntry>, bool)> {
         let d = self.get_dir(dir)?;
         let bs = self.g.bs as u64;
         let nblocks = self.dir_nblocks(&d);

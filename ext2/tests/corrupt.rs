@@ -48,7 +48,11 @@ fn geo(img: &[u8]) -> Geo {
     let sb = &img[1024..2048];
     let bs = 1024usize << le32(sb, 24);
     let ipg = le32(sb, 40);
-    let isz = if le32(sb, 76) == 0 { 128 } else { le16(sb, 88) as usize };
+    let isz = if le32(sb, 76) == 0 {
+        128
+    } else {
+        le16(sb, 88) as usize
+    };
     let first = le32(sb, 20) as usize;
     let ngroups = (le32(sb, 4) as usize - first).div_ceil(le32(sb, 32) as usize);
     let gdt = (first + 1) * bs;
@@ -65,11 +69,19 @@ impl Geo {
 
 /// The inode number of `/name` in a sane image.
 fn ino_of(img: &[u8], path: &[&str]) -> u32 {
-    let fs = Ext2Fs::mount_with(Arc::new(MemStore(Mutex::new(img.to_vec()))), MountOptions { read_only: true, force: false })
-        .expect("mount the base image");
+    let fs = Ext2Fs::mount_with(
+        Arc::new(MemStore(Mutex::new(img.to_vec()))),
+        MountOptions {
+            read_only: true,
+            force: false,
+        },
+    )
+    .expect("mount the base image");
     let mut ino = fs.root();
     for c in path {
-        ino = fs.lookup(ino, c.as_bytes()).unwrap_or_else(|e| panic!("lookup {c}: {e}"));
+        ino = fs
+            .lookup(ino, c.as_bytes())
+            .unwrap_or_else(|e| panic!("lookup {c}: {e}"));
     }
     ino as u32
 }
@@ -90,9 +102,15 @@ fn targeted(base: &[u8]) -> Vec<(String, Vec<u8>)> {
     let bs = g.bs;
     // Size words of directories.
     for (name, at) in [("root", root), ("sub", sub)] {
-        case(&format!("{name}: size high word 0x100"), &|v| put32(v, at + 108, 0x100));
-        case(&format!("{name}: size high word all ones"), &|v| put32(v, at + 108, u32::MAX));
-        case(&format!("{name}: size 4 GiB - 1"), &|v| put32(v, at + 4, u32::MAX));
+        case(&format!("{name}: size high word 0x100"), &|v| {
+            put32(v, at + 108, 0x100)
+        });
+        case(&format!("{name}: size high word all ones"), &|v| {
+            put32(v, at + 108, u32::MAX)
+        });
+        case(&format!("{name}: size 4 GiB - 1"), &|v| {
+            put32(v, at + 4, u32::MAX)
+        });
         case(&format!("{name}: size and i_blocks all ones"), &|v| {
             put32(v, at + 4, u32::MAX);
             put32(v, at + 108, u32::MAX);
@@ -100,27 +118,47 @@ fn targeted(base: &[u8]) -> Vec<(String, Vec<u8>)> {
         });
         case(&format!("{name}: size 0"), &|v| put32(v, at + 4, 0));
         case(&format!("{name}: links 0"), &|v| put16(v, at + 26, 0));
-        case(&format!("{name}: links 65535"), &|v| put16(v, at + 26, u16::MAX));
+        case(&format!("{name}: links 65535"), &|v| {
+            put16(v, at + 26, u16::MAX)
+        });
         case(&format!("{name}: mode 0"), &|v| put16(v, at, 0));
-        case(&format!("{name}: made a regular file"), &|v| put16(v, at, 0o100644));
+        case(&format!("{name}: made a regular file"), &|v| {
+            put16(v, at, 0o100644)
+        });
         case(&format!("{name}: first block 0"), &|v| put32(v, at + 40, 0));
-        case(&format!("{name}: first block past the end"), &|v| put32(v, at + 40, 1 << 30));
-        case(&format!("{name}: first block is the superblock"), &|v| put32(v, at + 40, 1));
-        case(&format!("{name}: extents flag"), &|v| put32(v, at + 32, 0x80000));
+        case(&format!("{name}: first block past the end"), &|v| {
+            put32(v, at + 40, 1 << 30)
+        });
+        case(&format!("{name}: first block is the superblock"), &|v| {
+            put32(v, at + 40, 1)
+        });
+        case(&format!("{name}: extents flag"), &|v| {
+            put32(v, at + 32, 0x80000)
+        });
         // Directory records.
         let blk = le32(base, at + 40) as usize * bs;
         case(&format!("{name}: rec_len 0"), &|v| put16(v, blk + 4, 0));
         case(&format!("{name}: rec_len 4"), &|v| put16(v, blk + 4, 4));
-        case(&format!("{name}: rec_len past the block"), &|v| put16(v, blk + 12 + 4, 0xfff0));
+        case(&format!("{name}: rec_len past the block"), &|v| {
+            put16(v, blk + 12 + 4, 0xfff0)
+        });
         case(&format!("{name}: name_len 255"), &|v| v[blk + 12 + 6] = 255);
-        case(&format!("{name}: entry inode past the table"), &|v| put32(v, blk + 24, u32::MAX));
-        case(&format!("{name}: entry inode 0 first"), &|v| put32(v, blk, 0));
+        case(&format!("{name}: entry inode past the table"), &|v| {
+            put32(v, blk + 24, u32::MAX)
+        });
+        case(&format!("{name}: entry inode 0 first"), &|v| {
+            put32(v, blk, 0)
+        });
         case(&format!("{name}: '..' points at itself"), &|v| {
             let me = le32(v, blk);
             put32(v, blk + 12, me)
         });
-        case(&format!("{name}: all records zero"), &|v| v[blk..blk + bs].fill(0));
-        case(&format!("{name}: all records 0xff"), &|v| v[blk..blk + bs].fill(0xff));
+        case(&format!("{name}: all records zero"), &|v| {
+            v[blk..blk + bs].fill(0)
+        });
+        case(&format!("{name}: all records 0xff"), &|v| {
+            v[blk..blk + bs].fill(0xff)
+        });
     }
     // A loop of ".." entries: /sub's ".." is /sub/deeper, whose ".." is /sub.
     let sub_ino = ino_of(base, &["sub"]);
@@ -136,20 +174,29 @@ fn targeted(base: &[u8]) -> Vec<(String, Vec<u8>)> {
     let ind = le32(base, big + 40 + 12 * 4);
     assert_ne!(ind, 0, "base image: /big has an indirect block");
     let indo = ind as usize * bs;
-    case("big: indirect block points at itself", &|v| put32(v, indo, ind));
-    case("big: double indirect is the indirect block (which points at itself)", &|v| {
-        v[indo..indo + bs].chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&ind.to_le_bytes()));
-        put32(v, big + 40 + 13 * 4, ind);
-        put32(v, big + 40 + 14 * 4, ind);
-        put32(v, big + 4, u32::MAX);
-        put32(v, big + 108, 0xff);
+    case("big: indirect block points at itself", &|v| {
+        put32(v, indo, ind)
     });
+    case(
+        "big: double indirect is the indirect block (which points at itself)",
+        &|v| {
+            v[indo..indo + bs]
+                .chunks_exact_mut(4)
+                .for_each(|c| c.copy_from_slice(&ind.to_le_bytes()));
+            put32(v, big + 40 + 13 * 4, ind);
+            put32(v, big + 40 + 14 * 4, ind);
+            put32(v, big + 4, u32::MAX);
+            put32(v, big + 108, 0xff);
+        },
+    );
     case("big: every pointer the indirect block", &|v| {
         for k in 0..15 {
             put32(v, big + 40 + k * 4, ind);
         }
     });
-    case("big: indirect pointers all ones", &|v| v[indo..indo + bs].fill(0xff));
+    case("big: indirect pointers all ones", &|v| {
+        v[indo..indo + bs].fill(0xff)
+    });
     case("big: size 1 TiB, i_blocks all ones", &|v| {
         put32(v, big + 108, 0x100);
         put32(v, big + 28, u32::MAX);
@@ -161,7 +208,9 @@ fn targeted(base: &[u8]) -> Vec<(String, Vec<u8>)> {
         put32(v, slow + 4, 0);
         put32(v, slow + 28, 0)
     });
-    case("slowlink: block past the end", &|v| put32(v, slow + 40, u32::MAX));
+    case("slowlink: block past the end", &|v| {
+        put32(v, slow + 40, u32::MAX)
+    });
     // Superblock and group descriptors.
     let sb = 1024;
     for (what, off, val) in [
@@ -184,14 +233,22 @@ fn targeted(base: &[u8]) -> Vec<(String, Vec<u8>)> {
         case(&format!("superblock: {what}"), &|v| put32(v, sb + off, val));
     }
     case("superblock: inode size 0", &|v| put16(v, sb + 88, 0));
-    case("superblock: inode size 65535", &|v| put16(v, sb + 88, u16::MAX));
+    case("superblock: inode size 65535", &|v| {
+        put16(v, sb + 88, u16::MAX)
+    });
     let gdt = 2 * bs.max(1024);
     for (what, off) in [("block bitmap", 0), ("inode bitmap", 4), ("inode table", 8)] {
         case(&format!("group 0: {what} 0"), &|v| put32(v, gdt + off, 0));
-        case(&format!("group 0: {what} past the end"), &|v| put32(v, gdt + off, u32::MAX));
-        case(&format!("group 0: {what} is the superblock"), &|v| put32(v, gdt + off, 1));
+        case(&format!("group 0: {what} past the end"), &|v| {
+            put32(v, gdt + off, u32::MAX)
+        });
+        case(&format!("group 0: {what} is the superblock"), &|v| {
+            put32(v, gdt + off, 1)
+        });
     }
-    case("group 0: free counts huge", &|v| put32(v, gdt + 12, u32::MAX));
+    case("group 0: free counts huge", &|v| {
+        put32(v, gdt + 12, u32::MAX)
+    });
     case("group 0: bitmaps all free", &|v| {
         let bb = le32(v, gdt) as usize * bs;
         let ib = le32(v, gdt + 4) as usize * bs;
@@ -227,7 +284,9 @@ impl Rng {
 /// blocks (the blocks that are not all zero).
 fn mutations(base: &[u8], seed: u64, n: usize) -> Vec<(String, Vec<u8>)> {
     let g = geo(base);
-    let live: Vec<usize> = (1..base.len() / g.bs).filter(|&b| base[b * g.bs..(b + 1) * g.bs].iter().any(|&x| x != 0)).collect();
+    let live: Vec<usize> = (1..base.len() / g.bs)
+        .filter(|&b| base[b * g.bs..(b + 1) * g.bs].iter().any(|&x| x != 0))
+        .collect();
     let mut rng = Rng(seed);
     (0..n)
         .map(|k| {
@@ -236,7 +295,11 @@ fn mutations(base: &[u8], seed: u64, n: usize) -> Vec<(String, Vec<u8>)> {
             for _ in 0..edits {
                 // Mostly the first blocks (superblock, descriptors, bitmaps,
                 // inode table), else any block holding data.
-                let blk = if rng.below(3) > 0 { 1 + rng.below(live.len().min(8)) } else { live[rng.below(live.len())] };
+                let blk = if rng.below(3) > 0 {
+                    1 + rng.below(live.len().min(8))
+                } else {
+                    live[rng.below(live.len())]
+                };
                 let at = (blk * g.bs + rng.below(g.bs)) & !3;
                 if at + 4 > v.len() {
                     continue;
@@ -288,7 +351,12 @@ fn run_all(cases: Vec<(String, Vec<u8>)>) -> Vec<(String, Report)> {
             Err(_) => panic!("hang: no answer within 60 s after {last}"),
         }
     }
-    assert!(failures.is_empty(), "{} of {n} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     out
 }
 
@@ -298,7 +366,10 @@ fn base_images_mount_and_work() {
         let r = exercise(img);
         assert!(r.mounted, "{name} does not mount");
         assert!(r.ops > 50, "{name}: only {} operations", r.ops);
-        eprintln!("{name}: {} operations, {} errors, slowest {:?} ({})", r.ops, r.errors, r.slowest, r.slowest_op);
+        eprintln!(
+            "{name}: {} operations, {} errors, slowest {:?} ({})",
+            r.ops, r.errors, r.slowest, r.slowest_op
+        );
     }
 }
 
@@ -306,12 +377,22 @@ fn base_images_mount_and_work() {
 fn targeted_damage_is_survived() {
     let t = Instant::now();
     let mut cases = targeted(REV1);
-    cases.extend(targeted(REV0).into_iter().map(|(w, v)| (format!("rev0 {w}"), v)));
+    cases.extend(
+        targeted(REV0)
+            .into_iter()
+            .map(|(w, v)| (format!("rev0 {w}"), v)),
+    );
     let n = cases.len();
     let out = run_all(cases);
     let mounted = out.iter().filter(|(_, r)| r.mounted).count();
-    let slowest = out.iter().max_by_key(|(_, r)| r.slowest).map(|(w, r)| format!("{w}: {} {:?}", r.slowest_op, r.slowest));
-    eprintln!("{n} targeted cases ({mounted} mounted) in {:?}; slowest: {slowest:?}", t.elapsed());
+    let slowest = out
+        .iter()
+        .max_by_key(|(_, r)| r.slowest)
+        .map(|(w, r)| format!("{w}: {} {:?}", r.slowest_op, r.slowest));
+    eprintln!(
+        "{n} targeted cases ({mounted} mounted) in {:?}; slowest: {slowest:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -322,8 +403,14 @@ fn random_mutations_are_survived() {
     let n = cases.len();
     let out = run_all(cases);
     let mounted = out.iter().filter(|(_, r)| r.mounted).count();
-    eprintln!("{n} mutated images ({mounted} mounted) in {:?}", t.elapsed());
-    assert!(mounted > n / 4, "too few mutated images mount ({mounted} of {n}) to test much");
+    eprintln!(
+        "{n} mutated images ({mounted} mounted) in {:?}",
+        t.elapsed()
+    );
+    assert!(
+        mounted > n / 4,
+        "too few mutated images mount ({mounted} of {n}) to test much"
+    );
 }
 
 /// The image from the issue: a directory whose size's high word claims
@@ -336,8 +423,14 @@ fn directory_claiming_terabytes_is_listed_promptly() {
         let mut img = base.to_vec();
         put32(&mut img, g.inode(sub) + 108, 0x100);
         put32(&mut img, g.inode(2) + 108, 0xffff);
-        let fs = Ext2Fs::mount_with(Arc::new(MemStore(Mutex::new(img))), MountOptions { read_only: false, force: true })
-            .expect("mount");
+        let fs = Ext2Fs::mount_with(
+            Arc::new(MemStore(Mutex::new(img))),
+            MountOptions {
+                read_only: false,
+                force: true,
+            },
+        )
+        .expect("mount");
         let t = Instant::now();
         let mut names = 0;
         let r = fs.readdir(sub as u64, 0, &mut |_| {
@@ -354,7 +447,13 @@ fn directory_claiming_terabytes_is_listed_promptly() {
         // The real entries are all there.
         assert!(r.is_err() || names >= 22, "{names} names");
         // And the directory still works.
-        let f = fs.create(sub as u64, b"new", vfs::FileKind::Reg, 0o644, Default::default());
+        let f = fs.create(
+            sub as u64,
+            b"new",
+            vfs::FileKind::Reg,
+            0o644,
+            Default::default(),
+        );
         assert!(f.is_ok(), "{f:?}");
         fs.unmount().unwrap();
     }

@@ -20,8 +20,25 @@ fn make_host_tree(root: &Path, rng: &mut Rng) {
     std::fs::create_dir_all(root.join("sub/deeper/deepest")).unwrap();
     std::fs::create_dir_all(root.join("empty")).unwrap();
     std::fs::create_dir_all(root.join("many")).unwrap();
-    let sizes = [0usize, 1, 59, 60, 1023, 1024, 1025, 4095, 4096, 4097, 12 * 1024, 12 * 1024 + 1,
-        100_000, 268 * 1024, 268 * 1024 + 1, 700_000, 3 << 20];
+    let sizes = [
+        0usize,
+        1,
+        59,
+        60,
+        1023,
+        1024,
+        1025,
+        4095,
+        4096,
+        4097,
+        12 * 1024,
+        12 * 1024 + 1,
+        100_000,
+        268 * 1024,
+        268 * 1024 + 1,
+        700_000,
+        3 << 20,
+    ];
     for (k, &s) in sizes.iter().enumerate() {
         std::fs::write(root.join(format!("f{k}_{s}")), rng.bytes(s)).unwrap();
     }
@@ -29,7 +46,11 @@ fn make_host_tree(root: &Path, rng: &mut Rng) {
     std::fs::write(root.join("sub/mid.bin"), rng.bytes(50_000)).unwrap();
     for k in 0..300 {
         let n = rng.below(3000) as usize;
-        std::fs::write(root.join(format!("many/file-with-a-longish-name-{k:04}")), rng.bytes(n)).unwrap();
+        std::fs::write(
+            root.join(format!("many/file-with-a-longish-name-{k:04}")),
+            rng.bytes(n),
+        )
+        .unwrap();
     }
     std::os::unix::fs::symlink("f1_1", root.join("short-link")).unwrap();
     let long: String = "x/".repeat(100) + "target";
@@ -44,7 +65,12 @@ fn mke2fs_d_images_read_back() {
     let t = TempDir::new("mkd");
     let host = t.path("host");
     make_host_tree(&host, &mut Rng(0x1234_5678_9abc));
-    for (bs, extra) in [("1024", &[][..]), ("2048", &[][..]), ("4096", &[][..]), ("1024", &["-r", "0"][..])] {
+    for (bs, extra) in [
+        ("1024", &[][..]),
+        ("2048", &[][..]),
+        ("4096", &[][..]),
+        ("1024", &["-r", "0"][..]),
+    ] {
         let img = t.path(&format!("img-{bs}-{}.img", extra.len()));
         let mut args = vec!["-t", "ext2", "-b", bs, "-d", host.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -90,12 +116,23 @@ fn debugfs_populated_images_read_back() {
             t.path("b").display()
         );
         std::fs::write(t.path("cmds"), cmds).unwrap();
-        let out = run("debugfs", &["-w", "-f", t.path("cmds").to_str().unwrap(), img.to_str().unwrap()]);
+        let out = run(
+            "debugfs",
+            &[
+                "-w",
+                "-f",
+                t.path("cmds").to_str().unwrap(),
+                img.to_str().unwrap(),
+            ],
+        );
         assert!(out.status.success());
         let fs = mount(&img);
         assert_eq!(read_all(&*fs, walk(&*fs, "/d1/d2/a").unwrap()), a);
         assert_eq!(read_all(&*fs, walk(&*fs, "/b").unwrap()), b);
-        assert_eq!(fs.readlink(walk(&*fs, "/sl").unwrap()).unwrap(), b"/d1/d2/a");
+        assert_eq!(
+            fs.readlink(walk(&*fs, "/sl").unwrap()).unwrap(),
+            b"/d1/d2/a"
+        );
         let root = list(&*fs, fs.root());
         let names: Vec<&[u8]> = root.iter().map(|e| &e.0[..]).collect();
         assert_eq!(names[..2], [&b"."[..], &b".."[..]]);
@@ -122,7 +159,10 @@ fn check_expect(fs: &dyn FileSystem, e: &Expect) {
         assert_eq!(&fs.readlink(walk(fs, p).unwrap()).unwrap(), tg, "{p}");
     }
     for d in &e.dirs {
-        assert_eq!(fs.getattr(walk(fs, d).unwrap()).unwrap().kind, FileKind::Dir);
+        assert_eq!(
+            fs.getattr(walk(fs, d).unwrap()).unwrap().kind,
+            FileKind::Dir
+        );
     }
 }
 
@@ -191,8 +231,22 @@ fn write_tree(fs: &dyn FileSystem, rng: &mut Rng, e: &mut Expect) {
     e.files.insert("/b/holes".into(), v);
     // truncate then extend: the tail must read as zeros
     let ino = create_file(fs, "/b/trunc", &rng.bytes(50_000));
-    fs.setattr(ino, &SetAttr { size: Some(1500), ..Default::default() }).unwrap();
-    fs.setattr(ino, &SetAttr { size: Some(40_000), ..Default::default() }).unwrap();
+    fs.setattr(
+        ino,
+        &SetAttr {
+            size: Some(1500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fs.setattr(
+        ino,
+        &SetAttr {
+            size: Some(40_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     fs.write(ino, 45_000, b"end").unwrap();
     let mut v = read_all(fs, ino);
     assert!(v[1500..45_000].iter().all(|&b| b == 0));
@@ -208,7 +262,8 @@ fn write_tree(fs: &dyn FileSystem, rng: &mut Rng, e: &mut Expect) {
     // hard links
     let ino = walk(fs, "/file0").unwrap();
     fs.link(ino, walk(fs, "/c").unwrap(), b"hardlink").unwrap();
-    e.files.insert("/c/hardlink".into(), e.files["/file0"].clone());
+    e.files
+        .insert("/c/hardlink".into(), e.files["/file0"].clone());
     assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
     // renames: files within and across directories, replacing targets,
     // directories across directories
@@ -256,7 +311,8 @@ fn write_tree(fs: &dyn FileSystem, rng: &mut Rng, e: &mut Expect) {
         .collect();
     for (p, v) in moved {
         e.files.remove(&p);
-        e.files.insert(p.replacen("/c/x-moved/", "/b/emptytarget/", 1), v);
+        e.files
+            .insert(p.replacen("/c/x-moved/", "/b/emptytarget/", 1), v);
     }
     e.dirs.retain(|d| !d.starts_with("/c/x-moved"));
     e.dirs.push("/b/emptytarget".into());
@@ -269,11 +325,19 @@ fn write_tree(fs: &dyn FileSystem, rng: &mut Rng, e: &mut Expect) {
     assert_eq!(fs.rmdir(root, b"a"), Err(Errno(ENOTEMPTY)));
     assert_eq!(fs.unlink(root, b"a"), Err(Errno(EPERM)));
     assert_eq!(fs.rmdir(root, b"file0"), Err(Errno(ENOTDIR)));
-    assert_eq!(fs.create(root, b"file0", FileKind::Reg, 0o644, ROOT), Err(Errno(EEXIST)));
+    assert_eq!(
+        fs.create(root, b"file0", FileKind::Reg, 0o644, ROOT),
+        Err(Errno(EEXIST))
+    );
     assert_eq!(fs.lookup(root, b"nope"), Err(Errno(ENOENT)));
     assert_eq!(fs.lookup(root, &[b'n'; 256]), Err(Errno(ENAMETOOLONG)));
     // unlinks, rmdir
-    let victims: Vec<String> = e.files.keys().filter(|p| p.ends_with('5')).cloned().collect();
+    let victims: Vec<String> = e
+        .files
+        .keys()
+        .filter(|p| p.ends_with('5'))
+        .cloned()
+        .collect();
     for p in &victims {
         let (d, name) = parent(fs, p).unwrap();
         fs.unlink(d, name.as_bytes()).unwrap();
@@ -284,7 +348,8 @@ fn write_tree(fs: &dyn FileSystem, rng: &mut Rng, e: &mut Expect) {
     fs.rmdir(c, b"gone").unwrap();
     assert_eq!(fs.getattr(c).unwrap().nlink, nl - 1);
     // device nodes and fifos
-    fs.create(root, b"fifo", FileKind::Fifo, 0o600, ROOT).unwrap();
+    fs.create(root, b"fifo", FileKind::Fifo, 0o600, ROOT)
+        .unwrap();
     fs.create(root, b"chr", FileKind::Chr, 0o600, ROOT).unwrap();
 }
 
@@ -317,8 +382,13 @@ fn tree_written_through_impl_passes_fsck_and_debugfs() {
         remove_all(&*fs, fs.root());
         let after = fs.statfs().unwrap();
         // directories never shrink: the root keeps the blocks it grew by
-        let grown = (fs.getattr(fs.root()).unwrap().blocks - root_blocks) / (bs.parse::<u64>().unwrap() / 512);
-        assert_eq!(after.blocks_free + grown, before.blocks_free, "blocks leaked ({bs})");
+        let grown = (fs.getattr(fs.root()).unwrap().blocks - root_blocks)
+            / (bs.parse::<u64>().unwrap() / 512);
+        assert_eq!(
+            after.blocks_free + grown,
+            before.blocks_free,
+            "blocks leaked ({bs})"
+        );
         assert_eq!(after.files_free, before.files_free, "inodes leaked ({bs})");
         fs.unmount().unwrap();
         fsck_clean(&img);
@@ -363,11 +433,17 @@ fn revision0_write_and_fsck() {
     }
     let root = fs.root();
     let d = walk(&*fs, "/d").unwrap();
-    fs.rename(walk(&*fs, "/d/e").unwrap(), b"f3", root, b"f3").unwrap();
+    fs.rename(walk(&*fs, "/d/e").unwrap(), b"f3", root, b"f3")
+        .unwrap();
     let v = e.files.remove("/d/e/f3").unwrap();
     e.files.insert("/f3".into(), v);
     fs.rename(d, b"e", root, b"e").unwrap();
-    let moved: Vec<_> = e.files.keys().filter(|p| p.starts_with("/d/e/")).cloned().collect();
+    let moved: Vec<_> = e
+        .files
+        .keys()
+        .filter(|p| p.starts_with("/d/e/"))
+        .cloned()
+        .collect();
     for p in moved {
         let v = e.files.remove(&p).unwrap();
         e.files.insert(p.replacen("/d/e/", "/e/", 1), v);
@@ -378,7 +454,8 @@ fn revision0_write_and_fsck() {
     let f = create_file(&*fs, "/big", b"");
     assert_eq!(fs.write(f, 0x8000_0000, b"x"), Err(Errno(EFBIG)));
     // readdir kinds come from the inodes (no filetype feature)
-    let kinds: BTreeMap<Vec<u8>, FileKind> = list(&*fs, root).into_iter().map(|e| (e.0, e.2)).collect();
+    let kinds: BTreeMap<Vec<u8>, FileKind> =
+        list(&*fs, root).into_iter().map(|e| (e.0, e.2)).collect();
     assert_eq!(kinds[&b"e"[..]], FileKind::Dir);
     assert_eq!(kinds[&b"l"[..]], FileKind::Lnk);
     assert_eq!(kinds[&b"f3"[..]], FileKind::Reg);
@@ -404,8 +481,15 @@ fn attributes_and_timestamps() {
     let cred = vfs::Cred { uid: 70000, gid: 5 };
     let f = fs.create(root, b"f", FileKind::Reg, 0o640, cred).unwrap();
     let a = fs.getattr(f).unwrap();
-    assert_eq!((a.kind, a.perm, a.nlink, a.uid, a.size, a.blocks), (FileKind::Reg, 0o640, 1, 70000, 0, 0));
-    assert_eq!(a.gid, fs.getattr(root).unwrap().gid, "BSD group inheritance");
+    assert_eq!(
+        (a.kind, a.perm, a.nlink, a.uid, a.size, a.blocks),
+        (FileKind::Reg, 0o640, 1, 70000, 0, 0)
+    );
+    assert_eq!(
+        a.gid,
+        fs.getattr(root).unwrap().gid,
+        "BSD group inheritance"
+    );
     let root_before = fs.getattr(root).unwrap();
     assert!(a.ctime.sec > 0 && a.mtime == a.ctime && a.birthtime == a.ctime);
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -415,12 +499,32 @@ fn attributes_and_timestamps() {
     assert_eq!(b.ctime, b.mtime);
     assert_eq!(b.blocks, 6);
     let c = fs
-        .setattr(f, &SetAttr { perm: Some(0o4755), uid: Some(0x12345), gid: Some(0x23456), ..Default::default() })
+        .setattr(
+            f,
+            &SetAttr {
+                perm: Some(0o4755),
+                uid: Some(0x12345),
+                gid: Some(0x23456),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!((c.perm, c.uid, c.gid), (0o4755, 0x12345, 0x23456));
     assert_eq!(c.mtime, b.mtime);
-    let ts = netbsd_abi::stat::Timespec { sec: 1_000_000_000, nsec: 123_456_789 };
-    let d = fs.setattr(f, &SetAttr { atime: Some(ts), mtime: Some(ts), ..Default::default() }).unwrap();
+    let ts = netbsd_abi::stat::Timespec {
+        sec: 1_000_000_000,
+        nsec: 123_456_789,
+    };
+    let d = fs
+        .setattr(
+            f,
+            &SetAttr {
+                atime: Some(ts),
+                mtime: Some(ts),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!((d.atime, d.mtime), (ts, ts));
     let r = fs.getattr(root).unwrap();
     assert!(r.mtime.sec >= root_before.mtime.sec);
@@ -428,10 +532,26 @@ fn attributes_and_timestamps() {
     let da = fs.getattr(dd).unwrap();
     assert_eq!((da.nlink, da.size, da.blocks), (2, 1024, 2));
     assert_eq!(fs.getattr(root).unwrap().nlink, root_before.nlink + 1);
-    assert_eq!(fs.setattr(dd, &SetAttr { size: Some(0), ..Default::default() }), Err(Errno(EISDIR)));
+    assert_eq!(
+        fs.setattr(
+            dd,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            }
+        ),
+        Err(Errno(EISDIR))
+    );
     // readdir cookies resume exactly
     for k in 0..100 {
-        fs.create(dd, format!("entry{k}").as_bytes(), FileKind::Reg, 0o644, cred).unwrap();
+        fs.create(
+            dd,
+            format!("entry{k}").as_bytes(),
+            FileKind::Reg,
+            0o644,
+            cred,
+        )
+        .unwrap();
     }
     let all = {
         let mut v = Vec::new();
@@ -465,7 +585,10 @@ fn attributes_and_timestamps() {
     fs.unmount().unwrap();
     fsck_clean(&img);
     let s = String::from_utf8_lossy(&debugfs(&img, "stat /f")).into_owned();
-    assert!(s.contains("User: 74565") && s.contains("Group: 144470"), "{s}");
+    assert!(
+        s.contains("User: 74565") && s.contains("Group: 144470"),
+        "{s}"
+    );
     assert!(s.contains("Mode:  04755"), "{s}");
     assert!(s.contains("mtime: 0x3b9aca00:1d6f3454"), "{s}");
 }
@@ -490,7 +613,10 @@ fn unlinked_open_inode_freed_at_release() {
     assert_eq!(read_all(&*fs, f), vec![7u8; 100_000]);
     fs.write(f, 100_000, b"more").unwrap();
     fs.sync().unwrap();
-    assert!(dumpe2fs_h(&img).contains("not clean"), "an open unlinked inode is an orphan for fsck");
+    assert!(
+        dumpe2fs_h(&img).contains("not clean"),
+        "an open unlinked inode is an orphan for fsck"
+    );
     assert!(fs.statfs().unwrap().blocks_free < before.blocks_free);
     fs.release(f);
     assert_eq!(fs.getattr(f), Err(Errno(ENOENT)));
@@ -498,12 +624,18 @@ fn unlinked_open_inode_freed_at_release() {
     assert!(dumpe2fs_h(&img).contains("Filesystem state:         clean"));
     fsck_clean(&img);
     let after = fs.statfs().unwrap();
-    assert_eq!((after.blocks_free, after.files_free), (before.blocks_free, before.files_free));
+    assert_eq!(
+        (after.blocks_free, after.files_free),
+        (before.blocks_free, before.files_free)
+    );
     // a directory removed while open, and one still open at unmount
     let d = mkdir(&*fs, "/d");
     fs.open(d);
     fs.rmdir(root, b"d").unwrap();
-    assert_eq!(fs.create(d, b"x", FileKind::Reg, 0o644, ROOT), Err(Errno(ENOENT)));
+    assert_eq!(
+        fs.create(d, b"x", FileKind::Reg, 0o644, ROOT),
+        Err(Errno(ENOENT))
+    );
     fs.release(d);
     let g = create_file(&*fs, "/g", &[1u8; 5000]);
     fs.open(g);
@@ -520,7 +652,11 @@ fn enospc_blocks_and_inodes() {
     let t = TempDir::new("nospc");
     // blocks run out
     let img = t.path("b.img");
-    mkfs(&img, 2048, &["-t", "ext2", "-b", "1024", "-m", "0", "-N", "64"]);
+    mkfs(
+        &img,
+        2048,
+        &["-t", "ext2", "-b", "1024", "-m", "0", "-N", "64"],
+    );
     let fs = mount(&img);
     let root = fs.root();
     let keep = create_file(&*fs, "/keep", &[9u8; 10_000]);
@@ -547,28 +683,54 @@ fn enospc_blocks_and_inodes() {
     // at most one is left, unusable without a second one for an indirect
     let st = fs.statfs().unwrap();
     let data_blocks = total.div_ceil(1024);
-    let ind = if data_blocks > 12 { 1 + (data_blocks - 12).saturating_sub(256).div_ceil(256) + u64::from(data_blocks > 268) } else { 0 };
+    let ind = if data_blocks > 12 {
+        1 + (data_blocks - 12).saturating_sub(256).div_ceil(256) + u64::from(data_blocks > 268)
+    } else {
+        0
+    };
     assert_eq!(data_blocks + ind + st.blocks_free, free0, "total {total}");
-    assert!(st.blocks_free <= 1, "ENOSPC with {} blocks left", st.blocks_free);
+    assert!(
+        st.blocks_free <= 1,
+        "ENOSPC with {} blocks left",
+        st.blocks_free
+    );
     assert_eq!(fs.getattr(f).unwrap().size, total);
     assert_eq!(fs.getattr(f).unwrap().blocks, (data_blocks + ind) * 2);
     // the last block, if any, fits a direct block of another file
     let pad = create_file(&*fs, "/pad", b"");
     let n = st.blocks_free as usize * 1024;
-    assert_eq!(fs.write(pad, 0, &vec![1u8; n + 1024]).map_err(|e| e.0), if n > 0 { Ok(n) } else { Err(ENOSPC) });
+    assert_eq!(
+        fs.write(pad, 0, &vec![1u8; n + 1024]).map_err(|e| e.0),
+        if n > 0 { Ok(n) } else { Err(ENOSPC) }
+    );
     assert_eq!(fs.statfs().unwrap().blocks_free, 0);
     // a new empty file still fits in the root directory block, a directory does not
-    fs.create(root, b"empty", FileKind::Reg, 0o644, ROOT).unwrap();
-    assert_eq!(fs.create(root, b"dir", FileKind::Dir, 0o755, ROOT), Err(Errno(ENOSPC)));
+    fs.create(root, b"empty", FileKind::Reg, 0o644, ROOT)
+        .unwrap();
+    assert_eq!(
+        fs.create(root, b"dir", FileKind::Dir, 0o755, ROOT),
+        Err(Errno(ENOSPC))
+    );
     let sl: Vec<u8> = "z".repeat(100).into_bytes();
     assert_eq!(fs.symlink(root, b"slow", &sl, ROOT), Err(Errno(ENOSPC)));
     fs.symlink(root, b"fast", b"short", ROOT).unwrap();
     assert_eq!(fs.write(keep, 10_240, &[1u8; 2000]), Err(Errno(ENOSPC)));
-    assert_eq!(fs.write(keep, 9_000, &[9u8; 2000]).unwrap(), 1240, "short write up to the allocated block");
+    assert_eq!(
+        fs.write(keep, 9_000, &[9u8; 2000]).unwrap(),
+        1240,
+        "short write up to the allocated block"
+    );
     assert_eq!(fs.getattr(keep).unwrap().size, 10_240);
     assert_eq!(fs.statfs().unwrap().blocks_free, 0);
     // free some room: writing works again
-    fs.setattr(f, &SetAttr { size: Some(total - 100_000), ..Default::default() }).unwrap();
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(total - 100_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(fs.statfs().unwrap().blocks_free >= 97);
     assert_eq!(fs.write(keep, 10_000, &[1u8; 2000]).unwrap(), 2000);
     fs.unmount().unwrap();
@@ -587,7 +749,13 @@ fn enospc_blocks_and_inodes() {
     let st = fs.statfs().unwrap();
     let mut made = 0;
     loop {
-        match fs.create(root, format!("n{made}").as_bytes(), FileKind::Reg, 0o644, ROOT) {
+        match fs.create(
+            root,
+            format!("n{made}").as_bytes(),
+            FileKind::Reg,
+            0o644,
+            ROOT,
+        ) {
             Ok(_) => made += 1,
             Err(e) => {
                 assert_eq!(e, Errno(ENOSPC));
@@ -597,7 +765,10 @@ fn enospc_blocks_and_inodes() {
     }
     assert_eq!(made, st.files_free);
     assert_eq!(fs.statfs().unwrap().files_free, 0);
-    assert_eq!(fs.create(root, b"d", FileKind::Dir, 0o755, ROOT), Err(Errno(ENOSPC)));
+    assert_eq!(
+        fs.create(root, b"d", FileKind::Dir, 0o755, ROOT),
+        Err(Errno(ENOSPC))
+    );
     fs.unlink(root, b"n3").unwrap();
     fs.create(root, b"d", FileKind::Dir, 0o755, ROOT).unwrap();
     fs.unmount().unwrap();
@@ -605,7 +776,11 @@ fn enospc_blocks_and_inodes() {
 
     // a directory that must grow when no block is left
     let img = t.path("d.img");
-    mkfs(&img, 1024, &["-t", "ext2", "-b", "1024", "-m", "0", "-N", "128"]);
+    mkfs(
+        &img,
+        1024,
+        &["-t", "ext2", "-b", "1024", "-m", "0", "-N", "128"],
+    );
     let fs = mount(&img);
     let root = fs.root();
     let f = create_file(&*fs, "/fill", b"");
@@ -615,7 +790,13 @@ fn enospc_blocks_and_inodes() {
     }
     let mut k = 0;
     let err = loop {
-        match fs.create(root, format!("a-long-file-name-to-fill-the-directory-{k}").as_bytes(), FileKind::Reg, 0o644, ROOT) {
+        match fs.create(
+            root,
+            format!("a-long-file-name-to-fill-the-directory-{k}").as_bytes(),
+            FileKind::Reg,
+            0o644,
+            ROOT,
+        ) {
             Ok(_) => k += 1,
             Err(e) => break e,
         }
@@ -635,19 +816,32 @@ fn feature_refusals_and_read_only() {
     // ext4: extents, 64bit, flex_bg, metadata_csum...
     let img = t.path("ext4.img");
     mkfs(&img, 8192, &["-t", "ext4"]);
-    let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default()).err().unwrap();
+    let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.errno, Errno(EFTYPE));
     assert!(e.reason.contains("extent"), "{}", e.reason);
-    assert!(Ext2Fs::probe(&*FileStore::open(&img)).unwrap_err().contains("extent"));
-    assert_eq!(Ext2Fs::mount(FileStore::open(&img), true).err(), Some(Errno(EFTYPE)));
+    assert!(Ext2Fs::probe(&*FileStore::open(&img))
+        .unwrap_err()
+        .contains("extent"));
+    assert_eq!(
+        Ext2Fs::mount(FileStore::open(&img), true).err(),
+        Some(Errno(EFTYPE))
+    );
 
     // ext3 whose journal needs recovery
     let img = t.path("ext3.img");
     mkfs(&img, 8192, &["-t", "ext3"]);
     debugfs_w(&img, "feature needs_recovery");
-    let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default()).err().unwrap();
+    let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.errno, Errno(EFTYPE));
-    assert!(e.reason.contains("needs_recovery") || e.reason.contains("recovery"), "{}", e.reason);
+    assert!(
+        e.reason.contains("needs_recovery") || e.reason.contains("recovery"),
+        "{}",
+        e.reason
+    );
 
     // ext3 with a clean journal: mounted as ext2, the journal left alone
     let img = t.path("ext3c.img");
@@ -668,7 +862,10 @@ fn feature_refusals_and_read_only() {
     assert!(fs.read_only());
     assert!(fs.read_only_reason().unwrap().contains("huge_file"));
     let root = fs.root();
-    assert_eq!(fs.create(root, b"x", FileKind::Reg, 0o644, ROOT), Err(Errno(EROFS)));
+    assert_eq!(
+        fs.create(root, b"x", FileKind::Reg, 0o644, ROOT),
+        Err(Errno(EROFS))
+    );
     let h = walk(&*fs, "/h").unwrap();
     assert_eq!(read_all(&*fs, h), b"some host data\n");
     assert_eq!(fs.write(h, 0, b"x"), Err(Errno(EROFS)));
@@ -708,7 +905,10 @@ fn feature_refusals_and_read_only() {
     assert!(dumpe2fs_h(&img).contains("Filesystem state:         clean"));
     fsck_clean(&img);
     let out = run("e2fsck", &["-n", img.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("clean"), "e2fsck without -f skips a clean fs");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("clean"),
+        "e2fsck without -f skips a clean fs"
+    );
     // ...until the next change, which marks it not clean first
     fs.write(x, 1, b"y").unwrap();
     assert!(dumpe2fs_h(&img).contains("Filesystem state:         not clean"));
@@ -720,20 +920,32 @@ fn feature_refusals_and_read_only() {
     assert!(dumpe2fs_h(&img).contains("Filesystem state:         not clean"));
     // a crash now (no sync, no unmount): read-write mount refused
     std::mem::forget(fs);
-    let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default()).err().unwrap();
+    let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default())
+        .err()
+        .unwrap();
     assert_eq!(e.errno, Errno(EPERM));
     assert!(e.reason.contains("not clean"));
     let fs = Ext2Fs::mount(FileStore::open(&img), true).unwrap();
     assert_eq!(read_all(&*fs, walk(&*fs, "/x").unwrap()), b"xyz");
     fs.unmount().unwrap();
-    let fs = Ext2Fs::mount_with(FileStore::open(&img), MountOptions { read_only: false, force: true }).unwrap();
+    let fs = Ext2Fs::mount_with(
+        FileStore::open(&img),
+        MountOptions {
+            read_only: false,
+            force: true,
+        },
+    )
+    .unwrap();
     fs.unmount().unwrap();
     fsck_clean(&img);
 
     // garbage is not ext2
     let img = t.path("zero.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    assert_eq!(Ext2Fs::mount(FileStore::open(&img), true).err(), Some(Errno(EINVAL)));
+    assert_eq!(
+        Ext2Fs::mount(FileStore::open(&img), true).err(),
+        Some(Errno(EINVAL))
+    );
 }
 
 #[test]
@@ -749,7 +961,11 @@ fn htree_directory_and_xattr_block() {
     }
     std::fs::write(host.join("withattr"), b"data").unwrap();
     let img = t.path("h.img");
-    mkfs(&img, 8192, &["-t", "ext2", "-b", "1024", "-d", host.to_str().unwrap()]);
+    mkfs(
+        &img,
+        8192,
+        &["-t", "ext2", "-b", "1024", "-d", host.to_str().unwrap()],
+    );
     // index the directories, and give a file an xattr block
     let out = run("e2fsck", &["-fyD", img.to_str().unwrap()]);
     assert!(out.status.code().unwrap_or(8) < 4);
@@ -765,7 +981,10 @@ fn htree_directory_and_xattr_block() {
     let before = fs.statfs().unwrap();
     let bigd = walk(&*fs, "/big").unwrap();
     assert_eq!(list(&*fs, bigd).len(), 602);
-    assert_eq!(read_all(&*fs, fs.lookup(bigd, b"entry-00321").unwrap()), b"321");
+    assert_eq!(
+        read_all(&*fs, fs.lookup(bigd, b"entry-00321").unwrap()),
+        b"321"
+    );
     for k in (0..600).step_by(3) {
         fs.unlink(bigd, format!("entry-{k:05}").as_bytes()).unwrap();
     }
@@ -805,7 +1024,14 @@ fn sequential_write_is_contiguous_and_fast() {
     let wt = start.elapsed();
     let start = std::time::Instant::now();
     for k in 0..1000 {
-        fs.create(fs.root(), format!("small{k}").as_bytes(), FileKind::Reg, 0o644, ROOT).unwrap();
+        fs.create(
+            fs.root(),
+            format!("small{k}").as_bytes(),
+            FileKind::Reg,
+            0o644,
+            ROOT,
+        )
+        .unwrap();
     }
     let ct = start.elapsed();
     eprintln!("48 MiB sequential write: {wt:?}; 1000 creates: {ct:?}");
@@ -844,11 +1070,21 @@ fn over_the_vfs_cache() {
     let d = mkdir(&*fs, "/many");
     let start = std::time::Instant::now();
     for k in 0..20000 {
-        let ino = fs.create(d, format!("small-file-{k}").as_bytes(), FileKind::Reg, 0o644, ROOT).unwrap();
+        let ino = fs
+            .create(
+                d,
+                format!("small-file-{k}").as_bytes(),
+                FileKind::Reg,
+                0o644,
+                ROOT,
+            )
+            .unwrap();
         fs.write(ino, 0, b"tiny").unwrap();
     }
     let ct = start.elapsed();
-    eprintln!("over vfs-cache: 16 MiB sequential write {wt:?}; 20000 small files in one directory {ct:?}");
+    eprintln!(
+        "over vfs-cache: 16 MiB sequential write {wt:?}; 20000 small files in one directory {ct:?}"
+    );
     fs.unmount().unwrap();
     store.detach().unwrap();
     fsck_clean(&img);
@@ -888,8 +1124,19 @@ fn large_files_set_large_file_feature() {
     assert_eq!(b, [0u8; 8]);
     // truncating below 4 GiB frees the triple-indirect tree
     let before = fs.statfs().unwrap().blocks_free;
-    fs.setattr(f, &SetAttr { size: Some(3 << 30), ..Default::default() }).unwrap();
-    assert_eq!(fs.statfs().unwrap().blocks_free, before + 4, "data + 3 indirect levels");
+    fs.setattr(
+        f,
+        &SetAttr {
+            size: Some(3 << 30),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        fs.statfs().unwrap().blocks_free,
+        before + 4,
+        "data + 3 indirect levels"
+    );
     fs.write(f, (3 << 30) - 3, b"end").unwrap();
     fs.unmount().unwrap();
     fsck_clean(&img);
@@ -924,7 +1171,9 @@ fn concurrent_operations() {
                 let mut files = BTreeMap::new();
                 for k in 0..150 {
                     let name = format!("f{k}");
-                    let ino = fs.create(d, name.as_bytes(), FileKind::Reg, 0o644, ROOT).unwrap();
+                    let ino = fs
+                        .create(d, name.as_bytes(), FileKind::Reg, 0o644, ROOT)
+                        .unwrap();
                     let n = rng.below(40_000) as usize;
                     let data = rng.bytes(n);
                     let mut off = 0;
@@ -934,12 +1183,19 @@ fn concurrent_operations() {
                         off += c;
                     }
                     let sn = format!("s{th}-{k}");
-                    fs.create(shared, sn.as_bytes(), FileKind::Reg, 0o644, ROOT).unwrap();
+                    fs.create(shared, sn.as_bytes(), FileKind::Reg, 0o644, ROOT)
+                        .unwrap();
                     if k % 3 == 0 {
                         fs.unlink(shared, sn.as_bytes()).unwrap();
                     }
                     if k % 5 == 0 {
-                        fs.rename(d, name.as_bytes(), shared, format!("moved{th}-{k}").as_bytes()).unwrap();
+                        fs.rename(
+                            d,
+                            name.as_bytes(),
+                            shared,
+                            format!("moved{th}-{k}").as_bytes(),
+                        )
+                        .unwrap();
                         files.insert(format!("/shared/moved{th}-{k}"), data);
                     } else {
                         files.insert(format!("/t{th}/{name}"), data);
@@ -999,7 +1255,10 @@ fn failed_sync_keeps_metadata_for_a_retry() {
     let t = TempDir::new("flaky");
     let img = t.path("f.img");
     mkfs(&img, 8192, &["-t", "ext2", "-b", "1024"]);
-    let store = std::sync::Arc::new(Flaky { inner: FileStore::open(&img), fail: false.into() });
+    let store = std::sync::Arc::new(Flaky {
+        inner: FileStore::open(&img),
+        fail: false.into(),
+    });
     let fs = Ext2Fs::mount(store.clone(), false).unwrap();
     let mut e = Expect::default();
     let mut rng = Rng(3);
@@ -1014,10 +1273,21 @@ fn failed_sync_keeps_metadata_for_a_retry() {
     assert_eq!(fs.unmount(), Err(Errno(EIO)));
     let root = fs.root();
     let free = fs.statfs().unwrap();
-    assert_eq!(fs.create(root, b"x", FileKind::Reg, 0o644, ROOT).map(|_| ()), Err(Errno(EIO)));
-    assert_eq!(fs.create(root, b"dx", FileKind::Dir, 0o755, ROOT).map(|_| ()), Err(Errno(EIO)));
+    assert_eq!(
+        fs.create(root, b"x", FileKind::Reg, 0o644, ROOT)
+            .map(|_| ()),
+        Err(Errno(EIO))
+    );
+    assert_eq!(
+        fs.create(root, b"dx", FileKind::Dir, 0o755, ROOT)
+            .map(|_| ()),
+        Err(Errno(EIO))
+    );
     let long = vec![b'l'; 100];
-    assert_eq!(fs.symlink(root, b"sx", &long, ROOT).map(|_| ()), Err(Errno(EIO)));
+    assert_eq!(
+        fs.symlink(root, b"sx", &long, ROOT).map(|_| ()),
+        Err(Errno(EIO))
+    );
     let f0 = walk(&*fs, "/f0").unwrap();
     let size0 = fs.getattr(f0).unwrap().size;
     assert_eq!(fs.write(f0, size0 + 5000, &[1u8; 300_000]), Err(Errno(EIO)));
@@ -1026,7 +1296,11 @@ fn failed_sync_keeps_metadata_for_a_retry() {
     assert_eq!(fs.rename(root, b"f2", root, b"f2-renamed"), Err(Errno(EIO)));
     assert_eq!(fs.getattr(f0).unwrap().size, size0);
     let now = fs.statfs().unwrap();
-    assert_eq!((now.blocks_free, now.files_free), (free.blocks_free, free.files_free), "nothing leaked");
+    assert_eq!(
+        (now.blocks_free, now.files_free),
+        (free.blocks_free, free.files_free),
+        "nothing leaked"
+    );
     store.fail.store(false, SeqCst);
     fs.sync().unwrap();
     fs.unmount().unwrap();
@@ -1132,14 +1406,27 @@ mod model {
         }
         fn children(&self, p: &str) -> Vec<String> {
             let pre = format!("{p}/");
-            self.ns.keys().filter(|k| k.starts_with(&pre)).cloned().collect()
+            self.ns
+                .keys()
+                .filter(|k| k.starts_with(&pre))
+                .cloned()
+                .collect()
         }
         fn nlink(&self, id: usize) -> usize {
             self.ns.values().filter(|n| **n == Node::File(id)).count()
         }
         fn gc(&mut self) {
-            let live: Vec<usize> =
-                self.ns.values().filter_map(|n| if let Node::File(i) = n { Some(*i) } else { None }).collect();
+            let live: Vec<usize> = self
+                .ns
+                .values()
+                .filter_map(|n| {
+                    if let Node::File(i) = n {
+                        Some(*i)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
             self.files.retain(|id, _| live.contains(id));
         }
         fn file_mut(&mut self, p: &str) -> Result<&mut Vec<u8>, i32> {
@@ -1232,7 +1519,9 @@ mod model {
                     }
                     if let Some(t) = self.ns.get(b) {
                         match (&src, t) {
-                            (Node::Dir, Node::Dir) if !self.children(b).is_empty() => return Err(ENOTEMPTY),
+                            (Node::Dir, Node::Dir) if !self.children(b).is_empty() => {
+                                return Err(ENOTEMPTY)
+                            }
                             (Node::Dir, Node::Dir) => {}
                             (Node::Dir, _) => return Err(ENOTDIR),
                             (_, Node::Dir) => return Err(EISDIR),
@@ -1262,12 +1551,17 @@ mod model {
         match op {
             Op::Create(p) | Op::Mkdir(p) => {
                 let (d, n) = parent(fs, p).map_err(e)?;
-                let k = if matches!(op, Op::Mkdir(_)) { FileKind::Dir } else { FileKind::Reg };
+                let k = if matches!(op, Op::Mkdir(_)) {
+                    FileKind::Dir
+                } else {
+                    FileKind::Reg
+                };
                 fs.create(d, n.as_bytes(), k, 0o755, ROOT).map_err(e)?;
             }
             Op::Symlink(p, len) => {
                 let (d, n) = parent(fs, p).map_err(e)?;
-                fs.symlink(d, n.as_bytes(), &link_target(p, *len), ROOT).map_err(e)?;
+                fs.symlink(d, n.as_bytes(), &link_target(p, *len), ROOT)
+                    .map_err(e)?;
             }
             Op::Write(p, off, len, b) => {
                 let ino = walk(fs, p).map_err(e)?;
@@ -1277,7 +1571,14 @@ mod model {
             }
             Op::Truncate(p, s) => {
                 let ino = walk(fs, p).map_err(e)?;
-                fs.setattr(ino, &SetAttr { size: Some(*s), ..Default::default() }).map_err(e)?;
+                fs.setattr(
+                    ino,
+                    &SetAttr {
+                        size: Some(*s),
+                        ..Default::default()
+                    },
+                )
+                .map_err(e)?;
             }
             Op::Unlink(p) => {
                 let (d, n) = parent(fs, p).map_err(e)?;
@@ -1339,7 +1640,10 @@ mod model {
                     assert_eq!(a.nlink as usize, 2 + subdirs, "links of {p}");
                 }
                 Node::Link(t, id) => {
-                    let n = m.ns.values().filter(|x| matches!(x, Node::Link(_, i) if i == id)).count();
+                    let n =
+                        m.ns.values()
+                            .filter(|x| matches!(x, Node::Link(_, i) if i == id))
+                            .count();
                     assert_eq!(a.nlink as usize, n, "links of {p}");
                     assert_eq!(a.kind, FileKind::Lnk, "{p}");
                     assert_eq!(a.size, t.len() as u64);
@@ -1368,7 +1672,11 @@ mod model {
         }
         // nothing extra in any directory
         let mut dirs = vec!["".to_string()];
-        dirs.extend(m.ns.iter().filter(|(_, n)| **n == Node::Dir).map(|(p, _)| p.clone()));
+        dirs.extend(
+            m.ns.iter()
+                .filter(|(_, n)| **n == Node::Dir)
+                .map(|(p, _)| p.clone()),
+        );
         for d in dirs {
             let ino = walk(fs, &d).unwrap();
             let mut names: Vec<String> = list(fs, ino)
@@ -1377,19 +1685,21 @@ mod model {
                 .filter(|n| n != "." && n != ".." && n != "lost+found")
                 .collect();
             names.sort();
-            let mut want: Vec<String> = m
-                .ns
-                .keys()
-                .filter(|k| k.starts_with(&format!("{d}/")) && !k[d.len() + 1..].contains('/'))
-                .map(|k| k[d.len() + 1..].to_string())
-                .collect();
+            let mut want: Vec<String> =
+                m.ns.keys()
+                    .filter(|k| k.starts_with(&format!("{d}/")) && !k[d.len() + 1..].contains('/'))
+                    .map(|k| k[d.len() + 1..].to_string())
+                    .collect();
             want.sort();
             assert_eq!(names, want, "listing of {d:?}");
         }
     }
 
     fn cases() -> u32 {
-        std::env::var("EXT2_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+        std::env::var("EXT2_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(24)
     }
 
     proptest! {

@@ -83,7 +83,11 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
     };
     let backend = RemoteBackend(Arc::new(Remote(client)));
     // Other clients may change the tree: short timeouts, no write-back.
-    let o = Options { read_only: ro, ttl: Duration::from_secs(1), writeback: false };
+    let o = Options {
+        read_only: ro,
+        ttl: Duration::from_secs(1),
+        writeback: false,
+    };
     let fs = match RumpFuse::new(backend, path.as_bytes(), o) {
         Ok(f) => f,
         Err(e) => {
@@ -99,7 +103,11 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
         if ro { MountOption::RO } else { MountOption::RW },
     ];
     // SAFETY: geteuid has no preconditions.
-    cfg.acl = if unsafe { libc::geteuid() } == 0 { SessionACL::All } else { SessionACL::Owner };
+    cfg.acl = if unsafe { libc::geteuid() } == 0 {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     cfg.n_threads = Some(1);
     let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
         Ok(s) => s,

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno as FErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use netbsd_abi::errno::*;
 use netbsd_abi::fcntl as nb;
@@ -44,7 +45,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { read_only: false, ttl: Duration::from_secs(1), writeback: false }
+        Options {
+            read_only: false,
+            ttl: Duration::from_secs(1),
+            writeback: false,
+        }
     }
 }
 
@@ -86,7 +91,9 @@ impl Nodes {
     /// `name` in `parent` no longer exists.
     fn drop_name(&mut self, parent: u64, name: &[u8]) {
         let k = (parent, name.to_vec());
-        let Some(ino) = self.by_name.remove(&k) else { return };
+        let Some(ino) = self.by_name.remove(&k) else {
+            return;
+        };
         let mut drop_key = None;
         if let Some(n) = self.by_ino.get_mut(&ino) {
             n.names.retain(|x| *x != k);
@@ -105,10 +112,16 @@ impl Nodes {
 }
 
 enum Handle {
-    File { sys: Arc<dyn Syscalls>, fd: i32 },
+    File {
+        sys: Arc<dyn Syscalls>,
+        fd: i32,
+    },
     /// A directory's entries as read at open, and the process that read
     /// them (readdirplus looks the entries up as it).
-    Dir { entries: Vec<(Vec<u8>, u64, FileType)>, sys: Arc<dyn Syscalls> },
+    Dir {
+        entries: Vec<(Vec<u8>, u64, FileType)>,
+        sys: Arc<dyn Syscalls>,
+    },
 }
 
 /// The adapter.
@@ -168,7 +181,11 @@ fn attr_of(ino: u64, st: &Stat) -> FileAttr {
         uid: st.uid,
         gid: st.gid,
         rdev: st.rdev as u32,
-        blksize: if st.blksize > 0 { st.blksize as u32 } else { 4096 },
+        blksize: if st.blksize > 0 {
+            st.blksize as u32
+        } else {
+            4096
+        },
         flags: 0,
     }
 }
@@ -229,13 +246,26 @@ impl<B: Backend> RumpFuse<B> {
         let mut by_ino = HashMap::new();
         let mut by_key = HashMap::new();
         let key = (st.dev, st.ino);
-        by_ino.insert(ROOT, Node { names: Vec::new(), key, nlookup: 1, nlink: st.nlink });
+        by_ino.insert(
+            ROOT,
+            Node {
+                names: Vec::new(),
+                key,
+                nlookup: 1,
+                nlink: st.nlink,
+            },
+        );
         by_key.insert(key, ROOT);
         Ok(RumpFuse {
             backend,
             base,
             opts,
-            nodes: RwLock::new(Nodes { by_ino, by_key, by_name: HashMap::new(), next: ROOT + 1 }),
+            nodes: RwLock::new(Nodes {
+                by_ino,
+                by_key,
+                by_name: HashMap::new(),
+                next: ROOT + 1,
+            }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         })
@@ -323,7 +353,15 @@ impl<B: Backend> RumpFuse<B> {
         }
         let ino = t.next;
         t.next += 1;
-        t.by_ino.insert(ino, Node { names: Vec::new(), key, nlookup: lookups, nlink: st.nlink });
+        t.by_ino.insert(
+            ino,
+            Node {
+                names: Vec::new(),
+                key,
+                nlookup: lookups,
+                nlink: st.nlink,
+            },
+        );
         t.by_key.insert(key, ino);
         t.add_name(ino, parent, name);
         ino
@@ -393,12 +431,28 @@ impl<B: Backend> RumpFuse<B> {
     }
 
     #[allow(clippy::too_many_arguments)] // the FUSE request's own fields
-    fn do_setattr(&self, req: &Request, ino: u64, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
-        size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, fh: Option<FileHandle>) -> R<FileAttr> {
+    fn do_setattr(
+        &self,
+        req: &Request,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> R<FileAttr> {
         self.as_caller(req, |sys| {
             let file = fh.and_then(|h| self.file(h).ok());
             let need_path = || self.path(ino);
-            if mode.is_some() || uid.is_some() || gid.is_some() || size.is_some() || atime.is_some() || mtime.is_some() {
+            if mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || size.is_some()
+                || atime.is_some()
+                || mtime.is_some()
+            {
                 self.rw()?;
             }
             if let Some(m) = mode {
@@ -432,9 +486,16 @@ impl<B: Backend> RumpFuse<B> {
         })
     }
 
-    fn do_readdir(&self, fh: FileHandle, offset: u64, mut add: impl FnMut(u64, &[u8], u64, FileType) -> bool) -> R<()> {
+    fn do_readdir(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        mut add: impl FnMut(u64, &[u8], u64, FileType) -> bool,
+    ) -> R<()> {
         let h = self.handle(fh)?;
-        let Handle::Dir { entries, .. } = &*h else { return Err(Errno(ENOTDIR)) };
+        let Handle::Dir { entries, .. } = &*h else {
+            return Err(Errno(ENOTDIR));
+        };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         for (i, (name, kino, kind)) in entries.iter().enumerate().skip(start) {
             if add(*kino, name, i as u64 + 1, *kind) {
@@ -477,7 +538,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             Err(e) if e.0 == ENOENT && self.opts.writeback => {
                 // The only writer: the host may remember that the name is
                 // absent (node 0), until it creates it itself.
-                return reply.entry(&self.opts.ttl, &FileAttr { ino: INodeNo(0), ..empty_attr() }, Generation(0));
+                return reply.entry(
+                    &self.opts.ttl,
+                    &FileAttr {
+                        ino: INodeNo(0),
+                        ..empty_attr()
+                    },
+                    Generation(0),
+                );
             }
             Err(e) => return reply.error(fe(e)),
         };
@@ -511,18 +579,33 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let r = self.as_caller(req, |sys| {
-            self.stat_ino(&*sys, ino.0, fh)
-        });
+        let r = self.as_caller(req, |sys| self.stat_ino(&*sys, ino.0, fh));
         let a = tryr!(reply, r);
         reply.attr(&self.opts.ttl, &a);
     }
 
-    fn setattr(&self, req: &Request, ino: INodeNo, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
-        size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>, _crtime: Option<SystemTime>, _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>, _flags: Option<fuser::BsdFileFlags>, reply: ReplyAttr) {
-        let a = tryr!(reply, self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh));
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let a = tryr!(
+            reply,
+            self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh)
+        );
         reply.attr(&self.opts.ttl, &a);
     }
 
@@ -532,7 +615,16 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.data(&t);
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, name)?;
@@ -543,7 +635,15 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, name)?;
@@ -578,7 +678,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.ok();
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, link_name)?;
@@ -589,13 +696,23 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.entry(&self.opts.ttl, &a, Generation(0));
     }
 
-    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr,
-        flags: RenameFlags, reply: ReplyEmpty) {
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let from = self.child(parent.0, name)?;
             let to = self.child(newparent.0, newname)?;
-            if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            if flags.contains(RenameFlags::RENAME_EXCHANGE)
+                || flags.contains(RenameFlags::RENAME_WHITEOUT)
+            {
                 return Err(Errno(EINVAL));
             }
             if flags.contains(RenameFlags::RENAME_NOREPLACE) && sys.lstat(&to).is_ok() {
@@ -620,7 +737,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.ok();
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let from = self.path(ino.0)?;
@@ -646,8 +770,15 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             let fd = match sys.open(&path, f, 0) {
                 // A write-only file widened for the write-back cache: the
                 // caller may not read it; open it as asked.
-                Err(e) if e.0 == EACCES && f & nb::O_ACCMODE != open_flags(flags.0) & nb::O_ACCMODE => {
-                    sys.open(&path, (f & !nb::O_ACCMODE) | (open_flags(flags.0) & nb::O_ACCMODE), 0)?
+                Err(e)
+                    if e.0 == EACCES
+                        && f & nb::O_ACCMODE != open_flags(flags.0) & nb::O_ACCMODE =>
+                {
+                    sys.open(
+                        &path,
+                        (f & !nb::O_ACCMODE) | (open_flags(flags.0) & nb::O_ACCMODE),
+                        0,
+                    )?
                 }
                 r => r?,
             };
@@ -657,8 +788,17 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.opened(FileHandle(fh), self.fopen_flags());
     }
 
-    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let r = (|| {
             let (sys, fd) = self.file(fh)?;
             let off = i64::try_from(offset).map_err(|_| Errno(EINVAL))?;
@@ -678,8 +818,18 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.data(&b);
     }
 
-    fn write(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: WriteFlags,
-        _flags: OpenFlags, _lock_owner: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
         let r = (|| {
             self.rw()?;
             let (sys, fd) = self.file(fh)?;
@@ -698,14 +848,29 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.written(n as u32);
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Nothing to do at close: ENOSYS makes the host stop sending FLUSH,
         // one round trip less per file (dirty pages are still written).
         reply.error(FErrno::ENOSYS);
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let h = self.handles.lock().remove(&fh.0);
         if let Some(h) = h {
             if let Handle::File { sys, fd } = &*h {
@@ -715,7 +880,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let r = (|| {
             let (sys, fd) = self.file(fh)?;
             sys.fsync(fd)
@@ -727,20 +899,39 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = self.as_caller(req, |sys| {
             let ents = sys.list_dir(&self.path(ino.0)?)?;
-            let entries = ents.into_iter().map(|d| (d.name, d.fileno, dt_kind(d.kind))).collect();
+            let entries = ents
+                .into_iter()
+                .map(|d| (d.name, d.fileno, dt_kind(d.kind)))
+                .collect();
             Ok(self.add_handle(Handle::Dir { entries, sys }))
         });
         let fh = tryr!(reply, r);
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = self.do_readdir(fh, offset, |kino, name, next, kind| reply.add(INodeNo(kino.max(1)), next, kind, OsStr::from_bytes(name)));
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.do_readdir(fh, offset, |kino, name, next, kind| {
+            reply.add(INodeNo(kino.max(1)), next, kind, OsStr::from_bytes(name))
+        });
         tryr!(reply, r);
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let r = (|| {
             let sys = match &*self.handle(fh)? {
                 Handle::Dir { sys, .. } => sys.clone(),
@@ -752,8 +943,18 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
                 if name == b"." || name == b".." {
                     // The host does not count lookups of these: report
                     // them without attributes it would cache.
-                    let a = FileAttr { ino: INodeNo(if name == b"." { ino.0 } else { ROOT }), ..empty_attr() };
-                    return reply.add(a.ino, next, OsStr::from_bytes(name), &Duration::ZERO, &a, Generation(0));
+                    let a = FileAttr {
+                        ino: INodeNo(if name == b"." { ino.0 } else { ROOT }),
+                        ..empty_attr()
+                    };
+                    return reply.add(
+                        a.ino,
+                        next,
+                        OsStr::from_bytes(name),
+                        &Duration::ZERO,
+                        &a,
+                        Generation(0),
+                    );
                 }
                 let mut p = dir.clone();
                 if p.last() != Some(&b'/') {
@@ -763,7 +964,14 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
                 let Ok(st) = sys.lstat(&p) else { return false };
                 let n = self.remember(ino.0, name, &st, 0);
                 let a = attr_of(n, &st);
-                let full = reply.add(INodeNo(n), next, OsStr::from_bytes(name), &ttl, &a, Generation(0));
+                let full = reply.add(
+                    INodeNo(n),
+                    next,
+                    OsStr::from_bytes(name),
+                    &ttl,
+                    &a,
+                    Generation(0),
+                );
                 if !full {
                     if let Some(node) = self.nodes.write().by_ino.get_mut(&n) {
                         node.nlookup += 1;
@@ -776,12 +984,26 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.handles.lock().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -789,7 +1011,16 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         let r = self.as_caller(req, |sys| sys.statvfs(&self.base));
         let s = tryr!(reply, r);
         let bs = s.bsize.min(u32::MAX as u64) as u32;
-        reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, bs, s.namemax as u32, s.frsize as u32);
+        reply.statfs(
+            s.blocks,
+            s.bfree,
+            s.bavail,
+            s.files,
+            s.ffree,
+            bs,
+            s.namemax as u32,
+            s.frsize as u32,
+        );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -813,8 +1044,16 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         reply.ok();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32,
-        reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, name)?;
@@ -832,7 +1071,13 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             Ok((attr_of(ino, &st), fh))
         });
         let (a, fh) = tryr!(reply, r);
-        reply.created(&self.opts.ttl, &a, Generation(0), FileHandle(fh), self.fopen_flags());
+        reply.created(
+            &self.opts.ttl,
+            &a,
+            Generation(0),
+            FileHandle(fh),
+            self.fopen_flags(),
+        );
     }
 }
 

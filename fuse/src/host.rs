@@ -14,7 +14,12 @@ use crate::fs::MAX_READAHEAD;
 
 /// The host's text for errno `e`.
 pub fn strerror(e: i32) -> String {
-    io::Error::from_raw_os_error(e).to_string().split(" (os error").next().unwrap_or("").to_string()
+    io::Error::from_raw_os_error(e)
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn io_reason(e: &io::Error) -> String {
@@ -34,7 +39,8 @@ pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, String> {
     if !md.is_dir() {
         return Err(format!("{}: {}", mnt.display(), strerror(libc::ENOTDIR)));
     }
-    let abs = std::fs::canonicalize(mnt).map_err(|e| format!("{}: {}", mnt.display(), io_reason(&e)))?;
+    let abs =
+        std::fs::canonicalize(mnt).map_err(|e| format!("{}: {}", mnt.display(), io_reason(&e)))?;
     if is_mountpoint(&abs) {
         return Err(format!("{}: {}", mnt.display(), strerror(libc::EBUSY)));
     }
@@ -59,7 +65,11 @@ pub fn is_mountpoint(dir: &Path) -> bool {
 /// `dir`, oldest first.
 fn mounts_at<'a>(table: &'a str, dir: &'a Path) -> impl DoubleEndedIterator<Item = &'a str> {
     let want = dir.as_os_str().as_bytes();
-    table.lines().filter(move |l| l.split(' ').nth(4).is_some_and(|m| unescape(m).as_slice() == want))
+    table.lines().filter(move |l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|m| unescape(m).as_slice() == want)
+    })
 }
 
 /// Set the read-ahead of the mount at `mnt` (its backing device info in
@@ -78,7 +88,10 @@ pub fn set_readahead(mnt: &Path) -> io::Result<()> {
     if !dev.bytes().all(|c| c.is_ascii_digit() || c == b':') {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    std::fs::write(format!("/sys/class/bdi/{dev}/read_ahead_kb"), (MAX_READAHEAD >> 10).to_string())
+    std::fs::write(
+        format!("/sys/class/bdi/{dev}/read_ahead_kb"),
+        (MAX_READAHEAD >> 10).to_string(),
+    )
 }
 
 fn unescape(s: &str) -> Vec<u8> {
@@ -87,7 +100,10 @@ fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -102,7 +118,8 @@ fn unescape(s: &str) -> Vec<u8> {
 /// Detach the FUSE mount at `mnt` (lazily: open files keep it until they
 /// close). As root with umount2; otherwise through `fusermount3 -uz`.
 pub fn unmount(mnt: &Path) -> Result<(), String> {
-    let c = CString::new(mnt.as_os_str().as_bytes()).map_err(|_| format!("{}: bad path", mnt.display()))?;
+    let c = CString::new(mnt.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: bad path", mnt.display()))?;
     // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
     let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     if r == 0 {
@@ -225,5 +242,10 @@ pub fn groups_of(pid: u32) -> Option<Vec<u32>> {
     f.by_ref().take(16 << 10).read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
     let line = text.lines().find_map(|l| l.strip_prefix("Groups:"))?;
-    Some(line.split_whitespace().take(64).filter_map(|g| g.parse().ok()).collect())
+    Some(
+        line.split_whitespace()
+            .take(64)
+            .filter_map(|g| g.parse().ok())
+            .collect(),
+    )
 }

@@ -174,7 +174,10 @@ const MAX_CALLERS: usize = 256;
 
 impl LocalBackend {
     pub fn new(kernel: Arc<Kernel>) -> LocalBackend {
-        LocalBackend { kernel, procs: RwLock::new(HashMap::new()) }
+        LocalBackend {
+            kernel,
+            procs: RwLock::new(HashMap::new()),
+        }
     }
 }
 
@@ -193,7 +196,10 @@ impl Backend for LocalBackend {
         if let Some(p) = self.procs.read().get(&key) {
             return Ok(p.clone());
         }
-        let p = Arc::new(Local(self.kernel.local_process_in_groups(Cred { uid, gid }, &key.2)?));
+        let p = Arc::new(Local(
+            self.kernel
+                .local_process_in_groups(Cred { uid, gid }, &key.2)?,
+        ));
         let mut t = self.procs.write();
         if t.len() >= MAX_CALLERS {
             t.clear();
@@ -311,8 +317,12 @@ pub fn systime(t: Timespec) -> std::time::SystemTime {
     use std::time::{Duration, UNIX_EPOCH};
     let ns = t.nsec.clamp(0, 999_999_999) as u32;
     if t.sec >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(t.sec as u64, ns)).unwrap_or(UNIX_EPOCH)
+        UNIX_EPOCH
+            .checked_add(Duration::new(t.sec as u64, ns))
+            .unwrap_or(UNIX_EPOCH)
     } else {
-        UNIX_EPOCH.checked_sub(Duration::new(t.sec.unsigned_abs(), 0)).unwrap_or(UNIX_EPOCH)
+        UNIX_EPOCH
+            .checked_sub(Duration::new(t.sec.unsigned_abs(), 0))
+            .unwrap_or(UNIX_EPOCH)
     }
 }

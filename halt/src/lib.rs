@@ -49,7 +49,6 @@ pub trait HaltTarget: Send + Sync {
     fn fini(&self, _client: ClientHandle, _errno: i32) {}
 }
 
-
 /// What a halt that returned did (only `RB_HALT` halts return).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HaltReport {
@@ -152,10 +151,22 @@ impl Halt {
     /// that flush, says what was not flushed, answers its caller and ends
     /// the process at once (status 1), or with `RB_HALT` quiesces. Any
     /// other halt during a halt gets `EBUSY`.
-    pub fn halt(&self, k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
-        if self.state.compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    pub fn halt(
+        &self,
+        k: &dyn HaltTarget,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<HaltReport, Errno> {
+        if self
+            .state
+            .compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             if flags & RB_NOSYNC != 0
-                && self.state.compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                && self
+                    .state
+                    .compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
             {
                 return self.rescue(k, flags, caller);
             }
@@ -163,16 +174,25 @@ impl Halt {
         }
         let start = Instant::now();
         if verbose() {
-            log(&format!("halt: {} by {caller}", netbsd_abi::reboot::RbFlags(flags)));
+            log(&format!(
+                "halt: {} by {caller}",
+                netbsd_abi::reboot::RbFlags(flags)
+            ));
         }
 
         // 1. Stop admitting; let running syscalls finish, within bounds.
         k.stop_admitting();
         k.stop_serving();
-        let drain = if flags & RB_NOSYNC != 0 { DRAIN_TIMEOUT_NOSYNC } else { DRAIN_TIMEOUT };
+        let drain = if flags & RB_NOSYNC != 0 {
+            DRAIN_TIMEOUT_NOSYNC
+        } else {
+            DRAIN_TIMEOUT
+        };
         let cut_off = k.wait_idle(drain);
         if cut_off > 0 {
-            log(&format!("halt: {cut_off} system call(s) still running after {drain:?}, cut off"));
+            log(&format!(
+                "halt: {cut_off} system call(s) still running after {drain:?}, cut off"
+            ));
         }
 
         // 2. Flush, unless told the disks are on fire.
@@ -195,7 +215,16 @@ impl Halt {
             self.flush_failed.store(true, Ordering::Release);
         }
         // A rescue overtook this halt while it flushed: it owns the end now.
-        if self.state.compare_exchange(ST_FLUSHING, ST_FINISHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if self
+            .state
+            .compare_exchange(
+                ST_FLUSHING,
+                ST_FINISHING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
             return Err(Errno(EINTR));
         }
 
@@ -203,7 +232,13 @@ impl Halt {
         k.fini(caller.client(), errno);
 
         // 4. Core, quiesce, or exit.
-        let report = HaltReport { flags, flush, cut_off, core_dumped: None, elapsed: start.elapsed() };
+        let report = HaltReport {
+            flags,
+            flush,
+            cut_off,
+            core_dumped: None,
+            elapsed: start.elapsed(),
+        };
         self.end(k, report, start, rumpuser::exit::exit)
     }
 
@@ -244,7 +279,10 @@ impl Halt {
     fn rescue(&self, k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
         let start = Instant::now();
         self.flush_failed.store(true, Ordering::Release);
-        log(&format!("halt: {} during a halt: skipping the rest of the flush", netbsd_abi::reboot::RbFlags(flags)));
+        log(&format!(
+            "halt: {} during a halt: skipping the rest of the flush",
+            netbsd_abi::reboot::RbFlags(flags)
+        ));
         let left = k.unflushed();
         if left.is_empty() {
             log("halt: nothing was left to flush");
@@ -254,7 +292,13 @@ impl Halt {
         }
         k.stop_admitting();
         k.fini(caller.client(), 0);
-        let report = HaltReport { flags, flush: None, cut_off: 0, core_dumped: None, elapsed: start.elapsed() };
+        let report = HaltReport {
+            flags,
+            flush: None,
+            cut_off: 0,
+            core_dumped: None,
+            elapsed: start.elapsed(),
+        };
         // Threads stuck on a drive may hold what exit handlers wait for.
         self.end(k, report, start, rumpuser::exit::exit_now)
     }
@@ -267,7 +311,11 @@ fn log(msg: &str) {
 fn progname() -> String {
     std::env::args()
         .next()
-        .and_then(|a| std::path::Path::new(&a).file_name().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "rump".into())
 }
 
@@ -296,7 +344,10 @@ fn dump_core_in_child() -> bool {
     // waits for it.
     match unsafe { fork() } {
         Err(e) => {
-            log(&format!("halt: fork for core dump: {}", std::io::Error::from(e)));
+            log(&format!(
+                "halt: fork for core dump: {}",
+                std::io::Error::from(e)
+            ));
             false
         }
         Ok(ForkResult::Child) => rumpuser::exit::panic_abort(),

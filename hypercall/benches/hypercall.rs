@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rumpuser::locks::{
-    rumpuser_cv_init, rumpuser_cv_signal, rumpuser_cv_wait, rumpuser_mutex_enter, rumpuser_mutex_exit,
-    rumpuser_mutex_init, Mutex, RumpuserCv, RumpuserMtx, MTX_KMUTEX,
+    rumpuser_cv_init, rumpuser_cv_signal, rumpuser_cv_wait, rumpuser_mutex_enter,
+    rumpuser_mutex_exit, rumpuser_mutex_init, Mutex, RumpuserCv, RumpuserMtx, MTX_KMUTEX,
 };
 use rumpuser::thread::{rumpuser_thread_create, rumpuser_thread_join};
 use rumpuser::RumpuserHyperup;
@@ -68,8 +68,15 @@ fn best(rounds: usize, ops: u64, mut f: impl FnMut()) -> f64 {
 }
 
 fn report(name: &str, ours: f64, base: f64, unit: &str) {
-    let (o, b) = if unit == "us" { (ours / 1000.0, base / 1000.0) } else { (ours, base) };
-    println!("{name:<34} ours {o:>9.2} {unit}/op   pthread {b:>9.2} {unit}/op   ratio {:>5.2}", ours / base);
+    let (o, b) = if unit == "us" {
+        (ours / 1000.0, base / 1000.0)
+    } else {
+        (ours, base)
+    };
+    println!(
+        "{name:<34} ours {o:>9.2} {unit}/op   pthread {b:>9.2} {unit}/op   ratio {:>5.2}",
+        ours / base
+    );
 }
 
 struct SendPtr<T>(*mut T);
@@ -229,7 +236,11 @@ fn pingpong() {
     let mut cv: *mut RumpuserCv = null_mut();
     // SAFETY: valid out-parameter.
     unsafe { rumpuser_cv_init(&mut cv) };
-    let r = Arc::new(SendPtr(Box::into_raw(Box::new(R { m: new_rump_mutex(), cv, turn: 0 }))));
+    let r = Arc::new(SendPtr(Box::into_raw(Box::new(R {
+        m: new_rump_mutex(),
+        cv,
+        turn: 0,
+    }))));
     let ours = best(3, N, || {
         // SAFETY: single-threaded reset between rounds.
         unsafe { (*r.0).turn = 0 };
@@ -271,7 +282,10 @@ fn create_join() {
             // SAFETY: zeroed pthread_t as an out-parameter; joined below.
             unsafe {
                 let mut t: libc::pthread_t = std::mem::zeroed();
-                assert_eq!(libc::pthread_create(&mut t, std::ptr::null(), thread_body, null_mut()), 0);
+                assert_eq!(
+                    libc::pthread_create(&mut t, std::ptr::null(), thread_body, null_mut()),
+                    0
+                );
                 libc::pthread_join(t, null_mut());
             }
         }
@@ -301,7 +315,10 @@ fn create_join() {
 fn main() {
     install_upcalls();
     // Optional filter words select benchmarks (`cargo bench ... -- mutex`).
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     println!("hypercall layer vs pthread (best of several rounds; ratio = ours / pthread)");
     if want("mutex") {

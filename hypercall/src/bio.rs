@@ -51,7 +51,9 @@ fn pool() -> &'static Sender<Job> {
         let (tx, rx) = unbounded();
         for i in 0..IO_THREADS {
             let rx = rx.clone();
-            let r = std::thread::Builder::new().name(format!("rumpuser_bio{i}")).spawn(move || io_thread(rx));
+            let r = std::thread::Builder::new()
+                .name(format!("rumpuser_bio{i}"))
+                .spawn(move || io_thread(rx));
             if let Err(e) = r {
                 crate::cons::dprint(&format!("rumpuser: cannot start I/O thread {i}: {e}\n"));
             }
@@ -103,7 +105,13 @@ fn io_thread(jobs: Receiver<Job>) {
 /// # Safety
 /// `buf` is valid for `len` bytes (writable for a read) and not otherwise
 /// accessed during the call; `fd` stays open during the call.
-unsafe fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (usize, Option<Errno>) {
+unsafe fn do_io(
+    fd: c_int,
+    op: c_int,
+    buf: *mut u8,
+    len: usize,
+    off: i64,
+) -> (usize, Option<Errno>) {
     if off < 0 || (len > 0 && buf.is_null()) || op & (BIO_READ | BIO_WRITE) == 0 {
         return (0, Some(Errno(EINVAL)));
     }
@@ -149,8 +157,22 @@ unsafe fn do_io(fd: c_int, op: c_int, buf: *mut u8, len: usize, off: i64) -> (us
 /// # Safety
 /// `buf` stays valid (and, for a write, unchanged; for a read, unread)
 /// for `len` bytes, and `fd` stays open, until `done` runs.
-pub unsafe fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, done: Box<dyn FnOnce(usize, i32) + Send>) {
-    let job = Job { fd, op, buf, len, off, done };
+pub unsafe fn bio_submit(
+    fd: i32,
+    op: i32,
+    buf: *mut u8,
+    len: usize,
+    off: i64,
+    done: Box<dyn FnOnce(usize, i32) + Send>,
+) {
+    let job = Job {
+        fd,
+        op,
+        buf,
+        len,
+        off,
+        done,
+    };
     // The receivers live as long as the sender: a send cannot fail, and
     // `done` still runs if it did.
     if let Err(e) = pool().send(job) {
@@ -173,9 +195,17 @@ pub unsafe fn bio_submit(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64, d
 ///
 /// # Safety
 /// `buf` is valid for `len` bytes (writable for a read) during the call.
-pub unsafe fn bio_wait(fd: i32, op: i32, buf: *mut u8, len: usize, off: i64) -> Result<usize, Errno> {
+pub unsafe fn bio_wait(
+    fd: i32,
+    op: i32,
+    buf: *mut u8,
+    len: usize,
+    off: i64,
+) -> Result<usize, Errno> {
     // SAFETY: per the caller.
-    let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || unsafe { do_io(fd, op, buf, len, off) });
+    let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || unsafe {
+        do_io(fd, op, buf, len, off)
+    });
     match err {
         Some(e) => Err(e),
         None => Ok(n),
@@ -191,7 +221,11 @@ pub fn read_at(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
 /// Write `buf` at `off` (synchronously, unscheduled); durable on return if
 /// `sync`.
 pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errno> {
-    let op = if sync { BIO_WRITE | BIO_SYNC } else { BIO_WRITE };
+    let op = if sync {
+        BIO_WRITE | BIO_SYNC
+    } else {
+        BIO_WRITE
+    };
     // SAFETY: `buf` is borrowed for the call, and only read for a write.
     unsafe { bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off) }
 }

@@ -35,7 +35,11 @@ pub fn sleep(clock: i32, sec: i64, nsec: i64) -> Result<(), Errno> {
         return Err(Errno(EINVAL));
     }
     // A negative time is already past: no sleep.
-    let ts = if sec < 0 { TimeSpec::new(0, 0) } else { TimeSpec::new(sec as _, nsec as c_long) };
+    let ts = if sec < 0 {
+        TimeSpec::new(0, 0)
+    } else {
+        TimeSpec::new(sec as _, nsec as c_long)
+    };
     let rv = crate::upcalls::blocking(std::ptr::null_mut(), || {
         // A relative sleep is a sleep until a monotonic deadline, which
         // an interrupted sleep resumes without drift.
@@ -44,7 +48,11 @@ pub fn sleep(clock: i32, sec: i64, nsec: i64) -> Result<(), Errno> {
             _ => ts,
         };
         loop {
-            match clock_nanosleep(ClockId::CLOCK_MONOTONIC, ClockNanosleepFlags::TIMER_ABSTIME, &deadline) {
+            match clock_nanosleep(
+                ClockId::CLOCK_MONOTONIC,
+                ClockNanosleepFlags::TIMER_ABSTIME,
+                &deadline,
+            ) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 r => return r.map(drop),
             }
@@ -58,7 +66,11 @@ pub fn sleep(clock: i32, sec: i64, nsec: i64) -> Result<(), Errno> {
 /// # Safety
 /// `sec` and `nsec` are valid for writes.
 #[no_mangle]
-pub unsafe extern "C" fn rumpuser_clock_gettime(clock: c_int, sec: *mut i64, nsec: *mut c_long) -> c_int {
+pub unsafe extern "C" fn rumpuser_clock_gettime(
+    clock: c_int,
+    sec: *mut i64,
+    nsec: *mut c_long,
+) -> c_int {
     trace_hit!(rumpuser_clock_gettime);
     if sec.is_null() || nsec.is_null() {
         return EFAULT;
@@ -79,5 +91,7 @@ pub unsafe extern "C" fn rumpuser_clock_gettime(clock: c_int, sec: *mut i64, nse
 #[no_mangle]
 pub extern "C" fn rumpuser_clock_sleep(clock: c_int, sec: i64, nsec: c_long) -> c_int {
     trace_hit!(rumpuser_clock_sleep);
-    crate::guard("rumpuser_clock_sleep", || crate::errno::ret(sleep(clock, sec, nsec)))
+    crate::guard("rumpuser_clock_sleep", || {
+        crate::errno::ret(sleep(clock, sec, nsec))
+    })
 }

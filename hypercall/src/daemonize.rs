@@ -26,14 +26,18 @@ pub fn daemonize_begin() -> Result<(), Errno> {
     if DAEMONIZING.swap(true, Ordering::SeqCst) {
         return Err(Errno(EINPROGRESS));
     }
-    let (parent, child) =
-        match socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) {
-            Ok(p) => p,
-            Err(e) => {
-                DAEMONIZING.store(false, Ordering::SeqCst);
-                return Err(crate::errno::nix(e));
-            }
-        };
+    let (parent, child) = match socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            DAEMONIZING.store(false, Ordering::SeqCst);
+            return Err(crate::errno::nix(e));
+        }
+    };
     // SAFETY: fork before any other thread exists (the caller's contract);
     // the parent only reads a socket and _exits.
     match unsafe { fork() } {
@@ -113,14 +117,18 @@ pub fn daemonize_done(error: i32) -> Result<(), Errno> {
 #[no_mangle]
 pub extern "C" fn rumpuser_daemonize_begin() -> c_int {
     trace_hit!(rumpuser_daemonize_begin);
-    crate::guard("rumpuser_daemonize_begin", || crate::errno::ret(daemonize_begin()))
+    crate::guard("rumpuser_daemonize_begin", || {
+        crate::errno::ret(daemonize_begin())
+    })
 }
 
 /// `rumpuser_daemonize_done(error)`.
 #[no_mangle]
 pub extern "C" fn rumpuser_daemonize_done(error: c_int) -> c_int {
     trace_hit!(rumpuser_daemonize_done);
-    crate::guard("rumpuser_daemonize_done", || crate::errno::ret(daemonize_done(error)))
+    crate::guard("rumpuser_daemonize_done", || {
+        crate::errno::ret(daemonize_done(error))
+    })
 }
 
 /// Short name for [`daemonize_begin`].

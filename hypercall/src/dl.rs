@@ -165,7 +165,11 @@ unsafe fn gnu_hash_count(gnu: *const u32) -> usize {
     }
 }
 
-unsafe extern "C" fn collect(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+unsafe extern "C" fn collect(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
     // SAFETY: the loader passes a valid info record and our Vec.
     let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<LoadedObject>>()) };
     let base = info.dlpi_addr as usize;
@@ -173,7 +177,9 @@ unsafe extern "C" fn collect(info: *mut libc::dl_phdr_info, _size: usize, data: 
         String::new()
     } else {
         // SAFETY: the loader's NUL-terminated object name.
-        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
     };
     let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
         &[]
@@ -276,7 +282,8 @@ pub fn kernel_symbols() -> (Vec<u8>, Vec<u8>) {
                 continue;
             }
             let name = o.symbol_name(s);
-            if !(name.starts_with(b"rump") || name.starts_with(b"RUMP") || name.starts_with(b"__")) {
+            if !(name.starts_with(b"rump") || name.starts_with(b"RUMP") || name.starts_with(b"__"))
+            {
                 continue;
             }
             let mut c = *s;
@@ -284,7 +291,10 @@ pub fn kernel_symbols() -> (Vec<u8>, Vec<u8>) {
             c.st_value = s.st_value.wrapping_add(o.base as u64);
             // SAFETY: ElfSym is plain old data with no padding.
             let bytes = unsafe {
-                std::slice::from_raw_parts((&c as *const ElfSym).cast::<u8>(), std::mem::size_of::<ElfSym>())
+                std::slice::from_raw_parts(
+                    (&c as *const ElfSym).cast::<u8>(),
+                    std::mem::size_of::<ElfSym>(),
+                )
             };
             syms.extend_from_slice(bytes);
             strs.extend_from_slice(name);
@@ -353,7 +363,9 @@ pub unsafe extern "C" fn rumpuser_dl_bootstrap(
                     let s = malloc_copy(syms);
                     let t = malloc_copy(strs);
                     if s.is_null() || t.is_null() {
-                        crate::cons::dprint("rumpuser_dl_bootstrap: out of memory for the symbol table\n");
+                        crate::cons::dprint(
+                            "rumpuser_dl_bootstrap: out of memory for the symbol table\n",
+                        );
                         return;
                     }
                     // SAFETY: the kernel's callback; the tables are its now.

@@ -24,7 +24,10 @@ unsafe impl Sync for EntryPoint {}
 
 macro_rules! ep {
     ($name:ident, $path:path) => {
-        EntryPoint { name: stringify!($name), addr: $path as *const c_void }
+        EntryPoint {
+            name: stringify!($name),
+            addr: $path as *const c_void,
+        }
     };
 }
 
@@ -53,15 +56,24 @@ pub static ENTRY_POINTS: [EntryPoint; 60] = [
     ep!(rumpuser_putchar, crate::cons::rumpuser_putchar),
     ep!(rumpuser_dprintf, crate::cons::rumpuser_dprintf),
     ep!(rumpuser_getrandom, crate::random::rumpuser_getrandom),
-    ep!(rumpuser_thread_create, crate::thread::rumpuser_thread_create),
+    ep!(
+        rumpuser_thread_create,
+        crate::thread::rumpuser_thread_create
+    ),
     ep!(rumpuser_thread_exit, crate::thread::rumpuser_thread_exit),
     ep!(rumpuser_thread_join, crate::thread::rumpuser_thread_join),
     ep!(rumpuser_curlwpop, crate::curlwp::rumpuser_curlwpop),
     ep!(rumpuser_curlwp, crate::curlwp::rumpuser_curlwp),
     ep!(rumpuser_mutex_init, crate::locks::rumpuser_mutex_init),
     ep!(rumpuser_mutex_enter, crate::locks::rumpuser_mutex_enter),
-    ep!(rumpuser_mutex_enter_nowrap, crate::locks::rumpuser_mutex_enter_nowrap),
-    ep!(rumpuser_mutex_tryenter, crate::locks::rumpuser_mutex_tryenter),
+    ep!(
+        rumpuser_mutex_enter_nowrap,
+        crate::locks::rumpuser_mutex_enter_nowrap
+    ),
+    ep!(
+        rumpuser_mutex_tryenter,
+        crate::locks::rumpuser_mutex_tryenter
+    ),
     ep!(rumpuser_mutex_exit, crate::locks::rumpuser_mutex_exit),
     ep!(rumpuser_mutex_destroy, crate::locks::rumpuser_mutex_destroy),
     ep!(rumpuser_mutex_owner, crate::locks::rumpuser_mutex_owner),
@@ -76,19 +88,37 @@ pub static ENTRY_POINTS: [EntryPoint; 60] = [
     ep!(rumpuser_cv_init, crate::locks::rumpuser_cv_init),
     ep!(rumpuser_cv_destroy, crate::locks::rumpuser_cv_destroy),
     ep!(rumpuser_cv_wait, crate::locks::rumpuser_cv_wait),
-    ep!(rumpuser_cv_wait_nowrap, crate::locks::rumpuser_cv_wait_nowrap),
+    ep!(
+        rumpuser_cv_wait_nowrap,
+        crate::locks::rumpuser_cv_wait_nowrap
+    ),
     ep!(rumpuser_cv_timedwait, crate::locks::rumpuser_cv_timedwait),
     ep!(rumpuser_cv_signal, crate::locks::rumpuser_cv_signal),
     ep!(rumpuser_cv_broadcast, crate::locks::rumpuser_cv_broadcast),
-    ep!(rumpuser_cv_has_waiters, crate::locks::rumpuser_cv_has_waiters),
+    ep!(
+        rumpuser_cv_has_waiters,
+        crate::locks::rumpuser_cv_has_waiters
+    ),
     ep!(rumpuser_dl_bootstrap, crate::dl::rumpuser_dl_bootstrap),
-    ep!(rumpuser_daemonize_begin, crate::daemonize::rumpuser_daemonize_begin),
-    ep!(rumpuser_daemonize_done, crate::daemonize::rumpuser_daemonize_done),
+    ep!(
+        rumpuser_daemonize_begin,
+        crate::daemonize::rumpuser_daemonize_begin
+    ),
+    ep!(
+        rumpuser_daemonize_done,
+        crate::daemonize::rumpuser_daemonize_done
+    ),
     ep!(rumpuser_sp_init, crate::sp::c_abi::rumpuser_sp_init),
     ep!(rumpuser_sp_copyin, crate::sp::c_abi::rumpuser_sp_copyin),
-    ep!(rumpuser_sp_copyinstr, crate::sp::c_abi::rumpuser_sp_copyinstr),
+    ep!(
+        rumpuser_sp_copyinstr,
+        crate::sp::c_abi::rumpuser_sp_copyinstr
+    ),
     ep!(rumpuser_sp_copyout, crate::sp::c_abi::rumpuser_sp_copyout),
-    ep!(rumpuser_sp_copyoutstr, crate::sp::c_abi::rumpuser_sp_copyoutstr),
+    ep!(
+        rumpuser_sp_copyoutstr,
+        crate::sp::c_abi::rumpuser_sp_copyoutstr
+    ),
     ep!(rumpuser_sp_anonmmap, crate::sp::c_abi::rumpuser_sp_anonmmap),
     ep!(rumpuser_sp_raise, crate::sp::c_abi::rumpuser_sp_raise),
     ep!(rumpuser_sp_fini, crate::sp::c_abi::rumpuser_sp_fini),

@@ -99,8 +99,13 @@ pub fn host_open_flags(flags: i32) -> Result<c_int, Errno> {
 fn open_cstr(path: &CStr, flags: i32) -> Result<c_int, Errno> {
     let hflags = host_open_flags(flags)?;
     // The mode is used only with O_CREAT.
-    let (flags, mode) = (OFlag::from_bits_retain(hflags), Mode::from_bits_truncate(0o644));
-    blocking(std::ptr::null_mut(), || nix::fcntl::open(path, flags, mode).map_err(crate::errno::nix))
+    let (flags, mode) = (
+        OFlag::from_bits_retain(hflags),
+        Mode::from_bits_truncate(0o644),
+    );
+    blocking(std::ptr::null_mut(), || {
+        nix::fcntl::open(path, flags, mode).map_err(crate::errno::nix)
+    })
 }
 
 fn to_cstring(path: &str) -> Result<CString, Errno> {
@@ -174,7 +179,11 @@ pub fn syncfd(fd: i32, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
         return Ok(());
     }
     blocking(std::ptr::null_mut(), || {
-        let r = if flags & SYNCFD_SYNC != 0 { nix::unistd::fsync(fd) } else { nix::unistd::fdatasync(fd) };
+        let r = if flags & SYNCFD_SYNC != 0 {
+            nix::unistd::fsync(fd)
+        } else {
+            nix::unistd::fdatasync(fd)
+        };
         r.map_err(crate::errno::nix)
     })
 }
@@ -234,7 +243,9 @@ impl HostFile {
     /// `fd` is open and owned by nobody else.
     pub unsafe fn from_raw_fd(fd: i32) -> HostFile {
         // SAFETY: per the caller.
-        HostFile { fd: unsafe { OwnedFd::from_raw_fd(fd) } }
+        HostFile {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        }
     }
 
     /// Give up ownership of the descriptor (it is not closed).
@@ -250,7 +261,9 @@ impl HostFile {
     /// Read at `off` until `buf` is full or end of file; returns the count.
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
         let off = check_off(off)?;
-        let (n, err) = blocking(std::ptr::null_mut(), || pread_full(self.fd.as_fd(), buf, off));
+        let (n, err) = blocking(std::ptr::null_mut(), || {
+            pread_full(self.fd.as_fd(), buf, off)
+        });
         match err {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
@@ -261,7 +274,9 @@ impl HostFile {
     /// error stopped it after some bytes).
     pub fn write_at(&self, buf: &[u8], off: u64) -> Result<usize, Errno> {
         let off = check_off(off)?;
-        let (n, err) = blocking(std::ptr::null_mut(), || pwrite_full(self.fd.as_fd(), buf, off));
+        let (n, err) = blocking(std::ptr::null_mut(), || {
+            pwrite_full(self.fd.as_fd(), buf, off)
+        });
         match err {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
@@ -290,7 +305,9 @@ impl HostFile {
     /// Truncate or extend a regular file to `len` bytes.
     pub fn set_len(&self, len: u64) -> Result<(), Errno> {
         let len = check_off(len)?;
-        blocking(std::ptr::null_mut(), || nix::unistd::ftruncate(&self.fd, len).map_err(crate::errno::nix))
+        blocking(std::ptr::null_mut(), || {
+            nix::unistd::ftruncate(&self.fd, len).map_err(crate::errno::nix)
+        })
     }
 
     /// Flush (`fsync`) and close, reporting errors that drop would ignore.
@@ -381,7 +398,11 @@ pub unsafe fn iovwrite(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize
 /// # Safety
 /// `path` is a NUL-terminated string; `fdp` is valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn rumpuser_open(path: *const c_char, flags: c_int, fdp: *mut c_int) -> c_int {
+pub unsafe extern "C" fn rumpuser_open(
+    path: *const c_char,
+    flags: c_int,
+    fdp: *mut c_int,
+) -> c_int {
     trace_hit!(rumpuser_open);
     crate::guard("rumpuser_open", || {
         if path.is_null() || fdp.is_null() {
@@ -421,7 +442,11 @@ pub extern "C" fn rumpuser_close(fd: c_int) -> c_int {
 /// `path` is a NUL-terminated string; `sizep` and `ftp` are null or valid
 /// for a write.
 #[no_mangle]
-pub unsafe extern "C" fn rumpuser_getfileinfo(path: *const c_char, sizep: *mut u64, ftp: *mut c_int) -> c_int {
+pub unsafe extern "C" fn rumpuser_getfileinfo(
+    path: *const c_char,
+    sizep: *mut u64,
+    ftp: *mut c_int,
+) -> c_int {
     trace_hit!(rumpuser_getfileinfo);
     crate::guard("rumpuser_getfileinfo", || {
         if path.is_null() {
@@ -522,5 +547,7 @@ pub unsafe extern "C" fn rumpuser_iovwrite(
 #[no_mangle]
 pub extern "C" fn rumpuser_syncfd(fd: c_int, flags: c_int, start: u64, len: u64) -> c_int {
     trace_hit!(rumpuser_syncfd);
-    crate::guard("rumpuser_syncfd", || crate::errno::ret(syncfd(fd, flags, start, len)))
+    crate::guard("rumpuser_syncfd", || {
+        crate::errno::ret(syncfd(fd, flags, start, len))
+    })
 }

@@ -27,6 +27,7 @@ pub mod daemonize;
 pub mod dl;
 pub mod errno;
 pub mod exit;
+pub mod exports;
 pub mod file;
 pub mod locks;
 pub mod mem;
@@ -35,7 +36,6 @@ pub mod random;
 pub mod sp;
 pub mod thread;
 pub mod trace;
-pub mod exports;
 
 mod guard;
 #[cfg(test)]

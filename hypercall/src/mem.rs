@@ -38,12 +38,21 @@ pub unsafe fn free(ptr: *mut c_void) {
 /// Map `size` bytes of anonymous memory, read/write (and executable if
 /// `exec`), near address `prefaddr` if possible (0: anywhere; only a hint),
 /// aligned to `1 << alignbit` bytes when `alignbit` is non-zero.
-pub fn anonmmap(prefaddr: usize, size: usize, alignbit: u32, exec: bool) -> Result<NonNull<c_void>, Errno> {
+pub fn anonmmap(
+    prefaddr: usize,
+    size: usize,
+    alignbit: u32,
+    exec: bool,
+) -> Result<NonNull<c_void>, Errno> {
     if size == 0 {
         return Err(Errno(EINVAL));
     }
     let prot = libc::PROT_READ | libc::PROT_WRITE | if exec { libc::PROT_EXEC } else { 0 };
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(0).max(4096) as usize;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+        .max(4096) as usize;
     let align = if alignbit == 0 {
         page
     } else {
@@ -54,7 +63,14 @@ pub fn anonmmap(prefaddr: usize, size: usize, alignbit: u32, exec: bool) -> Resu
     let total = size_pages.checked_add(extra).ok_or(Errno(ENOMEM))?;
     // SAFETY: an anonymous private mapping; the hint address is only a hint.
     let mem = unsafe {
-        libc::mmap(prefaddr as *mut c_void, total, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            prefaddr as *mut c_void,
+            total,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if mem == libc::MAP_FAILED {
         return Err(crate::errno::last());
@@ -101,7 +117,10 @@ unsafe impl Sync for AnonMap {}
 impl AnonMap {
     /// A zero-filled read/write mapping of `len` bytes.
     pub fn new(len: usize) -> Result<AnonMap, Errno> {
-        Ok(AnonMap { ptr: anonmmap(0, len, 0, false)?, len })
+        Ok(AnonMap {
+            ptr: anonmmap(0, len, 0, false)?,
+            len,
+        })
     }
     pub fn as_ptr(&self) -> *mut c_void {
         self.ptr.as_ptr()
@@ -134,7 +153,11 @@ impl Drop for AnonMap {
 /// # Safety
 /// `memp` is valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn rumpuser_malloc(size: usize, alignment: c_int, memp: *mut *mut c_void) -> c_int {
+pub unsafe extern "C" fn rumpuser_malloc(
+    size: usize,
+    alignment: c_int,
+    memp: *mut *mut c_void,
+) -> c_int {
     trace_hit!(rumpuser_malloc);
     if memp.is_null() || alignment < 0 {
         return if memp.is_null() { EFAULT } else { EINVAL };

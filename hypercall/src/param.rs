@@ -44,7 +44,9 @@ pub fn ncpu() -> usize {
 
 /// The host's name (`gethostname`).
 pub fn host_name() -> Option<String> {
-    nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned())
+    nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
 }
 
 /// The kernel's host name: `rump-<pid>.<host name>`.
@@ -95,7 +97,11 @@ pub fn getparam(name: &str) -> Result<String, Errno> {
 /// `name` is a NUL-terminated string; `buf` points at `buflen` writable
 /// bytes.
 #[no_mangle]
-pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void, buflen: usize) -> c_int {
+pub unsafe extern "C" fn rumpuser_getparam(
+    name: *const c_char,
+    buf: *mut c_void,
+    buflen: usize,
+) -> c_int {
     trace_hit!(rumpuser_getparam);
     crate::guard("rumpuser_getparam", || {
         if name.is_null() || buf.is_null() {
@@ -103,7 +109,9 @@ pub unsafe extern "C" fn rumpuser_getparam(name: *const c_char, buf: *mut c_void
         }
         // SAFETY: the caller passes a NUL-terminated string.
         let name = unsafe { CStr::from_ptr(name) };
-        let Ok(name) = name.to_str() else { return EINVAL };
+        let Ok(name) = name.to_str() else {
+            return EINVAL;
+        };
         let value = match getparam_c(name) {
             Ok(v) => v,
             Err(e) => return e.0,

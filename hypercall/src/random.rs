@@ -20,18 +20,23 @@ pub fn getrandom(buf: &mut [u8], flags: i32) -> Result<usize, Errno> {
     while done < buf.len() {
         let rest = &mut buf[done..];
         // SAFETY: `rest` is a valid writable buffer of rest.len() bytes.
-        let n = unsafe {
-            libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), libc::GRND_NONBLOCK)
-        };
+        let n =
+            unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), libc::GRND_NONBLOCK) };
         if n >= 0 {
             done += n as usize;
             continue;
         }
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        let e = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
         match e {
             libc::EINTR => continue,
             libc::EAGAIN if nowait => {
-                return if done > 0 { Ok(done) } else { Err(Errno(EAGAIN)) };
+                return if done > 0 {
+                    Ok(done)
+                } else {
+                    Err(Errno(EAGAIN))
+                };
             }
             libc::EAGAIN => {
                 // The pool is not initialised yet: wait for it unscheduled.

@@ -82,7 +82,10 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
 
 #[test]
 fn init_rejects_other_versions() {
-    assert_eq!(upcalls::init(16, Box::new(Counting)).err().map(|e| e.0), Some(EINVAL));
+    assert_eq!(
+        upcalls::init(16, Box::new(Counting)).err().map(|e| e.0),
+        Some(EINVAL)
+    );
 }
 
 #[test]
@@ -126,7 +129,11 @@ fn mutex_contended_unschedules_once() {
 fn spin_mutex_and_nowrap_never_unschedule() {
     install();
     for spin in [true, false] {
-        let m = Arc::new(if spin { Mutex::new_spin(0u32) } else { Mutex::new(0u32) });
+        let m = Arc::new(if spin {
+            Mutex::new_spin(0u32)
+        } else {
+            Mutex::new(0u32)
+        });
         let held = Arc::new(AtomicBool::new(false));
         let (m2, h2) = (m.clone(), held.clone());
         let t = std::thread::spawn(move || {
@@ -264,7 +271,9 @@ fn rwlock_shares_excludes_upgrades_downgrades() {
     assert!(rw.write_held());
     assert!(rw.try_read().is_none());
     let rw2 = rw.clone();
-    assert!(std::thread::spawn(move || rw2.try_read().is_none()).join().expect("other thread"));
+    assert!(std::thread::spawn(move || rw2.try_read().is_none())
+        .join()
+        .expect("other thread"));
     let r = RwLockWriteGuard::downgrade(w);
     assert_eq!(*r, 2);
     assert!(!rw.write_held());
@@ -347,9 +356,15 @@ fn host_file_read_write_sync_size() {
     let d = tmpdir("hostfile");
     let p = d.join("img");
     let ps = p.to_str().expect("utf-8");
-    assert_eq!(HostFile::open(ps, OPEN_RDONLY).err().map(|e| e.0), Some(ENOENT));
+    assert_eq!(
+        HostFile::open(ps, OPEN_RDONLY).err().map(|e| e.0),
+        Some(ENOENT)
+    );
     assert_eq!(HostFile::open(ps, 0x80).err().map(|e| e.0), Some(EINVAL));
-    assert_eq!(HostFile::open(ps, OPEN_ACCMODE).err().map(|e| e.0), Some(EINVAL));
+    assert_eq!(
+        HostFile::open(ps, OPEN_ACCMODE).err().map(|e| e.0),
+        Some(EINVAL)
+    );
     let f = HostFile::open(ps, OPEN_RDWR | OPEN_CREATE | OPEN_BIO).expect("create");
     assert!(f.fd() >= 0);
     let c0 = counts();
@@ -365,15 +380,30 @@ fn host_file_read_write_sync_size() {
     assert_eq!(f.size().expect("size"), 4106);
     assert_eq!(f.file_type().expect("type"), FileType::Reg);
     f.syncfd(SYNCFD_WRITE | SYNCFD_SYNC, 0, 0).expect("sync");
-    f.syncfd(SYNCFD_WRITE | SYNCFD_BARRIER, 0, 4106).expect("barrier");
-    assert_eq!(f.syncfd(0x100 | SYNCFD_WRITE, 0, 0).err().map(|e| e.0), Some(EINVAL));
+    f.syncfd(SYNCFD_WRITE | SYNCFD_BARRIER, 0, 4106)
+        .expect("barrier");
+    assert_eq!(
+        f.syncfd(0x100 | SYNCFD_WRITE, 0, 0).err().map(|e| e.0),
+        Some(EINVAL)
+    );
     f.set_len(8192).expect("extend");
     assert_eq!(getfileinfo(ps).expect("info"), (8192, FileType::Reg));
-    assert_eq!(getfileinfo(d.to_str().expect("utf-8")).expect("dir").1, FileType::Dir);
+    assert_eq!(
+        getfileinfo(d.to_str().expect("utf-8")).expect("dir").1,
+        FileType::Dir
+    );
     assert_eq!(getfileinfo("/dev/null").expect("null").1, FileType::Chr);
-    assert_eq!(getfileinfo("/nonexistent/x").err().map(|e| e.0), Some(ENOENT));
+    assert_eq!(
+        getfileinfo("/nonexistent/x").err().map(|e| e.0),
+        Some(ENOENT)
+    );
     f.close().expect("close");
-    assert_eq!(HostFile::open(ps, OPEN_RDWR | OPEN_CREATE | OPEN_EXCL).err().map(|e| e.0), Some(17));
+    assert_eq!(
+        HostFile::open(ps, OPEN_RDWR | OPEN_CREATE | OPEN_EXCL)
+            .err()
+            .map(|e| e.0),
+        Some(17)
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -384,11 +414,27 @@ fn bio_wait_and_submit() {
     use crate::file::*;
     let d = tmpdir("bio");
     let p = d.join("disk");
-    let f = HostFile::open(p.to_str().expect("utf-8"), OPEN_RDWR | OPEN_CREATE | OPEN_BIO).expect("create");
+    let f = HostFile::open(
+        p.to_str().expect("utf-8"),
+        OPEN_RDWR | OPEN_CREATE | OPEN_BIO,
+    )
+    .expect("create");
     let mut data = vec![0xa5u8; 65536];
     let c0 = counts();
     // SAFETY: the buffer outlives the synchronous call.
-    assert_eq!(unsafe { bio_wait(f.fd(), BIO_WRITE | BIO_SYNC, data.as_mut_ptr(), data.len(), 0) }.expect("write"), 65536);
+    assert_eq!(
+        unsafe {
+            bio_wait(
+                f.fd(),
+                BIO_WRITE | BIO_SYNC,
+                data.as_mut_ptr(),
+                data.len(),
+                0,
+            )
+        }
+        .expect("write"),
+        65536
+    );
     if let Some(d) = delta(c0) {
         assert_eq!(d, (1, 1));
     }
@@ -398,11 +444,20 @@ fn bio_wait_and_submit() {
     assert!(back.iter().all(|&b| b == 0xa5));
     let mut rbuf = vec![0u8; 70000];
     // SAFETY: the buffer outlives the synchronous call.
-    assert_eq!(unsafe { bio_wait(f.fd(), BIO_READ, rbuf.as_mut_ptr(), rbuf.len(), 0) }.expect("short"), 65536);
+    assert_eq!(
+        unsafe { bio_wait(f.fd(), BIO_READ, rbuf.as_mut_ptr(), rbuf.len(), 0) }.expect("short"),
+        65536
+    );
     // SAFETY: the buffer outlives the synchronous call.
-    assert_eq!(unsafe { bio_wait(-1, BIO_READ, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0), Some(EBADF));
+    assert_eq!(
+        unsafe { bio_wait(-1, BIO_READ, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0),
+        Some(EBADF)
+    );
     // SAFETY: the buffer outlives the synchronous call.
-    assert_eq!(unsafe { bio_wait(f.fd(), 0, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0), Some(EINVAL));
+    assert_eq!(
+        unsafe { bio_wait(f.fd(), 0, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0),
+        Some(EINVAL)
+    );
     assert_eq!(write_at(f.fd(), b"abc", 10, true).expect("write_at"), 3);
     let mut three = [0u8; 3];
     assert_eq!(read_at(f.fd(), &mut three, 10).expect("read_at"), 3);
@@ -414,21 +469,25 @@ fn bio_wait_and_submit() {
     for (i, b) in bufs.iter_mut().enumerate() {
         let tx = tx.clone();
         // SAFETY: `bufs` and `f` outlive every completion, awaited below.
-        unsafe { bio_submit(
-            f.fd(),
-            BIO_WRITE,
-            b.as_mut_ptr(),
-            b.len(),
-            (i * 4096) as i64,
-            Box::new(move |n, e| {
-                let name = std::thread::current().name().unwrap_or("").to_string();
-                let _ = tx.send((i, n, e, name));
-            }),
-        ) };
+        unsafe {
+            bio_submit(
+                f.fd(),
+                BIO_WRITE,
+                b.as_mut_ptr(),
+                b.len(),
+                (i * 4096) as i64,
+                Box::new(move |n, e| {
+                    let name = std::thread::current().name().unwrap_or("").to_string();
+                    let _ = tx.send((i, n, e, name));
+                }),
+            )
+        };
     }
     let mut seen = [0; 32];
     for _ in 0..32 {
-        let (i, n, e, name) = rx.recv_timeout(Duration::from_secs(10)).expect("completion");
+        let (i, n, e, name) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("completion");
         assert_eq!((n, e), (4096, 0));
         assert!(name.starts_with("rumpuser_bio"), "completed on {name:?}");
         seen[i] += 1;
@@ -458,9 +517,14 @@ fn threads_named_and_joined() {
     assert_eq!(h.thread().name(), Some("unit_test_kthre"));
     let mut found = false;
     for _ in 0..500 {
-        found = std::fs::read_dir("/proc/self/task").expect("tasks").flatten().any(|e| {
-            std::fs::read_to_string(e.path().join("comm")).map(|c| c.trim_end() == "unit_test_kthre").unwrap_or(false)
-        });
+        found = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("comm"))
+                    .map(|c| c.trim_end() == "unit_test_kthre")
+                    .unwrap_or(false)
+            });
         if found {
             break;
         }
@@ -490,11 +554,19 @@ fn clocks_and_sleep() {
         assert_eq!(d, (1, 1));
     }
     let deadline = s0 * 1_000_000_000 + n0 + 60_000_000;
-    sleep(CLOCK_ABSMONO, deadline / 1_000_000_000, deadline % 1_000_000_000).expect("abs");
+    sleep(
+        CLOCK_ABSMONO,
+        deadline / 1_000_000_000,
+        deadline % 1_000_000_000,
+    )
+    .expect("abs");
     let (s1, n1) = gettime(CLOCK_ABSMONO).expect("mono");
     assert!(s1 * 1_000_000_000 + n1 >= deadline);
     assert_eq!(gettime(5).err().map(|e| e.0), Some(EINVAL));
-    assert_eq!(sleep(CLOCK_RELWALL, 0, 2_000_000_000).err().map(|e| e.0), Some(EINVAL));
+    assert_eq!(
+        sleep(CLOCK_RELWALL, 0, 2_000_000_000).err().map(|e| e.0),
+        Some(EINVAL)
+    );
 }
 
 #[test]
@@ -503,8 +575,15 @@ fn params() {
     let host = host_ncpu();
     assert!(host >= 1);
     assert!(ncpu() >= 1);
-    assert!(getparam(PARAM_HOSTNAME).expect("hostname").starts_with("rump-"));
-    assert_eq!(getparam("RUMPUSER_UNIT_TEST_SURELY_UNSET").err().map(|e| e.0), Some(ENOENT));
+    assert!(getparam(PARAM_HOSTNAME)
+        .expect("hostname")
+        .starts_with("rump-"));
+    assert_eq!(
+        getparam("RUMPUSER_UNIT_TEST_SURELY_UNSET")
+            .err()
+            .map(|e| e.0),
+        Some(ENOENT)
+    );
     assert_eq!(getparam("_RESERVED").err().map(|e| e.0), Some(EINVAL));
     assert_eq!(getparam("PATH").ok(), std::env::var("PATH").ok());
 }
@@ -520,9 +599,15 @@ fn memory_and_random() {
     assert!(m.as_slice().iter().all(|&b| b == 0));
     m.as_mut_slice()[9999] = 1;
     let mut a = [0u8; 100];
-    assert_eq!(crate::random::getrandom(&mut a, crate::random::RANDOM_HARD).expect("random"), 100);
+    assert_eq!(
+        crate::random::getrandom(&mut a, crate::random::RANDOM_HARD).expect("random"),
+        100
+    );
     assert!(a.iter().any(|&b| b != 0));
-    assert_eq!(crate::random::getrandom(&mut a, 0x10).err().map(|e| e.0), Some(EINVAL));
+    assert_eq!(
+        crate::random::getrandom(&mut a, 0x10).err().map(|e| e.0),
+        Some(EINVAL)
+    );
 }
 
 #[test]
@@ -532,7 +617,10 @@ fn dl_walks_loaded_objects() {
     assert!(objs[0].is_main);
     // the GNU-hash symbol count is right: libc's malloc is found where the
     // loader says it is
-    let libc_obj = objs.iter().find(|o| o.name.contains("libc.so")).expect("libc loaded");
+    let libc_obj = objs
+        .iter()
+        .find(|o| o.name.contains("libc.so"))
+        .expect("libc loaded");
     let addr = libc_obj.lookup("malloc").expect("malloc in libc's dynsym");
     // SAFETY: dlsym with a NUL-terminated name.
     let want = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) } as usize;
@@ -547,7 +635,9 @@ fn dl_walks_loaded_objects() {
 #[test]
 fn curlwp_is_thread_local() {
     crate::curlwp::set_curlwp(0x9000 as LwpPtr);
-    let other = std::thread::spawn(|| crate::curlwp::curlwp() as usize).join().expect("thread");
+    let other = std::thread::spawn(|| crate::curlwp::curlwp() as usize)
+        .join()
+        .expect("thread");
     assert_eq!(other, 0);
     assert_eq!(crate::curlwp::curlwp() as usize, 0x9000);
     crate::curlwp::set_curlwp(std::ptr::null_mut());
@@ -600,7 +690,10 @@ fn export_table_and_trace_list_cover_every_entry_point() {
                 let text = std::fs::read_to_string(&p).expect("read source");
                 for l in text.lines() {
                     if let Some(rest) = l.split("extern \"C\" fn ").nth(1) {
-                        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
                         if name.starts_with("rumpuser_") && l.trim_start().starts_with("pub ") {
                             out.push(name);
                         }
@@ -609,11 +702,17 @@ fn export_table_and_trace_list_cover_every_entry_point() {
             }
         }
     }
-    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut defined);
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut defined,
+    );
     defined.sort();
     let mut listed: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     listed.sort();
-    assert_eq!(defined, listed, "every pub extern \"C\" fn rumpuser_* is in the table");
+    assert_eq!(
+        defined, listed,
+        "every pub extern \"C\" fn rumpuser_* is in the table"
+    );
     assert_eq!(listed.len(), 60);
     for e in ENTRY_POINTS.iter() {
         assert!(!e.addr.is_null(), "{}", e.name);
@@ -639,7 +738,11 @@ fn rumpuser_bio_bounds_outstanding_requests() {
     install();
     let d = tmpdir("bio-bound");
     let p = d.join("disk");
-    let f = HostFile::open(p.to_str().expect("utf-8"), OPEN_RDWR | OPEN_CREATE | OPEN_BIO).expect("create");
+    let f = HostFile::open(
+        p.to_str().expect("utf-8"),
+        OPEN_RDWR | OPEN_CREATE | OPEN_BIO,
+    )
+    .expect("create");
     let fd = f.fd();
     const N: usize = MAX_OUTSTANDING + 72;
     let submitted = Arc::new(AtomicUsize::new(0));
@@ -651,7 +754,15 @@ fn rumpuser_bio_bounds_outstanding_requests() {
             // SAFETY: `buf` outlives every request (the thread joins below
             // only after all completions); `gated` matches rump_biodone_fn.
             unsafe {
-                rumpuser_bio(fd, BIO_WRITE, buf.as_ptr() as *mut c_void, 512, (i * 512) as i64, Some(gated), std::ptr::null_mut())
+                rumpuser_bio(
+                    fd,
+                    BIO_WRITE,
+                    buf.as_ptr() as *mut c_void,
+                    512,
+                    (i * 512) as i64,
+                    Some(gated),
+                    std::ptr::null_mut(),
+                )
             };
             s2.fetch_add(1, Ordering::AcqRel);
         }
@@ -662,18 +773,29 @@ fn rumpuser_bio_bounds_outstanding_requests() {
     });
     let t = Instant::now();
     while outstanding() < MAX_OUTSTANDING {
-        assert!(t.elapsed() < Duration::from_secs(10), "outstanding {}", outstanding());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "outstanding {}",
+            outstanding()
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(outstanding(), MAX_OUTSTANDING);
-    assert_eq!(submitted.load(Ordering::Acquire), MAX_OUTSTANDING, "the submitter waits at the bound");
+    assert_eq!(
+        submitted.load(Ordering::Acquire),
+        MAX_OUTSTANDING,
+        "the submitter waits at the bound"
+    );
     GATE.store(true, Ordering::Release);
     let d2 = submitter.join().expect("submitter");
     assert_eq!(DONE.load(Ordering::Acquire), N);
     assert_eq!(outstanding(), 0);
     if let Some((unsched, sched)) = d2 {
-        assert!(unsched >= 1 && unsched == sched, "waited unscheduled: {unsched} {sched}");
+        assert!(
+            unsched >= 1 && unsched == sched,
+            "waited unscheduled: {unsched} {sched}"
+        );
     }
     let _ = std::fs::remove_dir_all(&d);
 }

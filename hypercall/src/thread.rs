@@ -46,7 +46,11 @@ impl JoinHandle {
 ///
 /// A panic in a kernel thread is a kernel panic: it is reported and the
 /// process takes the `RUMPUSER_PANIC` exit.
-pub fn spawn(name: &str, mustjoin: bool, f: impl FnOnce() + Send + 'static) -> Result<Option<JoinHandle>, Errno> {
+pub fn spawn(
+    name: &str,
+    mustjoin: bool,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<Option<JoinHandle>, Errno> {
     let hname = host_name(name);
     // Kept outside the closure so a failed spawn (which drops its closure)
     // can be retried.
@@ -71,7 +75,11 @@ pub fn spawn(name: &str, mustjoin: bool, f: impl FnOnce() + Send + 'static) -> R
             Err(e) => return Err(Errno::from(e)),
         }
     };
-    Ok(if mustjoin { Some(JoinHandle { inner: handle }) } else { None })
+    Ok(if mustjoin {
+        Some(JoinHandle { inner: handle })
+    } else {
+        None
+    })
 }
 
 /// The thread entry point `void *(*)(void *)`.
@@ -122,7 +130,11 @@ pub unsafe extern "C" fn rumpuser_thread_create(
         if rv != 0 {
             return crate::errno::host(rv).0;
         }
-        let detach = if mustjoin != 0 { libc::PTHREAD_CREATE_JOINABLE } else { libc::PTHREAD_CREATE_DETACHED };
+        let detach = if mustjoin != 0 {
+            libc::PTHREAD_CREATE_JOINABLE
+        } else {
+            libc::PTHREAD_CREATE_DETACHED
+        };
         // SAFETY: `attr` was initialised above.
         unsafe { libc::pthread_attr_setdetachstate(&mut attr, detach) };
         // The start record, malloc'ed: the trampoline frees it in C.
@@ -133,7 +145,11 @@ pub unsafe extern "C" fn rumpuser_thread_create(
             unsafe { libc::pthread_attr_destroy(&mut attr) };
             return crate::errno::ENOMEM;
         }
-        let mut rec = ThrStart { f, arg, name: [0; NAME_MAX + 1] };
+        let mut rec = ThrStart {
+            f,
+            arg,
+            name: [0; NAME_MAX + 1],
+        };
         if !name.is_null() {
             // SAFETY: non-null `name` is NUL-terminated per the contract.
             let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();

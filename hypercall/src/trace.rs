@@ -194,12 +194,19 @@ pub fn counts() -> Vec<(&'static str, u64)> {
 /// that were not.
 pub fn report() -> String {
     let c = counts();
-    let mut s = format!("rumpuser trace (pid {}): calls per hypercall\n", std::process::id());
+    let mut s = format!(
+        "rumpuser trace (pid {}): calls per hypercall\n",
+        std::process::id()
+    );
     for (n, k) in c.iter().filter(|(_, k)| *k > 0) {
         s.push_str(&format!("  {n:<28} {k}\n"));
     }
     let unused: Vec<&str> = c.iter().filter(|(_, k)| *k == 0).map(|(n, _)| *n).collect();
-    s.push_str(&format!("  not called ({}): {}\n", unused.len(), unused.join(" ")));
+    s.push_str(&format!(
+        "  not called ({}): {}\n",
+        unused.len(),
+        unused.join(" ")
+    ));
     s
 }
 
@@ -213,7 +220,11 @@ pub fn dump() {
     match dest {
         Some(path) => {
             use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 let _ = f.write_all(text.as_bytes());
             }
         }

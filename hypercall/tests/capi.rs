@@ -82,7 +82,10 @@ const V17_SP: &[&str] = &[
 fn librumpuser() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("deps dir");
-    let candidates = [deps.join("librumpuser.so"), deps.parent().expect("profile dir").join("librumpuser.so")];
+    let candidates = [
+        deps.join("librumpuser.so"),
+        deps.parent().expect("profile dir").join("librumpuser.so"),
+    ];
     for so in &candidates {
         if so.exists() {
             return so.clone();
@@ -184,8 +187,16 @@ fn hypertest(name: &str, extra: &[&str]) -> (String, String) {
 #[test]
 fn exports_every_v17_function() {
     let so = librumpuser();
-    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().expect("run nm");
-    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .expect("run nm");
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let defined: Vec<&str> = text
         .lines()
@@ -194,11 +205,19 @@ fn exports_every_v17_function() {
             (f.len() == 3 && f[1] == "T").then_some(f[2])
         })
         .collect();
-    let mut missing: Vec<&str> = V17.iter().copied().filter(|s| !defined.contains(s)).collect();
+    let mut missing: Vec<&str> = V17
+        .iter()
+        .copied()
+        .filter(|s| !defined.contains(s))
+        .collect();
     // The sysproxy entry points belong to the sp module; once lib.rs
     // builds it, they must be exported too.
-    let lib_rs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap_or_default();
-    if lib_rs.lines().any(|l| l.trim() == "pub mod sp;" || l.trim() == "mod sp;") {
+    let lib_rs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .unwrap_or_default();
+    if lib_rs
+        .lines()
+        .any(|l| l.trim() == "pub mod sp;" || l.trim() == "mod sp;")
+    {
         missing.extend(V17_SP.iter().copied().filter(|s| !defined.contains(s)));
     }
     assert!(missing.is_empty(), "librumpuser.so lacks {missing:?}");
@@ -327,7 +346,10 @@ fn errno_translation_covers_every_host_errno() {
     use rumpuser::errno::{host_to_netbsd, name, Errno};
     for h in 1..=133 {
         let nb = Errno::from_host(h);
-        assert!(name(nb.0).is_some(), "host errno {h} -> {nb:?} is not a NetBSD errno");
+        assert!(
+            name(nb.0).is_some(),
+            "host errno {h} -> {nb:?} is not a NetBSD errno"
+        );
         assert_eq!(nb.0, host_to_netbsd(h));
     }
     assert_eq!(Errno::from_host(libc::EAGAIN).0, 35);
@@ -342,14 +364,20 @@ fn errno_translation_covers_every_host_errno() {
 fn hypertest_env(name: &str, env: &[(&str, &str)]) -> (String, String) {
     let b = built();
     let mut cmd = Command::new(&b.hypertest);
-    cmd.arg(name).env_remove("RUMP_NCPU").env_remove("RUMPUSER_TRACE");
+    cmd.arg(name)
+        .env_remove("RUMP_NCPU")
+        .env_remove("RUMPUSER_TRACE");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run hypertest");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "hypertest {name}: {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "hypertest {name}: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
     (stdout, stderr)
 }
 
@@ -357,7 +385,9 @@ fn hypertest_env(name: &str, env: &[(&str, &str)]) -> (String, String) {
 fn traced(report: &str, name: &str) -> Option<u64> {
     report.lines().find_map(|l| {
         let mut f = l.split_whitespace();
-        (f.next() == Some(name)).then(|| f.next().and_then(|n| n.parse().ok())).flatten()
+        (f.next() == Some(name))
+            .then(|| f.next().and_then(|n| n.parse().ok()))
+            .flatten()
     })
 }
 
@@ -375,12 +405,19 @@ fn trace_counts_each_entry_point_when_asked() {
     assert_eq!(traced(&err, "rumpuser_unmap"), Some(5), "{err}");
     assert_eq!(traced(&err, "rumpuser_bio"), None, "{err}");
     // The variadic dprintf counts itself in C; a file destination.
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{}", std::process::id()));
+    let d =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("trace-{}", std::process::id()));
     let _ = std::fs::remove_file(&d);
     let (_, err) = hypertest_env("console", &[("RUMPUSER_TRACE", d.to_str().unwrap())]);
-    assert!(!err.contains("rumpuser trace"), "report goes to the file: {err}");
+    assert!(
+        !err.contains("rumpuser trace"),
+        "report goes to the file: {err}"
+    );
     let report = std::fs::read_to_string(&d).expect("trace file");
     assert_eq!(traced(&report, "rumpuser_putchar"), Some(2), "{report}");
-    assert!(traced(&report, "rumpuser_dprintf").is_some_and(|n| n >= 1), "{report}");
+    assert!(
+        traced(&report, "rumpuser_dprintf").is_some_and(|n| n >= 1),
+        "{report}"
+    );
     let _ = std::fs::remove_file(&d);
 }

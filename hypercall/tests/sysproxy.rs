@@ -113,7 +113,13 @@ impl Raw {
     fn guest(path: &std::path::Path) -> (Raw, i32) {
         let mut r = Raw::connect(path);
         r.banner();
-        r.frame(Class::Req, Type::Handshake, 1, Handshake::Guest as u32, b"raw\0");
+        r.frame(
+            Class::Req,
+            Type::Handshake,
+            1,
+            Handshake::Guest as u32,
+            b"raw\0",
+        );
         let (h, p) = r.recv().unwrap();
         assert_eq!((h.class, h.ty, h.reqno), (Class::Resp, Type::Handshake, 1));
         assert_eq!(wire::i32_at(&p), Some(0));
@@ -141,7 +147,12 @@ fn still_serving() {
     let data = b"still here".to_vec();
     let mut out = vec![0u8; data.len()];
     let args = [addr_of(&data), data.len() as u64, addr_of(&out)];
-    c.syscall(SYS_ECHO, &args, &mut [Region::In(&data), Region::Out(&mut out)]).unwrap();
+    c.syscall(
+        SYS_ECHO,
+        &args,
+        &mut [Region::In(&data), Region::Out(&mut out)],
+    )
+    .unwrap();
     assert_eq!(out, data);
 }
 
@@ -160,28 +171,43 @@ fn banner_and_pids() {
     assert_eq!(a.getpid().unwrap(), pa);
     // Relative unix URLs and missing servers give Unix-style messages.
     let e = Client::connect("unix:///nonexistent/x.sock").err().unwrap();
-    assert_eq!(e.to_string(), "connect unix:///nonexistent/x.sock: No such file or directory");
+    assert_eq!(
+        e.to_string(),
+        "connect unix:///nonexistent/x.sock: No such file or directory"
+    );
     assert!(matches!(Client::connect("bogus"), Err(Error::Url { .. })));
 }
 
 #[test]
 fn copy_one_mib_round_trip() {
     let c = client();
-    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let mut out = vec![0u8; data.len()];
     let args = [addr_of(&data), data.len() as u64, addr_of(&out)];
-    let r = c.syscall(SYS_ECHO, &args, &mut [Region::In(&data), Region::Out(&mut out)]).unwrap();
+    let r = c
+        .syscall(
+            SYS_ECHO,
+            &args,
+            &mut [Region::In(&data), Region::Out(&mut out)],
+        )
+        .unwrap();
     assert_eq!(r[0], 1 << 20);
     assert!(out == data, "1 MiB echo differs");
 
     // Memory the caller did not register is refused: copyin → EFAULT.
     let mut out2 = vec![0u8; 16];
     let args = [addr_of(&data), 16, addr_of(&out2)];
-    let e = c.syscall(SYS_ECHO, &args, &mut [Region::Out(&mut out2)]).unwrap_err();
+    let e = c
+        .syscall(SYS_ECHO, &args, &mut [Region::Out(&mut out2)])
+        .unwrap_err();
     assert!(e.is_errno(errno::EFAULT), "{e:?}");
     // ...and so is a copyout outside the regions.
     let args = [addr_of(&data), 16, addr_of(&data) + 64];
-    let e = c.syscall(SYS_ECHO, &args, &mut [Region::In(&data[..16])]).unwrap_err();
+    let e = c
+        .syscall(SYS_ECHO, &args, &mut [Region::In(&data[..16])])
+        .unwrap_err();
     assert!(e.is_errno(errno::EFAULT), "{e:?}");
     // The connection is still fine.
     assert!(c.getpid().unwrap() > 1);
@@ -193,18 +219,36 @@ fn copyinstr_bounded() {
     let s = b"hello, world\0and more after the NUL";
     let mut out = [0xffu8; 64];
     let args = [addr_of(s), 5, addr_of(&out)];
-    let r = c.syscall(SYS_INSTR, &args, &mut [Region::In(s), Region::Out(&mut out)]).unwrap();
+    let r = c
+        .syscall(
+            SYS_INSTR,
+            &args,
+            &mut [Region::In(s), Region::Out(&mut out)],
+        )
+        .unwrap();
     assert_eq!(r[0], 5);
     assert_eq!(&out[..5], b"hello");
     assert_eq!(out[5], 0xff);
     let args = [addr_of(s), 100, addr_of(&out)];
-    let r = c.syscall(SYS_INSTR, &args, &mut [Region::In(s), Region::Out(&mut out)]).unwrap();
+    let r = c
+        .syscall(
+            SYS_INSTR,
+            &args,
+            &mut [Region::In(s), Region::Out(&mut out)],
+        )
+        .unwrap();
     assert_eq!(r[0], 13);
     assert_eq!(&out[..13], b"hello, world\0");
     // A string that runs off its region without a NUL is a fault.
     let unterminated = b"abc";
     let args = [addr_of(unterminated), 100, addr_of(&out)];
-    let e = c.syscall(SYS_INSTR, &args, &mut [Region::In(unterminated), Region::Out(&mut out)]).unwrap_err();
+    let e = c
+        .syscall(
+            SYS_INSTR,
+            &args,
+            &mut [Region::In(unterminated), Region::Out(&mut out)],
+        )
+        .unwrap_err();
     assert!(e.is_errno(errno::EFAULT), "{e:?}");
 }
 
@@ -224,7 +268,13 @@ fn concurrent_64_clients_1000_syscalls() {
                         let data = [(t as u8) ^ (i as u8); 24];
                         let mut out = [0u8; 24];
                         let args = [addr_of(&data), 24, addr_of(&out)];
-                        let r = c.syscall(SYS_ECHO, &args, &mut [Region::In(&data), Region::Out(&mut out)]).unwrap();
+                        let r = c
+                            .syscall(
+                                SYS_ECHO,
+                                &args,
+                                &mut [Region::In(&data), Region::Out(&mut out)],
+                            )
+                            .unwrap();
                         assert_eq!(r[0], 24);
                         assert_eq!(out, data);
                     }
@@ -264,7 +314,9 @@ impl Drop for Reap {
 /// server of its own (`server`). A no-op in a normal test run.
 #[test]
 fn child_entry() {
-    let Ok(mode) = std::env::var("SP_CHILD") else { return };
+    let Ok(mode) = std::env::var("SP_CHILD") else {
+        return;
+    };
     let url = std::env::var("SP_URL").unwrap();
     match mode.as_str() {
         "waitdeath" => {
@@ -287,7 +339,9 @@ fn child_entry() {
             assert!(!sp::is_finished());
             sp::init(&url, OSTYPE, OSRELEASE, MACHINE).unwrap();
             assert!(sp::is_serving() && !sp::is_finished());
-            std::thread::spawn(|| sp::fini(sp::ClientHandle::NULL, 0)).join().unwrap();
+            std::thread::spawn(|| sp::fini(sp::ClientHandle::NULL, 0))
+                .join()
+                .unwrap();
             assert!(sp::is_finished() && !sp::is_serving());
             std::process::exit(0);
         }
@@ -303,7 +357,13 @@ fn killed_client_is_released() {
     let child = Reap(spawn_child("waitdeath", &s.url));
     let mut pid = None;
     assert!(st.wait_for(Duration::from_secs(20), |st| {
-        pid = st.waiting.lock().unwrap().iter().copied().find(|p| !before.contains(p));
+        pid = st
+            .waiting
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .find(|p| !before.contains(p));
         pid.is_some()
     }));
     let pid = pid.unwrap();
@@ -312,7 +372,10 @@ fn killed_client_is_released() {
     let mut child = child;
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    assert!(st.wait_for(Duration::from_secs(20), |st| st.was_released(pid)), "process {pid} released");
+    assert!(
+        st.wait_for(Duration::from_secs(20), |st| st.was_released(pid)),
+        "process {pid} released"
+    );
     assert!(!st.is_live(pid));
     still_serving();
 }
@@ -331,20 +394,62 @@ fn malformed_input_closes_only_that_connection() {
             Some(e) => r.expect_error_then_eof(e),
             None => r.expect_eof(),
         }
-        assert!(st.wait_for(Duration::from_secs(10), |st| st.was_released(pid)), "{name}: process released");
-        assert_eq!(keep.getpid().unwrap(), kpid, "{name}: other client unaffected");
+        assert!(
+            st.wait_for(Duration::from_secs(10), |st| st.was_released(pid)),
+            "{name}: process released"
+        );
+        assert_eq!(
+            keep.getpid().unwrap(),
+            kpid,
+            "{name}: other client unaffected"
+        );
     };
     let hdr = |len: u64, class: u16, ty: u16, arg: u32| {
-        wire::RawHeader { len, reqno: 77, class, ty, arg }.encode()
+        wire::RawHeader {
+            len,
+            reqno: 77,
+            class,
+            ty,
+            arg,
+        }
+        .encode()
     };
-    bad("short frame", &|r| r.send(&hdr(10, 0, 1, 20)), Some(ProtoError::MalformedRequest));
-    bad("past the cap", &|r| r.send(&hdr(wire::MAX_FRAME + 1, 0, 1, 20)), Some(ProtoError::MalformedRequest));
-    bad("unknown class", &|r| r.send(&hdr(24, 3, 1, 20)), Some(ProtoError::MalformedRequest));
-    bad("unknown type", &|r| r.send(&hdr(24, 0, 9, 0)), Some(ProtoError::MalformedRequest));
-    bad("client sends a copyin request", &|r| r.send(&hdr(24, 0, 2, 0)), Some(ProtoError::MalformedRequest));
+    bad(
+        "short frame",
+        &|r| r.send(&hdr(10, 0, 1, 20)),
+        Some(ProtoError::MalformedRequest),
+    );
+    bad(
+        "past the cap",
+        &|r| r.send(&hdr(wire::MAX_FRAME + 1, 0, 1, 20)),
+        Some(ProtoError::MalformedRequest),
+    );
+    bad(
+        "unknown class",
+        &|r| r.send(&hdr(24, 3, 1, 20)),
+        Some(ProtoError::MalformedRequest),
+    );
+    bad(
+        "unknown type",
+        &|r| r.send(&hdr(24, 0, 9, 0)),
+        Some(ProtoError::MalformedRequest),
+    );
+    bad(
+        "client sends a copyin request",
+        &|r| r.send(&hdr(24, 0, 2, 0)),
+        Some(ProtoError::MalformedRequest),
+    );
     bad(
         "short argument block",
-        &|r| r.frame(Class::Req, Type::Syscall, 5, netbsd_abi::syscall::SYS_READ as u32, &[0u8; 8]),
+        &|r| {
+            r.frame(
+                Class::Req,
+                Type::Syscall,
+                5,
+                netbsd_abi::syscall::SYS_READ as u32,
+                &[0u8; 8],
+            )
+        },
         Some(ProtoError::MalformedRequest),
     );
     bad(
@@ -373,7 +478,13 @@ fn malformed_input_closes_only_that_connection() {
     r.expect_error_then_eof(ProtoError::Auth);
     let mut r = Raw::connect(&s.path);
     r.banner();
-    r.frame(Class::Req, Type::Handshake, 1, Handshake::Fork as u32, &[0u8; 7]);
+    r.frame(
+        Class::Req,
+        Type::Handshake,
+        1,
+        Handshake::Fork as u32,
+        &[0u8; 7],
+    );
     r.expect_error_then_eof(ProtoError::MalformedRequest);
     still_serving();
 }
@@ -389,7 +500,11 @@ fn concurrent_requests_on_one_connection() {
     r.frame(Class::Req, Type::Syscall, 11, 20, &[]);
     let t = Instant::now();
     let (h, p) = r.recv().unwrap();
-    assert_eq!((h.class, h.reqno), (Class::Resp, 11), "getpid answered while the gate syscall blocks");
+    assert_eq!(
+        (h.class, h.reqno),
+        (Class::Resp, 11),
+        "getpid answered while the gate syscall blocks"
+    );
     assert_eq!(SysResp::decode(&p).unwrap().retval[0], pid as i64);
     assert!(t.elapsed() < Duration::from_secs(5));
     st.gate.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -414,15 +529,27 @@ fn fork_and_exec_handshakes() {
     let cpid = child.getpid().unwrap();
     assert_ne!(cpid, ppid);
     child.syscall(SYS_SETTOKEN, &[43], &mut []).unwrap();
-    assert_eq!(parent.syscall(SYS_GETTOKEN, &[], &mut []).unwrap()[0], 42, "prefork copied the table");
+    assert_eq!(
+        parent.syscall(SYS_GETTOKEN, &[], &mut []).unwrap()[0],
+        42,
+        "prefork copied the table"
+    );
     // The same cookie twice, and a wrong cookie, are refused.
     match Client::connect_fork(&s.url, &cookie) {
-        Err(Error::Refused { error: ProtoError::InvalidPrefork, .. }) => {}
+        Err(Error::Refused {
+            error: ProtoError::InvalidPrefork,
+            ..
+        }) => {}
         other => panic!("cookie reuse: {:?}", other.err()),
     }
     let wrong = rumpclient::ForkCookie(wire::Cookie([0x5a; 16]));
     match Client::connect_fork(&s.url, &wrong) {
-        Err(e @ Error::Refused { error: ProtoError::InvalidPrefork, .. }) => {
+        Err(
+            e @ Error::Refused {
+                error: ProtoError::InvalidPrefork,
+                ..
+            },
+        ) => {
             assert_eq!(e.errno(), rumpclient::Errno(errno::ESRCH))
         }
         other => panic!("wrong cookie: {:?}", other.err()),
@@ -431,7 +558,12 @@ fn fork_and_exec_handshakes() {
     let cookie2 = parent.prefork().unwrap();
     let nrel = st.released.lock().unwrap().len();
     Client::cancel_fork(&s.url, &cookie2).unwrap();
-    assert!(st.wait_for(Duration::from_secs(10), |st| st.released.lock().unwrap().len() > nrel));
+    assert!(st.wait_for(Duration::from_secs(10), |st| st
+        .released
+        .lock()
+        .unwrap()
+        .len()
+        > nrel));
 
     // Exec keeps the process and its table.
     parent.exec_handshake("newimage").unwrap();
@@ -450,9 +582,18 @@ fn anonmmap_and_raise() {
     let r = c.syscall(SYS_ANON, &[8192], &mut []).unwrap();
     assert_ne!(r[0], 0);
     // SAFETY: installs an async-signal-safe handler for SIGUSR2.
-    unsafe { libc::signal(libc::SIGUSR2, on_usr2 as extern "C" fn(libc::c_int) as libc::sighandler_t) };
-    c.syscall(SYS_RAISE, &[31 /* NetBSD SIGUSR2 */], &mut []).unwrap();
-    assert!(GOT.load(Ordering::SeqCst), "SIGUSR2 delivered after the syscall");
+    unsafe {
+        libc::signal(
+            libc::SIGUSR2,
+            on_usr2 as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )
+    };
+    c.syscall(SYS_RAISE, &[31 /* NetBSD SIGUSR2 */], &mut [])
+        .unwrap();
+    assert!(
+        GOT.load(Ordering::SeqCst),
+        "SIGUSR2 delivered after the syscall"
+    );
 }
 
 fn wait_connectable(url: &str) -> Client {
@@ -490,14 +631,25 @@ fn stop_admitting_then_fini_and_exit() {
     // A halts: stop admitting, wait for our go, fini, exit(0).
     let go = dir.join("go");
     let gos = format!("{}\0", go.display()).into_bytes();
-    let halt = std::thread::spawn(move || a.syscall(SYS_HALT, &[1, 1, addr_of(&gos), 0], &mut [Region::In(&gos)]));
-    assert_eq!(slow.join().unwrap().unwrap()[0], 7, "running syscall finished");
+    let halt = std::thread::spawn(move || {
+        a.syscall(SYS_HALT, &[1, 1, addr_of(&gos), 0], &mut [Region::In(&gos)])
+    });
+    assert_eq!(
+        slow.join().unwrap().unwrap()[0],
+        7,
+        "running syscall finished"
+    );
     // New syscalls: ESHUTDOWN. New connections: refused.
     let e = bystander.getpid().unwrap_err();
     assert!(e.is_errno(errno::ESHUTDOWN), "{e:?}");
-    assert_eq!(e.to_string(), "Cannot send after transport endpoint shutdown");
+    assert_eq!(
+        e.to_string(),
+        "Cannot send after transport endpoint shutdown"
+    );
     match Client::connect(&url) {
-        Err(Error::Connect { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused),
+        Err(Error::Connect { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused)
+        }
         other => panic!("connect after stop_admitting: {:?}", other.err()),
     }
     assert!(path.exists(), "socket file stays until fini");
@@ -507,10 +659,15 @@ fn stop_admitting_then_fini_and_exit() {
     let r = halt.join().unwrap().unwrap();
     assert_eq!(r, [0, 0]);
     let status = child.0.wait().unwrap();
-    assert!(status.success(), "server exited 0 right after fini: {status:?}");
+    assert!(
+        status.success(),
+        "server exited 0 right after fini: {status:?}"
+    );
     assert!(!path.exists(), "socket file removed");
     match Client::connect(&url) {
-        Err(Error::Connect { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        Err(Error::Connect { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+        }
         other => panic!("connect after fini: {:?}", other.err()),
     }
     assert!(bystander.getpid().unwrap_err().is_disconnect());
@@ -538,7 +695,9 @@ fn fini_without_exit_drops_everyone() {
     let mut raw = Raw::guest(&path).0;
     // fini answers the caller (here with the error a failed flush would
     // give); the syscall's own later return (99) is never sent.
-    let e = a.syscall(SYS_HALT, &[0, 0, 0, errno::EIO as u64], &mut []).unwrap_err();
+    let e = a
+        .syscall(SYS_HALT, &[0, 0, 0, errno::EIO as u64], &mut [])
+        .unwrap_err();
     assert!(e.is_errno(errno::EIO), "{e:?}");
     // (The answer comes first; the rest of fini follows at once.)
     let t = Instant::now();
@@ -551,7 +710,9 @@ fn fini_without_exit_drops_everyone() {
     for c in [&other, &a] {
         let e = loop {
             match c.getpid() {
-                Err(e) if e.is_errno(errno::ESHUTDOWN) => std::thread::sleep(Duration::from_millis(2)),
+                Err(e) if e.is_errno(errno::ESHUTDOWN) => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
                 r => break r.unwrap_err(),
             }
         };
@@ -560,7 +721,9 @@ fn fini_without_exit_drops_everyone() {
     raw.expect_eof();
     assert!(t.elapsed() < Duration::from_secs(5));
     match Client::connect(&url) {
-        Err(Error::Connect { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        Err(Error::Connect { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+        }
         other => panic!("connect after fini: {:?}", other.err()),
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -580,6 +743,11 @@ fn tcp_url() {
     let data = vec![9u8; 100_000];
     let mut out = vec![0u8; data.len()];
     let args = [addr_of(&data), data.len() as u64, addr_of(&out)];
-    c.syscall(SYS_ECHO, &args, &mut [Region::In(&data), Region::Out(&mut out)]).unwrap();
+    c.syscall(
+        SYS_ECHO,
+        &args,
+        &mut [Region::In(&data), Region::Out(&mut out)],
+    )
+    .unwrap();
     assert!(out == data);
 }

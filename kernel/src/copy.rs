@@ -66,13 +66,18 @@ impl<'a> Default for Lend<'a> {
 
 impl<'a> Lend<'a> {
     pub fn new() -> Lend<'a> {
-        Lend { regions: RefCell::new(Vec::new()), _borrow: PhantomData }
+        Lend {
+            regions: RefCell::new(Vec::new()),
+            _borrow: PhantomData,
+        }
     }
 
     fn add(&self, p: *const u8, len: usize, writable: bool) -> u64 {
         let a = p as usize as u64;
         if len > 0 {
-            self.regions.borrow_mut().push((a, a.saturating_add(len as u64), writable));
+            self.regions
+                .borrow_mut()
+                .push((a, a.saturating_add(len as u64), writable));
         }
         a
     }
@@ -90,7 +95,11 @@ impl<'a> Lend<'a> {
 
     /// A buffer the kernel writes (and may read).
     pub fn buf_mut<T: Copy>(&self, b: &'a mut [T]) -> u64 {
-        self.add(b.as_mut_ptr().cast::<u8>().cast_const(), std::mem::size_of_val(b), true)
+        self.add(
+            b.as_mut_ptr().cast::<u8>().cast_const(),
+            std::mem::size_of_val(b),
+            true,
+        )
     }
 
     /// Lend these regions to the kernel for the call run by `f` on this
@@ -133,7 +142,9 @@ fn check_local(uaddr: u64, len: usize, write: bool) -> Result<(), Errno> {
         Lent::Unchecked => Ok(()),
         Lent::Nothing => Err(Errno(EFAULT)),
         Lent::Regions(r) => {
-            if r.iter().any(|&(s, e, w)| s <= uaddr && end <= e && (w || !write)) {
+            if r.iter()
+                .any(|&(s, e, w)| s <= uaddr && end <= e && (w || !write))
+            {
                 Ok(())
             } else {
                 Err(Errno(EFAULT))
@@ -181,7 +192,11 @@ impl Memory {
                 // for this call (a live borrowed slice), or an unsafe
                 // caller vouched for it; checked just above.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(uaddr as usize as *const u8, buf.as_mut_ptr(), buf.len());
+                    std::ptr::copy_nonoverlapping(
+                        uaddr as usize as *const u8,
+                        buf.as_mut_ptr(),
+                        buf.len(),
+                    );
                 }
                 Ok(())
             }
@@ -203,7 +218,11 @@ impl Memory {
                 // SAFETY: as in `copyin`, in a region lent writable (an
                 // exclusively borrowed slice) or vouched for.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(buf.as_ptr(), uaddr as usize as *mut u8, buf.len());
+                    std::ptr::copy_nonoverlapping(
+                        buf.as_ptr(),
+                        uaddr as usize as *mut u8,
+                        buf.len(),
+                    );
                 }
                 Ok(())
             }

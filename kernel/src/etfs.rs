@@ -66,12 +66,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err("empty size".into());
     }
     if s.starts_with('x') || s.ends_with('x') || s.contains("xx") {
-        return Err(format!("bad size \"{s}\": \"x\" multiplies two sizes, as in 2x512k"));
+        return Err(format!(
+            "bad size \"{s}\": \"x\" multiplies two sizes, as in 2x512k"
+        ));
     }
     let mut total: u64 = 1;
     for part in s.split('x') {
         let v = parse_one_size(part).map_err(|e| format!("bad size \"{s}\": {e}"))?;
-        total = total.checked_mul(v).ok_or_else(|| format!("bad size \"{s}\": too large"))?;
+        total = total
+            .checked_mul(v)
+            .ok_or_else(|| format!("bad size \"{s}\": too large"))?;
     }
     if total > i64::MAX as u64 {
         return Err(format!("bad size \"{s}\": too large"));
@@ -168,10 +172,14 @@ impl DriveSpec {
             }
         }
         let key = key.ok_or_else(|| format!("drive spec \"{spec}\": key missing"))?;
-        let hostpath = hostpath.ok_or_else(|| format!("drive spec \"{spec}\": hostpath missing"))?;
-        let size = size.ok_or_else(|| format!("drive spec \"{spec}\": size missing (a size, or size=host)"))?;
+        let hostpath =
+            hostpath.ok_or_else(|| format!("drive spec \"{spec}\": hostpath missing"))?;
+        let size = size
+            .ok_or_else(|| format!("drive spec \"{spec}\": size missing (a size, or size=host)"))?;
         if !key.starts_with('/') || key.len() < 2 {
-            return Err(format!("drive spec \"{spec}\": key \"{key}\" must be an absolute path like /dk"));
+            return Err(format!(
+                "drive spec \"{spec}\": key \"{key}\" must be an absolute path like /dk"
+            ));
         }
         if key.len() >= crate::namei::MAXPATHLEN || key.split('/').any(|c| c == "." || c == "..") {
             return Err(format!("drive spec \"{spec}\": bad key \"{key}\""));
@@ -182,7 +190,13 @@ impl DriveSpec {
         if size == DriveSize::Bytes(0) {
             return Err(format!("drive spec \"{spec}\": size must be more than 0"));
         }
-        Ok(DriveSpec { key, hostpath, size, offset: offset.unwrap_or(0), kind: kind.unwrap_or(DriveType::Blk) })
+        Ok(DriveSpec {
+            key,
+            hostpath,
+            size,
+            offset: offset.unwrap_or(0),
+            kind: kind.unwrap_or(DriveType::Blk),
+        })
     }
 }
 
@@ -198,13 +212,16 @@ impl BlockDevice for OffsetDev {
         self.size
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Errno> {
-        self.inner.read_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
+        self.inner
+            .read_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
     }
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
-        self.inner.write_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
+        self.inner
+            .write_at(buf, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
     }
     fn write_vectored_at(&self, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
-        self.inner.write_vectored_at(bufs, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
+        self.inner
+            .write_vectored_at(bufs, off.checked_add(self.off).ok_or(Errno(EINVAL))?)
     }
     fn flush(&self) -> Result<(), Errno> {
         self.inner.flush()
@@ -306,12 +323,20 @@ impl Kernel {
     /// Attach a host drive (see [`crate::etfs`]).
     /// `fault` (tests) wraps a `blk` drive's host device in a fault
     /// injector.
-    pub fn add_drive(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
+    pub fn add_drive(
+        &self,
+        spec: &DriveSpec,
+        fault: Option<Arc<FaultControl>>,
+    ) -> Result<(), String> {
         let _g = self.mount_lock.lock();
         self.add_drive_locked(spec, fault)
     }
 
-    fn add_drive_locked(&self, spec: &DriveSpec, fault: Option<Arc<FaultControl>>) -> Result<(), String> {
+    fn add_drive_locked(
+        &self,
+        spec: &DriveSpec,
+        fault: Option<Arc<FaultControl>>,
+    ) -> Result<(), String> {
         use rumpuser::file::FileType;
         let path = &spec.hostpath;
         let key = &spec.key;
@@ -327,25 +352,41 @@ impl Kernel {
         // covered by that drive's lock.
         let lock = |host: &HostDrive| -> Result<(), String> {
             let id = host.id().map_err(|e| format!("{path}: {e}"))?;
-            if self.drives.read().iter().any(|d| d.host.id().ok() == Some(id)) {
+            if self
+                .drives
+                .read()
+                .iter()
+                .any(|d| d.host.id().ok() == Some(id))
+            {
                 return Ok(());
             }
-            host.lock(true).map_err(|_| format!("drive {key}: {path}: locked by another process (in use by another server?)"))
+            host.lock(true).map_err(|_| {
+                format!(
+                    "drive {key}: {path}: locked by another process (in use by another server?)"
+                )
+            })
         };
         let direct = spec.kind == DriveType::Blk;
         let (host, size) = match spec.size {
             DriveSize::Host => {
-                let (hsize, ft) = info.map_err(|e| format!("{path}: size=host needs an existing host file: {e}"))?;
+                let (hsize, ft) = info
+                    .map_err(|e| format!("{path}: size=host needs an existing host file: {e}"))?;
                 if ft == FileType::Dir {
                     return Err(format!("{path}: is a directory"));
                 }
                 // The host file is opened once, here, for everything the
                 // drive does: the cache's I/O and flush (`blk`), direct I/O
                 // (`chr`, `reg`), the lock.
-                let host = Arc::new(HostDrive::open_with(path, Some(hsize), false, direct).map_err(|e| format!("{path}: {e}"))?);
+                let host = Arc::new(
+                    HostDrive::open_with(path, Some(hsize), false, direct)
+                        .map_err(|e| format!("{path}: {e}"))?,
+                );
                 lock(&host)?;
                 if spec.offset >= hsize {
-                    return Err(format!("{path}: offset {} is not inside the file ({} bytes)", spec.offset, hsize));
+                    return Err(format!(
+                        "{path}: offset {} is not inside the file ({} bytes)",
+                        spec.offset, hsize
+                    ));
                 }
                 (host, hsize - spec.offset)
             }
@@ -353,30 +394,45 @@ impl Kernel {
                 if let Ok((_, FileType::Dir)) = info {
                     return Err(format!("{path}: is a directory"));
                 }
-                let need = spec.offset.checked_add(s).filter(|&e| e <= i64::MAX as u64)
+                let need = spec
+                    .offset
+                    .checked_add(s)
+                    .filter(|&e| e <= i64::MAX as u64)
                     .ok_or_else(|| format!("drive {key}: offset + size too large"))?;
-                let host = Arc::new(HostDrive::open_with(path, Some(need), true, direct).map_err(|e| format!("{path}: {e}"))?);
+                let host = Arc::new(
+                    HostDrive::open_with(path, Some(need), true, direct)
+                        .map_err(|e| format!("{path}: {e}"))?,
+                );
                 lock(&host)?;
                 let cur = host.file_size().map_err(|e| format!("{path}: {e}"))?;
                 if cur < need {
                     if host.is_regular() {
-                        host.set_len(need).map_err(|e| format!("{path}: cannot extend to {need} bytes: {e}"))?;
+                        host.set_len(need)
+                            .map_err(|e| format!("{path}: cannot extend to {need} bytes: {e}"))?;
                     } else {
-                        return Err(format!("{path}: device has {cur} bytes, drive needs {need}"));
+                        return Err(format!(
+                            "{path}: device has {cur} bytes, drive needs {need}"
+                        ));
                     }
                 }
                 (host, s)
             }
         };
         let index = self.drives.read().len();
-        let rdev = ((ETFS_MAJOR << 8) & 0x000f_ff00) | (index as u64 & 0xff) | (((index as u64) << 12) & 0xfff0_0000);
+        let rdev = ((ETFS_MAJOR << 8) & 0x000f_ff00)
+            | (index as u64 & 0xff)
+            | (((index as u64) << 12) & 0xfff0_0000);
         let cached = match spec.kind {
             DriveType::Blk => {
                 let mut dev: Arc<dyn BlockDevice> = host.clone();
                 if let Some(ctl) = fault {
                     dev = Arc::new(FaultyDrive::new(dev, ctl));
                 }
-                let dev: Arc<dyn BlockDevice> = Arc::new(OffsetDev { inner: dev, off: spec.offset, size });
+                let dev: Arc<dyn BlockDevice> = Arc::new(OffsetDev {
+                    inner: dev,
+                    off: spec.offset,
+                    size,
+                });
                 Some(self.cache.attach(dev, 0))
             }
             _ => None,
@@ -384,7 +440,9 @@ impl Kernel {
         // The node in rumpfs, with any missing parent directories.
         let fs = &self.rootfs;
         let comps: Vec<&str> = key.split('/').filter(|c| !c.is_empty()).collect();
-        let (last, dirs) = comps.split_last().ok_or_else(|| format!("drive {key}: bad key"))?;
+        let (last, dirs) = comps
+            .split_last()
+            .ok_or_else(|| format!("drive {key}: bad key"))?;
         let mut dir = fs.root();
         for c in dirs {
             dir = match fs.lookup(dir, c.as_bytes()) {
@@ -406,7 +464,11 @@ impl Kernel {
             return Err(format!("drive {key}: {e}"));
         }
         if self.cfg.verbose {
-            eprintln!("rumpkern: drive {key} ({}) = {path} offset {} size {size}", spec.kind.as_str(), spec.offset);
+            eprintln!(
+                "rumpkern: drive {key} ({}) = {path} offset {} size {size}",
+                spec.kind.as_str(),
+                spec.offset
+            );
         }
         self.drives.write().push(Arc::new(Drive {
             index,
@@ -424,7 +486,11 @@ impl Kernel {
     }
 
     pub(crate) fn drive_by_rdev(&self, rdev: u64) -> Option<Arc<Drive>> {
-        self.drives.read().iter().find(|d| d.rdev == rdev && d.kind != DriveType::Reg).cloned()
+        self.drives
+            .read()
+            .iter()
+            .find(|d| d.rdev == rdev && d.kind != DriveType::Reg)
+            .cloned()
     }
 
     pub(crate) fn drive_by_index(&self, i: usize) -> Option<Arc<Drive>> {

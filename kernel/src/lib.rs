@@ -99,7 +99,10 @@ fn host_physmem() -> u64 {
 pub fn parse_memlimit(s: &str) -> Result<u64, MemlimitError> {
     let s = s.trim();
     if let Some(p) = s.strip_suffix('%') {
-        let p: u64 = p.trim().parse().map_err(|_| MemlimitError::BadPercent(s.to_string()))?;
+        let p: u64 = p
+            .trim()
+            .parse()
+            .map_err(|_| MemlimitError::BadPercent(s.to_string()))?;
         if p == 0 || p > 100 {
             return Err(MemlimitError::PercentRange(s.to_string()));
         }
@@ -128,7 +131,8 @@ impl Default for KernelConfig {
             ostype: OSTYPE.into(),
             osrelease: OSRELEASE.into(),
             machine: MACHINE.into(),
-            verbose: rumpuser::param::getparam("RUMP_VERBOSE").is_ok_and(|v| v != "0" && !v.is_empty()),
+            verbose: rumpuser::param::getparam("RUMP_VERBOSE")
+                .is_ok_and(|v| v != "0" && !v.is_empty()),
         }
     }
 }
@@ -172,7 +176,10 @@ pub struct Kernel {
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernel").field("id", &self.id).field("ncpu", &self.sched.ncpu()).finish()
+        f.debug_struct("Kernel")
+            .field("id", &self.id)
+            .field("ncpu", &self.sched.ncpu())
+            .finish()
     }
 }
 
@@ -192,7 +199,10 @@ impl Kernel {
         let mut r = Ok(());
         ONCE.call_once(|| {
             if rumpuser::upcalls::get().is_none() {
-                r = rumpuser::upcalls::init(rumpuser::RUMPUSER_VERSION, Box::new(lwproc::SchedUpcalls));
+                r = rumpuser::upcalls::init(
+                    rumpuser::RUMPUSER_VERSION,
+                    Box::new(lwproc::SchedUpcalls),
+                );
             }
         });
         r?;
@@ -232,7 +242,14 @@ impl Kernel {
         }
         let rootfs = RumpFs::new(cfg.memlimit);
         let mounts = Mounts::new(rootfs.clone());
-        let init = Arc::new(Proc::new(1, None, Memory::Local, "init", FdMode::Clear, &mounts.root_vnode()));
+        let init = Arc::new(Proc::new(
+            1,
+            None,
+            Memory::Local,
+            "init",
+            FdMode::Clear,
+            &mounts.root_vnode(),
+        ));
         init.nlwps.fetch_add(1, Ordering::SeqCst); // never released
         let mut procs = HashMap::new();
         procs.insert(1, init.clone());
@@ -309,13 +326,25 @@ impl Kernel {
 
     // ----- processes -----
 
-    pub(crate) fn new_proc(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode) -> Result<Arc<Proc>, Errno> {
+    pub(crate) fn new_proc(
+        &self,
+        parent: &Arc<Proc>,
+        mem: Memory,
+        comm: Option<&str>,
+        fdmode: FdMode,
+    ) -> Result<Arc<Proc>, Errno> {
         self.new_proc_as(parent, mem, comm, fdmode, None)
     }
 
     /// [`Kernel::new_proc`] with credentials other than the parent's.
-    pub(crate) fn new_proc_as(&self, parent: &Arc<Proc>, mem: Memory, comm: Option<&str>, fdmode: FdMode,
-        cred: Option<(vfs::Cred, &[u32])>) -> Result<Arc<Proc>, Errno> {
+    pub(crate) fn new_proc_as(
+        &self,
+        parent: &Arc<Proc>,
+        mem: Memory,
+        comm: Option<&str>,
+        fdmode: FdMode,
+        cred: Option<(vfs::Cred, &[u32])>,
+    ) -> Result<Arc<Proc>, Errno> {
         let mut procs = self.procs.write();
         if procs.len() >= 30_000 {
             return Err(Errno(EAGAIN));
@@ -339,7 +368,12 @@ impl Kernel {
         let mut p = Proc::new(pid, Some(parent), mem, &comm, fdmode, &self.root_vnode());
         if let Some((c, groups)) = cred {
             p.cred = c;
-            p.groups = groups.iter().copied().filter(|&g| g != c.gid).take(NGROUPS_MAX).collect();
+            p.groups = groups
+                .iter()
+                .copied()
+                .filter(|&g| g != c.gid)
+                .take(NGROUPS_MAX)
+                .collect();
         }
         let p = Arc::new(p);
         procs.insert(pid, p.clone());
@@ -382,11 +416,21 @@ impl Kernel {
 
     /// [`Kernel::local_process_as`] with supplementary groups (the first
     /// [`NGROUPS_MAX`] of them).
-    pub fn local_process_in_groups(self: &Arc<Self>, cred: vfs::Cred, groups: &[u32]) -> Result<LocalProc, Errno> {
+    pub fn local_process_in_groups(
+        self: &Arc<Self>,
+        cred: vfs::Cred,
+        groups: &[u32],
+    ) -> Result<LocalProc, Errno> {
         if self.quiesced.load(Ordering::SeqCst) {
             return Err(Errno(ESHUTDOWN));
         }
-        let p = self.new_proc_as(&self.init, Memory::Local, Some("local"), FdMode::Clear, Some((cred, groups)))?;
+        let p = self.new_proc_as(
+            &self.init,
+            Memory::Local,
+            Some("local"),
+            FdMode::Clear,
+            Some((cred, groups)),
+        )?;
         Ok(LocalProc::new(self.clone(), p))
     }
 
@@ -394,7 +438,13 @@ impl Kernel {
 
     /// Run a system call for process `p`: admission, accounting, the
     /// table, panics caught. Returns a NetBSD errno.
-    pub(crate) fn run_syscall(&self, p: &Arc<Proc>, num: i32, args: &[u64], rv: &mut [i64; 2]) -> i32 {
+    pub(crate) fn run_syscall(
+        &self,
+        p: &Arc<Proc>,
+        num: i32,
+        args: &[u64],
+        rv: &mut [i64; 2],
+    ) -> i32 {
         if self.stopped.load(Ordering::SeqCst) {
             return ESHUTDOWN;
         }
@@ -410,8 +460,14 @@ impl Kernel {
             let prev = SYSDEPTH.with(|d| d.replace((self.id, 0)));
             let depth = if prev.0 == self.id { prev.1 } else { 0 };
             SYSDEPTH.with(|d| d.set((self.id, depth + 1)));
-            let cx = syscall::Cx { k: self, p, dir: None };
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| syscall::dispatch(&cx, num, args, rv)));
+            let cx = syscall::Cx {
+                k: self,
+                p,
+                dir: None,
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                syscall::dispatch(&cx, num, args, rv)
+            }));
             SYSDEPTH.with(|d| d.set(prev));
             match r {
                 Ok(Ok(())) => 0,
@@ -422,7 +478,10 @@ impl Kernel {
                         .map(|s| s.to_string())
                         .or_else(|| payload.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    eprintln!("rumpkern: panic in syscall {num} (pid {}): {msg}; returning EIO", p.pid);
+                    eprintln!(
+                        "rumpkern: panic in syscall {num} (pid {}): {msg}; returning EIO",
+                        p.pid
+                    );
                     EIO
                 }
             }
@@ -448,7 +507,12 @@ impl Kernel {
 
     /// System calls running now, the calling thread's own excluded.
     pub fn running_syscalls(&self) -> usize {
-        let total: isize = self.sched.cpus().iter().map(|c| c.inflight.load(Ordering::SeqCst)).sum();
+        let total: isize = self
+            .sched
+            .cpus()
+            .iter()
+            .map(|c| c.inflight.load(Ordering::SeqCst))
+            .sum();
         let own = SYSDEPTH.with(|d| d.get());
         let own = if own.0 == self.id { own.1 as isize } else { 0 };
         (total - own).max(0) as usize
@@ -508,7 +572,9 @@ impl Kernel {
     /// Make `mount(2)` of type `name` call `factory` with the drive's
     /// cached store and whether the mount is read-only.
     pub fn register_fs_type(&self, name: &str, factory: Box<FsFactory>) {
-        self.fs_types.write().insert(name.to_string(), Arc::from(factory));
+        self.fs_types
+            .write()
+            .insert(name.to_string(), Arc::from(factory));
     }
 
     pub(crate) fn fs_type(&self, name: &str) -> Option<Arc<FsFactory>> {
@@ -522,7 +588,11 @@ impl Kernel {
 
     /// Mounted file systems other than the root: (mount point, type).
     pub fn mounts(&self) -> Vec<(String, String)> {
-        self.mounts.list().iter().map(|m| (m.path.clone(), m.fs.type_name().to_string())).collect()
+        self.mounts
+            .list()
+            .iter()
+            .map(|m| (m.path.clone(), m.fs.type_name().to_string()))
+            .collect()
     }
 
     /// Flush everything: every mounted file system's `sync` (its dirty
@@ -545,7 +615,11 @@ impl Kernel {
         let mut v = Vec::new();
         for m in self.mounts.list() {
             if !m.is_dead() && !m.fs.read_only() {
-                v.push(format!("{} file system on {}: metadata cached in memory", m.fs.type_name(), m.path));
+                v.push(format!(
+                    "{} file system on {}: metadata cached in memory",
+                    m.fs.type_name(),
+                    m.path
+                ));
             }
         }
         for d in self.drives.read().iter() {
@@ -572,7 +646,11 @@ impl Kernel {
                 continue;
             }
             if let Err(e) = m.fs.sync() {
-                eprintln!("rumpkern: sync of {} file system on {} failed: {e}", m.fs.type_name(), m.path);
+                eprintln!(
+                    "rumpkern: sync of {} file system on {} failed: {e}",
+                    m.fs.type_name(),
+                    m.path
+                );
                 first.get_or_insert(e);
             }
         }
@@ -584,7 +662,10 @@ impl Kernel {
                 let (before, t) = (c.stats(), Instant::now());
                 match c.sync() {
                     Err(e) => {
-                        eprintln!("rumpkern: sync of drive {} ({}) failed: {e}", d.key, d.hostpath);
+                        eprintln!(
+                            "rumpkern: sync of drive {} ({}) failed: {e}",
+                            d.key, d.hostpath
+                        );
                         first.get_or_insert(e);
                     }
                     Ok(()) if self.cfg.verbose => {
@@ -604,7 +685,10 @@ impl Kernel {
         }
         for d in drives.iter().filter(|d| d.cached.is_none()) {
             if let Err(e) = d.host.sync() {
-                eprintln!("rumpkern: syncfd of drive {} ({}) failed: {e}", d.key, d.hostpath);
+                eprintln!(
+                    "rumpkern: syncfd of drive {} ({}) failed: {e}",
+                    d.key, d.hostpath
+                );
                 first.get_or_insert(e);
             }
         }

@@ -42,7 +42,6 @@ fn cstr(s: &[u8]) -> Result<CString, Errno> {
     CString::new(s).map_err(|_| Errno(EINVAL))
 }
 
-
 impl LocalProc {
     pub(crate) fn new(kernel: Arc<Kernel>, proc: Arc<Proc>) -> LocalProc {
         let main = kernel.make_lwp(proc.clone());
@@ -69,7 +68,9 @@ impl LocalProc {
         if !self.kernel.is_admitting() {
             return Err(Errno(ESHUTDOWN));
         }
-        let Some(n) = nargs(num) else { return Err(Errno(ENOSYS)) };
+        let Some(n) = nargs(num) else {
+            return Err(Errno(ENOSYS));
+        };
         if args.len() < n {
             return Err(Errno(EFAULT));
         }
@@ -84,7 +85,12 @@ impl LocalProc {
 
     /// Run a call whose address arguments the typed wrappers lent from
     /// borrowed slices: the kernel reaches those and nothing else.
-    pub(crate) fn call_lent(&self, lend: &Lend<'_>, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
+    pub(crate) fn call_lent(
+        &self,
+        lend: &Lend<'_>,
+        num: i32,
+        args: &[u64],
+    ) -> Result<[i64; 2], Errno> {
         lend.during(|| self.run(num, args))
     }
 
@@ -117,7 +123,11 @@ impl LocalProc {
     pub fn open(&self, path: impl AsRef<[u8]>, flags: i32, mode: u32) -> Result<i32, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        Ok(self.call_lent(&l, SYS_OPEN, &[l.cstr(&p), flags as u32 as u64, mode as u64])?[0] as i32)
+        Ok(self.call_lent(
+            &l,
+            SYS_OPEN,
+            &[l.cstr(&p), flags as u32 as u64, mode as u64],
+        )?[0] as i32)
     }
 
     pub fn close(&self, fd: i32) -> Result<(), Errno> {
@@ -127,31 +137,63 @@ impl LocalProc {
     pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
         let l = Lend::new();
         let buf_len = buf.len() as u64;
-        Ok(self.call_lent(&l, SYS_READ, &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len])?[0] as usize)
+        Ok(self.call_lent(
+            &l,
+            SYS_READ,
+            &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len],
+        )?[0] as usize)
     }
 
     pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
         let l = Lend::new();
-        Ok(self.call_lent(&l, SYS_WRITE, &[fd as u32 as u64, l.buf(buf), buf.len() as u64])?[0] as usize)
+        Ok(self.call_lent(
+            &l,
+            SYS_WRITE,
+            &[fd as u32 as u64, l.buf(buf), buf.len() as u64],
+        )?[0] as usize)
     }
 
     pub fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
         let l = Lend::new();
         let buf_len = buf.len() as u64;
-        Ok(self.call_lent(&l, SYS_PREAD, &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len, 0, off as u64])?[0] as usize)
+        Ok(self.call_lent(
+            &l,
+            SYS_PREAD,
+            &[
+                fd as u32 as u64,
+                l.buf_mut(&mut buf[..]),
+                buf_len,
+                0,
+                off as u64,
+            ],
+        )?[0] as usize)
     }
 
     pub fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> Result<usize, Errno> {
         let l = Lend::new();
-        Ok(self.call_lent(&l, SYS_PWRITE, &[fd as u32 as u64, l.buf(buf), buf.len() as u64, 0, off as u64])?[0] as usize)
+        Ok(self.call_lent(
+            &l,
+            SYS_PWRITE,
+            &[
+                fd as u32 as u64,
+                l.buf(buf),
+                buf.len() as u64,
+                0,
+                off as u64,
+            ],
+        )?[0] as usize)
     }
 
     pub fn lseek(&self, fd: i32, off: i64, whence: i32) -> Result<i64, Errno> {
-        Ok(self.call(SYS_LSEEK, &[fd as u32 as u64, 0, off as u64, whence as u32 as u64])?[0])
+        Ok(self.call(
+            SYS_LSEEK,
+            &[fd as u32 as u64, 0, off as u64, whence as u32 as u64],
+        )?[0])
     }
 
     pub fn ftruncate(&self, fd: i32, len: i64) -> Result<(), Errno> {
-        self.call(SYS_FTRUNCATE, &[fd as u32 as u64, 0, len as u64]).map(|_| ())
+        self.call(SYS_FTRUNCATE, &[fd as u32 as u64, 0, len as u64])
+            .map(|_| ())
     }
 
     pub fn fsync(&self, fd: i32) -> Result<(), Errno> {
@@ -195,7 +237,8 @@ impl LocalProc {
     pub fn mkdir(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.call_lent(&l, SYS_MKDIR, &[l.cstr(&p), mode as u64]).map(|_| ())
+        self.call_lent(&l, SYS_MKDIR, &[l.cstr(&p), mode as u64])
+            .map(|_| ())
     }
 
     pub fn rmdir(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
@@ -213,19 +256,22 @@ impl LocalProc {
     pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
-        self.call_lent(&l, SYS_RENAME, &[l.cstr(&f), l.cstr(&t)]).map(|_| ())
+        self.call_lent(&l, SYS_RENAME, &[l.cstr(&f), l.cstr(&t)])
+            .map(|_| ())
     }
 
     pub fn link(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
-        self.call_lent(&l, SYS_LINK, &[l.cstr(&f), l.cstr(&t)]).map(|_| ())
+        self.call_lent(&l, SYS_LINK, &[l.cstr(&f), l.cstr(&t)])
+            .map(|_| ())
     }
 
     pub fn symlink(&self, target: impl AsRef<[u8]>, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let (t, p) = (cstr(target.as_ref())?, cstr(path.as_ref())?);
-        self.call_lent(&l, SYS_SYMLINK, &[l.cstr(&t), l.cstr(&p)]).map(|_| ())
+        self.call_lent(&l, SYS_SYMLINK, &[l.cstr(&t), l.cstr(&p)])
+            .map(|_| ())
     }
 
     pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
@@ -233,7 +279,11 @@ impl LocalProc {
         let p = cstr(path.as_ref())?;
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN];
         let buf_len = buf.len() as u64;
-        let n = self.call_lent(&l, SYS_READLINK, &[l.cstr(&p), l.buf_mut(&mut buf[..]), buf_len])?[0] as usize;
+        let n = self.call_lent(
+            &l,
+            SYS_READLINK,
+            &[l.cstr(&p), l.buf_mut(&mut buf[..]), buf_len],
+        )?[0] as usize;
         buf.truncate(n);
         Ok(buf)
     }
@@ -241,11 +291,13 @@ impl LocalProc {
     pub fn chmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.call_lent(&l, SYS_CHMOD, &[l.cstr(&p), mode as u64]).map(|_| ())
+        self.call_lent(&l, SYS_CHMOD, &[l.cstr(&p), mode as u64])
+            .map(|_| ())
     }
 
     pub fn fchmod(&self, fd: i32, mode: u32) -> Result<(), Errno> {
-        self.call(SYS_FCHMOD, &[fd as u32 as u64, mode as u64]).map(|_| ())
+        self.call(SYS_FCHMOD, &[fd as u32 as u64, mode as u64])
+            .map(|_| ())
     }
 
     pub fn chdir(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
@@ -272,7 +324,11 @@ impl LocalProc {
     pub fn getdents_raw(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
         let l = Lend::new();
         let buf_len = buf.len() as u64;
-        Ok(self.call_lent(&l, SYS_GETDENTS, &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len])?[0] as usize)
+        Ok(self.call_lent(
+            &l,
+            SYS_GETDENTS,
+            &[fd as u32 as u64, l.buf_mut(&mut buf[..]), buf_len],
+        )?[0] as usize)
     }
 
     /// Every entry of directory `fd` from its current offset on.
@@ -290,29 +346,56 @@ impl LocalProc {
 
     /// The names in directory `path` ("." and ".." included).
     pub fn list_dir(&self, path: impl AsRef<[u8]>) -> Result<Vec<String>, Errno> {
-        let fd = self.open(path, netbsd_abi::fcntl::O_RDONLY | netbsd_abi::fcntl::O_DIRECTORY, 0)?;
+        let fd = self.open(
+            path,
+            netbsd_abi::fcntl::O_RDONLY | netbsd_abi::fcntl::O_DIRECTORY,
+            0,
+        )?;
         let r = self.getdents(fd);
         let _ = self.close(fd);
-        Ok(r?.into_iter().map(|d| String::from_utf8_lossy(&d.name).into_owned()).collect())
+        Ok(r?
+            .into_iter()
+            .map(|d| String::from_utf8_lossy(&d.name).into_owned())
+            .collect())
     }
 
     /// `mount("ext2fs", dir, flags, &ufs_args{fspec})`.
     pub fn mount(&self, fstype: &str, dir: &str, flags: i32, fspec: &str) -> Result<(), Errno> {
         let l = Lend::new();
-        let (t, d, s) = (cstr(fstype.as_bytes())?, cstr(dir.as_bytes())?, cstr(fspec.as_bytes())?);
+        let (t, d, s) = (
+            cstr(fstype.as_bytes())?,
+            cstr(dir.as_bytes())?,
+            cstr(fspec.as_bytes())?,
+        );
         let args: [u64; 1] = [l.cstr(&s)];
-        self.call_lent(&l, SYS_MOUNT, &[l.cstr(&t), l.cstr(&d), flags as u32 as u64, l.buf(&args[..]), 8]).map(|_| ())
+        self.call_lent(
+            &l,
+            SYS_MOUNT,
+            &[
+                l.cstr(&t),
+                l.cstr(&d),
+                flags as u32 as u64,
+                l.buf(&args[..]),
+                8,
+            ],
+        )
+        .map(|_| ())
     }
 
     pub fn mount_ext2(&self, fspec: &str, dir: &str, read_only: bool) -> Result<(), Errno> {
-        let flags = if read_only { netbsd_abi::fcntl::MNT_RDONLY } else { 0 };
+        let flags = if read_only {
+            netbsd_abi::fcntl::MNT_RDONLY
+        } else {
+            0
+        };
         self.mount(netbsd_abi::fcntl::MOUNT_EXT2FS, dir, flags, fspec)
     }
 
     pub fn unmount(&self, dir: &str, flags: i32) -> Result<(), Errno> {
         let l = Lend::new();
         let d = cstr(dir.as_bytes())?;
-        self.call_lent(&l, SYS_UNMOUNT, &[l.cstr(&d), flags as u32 as u64]).map(|_| ())
+        self.call_lent(&l, SYS_UNMOUNT, &[l.cstr(&d), flags as u32 as u64])
+            .map(|_| ())
     }
 
     pub fn reboot(&self, flags: i32) -> Result<(), Errno> {
@@ -327,7 +410,14 @@ impl LocalProc {
         self.call_lent(
             &l,
             SYS___SYSCTL,
-            &[l.buf(name), name.len() as u64, l.buf_mut(&mut buf[..]), l.buf_mut(std::slice::from_mut(&mut len)), 0, 0],
+            &[
+                l.buf(name),
+                name.len() as u64,
+                l.buf_mut(&mut buf[..]),
+                l.buf_mut(std::slice::from_mut(&mut len)),
+                0,
+                0,
+            ],
         )?;
         buf.truncate(len as usize);
         Ok(buf)
@@ -336,8 +426,19 @@ impl LocalProc {
     /// `__sysctl` writing `new` to a node.
     pub fn sysctl_set(&self, name: &[i32], new: &[u8]) -> Result<(), Errno> {
         let l = Lend::new();
-        self.call_lent(&l, SYS___SYSCTL, &[l.buf(name), name.len() as u64, 0, 0, l.buf(new), new.len() as u64])
-            .map(|_| ())
+        self.call_lent(
+            &l,
+            SYS___SYSCTL,
+            &[
+                l.buf(name),
+                name.len() as u64,
+                0,
+                0,
+                l.buf(new),
+                new.len() as u64,
+            ],
+        )
+        .map(|_| ())
     }
 
     /// Read a whole file.

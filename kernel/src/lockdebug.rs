@@ -46,7 +46,10 @@ pub fn mode() -> Mode {
 /// Monotonic nanoseconds.
 pub(crate) fn now_ns() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// Stalls reported so far in this process.
@@ -70,7 +73,9 @@ pub fn start_with(k: &Arc<Kernel>, m: Mode) {
     }
     k.sched.watched.store(true, Ordering::Relaxed);
     let w = Arc::downgrade(k);
-    let _ = std::thread::Builder::new().name("rumpkern-lockdebug".into()).spawn(move || watch(w, m));
+    let _ = std::thread::Builder::new()
+        .name("rumpkern-lockdebug".into())
+        .spawn(move || watch(w, m));
 }
 
 /// A thread's scheduling state letter and wait channel.
@@ -83,7 +88,9 @@ fn thread_state(tid: i32) -> Option<(char, String)> {
 }
 
 fn thread_name(tid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn watch(k: Weak<Kernel>, m: Mode) {
@@ -147,7 +154,11 @@ mod tests {
     /// A thread that sleeps with a CPU is reported; one that spins is not.
     #[test]
     fn blocking_with_a_cpu_is_reported_and_spinning_is_not() {
-        let k = Kernel::new(KernelConfig { ncpu: 1, ..KernelConfig::default() }).unwrap();
+        let k = Kernel::new(KernelConfig {
+            ncpu: 1,
+            ..KernelConfig::default()
+        })
+        .unwrap();
         start_with(&k, Mode::Warn);
         let before = reports();
         let k2 = k.clone();
@@ -170,7 +181,10 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert!(reports() > before, "a thread asleep with a CPU for 1.6 s is reported");
+        assert!(
+            reports() > before,
+            "a thread asleep with a CPU for 1.6 s is reported"
+        );
     }
 
     /// By construction: kernel code (the kernel, ext2, vfs-cache, halt)
@@ -186,7 +200,14 @@ mod tests {
             "vfs-cache/src/event.rs",  // waits inside `blocking`
             "vfs-cache/src/fault.rs",  // a hung drive waits inside `blocking`
         ];
-        let banned = ["parking_lot::", "std::sync::Mutex", "std::sync::RwLock", "std::sync::Condvar", "thread::sleep", "thread::park"];
+        let banned = [
+            "parking_lot::",
+            "std::sync::Mutex",
+            "std::sync::RwLock",
+            "std::sync::Condvar",
+            "thread::sleep",
+            "thread::park",
+        ];
         let mut bad = Vec::new();
         for dir in ["kernel/src", "ext2/src", "vfs-cache/src", "halt/src"] {
             let mut stack = vec![root.join(dir)];
@@ -197,8 +218,15 @@ mod tests {
                         stack.push(p);
                         continue;
                     }
-                    let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
-                    if p.extension().is_none_or(|x| x != "rs") || allowed.contains(&rel.as_str()) || rel.ends_with("tests.rs") {
+                    let rel = p
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    if p.extension().is_none_or(|x| x != "rs")
+                        || allowed.contains(&rel.as_str())
+                        || rel.ends_with("tests.rs")
+                    {
                         continue;
                     }
                     let text = std::fs::read_to_string(&p).unwrap();
@@ -206,13 +234,20 @@ mod tests {
                     for (n, line) in text.lines().enumerate() {
                         in_tests |= line.trim_start().starts_with("#[cfg(test)]");
                         let code = line.split("//").next().unwrap_or("");
-                        if !in_tests && !code.contains("blocking") && banned.iter().any(|b| code.contains(b)) {
+                        if !in_tests
+                            && !code.contains("blocking")
+                            && banned.iter().any(|b| code.contains(b))
+                        {
                             bad.push(format!("{rel}:{}: {}", n + 1, line.trim()));
                         }
                     }
                 }
             }
         }
-        assert!(bad.is_empty(), "plain host waits in kernel code:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "plain host waits in kernel code:\n{}",
+            bad.join("\n")
+        );
     }
 }

@@ -149,7 +149,11 @@ impl Kernel {
             _ => FdMode::Share,
         };
         let parent = self.curproc();
-        let mem = if client.is_null() { Memory::Local } else { Memory::Remote(client) };
+        let mem = if client.is_null() {
+            Memory::Local
+        } else {
+            Memory::Remote(client)
+        };
         let p = match self.new_proc(&parent, mem, comm, mode) {
             Ok(p) => p,
             Err(e) => return e.0,
@@ -164,7 +168,9 @@ impl Kernel {
         if self.is_quiesced() {
             return ESHUTDOWN;
         }
-        let Some(p) = self.find_proc(pid) else { return ESRCH };
+        let Some(p) = self.find_proc(pid) else {
+            return ESRCH;
+        };
         if p.exiting.load(Ordering::SeqCst) {
             return EBUSY;
         }
@@ -247,7 +253,9 @@ impl Upcalls for KernelUpcalls {
         if !k.is_admitting() {
             return ESHUTDOWN;
         }
-        let Some(n) = netbsd_abi::syscall::nargs(num) else { return ENOSYS };
+        let Some(n) = netbsd_abi::syscall::nargs(num) else {
+            return ENOSYS;
+        };
         if args.len() < n {
             return EFAULT;
         }

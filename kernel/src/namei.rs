@@ -33,7 +33,10 @@ pub struct Parent {
 }
 
 fn split(path: &[u8]) -> VecDeque<Vec<u8>> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty()).map(|c| c.to_vec()).collect()
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 /// The parent of directory `vn`, crossing up out of mounts.
@@ -56,7 +59,10 @@ pub fn parent_of(m: &Mounts, root: &Vnode, vn: &Vnode) -> Result<Vnode, Errno> {
         return Err(Errno(ENOENT));
     }
     let ino = cur.mnt.fs.lookup(cur.ino, b"..")?;
-    Ok(m.cross_down(Vnode { mnt: cur.mnt.clone(), ino }))
+    Ok(m.cross_down(Vnode {
+        mnt: cur.mnt.clone(),
+        ino,
+    }))
 }
 
 fn lookup_child(dir: &Vnode, name: &[u8]) -> Result<Vnode, Errno> {
@@ -67,7 +73,10 @@ fn lookup_child(dir: &Vnode, name: &[u8]) -> Result<Vnode, Errno> {
         return Err(Errno(ENOENT));
     }
     let ino: Ino = dir.mnt.fs.lookup(dir.ino, name)?;
-    Ok(Vnode { mnt: dir.mnt.clone(), ino })
+    Ok(Vnode {
+        mnt: dir.mnt.clone(),
+        ino,
+    })
 }
 
 /// Who walks a path: `None` for root, who may search every directory;
@@ -79,8 +88,15 @@ pub type Searcher<'a> = Option<Who<'a>>;
 /// Walk `path` from `cwd` (or `root` when absolute). With `parent`, stop at
 /// the last component and report it; otherwise return the vnode it names.
 /// `follow` says whether a symbolic link as the last component is followed.
-fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent: bool, who: Searcher<'_>)
-    -> Result<(Vnode, Option<Parent>), Errno> {
+fn walk(
+    m: &Mounts,
+    root: &Vnode,
+    cwd: &Vnode,
+    path: &[u8],
+    follow: bool,
+    parent: bool,
+    who: Searcher<'_>,
+) -> Result<(Vnode, Option<Parent>), Errno> {
     if path.is_empty() {
         return Err(Errno(ENOENT));
     }
@@ -88,13 +104,25 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
         return Err(Errno(ENAMETOOLONG));
     }
     let mut trailing_slash = path.len() > 1 && path.ends_with(b"/");
-    let mut cur = if path[0] == b'/' { root.clone() } else { cwd.clone() };
+    let mut cur = if path[0] == b'/' {
+        root.clone()
+    } else {
+        cwd.clone()
+    };
     let mut comps = split(path);
     let mut links = 0usize;
     if comps.is_empty() {
         // "/" (or "///"): the root itself.
         if parent {
-            return Ok((cur.clone(), Some(Parent { dir: cur.clone(), name: b".".to_vec(), node: Some(cur), trailing_slash: false })));
+            return Ok((
+                cur.clone(),
+                Some(Parent {
+                    dir: cur.clone(),
+                    name: b".".to_vec(),
+                    node: Some(cur),
+                    trailing_slash: false,
+                }),
+            ));
         }
         return Ok((cur, None));
     }
@@ -109,7 +137,15 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
             cred::check(c, &a, PERM_X)?;
         }
         if last && parent && (comp == b"." || comp == b"..") {
-            return Ok((cur.clone(), Some(Parent { dir: cur, name: comp, node: None, trailing_slash })));
+            return Ok((
+                cur.clone(),
+                Some(Parent {
+                    dir: cur,
+                    name: comp,
+                    node: None,
+                    trailing_slash,
+                }),
+            ));
         }
         if comp == b"." {
             continue;
@@ -121,7 +157,15 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
         let child = match lookup_child(&cur, &comp) {
             Ok(c) => c,
             Err(e) if e.0 == ENOENT && last && parent => {
-                return Ok((cur.clone(), Some(Parent { dir: cur, name: comp, node: None, trailing_slash })));
+                return Ok((
+                    cur.clone(),
+                    Some(Parent {
+                        dir: cur,
+                        name: comp,
+                        node: None,
+                        trailing_slash,
+                    }),
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -149,7 +193,15 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
                 // A link to "/": continue at the root.
                 if last {
                     if parent {
-                        return Ok((cur.clone(), Some(Parent { dir: cur.clone(), name: b".".to_vec(), node: Some(cur), trailing_slash })));
+                        return Ok((
+                            cur.clone(),
+                            Some(Parent {
+                                dir: cur.clone(),
+                                name: b".".to_vec(),
+                                node: Some(cur),
+                                trailing_slash,
+                            }),
+                        ));
                     }
                     return Ok((cur, None));
                 }
@@ -163,7 +215,15 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
             if trailing_slash && kind != FileKind::Dir && kind != FileKind::Lnk {
                 return Err(Errno(ENOTDIR));
             }
-            return Ok((cur.clone(), Some(Parent { dir: cur, name: comp, node: Some(child), trailing_slash })));
+            return Ok((
+                cur.clone(),
+                Some(Parent {
+                    dir: cur,
+                    name: comp,
+                    node: Some(child),
+                    trailing_slash,
+                }),
+            ));
         }
         cur = m.cross_down(child);
     }
@@ -174,21 +234,38 @@ fn walk(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, parent
 }
 
 /// The vnode `path` names.
-pub fn namei(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher<'_>)
-    -> Result<Vnode, Errno> {
+pub fn namei(
+    m: &Mounts,
+    root: &Vnode,
+    cwd: &Vnode,
+    path: &[u8],
+    follow: bool,
+    who: Searcher<'_>,
+) -> Result<Vnode, Errno> {
     walk(m, root, cwd, path, follow, false, who).map(|r| r.0)
 }
 
 /// The directory that holds the last component of `path`, and that
 /// component. With `follow`, a symbolic link as the last component is
 /// followed (so `open(O_CREAT)` creates a dangling link's target).
-pub fn namei_parent(m: &Mounts, root: &Vnode, cwd: &Vnode, path: &[u8], follow: bool, who: Searcher<'_>)
-    -> Result<Parent, Errno> {
+pub fn namei_parent(
+    m: &Mounts,
+    root: &Vnode,
+    cwd: &Vnode,
+    path: &[u8],
+    follow: bool,
+    who: Searcher<'_>,
+) -> Result<Parent, Errno> {
     match walk(m, root, cwd, path, follow, true, who)? {
         (_, Some(p)) => Ok(p),
         // A followed link ended at an existing non-parent result: report it
         // as found in its own directory.
-        (vn, None) => Ok(Parent { dir: vn.clone(), name: b".".to_vec(), node: Some(vn), trailing_slash: false }),
+        (vn, None) => Ok(Parent {
+            dir: vn.clone(),
+            name: b".".to_vec(),
+            node: Some(vn),
+            trailing_slash: false,
+        }),
     }
 }
 

@@ -45,7 +45,14 @@ pub struct File {
 impl File {
     pub fn new(vn: Vnode, kind: FileKind, backend: Backend, flags: i32) -> File {
         vn.mnt.fs.open(vn.ino);
-        File { vn: VnRef::new(vn), kind, backend, flags, offset: KMutex::new(0), status: AtomicI32::new(flags) }
+        File {
+            vn: VnRef::new(vn),
+            kind,
+            backend,
+            flags,
+            offset: KMutex::new(0),
+            status: AtomicI32::new(flags),
+        }
     }
 
     /// The current status flags (access mode included).
@@ -118,7 +125,11 @@ impl FdTable {
         if fd < 0 {
             return Err(Errno(EBADF));
         }
-        let s = self.slots.get_mut(fd as usize).and_then(|s| s.take()).ok_or(Errno(EBADF))?;
+        let s = self
+            .slots
+            .get_mut(fd as usize)
+            .and_then(|s| s.take())
+            .ok_or(Errno(EBADF))?;
         while matches!(self.slots.last(), Some(None)) {
             self.slots.pop();
         }
@@ -185,16 +196,28 @@ impl FdTable {
 
     /// Put `file` at descriptor `fd` (`dup2`); returns what was there (the
     /// caller drops it outside this table's lock).
-    pub fn install(&mut self, fd: i32, file: Arc<File>, cloexec: bool) -> Result<Option<Arc<File>>, Errno> {
-        let i = usize::try_from(fd).ok().filter(|&i| i < MAXFILES).ok_or(Errno(EBADF))?;
+    pub fn install(
+        &mut self,
+        fd: i32,
+        file: Arc<File>,
+        cloexec: bool,
+    ) -> Result<Option<Arc<File>>, Errno> {
+        let i = usize::try_from(fd)
+            .ok()
+            .filter(|&i| i < MAXFILES)
+            .ok_or(Errno(EBADF))?;
         if self.slots.len() <= i {
             self.slots.resize(i + 1, None);
         }
-        Ok(self.slots[i].replace(Slot { file, cloexec }).map(|s| s.file))
+        Ok(self.slots[i]
+            .replace(Slot { file, cloexec })
+            .map(|s| s.file))
     }
 
     fn copy(&self) -> FdTable {
-        FdTable { slots: self.slots.clone() }
+        FdTable {
+            slots: self.slots.clone(),
+        }
     }
 }
 
@@ -227,7 +250,14 @@ pub enum FdMode {
 }
 
 impl Proc {
-    pub fn new(pid: i32, parent: Option<&Proc>, mem: Memory, comm: &str, fdmode: FdMode, root: &Vnode) -> Proc {
+    pub fn new(
+        pid: i32,
+        parent: Option<&Proc>,
+        mem: Memory,
+        comm: &str,
+        fdmode: FdMode,
+        root: &Vnode,
+    ) -> Proc {
         let fds = match (parent, fdmode) {
             (Some(p), FdMode::Share) => p.fds.lock().clone(),
             (Some(p), FdMode::Copy) => {
@@ -324,7 +354,12 @@ impl Lwp {
     pub fn new(proc: Arc<Proc>, kernel: usize) -> Box<Lwp> {
         proc.nlwps.fetch_add(1, Ordering::SeqCst);
         let lid = proc.alloc_lid();
-        Box::new(Lwp { proc, lid, refcnt: AtomicU32::new(1), kernel })
+        Box::new(Lwp {
+            proc,
+            lid,
+            refcnt: AtomicU32::new(1),
+            kernel,
+        })
     }
 
     pub fn exiting(&self) -> bool {
@@ -333,7 +368,9 @@ impl Lwp {
 
     /// Drop the creator's reference: the lwp is freed at the next switch.
     pub fn rele(&self) {
-        let _ = self.refcnt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
+        let _ = self
+            .refcnt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1));
     }
 }
 

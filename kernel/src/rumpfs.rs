@@ -47,7 +47,12 @@ struct Dir {
 
 impl Dir {
     fn new(parent: Ino) -> Dir {
-        Dir { parent, by_name: HashMap::new(), by_seq: BTreeMap::new(), next_seq: 0 }
+        Dir {
+            parent,
+            by_name: HashMap::new(),
+            by_seq: BTreeMap::new(),
+            next_seq: 0,
+        }
     }
     fn insert(&mut self, name: &[u8], ino: Ino) {
         let seq = self.next_seq;
@@ -145,7 +150,13 @@ impl RumpFs {
             used: AtomicU64::new(0),
             limit,
         };
-        let root = fs.new_node(ROOT_INO, FileKind::Dir, 0o755, Cred::default(), Body::Dir(RwLock::new(Dir::new(ROOT_INO))));
+        let root = fs.new_node(
+            ROOT_INO,
+            FileKind::Dir,
+            0o755,
+            Cred::default(),
+            Body::Dir(RwLock::new(Dir::new(ROOT_INO))),
+        );
         root.meta.lock().nlink = 2;
         fs.nodes.write().insert(ROOT_INO, root);
         Arc::new(fs)
@@ -210,7 +221,8 @@ impl RumpFs {
             if let Some(old) = self.nodes.write().remove(&n.ino) {
                 if let Body::Reg(d) = &old.body {
                     let d = d.read();
-                    self.used.fetch_sub((d.pages.len() * PAGE) as u64, Ordering::Relaxed);
+                    self.used
+                        .fetch_sub((d.pages.len() * PAGE) as u64, Ordering::Relaxed);
                 }
                 self.uncharge(node_cost(&old));
             }
@@ -248,16 +260,35 @@ impl RumpFs {
     }
 
     /// Make a device node (an etfs `blk`/`chr` key) at `dir`/`name`.
-    pub fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, rdev: u64, size: u64) -> Result<Ino, Errno> {
+    pub fn mknod(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        rdev: u64,
+        size: u64,
+    ) -> Result<Ino, Errno> {
         let ino = self.alloc_ino();
         let n = self.new_node(ino, kind, 0o600, Cred::default(), Body::Dev { rdev, size });
         self.link_new(dir, name, n)
     }
 
     /// Expose a window of a host file as a regular file at `dir`/`name`.
-    pub fn host_file(&self, dir: Ino, name: &[u8], file: Arc<HostDrive>, offset: u64, size: u64) -> Result<Ino, Errno> {
+    pub fn host_file(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        file: Arc<HostDrive>,
+        offset: u64,
+        size: u64,
+    ) -> Result<Ino, Errno> {
         let ino = self.alloc_ino();
-        let body = Body::Host(HostBacked { file, offset, size: AtomicU64::new(size), max: size });
+        let body = Body::Host(HostBacked {
+            file,
+            offset,
+            size: AtomicU64::new(size),
+            max: size,
+        });
         let n = self.new_node(ino, FileKind::Reg, 0o644, Cred::default(), body);
         self.link_new(dir, name, n)
     }
@@ -329,7 +360,10 @@ impl RumpFs {
             let pg = pos / PAGE as u64;
             let po = (pos % PAGE as u64) as usize;
             let k = (PAGE - po).min(buf.len() - done);
-            let p = d.pages.entry(pg).or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
+            let p = d
+                .pages
+                .entry(pg)
+                .or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
             p[po..po + k].copy_from_slice(&buf[done..done + k]);
             done += k;
         }
@@ -350,7 +384,8 @@ impl RumpFs {
             for k in &gone {
                 d.pages.remove(k);
             }
-            self.used.fetch_sub((gone.len() * PAGE) as u64, Ordering::Relaxed);
+            self.used
+                .fetch_sub((gone.len() * PAGE) as u64, Ordering::Relaxed);
             // Zero the tail of the last kept page.
             if size % PAGE as u64 != 0 {
                 if let Some(p) = d.pages.get_mut(&(size / PAGE as u64)) {
@@ -481,12 +516,26 @@ impl FileSystem for RumpFs {
         self.getattr(ino)
     }
 
-    fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred) -> Result<Ino, Errno> {
+    fn create(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        cred: Cred,
+    ) -> Result<Ino, Errno> {
         FileSystem::mknod(self, dir, name, kind, perm, 0, cred)
     }
 
-    fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
-        -> Result<Ino, Errno> {
+    fn mknod(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u64,
+        cred: Cred,
+    ) -> Result<Ino, Errno> {
         let ino = self.alloc_ino();
         let body = match kind {
             FileKind::Dir => Body::Dir(RwLock::new(Dir::new(dir))),
@@ -589,7 +638,13 @@ impl FileSystem for RumpFs {
         Ok(())
     }
 
-    fn rename(&self, fromdir: Ino, fromname: &[u8], todir: Ino, toname: &[u8]) -> Result<(), Errno> {
+    fn rename(
+        &self,
+        fromdir: Ino,
+        fromname: &[u8],
+        todir: Ino,
+        toname: &[u8],
+    ) -> Result<(), Errno> {
         name_ok(fromname)?;
         name_ok(toname)?;
         let _ns = self.ns.lock();
@@ -624,7 +679,12 @@ impl FileSystem for RumpFs {
         }
         // The names change: charge a longer name first, credit after.
         let add = entry_cost(toname);
-        let sub = entry_cost(fromname) + if victim.is_some() { entry_cost(toname) } else { 0 };
+        let sub = entry_cost(fromname)
+            + if victim.is_some() {
+                entry_cost(toname)
+            } else {
+                0
+            };
         if add > sub {
             self.charge(add - sub)?;
         }
@@ -721,7 +781,12 @@ impl FileSystem for RumpFs {
         Ok(r)
     }
 
-    fn readdir(&self, dir: Ino, cookie: u64, f: &mut dyn FnMut(DirEntry) -> bool) -> Result<(), Errno> {
+    fn readdir(
+        &self,
+        dir: Ino,
+        cookie: u64,
+        f: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), Errno> {
         let d = self.node(dir)?;
         let db = Self::dir_body(&d)?;
         // Collect under the lock, call out without it.
@@ -729,17 +794,34 @@ impl FileSystem for RumpFs {
         {
             let dl = db.read();
             if cookie == 0 {
-                out.push(DirEntry { ino: dir, kind: FileKind::Dir, name: b".".to_vec(), next: 1 });
+                out.push(DirEntry {
+                    ino: dir,
+                    kind: FileKind::Dir,
+                    name: b".".to_vec(),
+                    next: 1,
+                });
             }
             if cookie <= 1 {
-                out.push(DirEntry { ino: dl.parent, kind: FileKind::Dir, name: b"..".to_vec(), next: 2 });
+                out.push(DirEntry {
+                    ino: dl.parent,
+                    kind: FileKind::Dir,
+                    name: b"..".to_vec(),
+                    next: 2,
+                });
             }
             let from = cookie.saturating_sub(2);
             let nodes = self.nodes.read();
             for (seq, name) in dl.by_seq.range(from..) {
-                let Some(&(_, ino)) = dl.by_name.get(name) else { continue };
+                let Some(&(_, ino)) = dl.by_name.get(name) else {
+                    continue;
+                };
                 let kind = nodes.get(&ino).map(|n| n.kind).unwrap_or(FileKind::Reg);
-                out.push(DirEntry { ino, kind, name: name.clone(), next: seq + 3 });
+                out.push(DirEntry {
+                    ino,
+                    kind,
+                    name: name.clone(),
+                    next: seq + 3,
+                });
                 if out.len() >= 4096 {
                     break;
                 }
@@ -802,15 +884,31 @@ mod tests {
     #[test]
     fn sparse_and_truncate() {
         let fs = RumpFs::new(1 << 30);
-        let f = fs.create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default()).unwrap();
+        let f = fs
+            .create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default())
+            .unwrap();
         fs.write(f, 10_000, b"xyz").unwrap();
         assert_eq!(fs.getattr(f).unwrap().size, 10_003);
         let mut b = vec![1u8; 10_003];
         assert_eq!(fs.read(f, 0, &mut b).unwrap(), 10_003);
         assert!(b[..10_000].iter().all(|&x| x == 0));
         assert_eq!(&b[10_000..], b"xyz");
-        fs.setattr(f, &SetAttr { size: Some(10_001), ..Default::default() }).unwrap();
-        fs.setattr(f, &SetAttr { size: Some(20_000), ..Default::default() }).unwrap();
+        fs.setattr(
+            f,
+            &SetAttr {
+                size: Some(10_001),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        fs.setattr(
+            f,
+            &SetAttr {
+                size: Some(20_000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut b = vec![1u8; 4];
         fs.read(f, 10_000, &mut b).unwrap();
         assert_eq!(&b, b"x\0\0\0");
@@ -820,7 +918,9 @@ mod tests {
     fn budget_is_enforced() {
         // Room for two pages of data and the file's metadata.
         let fs = RumpFs::new(8192 + NODE_COST + entry_cost(b"f"));
-        let f = fs.create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default()).unwrap();
+        let f = fs
+            .create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default())
+            .unwrap();
         fs.write(f, 0, &[1u8; 8192]).unwrap();
         assert_eq!(fs.write(f, 8192, &[1u8; 1]), Err(Errno(ENOSPC)));
         fs.unlink(ROOT_INO, b"f").unwrap();
@@ -832,7 +932,13 @@ mod tests {
         let fs = RumpFs::new(64 << 10);
         let mut made = 0;
         let err = loop {
-            match fs.create(ROOT_INO, format!("file-{made:06}").as_bytes(), FileKind::Reg, 0o644, Cred::default()) {
+            match fs.create(
+                ROOT_INO,
+                format!("file-{made:06}").as_bytes(),
+                FileKind::Reg,
+                0o644,
+                Cred::default(),
+            ) {
                 Ok(_) => made += 1,
                 Err(e) => break e,
             }
@@ -840,13 +946,19 @@ mod tests {
         };
         assert_eq!(err, Errno(ENOSPC));
         assert!(made > 50, "only {made} files fit");
-        assert_eq!(fs.symlink(ROOT_INO, b"l", &[b'x'; 1000], Cred::default()), Err(Errno(ENOSPC)));
+        assert_eq!(
+            fs.symlink(ROOT_INO, b"l", &[b'x'; 1000], Cred::default()),
+            Err(Errno(ENOSPC))
+        );
         for i in 0..made {
-            fs.unlink(ROOT_INO, format!("file-{i:06}").as_bytes()).unwrap();
+            fs.unlink(ROOT_INO, format!("file-{i:06}").as_bytes())
+                .unwrap();
         }
         assert_eq!(fs.bytes_used(), 0);
-        fs.symlink(ROOT_INO, b"l", &[b'x'; 1000], Cred::default()).unwrap();
-        fs.rename(ROOT_INO, b"l", ROOT_INO, b"a-longer-name").unwrap();
+        fs.symlink(ROOT_INO, b"l", &[b'x'; 1000], Cred::default())
+            .unwrap();
+        fs.rename(ROOT_INO, b"l", ROOT_INO, b"a-longer-name")
+            .unwrap();
         fs.unlink(ROOT_INO, b"a-longer-name").unwrap();
         assert_eq!(fs.bytes_used(), 0);
     }
@@ -854,15 +966,30 @@ mod tests {
     #[test]
     fn rename_rules() {
         let fs = RumpFs::new(1 << 20);
-        let a = fs.create(ROOT_INO, b"a", FileKind::Dir, 0o755, Cred::default()).unwrap();
-        let _b = fs.create(a, b"b", FileKind::Dir, 0o755, Cred::default()).unwrap();
+        let a = fs
+            .create(ROOT_INO, b"a", FileKind::Dir, 0o755, Cred::default())
+            .unwrap();
+        let _b = fs
+            .create(a, b"b", FileKind::Dir, 0o755, Cred::default())
+            .unwrap();
         let b = fs.lookup(a, b"b").unwrap();
         assert_eq!(fs.rename(ROOT_INO, b"a", b, b"x"), Err(Errno(EINVAL)));
-        fs.create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default()).unwrap();
-        assert_eq!(fs.rename(ROOT_INO, b"f", ROOT_INO, b"a"), Err(Errno(EISDIR)));
-        assert_eq!(fs.rename(ROOT_INO, b"a", ROOT_INO, b"f"), Err(Errno(ENOTDIR)));
+        fs.create(ROOT_INO, b"f", FileKind::Reg, 0o644, Cred::default())
+            .unwrap();
+        assert_eq!(
+            fs.rename(ROOT_INO, b"f", ROOT_INO, b"a"),
+            Err(Errno(EISDIR))
+        );
+        assert_eq!(
+            fs.rename(ROOT_INO, b"a", ROOT_INO, b"f"),
+            Err(Errno(ENOTDIR))
+        );
         fs.rename(a, b"b", ROOT_INO, b"c").unwrap();
-        assert_eq!(fs.lookup(fs.lookup(ROOT_INO, b"c").unwrap(), b"..").unwrap(), ROOT_INO);
+        assert_eq!(
+            fs.lookup(fs.lookup(ROOT_INO, b"c").unwrap(), b"..")
+                .unwrap(),
+            ROOT_INO
+        );
         assert_eq!(fs.getattr(a).unwrap().nlink, 2);
         assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 4);
     }

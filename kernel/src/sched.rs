@@ -16,7 +16,9 @@
 //! CPU the thread actually holds.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU64, AtomicUsize, Ordering,
+};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -38,7 +40,8 @@ impl Cpu {
     #[inline]
     fn taken(&self) {
         self.holder.store(host_tid(), Ordering::Relaxed);
-        self.since_ns.store(crate::lockdebug::now_ns(), Ordering::Relaxed);
+        self.since_ns
+            .store(crate::lockdebug::now_ns(), Ordering::Relaxed);
     }
 }
 
@@ -122,7 +125,9 @@ impl Sched {
     fn try_take(&self, i: usize) -> bool {
         let c = &self.cpus[i];
         !c.busy.load(Ordering::Relaxed)
-            && c.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok()
+            && c.busy
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Try every CPU once, starting at `first`.
@@ -202,12 +207,15 @@ impl Sched {
 
     /// Whether the calling thread holds a CPU of this kernel.
     pub fn holding(&self) -> bool {
-        HELD.with(|h| h.get()).is_some_and(|h| std::ptr::eq(h.sched, self))
+        HELD.with(|h| h.get())
+            .is_some_and(|h| std::ptr::eq(h.sched, self))
     }
 
     /// The index of the CPU the calling thread holds.
     pub(crate) fn current_cpu(&self) -> Option<usize> {
-        HELD.with(|h| h.get()).filter(|h| std::ptr::eq(h.sched, self)).map(|h| h.cpu)
+        HELD.with(|h| h.get())
+            .filter(|h| std::ptr::eq(h.sched, self))
+            .map(|h| h.cpu)
     }
 
     pub(crate) fn cpu(&self, i: usize) -> &Cpu {

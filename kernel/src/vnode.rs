@@ -131,7 +131,10 @@ impl Mounts {
     }
 
     pub fn root_vnode(&self) -> Vnode {
-        Vnode { mnt: self.root.clone(), ino: self.root.fs.root() }
+        Vnode {
+            mnt: self.root.clone(),
+            ino: self.root.fs.root(),
+        }
     }
 
     pub fn alloc_dev(&self) -> u64 {
@@ -146,7 +149,10 @@ impl Mounts {
         }
         let t = self.covering.read();
         while let Some(m) = t.get(&(vn.mnt.dev, vn.ino)) {
-            vn = Vnode { mnt: m.clone(), ino: m.fs.root() };
+            vn = Vnode {
+                mnt: m.clone(),
+                ino: m.fs.root(),
+            };
         }
         vn
     }

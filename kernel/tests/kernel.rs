@@ -79,7 +79,10 @@ fn files_and_directories() {
     assert_eq!(st.nlink, 2);
 
     let fd = p.open("/d/f", O_RDWR | O_CREAT | O_EXCL, 0o640).unwrap();
-    assert_eq!(p.open("/d/f", O_RDWR | O_CREAT | O_EXCL, 0o640), Err(e(EEXIST)));
+    assert_eq!(
+        p.open("/d/f", O_RDWR | O_CREAT | O_EXCL, 0o640),
+        Err(e(EEXIST))
+    );
     assert_eq!(p.write(fd, b"hello, world").unwrap(), 12);
     let st = p.fstat(fd).unwrap();
     assert!(st.is_reg());
@@ -210,7 +213,12 @@ fn relative_paths_and_cwd() {
     // A small getcwd buffer.
     let mut small = [0u8; 2];
     // SAFETY: `small` is writable for its length.
-    let r = unsafe { p.syscall(SYS___GETCWD, &[small.as_mut_ptr() as u64, small.len() as u64]) };
+    let r = unsafe {
+        p.syscall(
+            SYS___GETCWD,
+            &[small.as_mut_ptr() as u64, small.len() as u64],
+        )
+    };
     assert_eq!(r, Err(e(ERANGE)));
 }
 
@@ -245,7 +253,10 @@ fn symlinks() {
     p.write(fd, b"n").unwrap();
     p.close(fd).unwrap();
     assert_eq!(p.read_file("/dir/new").unwrap(), b"n");
-    assert_eq!(p.open("/abs", O_WRONLY | O_CREAT | O_EXCL, 0o644), Err(e(EEXIST)));
+    assert_eq!(
+        p.open("/abs", O_WRONLY | O_CREAT | O_EXCL, 0o644),
+        Err(e(EEXIST))
+    );
     // Unlinking a link leaves its target; chdir through one.
     p.unlink("/abs").unwrap();
     assert!(p.stat("/dir/file").is_ok());
@@ -299,7 +310,10 @@ fn bad_calls_never_crash() {
         assert_eq!(p.syscall(SYS_OPEN, &[0, 0, 0]), Err(e(EFAULT)));
         assert_eq!(p.syscall(SYS_READ, &[77, 0, 10]), Err(e(EBADF)));
         assert_eq!(p.syscall(SYS_CLOSE, &[u64::MAX]), Err(e(EBADF)));
-        assert_eq!(p.syscall(SYS___SYSCTL, &[0, 100, 0, 0, 0, 0]), Err(e(EINVAL)));
+        assert_eq!(
+            p.syscall(SYS___SYSCTL, &[0, 100, 0, 0, 0, 0]),
+            Err(e(EINVAL))
+        );
         assert_eq!(p.syscall(SYS_GETPID, &[]).map(|r| r[0]), Ok(p.pid() as i64));
     }
     p.write_file("/f", b"abc").unwrap();
@@ -313,9 +327,18 @@ fn bad_calls_never_crash() {
     assert_eq!(p.lseek(fd, 0, 17), Err(e(EINVAL)));
     // SAFETY: a null buffer with a huge length: the kernel must refuse it.
     unsafe {
-        assert_eq!(p.syscall(SYS_READ, &[fd as u64, 0, u64::MAX]), Err(e(EINVAL)));
-        assert_eq!(p.syscall(SYS_READ, &[fd as u64, 0, 1 << 40]).err(), Some(e(EFAULT)));
-        assert_eq!(p.syscall(SYS_WRITE, &[fd as u64, 0, 1 << 40]).err(), Some(e(EFAULT)));
+        assert_eq!(
+            p.syscall(SYS_READ, &[fd as u64, 0, u64::MAX]),
+            Err(e(EINVAL))
+        );
+        assert_eq!(
+            p.syscall(SYS_READ, &[fd as u64, 0, 1 << 40]).err(),
+            Some(e(EFAULT))
+        );
+        assert_eq!(
+            p.syscall(SYS_WRITE, &[fd as u64, 0, 1 << 40]).err(),
+            Some(e(EFAULT))
+        );
     }
     // A huge sparse write offset is fine in rumpfs (holes cost nothing).
     assert_eq!(p.pwrite(fd, b"far", 1 << 40).unwrap(), 3);
@@ -328,17 +351,33 @@ fn sysctl_and_getpid_and_reboot() {
     let k = kernel_n(3);
     let p = k.local_process().unwrap();
     assert_eq!(p.sysctl(&[CTL_KERN, KERN_OSTYPE], 64).unwrap(), b"NetBSD\0");
-    assert_eq!(p.sysctl(&[CTL_KERN, KERN_OSRELEASE], 64).unwrap(), format!("{OSRELEASE}\0").as_bytes());
-    assert_eq!(p.sysctl(&[CTL_KERN, KERN_HOSTNAME], 64).unwrap(), b"testhost\0");
+    assert_eq!(
+        p.sysctl(&[CTL_KERN, KERN_OSRELEASE], 64).unwrap(),
+        format!("{OSRELEASE}\0").as_bytes()
+    );
+    assert_eq!(
+        p.sysctl(&[CTL_KERN, KERN_HOSTNAME], 64).unwrap(),
+        b"testhost\0"
+    );
     assert_eq!(p.sysctl(&[CTL_HW, HW_NCPU], 4).unwrap(), 3i32.to_le_bytes());
-    assert_eq!(p.sysctl(&[CTL_HW, HW_PHYSMEM64], 8).unwrap(), (64i64 << 20).to_le_bytes());
-    assert_eq!(p.sysctl(&[CTL_HW, HW_PAGESIZE], 4).unwrap(), 4096i32.to_le_bytes());
+    assert_eq!(
+        p.sysctl(&[CTL_HW, HW_PHYSMEM64], 8).unwrap(),
+        (64i64 << 20).to_le_bytes()
+    );
+    assert_eq!(
+        p.sysctl(&[CTL_HW, HW_PAGESIZE], 4).unwrap(),
+        4096i32.to_le_bytes()
+    );
     assert_eq!(p.sysctl(&[CTL_HW, HW_MACHINE], 16).unwrap(), b"amd64\0");
     assert_eq!(p.sysctl(&[CTL_KERN, KERN_OSTYPE], 3), Err(e(ENOMEM)));
     assert_eq!(p.sysctl(&[99, 1], 8), Err(e(ENOENT)));
-    p.sysctl_set(&[CTL_KERN, KERN_HOSTNAME], b"newname").unwrap();
+    p.sysctl_set(&[CTL_KERN, KERN_HOSTNAME], b"newname")
+        .unwrap();
     assert_eq!(k.hostname(), "newname");
-    assert_eq!(p.sysctl_set(&[CTL_HW, HW_NCPU], &5i32.to_le_bytes()), Err(e(EPERM)));
+    assert_eq!(
+        p.sysctl_set(&[CTL_HW, HW_NCPU], &5i32.to_le_bytes()),
+        Err(e(EPERM))
+    );
 
     assert_eq!(p.reboot(RB_HALT), Err(e(EPERM)));
     let seen = Arc::new(AtomicUsize::new(0));
@@ -398,8 +437,12 @@ fn drive_specs() {
         assert!(r.is_err(), "{bad:?} parsed: {r:?}");
         assert!(!r.unwrap_err().is_empty());
     }
-    assert!(DriveSpec::parse("key=/dk,hostpath=x,size=1q").unwrap_err().contains("suffix"));
-    assert!(DriveSpec::parse("key=/dk,hostpath=x").unwrap_err().contains("size"));
+    assert!(DriveSpec::parse("key=/dk,hostpath=x,size=1q")
+        .unwrap_err()
+        .contains("suffix"));
+    assert!(DriveSpec::parse("key=/dk,hostpath=x")
+        .unwrap_err()
+        .contains("size"));
 }
 
 #[test]
@@ -407,7 +450,11 @@ fn blk_drive_is_write_back() {
     let t = TempDir::new("blk");
     let img = t.path("disk.img");
     let k = kernel();
-    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=4m")).unwrap(), None).unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=4m")).unwrap(),
+        None,
+    )
+    .unwrap();
     // Created, 0644, extended.
     let md = std::fs::metadata(&img).unwrap();
     assert_eq!(md.len(), 4 << 20);
@@ -425,7 +472,10 @@ fn blk_drive_is_write_back() {
     assert_eq!(p.pread(fd, &mut back, 1 << 20).unwrap(), data.len());
     assert_eq!(back, data);
     let host = std::fs::read(&img).unwrap();
-    assert!(host[1 << 20..(1 << 20) + 65536].iter().all(|&b| b == 0), "written through before sync");
+    assert!(
+        host[1 << 20..(1 << 20) + 65536].iter().all(|&b| b == 0),
+        "written through before sync"
+    );
     assert!(k.cache_stats().dirty_bytes >= 65536);
     p.sync().unwrap();
     let host = std::fs::read(&img).unwrap();
@@ -450,10 +500,22 @@ fn chr_and_reg_drives_and_offsets() {
     let reg = t.path("reg.img");
     std::fs::write(&reg, vec![b'.'; 8192]).unwrap();
     let k = kernel();
-    k.add_drive(&DriveSpec::parse(&format!("key=/dev/c0,hostpath={chr},size=64k,offset=4k,type=chr")).unwrap(), None)
-        .unwrap();
-    k.add_drive(&DriveSpec::parse(&format!("key=/r,hostpath={reg},size=host,offset=1k,type=reg")).unwrap(), None)
-        .unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!(
+            "key=/dev/c0,hostpath={chr},size=64k,offset=4k,type=chr"
+        ))
+        .unwrap(),
+        None,
+    )
+    .unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!(
+            "key=/r,hostpath={reg},size=host,offset=1k,type=reg"
+        ))
+        .unwrap(),
+        None,
+    )
+    .unwrap();
     assert_eq!(std::fs::metadata(&chr).unwrap().len(), 68 << 10);
     let p = k.local_process().unwrap();
     assert_eq!(p.stat("/dev/c0").unwrap().mode & S_IFMT, S_IFCHR);
@@ -476,10 +538,14 @@ fn chr_and_reg_drives_and_offsets() {
     let host = std::fs::read(&reg).unwrap();
     assert_eq!(&host[1024..1028], b"REG!");
     assert_eq!(&host[..4], b"....");
-    std::fs::OpenOptions::new().write(true).open(&reg).and_then(|f| {
-        use std::os::unix::fs::FileExt;
-        f.write_at(b"host", 1028)
-    }).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&reg)
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.write_at(b"host", 1028)
+        })
+        .unwrap();
     assert_eq!(p.pread(fd, &mut b, 4).unwrap(), 4);
     assert_eq!(&b, b"host");
     p.fsync(fd).unwrap();
@@ -488,13 +554,27 @@ fn chr_and_reg_drives_and_offsets() {
     // size=host needs the file; errors name the path.
     let missing = t.path("missing.img");
     let err = k
-        .add_drive(&DriveSpec::parse(&format!("key=/m,hostpath={missing},size=host")).unwrap(), None)
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/m,hostpath={missing},size=host")).unwrap(),
+            None,
+        )
         .unwrap_err();
-    assert!(err.contains(&missing) && err.contains("No such file"), "{err}");
-    let err = k.add_drive(&DriveSpec::parse(&format!("key=/r,hostpath={reg},size=1k")).unwrap(), None).unwrap_err();
+    assert!(
+        err.contains(&missing) && err.contains("No such file"),
+        "{err}"
+    );
+    let err = k
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/r,hostpath={reg},size=1k")).unwrap(),
+            None,
+        )
+        .unwrap_err();
     assert!(err.contains("/r"), "{err}");
     let err = k
-        .add_drive(&DriveSpec::parse(&format!("key=/q,hostpath={},size=1k", t.path("nodir/x"))).unwrap(), None)
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/q,hostpath={},size=1k", t.path("nodir/x"))).unwrap(),
+            None,
+        )
         .unwrap_err();
     assert!(err.contains("nodir"), "{err}");
     k.sync_all().unwrap();
@@ -506,7 +586,11 @@ fn fault_injected_write_error_is_reported_and_kept() {
     let img = t.path("f.img");
     let k = kernel();
     let ctl = Arc::new(FaultControl::new(FaultMode::None));
-    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(), Some(ctl.clone())).unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(),
+        Some(ctl.clone()),
+    )
+    .unwrap();
     let p = k.local_process().unwrap();
     let fd = p.open("/dk", O_RDWR, 0).unwrap();
     let data = vec![0x5au8; 65536];
@@ -517,7 +601,9 @@ fn fault_injected_write_error_is_reported_and_kept() {
     assert_eq!(k.sync_all(), Err(e(EIO)));
     assert!(k.cache_stats().dirty_bytes >= 65536);
     assert!(k.cache_stats().write_errors >= 1);
-    assert!(std::fs::read(&img).unwrap()[..65536].iter().all(|&b| b == 0));
+    assert!(std::fs::read(&img).unwrap()[..65536]
+        .iter()
+        .all(|&b| b == 0));
     ctl.set(FaultMode::None);
     p.fsync(fd).unwrap();
     assert_eq!(k.cache_stats().dirty_bytes, 0);
@@ -525,7 +611,11 @@ fn fault_injected_write_error_is_reported_and_kept() {
     p.close(fd).unwrap();
     // Fault injection is for blk drives only.
     let err = k
-        .add_drive(&DriveSpec::parse(&format!("key=/c,hostpath={},size=1m,type=chr", t.path("c"))).unwrap(), Some(ctl))
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/c,hostpath={},size=1m,type=chr", t.path("c")))
+                .unwrap(),
+            Some(ctl),
+        )
         .unwrap_err();
     assert!(err.contains("blk"), "{err}");
 }
@@ -536,7 +626,11 @@ fn stop_admitting_and_wait_idle() {
     let img = t.path("h.img");
     let k = kernel_n(1);
     let ctl = Arc::new(FaultControl::new(FaultMode::None));
-    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(), Some(ctl.clone())).unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(),
+        Some(ctl.clone()),
+    )
+    .unwrap();
     let p = Arc::new(k.local_process().unwrap());
     assert_eq!(k.wait_idle(Duration::from_millis(10)), 0);
     let fd = p.open("/dk", O_RDWR, 0).unwrap();
@@ -611,7 +705,14 @@ impl FileSystem for MarkerFs {
     fn setattr(&self, i: u64, s: &rumpkern::vfs::SetAttr) -> Result<rumpkern::vfs::Attr, Errno> {
         self.inner.setattr(i, s)
     }
-    fn create(&self, d: u64, n: &[u8], k: rumpkern::vfs::FileKind, p: u32, c: rumpkern::vfs::Cred) -> Result<u64, Errno> {
+    fn create(
+        &self,
+        d: u64,
+        n: &[u8],
+        k: rumpkern::vfs::FileKind,
+        p: u32,
+        c: rumpkern::vfs::Cred,
+    ) -> Result<u64, Errno> {
         self.inner.create(d, n, k, p, c)
     }
     fn symlink(&self, d: u64, n: &[u8], t: &[u8], c: rumpkern::vfs::Cred) -> Result<u64, Errno> {
@@ -638,7 +739,12 @@ impl FileSystem for MarkerFs {
     fn write(&self, i: u64, o: u64, b: &[u8]) -> Result<usize, Errno> {
         self.inner.write(i, o, b)
     }
-    fn readdir(&self, d: u64, c: u64, f: &mut dyn FnMut(rumpkern::vfs::DirEntry) -> bool) -> Result<(), Errno> {
+    fn readdir(
+        &self,
+        d: u64,
+        c: u64,
+        f: &mut dyn FnMut(rumpkern::vfs::DirEntry) -> bool,
+    ) -> Result<(), Errno> {
         self.inner.readdir(d, c, f)
     }
     fn fsync(&self, _i: u64) -> Result<(), Errno> {
@@ -669,8 +775,16 @@ fn mount_and_unmount() {
     let img = t.path("m.img");
     let img2 = t.path("m2.img");
     let k = kernel();
-    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(), None).unwrap();
-    k.add_drive(&DriveSpec::parse(&format!("key=/dc,hostpath={img2},size=1m,type=chr")).unwrap(), None).unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(),
+        None,
+    )
+    .unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dc,hostpath={img2},size=1m,type=chr")).unwrap(),
+        None,
+    )
+    .unwrap();
     let p = k.local_process().unwrap();
     p.mkdir("/mnt", 0o755).unwrap();
     assert_eq!(p.mount_ext2("/dk", "/mnt", false), Err(e(ENODEV)));
@@ -683,7 +797,11 @@ fn mount_and_unmount() {
                 r2.fetch_add(1, Ordering::SeqCst);
             }
             assert_eq!(store.size(), 1 << 20);
-            Ok(Arc::new(MarkerFs { inner: RumpFs::new(1 << 20), store, syncs: AtomicUsize::new(0) }) as Arc<dyn FileSystem>)
+            Ok(Arc::new(MarkerFs {
+                inner: RumpFs::new(1 << 20),
+                store,
+                syncs: AtomicUsize::new(0),
+            }) as Arc<dyn FileSystem>)
         }),
     );
     assert_eq!(p.mount("nosuchfs", "/mnt", 0, "/dk"), Err(e(ENODEV)));
@@ -700,7 +818,10 @@ fn mount_and_unmount() {
     assert_eq!(p.stat("/mnt/hidden"), Err(e(ENOENT)));
     p.write_file("/mnt/inner", b"in").unwrap();
     assert_ne!(p.stat("/mnt").unwrap().dev, p.stat("/").unwrap().dev);
-    assert_eq!(p.stat("/mnt/inner").unwrap().dev, p.stat("/mnt").unwrap().dev);
+    assert_eq!(
+        p.stat("/mnt/inner").unwrap().dev,
+        p.stat("/mnt").unwrap().dev
+    );
     p.chdir("/mnt").unwrap();
     assert_eq!(p.getcwd().unwrap(), "/mnt");
     assert!(p.stat("../plain").is_ok());
@@ -781,7 +902,10 @@ fn upcall_lwproc_protocol() {
     assert_eq!(up.getpid(), 1);
     up.unschedule();
     up.schedule();
-    assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"client"), 0);
+    assert_eq!(
+        up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"client"),
+        0
+    );
     up.unschedule();
     up.schedule();
     let main = up.lwproc_curlwp();
@@ -798,7 +922,10 @@ fn upcall_lwproc_protocol() {
     assert_eq!(k.nprocs(), n0 + 1);
     // Bad rfork flags.
     up.schedule();
-    assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x03, c"x"), EINVAL);
+    assert_eq!(
+        up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x03, c"x"),
+        EINVAL
+    );
     assert_eq!(up.lwproc_newlwp(99999), ESRCH);
     up.unschedule();
 
@@ -861,7 +988,12 @@ fn upcall_fork_and_exec_flows() {
         up.unschedule();
     };
     let n0 = k.nprocs();
-    sched(&|| assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"parent"), 0));
+    sched(&|| {
+        assert_eq!(
+            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"parent"),
+            0
+        )
+    });
     let main = {
         up.schedule();
         let l = up.lwproc_curlwp();
@@ -900,7 +1032,12 @@ fn upcall_fork_and_exec_flows() {
     // Prefork: fork off the main lwp, copying descriptors.
     // SAFETY: an lwp the kernel handed out and not released, or null.
     sched(&|| unsafe { up.lwproc_switch(main) });
-    sched(&|| assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x01, c""), 0));
+    sched(&|| {
+        assert_eq!(
+            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x01, c""),
+            0
+        )
+    });
     let tmp = {
         up.schedule();
         let l = up.lwproc_curlwp();
@@ -972,14 +1109,21 @@ fn timing_hot_paths() {
     let t = TempDir::new("perf");
     let img = t.path("p.img");
     let k = kernel_n(2);
-    k.add_drive(&DriveSpec::parse(&format!("key=/dk,hostpath={img},size=256m")).unwrap(), None).unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=256m")).unwrap(),
+        None,
+    )
+    .unwrap();
     let p = k.local_process().unwrap();
     let n = 200_000;
     let t0 = std::time::Instant::now();
     for _ in 0..n {
         p.getpid().unwrap();
     }
-    println!("local getpid: {:.3} us", t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "local getpid: {:.3} us",
+        t0.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
     let up = k.upcalls();
     let pid = p.pid();
     let t0 = std::time::Instant::now();
@@ -992,10 +1136,17 @@ fn timing_hot_paths() {
         up.lwproc_release();
         up.unschedule();
     }
-    println!("upcall getpid sequence: {:.3} us", t0.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "upcall getpid sequence: {:.3} us",
+        t0.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
     let fd = p.open("/dk", O_RDWR, 0).unwrap();
     let buf = vec![0xa5u8; 65536];
-    let total: usize = std::env::var("PERF_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(32) << 20;
+    let total: usize = std::env::var("PERF_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+        << 20;
     let t0 = std::time::Instant::now();
     for i in 0..total / 65536 {
         p.pwrite(fd, &buf, (i * 65536) as i64).unwrap();
@@ -1005,7 +1156,11 @@ fn timing_hot_paths() {
     p.sync().unwrap();
     let s = t1.elapsed().as_secs_f64();
     let mib = (total >> 20) as f64;
-    println!("64k pwrite: {:.1} MiB/s in memory, {:.1} MiB/s with sync", mib / w, mib / (w + s));
+    println!(
+        "64k pwrite: {:.1} MiB/s in memory, {:.1} MiB/s with sync",
+        mib / w,
+        mib / (w + s)
+    );
     let mut rb = vec![0u8; 65536];
     let t0 = std::time::Instant::now();
     for i in 0..total / 65536 {
@@ -1022,7 +1177,12 @@ fn path_walks_need_search_permission() {
     use rumpkern::vfs::Cred;
     let k = kernel();
     let root = k.local_process().unwrap();
-    let user = k.local_process_as(Cred { uid: 1000, gid: 100 }).unwrap();
+    let user = k
+        .local_process_as(Cred {
+            uid: 1000,
+            gid: 100,
+        })
+        .unwrap();
     root.mkdir("/priv", 0o755).unwrap();
     root.mkdir("/priv/inner", 0o755).unwrap();
     root.write_file("/priv/inner/open", b"o").unwrap();
@@ -1030,9 +1190,18 @@ fn path_walks_need_search_permission() {
     // Readable but not searchable: names listed, nothing reached.
     root.chmod("/priv", 0o644).unwrap();
     assert_eq!(user.stat("/priv/inner/open").err(), Some(Errno(EACCES)));
-    assert_eq!(user.open("/priv/inner/open", O_RDONLY, 0).err(), Some(Errno(EACCES)));
-    assert_eq!(user.open("/priv/new", O_WRONLY | O_CREAT, 0o644).err(), Some(Errno(EACCES)));
-    assert_eq!(user.mkdir("/priv/inner/d", 0o755).err(), Some(Errno(EACCES)));
+    assert_eq!(
+        user.open("/priv/inner/open", O_RDONLY, 0).err(),
+        Some(Errno(EACCES))
+    );
+    assert_eq!(
+        user.open("/priv/new", O_WRONLY | O_CREAT, 0o644).err(),
+        Some(Errno(EACCES))
+    );
+    assert_eq!(
+        user.mkdir("/priv/inner/d", 0o755).err(),
+        Some(Errno(EACCES))
+    );
     assert_eq!(user.stat("/priv/../priv/inner").err(), Some(Errno(EACCES)));
     // The directory itself is still there to stat.
     assert!(user.stat("/priv").unwrap().is_dir());
@@ -1061,8 +1230,21 @@ fn supplementary_groups() {
     use rumpkern::vfs::Cred;
     let k = kernel();
     let root = k.local_process().unwrap();
-    let plain = k.local_process_as(Cred { uid: 1000, gid: 100 }).unwrap();
-    let member = k.local_process_in_groups(Cred { uid: 1000, gid: 100 }, &[7, 100, 42]).unwrap();
+    let plain = k
+        .local_process_as(Cred {
+            uid: 1000,
+            gid: 100,
+        })
+        .unwrap();
+    let member = k
+        .local_process_in_groups(
+            Cred {
+                uid: 1000,
+                gid: 100,
+            },
+            &[7, 100, 42],
+        )
+        .unwrap();
     assert_eq!(plain.getgroups().unwrap(), Vec::<u32>::new());
     assert_eq!(member.getgroups().unwrap(), vec![7, 42]);
     root.mkdir("/staff", 0o750).unwrap();
@@ -1072,7 +1254,10 @@ fn supplementary_groups() {
     root.chmod("/staff/doc", 0o640).unwrap();
     assert_eq!(plain.read_file("/staff/doc").err(), Some(Errno(EACCES)));
     assert_eq!(member.read_file("/staff/doc").unwrap(), b"d");
-    assert_eq!(member.open("/staff/doc", O_WRONLY, 0).err(), Some(Errno(EACCES)));
+    assert_eq!(
+        member.open("/staff/doc", O_WRONLY, 0).err(),
+        Some(Errno(EACCES))
+    );
     // The owner may give a file to any group it is in, and set-group-id
     // on it only for such a group.
     root.chmod("/staff", 0o777).unwrap();
@@ -1080,8 +1265,14 @@ fn supplementary_groups() {
     member.chown("/staff/mine", u32::MAX, 7, true).unwrap();
     assert_eq!(root.stat("/staff/mine").unwrap().gid, 7);
     member.chmod("/staff/mine", 0o2755).unwrap();
-    assert_eq!(plain.chown("/staff/mine", u32::MAX, 42, true).err(), Some(Errno(EPERM)));
-    assert_eq!(member.chown("/staff/mine", u32::MAX, 43, true).err(), Some(Errno(EPERM)));
+    assert_eq!(
+        plain.chown("/staff/mine", u32::MAX, 42, true).err(),
+        Some(Errno(EPERM))
+    );
+    assert_eq!(
+        member.chown("/staff/mine", u32::MAX, 43, true).err(),
+        Some(Errno(EPERM))
+    );
 }
 
 /// The calls real programs need: credentials and mode bits, chown,
@@ -1091,7 +1282,12 @@ fn posix_calls_and_credentials() {
     use rumpkern::vfs::Cred;
     let k = kernel();
     let root = k.local_process().unwrap();
-    let user = k.local_process_as(Cred { uid: 1000, gid: 100 }).unwrap();
+    let user = k
+        .local_process_as(Cred {
+            uid: 1000,
+            gid: 100,
+        })
+        .unwrap();
     assert_eq!(user.getuid(), Ok(1000));
     assert_eq!(user.getgid(), Ok(100));
     assert_eq!(root.getuid(), Ok(0));
@@ -1103,7 +1299,10 @@ fn posix_calls_and_credentials() {
     assert_eq!(user.access("/d/secret", R_OK), Err(Errno(EACCES)));
     assert_eq!(root.access("/d/secret", R_OK | W_OK), Ok(()));
     assert_eq!(root.access("/d/secret", X_OK), Err(Errno(EACCES)));
-    assert_eq!(user.open("/d/new", O_WRONLY | O_CREAT, 0o644), Err(Errno(EACCES)));
+    assert_eq!(
+        user.open("/d/new", O_WRONLY | O_CREAT, 0o644),
+        Err(Errno(EACCES))
+    );
     assert_eq!(user.unlink("/d/secret"), Err(Errno(EACCES)));
     assert_eq!(user.chmod("/d/secret", 0o644), Err(Errno(EPERM)));
     assert_eq!(user.chown("/d/secret", 1000, 100, true), Err(Errno(EPERM)));
@@ -1114,19 +1313,32 @@ fn posix_calls_and_credentials() {
     assert_eq!((st.uid, st.gid), (1000, 0));
     assert_eq!(user.read_file("/d/secret").unwrap(), b"s");
     user.chown("/d/secret", u32::MAX, 100, true).unwrap();
-    assert_eq!(user.chown("/d/secret", 0, u32::MAX, true), Err(Errno(EPERM)));
+    assert_eq!(
+        user.chown("/d/secret", 0, u32::MAX, true),
+        Err(Errno(EPERM))
+    );
     // A user's new file belongs to it.
     root.chown("/d", 1000, 100, true).unwrap();
     user.write_file("/d/mine", b"m").unwrap();
     assert_eq!(root.stat("/d/mine").unwrap().uid, 1000);
 
     // Times: explicit, omitted, now.
-    let t = Timespec { sec: 1_000_000, nsec: 5 };
-    root.utimens("/d/mine", [Some(Some(t)), None], true).unwrap();
+    let t = Timespec {
+        sec: 1_000_000,
+        nsec: 5,
+    };
+    root.utimens("/d/mine", [Some(Some(t)), None], true)
+        .unwrap();
     let st = root.stat("/d/mine").unwrap();
     assert_eq!(st.atime, t);
     root.utimes("/d/mine", Some([t, t])).unwrap();
-    assert_eq!(root.stat("/d/mine").unwrap().mtime, Timespec { sec: 1_000_000, nsec: 0 });
+    assert_eq!(
+        root.stat("/d/mine").unwrap().mtime,
+        Timespec {
+            sec: 1_000_000,
+            nsec: 0
+        }
+    );
 
     // truncate, statvfs1.
     root.truncate("/d/mine", 10).unwrap();
@@ -1162,21 +1374,32 @@ fn posix_calls_and_credentials() {
     // The *at family, relative to a directory descriptor.
     let dfd = root.open("/d", O_RDONLY | O_DIRECTORY, 0).unwrap();
     root.mkdirat(dfd, "sub", 0o700).unwrap();
-    let f = root.openat(dfd, "sub/x", O_WRONLY | O_CREAT, 0o640).unwrap();
+    let f = root
+        .openat(dfd, "sub/x", O_WRONLY | O_CREAT, 0o640)
+        .unwrap();
     root.close(f).unwrap();
     root.symlinkat("sub/x", dfd, "lnk").unwrap();
     assert_eq!(root.readlinkat(dfd, "lnk").unwrap(), b"sub/x");
-    assert!(root.fstatat(dfd, "lnk", AT_SYMLINK_NOFOLLOW).unwrap().is_lnk());
+    assert!(root
+        .fstatat(dfd, "lnk", AT_SYMLINK_NOFOLLOW)
+        .unwrap()
+        .is_lnk());
     assert!(root.fstatat(dfd, "lnk", 0).unwrap().is_reg());
     root.linkat(dfd, "sub/x", dfd, "hard", 0).unwrap();
     root.renameat(dfd, "hard", AT_FDCWD, "/d/sub/y").unwrap();
     root.fchmodat(dfd, "sub/y", 0o600, 0).unwrap();
     root.fchownat(dfd, "sub/y", 7, 8, 0).unwrap();
     let st = root.stat("/d/sub/x").unwrap();
-    assert_eq!((st.mode & 0o7777, st.uid, st.gid, st.nlink), (0o600, 7, 8, 2));
+    assert_eq!(
+        (st.mode & 0o7777, st.uid, st.gid, st.nlink),
+        (0o600, 7, 8, 2)
+    );
     root.faccessat(dfd, "sub/y", R_OK, 0).unwrap();
     root.unlinkat(dfd, "sub/y", 0).unwrap();
-    assert_eq!(root.unlinkat(dfd, "sub", AT_REMOVEDIR), Err(Errno(ENOTEMPTY)));
+    assert_eq!(
+        root.unlinkat(dfd, "sub", AT_REMOVEDIR),
+        Err(Errno(ENOTEMPTY))
+    );
     root.unlinkat(dfd, "sub/x", 0).unwrap();
     root.unlinkat(dfd, "sub", AT_REMOVEDIR).unwrap();
     assert_eq!(root.openat(f, "x", O_RDONLY, 0), Err(Errno(EBADF)));

@@ -88,7 +88,10 @@ thread_local! {
     static CURLWP: Cell<*mut Lwp> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-pub static STANDIN: LazyLock<StandIn> = LazyLock::new(|| StandIn { next_pid: AtomicI32::new(2), ..Default::default() });
+pub static STANDIN: LazyLock<StandIn> = LazyLock::new(|| StandIn {
+    next_pid: AtomicI32::new(2),
+    ..Default::default()
+});
 
 /// Install the stand-in as the kernel (once per process).
 pub fn install() -> &'static StandIn {
@@ -225,7 +228,9 @@ impl Upcalls for Up {
     unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int {
         let s = &*STANDIN;
         s.syscalls.fetch_add(1, Ordering::Relaxed);
-        let Some(pid) = s.cur_pid() else { return EINVAL };
+        let Some(pid) = s.cur_pid() else {
+            return EINVAL;
+        };
         let (client, ppid, token) = {
             let procs = s.procs.lock().unwrap();
             match procs.get(&pid) {
@@ -309,7 +314,8 @@ impl Upcalls for Up {
                         Err(x) => return x.0,
                     };
                     let end = b[..n].iter().position(|&c| c == 0).unwrap_or(n);
-                    let path = std::path::PathBuf::from(String::from_utf8_lossy(&b[..end]).into_owned());
+                    let path =
+                        std::path::PathBuf::from(String::from_utf8_lossy(&b[..end]).into_owned());
                     let t = Instant::now() + Duration::from_secs(20);
                     while !path.exists() && Instant::now() < t {
                         std::thread::sleep(Duration::from_millis(2));

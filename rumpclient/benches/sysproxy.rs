@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 use rumpclient::{addr_of, Client, Region};
 
 fn env(name: &str, d: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -59,7 +62,10 @@ fn raw_server(l: UnixListener, req: usize, resp: usize) {
 fn main() {
     // `cargo bench` passes --bench; any other filter argument that does
     // not name us means "not this one".
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if !args.is_empty() && !args.iter().any(|a| "sysproxy".contains(a.as_str())) {
         return;
     }
@@ -97,7 +103,12 @@ fn main() {
         pp.read_exact(&mut resp).unwrap();
     }
     for _ in 0..200 {
-        c.syscall(standin::SYS_SINK, &[addr_of(&data), BULK as u64], &mut [Region::In(&data)]).unwrap();
+        c.syscall(
+            standin::SYS_SINK,
+            &[addr_of(&data), BULK as u64],
+            &mut [Region::In(&data)],
+        )
+        .unwrap();
         bulk.write_all(&data).unwrap();
         bulk.read_exact(&mut ack).unwrap();
     }
@@ -136,7 +147,13 @@ fn main() {
 
         let t0 = Instant::now();
         for _ in 0..bulk_iters {
-            let r = c.syscall(standin::SYS_SINK, &[addr_of(&data), BULK as u64], &mut [Region::In(&data)]).unwrap();
+            let r = c
+                .syscall(
+                    standin::SYS_SINK,
+                    &[addr_of(&data), BULK as u64],
+                    &mut [Region::In(&data)],
+                )
+                .unwrap();
             assert_eq!(r[0] as usize, BULK);
         }
         let mibs = (bulk_iters * BULK) as f64 / (1 << 20) as f64 / t0.elapsed().as_secs_f64();
@@ -159,9 +176,18 @@ fn main() {
         us(best_null) / us(best_floor),
         best_null_mean / best_floor_mean
     );
-    println!("  floor: raw unix 64 KiB + ack           {:8.1} MiB/s", best_bulk_floor);
-    println!("  64 KiB copyin syscall                  {:8.1} MiB/s", best_bulk);
-    println!("  copyin throughput ratio                {:.2}x  (target >= 0.5x)", best_bulk / best_bulk_floor);
+    println!(
+        "  floor: raw unix 64 KiB + ack           {:8.1} MiB/s",
+        best_bulk_floor
+    );
+    println!(
+        "  64 KiB copyin syscall                  {:8.1} MiB/s",
+        best_bulk
+    );
+    println!(
+        "  copyin throughput ratio                {:.2}x  (target >= 0.5x)",
+        best_bulk / best_bulk_floor
+    );
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }

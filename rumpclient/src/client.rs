@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use netbsd_abi::errno::{Errno, EFAULT};
 use netbsd_abi::sp::{
-    self as wire, Class, CopyData, Cookie, Handshake, HandshakeFork, Header, ProtoError, SysResp,
+    self as wire, Class, Cookie, CopyData, Handshake, HandshakeFork, Header, ProtoError, SysResp,
     Type, Url,
 };
 use netbsd_abi::syscall::encode_args;
@@ -87,7 +87,6 @@ fn within(base: u64, size: usize, addr: u64, len: u64) -> Option<usize> {
     }
 }
 
-
 /// The fork cookie from [`Client::prefork`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForkCookie(pub Cookie);
@@ -120,7 +119,6 @@ pub struct Client {
     inner: Mutex<Inner>,
     url: String,
 }
-
 
 /// The name this program gives the server (NetBSD sends `getprogname()`).
 pub fn progname() -> String {
@@ -205,7 +203,10 @@ impl Client {
                 .split(',')
                 .next()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::Url { url: url.clone(), reason: format!("bad RUMPCLIENT__EXECFD '{v}'") })?;
+                .ok_or_else(|| Error::Url {
+                    url: url.clone(),
+                    reason: format!("bad RUMPCLIENT__EXECFD '{v}'"),
+                })?;
             // SAFETY: the exec'ing parent left this descriptor open for us
             // and nobody else in this process owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -223,7 +224,10 @@ impl Client {
     /// descriptor table.
     pub fn connect_fork(url: &str, cookie: &ForkCookie) -> Result<Client, Error> {
         let c = Client::dial(url)?;
-        let hf = HandshakeFork { cookie: cookie.0, cancel: false };
+        let hf = HandshakeFork {
+            cookie: cookie.0,
+            cancel: false,
+        };
         c.handshake(Handshake::Fork, &hf.encode())?;
         Ok(c)
     }
@@ -231,9 +235,18 @@ impl Client {
     /// Give up a prepared fork: the server releases the prefork process.
     pub fn cancel_fork(url: &str, cookie: &ForkCookie) -> Result<(), Error> {
         let c = Client::dial(url)?;
-        let hf = HandshakeFork { cookie: cookie.0, cancel: true };
+        let hf = HandshakeFork {
+            cookie: cookie.0,
+            cancel: true,
+        };
         let mut g = c.inner.lock();
-        let h = Header::new(Class::Req, Type::Handshake, 0, Handshake::Fork as u32, wire::HANDSHAKE_FORK_LEN);
+        let h = Header::new(
+            Class::Req,
+            Type::Handshake,
+            0,
+            Handshake::Fork as u32,
+            wire::HANDSHAKE_FORK_LEN,
+        );
         send_all(g.fd.as_raw_fd(), &[&h.encode(), &hf.encode()]).map_err(|e| c.lost(&mut g, e))
     }
 
@@ -264,11 +277,18 @@ impl Client {
 
     /// Connect and read the banner.
     fn dial(url: &str) -> Result<Client, Error> {
-        let parsed = wire::parse_url(url, false)
-            .map_err(|e| Error::Url { url: url.to_string(), reason: e.to_string() })?;
-        let connect_err = |e| Error::Connect { url: url.to_string(), source: e };
+        let parsed = wire::parse_url(url, false).map_err(|e| Error::Url {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let connect_err = |e| Error::Connect {
+            url: url.to_string(),
+            source: e,
+        };
         let fd: OwnedFd = match parsed {
-            Url::Unix(p) => std::os::unix::net::UnixStream::connect(&p).map_err(connect_err)?.into(),
+            Url::Unix(p) => std::os::unix::net::UnixStream::connect(&p)
+                .map_err(connect_err)?
+                .into(),
             Url::Tcp(sa) => {
                 let s = std::net::TcpStream::connect(sa).map_err(connect_err)?;
                 let _ = s.set_nodelay(true);
@@ -301,7 +321,10 @@ impl Client {
         }
         let b = wire::parse_banner(&line).map_err(|e| self.protocol(&mut g, e.to_string()))?;
         if !b.compatible() {
-            return Err(self.protocol(&mut g, format!("server speaks protocol {}.{}", b.major, b.minor)));
+            return Err(self.protocol(
+                &mut g,
+                format!("server speaks protocol {}.{}", b.major, b.minor),
+            ));
         }
         Ok(b)
     }
@@ -325,26 +348,47 @@ impl Client {
 
     fn lost(&self, g: &mut Inner, e: io::Error) -> Error {
         g.broken = true;
-        Error::Lost { url: self.url.clone(), source: Some(e) }
+        Error::Lost {
+            url: self.url.clone(),
+            source: Some(e),
+        }
     }
 
     fn read_failed(&self, g: &mut Inner, e: ReadError, _what: &str) -> Error {
         g.broken = true;
         match e {
-            ReadError::Eof => Error::Lost { url: self.url.clone(), source: None },
-            ReadError::Io(e) => Error::Lost { url: self.url.clone(), source: Some(e) },
-            ReadError::Bad(e) => Error::Protocol { url: self.url.clone(), what: e.to_string() },
+            ReadError::Eof => Error::Lost {
+                url: self.url.clone(),
+                source: None,
+            },
+            ReadError::Io(e) => Error::Lost {
+                url: self.url.clone(),
+                source: Some(e),
+            },
+            ReadError::Bad(e) => Error::Protocol {
+                url: self.url.clone(),
+                what: e.to_string(),
+            },
         }
     }
 
     fn protocol(&self, g: &mut Inner, what: String) -> Error {
         g.broken = true;
-        Error::Protocol { url: self.url.clone(), what }
+        Error::Protocol {
+            url: self.url.clone(),
+            what,
+        }
     }
 
     /// Send one request and serve the server's requests until its answer
     /// arrives. Error frames become [`Error::Refused`].
-    fn transact(&self, ty: Type, arg: u32, parts: &[&[u8]], regions: &mut [Region<'_>]) -> Result<Answer, Error> {
+    fn transact(
+        &self,
+        ty: Type,
+        arg: u32,
+        parts: &[&[u8]],
+        regions: &mut [Region<'_>],
+    ) -> Result<Answer, Error> {
         self.transact_with(ty, regions, |c, g, _| c.send_req(g, ty, arg, parts))
     }
 
@@ -357,7 +401,8 @@ impl Client {
         send: impl FnOnce(&Self, &mut Inner, &[Region<'_>]) -> Result<u64, Error>,
     ) -> Result<Answer, Error> {
         let mut g = self.inner.lock();
-        let r = send(self, &mut g, regions).and_then(|reqno| self.await_answer(&mut g, reqno, ty, regions));
+        let r = send(self, &mut g, regions)
+            .and_then(|reqno| self.await_answer(&mut g, reqno, ty, regions));
         let sigs = std::mem::take(&mut g.signals);
         drop(g);
         for s in sigs.into_iter().filter_map(|s| Signal::try_from(s).ok()) {
@@ -369,13 +414,17 @@ impl Client {
     /// Send one request frame made of `parts`; returns its number.
     fn send_req(&self, g: &mut Inner, ty: Type, arg: u32, parts: &[&[u8]]) -> Result<u64, Error> {
         if g.broken {
-            return Err(Error::Lost { url: self.url.clone(), source: None });
+            return Err(Error::Lost {
+                url: self.url.clone(),
+                source: None,
+            });
         }
         let reqno = g.next_reqno;
         g.next_reqno = g.next_reqno.wrapping_add(1);
         let plen: usize = parts.iter().map(|p| p.len()).sum();
         let h = Header::new(Class::Req, ty, reqno, arg, plen).encode();
-        let mut small: [&[u8]; 2 + 2 + 2 * wire::INLINE_MAX_RECORDS] = [&[]; 2 + 2 + 2 * wire::INLINE_MAX_RECORDS];
+        let mut small: [&[u8]; 2 + 2 + 2 * wire::INLINE_MAX_RECORDS] =
+            [&[]; 2 + 2 + 2 * wire::INLINE_MAX_RECORDS];
         let mut heap: Vec<&[u8]> = Vec::new();
         let v: &[&[u8]] = if parts.len() < small.len() {
             small[0] = &h;
@@ -393,7 +442,13 @@ impl Client {
     }
 
     /// Serve the server's requests until the answer to `reqno` arrives.
-    fn await_answer(&self, g: &mut Inner, reqno: u64, ty: Type, regions: &mut [Region<'_>]) -> Result<Answer, Error> {
+    fn await_answer(
+        &self,
+        g: &mut Inner,
+        reqno: u64,
+        ty: Type,
+        regions: &mut [Region<'_>],
+    ) -> Result<Answer, Error> {
         let fd = g.fd.as_raw_fd();
         let mut fault = false;
         loop {
@@ -414,8 +469,12 @@ impl Client {
                     }
                     if hdr.class == Class::Error {
                         let _ = g.rb.skip(&mut Fd(fd), plen);
-                        let error = ProtoError::from_u32(hdr.arg).unwrap_or(ProtoError::MalformedRequest);
-                        return Err(Error::Refused { url: self.url.clone(), error });
+                        let error =
+                            ProtoError::from_u32(hdr.arg).unwrap_or(ProtoError::MalformedRequest);
+                        return Err(Error::Refused {
+                            url: self.url.clone(),
+                            error,
+                        });
                     }
                     let payload = match g.rb.read_vec(&mut Fd(fd), plen) {
                         Ok(p) => p,
@@ -423,7 +482,14 @@ impl Client {
                     };
                     if fault && ty == Type::Syscall {
                         // The server wrote outside the caller's regions.
-                        return Ok(Answer { payload: SysResp { error: EFAULT, retval: [-1, 0] }.encode().to_vec() });
+                        return Ok(Answer {
+                            payload: SysResp {
+                                error: EFAULT,
+                                retval: [-1, 0],
+                            }
+                            .encode()
+                            .to_vec(),
+                        });
                     }
                     return Ok(Answer { payload });
                 }
@@ -433,16 +499,25 @@ impl Client {
     }
 
     /// Serve one request from the server (a copy, anonmmap or raise).
-    fn serve(&self, g: &mut Inner, hdr: &Header, regions: &mut [Region<'_>], fault: &mut bool) -> Result<(), Error> {
+    fn serve(
+        &self,
+        g: &mut Inner,
+        hdr: &Header,
+        regions: &mut [Region<'_>],
+        fault: &mut bool,
+    ) -> Result<(), Error> {
         let fd = g.fd.as_raw_fd();
         let plen = hdr.payload_len();
         match hdr.ty {
             Type::Copyin | Type::Copyinstr => {
-                let p = g.rb.read_vec(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "copyin"))?;
+                let p =
+                    g.rb.read_vec(&mut Fd(fd), plen)
+                        .map_err(|e| self.read_failed(g, e, "copyin"))?;
                 let Some(cd) = CopyData::decode(&p) else {
                     return Err(self.protocol(g, "short copyin request".into()));
                 };
-                let data = find_readable(regions, &g.maps, cd.addr, cd.len, hdr.ty == Type::Copyinstr);
+                let data =
+                    find_readable(regions, &g.maps, cd.addr, cd.len, hdr.ty == Type::Copyinstr);
                 let r = match data {
                     Some(d) => {
                         let h = Header::new(Class::Resp, Type::Copyin, hdr.reqno, 0, d.len());
@@ -450,7 +525,13 @@ impl Client {
                         send_all(fd, &[&h.encode(), d])
                     }
                     None => {
-                        let h = Header::new(Class::Error, Type::Handshake, hdr.reqno, ProtoError::MalformedRequest as u32, 0);
+                        let h = Header::new(
+                            Class::Error,
+                            Type::Handshake,
+                            hdr.reqno,
+                            ProtoError::MalformedRequest as u32,
+                            0,
+                        );
                         send_all(fd, &[&h.encode()])
                     }
                 };
@@ -461,14 +542,19 @@ impl Client {
                     return Err(self.protocol(g, "short copyout request".into()));
                 }
                 let mut cdb = [0u8; wire::COPYDATA_LEN];
-                g.rb.read_into(&mut Fd(fd), &mut cdb).map_err(|e| self.read_failed(g, e, "copyout"))?;
+                g.rb.read_into(&mut Fd(fd), &mut cdb)
+                    .map_err(|e| self.read_failed(g, e, "copyout"))?;
                 let cd = CopyData::decode(&cdb).unwrap();
                 let n = plen - wire::COPYDATA_LEN;
                 let n64 = n as u64;
                 // The data length is what the frame carries; `cd.len` must agree.
                 let ok = cd.len == n64;
                 let mut maps = std::mem::take(&mut g.maps);
-                let dst = if ok { find_writable(regions, &mut maps, cd.addr, n64) } else { None };
+                let dst = if ok {
+                    find_writable(regions, &mut maps, cd.addr, n64)
+                } else {
+                    None
+                };
                 let r = match dst {
                     Some(d) => g.rb.read_into(&mut Fd(fd), d),
                     None => {
@@ -480,7 +566,9 @@ impl Client {
                 r.map_err(|e| self.read_failed(g, e, "copyout"))
             }
             Type::Anonmmap => {
-                let p = g.rb.read_vec(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "anonmmap"))?;
+                let p =
+                    g.rb.read_vec(&mut Fd(fd), plen)
+                        .map_err(|e| self.read_failed(g, e, "anonmmap"))?;
                 let len = wire::u64_at(&p).unwrap_or(0) as usize;
                 let addr = match len {
                     0 => 0,
@@ -500,7 +588,8 @@ impl Client {
                 send_all(fd, &[&h.encode(), &addr.to_le_bytes()]).map_err(|e| self.lost(g, e))
             }
             Type::Raise => {
-                g.rb.skip(&mut Fd(fd), plen).map_err(|e| self.read_failed(g, e, "raise"))?;
+                g.rb.skip(&mut Fd(fd), plen)
+                    .map_err(|e| self.read_failed(g, e, "raise"))?;
                 if let Some(s) = netbsd_abi::signal::to_host(hdr.arg as i32) {
                     g.signals.push(s);
                 }
@@ -516,7 +605,12 @@ impl Client {
     ///
     /// A syscall whose server side tried to write outside `regions` fails
     /// with `EFAULT` (the write itself is dropped).
-    pub fn syscall(&self, num: i32, args: &[u64], regions: &mut [Region<'_>]) -> Result<[i64; 2], Error> {
+    pub fn syscall(
+        &self,
+        num: i32,
+        args: &[u64],
+        regions: &mut [Region<'_>],
+    ) -> Result<[i64; 2], Error> {
         let mut slots = [0u8; 64];
         let block: std::borrow::Cow<[u8]> = if args.len() <= 8 {
             for (i, a) in args.iter().enumerate() {
@@ -530,18 +624,28 @@ impl Client {
     }
 
     /// [`Client::syscall`] with a ready-made argument block.
-    pub fn syscall_raw(&self, num: i32, argblock: &[u8], regions: &mut [Region<'_>]) -> Result<[i64; 2], Error> {
+    pub fn syscall_raw(
+        &self,
+        num: i32,
+        argblock: &[u8],
+        regions: &mut [Region<'_>],
+    ) -> Result<[i64; 2], Error> {
         let a = match self.inline_parts(argblock, regions) {
             Some((ih, cds, n)) => {
                 // Our server: what the syscall reads travels with the
                 // request, so its copyins cost no round trip.
                 let arg = num as u32 | wire::SYSCALL_INLINE;
                 self.transact_with(Type::Syscall, regions, |c, g, regions| {
-                    let mut parts: [&[u8]; 2 + 2 * wire::INLINE_MAX_RECORDS] = [&[]; 2 + 2 * wire::INLINE_MAX_RECORDS];
+                    let mut parts: [&[u8]; 2 + 2 * wire::INLINE_MAX_RECORDS] =
+                        [&[]; 2 + 2 * wire::INLINE_MAX_RECORDS];
                     parts[0] = &ih;
                     parts[1] = argblock;
                     let mut k = 2;
-                    for (cd, r) in cds.iter().zip(regions.iter().filter_map(|r| inline_bytes(r))).take(n) {
+                    for (cd, r) in cds
+                        .iter()
+                        .zip(regions.iter().filter_map(|r| inline_bytes(r)))
+                        .take(n)
+                    {
                         parts[k] = cd;
                         parts[k + 1] = r;
                         k += 2;
@@ -569,7 +673,11 @@ impl Client {
         &self,
         argblock: &[u8],
         regions: &[Region<'_>],
-    ) -> Option<([u8; wire::INLINE_HDR_LEN], [[u8; wire::COPYDATA_LEN]; wire::INLINE_MAX_RECORDS], usize)> {
+    ) -> Option<(
+        [u8; wire::INLINE_HDR_LEN],
+        [[u8; wire::COPYDATA_LEN]; wire::INLINE_MAX_RECORDS],
+        usize,
+    )> {
         let ext = self.inner.lock().ext;
         if !ext.features.has(wire::Features::INLINE) {
             return None;
@@ -581,13 +689,21 @@ impl Client {
                 return None;
             }
             bytes += b.len();
-            cds[n] = CopyData { len: b.len() as u64, addr: b.as_ptr() as u64 }.encode();
+            cds[n] = CopyData {
+                len: b.len() as u64,
+                addr: b.as_ptr() as u64,
+            }
+            .encode();
             n += 1;
         }
         if n == 0 || bytes > ext.inline_max as usize {
             return None;
         }
-        let ih = wire::InlineHdr { arglen: argblock.len() as u32, nrec: n as u32 }.encode();
+        let ih = wire::InlineHdr {
+            arglen: argblock.len() as u32,
+            nrec: n as u32,
+        }
+        .encode();
         Some((ih, cds, n))
     }
 
@@ -619,7 +735,10 @@ impl Client {
         let g = self.inner.lock();
         set_cloexec(g.fd.as_raw_fd(), false);
         vec![
-            ("RUMPCLIENT__EXECFD".into(), format!("{},-1", g.fd.as_raw_fd())),
+            (
+                "RUMPCLIENT__EXECFD".into(),
+                format!("{},-1", g.fd.as_raw_fd()),
+            ),
             ("RUMP__PARSEDSERVER".into(), self.url.clone()),
         ]
     }
@@ -660,7 +779,13 @@ fn set_rcvtimeo(fd: &OwnedFd, t: Option<Duration>) {
 }
 
 /// The bytes a copyin (or copyinstr) of `len` bytes at `addr` may read.
-fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [MmapMut], addr: u64, len: u64, string: bool) -> Option<&'r [u8]> {
+fn find_readable<'r>(
+    regions: &'r [Region<'_>],
+    maps: &'r [MmapMut],
+    addr: u64,
+    len: u64,
+    string: bool,
+) -> Option<&'r [u8]> {
     let pick = |mem: &'r [u8]| -> Option<&'r [u8]> {
         let base = mem.as_ptr() as u64;
         if string {
@@ -698,7 +823,12 @@ fn find_readable<'r>(regions: &'r [Region<'_>], maps: &'r [MmapMut], addr: u64, 
 }
 
 /// The bytes a copyout of `len` bytes to `addr` may write.
-fn find_writable<'r>(regions: &'r mut [Region<'_>], maps: &'r mut [MmapMut], addr: u64, len: u64) -> Option<&'r mut [u8]> {
+fn find_writable<'r>(
+    regions: &'r mut [Region<'_>],
+    maps: &'r mut [MmapMut],
+    addr: u64,
+    len: u64,
+) -> Option<&'r mut [u8]> {
     for r in regions.iter_mut() {
         if let Some(m) = r.writable() {
             if let Some(o) = within(m.as_ptr() as u64, m.len(), addr, len) {
@@ -725,17 +855,38 @@ mod tests {
         let (pa, pb) = (a.as_ptr() as u64, b.as_ptr() as u64);
         let mut regs = [Region::In(&a), Region::Out(&mut b)];
         assert_eq!(find_readable(&regs, &[], pa, 5, false), Some(&b"hello"[..]));
-        assert_eq!(find_readable(&regs, &[], pa + 6, 5, false), Some(&b"world"[..]));
-        assert_eq!(find_readable(&regs, &[], pa + 6, 6, false), None, "runs past the region");
-        assert_eq!(find_readable(&regs, &[], pb, 1, false), None, "write-only region");
-        assert_eq!(find_readable(&regs, &[], u64::MAX, 2, false), None, "address overflow");
+        assert_eq!(
+            find_readable(&regs, &[], pa + 6, 5, false),
+            Some(&b"world"[..])
+        );
+        assert_eq!(
+            find_readable(&regs, &[], pa + 6, 6, false),
+            None,
+            "runs past the region"
+        );
+        assert_eq!(
+            find_readable(&regs, &[], pb, 1, false),
+            None,
+            "write-only region"
+        );
+        assert_eq!(
+            find_readable(&regs, &[], u64::MAX, 2, false),
+            None,
+            "address overflow"
+        );
         // Strings stop at the NUL, at the limit, or fault past the region.
-        assert_eq!(find_readable(&regs, &[], pa, 100, true), Some(&b"hello\0"[..]));
+        assert_eq!(
+            find_readable(&regs, &[], pa, 100, true),
+            Some(&b"hello\0"[..])
+        );
         assert_eq!(find_readable(&regs, &[], pa, 3, true), Some(&b"hel"[..]));
         assert_eq!(find_readable(&regs, &[], pa + 6, 100, true), None);
         assert!(find_writable(&mut regs, &mut [], pb, 8).is_some());
         assert!(find_writable(&mut regs, &mut [], pb + 1, 8).is_none());
-        assert!(find_writable(&mut regs, &mut [], pa, 1).is_none(), "read-only region");
+        assert!(
+            find_writable(&mut regs, &mut [], pa, 1).is_none(),
+            "read-only region"
+        );
     }
 
     #[test]
@@ -751,8 +902,14 @@ mod tests {
             url: "unix:///x.sock".into(),
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
-        assert_eq!(e.to_string(), "connect unix:///x.sock: No such file or directory");
-        assert_eq!(Error::Errno(Errno(netbsd_abi::errno::ENOTEMPTY)).to_string(), "Directory not empty");
+        assert_eq!(
+            e.to_string(),
+            "connect unix:///x.sock: No such file or directory"
+        );
+        assert_eq!(
+            Error::Errno(Errno(netbsd_abi::errno::ENOTEMPTY)).to_string(),
+            "Directory not empty"
+        );
         assert_eq!(Error::NoServer.to_string(), "RUMP_SERVER not set");
         assert!(Error::Errno(Errno(2)) == Errno(2));
     }

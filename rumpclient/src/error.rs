@@ -22,7 +22,10 @@ pub enum Error {
     Connect { url: String, source: io::Error },
     /// The connection broke (server exited or dropped us).
     #[error("{url}: connection to server lost{}", lost_text(.source))]
-    Lost { url: String, source: Option<io::Error> },
+    Lost {
+        url: String,
+        source: Option<io::Error>,
+    },
     /// The server said something this client does not understand.
     #[error("{url}: protocol error: {what}")]
     Protocol { url: String, what: String },
@@ -45,7 +48,9 @@ pub(crate) fn io_text(e: &io::Error) -> String {
 
 /// What follows "connection to server lost": the host's reason, if any.
 fn lost_text(e: &Option<io::Error>) -> String {
-    e.as_ref().map(|e| format!(": {}", io_text(e))).unwrap_or_default()
+    e.as_ref()
+        .map(|e| format!(": {}", io_text(e)))
+        .unwrap_or_default()
 }
 
 impl Error {
@@ -88,7 +93,9 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         match e {
             Error::Connect { source, .. } => source,
-            Error::Lost { source: Some(s), .. } => s,
+            Error::Lost {
+                source: Some(s), ..
+            } => s,
             other => io::Error::from_raw_os_error(other.errno().to_host()),
         }
     }

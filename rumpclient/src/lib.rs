@@ -24,8 +24,8 @@ mod error;
 pub mod sys;
 pub mod sys2;
 
-pub use sys2::TimeSpec;
 pub use netbsd_abi::statvfs::Statvfs;
+pub use sys2::TimeSpec;
 
 pub use client::{addr_of, progname, Client, ForkCookie, Region};
 pub use error::Error;

@@ -78,7 +78,11 @@ impl Client {
 
     /// `lseek(fd, off, whence)` with NetBSD `SEEK_*`; the new offset.
     pub fn lseek(&self, fd: i32, off: i64, whence: i32) -> Result<i64, Error> {
-        Ok(self.syscall(SYS_LSEEK, &[fd as u64, 0, off as u64, whence as u64], &mut [])?[0])
+        Ok(self.syscall(
+            SYS_LSEEK,
+            &[fd as u64, 0, off as u64, whence as u64],
+            &mut [],
+        )?[0])
     }
 
     pub fn fsync(&self, fd: i32) -> Result<(), Error> {
@@ -125,7 +129,11 @@ impl Client {
         let p = cpath(path.as_ref())?;
         let mut buf = vec![0u8; 1024];
         let args = [a(&p), a(&buf), buf.len() as u64];
-        let n = self.syscall(SYS_READLINK, &args, &mut [Region::In(&p), Region::Out(&mut buf)])?[0] as usize;
+        let n = self.syscall(
+            SYS_READLINK,
+            &args,
+            &mut [Region::In(&p), Region::Out(&mut buf)],
+        )?[0] as usize;
         buf.truncate(n.min(1024));
         Ok(buf)
     }
@@ -217,7 +225,13 @@ impl Client {
     /// `mount(fstype, path, flags, data, data.len())`. `data` is the file
     /// system's argument structure; pointers inside it must point into
     /// memory the kernel may read — use [`Client::mount_with`] for that.
-    pub fn mount(&self, fstype: &str, path: impl AsRef<[u8]>, flags: i32, data: &[u8]) -> Result<(), Error> {
+    pub fn mount(
+        &self,
+        fstype: &str,
+        path: impl AsRef<[u8]>,
+        flags: i32,
+        data: &[u8],
+    ) -> Result<(), Error> {
         self.mount_with(fstype, path, flags, data, &[])
     }
 
@@ -233,7 +247,13 @@ impl Client {
     ) -> Result<(), Error> {
         let t = cpath(fstype.as_bytes())?;
         let p = cpath(path.as_ref())?;
-        let args = [a(&t), a(&p), flags as u32 as u64, a(data), data.len() as u64];
+        let args = [
+            a(&t),
+            a(&p),
+            flags as u32 as u64,
+            a(data),
+            data.len() as u64,
+        ];
         let mut regions = vec![Region::In(&t), Region::In(&p), Region::In(data)];
         regions.extend(extra.iter().map(|e| Region::In(e)));
         self.syscall(SYS_MOUNT, &args, &mut regions)?;
@@ -242,7 +262,12 @@ impl Client {
 
     /// Mount the ext2 file system on device `fspec` (a `blk` drive key) at
     /// `path`: `struct ufs_args { char *fspec; }`.
-    pub fn mount_ext2(&self, path: impl AsRef<[u8]>, flags: i32, fspec: impl AsRef<[u8]>) -> Result<(), Error> {
+    pub fn mount_ext2(
+        &self,
+        path: impl AsRef<[u8]>,
+        flags: i32,
+        fspec: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
         let spec = cpath(fspec.as_ref())?;
         let ufs_args = a(&spec).to_le_bytes();
         self.mount_with(MOUNT_EXT2FS, path, flags, &ufs_args, &[&spec])
@@ -266,7 +291,11 @@ impl Client {
         // First ask for the size, then fetch (retrying if it grew).
         let mut lenb = 0u64.to_le_bytes();
         let args = [a(&nb), name.len() as u64, 0, a(&lenb), 0, 0];
-        let size = match self.syscall(SYS___SYSCTL, &args, &mut [Region::In(&nb), Region::InOut(&mut lenb)]) {
+        let size = match self.syscall(
+            SYS___SYSCTL,
+            &args,
+            &mut [Region::In(&nb), Region::InOut(&mut lenb)],
+        ) {
             Ok(_) => u64::from_le_bytes(lenb) as usize,
             Err(_) => 1024,
         };
@@ -278,7 +307,11 @@ impl Client {
             match self.syscall(
                 SYS___SYSCTL,
                 &args,
-                &mut [Region::In(&nb), Region::Out(&mut buf), Region::InOut(&mut lenb)],
+                &mut [
+                    Region::In(&nb),
+                    Region::Out(&mut buf),
+                    Region::InOut(&mut lenb),
+                ],
             ) {
                 Ok(_) => {
                     let n = u64::from_le_bytes(lenb) as usize;

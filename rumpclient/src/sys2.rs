@@ -23,8 +23,14 @@ fn times(t: [TimeSpec; 2]) -> [u8; 32] {
     let mut b = [0u8; 32];
     for (i, x) in t.iter().enumerate() {
         let ts = match x {
-            TimeSpec::Omit => Timespec { sec: 0, nsec: UTIME_OMIT },
-            TimeSpec::Now => Timespec { sec: 0, nsec: UTIME_NOW },
+            TimeSpec::Omit => Timespec {
+                sec: 0,
+                nsec: UTIME_OMIT,
+            },
+            TimeSpec::Now => Timespec {
+                sec: 0,
+                nsec: UTIME_NOW,
+            },
             TimeSpec::At(ts) => *ts,
         };
         b[i * 16..i * 16 + 16].copy_from_slice(&ts.encode());
@@ -67,25 +73,34 @@ impl Client {
 
     /// `access(path, amode)` with `R_OK`/`W_OK`/`X_OK`/`F_OK`.
     pub fn access(&self, path: impl AsRef<[u8]>, amode: i32) -> Result<(), Error> {
-        self.p1(SYS_ACCESS, path.as_ref(), &[amode as u32 as u64]).map(|_| ())
+        self.p1(SYS_ACCESS, path.as_ref(), &[amode as u32 as u64])
+            .map(|_| ())
     }
 
     /// `chown(path, uid, gid)`; `u32::MAX` leaves a field alone.
     pub fn chown(&self, path: impl AsRef<[u8]>, uid: u32, gid: u32) -> Result<(), Error> {
-        self.p1(SYS_CHOWN, path.as_ref(), &[uid as u64, gid as u64]).map(|_| ())
+        self.p1(SYS_CHOWN, path.as_ref(), &[uid as u64, gid as u64])
+            .map(|_| ())
     }
 
     /// `lchown(path, uid, gid)`: a symbolic link itself.
     pub fn lchown(&self, path: impl AsRef<[u8]>, uid: u32, gid: u32) -> Result<(), Error> {
-        self.p1(SYS_LCHOWN, path.as_ref(), &[uid as u64, gid as u64]).map(|_| ())
+        self.p1(SYS_LCHOWN, path.as_ref(), &[uid as u64, gid as u64])
+            .map(|_| ())
     }
 
     pub fn fchown(&self, fd: i32, uid: u32, gid: u32) -> Result<(), Error> {
-        self.syscall(SYS_FCHOWN, &[fd as u32 as u64, uid as u64, gid as u64], &mut []).map(|_| ())
+        self.syscall(
+            SYS_FCHOWN,
+            &[fd as u32 as u64, uid as u64, gid as u64],
+            &mut [],
+        )
+        .map(|_| ())
     }
 
     pub fn lchmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
-        self.p1(SYS_LCHMOD, path.as_ref(), &[mode as u64]).map(|_| ())
+        self.p1(SYS_LCHMOD, path.as_ref(), &[mode as u64])
+            .map(|_| ())
     }
 
     /// `__utimes50(path, tv)`: access and modification times (microseconds
@@ -93,33 +108,56 @@ impl Client {
     pub fn utimes(&self, path: impl AsRef<[u8]>, tv: Option<[Timespec; 2]>) -> Result<(), Error> {
         let p = cpath(path.as_ref())?;
         match tv {
-            None => self.syscall(SYS_UTIMES, &[a(&p), 0], &mut [Region::In(&p)]).map(|_| ()),
+            None => self
+                .syscall(SYS_UTIMES, &[a(&p), 0], &mut [Region::In(&p)])
+                .map(|_| ()),
             Some(tv) => {
                 let mut b = [0u8; 32];
                 b[..16].copy_from_slice(&tv[0].encode_timeval());
                 b[16..].copy_from_slice(&tv[1].encode_timeval());
-                self.syscall(SYS_UTIMES, &[a(&p), a(&b)], &mut [Region::In(&p), Region::In(&b)]).map(|_| ())
+                self.syscall(
+                    SYS_UTIMES,
+                    &[a(&p), a(&b)],
+                    &mut [Region::In(&p), Region::In(&b)],
+                )
+                .map(|_| ())
             }
         }
     }
 
     /// `utimensat(AT_FDCWD, path, [atime, mtime], flag)`; `follow` false
     /// sets a symbolic link's own times.
-    pub fn utimens(&self, path: impl AsRef<[u8]>, t: [TimeSpec; 2], follow: bool) -> Result<(), Error> {
+    pub fn utimens(
+        &self,
+        path: impl AsRef<[u8]>,
+        t: [TimeSpec; 2],
+        follow: bool,
+    ) -> Result<(), Error> {
         let p = cpath(path.as_ref())?;
         let b = times(t);
-        let flag = if follow { 0 } else { AT_SYMLINK_NOFOLLOW as u64 };
+        let flag = if follow {
+            0
+        } else {
+            AT_SYMLINK_NOFOLLOW as u64
+        };
         let args = [AT_FDCWD as u32 as u64, a(&p), a(&b), flag];
-        self.syscall(SYS_UTIMENSAT, &args, &mut [Region::In(&p), Region::In(&b)]).map(|_| ())
+        self.syscall(SYS_UTIMENSAT, &args, &mut [Region::In(&p), Region::In(&b)])
+            .map(|_| ())
     }
 
     pub fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> Result<(), Error> {
         let b = times(t);
-        self.syscall(SYS_FUTIMENS, &[fd as u32 as u64, a(&b)], &mut [Region::In(&b)]).map(|_| ())
+        self.syscall(
+            SYS_FUTIMENS,
+            &[fd as u32 as u64, a(&b)],
+            &mut [Region::In(&b)],
+        )
+        .map(|_| ())
     }
 
     pub fn truncate(&self, path: impl AsRef<[u8]>, len: i64) -> Result<(), Error> {
-        self.p1(SYS_TRUNCATE, path.as_ref(), &[0, len as u64]).map(|_| ())
+        self.p1(SYS_TRUNCATE, path.as_ref(), &[0, len as u64])
+            .map(|_| ())
     }
 
     /// `statvfs1(path, buf, ST_WAIT)`.
@@ -127,7 +165,11 @@ impl Client {
         let p = cpath(path.as_ref())?;
         let mut b = vec![0u8; STATVFS_SIZE];
         let args = [a(&p), a(&b), ST_WAIT as u64];
-        self.syscall(SYS_STATVFS1, &args, &mut [Region::In(&p), Region::Out(&mut b)])?;
+        self.syscall(
+            SYS_STATVFS1,
+            &args,
+            &mut [Region::In(&p), Region::Out(&mut b)],
+        )?;
         Statvfs::decode(&b).ok_or(Error::Errno(Errno(EFAULT)))
     }
 
@@ -149,98 +191,209 @@ impl Client {
     /// `fcntl(fd, cmd, arg)` for the integer commands (`F_DUPFD`,
     /// `F_GETFD`/`F_SETFD`, `F_GETFL`/`F_SETFL`).
     pub fn fcntl(&self, fd: i32, cmd: i32, arg: i64) -> Result<i64, Error> {
-        Ok(self.syscall(SYS_FCNTL, &[fd as u32 as u64, cmd as u32 as u64, arg as u64], &mut [])?[0])
+        Ok(self.syscall(
+            SYS_FCNTL,
+            &[fd as u32 as u64, cmd as u32 as u64, arg as u64],
+            &mut [],
+        )?[0])
     }
 
     pub fn fsync_range(&self, fd: i32, flags: i32, start: i64, len: i64) -> Result<(), Error> {
-        let args = [fd as u32 as u64, flags as u32 as u64, start as u64, len as u64];
+        let args = [
+            fd as u32 as u64,
+            flags as u32 as u64,
+            start as u64,
+            len as u64,
+        ];
         self.syscall(SYS_FSYNC_RANGE, &args, &mut []).map(|_| ())
     }
 
     /// `mknod(path, mode, dev)` (type bits in `mode`).
     pub fn mknod(&self, path: impl AsRef<[u8]>, mode: u32, dev: u64) -> Result<(), Error> {
-        self.p1(SYS_MKNOD, path.as_ref(), &[mode as u64, dev]).map(|_| ())
+        self.p1(SYS_MKNOD, path.as_ref(), &[mode as u64, dev])
+            .map(|_| ())
     }
 
     pub fn mkfifo(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
-        self.p1(SYS_MKFIFO, path.as_ref(), &[mode as u64]).map(|_| ())
+        self.p1(SYS_MKFIFO, path.as_ref(), &[mode as u64])
+            .map(|_| ())
     }
 
     /// `writev(fd, bufs)`.
     pub fn writev(&self, fd: i32, bufs: &[&[u8]]) -> Result<usize, Error> {
-        let iov: Vec<u8> = bufs.iter().flat_map(|b| [a(b).to_le_bytes(), (b.len() as u64).to_le_bytes()]).flatten().collect();
+        let iov: Vec<u8> = bufs
+            .iter()
+            .flat_map(|b| [a(b).to_le_bytes(), (b.len() as u64).to_le_bytes()])
+            .flatten()
+            .collect();
         let mut regions = vec![Region::In(&iov)];
         regions.extend(bufs.iter().map(|b| Region::In(b)));
-        Ok(self.syscall(SYS_WRITEV, &[fd as u32 as u64, a(&iov), bufs.len() as u64], &mut regions)?[0] as usize)
+        Ok(self.syscall(
+            SYS_WRITEV,
+            &[fd as u32 as u64, a(&iov), bufs.len() as u64],
+            &mut regions,
+        )?[0] as usize)
     }
 
     /// `preadv(fd, bufs, off)`.
     pub fn preadv(&self, fd: i32, bufs: &mut [&mut [u8]], off: i64) -> Result<usize, Error> {
-        let iov: Vec<u8> =
-            bufs.iter().flat_map(|b| [a(b).to_le_bytes(), (b.len() as u64).to_le_bytes()]).flatten().collect();
+        let iov: Vec<u8> = bufs
+            .iter()
+            .flat_map(|b| [a(b).to_le_bytes(), (b.len() as u64).to_le_bytes()])
+            .flatten()
+            .collect();
         let n = bufs.len() as u64;
         let mut regions = vec![Region::In(&iov)];
         regions.extend(bufs.iter_mut().map(|b| Region::Out(b)));
-        Ok(self.syscall(SYS_PREADV, &[fd as u32 as u64, a(&iov), n, 0, off as u64], &mut regions)?[0] as usize)
+        Ok(self.syscall(
+            SYS_PREADV,
+            &[fd as u32 as u64, a(&iov), n, 0, off as u64],
+            &mut regions,
+        )?[0] as usize)
     }
 
-    pub fn openat(&self, dirfd: i32, path: impl AsRef<[u8]>, flags: i32, mode: u32) -> Result<i32, Error> {
-        Ok(self.at1(SYS_OPENAT, dirfd, path.as_ref(), &[flags as u32 as u64, mode as u64])?[0] as i32)
+    pub fn openat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        flags: i32,
+        mode: u32,
+    ) -> Result<i32, Error> {
+        Ok(self.at1(
+            SYS_OPENAT,
+            dirfd,
+            path.as_ref(),
+            &[flags as u32 as u64, mode as u64],
+        )?[0] as i32)
     }
 
     pub fn mkdirat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
-        self.at1(SYS_MKDIRAT, dirfd, path.as_ref(), &[mode as u64]).map(|_| ())
+        self.at1(SYS_MKDIRAT, dirfd, path.as_ref(), &[mode as u64])
+            .map(|_| ())
     }
 
     /// `unlinkat(dirfd, path, flag)`; `AT_REMOVEDIR` removes a directory.
     pub fn unlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<(), Error> {
-        self.at1(SYS_UNLINKAT, dirfd, path.as_ref(), &[flag as u32 as u64]).map(|_| ())
+        self.at1(SYS_UNLINKAT, dirfd, path.as_ref(), &[flag as u32 as u64])
+            .map(|_| ())
     }
 
-    pub fn renameat(&self, fromfd: i32, from: impl AsRef<[u8]>, tofd: i32, to: impl AsRef<[u8]>) -> Result<(), Error> {
+    pub fn renameat(
+        &self,
+        fromfd: i32,
+        from: impl AsRef<[u8]>,
+        tofd: i32,
+        to: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
         let (f, t) = (cpath(from.as_ref())?, cpath(to.as_ref())?);
         let args = [fromfd as u32 as u64, a(&f), tofd as u32 as u64, a(&t)];
-        self.syscall(SYS_RENAMEAT, &args, &mut [Region::In(&f), Region::In(&t)]).map(|_| ())
+        self.syscall(SYS_RENAMEAT, &args, &mut [Region::In(&f), Region::In(&t)])
+            .map(|_| ())
     }
 
-    pub fn linkat(&self, fd1: i32, from: impl AsRef<[u8]>, fd2: i32, to: impl AsRef<[u8]>, flags: i32) -> Result<(), Error> {
+    pub fn linkat(
+        &self,
+        fd1: i32,
+        from: impl AsRef<[u8]>,
+        fd2: i32,
+        to: impl AsRef<[u8]>,
+        flags: i32,
+    ) -> Result<(), Error> {
         let (f, t) = (cpath(from.as_ref())?, cpath(to.as_ref())?);
-        let args = [fd1 as u32 as u64, a(&f), fd2 as u32 as u64, a(&t), flags as u32 as u64];
-        self.syscall(SYS_LINKAT, &args, &mut [Region::In(&f), Region::In(&t)]).map(|_| ())
+        let args = [
+            fd1 as u32 as u64,
+            a(&f),
+            fd2 as u32 as u64,
+            a(&t),
+            flags as u32 as u64,
+        ];
+        self.syscall(SYS_LINKAT, &args, &mut [Region::In(&f), Region::In(&t)])
+            .map(|_| ())
     }
 
-    pub fn symlinkat(&self, target: impl AsRef<[u8]>, dirfd: i32, path: impl AsRef<[u8]>) -> Result<(), Error> {
+    pub fn symlinkat(
+        &self,
+        target: impl AsRef<[u8]>,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
         let (t, p) = (cpath(target.as_ref())?, cpath(path.as_ref())?);
         let args = [a(&t), dirfd as u32 as u64, a(&p)];
-        self.syscall(SYS_SYMLINKAT, &args, &mut [Region::In(&t), Region::In(&p)]).map(|_| ())
+        self.syscall(SYS_SYMLINKAT, &args, &mut [Region::In(&t), Region::In(&p)])
+            .map(|_| ())
     }
 
     pub fn readlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Error> {
         let p = cpath(path.as_ref())?;
         let mut buf = vec![0u8; 1024];
         let args = [dirfd as u32 as u64, a(&p), a(&buf), buf.len() as u64];
-        let n = self.syscall(SYS_READLINKAT, &args, &mut [Region::In(&p), Region::Out(&mut buf)])?[0] as usize;
+        let n = self.syscall(
+            SYS_READLINKAT,
+            &args,
+            &mut [Region::In(&p), Region::Out(&mut buf)],
+        )?[0] as usize;
         buf.truncate(n);
         Ok(buf)
     }
 
-    pub fn fchmodat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32, flag: i32) -> Result<(), Error> {
-        self.at1(SYS_FCHMODAT, dirfd, path.as_ref(), &[mode as u64, flag as u32 as u64]).map(|_| ())
+    pub fn fchmodat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        mode: u32,
+        flag: i32,
+    ) -> Result<(), Error> {
+        self.at1(
+            SYS_FCHMODAT,
+            dirfd,
+            path.as_ref(),
+            &[mode as u64, flag as u32 as u64],
+        )
+        .map(|_| ())
     }
 
-    pub fn fchownat(&self, dirfd: i32, path: impl AsRef<[u8]>, uid: u32, gid: u32, flag: i32) -> Result<(), Error> {
-        self.at1(SYS_FCHOWNAT, dirfd, path.as_ref(), &[uid as u64, gid as u64, flag as u32 as u64]).map(|_| ())
+    pub fn fchownat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        uid: u32,
+        gid: u32,
+        flag: i32,
+    ) -> Result<(), Error> {
+        self.at1(
+            SYS_FCHOWNAT,
+            dirfd,
+            path.as_ref(),
+            &[uid as u64, gid as u64, flag as u32 as u64],
+        )
+        .map(|_| ())
     }
 
     pub fn fstatat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<Stat, Error> {
         let p = cpath(path.as_ref())?;
         let mut sb = [0u8; STAT_SIZE];
         let args = [dirfd as u32 as u64, a(&p), a(&sb), flag as u32 as u64];
-        self.syscall(SYS_FSTATAT, &args, &mut [Region::In(&p), Region::Out(&mut sb)])?;
+        self.syscall(
+            SYS_FSTATAT,
+            &args,
+            &mut [Region::In(&p), Region::Out(&mut sb)],
+        )?;
         Stat::decode(&sb).ok_or(Error::Errno(Errno(EFAULT)))
     }
 
-    pub fn faccessat(&self, dirfd: i32, path: impl AsRef<[u8]>, amode: i32, flag: i32) -> Result<(), Error> {
-        self.at1(SYS_FACCESSAT, dirfd, path.as_ref(), &[amode as u32 as u64, flag as u32 as u64]).map(|_| ())
+    pub fn faccessat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        amode: i32,
+        flag: i32,
+    ) -> Result<(), Error> {
+        self.at1(
+            SYS_FACCESSAT,
+            dirfd,
+            path.as_ref(),
+            &[amode as u32 as u64, flag as u32 as u64],
+        )
+        .map(|_| ())
     }
 }

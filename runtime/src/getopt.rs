@@ -81,11 +81,27 @@ mod tests {
         let p = getopt(&v(&["-dh", "-n"]), "dhn").unwrap();
         assert_eq!(p.opts, vec![('d', None), ('h', None), ('n', None)]);
         let p = getopt(&v(&["-s", "-c2", "-d", "key=/dk", "unix://x"]), "sc:d:").unwrap();
-        assert_eq!(p.opts, vec![('s', None), ('c', Some("2".into())), ('d', Some("key=/dk".into()))]);
+        assert_eq!(
+            p.opts,
+            vec![
+                ('s', None),
+                ('c', Some("2".into())),
+                ('d', Some("key=/dk".into()))
+            ]
+        );
         assert_eq!(p.operands, v(&["unix://x"]));
-        assert_eq!(getopt(&v(&["-x"]), "dhn").unwrap_err().to_string(), "unknown option -- x");
-        assert_eq!(getopt(&v(&["-c"]), "c:").unwrap_err().to_string(), "option requires an argument -- c");
-        assert_eq!(getopt(&v(&["-:"]), "c:").unwrap_err(), GetoptError::Unknown(':'));
+        assert_eq!(
+            getopt(&v(&["-x"]), "dhn").unwrap_err().to_string(),
+            "unknown option -- x"
+        );
+        assert_eq!(
+            getopt(&v(&["-c"]), "c:").unwrap_err().to_string(),
+            "option requires an argument -- c"
+        );
+        assert_eq!(
+            getopt(&v(&["-:"]), "c:").unwrap_err(),
+            GetoptError::Unknown(':')
+        );
         assert_eq!(getopt(&v(&["--", "-d"]), "d").unwrap().operands, v(&["-d"]));
     }
 }

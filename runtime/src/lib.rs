@@ -40,7 +40,10 @@ pub enum Error {
     #[error("{0}")]
     DriveSpec(String),
     #[error("fault {spec}: {source}")]
-    Fault { spec: String, source: vfs_cache::FaultSpecError },
+    Fault {
+        spec: String,
+        source: vfs_cache::FaultSpecError,
+    },
     /// A drive that cannot be attached (the message names the drive).
     #[error("{0}")]
     Drive(String),
@@ -110,9 +113,12 @@ impl Builder {
             // The parser's messages name the spec already (`drive spec "...": ...`).
             let d = rumpkern::DriveSpec::parse(spec).map_err(Error::DriveSpec)?;
             let fault = match self.faults.iter().find(|(k, _)| *k == d.key) {
-                Some((_, f)) => Some(Arc::new(
-                    vfs_cache::FaultControl::from_spec(f).map_err(|source| Error::Fault { spec: f.clone(), source })?,
-                )),
+                Some((_, f)) => Some(Arc::new(vfs_cache::FaultControl::from_spec(f).map_err(
+                    |source| Error::Fault {
+                        spec: f.clone(),
+                        source,
+                    },
+                )?)),
                 None => None,
             };
             kernel.add_drive(&d, fault).map_err(|e| {
@@ -128,11 +134,17 @@ impl Builder {
             netbsd_abi::fcntl::MOUNT_EXT2FS,
             Box::new(|store, ro| {
                 // The client gets the errno; the server's log gets the reason.
-                let fs = ext2::Ext2Fs::mount_with(store, ext2::MountOptions { read_only: ro, force: false })
-                    .map_err(|e| {
-                        tracing::warn!("mount ext2fs refused: {}", e.reason);
-                        e.errno
-                    })?;
+                let fs = ext2::Ext2Fs::mount_with(
+                    store,
+                    ext2::MountOptions {
+                        read_only: ro,
+                        force: false,
+                    },
+                )
+                .map_err(|e| {
+                    tracing::warn!("mount ext2fs refused: {}", e.reason);
+                    e.errno
+                })?;
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
             }),
         );
@@ -143,11 +155,16 @@ impl Builder {
             prelude: Mutex::new(None),
         });
         let weak = Arc::downgrade(&node);
-        kernel.set_reboot_handler(Box::new(move |_k: &Kernel, call: rumpkern::RebootCall| match weak.upgrade() {
-            Some(n) => n.halt(call.flags, Caller::Remote(call.client)),
-            None => netbsd_abi::errno::ESHUTDOWN,
-        }));
-        Ok(Rump { node, serving: None })
+        kernel.set_reboot_handler(Box::new(
+            move |_k: &Kernel, call: rumpkern::RebootCall| match weak.upgrade() {
+                Some(n) => n.halt(call.flags, Caller::Remote(call.client)),
+                None => netbsd_abi::errno::ESHUTDOWN,
+            },
+        ));
+        Ok(Rump {
+            node,
+            serving: None,
+        })
     }
 }
 
@@ -171,7 +188,11 @@ impl Node {
     }
 
     fn run_halt(&self, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
-        let pre = self.prelude.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let pre = self
+            .prelude
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some(f) = pre {
             f();
         }
@@ -196,12 +217,22 @@ impl HaltTarget for Node {
         self.kernel.unflushed()
     }
     fn stop_serving(&self) {
-        if let Some(s) = self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(s) = self
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             s.stop_admitting();
         }
     }
     fn fini(&self, client: rumpuser::sp::ClientHandle, errno: i32) {
-        if let Some(s) = self.server.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(s) = self
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             s.fini(client, errno);
         }
     }
@@ -226,8 +257,9 @@ impl Rump {
         let k = &self.node.kernel;
         let c = k.config();
         let up: Arc<dyn rumpuser::Upcalls> = Arc::from(k.upcalls());
-        let server = rumpuser::sp::Server::start(url, &c.ostype, &c.osrelease, &c.machine, Some(up))
-            .map_err(|(_, msg)| Error::Serve(msg))?;
+        let server =
+            rumpuser::sp::Server::start(url, &c.ostype, &c.osrelease, &c.machine, Some(up))
+                .map_err(|(_, msg)| Error::Serve(msg))?;
         // reboot(2) from a client goes straight to the halt, with no
         // virtual CPU: it must work when every CPU is stuck.
         let weak = Arc::downgrade(&self.node);
@@ -285,6 +317,12 @@ impl Drop for Rump {
             }
         }
         // The server (its threads hold the kernel) goes with the node.
-        drop(self.node.server.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(
+            self.node
+                .server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
     }
 }

@@ -106,7 +106,15 @@ struct LinkMap {
 unsafe fn handle_path(handle: *mut c_void) -> Option<String> {
     let mut lm: *const LinkMap = std::ptr::null();
     // SAFETY: `handle` is live per the caller; dlinfo writes one pointer.
-    if unsafe { dlinfo(handle, RTLD_DI_LINKMAP, (&mut lm as *mut *const LinkMap).cast()) } != 0 || lm.is_null() {
+    if unsafe {
+        dlinfo(
+            handle,
+            RTLD_DI_LINKMAP,
+            (&mut lm as *mut *const LinkMap).cast(),
+        )
+    } != 0
+        || lm.is_null()
+    {
         return None;
     }
     // SAFETY: the loader's link map entry, alive while the object is
@@ -127,7 +135,10 @@ fn global_scope() -> &'static DlLibrary {
 /// `librumpvfs.so`, `librumpvfs.so.0` or `/x/librumpvfs.so`.
 pub fn component_name(lib: &str) -> &str {
     let base = lib.rsplit('/').next().unwrap_or(lib);
-    let base = base.strip_prefix("lib").filter(|_| base.contains(".so")).unwrap_or(base);
+    let base = base
+        .strip_prefix("lib")
+        .filter(|_| base.contains(".so"))
+        .unwrap_or(base);
     match base.find(".so") {
         Some(i) => &base[..i],
         None => base,
@@ -156,7 +167,10 @@ fn open_one(name: &str) -> Result<Library, String> {
                 let h = lib.into_raw();
                 // SAFETY: `h` was just opened and is never closed.
                 let path = unsafe { handle_path(h) }.unwrap_or_else(|| f.clone());
-                return Ok(Library { name: name.to_string(), path });
+                return Ok(Library {
+                    name: name.to_string(),
+                    path,
+                });
             }
             Err(e) => err = e.to_string(),
         }
@@ -170,8 +184,11 @@ fn open_one(name: &str) -> Result<Library, String> {
 /// last word on it.
 pub fn load_libraries(names: &[String]) -> Result<Vec<Library>, Error> {
     let named: Vec<&str> = names.iter().map(|n| component_name(n)).collect();
-    let mut want: Vec<String> =
-        IMPLICIT_LIBS.iter().filter(|i| !named.contains(i)).map(|i| i.to_string()).collect();
+    let mut want: Vec<String> = IMPLICIT_LIBS
+        .iter()
+        .filter(|i| !named.contains(i))
+        .map(|i| i.to_string())
+        .collect();
     want.extend(names.iter().cloned());
     load_rounds(&want)
 }
@@ -200,8 +217,14 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
     if pending.is_empty() {
         return Ok(loaded);
     }
-    let what: Vec<String> = pending.iter().map(|&i| format!("-l {}: {}", want[i], errors[i])).collect();
-    Err(Error::Netbsd(format!("cannot load NetBSD component library: {}", what.join("; "))))
+    let what: Vec<String> = pending
+        .iter()
+        .map(|&i| format!("-l {}: {}", want[i], errors[i]))
+        .collect();
+    Err(Error::Netbsd(format!(
+        "cannot load NetBSD component library: {}",
+        what.join("; ")
+    )))
 }
 
 /// The address of `name` in the global scope (the executable and every
@@ -220,7 +243,8 @@ unsafe fn need<T: Copy>(name: &str) -> Result<T, Error> {
     // SAFETY: per the caller, `T` is the symbol's type; the components
     // stay loaded for the life of the process, so the copy stays valid.
     let f = unsafe { global_scope().get::<T>(name.as_bytes()) };
-    f.map(|f| *f).map_err(|_| Error::Netbsd(format!("{name}: not found in the loaded NetBSD components")))
+    f.map(|f| *f)
+        .map_err(|_| Error::Netbsd(format!("{name}: not found in the loaded NetBSD components")))
 }
 
 /// The thread's errno after a failed NetBSD `rump_sys_*` call: the kernel
@@ -314,7 +338,9 @@ impl NetbsdBuilder {
             }
         }
         if BOOTED.swap(true, Ordering::SeqCst) {
-            return Err(Error::Netbsd("a NetBSD kernel was already booted in this process".into()));
+            return Err(Error::Netbsd(
+                "a NetBSD kernel was already booted in this process".into(),
+            ));
         }
         check_exports("before loading NetBSD components")?;
         let libs = load_libraries(&self.libs)?;
@@ -336,7 +362,10 @@ impl NetbsdBuilder {
         // SAFETY: boots the kernel once (BOOTED) on our hypercall layer.
         let e = unsafe { init() };
         if e != 0 {
-            return Err(Error::Netbsd(format!("rump_init: {}", Errno(e).description())));
+            return Err(Error::Netbsd(format!(
+                "rump_init: {}",
+                Errno(e).description()
+            )));
         }
         let k = NetbsdKernel { libs, url: None };
         for m in &self.modules {
@@ -375,7 +404,8 @@ impl NetbsdKernel {
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
         netbsd_abi::sp::parse_url(url, true).map_err(|e| Error::Netbsd(format!("{url}: {e}")))?;
         // SAFETY: NetBSD's `int rump_init_server(const char *)`.
-        let f = unsafe { need::<unsafe extern "C" fn(*const c_char) -> c_int>("rump_init_server")? };
+        let f =
+            unsafe { need::<unsafe extern "C" fn(*const c_char) -> c_int>("rump_init_server")? };
         let c = CString::new(url).map_err(|_| Error::Netbsd(format!("{url}: bad URL")))?;
         // SAFETY: a NUL-terminated URL, valid for the call.
         let e = unsafe { f(c.as_ptr()) };
@@ -399,26 +429,40 @@ impl NetbsdKernel {
             .mode(0o644)
             .open(&d.hostpath)
             .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
-        let md = f.metadata().map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+        let md = f
+            .metadata()
+            .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
         lock_image(&f, &md).map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
         let size = match d.size {
             DriveSize::Bytes(n) => n,
             DriveSize::Host => {
                 // A block device's size too (not the hypercall layer's
                 // getfileinfo: this thread is not in the kernel).
-                let len = (&f).seek(std::io::SeekFrom::End(0)).map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+                let len = (&f)
+                    .seek(std::io::SeekFrom::End(0))
+                    .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
                 if len <= d.offset {
-                    return Err(what(format!("size=host, but {} has no data past offset {}", d.hostpath, d.offset)));
+                    return Err(what(format!(
+                        "size=host, but {} has no data past offset {}",
+                        d.hostpath, d.offset
+                    )));
                 }
                 len - d.offset
             }
         };
-        let end = d.offset.checked_add(size).ok_or_else(|| what("offset + size too large".into()))?;
+        let end = d
+            .offset
+            .checked_add(size)
+            .ok_or_else(|| what("offset + size too large".into()))?;
         if md.is_file() && md.len() < end {
-            f.set_len(end).map_err(|e| what(format!("{}: extend to {end} bytes: {e}", d.hostpath)))?;
+            f.set_len(end)
+                .map_err(|e| what(format!("{}: extend to {end} bytes: {e}", d.hostpath)))?;
         }
         // Keep the open file (and its lock) for the life of the process.
-        held_images().lock().map(|mut v| v.push(f)).map_err(|_| what("lock poisoned".into()))?;
+        held_images()
+            .lock()
+            .map(|mut v| v.push(f))
+            .map_err(|_| what("lock poisoned".into()))?;
         let ty = match d.kind {
             DriveType::Blk => RUMP_ETFS_BLK,
             DriveType::Chr => RUMP_ETFS_CHR,
@@ -435,7 +479,10 @@ impl NetbsdKernel {
         // copies them.
         let e = unsafe { reg(key.as_ptr(), host.as_ptr(), ty, d.offset, size) };
         if e != 0 {
-            return Err(what(format!("rump_pub_etfs_register_withsize: {}", Errno(e).description())));
+            return Err(what(format!(
+                "rump_pub_etfs_register_withsize: {}",
+                Errno(e).description()
+            )));
         }
         Ok(())
     }
@@ -566,7 +613,13 @@ fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ImageLock
     use std::os::unix::fs::MetadataExt;
     let mine = held_images()
         .lock()
-        .map(|v| v.iter().any(|h| h.metadata().map(|m| (m.dev(), m.ino()) == (md.dev(), md.ino())).unwrap_or(false)))
+        .map(|v| {
+            v.iter().any(|h| {
+                h.metadata()
+                    .map(|m| (m.dev(), m.ino()) == (md.dev(), md.ino()))
+                    .unwrap_or(false)
+            })
+        })
         .unwrap_or(false);
     if mine {
         return Ok(());
@@ -601,13 +654,17 @@ mod tests {
         assert_eq!(component_name("librumpvfs.so.0"), "rumpvfs");
         assert_eq!(component_name("/x/y/librump.so"), "rump");
         assert_eq!(component_name("rump"), "rump");
-        assert_eq!(component_name("librumpkern_sysproxy.so.0.0"), "rumpkern_sysproxy");
+        assert_eq!(
+            component_name("librumpkern_sysproxy.so.0.0"),
+            "rumpkern_sysproxy"
+        );
     }
 
     #[test]
     fn missing_library_is_named_with_the_loader_error() {
-        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()]).unwrap_err().to_string();
+        let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
     }
 }
-

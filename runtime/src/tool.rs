@@ -16,7 +16,11 @@ use tracing_subscriber::registry::LookupSpan;
 pub fn progname(default: &str) -> String {
     std::env::args_os()
         .next()
-        .and_then(|a| std::path::Path::new(&a).file_name().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| default.to_string())
 }
@@ -24,7 +28,9 @@ pub fn progname(default: &str) -> String {
 /// `--help` anywhere before a `--`: print the usage on standard output
 /// and exit 0 (before anything else happens: no connection is made).
 pub fn help_requested(args: &[String]) -> bool {
-    args.iter().take_while(|a| *a != "--").any(|a| a == "--help")
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--help")
 }
 
 /// Print `text` on standard output and exit 0 (`--help`).
@@ -66,7 +72,9 @@ pub fn init_logging(prog: &str, verbosity: usize) {
     let sub = tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_max_level(level(verbosity))
-        .event_format(UnixStyle { prog: prog.to_string() })
+        .event_format(UnixStyle {
+            prog: prog.to_string(),
+        })
         .finish();
     let _ = tracing::subscriber::set_global_default(sub);
 }
@@ -80,7 +88,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, ev: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        ev: &Event<'_>,
+    ) -> fmt::Result {
         write!(w, "{}: ", self.prog)?;
         match *ev.metadata().level() {
             Level::ERROR => w.write_str("error: ")?,

@@ -30,10 +30,17 @@ impl Bench {
             .expect("spawn rump_server");
         let t = Instant::now();
         while rumpclient::Client::connect(&url).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "rump_server did not come up");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "rump_server did not come up"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Bench { child, url, dir: dir.to_path_buf() }
+        Bench {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+        }
     }
 }
 
@@ -66,5 +73,8 @@ pub fn mib_s(bytes: usize, secs: f64) -> f64 {
 
 pub fn tmpdir() -> tempfile::TempDir {
     // Same file system as the tests' images: the floor must share it.
-    tempfile::Builder::new().prefix("rump-bench.").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("rump-bench.")
+        .tempdir()
+        .expect("tempdir")
 }

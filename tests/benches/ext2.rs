@@ -13,8 +13,15 @@ use bench_common::*;
 use netbsd_abi::fcntl::{O_CREAT, O_WRONLY};
 
 fn main() {
-    let nfiles: usize = std::env::var("BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let big = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256usize) * MIB;
+    let nfiles: usize = std::env::var("BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let big = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256usize)
+        * MIB;
     let small = 4096;
     let total = nfiles * small + big;
     let d = tmpdir();
@@ -36,13 +43,28 @@ fn main() {
 
     let img = d.path().join("img");
     let o = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext2", "-b", "4096", "-N", &format!("{}", nfiles + 1024)])
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext2",
+            "-b",
+            "4096",
+            "-N",
+            &format!("{}", nfiles + 1024),
+        ])
         .arg(&img)
         .arg(format!("{}M", total / MIB + 128))
         .output()
         .expect("mke2fs (e2fsprogs)");
     assert!(o.status.success(), "mke2fs failed");
-    let mut b = Bench::start(d.path(), &["-d".into(), format!("key=/dk,hostpath={},size=host", img.display())]);
+    let mut b = Bench::start(
+        d.path(),
+        &[
+            "-d".into(),
+            format!("key=/dk,hostpath={},size=host", img.display()),
+        ],
+    );
     let c = rumpclient::Client::connect(&b.url).expect("connect");
     c.mkdir("/mnt", 0o755).expect("mkdir");
     c.mount_ext2("/mnt", 0, "/dk").expect("mount");
@@ -67,34 +89,66 @@ fn main() {
 
     let t0 = Instant::now();
     for i in 0..nfiles {
-        let fd = c.open(format!("/mnt/small/f{i}"), O_WRONLY | O_CREAT, 0o644).expect("create");
+        let fd = c
+            .open(format!("/mnt/small/f{i}"), O_WRONLY | O_CREAT, 0o644)
+            .expect("create");
         c.write(fd, &buf4k).expect("write");
         c.close(fd).expect("close");
     }
     let t_files = t0.elapsed().as_secs_f64();
     let chunk = vec![0x22u8; 64 * 1024];
     let t1 = Instant::now();
-    let fd = c.open("/mnt/big", O_WRONLY | O_CREAT, 0o644).expect("create");
+    let fd = c
+        .open("/mnt/big", O_WRONLY | O_CREAT, 0o644)
+        .expect("create");
     for i in 0..big / chunk.len() {
-        c.pwrite(fd, &chunk, (i * chunk.len()) as i64).expect("pwrite");
+        c.pwrite(fd, &chunk, (i * chunk.len()) as i64)
+            .expect("pwrite");
     }
     c.close(fd).expect("close");
     let t_big = t1.elapsed().as_secs_f64();
     drop(c);
     let t2 = Instant::now();
-    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &b.url).output().expect("rump.halt");
-    assert!(o.status.success(), "rump.halt: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(RUMP_HALT)
+        .env("RUMP_SERVER", &b.url)
+        .output()
+        .expect("rump.halt");
+    assert!(
+        o.status.success(),
+        "rump.halt: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     while b.child.try_wait().ok().flatten().is_none() {
-        assert!(t2.elapsed() < Duration::from_secs(300), "server did not exit");
+        assert!(
+            t2.elapsed() < Duration::from_secs(300),
+            "server did not exit"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let t_halt = t2.elapsed().as_secs_f64();
     let all = t0.elapsed().as_secs_f64();
 
-    let fsck = Command::new("e2fsck").arg("-fn").arg(&img).output().map(|o| o.status.success()).unwrap_or(false);
-    println!("ext2: {nfiles} files of 4 KiB + one {} MiB file, through rump_server, then rump.halt", big / MIB);
-    println!("  host: create {nfiles} files + sync  {:8.1} ms ({:.1} us/file)", floor_files * 1e3, floor_files * 1e6 / nfiles as f64);
-    println!("  rump: create {nfiles} files         {:8.1} ms ({:.1} us/file)   {:.2}x the host", t_files * 1e3, t_files * 1e6 / nfiles as f64, t_files / floor_files);
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    println!(
+        "ext2: {nfiles} files of 4 KiB + one {} MiB file, through rump_server, then rump.halt",
+        big / MIB
+    );
+    println!(
+        "  host: create {nfiles} files + sync  {:8.1} ms ({:.1} us/file)",
+        floor_files * 1e3,
+        floor_files * 1e6 / nfiles as f64
+    );
+    println!(
+        "  rump: create {nfiles} files         {:8.1} ms ({:.1} us/file)   {:.2}x the host",
+        t_files * 1e3,
+        t_files * 1e6 / nfiles as f64,
+        t_files / floor_files
+    );
     println!(
         "  round trips per file: open(O_CREAT) {} + write 4 KiB {} + close {} = {} (plain protocol, as NetBSD's client: {} + {} + {} = {})",
         rt.0,
@@ -106,8 +160,16 @@ fn main() {
         rt_plain.2,
         rt_plain.0 + rt_plain.1 + rt_plain.2
     );
-    println!("  rump: write {} MiB file            {:8.1} ms ({:.1} MiB/s)", big / MIB, t_big * 1e3, mib_s(big, t_big));
-    println!("  rump: halt (flush + exit)          {:8.1} ms", t_halt * 1e3);
+    println!(
+        "  rump: write {} MiB file            {:8.1} ms ({:.1} MiB/s)",
+        big / MIB,
+        t_big * 1e3,
+        mib_s(big, t_big)
+    );
+    println!(
+        "  rump: halt (flush + exit)          {:8.1} ms",
+        t_halt * 1e3
+    );
     println!(
         "  rump: everything                   {:8.1} ms   dd conv=fsync of the same {} MiB {:.1} ms   ratio {:.2}x",
         all * 1e3,
@@ -115,7 +177,10 @@ fn main() {
         floor_dd * 1e3,
         all / floor_dd
     );
-    println!("  e2fsck -fn after the halt: {}", if fsck { "clean" } else { "PROBLEMS" });
+    println!(
+        "  e2fsck -fn after the halt: {}",
+        if fsck { "clean" } else { "PROBLEMS" }
+    );
     concurrency(d.path());
 }
 
@@ -124,7 +189,10 @@ fn main() {
 fn concurrency(dir: &std::path::Path) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let iters: usize = std::env::var("BENCH_FSYNC_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+    let iters: usize = std::env::var("BENCH_FSYNC_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
     let img = dir.join("conc.img");
     let o = Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext2", "-b", "4096"])
@@ -135,7 +203,15 @@ fn concurrency(dir: &std::path::Path) {
     assert!(o.status.success(), "mke2fs failed");
     let sd = dir.join("conc");
     std::fs::create_dir_all(&sd).expect("mkdir");
-    let mut b = Bench::start(&sd, &["-c".into(), "2".into(), "-d".into(), format!("key=/dk,hostpath={},size=host", img.display())]);
+    let mut b = Bench::start(
+        &sd,
+        &[
+            "-c".into(),
+            "2".into(),
+            "-d".into(),
+            format!("key=/dk,hostpath={},size=host", img.display()),
+        ],
+    );
     let c = rumpclient::Client::connect(&b.url).expect("connect");
     c.mkdir("/mnt", 0o755).expect("mkdir");
     c.mount_ext2("/mnt", 0, "/dk").expect("mount");
@@ -150,7 +226,8 @@ fn concurrency(dir: &std::path::Path) {
                     let fd = c.open(&path, O_WRONLY | O_CREAT, 0o644).expect("create");
                     let chunk = vec![0x33u8; 64 * 1024];
                     for i in 0..iters {
-                        c.pwrite(fd, &chunk, (i * chunk.len()) as i64).expect("pwrite");
+                        c.pwrite(fd, &chunk, (i * chunk.len()) as i64)
+                            .expect("pwrite");
                         c.fsync(fd).expect("fsync");
                     }
                 })
@@ -164,7 +241,9 @@ fn concurrency(dir: &std::path::Path) {
     let one = run(1, "one");
     let eight = run(8, "eight");
     // stat latency, idle and beside a write+fsync loop.
-    let fd = c.open("/mnt/target", O_WRONLY | O_CREAT, 0o644).expect("create");
+    let fd = c
+        .open("/mnt/target", O_WRONLY | O_CREAT, 0o644)
+        .expect("create");
     c.close(fd).expect("close");
     let stat_median = |c: &rumpclient::Client| -> f64 {
         let mut v: Vec<f64> = (0..2000)
@@ -183,11 +262,14 @@ fn concurrency(dir: &std::path::Path) {
         let (url, stop) = (b.url.clone(), stop.clone());
         std::thread::spawn(move || {
             let c = rumpclient::Client::connect(&url).expect("connect");
-            let fd = c.open("/mnt/busy", O_WRONLY | O_CREAT, 0o644).expect("create");
+            let fd = c
+                .open("/mnt/busy", O_WRONLY | O_CREAT, 0o644)
+                .expect("create");
             let chunk = vec![0x44u8; 1 << 20];
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                c.pwrite(fd, &chunk, (i % 64 * chunk.len()) as i64).expect("pwrite");
+                c.pwrite(fd, &chunk, (i % 64 * chunk.len()) as i64)
+                    .expect("pwrite");
                 c.fsync(fd).expect("fsync");
                 i += 1;
             }
@@ -198,12 +280,24 @@ fn concurrency(dir: &std::path::Path) {
     stop.store(true, Ordering::Relaxed);
     busy_th.join().expect("fsync loop");
     drop(c);
-    let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &b.url).output().expect("rump.halt");
-    assert!(o.status.success(), "rump.halt: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(RUMP_HALT)
+        .env("RUMP_SERVER", &b.url)
+        .output()
+        .expect("rump.halt");
+    assert!(
+        o.status.success(),
+        "rump.halt: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let _ = b.child.wait();
-    println!("ext2 concurrency at -c 2: 64 KiB pwrite + fsync, {iters} per client, each on its own file");
+    println!(
+        "ext2 concurrency at -c 2: 64 KiB pwrite + fsync, {iters} per client, each on its own file"
+    );
     println!("  1 client                           {one:8.1} MiB/s");
     println!("  8 clients (aggregate)              {eight:8.1} MiB/s   {:.2}x one client (target >= 1.5x)", eight / one);
     println!("  stat median, idle                  {idle:8.1} us");
-    println!("  stat median, beside an fsync loop  {busy:8.1} us   {:.2}x idle (target <= 2x)", busy / idle);
+    println!(
+        "  stat median, beside an fsync loop  {busy:8.1} us   {:.2}x idle (target <= 2x)",
+        busy / idle
+    );
 }

@@ -28,7 +28,12 @@ fn pin() -> &'static str {
 }
 
 fn sh(cmd: &str) -> Result<(), String> {
-    let st = Command::new("sh").arg("-c").arg(cmd).stdin(Stdio::null()).status().map_err(|e| e.to_string())?;
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
     if st.success() {
         Ok(())
     } else {
@@ -51,9 +56,14 @@ fn daemons(img: &Path) -> Vec<i32> {
     let needle = img.display().to_string();
     let mut v = vec![];
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&c).replace('\0', " ").contains(&needle) {
+            if String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(&needle)
+            {
                 v.push(pid);
             }
         }
@@ -91,10 +101,18 @@ impl Kind {
         let (i, m) = (img.display(), mnt.display());
         match self {
             // BENCH_RUMP_OPTS: extra rump_ext2fs options (e.g. -o threads=1).
-            Kind::Rump => sh(&format!("{}'{RUMP_EXT2FS}' {} '{i}' '{m}'", pin(), std::env::var("BENCH_RUMP_OPTS").unwrap_or_default())),
+            Kind::Rump => sh(&format!(
+                "{}'{RUMP_EXT2FS}' {} '{i}' '{m}'",
+                pin(),
+                std::env::var("BENCH_RUMP_OPTS").unwrap_or_default()
+            )),
             Kind::Fuse2fs => {
                 let f = common::find_tool("fuse2fs").ok_or("fuse2fs not installed")?;
-                sh(&format!("{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null", pin(), f.display()))?;
+                sh(&format!(
+                    "{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null",
+                    pin(),
+                    f.display()
+                ))?;
                 // fuse2fs returns before the mount is always visible.
                 let t = Instant::now();
                 while !mounted(mnt) && t.elapsed() < Duration::from_secs(10) {
@@ -108,7 +126,11 @@ impl Kind {
 
     /// Unmount and wait until the image is complete (the daemon is gone).
     fn umount(self, img: &Path, mnt: &Path) -> Result<(), String> {
-        let pids = if self == Kind::Kernel { vec![] } else { daemons(img) };
+        let pids = if self == Kind::Kernel {
+            vec![]
+        } else {
+            daemons(img)
+        };
         sh(&format!("umount '{}'", mnt.display()))?;
         wait_gone(&pids);
         Ok(())
@@ -117,7 +139,10 @@ impl Kind {
 
 fn mounted(dir: &Path) -> bool {
     let want = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| l.split(' ').nth(4) == Some(&want))
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&want))
 }
 
 fn make_tree(root: &Path) -> (usize, usize) {
@@ -128,7 +153,9 @@ fn make_tree(root: &Path) -> (usize, usize) {
         let dir = root.join(format!("d{d}/s{}", d % 7));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..78 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (seed >> 35) as usize % 20_000;
             let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ seed) as u8).collect();
             std::fs::write(dir.join(format!("f{f}")), &data).unwrap();
@@ -154,11 +181,25 @@ fn main() {
     let base = tempfile_dir();
     let src = base.join("src");
     let (n, bytes) = make_tree(&src);
-    println!("tree: {n} files, {} MiB; images 1 GiB (4 KiB blocks)", bytes / MIB);
-    let runs = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
+    println!(
+        "tree: {n} files, {} MiB; images 1 GiB (4 KiB blocks)",
+        bytes / MIB
+    );
+    let runs = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(3)
+        .max(1);
     for pinned in [false, true] {
         PIN.store(pinned, std::sync::atomic::Ordering::Relaxed);
-        println!("\n{}, median of {runs}", if pinned { "pinned: everything on CPU 0" } else { "unpinned" });
+        println!(
+            "\n{}, median of {runs}",
+            if pinned {
+                "pinned: everything on CPU 0"
+            } else {
+                "unpinned"
+            }
+        );
         let all: Vec<Table> = (0..runs).map(|_| pass(&base, &src)).collect();
         print_table(&all);
     }
@@ -166,7 +207,13 @@ fn main() {
 }
 
 const KINDS: [Kind; 3] = [Kind::Rump, Kind::Fuse2fs, Kind::Kernel];
-const ROWS: [&str; 5] = ["cp -a tree + umount", "read back (tar c | wc -c)", "find -ls", "256 MiB write (fsync)", "256 MiB read"];
+const ROWS: [&str; 5] = [
+    "cp -a tree + umount",
+    "read back (tar c | wc -c)",
+    "find -ls",
+    "256 MiB write (fsync)",
+    "256 MiB read",
+];
 
 /// Seconds per row and kind; None where a step failed.
 type Table = Vec<Vec<Option<f64>>>;
@@ -180,24 +227,42 @@ fn pass(base: &Path, src: &Path) -> Table {
         std::fs::create_dir_all(&mnt).unwrap();
         let r = (|| -> Result<(), String> {
             // An existing file of the size: mke2fs says nothing.
-            std::fs::File::create(&img).and_then(|f| f.set_len(1 << 30)).map_err(|e| format!("{}: {e}", img.display()))?;
+            std::fs::File::create(&img)
+                .and_then(|f| f.set_len(1 << 30))
+                .map_err(|e| format!("{}: {e}", img.display()))?;
             sh(&format!("mke2fs -q -F -t ext2 -b 4096 '{}'", img.display()))?;
             kind.mount(&img, &mnt)?;
             // The source in the page cache for every kind alike (the
             // rows before dropped it): the row times the target, not the
             // source disk.
-            sh(&format!("tar cf - -C '{}' . | cat >/dev/null", src.display()))?;
+            sh(&format!(
+                "tar cf - -C '{}' . | cat >/dev/null",
+                src.display()
+            ))?;
             let t = Instant::now();
-            sh(&format!("{}cp -a '{}' '{}/tree'", pin(), src.display(), mnt.display()))?;
+            sh(&format!(
+                "{}cp -a '{}' '{}/tree'",
+                pin(),
+                src.display(),
+                mnt.display()
+            ))?;
             kind.umount(&img, &mnt)?;
             res[0][k] = Some(t.elapsed().as_secs_f64());
             drop_caches();
             kind.mount(&img, &mnt)?;
-            res[1][k] = Some(time(&format!("{0}tar cf - -C '{1}/tree' . | {0}wc -c >/dev/null", pin(), mnt.display()))?);
+            res[1][k] = Some(time(&format!(
+                "{0}tar cf - -C '{1}/tree' . | {0}wc -c >/dev/null",
+                pin(),
+                mnt.display()
+            ))?);
             kind.umount(&img, &mnt)?;
             drop_caches();
             kind.mount(&img, &mnt)?;
-            res[2][k] = Some(time(&format!("{}find '{}/tree' -ls >/dev/null", pin(), mnt.display()))?);
+            res[2][k] = Some(time(&format!(
+                "{}find '{}/tree' -ls >/dev/null",
+                pin(),
+                mnt.display()
+            ))?);
             res[3][k] = Some(time(&format!(
                 "{}dd if=/dev/zero of='{}/seq' bs=1M count=256 conv=fsync status=none",
                 pin(),
@@ -206,7 +271,11 @@ fn pass(base: &Path, src: &Path) -> Table {
             kind.umount(&img, &mnt)?;
             drop_caches();
             kind.mount(&img, &mnt)?;
-            res[4][k] = Some(time(&format!("{}dd if='{}/seq' of=/dev/null bs=1M status=none", pin(), mnt.display()))?);
+            res[4][k] = Some(time(&format!(
+                "{}dd if='{}/seq' of=/dev/null bs=1M status=none",
+                pin(),
+                mnt.display()
+            ))?);
             kind.umount(&img, &mnt)?;
             Ok(())
         })();
@@ -231,16 +300,27 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn print_table(all: &[Table]) {
-    println!("{:<28} {:>12} {:>12} {:>12} {:>10}", "row (seconds)", "rump_ext2fs", "fuse2fs", "kernel ext2", "rump/f2fs");
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>10}",
+        "row (seconds)", "rump_ext2fs", "fuse2fs", "kernel ext2", "rump/f2fs"
+    );
     let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
     for (i, row) in ROWS.iter().enumerate() {
-        let m: Vec<Option<f64>> =
-            (0..KINDS.len()).map(|k| median(all.iter().filter_map(|t| t[i][k]).collect())).collect();
+        let m: Vec<Option<f64>> = (0..KINDS.len())
+            .map(|k| median(all.iter().filter_map(|t| t[i][k]).collect()))
+            .collect();
         let ratio = match (m[0], m[1]) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "n/a".into(),
         };
-        println!("{:<28} {:>12} {:>12} {:>12} {:>10}", row, f(m[0]), f(m[1]), f(m[2]), ratio);
+        println!(
+            "{:<28} {:>12} {:>12} {:>12} {:>10}",
+            row,
+            f(m[0]),
+            f(m[1]),
+            f(m[2]),
+            ratio
+        );
     }
 }
 

@@ -26,7 +26,12 @@ fn main() {
         let img = d.path().join("img");
         let mut b = Bench::start(
             d.path(),
-            &["-r".into(), format!("{}", 2 * bytes + (64 << 20)), "-d".into(), format!("key=/dk,hostpath={},size={}", img.display(), bytes)],
+            &[
+                "-r".into(),
+                format!("{}", 2 * bytes + (64 << 20)),
+                "-d".into(),
+                format!("key=/dk,hostpath={},size={}", img.display(), bytes),
+            ],
         );
         {
             let c = rumpclient::Client::connect(&b.url).expect("connect");
@@ -37,13 +42,23 @@ fn main() {
             }
         }
         let t = Instant::now();
-        let o = Command::new(RUMP_HALT).env("RUMP_SERVER", &b.url).output().expect("rump.halt");
-        assert!(o.status.success(), "rump.halt: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new(RUMP_HALT)
+            .env("RUMP_SERVER", &b.url)
+            .output()
+            .expect("rump.halt");
+        assert!(
+            o.status.success(),
+            "rump.halt: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         loop {
             if b.child.try_wait().ok().flatten().is_some() {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(300), "server did not exit");
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "server did not exit"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let halt = t.elapsed().as_secs_f64();

@@ -56,7 +56,11 @@ struct Fig {
 
 fn fig(mut v: Vec<f64>) -> Fig {
     let m = median(&mut v);
-    Fig { med: m, lo: v[0], hi: v[v.len() - 1] }
+    Fig {
+        med: m,
+        lo: v[0],
+        hi: v[v.len() - 1],
+    }
 }
 
 impl std::fmt::Display for Fig {
@@ -81,15 +85,26 @@ fn per_op_us(n: usize, mut op: impl FnMut()) -> f64 {
 fn set_pinned(pinned: bool) {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
-    let ncpu = if pinned { 1 } else { (n * 4).min(libc::CPU_SETSIZE as usize) };
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let ncpu = if pinned {
+        1
+    } else {
+        (n * 4).min(libc::CPU_SETSIZE as usize)
+    };
     for i in 0..ncpu {
         // SAFETY: i < CPU_SETSIZE; `set` is a valid cpu_set_t.
         unsafe { libc::CPU_SET(i, &mut set) };
     }
     // SAFETY: sched_setaffinity on this thread with a valid set.
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    assert!(r == 0 || !pinned, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    assert!(
+        r == 0 || !pinned,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 struct Results {
@@ -124,10 +139,18 @@ fn run(pinned: bool, total: usize, rounds: usize) -> Results {
     let img = d.path().join("img");
     let b = Bench::start(
         d.path(),
-        &["-r".into(), format!("{}", 2 * total), "-d".into(), format!("key=/dk,hostpath={},size={}", img.display(), total)],
+        &[
+            "-r".into(),
+            format!("{}", 2 * total),
+            "-d".into(),
+            format!("key=/dk,hostpath={},size={}", img.display(), total),
+        ],
     );
     let c = rumpclient::Client::connect(&b.url).expect("connect");
-    assert!(c.inline_granted(), "our server grants inline input to our client");
+    assert!(
+        c.inline_granted(),
+        "our server grants inline input to our client"
+    );
     // The same kernel process over the plain protocol (NetBSD's wire:
     // a copyin round trip per write), for comparison.
     let plain = rumpclient::Client::connect_plain(&b.url).expect("connect");
@@ -166,7 +189,8 @@ fn run(pinned: bool, total: usize, rounds: usize) -> Results {
 
     let n = 3000;
     let nb = (nblk * 2).clamp(500, 4000);
-    let (mut v_pp, mut v_null, mut v_bulk, mut v_pw, mut v_plain) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut v_pp, mut v_null, mut v_bulk, mut v_pw, mut v_plain) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut blk = 0usize;
     let mut next_off = || {
         blk = (blk + 1) % nblk;
@@ -195,7 +219,10 @@ fn run(pinned: bool, total: usize, rounds: usize) -> Results {
             }
             k += 1;
         }
-        println!("  {:.2} us per call", t.elapsed().as_secs_f64() * 1e6 / k as f64);
+        println!(
+            "  {:.2} us per call",
+            t.elapsed().as_secs_f64() * 1e6 / k as f64
+        );
         std::process::exit(0);
     }
     let (mut rt_null, mut rt_pw, mut rt_plain) = (0.0, 0.0, 0.0);
@@ -295,9 +322,19 @@ fn report(tag: &str, r: &Results, total: usize) {
 }
 
 fn main() {
-    let total: usize = std::env::var("BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256) * MIB;
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(7).max(1);
-    let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let total: usize = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+        * MIB;
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7)
+        .max(1);
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("kernel: medians of {rounds} rounds (spread: min..max of the round medians; ratios: median of per-round ratios), {ncpu} CPUs");
     println!(
         "  Both pinned and unpinned figures are shown: pinned to one CPU, client and server hand off on that CPU \
@@ -306,7 +343,11 @@ fn main() {
          never when pinned), the raw floors block, so unpinned ours can beat its floor."
     );
     let pinned = run(true, total, rounds);
-    report("pinned to CPU 0 (taskset -c 0 equivalent: this process, its threads and rump_server)", &pinned, total);
+    report(
+        "pinned to CPU 0 (taskset -c 0 equivalent: this process, its threads and rump_server)",
+        &pinned,
+        total,
+    );
     let unpinned = run(false, total, rounds);
     report("unpinned", &unpinned, total);
 }

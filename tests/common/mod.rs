@@ -19,7 +19,8 @@ pub const RUMPCTL: &str = env!("CARGO_BIN_EXE_rumpctl");
 pub fn rump_halt() -> PathBuf {
     static P: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     P.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bin.{}", std::process::id()));
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bin.{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir for the rump.halt link");
         let link = dir.join("rump.halt");
         let _ = std::fs::remove_file(&link);
@@ -31,7 +32,10 @@ pub fn rump_halt() -> PathBuf {
 
 /// A private directory for one test's sockets and images.
 pub fn tmpdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("rump-test.").tempdir().expect("temporary directory")
+    tempfile::Builder::new()
+        .prefix("rump-test.")
+        .tempdir()
+        .expect("temporary directory")
 }
 
 /// A `rump_server -s` (foreground, so the test owns the process) with its
@@ -51,10 +55,15 @@ pub struct ServerOpts<'a> {
     pub cores: bool,
 }
 
-
 impl Server {
     pub fn start(dir: &Path, args: &[&str]) -> Server {
-        Self::start_with(dir, ServerOpts { args: args.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+        Self::start_with(
+            dir,
+            ServerOpts {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+        )
     }
 
     pub fn start_with(dir: &Path, o: ServerOpts) -> Server {
@@ -66,7 +75,11 @@ impl Server {
         let sock = dir.join("sock");
         let url = format!("unix://{}", sock.display());
         let mut cmd = Command::new(RUMP_SERVER);
-        cmd.arg("-s").args(&o.args).arg(&url).current_dir(dir).stdin(Stdio::null());
+        cmd.arg("-s")
+            .args(&o.args)
+            .arg(&url)
+            .current_dir(dir)
+            .stdin(Stdio::null());
         if let Some(l) = log {
             cmd.stderr(std::fs::File::create(l).expect("server log file"));
         }
@@ -85,7 +98,12 @@ impl Server {
             }
         }
         let child = cmd.spawn().expect("spawn rump_server");
-        let mut s = Server { child: Some(child), url, sock, dir: dir.to_path_buf() };
+        let mut s = Server {
+            child: Some(child),
+            url,
+            sock,
+            dir: dir.to_path_buf(),
+        };
         s.wait_ready();
         s
     }
@@ -96,7 +114,11 @@ impl Server {
             if Client::connect(&self.url).is_ok() {
                 return;
             }
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("rump_server exited during start-up: {st}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -236,7 +258,11 @@ pub fn mke2fs(img: &Path, args: &[&str], size: &str) {
 
 /// `e2fsck -fn` finds no problem.
 pub fn e2fsck_clean(img: &Path) {
-    let o = host_cmd("e2fsck").arg("-fn").arg(img).output().expect("e2fsck");
+    let o = host_cmd("e2fsck")
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .expect("e2fsck");
     assert!(
         o.status.success(),
         "e2fsck -fn found problems ({:?}):\n{}{}",
@@ -248,7 +274,12 @@ pub fn e2fsck_clean(img: &Path) {
 
 /// A file's bytes as `debugfs` reads them from the image.
 pub fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
-    let o = host_cmd("debugfs").arg("-R").arg(format!("cat {path}")).arg(img).output().expect("debugfs");
+    let o = host_cmd("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(img)
+        .output()
+        .expect("debugfs");
     assert!(o.status.success(), "debugfs: {}", stderr(&o));
     o.stdout
 }
@@ -259,8 +290,15 @@ pub fn debugfs_cat(img: &Path, path: &str) -> Vec<u8> {
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let zombie = s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+            let zombie = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z');
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
             !zombie || threads > 1
         }
         Err(_) => false,

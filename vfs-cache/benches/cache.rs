@@ -19,13 +19,17 @@ use vfs_cache::{Cache, HostDrive, Store};
 const CHUNK: usize = 64 * 1024;
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn prepare(path: &Path, size: u64) -> Result<(), String> {
     let _ = fs::remove_file(path);
     let f = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.set_len(size).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(size)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     f.sync_all().map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -33,7 +37,10 @@ fn prepare(path: &Path, size: u64) -> Result<(), String> {
 fn floor(path: &Path, total: u64, buf: &[u8]) -> Result<Duration, String> {
     prepare(path, total)?;
     let t = Instant::now();
-    let mut f = OpenOptions::new().write(true).open(path).map_err(|e| e.to_string())?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
     let mut done = 0u64;
     while done < total {
         f.write_all(buf).map_err(|e| e.to_string())?;
@@ -48,7 +55,13 @@ fn floor(path: &Path, total: u64, buf: &[u8]) -> Result<Duration, String> {
 }
 
 /// Ours: 64 KiB Store::write()s through the cache, then sync.
-fn cached(path: &Path, total: u64, buf: &[u8], limit: u64, bs: usize) -> Result<(Duration, vfs_cache::Stats), String> {
+fn cached(
+    path: &Path,
+    total: u64,
+    buf: &[u8],
+    limit: u64,
+    bs: usize,
+) -> Result<(Duration, vfs_cache::Stats), String> {
     prepare(path, total)?;
     let t = Instant::now();
     let p = path.to_str().ok_or("non-UTF-8 bench path")?;
@@ -57,13 +70,18 @@ fn cached(path: &Path, total: u64, buf: &[u8], limit: u64, bs: usize) -> Result<
     let dev = cache.attach(Arc::new(drive), bs);
     let mut off = 0u64;
     while off < total {
-        dev.write(off, buf).map_err(|e| format!("write at {off}: {e}"))?;
+        dev.write(off, buf)
+            .map_err(|e| format!("write at {off}: {e}"))?;
         off += buf.len() as u64;
     }
     let w = t.elapsed();
     dev.sync().map_err(|e| format!("sync: {e}"))?;
     if std::env::var_os("VFS_CACHE_BENCH_VERBOSE").is_some() {
-        println!("    (limit {limit}, bs {bs}: writes {:?}, sync {:?})", w, t.elapsed() - w);
+        println!(
+            "    (limit {limit}, bs {bs}: writes {:?}, sync {:?})",
+            w,
+            t.elapsed() - w
+        );
     }
     Ok((t.elapsed(), cache.stats()))
 }
@@ -80,7 +98,9 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let base = std::env::var_os("VFS_CACHE_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("VFS_CACHE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("vfs-cache-bench-{}", std::process::id()));
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let r = bench(&dir);
@@ -92,11 +112,17 @@ fn bench(dir: &Path) -> Result<(), String> {
     let total = env_num("VFS_CACHE_BENCH_MB", 256) << 20;
     let runs = env_num("VFS_CACHE_BENCH_RUNS", 3).max(1);
     // Run only configuration N (0-based), for profiling.
-    let only = std::env::var("VFS_CACHE_BENCH_ONLY").ok().and_then(|v| v.parse::<usize>().ok());
+    let only = std::env::var("VFS_CACHE_BENCH_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
     let buf: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + 3) as u8).collect();
     let floor_path = dir.join("floor.img");
     let ours_path = dir.join("cached.img");
-    println!("vfs-cache flush throughput: {} MiB in 64 KiB writes, then sync; dir {}", total >> 20, dir.display());
+    println!(
+        "vfs-cache flush throughput: {} MiB in 64 KiB writes, then sync; dir {}",
+        total >> 20,
+        dir.display()
+    );
 
     // (label, memory limit, block size)
     let configs: [(&str, u64, usize); 3] = [
@@ -105,7 +131,8 @@ fn bench(dir: &Path) -> Result<(), String> {
         ("limit 64 MiB, 4 KiB blocks", 64 << 20, 4096),
     ];
     let mut best_floor = Duration::MAX;
-    let mut best: Vec<(Duration, Option<vfs_cache::Stats>)> = vec![(Duration::MAX, None); configs.len()];
+    let mut best: Vec<(Duration, Option<vfs_cache::Stats>)> =
+        vec![(Duration::MAX, None); configs.len()];
     for _ in 0..runs {
         let f = floor(&floor_path, total, &buf)?;
         let _ = fs::remove_file(&floor_path);
@@ -128,7 +155,10 @@ fn bench(dir: &Path) -> Result<(), String> {
             continue;
         }
         let ours = mibs(total, best[i].0);
-        println!("  cache: {label:<26} {ours:9.1} MiB/s  ratio {:.2}", ours / fl);
+        println!(
+            "  cache: {label:<26} {ours:9.1} MiB/s  ratio {:.2}",
+            ours / fl
+        );
         if let Some(s) = &best[i].1 {
             println!(
                 "         writes {} ({} MiB), throttled {}, peak dirty {} MiB, peak cached {} MiB",

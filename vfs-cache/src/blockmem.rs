@@ -58,7 +58,11 @@ pub(crate) struct BlockMem {
 
 enum Inner {
     Heap(Box<[u8]>),
-    Slot { ptr: NonNull<u8>, len: usize, class: usize },
+    Slot {
+        ptr: NonNull<u8>,
+        len: usize,
+        class: usize,
+    },
 }
 
 // SAFETY: a slot is exclusively owned by its `BlockMem` (the pool hands
@@ -121,7 +125,9 @@ fn map_arena() -> Option<(usize, MmapMut)> {
     let start = map.as_mut_ptr() as usize;
     let base = (start + ARENA - 1) & !(ARENA - 1);
     let off = base - start;
-    let huge = THP_SKIP.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err();
+    let huge = THP_SKIP
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .is_err();
     let t = Instant::now();
     // Both calls are advisory: without THP the arena has small pages,
     // without MADV_POPULATE_WRITE its pages fault in on first touch.
@@ -138,7 +144,10 @@ fn map_arena() -> Option<(usize, MmapMut)> {
 fn alloc_slot(class: usize) -> Option<NonNull<u8>> {
     let size = slot_size(class);
     let mut g = POOLS[class].lock();
-    let pool = g.get_or_insert_with(|| ClassPool { free: Vec::new(), arenas: HashMap::new() });
+    let pool = g.get_or_insert_with(|| ClassPool {
+        free: Vec::new(),
+        arenas: HashMap::new(),
+    });
     let addr = match pool.free.pop() {
         Some(a) => a,
         None => {
@@ -146,10 +155,14 @@ fn alloc_slot(class: usize) -> Option<NonNull<u8>> {
             drop(g);
             let (base, map) = map_arena()?;
             g = POOLS[class].lock();
-            let pool = g.get_or_insert_with(|| ClassPool { free: Vec::new(), arenas: HashMap::new() });
+            let pool = g.get_or_insert_with(|| ClassPool {
+                free: Vec::new(),
+                arenas: HashMap::new(),
+            });
             pool.arenas.insert(base, Arena { _map: map, used: 0 });
             // Hand out the lowest slot first, so an arena fills in order.
-            pool.free.extend((1..ARENA / size).rev().map(|i| base + i * size));
+            pool.free
+                .extend((1..ARENA / size).rev().map(|i| base + i * size));
             base
         }
     };
@@ -166,7 +179,9 @@ fn free_slot(class: usize, ptr: NonNull<u8>) {
     let mut g = POOLS[class].lock();
     let Some(pool) = g.as_mut() else { return };
     pool.free.push(addr);
-    let Some(arena) = pool.arenas.get_mut(&base) else { return };
+    let Some(arena) = pool.arenas.get_mut(&base) else {
+        return;
+    };
     arena.used -= 1;
     if arena.used == 0 && pool.free.len() >= 2 * per_arena {
         // Every slot of this arena is free (none is referenced by a
@@ -185,10 +200,14 @@ impl BlockMem {
     pub(crate) fn new(len: usize, block_size: usize) -> BlockMem {
         if let Some(class) = class_of(block_size).filter(|_| len <= block_size && len > 0) {
             if let Some(ptr) = alloc_slot(class) {
-                return BlockMem { inner: Inner::Slot { ptr, len, class } };
+                return BlockMem {
+                    inner: Inner::Slot { ptr, len, class },
+                };
             }
         }
-        BlockMem { inner: Inner::Heap(vec![0u8; len].into_boxed_slice()) }
+        BlockMem {
+            inner: Inner::Heap(vec![0u8; len].into_boxed_slice()),
+        }
     }
 
     /// A block holding a copy of `src`.
@@ -206,7 +225,9 @@ impl Deref for BlockMem {
             Inner::Heap(b) => b,
             // SAFETY: the slot is `slot_size(class) >= len` bytes of mapped,
             // initialized memory owned by this BlockMem until drop.
-            Inner::Slot { ptr, len, .. } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) },
+            Inner::Slot { ptr, len, .. } => unsafe {
+                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            },
         }
     }
 }
@@ -217,7 +238,9 @@ impl DerefMut for BlockMem {
             Inner::Heap(b) => b,
             // SAFETY: as in `deref`, and `&mut self` makes the access
             // exclusive.
-            Inner::Slot { ptr, len, .. } => unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), *len) },
+            Inner::Slot { ptr, len, .. } => unsafe {
+                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            },
         }
     }
 }
@@ -237,7 +260,9 @@ mod tests {
     #[test]
     fn slots_are_distinct_recycled_and_released() {
         let bs = 64 * 1024;
-        let mut v: Vec<BlockMem> = (0..100).map(|i| BlockMem::copy_of(&vec![i as u8; bs], bs)).collect();
+        let mut v: Vec<BlockMem> = (0..100)
+            .map(|i| BlockMem::copy_of(&vec![i as u8; bs], bs))
+            .collect();
         for (i, m) in v.iter().enumerate() {
             assert_eq!(m.len(), bs);
             assert!(m.iter().all(|&b| b == i as u8));

@@ -104,7 +104,11 @@ pub struct CacheConfig {
 
 impl CacheConfig {
     pub fn new(limit: u64) -> CacheConfig {
-        CacheConfig { limit, max_merge: DEFAULT_MAX_MERGE, max_dirty: u64::MAX }
+        CacheConfig {
+            limit,
+            max_merge: DEFAULT_MAX_MERGE,
+            max_dirty: u64::MAX,
+        }
     }
 }
 
@@ -341,7 +345,10 @@ impl Cache {
         let low = high - (high / 3).min(MAX_WRITEBACK_BATCH);
         let shards = (0..NSHARDS)
             .map(|_| Shard {
-                map: Mutex::new(ShardMap { blocks: KeyMap::default(), lru: BTreeMap::new() }),
+                map: Mutex::new(ShardMap {
+                    blocks: KeyMap::default(),
+                    lru: BTreeMap::new(),
+                }),
                 head: AtomicU64::new(u64::MAX),
                 dirty: Mutex::new(BTreeMap::new()),
             })
@@ -366,11 +373,24 @@ impl Cache {
     /// Attach `dev`, cut into blocks of `block_size` bytes (0 means
     /// [`DEFAULT_BLOCK_SIZE`]). The device's size is taken now.
     pub fn attach(&self, dev: Arc<dyn BlockDevice>, block_size: usize) -> Arc<CachedDev> {
-        let bs = if block_size == 0 { DEFAULT_BLOCK_SIZE } else { block_size };
+        let bs = if block_size == 0 {
+            DEFAULT_BLOCK_SIZE
+        } else {
+            block_size
+        };
         let id = self.sh.next_dev.fetch_add(1, Relaxed);
-        let core = Arc::new(DevCore { id, size: dev.size(), dev, bs, c: Counters::default() });
+        let core = Arc::new(DevCore {
+            id,
+            size: dev.size(),
+            dev,
+            bs,
+            c: Counters::default(),
+        });
         self.sh.devs.write().insert(id, core.clone());
-        Arc::new(CachedDev { sh: self.sh.clone(), core })
+        Arc::new(CachedDev {
+            sh: self.sh.clone(),
+            core,
+        })
     }
 
     /// Sync every attached device; continues past errors and returns the
@@ -390,7 +410,9 @@ impl Cache {
     /// in attach order, for callers that report per drive (halt).
     pub fn sync_each(&self) -> Vec<(u32, Result<(), Errno>)> {
         let devs: Vec<Arc<DevCore>> = self.sh.devs.read().values().cloned().collect();
-        devs.iter().map(|core| (core.id, self.sh.sync_dev(core))).collect()
+        devs.iter()
+            .map(|core| (core.id, self.sh.sync_dev(core)))
+            .collect()
     }
 
     /// Cache-wide counters.
@@ -500,7 +522,12 @@ impl CachedDev {
     /// caller's data in there). No lock is held while `fill` runs; if it
     /// fails, nothing is written and its error is returned. Otherwise as
     /// [`Store::write`] of those bytes.
-    pub fn write_block_with(&self, off: u64, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<(), Errno>) -> Result<(), Errno> {
+    pub fn write_block_with(
+        &self,
+        off: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
         if !self.is_whole_block(off, len) {
             return Err(Errno(EINVAL));
         }
@@ -520,7 +547,12 @@ impl CachedDev {
     /// The range of `len` bytes at `off` (checked) in per-block pieces.
     fn pieces(&self, off: u64, len: usize) -> Result<Pieces<'_>, Errno> {
         self.check_range(off, len)?;
-        Ok(Pieces { core: &self.core, off, len, done: 0 })
+        Ok(Pieces {
+            core: &self.core,
+            off,
+            len,
+            done: 0,
+        })
     }
 }
 
@@ -550,7 +582,12 @@ impl Iterator for Pieces<'_> {
         let pos = self.off + self.done as u64;
         let (blk, boff) = (pos / bs, (pos % bs) as usize);
         let n = (self.core.block_len(blk) - boff).min(self.len - self.done);
-        let p = Piece { blk, boff, at: self.done, n };
+        let p = Piece {
+            blk,
+            boff,
+            at: self.done,
+            n,
+        };
         self.done += n;
         Some(p)
     }
@@ -605,12 +642,17 @@ impl Store for CachedDev {
         let mut run: Option<(usize, usize)> = None; // (at, len) in buf
         let flush = |run: &mut Option<(usize, usize)>, buf: &mut [u8]| -> Result<(), Errno> {
             if let Some((at, len)) = run.take() {
-                self.core.dev.read_at(&mut buf[at..at + len], off + at as u64)?;
+                self.core
+                    .dev
+                    .read_at(&mut buf[at..at + len], off + at as u64)?;
             }
             Ok(())
         };
         for p in self.pieces(off, buf.len())? {
-            if p.boff == 0 && p.n == self.core.block_len(p.blk) && self.sh.find_block(&self.core, p.blk).is_none() {
+            if p.boff == 0
+                && p.n == self.core.block_len(p.blk)
+                && self.sh.find_block(&self.core, p.blk).is_none()
+            {
                 count!(self.sh, self.core, misses, 1);
                 run = match run {
                     Some((at, len)) => Some((at, len + p.n)),
@@ -857,13 +899,22 @@ impl Shared {
 
     /// `write_block`, or with `whole` (the block's new bytes, already in
     /// block memory) install that memory instead of copying.
-    fn write_block_from(&self, b: &Arc<Block>, boff: usize, piece: &[u8], mut whole: Option<BlockMem>) -> Result<(), Errno> {
+    fn write_block_from(
+        &self,
+        b: &Arc<Block>,
+        boff: usize,
+        piece: &[u8],
+        mut whole: Option<BlockMem>,
+    ) -> Result<(), Errno> {
         let full = whole.is_some() || (boff == 0 && piece.len() == b.len);
         let mut throttled = false;
         let mut loaded = false;
         loop {
             let mut st = b.st.lock();
-            if !st.dirty && !throttled && self.c.dirty_bytes.load(Relaxed) + b.len as u64 > self.high {
+            if !st.dirty
+                && !throttled
+                && self.c.dirty_bytes.load(Relaxed) + b.len as u64 > self.high
+            {
                 drop(st);
                 self.throttle(&b.core, b.len)?;
                 throttled = true;
@@ -902,7 +953,13 @@ impl Shared {
             if !st.dirty {
                 st.dirty = true;
                 let seq = self.dirty_seq.fetch_add(1, Relaxed);
-                self.shard(&b.key).dirty.lock().insert(b.key, DirtyEnt { seq, in_flight: false });
+                self.shard(&b.key).dirty.lock().insert(
+                    b.key,
+                    DirtyEnt {
+                        seq,
+                        in_flight: false,
+                    },
+                );
                 self.add_dirty(b);
             }
             return Ok(());
@@ -1016,7 +1073,9 @@ impl Shared {
             // before this sync began).
             loop {
                 let t = self.ev.prepare();
-                let busy = keys.iter().any(|k| self.peek_block(k).is_some_and(|b| b.st.lock().in_flight));
+                let busy = keys
+                    .iter()
+                    .any(|k| self.peek_block(k).is_some_and(|b| b.st.lock().in_flight));
                 if busy {
                     self.ev.wait(t);
                 } else {
@@ -1043,7 +1102,13 @@ impl Shared {
         if !st.dirty && st.data.is_some() {
             st.dirty = true;
             let seq = self.dirty_seq.fetch_add(1, Relaxed);
-            self.shard(&b.key).dirty.lock().insert(b.key, DirtyEnt { seq, in_flight: false });
+            self.shard(&b.key).dirty.lock().insert(
+                b.key,
+                DirtyEnt {
+                    seq,
+                    in_flight: false,
+                },
+            );
             self.add_dirty(b);
         }
     }
@@ -1058,12 +1123,17 @@ impl Shared {
         let mut next_blk = 0u64;
         for k in keys {
             if let Some((first, _)) = run.first() {
-                if k.dev != first.key.dev || k.blk != next_blk || bytes + first.core.bs > self.max_merge {
+                if k.dev != first.key.dev
+                    || k.blk != next_blk
+                    || bytes + first.core.bs > self.max_merge
+                {
                     self.submit(&mut run, &mut buf, &mut out, want_cleaned);
                     bytes = 0;
                 }
             }
-            let Some(b) = self.peek_block(k) else { continue };
+            let Some(b) = self.peek_block(k) else {
+                continue;
+            };
             {
                 let mut st = b.st.lock();
                 if !st.dirty {
@@ -1092,8 +1162,16 @@ impl Shared {
 
     /// Write the run (its blocks' memory in `buf`, shared with the blocks
     /// while in flight) as one device write, then settle the blocks.
-    fn submit(&self, run: &mut Vec<(Arc<Block>, u64)>, buf: &mut Vec<Arc<BlockMem>>, out: &mut Outcome, want_cleaned: bool) {
-        let Some((first, _)) = run.first() else { return };
+    fn submit(
+        &self,
+        run: &mut Vec<(Arc<Block>, u64)>,
+        buf: &mut Vec<Arc<BlockMem>>,
+        out: &mut Outcome,
+        want_cleaned: bool,
+    ) {
+        let Some((first, _)) = run.first() else {
+            return;
+        };
         let core = first.core.clone();
         let off = first.key.blk * core.bs as u64;
         let parts: Vec<&[u8]> = buf.iter().map(|m| &m[..]).collect();

@@ -77,13 +77,18 @@ impl FromStr for FaultMode {
 pub enum FaultSpecError {
     #[error("empty fault mode (expected write-error, write-hang, write-spin or flush-error)")]
     EmptyMode,
-    #[error("unknown fault mode \"{0}\" (expected write-error, write-hang, write-spin or flush-error)")]
+    #[error(
+        "unknown fault mode \"{0}\" (expected write-error, write-hang, write-spin or flush-error)"
+    )]
     UnknownMode(String),
     #[error("empty fault spec (expected MODE[:CONTROLFILE], MODE one of write-error, write-hang, write-spin, flush-error)")]
     EmptySpec,
     /// The spec, and what is wrong with its mode.
     #[error("fault spec \"{spec}\": {mode}")]
-    BadMode { spec: String, mode: Box<FaultSpecError> },
+    BadMode {
+        spec: String,
+        mode: Box<FaultSpecError>,
+    },
     #[error("fault spec \"{0}\": empty control file path after ':'")]
     EmptyControlFile(String),
 }
@@ -103,7 +108,11 @@ const HANG_POLL: Duration = Duration::from_millis(10);
 impl FaultControl {
     /// A control in `mode`, switchable with [`FaultControl::set`].
     pub fn new(mode: FaultMode) -> FaultControl {
-        FaultControl { mode: Mutex::new(mode), changed: Condvar::new(), file: None }
+        FaultControl {
+            mode: Mutex::new(mode),
+            changed: Condvar::new(),
+            file: None,
+        }
     }
 
     /// Parse `MODE[:CONTROLFILE]` (see the module documentation).
@@ -115,9 +124,12 @@ impl FaultControl {
         if spec.is_empty() {
             return Err(FaultSpecError::EmptySpec);
         }
-        let mode: FaultMode = mode
-            .parse()
-            .map_err(|e: FaultSpecError| FaultSpecError::BadMode { spec: spec.to_string(), mode: Box::new(e) })?;
+        let mode: FaultMode =
+            mode.parse()
+                .map_err(|e: FaultSpecError| FaultSpecError::BadMode {
+                    spec: spec.to_string(),
+                    mode: Box::new(e),
+                })?;
         match file {
             None => Ok(FaultControl::new(mode)),
             Some("") => Err(FaultSpecError::EmptyControlFile(spec.to_string())),
@@ -217,7 +229,9 @@ impl BlockDevice for FaultyDrive {
                 FaultMode::WriteError => return Err(Errno(EIO)),
                 FaultMode::WriteHang => self.ctl.hang(),
                 FaultMode::WriteSpin => self.ctl.spin(),
-                FaultMode::None | FaultMode::FlushError => return self.inner.write_vectored_at(bufs, off),
+                FaultMode::None | FaultMode::FlushError => {
+                    return self.inner.write_vectored_at(bufs, off)
+                }
             }
         }
     }

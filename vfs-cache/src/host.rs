@@ -17,8 +17,8 @@ use netbsd_abi::errno::{EACCES, EAGAIN, EINVAL, EIO};
 use netbsd_abi::Errno;
 use rumpuser::bio;
 use rumpuser::file::{
-    self, FileType, HostFile, RumpuserIovec, OPEN_ACCMODE, OPEN_BIO, OPEN_CREATE, OPEN_RDONLY, OPEN_RDWR, SYNCFD_SYNC,
-    SYNCFD_WRITE,
+    self, FileType, HostFile, RumpuserIovec, OPEN_ACCMODE, OPEN_BIO, OPEN_CREATE, OPEN_RDONLY,
+    OPEN_RDWR, SYNCFD_SYNC, SYNCFD_WRITE,
 };
 
 use crate::BlockDevice;
@@ -68,12 +68,22 @@ impl HostDrive {
     /// the cache's aligned writes (only a cached drive wants it). `size` as
     /// for [`HostDrive::open`]; growing the file to it is the caller's
     /// business ([`HostDrive::set_len`]).
-    pub fn open_with(path: &str, size: Option<u64>, create: bool, direct: bool) -> Result<HostDrive, Errno> {
+    pub fn open_with(
+        path: &str,
+        size: Option<u64>,
+        create: bool,
+        direct: bool,
+    ) -> Result<HostDrive, Errno> {
         let create = if create { OPEN_CREATE } else { 0 };
         HostDrive::open_flags(path, size, OPEN_RDWR | create, direct)
     }
 
-    fn open_flags(path: &str, size: Option<u64>, mode: i32, direct: bool) -> Result<HostDrive, Errno> {
+    fn open_flags(
+        path: &str,
+        size: Option<u64>,
+        mode: i32,
+        direct: bool,
+    ) -> Result<HostDrive, Errno> {
         let file = HostFile::open(path, mode | OPEN_BIO)?;
         let size = match size {
             Some(s) => s,
@@ -82,8 +92,18 @@ impl HostDrive {
         if i64::try_from(size).is_err() {
             return Err(Errno(EINVAL));
         }
-        let direct = if direct && mode & OPEN_ACCMODE == OPEN_RDWR { open_direct(path) } else { None };
-        Ok(HostDrive { file, size, path: path.to_string(), direct, direct_ok: AtomicBool::new(true) })
+        let direct = if direct && mode & OPEN_ACCMODE == OPEN_RDWR {
+            open_direct(path)
+        } else {
+            None
+        };
+        Ok(HostDrive {
+            file,
+            size,
+            path: path.to_string(),
+            direct,
+            direct_ok: AtomicBool::new(true),
+        })
     }
 
     pub fn path(&self) -> &str {
@@ -210,7 +230,9 @@ impl BlockDevice for HostDrive {
         if let Some(d) = &self.direct {
             let mask = DIRECT_ALIGN - 1;
             let aligned = off & mask as u64 == 0
-                && bufs.iter().all(|b| b.as_ptr() as usize & mask == 0 && b.len() & mask == 0);
+                && bufs
+                    .iter()
+                    .all(|b| b.as_ptr() as usize & mask == 0 && b.len() & mask == 0);
             if aligned && self.direct_ok.load(Ordering::Relaxed) {
                 match write_gather(d.fd(), bufs, off) {
                     Err(Errno(EINVAL)) => {
@@ -257,7 +279,10 @@ fn write_gather(fd: i32, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
     let mut iov: Vec<RumpuserIovec> = bufs
         .iter()
         .filter(|b| !b.is_empty())
-        .map(|b| RumpuserIovec { iov_base: b.as_ptr() as *mut std::ffi::c_void, iov_len: b.len() })
+        .map(|b| RumpuserIovec {
+            iov_base: b.as_ptr() as *mut std::ffi::c_void,
+            iov_len: b.len(),
+        })
         .collect();
     let mut first = 0;
     let mut pos = off;

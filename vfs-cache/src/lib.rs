@@ -25,7 +25,9 @@ pub mod mem;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{Cache, CacheConfig, CachedDev, IntHasher, Stats, DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MERGE};
+pub use cache::{
+    Cache, CacheConfig, CachedDev, IntHasher, Stats, DEFAULT_BLOCK_SIZE, DEFAULT_MAX_MERGE,
+};
 pub use fault::{FaultControl, FaultMode, FaultSpecError, FaultyDrive};
 pub use host::HostDrive;
 pub use mem::{DevOp, MemDevice};

@@ -95,14 +95,20 @@ impl BlockDevice for MemDevice {
     }
 
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), Errno> {
-        self.ops.lock().push(DevOp::Read { off, len: buf.len() });
+        self.ops.lock().push(DevOp::Read {
+            off,
+            len: buf.len(),
+        });
         let r = self.range(off, buf.len())?;
         buf.copy_from_slice(&self.data.lock()[r]);
         Ok(())
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
-        self.ops.lock().push(DevOp::Write { off, len: buf.len() });
+        self.ops.lock().push(DevOp::Write {
+            off,
+            len: buf.len(),
+        });
         let hook = self.hook.lock().clone();
         if let Some(h) = hook {
             h(off, buf.len());

@@ -31,7 +31,10 @@ fn setup(size: usize, limit: u64, bs: usize) -> (Arc<Cache>, Arc<MemDevice>, Arc
 }
 
 fn reads(mem: &MemDevice) -> usize {
-    mem.ops().iter().filter(|o| matches!(o, DevOp::Read { .. })).count()
+    mem.ops()
+        .iter()
+        .filter(|o| matches!(o, DevOp::Read { .. }))
+        .count()
 }
 
 #[test]
@@ -118,7 +121,10 @@ fn bounds_and_short_last_block() {
 #[test]
 fn sync_merges_adjacent_blocks_in_ascending_order() {
     let bs = 4 * KB;
-    let cache = Cache::with_config(CacheConfig { max_merge: 64 * KB, ..CacheConfig::new(64 << 20) });
+    let cache = Cache::with_config(CacheConfig {
+        max_merge: 64 * KB,
+        ..CacheConfig::new(64 << 20)
+    });
     let mem = MemDevice::new(4 << 20);
     let dev = cache.attach(mem.clone(), bs);
     // 64 adjacent blocks (256 KiB) written in a scrambled order, plus two
@@ -148,7 +154,11 @@ fn sync_merges_adjacent_blocks_in_ascending_order() {
     assert_eq!(cache.stats().flushes, 6);
     let c = mem.contents();
     for i in (0..64).chain([100, 101, 102, 200]) {
-        assert_eq!(&c[i * bs..(i + 1) * bs], &pattern(bs, i as u32)[..], "block {i}");
+        assert_eq!(
+            &c[i * bs..(i + 1) * bs],
+            &pattern(bs, i as u32)[..],
+            "block {i}"
+        );
     }
     // Default merge cap 1 MiB: 256 blocks of 4 KiB in one write.
     let cache = Cache::new(64 << 20);
@@ -191,7 +201,11 @@ fn block_dirtied_during_its_write_stays_dirty() {
     mem.set_write_hook(None);
     mem.clear_ops();
     dev.sync().unwrap();
-    assert_eq!(mem.writes(), vec![(0, bs)], "only the re-dirtied block is written again");
+    assert_eq!(
+        mem.writes(),
+        vec![(0, bs)],
+        "only the re-dirtied block is written again"
+    );
     assert_eq!(&mem.contents()[10..16], b"second");
     assert_eq!(cache.stats().dirty_bytes, 0);
 }
@@ -237,7 +251,10 @@ impl BlockDevice for FailAt {
     }
     fn write_at(&self, buf: &[u8], off: u64) -> Result<(), Errno> {
         if off <= self.bad && self.bad < off + buf.len() as u64 {
-            self.inner.ops.lock().push(DevOp::Write { off, len: buf.len() });
+            self.inner.ops.lock().push(DevOp::Write {
+                off,
+                len: buf.len(),
+            });
             return Err(Errno(EIO));
         }
         self.inner.write_at(buf, off)
@@ -250,10 +267,19 @@ impl BlockDevice for FailAt {
 #[test]
 fn sync_continues_past_a_failed_write_and_returns_the_first_error() {
     let bs = 64 * KB;
-    let cache = Cache::with_config(CacheConfig { max_merge: 2 * bs, ..CacheConfig::new(64 << 20) });
+    let cache = Cache::with_config(CacheConfig {
+        max_merge: 2 * bs,
+        ..CacheConfig::new(64 << 20)
+    });
     let mem = MemDevice::new(1 << 20);
     // Blocks 0..8 dirty, merged in pairs; the pair holding block 3 fails.
-    let dev = cache.attach(Arc::new(FailAt { inner: mem.clone(), bad: 3 * bs as u64 }), bs);
+    let dev = cache.attach(
+        Arc::new(FailAt {
+            inner: mem.clone(),
+            bad: 3 * bs as u64,
+        }),
+        bs,
+    );
     let other_mem = MemDevice::new(1 << 20);
     let other = cache.attach(other_mem.clone(), bs);
     dev.write(0, &pattern(8 * bs, 6)).unwrap();
@@ -265,11 +291,18 @@ fn sync_continues_past_a_failed_write_and_returns_the_first_error() {
     assert_eq!(&c[..2 * bs], &want[..2 * bs]);
     assert!(c[2 * bs..4 * bs].iter().all(|&b| b == 0));
     assert_eq!(&c[4 * bs..8 * bs], &want[4 * bs..]);
-    assert_eq!(&other_mem.durable()[..bs], &pattern(bs, 7)[..], "other device synced");
+    assert_eq!(
+        &other_mem.durable()[..bs],
+        &pattern(bs, 7)[..],
+        "other device synced"
+    );
     assert_eq!(dev.stats().dirty_bytes, 2 * bs as u64);
     assert_eq!(dev.stats().write_errors, 1);
     let each = cache.sync_each();
-    assert_eq!(each, vec![(dev.id(), Err(Errno(EIO))), (other.id(), Ok(()))]);
+    assert_eq!(
+        each,
+        vec![(dev.id(), Err(Errno(EIO))), (other.id(), Ok(()))]
+    );
     assert_eq!(other.stats().dirty_bytes, 0);
 }
 
@@ -400,7 +433,10 @@ fn writers_are_throttled_not_failed() {
 #[test]
 fn max_dirty_caps_the_high_water_mark() {
     let bs = 64 * KB;
-    let cache = Cache::with_config(CacheConfig { max_dirty: 256 * KB as u64, ..CacheConfig::new(64 << 20) });
+    let cache = Cache::with_config(CacheConfig {
+        max_dirty: 256 * KB as u64,
+        ..CacheConfig::new(64 << 20)
+    });
     assert_eq!(cache.high_water(), 256 * KB as u64);
     let mem = MemDevice::new(2 << 20);
     let dev = cache.attach(mem.clone(), bs);
@@ -437,7 +473,10 @@ fn throttled_writers_on_a_failing_device_get_the_error_at_the_limit() {
     ctl.set(FaultMode::None);
     dev.sync().unwrap();
     for i in 0..ok {
-        assert_eq!(&mem.durable()[i * bs..(i + 1) * bs], &pattern(bs, i as u32)[..]);
+        assert_eq!(
+            &mem.durable()[i * bs..(i + 1) * bs],
+            &pattern(bs, i as u32)[..]
+        );
     }
 }
 
@@ -476,7 +515,10 @@ fn concurrent_writers_and_readers_stay_consistent() {
                 // the right writer (or still zero).
                 let v = buf[0];
                 assert!(buf.iter().all(|&b| b == v), "torn block {blk}");
-                assert!(v == 0 || (v >> 4) as usize == blk % writers, "block {blk} has {v:#x}");
+                assert!(
+                    v == 0 || (v >> 4) as usize == blk % writers,
+                    "block {blk} has {v:#x}"
+                );
             }
         }));
     }
@@ -487,13 +529,19 @@ fn concurrent_writers_and_readers_stay_consistent() {
     let c = mem.durable();
     for blk in 0..nblocks {
         let v = ((blk % writers) as u8) << 4 | rounds;
-        assert!(c[blk * bs..(blk + 1) * bs].iter().all(|&b| b == v), "block {blk}");
+        assert!(
+            c[blk * bs..(blk + 1) * bs].iter().all(|&b| b == v),
+            "block {blk}"
+        );
     }
     let s = cache.stats();
     assert_eq!(s.dirty_bytes, 0);
     assert!(s.throttled > 0 && s.evictions > 0, "{s:?}");
     assert!(s.peak_dirty_bytes <= limit, "{s:?}");
-    assert!(s.peak_cached_bytes <= limit + (writers + 4) as u64 * bs as u64, "{s:?}");
+    assert!(
+        s.peak_cached_bytes <= limit + (writers + 4) as u64 * bs as u64,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -511,7 +559,8 @@ fn concurrent_partial_writers_in_shared_blocks() {
             for r in 0..3u32 {
                 let mut off = t * 512;
                 while off < size {
-                    dev.write(off as u64, &pattern(512, (off as u32) ^ r)).unwrap();
+                    dev.write(off as u64, &pattern(512, (off as u32) ^ r))
+                        .unwrap();
                     off += n * 512;
                 }
             }
@@ -523,7 +572,11 @@ fn concurrent_partial_writers_in_shared_blocks() {
     cache.sync_all().unwrap();
     let c = mem.durable();
     for off in (0..size).step_by(512) {
-        assert_eq!(&c[off..off + 512], &pattern(512, (off as u32) ^ 2)[..], "slice {off}");
+        assert_eq!(
+            &c[off..off + 512],
+            &pattern(512, (off as u32) ^ 2)[..],
+            "slice {off}"
+        );
     }
 }
 
@@ -540,17 +593,45 @@ fn detach_syncs_and_forgets() {
 
 #[test]
 fn fault_specs_parse() {
-    assert_eq!(FaultControl::from_spec("write-error").unwrap().mode(), FaultMode::WriteError);
-    assert_eq!(FaultControl::from_spec("flush-error").unwrap().mode(), FaultMode::FlushError);
-    assert_eq!(FaultControl::from_spec("write-hang").unwrap().mode(), FaultMode::WriteHang);
+    assert_eq!(
+        FaultControl::from_spec("write-error").unwrap().mode(),
+        FaultMode::WriteError
+    );
+    assert_eq!(
+        FaultControl::from_spec("flush-error").unwrap().mode(),
+        FaultMode::FlushError
+    );
+    assert_eq!(
+        FaultControl::from_spec("write-hang").unwrap().mode(),
+        FaultMode::WriteHang
+    );
     let c = FaultControl::from_spec("write-error:/nonexistent/ctl").unwrap();
-    assert_eq!(c.mode(), FaultMode::None, "inactive while the file is missing");
-    assert_eq!(c.control_file(), Some(std::path::Path::new("/nonexistent/ctl")));
+    assert_eq!(
+        c.mode(),
+        FaultMode::None,
+        "inactive while the file is missing"
+    );
+    assert_eq!(
+        c.control_file(),
+        Some(std::path::Path::new("/nonexistent/ctl"))
+    );
     let e = FaultControl::from_spec("write-eror").unwrap_err();
-    assert!(e.to_string().contains("unknown fault mode \"write-eror\""), "{e}");
-    assert!(FaultControl::from_spec("").unwrap_err().to_string().contains("empty fault spec"));
-    assert!(FaultControl::from_spec("write-hang:").unwrap_err().to_string().contains("empty control file"));
-    assert!(FaultControl::from_spec(":x").unwrap_err().to_string().contains("empty fault mode"));
+    assert!(
+        e.to_string().contains("unknown fault mode \"write-eror\""),
+        "{e}"
+    );
+    assert!(FaultControl::from_spec("")
+        .unwrap_err()
+        .to_string()
+        .contains("empty fault spec"));
+    assert!(FaultControl::from_spec("write-hang:")
+        .unwrap_err()
+        .to_string()
+        .contains("empty control file"));
+    assert!(FaultControl::from_spec(":x")
+        .unwrap_err()
+        .to_string()
+        .contains("empty fault mode"));
 }
 
 #[test]
@@ -559,9 +640,17 @@ fn random_ops_match_a_model() {
     // small limits, against a plain byte vector.
     let mut failed_writes = 0;
     let mut failed_syncs = 0;
-    for (seed, bs, limit) in [(1u64, 4 * KB, 64 * KB as u64), (2, 3000, 40_000), (3, 64 * KB, 256 * KB as u64), (4, 512, 0)] {
+    for (seed, bs, limit) in [
+        (1u64, 4 * KB, 64 * KB as u64),
+        (2, 3000, 40_000),
+        (3, 64 * KB, 256 * KB as u64),
+        (4, 512, 0),
+    ] {
         let size = 300_000usize;
-        let cache = Cache::with_config(CacheConfig { max_merge: 3 * bs + 100, ..CacheConfig::new(limit) });
+        let cache = Cache::with_config(CacheConfig {
+            max_merge: 3 * bs + 100,
+            ..CacheConfig::new(limit)
+        });
         let mem = MemDevice::with_contents(pattern(size, seed as u32));
         let ctl = Arc::new(FaultControl::new(FaultMode::None));
         let dev = cache.attach(Arc::new(FaultyDrive::new(mem.clone(), ctl.clone())), bs);
@@ -595,7 +684,11 @@ fn random_ops_match_a_model() {
                 9..=16 => {
                     let mut got = vec![0u8; len];
                     dev.read(off as u64, &mut got).unwrap();
-                    assert_eq!(got, &model[off..off + len], "seed {seed} op {op} read {off}+{len}");
+                    assert_eq!(
+                        got,
+                        &model[off..off + len],
+                        "seed {seed} op {op} read {off}+{len}"
+                    );
                 }
                 17 => {
                     let r = dev.sync();
@@ -608,7 +701,11 @@ fn random_ops_match_a_model() {
                         assert_eq!(dev.stats().dirty_bytes, 0);
                     }
                 }
-                18 => ctl.set(if rnd(3) == 0 { FaultMode::WriteError } else { FaultMode::None }),
+                18 => ctl.set(if rnd(3) == 0 {
+                    FaultMode::WriteError
+                } else {
+                    FaultMode::None
+                }),
                 _ => {
                     // A read past the end fails and changes nothing.
                     let mut b = [0u8; 2];
@@ -616,13 +713,19 @@ fn random_ops_match_a_model() {
                 }
             }
             let s = cache.stats();
-            assert!(s.cached_bytes <= limit + 4 * bs as u64, "seed {seed} op {op} {s:?}");
+            assert!(
+                s.cached_bytes <= limit + 4 * bs as u64,
+                "seed {seed} op {op} {s:?}"
+            );
         }
         ctl.set(FaultMode::None);
         dev.sync().unwrap();
         assert_eq!(mem.durable(), model, "seed {seed} final");
     }
-    assert!(failed_writes > 0 && failed_syncs > 0, "{failed_writes} {failed_syncs}");
+    assert!(
+        failed_writes > 0 && failed_syncs > 0,
+        "{failed_writes} {failed_syncs}"
+    );
 }
 
 #[test]
@@ -765,9 +868,15 @@ fn write_block_with_fills_whole_blocks_in_place() {
     assert!(dev.is_whole_block(128 * KB as u64, 500));
     assert!(!dev.is_whole_block(1, 64 * KB));
     assert!(!dev.is_whole_block(0, 1000));
-    assert_eq!(dev.write_block_with(0, 1000, |_| Ok(())), Err(Errno(EINVAL)));
+    assert_eq!(
+        dev.write_block_with(0, 1000, |_| Ok(())),
+        Err(Errno(EINVAL))
+    );
     // A failing fill writes nothing.
-    assert_eq!(dev.write_block_with(0, 64 * KB, |_| Err(Errno(EIO))), Err(Errno(EIO)));
+    assert_eq!(
+        dev.write_block_with(0, 64 * KB, |_| Err(Errno(EIO))),
+        Err(Errno(EIO))
+    );
     assert_eq!(dev.stats().dirty_bytes, 0);
     let a = pattern(64 * KB, 11);
     dev.write_block_with(0, 64 * KB, |d| {
@@ -842,5 +951,8 @@ fn read_stream_reads_whole_absent_blocks_past_the_cache() {
     dev.read(from as u64, &mut plain).unwrap();
     assert_eq!(plain, got);
     // Out of range: EINVAL, nothing read.
-    assert_eq!(dev.read_stream(size as u64 - 1, &mut [0u8; 2]), Err(Errno(EINVAL)));
+    assert_eq!(
+        dev.read_stream(size as u64 - 1, &mut [0u8; 2]),
+        Err(Errno(EINVAL))
+    );
 }

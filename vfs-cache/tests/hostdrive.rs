@@ -33,7 +33,9 @@ impl Drop for TempDir {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
 }
 
 fn s(p: &Path) -> &str {
@@ -51,7 +53,10 @@ fn host_drive_write_back_reaches_the_file_only_on_sync() {
     let data = pattern(3 << 20, 7);
     dev.write(1000, &data).unwrap();
     let before = fs::read(&img).unwrap();
-    assert!(before.iter().all(|&b| b == 0), "nothing on the file before sync");
+    assert!(
+        before.iter().all(|&b| b == 0),
+        "nothing on the file before sync"
+    );
     dev.sync().unwrap();
     let after = fs::read(&img).unwrap();
     assert_eq!(after.len(), 8 << 20);
@@ -75,7 +80,10 @@ fn host_drive_write_back_reaches_the_file_only_on_sync() {
 #[test]
 fn host_drive_open_semantics() {
     let dir = TempDir::new("open");
-    assert_eq!(HostDrive::open(s(&dir.0.join("missing")), None).err(), Some(Errno(ENOENT)));
+    assert_eq!(
+        HostDrive::open(s(&dir.0.join("missing")), None).err(),
+        Some(Errno(ENOENT))
+    );
     let img = dir.file("small.img", 4096);
     // A given size larger than the file: the rest reads as zeros, writes
     // extend the file.
@@ -101,7 +109,10 @@ fn control_file_switches_faults() {
     let img = dir.file("disk.img", 1 << 20);
     let ctl_path = dir.0.join("ctl");
     let ctl = Arc::new(FaultControl::from_spec(&format!("write-error:{}", s(&ctl_path))).unwrap());
-    let drive = FaultyDrive::new(Arc::new(HostDrive::open(s(&img), None).unwrap()), ctl.clone());
+    let drive = FaultyDrive::new(
+        Arc::new(HostDrive::open(s(&img), None).unwrap()),
+        ctl.clone(),
+    );
     let cache = Cache::new(16 << 20);
     let dev = cache.attach(Arc::new(drive), 64 * 1024);
     let data = pattern(200_000, 3);
@@ -118,7 +129,13 @@ fn control_file_switches_faults() {
 
     // flush-error through a control file.
     let ctl2 = Arc::new(FaultControl::from_spec(&format!("flush-error:{}", s(&ctl_path))).unwrap());
-    let dev2 = cache.attach(Arc::new(FaultyDrive::new(Arc::new(HostDrive::open(s(&img), None).unwrap()), ctl2)), 4096);
+    let dev2 = cache.attach(
+        Arc::new(FaultyDrive::new(
+            Arc::new(HostDrive::open(s(&img), None).unwrap()),
+            ctl2,
+        )),
+        4096,
+    );
     dev2.write(0, b"zz").unwrap();
     fs::write(&ctl_path, b"").unwrap();
     assert_eq!(dev2.sync(), Err(Errno(EIO)));
@@ -152,7 +169,10 @@ fn host_drive_for_a_kernel_drive_creates_locks_and_reads_directly() {
     let dir = TempDir::new("kdrive");
     let img = dir.0.join("new.img");
     // Without `create` a missing file is refused; with it, made empty.
-    assert_eq!(HostDrive::open_with(s(&img), Some(4096), false, false).err(), Some(Errno(ENOENT)));
+    assert_eq!(
+        HostDrive::open_with(s(&img), Some(4096), false, false).err(),
+        Some(Errno(ENOENT))
+    );
     let d = HostDrive::open_with(s(&img), Some(8192), true, true).unwrap();
     assert!(d.is_regular());
     assert_eq!(d.file_size().unwrap(), 0);

@@ -130,13 +130,26 @@ pub trait FileSystem: Send + Sync {
     fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr, Errno>;
     /// Create a regular file, directory, or device/fifo node. `EEXIST` if
     /// the name is taken.
-    fn create(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, cred: Cred)
-        -> Result<Ino, Errno>;
+    fn create(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        cred: Cred,
+    ) -> Result<Ino, Errno>;
     /// A device node (or FIFO, socket, file) `name` in `dir` with device
     /// number `rdev` (NetBSD's `dev_t`). A file system that keeps no
     /// device numbers refuses any but 0 rather than make a node that lies.
-    fn mknod(&self, dir: Ino, name: &[u8], kind: FileKind, perm: u32, rdev: u64, cred: Cred)
-        -> Result<Ino, Errno> {
+    fn mknod(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        kind: FileKind,
+        perm: u32,
+        rdev: u64,
+        cred: Cred,
+    ) -> Result<Ino, Errno> {
         if rdev != 0 {
             return Err(Errno(netbsd_abi::errno::EOPNOTSUPP));
         }
@@ -159,8 +172,12 @@ pub trait FileSystem: Send + Sync {
     fn write(&self, ino: Ino, off: u64, buf: &[u8]) -> Result<usize, Errno>;
     /// Call `f` for each entry from `cookie` on (0 = start, "." and ".."
     /// included) until it returns false.
-    fn readdir(&self, dir: Ino, cookie: u64, f: &mut dyn FnMut(DirEntry) -> bool)
-        -> Result<(), Errno>;
+    fn readdir(
+        &self,
+        dir: Ino,
+        cookie: u64,
+        f: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), Errno>;
     /// Make one file's data and metadata durable.
     fn fsync(&self, ino: Ino) -> Result<(), Errno>;
     /// Write every dirty piece of this file system to its device and flush

@@ -32,7 +32,10 @@ fn main() {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn cargo(args: &[&str]) -> Result<(), String> {
@@ -80,7 +83,9 @@ fn bench(rest: &[String]) -> Result<(), String> {
 
 fn demo() -> Result<(), String> {
     cargo(&["build", "--release", "-p", "rumprun"])?;
-    run(Command::new("bash").arg(root().join("scripts/demo.sh")).env("BIN", root().join("target/release")))
+    run(Command::new("bash")
+        .arg(root().join("scripts/demo.sh"))
+        .env("BIN", root().join("target/release")))
 }
 
 fn install(rest: &[String]) -> Result<(), String> {
@@ -93,7 +98,9 @@ fn install(rest: &[String]) -> Result<(), String> {
     let prefix = if prefix.is_absolute() {
         prefix
     } else {
-        std::env::current_dir().map_err(|e| format!("current directory: {e}"))?.join(prefix)
+        std::env::current_dir()
+            .map_err(|e| format!("current directory: {e}"))?
+            .join(prefix)
     };
     cargo(&["build", "--release", "-p", "rumprun", "-p", "rumpuser"])?;
     let bin = prefix.join("bin");
@@ -110,7 +117,12 @@ fn install(rest: &[String]) -> Result<(), String> {
     for name in ["rump_server", "rump_halt", "rumpctl", "rump_ext2fs"] {
         install_stripped(&rel.join(name), &bin.join(name), &debug, 0o755)?;
     }
-    install_stripped(&rel.join("librumpuser.so"), &lib.join("librumpuser.so.0"), &debug, 0o755)?;
+    install_stripped(
+        &rel.join("librumpuser.so"),
+        &lib.join("librumpuser.so.0"),
+        &debug,
+        0o755,
+    )?;
     // Cargo cannot name a binary "rump.halt": the link gives it that name
     // (the program names itself after argv[0]).
     symlink("rump_halt", &bin.join("rump.halt"))?;
@@ -135,17 +147,20 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = to.with_extension("xtask-new");
     let _ = std::fs::remove_file(&tmp);
-    std::fs::copy(from, &tmp).map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
+    std::fs::copy(from, &tmp)
+        .map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, to).map_err(|e| format!("rename {} {}: {e}", tmp.display(), to.display()))?;
+    std::fs::rename(&tmp, to)
+        .map_err(|e| format!("rename {} {}: {e}", tmp.display(), to.display()))?;
     println!("installed {}", to.display());
     Ok(())
 }
 
 fn symlink(target: &str, link: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(target, link).map_err(|e| format!("ln -s {target} {}: {e}", link.display()))?;
+    std::os::unix::fs::symlink(target, link)
+        .map_err(|e| format!("ln -s {target} {}: {e}", link.display()))?;
     println!("installed {} -> {target}", link.display());
     Ok(())
 }
@@ -154,7 +169,11 @@ fn symlink(target: &str, link: &Path) -> Result<(), String> {
 fn build_id(file: &Path) -> Option<String> {
     let o = Command::new("readelf").arg("-n").arg(file).output().ok()?;
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    text.lines().find_map(|l| l.trim().strip_prefix("Build ID: ").map(|s| s.trim().to_string()))
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Build ID: ")
+            .map(|s| s.trim().to_string())
+    })
 }
 
 /// Install `from` as `to`, stripped; its debug information goes to
@@ -169,15 +188,29 @@ fn install_stripped(from: &Path, to: &Path, debug: &Path, mode: u32) -> Result<(
         if o.status.success() {
             Ok(())
         } else {
-            Err(format!("{name} {args:?}: {}", String::from_utf8_lossy(&o.stderr).trim()))
+            Err(format!(
+                "{name} {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
         }
     };
-    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let work = to.with_extension("xtask-strip");
     let dbg_tmp = to.with_extension("xtask-debug");
     let _ = std::fs::remove_file(&work);
-    std::fs::copy(from, &work).map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
-    tool("objcopy", &["--only-keep-debug".as_ref(), work.as_os_str(), dbg_tmp.as_os_str()])?;
+    std::fs::copy(from, &work)
+        .map_err(|e| format!("install {} {}: {e}", from.display(), to.display()))?;
+    tool(
+        "objcopy",
+        &[
+            "--only-keep-debug".as_ref(),
+            work.as_os_str(),
+            dbg_tmp.as_os_str(),
+        ],
+    )?;
     let dbg = match build_id(&work) {
         Some(id) if id.len() > 2 => {
             let d = debug.join(".build-id").join(&id[..2]);
@@ -186,7 +219,8 @@ fn install_stripped(from: &Path, to: &Path, debug: &Path, mode: u32) -> Result<(
         }
         _ => debug.join(format!("{name}.debug")),
     };
-    std::fs::rename(&dbg_tmp, &dbg).map_err(|e| format!("rename {} {}: {e}", dbg_tmp.display(), dbg.display()))?;
+    std::fs::rename(&dbg_tmp, &dbg)
+        .map_err(|e| format!("rename {} {}: {e}", dbg_tmp.display(), dbg.display()))?;
     // Strip the debug sections and the static symbol table; the dynamic
     // symbols (rump_server's exported hypercalls, the library's entry
     // points) stay.
@@ -196,6 +230,11 @@ fn install_stripped(from: &Path, to: &Path, debug: &Path, mode: u32) -> Result<(
     copy(&work, to, mode)?;
     let _ = std::fs::remove_file(&work);
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    println!("  {} bytes (was {}); debug info: {}", size(to), size(from), dbg.display());
+    println!(
+        "  {} bytes (was {}); debug info: {}",
+        size(to),
+        size(from),
+        dbg.display()
+    );
     Ok(())
 }

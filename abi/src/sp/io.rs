@@ -8,9 +8,15 @@ use std::os::fd::RawFd;
 /// `sendmsg` every byte of `parts`, with `MSG_NOSIGNAL` (a vanished peer
 /// is an error, not a signal). Up to four parts go without allocating.
 pub fn send_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
-    let iov_of = |p: &&[u8]| libc::iovec { iov_base: p.as_ptr() as *mut c_void, iov_len: p.len() };
+    let iov_of = |p: &&[u8]| libc::iovec {
+        iov_base: p.as_ptr() as *mut c_void,
+        iov_len: p.len(),
+    };
     let mut heap: Vec<libc::iovec> = Vec::new();
-    let mut small = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 4];
+    let mut small = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
     let iovs: &mut [libc::iovec] = if parts.len() <= small.len() {
         for (slot, p) in small.iter_mut().zip(parts) {
             *slot = iov_of(p);
@@ -125,13 +131,29 @@ impl Spin {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(SPIN_MAX_NS)
             .min(10_000_000);
-        let limit_ns = if limit_ns > 0 && may_spin() { limit_ns } else { 0 };
-        Spin { limit_ns, skip: 0, backoff: BACKOFF_MIN, spun_ok: 0, spun_miss: 0 }
+        let limit_ns = if limit_ns > 0 && may_spin() {
+            limit_ns
+        } else {
+            0
+        };
+        Spin {
+            limit_ns,
+            skip: 0,
+            backoff: BACKOFF_MIN,
+            spun_ok: 0,
+            spun_miss: 0,
+        }
     }
 
     /// Never spin.
     pub fn off() -> Spin {
-        Spin { limit_ns: 0, skip: 0, backoff: BACKOFF_MIN, spun_ok: 0, spun_miss: 0 }
+        Spin {
+            limit_ns: 0,
+            skip: 0,
+            backoff: BACKOFF_MIN,
+            spun_ok: 0,
+            spun_miss: 0,
+        }
     }
 
     /// Whether the next wait should spin first.
@@ -165,7 +187,14 @@ impl Spin {
             let t = std::time::Instant::now();
             loop {
                 // SAFETY: `buf` is valid for writes of its length.
-                let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut c_void, buf.len(), libc::MSG_DONTWAIT) };
+                let n = unsafe {
+                    libc::recv(
+                        fd,
+                        buf.as_mut_ptr() as *mut c_void,
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
                 if n >= 0 {
                     self.hit();
                     return Ok(n as usize);
@@ -198,7 +227,14 @@ impl Spin {
         let mut b = [0u8; 1];
         loop {
             // SAFETY: one byte of a live local; MSG_PEEK leaves it queued.
-            let n = unsafe { libc::recv(fd, b.as_mut_ptr() as *mut c_void, 1, libc::MSG_DONTWAIT | libc::MSG_PEEK) };
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    b.as_mut_ptr() as *mut c_void,
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_PEEK,
+                )
+            };
             if n >= 0 {
                 self.hit();
                 return;

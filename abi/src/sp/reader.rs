@@ -83,7 +83,12 @@ impl Default for FrameReader {
 
 impl FrameReader {
     pub fn new() -> FrameReader {
-        FrameReader { buf: vec![0u8; BUF].into_boxed_slice(), start: 0, end: 0, read_limit: BUF }
+        FrameReader {
+            buf: vec![0u8; BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            read_limit: BUF,
+        }
     }
 
     /// Ask for at most `n` bytes (at least what is needed) per buffered
@@ -236,7 +241,11 @@ pub fn read_all(mut data: &[u8]) -> (Vec<(Header, usize)>, ReadError) {
         let n = h.payload_len();
         // Both ends take a small payload into memory and stream a large
         // one; either way, exactly `n` bytes.
-        let r2 = if n <= BUF { r.read_vec(&mut data, n).map(|_| ()) } else { r.skip(&mut data, n) };
+        let r2 = if n <= BUF {
+            r.read_vec(&mut data, n).map(|_| ())
+        } else {
+            r.skip(&mut data, n)
+        };
         if let Err(e) = r2 {
             return (frames, e);
         }
@@ -253,18 +262,30 @@ mod tests {
     fn frames_and_garbage() {
         let mut stream = Vec::new();
         for i in 0..100u64 {
-            stream.extend(encode_frame(Class::Req, Type::Syscall, i, 20, &[&vec![i as u8; (i * 997 % 70_000) as usize]]));
+            stream.extend(encode_frame(
+                Class::Req,
+                Type::Syscall,
+                i,
+                20,
+                &[&vec![i as u8; (i * 997 % 70_000) as usize]],
+            ));
         }
         let (frames, end) = read_all(&stream);
         assert_eq!(frames.len(), 100);
         assert!(matches!(end, ReadError::Eof));
         for (i, (h, n)) in frames.iter().enumerate() {
-            assert_eq!((h.reqno, *n), (i as u64, (i as u64 * 997 % 70_000) as usize));
+            assert_eq!(
+                (h.reqno, *n),
+                (i as u64, (i as u64 * 997 % 70_000) as usize)
+            );
         }
         // A bad header ends the stream; a short payload is end of file.
         let mut bad = stream[..200].to_vec();
         bad.extend([0xffu8; 24]);
-        assert!(matches!(read_all(&bad).1, ReadError::Bad(_) | ReadError::Eof));
+        assert!(matches!(
+            read_all(&bad).1,
+            ReadError::Bad(_) | ReadError::Eof
+        ));
         assert!(matches!(read_all(&stream[..30]).1, ReadError::Eof));
     }
 
@@ -282,7 +303,11 @@ mod tests {
         let good = encode_frame(Class::Resp, Type::Copyin, 7, 0, &[&[1u8; 300]]);
         for _ in 0..3000 {
             let len = (rnd() % 400) as usize;
-            let mut d: Vec<u8> = if rnd() % 2 == 0 { good.clone() } else { (0..len).map(|_| rnd() as u8).collect() };
+            let mut d: Vec<u8> = if rnd() % 2 == 0 {
+                good.clone()
+            } else {
+                (0..len).map(|_| rnd() as u8).collect()
+            };
             for _ in 0..(rnd() % 4) {
                 if !d.is_empty() {
                     let i = (rnd() as usize) % d.len();

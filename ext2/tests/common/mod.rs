@@ -110,8 +110,15 @@ fn tool(name: &str) -> Option<PathBuf> {
 /// mke2fs, e2fsck and debugfs are installed (in PATH, /sbin or
 /// /usr/sbin); a test that needs them fails, saying so, when they are not.
 pub fn have_tools() -> bool {
-    let missing: Vec<&str> = ["mke2fs", "e2fsck", "debugfs"].into_iter().filter(|t| tool(t).is_none()).collect();
-    assert!(missing.is_empty(), "{} not found: install e2fsprogs (.ci/run does)", missing.join(", "));
+    let missing: Vec<&str> = ["mke2fs", "e2fsck", "debugfs"]
+        .into_iter()
+        .filter(|t| tool(t).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} not found: install e2fsprogs (.ci/run does)",
+        missing.join(", ")
+    );
     true
 }
 
@@ -216,7 +223,9 @@ pub fn read_all(fs: &dyn FileSystem, ino: Ino) -> Vec<u8> {
     let mut v = vec![0u8; size];
     let mut off = 0;
     while off < size {
-        let n = fs.read(ino, off as u64, &mut v[off..(off + (1 << 20)).min(size)]).unwrap();
+        let n = fs
+            .read(ino, off as u64, &mut v[off..(off + (1 << 20)).min(size)])
+            .unwrap();
         assert!(n > 0, "short read at {off} of {size}");
         off += n;
     }
@@ -237,7 +246,9 @@ pub fn list(fs: &dyn FileSystem, dir: Ino) -> Vec<(Vec<u8>, Ino, FileKind)> {
 
 pub fn create_file(fs: &dyn FileSystem, path: &str, data: &[u8]) -> Ino {
     let (d, name) = parent(fs, path).unwrap();
-    let ino = fs.create(d, name.as_bytes(), FileKind::Reg, 0o644, ROOT).unwrap();
+    let ino = fs
+        .create(d, name.as_bytes(), FileKind::Reg, 0o644, ROOT)
+        .unwrap();
     if !data.is_empty() {
         assert_eq!(fs.write(ino, 0, data).unwrap(), data.len());
     }
@@ -246,7 +257,8 @@ pub fn create_file(fs: &dyn FileSystem, path: &str, data: &[u8]) -> Ino {
 
 pub fn mkdir(fs: &dyn FileSystem, path: &str) -> Ino {
     let (d, name) = parent(fs, path).unwrap();
-    fs.create(d, name.as_bytes(), FileKind::Dir, 0o755, ROOT).unwrap()
+    fs.create(d, name.as_bytes(), FileKind::Dir, 0o755, ROOT)
+        .unwrap()
 }
 
 /// Deterministic pseudo-random bytes.
@@ -291,8 +303,14 @@ pub fn compare_tree(fs: &dyn FileSystem, ino: Ino, host: &Path) -> usize {
         .collect();
     names.sort();
     assert_eq!(
-        names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>(),
-        host_names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>(),
+        names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect::<Vec<_>>(),
+        host_names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect::<Vec<_>>(),
         "listing of {}",
         host.display()
     );
@@ -305,7 +323,10 @@ pub fn compare_tree(fs: &dyn FileSystem, ino: Ino, host: &Path) -> usize {
         if md.file_type().is_symlink() {
             assert_eq!(a.kind, FileKind::Lnk);
             use std::os::unix::ffi::OsStrExt;
-            assert_eq!(fs.readlink(child).unwrap(), std::fs::read_link(&hp).unwrap().as_os_str().as_bytes());
+            assert_eq!(
+                fs.readlink(child).unwrap(),
+                std::fs::read_link(&hp).unwrap().as_os_str().as_bytes()
+            );
         } else if md.is_dir() {
             assert_eq!(a.kind, FileKind::Dir);
             count += compare_tree(fs, child, &hp);

@@ -40,7 +40,10 @@ impl Default for RawCondvar {
 
 impl RawCondvar {
     pub const fn new() -> RawCondvar {
-        RawCondvar { seq: AtomicU32::new(0), nwaiters: AtomicUsize::new(0) }
+        RawCondvar {
+            seq: AtomicU32::new(0),
+            nwaiters: AtomicUsize::new(0),
+        }
     }
 
     fn key(&self) -> usize {
@@ -108,7 +111,9 @@ impl RawCondvar {
     pub fn signal(&self) {
         self.seq.fetch_add(1, Ordering::Relaxed);
         // SAFETY: unparking by this condvar's address.
-        unsafe { parking_lot_core::unpark_one(self.key(), |_| parking_lot_core::DEFAULT_UNPARK_TOKEN) };
+        unsafe {
+            parking_lot_core::unpark_one(self.key(), |_| parking_lot_core::DEFAULT_UNPARK_TOKEN)
+        };
     }
 
     /// Wake every waiter.
@@ -278,7 +283,9 @@ pub struct Condvar {
 
 impl Condvar {
     pub const fn new() -> Condvar {
-        Condvar { raw: RawCondvar::new() }
+        Condvar {
+            raw: RawCondvar::new(),
+        }
     }
 
     /// Release the guard's mutex, sleep (unscheduled) until notified, and
@@ -290,7 +297,11 @@ impl Condvar {
 
     /// As [`Condvar::wait`], for at most `timeout`. Returns true if the
     /// time ran out.
-    pub fn wait_timeout<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>, timeout: Duration) -> bool {
+    pub fn wait_timeout<T: ?Sized>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        timeout: Duration,
+    ) -> bool {
         // SAFETY: the guard holds the mutex.
         unsafe { self.raw.wait(&guard.mutex.raw, Some(timeout), true) }
     }
@@ -302,7 +313,11 @@ impl Condvar {
     }
 
     /// Wait until `cond` is false of the protected value.
-    pub fn wait_while<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>, mut cond: impl FnMut(&mut T) -> bool) {
+    pub fn wait_while<T: ?Sized>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        mut cond: impl FnMut(&mut T) -> bool,
+    ) {
         while cond(&mut **guard) {
             self.wait(guard);
         }

@@ -28,7 +28,11 @@ pub struct RawMutex {
 impl RawMutex {
     /// A mutex with `MTX_*` flags.
     pub const fn new(flags: c_int) -> RawMutex {
-        RawMutex { lock: parking_lot::RawMutex::INIT, owner: AtomicPtr::new(std::ptr::null_mut()), flags }
+        RawMutex {
+            lock: parking_lot::RawMutex::INIT,
+            owner: AtomicPtr::new(std::ptr::null_mut()),
+            flags,
+        }
     }
 
     #[inline(always)]
@@ -251,12 +255,18 @@ unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 impl<T> Mutex<T> {
     /// An adaptive kernel mutex (unschedules when blocking).
     pub const fn new(value: T) -> Mutex<T> {
-        Mutex { raw: RawMutex::new(MTX_KMUTEX), data: UnsafeCell::new(value) }
+        Mutex {
+            raw: RawMutex::new(MTX_KMUTEX),
+            data: UnsafeCell::new(value),
+        }
     }
 
     /// A spin kernel mutex: acquiring never gives up the virtual CPU.
     pub const fn new_spin(value: T) -> Mutex<T> {
-        Mutex { raw: RawMutex::new(MTX_KMUTEX | MTX_SPIN), data: UnsafeCell::new(value) }
+        Mutex {
+            raw: RawMutex::new(MTX_KMUTEX | MTX_SPIN),
+            data: UnsafeCell::new(value),
+        }
     }
 
     pub fn into_inner(self) -> T {
@@ -285,20 +295,29 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.raw.enter();
-        MutexGuard { mutex: self, _not_send: PhantomData }
+        MutexGuard {
+            mutex: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// Acquire without ever giving up the virtual CPU.
     #[inline]
     pub fn lock_nowrap(&self) -> MutexGuard<'_, T> {
         self.raw.enter_nowrap();
-        MutexGuard { mutex: self, _not_send: PhantomData }
+        MutexGuard {
+            mutex: self,
+            _not_send: PhantomData,
+        }
     }
 
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         if self.raw.try_enter() {
-            Some(MutexGuard { mutex: self, _not_send: PhantomData })
+            Some(MutexGuard {
+                mutex: self,
+                _not_send: PhantomData,
+            })
         } else {
             None
         }

@@ -41,7 +41,10 @@ impl Default for RawRwLock {
 
 impl RawRwLock {
     pub const fn new() -> RawRwLock {
-        RawRwLock { state: AtomicUsize::new(0), writer: AtomicPtr::new(std::ptr::null_mut()) }
+        RawRwLock {
+            state: AtomicUsize::new(0),
+            writer: AtomicPtr::new(std::ptr::null_mut()),
+        }
     }
 
     fn key(&self) -> usize {
@@ -56,8 +59,13 @@ impl RawRwLock {
             if s & WRITER != 0 {
                 return false;
             }
-            let Some(n) = s.checked_add(ONE_READER) else { return false };
-            match self.state.compare_exchange_weak(s, n, Ordering::Acquire, Ordering::Relaxed) {
+            let Some(n) = s.checked_add(ONE_READER) else {
+                return false;
+            };
+            match self
+                .state
+                .compare_exchange_weak(s, n, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(x) => s = x,
             }
@@ -72,7 +80,12 @@ impl RawRwLock {
             if s & !PARKED != 0 {
                 return false;
             }
-            match self.state.compare_exchange_weak(s, s | WRITER, Ordering::Acquire, Ordering::Relaxed) {
+            match self.state.compare_exchange_weak(
+                s,
+                s | WRITER,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     self.writer.store(curlwp(), Ordering::Relaxed);
                     return true;
@@ -93,7 +106,12 @@ impl RawRwLock {
                 if s & PARKED != 0 {
                     return true;
                 }
-                match self.state.compare_exchange_weak(s, s | PARKED, Ordering::Relaxed, Ordering::Relaxed) {
+                match self.state.compare_exchange_weak(
+                    s,
+                    s | PARKED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => return true,
                     Err(x) => s = x,
                 }
@@ -170,7 +188,10 @@ impl RawRwLock {
     pub unsafe fn unlock_read(&self) {
         let old = self.state.fetch_sub(ONE_READER, Ordering::Release);
         if old == ONE_READER | PARKED
-            && self.state.compare_exchange(PARKED, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .state
+                .compare_exchange(PARKED, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             self.wake_all();
         }
@@ -245,7 +266,8 @@ impl RawRwLock {
 
     /// True if the calling lwp holds the write hold.
     pub fn write_held(&self) -> bool {
-        self.state.load(Ordering::Relaxed) & WRITER != 0 && self.writer.load(Ordering::Relaxed) == curlwp()
+        self.state.load(Ordering::Relaxed) & WRITER != 0
+            && self.writer.load(Ordering::Relaxed) == curlwp()
     }
 
     /// The number of read holds.
@@ -419,7 +441,10 @@ impl<T: Default> Default for RwLock<T> {
 
 impl<T> RwLock<T> {
     pub const fn new(value: T) -> RwLock<T> {
-        RwLock { raw: RawRwLock::new(), data: UnsafeCell::new(value) }
+        RwLock {
+            raw: RawRwLock::new(),
+            data: UnsafeCell::new(value),
+        }
     }
 
     pub fn into_inner(self) -> T {
@@ -432,19 +457,28 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         self.raw.enter_read();
-        RwLockReadGuard { lock: self, _not_send: PhantomData }
+        RwLockReadGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// The write hold (unscheduling only if the lock is held).
     #[inline]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         self.raw.enter_write();
-        RwLockWriteGuard { lock: self, _not_send: PhantomData }
+        RwLockWriteGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         if self.raw.try_read() {
-            Some(RwLockReadGuard { lock: self, _not_send: PhantomData })
+            Some(RwLockReadGuard {
+                lock: self,
+                _not_send: PhantomData,
+            })
         } else {
             None
         }
@@ -452,7 +486,10 @@ impl<T: ?Sized> RwLock<T> {
 
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         if self.raw.try_write() {
-            Some(RwLockWriteGuard { lock: self, _not_send: PhantomData })
+            Some(RwLockWriteGuard {
+                lock: self,
+                _not_send: PhantomData,
+            })
         } else {
             None
         }
@@ -499,7 +536,10 @@ impl<'a, T: ?Sized> RwLockReadGuard<'a, T> {
         // SAFETY: `this` holds a read hold.
         if unsafe { this.lock.raw.try_upgrade() } {
             let this = ManuallyDrop::new(this);
-            Ok(RwLockWriteGuard { lock: this.lock, _not_send: PhantomData })
+            Ok(RwLockWriteGuard {
+                lock: this.lock,
+                _not_send: PhantomData,
+            })
         } else {
             Err(this)
         }
@@ -512,7 +552,10 @@ impl<'a, T: ?Sized> RwLockWriteGuard<'a, T> {
         let this = ManuallyDrop::new(this);
         // SAFETY: `this` holds the write hold, which is handed over.
         unsafe { this.lock.raw.downgrade() };
-        RwLockReadGuard { lock: this.lock, _not_send: PhantomData }
+        RwLockReadGuard {
+            lock: this.lock,
+            _not_send: PhantomData,
+        }
     }
 }
 

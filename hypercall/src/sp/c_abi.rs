@@ -148,35 +148,49 @@ pub unsafe extern "C" fn rumpuser_sp_copyoutstr(
         }
         // SAFETY: the kernel's buffer, valid for `len` bytes.
         let src = unsafe { std::slice::from_raw_parts(laddr as *const u8, len) };
-        ret(super::copyoutstr(ClientHandle::from(arg), src, raddr as u64))
+        ret(super::copyoutstr(
+            ClientHandle::from(arg),
+            src,
+            raddr as u64,
+        ))
     })
 }
 
 /// # Safety
 /// `addr` is valid for a pointer-sized write.
 #[no_mangle]
-pub unsafe extern "C" fn rumpuser_sp_anonmmap(arg: *mut c_void, howmuch: usize, addr: *mut *mut c_void) -> c_int {
+pub unsafe extern "C" fn rumpuser_sp_anonmmap(
+    arg: *mut c_void,
+    howmuch: usize,
+    addr: *mut *mut c_void,
+) -> c_int {
     trace_hit!(rumpuser_sp_anonmmap);
-    guard("rumpuser_sp_anonmmap", || match super::anonmmap(ClientHandle::from(arg), howmuch) {
-        Ok(a) => {
-            if !addr.is_null() {
-                // SAFETY: the kernel passes a valid out pointer.
-                unsafe { *addr = a as usize as *mut c_void };
+    guard("rumpuser_sp_anonmmap", || {
+        match super::anonmmap(ClientHandle::from(arg), howmuch) {
+            Ok(a) => {
+                if !addr.is_null() {
+                    // SAFETY: the kernel passes a valid out pointer.
+                    unsafe { *addr = a as usize as *mut c_void };
+                }
+                0
             }
-            0
+            Err(e) => e.0,
         }
-        Err(e) => e.0,
     })
 }
 
 #[no_mangle]
 pub extern "C" fn rumpuser_sp_raise(arg: *mut c_void, signo: c_int) -> c_int {
     trace_hit!(rumpuser_sp_raise);
-    guard("rumpuser_sp_raise", || ret(super::raise(ClientHandle::from(arg), signo)))
+    guard("rumpuser_sp_raise", || {
+        ret(super::raise(ClientHandle::from(arg), signo))
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn rumpuser_sp_fini(arg: *mut c_void) {
     trace_hit!(rumpuser_sp_fini);
-    guard("rumpuser_sp_fini", || super::fini(ClientHandle::from(arg), 0))
+    guard("rumpuser_sp_fini", || {
+        super::fini(ClientHandle::from(arg), 0)
+    })
 }

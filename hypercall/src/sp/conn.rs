@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::Arc;
 use std::thread::Thread;
 
@@ -103,7 +105,11 @@ impl Conn {
             srv,
             fd,
             send_lock: Mutex::new(()),
-            waiters: Mutex::new(Waiters { next: 0, slots: HashMap::new(), dead: false }),
+            waiters: Mutex::new(Waiters {
+                next: 0,
+                slots: HashMap::new(),
+                dead: false,
+            }),
             state: AtomicU8::new(ST_NEW),
             mainlwp: AtomicPtr::new(std::ptr::null_mut()),
             pid: AtomicI32::new(0),
@@ -164,7 +170,10 @@ impl Conn {
     // --- running syscalls (for fini) ----------------------------------------
 
     pub fn running_add(&self, reqno: u64) {
-        self.running.lock().push(Running { reqno, answered: false });
+        self.running.lock().push(Running {
+            reqno,
+            answered: false,
+        });
     }
 
     /// Forget a finished syscall; true if its answer was already sent.
@@ -206,14 +215,31 @@ impl Conn {
     }
 
     pub fn send_handshake_resp(&self, reqno: u64, error: i32) -> Result<(), ()> {
-        let h = Header::new(Class::Resp, Type::Handshake, reqno, 0, wire::HANDSHAKE_RESP_LEN);
+        let h = Header::new(
+            Class::Resp,
+            Type::Handshake,
+            reqno,
+            0,
+            wire::HANDSHAKE_RESP_LEN,
+        );
         self.send(&[&h.encode(), &error.to_le_bytes()])
     }
 
     /// A handshake response with the extension grant after the error (only
     /// to a client that asked: see `wire::ExtGrant`).
-    pub fn send_handshake_ext_resp(&self, reqno: u64, error: i32, g: wire::ExtGrant) -> Result<(), ()> {
-        let h = Header::new(Class::Resp, Type::Handshake, reqno, 0, wire::HANDSHAKE_EXT_RESP_LEN);
+    pub fn send_handshake_ext_resp(
+        &self,
+        reqno: u64,
+        error: i32,
+        g: wire::ExtGrant,
+    ) -> Result<(), ()> {
+        let h = Header::new(
+            Class::Resp,
+            Type::Handshake,
+            reqno,
+            0,
+            wire::HANDSHAKE_EXT_RESP_LEN,
+        );
         self.send(&[&h.encode(), &error.to_le_bytes(), &g.encode()])
     }
 
@@ -235,7 +261,12 @@ impl Conn {
     /// COPYINSTR, ANONMMAP) and wait for it; the answer's payload lands in
     /// `dest` (at most `dest.len()` bytes). Returns the payload size the
     /// client sent, capped at `dest.len()`.
-    pub fn request(self: &Arc<Self>, ty: Type, payload: &[u8], dest: &mut [u8]) -> Result<usize, ()> {
+    pub fn request(
+        self: &Arc<Self>,
+        ty: Type,
+        payload: &[u8],
+        dest: &mut [u8],
+    ) -> Result<usize, ()> {
         let slot = Arc::new(Slot {
             thread: std::thread::current(),
             state: AtomicU32::new(SLOT_PENDING),
@@ -270,7 +301,11 @@ impl Conn {
                     self.free_since.store(0, Ordering::Release);
                     // Usually the next frame is our answer: try to read its
                     // payload straight into `dest`.
-                    let mut first = if ty == Type::Copyin && !done() { g.read_direct(self, reqno, &slot) } else { None };
+                    let mut first = if ty == Type::Copyin && !done() {
+                        g.read_direct(self, reqno, &slot)
+                    } else {
+                        None
+                    };
                     while let Some(input) = first.take().or_else(|| g.next(self, &done)) {
                         match input {
                             Input::Request(hdr) => {
@@ -326,7 +361,10 @@ impl Conn {
     }
 
     pub fn copyout(&self, ty: Type, src: &[u8], raddr: u64) -> Result<(), ()> {
-        let cd = CopyData { len: src.len() as u64, addr: raddr };
+        let cd = CopyData {
+            len: src.len() as u64,
+            addr: raddr,
+        };
         self.notify(ty, 0, &[&cd.encode(), src])
     }
 
@@ -390,7 +428,11 @@ impl RState {
         let mut r = FrameReader::new();
         // A 64 KiB request's payload is read straight into `pending`.
         r.set_read_limit(READ_LIMIT);
-        RState { r, spin: wire::io::Spin::new(), pending: Vec::new() }
+        RState {
+            r,
+            spin: wire::io::Spin::new(),
+            pending: Vec::new(),
+        }
     }
 
     fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
@@ -420,8 +462,14 @@ impl RState {
         let hbuf = self.r.empty_buffer()?;
         let room = slot.cap.min(BUF - HDRSZ);
         let mut iov = [
-            libc::iovec { iov_base: hbuf.as_mut_ptr() as *mut c_void, iov_len: HDRSZ },
-            libc::iovec { iov_base: slot.dest as *mut c_void, iov_len: room },
+            libc::iovec {
+                iov_base: hbuf.as_mut_ptr() as *mut c_void,
+                iov_len: HDRSZ,
+            },
+            libc::iovec {
+                iov_base: slot.dest as *mut c_void,
+                iov_len: room,
+            },
         ];
         self.spin.wait_readable(fd);
         let n = loop {
@@ -474,7 +522,8 @@ impl RState {
         let have = k.min(want);
         // SAFETY: the slot is ours now (taken), its destination `cap >=
         // want` bytes, untouched by anyone else until we finish it.
-        let rest = unsafe { std::slice::from_raw_parts_mut(s.dest.wrapping_add(have), want - have) };
+        let rest =
+            unsafe { std::slice::from_raw_parts_mut(s.dest.wrapping_add(have), want - have) };
         let ok = self.read_into(fd, rest) && self.skip(fd, plen - want);
         s.got.store(want, Ordering::Release);
         s.finish(if ok { SLOT_DONE } else { SLOT_DEAD });
@@ -623,7 +672,8 @@ mod tests {
         let mut dest = vec![0xeeu8; 100];
         let slot = pending(&c, 3, &mut dest);
         // A request from the client comes first: put back, read normally.
-        peer.write_all(&frame(Class::Req, Type::Syscall, 8, &[4u8; 40])).unwrap();
+        peer.write_all(&frame(Class::Req, Type::Syscall, 8, &[4u8; 40]))
+            .unwrap();
         let mut g = c.rd.lock();
         assert!(g.read_direct(&c, 3, &slot).is_none());
         assert_eq!(slot.state.load(Ordering::Acquire), SLOT_PENDING);
@@ -647,6 +697,9 @@ mod tests {
         // End of file.
         let slot2 = pending(&c, 4, &mut dest);
         drop(peer);
-        assert!(matches!(c.rd.lock().read_direct(&c, 4, &slot2), Some(Input::Closed)));
+        assert!(matches!(
+            c.rd.lock().read_direct(&c, 4, &slot2),
+            Some(Input::Closed)
+        ));
     }
 }

@@ -34,7 +34,12 @@ const STACK: usize = 2 << 20;
 pub(crate) fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| Pool {
-        st: Mutex::new(State { queue: VecDeque::new(), idle: 0, notified: 0, threads: 0 }),
+        st: Mutex::new(State {
+            queue: VecDeque::new(),
+            idle: 0,
+            notified: 0,
+            threads: 0,
+        }),
         cv: Condvar::new(),
     })
 }

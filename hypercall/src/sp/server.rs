@@ -12,8 +12,8 @@ use std::sync::{Arc, LazyLock};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use netbsd_abi::errno::{EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
-use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
 use netbsd_abi::reboot::RB_NOSYNC;
+use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
 use netbsd_abi::syscall::{nargs, ARG_SLOT, SYS_REBOOT};
 
 use super::conn::{now_ns, send_all, Conn, Input, RState, ST_DYING, ST_NEW, ST_RUNNING};
@@ -117,7 +117,10 @@ fn limits() -> &'static Limits {
             .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
             .map(|t| (t * 1e9) as u64)
             .unwrap_or(HANDSHAKE_TIMEOUT_NS);
-        Limits { maxcli, handshake_ns }
+        Limits {
+            maxcli,
+            handshake_ns,
+        }
     })
 }
 
@@ -139,7 +142,9 @@ fn socket_mode() -> Result<u32, String> {
         Err(_) => Ok(SOCKET_MODE),
         Ok(v) => match u32::from_str_radix(v.trim(), 8) {
             Ok(m) if m <= 0o777 => Ok(m),
-            _ => Err(format!("RUMP_SOCKET_MODE={v}: not an octal file mode (like 0660)")),
+            _ => Err(format!(
+                "RUMP_SOCKET_MODE={v}: not an octal file mode (like 0660)"
+            )),
         },
     }
 }
@@ -150,7 +155,9 @@ fn log_limited(last: &AtomicU64, msg: impl FnOnce() -> String) {
     let now = now_ns();
     let prev = last.load(Ordering::Relaxed);
     if (prev == 0 || now.saturating_sub(prev) >= 1_000_000_000)
-        && last.compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        && last
+            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     {
         dprint(&msg());
     }
@@ -204,7 +211,12 @@ fn lookup(h: ClientHandle) -> Option<Arc<Conn>> {
     if h.is_null() {
         return None;
     }
-    let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(c, _)| c.clone()));
+    let cur = CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(c, _)| c.id == h.0)
+            .map(|(c, _)| c.clone())
+    });
     cur.or_else(|| REGISTRY.read().get(&h.0).cloned())
 }
 
@@ -262,7 +274,12 @@ fn default_srv() -> Option<Arc<Srv>> {
 /// [`init`] without the console message: the error comes back with a
 /// one-line reason ("unix://x.sock: Address already in use") for the
 /// caller to report in its own name.
-pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), (Errno, String)> {
+pub fn start(
+    url: &str,
+    ostype: &str,
+    osrelease: &str,
+    machine: &str,
+) -> Result<(), (Errno, String)> {
     let mut d = DEFAULT.lock();
     if d.as_ref().is_some_and(|s| s.0.phase() != PH_FINI) {
         return Err((Errno(EBUSY), format!("{url}: already serving")));
@@ -279,7 +296,10 @@ pub struct Server(Arc<Srv>);
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("socket", &self.socket_path()).field("connections", &self.connections()).finish()
+        f.debug_struct("Server")
+            .field("socket", &self.socket_path())
+            .field("connections", &self.connections())
+            .finish()
     }
 }
 
@@ -320,12 +340,20 @@ impl Server {
 
     /// The absolute path of the `unix://` socket, if serving on one.
     pub fn socket_path(&self) -> Option<PathBuf> {
-        self.0.listener.lock().as_ref().and_then(|l| l.unix_path.clone())
+        self.0
+            .listener
+            .lock()
+            .as_ref()
+            .and_then(|l| l.unix_path.clone())
     }
 
     /// Live client connections of this server.
     pub fn connections(&self) -> usize {
-        REGISTRY.read().values().filter(|c| Arc::ptr_eq(&c.srv, &self.0)).count()
+        REGISTRY
+            .read()
+            .values()
+            .filter(|c| Arc::ptr_eq(&c.srv, &self.0))
+            .count()
     }
 
     /// Halt step 3: answer `client`'s pending `reboot(2)` with `error`,
@@ -343,7 +371,13 @@ impl Drop for Server {
     }
 }
 
-fn start_srv(srv: &Arc<Srv>, url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), (Errno, String)> {
+fn start_srv(
+    srv: &Arc<Srv>,
+    url: &str,
+    ostype: &str,
+    osrelease: &str,
+    machine: &str,
+) -> Result<(), (Errno, String)> {
     let banner = wire::format_banner(ostype, osrelease, machine)
         .ok_or_else(|| (Errno(EINVAL), "banner too long".to_string()))?;
     let parsed = wire::parse_url(url, true).map_err(|e| (Errno(EINVAL), format!("{url}: {e}")))?;
@@ -377,15 +411,16 @@ fn start_srv(srv: &Arc<Srv>, url: &str, ostype: &str, osrelease: &str, machine: 
             (l.into(), None, true)
         }
     };
-    let (wake_r, wake_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(path) = &unix_path {
-                remove_socket(path, unix_id);
+    let (wake_r, wake_w) =
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(path) = &unix_path {
+                    remove_socket(path, unix_id);
+                }
+                return Err(bind_err(std::io::Error::from(e)));
             }
-            return Err(bind_err(std::io::Error::from(e)));
-        }
-    };
+        };
     let l = Arc::new(Listener {
         fd: Mutex::new(Some(fd)),
         wake_r,
@@ -399,7 +434,9 @@ fn start_srv(srv: &Arc<Srv>, url: &str, ostype: &str, osrelease: &str, machine: 
     watchdog_start();
     let l2 = l.clone();
     let srv2 = srv.clone();
-    let spawned = std::thread::Builder::new().name("rumpsp-accept".into()).spawn(move || accept_loop(srv2, l2));
+    let spawned = std::thread::Builder::new()
+        .name("rumpsp-accept".into())
+        .spawn(move || accept_loop(srv2, l2));
     if let Err(e) = spawned {
         srv.phase.store(PH_OFF, Ordering::Release);
         if let Some(path) = &l.unix_path {
@@ -429,7 +466,13 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<(OwnedFd, (u6
         *d = *s as libc::c_char;
     }
     // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
     if raw < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -437,7 +480,14 @@ fn bind_unix(path: &std::path::Path, mode: u32) -> std::io::Result<(OwnedFd, (u6
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let salen = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
     // SAFETY: `sa` is a valid sockaddr_un of at least `salen` bytes.
-    if unsafe { libc::bind(fd.as_raw_fd(), &sa as *const libc::sockaddr_un as *const libc::sockaddr, salen) } != 0 {
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const libc::sockaddr_un as *const libc::sockaddr,
+            salen,
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     let id = (|| {
@@ -508,7 +558,9 @@ fn stop_srv(srv: &Srv) {
             l.close();
         }
     }
-    let _ = srv.phase.compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
+    let _ = srv
+        .phase
+        .compare_exchange(PH_RUN, PH_STOPPED, Ordering::AcqRel, Ordering::Acquire);
 }
 
 /// What the server calls, on the connection's own thread and without a
@@ -566,7 +618,12 @@ fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
     srv.phase.store(PH_FINI, Ordering::Release);
     // 1. Answer the halting caller, fully, before anything is closed.
     if let Some(conn) = lookup(h) {
-        let cur = CURRENT.with(|c| c.borrow().as_ref().filter(|(c, _)| c.id == h.0).map(|(_, r)| *r));
+        let cur = CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .filter(|(c, _)| c.id == h.0)
+                .map(|(_, r)| *r)
+        });
         if let Some(r) = conn.running_claim(cur) {
             let retval = if error == 0 { [0, 0] } else { [-1, 0] };
             let _ = conn.send_sysresp(r, error, retval);
@@ -581,7 +638,12 @@ fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
     }
     // 3. Drop every client: they see EOF; kernel threads waiting for a
     //    copy answer fail with EFAULT.
-    let conns: Vec<Arc<Conn>> = REGISTRY.read().values().filter(|c| Arc::ptr_eq(&c.srv, srv)).cloned().collect();
+    let conns: Vec<Arc<Conn>> = REGISTRY
+        .read()
+        .values()
+        .filter(|c| Arc::ptr_eq(&c.srv, srv))
+        .cloned()
+        .collect();
     for c in conns {
         c.shutdown();
         c.kill_waiters();
@@ -596,10 +658,14 @@ fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
 fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
     // Refused connections stay open a moment (then close), so the client
     // can send its handshake and read why, rather than find a broken pipe.
-    let mut lingering: std::collections::VecDeque<(OwnedFd, u64)> = std::collections::VecDeque::new();
+    let mut lingering: std::collections::VecDeque<(OwnedFd, u64)> =
+        std::collections::VecDeque::new();
     loop {
         let now = now_ns();
-        while lingering.front().is_some_and(|(_, t)| now.saturating_sub(*t) > 1_000_000_000) {
+        while lingering
+            .front()
+            .is_some_and(|(_, t)| now.saturating_sub(*t) > 1_000_000_000)
+        {
             lingering.pop_front();
         }
         if !srv.accepting() {
@@ -610,8 +676,16 @@ fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
             None => return,
         };
         let mut pfd = [
-            libc::pollfd { fd: lfd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: l.wake_r.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: lfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: l.wake_r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // Wake up now and then to close connections past their
         // handshake deadline.
@@ -629,7 +703,14 @@ fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
             let g = l.fd.lock();
             let Some(f) = g.as_ref() else { return };
             // SAFETY: accept4 on our listening socket; peer address unused.
-            unsafe { libc::accept4(f.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) }
+            unsafe {
+                libc::accept4(
+                    f.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            }
         };
         if nfd < 0 {
             let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
@@ -643,10 +724,18 @@ fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
                     format!(
                         "rump_sp: accept: {}{}\n",
                         std::io::Error::from_raw_os_error(e),
-                        if evicted { "; closed the oldest connection not yet handshaken" } else { "" }
+                        if evicted {
+                            "; closed the oldest connection not yet handshaken"
+                        } else {
+                            ""
+                        }
                     )
                 });
-                std::thread::sleep(std::time::Duration::from_millis(if evicted { 1 } else { 10 }));
+                std::thread::sleep(std::time::Duration::from_millis(if evicted {
+                    1
+                } else {
+                    10
+                }));
             }
             continue;
         }
@@ -682,7 +771,10 @@ fn sweep_handshakes(srv: &Arc<Srv>) {
     static LOGGED: AtomicU64 = AtomicU64::new(0);
     let n = late.iter().filter(|c| c.evict()).count();
     log_limited(&LOGGED, || {
-        format!("rump_sp: closed {n} connection(s) that did not handshake within {:.1} s\n", limit as f64 / 1e9)
+        format!(
+            "rump_sp: closed {n} connection(s) that did not handshake within {:.1} s\n",
+            limit as f64 / 1e9
+        )
     });
 }
 
@@ -692,7 +784,11 @@ fn evict_oldest_new(srv: &Arc<Srv>) -> bool {
     let victim = REGISTRY
         .read()
         .values()
-        .filter(|c| Arc::ptr_eq(&c.srv, srv) && c.state.load(Ordering::Acquire) == ST_NEW && !c.evicted.load(Ordering::Acquire))
+        .filter(|c| {
+            Arc::ptr_eq(&c.srv, srv)
+                && c.state.load(Ordering::Acquire) == ST_NEW
+                && !c.evicted.load(Ordering::Acquire)
+        })
         .min_by_key(|c| c.id)
         .cloned();
     match victim {
@@ -716,8 +812,16 @@ fn new_connection(srv: &Arc<Srv>, fd: OwnedFd, l: &Listener) -> Option<OwnedFd> 
         // Every slot holds a client that handshook: refuse this one
         // clearly, without waiting for it.
         static LOGGED: AtomicU64 = AtomicU64::new(0);
-        log_limited(&LOGGED, || format!("rump_sp: refused a connection: {live} clients connected (the most)\n"));
-        let h = Header::new(Class::Error, Type::Handshake, 0, ProtoError::TryAgain as u32, 0);
+        log_limited(&LOGGED, || {
+            format!("rump_sp: refused a connection: {live} clients connected (the most)\n")
+        });
+        let h = Header::new(
+            Class::Error,
+            Type::Handshake,
+            0,
+            ProtoError::TryAgain as u32,
+            0,
+        );
         let _ = send_all(fd.as_raw_fd(), &[&l.banner, &h.encode()]);
         // SAFETY: shutdown(2) on the descriptor we own: no more from us.
         unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
@@ -826,7 +930,11 @@ fn copy_inline(h: ClientHandle, raddr: u64, dst: &mut [u8], string: bool) -> Opt
         let now = g.as_ref().filter(|n| n.conn == h.0)?;
         // A client that went away fails copies as on the wire (a syscall
         // may poll copyin to notice that).
-        if CURRENT.with(|c| c.borrow().as_ref().is_some_and(|(c, _)| c.closed.load(Ordering::Acquire))) {
+        if CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|(c, _)| c.closed.load(Ordering::Acquire))
+        }) {
             return Some(usize::MAX);
         }
         let src = now.layout.find(&now.data, raddr, dst.len(), string)?;
@@ -981,7 +1089,9 @@ fn watchdog_kick() {
 fn watchdog_start() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = std::thread::Builder::new().name("rumpsp-watch".into()).spawn(watchdog);
+        let _ = std::thread::Builder::new()
+            .name("rumpsp-watch".into())
+            .spawn(watchdog);
     });
 }
 
@@ -1042,7 +1152,9 @@ fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     }
     match hdr.ty {
         Type::Prefork => prefork(conn, hdr.reqno),
-        Type::Handshake if hdr.arg == Handshake::Exec as u32 => exec_request(conn, hdr.reqno, payload),
+        Type::Handshake if hdr.arg == Handshake::Exec as u32 => {
+            exec_request(conn, hdr.reqno, payload)
+        }
         _ => {
             let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
             Next::Close
@@ -1052,7 +1164,10 @@ fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
 
 /// A process name from a handshake payload: up to the first NUL.
 fn comm_of(payload: &[u8]) -> CString {
-    let end = payload.iter().position(|&b| b == 0).unwrap_or(payload.len());
+    let end = payload
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(payload.len());
     CString::new(&payload[..end.min(255)]).unwrap_or_default()
 }
 
@@ -1094,7 +1209,8 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
             let _ = conn.send_error(reqno, ProtoError::RforkFailed);
             return Next::Close;
         }
-        conn.mainlwp.store(lwp_sched(up, |u| u.lwproc_curlwp()), Ordering::Release);
+        conn.mainlwp
+            .store(lwp_sched(up, |u| u.lwproc_curlwp()), Ordering::Release);
     } else {
         let Some(hf) = wire::HandshakeFork::decode(payload) else {
             let _ = conn.send_error(reqno, ProtoError::MalformedRequest);
@@ -1102,7 +1218,9 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         };
         let pf = {
             let mut v = conn.srv.preforks.lock();
-            v.iter().position(|p| p.cookie == hf.cookie).map(|i| v.swap_remove(i))
+            v.iter()
+                .position(|p| p.cookie == hf.cookie)
+                .map(|i| v.swap_remove(i))
         };
         let Some(pf) = pf else {
             let _ = conn.send_error(reqno, ProtoError::InvalidPrefork);
@@ -1134,14 +1252,18 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         Some(want) => {
             let granted = wire::Features(want.0 & wire::Features::INLINE.0);
             conn.features.store(granted.0, Ordering::Release);
-            let g = wire::ExtGrant { features: granted, inline_max: INLINE_MAX as u32 };
+            let g = wire::ExtGrant {
+                features: granted,
+                inline_max: INLINE_MAX as u32,
+            };
             let _ = conn.send_handshake_ext_resp(reqno, 0, g);
         }
         None => {
             let _ = conn.send_handshake_resp(reqno, 0);
         }
     }
-    conn.pid.store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
+    conn.pid
+        .store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
     lwp_sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
     conn.state.store(ST_RUNNING, Ordering::Release);
     Next::Continue
@@ -1155,9 +1277,12 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     let mut inline = None;
     let mut payload = payload;
     if hdr.arg & wire::SYSCALL_INLINE != 0 {
-        let granted = wire::Features(conn.features.load(Ordering::Acquire)).has(wire::Features::INLINE);
-        let layout = wire::InlineLayout::decode(payload)
-            .filter(|l| granted && payload.len() - l.args.0 - l.args.1 <= INLINE_MAX + l.nrec * wire::COPYDATA_LEN);
+        let granted =
+            wire::Features(conn.features.load(Ordering::Acquire)).has(wire::Features::INLINE);
+        let layout = wire::InlineLayout::decode(payload).filter(|l| {
+            granted
+                && payload.len() - l.args.0 - l.args.1 <= INLINE_MAX + l.nrec * wire::COPYDATA_LEN
+        });
         let Some(l) = layout else {
             let _ = conn.send_error(hdr.reqno, ProtoError::MalformedRequest);
             return Next::Close;
@@ -1174,7 +1299,9 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     }
     let phase = conn.srv.phase();
     if num == SYS_REBOOT {
-        let flags = payload.get(..4).map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let flags = payload
+            .get(..4)
+            .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         if flags & RB_NOSYNC != 0 || phase == PH_STOPPED {
             let hook = conn.srv.halt_hook.read().clone();
             if let Some(hook) = hook {
@@ -1187,7 +1314,12 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
-    Next::Syscall(SyscallJob { reqno: hdr.reqno, num, args: Args::new(payload), inline: inline.map(|l| (l, Vec::new())) })
+    Next::Syscall(SyscallJob {
+        reqno: hdr.reqno,
+        num,
+        args: Args::new(payload),
+        inline: inline.map(|l| (l, Vec::new())),
+    })
 }
 
 /// A `reboot(2)` handed to the [`HaltHook`] right on the reader's thread,
@@ -1215,7 +1347,13 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<Vec<u8>> {
     conn.running_add(job.reqno);
     CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
     if let Some((layout, data)) = job.inline.take() {
-        INLINE.with(|i| *i.borrow_mut() = Some(InlineNow { conn: conn.id, layout, data }));
+        INLINE.with(|i| {
+            *i.borrow_mut() = Some(InlineNow {
+                conn: conn.id,
+                layout,
+                data,
+            })
+        });
     }
     let mut retval: [c_long; 2] = [0, 0];
     up.schedule();
@@ -1279,7 +1417,11 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
     let cookie = random_cookie();
     let lwp = sched(up, |u| u.lwproc_curlwp());
     sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
-    conn.srv.preforks.lock().push(Prefork { cookie, lwp: lwp as usize, owner: conn.id });
+    conn.srv.preforks.lock().push(Prefork {
+        cookie,
+        lwp: lwp as usize,
+        owner: conn.id,
+    });
     let h = Header::new(Class::Resp, Type::Prefork, reqno, 0, wire::COOKIE_LEN);
     let _ = conn.send(&[&h.encode(), &cookie.0]);
     Next::Continue
@@ -1295,7 +1437,12 @@ fn random_cookie() -> wire::Cookie {
             // No kernel randomness: fall back to a hashed clock and counter.
             use std::hash::{BuildHasher, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
             let a = h.finish();
             h.write_u64(a);
             let b = h.finish();
@@ -1408,12 +1555,22 @@ pub(crate) fn copyin(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<(), 
         return Ok(());
     }
     if let Some(n) = copy_inline(h, raddr, dst, false) {
-        return if n == dst.len() { Ok(()) } else { Err(Errno(EFAULT)) };
+        return if n == dst.len() {
+            Ok(())
+        } else {
+            Err(Errno(EFAULT))
+        };
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
-    let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
+    let cd = CopyData {
+        len: dst.len() as u64,
+        addr: raddr,
+    }
+    .encode();
     let want = dst.len();
-    match upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Copyin, &cd, dst)) {
+    match upcalls::blocking(std::ptr::null_mut(), || {
+        conn.request(Type::Copyin, &cd, dst)
+    }) {
         Ok(n) if n == want => Ok(()),
         _ => Err(Errno(EFAULT)),
     }
@@ -1424,12 +1581,22 @@ pub(crate) fn copyinstr(h: ClientHandle, raddr: u64, dst: &mut [u8]) -> Result<u
         return Ok(0);
     }
     if let Some(n) = copy_inline(h, raddr, dst, true) {
-        return if n <= dst.len() { Ok(n) } else { Err(Errno(EFAULT)) };
+        return if n <= dst.len() {
+            Ok(n)
+        } else {
+            Err(Errno(EFAULT))
+        };
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
-    let cd = CopyData { len: dst.len() as u64, addr: raddr }.encode();
-    upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Copyinstr, &cd, dst))
-        .map_err(|_| Errno(EFAULT))
+    let cd = CopyData {
+        len: dst.len() as u64,
+        addr: raddr,
+    }
+    .encode();
+    upcalls::blocking(std::ptr::null_mut(), || {
+        conn.request(Type::Copyinstr, &cd, dst)
+    })
+    .map_err(|_| Errno(EFAULT))
 }
 
 pub(crate) fn copyout(h: ClientHandle, src: &[u8], raddr: u64, ty: Type) -> Result<(), Errno> {
@@ -1438,7 +1605,8 @@ pub(crate) fn copyout(h: ClientHandle, src: &[u8], raddr: u64, ty: Type) -> Resu
     }
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     forget_inline_over(h, raddr, src.len());
-    upcalls::blocking(std::ptr::null_mut(), || conn.copyout(ty, src, raddr)).map_err(|_| Errno(EFAULT))
+    upcalls::blocking(std::ptr::null_mut(), || conn.copyout(ty, src, raddr))
+        .map_err(|_| Errno(EFAULT))
 }
 
 /// A copyout over memory the running syscall got inline makes that copy
@@ -1463,7 +1631,9 @@ pub(crate) fn anonmmap(h: ClientHandle, len: usize) -> Result<u64, Errno> {
     let conn = lookup(h).ok_or(Errno(EFAULT))?;
     let mut out = [0u8; 8];
     let req = (len as u64).to_le_bytes();
-    match upcalls::blocking(std::ptr::null_mut(), || conn.request(Type::Anonmmap, &req, &mut out)) {
+    match upcalls::blocking(std::ptr::null_mut(), || {
+        conn.request(Type::Anonmmap, &req, &mut out)
+    }) {
         Ok(8) => match u64::from_le_bytes(out) {
             0 => Err(Errno(ENOMEM)),
             a => Ok(a),
@@ -1474,8 +1644,10 @@ pub(crate) fn anonmmap(h: ClientHandle, len: usize) -> Result<u64, Errno> {
 
 pub(crate) fn raise(h: ClientHandle, signo: i32) -> Result<(), Errno> {
     let conn = lookup(h).ok_or(Errno(ENOTCONN))?;
-    upcalls::blocking(std::ptr::null_mut(), || conn.notify(Type::Raise, signo as u32, &[]))
-        .map_err(|_| Errno(ENOTCONN))
+    upcalls::blocking(std::ptr::null_mut(), || {
+        conn.notify(Type::Raise, signo as u32, &[])
+    })
+    .map_err(|_| Errno(ENOTCONN))
 }
 
 #[cfg(test)]
@@ -1488,17 +1660,44 @@ mod inline_tests {
     fn inline_copies_and_staleness() {
         let data = [5u8; 64];
         let mut p = wire::InlineHdr { arglen: 0, nrec: 1 }.encode().to_vec();
-        p.extend(CopyData { len: 64, addr: 0x1000 }.encode());
+        p.extend(
+            CopyData {
+                len: 64,
+                addr: 0x1000,
+            }
+            .encode(),
+        );
         p.extend(data);
         let layout = wire::InlineLayout::decode(&p).unwrap();
-        INLINE.with(|i| *i.borrow_mut() = Some(InlineNow { conn: 7, layout, data: p }));
+        INLINE.with(|i| {
+            *i.borrow_mut() = Some(InlineNow {
+                conn: 7,
+                layout,
+                data: p,
+            })
+        });
         let mut dst = [0u8; 16];
-        assert_eq!(copy_inline(ClientHandle(7), 0x1010, &mut dst, false), Some(16));
+        assert_eq!(
+            copy_inline(ClientHandle(7), 0x1010, &mut dst, false),
+            Some(16)
+        );
         assert_eq!(dst, [5u8; 16]);
-        assert_eq!(copy_inline(ClientHandle(8), 0x1010, &mut dst, false), None, "another connection's");
-        assert_eq!(copy_inline(ClientHandle(7), 0x1038, &mut dst, false), None, "runs past the record");
+        assert_eq!(
+            copy_inline(ClientHandle(8), 0x1010, &mut dst, false),
+            None,
+            "another connection's"
+        );
+        assert_eq!(
+            copy_inline(ClientHandle(7), 0x1038, &mut dst, false),
+            None,
+            "runs past the record"
+        );
         forget_inline_over(ClientHandle(7), 0x103f, 1);
-        assert_eq!(copy_inline(ClientHandle(7), 0x1000, &mut dst, false), None, "stale after a copyout over it");
+        assert_eq!(
+            copy_inline(ClientHandle(7), 0x1000, &mut dst, false),
+            None,
+            "stale after a copyout over it"
+        );
         INLINE.with(|i| *i.borrow_mut() = None);
     }
 }

@@ -18,8 +18,14 @@ fn times(t: [TimeArg; 2]) -> [u8; 32] {
     let mut b = [0u8; 32];
     for (i, x) in t.iter().enumerate() {
         let ts = match x {
-            None => Timespec { sec: 0, nsec: UTIME_OMIT },
-            Some(None) => Timespec { sec: 0, nsec: UTIME_NOW },
+            None => Timespec {
+                sec: 0,
+                nsec: UTIME_OMIT,
+            },
+            Some(None) => Timespec {
+                sec: 0,
+                nsec: UTIME_NOW,
+            },
             Some(Some(ts)) => *ts,
         };
         b[i * 16..i * 16 + 16].copy_from_slice(&ts.encode());
@@ -51,7 +57,10 @@ impl LocalProc {
         let l = Lend::new();
         let len = n as u64;
         let got = self.call_lent(&l, SYS_GETGROUPS, &[len, l.buf_mut(&mut b[..])])?[0] as usize;
-        Ok(b.chunks_exact(4).take(got).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(b.chunks_exact(4)
+            .take(got)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     /// `umask(mask)`: the previous mask.
@@ -62,40 +71,70 @@ impl LocalProc {
     pub fn access(&self, path: impl AsRef<[u8]>, amode: i32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_ACCESS, &[l.cstr(&p), amode as u32 as u64]).map(|_| ())
+        self.at_lent(&l, SYS_ACCESS, &[l.cstr(&p), amode as u32 as u64])
+            .map(|_| ())
     }
 
     /// chown (`follow`) or lchown; `u32::MAX` leaves a field alone.
-    pub fn chown(&self, path: impl AsRef<[u8]>, uid: u32, gid: u32, follow: bool) -> Result<(), Errno> {
+    pub fn chown(
+        &self,
+        path: impl AsRef<[u8]>,
+        uid: u32,
+        gid: u32,
+        follow: bool,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         let num = if follow { SYS_CHOWN } else { SYS_LCHOWN };
-        self.at_lent(&l, num, &[l.cstr(&p), uid as u64, gid as u64]).map(|_| ())
+        self.at_lent(&l, num, &[l.cstr(&p), uid as u64, gid as u64])
+            .map(|_| ())
     }
 
     pub fn fchown(&self, fd: i32, uid: u32, gid: u32) -> Result<(), Errno> {
-        self.at(SYS_FCHOWN, &[fd as u32 as u64, uid as u64, gid as u64]).map(|_| ())
+        self.at(SYS_FCHOWN, &[fd as u32 as u64, uid as u64, gid as u64])
+            .map(|_| ())
     }
 
     pub fn lchmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_LCHMOD, &[l.cstr(&p), mode as u64]).map(|_| ())
+        self.at_lent(&l, SYS_LCHMOD, &[l.cstr(&p), mode as u64])
+            .map(|_| ())
     }
 
     /// `utimensat(AT_FDCWD, path, [atime, mtime], follow ? 0 : NOFOLLOW)`.
-    pub fn utimens(&self, path: impl AsRef<[u8]>, t: [TimeArg; 2], follow: bool) -> Result<(), Errno> {
+    pub fn utimens(
+        &self,
+        path: impl AsRef<[u8]>,
+        t: [TimeArg; 2],
+        follow: bool,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         let b = times(t);
-        let flag = if follow { 0 } else { netbsd_abi::fcntl::AT_SYMLINK_NOFOLLOW };
-        self.at_lent(&l, SYS_UTIMENSAT, &[AT_FDCWD as u32 as u64, l.cstr(&p), l.buf(&b[..]), flag as u64]).map(|_| ())
+        let flag = if follow {
+            0
+        } else {
+            netbsd_abi::fcntl::AT_SYMLINK_NOFOLLOW
+        };
+        self.at_lent(
+            &l,
+            SYS_UTIMENSAT,
+            &[
+                AT_FDCWD as u32 as u64,
+                l.cstr(&p),
+                l.buf(&b[..]),
+                flag as u64,
+            ],
+        )
+        .map(|_| ())
     }
 
     pub fn futimens(&self, fd: i32, t: [TimeArg; 2]) -> Result<(), Errno> {
         let l = Lend::new();
         let b = times(t);
-        self.at_lent(&l, SYS_FUTIMENS, &[fd as u32 as u64, l.buf(&b[..])]).map(|_| ())
+        self.at_lent(&l, SYS_FUTIMENS, &[fd as u32 as u64, l.buf(&b[..])])
+            .map(|_| ())
     }
 
     /// `__utimes50(path, tv)`; `None` is now.
@@ -114,21 +153,38 @@ impl LocalProc {
     pub fn truncate(&self, path: impl AsRef<[u8]>, len: i64) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_TRUNCATE, &[l.cstr(&p), 0, len as u64]).map(|_| ())
+        self.at_lent(&l, SYS_TRUNCATE, &[l.cstr(&p), 0, len as u64])
+            .map(|_| ())
     }
 
     pub fn statvfs(&self, path: impl AsRef<[u8]>) -> Result<Statvfs, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         let mut b = vec![0u8; STATVFS_SIZE];
-        self.at_lent(&l, SYS_STATVFS1, &[l.cstr(&p), l.buf_mut(&mut b[..]), netbsd_abi::fcntl::ST_WAIT as u64])?;
+        self.at_lent(
+            &l,
+            SYS_STATVFS1,
+            &[
+                l.cstr(&p),
+                l.buf_mut(&mut b[..]),
+                netbsd_abi::fcntl::ST_WAIT as u64,
+            ],
+        )?;
         Statvfs::decode(&b).ok_or(Errno(EFAULT))
     }
 
     pub fn fstatvfs(&self, fd: i32) -> Result<Statvfs, Errno> {
         let l = Lend::new();
         let mut b = vec![0u8; STATVFS_SIZE];
-        self.at_lent(&l, SYS_FSTATVFS1, &[fd as u32 as u64, l.buf_mut(&mut b[..]), netbsd_abi::fcntl::ST_WAIT as u64])?;
+        self.at_lent(
+            &l,
+            SYS_FSTATVFS1,
+            &[
+                fd as u32 as u64,
+                l.buf_mut(&mut b[..]),
+                netbsd_abi::fcntl::ST_WAIT as u64,
+            ],
+        )?;
         Statvfs::decode(&b).ok_or(Errno(EFAULT))
     }
 
@@ -141,28 +197,45 @@ impl LocalProc {
     }
 
     pub fn dup3(&self, from: i32, to: i32, flags: i32) -> Result<i32, Errno> {
-        Ok(self.at(SYS_DUP3, &[from as u32 as u64, to as u32 as u64, flags as u32 as u64])? as i32)
+        Ok(self.at(
+            SYS_DUP3,
+            &[from as u32 as u64, to as u32 as u64, flags as u32 as u64],
+        )? as i32)
     }
 
     pub fn fcntl(&self, fd: i32, cmd: i32, arg: i64) -> Result<i64, Errno> {
-        self.at(SYS_FCNTL, &[fd as u32 as u64, cmd as u32 as u64, arg as u64])
+        self.at(
+            SYS_FCNTL,
+            &[fd as u32 as u64, cmd as u32 as u64, arg as u64],
+        )
     }
 
     pub fn fsync_range(&self, fd: i32, flags: i32, start: i64, len: i64) -> Result<(), Errno> {
-        self.at(SYS_FSYNC_RANGE, &[fd as u32 as u64, flags as u32 as u64, start as u64, len as u64]).map(|_| ())
+        self.at(
+            SYS_FSYNC_RANGE,
+            &[
+                fd as u32 as u64,
+                flags as u32 as u64,
+                start as u64,
+                len as u64,
+            ],
+        )
+        .map(|_| ())
     }
 
     /// `mknod(path, mode, dev)`.
     pub fn mknod(&self, path: impl AsRef<[u8]>, mode: u32, dev: u64) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_MKNOD, &[l.cstr(&p), mode as u64, dev]).map(|_| ())
+        self.at_lent(&l, SYS_MKNOD, &[l.cstr(&p), mode as u64, dev])
+            .map(|_| ())
     }
 
     pub fn mkfifo(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_MKFIFO, &[l.cstr(&p), mode as u64]).map(|_| ())
+        self.at_lent(&l, SYS_MKFIFO, &[l.cstr(&p), mode as u64])
+            .map(|_| ())
     }
 
     /// `preadv(fd, bufs, off)`.
@@ -176,51 +249,130 @@ impl LocalProc {
                 [l.buf_mut(b), n]
             })
             .collect();
-        Ok(self.at_lent(&l, SYS_PREADV, &[fd as u32 as u64, l.buf(&iov[..]), nbufs, 0, off as u64])? as usize)
+        Ok(self.at_lent(
+            &l,
+            SYS_PREADV,
+            &[fd as u32 as u64, l.buf(&iov[..]), nbufs, 0, off as u64],
+        )? as usize)
     }
 
     /// `writev(fd, bufs)`.
     pub fn writev(&self, fd: i32, bufs: &[&[u8]]) -> Result<usize, Errno> {
         let l = Lend::new();
-        let iov: Vec<u64> = bufs.iter().flat_map(|b| [l.buf(b), b.len() as u64]).collect();
-        Ok(self.at_lent(&l, SYS_WRITEV, &[fd as u32 as u64, l.buf(&iov[..]), bufs.len() as u64])? as usize)
+        let iov: Vec<u64> = bufs
+            .iter()
+            .flat_map(|b| [l.buf(b), b.len() as u64])
+            .collect();
+        Ok(self.at_lent(
+            &l,
+            SYS_WRITEV,
+            &[fd as u32 as u64, l.buf(&iov[..]), bufs.len() as u64],
+        )? as usize)
     }
 
-    pub fn openat(&self, dirfd: i32, path: impl AsRef<[u8]>, flags: i32, mode: u32) -> Result<i32, Errno> {
+    pub fn openat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        flags: i32,
+        mode: u32,
+    ) -> Result<i32, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        Ok(self.at_lent(&l, SYS_OPENAT, &[dirfd as u32 as u64, l.cstr(&p), flags as u32 as u64, mode as u64])? as i32)
+        Ok(self.at_lent(
+            &l,
+            SYS_OPENAT,
+            &[
+                dirfd as u32 as u64,
+                l.cstr(&p),
+                flags as u32 as u64,
+                mode as u64,
+            ],
+        )? as i32)
     }
 
     pub fn mkdirat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_MKDIRAT, &[dirfd as u32 as u64, l.cstr(&p), mode as u64]).map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_MKDIRAT,
+            &[dirfd as u32 as u64, l.cstr(&p), mode as u64],
+        )
+        .map(|_| ())
     }
 
     pub fn unlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_UNLINKAT, &[dirfd as u32 as u64, l.cstr(&p), flag as u32 as u64]).map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_UNLINKAT,
+            &[dirfd as u32 as u64, l.cstr(&p), flag as u32 as u64],
+        )
+        .map(|_| ())
     }
 
-    pub fn renameat(&self, fromfd: i32, from: impl AsRef<[u8]>, tofd: i32, to: impl AsRef<[u8]>) -> Result<(), Errno> {
+    pub fn renameat(
+        &self,
+        fromfd: i32,
+        from: impl AsRef<[u8]>,
+        tofd: i32,
+        to: impl AsRef<[u8]>,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
-        self.at_lent(&l, SYS_RENAMEAT, &[fromfd as u32 as u64, l.cstr(&f), tofd as u32 as u64, l.cstr(&t)]).map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_RENAMEAT,
+            &[
+                fromfd as u32 as u64,
+                l.cstr(&f),
+                tofd as u32 as u64,
+                l.cstr(&t),
+            ],
+        )
+        .map(|_| ())
     }
 
-    pub fn linkat(&self, fd1: i32, from: impl AsRef<[u8]>, fd2: i32, to: impl AsRef<[u8]>, flags: i32) -> Result<(), Errno> {
+    pub fn linkat(
+        &self,
+        fd1: i32,
+        from: impl AsRef<[u8]>,
+        fd2: i32,
+        to: impl AsRef<[u8]>,
+        flags: i32,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
-        self.at_lent(&l, SYS_LINKAT, &[fd1 as u32 as u64, l.cstr(&f), fd2 as u32 as u64, l.cstr(&t), flags as u32 as u64])
-            .map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_LINKAT,
+            &[
+                fd1 as u32 as u64,
+                l.cstr(&f),
+                fd2 as u32 as u64,
+                l.cstr(&t),
+                flags as u32 as u64,
+            ],
+        )
+        .map(|_| ())
     }
 
-    pub fn symlinkat(&self, target: impl AsRef<[u8]>, dirfd: i32, path: impl AsRef<[u8]>) -> Result<(), Errno> {
+    pub fn symlinkat(
+        &self,
+        target: impl AsRef<[u8]>,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let (t, p) = (cstr(target.as_ref())?, cstr(path.as_ref())?);
-        self.at_lent(&l, SYS_SYMLINKAT, &[l.cstr(&t), dirfd as u32 as u64, l.cstr(&p)]).map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_SYMLINKAT,
+            &[l.cstr(&t), dirfd as u32 as u64, l.cstr(&p)],
+        )
+        .map(|_| ())
     }
 
     pub fn readlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
@@ -228,36 +380,102 @@ impl LocalProc {
         let p = cstr(path.as_ref())?;
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN];
         let buf_len = buf.len() as u64;
-        let n = self.at_lent(&l, SYS_READLINKAT, &[dirfd as u32 as u64, l.cstr(&p), l.buf_mut(&mut buf[..]), buf_len])?;
+        let n = self.at_lent(
+            &l,
+            SYS_READLINKAT,
+            &[
+                dirfd as u32 as u64,
+                l.cstr(&p),
+                l.buf_mut(&mut buf[..]),
+                buf_len,
+            ],
+        )?;
         buf.truncate(n as usize);
         Ok(buf)
     }
 
-    pub fn fchmodat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32, flag: i32) -> Result<(), Errno> {
+    pub fn fchmodat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        mode: u32,
+        flag: i32,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_FCHMODAT, &[dirfd as u32 as u64, l.cstr(&p), mode as u64, flag as u32 as u64]).map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_FCHMODAT,
+            &[
+                dirfd as u32 as u64,
+                l.cstr(&p),
+                mode as u64,
+                flag as u32 as u64,
+            ],
+        )
+        .map(|_| ())
     }
 
-    pub fn fchownat(&self, dirfd: i32, path: impl AsRef<[u8]>, uid: u32, gid: u32, flag: i32) -> Result<(), Errno> {
+    pub fn fchownat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        uid: u32,
+        gid: u32,
+        flag: i32,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_FCHOWNAT, &[dirfd as u32 as u64, l.cstr(&p), uid as u64, gid as u64, flag as u32 as u64])
-            .map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_FCHOWNAT,
+            &[
+                dirfd as u32 as u64,
+                l.cstr(&p),
+                uid as u64,
+                gid as u64,
+                flag as u32 as u64,
+            ],
+        )
+        .map(|_| ())
     }
 
     pub fn fstatat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<Stat, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         let mut b = [0u8; STAT_SIZE];
-        self.at_lent(&l, SYS_FSTATAT, &[dirfd as u32 as u64, l.cstr(&p), l.buf_mut(&mut b[..]), flag as u32 as u64])?;
+        self.at_lent(
+            &l,
+            SYS_FSTATAT,
+            &[
+                dirfd as u32 as u64,
+                l.cstr(&p),
+                l.buf_mut(&mut b[..]),
+                flag as u32 as u64,
+            ],
+        )?;
         Stat::decode(&b).ok_or(Errno(EFAULT))
     }
 
-    pub fn faccessat(&self, dirfd: i32, path: impl AsRef<[u8]>, amode: i32, flag: i32) -> Result<(), Errno> {
+    pub fn faccessat(
+        &self,
+        dirfd: i32,
+        path: impl AsRef<[u8]>,
+        amode: i32,
+        flag: i32,
+    ) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
-        self.at_lent(&l, SYS_FACCESSAT, &[dirfd as u32 as u64, l.cstr(&p), amode as u32 as u64, flag as u32 as u64])
-            .map(|_| ())
+        self.at_lent(
+            &l,
+            SYS_FACCESSAT,
+            &[
+                dirfd as u32 as u64,
+                l.cstr(&p),
+                amode as u32 as u64,
+                flag as u32 as u64,
+            ],
+        )
+        .map(|_| ())
     }
 }

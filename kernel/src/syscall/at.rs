@@ -14,7 +14,11 @@ use crate::vfs::FileKind;
 /// the path turns out absolute.
 fn at<'a>(cx: &Cx<'a>, fd: i32) -> Result<Cx<'a>, Errno> {
     if fd == AT_FDCWD {
-        return Ok(Cx { k: cx.k, p: cx.p, dir: None });
+        return Ok(Cx {
+            k: cx.k,
+            p: cx.p,
+            dir: None,
+        });
     }
     let f = cx.getf(fd)?;
     if f.kind != FileKind::Dir {
@@ -24,7 +28,11 @@ fn at<'a>(cx: &Cx<'a>, fd: i32) -> Result<Cx<'a>, Errno> {
     if vn.mnt.is_dead() {
         return Err(Errno(ENOENT));
     }
-    Ok(Cx { k: cx.k, p: cx.p, dir: Some(vn) })
+    Ok(Cx {
+        k: cx.k,
+        p: cx.p,
+        dir: Some(vn),
+    })
 }
 
 fn flags_only(flag: i32, allowed: i32) -> SysResult {

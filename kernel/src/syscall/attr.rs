@@ -32,7 +32,13 @@ pub fn chmod_vn(cx: &Cx, vn: &Vnode, mode: u32) -> SysResult {
             return Err(Errno(EPERM));
         }
     }
-    vn.mnt.fs.setattr(vn.ino, &SetAttr { perm: Some(mode), ..Default::default() })?;
+    vn.mnt.fs.setattr(
+        vn.ino,
+        &SetAttr {
+            perm: Some(mode),
+            ..Default::default()
+        },
+    )?;
     Ok(())
 }
 
@@ -44,7 +50,11 @@ pub fn chown_vn(cx: &Cx, vn: &Vnode, uid: u32, gid: u32) -> SysResult {
     let nuid = if uid == NO_ID { a.uid } else { uid };
     let ngid = if gid == NO_ID { a.gid } else { gid };
     let root = cred::is_root(cx);
-    if !root && (cx.p.cred.uid != a.uid || nuid != a.uid || (ngid != a.gid && !cred::who(cx).member(ngid))) {
+    if !root
+        && (cx.p.cred.uid != a.uid
+            || nuid != a.uid
+            || (ngid != a.gid && !cred::who(cx).member(ngid)))
+    {
         return Err(Errno(EPERM));
     }
     let mut set = SetAttr::default();
@@ -95,7 +105,14 @@ pub fn set_times(cx: &Cx, vn: &Vnode, t: [TimeSet; 2]) -> SysResult {
         TimeSet::Omit => None,
         TimeSet::At(ts) => Some(ts),
     };
-    vn.mnt.fs.setattr(vn.ino, &SetAttr { atime: pick(t[0]), mtime: pick(t[1]), ..Default::default() })?;
+    vn.mnt.fs.setattr(
+        vn.ino,
+        &SetAttr {
+            atime: pick(t[0]),
+            mtime: pick(t[1]),
+            ..Default::default()
+        },
+    )?;
     Ok(())
 }
 
@@ -130,7 +147,10 @@ fn timevals_in(cx: &Cx, uaddr: u64) -> Result<[TimeSet; 2], Errno> {
         if !(0..1_000_000).contains(&usec) {
             return Err(Errno(EINVAL));
         }
-        Ok(TimeSet::At(Timespec { sec, nsec: usec * 1000 }))
+        Ok(TimeSet::At(Timespec {
+            sec,
+            nsec: usec * 1000,
+        }))
     };
     Ok([one(&b[..TIMEVAL_SIZE])?, one(&b[TIMEVAL_SIZE..])?])
 }
@@ -187,7 +207,13 @@ pub fn truncate(cx: &Cx, a: &Args) -> SysResult {
     }
     vn.writable()?;
     cred::check(cred::who(cx), &attr, PERM_W)?;
-    vn.mnt.fs.setattr(vn.ino, &SetAttr { size: Some(len as u64), ..Default::default() })?;
+    vn.mnt.fs.setattr(
+        vn.ino,
+        &SetAttr {
+            size: Some(len as u64),
+            ..Default::default()
+        },
+    )?;
     Ok(())
 }
 
@@ -274,7 +300,14 @@ pub fn mknod_path(cx: &Cx, path: &[u8], mode: u32, dev: u64) -> SysResult {
     let par = cx.namei_new(path, false)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
-    par.dir.mnt.fs.mknod(par.dir.ino, &par.name, kind, cred::masked(cx, mode), dev, cx.p.cred)?;
+    par.dir.mnt.fs.mknod(
+        par.dir.ino,
+        &par.name,
+        kind,
+        cred::masked(cx, mode),
+        dev,
+        cx.p.cred,
+    )?;
     Ok(())
 }
 

@@ -38,7 +38,10 @@ impl Who<'_> {
 
 /// The calling process as a [`Who`].
 pub fn who<'a>(cx: &'a Cx) -> Who<'a> {
-    Who { cred: cx.p.cred, groups: &cx.p.groups }
+    Who {
+        cred: cx.p.cred,
+        groups: &cx.p.groups,
+    }
 }
 
 /// Whether `who` may access a node with attributes `a` for `want`
@@ -157,7 +160,9 @@ pub fn getegid(cx: &Cx, rv: &mut [i64; 2]) -> SysResult {
 
 /// `umask(newmask)`: the old mask.
 pub fn umask(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
-    let old = cx.p.umask.swap(a.mode(0) & 0o777, std::sync::atomic::Ordering::Relaxed);
+    let old =
+        cx.p.umask
+            .swap(a.mode(0) & 0o777, std::sync::atomic::Ordering::Relaxed);
     rv[0] = old as i64;
     Ok(())
 }

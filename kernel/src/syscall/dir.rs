@@ -35,7 +35,12 @@ pub fn getdents(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
             full = true;
             return false;
         }
-        Dirent { fileno: e.ino, kind: e.kind.dirent_type(), name: e.name }.encode_into(&mut out);
+        Dirent {
+            fileno: e.ino,
+            kind: e.kind.dirent_type(),
+            name: e.name,
+        }
+        .encode_into(&mut out);
         next = e.next;
         true
     })?;

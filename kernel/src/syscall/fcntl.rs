@@ -65,7 +65,11 @@ pub fn fcntl(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
             rv[0] = t.alloc_from(f, min as i32, cmd == F_DUPFD_CLOEXEC)? as i64;
         }
         F_GETFD => {
-            rv[0] = if t.lock().cloexec(fd)? { FD_CLOEXEC as i64 } else { 0 };
+            rv[0] = if t.lock().cloexec(fd)? {
+                FD_CLOEXEC as i64
+            } else {
+                0
+            };
         }
         F_SETFD => {
             t.lock().set_cloexec(fd, arg as i32 & FD_CLOEXEC != 0)?;
@@ -76,9 +80,11 @@ pub fn fcntl(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
         F_SETFL => {
             let f = t.lock().get(fd)?;
             let new = arg as i32 & FCNTL_SETFL_MASK;
-            let _ = f.status.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some((old & !FCNTL_SETFL_MASK) | new)
-            });
+            let _ = f
+                .status
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    Some((old & !FCNTL_SETFL_MASK) | new)
+                });
         }
         _ => return Err(Errno(EINVAL)),
     }

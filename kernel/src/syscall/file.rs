@@ -79,10 +79,19 @@ pub(super) fn do_read(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Re
     if off > MAX_IO {
         return Err(Errno(EINVAL));
     }
-    with_buf(len.min(IO_CHUNK), |buf| read_chunks(cx, f, off, uaddr, len, buf))
+    with_buf(len.min(IO_CHUNK), |buf| {
+        read_chunks(cx, f, off, uaddr, len, buf)
+    })
 }
 
-fn read_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u8]) -> Result<usize, Errno> {
+fn read_chunks(
+    cx: &Cx,
+    f: &File,
+    off: u64,
+    uaddr: u64,
+    len: usize,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
     let mut done = 0usize;
     while done < len {
         let n = (len - done).min(IO_CHUNK);
@@ -114,7 +123,13 @@ fn read_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u
 
 /// Write `len` bytes from user memory at `uaddr` at `off`, in chunks.
 #[allow(clippy::unnecessary_map_or)] // is_none_or is newer than the MSRV
-pub(super) fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> Result<usize, Errno> {
+pub(super) fn do_write(
+    cx: &Cx,
+    f: &File,
+    off: u64,
+    uaddr: u64,
+    len: usize,
+) -> Result<usize, Errno> {
     if !f.writable() {
         return Err(Errno(EBADF));
     }
@@ -134,10 +149,19 @@ pub(super) fn do_write(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize) -> R
             return Ok(len);
         }
     }
-    with_buf(len.min(IO_CHUNK), |buf| write_chunks(cx, f, off, uaddr, len, buf))
+    with_buf(len.min(IO_CHUNK), |buf| {
+        write_chunks(cx, f, off, uaddr, len, buf)
+    })
 }
 
-fn write_chunks(cx: &Cx, f: &File, off: u64, uaddr: u64, len: usize, buf: &mut [u8]) -> Result<usize, Errno> {
+fn write_chunks(
+    cx: &Cx,
+    f: &File,
+    off: u64,
+    uaddr: u64,
+    len: usize,
+    buf: &mut [u8],
+) -> Result<usize, Errno> {
     let mut done = 0usize;
     while done < len {
         let n = (len - done).min(IO_CHUNK);
@@ -252,7 +276,13 @@ pub fn ftruncate(cx: &Cx, a: &Args) -> SysResult {
         (Backend::Fs, FileKind::Reg) => {
             let vn = f.vnode();
             vn.writable()?;
-            vn.mnt.fs.setattr(vn.ino, &SetAttr { size: Some(len as u64), ..Default::default() })?;
+            vn.mnt.fs.setattr(
+                vn.ino,
+                &SetAttr {
+                    size: Some(len as u64),
+                    ..Default::default()
+                },
+            )?;
             Ok(())
         }
         (_, FileKind::Dir) => Err(Errno(EISDIR)),

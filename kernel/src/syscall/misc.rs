@@ -16,8 +16,13 @@ pub fn getpid(cx: &Cx, rv: &mut [i64; 2]) -> SysResult {
 /// `reboot(opt, bootstr)`: hand the halt to the installed handler; its
 /// errno is the result. Without a handler: `EPERM`.
 pub fn reboot(cx: &Cx, a: &Args) -> SysResult {
-    let Some(h) = cx.k.reboot_handler() else { return Err(Errno(EPERM)) };
-    let call = RebootCall { flags: a.int(0), client: cx.p.mem.client() };
+    let Some(h) = cx.k.reboot_handler() else {
+        return Err(Errno(EPERM));
+    };
+    let call = RebootCall {
+        flags: a.int(0),
+        client: cx.p.mem.client(),
+    };
     match h(cx.k, call) {
         0 => Ok(()),
         e => Err(Errno(e)),

@@ -84,11 +84,25 @@ impl Cx<'_> {
     }
 
     pub fn namei(&self, path: &[u8], follow: bool) -> Result<Vnode, Errno> {
-        namei::namei(&self.k.mounts, &self.root(), &self.cwd(), path, follow, self.searcher())
+        namei::namei(
+            &self.k.mounts,
+            &self.root(),
+            &self.cwd(),
+            path,
+            follow,
+            self.searcher(),
+        )
     }
 
     pub fn namei_parent(&self, path: &[u8], follow: bool) -> Result<Parent, Errno> {
-        namei::namei_parent(&self.k.mounts, &self.root(), &self.cwd(), path, follow, self.searcher())
+        namei::namei_parent(
+            &self.k.mounts,
+            &self.root(),
+            &self.cwd(),
+            path,
+            follow,
+            self.searcher(),
+        )
     }
 
     /// The credentials path walks check search permission against (none

@@ -19,7 +19,13 @@ const MFSNAMELEN: usize = 32;
 /// `mount(type, path, flags, data, data_len)` with `data` a
 /// `struct ufs_args { char *fspec; }` naming a `blk` drive.
 pub fn mount(cx: &Cx, a: &Args) -> SysResult {
-    let fstype = cx.p.mem.copyinstr(a.u(0), MFSNAMELEN).map_err(|e| if e.0 == ENAMETOOLONG { Errno(ENODEV) } else { e })?;
+    let fstype = cx.p.mem.copyinstr(a.u(0), MFSNAMELEN).map_err(|e| {
+        if e.0 == ENAMETOOLONG {
+            Errno(ENODEV)
+        } else {
+            e
+        }
+    })?;
     let path = cx.path(a.u(1))?;
     let flags = a.int(2);
     let data = a.u(3);
@@ -52,7 +58,8 @@ pub fn mount(cx: &Cx, a: &Args) -> SysResult {
     if dir.kind()? != FileKind::Dir {
         return Err(Errno(ENOTDIR));
     }
-    if cx.k.mounts.mounted_on(&dir).is_some() || (dir.is_mount_root() && dir.mnt.covered.is_some()) {
+    if cx.k.mounts.mounted_on(&dir).is_some() || (dir.is_mount_root() && dir.mnt.covered.is_some())
+    {
         return Err(Errno(EBUSY));
     }
     if drive.mounted.swap(true, Ordering::SeqCst) {
@@ -106,7 +113,13 @@ pub fn unmount(cx: &Cx, a: &Args) -> SysResult {
         return Err(Errno(EBUSY));
     }
     // Something mounted below this mount keeps it busy.
-    if cx.k.mounts.list().iter().any(|o| o.covered.as_ref().is_some_and(|c| Arc::ptr_eq(&c.mnt, &m))) {
+    if cx
+        .k
+        .mounts
+        .list()
+        .iter()
+        .any(|o| o.covered.as_ref().is_some_and(|c| Arc::ptr_eq(&c.mnt, &m)))
+    {
         return Err(Errno(EBUSY));
     }
     if m.busy.load(Ordering::SeqCst) > 0 && !force {
@@ -123,7 +136,10 @@ pub fn unmount(cx: &Cx, a: &Args) -> SysResult {
     match m.fs.unmount() {
         Ok(()) => {}
         Err(e) if !force => return Err(e),
-        Err(e) => eprintln!("rumpkern: forced unmount of {}: final sync failed: {e}", m.path),
+        Err(e) => eprintln!(
+            "rumpkern: forced unmount of {}: final sync failed: {e}",
+            m.path
+        ),
     }
     m.dead.store(true, Ordering::Release);
     cx.k.mounts.remove(&m);
@@ -133,7 +149,10 @@ pub fn unmount(cx: &Cx, a: &Args) -> SysResult {
         // durable. On failure they stay dirty in the cache (a later sync
         // or the halt retries) and the error is reported.
         if let Err(e) = d.sync() {
-            eprintln!("rumpkern: unmount of {}: sync of drive {} failed: {e}", m.path, d.key);
+            eprintln!(
+                "rumpkern: unmount of {}: sync of drive {} failed: {e}",
+                m.path, d.key
+            );
             r = Err(e);
         }
         d.mounted.store(false, Ordering::SeqCst);

@@ -15,9 +15,25 @@ use crate::vfs::{FileKind, SetAttr};
 use crate::vnode::Vnode;
 
 /// Flags `open(2)` accepts (others are `EINVAL`).
-const OPEN_FLAGS: i32 = O_ACCMODE | O_NONBLOCK | O_APPEND | O_SHLOCK | O_EXLOCK | O_ASYNC | O_SYNC
-    | O_NOFOLLOW | O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY | O_DSYNC | O_RSYNC | O_DIRECT | O_DIRECTORY
-    | O_CLOEXEC | O_SEARCH | O_NOSIGPIPE;
+const OPEN_FLAGS: i32 = O_ACCMODE
+    | O_NONBLOCK
+    | O_APPEND
+    | O_SHLOCK
+    | O_EXLOCK
+    | O_ASYNC
+    | O_SYNC
+    | O_NOFOLLOW
+    | O_CREAT
+    | O_TRUNC
+    | O_EXCL
+    | O_NOCTTY
+    | O_DSYNC
+    | O_RSYNC
+    | O_DIRECT
+    | O_DIRECTORY
+    | O_CLOEXEC
+    | O_SEARCH
+    | O_NOSIGPIPE;
 
 pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     let path = cx.path(a.u(0))?;
@@ -54,15 +70,26 @@ pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
                 }
                 par.dir.writable()?;
                 cred::dir_write(cx, &par.dir)?;
-                match par.dir.mnt.fs.create(par.dir.ino, &par.name, FileKind::Reg, mode, cx.p.cred) {
+                match par
+                    .dir
+                    .mnt
+                    .fs
+                    .create(par.dir.ino, &par.name, FileKind::Reg, mode, cx.p.cred)
+                {
                     Ok(ino) => {
                         created = true;
-                        Vnode { mnt: par.dir.mnt.clone(), ino }
+                        Vnode {
+                            mnt: par.dir.mnt.clone(),
+                            ino,
+                        }
                     }
                     Err(e) if e.0 == EEXIST && !excl => {
                         // Lost a race with another creator: open theirs.
                         let ino = par.dir.mnt.fs.lookup(par.dir.ino, &par.name)?;
-                        Vnode { mnt: par.dir.mnt.clone(), ino }
+                        Vnode {
+                            mnt: par.dir.mnt.clone(),
+                            ino,
+                        }
                     }
                     Err(e) => return Err(e),
                 }
@@ -107,10 +134,22 @@ pub fn open(cx: &Cx, a: &Args, rv: &mut [i64; 2]) -> SysResult {
     if wants_write && matches!(backend, Backend::Fs) {
         vn.writable()?;
     }
-    if flags & O_TRUNC != 0 && wants_write && attr.kind == FileKind::Reg && !created && attr.size != 0 {
-        vn.mnt.fs.setattr(vn.ino, &SetAttr { size: Some(0), ..Default::default() })?;
+    if flags & O_TRUNC != 0
+        && wants_write
+        && attr.kind == FileKind::Reg
+        && !created
+        && attr.size != 0
+    {
+        vn.mnt.fs.setattr(
+            vn.ino,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )?;
     }
-    let keep = flags & (O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | O_RSYNC | O_DIRECT | O_ASYNC);
+    let keep = flags
+        & (O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | O_RSYNC | O_DIRECT | O_ASYNC);
     let file = Arc::new(File::new(vn, attr.kind, backend, keep));
     let fd = cx.p.fdtable().lock().alloc(file, flags & O_CLOEXEC != 0)?;
     rv[0] = fd as i64;
@@ -189,7 +228,10 @@ pub fn mkdir(cx: &Cx, a: &Args) -> SysResult {
     let par = cx.namei_new(&path, true)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
-    par.dir.mnt.fs.create(par.dir.ino, &par.name, FileKind::Dir, mode, cx.p.cred)?;
+    par.dir
+        .mnt
+        .fs
+        .create(par.dir.ino, &par.name, FileKind::Dir, mode, cx.p.cred)?;
     Ok(())
 }
 
@@ -199,7 +241,10 @@ pub fn symlink(cx: &Cx, a: &Args) -> SysResult {
     let par = cx.namei_new(&path, false)?;
     par.dir.writable()?;
     cred::dir_write(cx, &par.dir)?;
-    par.dir.mnt.fs.symlink(par.dir.ino, &par.name, &target, cx.p.cred)?;
+    par.dir
+        .mnt
+        .fs
+        .symlink(par.dir.ino, &par.name, &target, cx.p.cred)?;
     Ok(())
 }
 
@@ -250,7 +295,10 @@ pub fn rename_paths(cf: &Cx, ct: &Cx, from: &[u8], to: &[u8]) -> SysResult {
     fp.dir.writable()?;
     cred::may_delete(cx, &fp.dir, &src)?;
     cred::dir_write(cx, &tp.dir)?;
-    fp.dir.mnt.fs.rename(fp.dir.ino, &fp.name, tp.dir.ino, &tp.name)
+    fp.dir
+        .mnt
+        .fs
+        .rename(fp.dir.ino, &fp.name, tp.dir.ino, &tp.name)
 }
 
 pub fn chmod(cx: &Cx, a: &Args) -> SysResult {

@@ -58,7 +58,10 @@ pub fn sysctl(cx: &Cx, a: &Args) -> SysResult {
     }
     let mut raw = vec![0u8; namelen as usize * 4];
     cx.copyin(a.u(0), &mut raw)?;
-    let name: Vec<i32> = raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let name: Vec<i32> = raw
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     let (oldv, oldlenp, newv, newlen) = (a.u(2), a.u(3), a.u(4), a.u(5));
     let val = lookup(cx, &name)?;
     let old = val.bytes();

@@ -23,7 +23,10 @@ fn iovecs(cx: &Cx, uaddr: u64, iovcnt: i32) -> Result<Vec<(u64, usize)>, Errno> 
     for c in b.chunks_exact(IOVEC_SIZE) {
         let base = u64::from_le_bytes(c[..8].try_into().map_err(|_| Errno(EFAULT))?);
         let len = u64::from_le_bytes(c[8..].try_into().map_err(|_| Errno(EFAULT))?);
-        total = total.checked_add(len).filter(|&t| t <= i64::MAX as u64).ok_or(Errno(EINVAL))?;
+        total = total
+            .checked_add(len)
+            .filter(|&t| t <= i64::MAX as u64)
+            .ok_or(Errno(EINVAL))?;
         out.push((base, usize::try_from(len).map_err(|_| Errno(EINVAL))?));
     }
     Ok(out)

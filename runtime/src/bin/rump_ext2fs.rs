@@ -52,7 +52,10 @@ struct Args {
 
 fn parse() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut a = Args { threads: 4, ..Default::default() };
+    let mut a = Args {
+        threads: 4,
+        ..Default::default()
+    };
     let mut pos = Vec::new();
     let mut opts = Vec::new();
     let mut i = 0;
@@ -125,7 +128,13 @@ fn main() {
     }
     let mnt = host::check_mountpoint(Path::new(&a.mnt)).unwrap_or_else(|m| die(m));
     let mut ro = a.ro;
-    if !ro && std::fs::OpenOptions::new().read(true).write(true).open(img).is_err() {
+    if !ro
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .is_err()
+    {
         // An image we may not write is served read-only.
         ro = true;
     }
@@ -137,9 +146,15 @@ fn main() {
     // Virtual CPUs as for any kernel (RUMP_NCPU, else the host's): kernel
     // locks give up the CPU while they wait, so FUSE threads beyond the
     // CPUs queue for one instead of wedging.
-    let mut rump = Rump::builder().drive(&spec).boot().unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
-    let p = rump.process().unwrap_or_else(|e| die(format!("kernel: {}", e.description())));
-    p.mkdir(KMNT, 0o755).unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
+    let mut rump = Rump::builder()
+        .drive(&spec)
+        .boot()
+        .unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
+    let p = rump
+        .process()
+        .unwrap_or_else(|e| die(format!("kernel: {}", e.description())));
+    p.mkdir(KMNT, 0o755)
+        .unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
     if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
         die(format!("{}: {}", a.image, e.description()));
     }
@@ -164,7 +179,11 @@ fn main() {
     let single = a.url.is_none();
     let opts = Options {
         read_only: ro,
-        ttl: if single { Duration::from_secs(60) } else { Duration::from_secs(1) },
+        ttl: if single {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        },
         writeback: a.writeback.unwrap_or(single) && !ro,
     };
     let backend = LocalBackend::new(rump.kernel().clone());
@@ -188,7 +207,11 @@ fn main() {
     cfg.mount_options = mo;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    cfg.acl = if a.allow_other.unwrap_or(root) { SessionACL::All } else { SessionACL::Owner };
+    cfg.acl = if a.allow_other.unwrap_or(root) {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     cfg.n_threads = Some(a.threads);
     cfg.clone_fd = true;
     let session = match fuser::Session::new(fs, &mnt, &cfg) {
@@ -202,7 +225,10 @@ fn main() {
     // Sequential reads in READs as large as the kernel may send (1 MiB,
     // the max_readahead asked for at INIT), not the host's 128 KiB.
     if let Err(e) = host::set_readahead(&mnt) {
-        tracing::debug!("{}: read-ahead left at the host's default: {e}", mnt.display());
+        tracing::debug!(
+            "{}: read-ahead left at the host's default: {e}",
+            mnt.display()
+        );
     }
 
     // SIGTERM, SIGINT, SIGHUP: unmount; the halt follows below.
@@ -240,7 +266,9 @@ fn finish(rump: &Rump) -> ! {
 }
 
 fn abs(p: &str) -> String {
-    std::fs::canonicalize(p).map(|b: PathBuf| b.display().to_string()).unwrap_or_else(|_| p.to_string())
+    std::fs::canonicalize(p)
+        .map(|b: PathBuf| b.display().to_string())
+        .unwrap_or_else(|_| p.to_string())
 }
 
 fn reason(e: &std::io::Error) -> String {
@@ -249,4 +277,3 @@ fn reason(e: &std::io::Error) -> String {
         None => e.to_string(),
     }
 }
-

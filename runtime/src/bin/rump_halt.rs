@@ -74,16 +74,24 @@ fn main() {
         Ok(()) => tracing::info!("{url} answered: halted (error 0) after {took:.1?}"),
         Err(rumpclient::Error::Errno(e)) if e.0 == netbsd_abi::errno::EBUSY => {
             tracing::info!("{url} answered: EBUSY after {took:.1?}");
-            die(&format_args!("{url}: a halt is already under way ({prog} -n skips its flush)"))
+            die(&format_args!(
+                "{url}: a halt is already under way ({prog} -n skips its flush)"
+            ))
         }
         // The kernel halted but its flush failed: the data is not safe.
         Err(rumpclient::Error::Errno(e)) => {
-            tracing::info!("{url} answered: error {} ({}) after {took:.1?}", e.0, netbsd_abi::errno::name(e.0).unwrap_or("unknown"));
+            tracing::info!(
+                "{url} answered: error {} ({}) after {took:.1?}",
+                e.0,
+                netbsd_abi::errno::name(e.0).unwrap_or("unknown")
+            );
             die(&format_args!("halt: file system flush failed: {e}"))
         }
         Err(rumpclient::Error::Lost { .. }) if flags & RB_NOSYNC == 0 => {
             tracing::info!("no answer from {url} after {took:.1?}");
-            die(&format_args!("{url}: the server went away before its flush completed (overtaken by {prog} -n?)"))
+            die(&format_args!(
+                "{url}: the server went away before its flush completed (overtaken by {prog} -n?)"
+            ))
         }
         Err(e) => {
             tracing::info!("no answer from {url} after {took:.1?}");
@@ -93,7 +101,12 @@ fn main() {
 }
 
 /// `reboot(2)` on another thread; past 2 s, say what we wait for.
-fn reboot_telling(client: rumpclient::Client, flags: i32, url: &str, prog: &str) -> Result<(), rumpclient::Error> {
+fn reboot_telling(
+    client: rumpclient::Client,
+    flags: i32,
+    url: &str,
+    prog: &str,
+) -> Result<(), rumpclient::Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(client.reboot(flags));
@@ -104,7 +117,10 @@ fn reboot_telling(client: rumpclient::Client, flags: i32, url: &str, prog: &str)
         match rx.recv_timeout(next.saturating_sub(start.elapsed())) {
             Ok(r) => return r,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(rumpclient::Error::Lost { url: url.to_string(), source: None })
+                return Err(rumpclient::Error::Lost {
+                    url: url.to_string(),
+                    source: None,
+                })
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let what = if flags & RB_NOSYNC != 0 {
@@ -115,7 +131,10 @@ fn reboot_telling(client: rumpclient::Client, flags: i32, url: &str, prog: &str)
                          `RUMP_SERVER={url} {prog} -n` skips the flush)"
                     )
                 };
-                eprintln!("{prog}: waiting {}s for {url} {what}", start.elapsed().as_secs());
+                eprintln!(
+                    "{prog}: waiting {}s for {url} {what}",
+                    start.elapsed().as_secs()
+                );
                 next += std::time::Duration::from_secs(if next.as_secs() < 10 { 4 } else { 20 });
             }
         }

@@ -95,7 +95,10 @@ fn parse_args() -> Opts {
             'r' => match parse_memlimit(&v) {
                 Ok(n) => o.memlimit = Some(n),
                 // Name the value once: `-r 1x: bad size: ...`.
-                Err(e) => usage(&format!("-r {v}: {}", e.to_string().replace(&format!(" \"{}\"", v.trim()), ""))),
+                Err(e) => usage(&format!(
+                    "-r {v}: {}",
+                    e.to_string().replace(&format!(" \"{}\"", v.trim()), "")
+                )),
             },
             _ => usage(""),
         }
@@ -123,7 +126,9 @@ fn start(o: &Opts) -> Result<Served, String> {
         return start_netbsd(o).map(Served::Netbsd);
     }
     if let Some(m) = o.modules.first() {
-        return Err(format!("-m {m}: kernel modules need NetBSD components (-l)"));
+        return Err(format!(
+            "-m {m}: kernel modules need NetBSD components (-l)"
+        ));
     }
     let mut b = Rump::builder().verbose(o.verbose);
     if let Some(n) = o.ncpu {
@@ -138,7 +143,9 @@ fn start(o: &Opts) -> Result<Served, String> {
     // Test-only fault injection: RUMP_FAULT=KEY=MODE[:CONTROLFILE][;...]
     if let Ok(f) = std::env::var("RUMP_FAULT") {
         for one in f.split(';').filter(|s| !s.is_empty()) {
-            let (key, spec) = one.split_once('=').ok_or_else(|| format!("RUMP_FAULT {one}: expected KEY=MODE"))?;
+            let (key, spec) = one
+                .split_once('=')
+                .ok_or_else(|| format!("RUMP_FAULT {one}: expected KEY=MODE"))?;
             b = b.fault(key, spec);
         }
     }
@@ -150,7 +157,9 @@ fn start(o: &Opts) -> Result<Served, String> {
 /// `-l`: NetBSD's components on our hypercall layer.
 fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
     if std::env::var_os("RUMP_FAULT").is_some() {
-        return Err("RUMP_FAULT: fault injection is a built-in kernel feature (not with -l)".into());
+        return Err(
+            "RUMP_FAULT: fault injection is a built-in kernel feature (not with -l)".into(),
+        );
     }
     // A bad URL is refused before the kernel boots.
     netbsd_abi::sp::parse_url(&o.url, true).map_err(|e| format!("{}: {e}", o.url))?;
@@ -251,11 +260,19 @@ fn serve_builtin(_o: &Opts, set: &SigSet, rump: Rump) -> ! {
         if rump.halt_state().quiesced() {
             // Halted with -h: the host process goes when told to, and says
             // in its status whether the halt's flush worked.
-            exit(if rump.halt_state().flush_failed() { 1 } else { 0 });
+            exit(if rump.halt_state().flush_failed() {
+                1
+            } else {
+                0
+            });
         }
         if rump.halt_state().halting() {
             // A second signal while the first halt flushes: the rescue.
-            eprintln!("{}: {} during the halt: skipping the rest of the flush", prog(), signame(sig));
+            eprintln!(
+                "{}: {} during the halt: skipping the rest of the flush",
+                prog(),
+                signame(sig)
+            );
             let _ = rump.halt(netbsd_abi::reboot::RB_NOSYNC);
             continue;
         }

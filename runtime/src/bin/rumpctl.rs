@@ -23,25 +23,65 @@ const CHUNK: usize = 64 * 1024;
 
 /// Each command and its arguments, as the usage and `--help` show them.
 const COMMANDS: &[(&str, &str, &str)] = &[
-    ("ls", "[-l] [path ...]", "list directories (-l: mode, links, owner, size, time)"),
+    (
+        "ls",
+        "[-l] [path ...]",
+        "list directories (-l: mode, links, owner, size, time)",
+    ),
     ("cat", "path ...", "copy kernel files to standard output"),
-    ("put", "hostfile path", "copy a host file into the kernel (\"-\": standard input)"),
-    ("get", "path hostfile", "copy a kernel file to the host (\"-\": standard output)"),
-    ("cp", "[-R] source ... target", "copy between host and kernel; kernel paths start with ':'"),
+    (
+        "put",
+        "hostfile path",
+        "copy a host file into the kernel (\"-\": standard input)",
+    ),
+    (
+        "get",
+        "path hostfile",
+        "copy a kernel file to the host (\"-\": standard output)",
+    ),
+    (
+        "cp",
+        "[-R] source ... target",
+        "copy between host and kernel; kernel paths start with ':'",
+    ),
     ("mkdir", "[-p] path ...", "make directories"),
     ("rm", "path ...", "remove files"),
     ("rmdir", "path ...", "remove empty directories"),
     ("mv", "from to", "rename"),
     ("ln", "-s target path", "make a symbolic link"),
-    ("chmod", "mode path ...", "change permission bits (octal mode)"),
-    ("chown", "[-h] owner[:group] path ...", "change owner and group (numeric ids; -h: the link itself)"),
-    ("touch", "path ...", "set access and modification times to now, creating missing files"),
-    ("df", "[path ...]", "free space of the file systems holding the paths (default /)"),
+    (
+        "chmod",
+        "mode path ...",
+        "change permission bits (octal mode)",
+    ),
+    (
+        "chown",
+        "[-h] owner[:group] path ...",
+        "change owner and group (numeric ids; -h: the link itself)",
+    ),
+    (
+        "touch",
+        "path ...",
+        "set access and modification times to now, creating missing files",
+    ),
+    (
+        "df",
+        "[path ...]",
+        "free space of the file systems holding the paths (default /)",
+    ),
     ("stat", "path ...", "show inode details"),
-    ("mount", "[-r] special dir", "mount an ext2 drive (type ext2fs; -r: read-only)"),
+    (
+        "mount",
+        "[-r] special dir",
+        "mount an ext2 drive (type ext2fs; -r: read-only)",
+    ),
     ("umount", "[-f] dir", "unmount (-f: forced)"),
     ("sync", "", "flush the kernel's caches to the host"),
-    ("fuse", "[-f] [-o ro] [path] mountpoint", "mount the kernel's tree (or a subtree) on the host through FUSE"),
+    (
+        "fuse",
+        "[-f] [-o ro] [path] mountpoint",
+        "mount the kernel's tree (or a subtree) on the host through FUSE",
+    ),
 ];
 
 fn prog() -> &'static str {
@@ -52,7 +92,11 @@ fn prog() -> &'static str {
 fn usage_text() -> String {
     let mut s = format!("usage: {} [-v] command [argument ...]\n", prog());
     for (name, args, _) in COMMANDS {
-        s.push_str(&format!("       {} {name}{}{args}\n", prog(), if args.is_empty() { "" } else { " " }));
+        s.push_str(&format!(
+            "       {} {name}{}{args}\n",
+            prog(),
+            if args.is_empty() { "" } else { " " }
+        ));
     }
     s
 }
@@ -68,9 +112,15 @@ fn usage(msg: &str) -> ! {
 /// A bad command line for a known command: the message and that
 /// command's usage line only.
 fn usage_of(cmd: &str, msg: &str) -> ! {
-    let Some((name, args, _)) = COMMANDS.iter().find(|(n, _, _)| *n == cmd) else { usage(msg) };
+    let Some((name, args, _)) = COMMANDS.iter().find(|(n, _, _)| *n == cmd) else {
+        usage(msg)
+    };
     eprintln!("{}: {msg}", prog());
-    eprintln!("usage: {} {name}{}{args}", prog(), if args.is_empty() { "" } else { " " });
+    eprintln!(
+        "usage: {} {name}{}{args}",
+        prog(),
+        if args.is_empty() { "" } else { " " }
+    );
     exit(1)
 }
 
@@ -80,7 +130,9 @@ fn help() -> String {
     for (name, _, what) in COMMANDS {
         s.push_str(&format!("  {name:<7} {what}\n"));
     }
-    s.push_str("  -v      say what is done (again for more; RUMP_VERBOSE likewise)\nSee rumpctl(1).\n");
+    s.push_str(
+        "  -v      say what is done (again for more; RUMP_VERBOSE likewise)\nSee rumpctl(1).\n",
+    );
     s
 }
 
@@ -116,7 +168,11 @@ enum Loc {
 impl Loc {
     fn parse(s: &str) -> Loc {
         match s.strip_prefix(':') {
-            Some(p) => Loc::Kernel(if p.is_empty() { ".".into() } else { p.to_string() }),
+            Some(p) => Loc::Kernel(if p.is_empty() {
+                ".".into()
+            } else {
+                p.to_string()
+            }),
             None => Loc::Host(s.to_string()),
         }
     }
@@ -144,29 +200,68 @@ impl Loc {
 /// What to do, checked before connecting.
 #[derive(Debug)]
 enum Job {
-    Ls { long: bool, paths: Vec<String> },
+    Ls {
+        long: bool,
+        paths: Vec<String>,
+    },
     Cat(Vec<String>),
-    Put { host: String, path: String },
-    Get { path: String, host: String },
-    Cp { recursive: bool, sources: Vec<Loc>, target: Loc },
-    Mkdir { parents: bool, paths: Vec<String> },
+    Put {
+        host: String,
+        path: String,
+    },
+    Get {
+        path: String,
+        host: String,
+    },
+    Cp {
+        recursive: bool,
+        sources: Vec<Loc>,
+        target: Loc,
+    },
+    Mkdir {
+        parents: bool,
+        paths: Vec<String>,
+    },
     Rm(Vec<String>),
     Rmdir(Vec<String>),
-    Mv { from: String, to: String },
-    Ln { target: String, path: String },
-    Chmod { mode: u32, paths: Vec<String> },
-    Chown { uid: u32, gid: u32, nofollow: bool, paths: Vec<String> },
+    Mv {
+        from: String,
+        to: String,
+    },
+    Ln {
+        target: String,
+        path: String,
+    },
+    Chmod {
+        mode: u32,
+        paths: Vec<String>,
+    },
+    Chown {
+        uid: u32,
+        gid: u32,
+        nofollow: bool,
+        paths: Vec<String>,
+    },
     Touch(Vec<String>),
     Df(Vec<String>),
     Stat(Vec<String>),
-    Mount { ro: bool, special: String, dir: String },
-    Umount { force: bool, dir: String },
+    Mount {
+        ro: bool,
+        special: String,
+        dir: String,
+    },
+    Umount {
+        force: bool,
+        dir: String,
+    },
     Sync,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
     if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!("{s}: invalid file mode (an octal number such as 644 or 0755)"));
+        return Err(format!(
+            "{s}: invalid file mode (an octal number such as 644 or 0755)"
+        ));
     }
     match u32::from_str_radix(s, 8) {
         Ok(m) if m <= 0o7777 => Ok(m),
@@ -183,7 +278,9 @@ fn parse_owner(s: &str) -> Result<(u32, u32), String> {
         }
         match p.parse::<u32>() {
             Ok(n) if n != u32::MAX => Ok(n),
-            _ => Err(format!("{s}: invalid {what} (a number: the kernel has no user database)")),
+            _ => Err(format!(
+                "{s}: invalid {what} (a number: the kernel has no user database)"
+            )),
         }
     };
     let (u, g) = s.split_once(':').unwrap_or((s, ""));
@@ -197,12 +294,25 @@ fn parse_owner(s: &str) -> Result<(u32, u32), String> {
 /// check that needs no kernel happens here.
 fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
     let opts = |spec: &str| getopt(rest, spec).map_err(|e| format!("{cmd}: {e}"));
-    let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("{cmd}: {what}")) };
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{cmd}: {what}"))
+        }
+    };
     Ok(match cmd {
         "ls" => {
             let p = opts("l")?;
-            let paths = if p.operands.is_empty() { vec![".".to_string()] } else { p.operands };
-            Job::Ls { long: !p.opts.is_empty(), paths }
+            let paths = if p.operands.is_empty() {
+                vec![".".to_string()]
+            } else {
+                p.operands
+            };
+            Job::Ls {
+                long: !p.opts.is_empty(),
+                paths,
+            }
         }
         "cat" => {
             let p = opts("")?;
@@ -212,12 +322,21 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
         "put" | "get" => {
             let p = opts("")?;
             let [a, b] = p.operands.as_slice() else {
-                return Err(format!("{cmd}: expected two operands, got {}", p.operands.len()));
+                return Err(format!(
+                    "{cmd}: expected two operands, got {}",
+                    p.operands.len()
+                ));
             };
             if cmd == "put" {
-                Job::Put { host: a.clone(), path: b.clone() }
+                Job::Put {
+                    host: a.clone(),
+                    path: b.clone(),
+                }
             } else {
-                Job::Get { path: a.clone(), host: b.clone() }
+                Job::Get {
+                    path: a.clone(),
+                    host: b.clone(),
+                }
             }
         }
         "cp" => {
@@ -225,15 +344,29 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             need(p.operands.len() >= 2, "expected source ... target")?;
             let mut locs: Vec<Loc> = p.operands.iter().map(|s| Loc::parse(s)).collect();
             let target = locs.pop().expect("two operands");
-            if locs.iter().chain([&target]).all(|l| matches!(l, Loc::Host(_))) {
-                return Err("cp: no kernel path: name kernel paths with a leading ':' (cp file :/dir)".into());
+            if locs
+                .iter()
+                .chain([&target])
+                .all(|l| matches!(l, Loc::Host(_)))
+            {
+                return Err(
+                    "cp: no kernel path: name kernel paths with a leading ':' (cp file :/dir)"
+                        .into(),
+                );
             }
-            Job::Cp { recursive: !p.opts.is_empty(), sources: locs, target }
+            Job::Cp {
+                recursive: !p.opts.is_empty(),
+                sources: locs,
+                target,
+            }
         }
         "mkdir" => {
             let p = opts("p")?;
             need(!p.operands.is_empty(), "missing directory operand")?;
-            Job::Mkdir { parents: !p.opts.is_empty(), paths: p.operands }
+            Job::Mkdir {
+                parents: !p.opts.is_empty(),
+                paths: p.operands,
+            }
         }
         "rm" | "rmdir" | "stat" => {
             let p = opts("")?;
@@ -246,27 +379,49 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
         }
         "mv" => {
             let p = opts("")?;
-            let [a, b] = p.operands.as_slice() else { return Err("mv: expected from to".into()) };
-            Job::Mv { from: a.clone(), to: b.clone() }
+            let [a, b] = p.operands.as_slice() else {
+                return Err("mv: expected from to".into());
+            };
+            Job::Mv {
+                from: a.clone(),
+                to: b.clone(),
+            }
         }
         "ln" => {
             let p = opts("s")?;
             need(!p.opts.is_empty(), "only symbolic links (-s) are supported")?;
-            let [a, b] = p.operands.as_slice() else { return Err("ln: expected -s target path".into()) };
-            Job::Ln { target: a.clone(), path: b.clone() }
+            let [a, b] = p.operands.as_slice() else {
+                return Err("ln: expected -s target path".into());
+            };
+            Job::Ln {
+                target: a.clone(),
+                path: b.clone(),
+            }
         }
         "chmod" => {
             let p = opts("")?;
-            let Some((mode, paths)) = p.operands.split_first() else { return Err("chmod: missing mode".into()) };
+            let Some((mode, paths)) = p.operands.split_first() else {
+                return Err("chmod: missing mode".into());
+            };
             need(!paths.is_empty(), "missing file operand")?;
-            Job::Chmod { mode: parse_mode(mode).map_err(|e| format!("chmod: {e}"))?, paths: paths.to_vec() }
+            Job::Chmod {
+                mode: parse_mode(mode).map_err(|e| format!("chmod: {e}"))?,
+                paths: paths.to_vec(),
+            }
         }
         "chown" => {
             let p = opts("h")?;
-            let Some((owner, paths)) = p.operands.split_first() else { return Err("chown: missing owner".into()) };
+            let Some((owner, paths)) = p.operands.split_first() else {
+                return Err("chown: missing owner".into());
+            };
             need(!paths.is_empty(), "missing file operand")?;
             let (uid, gid) = parse_owner(owner).map_err(|e| format!("chown: {e}"))?;
-            Job::Chown { uid, gid, nofollow: !p.opts.is_empty(), paths: paths.to_vec() }
+            Job::Chown {
+                uid,
+                gid,
+                nofollow: !p.opts.is_empty(),
+                paths: paths.to_vec(),
+            }
         }
         "touch" => {
             let p = opts("")?;
@@ -275,17 +430,32 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
         }
         "df" => {
             let p = opts("")?;
-            Job::Df(if p.operands.is_empty() { vec!["/".into()] } else { p.operands })
+            Job::Df(if p.operands.is_empty() {
+                vec!["/".into()]
+            } else {
+                p.operands
+            })
         }
         "mount" => {
             let p = opts("r")?;
-            let [special, dir] = p.operands.as_slice() else { return Err("mount: expected special dir".into()) };
-            Job::Mount { ro: !p.opts.is_empty(), special: special.clone(), dir: dir.clone() }
+            let [special, dir] = p.operands.as_slice() else {
+                return Err("mount: expected special dir".into());
+            };
+            Job::Mount {
+                ro: !p.opts.is_empty(),
+                special: special.clone(),
+                dir: dir.clone(),
+            }
         }
         "umount" => {
             let p = opts("f")?;
-            let [dir] = p.operands.as_slice() else { return Err("umount: expected dir".into()) };
-            Job::Umount { force: !p.opts.is_empty(), dir: dir.clone() }
+            let [dir] = p.operands.as_slice() else {
+                return Err("umount: expected dir".into());
+            };
+            Job::Umount {
+                force: !p.opts.is_empty(),
+                dir: dir.clone(),
+            }
         }
         "sync" => {
             need(rest.is_empty(), "takes no arguments")?;
@@ -301,7 +471,9 @@ fn main() {
         tool::print_help(&help());
     }
     let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e.to_string()));
-    let Some((cmd, rest)) = g.operands.split_first() else { usage("missing command") };
+    let Some((cmd, rest)) = g.operands.split_first() else {
+        usage("missing command")
+    };
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
     if cmd == "fuse" {
         // Forks before it connects: its own path.
@@ -315,7 +487,10 @@ fn main() {
             exit(1)
         }
     };
-    tracing::debug!("connected to {}", std::env::var("RUMP_SERVER").unwrap_or_default());
+    tracing::debug!(
+        "connected to {}",
+        std::env::var("RUMP_SERVER").unwrap_or_default()
+    );
     let mut status = 0;
     let mut report = |r: Result<(), Fail>| {
         if let Err(Fail(m)) = r {
@@ -340,7 +515,11 @@ fn main() {
         }
         Job::Put { host, path } => report(put(c, &host, &path)),
         Job::Get { path, host } => report(get(c, &path, &host)),
-        Job::Cp { recursive, sources, target } => report(cp(c, recursive, &sources, &target)),
+        Job::Cp {
+            recursive,
+            sources,
+            target,
+        } => report(cp(c, recursive, &sources, &target)),
         Job::Mkdir { parents, paths } => {
             for path in &paths {
                 report(mkdir(c, path, parents));
@@ -356,16 +535,28 @@ fn main() {
                 report(c.rmdir(path).map_err(|e| fail(path, e)));
             }
         }
-        Job::Mv { from, to } => report(c.rename(&from, &to).map_err(|e| fail(&format!("rename {from} to {to}"), e))),
+        Job::Mv { from, to } => report(
+            c.rename(&from, &to)
+                .map_err(|e| fail(&format!("rename {from} to {to}"), e)),
+        ),
         Job::Ln { target, path } => report(c.symlink(&target, &path).map_err(|e| fail(&path, e))),
         Job::Chmod { mode, paths } => {
             for path in &paths {
                 report(c.chmod(path, mode).map_err(|e| fail(path, e)));
             }
         }
-        Job::Chown { uid, gid, nofollow, paths } => {
+        Job::Chown {
+            uid,
+            gid,
+            nofollow,
+            paths,
+        } => {
             for path in &paths {
-                let r = if nofollow { c.lchown(path, uid, gid) } else { c.chown(path, uid, gid) };
+                let r = if nofollow {
+                    c.lchown(path, uid, gid)
+                } else {
+                    c.chown(path, uid, gid)
+                };
                 report(r.map_err(|e| fail(path, e)));
             }
         }
@@ -375,7 +566,14 @@ fn main() {
             }
         }
         Job::Df(paths) => {
-            out!("{:<16} {:>10} {:>10} {:>10} {:>8}  Mounted on", "Filesystem", "1K-blocks", "Used", "Avail", "Capacity");
+            out!(
+                "{:<16} {:>10} {:>10} {:>10} {:>8}  Mounted on",
+                "Filesystem",
+                "1K-blocks",
+                "Used",
+                "Avail",
+                "Capacity"
+            );
             for path in &paths {
                 report(df(c, path));
             }
@@ -388,7 +586,10 @@ fn main() {
         Job::Mount { ro, special, dir } => report(mount(c, ro, &special, &dir)),
         Job::Umount { force, dir } => {
             let flags = if force { MNT_FORCE } else { 0 };
-            report(c.unmount(&dir, flags).map_err(|e| fail(&format!("umount {dir}"), e)))
+            report(
+                c.unmount(&dir, flags)
+                    .map_err(|e| fail(&format!("umount {dir}"), e)),
+            )
         }
         Job::Sync => report(c.sync().map_err(|e| fail("sync", e))),
     }
@@ -410,23 +611,29 @@ fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
     match c.stat(dir) {
         Err(e) => return Err(Fail(format!("{ctx}: {dir}: {e}"))),
         Ok(st) if st.mode & S_IFMT != S_IFDIR => {
-            return Err(Fail(format!("{ctx}: {dir}: {}", netbsd_abi::Errno(ENOTDIR).description())))
+            return Err(Fail(format!(
+                "{ctx}: {dir}: {}",
+                netbsd_abi::Errno(ENOTDIR).description()
+            )))
         }
         Ok(_) => {}
     }
     let flags = if ro { MNT_RDONLY } else { 0 };
-    tracing::info!("mount -t ext2fs{} {special} {dir}", if ro { " -r" } else { "" });
+    tracing::info!(
+        "mount -t ext2fs{} {special} {dir}",
+        if ro { " -r" } else { "" }
+    );
     match c.mount_ext2(dir, flags, special) {
         Ok(()) => Ok(()),
-        Err(e) if e.is_errno(EPERM) && !ro => {
-            Err(Fail(format!("{ctx}: file system not clean: run fsck, or mount read-only (mount -r)")))
-        }
-        Err(e) if e.is_errno(netbsd_abi::errno::EFTYPE) => {
-            Err(Fail(format!("{ctx}: {e} (an ext2 feature this kernel lacks)")))
-        }
-        Err(e) if e.is_errno(netbsd_abi::errno::EINVAL) => {
-            Err(Fail(format!("{ctx}: {e} (not an ext2 file system, or a damaged one; the server's log says more)")))
-        }
+        Err(e) if e.is_errno(EPERM) && !ro => Err(Fail(format!(
+            "{ctx}: file system not clean: run fsck, or mount read-only (mount -r)"
+        ))),
+        Err(e) if e.is_errno(netbsd_abi::errno::EFTYPE) => Err(Fail(format!(
+            "{ctx}: {e} (an ext2 feature this kernel lacks)"
+        ))),
+        Err(e) if e.is_errno(netbsd_abi::errno::EINVAL) => Err(Fail(format!(
+            "{ctx}: {e} (not an ext2 file system, or a damaged one; the server's log says more)"
+        ))),
         Err(e) => Err(fail(&ctx, e)),
     }
 }
@@ -450,7 +657,11 @@ fn kind_char(mode: u32) -> char {
 fn mode_string(mode: u32) -> String {
     let mut s = String::with_capacity(10);
     s.push(kind_char(mode));
-    for (shift, special, lower, upper) in [(6, 0o4000, 's', 'S'), (3, 0o2000, 's', 'S'), (0, 0o1000, 't', 'T')] {
+    for (shift, special, lower, upper) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
         let bits = (mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
@@ -467,7 +678,9 @@ fn mode_string(mode: u32) -> String {
 /// `ls -l`'s time: `Mon dd hh:mm` within six months of now, else
 /// `Mon dd  yyyy`, in the host's local time.
 fn ls_time(sec: i64, now: i64) -> String {
-    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let t = sec as libc::time_t;
     // SAFETY: an all-zero `tm` is a valid value of that plain C struct.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
@@ -485,7 +698,10 @@ fn ls_time(sec: i64, now: i64) -> String {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn ls(c: &Client, path: &str, long: bool, header: bool) -> Result<(), Fail> {
@@ -494,12 +710,17 @@ fn ls(c: &Client, path: &str, long: bool, header: bool) -> Result<(), Fail> {
         print_entry(c, path, path, &st, long);
         return Ok(());
     }
-    let fd = c.open(path, O_RDONLY | O_DIRECTORY, 0).map_err(|e| fail(path, e))?;
+    let fd = c
+        .open(path, O_RDONLY | O_DIRECTORY, 0)
+        .map_err(|e| fail(path, e))?;
     let mut names = Vec::new();
     let r = loop {
         match c.getdents(fd, CHUNK) {
             Ok(ents) if ents.is_empty() => break Ok(()),
-            Ok(ents) => names.extend(ents.into_iter().map(|d| String::from_utf8_lossy(&d.name).into_owned())),
+            Ok(ents) => names.extend(
+                ents.into_iter()
+                    .map(|d| String::from_utf8_lossy(&d.name).into_owned()),
+            ),
             Err(e) => break Err(fail(path, e)),
         }
     };
@@ -530,7 +751,9 @@ fn print_entry(c: &Client, full: &str, name: &str, st: &Stat, long: bool) {
         return;
     }
     let target = if st.is_lnk() {
-        c.readlink(full).map(|t| format!(" -> {}", String::from_utf8_lossy(&t))).unwrap_or_default()
+        c.readlink(full)
+            .map(|t| format!(" -> {}", String::from_utf8_lossy(&t)))
+            .unwrap_or_default()
     } else {
         String::new()
     };
@@ -570,7 +793,9 @@ fn stat(c: &Client, path: &str) -> Result<(), Fail> {
 fn touch(c: &Client, path: &str) -> Result<(), Fail> {
     match c.utimes(path, None) {
         Err(e) if e.is_errno(ENOENT) => {
-            let fd = c.open(path, O_WRONLY | O_CREAT, 0o644).map_err(|e| fail(path, e))?;
+            let fd = c
+                .open(path, O_WRONLY | O_CREAT, 0o644)
+                .map_err(|e| fail(path, e))?;
             c.close(fd).map_err(|e| fail(path, e))
         }
         r => r.map_err(|e| fail(path, e)),
@@ -589,7 +814,14 @@ fn df(c: &Client, path: &str) -> Result<(), Fail> {
     };
     let from = String::from_utf8_lossy(&v.mntfromname).into_owned();
     let on = String::from_utf8_lossy(&v.mntonname).into_owned();
-    out!("{:<16} {:>10} {:>10} {:>10} {:>7}%  {on}", if from.is_empty() { "-" } else { &from }, k(v.blocks), k(used), k(v.bavail), cap);
+    out!(
+        "{:<16} {:>10} {:>10} {:>10} {:>7}%  {on}",
+        if from.is_empty() { "-" } else { &from },
+        k(v.blocks),
+        k(used),
+        k(v.bavail),
+        cap
+    );
     Ok(())
 }
 
@@ -646,7 +878,14 @@ fn progress(len: Option<u64>, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Copy everything from `input` into the kernel's `fd`, counting on `bar`.
-fn pump_in(c: &Client, input: &mut dyn Read, host: &str, fd: i32, path: &str, bar: &indicatif::ProgressBar) -> Result<u64, Fail> {
+fn pump_in(
+    c: &Client,
+    input: &mut dyn Read,
+    host: &str,
+    fd: i32,
+    path: &str,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64, Fail> {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
@@ -670,7 +909,14 @@ fn pump_in(c: &Client, input: &mut dyn Read, host: &str, fd: i32, path: &str, ba
 }
 
 /// Copy the kernel's `fd` into `out`, counting on `bar`.
-fn pump_out(c: &Client, fd: i32, path: &str, out: &mut dyn Write, host: &str, bar: &indicatif::ProgressBar) -> Result<u64, Fail> {
+fn pump_out(
+    c: &Client,
+    fd: i32,
+    path: &str,
+    out: &mut dyn Write,
+    host: &str,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64, Fail> {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     loop {
@@ -699,7 +945,9 @@ fn put(c: &Client, host: &str, path: &str) -> Result<(), Fail> {
         let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
         (Box::new(f), len)
     };
-    let fd = c.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644).map_err(|e| fail(path, e))?;
+    let fd = c
+        .open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        .map_err(|e| fail(path, e))?;
     let bar = progress(len, path);
     let r = pump_in(c, &mut *input, host, fd, path, &bar);
     bar.finish_and_clear();
@@ -718,7 +966,11 @@ fn get(c: &Client, path: &str, host: &str) -> Result<(), Fail> {
         } else {
             Box::new(std::fs::File::create(host).map_err(|e| host_fail(host, e))?)
         };
-        let len = c.fstat(fd).ok().filter(|s| s.mode & S_IFMT == S_IFREG).map(|s| s.size as u64);
+        let len = c
+            .fstat(fd)
+            .ok()
+            .filter(|s| s.mode & S_IFMT == S_IFREG)
+            .map(|s| s.size as u64);
         // Standard output is the data: no bar over it when it is the
         // terminal too.
         let bar = if host == "-" && std::io::stdout().is_terminal() {
@@ -776,7 +1028,10 @@ impl Side<'_> {
     fn lstat(&self, l: &Loc) -> Result<Option<Meta>, Fail> {
         match l {
             Loc::Kernel(p) => match self.c.lstat(p) {
-                Ok(st) => Ok(Some(Meta { kind: kind_of(st.mode), mode: st.mode & 0o7777 })),
+                Ok(st) => Ok(Some(Meta {
+                    kind: kind_of(st.mode),
+                    mode: st.mode & 0o7777,
+                })),
                 Err(e) if e.is_errno(ENOENT) => Ok(None),
                 Err(e) => Err(fail(&l.show(), e)),
             },
@@ -793,7 +1048,10 @@ impl Side<'_> {
                     } else {
                         Kind::Other
                     };
-                    Ok(Some(Meta { kind, mode: m.permissions().mode() & 0o7777 }))
+                    Ok(Some(Meta {
+                        kind,
+                        mode: m.permissions().mode() & 0o7777,
+                    }))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(host_fail(p, e)),
@@ -838,7 +1096,9 @@ impl Side<'_> {
             Loc::Host(p) => {
                 use std::os::unix::fs::DirBuilderExt;
                 match std::fs::DirBuilder::new().mode(mode).create(p) {
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.is_dir(l) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.is_dir(l) => {
+                        Ok(())
+                    }
                     r => r.map_err(|e| host_fail(p, e)),
                 }
             }
@@ -850,7 +1110,9 @@ impl Side<'_> {
             Loc::Kernel(p) => self.c.readlink(p).map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::ffi::OsStrExt;
-                std::fs::read_link(p).map(|t| t.as_os_str().as_bytes().to_vec()).map_err(|e| host_fail(p, e))
+                std::fs::read_link(p)
+                    .map(|t| t.as_os_str().as_bytes().to_vec())
+                    .map_err(|e| host_fail(p, e))
             }
         }
     }
@@ -860,7 +1122,8 @@ impl Side<'_> {
             Loc::Kernel(p) => self.c.symlink(target, p).map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::ffi::OsStrExt;
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p).map_err(|e| host_fail(p, e))
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
+                    .map_err(|e| host_fail(p, e))
             }
         }
     }
@@ -870,7 +1133,8 @@ impl Side<'_> {
             Loc::Kernel(p) => self.c.chmod(p, mode).map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| host_fail(p, e))
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| host_fail(p, e))
             }
         }
     }
@@ -881,8 +1145,17 @@ impl Side<'_> {
         match (from, to) {
             (Loc::Host(h), Loc::Kernel(k)) => {
                 let mut f = std::fs::File::open(h).map_err(|e| host_fail(h, e))?;
-                let fd = c.open(k, O_WRONLY | O_CREAT | O_TRUNC, mode).map_err(|e| fail(&to.show(), e))?;
-                let r = pump_in(c, &mut f, h, fd, &to.show(), &indicatif::ProgressBar::hidden());
+                let fd = c
+                    .open(k, O_WRONLY | O_CREAT | O_TRUNC, mode)
+                    .map_err(|e| fail(&to.show(), e))?;
+                let r = pump_in(
+                    c,
+                    &mut f,
+                    h,
+                    fd,
+                    &to.show(),
+                    &indicatif::ProgressBar::hidden(),
+                );
                 let closed = c.close(fd).map_err(|e| fail(&to.show(), e));
                 let n = r?;
                 closed?;
@@ -899,7 +1172,14 @@ impl Side<'_> {
                         .mode(mode)
                         .open(h)
                         .map_err(|e| host_fail(h, e))?;
-                    let n = pump_out(c, fd, &from.show(), &mut f, h, &indicatif::ProgressBar::hidden())?;
+                    let n = pump_out(
+                        c,
+                        fd,
+                        &from.show(),
+                        &mut f,
+                        h,
+                        &indicatif::ProgressBar::hidden(),
+                    )?;
                     f.flush().map_err(|e| host_fail(h, e))?;
                     Ok(n)
                 })();
@@ -909,9 +1189,23 @@ impl Side<'_> {
             (Loc::Kernel(a), Loc::Kernel(b)) => {
                 let src = c.open(a, O_RDONLY, 0).map_err(|e| fail(&from.show(), e))?;
                 let r = (|| {
-                    let dst = c.open(b, O_WRONLY | O_CREAT | O_TRUNC, mode).map_err(|e| fail(&to.show(), e))?;
-                    let mut rd = KernelReader { c, fd: src, path: from.show(), err: None };
-                    let r = pump_in(c, &mut rd, &from.show(), dst, &to.show(), &indicatif::ProgressBar::hidden());
+                    let dst = c
+                        .open(b, O_WRONLY | O_CREAT | O_TRUNC, mode)
+                        .map_err(|e| fail(&to.show(), e))?;
+                    let mut rd = KernelReader {
+                        c,
+                        fd: src,
+                        path: from.show(),
+                        err: None,
+                    };
+                    let r = pump_in(
+                        c,
+                        &mut rd,
+                        &from.show(),
+                        dst,
+                        &to.show(),
+                        &indicatif::ProgressBar::hidden(),
+                    );
                     let closed = c.close(dst).map_err(|e| fail(&to.show(), e));
                     if let Some(f) = rd.err.take() {
                         return Err(f);
@@ -923,7 +1217,9 @@ impl Side<'_> {
                 let _ = c.close(src);
                 r
             }
-            (Loc::Host(_), Loc::Host(_)) => Err(Fail(format!("{}: host to host: use cp(1)", to.show()))),
+            (Loc::Host(_), Loc::Host(_)) => {
+                Err(Fail(format!("{}: host to host: use cp(1)", to.show())))
+            }
         }
     }
 }
@@ -958,11 +1254,18 @@ fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), 
     let side = Side { c };
     let into_dir = side.is_dir(target);
     if sources.len() > 1 && !into_dir {
-        return Err(Fail(format!("{}: not a directory (copying several sources)", target.show())));
+        return Err(Fail(format!(
+            "{}: not a directory (copying several sources)",
+            target.show()
+        )));
     }
     let mut first_err = None;
     for src in sources {
-        let dst = if into_dir { target.join(basename(src.path())) } else { target.clone() };
+        let dst = if into_dir {
+            target.join(basename(src.path()))
+        } else {
+            target.clone()
+        };
         if let Err(f) = cp_one(&side, recursive, src, &dst) {
             eprintln!("{}: {}", prog(), f.0);
             first_err.get_or_insert(Fail(String::new()));
@@ -977,7 +1280,11 @@ fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), 
 
 fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail> {
     let Some(m) = side.lstat(src)? else {
-        return Err(Fail(format!("{}: {}", src.show(), netbsd_abi::Errno(ENOENT).description())));
+        return Err(Fail(format!(
+            "{}: {}",
+            src.show(),
+            netbsd_abi::Errno(ENOENT).description()
+        )));
     };
     match m.kind {
         Kind::File => {
@@ -987,7 +1294,10 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
             tracing::info!("{} -> {}: {n} bytes", src.show(), dst.show());
             Ok(())
         }
-        Kind::Dir if !recursive => Err(Fail(format!("{}: is a directory (not copied; use cp -R)", src.show()))),
+        Kind::Dir if !recursive => Err(Fail(format!(
+            "{}: is a directory (not copied; use cp -R)",
+            src.show()
+        ))),
         Kind::Dir => {
             // Make it writable while filling it; its own mode at the end.
             side.mkdir(dst, m.mode | 0o700)?;
@@ -1011,7 +1321,10 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
             tracing::info!("{} -> {} (symbolic link)", src.show(), dst.show());
             Ok(())
         }
-        Kind::Other => Err(Fail(format!("{}: not a regular file, directory or symbolic link (not copied)", src.show()))),
+        Kind::Other => Err(Fail(format!(
+            "{}: not a regular file, directory or symbolic link (not copied)",
+            src.show()
+        ))),
     }
 }
 
@@ -1026,18 +1339,43 @@ mod tests {
     #[test]
     fn arguments_are_checked_before_connecting() {
         assert!(parse("frobnicate", &[]).is_err());
-        assert!(parse("chmod", &v(&["8x", "/f"])).unwrap_err().contains("invalid file mode"));
+        assert!(parse("chmod", &v(&["8x", "/f"]))
+            .unwrap_err()
+            .contains("invalid file mode"));
         assert!(parse("chmod", &v(&["644"])).is_err());
-        assert!(matches!(parse("chmod", &v(&["0644", "/f"])), Ok(Job::Chmod { mode: 0o644, .. })));
-        assert!(parse("cp", &v(&["a", "b"])).unwrap_err().contains("leading ':'"));
+        assert!(matches!(
+            parse("chmod", &v(&["0644", "/f"])),
+            Ok(Job::Chmod { mode: 0o644, .. })
+        ));
+        assert!(parse("cp", &v(&["a", "b"]))
+            .unwrap_err()
+            .contains("leading ':'"));
         assert!(parse("cp", &v(&[":a"])).is_err());
         assert!(parse("put", &v(&["a"])).is_err());
         assert!(parse("sync", &v(&["x"])).is_err());
         assert!(parse("mount", &v(&["-x", "a", "b"])).is_err());
         assert!(parse("ln", &v(&["a", "b"])).is_err());
-        assert!(matches!(parse("chown", &v(&["5:7", "/f"])), Ok(Job::Chown { uid: 5, gid: 7, nofollow: false, .. })));
-        assert!(matches!(parse("chown", &v(&["-h", ":7", "/f"])), Ok(Job::Chown { uid: u32::MAX, gid: 7, nofollow: true, .. })));
-        assert!(parse("chown", &v(&["root", "/f"])).unwrap_err().contains("no user database"));
+        assert!(matches!(
+            parse("chown", &v(&["5:7", "/f"])),
+            Ok(Job::Chown {
+                uid: 5,
+                gid: 7,
+                nofollow: false,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("chown", &v(&["-h", ":7", "/f"])),
+            Ok(Job::Chown {
+                uid: u32::MAX,
+                gid: 7,
+                nofollow: true,
+                ..
+            })
+        ));
+        assert!(parse("chown", &v(&["root", "/f"]))
+            .unwrap_err()
+            .contains("no user database"));
         assert!(parse("chown", &v(&[":", "/f"])).is_err());
         assert!(parse("touch", &[]).is_err());
         assert!(matches!(parse("df", &[]), Ok(Job::Df(p)) if p == vec!["/".to_string()]));
