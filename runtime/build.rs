@@ -18,9 +18,12 @@ fn main() {
         .join("../hypercall/src/exports.rs");
     println!("cargo:rerun-if-changed={}", table.display());
     let text = std::fs::read_to_string(&table).expect("read hypercall/src/exports.rs");
+    // Each entry is `ep!(NAME, PATH)`, on one line or spread over several
+    // (as rustfmt lays out long ones): the name is the first token after
+    // the macro's parenthesis.
     let names: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("ep!("))
+        .split("ep!(")
+        .skip(1)
         .filter_map(|rest| rest.split(',').next())
         .map(str::trim)
         .filter(|n| n.starts_with("rumpuser_"))
