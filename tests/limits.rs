@@ -512,3 +512,53 @@ fn directory_claiming_terabytes_does_not_wedge_the_server() {
         t.elapsed()
     );
 }
+
+/// 40 connections that each send a header claiming a 64 MiB request and
+/// nothing more: a claim commits no memory (the server grows a request's
+/// buffer only as its bytes arrive), and a fresh client is served.
+#[test]
+fn frame_length_claims_commit_no_memory() {
+    use netbsd_abi::sp::{Class, RawHeader, Type, MAX_FRAME};
+    use std::io::Write;
+    let d = tmpdir();
+    let s = server_env(d.path(), &[], &[]);
+    // Warm up: one client served, so what follows measures only the claims.
+    let c = s.client();
+    c.getpid().unwrap();
+    drop(c);
+    let before = rss_kib(s.pid());
+    let conns: Vec<UnixStream> = (0..40)
+        .map(|i| {
+            let mut u = UnixStream::connect(&s.sock).expect("connect");
+            let h = RawHeader {
+                len: MAX_FRAME,
+                reqno: i,
+                class: Class::Req as u16,
+                ty: Type::Handshake as u16,
+                arg: 0,
+            };
+            u.write_all(&h.encode()).expect("send header");
+            u
+        })
+        .collect();
+    // Let the server read every header.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(s.pid());
+    let t = Instant::now();
+    let c = s.client();
+    c.getpid().expect("a fresh client is served");
+    let served = t.elapsed();
+    eprintln!(
+        "RSS {before} KiB -> {after} KiB with 40 claims of {MAX_FRAME} bytes; fresh client in {served:?}"
+    );
+    assert!(
+        after.saturating_sub(before) <= 32 << 10,
+        "RSS grew by {} KiB for 40 header-only frames",
+        after - before
+    );
+    assert!(
+        served < Duration::from_secs(2),
+        "fresh client took {served:?}"
+    );
+    drop(conns);
+}
