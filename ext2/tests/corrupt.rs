@@ -5,15 +5,12 @@
 //! No case may panic, hang, or take more than a bounded time per
 //! operation. The same exerciser backs the fuzz target `fuzz/ext2`.
 
-#[path = "common/exercise.rs"]
-mod exercise;
-
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use exercise::{exercise, MemStore, Report};
 use ext2::{Ext2Fs, MountOptions};
+use testkit::exercise::{exercise, MemStore, Report};
 use vfs::FileSystem;
 
 const REV0: &[u8] = include_bytes!("data/rev0.img");
