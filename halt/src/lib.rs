@@ -102,6 +102,28 @@ impl std::fmt::Display for Caller {
     }
 }
 
+/// How a halt leaves the process. The host's are [`HOST_ENDS`]; the unit
+/// tests put in ones that unwind instead, so that every path of the
+/// sequence runs in the test process.
+struct Ends {
+    /// End the process normally (exit handlers run).
+    exit: fn(i32) -> !,
+    /// End it at once: a rescue's threads stuck on a drive may hold what
+    /// exit handlers wait for.
+    exit_now: fn(i32) -> !,
+    /// Abort for a core (`RB_DUMP` without `RB_HALT`).
+    dump_core: fn() -> !,
+    /// `RB_DUMP | RB_HALT`: a child writes the core; whether it did.
+    dump_core_in_child: fn() -> bool,
+}
+
+const HOST_ENDS: Ends = Ends {
+    exit: rumpuser::exit::exit,
+    exit_now: rumpuser::exit::exit_now,
+    dump_core,
+    dump_core_in_child,
+};
+
 const ST_IDLE: u8 = 0;
 const ST_FLUSHING: u8 = 1;
 const ST_FINISHING: u8 = 2;
@@ -157,6 +179,16 @@ impl Halt {
         flags: i32,
         caller: Caller,
     ) -> Result<HaltReport, Errno> {
+        self.halt_with(k, flags, caller, &HOST_ENDS)
+    }
+
+    fn halt_with(
+        &self,
+        k: &dyn HaltTarget,
+        flags: i32,
+        caller: Caller,
+        ends: &Ends,
+    ) -> Result<HaltReport, Errno> {
         if self
             .state
             .compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire)
@@ -168,7 +200,7 @@ impl Halt {
                     .compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
-                return self.rescue(k, flags, caller);
+                return self.rescue(k, flags, caller, ends);
             }
             return Err(Errno(EBUSY));
         }
@@ -239,7 +271,7 @@ impl Halt {
             core_dumped: None,
             elapsed: start.elapsed(),
         };
-        self.end(k, report, start, rumpuser::exit::exit)
+        self.end(k, report, start, ends, ends.exit)
     }
 
     /// Step 4, for a halt and a rescue alike: a core if asked for, then
@@ -250,14 +282,15 @@ impl Halt {
         k: &dyn HaltTarget,
         mut report: HaltReport,
         start: Instant,
+        ends: &Ends,
         exit: fn(i32) -> !,
     ) -> Result<HaltReport, Errno> {
         let flags = report.flags;
         if flags & RB_DUMP != 0 {
             if flags & RB_HALT != 0 {
-                report.core_dumped = Some(dump_core_in_child());
+                report.core_dumped = Some((ends.dump_core_in_child)());
             } else {
-                dump_core();
+                (ends.dump_core)();
             }
         }
         if flags & RB_HALT != 0 {
@@ -276,7 +309,13 @@ impl Halt {
     }
 
     /// The rescue (see [`Halt::halt`]): no drain, no flush, no CPU.
-    fn rescue(&self, k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+    fn rescue(
+        &self,
+        k: &dyn HaltTarget,
+        flags: i32,
+        caller: Caller,
+        ends: &Ends,
+    ) -> Result<HaltReport, Errno> {
         let start = Instant::now();
         self.flush_failed.store(true, Ordering::Release);
         log(&format!(
@@ -300,7 +339,7 @@ impl Halt {
             elapsed: start.elapsed(),
         };
         // Threads stuck on a drive may hold what exit handlers wait for.
-        self.end(k, report, start, rumpuser::exit::exit_now)
+        self.end(k, report, start, ends, ends.exit_now)
     }
 }
 
@@ -360,3 +399,6 @@ fn dump_core_in_child() -> bool {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
