@@ -222,14 +222,12 @@ fn a_second_halt_after_the_first_gets_ebusy_and_does_nothing() {
     assert_eq!(k.calls().len(), before);
 }
 
-/// A halt held in its flush, on another thread; the mock and the halt,
-/// a receiver that says the flush started, and the sender that ends it.
-fn halt_stuck_in_flush() -> (
-    Arc<Halt>,
-    Arc<Mock>,
-    std::thread::JoinHandle<Result<HaltReport, Errno>>,
-    Sender<()>,
-) {
+/// The first halt, on its own thread.
+type FirstHalt = std::thread::JoinHandle<Result<HaltReport, Errno>>;
+
+/// A halt held in its flush, on another thread: the halt state, the mock,
+/// that thread, and the sender that lets the flush return.
+fn halt_stuck_in_flush() -> (Arc<Halt>, Arc<Mock>, FirstHalt, Sender<()>) {
     let (started_tx, started_rx) = channel();
     let (release_tx, release_rx) = channel();
     let k = Arc::new(Mock {
