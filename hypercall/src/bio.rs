@@ -185,12 +185,22 @@ pub unsafe fn bio_submit(
 /// CPU released while the host works. Returns the bytes done (fewer than
 /// `len` only for a read at end of file); a `BIO_SYNC` write is durable on
 /// return. It takes a raw buffer, so it is `unsafe` (safe code uses
-/// [`read_at`] and [`write_at`]):
+/// [`read_at`] and [`write_at`]): a call outside `unsafe` does not compile
+/// (E0133, "call to unsafe function")...
 ///
 /// ```compile_fail,E0133
-/// #![forbid(unsafe_code)]
-/// let s = String::from("immutable");
-/// let _ = rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, s.as_ptr() as *mut u8, 8, 0);
+/// let mut buf = vec![0u8; 8];
+/// let _ = rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, buf.as_mut_ptr(), 8, 0);
+/// ```
+///
+/// ...while the same call inside `unsafe` does, so the missing `unsafe` is
+/// the only reason the first example fails (stable rustdoc does not check
+/// the error code):
+///
+/// ```no_run
+/// let mut buf = vec![0u8; 8];
+/// // SAFETY: `buf` is writable for 8 bytes during the call.
+/// let _ = unsafe { rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, buf.as_mut_ptr(), 8, 0) };
 /// ```
 ///
 /// # Safety
