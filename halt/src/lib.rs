@@ -10,6 +10,7 @@
 //!
 //! The kernel is reached through [`HaltTarget`], so the sequence does not
 //! care which kernel it stops and can be tested on its own.
+#![warn(missing_docs)]
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +53,7 @@ pub trait HaltTarget: Send + Sync {
 /// What a halt that returned did (only `RB_HALT` halts return).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HaltReport {
+    /// The `reboot(2)` flags the halt ran with (`RB_*`).
     pub flags: i32,
     /// `None` with `RB_NOSYNC`; else the flush result.
     pub flush: Option<Result<(), Errno>>,
@@ -59,6 +61,7 @@ pub struct HaltReport {
     pub cut_off: usize,
     /// With `RB_DUMP | RB_HALT`: whether the forked child wrote a core.
     pub core_dumped: Option<bool>,
+    /// How long the halt took, to its end (the quiesce included).
     pub elapsed: Duration,
 }
 
@@ -143,6 +146,7 @@ pub struct Halt {
 }
 
 impl Halt {
+    /// A kernel's halt state before any halt.
     pub fn new() -> Halt {
         Halt::default()
     }

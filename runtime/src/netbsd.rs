@@ -385,6 +385,7 @@ pub struct NetbsdKernel {
 }
 
 impl NetbsdKernel {
+    /// A [`NetbsdBuilder`] with every setting at its default.
     pub fn builder() -> NetbsdBuilder {
         NetbsdBuilder::default()
     }
