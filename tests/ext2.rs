@@ -1,4 +1,4 @@
-//! ext2 images served by rump_server (SPEC §7, issue 6): made by mke2fs,
+//! ext2 images served by rump_server (docs/design.md, "ext2"): made by mke2fs,
 //! written through the server, halted, then checked by e2fsprogs.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The halt subsystem end to end (SPEC §8, issue 5): real rump_server
+//! The halt subsystem end to end (docs/design.md, "The halt contract"): real rump_server
 //! processes, real rump.halt, real host images.
 
 mod common;
@@ -564,7 +564,7 @@ fn embedded_halt_without_rb_halt_exits_the_process() {
     );
 }
 
-/// Kernels and servers are values (issue 11): four kernels booted from
+/// Kernels and servers are values: four kernels booted from
 /// four threads of one process, each serving its own URL to a client and
 /// writing its own image, halted in random order with `RB_HALT` (each
 /// report checked, the others still serving), then a fifth boots after

@@ -1,4 +1,4 @@
-//! Limits and exposure (SPEC §13, issue 10): one local user must not be
+//! Limits and exposure (docs/design.md): one local user must not be
 //! able to wedge the server or hurt other users. Real `rump_server`
 //! processes on private sockets.
 
@@ -451,7 +451,7 @@ fn inode_offset(img: &Path, path: &str) -> u64 {
     block * 1024 + off
 }
 
-/// The image from issue 10: a directory whose size's high word claims
+/// A hostile image: a directory whose size's high word claims
 /// terabytes. Listing it through the server returns promptly, and other
 /// clients and rump.halt are not held up meanwhile.
 #[test]

@@ -1,4 +1,5 @@
-//! NetBSD's own rump kernel components on this runtime (SPEC §10, issue 7):
+//! NetBSD's own rump kernel components on this runtime (docs/design.md,
+//! "Hosting NetBSD's own components"):
 //! `rump_server -l` boots them on our hypercall layer; our client and
 //! `rump.halt` against NetBSD's `rump_server`, NetBSD's `librumpclient`
 //! against ours, NetBSD's `rump_server` on our `librumpuser.so`.

@@ -1,4 +1,5 @@
-//! Never wedged (SPEC §5, §8; issue 10): more ext2 system calls in flight
+//! Never wedged (docs/design.md, "The blocking discipline" and "The halt
+//! contract"): more ext2 system calls in flight
 //! than virtual CPUs, from many clients or pipelined on one connection,
 //! never freeze the kernel; halts complete and can be overtaken.
 

@@ -1,4 +1,4 @@
-//! Untrusted images (SPEC §7, §13; issue 10): a corpus of corrupt ext2
+//! Untrusted images (docs/design.md, "ext2"): a corpus of corrupt ext2
 //! images — targeted damage (size words, loops of indirect blocks, absurd
 //! counts, broken directory records) and deterministic random mutations
 //! of two small committed images — each mounted and exercised in memory.

@@ -1,4 +1,5 @@
-//! The halt subsystem (SPEC §8): what `rump.halt`, a client's `reboot(2)`,
+//! The halt subsystem (docs/design.md, "The halt contract"): what
+//! `rump.halt`, a client's `reboot(2)`,
 //! `SIGTERM`/`SIGINT` and an embedder's halt call all end in.
 //!
 //! 1. stop admitting new connections and syscalls; drain running ones

@@ -53,7 +53,8 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Each benchmark is a harness=false bench binary of its crate; it prints
-/// its own ratios against a floor measured in the same run (SPEC §11).
+/// its own ratios against a floor measured in the same run (docs/design.md,
+/// "Measuring").
 const BENCHES: &[(&str, &str, &str)] = &[
     ("hypercall", "rumpuser", "hypercall"),
     ("sysproxy", "rumpclient", "sysproxy"),
