@@ -9,6 +9,7 @@ use netbsd_abi::errno::*;
 
 use crate::fs::{err, Fs, R};
 use crate::inode::*;
+use crate::order::Kind;
 
 /// Indirect blocks kept in memory at most (written back by sync, or all
 /// at once when full).
@@ -93,7 +94,7 @@ impl Fs {
         list.sort_unstable();
         list.dedup();
         let mut raw = Vec::with_capacity(bs as usize);
-        for (k, &b) in list.iter().enumerate() {
+        for &b in list.iter() {
             let Some(e) = self.ind.get_mut(&b) else {
                 continue;
             };
@@ -104,11 +105,8 @@ impl Fs {
             for p in &e.ptrs {
                 raw.extend_from_slice(&p.to_le_bytes());
             }
-            if let Err(err) = self.store.write(b as u64 * bs, &raw) {
-                self.ind_dirty = list[k..].to_vec();
-                return Err(err);
-            }
             e.dirty = false;
+            self.meta.put(b as u64 * bs, &raw, Kind::Other);
         }
         Ok(())
     }

@@ -1,6 +1,16 @@
 //! `rumpctl fuse [-f] [-o ro] [path] mountpoint`: a running server's tree
 //! (or subtree) on the host; `umount mountpoint` ends it.
 
+/// A message on standard error that cannot panic (`eprintln!` does when
+/// standard error is closed or full): a line that cannot be written is
+/// dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +36,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
             "-o" => {
                 i += 1;
                 let Some(o) = args.get(i) else {
-                    eprintln!("{USAGE}");
+                    say!("{USAGE}");
                     return 1;
                 };
                 opts.extend(o.split(',').filter(|s| !s.is_empty()).map(String::from));
@@ -34,7 +44,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
             "-f" => fg = true,
             "-r" => ro = true,
             a if a.starts_with('-') && a.len() > 1 => {
-                eprintln!("{USAGE}");
+                say!("{USAGE}");
                 return 1;
             }
             _ => pos.push(&args[i]),
@@ -46,7 +56,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
             "ro" => ro = true,
             "rw" => ro = false,
             _ => {
-                eprintln!("{prog}: fuse: unknown option {o}");
+                say!("{prog}: fuse: unknown option {o}");
                 return 1;
             }
         }
@@ -55,21 +65,21 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
         [m] => ("/".to_string(), m.to_string()),
         [p, m] => (p.to_string(), m.to_string()),
         _ => {
-            eprintln!("{USAGE}");
+            say!("{USAGE}");
             return 1;
         }
     };
     let mnt_abs = match host::check_mountpoint(Path::new(&mnt)) {
         Ok(p) => p,
         Err(m) => {
-            eprintln!("{prog}: {m}");
+            say!("{prog}: {m}");
             return 1;
         }
     };
     let ready = match host::background(fg) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{prog}: fork: {e}");
+            say!("{prog}: fork: {e}");
             return 1;
         }
     };
@@ -77,7 +87,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
     let client = match rumpclient::Client::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{prog}: {e}");
+            say!("{prog}: {e}");
             return 1;
         }
     };
@@ -91,7 +101,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
     let fs = match RumpFuse::new(backend, path.as_bytes(), o) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("{prog}: {path}: {}", e.description());
+            say!("{prog}: {path}: {}", e.description());
             return 1;
         }
     };
@@ -112,7 +122,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
     let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{prog}: {mnt}: {}", e);
+            say!("{prog}: {mnt}: {}", e);
             return 1;
         }
     };
@@ -127,7 +137,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
     match session.run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{prog}: {mnt}: {e}");
+            say!("{prog}: {mnt}: {e}");
             1
         }
     }

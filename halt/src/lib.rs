@@ -348,19 +348,10 @@ impl Halt {
     }
 }
 
+/// What the halt says on the console: a warning in the log (shown at
+/// every verbosity), never a write that could block or fail the halt.
 fn log(msg: &str) {
-    eprintln!("{}: {msg}", progname());
-}
-
-fn progname() -> String {
-    std::env::args()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "rump".into())
+    tracing::warn!("{msg}");
 }
 
 fn verbose() -> bool {

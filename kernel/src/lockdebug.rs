@@ -130,7 +130,12 @@ fn watch(k: Weak<Kernel>, m: Mode) {
 
 fn report(k: &Kernel, cpu: usize, tid: i32, held_ns: u64, m: Mode) {
     let wchan = thread_state(tid).map(|(_, w)| w).unwrap_or_default();
-    eprintln!(
+    // Written straight to standard error from this watcher thread (it
+    // holds no virtual CPU): before an abort a queued log line would be
+    // lost. A line that cannot be written is dropped, never a panic.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "rumpkern: lockdebug: thread {tid} ({}) is blocked (in {}) while holding virtual CPU {cpu} of {} \
          for {:.1} s: a kernel thread must give up its CPU before it blocks",
         thread_name(tid),
@@ -140,7 +145,10 @@ fn report(k: &Kernel, cpu: usize, tid: i32, held_ns: u64, m: Mode) {
     );
     REPORTS.fetch_add(1, Ordering::Relaxed);
     if m == Mode::Abort {
-        eprintln!("rumpkern: lockdebug: aborting (RUMP_LOCKDEBUG=warn only reports)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "rumpkern: lockdebug: aborting (RUMP_LOCKDEBUG=warn only reports)"
+        );
         std::process::abort();
     }
 }
