@@ -44,13 +44,20 @@ pub const CTL_CREATE_BASE: i32 = 1024;
 pub const SYSCTLNODE_SIZE: usize = 96;
 /// Longest node name, with the NUL.
 pub const SYSCTL_NAMELEN: usize = 32;
-/// `sysctl_flags`: the type in the low bits, access, the API version.
+/// `sysctl_flags` (the type in the low bits, then access and the API
+/// version) type: a node with children.
 pub const CTLTYPE_NODE: u32 = 1;
+/// `sysctl_flags` type: an `int`.
 pub const CTLTYPE_INT: u32 = 2;
+/// `sysctl_flags` type: a string.
 pub const CTLTYPE_STRING: u32 = 3;
+/// `sysctl_flags` type: a 64-bit integer.
 pub const CTLTYPE_QUAD: u32 = 4;
+/// `sysctl_flags`: readable and writable.
 pub const CTLFLAG_READWRITE: u32 = 0x70;
+/// `sysctl_flags`: a node that cannot be removed.
 pub const CTLFLAG_PERMANENT: u32 = 0x200;
+/// `sysctl_flags`: the node layout version this module encodes.
 pub const SYSCTL_VERS_1: u32 = 0x0100_0000;
 
 /// `reboot(2)` flags spelled out for messages and logs: `RB_HALT|RB_DUMP`,
