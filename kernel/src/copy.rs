@@ -65,6 +65,7 @@ impl<'a> Default for Lend<'a> {
 }
 
 impl<'a> Lend<'a> {
+    /// An empty lending: the kernel may reach nothing until regions are lent.
     pub fn new() -> Lend<'a> {
         Lend {
             regions: RefCell::new(Vec::new()),
