@@ -19,8 +19,11 @@ use crossbeam::channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use crate::errno::{Errno, EINVAL};
 use crate::file::{pread_full, pwrite_full};
 
+/// `RUMPUSER_BIO_READ`: read from the file into the buffer.
 pub const BIO_READ: i32 = 0x01;
+/// `RUMPUSER_BIO_WRITE`: write the buffer to the file.
 pub const BIO_WRITE: i32 = 0x02;
+/// `RUMPUSER_BIO_SYNC`: the write is durable before the request completes.
 pub const BIO_SYNC: i32 = 0x04;
 
 /// How many I/O threads serve asynchronous requests.

@@ -132,6 +132,7 @@ impl RawMutex {
         self.raw().is_locked()
     }
 
+    /// The `RUMPUSER_MTX_*` flags the mutex was made with.
     pub fn flags(&self) -> c_int {
         self.flags
     }
@@ -269,6 +270,7 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// The protected value, the mutex consumed.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -311,6 +313,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
+    /// Lock without waiting (and without giving up the virtual CPU); `None` if it is held.
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         if self.raw.try_enter() {
@@ -323,6 +326,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
+    /// The protected value through `&mut` (no locking needed).
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }
@@ -338,6 +342,7 @@ impl<T: ?Sized> Mutex<T> {
         self.raw.is_locked() && self.raw.owner() == curlwp()
     }
 
+    /// Whether the lock is held by anyone.
     pub fn is_locked(&self) -> bool {
         self.raw.is_locked()
     }
