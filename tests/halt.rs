@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -291,10 +291,13 @@ fn acknowledged_writes_survive_a_halt_under_load() {
     let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
     let stop = Arc::new(AtomicBool::new(false));
     let halt_started: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    // Writes acknowledged so far, by every writer.
+    let acks = Arc::new(AtomicUsize::new(0));
     let mut threads = vec![];
     for w in 0..WRITERS {
         let url = s.url.clone();
         let stop = stop.clone();
+        let acks = acks.clone();
         threads.push(std::thread::spawn(move || {
             // Records acknowledged, with the time each ack arrived.
             let mut acked: Vec<(u64, Instant)> = vec![];
@@ -309,7 +312,10 @@ fn acknowledged_writes_survive_a_halt_under_load() {
             while !stop.load(Ordering::Relaxed) && (i as usize + 1) * REC <= 2 * MIB {
                 let rec = pattern(REC, (w as u64) << 32 | i);
                 match c.pwrite(fd, &rec, (base + i * REC as u64) as i64) {
-                    Ok(_) => acked.push((i, Instant::now())),
+                    Ok(_) => {
+                        acked.push((i, Instant::now()));
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => break,
                 }
                 i += 1;
@@ -317,7 +323,12 @@ fn acknowledged_writes_survive_a_halt_under_load() {
             acked
         }));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The halt comes under load: once the writers are well under way.
+    wait_until(
+        "the writers have writes acknowledged",
+        Duration::from_secs(30),
+        || acks.load(Ordering::Relaxed) >= 4 * WRITERS,
+    );
     *halt_started.lock().unwrap() = Some(Instant::now());
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));

@@ -404,7 +404,12 @@ fn eight_writers_then(how: &str) {
     let (ea, ra): (Acked, Acked) = Default::default();
     let mut th = ext2_writers(&s.url, 4, 3, &stop, &ea);
     th.extend(raw_writers(&s.url, 4, &stop, &ra));
-    std::thread::sleep(Duration::from_millis(700));
+    // Both kinds of writer under way before the kernel is pressed.
+    wait_until(
+        "ext2 and raw writers have writes acknowledged",
+        Duration::from_secs(30),
+        || !ea.lock().unwrap().is_empty() && !ra.lock().unwrap().is_empty(),
+    );
     fresh_client_served(&s.url);
     match how {
         "rump.halt" => halt_within(&mut s, &[], Duration::from_secs(20)),
