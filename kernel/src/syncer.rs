@@ -231,14 +231,15 @@ impl Syncer {
             self.cv.notify_all();
         }
         if wait {
-            drop(self.pass.lock());
+            self.drain();
         }
     }
 
     /// Wait for a pass in progress to end (a flush that must not write
-    /// the same buffers at the same time, e.g. `sync(2)`).
+    /// the same buffers at the same time, e.g. `sync(2)`), with the
+    /// caller's virtual CPU, if it holds one, given up meanwhile.
     pub fn drain(&self) {
-        drop(self.pass.lock());
+        rumpuser::upcalls::blocking(std::ptr::null_mut(), || drop(self.pass.lock()));
     }
 
     fn run(self: Arc<Self>, k: Weak<Kernel>) {

@@ -81,6 +81,8 @@ pub struct ServerOpts<'a> {
     pub env: Vec<(&'a str, String)>,
     /// Allow core dumps (RLIMIT_CORE unlimited) for `-d` tests.
     pub cores: bool,
+    /// The server's standard error (default: the test's).
+    pub stderr: Option<Stdio>,
 }
 
 impl Server {
@@ -102,7 +104,7 @@ impl Server {
     }
 
     /// [`Server::start_with`], its stderr into `log` (when given).
-    pub fn start_logged(dir: &Path, o: ServerOpts, log: Option<&Path>) -> Server {
+    pub fn start_logged(dir: &Path, mut o: ServerOpts, log: Option<&Path>) -> Server {
         let sock = dir.join("sock");
         let url = format!("unix://{}", sock.display());
         let mut cmd = Command::new(cargo_bin("rump_server"));
@@ -113,6 +115,9 @@ impl Server {
             .stdin(Stdio::null());
         if let Some(l) = log {
             cmd.stderr(std::fs::File::create(l).expect("server log file"));
+        }
+        if let Some(e) = o.stderr.take() {
+            cmd.stderr(e);
         }
         for (k, v) in &o.env {
             cmd.env(k, v);
