@@ -21,8 +21,10 @@
 #![warn(missing_docs)]
 
 pub mod getopt;
-pub mod log;
 pub mod netbsd;
+/// The log queue every tool and library writes through (see
+/// [`rumpuser::log`]).
+pub use rumpuser::log;
 pub mod tool;
 
 use std::sync::{Arc, Mutex};

@@ -54,10 +54,6 @@ impl Pool {
             self.cv.notify_one();
             return;
         }
-        if st.threads >= super::server::limits().max_threads {
-            // At the cap: the job waits for a thread to come free.
-            return;
-        }
         st.threads += 1;
         drop(st);
         let spawned = std::thread::Builder::new()

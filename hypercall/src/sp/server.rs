@@ -108,11 +108,24 @@ const SOCKET_MODE: u32 = 0o600;
 /// client cannot pin the server's threads.
 const MAX_INFLIGHT: usize = 64;
 
-/// Worker threads of the server at most (`RUMP_MAX_THREADS` overrides):
-/// past it, work queues for a thread to come free. With the server's own
-/// few threads (accept, watchdog, syncer, log) the process stays under
-/// 256.
+/// System calls running at once in the whole server at most
+/// (`RUMP_MAX_THREADS` overrides): each holds a worker thread, so this
+/// bounds the threads that run kernel code; one more is answered
+/// `TRYAGAIN` and retried by the client. (Threads waiting for a
+/// connection's next request are bounded by the connection cap.)
 pub(crate) const MAX_THREADS: usize = 240;
+
+/// System calls running now, in every connection of every server.
+static RUNNING_SYSCALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether one more syscall may start (the caps of the connection and of
+/// the server).
+fn may_start_syscall(conn: &Conn) -> bool {
+    // One activity is the connection itself; the rest run syscalls (or
+    // an exec).
+    conn.activities() <= limits().max_inflight
+        && RUNNING_SYSCALLS.load(Ordering::Relaxed) < limits().max_threads
+}
 
 /// A copy request the client has not answered this long after it was
 /// sent fails its system call with `EFAULT` (`RUMP_COPY_TIMEOUT`, in
@@ -123,7 +136,7 @@ pub(crate) struct Limits {
     maxcli: usize,
     handshake_ns: u64,
     max_inflight: usize,
-    pub(crate) max_threads: usize,
+    max_threads: usize,
     pub(crate) copy_timeout_ns: u64,
     prefork_timeout_ns: u64,
 }
@@ -1069,7 +1082,10 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
 pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: Vec<u8>) {
     // A syscall beyond the connection's cap is refused right here: no
     // thread is started just to say so.
-    if hdr.ty == Type::Syscall && conn.activities() > limits().max_inflight {
+    if hdr.ty == Type::Syscall
+        && conn.state.load(Ordering::Acquire) != ST_NEW
+        && !may_start_syscall(&conn)
+    {
         let _ = conn.send_error(hdr.reqno, ProtoError::TryAgain);
         return;
     }
@@ -1193,10 +1209,18 @@ fn watchdog() {
 
 fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     debug_assert_eq!(hdr.class, Class::Req);
+    // Torn down (a copy waiter may have read this request just before):
+    // nothing more is handled.
+    if conn.closed.load(Ordering::Acquire) || conn.state.load(Ordering::Acquire) == ST_DYING {
+        return Next::Close;
+    }
     if hdr.ty == Type::Syscall && conn.state.load(Ordering::Acquire) != ST_NEW {
         return syscall_request(conn, hdr, payload);
     }
     let _ctl = conn.ctl.lock();
+    if conn.state.load(Ordering::Acquire) == ST_DYING {
+        return Next::Close;
+    }
     if conn.state.load(Ordering::Acquire) == ST_NEW {
         return handshake(conn, hdr, payload);
     }
@@ -1364,9 +1388,7 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
-    // One activity is the connection itself; the rest run syscalls (or
-    // an exec).
-    if conn.activities() > limits().max_inflight {
+    if !may_start_syscall(conn) {
         let _ = conn.send_error(hdr.reqno, ProtoError::TryAgain);
         return Next::Continue;
     }
@@ -1400,6 +1422,15 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<Vec<u8>> {
         let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
         return None;
     };
+    RUNNING_SYSCALLS.fetch_add(1, Ordering::Relaxed);
+    // Counted down however the call ends (a panic in the kernel too).
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            RUNNING_SYSCALLS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _running = Running;
     conn.running_add(job.reqno);
     CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
     if let Some((layout, data)) = job.inline.take() {
@@ -1553,7 +1584,7 @@ fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
 /// The reader found the connection closed (or broke it off): wake waiters,
 /// start the process's exit, and drop the reader's activity.
 fn disconnect(conn: &Arc<Conn>) {
-    let _ctl = conn.ctl.lock();
+    let ctl = conn.ctl.lock();
     conn.state.store(ST_DYING, Ordering::Release);
     conn.kill_waiters();
     conn.shutdown();
@@ -1576,6 +1607,7 @@ fn disconnect(conn: &Arc<Conn>) {
             sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
         }
     }
+    drop(ctl);
     if conn.leave() {
         final_release(conn);
     }
@@ -1623,6 +1655,10 @@ fn release_stale_preforks(srv: &Arc<Srv>) {
 /// Last activity of a dead connection gone: release its process.
 fn final_release(conn: &Conn) {
     debug_assert_eq!(conn.state.load(Ordering::Acquire), ST_DYING);
+    // Under `ctl`, as every other user of the main lwp (handshake,
+    // prefork, exec, disconnect): it is released exactly once, and never
+    // while one of them has it.
+    let _ctl = conn.ctl.lock();
     let main = conn.mainlwp.swap(std::ptr::null_mut(), Ordering::AcqRel);
     if main.is_null() || conn.srv.phase() == PH_FINI {
         return;
