@@ -13,6 +13,14 @@
 //! #![forbid(unsafe_code)]
 //! let _ = rumpkern::copy::Memory::Local.copyout(b"boom", 0x10);
 //! ```
+//!
+//! (The method is private, E0624: the type itself is public, so that is
+//! the only reason; stable rustdoc does not check the error code.)
+//!
+//! ```
+//! #![forbid(unsafe_code)]
+//! let _memory = rumpkern::copy::Memory::Local;
+//! ```
 
 use std::cell::RefCell;
 use std::marker::PhantomData;

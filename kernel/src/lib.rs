@@ -247,6 +247,19 @@ impl Kernel {
     /// let mut rv = [0; 2];
     /// k.upcalls().syscall(4, &mut [1, 0x10, 4], &mut rv);
     /// ```
+    ///
+    /// The same call inside `unsafe` compiles, so the missing `unsafe`
+    /// (E0133) is the only reason the example above fails (stable rustdoc
+    /// does not check the error code):
+    ///
+    /// ```no_run
+    /// let k = rumpkern::Kernel::new(rumpkern::KernelConfig::default()).unwrap();
+    /// let mut rv = [0; 2];
+    /// let buf = [0u8; 4];
+    /// // SAFETY: the one address passed (`buf`) is valid for the 4 bytes
+    /// // write(2) reads.
+    /// unsafe { k.upcalls().syscall(4, &mut [1, buf.as_ptr() as u64, 4], &mut rv) };
+    /// ```
     pub fn upcalls(self: &Arc<Self>) -> Box<dyn rumpuser::Upcalls> {
         Box::new(lwproc::KernelUpcalls(self.clone()))
     }
