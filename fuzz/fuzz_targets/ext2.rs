@@ -12,8 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../ext2/tests/common/exercise.rs"]
-mod exercise;
+use testkit::exercise;
 
 const REV1: &[u8] = include_bytes!("../../ext2/tests/data/rev1.img");
 const REV0: &[u8] = include_bytes!("../../ext2/tests/data/rev0.img");

@@ -43,6 +43,7 @@ impl Region<'_> {
         }
     }
 
+    /// Bytes in the region.
     pub fn len(&self) -> usize {
         match self {
             Region::In(b) => b.len(),
@@ -50,6 +51,7 @@ impl Region<'_> {
         }
     }
 
+    /// Whether the region is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -237,10 +237,12 @@ impl Server {
         *self.0.halt_hook.write() = Some(Arc::from(h));
     }
 
+    /// Whether the server is serving (started, not yet finished).
     pub fn is_serving(&self) -> bool {
         self.0.phase() == PH_RUN
     }
 
+    /// Whether the server has finished (`fini` ran): it serves nothing more.
     pub fn is_finished(&self) -> bool {
         self.0.phase() == PH_FINI
     }
