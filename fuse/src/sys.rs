@@ -36,6 +36,11 @@ pub trait Syscalls: Send + Sync {
     fn symlink(&self, target: &[u8], path: &[u8]) -> R<()>;
     fn readlink(&self, path: &[u8]) -> R<Vec<u8>>;
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()>;
+    /// Make a FIFO: NetBSD's `mkfifo(2)` (its `mknod(2)` refuses FIFOs).
+    /// By default through `mknod`, for a kernel that takes them there.
+    fn mkfifo(&self, path: &[u8], mode: u32) -> R<()> {
+        self.mknod(path, netbsd_abi::stat::S_IFIFO | (mode & 0o7777), 0)
+    }
     fn chmod(&self, path: &[u8], mode: u32) -> R<()>;
     fn fchmod(&self, fd: i32, mode: u32) -> R<()>;
     /// chown without following a final symbolic link.
@@ -267,6 +272,9 @@ impl Syscalls for Remote {
     }
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()> {
         e(self.0.mknod(path, mode, dev))
+    }
+    fn mkfifo(&self, path: &[u8], mode: u32) -> R<()> {
+        e(self.0.mkfifo(path, mode & 0o7777))
     }
     fn chmod(&self, path: &[u8], mode: u32) -> R<()> {
         e(self.0.chmod(path, mode))
