@@ -281,8 +281,10 @@ fn main() {
     if let Err(e) = sys.mkdir(KMNT.as_bytes(), 0o755) {
         die(format!("kernel {KMNT}: {}", e.description()));
     }
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     let mut margs = types::build_args(t, DEV, &topts, uid, gid).unwrap_or_else(|e| die(e));
     let mut flags = a.flags;
     if a.ro {

@@ -1,0 +1,620 @@
+//! rump_mount and its names against images made by the host's own tools:
+//! NetBSD's file system code (a buildrump.sh build named by
+//! `RUMP_NETBSD_DIR`) in process, the tree served through FUSE.
+//!
+//! The tests that need NetBSD's build are `#[ignore = "needs
+//! RUMP_NETBSD_DIR"]`: a plain `cargo test` reports them as ignored, never
+//! as passed; run them with `-- --ignored` (`.ci/run` does when it finds a
+//! build). Run by hand without `RUMP_NETBSD_DIR` they fail saying so. They
+//! need the image tools (`makefs`, `dosfstools`, `mtools`, `xorriso`,
+//! `udftools`, `ntfs-3g`), root or `fusermount3`, and `/dev/fuse`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RUMP_MOUNT: &str = env!("CARGO_BIN_EXE_rump_mount");
+
+/// The buildrump.sh destdir named by `RUMP_NETBSD_DIR`; unset is a
+/// failure with the reason (these tests are `#[ignore]`d).
+fn netbsd_dir() -> PathBuf {
+    let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
+        panic!(
+            "RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ \
+             (see README, \"Hosting NetBSD components\")"
+        );
+    };
+    let d = PathBuf::from(d);
+    assert!(
+        d.join("lib/librump.so").exists(),
+        "RUMP_NETBSD_DIR={} has no lib/librump.so: not a buildrump.sh destdir",
+        d.display()
+    );
+    d
+}
+
+/// A host tool, from PATH or the sbin directories; missing is a failure
+/// naming the package.
+fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for d in path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin"]) {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name}: not found: install the {package} package");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A private directory, removed when dropped.
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rump_mount-test")
+        .tempdir()
+        .unwrap()
+}
+
+/// The program under NetBSD's name `rump_TYPE`: a link to rump_mount in
+/// `dir`.
+fn prog(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    if !p.exists() {
+        std::os::unix::fs::symlink(RUMP_MOUNT, &p).unwrap();
+    }
+    p
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let want = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
+}
+
+/// A foreground mount process (`-f`); unmounted and killed when dropped.
+struct Mount {
+    child: Option<Child>,
+    mnt: PathBuf,
+}
+
+impl Mount {
+    /// Start `prog -f args... image mnt` and wait until the mount is live.
+    fn start(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> Mount {
+        std::fs::create_dir_all(mnt).unwrap();
+        let mut cmd = Command::new(prog);
+        cmd.arg("-f")
+            .args(args)
+            .arg(image)
+            .arg(mnt)
+            .env("RUMP_NETBSD_DIR", netbsd_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let mut m = Mount {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+        };
+        let t0 = Instant::now();
+        while !is_mounted(mnt) {
+            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                let out = m.child.take().unwrap().wait_with_output().unwrap();
+                panic!(
+                    "{} {args:?} {}: exited {st} before mounting: {}",
+                    prog.display(),
+                    image.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{}: not mounted after 60 s",
+                mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// `umount`, then the process must end by itself with status 0.
+    fn umount(mut self) {
+        run(Command::new("umount").arg(&self.mnt));
+        let mut child = self.child.take().unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                assert!(st.success(), "exit {st} after umount: {err}");
+                return;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("still running 60 s after umount");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `diff -r a b` must find no difference.
+fn same_tree(a: &Path, b: &Path) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "diff -r {} {}:\n{}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real tree of about a thousand files (the host's time zone data,
+/// else its documentation), copied into `dir/tree`; with `symlinks`
+/// false, symbolic links are left out (for FAT).
+fn real_tree(dir: &Path, symlinks: bool) -> PathBuf {
+    let src = ["/usr/share/zoneinfo", "/usr/share/doc"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .expect("a host tree to copy (/usr/share/zoneinfo or /usr/share/doc)");
+    let t = dir.join("tree");
+    run(Command::new("cp").arg("-a").arg(src).arg(&t));
+    if !symlinks {
+        run(Command::new("find").arg(&t).args(["-type", "l", "-delete"]));
+    }
+    let n = walk_count(&t);
+    assert!(n >= 500, "{}: only {n} entries", src.display());
+    t
+}
+
+fn walk_count(p: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            n += 1;
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                n += walk_count(&e.path());
+            }
+        }
+    }
+    n
+}
+
+/// A small tree of files, a subdirectory, an empty file and (with
+/// `symlinks`) a symbolic link. The names are not all-lowercase 8.3
+/// names, which FAT stores upper case (NetBSD's msdosfs shows them so;
+/// Linux's vfat applies a case flag NetBSD does not know).
+fn small_tree(dir: &Path, symlinks: bool) -> PathBuf {
+    let t = dir.join("small");
+    std::fs::create_dir_all(t.join("Sub/Deeper")).unwrap();
+    std::fs::write(t.join("Hello.txt"), b"hello, world\n").unwrap();
+    std::fs::write(t.join("Empty"), b"").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(t.join("Sub/Pattern.bin"), &big).unwrap();
+    std::fs::write(t.join("Sub/Deeper/Mixed Case Name.txt"), b"x\n").unwrap();
+    if symlinks {
+        std::os::unix::fs::symlink("Hello.txt", t.join("Link")).unwrap();
+    }
+    t
+}
+
+/// An 8 MiB file of varied bytes.
+fn big_file(dir: &Path) -> PathBuf {
+    let p = dir.join("big.bin");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Copy a real tree and an 8 MiB file in with `cp -a`, unmount (the
+/// process must end with 0), then `check` the image, re-mount read-only
+/// and compare.
+fn write_round_trip(
+    dir: &Path,
+    prog: &Path,
+    args: &[&str],
+    image: &Path,
+    symlinks: bool,
+    check: impl Fn(&Path),
+) {
+    let tree = real_tree(dir, symlinks);
+    let big = big_file(dir);
+    let mnt = dir.join("mnt");
+    let m = Mount::start(prog, args, image, &mnt);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(mnt.join("tree")));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&big)
+        .arg(mnt.join("big.bin")));
+    same_tree(&tree, &mnt.join("tree"));
+    m.umount();
+    check(image);
+    let mut ro: Vec<&str> = args.to_vec();
+    ro.extend(["-o", "ro"]);
+    let m = Mount::start(prog, &ro, image, &mnt);
+    same_tree(&tree, &mnt.join("tree"));
+    run(Command::new("cmp").arg(&big).arg(mnt.join("big.bin")));
+    m.umount();
+}
+
+fn ffs_round_trip(version: &str) {
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o"])
+        .arg(format!("version={version}"))
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    m.umount();
+    write_round_trip(d.path(), &p, &[], &img, true, |_| {});
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_v1_read_and_write() {
+    ffs_round_trip("1");
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_v2_read_and_write() {
+    ffs_round_trip("2");
+}
+
+/// `fsck.vfat -n` finds nothing wrong. One finding is allowed on FAT32:
+/// the FSInfo sector's free-cluster count, a hint NetBSD's msdosfs (7.99)
+/// leaves as it found it (Linux's vfat recounts it at mount too); every
+/// other finding fails.
+fn fsck_vfat_clean(img: &Path) {
+    let out = Command::new(tool("fsck.vfat", "dosfstools"))
+        .arg("-n")
+        .arg(img)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return;
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hint_only = text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty()
+            || l.starts_with("fsck.fat ")
+            || l.starts_with("Free cluster summary wrong (")
+            || l == "Auto-correcting."
+            || l == "Leaving filesystem unchanged."
+            || l.starts_with(&format!("{}: ", img.display()))
+    });
+    assert!(
+        hint_only && text.contains("Free cluster summary wrong"),
+        "fsck.vfat -n {}: {}\n{text}",
+        img.display(),
+        out.status
+    );
+}
+
+fn fat_round_trip(bits: &str) {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let img = d.path().join("fat.img");
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-C", "-F", bits, "-n", "RUMPTEST"])
+        .arg(&img)
+        .arg("65536"));
+    // The image's tree, put there by mtools.
+    run(Command::new(tool("mcopy", "mtools"))
+        .arg("-s")
+        .arg("-i")
+        .arg(&img)
+        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+        .arg("::/"));
+    let p = prog(d.path(), "rump_msdos");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    m.umount();
+    fsck_vfat_clean(&img);
+    write_round_trip(d.path(), &p, &[], &img, false, fsck_vfat_clean);
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn fat16_read_and_write() {
+    fat_round_trip("16");
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn fat32_read_and_write() {
+    fat_round_trip("32");
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn iso9660_rock_ridge_and_joliet() {
+    let d = tmpdir();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let small = small_tree(d.path(), true);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&small)
+        .arg(src.join("small")));
+    let tree = real_tree(d.path(), true);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(src.join("tree")));
+    let img = d.path().join("cd.iso");
+    run(Command::new(tool("xorriso", "xorriso"))
+        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_cd9660");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    // Read-only, whatever was asked.
+    let e = std::fs::write(mnt.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    m.umount();
+    // Without Rock Ridge the Joliet names are still there.
+    let m = Mount::start(&p, &["-o", "norrip"], &img, &mnt);
+    assert!(mnt.join("small/Hello.txt").exists());
+    m.umount();
+}
+
+/// Run `prog args...` expecting failure: its exit status and stderr.
+fn fails(prog: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env_remove("RUMP_NETBSD_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let t0 = Instant::now();
+    let out = cmd.output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Needs no NetBSD build: without one, one line names the missing
+/// library and how to point at a build.
+#[test]
+fn missing_components_are_named() {
+    let d = tmpdir();
+    let img = d.path().join("x.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let p = prog(d.path(), "rump_ffs");
+    let (st, err) = fails(
+        &p,
+        &[img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[("RUMP_NETBSD_DIR", &d.path().join("nonesuch"))],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rump_ffs: librump.so: not found in "),
+        "{err}"
+    );
+    assert!(err.contains("RUMP_NETBSD_DIR"), "{err}");
+
+    // A build without the type's component: that one is named.
+    let dest = d.path().join("dest");
+    std::fs::create_dir_all(dest.join("lib")).unwrap();
+    for l in [
+        "librump.so",
+        "librumpkern_sysproxy.so",
+        "librumpvfs.so",
+        "librumpdev.so",
+        "librumpdev_disk.so",
+    ] {
+        std::fs::write(dest.join("lib").join(l), b"\x7fELF").unwrap();
+    }
+    let p = prog(d.path(), "rump_udf");
+    let (st, err) = fails(
+        &p,
+        &[
+            "-o",
+            &format!("netbsd={}", dest.display()),
+            img.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rump_udf: librumpfs_udf.so: not found in "),
+        "{err}"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+/// Needs no NetBSD build: usage errors and bad options are one line.
+#[test]
+fn bad_arguments_are_one_line() {
+    let d = tmpdir();
+    let p = prog(d.path(), "rump_msdos");
+    let (st, err) = fails(&p, &["only-one"], &[]);
+    assert_eq!(st, 1);
+    assert!(err.starts_with("usage: rump_msdos "), "{err}");
+    let img = d.path().join("x.img");
+    std::fs::write(&img, b"").unwrap();
+    let (st, err) = fails(
+        &p,
+        &[
+            "-o",
+            "norrip",
+            img.to_str().unwrap(),
+            d.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(err.trim(), "rump_msdos: norrip: unknown option for msdos");
+    let (st, err) = fails(
+        &p,
+        &["/nonexistent/disk.img", d.path().to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        "rump_msdos: /nonexistent/disk.img: No such file or directory"
+    );
+}
+
+/// A corrupt image is an error naming it, never a hang or a mount.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn corrupt_images_are_errors() {
+    let d = tmpdir();
+    let img = d.path().join("junk.img");
+    let mut x: u32 = 12345;
+    let junk: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(&img, junk).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let nb = netbsd_dir();
+    for name in ["rump_ffs", "rump_msdos", "rump_cd9660", "rump_ntfs"] {
+        let p = prog(d.path(), name);
+        let (st, err) = fails(
+            &p,
+            &[img.to_str().unwrap(), mnt.to_str().unwrap()],
+            &[("RUMP_NETBSD_DIR", &nb)],
+        );
+        assert_eq!(st, 1, "{name}: {err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(&format!("{name}: {}: cannot mount as ", img.display())),
+            "{name}: {err}"
+        );
+        assert!(!is_mounted(&mnt), "{name}");
+    }
+}
+
+/// The daemon (no `-f`) returns once the mount is live; SIGTERM halts it
+/// through NetBSD's reboot path, leaving a clean image.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn background_mount_and_sigterm() {
+    let d = tmpdir();
+    let img = d.path().join("fat.img");
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-C", "-F", "32"])
+        .arg(&img)
+        .arg("65536"));
+    let p = prog(d.path(), "rump_msdos");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new(&p)
+        .arg(&img)
+        .arg(&mnt)
+        .env("RUMP_NETBSD_DIR", netbsd_dir()));
+    assert!(is_mounted(&mnt));
+    std::fs::write(mnt.join("note.txt"), b"written through FUSE\n").unwrap();
+    // The daemon: the process whose command line names our mount point.
+    let pid = pid_of(&mnt).expect("the rump_msdos process");
+    // SAFETY: kill has no memory preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_mounted(&mnt));
+    fsck_vfat_clean(&img);
+    let out = run(Command::new(tool("mtype", "mtools"))
+        .arg("-i")
+        .arg(&img)
+        .arg("::/note.txt"));
+    assert_eq!(out.stdout, b"written through FUSE\n");
+}
+
+fn pid_of(mnt: &Path) -> Option<i32> {
+    let want = mnt.to_str()?.as_bytes();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd.split(|&b| b == 0).any(|a| a == want)
+            && cmd
+                .split(|&b| b == 0)
+                .next()
+                .is_some_and(|a| a.ends_with(b"rump_msdos"))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
