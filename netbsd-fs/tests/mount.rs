@@ -618,3 +618,80 @@ fn pid_of(mnt: &Path) -> Option<i32> {
     }
     None
 }
+
+/// FIFOs (NetBSD's mkfifo(2), which its mknod(2) refuses for them) and
+/// device nodes with their numbers, on FFS through FUSE, kept across a
+/// re-mount.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_fifos_and_device_nodes() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    run(Command::new("mkfifo").arg(mnt.join("fifo")));
+    run(Command::new("mknod")
+        .arg(mnt.join("null"))
+        .args(["c", "1", "3"]));
+    run(Command::new("mknod")
+        .arg(mnt.join("disk"))
+        .args(["b", "8", "300"]));
+    m.umount();
+    let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
+    let f = std::fs::symlink_metadata(mnt.join("fifo")).unwrap();
+    assert!(f.file_type().is_fifo());
+    let c = std::fs::symlink_metadata(mnt.join("null")).unwrap();
+    assert!(c.file_type().is_char_device());
+    assert_eq!((libc::major(c.rdev()), libc::minor(c.rdev())), (1, 3));
+    let b = std::fs::symlink_metadata(mnt.join("disk")).unwrap();
+    assert!(b.file_type().is_block_device());
+    assert_eq!((libc::major(b.rdev()), libc::minor(b.rdev())), (8, 300));
+    m.umount();
+}
+
+/// NetBSD's ext2fs returns empty directory slots (inode 0) from
+/// getdents; they are not files: `lost+found` lists without an error.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ext2fs_lost_found_lists() {
+    let d = tmpdir();
+    let img = d.path().join("ext2.img");
+    run(Command::new(tool("mke2fs", "e2fsprogs"))
+        .args([
+            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
+        ])
+        .arg(&img)
+        .arg("16M"));
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(Path::new(RUMP_MOUNT), &["-t", "ext2fs"], &img, &mnt);
+    let out = run(Command::new("ls")
+        .arg("-la")
+        .arg(&mnt)
+        .arg(mnt.join("lost+found")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("lost+found"), "{text}");
+    let names: Vec<_> = std::fs::read_dir(mnt.join("lost+found"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    std::fs::write(mnt.join("note"), b"ext2 through NetBSD\n").unwrap();
+    m.umount();
+    let out = Command::new(tool("e2fsck", "e2fsprogs"))
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
