@@ -605,7 +605,7 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -613,10 +613,22 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let a = tryr!(
-            reply,
-            self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh)
-        );
+        let mut r = self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh);
+        if let Err(e) = r {
+            // Only the host's write-back cache sends a ctime, with the
+            // times of a write it flushed: a file system that keeps its
+            // own times and cannot set them (NetBSD's NTFS) has still
+            // taken the write.
+            let cache_times = ctime.is_some()
+                && mode.is_none()
+                && uid.is_none()
+                && gid.is_none()
+                && size.is_none();
+            if cache_times && (e.0 == EOPNOTSUPP || e.0 == EINVAL) {
+                r = self.as_caller(req, |sys| self.stat_ino(&*sys, ino.0, fh));
+            }
+        }
+        let a = tryr!(reply, r);
         reply.attr(&self.opts.ttl, &a);
     }
 

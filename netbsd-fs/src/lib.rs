@@ -7,5 +7,7 @@
 //! entry points ([`sys::NetbsdSys`]).
 
 pub mod components;
+pub mod part;
+pub mod probe;
 pub mod sys;
 pub mod types;

@@ -165,9 +165,15 @@ impl Drop for Mount {
 
 /// `diff -r a b` must find no difference.
 fn same_tree(a: &Path, b: &Path) {
+    same_tree_but(a, b, &[])
+}
+
+/// `diff -r a b`, leaving out names matching the `exclude` patterns.
+fn same_tree_but(a: &Path, b: &Path, exclude: &[&str]) {
     let out = Command::new("diff")
         .arg("-r")
         .arg("--no-dereference")
+        .args(exclude.iter().flat_map(|x| ["-x", x]))
         .arg(a)
         .arg(b)
         .output()
@@ -581,7 +587,7 @@ fn background_mount_and_sigterm() {
     assert!(is_mounted(&mnt));
     std::fs::write(mnt.join("note.txt"), b"written through FUSE\n").unwrap();
     // The daemon: the process whose command line names our mount point.
-    let pid = pid_of(&mnt).expect("the rump_msdos process");
+    let pid = pid_of(&mnt, "rump_msdos").expect("the rump_msdos process");
     // SAFETY: kill has no memory preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let t0 = Instant::now();
@@ -598,7 +604,9 @@ fn background_mount_and_sigterm() {
     assert_eq!(out.stdout, b"written through FUSE\n");
 }
 
-fn pid_of(mnt: &Path) -> Option<i32> {
+/// The process whose program name ends in `name` and whose command line
+/// names `mnt`.
+fn pid_of(mnt: &Path, name: &str) -> Option<i32> {
     let want = mnt.to_str()?.as_bytes();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -611,7 +619,7 @@ fn pid_of(mnt: &Path) -> Option<i32> {
             && cmd
                 .split(|&b| b == 0)
                 .next()
-                .is_some_and(|a| a.ends_with(b"rump_msdos"))
+                .is_some_and(|a| a.ends_with(name.as_bytes()))
         {
             return Some(pid);
         }
@@ -693,5 +701,317 @@ fn ext2fs_lost_found_lists() {
         out.status.success(),
         "e2fsck -fn: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Mount in the background (no `-f`), as a user would: returns the
+/// program's standard output once the mount is live and the daemon's pid.
+fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, i32) {
+    std::fs::create_dir_all(mnt).unwrap();
+    let out = run(Command::new(prog)
+        .args(args)
+        .arg(image)
+        .arg(mnt)
+        .env("RUMP_NETBSD_DIR", netbsd_dir()));
+    assert!(is_mounted(mnt));
+    let name = prog.file_name().unwrap().to_str().unwrap().to_string();
+    let pid = pid_of(mnt, &name).expect("the daemon");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), pid)
+}
+
+/// `umount`, then wait until the daemon `pid` is gone.
+fn umount_bg(mnt: &Path, pid: i32) {
+    run(Command::new("umount").arg(mnt));
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "pid {pid} still running 60 s after umount"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mkudf(img: &Path) {
+    run(Command::new("truncate").arg("-s").arg("64M").arg(img));
+    run(Command::new(tool("mkudffs", "udftools"))
+        .args(["-b", "512", "--media-type=hd", "-l", "RUMPTEST"])
+        .arg(img));
+}
+
+/// ntfs-3g (the host's own NTFS driver) puts `src`'s files in.
+fn mkntfs_with(img: &Path, src: &Path, mnt: &Path) {
+    run(Command::new("truncate").arg("-s").arg("64M").arg(img));
+    run(Command::new(tool("mkntfs", "ntfs-3g"))
+        .args(["-F", "-q", "-f", "-L", "RUMPTEST"])
+        .arg(img));
+    std::fs::create_dir_all(mnt).unwrap();
+    run(Command::new(tool("ntfs-3g", "ntfs-3g")).arg(img).arg(mnt));
+    let copied = Command::new("cp")
+        .arg("-r")
+        .args(std::fs::read_dir(src).unwrap().map(|e| e.unwrap().path()))
+        .arg(mnt)
+        .status()
+        .unwrap();
+    run(Command::new("umount").arg(mnt));
+    assert!(copied.success());
+}
+
+/// Without `-t`, each image's type is recognized and said.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn auto_detects_each_type() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let mut images: Vec<(PathBuf, &str)> = Vec::new();
+    for v in ["1", "2"] {
+        let img = d.path().join(format!("ffs{v}.img"));
+        run(Command::new(tool("makefs", "makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o"])
+            .arg(format!("version={v}"))
+            .arg(&img)
+            .arg(&src));
+        images.push((
+            img,
+            if v == "1" {
+                "FFS v1 (-t ffs)"
+            } else {
+                "FFS v2 (-t ffs)"
+            },
+        ));
+    }
+    for (bits, kib, what) in [
+        ("12", "4096", "FAT12 (-t msdos)"),
+        ("16", "65536", "FAT16 (-t msdos)"),
+        ("32", "65536", "FAT32 (-t msdos)"),
+    ] {
+        let img = d.path().join(format!("fat{bits}.img"));
+        run(Command::new(tool("mkfs.vfat", "dosfstools"))
+            .args(["-C", "-F", bits])
+            .arg(&img)
+            .arg(kib));
+        run(Command::new(tool("mcopy", "mtools"))
+            .arg("-s")
+            .arg("-i")
+            .arg(&img)
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"));
+        images.push((img, what));
+    }
+    let iso = d.path().join("cd.iso");
+    run(Command::new(tool("xorriso", "xorriso"))
+        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+        .arg(&iso)
+        .arg(&src));
+    images.push((iso, "ISO 9660 (-t cd9660)"));
+    let udf = d.path().join("udf.img");
+    mkudf(&udf);
+    images.push((udf, "UDF (-t udf)"));
+    let ntfs = d.path().join("ntfs.img");
+    mkntfs_with(&ntfs, &src, &d.path().join("ntfs-3g"));
+    images.push((ntfs, "NTFS (-t ntfs)"));
+    let ext2 = d.path().join("ext2.img");
+    run(Command::new(tool("mke2fs", "e2fsprogs"))
+        .args([
+            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none", "-d",
+        ])
+        .arg(&src)
+        .arg(&ext2)
+        .arg("16M"));
+    images.push((ext2, "ext2 (-t ext2fs)"));
+
+    let mnt = d.path().join("mnt");
+    for (img, what) in &images {
+        let (out, pid) = mount_bg(Path::new(RUMP_MOUNT), &[], img, &mnt);
+        // The first line; NetBSD's kernel may add console messages.
+        assert_eq!(
+            out.lines().next().unwrap_or(""),
+            format!("rump_mount: {}: {what}", img.display()),
+            "{}",
+            img.display()
+        );
+        if img.ends_with("ntfs.img") {
+            // NetBSD's NTFS shows the metadata files ($MFT, ...).
+            same_tree_but(&src, &mnt, &["$*"]);
+        } else if img.ends_with("ext2.img") {
+            same_tree_but(&src, &mnt, &["lost+found"]);
+        } else if !img.ends_with("udf.img") {
+            same_tree(&src, &mnt);
+        }
+        umount_bg(&mnt, pid);
+    }
+
+    // Nothing known: one line, no mount.
+    let junk = d.path().join("zeros.img");
+    std::fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
+    let (st, err) = fails(
+        Path::new(RUMP_MOUNT),
+        &[junk.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rump_mount: {}: no file system recognized (FFS, ext2, FAT, ISO 9660, UDF, NTFS): give -t TYPE",
+            junk.display()
+        )
+    );
+}
+
+/// UDF with 512-byte blocks: read and write through rump_udf; the 8 MiB
+/// file is read back in FUSE requests of up to 1 MiB, each handed to
+/// NetBSD's UDF in pieces of at most its MAXPHYS (a larger one trips an
+/// assertion in NetBSD's UDF).
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn udf_read_and_write() {
+    let d = tmpdir();
+    let img = d.path().join("udf.img");
+    mkudf(&img);
+    let p = prog(d.path(), "rump_udf");
+    write_round_trip(d.path(), &p, &[], &img, true, |img| {
+        let out = Command::new(tool("udfinfo", "udftools"))
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "udfinfo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// NTFS made and filled by the host's tools: read back with rump_ntfs,
+/// then written in place (NetBSD's NTFS rewrites existing data only);
+/// ntfs-3g reads the change and ntfsfix finds nothing to fix.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ntfs_read_and_in_place_write() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let tree = real_tree(d.path(), false);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(src.join("tree")));
+    let img = d.path().join("ntfs.img");
+    let host_mnt = d.path().join("ntfs-3g");
+    mkntfs_with(&img, &src, &host_mnt);
+    let p = prog(d.path(), "rump_ntfs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    // NetBSD's NTFS shows the metadata files ($MFT, ...) too.
+    same_tree_but(&src, &mnt, &["$*"]);
+    run(Command::new("dd")
+        .args(["conv=notrunc", "status=none", "bs=1", "seek=1000"])
+        .arg(format!("of={}", mnt.join("Sub/Pattern.bin").display()))
+        .arg(format!("if={}", d.path().join("patch").display()))
+        .stdin(Stdio::null())
+        .env("X", {
+            std::fs::write(d.path().join("patch"), b"NETBSD WAS HERE").unwrap();
+            "1"
+        }));
+    m.umount();
+    let out = Command::new(tool("ntfsfix", "ntfs-3g"))
+        .arg("-n")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ntfsfix -n: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    run(Command::new(tool("ntfs-3g", "ntfs-3g"))
+        .args(["-o", "ro"])
+        .arg(&img)
+        .arg(&host_mnt));
+    let got = std::fs::read(host_mnt.join("Sub/Pattern.bin"));
+    run(Command::new("umount").arg(&host_mnt));
+    let mut want = std::fs::read(src.join("Sub/Pattern.bin")).unwrap();
+    want[1000..1015].copy_from_slice(b"NETBSD WAS HERE");
+    assert!(
+        got.unwrap() == want,
+        "the in-place write did not reach the image"
+    );
+}
+
+/// `-o part=N` of a GPT image (sfdisk) with FAT16 in partition 1 and FFS
+/// in partition 2; the type is recognized in the partition.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn gpt_partitions() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let img = d.path().join("gpt.img");
+    run(Command::new("truncate").arg("-s").arg("80M").arg(&img));
+    let mut c = Command::new(tool("sfdisk", "fdisk"));
+    c.arg("-q")
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"label: gpt\n,32M\n,40M\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    // Partition 1 from sector 2048, partition 2 from 67584 (sfdisk's
+    // alignment: 1 MiB, then right after the 32 MiB).
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-F", "16", "--offset", "2048"])
+        .arg(&img)
+        .arg("32768"));
+    run(Command::new(tool("mcopy", "mtools"))
+        .arg("-s")
+        .arg("-i")
+        .arg(format!("{}@@1M", img.display()))
+        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+        .arg("::/"));
+    let ffs = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
+        .arg(&ffs)
+        .arg(&src));
+    run(Command::new("dd")
+        .arg(format!("if={}", ffs.display()))
+        .arg(format!("of={}", img.display()))
+        .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]));
+    let mnt = d.path().join("mnt");
+    let (out, pid) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
+    assert_eq!(
+        out.trim(),
+        format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
+    );
+    same_tree(&src, &mnt);
+    std::fs::write(mnt.join("in-part-2"), b"ffs\n").unwrap();
+    umount_bg(&mnt, pid);
+    let (out, pid) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=1"], &img, &mnt);
+    assert_eq!(
+        out.trim(),
+        format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
+    );
+    same_tree(&src, &mnt);
+    umount_bg(&mnt, pid);
+    // Partition 1 untouched by the write into partition 2, and the
+    // write stayed inside partition 2.
+    let (_, pid) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2,ro"], &img, &mnt);
+    assert_eq!(std::fs::read(mnt.join("in-part-2")).unwrap(), b"ffs\n");
+    umount_bg(&mnt, pid);
+    let (st, err) = fails(
+        Path::new(RUMP_MOUNT),
+        &["-o", "part=3", img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rump_mount: {}: part=3: no such partition in the GPT",
+            img.display()
+        )
     );
 }

@@ -16,9 +16,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
-use netbsd_fs::components;
 use netbsd_fs::sys::{NetbsdBackend, NetbsdSys};
 use netbsd_fs::types::{self, mnt, FsType, TypeOpts};
+use netbsd_fs::{components, part, probe};
 use rumpfuse::{host, Options, RumpFuse, Syscalls};
 use rumprun::netbsd::NetbsdKernel;
 
@@ -65,6 +65,7 @@ struct Args {
     url: Option<String>,
     threads: usize,
     netbsd: Option<PathBuf>,
+    part: Option<u32>,
     allow_other: Option<bool>,
     writeback: Option<bool>,
     fuse_opts: Vec<MountOption>,
@@ -167,6 +168,7 @@ fn options(a: &mut Args, t: &FsType, to: &mut TypeOpts) {
                 _ => die(format!("threads={n}: must be 1 to 64")),
             },
             ("netbsd", Some(d)) if !d.is_empty() => a.netbsd = Some(PathBuf::from(d)),
+            ("part", Some(_)) => {}
             ("writeback", None) => a.writeback = Some(true),
             ("nowriteback", None) => a.writeback = Some(false),
             ("allow_other", None) => a.allow_other = Some(true),
@@ -200,18 +202,41 @@ extern "C" fn detach_at_exit() {
 
 fn main() {
     let mut a = parse();
+    for (k, v) in &a.opts {
+        if k == "part" {
+            match v.as_deref().map(str::parse::<u32>) {
+                Some(Ok(n)) if n >= 1 => a.part = Some(n),
+                _ => die(format!(
+                    "part={}: not a partition number (1, 2, ...)",
+                    v.as_deref().unwrap_or("")
+                )),
+            }
+        }
+    }
+    // Partition N of the image, or all of it.
+    let extent = match a.part {
+        Some(n) => Some(
+            part::find(Path::new(&a.image), n).unwrap_or_else(|e| die(format!("{}: {e}", a.image))),
+        ),
+        None => None,
+    };
     let t: &'static FsType = match types::by_program(prog()) {
         Some(t) => t,
         None => match a.fstype.as_deref() {
-            None | Some("auto") => die(format!(
-                "{}: no type given (-t {})",
-                a.image,
-                types::TYPES
-                    .iter()
-                    .map(|t| t.name)
-                    .collect::<Vec<_>>()
-                    .join("|")
-            )),
+            None | Some("auto") => {
+                let head = probe::read_head(Path::new(&a.image), extent.map_or(0, |e| e.offset))
+                    .unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+                match probe::probe(&head) {
+                    Some(f) => {
+                        println!("{}: {}: {} (-t {})", prog(), a.image, f.what, f.fstype);
+                        types::by_name(f.fstype).unwrap_or_else(|| die(format!("{}: no component for {}", a.image, f.fstype)))
+                    }
+                    None => die(format!(
+                        "{}: no file system recognized (FFS, ext2, FAT, ISO 9660, UDF, NTFS): give -t TYPE",
+                        a.image
+                    )),
+                }
+            }
             Some(n) => {
                 types::by_name(n).unwrap_or_else(|| die(format!("{n}: unknown file system type")))
             }
@@ -272,7 +297,13 @@ fn main() {
                 a.image
             ));
         }
-        b = b.drive(&format!("key={DEV},hostpath={abs_img},size=host,type=blk"));
+        b = b.drive(&match extent {
+            Some(e) => format!(
+                "key={DEV},hostpath={abs_img},offset={},size={},type=blk",
+                e.offset, e.size
+            ),
+            None => format!("key={DEV},hostpath={abs_img},size=host,type=blk"),
+        });
     }
     let mut kernel = b
         .boot()
