@@ -85,7 +85,7 @@ fn gpt(f: &mut File, h: &[u8], ss: u64, n: u32, img_len: u64) -> Result<Extent, 
     let entries_lba = le64(h, 72);
     let count = le32(h, 80);
     let esize = le32(h, 84);
-    if esize < 128 || esize > 4096 || count > 4096 {
+    if !(128..=4096).contains(&esize) || count > 4096 {
         return Err("GPT header with a bad entry table".into());
     }
     if n as u64 > count {
