@@ -174,7 +174,7 @@ fn options(a: &mut Args, t: &FsType, to: &mut TypeOpts) {
             ("allow_other", None) => a.allow_other = Some(true),
             ("noallow_other", None) => a.allow_other = Some(false),
             ("default_permissions" | "atime" | "suid" | "dev" | "exec" | "defaults", None) => {}
-            (key, val) => match to.take(t, key, val) {
+            (key, val) => match to.take(t.args, key, val) {
                 Ok(true) => {}
                 Ok(false) => die(format!("{o}: unknown option for {}", t.name)),
                 Err(e) => die(e),
