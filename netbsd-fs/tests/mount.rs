@@ -506,6 +506,11 @@ fn bad_arguments_are_one_line() {
     let (st, err) = fails(&p, &["only-one"], &[]);
     assert_eq!(st, 1);
     assert!(err.starts_with("usage: rump_msdos "), "{err}");
+    let out = Command::new(&p).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_msdos [-f] [-o "));
+    let out = Command::new(RUMP_MOUNT).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_mount [-t type|auto] "));
     let img = d.path().join("x.img");
     std::fs::write(&img, b"").unwrap();
     let (st, err) = fails(

@@ -36,18 +36,22 @@ fn prog() -> &'static str {
     PROG.get().map(String::as_str).unwrap_or("rump_mount")
 }
 
-fn usage() -> ! {
+fn usage_text() -> String {
     if types::by_program(prog()).is_some() {
-        eprintln!(
+        format!(
             "usage: {} [-f] [-o option[,option...]] image mountpoint",
             prog()
-        );
+        )
     } else {
-        eprintln!(
+        format!(
             "usage: {} [-t type|auto] [-f] [-o option[,option...]] image mountpoint",
             prog()
-        );
+        )
     }
+}
+
+fn usage() -> ! {
+    eprintln!("{}", usage_text());
     exit(1)
 }
 
@@ -99,6 +103,9 @@ fn parse() -> Args {
         if s == "--" {
             pos.extend(argv[i + 1..].iter().cloned());
             break;
+        } else if s == "--help" || s == "-h" {
+            println!("{}", usage_text());
+            exit(0);
         } else if s == "-f" || s == "-d" {
             a.fg = true;
         } else if s == "-r" {
