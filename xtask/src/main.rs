@@ -63,6 +63,9 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("halt", "rumprun", "halt"),
     ("ext2", "rumprun", "ext2"),
     ("fuse", "rumprun", "fuse"),
+    // The floor, rump_ext2fs, NetBSD's FFS in process and through
+    // sysproxy (needs RUMP_NETBSD_DIR for the NetBSD rows).
+    ("fuse", "netbsd-fs", "fuse"),
 ];
 
 fn bench(rest: &[String]) -> Result<(), String> {
