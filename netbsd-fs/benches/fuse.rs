@@ -104,7 +104,7 @@ fn component(nb: &Path, name: &str) -> PathBuf {
     for _ in 0..4 {
         match std::fs::read(&p) {
             Ok(t) if t.len() < 256 && !t.starts_with(b"\x7fELF") => {
-                p = p.with_file_name(String::from_utf8_lossy(&t).trim().to_string())
+                p = p.with_file_name(String::from_utf8_lossy(&t).trim())
             }
             _ => break,
         }
