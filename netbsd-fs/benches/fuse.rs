@@ -10,6 +10,11 @@
 //! - sysproxy: the same FFS image in `rump_server -l`, mounted with
 //!   `rumpctl mount -t ffs` and served by `rumpctl fuse` (two hops).
 //!
+//! BENCH_FFS_OPTS (e.g. `log` or `async`) mounts both FFS rows with those
+//! NetBSD mount options: without them NetBSD's FFS writes metadata
+//! synchronously, each such write an `fdatasync` of the image, which both
+//! FFS rows pay alike.
+//!
 //! Prints the median of BENCH_RUNS runs (default 3) of each row and the
 //! ratios the targets are about: rump_ext2fs/floor (target at most 1.5),
 //! rump_ffs/floor (at most 2), rump_ffs/sysproxy (at most 0.5). The
@@ -112,6 +117,14 @@ fn component(nb: &Path, name: &str) -> PathBuf {
     p
 }
 
+/// `-o OPTS` from BENCH_FFS_OPTS, or nothing.
+fn ffs_opts() -> String {
+    match std::env::var("BENCH_FFS_OPTS") {
+        Ok(o) if !o.is_empty() => format!("-o '{o}'"),
+        _ => String::new(),
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Floor,
@@ -182,8 +195,9 @@ impl Ctx {
             Kind::Ffs => {
                 let nb = self.nb.as_ref().ok_or("RUMP_NETBSD_DIR not set")?;
                 sh(&format!(
-                    "RUMP_NETBSD_DIR='{}' '{RUMP_MOUNT}' -t ffs '{i}' '{m}' >/dev/null",
-                    nb.display()
+                    "RUMP_NETBSD_DIR='{}' '{RUMP_MOUNT}' -t ffs {} '{i}' '{m}' >/dev/null",
+                    nb.display(),
+                    ffs_opts()
                 ))
             }
             Kind::Sysproxy => {
@@ -209,8 +223,9 @@ impl Ctx {
                 ))?;
                 let c = ctl.display();
                 sh(&format!(
-                    "export RUMP_SERVER='{url}'; '{c}' mkdir /mnt && '{c}' mount -t ffs /dk /mnt \
-                     && '{c}' fuse /mnt '{m}'"
+                    "export RUMP_SERVER='{url}'; '{c}' mkdir /mnt && '{c}' mount -t ffs {} /dk /mnt \
+                     && '{c}' fuse /mnt '{m}'",
+                    ffs_opts()
                 ))
             }
         }
@@ -350,6 +365,9 @@ fn main() {
          sysproxy (rump_server -l + rumpctl fuse, same FFS)",
         bytes / MIB
     );
+    if !ffs_opts().is_empty() {
+        println!("FFS mounted with {}", ffs_opts());
+    }
     if nb.is_none() {
         println!("RUMP_NETBSD_DIR not set: the rump_ffs and sysproxy rows are n/a");
     }
