@@ -60,6 +60,7 @@ struct Fns {
     access: unsafe extern "C" fn(*const c_char, c_int) -> c_int,
     mount: unsafe extern "C" fn(*const c_char, *const c_char, c_int, *mut c_void, usize) -> c_int,
     unmount: unsafe extern "C" fn(*const c_char, c_int) -> c_int,
+    sync: unsafe extern "C" fn(),
     rfork: unsafe extern "C" fn(c_int) -> c_int,
     newlwp: unsafe extern "C" fn(c_int) -> c_int,
     getpid: unsafe extern "C" fn() -> c_int,
@@ -121,6 +122,7 @@ impl Fns {
             access: entry!("rump___sysimpl_access"),
             mount: entry!("rump___sysimpl_mount50"),
             unmount: entry!("rump___sysimpl_unmount"),
+            sync: entry!("rump___sysimpl_sync"),
             rfork: entry!("rump_pub_lwproc_rfork"),
             newlwp: entry!("rump_pub_lwproc_newlwp"),
             getpid: entry!("rump___sysimpl_getpid"),
@@ -255,6 +257,13 @@ impl NetbsdSys {
         let d = cpath(dir)?;
         // SAFETY: a valid string for the call.
         ok(unsafe { (self.f.unmount)(d.as_ptr(), flags) })
+    }
+
+    /// NetBSD's `sync(2)`: every file system's dirty data written out.
+    pub fn sync(&self) {
+        self.enter();
+        // SAFETY: no arguments.
+        unsafe { (self.f.sync)() };
     }
 
     fn path_call(&self, p: &[u8], f: PathFn) -> R<()> {

@@ -423,18 +423,24 @@ fn main() {
     halt(&kernel, &sys, 0)
 }
 
-/// Unmount the file system in the kernel (its errors reported), then
-/// NetBSD's reboot path (sync, unmount the rest, exit 0); exit `status`
-/// or 1 if the unmount failed.
+/// Unmount the file system in the kernel, then NetBSD's reboot path
+/// (sync, unmount the rest, exit 0). With `status` non-zero (the host
+/// mount failed), or when the unmount fails for another reason than files
+/// still open (`EBUSY`: the reboot path syncs and unmounts those too),
+/// sync and exit 1 instead.
 fn halt(kernel: &NetbsdKernel, sys: &NetbsdSys, status: i32) -> ! {
     let mut st = status;
-    if let Err(e) = sys.unmount(KMNT.as_bytes(), 0) {
-        eprintln!("{}: unmount: {}", prog(), e.description());
-        st = 1;
+    match sys.unmount(KMNT.as_bytes(), 0) {
+        Ok(()) => {}
+        Err(e) if e.0 == netbsd_abi::errno::EBUSY => {}
+        Err(e) => {
+            eprintln!("{}: unmount: {}", prog(), e.description());
+            st = 1;
+        }
     }
     if st != 0 {
-        // NetBSD's reboot exits 0; flush without it, then exit non-zero.
-        let _ = sys.unmount(KMNT.as_bytes(), 0x0008_0000);
+        // NetBSD's reboot exits 0: flush without it, then exit non-zero.
+        sys.sync();
         exit(st);
     }
     // Exits the process (0) from NetBSD's reboot path; returns only on
