@@ -61,6 +61,7 @@ struct Fns {
     mount: unsafe extern "C" fn(*const c_char, *const c_char, c_int, *mut c_void, usize) -> c_int,
     unmount: unsafe extern "C" fn(*const c_char, c_int) -> c_int,
     sync: unsafe extern "C" fn(),
+    fadvise: unsafe extern "C" fn(c_int, i64, i64, c_int) -> c_int,
     rfork: unsafe extern "C" fn(c_int) -> c_int,
     newlwp: unsafe extern "C" fn(c_int) -> c_int,
     getpid: unsafe extern "C" fn() -> c_int,
@@ -123,6 +124,7 @@ impl Fns {
             mount: entry!("rump___sysimpl_mount50"),
             unmount: entry!("rump___sysimpl_unmount"),
             sync: entry!("rump___sysimpl_sync"),
+            fadvise: entry!("rump___sysimpl_posix_fadvise50"),
             rfork: entry!("rump_pub_lwproc_rfork"),
             newlwp: entry!("rump_pub_lwproc_newlwp"),
             getpid: entry!("rump___sysimpl_getpid"),
@@ -133,6 +135,8 @@ impl Fns {
 /// NetBSD's `RUMP_RFCFDG`: the new process starts with a clean
 /// descriptor table.
 const RUMP_RFCFDG: c_int = 0x02;
+/// NetBSD's `POSIX_FADV_RANDOM`: no read-ahead.
+const POSIX_FADV_RANDOM: c_int = 1;
 /// `statvfs1`'s `ST_WAIT`.
 const ST_WAIT: c_int = 1;
 
@@ -185,12 +189,14 @@ fn ts_bytes(t: [TimeSpec; 2]) -> [u8; 32] {
 pub struct NetbsdSys {
     f: Fns,
     pid: i32,
-    /// One file read or write at a time: NetBSD's kernel (7.99, on this
-    /// layer) crashed in `uvm_page_unbusy` under `genfs_getpages`
-    /// read-ahead when FUSE threads read one file at several offsets at
-    /// once (5 runs in 8 with 4 threads); serialized, 10 in 10 passed.
-    /// Other calls still run in parallel.
-    io: std::sync::Mutex<()>,
+    /// One call in NetBSD's kernel at a time. NetBSD's kernel (7.99, as
+    /// buildrump.sh builds it) crashed in `uvm_page_unbusy` under
+    /// `genfs_getpages` read-ahead when FUSE threads called in at once:
+    /// 5 runs in 8 reading one file with 4 threads; with reads alone
+    /// serialized, still about 1 in 5 runs of cp -a + read back of a
+    /// 100 MiB tree. A sysproxy server, whose `rumpctl fuse` calls one at
+    /// a time, did not crash.
+    one: std::sync::Mutex<()>,
 }
 
 impl NetbsdSys {
@@ -210,12 +216,14 @@ impl NetbsdSys {
         Ok(NetbsdSys {
             f,
             pid,
-            io: std::sync::Mutex::new(()),
+            one: std::sync::Mutex::new(()),
         })
     }
 
-    /// Give this host thread an lwp in our process, once.
-    fn enter(&self) {
+    /// Enter NetBSD's kernel: take the one-caller lock (see [`NetbsdSys`])
+    /// and give this host thread an lwp in our process, once.
+    fn enter(&self) -> std::sync::MutexGuard<'_, ()> {
+        let g = self.one.lock().unwrap_or_else(|p| p.into_inner());
         BOUND.with(|b| {
             if b.get() != self.pid {
                 // SAFETY: NetBSD's `int rump_pub_lwproc_newlwp(pid_t)`:
@@ -226,7 +234,8 @@ impl NetbsdSys {
                 let _ = e;
                 b.set(self.pid);
             }
-        })
+        });
+        g
     }
 
     /// NetBSD's `mount(2)`: `fstype` at `dir` with `flags` and the
@@ -244,7 +253,7 @@ impl NetbsdSys {
         data: *mut u8,
         len: usize,
     ) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let t = cpath(fstype.as_bytes())?;
         let d = cpath(dir)?;
         // SAFETY: valid strings; `data` per the caller.
@@ -253,7 +262,7 @@ impl NetbsdSys {
 
     /// NetBSD's `unmount(2)`.
     pub fn unmount(&self, dir: &[u8], flags: i32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let d = cpath(dir)?;
         // SAFETY: a valid string for the call.
         ok(unsafe { (self.f.unmount)(d.as_ptr(), flags) })
@@ -261,27 +270,27 @@ impl NetbsdSys {
 
     /// NetBSD's `sync(2)`: every file system's dirty data written out.
     pub fn sync(&self) {
-        self.enter();
+        let _k = self.enter();
         // SAFETY: no arguments.
         unsafe { (self.f.sync)() };
     }
 
     fn path_call(&self, p: &[u8], f: PathFn) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(p)?;
         // SAFETY: `f` takes one NUL-terminated path, valid for the call.
         ok(unsafe { f(c.as_ptr()) })
     }
 
     fn path_mode(&self, p: &[u8], mode: u32, f: PathModeFn) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(p)?;
         // SAFETY: a valid path and a mode.
         ok(unsafe { f(c.as_ptr(), mode) })
     }
 
     fn two_paths(&self, a: &[u8], b: &[u8], f: TwoPathFn) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let (a, b) = (cpath(a)?, cpath(b)?);
         // SAFETY: two valid paths.
         ok(unsafe { f(a.as_ptr(), b.as_ptr()) })
@@ -290,7 +299,7 @@ impl NetbsdSys {
 
 impl Syscalls for NetbsdSys {
     fn lstat(&self, path: &[u8]) -> R<Stat> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         let mut b = [0u8; STAT_SIZE];
         // SAFETY: a valid path and a buffer the size of NetBSD's stat.
@@ -298,38 +307,43 @@ impl Syscalls for NetbsdSys {
         Stat::decode(&b).ok_or(Errno(EINVAL))
     }
     fn fstat(&self, fd: i32) -> R<Stat> {
-        self.enter();
+        let _k = self.enter();
         let mut b = [0u8; STAT_SIZE];
         // SAFETY: a buffer the size of NetBSD's stat.
         ok(unsafe { (self.f.fstat)(fd, b.as_mut_ptr()) })?;
         Stat::decode(&b).ok_or(Errno(EINVAL))
     }
     fn open(&self, path: &[u8], flags: i32, mode: u32) -> R<i32> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         // SAFETY: a valid path; the mode as open's variadic argument.
         let fd = unsafe { (self.f.open)(c.as_ptr(), flags, mode) };
         if fd < 0 {
-            Err(errno())
-        } else {
-            Ok(fd)
+            return Err(errno());
         }
+        if flags & O_DIRECTORY == 0 {
+            // No read-ahead in NetBSD's kernel: the host reads ahead
+            // already, and NetBSD's (7.99) crashed in `uvm_page_unbusy`
+            // under `genfs_getpages` read-ahead while a read went on.
+            // Fails harmlessly on what is not a regular file.
+            // SAFETY: a descriptor number and plain values.
+            let _ = unsafe { (self.f.fadvise)(fd, 0, 0, POSIX_FADV_RANDOM) };
+        }
+        Ok(fd)
     }
     fn close(&self, fd: i32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         // SAFETY: a plain descriptor number.
         ok(unsafe { (self.f.close)(fd) })
     }
     fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> R<usize> {
-        self.enter();
-        let _one = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        let _k = self.enter();
         // SAFETY: `buf` is writable for its length.
         let n = unsafe { (self.f.pread)(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
         usize::try_from(n).map_err(|_| errno())
     }
     fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> R<usize> {
-        self.enter();
-        let _one = self.io.lock().unwrap_or_else(|p| p.into_inner());
+        let _k = self.enter();
         // SAFETY: `buf` is readable for its length.
         let n = unsafe { (self.f.pwrite)(fd, buf.as_ptr().cast(), buf.len(), off) };
         usize::try_from(n).map_err(|_| errno())
@@ -339,10 +353,13 @@ impl Syscalls for NetbsdSys {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         let r = loop {
+            let k = self.enter();
             // SAFETY: `buf` is writable for its length.
             let n = unsafe { (self.f.getdents)(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            match usize::try_from(n) {
-                Err(_) => break Err(errno()),
+            let n = usize::try_from(n).map_err(|_| errno());
+            drop(k);
+            match n {
+                Err(e) => break Err(e),
                 Ok(0) => break Ok(()),
                 Ok(n) => out.extend(Dirent::decode_all(&buf[..n.min(buf.len())])),
             }
@@ -373,7 +390,7 @@ impl Syscalls for NetbsdSys {
         self.two_paths(target, path, self.f.symlink)
     }
     fn readlink(&self, path: &[u8]) -> R<Vec<u8>> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         let mut b = vec![0u8; 1024];
         // SAFETY: a valid path and a writable buffer of its length.
@@ -383,7 +400,7 @@ impl Syscalls for NetbsdSys {
         Ok(b)
     }
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         // SAFETY: a valid path.
         ok(unsafe { (self.f.mknod)(c.as_ptr(), mode, dev) })
@@ -395,52 +412,52 @@ impl Syscalls for NetbsdSys {
         self.path_mode(path, mode, self.f.chmod)
     }
     fn fchmod(&self, fd: i32, mode: u32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         // SAFETY: plain numbers.
         ok(unsafe { (self.f.fchmod)(fd, mode) })
     }
     fn lchown(&self, path: &[u8], uid: u32, gid: u32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         // SAFETY: a valid path.
         ok(unsafe { (self.f.lchown)(c.as_ptr(), uid, gid) })
     }
     fn fchown(&self, fd: i32, uid: u32, gid: u32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         // SAFETY: plain numbers.
         ok(unsafe { (self.f.fchown)(fd, uid, gid) })
     }
     fn utimens(&self, path: &[u8], t: [TimeSpec; 2]) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         let ts = ts_bytes(t);
         // SAFETY: a valid path and two NetBSD timespecs.
         ok(unsafe { (self.f.utimensat)(AT_FDCWD, c.as_ptr(), ts.as_ptr(), AT_SYMLINK_NOFOLLOW) })
     }
     fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let ts = ts_bytes(t);
         // SAFETY: two NetBSD timespecs.
         ok(unsafe { (self.f.futimens)(fd, ts.as_ptr()) })
     }
     fn truncate(&self, path: &[u8], len: i64) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         // SAFETY: a valid path.
         ok(unsafe { (self.f.truncate)(c.as_ptr(), len) })
     }
     fn ftruncate(&self, fd: i32, len: i64) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         // SAFETY: plain numbers.
         ok(unsafe { (self.f.ftruncate)(fd, len) })
     }
     fn fsync(&self, fd: i32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         // SAFETY: a plain descriptor number.
         ok(unsafe { (self.f.fsync)(fd) })
     }
     fn statvfs(&self, path: &[u8]) -> R<Statvfs> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         let mut b = vec![0u8; STATVFS_SIZE];
         // SAFETY: a valid path and a buffer the size of NetBSD's statvfs.
@@ -448,7 +465,7 @@ impl Syscalls for NetbsdSys {
         Statvfs::decode(&b).ok_or(Errno(ENOSYS))
     }
     fn access(&self, path: &[u8], amode: i32) -> R<()> {
-        self.enter();
+        let _k = self.enter();
         let c = cpath(path)?;
         // SAFETY: a valid path.
         ok(unsafe { (self.f.access)(c.as_ptr(), amode) })
