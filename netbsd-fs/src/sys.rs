@@ -61,7 +61,6 @@ struct Fns {
     mount: unsafe extern "C" fn(*const c_char, *const c_char, c_int, *mut c_void, usize) -> c_int,
     unmount: unsafe extern "C" fn(*const c_char, c_int) -> c_int,
     sync: unsafe extern "C" fn(),
-    fadvise: unsafe extern "C" fn(c_int, i64, i64, c_int) -> c_int,
     rfork: unsafe extern "C" fn(c_int) -> c_int,
     newlwp: unsafe extern "C" fn(c_int) -> c_int,
     getpid: unsafe extern "C" fn() -> c_int,
@@ -124,7 +123,6 @@ impl Fns {
             mount: entry!("rump___sysimpl_mount50"),
             unmount: entry!("rump___sysimpl_unmount"),
             sync: entry!("rump___sysimpl_sync"),
-            fadvise: entry!("rump___sysimpl_posix_fadvise50"),
             rfork: entry!("rump_pub_lwproc_rfork"),
             newlwp: entry!("rump_pub_lwproc_newlwp"),
             getpid: entry!("rump___sysimpl_getpid"),
@@ -135,8 +133,6 @@ impl Fns {
 /// NetBSD's `RUMP_RFCFDG`: the new process starts with a clean
 /// descriptor table.
 const RUMP_RFCFDG: c_int = 0x02;
-/// NetBSD's `POSIX_FADV_RANDOM`: no read-ahead.
-const POSIX_FADV_RANDOM: c_int = 1;
 /// `statvfs1`'s `ST_WAIT`.
 const ST_WAIT: c_int = 1;
 
@@ -319,17 +315,10 @@ impl Syscalls for NetbsdSys {
         // SAFETY: a valid path; the mode as open's variadic argument.
         let fd = unsafe { (self.f.open)(c.as_ptr(), flags, mode) };
         if fd < 0 {
-            return Err(errno());
+            Err(errno())
+        } else {
+            Ok(fd)
         }
-        if flags & O_DIRECTORY == 0 {
-            // No read-ahead in NetBSD's kernel: the host reads ahead
-            // already, and NetBSD's (7.99) crashed in `uvm_page_unbusy`
-            // under `genfs_getpages` read-ahead while a read went on.
-            // Fails harmlessly on what is not a regular file.
-            // SAFETY: a descriptor number and plain values.
-            let _ = unsafe { (self.f.fadvise)(fd, 0, 0, POSIX_FADV_RANDOM) };
-        }
-        Ok(fd)
     }
     fn close(&self, fd: i32) -> R<()> {
         let _k = self.enter();
