@@ -5,7 +5,8 @@
 //! Needs a buildrump.sh build of NetBSD's components named by
 //! `RUMP_NETBSD_DIR`; `#[ignore = "needs RUMP_NETBSD_DIR"]` otherwise
 //! (reported as ignored, never as passed). Needs `makefs`, `mkfs.vfat`
-//! (`dosfstools`), `fsck.vfat`, and `/dev/fuse` for `rumpctl fuse`.
+//! (`dosfstools`), `mtools`, `mkudffs` (`udftools`), and `/dev/fuse` for
+//! `rumpctl fuse`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -117,7 +118,7 @@ impl Drop for Cleanup {
 
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
-fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
+fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     let nb = netbsd_dir();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
@@ -135,6 +136,13 @@ fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
         .args(["-C", "-F", "32"])
         .arg(&fat)
         .arg("65536"));
+    let udf = dir.join("udf.img");
+    run(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
+    run(Command::new(tool("mkudffs", "udftools"))
+        .args(["-b", "512", "--media-type=hd"])
+        .arg(&udf));
+    let four: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.join("four.bin"), &four).unwrap();
 
     let sock = dir.join("sock");
     let url = format!("unix://{}", sock.display());
@@ -153,6 +161,7 @@ fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
         "rumpdev_disk",
         "rumpfs_ffs",
         "rumpfs_msdos",
+        "rumpfs_udf",
     ] {
         server.arg("-l").arg(component(&nb, c));
     }
@@ -161,6 +170,8 @@ fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
         .arg(format!("key=/dk,hostpath={},size=host", ffs.display()))
         .arg("-d")
         .arg(format!("key=/dk2,hostpath={},size=host", fat.display()))
+        .arg("-d")
+        .arg(format!("key=/dk3,hostpath={},size=host", udf.display()))
         .arg(&url);
     let st = server.status().unwrap();
     assert!(st.success(), "rump_server: {st}");
@@ -182,7 +193,7 @@ fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    ok(&["mkdir", "/ffs", "/fat"]);
+    ok(&["mkdir", "/ffs", "/fat", "/udf"]);
     ok(&["mount", "-t", "ffs", "-o", "noatime", "/dk", "/ffs"]);
     ok(&[
         "mount",
@@ -192,6 +203,12 @@ fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
         "uid=1000,mask=640",
         "/dk2",
         "/fat",
+    ]);
+    ok(&["mount", "-t", "udf", "/dk3", "/udf"]);
+    ok(&[
+        "put",
+        dir.join("four.bin").to_str().unwrap(),
+        "/udf/four.bin",
     ]);
     let list = ok(&["mount"]);
     assert!(
@@ -242,6 +259,14 @@ fn rumpctl_mount_ffs_and_msdos_then_fuse_and_halt() {
         b"fuse -> sysproxy -> msdosfs\n",
     )
     .unwrap();
+    // 4 MiB to and from NetBSD's UDF through FUSE and sysproxy (rumpctl
+    // fuse hands the server no read or write above NetBSD's MAXPHYS).
+    assert!(std::fs::read(mnt.join("udf/four.bin")).unwrap() == four);
+    run(Command::new("dd")
+        .arg(format!("if={}", dir.join("four.bin").display()))
+        .arg(format!("of={}", mnt.join("udf/again.bin").display()))
+        .args(["bs=1M", "conv=fsync", "status=none"]));
+    assert!(std::fs::read(mnt.join("udf/again.bin")).unwrap() == four);
     run(Command::new("umount").arg(&mnt));
 
     // rump.halt: NetBSD's reboot path syncs and unmounts; the server ends.
