@@ -1120,3 +1120,52 @@ fn ffs_log_survives_kill_9() {
     let third = output(fs);
     assert!(!third.contains("not clean"), "{third}");
 }
+
+/// `-o rumpserver=URL` also serves the kernel over sysproxy: a client
+/// sees the image at /mnt, and its reboot(2) (what `rump.halt` sends)
+/// halts through NetBSD's reboot path, which ends the process and takes
+/// the host mount with it; the data written through FUSE is on the image.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn rumpserver_and_halt_over_sysproxy() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let url = format!("unix://{}", d.path().join("sock").display());
+    let (_, pid) = mount_bg(&p, &["-o", &format!("rumpserver={url}")], &img, &mnt);
+    std::fs::write(mnt.join("via-fuse.txt"), b"written on the host\n").unwrap();
+    let c = rumpclient::Client::connect(&url).unwrap();
+    let names: Vec<Vec<u8>> = c
+        .read_dir("/mnt")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.iter().any(|n| n == b"Hello.txt"), "{names:?}");
+    let _ = c.reboot(0);
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    while is_mounted(&mnt) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "host mount left behind"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
+    assert_eq!(
+        std::fs::read(mnt.join("via-fuse.txt")).unwrap(),
+        b"written on the host\n"
+    );
+    m.umount();
+}
