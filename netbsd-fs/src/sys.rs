@@ -61,6 +61,7 @@ struct Fns {
     mount: unsafe extern "C" fn(*const c_char, *const c_char, c_int, *mut c_void, usize) -> c_int,
     unmount: unsafe extern "C" fn(*const c_char, c_int) -> c_int,
     sync: unsafe extern "C" fn(),
+    etfs_register: unsafe extern "C" fn(*const c_char, *const c_char, c_int, u64, u64) -> c_int,
     rfork: unsafe extern "C" fn(c_int) -> c_int,
     newlwp: unsafe extern "C" fn(c_int) -> c_int,
     getpid: unsafe extern "C" fn() -> c_int,
@@ -123,6 +124,7 @@ impl Fns {
             mount: entry!("rump___sysimpl_mount50"),
             unmount: entry!("rump___sysimpl_unmount"),
             sync: entry!("rump___sysimpl_sync"),
+            etfs_register: entry!("rump_pub_etfs_register_withsize"),
             rfork: entry!("rump_pub_lwproc_rfork"),
             newlwp: entry!("rump_pub_lwproc_newlwp"),
             getpid: entry!("rump___sysimpl_getpid"),
@@ -262,6 +264,24 @@ impl NetbsdSys {
         let d = cpath(dir)?;
         // SAFETY: a valid string for the call.
         ok(unsafe { (self.f.unmount)(d.as_ptr(), flags) })
+    }
+
+    /// Register the host file `hostpath` (bytes `offset..offset+size`) as
+    /// the block device `key`, opened by NetBSD's kernel itself (read-only
+    /// when the host does not allow writing): for images this process may
+    /// only read. Errors are NetBSD errno values.
+    pub fn register_blk(&self, key: &str, hostpath: &str, offset: u64, size: u64) -> R<()> {
+        let _k = self.enter();
+        let k = cpath(key.as_bytes())?;
+        let h = cpath(hostpath.as_bytes())?;
+        // SAFETY: NUL-terminated strings valid for the call (the kernel
+        // copies them); RUMP_ETFS_BLK is 1.
+        let e = unsafe { (self.f.etfs_register)(k.as_ptr(), h.as_ptr(), 1, offset, size) };
+        if e == 0 {
+            Ok(())
+        } else {
+            Err(Errno(e))
+        }
     }
 
     /// NetBSD's `sync(2)`: every file system's dirty data written out.

@@ -1169,3 +1169,39 @@ fn rumpserver_and_halt_over_sysproxy() {
     );
     m.umount();
 }
+
+/// An image this process may not write (immutable, `chattr +i`, which
+/// stops root too) is served read-only, NetBSD's kernel opening it
+/// itself; so is every image with `-o ro`.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn unwritable_images_are_served_read_only() {
+    /// Lifts the immutable flag again, so the directory can go.
+    struct Mutable(PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let before = std::fs::read(&img).unwrap();
+    run(Command::new(tool("chattr", "e2fsprogs"))
+        .arg("+i")
+        .arg(&img));
+    let _m = Mutable(img.clone());
+    assert!(std::fs::OpenOptions::new().write(true).open(&img).is_err());
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    let e = std::fs::write(mnt.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    m.umount();
+    assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+}

@@ -252,11 +252,18 @@ fn main() {
     let mut topts = TypeOpts::default();
     options(&mut a, t, &mut topts);
 
+    if t.name == "cd9660" {
+        a.ro = true;
+    }
+    let mut img_len = 0;
     if t.has_image {
         let md = std::fs::metadata(&a.image)
             .unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
         if md.is_dir() {
             die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
+        }
+        if let Err(e) = std::fs::File::open(&a.image) {
+            die(format!("{}: {}", a.image, reason(&e)));
         }
         if !a.ro
             && std::fs::OpenOptions::new()
@@ -265,15 +272,10 @@ fn main() {
                 .open(&a.image)
                 .is_err()
         {
-            die(format!(
-                "{}: {}: read-write access needed (the drive is opened read-write)",
-                a.image,
-                host::strerror(libc::EACCES)
-            ));
+            // An image we may not write is served read-only.
+            a.ro = true;
         }
-    }
-    if t.name == "cd9660" {
-        a.ro = true;
+        img_len = md.len();
     }
     let mnt_abs = host::check_mountpoint(Path::new(&a.mnt)).unwrap_or_else(|m| die(m));
 
@@ -304,18 +306,29 @@ fn main() {
                 a.image
             ));
         }
-        b = b.drive(&match extent {
-            Some(e) => format!(
-                "key={DEV},hostpath={abs_img},offset={},size={},type=blk",
-                e.offset, e.size
-            ),
-            None => format!("key={DEV},hostpath={abs_img},size=host,type=blk"),
-        });
+        // Read-write: opened and locked here against a second server.
+        if !a.ro {
+            b = b.drive(&match extent {
+                Some(e) => format!(
+                    "key={DEV},hostpath={abs_img},offset={},size={},type=blk",
+                    e.offset, e.size
+                ),
+                None => format!("key={DEV},hostpath={abs_img},size=host,type=blk"),
+            });
+        }
     }
     let mut kernel = b
         .boot()
         .unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
     let sys = Arc::new(NetbsdSys::new().unwrap_or_else(|e| die(e)));
+    if t.has_image && a.ro {
+        // Read-only: NetBSD's kernel opens the image itself, read-only
+        // where it may not write it.
+        let (off, size) = extent.map_or((0, img_len), |e| (e.offset, e.size));
+        if let Err(e) = sys.register_blk(DEV, &abs(&a.image), off, size) {
+            die(format!("{}: {}", a.image, e.description()));
+        }
+    }
     if let Err(e) = sys.mkdir(KMNT.as_bytes(), 0o755) {
         die(format!("kernel {KMNT}: {}", e.description()));
     }
