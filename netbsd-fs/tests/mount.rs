@@ -656,6 +656,21 @@ fn ffs_fifos_and_device_nodes() {
     run(Command::new("mknod")
         .arg(mnt.join("disk"))
         .args(["b", "8", "300"]));
+    // A second read-write server on the same image is refused.
+    let mnt2 = d.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let (st, err) = fails(
+        &p,
+        &[img.to_str().unwrap(), mnt2.to_str().unwrap()],
+        &[("RUMP_NETBSD_DIR", &netbsd_dir())],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.trim()
+            .ends_with("locked by another process (in use by another server?)"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mnt2));
     m.umount();
     let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
     let f = std::fs::symlink_metadata(mnt.join("fifo")).unwrap();
