@@ -593,6 +593,10 @@ fn background_mount_and_sigterm() {
     std::fs::write(mnt.join("note.txt"), b"written through FUSE\n").unwrap();
     // The daemon: the process whose command line names our mount point.
     let pid = pid_of(&mnt, "rump_msdos").expect("the rump_msdos process");
+    let _bg = Bg {
+        pid,
+        mnt: mnt.clone(),
+    };
     // SAFETY: kill has no memory preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let t0 = Instant::now();
@@ -724,9 +728,26 @@ fn ext2fs_lost_found_lists() {
     );
 }
 
+/// A daemon started by [`mount_bg`]: unmounted and killed when dropped
+/// (a failed test leaves nothing running).
+struct Bg {
+    pid: i32,
+    mnt: PathBuf,
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if Path::new(&format!("/proc/{}", self.pid)).exists() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Mount in the background (no `-f`), as a user would: returns the
-/// program's standard output once the mount is live and the daemon's pid.
-fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, i32) {
+/// program's standard output once the mount is live, and the daemon.
+fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, Bg) {
     std::fs::create_dir_all(mnt).unwrap();
     let out = run(Command::new(prog)
         .args(args)
@@ -736,12 +757,17 @@ fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, i3
     assert!(is_mounted(mnt));
     let name = prog.file_name().unwrap().to_str().unwrap().to_string();
     let pid = pid_of(mnt, &name).expect("the daemon");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), pid)
+    let bg = Bg {
+        pid,
+        mnt: mnt.to_path_buf(),
+    };
+    (String::from_utf8_lossy(&out.stdout).into_owned(), bg)
 }
 
-/// `umount`, then wait until the daemon `pid` is gone.
-fn umount_bg(mnt: &Path, pid: i32) {
-    run(Command::new("umount").arg(mnt));
+/// `umount`, then wait until the daemon is gone.
+fn umount_bg(bg: Bg) {
+    run(Command::new("umount").arg(&bg.mnt));
+    let pid = bg.pid;
     let t0 = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
@@ -842,7 +868,7 @@ fn auto_detects_each_type() {
 
     let mnt = d.path().join("mnt");
     for (img, what) in &images {
-        let (out, pid) = mount_bg(Path::new(RUMP_MOUNT), &[], img, &mnt);
+        let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &[], img, &mnt);
         // The first line; NetBSD's kernel may add console messages.
         assert_eq!(
             out.lines().next().unwrap_or(""),
@@ -858,7 +884,7 @@ fn auto_detects_each_type() {
         } else if !img.ends_with("udf.img") {
             same_tree(&src, &mnt);
         }
-        umount_bg(&mnt, pid);
+        umount_bg(bg);
     }
 
     // Nothing known: one line, no mount.
@@ -1001,26 +1027,26 @@ fn gpt_partitions() {
         .arg(format!("of={}", img.display()))
         .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]));
     let mnt = d.path().join("mnt");
-    let (out, pid) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
     assert_eq!(
         out.trim(),
         format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
     );
     same_tree(&src, &mnt);
     std::fs::write(mnt.join("in-part-2"), b"ffs\n").unwrap();
-    umount_bg(&mnt, pid);
-    let (out, pid) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=1"], &img, &mnt);
+    umount_bg(bg);
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=1"], &img, &mnt);
     assert_eq!(
         out.trim(),
         format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
     );
     same_tree(&src, &mnt);
-    umount_bg(&mnt, pid);
+    umount_bg(bg);
     // Partition 1 untouched by the write into partition 2, and the
     // write stayed inside partition 2.
-    let (_, pid) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2,ro"], &img, &mnt);
+    let (_, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2,ro"], &img, &mnt);
     assert_eq!(std::fs::read(mnt.join("in-part-2")).unwrap(), b"ffs\n");
-    umount_bg(&mnt, pid);
+    umount_bg(bg);
     let (st, err) = fails(
         Path::new(RUMP_MOUNT),
         &["-o", "part=3", img.to_str().unwrap(), mnt.to_str().unwrap()],
@@ -1081,6 +1107,10 @@ fn ffs_log_survives_kill_9() {
         s
     };
     let mut fs = start("log");
+    let _g1 = Bg {
+        pid: fs.id() as i32,
+        mnt: mnt.clone(),
+    };
     // Files written and fsync'd before the crash.
     let big = big_file(d.path());
     let mut synced = Vec::new();
@@ -1115,6 +1145,10 @@ fn ffs_log_survives_kill_9() {
 
     // The next mount replays the journal.
     let fs = start("log");
+    let _g2 = Bg {
+        pid: fs.id() as i32,
+        mnt: mnt.clone(),
+    };
     for (name, data) in &synced {
         let got = std::fs::read(mnt.join(name)).unwrap();
         assert!(&got == data, "{name}: fsync'd data lost after kill -9");
@@ -1131,6 +1165,10 @@ fn ffs_log_survives_kill_9() {
 
     // Clean now, without the journal too.
     let fs = start("ro");
+    let _g3 = Bg {
+        pid: fs.id() as i32,
+        mnt: mnt.clone(),
+    };
     run(Command::new("umount").arg(&mnt));
     let third = output(fs);
     assert!(!third.contains("not clean"), "{third}");
@@ -1153,7 +1191,7 @@ fn rumpserver_and_halt_over_sysproxy() {
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let url = format!("unix://{}", d.path().join("sock").display());
-    let (_, pid) = mount_bg(&p, &["-o", &format!("rumpserver={url}")], &img, &mnt);
+    let (_, bg) = mount_bg(&p, &["-o", &format!("rumpserver={url}")], &img, &mnt);
     std::fs::write(mnt.join("via-fuse.txt"), b"written on the host\n").unwrap();
     let c = rumpclient::Client::connect(&url).unwrap();
     let names: Vec<Vec<u8>> = c
@@ -1165,7 +1203,7 @@ fn rumpserver_and_halt_over_sysproxy() {
     assert!(names.iter().any(|n| n == b"Hello.txt"), "{names:?}");
     let _ = c.reboot(0);
     let t0 = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
+    while Path::new(&format!("/proc/{}", bg.pid)).exists() {
         assert!(t0.elapsed() < Duration::from_secs(60), "still running");
         std::thread::sleep(Duration::from_millis(20));
     }
