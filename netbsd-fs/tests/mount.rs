@@ -537,7 +537,9 @@ fn bad_arguments_are_one_line() {
     );
 }
 
-/// A corrupt image is an error naming it, never a hang or a mount.
+/// A corrupt image is an error naming it, never a hang or a mount; for
+/// every type with an image, so each one's components load and NetBSD's
+/// mount(2) gets to judge it.
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn corrupt_images_are_errors() {
@@ -554,7 +556,18 @@ fn corrupt_images_are_errors() {
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let nb = netbsd_dir();
-    for name in ["rump_ffs", "rump_msdos", "rump_cd9660", "rump_ntfs"] {
+    for name in [
+        "rump_ffs",
+        "rump_msdos",
+        "rump_cd9660",
+        "rump_ntfs",
+        "rump_udf",
+        "rump_lfs",
+        "rump_v7fs",
+        "rump_sysvbfs",
+        "rump_efs",
+        "rump_hfs",
+    ] {
         let p = prog(d.path(), name);
         let (st, err) = fails(
             &p,
@@ -1257,4 +1270,19 @@ fn unwritable_images_are_served_read_only() {
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
     m.umount();
     assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+}
+
+/// rump_tmpfs: NetBSD's tmpfs, no image (the first argument is a name).
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn tmpfs_in_memory() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let p = prog(d.path(), "rump_tmpfs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &["-o", "size=32m"], Path::new("tmpfs"), &mnt);
+    run(Command::new("cp").arg("-a").arg(&src).arg(mnt.join("copy")));
+    same_tree(&src, &mnt.join("copy"));
+    run(Command::new("mkfifo").arg(mnt.join("fifo")));
+    m.umount();
 }
