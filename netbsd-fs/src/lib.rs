@@ -6,6 +6,8 @@
 //! ([`rumpfuse`]), whose calls go straight to NetBSD's in-process syscall
 //! entry points ([`sys::NetbsdSys`]).
 
+#![warn(missing_docs)]
+
 pub mod components;
 pub mod part;
 pub mod probe;
