@@ -1,6 +1,8 @@
 //! `rumpctl fuse [-f] [-o ro] [path] mountpoint`: a running server's tree
 //! (or subtree) on the host; `umount mountpoint` ends it.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,26 +16,27 @@ use crate::{Options, RumpFuse};
 const USAGE: &str = "usage: rumpctl fuse [-f] [-o ro] [path] mountpoint";
 
 /// Run the subcommand; returns the exit status.
-pub fn rumpctl_fuse(args: &[String]) -> i32 {
+pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     let prog = "rumpctl";
     let mut ro = false;
     let mut fg = false;
     let mut opts: Vec<String> = Vec::new();
-    let mut pos: Vec<&String> = Vec::new();
+    let mut pos: Vec<&OsString> = Vec::new();
     let mut i = 0;
     while i < args.len() {
-        match args[i].as_str() {
-            "-o" => {
+        match args[i].as_bytes() {
+            b"-o" => {
                 i += 1;
                 let Some(o) = args.get(i) else {
                     eprintln!("{USAGE}");
                     return 1;
                 };
+                let o = o.to_string_lossy();
                 opts.extend(o.split(',').filter(|s| !s.is_empty()).map(String::from));
             }
-            "-f" => fg = true,
-            "-r" => ro = true,
-            a if a.starts_with('-') && a.len() > 1 => {
+            b"-f" => fg = true,
+            b"-r" => ro = true,
+            a if a.starts_with(b"-") && a.len() > 1 => {
                 eprintln!("{USAGE}");
                 return 1;
             }
@@ -51,15 +54,18 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
             }
         }
     }
-    let (path, mnt) = match pos.as_slice() {
-        [m] => ("/".to_string(), m.to_string()),
-        [p, m] => (p.to_string(), m.to_string()),
+    // The kernel path goes as bytes; messages show it lossily.
+    let (kpath, mnt_path): (Vec<u8>, &Path) = match pos.as_slice() {
+        [m] => (b"/".to_vec(), Path::new(m)),
+        [p, m] => (p.as_bytes().to_vec(), Path::new(m)),
         _ => {
             eprintln!("{USAGE}");
             return 1;
         }
     };
-    let mnt_abs = match host::check_mountpoint(Path::new(&mnt)) {
+    let path = String::from_utf8_lossy(&kpath).into_owned();
+    let mnt = mnt_path.display();
+    let mnt_abs = match host::check_mountpoint(mnt_path) {
         Ok(p) => p,
         Err(m) => {
             eprintln!("{prog}: {m}");
@@ -88,7 +94,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
         ttl: Duration::from_secs(1),
         writeback: false,
     };
-    let fs = match RumpFuse::new(backend, path.as_bytes(), o) {
+    let fs = match RumpFuse::new(backend, &kpath, o) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{prog}: {path}: {}", e.description());

@@ -309,7 +309,7 @@ fn log(msg: &str) {
 }
 
 fn progname() -> String {
-    std::env::args()
+    std::env::args_os()
         .next()
         .and_then(|a| {
             std::path::Path::new(&a)

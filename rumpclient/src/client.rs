@@ -128,9 +128,14 @@ pub fn progname() -> String {
             return s.to_string();
         }
     }
-    std::env::args()
+    // args_os: an argv[0] that is not UTF-8 must not panic.
+    std::env::args_os()
         .next()
-        .and_then(|a| a.rsplit('/').next().map(str::to_string))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "???".into())
 }
 

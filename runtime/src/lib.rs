@@ -32,8 +32,13 @@ pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("ncpu must be at least 1")]
-    NoCpu,
+    /// A CPU count of 0 or above [`MAX_NCPU`].
+    #[error("{0}: invalid CPU count (1 to {MAX_NCPU})")]
+    Ncpu(usize),
+    /// An environment variable whose value is refused, as its flag's
+    /// would be (`RUMP_NCPU=x: invalid CPU count (1 to 256, or host)`).
+    #[error("{0}")]
+    Env(String),
     #[error("kernel boot: {0}")]
     Boot(Errno),
     /// A drive spec that does not parse (the message names the spec).
@@ -54,6 +59,38 @@ pub enum Error {
     /// Booting or serving NetBSD's own components (see [`netbsd`]).
     #[error("{0}")]
     Netbsd(String),
+}
+
+/// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
+pub const MAX_NCPU: usize = 256;
+
+/// A CPU count as `-c` and `RUMP_NCPU` take it: 1 to [`MAX_NCPU`].
+pub fn parse_ncpu(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_NCPU).contains(&n) => Ok(n),
+        _ => Err(format!("{s}: invalid CPU count (1 to {MAX_NCPU})")),
+    }
+}
+
+/// `RUMP_NCPU` and `RUMP_MEMLIMIT` checked as their flags (`-c`, `-r`)
+/// are: a value that would be refused on the command line is refused here
+/// too, rather than ignored. `RUMP_NCPU` may also be `host`.
+pub fn check_env() -> Result<(), Error> {
+    if let Some(v) = std::env::var_os("RUMP_NCPU") {
+        let v = v.to_string_lossy();
+        if v != "host" {
+            parse_ncpu(&v).map_err(|e| Error::Env(format!("RUMP_NCPU={e}, or host")))?;
+        }
+    }
+    if let Some(v) = std::env::var_os("RUMP_MEMLIMIT") {
+        let v = v.to_string_lossy();
+        parse_memlimit(&v).map_err(|e| {
+            // Name the value once, as `-r` does.
+            let why = e.to_string().replace(&format!(" \"{}\"", v.trim()), "");
+            Error::Env(format!("RUMP_MEMLIMIT={v}: {why}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds a kernel: CPUs, memory limit, drives, faults.
@@ -96,11 +133,13 @@ impl Builder {
 
     /// Boot the built-in kernel with these settings and install the halt.
     pub fn boot(self) -> Result<Rump, Error> {
-        // Defaults come from RUMP_NCPU, RUMP_MEMLIMIT and RUMP_VERBOSE.
+        // Defaults come from RUMP_NCPU, RUMP_MEMLIMIT and RUMP_VERBOSE,
+        // checked as their flags would be.
+        check_env()?;
         let mut cfg = KernelConfig::default();
         if let Some(n) = self.ncpu {
-            if n == 0 {
-                return Err(Error::NoCpu);
+            if !(1..=MAX_NCPU).contains(&n) {
+                return Err(Error::Ncpu(n));
             }
             cfg.ncpu = n;
         }

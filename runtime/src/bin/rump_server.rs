@@ -14,9 +14,9 @@ use std::sync::OnceLock;
 
 use nix::sys::signal::{SigSet, Signal};
 
-use rumprun::getopt::getopt;
+use rumprun::getopt::{getopt, text};
 use rumprun::netbsd::NetbsdKernel;
-use rumprun::{parse_memlimit, tool, Rump};
+use rumprun::{parse_memlimit, parse_ncpu, tool, Rump};
 
 const SYNOPSIS: &str = "[-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] url";
 
@@ -64,10 +64,8 @@ struct Opts {
 }
 
 fn parse_args() -> Opts {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if tool::help_requested(&args) {
-        tool::print_help(&help());
-    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    tool::help_and_version(prog(), &args, help);
     let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e.to_string()));
     let mut o = Opts {
         foreground: false,
@@ -82,17 +80,16 @@ fn parse_args() -> Opts {
     };
     for (c, v) in p.opts {
         let v = v.unwrap_or_default();
+        // Values are text: numbers, drive specs, library names.
+        let v = text(&format!("-{c} "), &v).unwrap_or_else(|e| usage(&e));
         match c {
             's' => o.foreground = true,
             'v' => o.verbosity += 1,
-            'c' => match v.parse::<usize>() {
-                Ok(n) if n > 0 => o.ncpu = Some(n),
-                _ => usage(&format!("-c {v}: invalid CPU count")),
-            },
-            'd' => o.drives.push(v),
-            'l' => o.libs.push(v),
-            'm' => o.modules.push(v),
-            'r' => match parse_memlimit(&v) {
+            'c' => o.ncpu = Some(parse_ncpu(v).unwrap_or_else(|e| usage(&format!("-c {e}")))),
+            'd' => o.drives.push(v.to_string()),
+            'l' => o.libs.push(v.to_string()),
+            'm' => o.modules.push(v.to_string()),
+            'r' => match parse_memlimit(v) {
                 Ok(n) => o.memlimit = Some(n),
                 // Name the value once: `-r 1x: bad size: ...`.
                 Err(e) => usage(&format!(
@@ -104,9 +101,18 @@ fn parse_args() -> Opts {
         }
     }
     match p.operands.as_slice() {
-        [url] => o.url = url.clone(),
+        [url] => {
+            o.url = text("", url).map(str::to_string).unwrap_or_else(|e| {
+                usage(&format!(
+                    "url {e} (expected unix://PATH or tcp://HOST:PORT)"
+                ))
+            })
+        }
         [] => usage("missing url"),
-        [_, extra, ..] => usage(&format!("{extra}: unexpected argument after the url")),
+        [_, extra, ..] => usage(&format!(
+            "{}: unexpected argument after the url",
+            extra.to_string_lossy()
+        )),
     }
     o.verbosity += tool::verbosity(0);
     o.verbose = o.verbosity > 0;

@@ -8,7 +8,9 @@
 //! every other command takes kernel paths as they are. `fuse` mounts the
 //! kernel's tree (or a subtree) on the host through FUSE.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::process::exit;
 use std::sync::OnceLock;
 
@@ -16,8 +18,8 @@ use netbsd_abi::errno::{EEXIST, ENOENT, ENOTDIR, EPERM};
 use netbsd_abi::fcntl::{MNT_FORCE, MNT_RDONLY, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC, O_WRONLY};
 use netbsd_abi::stat::{Stat, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use rumpclient::{Client, Error};
-use rumprun::getopt::getopt;
-use rumprun::tool::{self, io_text};
+use rumprun::getopt::{getopt, text};
+use rumprun::tool::{self, io_text, show};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -150,39 +152,60 @@ macro_rules! out {
 /// A failure, already worded: `object: reason`.
 struct Fail(String);
 
-fn fail(what: &str, e: Error) -> Fail {
-    Fail(format!("{what}: {e}"))
+/// `what` is a name (any bytes) or a phrase naming one.
+fn fail(what: &(impl AsRef<OsStr> + ?Sized), e: Error) -> Fail {
+    Fail(format!("{}: {e}", show(what.as_ref().as_bytes())))
 }
 
-fn host_fail(what: &str, e: std::io::Error) -> Fail {
-    Fail(format!("{what}: {}", io_text(&e)))
+fn host_fail(what: &(impl AsRef<OsStr> + ?Sized), e: std::io::Error) -> Fail {
+    Fail(format!(
+        "{}: {}",
+        show(what.as_ref().as_bytes()),
+        io_text(&e)
+    ))
 }
 
-/// A `cp` operand: a kernel path (`:path`) or a host path.
+/// A name for a message.
+fn sh(p: &(impl AsRef<OsStr> + ?Sized)) -> String {
+    show(p.as_ref().as_bytes())
+}
+
+/// Write bytes to standard output (names as they are); a reader that went
+/// away ends the program quietly.
+fn out_bytes(parts: &[&[u8]]) {
+    let mut o = std::io::stdout().lock();
+    for p in parts {
+        if let Err(e) = o.write_all(p) {
+            tool::stdout_failed(prog(), &e);
+        }
+    }
+}
+
+/// A `cp` operand: a kernel path (`:path`) or a host path, as bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Loc {
-    Kernel(String),
-    Host(String),
+    Kernel(OsString),
+    Host(OsString),
 }
 
 impl Loc {
-    fn parse(s: &str) -> Loc {
-        match s.strip_prefix(':') {
+    fn parse(s: &OsStr) -> Loc {
+        match s.as_bytes().strip_prefix(b":") {
             Some(p) => Loc::Kernel(if p.is_empty() {
                 ".".into()
             } else {
-                p.to_string()
+                OsString::from_vec(p.to_vec())
             }),
-            None => Loc::Host(s.to_string()),
+            None => Loc::Host(s.to_os_string()),
         }
     }
-    fn path(&self) -> &str {
+    fn path(&self) -> &OsStr {
         match self {
             Loc::Kernel(p) | Loc::Host(p) => p,
         }
     }
-    fn join(&self, name: &str) -> Loc {
-        let j = |p: &str| format!("{}/{name}", p.trim_end_matches('/'));
+    fn join(&self, name: &OsStr) -> Loc {
+        let j = |p: &OsStr| OsString::from_vec(join(p.as_bytes(), name.as_bytes()));
         match self {
             Loc::Kernel(p) => Loc::Kernel(j(p)),
             Loc::Host(p) => Loc::Host(j(p)),
@@ -191,10 +214,24 @@ impl Loc {
     /// For messages: kernel paths keep their ':'.
     fn show(&self) -> String {
         match self {
-            Loc::Kernel(p) => format!(":{p}"),
-            Loc::Host(p) => p.clone(),
+            Loc::Kernel(p) => format!(":{}", sh(p)),
+            Loc::Host(p) => sh(p),
         }
     }
+}
+
+/// `dir/name`, with one '/' between.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut d = dir;
+    while d.len() > 1 && d.ends_with(b"/") {
+        d = &d[..d.len() - 1];
+    }
+    let mut v = d.to_vec();
+    if !v.ends_with(b"/") {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
 }
 
 /// What to do, checked before connecting.
@@ -202,16 +239,16 @@ impl Loc {
 enum Job {
     Ls {
         long: bool,
-        paths: Vec<String>,
+        paths: Vec<OsString>,
     },
-    Cat(Vec<String>),
+    Cat(Vec<OsString>),
     Put {
-        host: String,
-        path: String,
+        host: OsString,
+        path: OsString,
     },
     Get {
-        path: String,
-        host: String,
+        path: OsString,
+        host: OsString,
     },
     Cp {
         recursive: bool,
@@ -220,39 +257,39 @@ enum Job {
     },
     Mkdir {
         parents: bool,
-        paths: Vec<String>,
+        paths: Vec<OsString>,
     },
-    Rm(Vec<String>),
-    Rmdir(Vec<String>),
+    Rm(Vec<OsString>),
+    Rmdir(Vec<OsString>),
     Mv {
-        from: String,
-        to: String,
+        from: OsString,
+        to: OsString,
     },
     Ln {
-        target: String,
-        path: String,
+        target: OsString,
+        path: OsString,
     },
     Chmod {
         mode: u32,
-        paths: Vec<String>,
+        paths: Vec<OsString>,
     },
     Chown {
         uid: u32,
         gid: u32,
         nofollow: bool,
-        paths: Vec<String>,
+        paths: Vec<OsString>,
     },
-    Touch(Vec<String>),
-    Df(Vec<String>),
-    Stat(Vec<String>),
+    Touch(Vec<OsString>),
+    Df(Vec<OsString>),
+    Stat(Vec<OsString>),
     Mount {
         ro: bool,
-        special: String,
-        dir: String,
+        special: OsString,
+        dir: OsString,
     },
     Umount {
         force: bool,
-        dir: String,
+        dir: OsString,
     },
     Sync,
 }
@@ -292,7 +329,7 @@ fn parse_owner(s: &str) -> Result<(u32, u32), String> {
 
 /// Parse a command line (after the global options) into a [`Job`]: every
 /// check that needs no kernel happens here.
-fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
+fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
     let opts = |spec: &str| getopt(rest, spec).map_err(|e| format!("{cmd}: {e}"));
     let need = |ok: bool, what: &str| {
         if ok {
@@ -305,7 +342,7 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
         "ls" => {
             let p = opts("l")?;
             let paths = if p.operands.is_empty() {
-                vec![".".to_string()]
+                vec![".".into()]
             } else {
                 p.operands
             };
@@ -405,7 +442,7 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             };
             need(!paths.is_empty(), "missing file operand")?;
             Job::Chmod {
-                mode: parse_mode(mode).map_err(|e| format!("chmod: {e}"))?,
+                mode: parse_mode(text("", mode)?).map_err(|e| format!("chmod: {e}"))?,
                 paths: paths.to_vec(),
             }
         }
@@ -415,7 +452,7 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
                 return Err("chown: missing owner".into());
             };
             need(!paths.is_empty(), "missing file operand")?;
-            let (uid, gid) = parse_owner(owner).map_err(|e| format!("chown: {e}"))?;
+            let (uid, gid) = parse_owner(text("", owner)?).map_err(|e| format!("chown: {e}"))?;
             Job::Chown {
                 uid,
                 gid,
@@ -466,14 +503,15 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if tool::help_requested(&args) {
-        tool::print_help(&help());
-    }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    tool::help_and_version(prog(), &args, help);
     let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e.to_string()));
     let Some((cmd, rest)) = g.operands.split_first() else {
         usage("missing command")
     };
+    let cmd = cmd
+        .to_str()
+        .unwrap_or_else(|| usage(&format!("{}: unknown command", sh(cmd))));
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
     if cmd == "fuse" {
         // Forks before it connects: its own path.
@@ -510,7 +548,7 @@ fn main() {
         }
         Job::Cat(paths) => {
             for path in &paths {
-                report(get(c, path, "-"));
+                report(get(c, path, OsStr::new("-")));
             }
         }
         Job::Put { host, path } => report(put(c, &host, &path)),
@@ -527,22 +565,25 @@ fn main() {
         }
         Job::Rm(paths) => {
             for path in &paths {
-                report(c.unlink(path).map_err(|e| fail(path, e)));
+                report(c.unlink(path.as_bytes()).map_err(|e| fail(path, e)));
             }
         }
         Job::Rmdir(paths) => {
             for path in &paths {
-                report(c.rmdir(path).map_err(|e| fail(path, e)));
+                report(c.rmdir(path.as_bytes()).map_err(|e| fail(path, e)));
             }
         }
         Job::Mv { from, to } => report(
-            c.rename(&from, &to)
-                .map_err(|e| fail(&format!("rename {from} to {to}"), e)),
+            c.rename(from.as_bytes(), to.as_bytes())
+                .map_err(|e| fail(&format!("rename {} to {}", sh(&from), sh(&to)), e)),
         ),
-        Job::Ln { target, path } => report(c.symlink(&target, &path).map_err(|e| fail(&path, e))),
+        Job::Ln { target, path } => report(
+            c.symlink(target.as_bytes(), path.as_bytes())
+                .map_err(|e| fail(&path, e)),
+        ),
         Job::Chmod { mode, paths } => {
             for path in &paths {
-                report(c.chmod(path, mode).map_err(|e| fail(path, e)));
+                report(c.chmod(path.as_bytes(), mode).map_err(|e| fail(path, e)));
             }
         }
         Job::Chown {
@@ -553,9 +594,9 @@ fn main() {
         } => {
             for path in &paths {
                 let r = if nofollow {
-                    c.lchown(path, uid, gid)
+                    c.lchown(path.as_bytes(), uid, gid)
                 } else {
-                    c.chown(path, uid, gid)
+                    c.chown(path.as_bytes(), uid, gid)
                 };
                 report(r.map_err(|e| fail(path, e)));
             }
@@ -587,8 +628,8 @@ fn main() {
         Job::Umount { force, dir } => {
             let flags = if force { MNT_FORCE } else { 0 };
             report(
-                c.unmount(&dir, flags)
-                    .map_err(|e| fail(&format!("umount {dir}"), e)),
+                c.unmount(dir.as_bytes(), flags)
+                    .map_err(|e| fail(&format!("umount {}", sh(&dir)), e)),
             )
         }
         Job::Sync => report(c.sync().map_err(|e| fail("sync", e))),
@@ -603,16 +644,18 @@ fn main() {
 /// mount point when one is missing (both are looked up first, since the
 /// kernel's `ENOENT` does not say which), and what an unclean file system
 /// (`EPERM`, as NetBSD's ext2fs answers) needs.
-fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
-    let ctx = format!("mount {special} on {dir}");
+fn mount(c: &Client, ro: bool, special: &OsStr, dir: &OsStr) -> Result<(), Fail> {
+    let (special, dir) = (special.as_bytes(), dir.as_bytes());
+    let ctx = format!("mount {} on {}", show(special), show(dir));
     if let Err(e) = c.stat(special) {
-        return Err(Fail(format!("{ctx}: {special}: {e}")));
+        return Err(Fail(format!("{ctx}: {}: {e}", show(special))));
     }
     match c.stat(dir) {
-        Err(e) => return Err(Fail(format!("{ctx}: {dir}: {e}"))),
+        Err(e) => return Err(Fail(format!("{ctx}: {}: {e}", show(dir)))),
         Ok(st) if st.mode & S_IFMT != S_IFDIR => {
             return Err(Fail(format!(
-                "{ctx}: {dir}: {}",
+                "{ctx}: {}: {}",
+                show(dir),
                 netbsd_abi::Errno(ENOTDIR).description()
             )))
         }
@@ -620,8 +663,10 @@ fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
     }
     let flags = if ro { MNT_RDONLY } else { 0 };
     tracing::info!(
-        "mount -t ext2fs{} {special} {dir}",
-        if ro { " -r" } else { "" }
+        "mount -t ext2fs{} {} {}",
+        if ro { " -r" } else { "" },
+        show(special),
+        show(dir)
     );
     match c.mount_ext2(dir, flags, special) {
         Ok(()) => Ok(()),
@@ -704,61 +749,56 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn ls(c: &Client, path: &str, long: bool, header: bool) -> Result<(), Fail> {
-    let st = c.lstat(path).map_err(|e| fail(path, e))?;
+fn ls(c: &Client, path: &OsStr, long: bool, header: bool) -> Result<(), Fail> {
+    let st = c.lstat(path.as_bytes()).map_err(|e| fail(path, e))?;
     if st.mode & S_IFMT != S_IFDIR {
-        print_entry(c, path, path, &st, long);
+        print_entry(c, path.as_bytes(), path.as_bytes(), &st, long);
         return Ok(());
     }
     let fd = c
-        .open(path, O_RDONLY | O_DIRECTORY, 0)
+        .open(path.as_bytes(), O_RDONLY | O_DIRECTORY, 0)
         .map_err(|e| fail(path, e))?;
-    let mut names = Vec::new();
+    let mut names: Vec<Vec<u8>> = Vec::new();
     let r = loop {
         match c.getdents(fd, CHUNK) {
             Ok(ents) if ents.is_empty() => break Ok(()),
-            Ok(ents) => names.extend(
-                ents.into_iter()
-                    .map(|d| String::from_utf8_lossy(&d.name).into_owned()),
-            ),
+            Ok(ents) => names.extend(ents.into_iter().map(|d| d.name)),
             Err(e) => break Err(fail(path, e)),
         }
     };
     let _ = c.close(fd);
     r?;
-    names.retain(|n| n != "." && n != "..");
+    names.retain(|n| n != b"." && n != b"..");
     names.sort();
     if header {
-        out!("{path}:");
+        out_bytes(&[path.as_bytes(), b":\n"]);
     }
     for n in names {
-        let full = format!("{}/{}", path.trim_end_matches('/'), n);
+        let full = join(path.as_bytes(), &n);
         if long {
             match c.lstat(&full) {
                 Ok(st) => print_entry(c, &full, &n, &st, true),
-                Err(e) => eprintln!("{}: {full}: {e}", prog()),
+                Err(e) => eprintln!("{}: {}: {e}", prog(), show(&full)),
             }
         } else {
-            out!("{n}");
+            out_bytes(&[&n, b"\n"]);
         }
     }
     Ok(())
 }
 
-fn print_entry(c: &Client, full: &str, name: &str, st: &Stat, long: bool) {
+fn print_entry(c: &Client, full: &[u8], name: &[u8], st: &Stat, long: bool) {
     if !long {
-        out!("{name}");
+        out_bytes(&[name, b"\n"]);
         return;
     }
     let target = if st.is_lnk() {
-        c.readlink(full)
-            .map(|t| format!(" -> {}", String::from_utf8_lossy(&t)))
-            .unwrap_or_default()
+        c.readlink(full).ok()
     } else {
-        String::new()
+        None
     };
-    out!(
-        "{} {:>3} {:>5} {:>5} {:>10} {} {name}{target}",
+    let head = format!(
+        "{} {:>3} {:>5} {:>5} {:>10} {} ",
         mode_string(st.mode),
         st.nlink,
         st.uid,
@@ -766,12 +806,17 @@ fn print_entry(c: &Client, full: &str, name: &str, st: &Stat, long: bool) {
         st.size,
         ls_time(st.mtime.sec, now())
     );
+    match target {
+        Some(t) => out_bytes(&[head.as_bytes(), name, b" -> ", &t, b"\n"]),
+        None => out_bytes(&[head.as_bytes(), name, b"\n"]),
+    }
 }
 
-fn stat(c: &Client, path: &str) -> Result<(), Fail> {
-    let st = c.lstat(path).map_err(|e| fail(path, e))?;
+fn stat(c: &Client, path: &OsStr) -> Result<(), Fail> {
+    let st = c.lstat(path.as_bytes()).map_err(|e| fail(path, e))?;
     out!(
-        "{path}: {} ino {} nlink {} uid {} gid {} size {} blocks {} blksize {} mtime {}.{:09} ({})",
+        "{}: {} ino {} nlink {} uid {} gid {} size {} blocks {} blksize {} mtime {}.{:09} ({})",
+        sh(path),
         mode_string(st.mode),
         st.ino,
         st.nlink,
@@ -790,11 +835,12 @@ fn stat(c: &Client, path: &str) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------
 // touch, df
 
-fn touch(c: &Client, path: &str) -> Result<(), Fail> {
-    match c.utimes(path, None) {
+fn touch(c: &Client, path: &OsStr) -> Result<(), Fail> {
+    let path_b = path.as_bytes();
+    match c.utimes(path_b, None) {
         Err(e) if e.is_errno(ENOENT) => {
             let fd = c
-                .open(path, O_WRONLY | O_CREAT, 0o644)
+                .open(path_b, O_WRONLY | O_CREAT, 0o644)
                 .map_err(|e| fail(path, e))?;
             c.close(fd).map_err(|e| fail(path, e))
         }
@@ -802,8 +848,8 @@ fn touch(c: &Client, path: &str) -> Result<(), Fail> {
     }
 }
 
-fn df(c: &Client, path: &str) -> Result<(), Fail> {
-    let v = c.statvfs(path).map_err(|e| fail(path, e))?;
+fn df(c: &Client, path: &OsStr) -> Result<(), Fail> {
+    let v = c.statvfs(path.as_bytes()).map_err(|e| fail(path, e))?;
     let unit = if v.frsize != 0 { v.frsize } else { v.bsize };
     let k = |blocks: u64| blocks.saturating_mul(unit) / 1024;
     let used = v.blocks.saturating_sub(v.bfree);
@@ -828,24 +874,27 @@ fn df(c: &Client, path: &str) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------
 // mkdir
 
-fn mkdir(c: &Client, path: &str, parents: bool) -> Result<(), Fail> {
+fn mkdir(c: &Client, path: &OsStr, parents: bool) -> Result<(), Fail> {
+    let path = path.as_bytes();
     if !parents {
-        return c.mkdir(path, 0o755).map_err(|e| fail(path, e));
+        return c
+            .mkdir(path, 0o755)
+            .map_err(|e| fail(OsStr::from_bytes(path), e));
     }
-    let mut so_far = String::new();
-    for part in path.split('/') {
+    let mut so_far: Vec<u8> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
         if part.is_empty() {
-            so_far.push('/');
+            so_far.push(b'/');
             continue;
         }
-        if !so_far.is_empty() && !so_far.ends_with('/') {
-            so_far.push('/');
+        if !so_far.is_empty() && !so_far.ends_with(b"/") {
+            so_far.push(b'/');
         }
-        so_far.push_str(part);
+        so_far.extend_from_slice(part);
         match c.mkdir(&so_far, 0o755) {
             Ok(()) => {}
             Err(Error::Errno(e)) if e.0 == EEXIST => {}
-            Err(e) => return Err(fail(&so_far, e)),
+            Err(e) => return Err(fail(OsStr::from_bytes(&so_far), e)),
         }
     }
     Ok(())
@@ -937,7 +986,7 @@ fn pump_out(
     }
 }
 
-fn put(c: &Client, host: &str, path: &str) -> Result<(), Fail> {
+fn put(c: &Client, host: &OsStr, path: &OsStr) -> Result<(), Fail> {
     let (mut input, len): (Box<dyn Read>, Option<u64>) = if host == "-" {
         (Box::new(std::io::stdin().lock()), None)
     } else {
@@ -946,20 +995,22 @@ fn put(c: &Client, host: &str, path: &str) -> Result<(), Fail> {
         (Box::new(f), len)
     };
     let fd = c
-        .open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        .open(path.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         .map_err(|e| fail(path, e))?;
-    let bar = progress(len, path);
-    let r = pump_in(c, &mut *input, host, fd, path, &bar);
+    let bar = progress(len, &sh(path));
+    let r = pump_in(c, &mut *input, &sh(host), fd, &sh(path), &bar);
     bar.finish_and_clear();
     let closed = c.close(fd).map_err(|e| fail(path, e));
     let n = r?;
     closed?;
-    tracing::info!("put {host} {path}: {n} bytes");
+    tracing::info!("put {} {}: {n} bytes", sh(host), sh(path));
     Ok(())
 }
 
-fn get(c: &Client, path: &str, host: &str) -> Result<(), Fail> {
-    let fd = c.open(path, O_RDONLY, 0).map_err(|e| fail(path, e))?;
+fn get(c: &Client, path: &OsStr, host: &OsStr) -> Result<(), Fail> {
+    let fd = c
+        .open(path.as_bytes(), O_RDONLY, 0)
+        .map_err(|e| fail(path, e))?;
     let r = (|| {
         let mut out: Box<dyn Write> = if host == "-" {
             Box::new(std::io::stdout().lock())
@@ -976,9 +1027,9 @@ fn get(c: &Client, path: &str, host: &str) -> Result<(), Fail> {
         let bar = if host == "-" && std::io::stdout().is_terminal() {
             indicatif::ProgressBar::hidden()
         } else {
-            progress(len, path)
+            progress(len, &sh(path))
         };
-        let n = pump_out(c, fd, path, &mut *out, host, &bar);
+        let n = pump_out(c, fd, &sh(path), &mut *out, &sh(host), &bar);
         bar.finish_and_clear();
         let n = n?;
         if let Err(e) = out.flush() {
@@ -987,7 +1038,7 @@ fn get(c: &Client, path: &str, host: &str) -> Result<(), Fail> {
             }
             return Err(host_fail(host, e));
         }
-        tracing::info!("get {path} {host}: {n} bytes");
+        tracing::info!("get {} {}: {n} bytes", sh(path), sh(host));
         Ok(())
     })();
     let _ = c.close(fd);
@@ -1027,7 +1078,7 @@ struct Side<'a> {
 impl Side<'_> {
     fn lstat(&self, l: &Loc) -> Result<Option<Meta>, Fail> {
         match l {
-            Loc::Kernel(p) => match self.c.lstat(p) {
+            Loc::Kernel(p) => match self.c.lstat(p.as_bytes()) {
                 Ok(st) => Ok(Some(Meta {
                     kind: kind_of(st.mode),
                     mode: st.mode & 0o7777,
@@ -1062,23 +1113,26 @@ impl Side<'_> {
     /// Like lstat, but follows a final symlink (for the target).
     fn is_dir(&self, l: &Loc) -> bool {
         match l {
-            Loc::Kernel(p) => self.c.stat(p).is_ok_and(|s| s.mode & S_IFMT == S_IFDIR),
+            Loc::Kernel(p) => self
+                .c
+                .stat(p.as_bytes())
+                .is_ok_and(|s| s.mode & S_IFMT == S_IFDIR),
             Loc::Host(p) => std::path::Path::new(p).is_dir(),
         }
     }
 
-    fn list(&self, l: &Loc) -> Result<Vec<String>, Fail> {
-        let mut names: Vec<String> = match l {
+    fn list(&self, l: &Loc) -> Result<Vec<OsString>, Fail> {
+        let mut names: Vec<OsString> = match l {
             Loc::Kernel(p) => self
                 .c
-                .read_dir(p)
+                .read_dir(p.as_bytes())
                 .map_err(|e| fail(&l.show(), e))?
                 .into_iter()
-                .map(|d| String::from_utf8_lossy(&d.name).into_owned())
+                .map(|d| OsString::from_vec(d.name))
                 .collect(),
             Loc::Host(p) => std::fs::read_dir(p)
                 .map_err(|e| host_fail(p, e))?
-                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .map(|e| e.map(|e| e.file_name()))
                 .collect::<Result<_, _>>()
                 .map_err(|e| host_fail(p, e))?,
         };
@@ -1089,7 +1143,7 @@ impl Side<'_> {
 
     fn mkdir(&self, l: &Loc, mode: u32) -> Result<(), Fail> {
         match l {
-            Loc::Kernel(p) => match self.c.mkdir(p, mode) {
+            Loc::Kernel(p) => match self.c.mkdir(p.as_bytes(), mode) {
                 Err(e) if e.is_errno(EEXIST) && self.is_dir(l) => Ok(()),
                 r => r.map_err(|e| fail(&l.show(), e)),
             },
@@ -1107,7 +1161,10 @@ impl Side<'_> {
 
     fn readlink(&self, l: &Loc) -> Result<Vec<u8>, Fail> {
         match l {
-            Loc::Kernel(p) => self.c.readlink(p).map_err(|e| fail(&l.show(), e)),
+            Loc::Kernel(p) => self
+                .c
+                .readlink(p.as_bytes())
+                .map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::ffi::OsStrExt;
                 std::fs::read_link(p)
@@ -1119,7 +1176,10 @@ impl Side<'_> {
 
     fn symlink(&self, target: &[u8], l: &Loc) -> Result<(), Fail> {
         match l {
-            Loc::Kernel(p) => self.c.symlink(target, p).map_err(|e| fail(&l.show(), e)),
+            Loc::Kernel(p) => self
+                .c
+                .symlink(target, p.as_bytes())
+                .map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::ffi::OsStrExt;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
@@ -1130,7 +1190,10 @@ impl Side<'_> {
 
     fn chmod(&self, l: &Loc, mode: u32) -> Result<(), Fail> {
         match l {
-            Loc::Kernel(p) => self.c.chmod(p, mode).map_err(|e| fail(&l.show(), e)),
+            Loc::Kernel(p) => self
+                .c
+                .chmod(p.as_bytes(), mode)
+                .map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -1146,12 +1209,12 @@ impl Side<'_> {
             (Loc::Host(h), Loc::Kernel(k)) => {
                 let mut f = std::fs::File::open(h).map_err(|e| host_fail(h, e))?;
                 let fd = c
-                    .open(k, O_WRONLY | O_CREAT | O_TRUNC, mode)
+                    .open(k.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, mode)
                     .map_err(|e| fail(&to.show(), e))?;
                 let r = pump_in(
                     c,
                     &mut f,
-                    h,
+                    &sh(h),
                     fd,
                     &to.show(),
                     &indicatif::ProgressBar::hidden(),
@@ -1163,7 +1226,9 @@ impl Side<'_> {
             }
             (Loc::Kernel(k), Loc::Host(h)) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                let fd = c.open(k, O_RDONLY, 0).map_err(|e| fail(&from.show(), e))?;
+                let fd = c
+                    .open(k.as_bytes(), O_RDONLY, 0)
+                    .map_err(|e| fail(&from.show(), e))?;
                 let r = (|| {
                     let mut f = std::fs::OpenOptions::new()
                         .write(true)
@@ -1177,7 +1242,7 @@ impl Side<'_> {
                         fd,
                         &from.show(),
                         &mut f,
-                        h,
+                        &sh(h),
                         &indicatif::ProgressBar::hidden(),
                     )?;
                     f.flush().map_err(|e| host_fail(h, e))?;
@@ -1187,10 +1252,12 @@ impl Side<'_> {
                 r
             }
             (Loc::Kernel(a), Loc::Kernel(b)) => {
-                let src = c.open(a, O_RDONLY, 0).map_err(|e| fail(&from.show(), e))?;
+                let src = c
+                    .open(a.as_bytes(), O_RDONLY, 0)
+                    .map_err(|e| fail(&from.show(), e))?;
                 let r = (|| {
                     let dst = c
-                        .open(b, O_WRONLY | O_CREAT | O_TRUNC, mode)
+                        .open(b.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, mode)
                         .map_err(|e| fail(&to.show(), e))?;
                     let mut rd = KernelReader {
                         c,
@@ -1242,12 +1309,15 @@ impl Read for KernelReader<'_> {
     }
 }
 
-fn basename(p: &str) -> &str {
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        return "/";
+fn basename(p: &OsStr) -> &OsStr {
+    let mut t = p.as_bytes();
+    while t.ends_with(b"/") {
+        t = &t[..t.len() - 1];
     }
-    t.rsplit('/').next().unwrap_or(t)
+    if t.is_empty() {
+        return OsStr::new("/");
+    }
+    OsStr::from_bytes(t.rsplit(|&b| b == b'/').next().unwrap_or(t))
 }
 
 fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), Fail> {
@@ -1332,8 +1402,8 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
 mod tests {
     use super::*;
 
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    fn v(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
     }
 
     #[test]
@@ -1378,17 +1448,28 @@ mod tests {
             .contains("no user database"));
         assert!(parse("chown", &v(&[":", "/f"])).is_err());
         assert!(parse("touch", &[]).is_err());
-        assert!(matches!(parse("df", &[]), Ok(Job::Df(p)) if p == vec!["/".to_string()]));
+        assert!(matches!(parse("df", &[]), Ok(Job::Df(p)) if p == v(&["/"])));
     }
 
     #[test]
     fn cp_locations() {
-        assert_eq!(Loc::parse(":/mnt/x"), Loc::Kernel("/mnt/x".into()));
-        assert_eq!(Loc::parse(":"), Loc::Kernel(".".into()));
-        assert_eq!(Loc::parse("dir/x"), Loc::Host("dir/x".into()));
-        assert_eq!(Loc::parse(":/mnt/").join("a"), Loc::Kernel("/mnt/a".into()));
-        assert_eq!(basename("/a/b/"), "b");
-        assert_eq!(basename("b"), "b");
+        let l = |s: &str| Loc::parse(OsStr::new(s));
+        assert_eq!(l(":/mnt/x"), Loc::Kernel("/mnt/x".into()));
+        assert_eq!(l(":"), Loc::Kernel(".".into()));
+        assert_eq!(l("dir/x"), Loc::Host("dir/x".into()));
+        assert_eq!(
+            l(":/mnt/").join(OsStr::new("a")),
+            Loc::Kernel("/mnt/a".into())
+        );
+        assert_eq!(basename(OsStr::new("/a/b/")), "b");
+        assert_eq!(basename(OsStr::new("b")), "b");
+        assert_eq!(basename(OsStr::new("/")), "/");
+        let odd = OsStr::from_bytes(b":d/\xff\xfe");
+        assert_eq!(
+            Loc::parse(odd),
+            Loc::Kernel(OsString::from_vec(b"d/\xff\xfe".to_vec()))
+        );
+        assert_eq!(basename(odd).as_bytes(), b"\xff\xfe");
     }
 
     #[test]
