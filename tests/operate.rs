@@ -178,3 +178,180 @@ fn arguments_that_are_not_utf8_are_refused_in_words() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+/// A socket left by a `kill -9` is replaced by the next server; a regular
+/// file at that path is refused, named, and left unchanged; a socket a
+/// server still accepts on is refused and that server keeps serving.
+#[test]
+fn stale_sockets_are_replaced_and_other_files_left_alone() {
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &[]);
+    s.signal(libc::SIGKILL);
+    assert!(s.wait_exit(std::time::Duration::from_secs(10)).is_some());
+    assert!(s.sock.exists(), "kill -9 leaves the socket");
+    let s2 = Server::start(d.path(), &[]);
+    assert!(s2.client().getpid().is_ok(), "the new server serves");
+
+    // A second server on a socket that is in use: refused, the first
+    // keeps serving.
+    let o = Command::new(RUMP_SERVER)
+        .args(["-s", &s2.url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Address already in use"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(s2.client().getpid().is_ok());
+    drop(s2);
+
+    // A regular file where the socket would go.
+    let file = d.path().join("notasocket");
+    std::fs::write(&file, b"precious\n").unwrap();
+    let url = format!("unix://{}", file.display());
+    let o = Command::new(RUMP_SERVER)
+        .args(["-s", &url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "rump_server: {url}: the path is a regular file, not a socket (refused; left as it is)"
+        )
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious\n");
+    // Daemonizing (no -s) says the same.
+    let o = Command::new(RUMP_SERVER).arg(&url).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("regular file"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious\n");
+    // A directory likewise.
+    let o = Command::new(RUMP_SERVER)
+        .args(["-s", &format!("unix://{}", d.path().display())])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("a directory"), "{}", stderr(&o));
+}
+
+/// A free TCP port on the loopback interface (for a moment).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `rump_server -s url` with its stderr in `log`; returns once a client
+/// reaches it at `client_url`.
+fn spawn_tcp(d: &Path, url: &str, client_url: &str, log: &Path) -> std::process::Child {
+    let mut child = Command::new(RUMP_SERVER)
+        .args(["-s", url])
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .current_dir(d)
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while rumpclient::Client::connect(client_url).is_err() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "rump_server {url} exited: {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{url} not up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+/// `tcp://localhost:N` and `tcp://[::1]:N` are accepted; a wildcard
+/// address is served with one warning; bad URLs say what is expected.
+#[test]
+fn tcp_urls_take_host_names_and_warn_when_exposed() {
+    let d = tmpdir();
+    let log = d.path().join("log");
+    let port = free_port();
+    let url = format!("tcp://localhost:{port}");
+    let mut child = spawn_tcp(d.path(), &url, &url, &log);
+    let c = rumpclient::Client::connect(&url).unwrap();
+    assert!(c.getpid().is_ok());
+    // rumpctl and rump.halt take the same URL.
+    let o = Command::new(RUMPCTL)
+        .args(["ls", "/"])
+        .env("RUMP_SERVER", &url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !std::fs::read_to_string(&log).unwrap().contains("warning"),
+        "loopback: no warning"
+    );
+
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let port = free_port();
+        let url = format!("tcp://[::1]:{port}");
+        let mut child = spawn_tcp(d.path(), &url, &url, &log);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let port = free_port();
+    let mut child = spawn_tcp(
+        d.path(),
+        &format!("tcp://0:{port}"),
+        &format!("tcp://127.0.0.1:{port}"),
+        &log,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("anyone who can reach it").count(),
+        1,
+        "one warning: {text}"
+    );
+    assert!(text.contains("every interface"), "{text}");
+
+    for (bad, want) in [
+        ("rump.sock", "expected unix://PATH or tcp://HOST:PORT"),
+        ("http://x", "expected unix://PATH or tcp://HOST:PORT"),
+        ("tcp://localhost", "expected tcp://HOST:PORT"),
+        ("tcp://no-such-host.invalid:5", "no-such-host.invalid"),
+    ] {
+        let o = Command::new(RUMP_SERVER)
+            .args(["-s", bad])
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{bad}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with(&format!("rump_server: {bad}: ")),
+            "{bad}: {}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    let o = Command::new(RUMPCTL)
+        .args(["ls", "/"])
+        .env("RUMP_SERVER", "rump.sock")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("expected unix://PATH or tcp://HOST:PORT"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
-use netbsd_abi::errno::{EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
+use netbsd_abi::errno::{EADDRINUSE, EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
 use netbsd_abi::reboot::RB_NOSYNC;
 use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
 use netbsd_abi::syscall::{nargs, ARG_SLOT, SYS_REBOOT};
@@ -401,6 +401,7 @@ fn start_srv(
                 }
             }
             let mode = socket_mode().map_err(|m| (Errno(EINVAL), m))?;
+            clear_stale_socket(&path).map_err(|m| (Errno(EADDRINUSE), format!("{url}: {m}")))?;
             let (fd, id) = bind_unix(&path, mode).map_err(bind_err)?;
             unix_id = Some(id);
             (fd, Some(path), false)
@@ -408,6 +409,19 @@ fn start_srv(
         Url::Tcp(sa) => {
             let l = std::net::TcpListener::bind(sa).map_err(bind_err)?;
             l.set_nonblocking(true).map_err(bind_err)?;
+            if !sa.ip().is_loopback() {
+                // Once, when the server starts: the unix socket is 0600,
+                // this is open to the network.
+                dprint(&format!(
+                    "rump_sp: warning: {url}: listening on {}: anyone who can reach it \
+                     can read and write the kernel's files and halt it\n",
+                    if sa.ip().is_unspecified() {
+                        "every interface".to_string()
+                    } else {
+                        sa.ip().to_string()
+                    }
+                ));
+            }
             (l.into(), None, true)
         }
     };
@@ -446,6 +460,48 @@ fn start_srv(
     }
     *slot = Some(l);
     Ok(())
+}
+
+/// Make way for a unix socket at `path`: nothing there, or a socket no
+/// server accepts on any more (left by a `kill -9`), which is removed.
+/// A socket a server still accepts on, or anything that is not a socket,
+/// is left as it is and named in the message.
+fn clear_stale_socket(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    let ft = m.file_type();
+    if !ft.is_socket() {
+        let what = if ft.is_file() {
+            "a regular file"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_symlink() {
+            "a symbolic link"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else {
+            "a device"
+        };
+        return Err(format!(
+            "the path is {what}, not a socket (refused; left as it is)"
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err("Address already in use (a server is accepting on it)".into()),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            dprint(&format!(
+                "rump_sp: {}: replacing a stale socket (nothing accepts on it)\n",
+                path.display()
+            ));
+            std::fs::remove_file(path)
+                .map_err(|e| format!("stale socket not removed: {}", Errno::from(e).description()))
+        }
+        // Not ours to judge (no permission, ...): let bind say why.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Bind a listening unix socket at `path` whose file has `mode` whatever

@@ -128,6 +128,9 @@ enum Served {
 /// Boot, add drives, serve. Everything that can fail before the server
 /// is up, with a one-line reason.
 fn start(o: &Opts) -> Result<Served, String> {
+    // RUMP_NCPU and RUMP_MEMLIMIT are refused as their flags would be,
+    // for either kernel.
+    rumprun::check_env().map_err(|e| e.to_string())?;
     if !o.libs.is_empty() {
         return start_netbsd(o).map(Served::Netbsd);
     }
