@@ -355,3 +355,90 @@ fn tcp_urls_take_host_names_and_warn_when_exposed() {
         stderr(&o)
     );
 }
+
+/// Datagrams on a `NOTIFY_SOCKET`, as systemd reads them, within `limit`.
+fn notifications(sock: &std::os::unix::net::UnixDatagram, limit: std::time::Duration) -> String {
+    let mut all = String::new();
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < limit {
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+/// sd_notify: `READY=1` with `MAINPID` once serving, `STOPPING=1` and a
+/// `STATUS=` when a halt begins, by `rump.halt` or by SIGTERM.
+#[test]
+fn sd_notify_tells_ready_and_stopping() {
+    let d = tmpdir();
+    let nsock = d.path().join("notify");
+    let rx = std::os::unix::net::UnixDatagram::bind(&nsock).unwrap();
+    for by_signal in [false, true] {
+        let mut s = Server::start_with(
+            d.path(),
+            ServerOpts {
+                env: vec![("NOTIFY_SOCKET", nsock.display().to_string())],
+                ..Default::default()
+            },
+        );
+        let got = notifications(&rx, std::time::Duration::from_millis(600));
+        assert!(got.lines().any(|l| l == "READY=1"), "{got}");
+        assert!(
+            got.lines().any(|l| l == format!("MAINPID={}", s.pid())),
+            "{got}"
+        );
+        assert!(!got.contains("STOPPING=1"), "{got}");
+        if by_signal {
+            s.signal(libc::SIGTERM);
+        } else {
+            let o = s.halt(&[]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let st = s.wait_exit(std::time::Duration::from_secs(20));
+        assert_eq!(st.and_then(|s| s.code()), Some(0));
+        let got = notifications(&rx, std::time::Duration::from_millis(300));
+        assert!(got.lines().any(|l| l == "STOPPING=1"), "{got}");
+        assert!(got.contains("STATUS=halting: flushing"), "{got}");
+    }
+}
+
+/// The systemd template: `Type=notify`, SIGTERM (the halt) to the server
+/// alone, a stop timeout with room for the flush; `systemd-analyze verify`
+/// finds nothing to say about an instance of it.
+#[test]
+fn systemd_template_verifies() {
+    let tmpl = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/rump_server@.service");
+    let text = std::fs::read_to_string(&tmpl).unwrap();
+    for line in [
+        "Type=notify",
+        "KillSignal=SIGTERM",
+        "KillMode=mixed",
+        "TimeoutStopSec=5min",
+        "ExecStart=@PREFIX@/bin/rump_server -s $RUMP_SERVER_ARGS unix:///run/rump/%i/sock",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing");
+    }
+    let d = tmpdir();
+    std::fs::write(
+        d.path().join("rump_server@.service"),
+        text.replace("@PREFIX@/bin/rump_server", RUMP_SERVER),
+    )
+    .unwrap();
+    let o = host_cmd("systemd-analyze")
+        .args(["verify", "--man=no", "./rump_server@test.service"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty() && o.stdout.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}

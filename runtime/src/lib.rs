@@ -214,7 +214,7 @@ struct Node {
     server: Mutex<Option<rumpuser::sp::Server>>,
     halt: Arc<Halt>,
     /// Run first by every halt (see [`Rump::on_halt`]).
-    prelude: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    prelude: Mutex<Option<Arc<dyn Fn(i32) + Send + Sync>>>,
 }
 
 impl Node {
@@ -233,7 +233,7 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(f) = pre {
-            f();
+            f(flags);
         }
         self.halt.halt(self, flags, caller)
     }
@@ -343,6 +343,13 @@ impl Rump {
     /// for it (`rump.halt`, `reboot(2)`, a signal, [`Rump::halt`]): e.g. to
     /// take a host mount of its tree away first.
     pub fn on_halt(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.on_halt_flags(Box::new(move |_| f()));
+    }
+
+    /// [`Rump::on_halt`], with the halt's `reboot(2)` flags (`RB_NOSYNC`,
+    /// `RB_HALT`, `RB_DUMP`): e.g. to tell a service manager what the halt
+    /// does. One function at a time: this replaces an earlier one.
+    pub fn on_halt_flags(&self, f: Box<dyn Fn(i32) + Send + Sync>) {
         *self.node.prelude.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(f));
     }
 }

@@ -226,6 +226,7 @@ pub fn host_tool(name: &str) -> PathBuf {
         "nm" | "readelf" | "objcopy" | "strip" => "binutils",
         "cc" => "gcc",
         "man" => "man-db",
+        "systemd-analyze" => "systemd",
         _ => name,
     };
     panic!("{name}: not found in PATH, /sbin or /usr/sbin: this test needs it (install {pkg}; .ci/run does)")

@@ -252,9 +252,48 @@ fn main() {
             exit(1);
         }
     }
+    if let Served::Builtin(rump) = &served {
+        // Every halt, whoever asks for it, tells the service manager.
+        rump.on_halt_flags(Box::new(|flags| {
+            let status = if flags & netbsd_abi::reboot::RB_NOSYNC != 0 {
+                "halting without a flush (RB_NOSYNC)".to_string()
+            } else {
+                "halting: flushing the file system cache to the drives".to_string()
+            };
+            notify(&[
+                sd_notify::NotifyState::Stopping,
+                sd_notify::NotifyState::Status(&status),
+            ]);
+        }));
+    }
+    // systemd's Type=notify: serving now (MAINPID: the daemon's pid when
+    // it forked).
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Status(&format!("serving {}", o.url)),
+    ]);
     match served {
         Served::Builtin(rump) => serve_builtin(&o, &set, rump),
         Served::Netbsd(k) => serve_netbsd(&o, &set, k),
+    }
+}
+
+/// Tell the service manager (`NOTIFY_SOCKET`, sd_notify(3)) about a
+/// change of state; nothing when it is unset. A failure is logged, never
+/// fatal: the kernel serves whether or not systemd hears of it.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(
+            "NOTIFY_SOCKET {}: {}",
+            std::env::var_os("NOTIFY_SOCKET")
+                .unwrap_or_default()
+                .to_string_lossy(),
+            tool::io_text(&e)
+        );
     }
 }
 
