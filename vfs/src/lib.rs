@@ -105,8 +105,14 @@ pub struct DirEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsStat {
     pub block_size: u32,
+    /// Blocks that can hold data: the file system's size less its own
+    /// metadata (superblocks, group descriptors, bitmaps, inode tables),
+    /// as NetBSD's and Linux's statvfs count it.
     pub blocks: u64,
     pub blocks_free: u64,
+    /// Free blocks an unprivileged user may have: free less those reserved
+    /// for root (ext2's `s_r_blocks_count`).
+    pub blocks_avail: u64,
     pub files: u64,
     pub files_free: u64,
 }
