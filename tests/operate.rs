@@ -514,3 +514,155 @@ fn df_agrees_with_the_host_kernel() {
         );
     }
 }
+
+const RUMP_EXT2FS: &str = env!("CARGO_BIN_EXE_rump_ext2fs");
+
+/// `--help` (usage on standard output, exit 0, no connection) and
+/// `--version` on every tool, rump_ext2fs included; its page documents
+/// every option in its usage.
+#[test]
+fn every_tool_knows_help_and_version() {
+    for exe in [
+        RUMP_SERVER,
+        RUMPCTL,
+        RUMP_EXT2FS,
+        rump_halt().to_str().unwrap(),
+    ] {
+        let name = Path::new(exe).file_name().unwrap().to_str().unwrap();
+        for (flag, want) in [
+            ("--help", format!("usage: {name} ")),
+            ("--version", format!("{name} {}", env!("CARGO_PKG_VERSION"))),
+        ] {
+            let o = Command::new(exe)
+                .arg(flag)
+                .env("RUMP_SERVER", "unix:///nonexistent/sock")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{name} {flag}: {}", stderr(&o));
+            assert!(o.stderr.is_empty(), "{name} {flag}: {}", stderr(&o));
+            let out = String::from_utf8(o.stdout).unwrap();
+            assert!(out.starts_with(&want), "{name} {flag}: {out}");
+        }
+    }
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/rump_ext2fs.8"))
+            .unwrap();
+    for f in ["f", "r", "v", "o"] {
+        assert!(
+            page.contains(&format!(".It Fl {f}")),
+            "rump_ext2fs.8 documents -{f}"
+        );
+    }
+    assert!(page.contains(".It Fl Fl version") && page.contains(".It Fl Fl help"));
+}
+
+/// Manual pages render every word: an example message with "No" in it is
+/// not eaten as mdoc's `No` macro.
+#[test]
+fn manual_pages_keep_every_word_of_their_examples() {
+    let man = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for page in ["rump_server.1", "rump.halt.1", "rumpctl.1", "rump_ext2fs.8"] {
+        let src = std::fs::read_to_string(man.join(page)).unwrap();
+        let o = host_cmd("man")
+            .arg("-l")
+            .arg(man.join(page))
+            .env("MANWIDTH", "200")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout)
+            .replace("‘", "")
+            .replace("’", "");
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        // Every literal example line without other macros in it (an
+        // example message): all its words, in the output.
+        for line in src
+            .lines()
+            .filter(|l| l.starts_with(".Dl ") || l.starts_with(".Ql "))
+        {
+            let text = line[4..].split(" )").next().unwrap();
+            if text
+                .split_whitespace()
+                .any(|w| matches!(w, "Ns" | "Ar" | "Fl" | "Cm" | "Li" | "Pa" | "Ic" | "Ev"))
+            {
+                continue;
+            }
+            let want = text.replace("\\&", "");
+            let want = want.split_whitespace().collect::<Vec<_>>().join(" ");
+            if want.split(' ').count() < 3 {
+                continue; // punctuation, not a message
+            }
+            assert!(
+                flat.contains(&want),
+                "{page}: {want:?} (from {line:?}) not rendered: {flat}"
+            );
+        }
+    }
+}
+
+/// rump_ext2fs passes on the kernel's reason for refusing an image: an
+/// ext4 image names the features it lacks; a file that is not ext2 says
+/// so; an unclean one says what to do.
+#[test]
+fn rump_ext2fs_says_why_an_image_is_refused() {
+    let d = tmpdir();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let run = |img: &Path| {
+        // Without -f: a mount that wrongly succeeds returns too (and is
+        // unmounted below) instead of hanging the test.
+        let o = Command::new(RUMP_EXT2FS)
+            .arg(img)
+            .arg(&mnt)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if o.status.success() {
+            let _ = Command::new("umount").arg(&mnt).status();
+        }
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        stderr(&o)
+    };
+    let e4 = d.path().join("e4.img");
+    // ext4's own features, whatever mke2fs.conf says.
+    let o = host_cmd("mkfs.ext4")
+        .args(["-q", "-F", "-O", "extent,64bit,^has_journal"])
+        .arg(&e4)
+        .arg("16M")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let msg = run(&e4);
+    assert!(
+        msg.starts_with(&format!(
+            "rump_ext2fs: {}: unsupported incompatible features: ",
+            e4.display()
+        )) && msg.contains("extent"),
+        "{msg}"
+    );
+    let junk = d.path().join("junk.img");
+    std::fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
+    assert_eq!(
+        run(&junk).trim_end(),
+        format!(
+            "rump_ext2fs: {}: not an ext2 file system (magic 0x0000)",
+            junk.display()
+        )
+    );
+    let unclean = d.path().join("unclean.img");
+    mke2fs(&unclean, &[], "8M");
+    let o = host_cmd("debugfs")
+        .args(["-w", "-R", "ssv state 0"])
+        .arg(&unclean)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        run(&unclean).trim_end(),
+        format!(
+            "rump_ext2fs: {}: file system not clean: run fsck, or mount read-only (-o ro)",
+            unclean.display()
+        )
+    );
+}

@@ -169,9 +169,11 @@ impl Builder {
                 }
             })?;
         }
+        let refusal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let refusal2 = refusal.clone();
         kernel.register_fs_type(
             netbsd_abi::fcntl::MOUNT_EXT2FS,
-            Box::new(|store, ro| {
+            Box::new(move |store, ro| {
                 // The client gets the errno; the server's log gets the reason.
                 let fs = ext2::Ext2Fs::mount_with(
                     store,
@@ -182,6 +184,7 @@ impl Builder {
                 )
                 .map_err(|e| {
                     tracing::warn!("mount ext2fs refused: {}", e.reason);
+                    *refusal2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.reason);
                     e.errno
                 })?;
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
@@ -192,6 +195,7 @@ impl Builder {
             server: Mutex::new(None),
             halt: Arc::new(Halt::new()),
             prelude: Mutex::new(None),
+            refusal,
         });
         let weak = Arc::downgrade(&node);
         kernel.set_reboot_handler(Box::new(
@@ -215,6 +219,8 @@ struct Node {
     halt: Arc<Halt>,
     /// Run first by every halt (see [`Rump::on_halt`]).
     prelude: Mutex<Option<Arc<dyn Fn(i32) + Send + Sync>>>,
+    /// Why the last ext2 mount was refused (see [`Rump::take_mount_refusal`]).
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl Node {
@@ -344,6 +350,18 @@ impl Rump {
     /// take a host mount of its tree away first.
     pub fn on_halt(&self, f: Box<dyn Fn() + Send + Sync>) {
         self.on_halt_flags(Box::new(move |_| f()));
+    }
+
+    /// Why the kernel's ext2 refused the last mount that failed (`unsupported
+    /// incompatible features: extent, 64bit`), once: the errno a mount
+    /// returns says less. `None` when no ext2 mount was refused since the
+    /// last call.
+    pub fn take_mount_refusal(&self) -> Option<String> {
+        self.node
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// [`Rump::on_halt`], with the halt's `reboot(2)` flags (`RB_NOSYNC`,

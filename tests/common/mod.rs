@@ -221,7 +221,7 @@ pub fn host_tool(name: &str) -> PathBuf {
         return p;
     }
     let pkg = match name {
-        "mke2fs" | "e2fsck" | "debugfs" | "tune2fs" | "dumpe2fs" => "e2fsprogs",
+        "mke2fs" | "mkfs.ext4" | "e2fsck" | "debugfs" | "tune2fs" | "dumpe2fs" => "e2fsprogs",
         "gdb" => "gdb",
         "nm" | "readelf" | "objcopy" | "strip" => "binutils",
         "cc" => "gcc",

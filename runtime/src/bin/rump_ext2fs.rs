@@ -159,7 +159,11 @@ fn main() {
     if md.is_dir() {
         die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
     }
-    tool::init_logging(PROG, tool::verbosity(a.verbosity));
+    // Its own messages say what failed; the kernel's log (and the
+    // warnings in it, which repeat them) only with -v.
+    if tool::verbosity(a.verbosity) > 0 {
+        tool::init_logging(PROG, tool::verbosity(a.verbosity));
+    }
     let mnt = host::check_mountpoint(&a.mnt).unwrap_or_else(|m| die(m));
     let mut ro = a.ro;
     if !ro
@@ -191,7 +195,15 @@ fn main() {
     p.mkdir(KMNT, 0o755)
         .unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
     if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
-        die(format!("{}: {}", a.image, e.description()));
+        // The kernel's own reason says more than its errno.
+        let why = match rump.take_mount_refusal() {
+            _ if e.0 == netbsd_abi::errno::EPERM && !ro => {
+                "file system not clean: run fsck, or mount read-only (-o ro)".to_string()
+            }
+            Some(r) => r,
+            None => e.description(),
+        };
+        die(format!("{}: {why}", a.image));
     }
     // Read-only-compatible features the component lacks force read-only.
     if let Ok(sv) = p.statvfs(KMNT) {
