@@ -666,3 +666,101 @@ fn rump_ext2fs_says_why_an_image_is_refused() {
         )
     );
 }
+
+/// `rump_server -s` on `dir/sock` with core limits (soft, hard) and its
+/// stderr in `log`; returns the child once it serves.
+fn server_with_core_limit(
+    dir: &Path,
+    soft: u64,
+    hard: u64,
+    log: &Path,
+) -> (std::process::Child, String) {
+    use std::os::unix::process::CommandExt;
+    let url = format!("unix://{}", dir.join("sock").display());
+    let mut cmd = Command::new(RUMP_SERVER);
+    cmd.args(["-s", &url])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::sys::resource::{setrlimit, Resource};
+            setrlimit(Resource::RLIMIT_CORE, soft, hard).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t = std::time::Instant::now();
+    while rumpclient::Client::connect(&url).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "server exited");
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, url)
+}
+
+/// `rump.halt -d` writes a core although the soft core limit is 0 (it is
+/// raised to the hard limit); with a hard limit of 0 the server says why
+/// no core was written.
+#[test]
+fn halt_dump_raises_the_core_limit_or_says_why_not() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tmpdir();
+    let log = d.path().join("log");
+    let (mut child, url) = server_with_core_limit(d.path(), 0, libc::RLIM_INFINITY, &log);
+    let o = Command::new(rump_halt())
+        .arg("-d")
+        .env("RUMP_SERVER", &url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGABRT), "{st:?}");
+    assert!(st.core_dumped(), "a core, the soft limit raised");
+    for e in std::fs::read_dir(d.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("core") {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    let (mut child, url) = server_with_core_limit(d.path(), 0, 0, &log);
+    let o = Command::new(rump_halt())
+        .arg("-d")
+        .env("RUMP_SERVER", &url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let st = child.wait().unwrap();
+    assert!(!st.core_dumped());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("no core written: the core size limit is 0 and so is its hard limit"),
+        "{text}"
+    );
+}
+
+/// The built-in kernel's boot line says what it is: not "NetBSD 7.99.34",
+/// but a Rust kernel with NetBSD's interfaces.
+#[test]
+fn the_boot_line_names_the_kernel_honestly() {
+    let d = tmpdir();
+    let log = d.path().join("log");
+    let s = Server::start_logged(
+        d.path(),
+        ServerOpts {
+            args: vec!["-v".into()],
+            ..Default::default()
+        },
+        Some(&log),
+    );
+    drop(s);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("booted"))
+        .unwrap_or_else(|| panic!("no boot line: {text}"));
+    assert!(line.contains("built-in rump kernel"), "{line}");
+    assert!(!line.contains("booted NetBSD"), "{line}");
+}

@@ -323,11 +323,35 @@ fn verbose() -> bool {
     std::env::var_os("RUMP_VERBOSE").is_some_and(|v| v != "0")
 }
 
+/// Raise the core size limit to its hard limit, so `RB_DUMP` writes a
+/// core even where shells start with `ulimit -c 0`; `Err` says why no core
+/// can be written (a hard limit of 0).
+pub fn raise_core_limit() -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE).map_err(|e| format!("getrlimit: {e}"))?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_CORE, hard, hard).map_err(|e| {
+            format!("the core size limit is {soft} bytes and cannot be raised to {hard}: {e}")
+        })?;
+    }
+    if hard == 0 {
+        return Err(
+            "the core size limit is 0 and so is its hard limit (raise it: ulimit -c unlimited as \
+             root, or LimitCORE= in a systemd unit)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Abort with `SIGABRT` at its default action, so the host writes a core
 /// by its own rules. Kept out of line so a debugger shows this frame.
 #[inline(never)]
 pub fn dump_core() -> ! {
-    log("halt: dumping core");
+    match raise_core_limit() {
+        Ok(()) => log("halt: dumping core"),
+        Err(why) => log(&format!("halt: no core written: {why}")),
+    }
     // SIGABRT at its default action and unblocked, then abort(): the
     // host writes a core by its own rules.
     rumpuser::exit::panic_abort()
@@ -339,6 +363,10 @@ pub fn dump_core() -> ! {
 fn dump_core_in_child() -> bool {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
+    if let Err(why) = raise_core_limit() {
+        log(&format!("halt: no core written: {why}"));
+        return false;
+    }
     // SAFETY: the child only calls async-signal-safe functions
     // (sigaction, pthread_sigmask, abort) before it dies; the parent just
     // waits for it.

@@ -209,7 +209,9 @@ impl Kernel {
         lockdebug::start(&k);
         if k.cfg.verbose {
             eprintln!(
-                "rumpkern: booted {} {} {} with {} cpu(s), memory limit {} bytes",
+                "rumpkern: booted the built-in rump kernel {} (a Rust kernel with {} {}'s \
+                 system call interfaces, {}) with {} cpu(s), memory limit {} bytes",
+                env!("CARGO_PKG_VERSION"),
                 k.cfg.ostype,
                 k.cfg.osrelease,
                 k.cfg.machine,
