@@ -764,3 +764,388 @@ fn the_boot_line_names_the_kernel_honestly() {
     assert!(line.contains("built-in rump kernel"), "{line}");
     assert!(!line.contains("booted NetBSD"), "{line}");
 }
+
+// ---------------------------------------------------------------------------
+// rumpctl against coreutils: the same commands on a host directory and on
+// a kernel directory, the same outcome.
+
+/// One entry of a tree: path below the root, type letter, permission
+/// bits, size of a regular file, link count.
+type Entry = (Vec<u8>, char, u32, u64, u64);
+
+fn host_tree(root: &Path) -> Vec<Entry> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(root: &Path, rel: &[u8], out: &mut Vec<Entry>) {
+        let dir = root.join(OsStr::from_bytes(rel));
+        let mut names: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_vec())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = if rel.is_empty() {
+                n.clone()
+            } else {
+                [rel, b"/", &n].concat()
+            };
+            let m = std::fs::symlink_metadata(root.join(OsStr::from_bytes(&r))).unwrap();
+            let ft = m.file_type();
+            let t = if ft.is_dir() {
+                'd'
+            } else if ft.is_symlink() {
+                'l'
+            } else if ft.is_fifo() {
+                'p'
+            } else if ft.is_char_device() {
+                'c'
+            } else {
+                '-'
+            };
+            let size = if t == '-' { m.size() } else { 0 };
+            let perm = if t == 'l' { 0 } else { m.mode() & 0o7777 };
+            out.push((
+                r.clone(),
+                t,
+                perm,
+                size,
+                if t == 'd' { 0 } else { m.nlink() },
+            ));
+            if t == 'd' {
+                walk(root, &r, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(root, b"", &mut v);
+    v
+}
+
+fn kernel_tree(c: &rumpclient::Client, root: &[u8]) -> Vec<Entry> {
+    use netbsd_abi::stat::*;
+    fn walk(c: &rumpclient::Client, root: &[u8], rel: &[u8], out: &mut Vec<Entry>) {
+        let dir = if rel.is_empty() {
+            root.to_vec()
+        } else {
+            [root, b"/", rel].concat()
+        };
+        let mut names: Vec<Vec<u8>> = c
+            .read_dir(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .filter(|n| n != b"." && n != b"..")
+            .collect();
+        names.sort();
+        for n in names {
+            let r = if rel.is_empty() {
+                n.clone()
+            } else {
+                [rel, b"/", &n].concat()
+            };
+            let st = c.lstat([root, b"/", &r].concat()).unwrap();
+            let t = match st.mode & S_IFMT {
+                S_IFDIR => 'd',
+                S_IFLNK => 'l',
+                S_IFIFO => 'p',
+                S_IFCHR => 'c',
+                _ => '-',
+            };
+            let size = if t == '-' { st.size as u64 } else { 0 };
+            let perm = if t == 'l' { 0 } else { st.mode & 0o7777 };
+            out.push((
+                r.clone(),
+                t,
+                perm,
+                size,
+                if t == 'd' { 0 } else { st.nlink as u64 },
+            ));
+            if t == 'd' {
+                walk(c, root, &r, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(c, root, b"", &mut v);
+    v
+}
+
+/// A coreutils command in `dir` (C locale): status and stderr.
+fn gnu(dir: &Path, cmd: &[&str]) -> Output {
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .current_dir(dir)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The reason at the end of a one-line message (`...: Is a directory`).
+fn reason(o: &Output) -> String {
+    let e = stderr(o);
+    e.trim_end().rsplit(": ").next().unwrap_or("").to_string()
+}
+
+/// Each behaviour of issue 22's list, on a host directory with coreutils
+/// and in the kernel with rumpctl: the same status, the same reason, the
+/// same tree after.
+#[test]
+fn rumpctl_acts_like_coreutils() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let c = s.client();
+    let h = d.path().join("h");
+    std::fs::create_dir(&h).unwrap();
+    let k = "/k";
+    ok(&s, &[OsStr::new("mkdir"), OsStr::new(k)]);
+    let kp = |p: &str| format!("{k}/{p}");
+    let r = |args: &[&str]| {
+        let a: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        rumpctl(&s, &a)
+    };
+    let same = |what: &str| {
+        assert_eq!(
+            host_tree(&h),
+            kernel_tree(&c, k.as_bytes()),
+            "trees differ after {what}"
+        );
+    };
+    let both = |what: &str, g: Output, ours: Output| {
+        assert_eq!(
+            g.status.success(),
+            ours.status.success(),
+            "{what}: coreutils {:?} {}, rumpctl {:?} {}",
+            g.status,
+            stderr(&g),
+            ours.status,
+            stderr(&ours)
+        );
+        assert_eq!(
+            reason(&g),
+            reason(&ours),
+            "{what}: {} / {}",
+            stderr(&g),
+            stderr(&ours)
+        );
+    };
+    // A tree: files with modes, a directory, a dot file. The kernel's
+    // comes in through put, which keeps modes.
+    let hf = d.path().join("src.sh");
+    std::fs::write(&hf, b"#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hf, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["f", "g", ".hidden"] {
+        assert!(gnu(&h, &["cp", hf.to_str().unwrap(), name])
+            .status
+            .success());
+        ok(
+            &s,
+            &[OsStr::new("put"), hf.as_os_str(), OsStr::new(&kp(name))],
+        );
+    }
+    std::fs::create_dir(h.join("dir")).unwrap();
+    ok(&s, &[OsStr::new("mkdir"), OsStr::new(&kp("dir"))]);
+    same("put keeps the mode (0755)");
+
+    // get keeps the mode too.
+    let back = d.path().join("back.sh");
+    ok(
+        &s,
+        &[OsStr::new("get"), OsStr::new(&kp("f")), back.as_os_str()],
+    );
+    assert_eq!(
+        std::fs::metadata(&back).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+
+    // mv file dir, mv file dir/: into the directory.
+    both(
+        "mv f dir",
+        gnu(&h, &["mv", "f", "dir"]),
+        r(&["mv", &kp("f"), &kp("dir")]),
+    );
+    both(
+        "mv g dir/",
+        gnu(&h, &["mv", "g", "dir/"]),
+        r(&["mv", &kp("g"), &kp("dir/")]),
+    );
+    same("mv into a directory");
+
+    // Mistakes, and the reasons given for them.
+    both(
+        "cp to nonexist/",
+        gnu(&h, &["cp", ".hidden", "nonexist/"]),
+        r(&[
+            "cp",
+            &format!(":{}", kp(".hidden")),
+            &format!(":{}", kp("nonexist/")),
+        ]),
+    );
+    both("rm dir", gnu(&h, &["rm", "dir"]), r(&["rm", &kp("dir")]));
+    both(
+        "rm nonexist",
+        gnu(&h, &["rm", "nonexist"]),
+        r(&["rm", &kp("nonexist")]),
+    );
+    both(
+        "rm -f nonexist",
+        gnu(&h, &["rm", "-f", "nonexist"]),
+        r(&["rm", "-f", &kp("nonexist")]),
+    );
+    same("the mistakes");
+
+    // get of a directory leaves no host file.
+    let nofile = d.path().join("nofile");
+    let o = r(&["get", &kp("dir"), nofile.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(reason(&o), "Is a directory");
+    assert!(!nofile.exists(), "get of a directory left a host file");
+
+    // ls hides dot files without -a; two file operands, no blank line.
+    let g = gnu(&h, &["ls"]);
+    assert_eq!(r(&["ls", k]).stdout, g.stdout, "ls without -a");
+    let g = gnu(&h, &["ls", "-a"]);
+    let mine = r(&["ls", "-a", k]).stdout;
+    let strip_dots = |b: &[u8]| -> Vec<u8> {
+        b.split(|&x| x == b'\n')
+            .filter(|l| *l != b"." && *l != b"..")
+            .flat_map(|l| [l, b"\n"].concat())
+            .collect()
+    };
+    assert_eq!(strip_dots(&mine), strip_dots(&g.stdout), "ls -a");
+    let g = gnu(&h, &["ls", "dir/g", "dir/f"]);
+    let mine = r(&["ls", &kp("dir/g"), &kp("dir/f")]).stdout;
+    assert_eq!(
+        String::from_utf8_lossy(&mine).replace(&kp(""), ""),
+        String::from_utf8_lossy(&g.stdout)
+    );
+
+    // Hard links, FIFOs, device nodes; ls -l shows major, minor.
+    both(
+        "ln",
+        gnu(&h, &["ln", ".hidden", "hard"]),
+        r(&["ln", &kp(".hidden"), &kp("hard")]),
+    );
+    both(
+        "mkfifo",
+        gnu(&h, &["mkfifo", "fifo"]),
+        r(&["mkfifo", &kp("fifo")]),
+    );
+    both(
+        "mknod",
+        gnu(&h, &["mknod", "dev", "c", "5", "7"]),
+        r(&["mknod", &kp("dev"), "c", "5", "7"]),
+    );
+    let gl = String::from_utf8(gnu(&h, &["ls", "-l", "dev"]).stdout).unwrap();
+    let ml = String::from_utf8(r(&["ls", "-l", &kp("dev")]).stdout).unwrap();
+    assert!(gl.contains("5, 7") && ml.contains("5, 7"), "{gl} / {ml}");
+    same("ln, mkfifo, mknod");
+
+    // chmod with symbolic modes, recursively; chown -R.
+    both(
+        "chmod -R",
+        gnu(&h, &["chmod", "-R", "u-x,go-rx,o+w", "dir"]),
+        r(&["chmod", "-R", "u-x,go-rx,o+w", &kp("dir")]),
+    );
+    both(
+        "chmod +x",
+        gnu(&h, &["chmod", "+X", "dir/f"]),
+        r(&["chmod", "+X", &kp("dir/f")]),
+    );
+    both(
+        "chmod =",
+        gnu(&h, &["chmod", "a=r,u+w", ".hidden"]),
+        r(&["chmod", "a=r,u+w", &kp(".hidden")]),
+    );
+    same("chmod");
+    both(
+        "chown -R",
+        gnu(&h, &["chown", "-R", "5:7", "dir"]),
+        r(&["chown", "-R", "5:7", &kp("dir")]),
+    );
+    for n in ["dir", "dir/f", "dir/g"] {
+        let st = c.lstat(kp(n)).unwrap();
+        assert_eq!((st.uid, st.gid), (5, 7), "{n}");
+    }
+
+    // cp -R twice, with a symbolic link in the tree; rm -r.
+    std::os::unix::fs::symlink("f", h.join("dir/link")).unwrap();
+    c.symlink("f", kp("dir/link")).unwrap();
+    let out = d.path().join("out");
+    let tree = d.path().join("tree");
+    assert!(gnu(
+        d.path(),
+        &[
+            "cp",
+            "-R",
+            h.join("dir").to_str().unwrap(),
+            tree.to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
+    // The third time into out/dir, where the link already is.
+    for _ in 0..3 {
+        let g = gnu(
+            d.path(),
+            &[
+                "cp",
+                "-R",
+                h.join("dir").to_str().unwrap(),
+                tree.to_str().unwrap(),
+            ],
+        );
+        let o = r(&[
+            "cp",
+            "-R",
+            &format!(":{}", kp("dir")),
+            out.to_str().unwrap(),
+        ]);
+        both("cp -R twice", g, o);
+    }
+    both(
+        "rm -r",
+        gnu(&h, &["rm", "-r", "dir"]),
+        r(&["rm", "-r", &kp("dir")]),
+    );
+    same("rm -r");
+
+    // cp -p keeps times, both ways.
+    let old = d.path().join("old");
+    std::fs::write(&old, b"old").unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
+    ok(
+        &s,
+        &[
+            OsStr::new("cp"),
+            OsStr::new("-p"),
+            old.as_os_str(),
+            OsStr::new(&format!(":{}", kp("old"))),
+        ],
+    );
+    assert_eq!(c.stat(kp("old")).unwrap().mtime.sec, 1_000_000_000);
+    let old2 = d.path().join("old2");
+    ok(
+        &s,
+        &[
+            OsStr::new("cp"),
+            OsStr::new("-p"),
+            OsStr::new(&format!(":{}", kp("old"))),
+            old2.as_os_str(),
+        ],
+    );
+    assert_eq!(std::fs::metadata(&old2).unwrap().modified().unwrap(), t);
+
+    // df -h: sizes with units.
+    let df = String::from_utf8(r(&["df", "-h", "/"]).stdout).unwrap();
+    let line = df.lines().nth(1).unwrap();
+    let size = line.split_whitespace().nth(1).unwrap();
+    assert!(size.ends_with(['K', 'M', 'G', 'T']), "{df}");
+    assert!(df.starts_with("Filesystem") && df.contains("Size"), "{df}");
+}

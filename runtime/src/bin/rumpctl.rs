@@ -17,9 +17,10 @@ use std::sync::OnceLock;
 use netbsd_abi::errno::{EEXIST, ENOENT, ENOTDIR, EPERM};
 use netbsd_abi::fcntl::{MNT_FORCE, MNT_RDONLY, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC, O_WRONLY};
 use netbsd_abi::stat::{Stat, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
-use rumpclient::{Client, Error};
+use rumpclient::{Client, Error, TimeSpec};
 use rumprun::getopt::{getopt, text};
 use rumprun::tool::{self, io_text, show};
+use std::path::Path;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -27,8 +28,8 @@ const CHUNK: usize = 64 * 1024;
 const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "ls",
-        "[-l] [path ...]",
-        "list directories (-l: mode, links, owner, size, time)",
+        "[-al] [path ...]",
+        "list directories (-a: dot files too; -l: mode, links, owner, size, time)",
     ),
     ("cat", "path ...", "copy kernel files to standard output"),
     (
@@ -43,23 +44,37 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "cp",
-        "[-R] source ... target",
-        "copy between host and kernel; kernel paths start with ':'",
+        "[-Rp] source ... target",
+        "copy between host and kernel; kernel paths start with ':' (-p: keep times)",
     ),
     ("mkdir", "[-p] path ...", "make directories"),
-    ("rm", "path ...", "remove files"),
+    (
+        "rm",
+        "[-fr] path ...",
+        "remove files (-r: directories and what is in them; -f: no error if missing)",
+    ),
     ("rmdir", "path ...", "remove empty directories"),
-    ("mv", "from to", "rename"),
-    ("ln", "-s target path", "make a symbolic link"),
+    ("mv", "from ... to", "rename, or move into the directory to"),
+    (
+        "ln",
+        "[-s] target path",
+        "make a hard link (-s: a symbolic link)",
+    ),
     (
         "chmod",
-        "mode path ...",
-        "change permission bits (octal mode)",
+        "[-R] mode path ...",
+        "change permission bits (octal, or symbolic as u+x,go-w; -R: recursively)",
     ),
     (
         "chown",
-        "[-h] owner[:group] path ...",
-        "change owner and group (numeric ids; -h: the link itself)",
+        "[-hR] owner[:group] path ...",
+        "change owner and group (numeric ids; -h: the link itself; -R: recursively)",
+    ),
+    ("mkfifo", "[-m mode] path ...", "make FIFOs"),
+    (
+        "mknod",
+        "[-m mode] path b|c major minor | path p",
+        "make a block or character device node, or a FIFO",
     ),
     (
         "touch",
@@ -68,8 +83,8 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "df",
-        "[path ...]",
-        "free space of the file systems holding the paths (default /)",
+        "[-h] [path ...]",
+        "free space of the file systems holding the paths (default /; -h: K, M, G)",
     ),
     ("stat", "path ...", "show inode details"),
     (
@@ -239,6 +254,7 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 enum Job {
     Ls {
         long: bool,
+        all: bool,
         paths: Vec<OsString>,
     },
     Cat(Vec<OsString>),
@@ -252,6 +268,7 @@ enum Job {
     },
     Cp {
         recursive: bool,
+        preserve: bool,
         sources: Vec<Loc>,
         target: Loc,
     },
@@ -259,28 +276,44 @@ enum Job {
         parents: bool,
         paths: Vec<OsString>,
     },
-    Rm(Vec<OsString>),
+    Rm {
+        recursive: bool,
+        force: bool,
+        paths: Vec<OsString>,
+    },
     Rmdir(Vec<OsString>),
     Mv {
-        from: OsString,
+        from: Vec<OsString>,
         to: OsString,
     },
     Ln {
+        symbolic: bool,
         target: OsString,
         path: OsString,
     },
     Chmod {
-        mode: u32,
+        mode: Mode,
+        recursive: bool,
         paths: Vec<OsString>,
     },
     Chown {
         uid: u32,
         gid: u32,
         nofollow: bool,
+        recursive: bool,
+        paths: Vec<OsString>,
+    },
+    Mknod {
+        mode: u32,
+        kind: u32,
+        dev: u64,
         paths: Vec<OsString>,
     },
     Touch(Vec<OsString>),
-    Df(Vec<OsString>),
+    Df {
+        human: bool,
+        paths: Vec<OsString>,
+    },
     Stat(Vec<OsString>),
     Mount {
         ro: bool,
@@ -327,6 +360,112 @@ fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     Ok((id(u, "user id")?, id(g, "group id")?))
 }
 
+/// Whether option `c` was given.
+fn has(p: &rumprun::getopt::Parsed, c: char) -> bool {
+    p.opts.iter().any(|(o, _)| *o == c)
+}
+
+/// NetBSD's `makedev(major, minor)`.
+fn makedev(major: u32, minor: u32) -> u64 {
+    (((major << 8) & 0x000f_ff00) | ((minor << 12) & 0xfff0_0000) | (minor & 0xff)) as u64
+}
+
+/// NetBSD's `major(dev)`, `minor(dev)`.
+fn major_minor(dev: u64) -> (u64, u64) {
+    (
+        (dev & 0x000f_ff00) >> 8,
+        ((dev & 0xfff0_0000) >> 12) | (dev & 0xff),
+    )
+}
+
+/// A chmod mode: octal, or symbolic clauses as chmod(1) takes them
+/// (`u+x`, `go-w`, `a=r`, `+x`, `u=rwx,g=rx`, `X`, `s`, `t`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    Octal(u32),
+    Symbolic(Vec<(u32, u8, Vec<u8>)>),
+}
+
+impl Mode {
+    fn parse(s: &str) -> Result<Mode, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return parse_mode(s).map(Mode::Octal);
+        }
+        let bad =
+            || format!("{s}: invalid file mode (octal such as 644, or symbolic such as u+x,go-w)");
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let b = clause.as_bytes();
+            let mut i = 0;
+            let mut who = 0u32;
+            while i < b.len() && b"ugoa".contains(&b[i]) {
+                who |= match b[i] {
+                    b'u' => 0o4700,
+                    b'g' => 0o2070,
+                    b'o' => 0o1007,
+                    _ => 0o7777,
+                };
+                i += 1;
+            }
+            if i == b.len() {
+                return Err(bad());
+            }
+            while i < b.len() {
+                let op = b[i];
+                if !b"+-=".contains(&op) {
+                    return Err(bad());
+                }
+                i += 1;
+                let start = i;
+                while i < b.len() && b"rwxXst".contains(&b[i]) {
+                    i += 1;
+                }
+                clauses.push((who, op, b[start..i].to_vec()));
+            }
+        }
+        if clauses.is_empty() {
+            return Err(bad());
+        }
+        Ok(Mode::Symbolic(clauses))
+    }
+
+    /// The new permission bits for a file with `old` bits; `dir` for `X`;
+    /// `umask` limits clauses that name no one (as chmod(1) does).
+    fn apply(&self, old: u32, dir: bool, umask: u32) -> u32 {
+        let clauses = match self {
+            Mode::Octal(m) => return *m,
+            Mode::Symbolic(c) => c,
+        };
+        let mut m = old & 0o7777;
+        for (who, op, perms) in clauses {
+            let (who, mask) = if *who == 0 {
+                (0o7777, !umask)
+            } else {
+                (*who, !0)
+            };
+            let mut bits = 0u32;
+            for p in perms {
+                bits |= match p {
+                    b'r' => 0o444,
+                    b'w' => 0o222,
+                    b'x' => 0o111,
+                    b'X' if dir || m & 0o111 != 0 => 0o111,
+                    b's' => 0o6000,
+                    b't' => 0o1000,
+                    _ => 0,
+                };
+            }
+            let bits = bits & who & mask;
+            match op {
+                b'+' => m |= bits,
+                b'-' => m &= !bits,
+                _ => m = (m & !(who & 0o7777)) | bits,
+            }
+        }
+        m
+    }
+}
+
 /// Parse a command line (after the global options) into a [`Job`]: every
 /// check that needs no kernel happens here.
 fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
@@ -340,16 +479,14 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
     };
     Ok(match cmd {
         "ls" => {
-            let p = opts("l")?;
+            let p = opts("al")?;
+            let (long, all) = (has(&p, 'l'), has(&p, 'a'));
             let paths = if p.operands.is_empty() {
                 vec![".".into()]
             } else {
                 p.operands
             };
-            Job::Ls {
-                long: !p.opts.is_empty(),
-                paths,
-            }
+            Job::Ls { long, all, paths }
         }
         "cat" => {
             let p = opts("")?;
@@ -377,7 +514,7 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
             }
         }
         "cp" => {
-            let p = opts("R")?;
+            let p = opts("Rrp")?;
             need(p.operands.len() >= 2, "expected source ... target")?;
             let mut locs: Vec<Loc> = p.operands.iter().map(|s| Loc::parse(s)).collect();
             let target = locs.pop().expect("two operands");
@@ -392,7 +529,8 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
                 );
             }
             Job::Cp {
-                recursive: !p.opts.is_empty(),
+                recursive: has(&p, 'R') || has(&p, 'r'),
+                preserve: has(&p, 'p'),
                 sources: locs,
                 target,
             }
@@ -405,49 +543,115 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
                 paths: p.operands,
             }
         }
-        "rm" | "rmdir" | "stat" => {
+        "rm" => {
+            let p = opts("fRr")?;
+            let force = has(&p, 'f');
+            need(force || !p.operands.is_empty(), "missing operand")?;
+            Job::Rm {
+                recursive: has(&p, 'r') || has(&p, 'R'),
+                force,
+                paths: p.operands,
+            }
+        }
+        "rmdir" | "stat" => {
             let p = opts("")?;
             need(!p.operands.is_empty(), "missing operand")?;
             match cmd {
-                "rm" => Job::Rm(p.operands),
                 "rmdir" => Job::Rmdir(p.operands),
                 _ => Job::Stat(p.operands),
             }
         }
         "mv" => {
             let p = opts("")?;
-            let [a, b] = p.operands.as_slice() else {
-                return Err("mv: expected from to".into());
+            let Some((to, from)) = p.operands.split_last() else {
+                return Err("mv: missing file operand".into());
             };
+            need(!from.is_empty(), "missing destination file operand")?;
             Job::Mv {
-                from: a.clone(),
-                to: b.clone(),
+                from: from.to_vec(),
+                to: to.clone(),
             }
         }
         "ln" => {
             let p = opts("s")?;
-            need(!p.opts.is_empty(), "only symbolic links (-s) are supported")?;
             let [a, b] = p.operands.as_slice() else {
-                return Err("ln: expected -s target path".into());
+                return Err("ln: expected target path".into());
             };
             Job::Ln {
+                symbolic: has(&p, 's'),
                 target: a.clone(),
                 path: b.clone(),
             }
         }
         "chmod" => {
-            let p = opts("")?;
+            let p = opts("R")?;
             let Some((mode, paths)) = p.operands.split_first() else {
                 return Err("chmod: missing mode".into());
             };
             need(!paths.is_empty(), "missing file operand")?;
             Job::Chmod {
-                mode: parse_mode(text("", mode)?).map_err(|e| format!("chmod: {e}"))?,
+                mode: Mode::parse(text("", mode)?).map_err(|e| format!("chmod: {e}"))?,
+                recursive: has(&p, 'R'),
                 paths: paths.to_vec(),
             }
         }
+        "mkfifo" | "mknod" => {
+            let p = opts("m:")?;
+            let mut mode = 0o666;
+            for (_, v) in &p.opts {
+                let v = text("-m ", v.as_deref().unwrap_or_default())?;
+                mode = match Mode::parse(v).map_err(|e| format!("{cmd}: {e}"))? {
+                    Mode::Octal(m) => m,
+                    sym => sym.apply(0o666, false, 0),
+                };
+            }
+            if cmd == "mkfifo" {
+                need(!p.operands.is_empty(), "missing operand")?;
+                Job::Mknod {
+                    mode,
+                    kind: netbsd_abi::stat::S_IFIFO,
+                    dev: 0,
+                    paths: p.operands,
+                }
+            } else {
+                let ops: Vec<&str> = p
+                    .operands
+                    .iter()
+                    .skip(1)
+                    .map(|o| text("", o))
+                    .collect::<Result<_, _>>()?;
+                let Some(path) = p.operands.first() else {
+                    return Err("mknod: missing operand".into());
+                };
+                let num = |s: &str| {
+                    s.parse::<u32>()
+                        .map_err(|_| format!("mknod: {s}: invalid device number"))
+                };
+                let (kind, dev) = match ops.as_slice() {
+                    ["p"] => (netbsd_abi::stat::S_IFIFO, 0),
+                    [t @ ("b" | "c" | "u"), maj, min] => (
+                        if *t == "b" {
+                            netbsd_abi::stat::S_IFBLK
+                        } else {
+                            netbsd_abi::stat::S_IFCHR
+                        },
+                        makedev(num(maj)?, num(min)?),
+                    ),
+                    [t, ..] if !matches!(*t, "b" | "c" | "u" | "p") => {
+                        return Err(format!("mknod: invalid device type '{t}'"))
+                    }
+                    _ => return Err("mknod: expected path b|c major minor, or path p".into()),
+                };
+                Job::Mknod {
+                    mode,
+                    kind,
+                    dev,
+                    paths: vec![path.clone()],
+                }
+            }
+        }
         "chown" => {
-            let p = opts("h")?;
+            let p = opts("hR")?;
             let Some((owner, paths)) = p.operands.split_first() else {
                 return Err("chown: missing owner".into());
             };
@@ -456,7 +660,8 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
             Job::Chown {
                 uid,
                 gid,
-                nofollow: !p.opts.is_empty(),
+                nofollow: has(&p, 'h'),
+                recursive: has(&p, 'R'),
                 paths: paths.to_vec(),
             }
         }
@@ -466,12 +671,16 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
             Job::Touch(p.operands)
         }
         "df" => {
-            let p = opts("")?;
-            Job::Df(if p.operands.is_empty() {
-                vec!["/".into()]
-            } else {
-                p.operands
-            })
+            let p = opts("h")?;
+            let human = has(&p, 'h');
+            Job::Df {
+                human,
+                paths: if p.operands.is_empty() {
+                    vec!["/".into()]
+                } else {
+                    p.operands
+                },
+            }
         }
         "mount" => {
             let p = opts("r")?;
@@ -529,21 +738,52 @@ fn main() {
         "connected to {}",
         std::env::var("RUMP_SERVER").unwrap_or_default()
     );
+    // New files and directories get modes as the host's commands give
+    // them: less this process's umask.
+    // SAFETY: umask(2) has no preconditions; the old mask is put back.
+    let host_umask = unsafe {
+        let m = libc::umask(0);
+        libc::umask(m);
+        m as u32
+    };
+    if let Err(e) = client.umask(host_umask) {
+        tracing::debug!("umask {host_umask:o}: {e}");
+    }
     let mut status = 0;
     let mut report = |r: Result<(), Fail>| {
         if let Err(Fail(m)) = r {
-            eprintln!("{}: {m}", prog());
+            // Empty: already said, one line per failure.
+            if !m.is_empty() {
+                eprintln!("{}: {m}", prog());
+            }
             status = 1;
         }
     };
     let c = &client;
     match job {
-        Job::Ls { long, paths } => {
-            for (i, path) in paths.iter().enumerate() {
-                if paths.len() > 1 && i > 0 {
+        Job::Ls { long, all, paths } => {
+            // As ls(1): the file operands first, together, then each
+            // directory under its name, a blank line between.
+            let mut dirs = Vec::new();
+            let mut files = 0;
+            let mut paths = paths;
+            paths.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for path in &paths {
+                match c.lstat(path.as_bytes()) {
+                    Ok(st) if st.is_dir() => dirs.push(path),
+                    Ok(st) => {
+                        print_entry(c, path.as_bytes(), path.as_bytes(), &st, long);
+                        files += 1;
+                    }
+                    Err(e) => report(Err(fail(path, e))),
+                }
+            }
+            let header = paths.len() > 1;
+            for (i, path) in dirs.iter().enumerate() {
+                if i > 0 || files > 0 {
                     out!();
                 }
-                report(ls(c, path, long, paths.len() > 1));
+                report(ls(c, path, long, all, header));
             }
         }
         Job::Cat(paths) => {
@@ -555,17 +795,22 @@ fn main() {
         Job::Get { path, host } => report(get(c, &path, &host)),
         Job::Cp {
             recursive,
+            preserve,
             sources,
             target,
-        } => report(cp(c, recursive, &sources, &target)),
+        } => report(cp(c, recursive, preserve, &sources, &target)),
         Job::Mkdir { parents, paths } => {
             for path in &paths {
                 report(mkdir(c, path, parents));
             }
         }
-        Job::Rm(paths) => {
+        Job::Rm {
+            recursive,
+            force,
+            paths,
+        } => {
             for path in &paths {
-                report(c.unlink(path.as_bytes()).map_err(|e| fail(path, e)));
+                report(rm(c, path.as_bytes(), recursive, force));
             }
         }
         Job::Rmdir(paths) => {
@@ -573,32 +818,112 @@ fn main() {
                 report(c.rmdir(path.as_bytes()).map_err(|e| fail(path, e)));
             }
         }
-        Job::Mv { from, to } => report(
-            c.rename(from.as_bytes(), to.as_bytes())
-                .map_err(|e| fail(&format!("rename {} to {}", sh(&from), sh(&to)), e)),
-        ),
-        Job::Ln { target, path } => report(
-            c.symlink(target.as_bytes(), path.as_bytes())
-                .map_err(|e| fail(&path, e)),
-        ),
-        Job::Chmod { mode, paths } => {
+        Job::Mv { from, to } => {
+            // Into a directory (as mv(1)) when `to` is one, or several
+            // sources are given.
+            let into = c.stat(to.as_bytes()).is_ok_and(|st| st.is_dir());
+            if from.len() > 1 && !into {
+                report(Err(Fail(format!(
+                    "target '{}': {}",
+                    sh(&to),
+                    netbsd_abi::Errno(ENOTDIR).description()
+                ))));
+            } else {
+                for f in &from {
+                    let dst = if into {
+                        join(to.as_bytes(), basename(f).as_bytes())
+                    } else {
+                        to.as_bytes().to_vec()
+                    };
+                    report(c.rename(f.as_bytes(), &dst).map_err(|e| {
+                        fail(&format!("cannot move '{}' to '{}'", sh(f), show(&dst)), e)
+                    }));
+                }
+            }
+        }
+        Job::Ln {
+            symbolic,
+            target,
+            path,
+        } => {
+            // Into a directory under the target's name, as ln(1).
+            let path = if c.stat(path.as_bytes()).is_ok_and(|st| st.is_dir()) {
+                OsString::from_vec(join(path.as_bytes(), basename(&target).as_bytes()))
+            } else {
+                path
+            };
+            let r = if symbolic {
+                c.symlink(target.as_bytes(), path.as_bytes())
+            } else {
+                c.link(target.as_bytes(), path.as_bytes())
+            };
+            report(r.map_err(|e| {
+                fail(
+                    &format!(
+                        "failed to create {}link '{}'",
+                        if symbolic { "symbolic " } else { "hard " },
+                        sh(&path)
+                    ),
+                    e,
+                )
+            }))
+        }
+        Job::Chmod {
+            mode,
+            recursive,
+            paths,
+        } => {
+            // SAFETY: umask(2) has no preconditions; the old mask is put
+            // straight back.
+            let umask = unsafe {
+                let m = libc::umask(0);
+                libc::umask(m);
+                m as u32
+            };
             for path in &paths {
-                report(c.chmod(path.as_bytes(), mode).map_err(|e| fail(path, e)));
+                report(walk(c, path.as_bytes(), recursive, &mut |p, st| {
+                    // Links met on the way are not followed (chmod -R).
+                    if st.is_lnk() {
+                        return Ok(());
+                    }
+                    let new = mode.apply(st.mode, st.is_dir(), umask);
+                    c.chmod(p, new).map_err(|e| fail(OsStr::from_bytes(p), e))
+                }));
+            }
+        }
+        Job::Mknod {
+            mode,
+            kind,
+            dev,
+            paths,
+        } => {
+            for path in &paths {
+                let r = if kind == netbsd_abi::stat::S_IFIFO {
+                    c.mkfifo(path.as_bytes(), mode)
+                } else {
+                    c.mknod(path.as_bytes(), kind | mode, dev)
+                };
+                report(r.map_err(|e| fail(path, e)));
             }
         }
         Job::Chown {
             uid,
             gid,
             nofollow,
+            recursive,
             paths,
         } => {
             for path in &paths {
-                let r = if nofollow {
-                    c.lchown(path.as_bytes(), uid, gid)
-                } else {
-                    c.chown(path.as_bytes(), uid, gid)
-                };
-                report(r.map_err(|e| fail(path, e)));
+                report(walk(c, path.as_bytes(), recursive, &mut |p, st| {
+                    // Recursively, links are changed themselves, never
+                    // followed (chown -R's default).
+                    let r = if nofollow || (recursive && st.is_lnk()) {
+                        c.lchown(p, uid, gid)
+                    } else {
+                        c.chown(p, uid, gid)
+                    };
+                    r.map_err(|e| fail(OsStr::from_bytes(p), e))
+                }));
             }
         }
         Job::Touch(paths) => {
@@ -606,17 +931,17 @@ fn main() {
                 report(touch(c, path));
             }
         }
-        Job::Df(paths) => {
+        Job::Df { human, paths } => {
             out!(
                 "{:<16} {:>10} {:>10} {:>10} {:>8}  Mounted on",
                 "Filesystem",
-                "1K-blocks",
+                if human { "Size" } else { "1K-blocks" },
                 "Used",
                 "Avail",
                 "Capacity"
             );
             for path in &paths {
-                report(df(c, path));
+                report(df(c, path, human));
             }
         }
         Job::Stat(paths) => {
@@ -627,10 +952,16 @@ fn main() {
         Job::Mount { ro, special, dir } => report(mount(c, ro, &special, &dir)),
         Job::Umount { force, dir } => {
             let flags = if force { MNT_FORCE } else { 0 };
-            report(
-                c.unmount(dir.as_bytes(), flags)
-                    .map_err(|e| fail(&format!("umount {}", sh(&dir)), e)),
-            )
+            let r = c.unmount(dir.as_bytes(), flags);
+            report(match r {
+                // What umount(8) says of a directory nothing is mounted on.
+                Err(e)
+                    if e.is_errno(netbsd_abi::errno::EINVAL) && c.stat(dir.as_bytes()).is_ok() =>
+                {
+                    Err(Fail(format!("umount {}: not mounted", sh(&dir))))
+                }
+                r => r.map_err(|e| fail(&format!("umount {}", sh(&dir)), e)),
+            })
         }
         Job::Sync => report(c.sync().map_err(|e| fail("sync", e))),
     }
@@ -749,7 +1080,7 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn ls(c: &Client, path: &OsStr, long: bool, header: bool) -> Result<(), Fail> {
+fn ls(c: &Client, path: &OsStr, long: bool, all: bool, header: bool) -> Result<(), Fail> {
     let st = c.lstat(path.as_bytes()).map_err(|e| fail(path, e))?;
     if st.mode & S_IFMT != S_IFDIR {
         print_entry(c, path.as_bytes(), path.as_bytes(), &st, long);
@@ -768,7 +1099,7 @@ fn ls(c: &Client, path: &OsStr, long: bool, header: bool) -> Result<(), Fail> {
     };
     let _ = c.close(fd);
     r?;
-    names.retain(|n| n != b"." && n != b"..");
+    names.retain(|n| n != b"." && n != b".." && (all || !n.starts_with(b".")));
     names.sort();
     if header {
         out_bytes(&[path.as_bytes(), b":\n"]);
@@ -797,13 +1128,21 @@ fn print_entry(c: &Client, full: &[u8], name: &[u8], st: &Stat, long: bool) {
     } else {
         None
     };
+    // A device shows its major and minor numbers where others show size.
+    let size = match st.mode & S_IFMT {
+        netbsd_abi::stat::S_IFBLK | netbsd_abi::stat::S_IFCHR => {
+            let (ma, mi) = major_minor(st.rdev);
+            format!("{ma}, {mi}")
+        }
+        _ => st.size.to_string(),
+    };
     let head = format!(
         "{} {:>3} {:>5} {:>5} {:>10} {} ",
         mode_string(st.mode),
         st.nlink,
         st.uid,
         st.gid,
-        st.size,
+        size,
         ls_time(st.mtime.sec, now())
     );
     match target {
@@ -833,6 +1172,98 @@ fn stat(c: &Client, path: &OsStr) -> Result<(), Fail> {
 }
 
 // ---------------------------------------------------------------------------
+// rm [-fr], and the walk of chmod -R and chown -R
+
+/// The names in kernel directory `path`, without `.` and `..`, in order.
+fn names_in(c: &Client, path: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let mut v: Vec<Vec<u8>> = c
+        .read_dir(path)?
+        .into_iter()
+        .map(|d| d.name)
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Say a failure met inside a tree now, and go on with the rest.
+fn said(f: Fail) -> Fail {
+    if !f.0.is_empty() {
+        eprintln!("{}: {}", prog(), f.0);
+    }
+    Fail(String::new())
+}
+
+fn rm(c: &Client, path: &[u8], recursive: bool, force: bool) -> Result<(), Fail> {
+    let cannot = |e: &dyn std::fmt::Display| Fail(format!("cannot remove '{}': {e}", show(path)));
+    let st = match c.lstat(path) {
+        Ok(st) => st,
+        Err(e) if force && e.is_errno(ENOENT) => return Ok(()),
+        Err(e) => return Err(cannot(&e)),
+    };
+    if !st.is_dir() {
+        return c.unlink(path).map_err(|e| cannot(&e));
+    }
+    if !recursive {
+        return Err(cannot(
+            &netbsd_abi::Errno(netbsd_abi::errno::EISDIR).description(),
+        ));
+    }
+    let mut failed = None;
+    for n in names_in(c, path).map_err(|e| cannot(&e))? {
+        if let Err(f) = rm(c, &join(path, &n), true, force) {
+            failed = Some(said(f));
+        }
+    }
+    match failed {
+        // A directory whose contents stayed cannot go either: one message.
+        Some(f) => Err(f),
+        None => c.rmdir(path).map_err(|e| cannot(&e)),
+    }
+}
+
+/// Call `f` on `path` (following a final symbolic link, as chmod(1) and
+/// chown(1) do on their operands) and, with `recursive`, on everything
+/// under it, symbolic links included but not followed.
+fn walk(
+    c: &Client,
+    path: &[u8],
+    recursive: bool,
+    f: &mut dyn FnMut(&[u8], &Stat) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    let st = c
+        .stat(path)
+        .or_else(|_| c.lstat(path))
+        .map_err(|e| fail(OsStr::from_bytes(path), e))?;
+    walk_at(c, path, st, recursive, f)
+}
+
+fn walk_at(
+    c: &Client,
+    path: &[u8],
+    st: Stat,
+    recursive: bool,
+    f: &mut dyn FnMut(&[u8], &Stat) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    f(path, &st)?;
+    if !recursive || !st.is_dir() {
+        return Ok(());
+    }
+    let mut failed = None;
+    for n in names_in(c, path).map_err(|e| fail(OsStr::from_bytes(path), e))? {
+        let p = join(path, &n);
+        let r = c
+            .lstat(&p)
+            .map_err(|e| fail(OsStr::from_bytes(&p), e))
+            .and_then(|st| walk_at(c, &p, st, true, f));
+        if let Err(e) = r {
+            failed = Some(said(e));
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+// ---------------------------------------------------------------------------
 // touch, df
 
 fn touch(c: &Client, path: &OsStr) -> Result<(), Fail> {
@@ -848,7 +1279,34 @@ fn touch(c: &Client, path: &OsStr) -> Result<(), Fail> {
     }
 }
 
-fn df(c: &Client, path: &OsStr) -> Result<(), Fail> {
+/// df -h's sizes: powers of 1024 with a unit, one decimal below 10,
+/// rounded up, as GNU df shows them.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v < 10.0 {
+        let t = (v * 10.0).ceil() / 10.0;
+        if t < 10.0 {
+            return format!("{t:.1}{}", UNITS[u]);
+        }
+        v = t;
+    }
+    let n = v.ceil();
+    if n >= 1024.0 && u + 1 < UNITS.len() {
+        return format!("1.0{}", UNITS[u + 1]);
+    }
+    format!("{n:.0}{}", UNITS[u])
+}
+
+fn df(c: &Client, path: &OsStr, human_sizes: bool) -> Result<(), Fail> {
     let v = c.statvfs(path.as_bytes()).map_err(|e| fail(path, e))?;
     let unit = if v.frsize != 0 { v.frsize } else { v.bsize };
     let k = |blocks: u64| blocks.saturating_mul(unit) / 1024;
@@ -860,12 +1318,19 @@ fn df(c: &Client, path: &OsStr) -> Result<(), Fail> {
     };
     let from = String::from_utf8_lossy(&v.mntfromname).into_owned();
     let on = String::from_utf8_lossy(&v.mntonname).into_owned();
+    let n = |blocks: u64| {
+        if human_sizes {
+            human(blocks.saturating_mul(unit))
+        } else {
+            k(blocks).to_string()
+        }
+    };
     out!(
         "{:<16} {:>10} {:>10} {:>10} {:>7}%  {on}",
         if from.is_empty() { "-" } else { &from },
-        k(v.blocks),
-        k(used),
-        k(v.bavail),
+        n(v.blocks),
+        n(used),
+        n(v.bavail),
         cap
     );
     Ok(())
@@ -987,15 +1452,24 @@ fn pump_out(
 }
 
 fn put(c: &Client, host: &OsStr, path: &OsStr) -> Result<(), Fail> {
-    let (mut input, len): (Box<dyn Read>, Option<u64>) = if host == "-" {
-        (Box::new(std::io::stdin().lock()), None)
+    use std::os::unix::fs::PermissionsExt;
+    let (mut input, len, mode): (Box<dyn Read>, Option<u64>, u32) = if host == "-" {
+        (Box::new(std::io::stdin().lock()), None, 0o644)
     } else {
         let f = std::fs::File::open(host).map_err(|e| host_fail(host, e))?;
-        let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
-        (Box::new(f), len)
+        let md = f.metadata().map_err(|e| host_fail(host, e))?;
+        if md.is_dir() {
+            return Err(host_fail(
+                host,
+                std::io::Error::from_raw_os_error(libc::EISDIR),
+            ));
+        }
+        let len = Some(md.len()).filter(|_| md.is_file());
+        // A new file gets the host file's mode, as cp(1) gives it.
+        (Box::new(f), len, md.permissions().mode() & 0o7777)
     };
     let fd = c
-        .open(path.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        .open(path.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, mode)
         .map_err(|e| fail(path, e))?;
     let bar = progress(len, &sh(path));
     let r = pump_in(c, &mut *input, &sh(host), fd, &sh(path), &bar);
@@ -1012,16 +1486,30 @@ fn get(c: &Client, path: &OsStr, host: &OsStr) -> Result<(), Fail> {
         .open(path.as_bytes(), O_RDONLY, 0)
         .map_err(|e| fail(path, e))?;
     let r = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let st = c.fstat(fd).map_err(|e| fail(path, e))?;
+        // A directory is refused before any host file is made.
+        if st.is_dir() {
+            return Err(fail(
+                path,
+                Error::Errno(netbsd_abi::Errno(netbsd_abi::errno::EISDIR)),
+            ));
+        }
         let mut out: Box<dyn Write> = if host == "-" {
             Box::new(std::io::stdout().lock())
         } else {
-            Box::new(std::fs::File::create(host).map_err(|e| host_fail(host, e))?)
+            // A new file gets the kernel file's mode (less the umask).
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(st.mode & 0o7777)
+                    .open(host)
+                    .map_err(|e| host_fail(host, e))?,
+            )
         };
-        let len = c
-            .fstat(fd)
-            .ok()
-            .filter(|s| s.mode & S_IFMT == S_IFREG)
-            .map(|s| s.size as u64);
+        let len = Some(st.size as u64).filter(|_| st.mode & S_IFMT == S_IFREG);
         // Standard output is the data: no bar over it when it is the
         // terminal too.
         let bar = if host == "-" && std::io::stdout().is_terminal() {
@@ -1059,6 +1547,8 @@ enum Kind {
 struct Meta {
     kind: Kind,
     mode: u32,
+    /// Access and modification times: (seconds, nanoseconds) each.
+    times: [(i64, i64); 2],
 }
 
 fn kind_of(mode: u32) -> Kind {
@@ -1082,13 +1572,14 @@ impl Side<'_> {
                 Ok(st) => Ok(Some(Meta {
                     kind: kind_of(st.mode),
                     mode: st.mode & 0o7777,
+                    times: [(st.atime.sec, st.atime.nsec), (st.mtime.sec, st.mtime.nsec)],
                 })),
                 Err(e) if e.is_errno(ENOENT) => Ok(None),
                 Err(e) => Err(fail(&l.show(), e)),
             },
             Loc::Host(p) => match std::fs::symlink_metadata(p) {
                 Ok(m) => {
-                    use std::os::unix::fs::PermissionsExt;
+                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
                     let ft = m.file_type();
                     let kind = if ft.is_file() {
                         Kind::File
@@ -1102,6 +1593,7 @@ impl Side<'_> {
                     Ok(Some(Meta {
                         kind,
                         mode: m.permissions().mode() & 0o7777,
+                        times: [(m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec())],
                     }))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -1174,7 +1666,60 @@ impl Side<'_> {
         }
     }
 
+    /// A symbolic link at `l`; one already there is replaced (as GNU
+    /// `cp -R` does a second time), anything else is not.
     fn symlink(&self, target: &[u8], l: &Loc) -> Result<(), Fail> {
+        match self.symlink_once(target, l) {
+            Err(f)
+                if matches!(
+                    self.lstat(l),
+                    Ok(Some(Meta {
+                        kind: Kind::Link,
+                        ..
+                    }))
+                ) =>
+            {
+                let removed = match l {
+                    Loc::Kernel(p) => self.c.unlink(p.as_bytes()).is_ok(),
+                    Loc::Host(p) => std::fs::remove_file(p).is_ok(),
+                };
+                if removed {
+                    self.symlink_once(target, l)
+                } else {
+                    Err(f)
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Set `l`'s access and modification times (`cp -p`); a symbolic
+    /// link's own.
+    fn set_times(&self, l: &Loc, t: [(i64, i64); 2]) -> Result<(), Fail> {
+        match l {
+            Loc::Kernel(p) => {
+                let ts = |(sec, nsec)| TimeSpec::At(netbsd_abi::stat::Timespec { sec, nsec });
+                self.c
+                    .utimens(p.as_bytes(), [ts(t[0]), ts(t[1])], false)
+                    .map_err(|e| fail(&l.show(), e))
+            }
+            Loc::Host(p) => {
+                use nix::sys::stat::{utimensat, UtimensatFlags};
+                use nix::sys::time::TimeSpec as NixTs;
+                let ts = |(sec, nsec): (i64, i64)| NixTs::new(sec, nsec);
+                utimensat(
+                    None,
+                    Path::new(p),
+                    &ts(t[0]),
+                    &ts(t[1]),
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| host_fail(p, std::io::Error::from(e)))
+            }
+        }
+    }
+
+    fn symlink_once(&self, target: &[u8], l: &Loc) -> Result<(), Fail> {
         match l {
             Loc::Kernel(p) => self
                 .c
@@ -1320,9 +1865,34 @@ fn basename(p: &OsStr) -> &OsStr {
     OsStr::from_bytes(t.rsplit(|&b| b == b'/').next().unwrap_or(t))
 }
 
-fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), Fail> {
+fn cp(
+    c: &Client,
+    recursive: bool,
+    preserve: bool,
+    sources: &[Loc],
+    target: &Loc,
+) -> Result<(), Fail> {
     let side = Side { c };
     let into_dir = side.is_dir(target);
+    // `cp f dir/` where dir/ is not a directory: what cp(1) says.
+    if !into_dir
+        && target.path().as_bytes().ends_with(b"/")
+        && sources.iter().any(|s| {
+            !matches!(
+                side.lstat(s),
+                Ok(Some(Meta {
+                    kind: Kind::Dir,
+                    ..
+                }))
+            )
+        })
+    {
+        return Err(Fail(format!(
+            "cannot create regular file '{}': {}",
+            target.show(),
+            netbsd_abi::Errno(ENOTDIR).description()
+        )));
+    }
     if sources.len() > 1 && !into_dir {
         return Err(Fail(format!(
             "{}: not a directory (copying several sources)",
@@ -1336,7 +1906,7 @@ fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), 
         } else {
             target.clone()
         };
-        if let Err(f) = cp_one(&side, recursive, src, &dst) {
+        if let Err(f) = cp_one(&side, recursive, preserve, src, &dst) {
             eprintln!("{}: {}", prog(), f.0);
             first_err.get_or_insert(Fail(String::new()));
         }
@@ -1348,7 +1918,7 @@ fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), 
     }
 }
 
-fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail> {
+fn cp_one(side: &Side, recursive: bool, preserve: bool, src: &Loc, dst: &Loc) -> Result<(), Fail> {
     let Some(m) = side.lstat(src)? else {
         return Err(Fail(format!(
             "{}: {}",
@@ -1361,6 +1931,9 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
             let n = side.copy_file(src, dst, m.mode)?;
             // An existing target keeps its mode otherwise.
             side.chmod(dst, m.mode)?;
+            if preserve {
+                side.set_times(dst, m.times)?;
+            }
             tracing::info!("{} -> {}: {n} bytes", src.show(), dst.show());
             Ok(())
         }
@@ -1374,12 +1947,21 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
             tracing::info!("{} -> {}/", src.show(), dst.show());
             let mut failed = None;
             for name in side.list(src)? {
-                if let Err(f) = cp_one(side, recursive, &src.join(&name), &dst.join(&name)) {
-                    eprintln!("{}: {}", prog(), f.0);
+                if let Err(f) = cp_one(
+                    side,
+                    recursive,
+                    preserve,
+                    &src.join(&name),
+                    &dst.join(&name),
+                ) {
+                    said(f);
                     failed = Some(());
                 }
             }
             side.chmod(dst, m.mode)?;
+            if preserve {
+                side.set_times(dst, m.times)?;
+            }
             match failed {
                 Some(()) => Err(Fail(format!("{}: not all of it was copied", src.show()))),
                 None => Ok(()),
@@ -1388,6 +1970,9 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
         Kind::Link => {
             let t = side.readlink(src)?;
             side.symlink(&t, dst)?;
+            if preserve {
+                side.set_times(dst, m.times)?;
+            }
             tracing::info!("{} -> {} (symbolic link)", src.show(), dst.show());
             Ok(())
         }
@@ -1415,7 +2000,10 @@ mod tests {
         assert!(parse("chmod", &v(&["644"])).is_err());
         assert!(matches!(
             parse("chmod", &v(&["0644", "/f"])),
-            Ok(Job::Chmod { mode: 0o644, .. })
+            Ok(Job::Chmod {
+                mode: Mode::Octal(0o644),
+                ..
+            })
         ));
         assert!(parse("cp", &v(&["a", "b"]))
             .unwrap_err()
@@ -1424,7 +2012,19 @@ mod tests {
         assert!(parse("put", &v(&["a"])).is_err());
         assert!(parse("sync", &v(&["x"])).is_err());
         assert!(parse("mount", &v(&["-x", "a", "b"])).is_err());
-        assert!(parse("ln", &v(&["a", "b"])).is_err());
+        assert!(parse("ln", &v(&["a"])).is_err());
+        assert!(matches!(
+            parse("ln", &v(&["a", "b"])),
+            Ok(Job::Ln {
+                symbolic: false,
+                ..
+            })
+        ));
+        assert!(parse("mknod", &v(&["/d", "x", "1", "2"])).is_err());
+        assert!(matches!(
+            parse("mknod", &v(&["/d", "b", "1", "2"])),
+            Ok(Job::Mknod { dev, .. }) if major_minor(dev) == (1, 2)
+        ));
         assert!(matches!(
             parse("chown", &v(&["5:7", "/f"])),
             Ok(Job::Chown {
@@ -1448,7 +2048,40 @@ mod tests {
             .contains("no user database"));
         assert!(parse("chown", &v(&[":", "/f"])).is_err());
         assert!(parse("touch", &[]).is_err());
-        assert!(matches!(parse("df", &[]), Ok(Job::Df(p)) if p == v(&["/"])));
+        assert!(
+            matches!(parse("df", &[]), Ok(Job::Df { paths, human: false }) if paths == v(&["/"]))
+        );
+    }
+
+    #[test]
+    fn symbolic_modes_as_chmod() {
+        let m = |s: &str, old: u32| Mode::parse(s).unwrap().apply(old, false, 0o022);
+        assert_eq!(m("u+x", 0o644), 0o744);
+        assert_eq!(m("go-w", 0o666), 0o644);
+        assert_eq!(m("a=r,u+w", 0o777), 0o644);
+        assert_eq!(m("+x", 0o644), 0o755);
+        assert_eq!(m("=rw", 0o777), 0o644);
+        assert_eq!(m("o=", 0o777), 0o770);
+        assert_eq!(m("u+s", 0o755), 0o4755);
+        assert_eq!(m("+X", 0o644), 0o644);
+        assert_eq!(Mode::parse("+X").unwrap().apply(0o644, true, 0), 0o755);
+        assert_eq!(m("0700", 0o644), 0o700);
+        assert!(Mode::parse("u").is_err());
+        assert!(Mode::parse("X").is_err());
+        assert!(Mode::parse("z+x").is_err());
+        assert!(Mode::parse("").is_err());
+        assert!(Mode::parse("999").is_err());
+    }
+
+    #[test]
+    fn df_human_sizes() {
+        assert_eq!(human(0), "0");
+        assert_eq!(human(1023), "1023");
+        assert_eq!(human(1024), "1.0K");
+        assert_eq!(human(1536), "1.5K");
+        assert_eq!(human(10 * 1024), "10K");
+        assert_eq!(human(64484 * 1024), "63M");
+        assert_eq!(human((1 << 30) - 1), "1.0G");
     }
 
     #[test]
