@@ -88,6 +88,7 @@ fn nosync_completes_while_the_drive_hangs() {
         args: vec!["-d".into(), drive_arg(d.path())],
         env: vec![("RUMP_FAULT", fault.clone())],
         cores: false,
+        stderr: None,
     };
     // A plain halt blocks on the hanging drive...
     let mut s = Server::start_with(d.path(), opts());
@@ -112,6 +113,7 @@ fn nosync_completes_while_the_drive_hangs() {
             args: vec!["-d".into(), drive_arg(d2.path())],
             env: vec![("RUMP_FAULT", "/dk=write-hang".into())],
             cores: false,
+            stderr: None,
         },
     );
     write_dk(&s, &pattern(MIB, 3), 0);
@@ -371,6 +373,7 @@ fn a_failed_flush_is_reported_and_the_server_still_halts() {
             args: vec!["-d".into(), drive_arg(d.path())],
             env: vec![("RUMP_FAULT", "/dk=write-error".into())],
             cores: false,
+            stderr: None,
         },
     );
     write_dk(&s, &pattern(MIB, 7), 0);
@@ -410,6 +413,7 @@ fn after_h_the_exit_status_reflects_the_flush() {
                 args: vec!["-d".into(), drive_arg(d.path())],
                 env,
                 cores: false,
+                stderr: None,
             },
         );
         write_dk(&s, &pattern(MIB, 8), 0);

@@ -512,3 +512,124 @@ fn directory_claiming_terabytes_does_not_wedge_the_server() {
         t.elapsed()
     );
 }
+
+/// 40 connections that each send a header claiming a 64 MiB request and
+/// nothing more: a claim commits no memory (the server grows a request's
+/// buffer only as its bytes arrive), and a fresh client is served.
+#[test]
+fn frame_length_claims_commit_no_memory() {
+    use netbsd_abi::sp::{Class, RawHeader, Type, MAX_FRAME};
+    use std::io::Write;
+    let d = tmpdir();
+    let s = server_env(d.path(), &[], &[]);
+    // Warm up: one client served, so what follows measures only the claims.
+    let c = s.client();
+    c.getpid().unwrap();
+    drop(c);
+    let before = rss_kib(s.pid());
+    let conns: Vec<UnixStream> = (0..40)
+        .map(|i| {
+            let mut u = UnixStream::connect(&s.sock).expect("connect");
+            let h = RawHeader {
+                len: MAX_FRAME,
+                reqno: i,
+                class: Class::Req as u16,
+                ty: Type::Handshake as u16,
+                arg: 0,
+            };
+            u.write_all(&h.encode()).expect("send header");
+            u
+        })
+        .collect();
+    // Let the server read every header.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(s.pid());
+    let t = Instant::now();
+    let c = s.client();
+    c.getpid().expect("a fresh client is served");
+    let served = t.elapsed();
+    eprintln!(
+        "RSS {before} KiB -> {after} KiB with 40 claims of {MAX_FRAME} bytes; fresh client in {served:?}"
+    );
+    assert!(
+        after.saturating_sub(before) <= 32 << 10,
+        "RSS grew by {} KiB for 40 header-only frames",
+        after - before
+    );
+    assert!(
+        served < Duration::from_secs(2),
+        "fresh client took {served:?}"
+    );
+    drop(conns);
+}
+
+/// A file whose block pointers (direct and indirect) point past the end of
+/// the file system, into the rest of the drive: reads and writes of it
+/// fail with EIO, the server goes on, and no byte outside the file system
+/// changes.
+#[test]
+fn block_pointers_outside_the_file_system_give_eio_and_touch_nothing() {
+    use netbsd_abi::errno::EIO;
+    use std::os::unix::fs::FileExt;
+    let d = tmpdir();
+    let img = d.path().join("disk.img");
+    // An 8 MiB file system at the start of a 16 MiB drive.
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    mke2fs(&img, &["-b", "1024"], "8M");
+    let data = d.path().join("data");
+    std::fs::write(&data, pattern(20 << 10, 1)).unwrap();
+    let dbg = |cmd: &str| {
+        let o = host_cmd("debugfs")
+            .args(["-w", "-R", cmd])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "debugfs {cmd}: {}", stderr(&o));
+    };
+    dbg(&format!("write {} f", data.display()));
+    dbg(&format!("write {} g", data.display()));
+    // f: a direct pointer past the file system; g: its indirect block.
+    dbg("set_inode_field f block[0] 12000");
+    dbg("set_inode_field g block[IND] 12500");
+    let outside = read_at(&img, 8 << 20, 8 << 20);
+    let s = Server::start(
+        d.path(),
+        &[
+            "-d",
+            &format!("key=/dk,hostpath={},size=host", img.display()),
+        ],
+    );
+    let c = s.client();
+    c.mkdir("/mnt", 0o755).unwrap();
+    c.mount_ext2("/mnt", 0, "/dk").expect("mount");
+    let mut buf = vec![0u8; 4096];
+    for (path, at) in [("/mnt/f", 0i64), ("/mnt/g", 13 << 10)] {
+        let fd = c.open(path, O_RDWR, 0).unwrap();
+        let r = c.pread(fd, &mut buf, at);
+        assert!(
+            matches!(r, Err(rumpclient::Error::Errno(e)) if e.0 == EIO),
+            "read {path} at {at}: {r:?}"
+        );
+        let w = c.pwrite(fd, b"must not land", at);
+        assert!(
+            matches!(w, Err(rumpclient::Error::Errno(e)) if e.0 == EIO),
+            "write {path} at {at}: {w:?}"
+        );
+        c.close(fd).unwrap();
+    }
+    // The server serves on; a sync and a halt write nothing outside.
+    c.getpid().unwrap();
+    c.sync().unwrap();
+    drop(c);
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "rump.halt: {}", stderr(&o));
+    let now = read_at(&img, 8 << 20, 8 << 20);
+    assert!(now == outside, "bytes outside the file system changed");
+    let f = std::fs::File::open(&img).unwrap();
+    let mut probe = [0u8; 13];
+    f.read_exact_at(&mut probe, 12000 << 10).unwrap();
+    assert_ne!(&probe, b"must not land");
+}

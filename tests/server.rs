@@ -320,6 +320,7 @@ fn a_host_write_error_is_reported_and_the_data_kept() {
             ],
             env: vec![("RUMP_FAULT", format!("/dk=write-error:{}", ctl.display()))],
             cores: false,
+            stderr: None,
         },
     );
     let c = s.client();

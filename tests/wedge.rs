@@ -36,6 +36,7 @@ fn ext2_server(d: &Path, extra: &[&str], env: Vec<(&'static str, String)>) -> Se
             args,
             env,
             cores: false,
+            stderr: None,
         },
     );
     let c = s.client();
@@ -490,6 +491,7 @@ fn faulty_server(d: &Path, mode: &str, extra: &[&str]) -> (Server, PathBuf, Path
             args,
             env,
             cores: false,
+            stderr: None,
         },
         Some(&log),
     );
@@ -627,6 +629,7 @@ fn an_fsync_stuck_on_the_drive_does_not_stop_other_files() {
             args,
             env,
             cores: false,
+            stderr: None,
         },
     );
     let c = s.client();

@@ -15,6 +15,29 @@ pub const HW_MACHINE: i32 = 1;
 pub const HW_NCPU: i32 = 3;
 pub const HW_PAGESIZE: i32 = 7;
 pub const HW_PHYSMEM64: i32 = 13;
+/// The `vfs` top-level node.
+pub const CTL_VFS: i32 = 10;
+/// A name ending in this asks for the children of the node before it
+/// (an array of `struct sysctlnode`).
+pub const CTL_QUERY: i32 = -2;
+/// The first number of nodes created at run time (`vfs.sync` and its
+/// children are).
+pub const CTL_CREATE_BASE: i32 = 1024;
+/// `struct sysctlnode` on amd64: 96 bytes; `sysctl_flags` at 0,
+/// `sysctl_num` at 4, `sysctl_name` (32 bytes, NUL-terminated) at 8,
+/// `sysctl_ver` at 40, for a node the child array's size and length at 48
+/// and 52, for an immediate int its value at 48.
+pub const SYSCTLNODE_SIZE: usize = 96;
+/// Longest node name, with the NUL.
+pub const SYSCTL_NAMELEN: usize = 32;
+/// `sysctl_flags`: the type in the low bits, access, the API version.
+pub const CTLTYPE_NODE: u32 = 1;
+pub const CTLTYPE_INT: u32 = 2;
+pub const CTLTYPE_STRING: u32 = 3;
+pub const CTLTYPE_QUAD: u32 = 4;
+pub const CTLFLAG_READWRITE: u32 = 0x70;
+pub const CTLFLAG_PERMANENT: u32 = 0x200;
+pub const SYSCTL_VERS_1: u32 = 0x0100_0000;
 
 /// `reboot(2)` flags spelled out for messages and logs: `RB_HALT|RB_DUMP`,
 /// `RB_AUTOBOOT` for 0, unknown bits as hex (`RB_NOSYNC|0x40`).

@@ -105,7 +105,9 @@ impl Fs {
                 self.gds[gi as usize].free_blocks -= 1;
                 self.free_blocks -= 1;
                 self.gd_dirty = true;
-                return Ok(self.g.group_start(gi) + bit);
+                let b = self.g.group_start(gi) + bit;
+                self.meta.allocated_block(b);
+                return Ok(b);
             }
         }
         err(ENOSPC)
@@ -113,6 +115,20 @@ impl Fs {
 
     pub(crate) fn free_block(&mut self, b: u32) -> R<()> {
         self.ind.remove(&b);
+        if b < self.g.first_data_block || b >= self.g.blocks_count {
+            return err(EIO);
+        }
+        self.meta.forget(b as u64 * self.g.bs as u64);
+        if !self.meta.free_block(b) {
+            // On the device something may still point to it: reusable
+            // once this epoch is written (`finish_epoch`).
+            return Ok(());
+        }
+        self.clear_block_bit(b)
+    }
+
+    /// Mark block `b` free in its bitmap and the counts.
+    pub(crate) fn clear_block_bit(&mut self, b: u32) -> R<()> {
         if b < self.g.first_data_block || b >= self.g.blocks_count {
             return err(EIO);
         }
@@ -181,13 +197,24 @@ impl Fs {
                 }
                 self.free_inodes -= 1;
                 self.gd_dirty = true;
-                return Ok(gi * ipg + bit + 1);
+                let ino = gi * ipg + bit + 1;
+                self.meta.allocated_inode(ino);
+                return Ok(ino);
             }
         }
         err(ENOSPC)
     }
 
     pub(crate) fn free_inode_bit(&mut self, ino: u32, dir: bool) -> R<()> {
+        if !self.meta.free_inode(ino, dir) {
+            // As `free_block`: reusable once this epoch is written.
+            return Ok(());
+        }
+        self.clear_inode_bit(ino, dir)
+    }
+
+    /// Mark inode `ino` free in its bitmap and the counts.
+    pub(crate) fn clear_inode_bit(&mut self, ino: u32, dir: bool) -> R<()> {
         let gi = ((ino - 1) / self.g.ipg) as usize;
         let bit = (ino - 1) % self.g.ipg;
         if self.ibm(gi)?.clear(bit) {

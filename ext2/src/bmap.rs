@@ -9,6 +9,7 @@ use netbsd_abi::errno::*;
 
 use crate::fs::{err, Fs, R};
 use crate::inode::*;
+use crate::order::Kind;
 
 /// Indirect blocks kept in memory at most (written back by sync, or all
 /// at once when full).
@@ -93,7 +94,7 @@ impl Fs {
         list.sort_unstable();
         list.dedup();
         let mut raw = Vec::with_capacity(bs as usize);
-        for (k, &b) in list.iter().enumerate() {
+        for &b in list.iter() {
             let Some(e) = self.ind.get_mut(&b) else {
                 continue;
             };
@@ -104,11 +105,8 @@ impl Fs {
             for p in &e.ptrs {
                 raw.extend_from_slice(&p.to_le_bytes());
             }
-            if let Err(err) = self.store.write(b as u64 * bs, &raw) {
-                self.ind_dirty = list[k..].to_vec();
-                return Err(err);
-            }
             e.dirty = false;
+            self.meta.put(b as u64 * bs, &raw, Kind::Other);
         }
         Ok(())
     }
@@ -149,14 +147,30 @@ impl Fs {
     /// Physical block of logical block `l` (0 for a hole).
     pub(crate) fn bmap(&mut self, i: &Inode, l: u64) -> R<u32> {
         let (p, n) = self.path(l)?;
-        let mut b = i.block(p[0]);
+        let mut b = self.check_ptr(i.num, i.block(p[0]))?;
         for &idx in &p[1..n] {
             if b == 0 {
                 return Ok(0);
             }
-            b = self.ind_get(b, idx)?;
+            let next = self.ind_get(b, idx)?;
+            b = self.check_ptr(i.num, next)?;
         }
+        Ok(b)
+    }
+
+    /// A block pointer read from the image (an inode's or an indirect
+    /// block's) before it is followed, read or written: 0 (a hole) or a
+    /// block of the file system's data area. Anything else is `EIO`, with
+    /// a log line naming the inode: a corrupt image never makes us touch
+    /// a byte outside the file system.
+    pub(crate) fn check_ptr(&self, ino: u32, b: u32) -> R<u32> {
         if b != 0 && (b < self.g.first_data_block || b >= self.g.blocks_count) {
+            tracing::warn!(
+                "ext2fs: inode {ino}: block pointer {b} lies outside the file system \
+                 (blocks {}..{}): EIO",
+                self.g.first_data_block,
+                self.g.blocks_count
+            );
             return err(EIO);
         }
         Ok(b)
@@ -219,7 +233,7 @@ impl Fs {
         made: &mut Vec<(PtrLoc, u32)>,
     ) -> R<(u32, bool)> {
         let n = p.len();
-        let mut b = i.block(p[0]);
+        let mut b = self.check_ptr(i.num, i.block(p[0]))?;
         let mut goal = goal;
         if b == 0 {
             self.add_blocks(i)?;
@@ -236,7 +250,7 @@ impl Fs {
                 return Ok((b, true));
             }
             self.ind_new(b)?;
-            goal = b + 1;
+            goal = b.saturating_add(1);
         } else if n == 1 {
             return Ok((b, false));
         }
@@ -244,6 +258,7 @@ impl Fs {
         for (level, &idx) in p.iter().enumerate().skip(1) {
             let last = level == n - 1;
             let c = self.ind_get(parent, idx)?;
+            let c = self.check_ptr(i.num, c)?;
             if c != 0 {
                 if last {
                     return Ok((c, false));
@@ -265,7 +280,7 @@ impl Fs {
                 return Ok((c, true));
             }
             self.ind_new(c)?;
-            goal = c + 1;
+            goal = c.saturating_add(1);
             parent = c;
         }
         unreachable!()

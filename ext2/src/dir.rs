@@ -10,6 +10,7 @@ use netbsd_abi::Errno;
 
 use crate::fs::{err, Fs, R};
 use crate::inode::*;
+use crate::order::Kind;
 use crate::sb::*;
 
 /// Directories indexed in memory at most, and names in all of them.
@@ -268,7 +269,7 @@ impl Fs {
         let (phys, _) = self.bmap_alloc(d, nblocks, goal, &mut log)?;
         let mut blk = vec![0u8; bs];
         put16(&mut blk, 4, bs as u16);
-        if let Err(e) = self.write_blk(phys, &blk) {
+        if let Err(e) = self.write_blk(phys, &blk, Kind::Dir) {
             self.undo_allocs(d, &mut log, 0);
             return Err(e);
         }
@@ -301,10 +302,8 @@ impl Fs {
                 (s.off + s.used, s.rec_len - s.used)
             };
             self.write_entry(&mut blk, off, ino, rec, name, ftype);
-            // Only the bytes that changed go to the store.
-            let changed = &blk[s.off..off + 8 + name.len()];
-            self.store
-                .write(s.phys as u64 * self.g.bs as u64 + s.off as u64, changed)?;
+            self.write_blk(s.phys, &blk, Kind::Dir)?;
+            self.meta.touch_dir(s.phys, true);
             let space = s.other_space.max(rec - rec_size(name.len())) as u16;
             if let Some(idx) = self.dcache.get_mut(&s.dir) {
                 idx.names.insert(name.to_vec(), (s.lb, off as u16, ino));
@@ -335,7 +334,8 @@ impl Fs {
                     (prev.rec_len + ents[k].rec_len) as u16,
                 );
             }
-            self.write_blk(f.phys, &blk)?;
+            self.write_blk(f.phys, &blk, Kind::Dir)?;
+            self.meta.touch_dir(f.phys, false);
             let space = Self::block_space(&self.parse_dir(&blk)?);
             if let Some(idx) = self.dcache.get_mut(&f.dir) {
                 idx.names.remove(&name);
@@ -357,7 +357,10 @@ impl Fs {
             if self.g.filetype {
                 blk[f.off + 7] = ftype;
             }
-            self.write_blk(f.phys, &blk)?;
+            self.write_blk(f.phys, &blk, Kind::Dir)?;
+            // An entry now names another inode: as a loss and a gain.
+            self.meta.touch_dir(f.phys, false);
+            self.meta.touch_dir(f.phys, true);
             let name_len = if self.g.filetype {
                 blk[f.off + 6] as usize
             } else {

@@ -21,6 +21,7 @@ use crate::alloc::Bitmap;
 use crate::bmap::IndBlk;
 use crate::dir::DirIdx;
 use crate::icache::CachedInode;
+use crate::order::{Epoch, Kind, MetaBufs};
 use crate::sb::*;
 use crate::{MountError, MountOptions};
 
@@ -103,6 +104,11 @@ pub(crate) struct Fs {
     pub(crate) dead: bool,
     /// A reusable buffer for padded data writes.
     pub(crate) scratch: Vec<u8>,
+    /// Changed metadata blocks, until an epoch writes them (see
+    /// [`crate::order`]).
+    pub(crate) meta: MetaBufs,
+    /// Wakes the kernel's syncer at the first change of an epoch.
+    pub(crate) kick: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Fs {
@@ -218,6 +224,8 @@ impl Fs {
             next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
             scratch: Vec::new(),
+            meta: MetaBufs::default(),
+            kick: None,
             g,
         };
         if !ro {
@@ -228,7 +236,7 @@ impl Fs {
             put16(&mut fs.sb, S_MNT_COUNT, mc);
             put32(&mut fs.sb, S_MTIME, t);
             fs.write_sb(false)
-                .and_then(|_| fs.store.sync())
+                .and_then(|_| fs.write_all_locked(false))
                 .map_err(|e| me(e.0, format!("cannot write the superblock: {e}")))?;
         }
         Ok((fs, ro_reason))
@@ -252,9 +260,16 @@ impl Fs {
         }
     }
 
-    /// Write the superblock; `clean` marks it clean if that is true.
-    /// Returns whether it was marked clean.
+    /// Record the superblock (not clean) for the next epoch.
     pub(crate) fn write_sb(&mut self, clean: bool) -> R<bool> {
+        let clean = self.fill_sb(clean);
+        self.meta.put(SUPERBLOCK_OFFSET, &self.sb, Kind::Super);
+        Ok(clean)
+    }
+
+    /// Bring the superblock's counts, write time and state up to date;
+    /// `clean` marks it clean if that is true. Returns whether it did.
+    fn fill_sb(&mut self, clean: bool) -> bool {
         put32(&mut self.sb, S_FREE_BLOCKS, self.free_blocks);
         put32(&mut self.sb, S_FREE_INODES, self.free_inodes);
         put32(&mut self.sb, S_WTIME, now().sec as u32);
@@ -268,20 +283,22 @@ impl Fs {
             state &= !STATE_VALID;
         }
         put16(&mut self.sb, S_STATE, state);
-        self.store.write(SUPERBLOCK_OFFSET, &self.sb)?;
-        Ok(clean)
+        clean
     }
 
     /// Before the first change after the superblock went out marked clean:
-    /// mark it not clean, so a crash in what follows is detected. Only into
-    /// the cache, with no host I/O under the file system lock: every
-    /// write-back goes in ascending order, oldest first, so the superblock
-    /// (byte 1024, dirtied before anything this change touches) reaches
-    /// the device before the blocks that follow it.
+    /// mark it not clean, so a crash in what follows is detected. Only in
+    /// memory, with no host I/O under the file system lock: an epoch
+    /// writes the superblock before anything else (see [`crate::order`]).
     pub(crate) fn begin_write(&mut self) -> R<()> {
         // From the first change on, an operation must not be run twice.
         self.may_defer.set(false);
         self.check_rw()?;
+        if self.meta.touch() {
+            if let Some(k) = &self.kick {
+                k();
+            }
+        }
         if self.sb_clean {
             self.write_sb(false)?;
             self.sb_clean = false;
@@ -289,12 +306,61 @@ impl Fs {
         Ok(())
     }
 
-    /// Write every cached piece of metadata and flush the store. With
-    /// `clean`, the superblock is left marked clean (until the next change:
-    /// see `begin_write`), so a file system synced by a halt is clean.
-    pub fn sync(&mut self, clean: bool) -> R<()> {
-        self.sync_meta(clean)?;
-        self.store.sync()
+    /// Write everything (the metadata as an epoch, then the store's data
+    /// and a device flush) with the file system lock held: for mount,
+    /// unmount and a dropped file system, when nobody else runs. With
+    /// `clean`, the superblock goes out marked clean last of all (until
+    /// the next change: see `begin_write`).
+    pub fn write_all_locked(&mut self, clean: bool) -> R<()> {
+        if self.ro {
+            return Ok(());
+        }
+        // Releasing an epoch's frees changes the bitmaps: a second epoch
+        // writes them.
+        for _ in 0..3 {
+            let mut ep = self.take_epoch()?;
+            let r = ep.write(&*self.store);
+            self.finish_epoch(&mut ep, r.is_ok());
+            r?;
+            if self.all_written() {
+                break;
+            }
+        }
+        self.store.sync()?;
+        if clean {
+            self.write_clean_sb()?;
+        }
+        Ok(())
+    }
+
+    /// No metadata change is left in memory.
+    pub(crate) fn all_written(&self) -> bool {
+        self.meta.is_clean()
+            && self.meta.pending() == (0, 0)
+            && self.idirty.is_empty()
+            && self.ind_dirty.is_empty()
+            && !self.gd_dirty
+            && !self.bbm.iter().chain(&self.ibm).flatten().any(|b| b.dirty)
+    }
+
+    /// If every change is written and flushed: the superblock marked
+    /// clean, written and flushed, last of all.
+    pub(crate) fn write_clean_sb(&mut self) -> R<()> {
+        if let Some(sb) = self.clean_sb() {
+            self.store.write_through(SUPERBLOCK_OFFSET, &sb)?;
+            self.store.sync()?;
+        }
+        Ok(())
+    }
+
+    /// If every change is written: the superblock marked clean (as it
+    /// may be: see `fill_sb`), for the caller to write and flush last.
+    pub(crate) fn clean_sb(&mut self) -> Option<Vec<u8>> {
+        if self.ro || !self.all_written() {
+            return None;
+        }
+        self.sb_clean = self.fill_sb(true);
+        Some(self.sb.clone())
     }
 
     /// The store, for a sync that runs without the file system lock.
@@ -302,11 +368,45 @@ impl Fs {
         self.store.clone()
     }
 
-    /// [`Fs::sync`] without the final `store.sync()`: every piece of cached
-    /// metadata into the store (the buffer cache, in memory), the caller
-    /// then flushes the store — without the file system lock, so that host
-    /// I/O never stops other operations on this file system.
-    pub fn sync_meta(&mut self, clean: bool) -> R<()> {
+    /// Everything changed so far, as an epoch to write (see
+    /// [`crate::order`]); its blocks stay readable until
+    /// [`Fs::finish_epoch`].
+    pub(crate) fn take_epoch(&mut self) -> R<Epoch> {
+        self.stage_meta()?;
+        let (bs, isz) = (self.g.bs as u64, self.g.inode_size as usize);
+        let gds = &self.gds;
+        let g = &self.g;
+        let inode_at = |ino: u32| -> Option<u64> {
+            if ino == 0 || ino > g.inodes_count {
+                return None;
+            }
+            let gi = ((ino - 1) / g.ipg) as usize;
+            let idx = ((ino - 1) % g.ipg) as u64;
+            Some(gds.get(gi)?.inode_table as u64 * bs + idx * isz as u64)
+        };
+        Ok(self.meta.take(bs, isz, inode_at))
+    }
+
+    /// An epoch was written (`ok`) or failed: release what it freed, or
+    /// keep everything for the next one.
+    pub(crate) fn finish_epoch(&mut self, ep: &mut Epoch, ok: bool) {
+        self.meta.finish(ep, ok);
+        if ok && (!ep.pending_blocks.is_empty() || !ep.pending_inodes.is_empty()) {
+            // The bitmaps change: the next epoch writes them.
+            self.meta.touch();
+            for b in std::mem::take(&mut ep.pending_blocks) {
+                let _ = self.clear_block_bit(b);
+            }
+            for (ino, dir) in std::mem::take(&mut ep.pending_inodes) {
+                let _ = self.clear_inode_bit(ino, dir);
+            }
+        }
+    }
+
+    /// Every piece of metadata cached in its own structure (inodes,
+    /// indirect blocks, bitmaps, descriptors, superblock) into the
+    /// metadata buffers, for an epoch to take.
+    pub(crate) fn stage_meta(&mut self) -> R<()> {
         if self.ro {
             return Ok(());
         }
@@ -314,19 +414,21 @@ impl Fs {
         self.flush_inodes()?;
         let bs = self.g.bs as u64;
         for gi in 0..self.gds.len() {
-            if let Some(b) = &self.bbm[gi] {
-                if b.dirty {
-                    self.store
-                        .write(self.gds[gi].block_bitmap as u64 * bs, &b.data)?;
-                    self.bbm[gi].as_mut().unwrap().dirty = false;
-                }
+            if let Some(b) = self.bbm[gi].as_mut().filter(|b| b.dirty) {
+                self.meta.put(
+                    self.gds[gi].block_bitmap as u64 * bs,
+                    &b.data,
+                    Kind::Summary,
+                );
+                b.dirty = false;
             }
-            if let Some(b) = &self.ibm[gi] {
-                if b.dirty {
-                    self.store
-                        .write(self.gds[gi].inode_bitmap as u64 * bs, &b.data)?;
-                    self.ibm[gi].as_mut().unwrap().dirty = false;
-                }
+            if let Some(b) = self.ibm[gi].as_mut().filter(|b| b.dirty) {
+                self.meta.put(
+                    self.gds[gi].inode_bitmap as u64 * bs,
+                    &b.data,
+                    Kind::Summary,
+                );
+                b.dirty = false;
             }
         }
         if self.gd_dirty {
@@ -336,11 +438,14 @@ impl Fs {
                 put16(&mut self.gdt_raw, o + 14, d.free_inodes as u16);
                 put16(&mut self.gdt_raw, o + 16, d.used_dirs as u16);
             }
-            self.store
-                .write(self.g.gdt_block as u64 * bs, &self.gdt_raw)?;
+            self.meta
+                .put(self.g.gdt_block as u64 * bs, &self.gdt_raw, Kind::Summary);
             self.gd_dirty = false;
         }
-        self.sb_clean = self.write_sb(clean)?;
+        if !self.meta.is_clean() {
+            self.write_sb(false)?;
+            self.sb_clean = false;
+        }
         Ok(())
     }
 
@@ -357,7 +462,7 @@ impl Fs {
             }
         }
         self.flush_ind()?;
-        self.sync(true)?;
+        self.write_all_locked(true)?;
         self.dead = true;
         Ok(())
     }
@@ -370,10 +475,13 @@ impl Fs {
         FsStat {
             block_size: self.g.bs,
             blocks: (self.g.blocks_count as u64).saturating_sub(self.g.overhead()),
-            blocks_free: self.free_blocks as u64,
-            blocks_avail: (self.free_blocks as u64).saturating_sub(self.g.r_blocks_count as u64),
+            // Freed but not yet reusable (see `crate::order`) counts as
+            // free: it will be within one write-back.
+            blocks_free: self.free_blocks as u64 + self.meta.pending().0 as u64,
+            blocks_avail: (self.free_blocks as u64 + self.meta.pending().0 as u64)
+                .saturating_sub(self.g.r_blocks_count as u64),
             files: self.g.inodes_count as u64,
-            files_free: self.free_inodes as u64,
+            files_free: self.free_inodes as u64 + self.meta.pending().1 as u64,
         }
     }
 
@@ -409,6 +517,9 @@ impl Fs {
     /// fails with [`EDEFER`], and its caller reads the range without the
     /// lock and runs it again.
     pub(crate) fn read_meta(&self, off: u64, buf: &mut [u8]) -> R<()> {
+        if self.meta.read(off, buf) {
+            return Ok(());
+        }
         if !self.may_defer.get() {
             return self.store.read(off, buf);
         }
@@ -425,7 +536,25 @@ impl Fs {
         self.deferred.take()
     }
 
-    pub(crate) fn write_blk(&self, b: u32, data: &[u8]) -> R<()> {
-        self.store.write(b as u64 * self.g.bs as u64, data)
+    /// A metadata block's new contents: kept until the next epoch.
+    pub(crate) fn write_blk(&mut self, b: u32, data: &[u8], kind: Kind) -> R<()> {
+        self.meta.put(b as u64 * self.g.bs as u64, data, kind);
+        Ok(())
+    }
+
+    /// Some bytes of a metadata block (an inode in its table block).
+    pub(crate) fn write_meta_part(&mut self, off: u64, bytes: &[u8], kind: Kind) -> R<()> {
+        let bs = self.g.bs as u64;
+        let blk_off = off - off % bs;
+        if !self.meta.holds(blk_off) || !self.meta.patch(blk_off, (off - blk_off) as usize, bytes) {
+            let mut blk = vec![0u8; bs as usize];
+            self.read_meta(blk_off, &mut blk)?;
+            let at = (off - blk_off) as usize;
+            blk.get_mut(at..at + bytes.len())
+                .ok_or(Errno(EIO))?
+                .copy_from_slice(bytes);
+            self.meta.put(blk_off, &blk, kind);
+        }
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ use vfs::{Attr, FileKind};
 
 use crate::fs::{err, now, Fs, R};
 use crate::inode::*;
+use crate::order::Kind;
 use crate::sb::*;
 
 /// Bytes of inodes kept in memory at most.
@@ -69,7 +70,7 @@ impl Fs {
         if self.icache_room().is_err() {
             // Full of inodes that cannot be written: write this one through.
             let off = self.inode_off(i.num)?;
-            return self.store.write(off, &i.raw);
+            return self.write_meta_part(off, &i.raw, Kind::Itable);
         }
         self.icache.insert(
             i.num,
@@ -111,7 +112,8 @@ impl Fs {
                 continue;
             }
             let off = self.inode_off(ino)?;
-            if let Err(err) = self.store.write(off, &e.raw) {
+            let raw = e.raw.clone();
+            if let Err(err) = self.write_meta_part(off, &raw, Kind::Itable) {
                 self.idirty = list[k..].to_vec();
                 return Err(err);
             }
@@ -193,7 +195,7 @@ impl Fs {
             let rc = le32(&blk, 4);
             if rc > 1 {
                 put32(&mut blk, 4, rc - 1);
-                return self.write_blk(b, &blk);
+                return self.write_blk(b, &blk, Kind::Other);
             }
         }
         self.free_block(b)

@@ -81,6 +81,7 @@ mod dir;
 mod fs;
 mod icache;
 mod inode;
+mod order;
 mod readwrite;
 mod sb;
 mod vnops;
@@ -141,6 +142,9 @@ impl std::error::Error for MountError {}
 /// under `inner`, once it has begun changing it.
 pub struct Ext2Fs {
     inner: Mutex<fs::Fs>,
+    /// Serialises write-back epochs (syncer, fsync, sync); held across
+    /// their device writes, which `inner` never is.
+    pass: Mutex<()>,
     store: Arc<dyn Store>,
     ilocks: Mutex<HashMap<u32, Arc<RwLock<()>>>>,
     read_only: bool,
@@ -176,6 +180,7 @@ impl Ext2Fs {
         let store = fs.store();
         Ok(Arc::new(Ext2Fs {
             inner: Mutex::new(fs),
+            pass: Mutex::new(()),
             store,
             ilocks: Mutex::new(HashMap::new()),
             read_only,
@@ -252,6 +257,56 @@ impl Ext2Fs {
     pub fn block_size(&self) -> u32 {
         self.inner.lock().g.bs
     }
+
+    /// One write-back epoch: the changed metadata taken under the file
+    /// system lock, written in order without it (see [`order`]).
+    fn epoch(&self) -> Result<(), Errno> {
+        let (mut ep, store) = {
+            let mut g = self.inner.lock();
+            if g.is_dead() || g.ro {
+                return Ok(());
+            }
+            (g.take_epoch()?, g.store())
+        };
+        let r = if ep.is_empty() {
+            Ok(())
+        } else {
+            ep.write(&*store)
+        };
+        self.inner.lock().finish_epoch(&mut ep, r.is_ok());
+        r
+    }
+
+    /// Write back every metadata change, including the bitmaps that
+    /// releasing an epoch's frees changes (a second epoch).
+    fn epochs(&self) -> Result<(), Errno> {
+        for _ in 0..3 {
+            self.epoch()?;
+            if self.inner.lock().all_written() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Run a changing operation; if it found no room while freed blocks or
+    /// inodes wait for a write-back to become reusable, write back and run
+    /// it once more.
+    fn retry_nospc<T>(&self, mut op: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+        match op() {
+            Err(e) if e.0 == netbsd_abi::errno::ENOSPC && self.has_pending() => {
+                let _p = self.pass.lock();
+                self.epoch()?;
+                drop(_p);
+                op()
+            }
+            r => r,
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.inner.lock().meta.pending() != (0, 0)
+    }
 }
 
 impl Drop for Ext2Fs {
@@ -260,7 +315,7 @@ impl Drop for Ext2Fs {
     fn drop(&mut self) {
         let f = self.inner.get_mut();
         if !f.is_dead() {
-            let _ = f.sync(true);
+            let _ = f.write_all_locked(true);
         }
     }
 }
@@ -285,13 +340,13 @@ impl FileSystem for Ext2Fs {
     fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr, Errno> {
         let i = fs::ino32(ino)?;
         if set.size.is_none() {
-            return self.inner.lock().op(|f| f.setattr(i, set));
+            return self.retry_nospc(|| self.inner.lock().op(|f| f.setattr(i, set)));
         }
         // Truncation frees blocks a reader may be copying from.
         let l = self.ilock(i);
         let r = {
             let _w = l.write();
-            self.inner.lock().op(|f| f.setattr(i, set))
+            self.retry_nospc(|| self.inner.lock().op(|f| f.setattr(i, set)))
         };
         self.ilock_done(i, l);
         r
@@ -304,10 +359,12 @@ impl FileSystem for Ext2Fs {
         perm: u32,
         cred: Cred,
     ) -> Result<Ino, Errno> {
-        self.inner
-            .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, NewNode::Empty))
-            .map(|i| i as Ino)
+        self.retry_nospc(|| {
+            self.inner
+                .lock()
+                .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, NewNode::Empty))
+        })
+        .map(|i| i as Ino)
     }
     fn mknod(
         &self,
@@ -323,15 +380,16 @@ impl FileSystem for Ext2Fs {
         } else {
             NewNode::Device(rdev)
         };
-        self.inner
-            .lock()
-            .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, with))
-            .map(|i| i as Ino)
+        self.retry_nospc(|| {
+            self.inner
+                .lock()
+                .op(|f| f.create(fs::ino32(dir)?, name, kind, perm, cred, with))
+        })
+        .map(|i| i as Ino)
     }
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno> {
-        self.inner
-            .lock()
-            .op(|f| {
+        self.retry_nospc(|| {
+            self.inner.lock().op(|f| {
                 f.create(
                     fs::ino32(dir)?,
                     name,
@@ -341,15 +399,18 @@ impl FileSystem for Ext2Fs {
                     NewNode::Symlink(target),
                 )
             })
-            .map(|i| i as Ino)
+        })
+        .map(|i| i as Ino)
     }
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
         self.read_op(|f| f.readlink(fs::ino32(ino)?))
     }
     fn link(&self, ino: Ino, newdir: Ino, newname: &[u8]) -> Result<(), Errno> {
-        self.inner
-            .lock()
-            .op(|f| f.link(fs::ino32(ino)?, fs::ino32(newdir)?, newname))
+        self.retry_nospc(|| {
+            self.inner
+                .lock()
+                .op(|f| f.link(fs::ino32(ino)?, fs::ino32(newdir)?, newname))
+        })
     }
     fn unlink(&self, dir: Ino, name: &[u8]) -> Result<(), Errno> {
         self.inner
@@ -368,9 +429,11 @@ impl FileSystem for Ext2Fs {
         todir: Ino,
         toname: &[u8],
     ) -> Result<(), Errno> {
-        self.inner
-            .lock()
-            .op(|f| f.rename(fs::ino32(fromdir)?, fromname, fs::ino32(todir)?, toname))
+        self.retry_nospc(|| {
+            self.inner
+                .lock()
+                .op(|f| f.rename(fs::ino32(fromdir)?, fromname, fs::ino32(todir)?, toname))
+        })
     }
     fn read(&self, ino: Ino, off: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         let i = fs::ino32(ino)?;
@@ -397,7 +460,21 @@ impl FileSystem for Ext2Fs {
         let l = self.ilock(i);
         let r = {
             let _w = l.write();
-            self.inner.lock().op(|f| f.write(i, off, buf))
+            let mut done = self.retry_nospc(|| self.inner.lock().op(|f| f.write(i, off, buf)))?;
+            if done < buf.len() && self.has_pending() {
+                // Short for lack of room: freed blocks become reusable
+                // once written back.
+                let _p = self.pass.lock();
+                self.epoch()?;
+                drop(_p);
+                let more = self
+                    .inner
+                    .lock()
+                    .op(|f| f.write(i, off + done as u64, &buf[done..]))
+                    .unwrap_or(0);
+                done += more;
+            }
+            Ok(done)
         };
         self.ilock_done(i, l);
         r
@@ -427,28 +504,59 @@ impl FileSystem for Ext2Fs {
         }
     }
     fn fsync(&self, ino: Ino) -> Result<(), Errno> {
-        // Metadata into the cache under the lock; the host I/O without it.
-        let store = self.inner.lock().op(|f| {
-            fs::ino32(ino)?;
-            f.sync_meta(false)?;
-            Ok(f.store())
-        })?;
-        store.sync()
+        // The metadata as an epoch, then the data and a device flush; the
+        // host I/O without the file system lock.
+        fs::ino32(ino)?;
+        let _p = self.pass.lock();
+        self.epochs()?;
+        self.store.sync()
     }
     fn sync(&self) -> Result<(), Errno> {
-        // As fsync; a change made while the store syncs unmarks the clean
-        // superblock itself (`begin_write`), so the mark needs no re-check.
-        let store = self.inner.lock().op(|f| {
-            f.sync_meta(true)?;
-            Ok(f.store())
-        })?;
-        store.sync()
+        // As fsync, then the superblock marked clean if nothing changed
+        // meanwhile. It goes out after everything else is flushed; a change
+        // made meanwhile unmarks it (`begin_write`), and the epoch that
+        // writes that waits for `pass`.
+        let _p = self.pass.lock();
+        self.epochs()?;
+        self.store.sync()?;
+        let sb = {
+            let mut g = self.inner.lock();
+            if g.is_dead() {
+                return Err(Errno(netbsd_abi::errno::EIO));
+            }
+            g.clean_sb()
+        };
+        if let Some(sb) = sb {
+            self.store.write_through(SUPERBLOCK_OFFSET, &sb)?;
+            self.store.sync()?;
+        }
+        Ok(())
     }
     fn unmount(&self) -> Result<(), Errno> {
         self.inner.lock().unmount()
     }
     fn statfs(&self) -> Result<FsStat, Errno> {
         self.inner.lock().op(|f| Ok(f.statfs()))
+    }
+    fn writeback_due(&self, delays: &vfs::SyncDelays) -> Option<std::time::Instant> {
+        let g = self.inner.lock();
+        if g.is_dead() || g.ro {
+            return None;
+        }
+        let (since, dir_since) = g.meta.since();
+        let due = since.map(|t| t + delays.meta);
+        let dir_due = dir_since.map(|t| t + delays.dir);
+        match (due, dir_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    fn write_back(&self) -> Result<(), Errno> {
+        let _p = self.pass.lock();
+        self.epoch()
+    }
+    fn set_dirty_hook(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.inner.lock().kick = Some(hook);
     }
     fn open(&self, ino: Ino) {
         if let Ok(i) = fs::ino32(ino) {

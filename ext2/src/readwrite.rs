@@ -200,7 +200,7 @@ impl Fs {
                     break;
                 }
             };
-            goal = phys + 1;
+            goal = phys.saturating_add(1);
             let src = (pos - off) as usize;
             let base = phys as u64 * bs;
             let (disk, head, tail) = if new && n < bs as usize {

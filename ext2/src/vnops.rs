@@ -12,6 +12,7 @@ use vfs::{Attr, Cred, DirEntry, FileKind, SetAttr};
 use crate::dir::{check_name, Slot};
 use crate::fs::{err, now, Fs, R, ROOT_INO};
 use crate::inode::*;
+use crate::order::Kind;
 
 /// Most links an inode may have (EXT2_LINK_MAX).
 pub(crate) const LINK_MAX: u16 = 32000;
@@ -201,7 +202,7 @@ impl Fs {
                     blk[..tg.len()].copy_from_slice(tg);
                     n.set_size(tg.len() as u64);
                 }
-                self.write_blk(b, &blk)?;
+                self.write_blk(b, &blk, if is_dir { Kind::Dir } else { Kind::Other })?;
                 n.set_block(0, b);
                 n.set_blocks512(bs / 512);
             } else if let Some(tg) = target {

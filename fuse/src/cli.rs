@@ -3,6 +3,17 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+
+/// A message on standard error that cannot panic (`eprintln!` does when
+/// standard error is closed or full): a line that cannot be written is
+/// dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +39,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
             b"-o" => {
                 i += 1;
                 let Some(o) = args.get(i) else {
-                    eprintln!("{USAGE}");
+                    say!("{USAGE}");
                     return 1;
                 };
                 let o = o.to_string_lossy();
@@ -37,7 +48,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
             b"-f" => fg = true,
             b"-r" => ro = true,
             a if a.starts_with(b"-") && a.len() > 1 => {
-                eprintln!("{USAGE}");
+                say!("{USAGE}");
                 return 1;
             }
             _ => pos.push(&args[i]),
@@ -49,7 +60,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
             "ro" => ro = true,
             "rw" => ro = false,
             _ => {
-                eprintln!("{prog}: fuse: unknown option {o}");
+                say!("{prog}: fuse: unknown option {o}");
                 return 1;
             }
         }
@@ -59,7 +70,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
         [m] => (b"/".to_vec(), Path::new(m)),
         [p, m] => (p.as_bytes().to_vec(), Path::new(m)),
         _ => {
-            eprintln!("{USAGE}");
+            say!("{USAGE}");
             return 1;
         }
     };
@@ -68,14 +79,14 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     let mnt_abs = match host::check_mountpoint(mnt_path) {
         Ok(p) => p,
         Err(m) => {
-            eprintln!("{prog}: {m}");
+            say!("{prog}: {m}");
             return 1;
         }
     };
     let ready = match host::background(fg) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{prog}: fork: {e}");
+            say!("{prog}: fork: {e}");
             return 1;
         }
     };
@@ -83,7 +94,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     let client = match rumpclient::Client::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{prog}: {e}");
+            say!("{prog}: {e}");
             return 1;
         }
     };
@@ -97,7 +108,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     let fs = match RumpFuse::new(backend, &kpath, o) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("{prog}: {path}: {}", e.description());
+            say!("{prog}: {path}: {}", e.description());
             return 1;
         }
     };
@@ -118,7 +129,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{prog}: {mnt}: {}", e);
+            say!("{prog}: {mnt}: {}", e);
             return 1;
         }
     };
@@ -133,7 +144,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     match session.run() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{prog}: {mnt}: {e}");
+            say!("{prog}: {mnt}: {e}");
             1
         }
     }

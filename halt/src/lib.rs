@@ -47,6 +47,9 @@ pub trait HaltTarget: Send + Sync {
     /// Halt step 3: answer `client`'s `reboot(2)` with `errno`, shut the
     /// listener, drop every client.
     fn fini(&self, _client: ClientHandle, _errno: i32) {}
+    /// Write out what the log holds (a halt about to abort for its core
+    /// dump says why first); by default nothing.
+    fn flush_log(&self) {}
 }
 
 /// What a halt that returned did (only `RB_HALT` halts return).
@@ -257,6 +260,13 @@ impl Halt {
             if flags & RB_HALT != 0 {
                 report.core_dumped = Some(dump_core_in_child());
             } else {
+                // Said before the abort, and written out: the log's
+                // writer does not outlive it.
+                match raise_core_limit() {
+                    Ok(()) => log("halt: dumping core"),
+                    Err(why) => log(&format!("halt: no core written: {why}")),
+                }
+                k.flush_log();
                 dump_core();
             }
         }
@@ -304,19 +314,10 @@ impl Halt {
     }
 }
 
+/// What the halt says on the console: a warning in the log (shown at
+/// every verbosity), never a write that could block or fail the halt.
 fn log(msg: &str) {
-    eprintln!("{}: {msg}", progname());
-}
-
-fn progname() -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| "rump".into())
+    tracing::warn!("{msg}");
 }
 
 fn verbose() -> bool {
@@ -348,10 +349,6 @@ pub fn raise_core_limit() -> Result<(), String> {
 /// by its own rules. Kept out of line so a debugger shows this frame.
 #[inline(never)]
 pub fn dump_core() -> ! {
-    match raise_core_limit() {
-        Ok(()) => log("halt: dumping core"),
-        Err(why) => log(&format!("halt: no core written: {why}")),
-    }
     // SIGABRT at its default action and unblocked, then abort(): the
     // host writes a core by its own rules.
     rumpuser::exit::panic_abort()

@@ -4,7 +4,8 @@
 //! `done(error)` and then exits with `error` as its status (0: the server
 //! is up), or `ESRCH` if the child died without reporting. The child starts
 //! a new session and carries on; on success `done` points its stdio at
-//! `/dev/null`. Call `begin` before any thread is started.
+//! `/dev/null` (standard error only if it is not a regular file: a log
+//! file stays). Call `begin` before any thread is started.
 
 use std::ffi::c_int;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -95,7 +96,16 @@ pub fn daemonize_done(error: i32) -> Result<(), Errno> {
         match nix::fcntl::open(c"/dev/null", OFlag::O_RDWR, Mode::empty()) {
             Err(e) => error = crate::errno::nix(e).0,
             Ok(null) => {
+                // A log file given as standard error (`2>server.log`)
+                // keeps the daemon's log; a terminal or a pipe does not
+                // (a pipe held open would keep its reader waiting for the
+                // end of the output as long as the server runs).
+                let keep_stderr = nix::sys::stat::fstat(2)
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
                 for std in 0..=2 {
+                    if std == 2 && keep_stderr {
+                        continue;
+                    }
                     let _ = dup2(null, std);
                 }
                 if null > 2 {

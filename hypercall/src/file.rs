@@ -242,8 +242,8 @@ impl HostFile {
     /// # Safety
     /// `fd` is open and owned by nobody else.
     pub unsafe fn from_raw_fd(fd: i32) -> HostFile {
-        // SAFETY: per the caller.
         HostFile {
+            // SAFETY: per the caller.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         }
     }

@@ -421,8 +421,8 @@ fn bio_wait_and_submit() {
     .expect("create");
     let mut data = vec![0xa5u8; 65536];
     let c0 = counts();
-    // SAFETY: the buffer outlives the synchronous call.
     assert_eq!(
+        // SAFETY: the buffer outlives the synchronous call.
         unsafe {
             bio_wait(
                 f.fd(),
@@ -443,18 +443,18 @@ fn bio_wait_and_submit() {
     assert_eq!(back.len(), 65536);
     assert!(back.iter().all(|&b| b == 0xa5));
     let mut rbuf = vec![0u8; 70000];
-    // SAFETY: the buffer outlives the synchronous call.
     assert_eq!(
+        // SAFETY: the buffer outlives the synchronous call.
         unsafe { bio_wait(f.fd(), BIO_READ, rbuf.as_mut_ptr(), rbuf.len(), 0) }.expect("short"),
         65536
     );
-    // SAFETY: the buffer outlives the synchronous call.
     assert_eq!(
+        // SAFETY: the buffer outlives the synchronous call.
         unsafe { bio_wait(-1, BIO_READ, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0),
         Some(EBADF)
     );
-    // SAFETY: the buffer outlives the synchronous call.
     assert_eq!(
+        // SAFETY: the buffer outlives the synchronous call.
         unsafe { bio_wait(f.fd(), 0, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0),
         Some(EINVAL)
     );

@@ -464,7 +464,7 @@ impl Kernel {
             return Err(format!("drive {key}: {e}"));
         }
         if self.cfg.verbose {
-            eprintln!(
+            tracing::info!(
                 "rumpkern: drive {key} ({}) = {path} offset {} size {size}",
                 spec.kind.as_str(),
                 spec.offset

@@ -26,6 +26,7 @@ pub mod namei;
 pub mod proc;
 pub mod rumpfs;
 pub mod sched;
+pub mod syncer;
 pub mod syscall;
 pub mod vnode;
 
@@ -82,6 +83,8 @@ pub struct KernelConfig {
     pub machine: String,
     /// Chatty boot and drive messages on stderr.
     pub verbose: bool,
+    /// The syncer's delays (`vfs.sync.*`; `delay` 0 turns it off).
+    pub sync: syncer::SyncConfig,
 }
 
 /// The host's physical memory in bytes.
@@ -133,6 +136,11 @@ impl Default for KernelConfig {
             machine: MACHINE.into(),
             verbose: rumpuser::param::getparam("RUMP_VERBOSE")
                 .is_ok_and(|v| v != "0" && !v.is_empty()),
+            // A bad value is refused where the runtime reads it (with a
+            // message); here it leaves the defaults.
+            sync: syncer::SyncConfig::default()
+                .with_env(|v| rumpuser::param::getparam(v).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -172,6 +180,8 @@ pub struct Kernel {
     quiesced: AtomicBool,
     /// Serialises mount, unmount and drive changes.
     pub(crate) mount_lock: proc::KMutex<()>,
+    /// Writes changes back on its own (`vfs.sync.*`).
+    pub(crate) syncer: Arc<syncer::Syncer>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -208,7 +218,7 @@ impl Kernel {
         r?;
         lockdebug::start(&k);
         if k.cfg.verbose {
-            eprintln!(
+            tracing::info!(
                 "rumpkern: booted the built-in rump kernel {} (a Rust kernel with {} {}'s \
                  system call interfaces, {}) with {} cpu(s), memory limit {} bytes",
                 env!("CARGO_PKG_VERSION"),
@@ -255,6 +265,9 @@ impl Kernel {
         init.nlwps.fetch_add(1, Ordering::SeqCst); // never released
         let mut procs = HashMap::new();
         procs.insert(1, init.clone());
+        let syncer = syncer::Syncer::new(&cfg.sync);
+        let cache = vfs_cache::Cache::new(cfg.memlimit);
+        cache.set_dirty_hook(syncer.kicker());
         let k = Arc::new(Kernel {
             id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
             hostname: RwLock::new(cfg.hostname.as_bytes().to_vec()),
@@ -265,14 +278,16 @@ impl Kernel {
             rootfs,
             mounts,
             drives: RwLock::new(Vec::new()),
-            cache: vfs_cache::Cache::new(cfg.memlimit),
+            cache,
             fs_types: RwLock::new(HashMap::new()),
             reboot: RwLock::new(None),
             stopped: AtomicBool::new(false),
             quiesced: AtomicBool::new(false),
             mount_lock: proc::KMutex::new(()),
+            syncer,
             cfg,
         });
+        k.syncer.start(&k);
         Ok(k)
     }
 
@@ -480,7 +495,7 @@ impl Kernel {
                         .map(|s| s.to_string())
                         .or_else(|| payload.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    eprintln!(
+                    tracing::error!(
                         "rumpkern: panic in syscall {num} (pid {}): {msg}; returning EIO",
                         p.pid
                     );
@@ -500,6 +515,14 @@ impl Kernel {
     /// `ESHUTDOWN` at once; calls already running go on.
     pub fn stop_admitting(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        // No new write-back pass either; one in progress goes on (a halt
+        // that flushes waits for it in `sync_all`).
+        self.syncer.stop(false);
+    }
+
+    /// The syncer (its settings: `vfs.sync.*`).
+    pub fn syncer(&self) -> &syncer::Syncer {
+        &self.syncer
     }
 
     /// Whether [`Kernel::stop_admitting`] was called.
@@ -546,6 +569,7 @@ impl Kernel {
     /// stays valid (its drives are not closed).
     pub fn quiesce(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.syncer.stop(false);
         self.quiesced.store(true, Ordering::SeqCst);
         // Files closed from now on (a dropped process) must not reach a
         // mounted file system or its drive.
@@ -642,13 +666,16 @@ impl Kernel {
     }
 
     fn sync_all_locked(&self) -> Result<(), Errno> {
+        // A syncer pass in progress ends first: the two never write the
+        // same buffers at once.
+        self.syncer.drain();
         let mut first: Option<Errno> = None;
         for m in self.mounts.list() {
             if m.is_dead() {
                 continue;
             }
             if let Err(e) = m.fs.sync() {
-                eprintln!(
+                tracing::error!(
                     "rumpkern: sync of {} file system on {} failed: {e}",
                     m.fs.type_name(),
                     m.path
@@ -664,15 +691,16 @@ impl Kernel {
                 let (before, t) = (c.stats(), Instant::now());
                 match c.sync() {
                     Err(e) => {
-                        eprintln!(
+                        tracing::error!(
                             "rumpkern: sync of drive {} ({}) failed: {e}",
-                            d.key, d.hostpath
+                            d.key,
+                            d.hostpath
                         );
                         first.get_or_insert(e);
                     }
                     Ok(()) if self.cfg.verbose => {
                         let after = c.stats();
-                        eprintln!(
+                        tracing::info!(
                             "rumpkern: flushed drive {} ({}): {} bytes in {} write(s), {:.1} ms",
                             d.key,
                             d.hostpath,
@@ -687,14 +715,22 @@ impl Kernel {
         }
         for d in drives.iter().filter(|d| d.cached.is_none()) {
             if let Err(e) = d.host.sync() {
-                eprintln!(
+                tracing::error!(
                     "rumpkern: syncfd of drive {} ({}) failed: {e}",
-                    d.key, d.hostpath
+                    d.key,
+                    d.hostpath
                 );
                 first.get_or_insert(e);
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // Its thread holds only a weak reference: let it go.
+        self.syncer.stop(false);
     }
 }
 

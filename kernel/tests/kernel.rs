@@ -30,6 +30,7 @@ fn kernel_n(ncpu: usize) -> Arc<Kernel> {
         osrelease: OSRELEASE.into(),
         machine: MACHINE.into(),
         verbose: false,
+        sync: syncer::SyncConfig::default(),
     };
     Kernel::boot(cfg).expect("boot")
 }
@@ -491,6 +492,132 @@ fn blk_drive_is_write_back() {
     assert_eq!(&host[(4 << 20) - 2..], b"ta");
     p.close(fd).unwrap();
     k.sync_all().unwrap();
+}
+
+/// The syncer writes a drive's dirty blocks back on its own after
+/// `vfs.sync.filedelay`; its delays are NetBSD's `vfs.sync.*` nodes, found
+/// by `CTL_QUERY` as `sysctlbyname(3)` finds them, and set by root only;
+/// `vfs.sync.delay` 0 turns it off.
+#[test]
+fn syncer_writes_back_on_its_own_and_sysctl_sets_its_delays() {
+    let t = TempDir::new("syncer");
+    let img = t.path("disk.img");
+    let k = Kernel::boot(KernelConfig {
+        ncpu: 2,
+        memlimit: 64 << 20,
+        sync: syncer::SyncConfig {
+            filedelay: 1,
+            ..Default::default()
+        },
+        ..KernelConfig::default()
+    })
+    .unwrap();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=4m")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let p = k.local_process().unwrap();
+
+    // Node names, as a client finds them.
+    let names = |path: &[i32]| -> Vec<(String, i32, u32)> {
+        let mut q = path.to_vec();
+        q.push(CTL_QUERY);
+        let raw = p.sysctl(&q, 16 * SYSCTLNODE_SIZE).unwrap();
+        raw.chunks_exact(SYSCTLNODE_SIZE)
+            .map(|n| {
+                let flags = u32::from_le_bytes(n[0..4].try_into().unwrap());
+                let num = i32::from_le_bytes(n[4..8].try_into().unwrap());
+                let name = &n[8..8 + SYSCTL_NAMELEN];
+                let end = name.iter().position(|&b| b == 0).unwrap();
+                (
+                    String::from_utf8_lossy(&name[..end]).into_owned(),
+                    num,
+                    flags,
+                )
+            })
+            .collect()
+    };
+    let top = names(&[]);
+    let vfs = top.iter().find(|n| n.0 == "vfs").expect("vfs node").1;
+    assert_eq!(vfs, CTL_VFS);
+    let sync = names(&[vfs]);
+    let sync = sync
+        .iter()
+        .find(|n| n.0 == "sync")
+        .expect("vfs.sync")
+        .clone();
+    assert_eq!(sync.2 & 0xf, CTLTYPE_NODE);
+    let nodes = names(&[vfs, sync.1]);
+    let num = |n: &str| nodes.iter().find(|x| x.0 == n).unwrap().1;
+    let get = |n: &str| {
+        let v = p.sysctl(&[vfs, sync.1, num(n)], 4).unwrap();
+        i32::from_le_bytes(v.try_into().unwrap())
+    };
+    assert_eq!(
+        nodes.iter().map(|n| n.0.as_str()).collect::<Vec<_>>(),
+        ["delay", "filedelay", "dirdelay", "metadelay"]
+    );
+    assert!(nodes
+        .iter()
+        .all(|n| n.2 & 0xf == CTLTYPE_INT && n.2 & CTLFLAG_READWRITE == CTLFLAG_READWRITE));
+    assert_eq!(
+        (
+            get("delay"),
+            get("filedelay"),
+            get("dirdelay"),
+            get("metadelay")
+        ),
+        (30, 1, 15, 10)
+    );
+
+    // Dirty blocks reach the host file without a sync.
+    let fd = p.open("/dk", O_RDWR, 0).unwrap();
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 13 + 5) as u8).collect();
+    p.pwrite(fd, &data, 1 << 20).unwrap();
+    let on_host = |off: usize, want: &[u8]| {
+        let host = std::fs::read(&img).unwrap();
+        &host[off..off + want.len()] == want
+    };
+    let t0 = std::time::Instant::now();
+    while !on_host(1 << 20, &data) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the syncer did not write the block back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(k.cache_stats().dirty_bytes, 0);
+
+    // Set by root; refused to others and out of range.
+    p.sysctl_set(&[vfs, sync.1, num("filedelay")], &2i32.to_le_bytes())
+        .unwrap();
+    assert_eq!(get("filedelay"), 2);
+    assert_eq!(k.syncer().config().filedelay, 2);
+    let user = k
+        .local_process_as(vfs::Cred {
+            uid: 1000,
+            gid: 1000,
+        })
+        .unwrap();
+    assert_eq!(
+        user.sysctl_set(&[vfs, sync.1, num("filedelay")], &5i32.to_le_bytes()),
+        Err(e(EPERM))
+    );
+    assert_eq!(
+        p.sysctl_set(&[vfs, sync.1, num("metadelay")], &(-1i32).to_le_bytes()),
+        Err(e(EINVAL))
+    );
+
+    // delay 0: off. Nothing is written until a sync.
+    p.sysctl_set(&[vfs, sync.1, num("delay")], &0i32.to_le_bytes())
+        .unwrap();
+    p.pwrite(fd, b"later", 2 << 20).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(!on_host(2 << 20, b"later"), "written with the syncer off");
+    p.fsync(fd).unwrap();
+    assert!(on_host(2 << 20, b"later"));
+    p.close(fd).unwrap();
 }
 
 #[test]

@@ -20,6 +20,7 @@
 //! the client library.
 
 pub mod getopt;
+pub mod log;
 pub mod netbsd;
 pub mod tool;
 
@@ -59,6 +60,16 @@ pub enum Error {
     /// Booting or serving NetBSD's own components (see [`netbsd`]).
     #[error("{0}")]
     Netbsd(String),
+    /// A setting that does not parse (`RUMP_FILEDELAY=x: ...`).
+    #[error("{0}")]
+    Setting(String),
+}
+
+/// The syncer's delays: NetBSD's defaults, then `RUMP_SYNCDELAY`,
+/// `RUMP_FILEDELAY`, `RUMP_DIRDELAY` and `RUMP_METADELAY` (seconds); a bad
+/// value is an error naming it.
+pub fn sync_from_env() -> Result<rumpkern::syncer::SyncConfig, String> {
+    rumpkern::syncer::SyncConfig::default().with_env(|v| std::env::var(v).ok())
 }
 
 /// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
@@ -101,9 +112,17 @@ pub struct Builder {
     drives: Vec<String>,
     faults: Vec<(String, String)>,
     verbose: bool,
+    sync: Option<rumpkern::syncer::SyncConfig>,
 }
 
 impl Builder {
+    /// The syncer's delays (default: NetBSD's, or `RUMP_SYNCDELAY`,
+    /// `RUMP_FILEDELAY`, `RUMP_DIRDELAY`, `RUMP_METADELAY`); `delay` 0
+    /// turns the syncer off.
+    pub fn sync(mut self, s: rumpkern::syncer::SyncConfig) -> Self {
+        self.sync = Some(s);
+        self
+    }
     /// Virtual CPUs (default: `RUMP_NCPU`, else the host's CPU count).
     pub fn ncpu(mut self, n: usize) -> Self {
         self.ncpu = Some(n);
@@ -147,6 +166,10 @@ impl Builder {
             cfg.memlimit = m;
         }
         cfg.verbose |= self.verbose;
+        cfg.sync = match self.sync {
+            Some(s) => s,
+            None => sync_from_env().map_err(Error::Setting)?,
+        };
         let kernel = Kernel::boot(cfg).map_err(Error::Boot)?;
         for spec in &self.drives {
             // The parser's messages name the spec already (`drive spec "...": ...`).
@@ -280,6 +303,9 @@ impl HaltTarget for Node {
         {
             s.fini(client, errno);
         }
+    }
+    fn flush_log(&self) {
+        crate::log::drain(std::time::Duration::from_secs(2));
     }
 }
 

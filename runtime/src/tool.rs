@@ -97,8 +97,9 @@ pub fn level(verbosity: usize) -> Level {
 /// `prog: message` (`prog: warning: ...`, `prog: debug: ...` for the
 /// other levels), fields after the message as `name=value`.
 pub fn init_logging(prog: &str, verbosity: usize) {
+    crate::log::set_progname(prog);
     let sub = tracing_subscriber::fmt()
-        .with_writer(io::stderr)
+        .with_writer(crate::log::LineWriter::default)
         .with_max_level(level(verbosity))
         .event_format(UnixStyle {
             prog: prog.to_string(),

@@ -53,6 +53,8 @@ pub struct ServerOpts<'a> {
     pub env: Vec<(&'a str, String)>,
     /// Allow core dumps (RLIMIT_CORE unlimited) for `-d` tests.
     pub cores: bool,
+    /// The server's standard error (default: the test's).
+    pub stderr: Option<Stdio>,
 }
 
 impl Server {
@@ -71,7 +73,7 @@ impl Server {
     }
 
     /// [`Server::start_with`], its stderr into `log` (when given).
-    pub fn start_logged(dir: &Path, o: ServerOpts, log: Option<&Path>) -> Server {
+    pub fn start_logged(dir: &Path, mut o: ServerOpts, log: Option<&Path>) -> Server {
         let sock = dir.join("sock");
         let url = format!("unix://{}", sock.display());
         let mut cmd = Command::new(RUMP_SERVER);
@@ -82,6 +84,9 @@ impl Server {
             .stdin(Stdio::null());
         if let Some(l) = log {
             cmd.stderr(std::fs::File::create(l).expect("server log file"));
+        }
+        if let Some(e) = o.stderr.take() {
+            cmd.stderr(e);
         }
         for (k, v) in &o.env {
             cmd.env(k, v);

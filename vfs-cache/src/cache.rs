@@ -69,8 +69,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use netbsd_abi::errno::{EBUSY, EINVAL};
 use netbsd_abi::Errno;
@@ -275,6 +276,9 @@ struct ShardMap {
 struct DirtyEnt {
     /// Order of first dirtying (for "write back the oldest").
     seq: u64,
+    /// When it was first dirtied, in milliseconds since the cache was made
+    /// (for the syncer's "older than `filedelay`").
+    since_ms: u64,
     in_flight: bool,
 }
 
@@ -305,6 +309,12 @@ struct Shared {
     dirty_seq: AtomicU64,
     c: Counters,
     ev: EventCount,
+    /// Time zero of `DirtyEnt::since_ms`.
+    t0: Instant,
+    /// Called when a block is dirtied while `armed` (see
+    /// [`Cache::arm_dirty_hook`]): how a sleeping syncer learns of work.
+    dirty_hook: OnceLock<Arc<dyn Fn() + Send + Sync>>,
+    armed: AtomicBool,
 }
 
 /// The buffer cache: one per kernel, shared by every attached device.
@@ -366,6 +376,9 @@ impl Cache {
                 dirty_seq: AtomicU64::new(1),
                 c: Counters::default(),
                 ev: EventCount::default(),
+                t0: Instant::now(),
+                dirty_hook: OnceLock::new(),
+                armed: AtomicBool::new(false),
             }),
         })
     }
@@ -439,6 +452,28 @@ impl Cache {
     pub fn devices(&self) -> usize {
         self.sh.devs.read().len()
     }
+
+    /// Install what to call when a block is dirtied after
+    /// [`Cache::arm_dirty_hook`] (once per arming). The kernel's syncer
+    /// sleeps until then when nothing is dirty, so an idle cache costs no
+    /// wake-ups. Only the first hook installed counts.
+    pub fn set_dirty_hook(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.sh.dirty_hook.set(hook);
+    }
+
+    /// Call the dirty hook at the next dirtying of a block. Returns whether
+    /// something is dirty already (then the hook may never be called: the
+    /// caller has work now).
+    pub fn arm_dirty_hook(&self) -> bool {
+        self.sh
+            .armed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.sh
+            .c
+            .dirty_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
 }
 
 impl CachedDev {
@@ -459,6 +494,61 @@ impl CachedDev {
     /// This device's counters.
     pub fn stats(&self) -> Stats {
         self.core.c.snapshot()
+    }
+
+    /// How long ago the oldest dirty block of this device was dirtied
+    /// (`None`: nothing dirty).
+    pub fn oldest_dirty_age(&self) -> Option<Duration> {
+        let lo = Key {
+            dev: self.core.id,
+            blk: 0,
+        };
+        let hi = Key {
+            dev: self.core.id,
+            blk: u64::MAX,
+        };
+        let mut oldest: Option<u64> = None;
+        for s in self.sh.shards.iter() {
+            for e in s.dirty.lock().range(lo..=hi).map(|(_, e)| e) {
+                oldest = Some(oldest.map_or(e.since_ms, |o| o.min(e.since_ms)));
+            }
+        }
+        oldest.map(|t| Duration::from_millis(self.sh.now_ms().saturating_sub(t)))
+    }
+
+    /// Write back the dirty blocks of this device that were dirtied at
+    /// least `age` ago (ascending, merged; no device flush): the syncer's
+    /// data pass. Returns the bytes written, or the first write error (the
+    /// blocks of a failed write stay dirty).
+    pub fn write_back_older(&self, age: Duration) -> Result<u64, Errno> {
+        let cutoff = self.sh.now_ms().saturating_sub(age.as_millis() as u64);
+        let lo = Key {
+            dev: self.core.id,
+            blk: 0,
+        };
+        let hi = Key {
+            dev: self.core.id,
+            blk: u64::MAX,
+        };
+        let mut keys = Vec::new();
+        for s in self.sh.shards.iter() {
+            keys.extend(
+                s.dirty
+                    .lock()
+                    .range(lo..=hi)
+                    .filter(|(_, e)| !e.in_flight && e.since_ms <= cutoff)
+                    .map(|(k, _)| *k),
+            );
+        }
+        keys.sort_unstable();
+        let out = self.sh.writeback(&keys, false);
+        out.first_err.map_or(Ok(out.written), Err)
+    }
+
+    /// Write back every dirty block of this device, without the device
+    /// flush that [`CachedDev::sync`] ends with.
+    pub fn write_back_all(&self) -> Result<u64, Errno> {
+        self.write_back_older(Duration::ZERO)
     }
 
     /// Write every dirty block of this device (ascending, merged), then
@@ -631,6 +721,15 @@ impl Store for CachedDev {
         CachedDev::sync(self)
     }
 
+    fn write_through(&self, off: u64, buf: &[u8]) -> Result<(), Errno> {
+        for p in self.pieces(off, buf.len())? {
+            let b = self.sh.get_block(&self.core, p.blk);
+            self.sh
+                .write_through_block(&b, p.boff, &buf[p.at..p.at + p.n])?;
+        }
+        Ok(())
+    }
+
     fn make_room(&self, incoming: usize) -> Result<(), Errno> {
         self.sh.throttle(&self.core, incoming)
     }
@@ -686,6 +785,69 @@ impl Store for CachedDev {
 impl Shared {
     fn shard(&self, k: &Key) -> &Shard {
         &self.shards[shard_index(k)]
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    /// A block went from clean to dirty: wake an armed syncer.
+    fn dirtied(&self) {
+        if self.armed.load(Relaxed) && self.armed.swap(false, Relaxed) {
+            if let Some(h) = self.dirty_hook.get() {
+                h();
+            }
+        }
+    }
+
+    /// [`Store::write_through`] for one block's piece. The cached copy,
+    /// if any, takes the bytes first (its dirty state unchanged); then the
+    /// device gets them. A write-back that copied the block before the
+    /// change could land after our device write and undo it: wait for it
+    /// to end first. A block not in memory is held "loading" while the
+    /// device write runs, so that no reader caches the device's bytes from
+    /// before it.
+    fn write_through_block(&self, b: &Arc<Block>, boff: usize, piece: &[u8]) -> Result<(), Errno> {
+        let off = b.key.blk * b.core.bs as u64 + boff as u64;
+        loop {
+            let t = self.ev.prepare();
+            let mut st = b.st.lock();
+            if st.loading {
+                drop(st);
+                self.ev.wait(t);
+                continue;
+            }
+            if st.data.is_none() {
+                st.loading = true;
+                drop(st);
+                self.ev.cancel();
+                let r = b.core.dev.write_at(piece, off);
+                b.st.lock().loading = false;
+                self.ev.notify();
+                return r;
+            }
+            if st.in_flight {
+                drop(st);
+                self.ev.wait(t);
+                continue;
+            }
+            self.ev.cancel();
+            if let Some(d) = st.data.as_mut() {
+                match Arc::get_mut(d) {
+                    Some(m) => m[boff..boff + piece.len()].copy_from_slice(piece),
+                    None => {
+                        let mut m = BlockMem::copy_of(d, b.core.bs);
+                        m[boff..boff + piece.len()].copy_from_slice(piece);
+                        *d = Arc::new(m);
+                    }
+                }
+            }
+            st.gen += 1;
+            drop(st);
+            // A write-back that starts now copies the new bytes: the
+            // device never sees older ones after ours.
+            return b.core.dev.write_at(piece, off);
+        }
     }
 
     fn add_cached(&self, core: &DevCore, len: usize) {
@@ -957,10 +1119,12 @@ impl Shared {
                     b.key,
                     DirtyEnt {
                         seq,
+                        since_ms: self.now_ms(),
                         in_flight: false,
                     },
                 );
                 self.add_dirty(b);
+                self.dirtied();
             }
             return Ok(());
         }
@@ -1106,10 +1270,12 @@ impl Shared {
                 b.key,
                 DirtyEnt {
                     seq,
+                    since_ms: self.now_ms(),
                     in_flight: false,
                 },
             );
             self.add_dirty(b);
+            self.dirtied();
         }
     }
 

@@ -65,6 +65,16 @@ pub trait Store: Send + Sync {
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno>;
     fn write(&self, off: u64, buf: &[u8]) -> Result<(), Errno>;
     fn sync(&self) -> Result<(), Errno>;
+    /// Write `buf` at `off` to the device now, before this call returns,
+    /// and into any copy held in memory (whose dirty state is unchanged).
+    /// A file system that must order its writes (metadata after the
+    /// blocks it points to) writes them this way, one after another; a
+    /// later write-back of a cached block never puts older bytes over
+    /// these. No device flush. The default, for stores with no device
+    /// behind them, is [`Store::write`].
+    fn write_through(&self, off: u64, buf: &[u8]) -> Result<(), Errno> {
+        self.write(off, buf)
+    }
     /// Before a write of about `incoming` bytes: wait (writing back, with
     /// the CPU released) until the store can take it without throttling.
     /// A file system calls this before it takes its own lock, so that a

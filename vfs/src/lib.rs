@@ -12,6 +12,9 @@
 //! store a file system reads and writes (`vfs_cache::Store`) stays with the
 //! buffer cache.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use netbsd_abi::stat::Timespec;
 use netbsd_abi::Errno;
 
@@ -196,4 +199,41 @@ pub trait FileSystem: Send + Sync {
     fn open(&self, _ino: Ino) {}
     /// The last descriptor on `ino` closed: an unlinked inode may go now.
     fn release(&self, _ino: Ino) {}
+    /// When this file system's changed metadata must next be written back
+    /// under `delays` (`None`: nothing waits). The kernel's syncer asks.
+    fn writeback_due(&self, _delays: &SyncDelays) -> Option<Instant> {
+        None
+    }
+    /// Write back changed metadata now, in the order the file system
+    /// needs to stay repairable after a crash; no device flush. The
+    /// syncer's pass; file data is the cache's business.
+    fn write_back(&self) -> Result<(), Errno> {
+        Ok(())
+    }
+    /// What to call at the first change after a write-back (so a syncer
+    /// sleeping with nothing to do learns of work).
+    fn set_dirty_hook(&self, _hook: Arc<dyn Fn() + Send + Sync>) {}
+}
+
+/// How long changes may stay in memory before the syncer writes them:
+/// NetBSD's `vfs.sync.filedelay`, `dirdelay` and `metadelay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncDelays {
+    /// File data.
+    pub file: Duration,
+    /// Directory blocks.
+    pub dir: Duration,
+    /// Other metadata (inodes, indirect blocks, bitmaps, superblock).
+    pub meta: Duration,
+}
+
+impl Default for SyncDelays {
+    /// NetBSD's defaults: 30, 15 and 10 seconds.
+    fn default() -> SyncDelays {
+        SyncDelays {
+            file: Duration::from_secs(30),
+            dir: Duration::from_secs(15),
+            meta: Duration::from_secs(10),
+        }
+    }
 }

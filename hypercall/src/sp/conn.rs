@@ -413,6 +413,10 @@ pub(crate) struct RState {
     pub pending: Vec<u8>,
 }
 
+/// A request payload is read in steps of at least this much (see
+/// `RState::read_payload`).
+const PAYLOAD_CHUNK: usize = 256 << 10;
+
 /// What the reader found.
 pub(crate) enum Input {
     /// A request from the client; its payload is in `RState::pending`.
@@ -561,11 +565,7 @@ impl RState {
             let plen = hdr.payload_len();
             match hdr.class {
                 Class::Req => {
-                    self.pending.resize(plen, 0);
-                    let mut p = std::mem::take(&mut self.pending);
-                    let ok = self.read_into(fd, &mut p);
-                    self.pending = p;
-                    if !ok {
+                    if !self.read_payload(fd, plen) {
                         return Some(Input::Closed);
                     }
                     return Some(Input::Request(hdr));
@@ -580,6 +580,34 @@ impl RState {
                 }
             }
         }
+    }
+
+    /// Read a request's `plen` bytes of payload into `pending`, growing it
+    /// only as bytes arrive: a header that claims 64 MiB and sends nothing
+    /// commits one chunk, not 64 MiB. The buffer at most doubles what has
+    /// arrived, so a real large request costs a few copies, not a
+    /// frame-sized allocation made on the peer's word.
+    fn read_payload(&mut self, fd: RawFd, plen: usize) -> bool {
+        // Not cleared when it fits: `resize` then zero-fills only what
+        // grows (`read_into` overwrites every byte anyway).
+        if plen <= PAYLOAD_CHUNK {
+            self.pending.resize(plen, 0);
+            let mut p = std::mem::take(&mut self.pending);
+            let ok = self.read_into(fd, &mut p);
+            self.pending = p;
+            return ok;
+        }
+        self.pending.clear();
+        let mut p = std::mem::take(&mut self.pending);
+        let mut ok = true;
+        while ok && p.len() < plen {
+            let have = p.len();
+            let grow = (plen - have).min(have.max(PAYLOAD_CHUNK));
+            p.resize(have + grow, 0);
+            ok = self.read_into(fd, &mut p[have..]);
+        }
+        self.pending = p;
+        ok
     }
 
     /// Deliver an answer to its waiter (or drop it if nobody waits).

@@ -86,13 +86,14 @@ pub fn mount(cx: &Cx, a: &Args) -> SysResult {
         drive: Some(drive.index),
         path: where_,
     });
+    m.fs.set_dirty_hook(cx.k.syncer.kicker());
     if let Err(e) = cx.k.mounts.insert(m.clone()) {
         let _ = m.fs.unmount();
         drive.mounted.store(false, Ordering::SeqCst);
         return Err(e);
     }
     if cx.k.config().verbose {
-        eprintln!("rumpkern: mounted {} {} on {}", fstype, drive.key, m.path);
+        tracing::info!("rumpkern: mounted {} {} on {}", fstype, drive.key, m.path);
     }
     Ok(())
 }
@@ -136,7 +137,7 @@ pub fn unmount(cx: &Cx, a: &Args) -> SysResult {
     match m.fs.unmount() {
         Ok(()) => {}
         Err(e) if !force => return Err(e),
-        Err(e) => eprintln!(
+        Err(e) => tracing::error!(
             "rumpkern: forced unmount of {}: final sync failed: {e}",
             m.path
         ),
@@ -149,9 +150,10 @@ pub fn unmount(cx: &Cx, a: &Args) -> SysResult {
         // durable. On failure they stay dirty in the cache (a later sync
         // or the halt retries) and the error is reported.
         if let Err(e) = d.sync() {
-            eprintln!(
+            tracing::error!(
                 "rumpkern: unmount of {}: sync of drive {} failed: {e}",
-                m.path, d.key
+                m.path,
+                d.key
             );
             r = Err(e);
         }

@@ -18,7 +18,8 @@ use rumprun::getopt::{getopt, text};
 use rumprun::netbsd::NetbsdKernel;
 use rumprun::{parse_memlimit, parse_ncpu, tool, Rump};
 
-const SYNOPSIS: &str = "[-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] url";
+const SYNOPSIS: &str =
+    "[-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] [-S node=value] url";
 
 /// The program name from argv[0], for every message.
 fn prog() -> &'static str {
@@ -28,9 +29,9 @@ fn prog() -> &'static str {
 
 fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
-        eprintln!("{}: {msg}", prog());
+        rumprun::say!("{}: {msg}", prog());
     }
-    eprintln!("usage: {} {SYNOPSIS}", prog());
+    rumprun::say!("usage: {} {SYNOPSIS}", prog());
     exit(1)
 }
 
@@ -45,7 +46,9 @@ fn help() -> String {
          \x20 -l library    boot NetBSD's component library instead of the built-in kernel\n\
          \x20 -m module     load a NetBSD kernel module (with -l)\n\
          \x20 -r total_ram  memory limit of the file system cache (64m, 1g, 25%)\n\
-         SIGTERM or SIGINT halts as rump.halt does. See rump_server(1).\n",
+         \x20 -S node=value set a sysctl node at boot: vfs.sync.delay, filedelay, dirdelay,\n\
+         \x20               metadelay (seconds; vfs.sync.delay=0 turns the syncer off)\n\
+         SIGTERM, SIGINT or SIGHUP halts as rump.halt does. See rump_server(1).\n",
         prog()
     )
 }
@@ -60,13 +63,18 @@ struct Opts {
     libs: Vec<String>,
     modules: Vec<String>,
     memlimit: Option<u64>,
+    sync: rumpkern::syncer::SyncConfig,
     url: String,
 }
 
 fn parse_args() -> Opts {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     tool::help_and_version(prog(), &args, help);
-    let p = getopt(&args, "c:d:l:m:r:sv").unwrap_or_else(|e| usage(&e.to_string()));
+    let p = getopt(&args, "c:d:l:m:r:S:sv").unwrap_or_else(|e| usage(&e.to_string()));
+    let sync = rumprun::sync_from_env().unwrap_or_else(|e| {
+        rumprun::say!("{}: {e}", prog());
+        exit(1)
+    });
     let mut o = Opts {
         foreground: false,
         verbosity: 0,
@@ -76,6 +84,7 @@ fn parse_args() -> Opts {
         libs: vec![],
         modules: vec![],
         memlimit: None,
+        sync,
         url: String::new(),
     };
     for (c, v) in p.opts {
@@ -87,6 +96,22 @@ fn parse_args() -> Opts {
             'v' => o.verbosity += 1,
             'c' => o.ncpu = Some(parse_ncpu(v).unwrap_or_else(|e| usage(&format!("-c {e}")))),
             'd' => o.drives.push(v.to_string()),
+            'S' => {
+                let set = v.split_once('=').and_then(|(node, val)| {
+                    let node = node.strip_prefix("vfs.sync.")?;
+                    Some((node, val.trim().parse::<u32>().ok()?))
+                });
+                match set {
+                    Some((node, n)) => {
+                        if let Err(e) = o.sync.set(node, n) {
+                            usage(&format!("-S {v}: {e}"));
+                        }
+                    }
+                    None => usage(&format!(
+                        "-S {v}: expected vfs.sync.{{delay,filedelay,dirdelay,metadelay}}=SECONDS"
+                    )),
+                }
+            }
             'l' => o.libs.push(v.to_string()),
             'm' => o.modules.push(v.to_string()),
             'r' => match parse_memlimit(v) {
@@ -139,7 +164,7 @@ fn start(o: &Opts) -> Result<Served, String> {
             "-m {m}: kernel modules need NetBSD components (-l)"
         ));
     }
-    let mut b = Rump::builder().verbose(o.verbose);
+    let mut b = Rump::builder().verbose(o.verbose).sync(o.sync);
     if let Some(n) = o.ncpu {
         b = b.ncpu(n);
     }
@@ -197,14 +222,17 @@ fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
     Ok(k)
 }
 
-/// Block SIGTERM and SIGINT in every thread; one thread takes them with
-/// sigwait and turns them into a halt.
+/// Block SIGTERM, SIGINT and SIGHUP (a closed terminal or ssh session) in
+/// every thread; one thread takes them with sigwait and turns them into a
+/// halt. SIGPIPE is ignored, as in every Rust program: a peer or a log
+/// reader that went away is an error to handle, never a death.
 fn block_signals() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
     if let Err(e) = set.thread_block() {
-        eprintln!("{}: pthread_sigmask: {e}", prog());
+        rumprun::say!("{}: pthread_sigmask: {e}", prog());
         exit(1);
     }
     set
@@ -231,14 +259,14 @@ fn main() {
     // Fork before any thread exists; the parent waits for our word.
     if !o.foreground {
         if let Err(e) = rumpuser::daemonize::begin() {
-            eprintln!("{}: daemonize: {e}", prog());
+            rumprun::say!("{}: daemonize: {e}", prog());
             exit(1);
         }
     }
     let served = match start(&o) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{}: {e}", prog());
+            rumprun::say!("{}: {e}", prog());
             if !o.foreground {
                 let _ = rumpuser::daemonize::done(1);
             }
@@ -248,7 +276,7 @@ fn main() {
     tracing::info!("serving {} (pid {})", o.url, std::process::id());
     if !o.foreground {
         if let Err(e) = rumpuser::daemonize::done(0) {
-            eprintln!("{}: daemonize: {e}", prog());
+            rumprun::say!("{}: daemonize: {e}", prog());
             exit(1);
         }
     }
@@ -316,7 +344,7 @@ fn serve_builtin(_o: &Opts, set: &SigSet, rump: Rump) -> ! {
         }
         if rump.halt_state().halting() {
             // A second signal while the first halt flushes: the rescue.
-            eprintln!(
+            rumprun::say!(
                 "{}: {} during the halt: skipping the rest of the flush",
                 prog(),
                 signame(sig)
@@ -330,7 +358,7 @@ fn serve_builtin(_o: &Opts, set: &SigSet, rump: Rump) -> ! {
         let r = rump.clone();
         std::thread::spawn(move || {
             if let Err(e) = r.halt(0) {
-                eprintln!("{}: halt: {e}", prog());
+                rumprun::say!("{}: halt: {e}", prog());
             }
         });
     }
@@ -349,7 +377,7 @@ fn serve_netbsd(_o: &Opts, set: &SigSet, k: NetbsdKernel) -> ! {
         tracing::info!("{}: halting", signame(sig));
         // NetBSD's reboot(2) from this thread: sync, then exit(0).
         if let Err(e) = k.reboot(0) {
-            eprintln!("{}: halt: {e}", prog());
+            rumprun::say!("{}: halt: {e}", prog());
         }
     }
 }
