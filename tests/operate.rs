@@ -1149,3 +1149,47 @@ fn rumpctl_acts_like_coreutils() {
     assert!(size.ends_with(['K', 'M', 'G', 'T']), "{df}");
     assert!(df.starts_with("Filesystem") && df.contains("Size"), "{df}");
 }
+
+/// `rumpctl sysctl` reads and sets kernel variables by name, as
+/// sysctl(8): the syncer's delays among them.
+#[test]
+fn rumpctl_sysctl_by_name() {
+    let d = tmpdir();
+    let s = Server::start(d.path(), &[]);
+    let run = |a: &[&str]| {
+        let a: Vec<&OsStr> = a.iter().map(OsStr::new).collect();
+        String::from_utf8(ok(&s, &a)).unwrap()
+    };
+    assert_eq!(
+        run(&["sysctl", "vfs.sync.filedelay"]),
+        "vfs.sync.filedelay = 30\n"
+    );
+    assert_eq!(
+        run(&["sysctl", "vfs.sync.filedelay=7"]),
+        "vfs.sync.filedelay: 30 -> 7\n"
+    );
+    assert_eq!(
+        run(&["sysctl", "-w", "vfs.sync.dirdelay=3"]),
+        "vfs.sync.dirdelay: 15 -> 3\n"
+    );
+    let all = run(&["sysctl", "vfs.sync"]);
+    assert!(
+        all.contains("vfs.sync.filedelay = 7\n") && all.contains("vfs.sync.dirdelay = 3\n"),
+        "{all}"
+    );
+    let everything = run(&["sysctl", "-a"]);
+    assert!(
+        everything.contains("kern.ostype = NetBSD\n") && everything.contains("hw.ncpu = "),
+        "{everything}"
+    );
+    let o = rumpctl(&s, &[OsStr::new("sysctl"), OsStr::new("vfs.sync.nope")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("vfs.sync.nope: no such node"),
+        "{}",
+        stderr(&o)
+    );
+    let o = rumpctl(&s, &[OsStr::new("sysctl"), OsStr::new("vfs.sync.delay=x")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid number"), "{}", stderr(&o));
+}

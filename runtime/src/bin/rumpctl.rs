@@ -95,6 +95,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("umount", "[-f] dir", "unmount (-f: forced)"),
     ("sync", "", "flush the kernel's caches to the host"),
     (
+        "sysctl",
+        "[-a] [name[=value] ...]",
+        "read kernel variables by name, or set them (vfs.sync.filedelay=10)",
+    ),
+    (
         "fuse",
         "[-f] [-o ro] [path] mountpoint",
         "mount the kernel's tree (or a subtree) on the host through FUSE",
@@ -325,6 +330,10 @@ enum Job {
         dir: OsString,
     },
     Sync,
+    Sysctl {
+        all: bool,
+        items: Vec<String>,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -707,6 +716,17 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
             need(rest.is_empty(), "takes no arguments")?;
             Job::Sync
         }
+        "sysctl" => {
+            // -w is NetBSD's older spelling of name=value; accepted.
+            let p = opts("anw")?;
+            let all = has(&p, 'a') || p.operands.is_empty();
+            let items = p
+                .operands
+                .iter()
+                .map(|o| text("", o).map(str::to_string))
+                .collect::<Result<Vec<_>, _>>()?;
+            Job::Sysctl { all, items }
+        }
         _ => return Err(format!("{cmd}: unknown command")),
     })
 }
@@ -964,6 +984,14 @@ fn main() {
             })
         }
         Job::Sync => report(c.sync().map_err(|e| fail("sync", e))),
+        Job::Sysctl { all, items } => {
+            if all && items.is_empty() {
+                report(sysctl_show(c, &[], ""));
+            }
+            for item in &items {
+                report(sysctl_item(c, item));
+            }
+        }
     }
     exit(status)
 }
@@ -1167,6 +1195,143 @@ fn stat(c: &Client, path: &OsStr) -> Result<(), Fail> {
         st.mtime.sec,
         st.mtime.nsec,
         ls_time(st.mtime.sec, now()),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// sysctl: names resolved as sysctl(8) does, through CTL_QUERY
+
+/// One node of a `CTL_QUERY` answer: number, name, type.
+struct SysctlNode {
+    num: i32,
+    name: String,
+    ty: u32,
+}
+
+fn sysctl_children(c: &Client, path: &[i32]) -> Result<Vec<SysctlNode>, Error> {
+    use netbsd_abi::reboot::{CTL_QUERY, SYSCTLNODE_SIZE, SYSCTL_NAMELEN};
+    let mut q = path.to_vec();
+    q.push(CTL_QUERY);
+    let raw = c.sysctl(&q)?;
+    Ok(raw
+        .chunks_exact(SYSCTLNODE_SIZE)
+        .map(|b| {
+            let flags = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let name = &b[8..8 + SYSCTL_NAMELEN];
+            let end = name.iter().position(|&x| x == 0).unwrap_or(name.len());
+            SysctlNode {
+                num: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                name: String::from_utf8_lossy(&name[..end]).into_owned(),
+                ty: flags & 0xf,
+            }
+        })
+        .collect())
+}
+
+/// `kern.hostname` → its number path and type, found level by level.
+fn sysctl_resolve(c: &Client, name: &str) -> Result<(Vec<i32>, u32), Fail> {
+    let mut path = Vec::new();
+    let mut ty = netbsd_abi::reboot::CTLTYPE_NODE;
+    for part in name.split('.') {
+        if ty != netbsd_abi::reboot::CTLTYPE_NODE {
+            return Err(Fail(format!(
+                "{name}: {}",
+                netbsd_abi::Errno(ENOTDIR).description()
+            )));
+        }
+        let kids = sysctl_children(c, &path).map_err(|e| fail(name, e))?;
+        let Some(n) = kids.into_iter().find(|n| n.name == part) else {
+            return Err(Fail(format!("{name}: no such node ('{part}')")));
+        };
+        path.push(n.num);
+        ty = n.ty;
+    }
+    Ok((path, ty))
+}
+
+/// The value of a leaf as sysctl(8) prints it.
+fn sysctl_value(raw: &[u8], ty: u32) -> String {
+    use netbsd_abi::reboot::{CTLTYPE_INT, CTLTYPE_QUAD, CTLTYPE_STRING};
+    match ty {
+        CTLTYPE_INT if raw.len() >= 4 => {
+            i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]).to_string()
+        }
+        CTLTYPE_QUAD if raw.len() >= 8 => {
+            i64::from_le_bytes(raw[..8].try_into().unwrap_or([0; 8])).to_string()
+        }
+        CTLTYPE_STRING => {
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            show(&raw[..end])
+        }
+        _ => raw.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Print `prefix` (a node, or the top for "") and everything under it.
+fn sysctl_show(c: &Client, path: &[i32], prefix: &str) -> Result<(), Fail> {
+    let what = if prefix.is_empty() { "sysctl" } else { prefix };
+    for n in sysctl_children(c, path).map_err(|e| fail(what, e))? {
+        let name = if prefix.is_empty() {
+            n.name.clone()
+        } else {
+            format!("{prefix}.{}", n.name)
+        };
+        let mut p = path.to_vec();
+        p.push(n.num);
+        if n.ty == netbsd_abi::reboot::CTLTYPE_NODE {
+            sysctl_show(c, &p, &name)?;
+        } else {
+            let v = c.sysctl(&p).map_err(|e| fail(&name, e))?;
+            out!("{name} = {}", sysctl_value(&v, n.ty));
+        }
+    }
+    Ok(())
+}
+
+/// `name` (show it, or all under it) or `name=value` (set it, and say
+/// `name: old -> new` as sysctl -w does).
+fn sysctl_item(c: &Client, item: &str) -> Result<(), Fail> {
+    use netbsd_abi::reboot::{CTLTYPE_INT, CTLTYPE_NODE, CTLTYPE_QUAD, CTLTYPE_STRING};
+    let (name, new) = match item.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (item, None),
+    };
+    let (path, ty) = sysctl_resolve(c, name)?;
+    if ty == CTLTYPE_NODE {
+        if new.is_some() {
+            return Err(Fail(format!(
+                "{name}: {}",
+                netbsd_abi::Errno(netbsd_abi::errno::EISDIR).description()
+            )));
+        }
+        return sysctl_show(c, &path, name);
+    }
+    let old = c.sysctl(&path).map_err(|e| fail(name, e))?;
+    let Some(v) = new else {
+        out!("{name} = {}", sysctl_value(&old, ty));
+        return Ok(());
+    };
+    let bytes = match ty {
+        CTLTYPE_INT => v
+            .trim()
+            .parse::<i32>()
+            .map(|n| n.to_le_bytes().to_vec())
+            .map_err(|_| Fail(format!("{name}={v}: invalid number")))?,
+        CTLTYPE_QUAD => v
+            .trim()
+            .parse::<i64>()
+            .map(|n| n.to_le_bytes().to_vec())
+            .map_err(|_| Fail(format!("{name}={v}: invalid number")))?,
+        CTLTYPE_STRING => v.as_bytes().to_vec(),
+        _ => return Err(Fail(format!("{name}: cannot set a node of this type"))),
+    };
+    c.sysctl_write(&path, &bytes).map_err(|e| fail(name, e))?;
+    let now = c.sysctl(&path).map_err(|e| fail(name, e))?;
+    out!(
+        "{name}: {} -> {}",
+        sysctl_value(&old, ty),
+        sysctl_value(&now, ty)
     );
     Ok(())
 }
