@@ -1193,3 +1193,212 @@ fn rumpctl_sysctl_by_name() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("invalid number"), "{}", stderr(&o));
 }
+
+/// A `rumpctl fuse -f` child and its mount point: unmounted (lazily) and
+/// killed when dropped, whatever the test did.
+struct FuseMount {
+    child: std::process::Child,
+    mnt: std::path::PathBuf,
+}
+
+impl FuseMount {
+    fn start(s_url: &str, dir: &Path, kpath: &str, retry: Option<&str>) -> FuseMount {
+        let mnt = dir.join("fusemnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let mut cmd = Command::new(RUMPCTL);
+        cmd.args(["fuse", "-f", kpath])
+            .arg(&mnt)
+            .env("RUMP_SERVER", s_url)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("fuse.log")).unwrap());
+        if let Some(r) = retry {
+            cmd.env("RUMPCLIENT_RETRYCONNECT", r);
+        }
+        let child = cmd.spawn().unwrap();
+        let m = FuseMount { child, mnt };
+        let t = std::time::Instant::now();
+        while !m.mounted() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "fuse mount not live"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        m
+    }
+
+    fn mounted(&self) -> bool {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let me = self.mnt.to_str().unwrap();
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some(me))
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if self.mounted() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Without a reconnect policy, `rumpctl fuse` unmounts itself and exits
+/// within 5 s of its server's halt.
+#[test]
+fn fuse_mount_ends_with_its_server() {
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &[]);
+    let f = d.path().join("f");
+    std::fs::write(&f, b"through fuse\n").unwrap();
+    ok(&s, &[OsStr::new("put"), f.as_os_str(), OsStr::new("/f")]);
+    let mut m = FuseMount::start(&s.url, d.path(), "/", None);
+    assert_eq!(std::fs::read(m.mnt.join("f")).unwrap(), b"through fuse\n");
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    s.wait_exit(std::time::Duration::from_secs(20));
+    let t = std::time::Instant::now();
+    let st = loop {
+        if let Some(st) = m.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "rumpctl fuse still running 5 s after the halt"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(st.success(), "{st:?}");
+    assert!(!m.mounted(), "the mount outlived its server");
+    let log = std::fs::read_to_string(d.path().join("fuse.log")).unwrap();
+    assert!(log.contains("the server went away: unmounting"), "{log}");
+}
+
+/// With `RUMPCLIENT_RETRYCONNECT=inftime`, the mount stays when its server
+/// goes, and `ls` and `cat` through it work again once a server is back
+/// on the same image and URL.
+#[test]
+fn fuse_mount_with_retry_serves_again() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    mke2fs(&img, &[], "16M");
+    let start = || {
+        let s = Server::start(
+            d.path(),
+            &[
+                "-d",
+                &format!("key=/dk,hostpath={},size=host", img.display()),
+            ],
+        );
+        ok(&s, &[OsStr::new("mkdir"), OsStr::new("/mnt")]);
+        ok(
+            &s,
+            &[OsStr::new("mount"), OsStr::new("/dk"), OsStr::new("/mnt")],
+        );
+        s
+    };
+    let mut s = start();
+    let f = d.path().join("f");
+    std::fs::write(&f, b"still here\n").unwrap();
+    ok(
+        &s,
+        &[OsStr::new("put"), f.as_os_str(), OsStr::new("/mnt/f")],
+    );
+    let mut m = FuseMount::start(&s.url, d.path(), "/mnt", Some("inftime"));
+    assert_eq!(std::fs::read(m.mnt.join("f")).unwrap(), b"still here\n");
+    let o = s.halt(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    s.wait_exit(std::time::Duration::from_secs(20));
+    drop(s);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(m.mounted(), "with retry the mount stays");
+    assert!(
+        m.child.try_wait().unwrap().is_none(),
+        "with retry the process stays"
+    );
+    let s2 = start();
+    let t = std::time::Instant::now();
+    loop {
+        let names: Option<Vec<_>> = std::fs::read_dir(&m.mnt)
+            .ok()
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect());
+        let data = std::fs::read(m.mnt.join("f")).ok();
+        if names.is_some_and(|n| n.iter().any(|x| x == "f"))
+            && data.as_deref() == Some(b"still here\n")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "ls and cat through the mount did not work again within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(m);
+    drop(s2);
+}
+
+/// The client library's reconnect policy, with NetBSD's
+/// `rumpclient_setconnretry` semantics: never (the default: the call
+/// fails with the lost connection), for ever (the call goes through once
+/// a server is back, on a new kernel process), once, or for N seconds.
+#[test]
+fn client_reconnects_as_its_policy_says() {
+    use rumpclient::{ConnRetry, Error};
+    use std::time::{Duration, Instant};
+    let d = tmpdir();
+    let mut s = Server::start(d.path(), &[]);
+    let never = s.client();
+    let forever = s.client();
+    forever.set_conn_retry(ConnRetry::Forever);
+    let once = s.client();
+    once.set_conn_retry(ConnRetry::Once);
+    let limited = s.client();
+    limited.set_conn_retry(ConnRetry::For(Duration::from_secs(1)));
+    let fd = forever.open("/", netbsd_abi::fcntl::O_RDONLY, 0).unwrap();
+    s.signal(libc::SIGKILL);
+    s.wait_exit(Duration::from_secs(10));
+    drop(s);
+    // No server: once gives up after its one attempt, N seconds after N.
+    let t = Instant::now();
+    assert!(matches!(once.getpid(), Err(Error::Lost { .. })));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(matches!(limited.getpid(), Err(Error::Lost { .. })));
+    assert!(
+        t.elapsed() >= Duration::from_secs(1) && t.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        t.elapsed()
+    );
+    // A server back on the URL: for ever goes through, never does not.
+    let s2 = Server::start(d.path(), &[]);
+    assert!(forever.getpid().is_ok(), "reconnected");
+    assert_eq!(
+        forever.close(fd).unwrap_err().errno().0,
+        netbsd_abi::errno::EBADF,
+        "a new kernel process: the old descriptor is gone"
+    );
+    assert!(matches!(never.getpid(), Err(Error::Lost { .. })));
+    // The environment's spelling, and a bad value refused in words.
+    assert_eq!(ConnRetry::parse("inftime"), Some(ConnRetry::Forever));
+    assert_eq!(ConnRetry::parse("once"), Some(ConnRetry::Once));
+    assert_eq!(ConnRetry::parse("die"), Some(ConnRetry::Die));
+    assert_eq!(ConnRetry::parse("0"), Some(ConnRetry::Never));
+    assert_eq!(
+        ConnRetry::parse("30"),
+        Some(ConnRetry::For(Duration::from_secs(30)))
+    );
+    assert_eq!(ConnRetry::parse("soon"), None);
+    let o = Command::new(RUMPCTL)
+        .args(["ls", "/"])
+        .env("RUMP_SERVER", &s2.url)
+        .env("RUMPCLIENT_RETRYCONNECT", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "rumpctl: RUMPCLIENT_RETRYCONNECT=soon: expected inftime, once, die or a number of seconds"
+    );
+}

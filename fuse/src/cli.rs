@@ -98,6 +98,22 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
             return 1;
         }
     };
+    // Without a reconnect policy the mount ends with its server: a second
+    // connection that only waits sees the server go (a halt closes every
+    // connection) and unmounts. With one (RUMPCLIENT_RETRYCONNECT), the
+    // mount stays and its requests reconnect once a server is back.
+    let watcher = if client.conn_retry() == rumpclient::ConnRetry::Never {
+        match rumpclient::Client::from_env() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                say!("{prog}: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    let url = client.url().to_string();
     let backend = RemoteBackend(Arc::new(Remote(client)));
     // Other clients may change the tree: short timeouts, no write-back.
     let o = Options {
@@ -140,6 +156,19 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
         host::wait_signal(&set);
         let _ = host::unmount(&m2);
     });
+    if let Some(w) = watcher {
+        let m3 = mnt_abs.clone();
+        std::thread::spawn(move || {
+            w.wait_lost();
+            say!(
+                "{prog}: {url}: the server went away: unmounting {}",
+                m3.display()
+            );
+            if let Err(e) = host::unmount(&m3) {
+                say!("{prog}: {e}");
+            }
+        });
+    }
     ready.ok();
     match session.run() {
         Ok(()) => 0,

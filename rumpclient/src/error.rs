@@ -32,6 +32,14 @@ pub enum Error {
     /// The server refused a request with a protocol error.
     #[error("{url}: server refused: {error}")]
     Refused { url: String, error: ProtoError },
+    /// An environment variable whose value is refused
+    /// (`RUMPCLIENT_RETRYCONNECT=x: expected inftime, once, die or seconds`).
+    #[error("{name}={value}: expected {expected}")]
+    Env {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     /// The system call failed with this NetBSD errno.
     #[error("{}", .0.description())]
     Errno(#[from] Errno),
@@ -60,7 +68,7 @@ impl Error {
         match self {
             Error::NoServer => Errno(errno::ENOENT),
             Error::EmptyServer => Errno(errno::EINVAL),
-            Error::Url { .. } => Errno(errno::EINVAL),
+            Error::Url { .. } | Error::Env { .. } => Errno(errno::EINVAL),
             Error::Connect { source, .. } => match source.raw_os_error() {
                 Some(h) => Errno::from_host(h),
                 None => Errno(errno::EIO),
