@@ -52,8 +52,10 @@ pub trait HaltTarget: Send + Sync {
     fn flush_log(&self) {}
 }
 
-/// What a halt that returned did (only `RB_HALT` halts return).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a halt that returned did (only `RB_HALT` halts return). Its
+/// `Display` is one line for a log (`halt RB_HALT: flushed in 12.1ms`);
+/// `Debug` spells the flags out too.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HaltReport {
     pub flags: i32,
     /// `None` with `RB_NOSYNC`; else the flush result.
@@ -63,6 +65,46 @@ pub struct HaltReport {
     /// With `RB_DUMP | RB_HALT`: whether the forked child wrote a core.
     pub core_dumped: Option<bool>,
     pub elapsed: Duration,
+}
+
+impl std::fmt::Display for HaltReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "halt {}: ", netbsd_abi::reboot::RbFlags(self.flags))?;
+        match &self.flush {
+            None => f.write_str("not flushed (RB_NOSYNC)")?,
+            Some(Ok(())) => f.write_str("flushed")?,
+            Some(Err(e)) => write!(f, "flush failed: {}", e.description())?,
+        }
+        write!(f, " in {:.1?}", self.elapsed)?;
+        if self.cut_off > 0 {
+            write!(
+                f,
+                ", {} system call(s) still running were cut off",
+                self.cut_off
+            )?;
+        }
+        match self.core_dumped {
+            Some(true) => f.write_str(", core dumped")?,
+            Some(false) => f.write_str(", no core written")?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for HaltReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaltReport")
+            .field(
+                "flags",
+                &format_args!("{}", netbsd_abi::reboot::RbFlags(self.flags)),
+            )
+            .field("flush", &self.flush)
+            .field("cut_off", &self.cut_off)
+            .field("core_dumped", &self.core_dumped)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
 }
 
 impl HaltReport {
@@ -383,5 +425,34 @@ fn dump_core_in_child() -> bool {
                 Ok(_) | Err(_) => break false,
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn reports_name_their_flags() {
+        let r = HaltReport {
+            flags: netbsd_abi::reboot::RB_HALT,
+            flush: Some(Ok(())),
+            cut_off: 0,
+            core_dumped: None,
+            elapsed: Duration::from_millis(12),
+        };
+        assert_eq!(r.to_string(), "halt RB_HALT: flushed in 12.0ms");
+        assert!(format!("{r:?}").contains("flags: RB_HALT,"), "{r:?}");
+        let r = HaltReport {
+            flags: netbsd_abi::reboot::RB_HALT | netbsd_abi::reboot::RB_NOSYNC,
+            flush: None,
+            cut_off: 2,
+            core_dumped: Some(false),
+            elapsed: Duration::from_secs(1),
+        };
+        assert_eq!(
+            r.to_string(),
+            "halt RB_NOSYNC|RB_HALT: not flushed (RB_NOSYNC) in 1.0s, 2 system call(s) still running were cut off, no core written"
+        );
     }
 }
