@@ -19,9 +19,12 @@
 //! `rump_server`, `rump.halt` and `rumpctl` are thin layers over this and
 //! the client library.
 
+#[cfg(feature = "cli")]
 pub mod getopt;
 pub mod log;
+#[cfg(feature = "netbsd")]
 pub mod netbsd;
+#[cfg(feature = "cli")]
 pub mod tool;
 
 use std::sync::{Arc, Mutex};
