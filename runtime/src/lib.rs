@@ -237,6 +237,9 @@ impl Builder {
     }
 }
 
+/// What [`Rump::on_halt_flags`] runs first in every halt.
+type HaltHook = Arc<dyn Fn(i32) + Send + Sync>;
+
 /// A kernel with its server and its halt state: what the halt sequence
 /// works on.
 struct Node {
@@ -244,7 +247,7 @@ struct Node {
     server: Mutex<Option<rumpuser::sp::Server>>,
     halt: Arc<Halt>,
     /// Run first by every halt (see [`Rump::on_halt`]).
-    prelude: Mutex<Option<Arc<dyn Fn(i32) + Send + Sync>>>,
+    prelude: Mutex<Option<HaltHook>>,
     /// Why the last ext2 mount was refused (see [`Rump::take_mount_refusal`]).
     refusal: Arc<Mutex<Option<String>>>,
 }

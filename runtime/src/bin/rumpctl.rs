@@ -369,6 +369,15 @@ fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     Ok((id(u, "user id")?, id(g, "group id")?))
 }
 
+/// This process's umask (read by setting it, and put straight back).
+fn host_umask() -> u32 {
+    // SAFETY: umask(2) has no preconditions and cannot fail.
+    let m = unsafe { libc::umask(0) };
+    // SAFETY: as above; this restores the mask just read.
+    unsafe { libc::umask(m) };
+    m as u32
+}
+
 /// Whether option `c` was given.
 fn has(p: &rumprun::getopt::Parsed, c: char) -> bool {
     p.opts.iter().any(|(o, _)| *o == c)
@@ -760,14 +769,9 @@ fn main() {
     );
     // New files and directories get modes as the host's commands give
     // them: less this process's umask.
-    // SAFETY: umask(2) has no preconditions; the old mask is put back.
-    let host_umask = unsafe {
-        let m = libc::umask(0);
-        libc::umask(m);
-        m as u32
-    };
-    if let Err(e) = client.umask(host_umask) {
-        tracing::debug!("umask {host_umask:o}: {e}");
+    let umask_now = host_umask();
+    if let Err(e) = client.umask(umask_now) {
+        tracing::debug!("umask {umask_now:o}: {e}");
     }
     let mut status = 0;
     let mut report = |r: Result<(), Fail>| {
@@ -893,13 +897,7 @@ fn main() {
             recursive,
             paths,
         } => {
-            // SAFETY: umask(2) has no preconditions; the old mask is put
-            // straight back.
-            let umask = unsafe {
-                let m = libc::umask(0);
-                libc::umask(m);
-                m as u32
-            };
+            let umask = host_umask();
             for path in &paths {
                 report(walk(c, path.as_bytes(), recursive, &mut |p, st| {
                     // Links met on the way are not followed (chmod -R).
@@ -1387,15 +1385,13 @@ fn rm(c: &Client, path: &[u8], recursive: bool, force: bool) -> Result<(), Fail>
     }
 }
 
+/// What [`walk`] does to each file.
+type Visit<'a> = dyn FnMut(&[u8], &Stat) -> Result<(), Fail> + 'a;
+
 /// Call `f` on `path` (following a final symbolic link, as chmod(1) and
 /// chown(1) do on their operands) and, with `recursive`, on everything
 /// under it, symbolic links included but not followed.
-fn walk(
-    c: &Client,
-    path: &[u8],
-    recursive: bool,
-    f: &mut dyn FnMut(&[u8], &Stat) -> Result<(), Fail>,
-) -> Result<(), Fail> {
+fn walk(c: &Client, path: &[u8], recursive: bool, f: &mut Visit<'_>) -> Result<(), Fail> {
     let st = c
         .stat(path)
         .or_else(|_| c.lstat(path))
@@ -1408,7 +1404,7 @@ fn walk_at(
     path: &[u8],
     st: Stat,
     recursive: bool,
-    f: &mut dyn FnMut(&[u8], &Stat) -> Result<(), Fail>,
+    f: &mut Visit<'_>,
 ) -> Result<(), Fail> {
     f(path, &st)?;
     if !recursive || !st.is_dir() {
