@@ -47,9 +47,6 @@ pub trait HaltTarget: Send + Sync {
     /// Halt step 3: answer `client`'s `reboot(2)` with `errno`, shut the
     /// listener, drop every client.
     fn fini(&self, _client: ClientHandle, _errno: i32) {}
-    /// Write out what the log holds (a halt about to abort for its core
-    /// dump says why first); by default nothing.
-    fn flush_log(&self) {}
 }
 
 /// What a halt that returned did (only `RB_HALT` halts return). Its
@@ -218,12 +215,10 @@ impl Halt {
             return Err(Errno(EBUSY));
         }
         let start = Instant::now();
-        if verbose() {
-            log(&format!(
-                "halt: {} by {caller}",
-                netbsd_abi::reboot::RbFlags(flags)
-            ));
-        }
+        note(&format!(
+            "halt: {} by {caller}",
+            netbsd_abi::reboot::RbFlags(flags)
+        ));
 
         // 1. Stop admitting; let running syscalls finish, within bounds.
         k.stop_admitting();
@@ -245,8 +240,8 @@ impl Halt {
             let r = k.sync_all();
             if let Err(e) = r {
                 log(&format!("halt: file system flush failed: {e}"));
-            } else if verbose() {
-                log(&format!("halt: flushed in {:?}", start.elapsed()));
+            } else {
+                note(&format!("halt: flushed in {:?}", start.elapsed()));
             }
             Some(r)
         } else {
@@ -302,28 +297,22 @@ impl Halt {
             if flags & RB_HALT != 0 {
                 report.core_dumped = Some(dump_core_in_child());
             } else {
-                // Said before the abort, and written out: the log's
-                // writer does not outlive it.
+                // Said before the abort (dump_core drains the log).
                 match raise_core_limit() {
                     Ok(()) => log("halt: dumping core"),
                     Err(why) => log(&format!("halt: no core written: {why}")),
                 }
-                k.flush_log();
                 dump_core();
             }
         }
         if flags & RB_HALT != 0 {
             k.quiesce();
             self.quiesced.store(true, Ordering::Release);
-            if verbose() {
-                log("halt: kernel halted, host process stays up");
-            }
+            note("halt: kernel halted, host process stays up");
             report.elapsed = start.elapsed();
             return Ok(report);
         }
-        if verbose() {
-            log(&format!("halt: exiting after {:?}", start.elapsed()));
-        }
+        note(&format!("halt: exiting after {:?}", start.elapsed()));
         exit(if self.flush_failed() { 1 } else { 0 })
     }
 
@@ -356,14 +345,16 @@ impl Halt {
     }
 }
 
-/// What the halt says on the console: a warning in the log (shown at
-/// every verbosity), never a write that could block or fail the halt.
+/// What the halt says on the console whatever the verbosity (a flush
+/// that failed, what a rescue left unwritten): a warning in the log,
+/// never a write that could block or fail the halt.
 fn log(msg: &str) {
     tracing::warn!("{msg}");
 }
 
-fn verbose() -> bool {
-    std::env::var_os("RUMP_VERBOSE").is_some_and(|v| v != "0")
+/// What the halt is doing, for `-v` (the log's info level).
+fn note(msg: &str) {
+    tracing::info!("{msg}");
 }
 
 /// Raise the core size limit to its hard limit, so `RB_DUMP` writes a
@@ -391,6 +382,9 @@ pub fn raise_core_limit() -> Result<(), String> {
 /// by its own rules. Kept out of line so a debugger shows this frame.
 #[inline(never)]
 pub fn dump_core() -> ! {
+    // The log's last lines first (the halt said why it dumps, or why no
+    // core will be written): abort() runs no exit handler.
+    rumpuser::log::drain(std::time::Duration::from_millis(200));
     // SIGABRT at its default action and unblocked, then abort(): the
     // host writes a core by its own rules.
     rumpuser::exit::panic_abort()

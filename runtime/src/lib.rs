@@ -21,7 +21,9 @@
 
 #[cfg(feature = "cli")]
 pub mod getopt;
-pub mod log;
+/// The log queue every tool and library writes through (see
+/// [`rumpuser::log`]).
+pub use rumpuser::log;
 #[cfg(feature = "netbsd")]
 pub mod netbsd;
 #[cfg(feature = "cli")]
@@ -309,9 +311,6 @@ impl HaltTarget for Node {
         {
             s.fini(client, errno);
         }
-    }
-    fn flush_log(&self) {
-        crate::log::drain(std::time::Duration::from_secs(2));
     }
 }
 
