@@ -1427,3 +1427,51 @@ fn the_embedding_example_writes_a_file_and_halts() {
         b"hello from a rump kernel\n"
     );
 }
+
+/// `df` (statfs) of a `rump_ext2fs` mount shows what the host kernel's
+/// own ext2 shows for the same image, within 1 %.
+#[test]
+fn rump_ext2fs_df_agrees_with_the_host_kernel() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    mke2fs(&img, &[], "64M");
+    let (fm, lm) = (d.path().join("fm"), d.path().join("lm"));
+    std::fs::create_dir(&fm).unwrap();
+    std::fs::create_dir(&lm).unwrap();
+    let o = Command::new(RUMP_EXT2FS)
+        .arg(&img)
+        .arg(&fm)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = host_cmd("df").arg("-k").arg(&fm).output().unwrap();
+    let _ = host_cmd("umount").arg(&fm).status();
+    // The image is flushed and unlocked once rump_ext2fs has gone.
+    let t = std::time::Instant::now();
+    let theirs = loop {
+        let m = host_cmd("mount")
+            .args(["-o", "loop,ro"])
+            .arg(&img)
+            .arg(&lm)
+            .output()
+            .unwrap();
+        if m.status.success() {
+            let df = host_cmd("df").arg("-k").arg(&lm).output().unwrap();
+            let _ = host_cmd("umount").arg(&lm).status();
+            break df;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "mount -o loop: {}",
+            stderr(&m)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let ours = df_numbers(&String::from_utf8(ours.stdout).unwrap());
+    let theirs = df_numbers(&String::from_utf8(theirs.stdout).unwrap());
+    let close = |a: u64, b: u64| a.abs_diff(b) * 100 <= b;
+    assert!(
+        close(ours.0, theirs.0) && close(ours.1, theirs.1),
+        "rump_ext2fs df (size, avail) {ours:?}, Linux {theirs:?}"
+    );
+}
