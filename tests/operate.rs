@@ -1475,3 +1475,33 @@ fn rump_ext2fs_df_agrees_with_the_host_kernel() {
         "rump_ext2fs df (size, avail) {ours:?}, Linux {theirs:?}"
     );
 }
+
+/// The image lock goes with a `-h` halt that flushed: the halted process
+/// stays, and another server may take the image.
+#[test]
+fn a_flushed_h_halt_releases_the_image() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    let drive = format!("key=/dk,hostpath={},size=4m", img.display());
+    let mut a = Server::start(d.path(), &["-d", &drive]);
+    let d2 = tmpdir();
+    let o = Command::new(RUMP_SERVER)
+        .args(["-s", "-d", &drive])
+        .arg(format!("unix://{}", d2.path().join("sock").display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("locked by another process"),
+        "{}",
+        stderr(&o)
+    );
+    let o = a.halt(&["-h"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(a.alive(), "-h keeps the process");
+    let b = Server::start(d2.path(), &["-d", &drive]);
+    assert!(
+        b.client().getpid().is_ok(),
+        "the image is free for another server"
+    );
+}

@@ -47,6 +47,9 @@ pub trait HaltTarget: Send + Sync {
     /// Halt step 3: answer `client`'s `reboot(2)` with `errno`, shut the
     /// listener, drop every client.
     fn fini(&self, _client: ClientHandle, _errno: i32) {}
+    /// After an `RB_HALT` halt whose flush completed: let go of the drives
+    /// (their image locks), which are now clean. By default nothing.
+    fn release_drives(&self) {}
 }
 
 /// What a halt that returned did (only `RB_HALT` halts return). Its
@@ -307,6 +310,9 @@ impl Halt {
         }
         if flags & RB_HALT != 0 {
             k.quiesce();
+            if report.flush == Some(Ok(())) {
+                k.release_drives();
+            }
             self.quiesced.store(true, Ordering::Release);
             note("halt: kernel halted, host process stays up");
             report.elapsed = start.elapsed();

@@ -583,6 +583,15 @@ impl Kernel {
         }
     }
 
+    /// Release the drives' image locks: for a halted kernel whose flush
+    /// completed, so another server may take its images while this
+    /// process stays (`rump.halt -h`).
+    pub fn release_drive_locks(&self) {
+        for d in self.drives.read().iter() {
+            d.host.unlock();
+        }
+    }
+
     pub fn is_quiesced(&self) -> bool {
         self.quiesced.load(Ordering::SeqCst)
     }

@@ -289,6 +289,9 @@ impl HaltTarget for Node {
     fn quiesce(&self) {
         self.kernel.quiesce()
     }
+    fn release_drives(&self) {
+        self.kernel.release_drive_locks()
+    }
     fn unflushed(&self) -> Vec<String> {
         self.kernel.unflushed()
     }
