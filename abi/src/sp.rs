@@ -576,19 +576,30 @@ impl std::error::Error for UrlError {}
 /// Longest `unix://` path (`sizeof(sun_path) - 1`).
 pub const UNIX_PATH_MAX: usize = 107;
 
+/// What a sysproxy URL looks like, for messages.
+pub const URL_FORMS: &str = "unix://PATH or tcp://HOST:PORT";
+
 /// Parse a sysproxy URL. `allow_wildcard` is true for servers (which may
-/// bind to any address) and false for clients.
+/// bind to any address) and false for clients. A `tcp://` host may be a
+/// name (`localhost`), resolved here: the first IPv4 address it has, else
+/// its first address. Messages do not repeat the URL (callers name it)
+/// and say what is expected.
 pub fn parse_url(url: &str, allow_wildcard: bool) -> Result<Url, UrlError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| UrlError(format!("invalid locator '{url}'")))?;
+        .ok_or_else(|| UrlError(format!("not a URL (expected {URL_FORMS})")))?;
     match scheme {
         "unix" => {
             if rest.is_empty() {
-                return Err(UrlError("empty unix socket path".into()));
+                return Err(UrlError(
+                    "empty unix socket path (expected unix://PATH)".into(),
+                ));
             }
             if rest.len() > UNIX_PATH_MAX {
-                return Err(UrlError("unix socket path too long".into()));
+                return Err(UrlError(format!(
+                    "unix socket path too long ({} bytes, at most {UNIX_PATH_MAX})",
+                    rest.len()
+                )));
             }
             if rest.contains('\0') {
                 return Err(UrlError("NUL in unix socket path".into()));
@@ -597,47 +608,64 @@ pub fn parse_url(url: &str, allow_wildcard: bool) -> Result<Url, UrlError> {
         }
         "tcp" | "tcp6" => parse_tcp(rest, allow_wildcard).map(Url::Tcp),
         _ => Err(UrlError(format!(
-            "invalid identifier '{scheme}' in '{url}'"
+            "unknown scheme '{scheme}' (expected {URL_FORMS})"
         ))),
     }
 }
 
 fn parse_tcp(s: &str, allow_wildcard: bool) -> Result<std::net::SocketAddr, UrlError> {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+    let missing = || UrlError("missing port (expected tcp://HOST:PORT)".into());
     let (host, port) = if let Some(r) = s.strip_prefix('[') {
-        let (h, p) = r
-            .split_once("]:")
-            .ok_or_else(|| UrlError("missing port specifier".into()))?;
-        let ip: std::net::Ipv6Addr = h
-            .parse()
-            .map_err(|_| UrlError(format!("cannot parse address '{h}'")))?;
-        (IpAddr::V6(ip), p)
+        let (h, p) = r.split_once("]:").ok_or_else(missing)?;
+        (h, p)
     } else {
-        let (h, p) = s
-            .split_once(':')
-            .ok_or_else(|| UrlError("missing port specifier".into()))?;
-        let ip = if h == "*" || h == "0" {
-            Ipv4Addr::UNSPECIFIED
-        } else {
-            h.parse()
-                .map_err(|_| UrlError(format!("cannot parse address '{h}'")))?
-        };
-        (IpAddr::V4(ip), p)
+        s.rsplit_once(':').ok_or_else(missing)?
     };
     // NetBSD tolerates a trailing "/..." after the port.
     let port = port.split('/').next().unwrap_or("");
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(UrlError(format!("bad port number '{port}'")));
+        return Err(UrlError(format!(
+            "bad port number '{port}' (expected tcp://HOST:PORT)"
+        )));
     }
     let port: u16 = port
         .parse()
-        .map_err(|_| UrlError(format!("port {port} out of range")))?;
-    if !allow_wildcard && host.is_unspecified() {
+        .map_err(|_| UrlError(format!("port {port} out of range (at most 65535)")))?;
+    let ip = if host == "*" || host == "0" {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else if let Ok(ip) = host.parse::<IpAddr>() {
+        ip
+    } else if host.is_empty() {
+        return Err(UrlError("missing host (expected tcp://HOST:PORT)".into()));
+    } else if s.starts_with('[') {
+        return Err(UrlError(format!("cannot parse IPv6 address '{host}'")));
+    } else {
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| UrlError(format!("host '{host}': {}", resolve_reason(&e))))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .map(|a| a.ip())
+            .ok_or_else(|| UrlError(format!("host '{host}': no address")))?
+    };
+    if !allow_wildcard && ip.is_unspecified() {
         return Err(UrlError(
             "client needs a specific address, not a wildcard".into(),
         ));
     }
-    Ok(SocketAddr::new(host, port))
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// getaddrinfo's reason, without Rust's wording around it.
+fn resolve_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    s.strip_prefix("failed to lookup address information: ")
+        .unwrap_or(&s)
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------
@@ -896,6 +924,16 @@ mod tests {
         assert!(parse_url("tcp://1.2.3.4:99999", true).is_err());
         assert!(parse_url("http://x", true).is_err());
         assert!(parse_url("/tmp/sock", true).is_err());
+        let local = parse_url("tcp://localhost:7", false).expect("localhost resolves");
+        assert!(matches!(local, Url::Tcp(sa) if sa.ip().is_loopback() && sa.port() == 7));
+        assert!(parse_url("rump.sock", true)
+            .unwrap_err()
+            .0
+            .contains("unix://PATH or tcp://HOST:PORT"));
+        assert!(parse_url("tcp://[::1", true)
+            .unwrap_err()
+            .0
+            .contains("HOST:PORT"));
     }
 
     #[test]

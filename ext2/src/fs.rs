@@ -474,10 +474,12 @@ impl Fs {
     pub fn statfs(&self) -> FsStat {
         FsStat {
             block_size: self.g.bs,
-            blocks: self.g.blocks_count as u64,
+            blocks: (self.g.blocks_count as u64).saturating_sub(self.g.overhead()),
             // Freed but not yet reusable (see `crate::order`) counts as
             // free: it will be within one write-back.
             blocks_free: self.free_blocks as u64 + self.meta.pending().0 as u64,
+            blocks_avail: (self.free_blocks as u64 + self.meta.pending().0 as u64)
+                .saturating_sub(self.g.r_blocks_count as u64),
             files: self.g.inodes_count as u64,
             files_free: self.free_inodes as u64 + self.meta.pending().1 as u64,
         }

@@ -23,6 +23,7 @@ pub const EXT2_MAGIC: u16 = 0xEF53;
 // Superblock field offsets.
 pub(crate) const S_INODES_COUNT: usize = 0;
 pub(crate) const S_BLOCKS_COUNT: usize = 4;
+pub(crate) const S_R_BLOCKS_COUNT: usize = 8;
 pub(crate) const S_FREE_BLOCKS: usize = 12;
 pub(crate) const S_FREE_INODES: usize = 16;
 pub(crate) const S_FIRST_DATA_BLOCK: usize = 20;
@@ -37,8 +38,10 @@ pub(crate) const S_STATE: usize = 58;
 pub(crate) const S_REV_LEVEL: usize = 76;
 pub(crate) const S_FIRST_INO: usize = 84;
 pub(crate) const S_INODE_SIZE: usize = 88;
+pub(crate) const S_FEATURE_COMPAT: usize = 92;
 pub(crate) const S_FEATURE_INCOMPAT: usize = 96;
 pub(crate) const S_FEATURE_RO_COMPAT: usize = 100;
+pub(crate) const S_RESERVED_GDT_BLOCKS: usize = 206;
 pub(crate) const S_MIN_EXTRA_ISIZE: usize = 348;
 pub(crate) const S_WANT_EXTRA_ISIZE: usize = 350;
 
@@ -274,6 +277,14 @@ pub(crate) struct Geometry {
     /// Block number of the first group descriptor block.
     pub gdt_block: u32,
     pub gdt_blocks: u32,
+    /// Blocks reserved for root (`s_r_blocks_count`).
+    pub r_blocks_count: u32,
+    /// Descriptor blocks reserved for growth after each descriptor copy
+    /// (`s_reserved_gdt_blocks`, with `resize_inode`; else 0).
+    pub reserved_gdt_blocks: u32,
+    /// Superblock and descriptor copies only in groups 0, 1 and powers
+    /// of 3, 5 and 7.
+    pub sparse_super: bool,
 }
 
 impl Geometry {
@@ -348,6 +359,15 @@ impl Geometry {
             new_extra_isize,
             gdt_block: first_data_block + 1,
             gdt_blocks,
+            r_blocks_count: le32(sb, S_R_BLOCKS_COUNT),
+            reserved_gdt_blocks: if rev >= 1
+                && le32(sb, S_FEATURE_COMPAT) & features::COMPAT_RESIZE_INODE != 0
+            {
+                le16(sb, S_RESERVED_GDT_BLOCKS) as u32
+            } else {
+                0
+            },
+            sparse_super: ro & features::RO_COMPAT_SPARSE_SUPER != 0,
         })
     }
 
@@ -359,5 +379,35 @@ impl Geometry {
 
     pub fn group_start(&self, g: u32) -> u32 {
         self.first_data_block + g * self.bpg
+    }
+
+    /// Whether group `g` holds a copy of the superblock and descriptors.
+    pub fn group_has_super(&self, g: u32) -> bool {
+        if !self.sparse_super || g <= 1 {
+            return true;
+        }
+        let power_of = |b: u32| {
+            let mut n = b;
+            while n < g {
+                n = n.saturating_mul(b);
+            }
+            n == g
+        };
+        power_of(3) || power_of(5) || power_of(7)
+    }
+
+    /// Blocks the file system's own structures take, which statvfs leaves
+    /// out of its size (as NetBSD and Linux do): the blocks before the
+    /// first group, each superblock copy with its descriptor blocks (and
+    /// the descriptor blocks reserved for growth), and every group's two
+    /// bitmaps and inode table.
+    pub fn overhead(&self) -> u64 {
+        let itb = (self.ipg as u64 * self.inode_size as u64).div_ceil(self.bs as u64);
+        let copies = (0..self.ngroups)
+            .filter(|&g| self.group_has_super(g))
+            .count() as u64;
+        self.first_data_block as u64
+            + copies * (1 + self.gdt_blocks as u64 + self.reserved_gdt_blocks as u64)
+            + self.ngroups as u64 * (2 + itb)
     }
 }

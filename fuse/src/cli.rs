@@ -1,6 +1,9 @@
 //! `rumpctl fuse [-f] [-o ro] [path] mountpoint`: a running server's tree
 //! (or subtree) on the host; `umount mountpoint` ends it.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
 /// A message on standard error that cannot panic (`eprintln!` does when
 /// standard error is closed or full): a line that cannot be written is
 /// dropped.
@@ -24,26 +27,27 @@ use crate::{Options, RumpFuse};
 const USAGE: &str = "usage: rumpctl fuse [-f] [-o ro] [path] mountpoint";
 
 /// Run the subcommand; returns the exit status.
-pub fn rumpctl_fuse(args: &[String]) -> i32 {
+pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     let prog = "rumpctl";
     let mut ro = false;
     let mut fg = false;
     let mut opts: Vec<String> = Vec::new();
-    let mut pos: Vec<&String> = Vec::new();
+    let mut pos: Vec<&OsString> = Vec::new();
     let mut i = 0;
     while i < args.len() {
-        match args[i].as_str() {
-            "-o" => {
+        match args[i].as_bytes() {
+            b"-o" => {
                 i += 1;
                 let Some(o) = args.get(i) else {
                     say!("{USAGE}");
                     return 1;
                 };
+                let o = o.to_string_lossy();
                 opts.extend(o.split(',').filter(|s| !s.is_empty()).map(String::from));
             }
-            "-f" => fg = true,
-            "-r" => ro = true,
-            a if a.starts_with('-') && a.len() > 1 => {
+            b"-f" => fg = true,
+            b"-r" => ro = true,
+            a if a.starts_with(b"-") && a.len() > 1 => {
                 say!("{USAGE}");
                 return 1;
             }
@@ -61,15 +65,18 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
             }
         }
     }
-    let (path, mnt) = match pos.as_slice() {
-        [m] => ("/".to_string(), m.to_string()),
-        [p, m] => (p.to_string(), m.to_string()),
+    // The kernel path goes as bytes; messages show it lossily.
+    let (kpath, mnt_path): (Vec<u8>, &Path) = match pos.as_slice() {
+        [m] => (b"/".to_vec(), Path::new(m)),
+        [p, m] => (p.as_bytes().to_vec(), Path::new(m)),
         _ => {
             say!("{USAGE}");
             return 1;
         }
     };
-    let mnt_abs = match host::check_mountpoint(Path::new(&mnt)) {
+    let path = String::from_utf8_lossy(&kpath).into_owned();
+    let mnt = mnt_path.display();
+    let mnt_abs = match host::check_mountpoint(mnt_path) {
         Ok(p) => p,
         Err(m) => {
             say!("{prog}: {m}");
@@ -91,6 +98,22 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
             return 1;
         }
     };
+    // Without a reconnect policy the mount ends with its server: a second
+    // connection that only waits sees the server go (a halt closes every
+    // connection) and unmounts. With one (RUMPCLIENT_RETRYCONNECT), the
+    // mount stays and its requests reconnect once a server is back.
+    let watcher = if client.conn_retry() == rumpclient::ConnRetry::Never {
+        match rumpclient::Client::from_env() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                say!("{prog}: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    let url = client.url().to_string();
     let backend = RemoteBackend(Arc::new(Remote(client)));
     // Other clients may change the tree: short timeouts, no write-back.
     let o = Options {
@@ -100,7 +123,7 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
     };
     // The server may be NetBSD's kernel (rump_server -l): no single read
     // or write above its MAXPHYS (64 KiB; its UDF asserts on more).
-    let fs = match RumpFuse::new(backend, path.as_bytes(), o) {
+    let fs = match RumpFuse::new(backend, &kpath, o) {
         Ok(f) => f.max_io(64 << 10),
         Err(e) => {
             say!("{prog}: {path}: {}", e.description());
@@ -135,6 +158,19 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
         host::wait_signal(&set);
         let _ = host::unmount(&m2);
     });
+    if let Some(w) = watcher {
+        let m3 = mnt_abs.clone();
+        std::thread::spawn(move || {
+            w.wait_lost();
+            say!(
+                "{prog}: {url}: the server went away: unmounting {}",
+                m3.display()
+            );
+            if let Err(e) = host::unmount(&m3) {
+                say!("{prog}: {e}");
+            }
+        });
+    }
     ready.ok();
     match session.run() {
         Ok(()) => 0,

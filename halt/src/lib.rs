@@ -49,10 +49,15 @@ pub trait HaltTarget: Send + Sync {
     /// Halt step 3: answer `client`'s `reboot(2)` with `errno`, shut the
     /// listener, drop every client.
     fn fini(&self, _client: ClientHandle, _errno: i32) {}
+    /// After an `RB_HALT` halt whose flush completed: let go of the drives
+    /// (their image locks), which are now clean. By default nothing.
+    fn release_drives(&self) {}
 }
 
-/// What a halt that returned did (only `RB_HALT` halts return).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a halt that returned did (only `RB_HALT` halts return). Its
+/// `Display` is one line for a log (`halt RB_HALT: flushed in 12.1ms`);
+/// `Debug` spells the flags out too.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HaltReport {
     /// The `reboot(2)` flags the halt ran with (`RB_*`).
     pub flags: i32,
@@ -64,6 +69,46 @@ pub struct HaltReport {
     pub core_dumped: Option<bool>,
     /// How long the halt took, to its end (the quiesce included).
     pub elapsed: Duration,
+}
+
+impl std::fmt::Display for HaltReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "halt {}: ", netbsd_abi::reboot::RbFlags(self.flags))?;
+        match &self.flush {
+            None => f.write_str("not flushed (RB_NOSYNC)")?,
+            Some(Ok(())) => f.write_str("flushed")?,
+            Some(Err(e)) => write!(f, "flush failed: {}", e.description())?,
+        }
+        write!(f, " in {:.1?}", self.elapsed)?;
+        if self.cut_off > 0 {
+            write!(
+                f,
+                ", {} system call(s) still running were cut off",
+                self.cut_off
+            )?;
+        }
+        match self.core_dumped {
+            Some(true) => f.write_str(", core dumped")?,
+            Some(false) => f.write_str(", no core written")?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for HaltReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HaltReport")
+            .field(
+                "flags",
+                &format_args!("{}", netbsd_abi::reboot::RbFlags(self.flags)),
+            )
+            .field("flush", &self.flush)
+            .field("cut_off", &self.cut_off)
+            .field("core_dumped", &self.core_dumped)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
 }
 
 impl HaltReport {
@@ -293,11 +338,19 @@ impl Halt {
             if flags & RB_HALT != 0 {
                 report.core_dumped = Some((ends.dump_core_in_child)());
             } else {
+                // Said before the abort (dump_core drains the log).
+                match raise_core_limit() {
+                    Ok(()) => log("halt: dumping core"),
+                    Err(why) => log(&format!("halt: no core written: {why}")),
+                }
                 (ends.dump_core)();
             }
         }
         if flags & RB_HALT != 0 {
             k.quiesce();
+            if report.flush == Some(Ok(())) {
+                k.release_drives();
+            }
             self.quiesced.store(true, Ordering::Release);
             note("halt: kernel halted, host process stays up");
             report.elapsed = start.elapsed();
@@ -354,12 +407,33 @@ fn note(msg: &str) {
     tracing::info!("{msg}");
 }
 
+/// Raise the core size limit to its hard limit, so `RB_DUMP` writes a
+/// core even where shells start with `ulimit -c 0`; `Err` says why no core
+/// can be written (a hard limit of 0).
+pub fn raise_core_limit() -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE).map_err(|e| format!("getrlimit: {e}"))?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_CORE, hard, hard).map_err(|e| {
+            format!("the core size limit is {soft} bytes and cannot be raised to {hard}: {e}")
+        })?;
+    }
+    if hard == 0 {
+        return Err(
+            "the core size limit is 0 and so is its hard limit (raise it: ulimit -c unlimited as \
+             root, or LimitCORE= in a systemd unit)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Abort with `SIGABRT` at its default action, so the host writes a core
 /// by its own rules. Kept out of line so a debugger shows this frame.
 #[inline(never)]
 pub fn dump_core() -> ! {
-    log("halt: dumping core");
-    // The log's last lines first: abort() runs no exit handler.
+    // The log's last lines first (the halt said why it dumps, or why no
+    // core will be written): abort() runs no exit handler.
     rumpuser::log::drain(std::time::Duration::from_millis(200));
     // SIGABRT at its default action and unblocked, then abort(): the
     // host writes a core by its own rules.
@@ -372,6 +446,10 @@ pub fn dump_core() -> ! {
 fn dump_core_in_child() -> bool {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
+    if let Err(why) = raise_core_limit() {
+        log(&format!("halt: no core written: {why}"));
+        return false;
+    }
     // SAFETY: the child only calls async-signal-safe functions
     // (sigaction, pthread_sigmask, abort) before it dies; the parent just
     // waits for it.
@@ -396,3 +474,32 @@ fn dump_core_in_child() -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn reports_name_their_flags() {
+        let r = HaltReport {
+            flags: netbsd_abi::reboot::RB_HALT,
+            flush: Some(Ok(())),
+            cut_off: 0,
+            core_dumped: None,
+            elapsed: Duration::from_millis(12),
+        };
+        assert_eq!(r.to_string(), "halt RB_HALT: flushed in 12.0ms");
+        assert!(format!("{r:?}").contains("flags: RB_HALT,"), "{r:?}");
+        let r = HaltReport {
+            flags: netbsd_abi::reboot::RB_HALT | netbsd_abi::reboot::RB_NOSYNC,
+            flush: None,
+            cut_off: 2,
+            core_dumped: Some(false),
+            elapsed: Duration::from_secs(1),
+        };
+        assert_eq!(
+            r.to_string(),
+            "halt RB_NOSYNC|RB_HALT: not flushed (RB_NOSYNC) in 1.0s, 2 system call(s) still running were cut off, no core written"
+        );
+    }
+}

@@ -226,7 +226,9 @@ impl Kernel {
         lockdebug::start(&k);
         if k.cfg.verbose {
             tracing::info!(
-                "rumpkern: booted {} {} {} with {} cpu(s), memory limit {} bytes",
+                "rumpkern: booted the built-in rump kernel {} (a Rust kernel with {} {}'s \
+                 system call interfaces, {}) with {} cpu(s), memory limit {} bytes",
+                env!("CARGO_PKG_VERSION"),
                 k.cfg.ostype,
                 k.cfg.osrelease,
                 k.cfg.machine,
@@ -601,6 +603,15 @@ impl Kernel {
         // mounted file system or its drive.
         for m in self.mounts.list() {
             m.dead.store(true, Ordering::Release);
+        }
+    }
+
+    /// Release the drives' image locks: for a halted kernel whose flush
+    /// completed, so another server may take its images while this
+    /// process stays (`rump.halt -h`).
+    pub fn release_drive_locks(&self) {
+        for d in self.drives.read().iter() {
+            d.host.unlock();
         }
     }
 

@@ -861,6 +861,7 @@ impl FileSystem for RumpFs {
             block_size: PAGE as u32,
             blocks: total,
             blocks_free: total.saturating_sub(used),
+            blocks_avail: total.saturating_sub(used),
             files: self.nodes.read().len() as u64,
             files_free: u64::MAX / 2,
         })

@@ -120,6 +120,10 @@ struct Inner {
 pub struct Client {
     inner: Mutex<Inner>,
     url: String,
+    /// What a lost connection does (see [`Client::set_conn_retry`]).
+    retry: Mutex<ConnRetry>,
+    /// The name and extensions of the guest handshake, for a reconnect.
+    comm: Mutex<Option<(String, bool)>>,
 }
 
 /// The name this program gives the server (NetBSD sends `getprogname()`).
@@ -130,14 +134,87 @@ pub fn progname() -> String {
             return s.to_string();
         }
     }
-    std::env::args()
+    // args_os: an argv[0] that is not UTF-8 must not panic.
+    std::env::args_os()
         .next()
-        .and_then(|a| a.rsplit('/').next().map(str::to_string))
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "???".into())
 }
 
 use netbsd_abi::sp::io::send_all;
 use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError, SpinFd};
+
+/// The environment variable that sets [`ConnRetry`] for
+/// [`Client::from_env`] (and so for `rumpctl`): `inftime`, `once`, `die`, or
+/// a number of seconds (0: no reconnect, the default). rumphijack calls it
+/// `RUMPHIJACK_RETRYCONNECT`.
+pub const RETRY_ENV: &str = "RUMPCLIENT_RETRYCONNECT";
+
+/// What a client does when its connection to the server is lost, with the
+/// semantics of NetBSD's `rumpclient_setconnretry`: the call that found
+/// the connection gone reconnects (a new guest handshake: a new kernel
+/// process, so descriptors and the working directory are not carried
+/// over) and is then sent again whole on the new connection; if
+/// reconnecting fails as the policy says, it fails with the lost
+/// connection (`ENOTCONN`). Attempts back off: 0.1 s more each for the
+/// first ten, then a second more each, at most 10 s apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnRetry {
+    /// No reconnect: the call fails (NetBSD's default, timeout 0).
+    #[default]
+    Never,
+    /// Keep trying for at most this long (a positive timeout).
+    For(Duration),
+    /// Keep trying for ever (`RUMPCLIENT_RETRYCONN_INFTIME`).
+    Forever,
+    /// Try to reconnect once (`RUMPCLIENT_RETRYCONN_ONCE`).
+    Once,
+    /// Exit the process with status 1 (`RUMPCLIENT_RETRYCONN_DIE`).
+    Die,
+}
+
+impl ConnRetry {
+    /// Parse rumphijack's spelling: `inftime`, `once`, `die` or seconds.
+    pub fn parse(s: &str) -> Option<ConnRetry> {
+        Some(match s.trim() {
+            "inftime" => ConnRetry::Forever,
+            "once" => ConnRetry::Once,
+            "die" => ConnRetry::Die,
+            n => match n.parse::<u64>().ok()? {
+                0 => ConnRetry::Never,
+                n => ConnRetry::For(Duration::from_secs(n)),
+            },
+        })
+    }
+
+    /// [`RETRY_ENV`], if set.
+    pub fn from_env() -> Result<Option<ConnRetry>, Error> {
+        match std::env::var_os(RETRY_ENV) {
+            None => Ok(None),
+            Some(v) => {
+                let v = v.to_string_lossy().into_owned();
+                ConnRetry::parse(&v).map(Some).ok_or(Error::Env {
+                    name: RETRY_ENV,
+                    value: v,
+                    expected: "inftime, once, die or a number of seconds",
+                })
+            }
+        }
+    }
+}
+
+/// The pause before reconnect attempt `n` (0 first).
+fn backoff(n: u32) -> Duration {
+    if n < 10 {
+        Duration::from_millis(100 * n as u64)
+    } else {
+        Duration::from_secs((n as u64 - 9).min(10))
+    }
+}
 
 /// The answer to one of our requests.
 struct Answer {
@@ -165,6 +242,7 @@ impl Client {
 
     fn connect_ext(url: &str, comm: &str, ext: bool) -> Result<Client, Error> {
         let c = Client::dial(url)?;
+        *c.comm.lock() = Some((comm.to_string(), ext));
         let mut p = comm_bytes(comm);
         // Ask for our extensions after the name's NUL: NetBSD's server
         // reads the name as a C string and ignores the rest
@@ -189,7 +267,8 @@ impl Client {
         self.inner.lock().ext.features.has(wire::Features::INLINE)
     }
 
-    /// Connect to `RUMP_SERVER`. In a program started by
+    /// Connect to `RUMP_SERVER`, with the reconnect policy of
+    /// `RUMPCLIENT_RETRYCONNECT` ([`RETRY_ENV`]). In a program started by
     /// [`Client::prepare_exec`]'s caller, take over the inherited
     /// connection with the exec handshake instead.
     pub fn from_env() -> Result<Client, Error> {
@@ -217,7 +296,12 @@ impl Client {
             c.handshake(Handshake::Exec, &comm_bytes(&progname()))?;
             return Ok(c);
         }
-        Client::connect(&url)
+        let retry = ConnRetry::from_env()?;
+        let c = Client::connect(&url)?;
+        if let Some(r) = retry {
+            c.set_conn_retry(r);
+        }
+        Ok(c)
     }
 
     /// Take over the kernel process prepared by [`Client::prefork`] in
@@ -274,6 +358,116 @@ impl Client {
                 spin: netbsd_abi::sp::io::Spin::new(),
             }),
             url: url.to_string(),
+            retry: Mutex::new(ConnRetry::Never),
+            comm: Mutex::new(None),
+        }
+    }
+
+    /// What to do when the connection is lost: NetBSD's
+    /// `rumpclient_setconnretry` (see [`ConnRetry`]). The default is
+    /// [`ConnRetry::Never`]; [`Client::from_env`] takes [`RETRY_ENV`].
+    pub fn set_conn_retry(&self, r: ConnRetry) {
+        *self.retry.lock() = r;
+    }
+
+    /// Block until the server closes this connection or it fails; at once
+    /// for one already lost. For a watcher with an idle connection of its
+    /// own (`rumpctl fuse` ends its mount when its server goes away): a
+    /// server never writes to an idle connection, so anything it sends
+    /// is left unread and the wait goes on.
+    pub fn wait_lost(&self) {
+        let g = self.inner.lock();
+        if g.broken {
+            return;
+        }
+        let fd = g.fd.as_raw_fd();
+        loop {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the call; the descriptor stays
+            // open while we hold the connection's lock.
+            let n = unsafe { libc::poll(&mut p, 1, -1) };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP | libc::POLLNVAL) != 0 {
+                return;
+            }
+            let mut b = [0u8; 1];
+            match nix::sys::socket::recv(
+                fd,
+                &mut b,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return,
+                Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The policy [`Client::set_conn_retry`] set.
+    pub fn conn_retry(&self) -> ConnRetry {
+        *self.retry.lock()
+    }
+
+    /// The connection was lost (`lost`): reconnect as the policy says, or
+    /// give `lost` back. Called with no lock held.
+    fn reconnect(&self, lost: Error) -> Result<(), Error> {
+        let policy = *self.retry.lock();
+        let Some((comm, ext)) = self.comm.lock().clone() else {
+            // Not made by a guest handshake (exec, fork): nothing to redo.
+            return Err(lost);
+        };
+        match policy {
+            ConnRetry::Never => return Err(lost),
+            ConnRetry::Die => {
+                tracing::error!("{lost}: exiting (reconnect policy: die)");
+                std::process::exit(1)
+            }
+            _ => {}
+        }
+        let start = std::time::Instant::now();
+        let mut said = None::<std::time::Instant>;
+        let mut tries = 0u32;
+        loop {
+            if tries == 1 {
+                if policy == ConnRetry::Once {
+                    return Err(lost);
+                }
+                tracing::warn!("{}: connection lost, trying to reconnect ...", self.url);
+                said = Some(std::time::Instant::now());
+            } else if said.is_some_and(|t| t.elapsed() > Duration::from_secs(120)) {
+                tracing::warn!("{}: still trying to reconnect ...", self.url);
+                said = Some(std::time::Instant::now());
+            }
+            if let ConnRetry::For(limit) = policy {
+                if start.elapsed() >= limit {
+                    tracing::warn!(
+                        "{}: reconnect failed, {} second timeout",
+                        self.url,
+                        limit.as_secs()
+                    );
+                    return Err(lost);
+                }
+            }
+            std::thread::sleep(backoff(tries));
+            tries += 1;
+            if let Ok(new) = Client::connect_ext(&self.url, &comm, ext) {
+                std::mem::swap(&mut *self.inner.lock(), &mut *new.inner.lock());
+                if tries != 1 {
+                    tracing::warn!("{}: reconnected", self.url);
+                }
+                return Ok(());
+            }
         }
     }
 
@@ -400,7 +594,23 @@ impl Client {
         &self,
         ty: Type,
         regions: &mut [Region<'_>],
-        send: impl FnOnce(&Self, &mut Inner, &[Region<'_>]) -> Result<u64, Error>,
+        send: impl Fn(&Self, &mut Inner, &[Region<'_>]) -> Result<u64, Error>,
+    ) -> Result<Answer, Error> {
+        loop {
+            match self.transact_once(ty, regions, &send) {
+                // A lost connection: reconnect as the policy says, then
+                // send the whole request again (NetBSD's rumpclient does).
+                Err(e @ Error::Lost { .. }) if ty != Type::Handshake => self.reconnect(e)?,
+                r => return r,
+            }
+        }
+    }
+
+    fn transact_once(
+        &self,
+        ty: Type,
+        regions: &mut [Region<'_>],
+        send: &impl Fn(&Self, &mut Inner, &[Region<'_>]) -> Result<u64, Error>,
     ) -> Result<Answer, Error> {
         let mut g = self.inner.lock();
         let r = send(self, &mut g, regions)

@@ -55,6 +55,17 @@ pub enum Error {
         /// The protocol error it answered with.
         error: ProtoError,
     },
+    /// An environment variable whose value is refused
+    /// (`RUMPCLIENT_RETRYCONNECT=x: expected inftime, once, die or seconds`).
+    #[error("{name}={value}: expected {expected}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it may be.
+        expected: &'static str,
+    },
     /// The system call failed with this NetBSD errno.
     #[error("{}", .0.description())]
     Errno(#[from] Errno),
@@ -83,7 +94,7 @@ impl Error {
         match self {
             Error::NoServer => Errno(errno::ENOENT),
             Error::EmptyServer => Errno(errno::EINVAL),
-            Error::Url { .. } => Errno(errno::EINVAL),
+            Error::Url { .. } | Error::Env { .. } => Errno(errno::EINVAL),
             Error::Connect { source, .. } => match source.raw_os_error() {
                 Some(h) => Errno::from_host(h),
                 None => Errno(errno::EIO),

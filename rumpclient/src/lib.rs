@@ -17,7 +17,10 @@
 //! ```
 //!
 //! Reconnection: as NetBSD's default, a lost connection is not re-made;
-//! every later call fails with [`Error::Lost`].
+//! every later call fails with [`Error::Lost`]. [`Client::set_conn_retry`]
+//! (NetBSD's `rumpclient_setconnretry`) or, for [`Client::from_env`],
+//! `RUMPCLIENT_RETRYCONNECT=inftime|once|die|SECONDS` ([`RETRY_ENV`])
+//! choose otherwise: see [`ConnRetry`].
 //!
 //! What a caller must keep: numbers are NetBSD's (flags, errno values,
 //! `struct stat`), not the host's; a [`Region`] must cover every byte the
@@ -34,7 +37,7 @@ pub mod sys2;
 pub use netbsd_abi::statvfs::Statvfs;
 pub use sys2::TimeSpec;
 
-pub use client::{addr_of, progname, Client, ForkCookie, Region};
+pub use client::{addr_of, progname, Client, ConnRetry, ForkCookie, Region, RETRY_ENV};
 pub use error::Error;
 
 pub use netbsd_abi::dirent::Dirent;

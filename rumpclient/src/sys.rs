@@ -305,6 +305,15 @@ impl Client {
         Ok(())
     }
 
+    /// `__sysctl(name, namelen, NULL, NULL, new, newlen)`: set a node's
+    /// value (an `int` node takes 4 bytes, a string its bytes).
+    pub fn sysctl_write(&self, name: &[i32], new: &[u8]) -> Result<(), Error> {
+        let nb: Vec<u8> = name.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let args = [a(&nb), name.len() as u64, 0, 0, a(new), new.len() as u64];
+        self.syscall(SYS___SYSCTL, &args, &mut [Region::In(&nb), Region::In(new)])?;
+        Ok(())
+    }
+
     /// `__sysctl(name)`: the value's bytes.
     pub fn sysctl(&self, name: &[i32]) -> Result<Vec<u8>, Error> {
         let nb: Vec<u8> = name.iter().flat_map(|x| x.to_le_bytes()).collect();

@@ -1,68 +1,81 @@
 //! POSIX getopt for the tools, so they parse flags exactly as NetBSD's do
 //! (`-dh`, `-c 2`, `-c2`, `--` ends options).
+//!
+//! Arguments are `OsString`s: a path operand or an option's value may be
+//! any bytes but NUL, as on NetBSD, and comes back unchanged.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// Parsed options in order, plus the operands.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
-    /// The options, in the order given, each with its argument if it takes one.
-    pub opts: Vec<(char, Option<String>)>,
-    /// What follows the options.
-    pub operands: Vec<String>,
+    /// Each option letter, with its value when the spec gives it one.
+    pub opts: Vec<(char, Option<OsString>)>,
+    /// What follows the options (after `--` or the first non-option).
+    pub operands: Vec<OsString>,
 }
 
 /// What getopt refuses; the messages are getopt's, without the program
 /// name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GetoptError {
-    /// An option the tool does not have.
+    /// A letter the spec does not name.
     #[error("unknown option -- {0}")]
     Unknown(char),
-    /// An option that takes an argument came last, without one.
+    /// An option that takes a value came last.
     #[error("option requires an argument -- {0}")]
     MissingArgument(char),
 }
 
 /// `spec` is a getopt string: a letter, followed by ':' if it takes a
-/// value.
-pub fn getopt(args: &[String], spec: &str) -> Result<Parsed, GetoptError> {
-    let takes = |c: char| -> Option<bool> {
+/// value. Option letters are ASCII; any other byte in an option cluster is
+/// an unknown option.
+pub fn getopt<S: AsRef<OsStr>>(args: &[S], spec: &str) -> Result<Parsed, GetoptError> {
+    let takes = |c: u8| -> Option<bool> {
         // ':' marks a value in `spec`; it is never an option itself.
-        if c == ':' {
+        if c == b':' || !c.is_ascii() {
             return None;
         }
-        let i = spec.find(c)?;
-        Some(spec[i + c.len_utf8()..].starts_with(':'))
+        let i = spec.bytes().position(|b| b == c)?;
+        Some(spec.as_bytes().get(i + 1) == Some(&b':'))
     };
     let mut p = Parsed::default();
     let mut i = 0;
     while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
+        let a = args[i].as_ref().as_bytes();
+        if a == b"--" {
             i += 1;
             break;
         }
-        if !a.starts_with('-') || a == "-" {
+        if !a.starts_with(b"-") || a == b"-" {
             break;
         }
-        let chars: Vec<char> = a[1..].chars().collect();
-        let mut j = 0;
-        while j < chars.len() {
-            let c = chars[j];
+        let mut j = 1;
+        while j < a.len() {
+            let c = a[j];
             match takes(c) {
-                None => return Err(GetoptError::Unknown(c)),
-                Some(false) => p.opts.push((c, None)),
+                None => {
+                    // Name the character as the user typed it when it is
+                    // one; a stray byte shows as its Latin-1 character.
+                    let ch = std::str::from_utf8(&a[j..])
+                        .ok()
+                        .and_then(|s| s.chars().next())
+                        .unwrap_or(c as char);
+                    return Err(GetoptError::Unknown(ch));
+                }
+                Some(false) => p.opts.push((c as char, None)),
                 Some(true) => {
-                    let rest: String = chars[j + 1..].iter().collect();
-                    let val = if !rest.is_empty() {
-                        rest
+                    let val = if j + 1 < a.len() {
+                        OsString::from_vec(a[j + 1..].to_vec())
                     } else {
                         i += 1;
                         match args.get(i) {
-                            Some(v) => v.clone(),
-                            None => return Err(GetoptError::MissingArgument(c)),
+                            Some(v) => v.as_ref().to_os_string(),
+                            None => return Err(GetoptError::MissingArgument(c as char)),
                         }
                     };
-                    p.opts.push((c, Some(val)));
+                    p.opts.push((c as char, Some(val)));
                     break;
                 }
             }
@@ -70,15 +83,25 @@ pub fn getopt(args: &[String], spec: &str) -> Result<Parsed, GetoptError> {
         }
         i += 1;
     }
-    p.operands = args[i..].to_vec();
+    p.operands = args[i..]
+        .iter()
+        .map(|s| s.as_ref().to_os_string())
+        .collect();
     Ok(p)
+}
+
+/// An option value or operand that must be text (a number, a URL, a mode):
+/// the text, or `name VALUE: not valid UTF-8` for the message.
+pub fn text<'a>(what: &str, v: &'a OsStr) -> Result<&'a str, String> {
+    v.to_str()
+        .ok_or_else(|| format!("{what}{}: not valid UTF-8", crate::tool::show(v.as_bytes())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    fn v(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
     }
     #[test]
     fn parses_like_getopt() {
@@ -107,5 +130,23 @@ mod tests {
             GetoptError::Unknown(':')
         );
         assert_eq!(getopt(&v(&["--", "-d"]), "d").unwrap().operands, v(&["-d"]));
+    }
+
+    #[test]
+    fn bytes_pass_unchanged() {
+        let odd = OsString::from_vec(b"dir/\xff\xfe".to_vec());
+        let args = vec![OsString::from("-d"), odd.clone(), odd.clone()];
+        let p = getopt(&args, "d:").unwrap();
+        assert_eq!(p.opts, vec![('d', Some(odd.clone()))]);
+        assert_eq!(p.operands, vec![odd.clone()]);
+        let glued = OsString::from_vec(b"-d\xff".to_vec());
+        let p = getopt(&[glued], "d:").unwrap();
+        assert_eq!(p.opts[0].1.as_deref().unwrap().as_bytes(), b"\xff");
+        let bad = OsString::from_vec(b"-\xff".to_vec());
+        assert_eq!(
+            getopt(&[bad], "d").unwrap_err(),
+            GetoptError::Unknown('\u{ff}')
+        );
+        assert!(text("-c ", &odd).unwrap_err().contains("not valid UTF-8"));
     }
 }

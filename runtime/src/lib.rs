@@ -20,11 +20,14 @@
 //! the client library.
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod getopt;
-pub mod netbsd;
 /// The log queue every tool and library writes through (see
 /// [`rumpuser::log`]).
 pub use rumpuser::log;
+#[cfg(feature = "netbsd")]
+pub mod netbsd;
+#[cfg(feature = "cli")]
 pub mod tool;
 
 use std::sync::{Arc, Mutex};
@@ -36,9 +39,13 @@ pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Zero virtual CPUs were asked for.
-    #[error("ncpu must be at least 1")]
-    NoCpu,
+    /// A CPU count of 0 or above [`MAX_NCPU`].
+    #[error("{0}: invalid CPU count (1 to {MAX_NCPU})")]
+    Ncpu(usize),
+    /// An environment variable whose value is refused, as its flag's
+    /// would be (`RUMP_NCPU=x: invalid CPU count (1 to 256, or host)`).
+    #[error("{0}")]
+    Env(String),
     /// The kernel did not boot (say, a memory limit of 0).
     #[error("kernel boot: {0}")]
     Boot(Errno),
@@ -73,6 +80,38 @@ pub enum Error {
 /// value is an error naming it.
 pub fn sync_from_env() -> Result<rumpkern::syncer::SyncConfig, String> {
     rumpkern::syncer::SyncConfig::default().with_env(|v| std::env::var(v).ok())
+}
+
+/// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
+pub const MAX_NCPU: usize = 256;
+
+/// A CPU count as `-c` and `RUMP_NCPU` take it: 1 to [`MAX_NCPU`].
+pub fn parse_ncpu(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_NCPU).contains(&n) => Ok(n),
+        _ => Err(format!("{s}: invalid CPU count (1 to {MAX_NCPU})")),
+    }
+}
+
+/// `RUMP_NCPU` and `RUMP_MEMLIMIT` checked as their flags (`-c`, `-r`)
+/// are: a value that would be refused on the command line is refused here
+/// too, rather than ignored. `RUMP_NCPU` may also be `host`.
+pub fn check_env() -> Result<(), Error> {
+    if let Some(v) = std::env::var_os("RUMP_NCPU") {
+        let v = v.to_string_lossy();
+        if v != "host" {
+            parse_ncpu(&v).map_err(|e| Error::Env(format!("RUMP_NCPU={e}, or host")))?;
+        }
+    }
+    if let Some(v) = std::env::var_os("RUMP_MEMLIMIT") {
+        let v = v.to_string_lossy();
+        parse_memlimit(&v).map_err(|e| {
+            // Name the value once, as `-r` does.
+            let why = e.to_string().replace(&format!(" \"{}\"", v.trim()), "");
+            Error::Env(format!("RUMP_MEMLIMIT={v}: {why}"))
+        })?;
+    }
+    Ok(())
 }
 
 /// Builds a kernel: CPUs, memory limit, drives, faults.
@@ -124,11 +163,13 @@ impl Builder {
 
     /// Boot the built-in kernel with these settings and install the halt.
     pub fn boot(self) -> Result<Rump, Error> {
-        // Defaults come from RUMP_NCPU, RUMP_MEMLIMIT and RUMP_VERBOSE.
+        // Defaults come from RUMP_NCPU, RUMP_MEMLIMIT and RUMP_VERBOSE,
+        // checked as their flags would be.
+        check_env()?;
         let mut cfg = KernelConfig::default();
         if let Some(n) = self.ncpu {
-            if n == 0 {
-                return Err(Error::NoCpu);
+            if !(1..=MAX_NCPU).contains(&n) {
+                return Err(Error::Ncpu(n));
             }
             cfg.ncpu = n;
         }
@@ -162,9 +203,11 @@ impl Builder {
                 }
             })?;
         }
+        let refusal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let refusal2 = refusal.clone();
         kernel.register_fs_type(
             netbsd_abi::fcntl::MOUNT_EXT2FS,
-            Box::new(|store, ro| {
+            Box::new(move |store, ro| {
                 // The client gets the errno; the server's log gets the reason.
                 let fs = ext2::Ext2Fs::mount_with(
                     store,
@@ -175,6 +218,7 @@ impl Builder {
                 )
                 .map_err(|e| {
                     tracing::warn!("mount ext2fs refused: {}", e.reason);
+                    *refusal2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.reason);
                     e.errno
                 })?;
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
@@ -185,6 +229,7 @@ impl Builder {
             server: Mutex::new(None),
             halt: Arc::new(Halt::new()),
             prelude: Mutex::new(None),
+            refusal,
         });
         let weak = Arc::downgrade(&node);
         kernel.set_reboot_handler(Box::new(
@@ -200,6 +245,9 @@ impl Builder {
     }
 }
 
+/// What [`Rump::on_halt_flags`] runs first in every halt.
+type HaltHook = Arc<dyn Fn(i32) + Send + Sync>;
+
 /// A kernel with its server and its halt state: what the halt sequence
 /// works on.
 struct Node {
@@ -207,7 +255,9 @@ struct Node {
     server: Mutex<Option<rumpuser::sp::Server>>,
     halt: Arc<Halt>,
     /// Run first by every halt (see [`Rump::on_halt`]).
-    prelude: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    prelude: Mutex<Option<HaltHook>>,
+    /// Why the last ext2 mount was refused (see [`Rump::take_mount_refusal`]).
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl Node {
@@ -226,7 +276,7 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(f) = pre {
-            f();
+            f(flags);
         }
         self.halt.halt(self, flags, caller)
     }
@@ -244,6 +294,9 @@ impl HaltTarget for Node {
     }
     fn quiesce(&self) {
         self.kernel.quiesce()
+    }
+    fn release_drives(&self) {
+        self.kernel.release_drive_locks()
     }
     fn unflushed(&self) -> Vec<String> {
         self.kernel.unflushed()
@@ -338,6 +391,25 @@ impl Rump {
     /// for it (`rump.halt`, `reboot(2)`, a signal, [`Rump::halt`]): e.g. to
     /// take a host mount of its tree away first.
     pub fn on_halt(&self, f: Box<dyn Fn() + Send + Sync>) {
+        self.on_halt_flags(Box::new(move |_| f()));
+    }
+
+    /// Why the kernel's ext2 refused the last mount that failed (`unsupported
+    /// incompatible features: extent, 64bit`), once: the errno a mount
+    /// returns says less. `None` when no ext2 mount was refused since the
+    /// last call.
+    pub fn take_mount_refusal(&self) -> Option<String> {
+        self.node
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// [`Rump::on_halt`], with the halt's `reboot(2)` flags (`RB_NOSYNC`,
+    /// `RB_HALT`, `RB_DUMP`): e.g. to tell a service manager what the halt
+    /// does. One function at a time: this replaces an earlier one.
+    pub fn on_halt_flags(&self, f: Box<dyn Fn(i32) + Send + Sync>) {
         *self.node.prelude.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(f));
     }
 }

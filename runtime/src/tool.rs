@@ -36,10 +36,38 @@ pub fn progname(default: &str) -> String {
 
 /// `--help` anywhere before a `--`: print the usage on standard output
 /// and exit 0 (before anything else happens: no connection is made).
-pub fn help_requested(args: &[String]) -> bool {
+pub fn help_requested<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> bool {
+    long_option(args, "--help")
+}
+
+/// `--version` anywhere before a `--`: print `prog VERSION` on standard
+/// output and exit 0, as `--help` does.
+pub fn version_requested<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> bool {
+    long_option(args, "--version")
+}
+
+fn long_option<S: AsRef<std::ffi::OsStr>>(args: &[S], name: &str) -> bool {
     args.iter()
+        .map(|a| a.as_ref())
         .take_while(|a| *a != "--")
-        .any(|a| a == "--help")
+        .any(|a| a == name)
+}
+
+/// `--help` and `--version`, before anything else: print and exit 0.
+pub fn help_and_version<S: AsRef<std::ffi::OsStr>>(
+    prog: &str,
+    args: &[S],
+    help: impl FnOnce() -> String,
+) {
+    if help_requested(args) {
+        print_help(&help());
+    }
+    if version_requested(args) {
+        print_help(&format!(
+            "{prog} {} (rump kernel host runtime)\n",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
 }
 
 /// Print `text` on standard output and exit 0 (`--help`).
@@ -128,6 +156,19 @@ pub fn stdout_failed(prog: &str, e: &io::Error) -> ! {
     std::process::exit(1)
 }
 
+/// A name for a message: its UTF-8 as it is, any other byte as `\xNN`
+/// (kernel and host names are bytes; a message never shows U+FFFD).
+pub fn show(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for x in chunk.invalid() {
+            s.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    s
+}
+
 /// The host's text for an I/O error, without Rust's "(os error N)".
 pub fn io_text(e: &io::Error) -> String {
     match e.raw_os_error() {
@@ -147,6 +188,14 @@ mod tests {
         assert!(help_requested(&v(&["ls", "--help"])));
         assert!(!help_requested(&v(&["cat", "--", "--help"])));
         assert!(!help_requested(&v(&["-v"])));
+        assert!(version_requested(&v(&["-v", "--version"])));
+        assert!(!version_requested(&v(&["--", "--version"])));
+    }
+
+    #[test]
+    fn names_show_their_bytes() {
+        assert_eq!(show(b"a/\xff\xfe"), "a/\\xff\\xfe");
+        assert_eq!(show("é".as_bytes()), "é");
     }
 
     #[test]

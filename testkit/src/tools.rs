@@ -21,7 +21,8 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 /// when we do not know better).
 pub fn package_of(name: &str) -> &str {
     match name {
-        "mke2fs" | "e2fsck" | "debugfs" | "tune2fs" | "dumpe2fs" => "e2fsprogs",
+        "mke2fs" | "mkfs.ext4" | "e2fsck" | "debugfs" | "tune2fs" | "dumpe2fs" => "e2fsprogs",
+        "systemd-analyze" => "systemd",
         "gdb" => "gdb",
         "nm" | "readelf" | "objcopy" | "strip" => "binutils",
         "cc" => "gcc",

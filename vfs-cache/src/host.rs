@@ -192,6 +192,19 @@ impl HostDrive {
         Ok(())
     }
 
+    /// Give up the lock [`HostDrive::lock`] took (a halted kernel whose
+    /// flush completed leaves its images to others). Nothing to undo is
+    /// no error.
+    pub fn unlock(&self) {
+        // SAFETY: flock is plain old data; all zeros is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_UNLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
+        // (l_pid 0, as OFD locks require) on a descriptor we own.
+        let _ = unsafe { libc::fcntl(self.file.fd(), libc::F_OFD_SETLK, &fl) };
+    }
+
     fn check(&self, off: u64, len: usize) -> Result<i64, Errno> {
         match off.checked_add(len as u64) {
             Some(end) if end <= self.size => i64::try_from(off).map_err(|_| Errno(EINVAL)),

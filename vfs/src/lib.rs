@@ -140,10 +140,15 @@ pub struct DirEntry {
 pub struct FsStat {
     /// Block size of the counts below, in bytes.
     pub block_size: u32,
-    /// Blocks in the file system.
+    /// Blocks that can hold data: the file system's size less its own
+    /// metadata (superblocks, group descriptors, bitmaps, inode tables),
+    /// as NetBSD's and Linux's statvfs count it.
     pub blocks: u64,
     /// Free blocks.
     pub blocks_free: u64,
+    /// Free blocks an unprivileged user may have: free less those reserved
+    /// for root (ext2's `s_r_blocks_count`).
+    pub blocks_avail: u64,
     /// Inodes in the file system.
     pub files: u64,
     /// Free inodes.

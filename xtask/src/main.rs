@@ -159,6 +159,17 @@ fn install(rest: &[String]) -> Result<(), String> {
         copy(&man.join(page), &man1.join(page), 0o644)?;
     }
     symlink("rump.halt.1", &man1.join("rump_halt.1"))?;
+    // The systemd template (rump_server@NAME.service), with the programs'
+    // real place in it.
+    let units = lib.join("systemd/system");
+    std::fs::create_dir_all(&units).map_err(|e| format!("mkdir {}: {e}", units.display()))?;
+    let tmpl = root().join("runtime/systemd/rump_server@.service");
+    let text = std::fs::read_to_string(&tmpl)
+        .map_err(|e| format!("{}: {e}", tmpl.display()))?
+        .replace("@PREFIX@", &prefix.display().to_string());
+    let unit = units.join("rump_server@.service");
+    std::fs::write(&unit, text).map_err(|e| format!("{}: {e}", unit.display()))?;
+    println!("installed {}", unit.display());
     let ext2fs = man.join("rump_ext2fs.8");
     if ext2fs.exists() {
         std::fs::create_dir_all(&man8).map_err(|e| format!("mkdir {}: {e}", man8.display()))?;

@@ -16,7 +16,9 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 use netbsd_abi::fcntl::MNT_RDONLY;
 use rumpfuse::{host, LocalBackend, Options, RumpFuse};
-use rumprun::Rump;
+use rumprun::getopt::text;
+use rumprun::{tool, Rump};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 const PROG: &str = "rump_ext2fs";
 /// Where the image is mounted inside the kernel.
@@ -26,9 +28,25 @@ const KMNT: &str = "/mnt";
 /// woken by that unmount, leaves the halt to it.
 static REMOTE_HALT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+const SYNOPSIS: &str = "[-frv] [-o option[,option...]] image mountpoint";
+
 fn usage() -> ! {
-    eprintln!("usage: {PROG} [-f] [-o option[,option...]] image mountpoint");
+    eprintln!("usage: {PROG} {SYNOPSIS}");
     exit(1)
+}
+
+fn help() -> String {
+    format!(
+        "usage: {PROG} {SYNOPSIS}\n\
+         Mount the ext2 file system in image on mountpoint through FUSE, with a rump kernel's ext2.\n\
+         \x20 -f          stay in the foreground (-d likewise)\n\
+         \x20 -r          read-only (-o ro)\n\
+         \x20 -v          verbose (again for more; RUMP_VERBOSE likewise)\n\
+         \x20 -o options  ro, rw, rumpserver=URL, threads=N, writeback, nowriteback,\n\
+         \x20             default_permissions, allow_other, noallow_other, noatime,\n\
+         \x20             nosuid, nodev, noexec\n\
+         Unmounting, SIGTERM, SIGINT or SIGHUP flush the image and end the program. See rump_ext2fs(8).\n"
+    )
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {
@@ -46,38 +64,50 @@ struct Args {
     writeback: Option<bool>,
     host_perms: bool,
     fuse_opts: Vec<MountOption>,
+    verbosity: usize,
     image: String,
-    mnt: String,
+    mnt: PathBuf,
 }
 
 fn parse() -> Args {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    use std::ffi::OsString;
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    tool::help_and_version(PROG, &argv, help);
     let mut a = Args {
         threads: 4,
         ..Default::default()
     };
-    let mut pos = Vec::new();
+    let mut pos: Vec<OsString> = Vec::new();
     let mut opts = Vec::new();
     let mut i = 0;
     while i < argv.len() {
         let s = &argv[i];
-        if s == "--" {
+        let b = s.as_bytes();
+        if b == b"--" {
             pos.extend(argv[i + 1..].iter().cloned());
             break;
-        } else if s == "-f" || s == "-d" {
-            a.fg = true;
-        } else if s == "-r" {
-            a.ro = true;
-        } else if let Some(rest) = s.strip_prefix("-o") {
-            let v = if rest.is_empty() {
+        } else if b.starts_with(b"-o") {
+            let v = if b.len() == 2 {
                 i += 1;
                 argv.get(i).cloned().unwrap_or_else(|| usage())
             } else {
-                rest.to_string()
+                OsString::from_vec(b[2..].to_vec())
             };
+            let v = text("-o ", &v).unwrap_or_else(|e| die(e)).to_string();
             opts.extend(v.split(',').filter(|x| !x.is_empty()).map(String::from));
-        } else if s.starts_with('-') && s.len() > 1 {
-            usage();
+        } else if b.starts_with(b"-") && b.len() > 1 {
+            // Flags, clustered as getopt allows (-fv).
+            for &f in &b[1..] {
+                match f {
+                    b'f' | b'd' => a.fg = true,
+                    b'r' => a.ro = true,
+                    b'v' => a.verbosity += 1,
+                    _ => {
+                        eprintln!("{PROG}: unknown option -- {}", f as char);
+                        usage()
+                    }
+                }
+            }
         } else {
             pos.push(s.clone());
         }
@@ -111,8 +141,11 @@ fn parse() -> Args {
     }
     match pos.as_slice() {
         [img, m] => {
-            a.image = img.clone();
-            a.mnt = m.clone();
+            // The image goes into a drive spec, which is text.
+            a.image = text("", img)
+                .map(str::to_string)
+                .unwrap_or_else(|e| die(format!("image {e}")));
+            a.mnt = m.into();
         }
         _ => usage(),
     }
@@ -126,7 +159,12 @@ fn main() {
     if md.is_dir() {
         die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
     }
-    let mnt = host::check_mountpoint(Path::new(&a.mnt)).unwrap_or_else(|m| die(m));
+    // Its own messages say what failed; the kernel's log (and the
+    // warnings in it, which repeat them) only with -v.
+    if tool::verbosity(a.verbosity) > 0 {
+        tool::init_logging(PROG, tool::verbosity(a.verbosity));
+    }
+    let mnt = host::check_mountpoint(&a.mnt).unwrap_or_else(|m| die(m));
     let mut ro = a.ro;
     if !ro
         && std::fs::OpenOptions::new()
@@ -147,6 +185,7 @@ fn main() {
     // locks give up the CPU while they wait, so FUSE threads beyond the
     // CPUs queue for one instead of wedging.
     let mut rump = Rump::builder()
+        .verbose(tool::verbosity(a.verbosity) > 0)
         .drive(&spec)
         .boot()
         .unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
@@ -156,7 +195,15 @@ fn main() {
     p.mkdir(KMNT, 0o755)
         .unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
     if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
-        die(format!("{}: {}", a.image, e.description()));
+        // The kernel's own reason says more than its errno.
+        let why = match rump.take_mount_refusal() {
+            _ if e.0 == netbsd_abi::errno::EPERM && !ro => {
+                "file system not clean: run fsck, or mount read-only (-o ro)".to_string()
+            }
+            Some(r) => r,
+            None => e.description(),
+        };
+        die(format!("{}: {why}", a.image));
     }
     // Read-only-compatible features the component lacks force read-only.
     if let Ok(sv) = p.statvfs(KMNT) {
@@ -218,7 +265,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             let _ = rump.halt(netbsd_abi::reboot::RB_HALT);
-            die(format!("{}: {}", a.mnt, reason(&e)))
+            die(format!("{}: {}", a.mnt.display(), reason(&e)))
         }
     };
 

@@ -36,10 +36,8 @@ fn main() {
         eprintln!("{prog}: {msg}");
         exit(1)
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if tool::help_requested(&args) {
-        tool::print_help(&help(&prog));
-    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    tool::help_and_version(&prog, &args, || help(&prog));
     let p = match getopt(&args, "dhnv") {
         Ok(p) => p,
         Err(e) => {

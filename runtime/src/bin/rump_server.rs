@@ -14,9 +14,9 @@ use std::sync::OnceLock;
 
 use nix::sys::signal::{SigSet, Signal};
 
-use rumprun::getopt::getopt;
+use rumprun::getopt::{getopt, text};
 use rumprun::netbsd::NetbsdKernel;
-use rumprun::{parse_memlimit, tool, Rump};
+use rumprun::{parse_memlimit, parse_ncpu, tool, Rump};
 
 const SYNOPSIS: &str =
     "[-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] [-S node=value] url";
@@ -68,10 +68,8 @@ struct Opts {
 }
 
 fn parse_args() -> Opts {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if tool::help_requested(&args) {
-        tool::print_help(&help());
-    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    tool::help_and_version(prog(), &args, help);
     let p = getopt(&args, "c:d:l:m:r:S:sv").unwrap_or_else(|e| usage(&e.to_string()));
     let sync = rumprun::sync_from_env().unwrap_or_else(|e| {
         rumprun::say!("{}: {e}", prog());
@@ -91,14 +89,13 @@ fn parse_args() -> Opts {
     };
     for (c, v) in p.opts {
         let v = v.unwrap_or_default();
+        // Values are text: numbers, drive specs, library names.
+        let v = text(&format!("-{c} "), &v).unwrap_or_else(|e| usage(&e));
         match c {
             's' => o.foreground = true,
             'v' => o.verbosity += 1,
-            'c' => match v.parse::<usize>() {
-                Ok(n) if n > 0 => o.ncpu = Some(n),
-                _ => usage(&format!("-c {v}: invalid CPU count")),
-            },
-            'd' => o.drives.push(v),
+            'c' => o.ncpu = Some(parse_ncpu(v).unwrap_or_else(|e| usage(&format!("-c {e}")))),
+            'd' => o.drives.push(v.to_string()),
             'S' => {
                 let set = v.split_once('=').and_then(|(node, val)| {
                     let node = node.strip_prefix("vfs.sync.")?;
@@ -115,9 +112,9 @@ fn parse_args() -> Opts {
                     )),
                 }
             }
-            'l' => o.libs.push(v),
-            'm' => o.modules.push(v),
-            'r' => match parse_memlimit(&v) {
+            'l' => o.libs.push(v.to_string()),
+            'm' => o.modules.push(v.to_string()),
+            'r' => match parse_memlimit(v) {
                 Ok(n) => o.memlimit = Some(n),
                 // Name the value once: `-r 1x: bad size: ...`.
                 Err(e) => usage(&format!(
@@ -129,9 +126,18 @@ fn parse_args() -> Opts {
         }
     }
     match p.operands.as_slice() {
-        [url] => o.url = url.clone(),
+        [url] => {
+            o.url = text("", url).map(str::to_string).unwrap_or_else(|e| {
+                usage(&format!(
+                    "url {e} (expected unix://PATH or tcp://HOST:PORT)"
+                ))
+            })
+        }
         [] => usage("missing url"),
-        [_, extra, ..] => usage(&format!("{extra}: unexpected argument after the url")),
+        [_, extra, ..] => usage(&format!(
+            "{}: unexpected argument after the url",
+            extra.to_string_lossy()
+        )),
     }
     o.verbosity += tool::verbosity(0);
     o.verbose = o.verbosity > 0;
@@ -147,6 +153,9 @@ enum Served {
 /// Boot, add drives, serve. Everything that can fail before the server
 /// is up, with a one-line reason.
 fn start(o: &Opts) -> Result<Served, String> {
+    // RUMP_NCPU and RUMP_MEMLIMIT are refused as their flags would be,
+    // for either kernel.
+    rumprun::check_env().map_err(|e| e.to_string())?;
     if !o.libs.is_empty() {
         return start_netbsd(o).map(Served::Netbsd);
     }
@@ -271,9 +280,48 @@ fn main() {
             exit(1);
         }
     }
+    if let Served::Builtin(rump) = &served {
+        // Every halt, whoever asks for it, tells the service manager.
+        rump.on_halt_flags(Box::new(|flags| {
+            let status = if flags & netbsd_abi::reboot::RB_NOSYNC != 0 {
+                "halting without a flush (RB_NOSYNC)".to_string()
+            } else {
+                "halting: flushing the file system cache to the drives".to_string()
+            };
+            notify(&[
+                sd_notify::NotifyState::Stopping,
+                sd_notify::NotifyState::Status(&status),
+            ]);
+        }));
+    }
+    // systemd's Type=notify: serving now (MAINPID: the daemon's pid when
+    // it forked).
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Status(&format!("serving {}", o.url)),
+    ]);
     match served {
         Served::Builtin(rump) => serve_builtin(&o, &set, rump),
         Served::Netbsd(k) => serve_netbsd(&o, &set, k),
+    }
+}
+
+/// Tell the service manager (`NOTIFY_SOCKET`, sd_notify(3)) about a
+/// change of state; nothing when it is unset. A failure is logged, never
+/// fatal: the kernel serves whether or not systemd hears of it.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(
+            "NOTIFY_SOCKET {}: {}",
+            std::env::var_os("NOTIFY_SOCKET")
+                .unwrap_or_default()
+                .to_string_lossy(),
+            tool::io_text(&e)
+        );
     }
 }
 

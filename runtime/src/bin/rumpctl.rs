@@ -8,16 +8,19 @@
 //! every other command takes kernel paths as they are. `fuse` mounts the
 //! kernel's tree (or a subtree) on the host through FUSE.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::process::exit;
 use std::sync::OnceLock;
 
 use netbsd_abi::errno::{EEXIST, ENOENT, ENOTDIR, EPERM};
 use netbsd_abi::fcntl::{MNT_FORCE, MNT_RDONLY, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC, O_WRONLY};
 use netbsd_abi::stat::{Stat, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
-use rumpclient::{Client, Error};
-use rumprun::getopt::getopt;
-use rumprun::tool::{self, io_text};
+use rumpclient::{Client, Error, TimeSpec};
+use rumprun::getopt::{getopt, text};
+use rumprun::tool::{self, io_text, show};
+use std::path::Path;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -25,8 +28,8 @@ const CHUNK: usize = 64 * 1024;
 const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "ls",
-        "[-l] [path ...]",
-        "list directories (-l: mode, links, owner, size, time)",
+        "[-al] [path ...]",
+        "list directories (-a: dot files too; -l: mode, links, owner, size, time)",
     ),
     ("cat", "path ...", "copy kernel files to standard output"),
     (
@@ -41,23 +44,37 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "cp",
-        "[-R] source ... target",
-        "copy between host and kernel; kernel paths start with ':'",
+        "[-Rp] source ... target",
+        "copy between host and kernel; kernel paths start with ':' (-p: keep times)",
     ),
     ("mkdir", "[-p] path ...", "make directories"),
-    ("rm", "path ...", "remove files"),
+    (
+        "rm",
+        "[-fr] path ...",
+        "remove files (-r: directories and what is in them; -f: no error if missing)",
+    ),
     ("rmdir", "path ...", "remove empty directories"),
-    ("mv", "from to", "rename"),
-    ("ln", "-s target path", "make a symbolic link"),
+    ("mv", "from ... to", "rename, or move into the directory to"),
+    (
+        "ln",
+        "[-s] target path",
+        "make a hard link (-s: a symbolic link)",
+    ),
     (
         "chmod",
-        "mode path ...",
-        "change permission bits (octal mode)",
+        "[-R] mode path ...",
+        "change permission bits (octal, or symbolic as u+x,go-w; -R: recursively)",
     ),
     (
         "chown",
-        "[-h] owner[:group] path ...",
-        "change owner and group (numeric ids; -h: the link itself)",
+        "[-hR] owner[:group] path ...",
+        "change owner and group (numeric ids; -h: the link itself; -R: recursively)",
+    ),
+    ("mkfifo", "[-m mode] path ...", "make FIFOs"),
+    (
+        "mknod",
+        "[-m mode] path b|c major minor | path p",
+        "make a block or character device node, or a FIFO",
     ),
     (
         "touch",
@@ -66,8 +83,8 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "df",
-        "[path ...]",
-        "free space of the file systems holding the paths (default /)",
+        "[-h] [path ...]",
+        "free space of the file systems holding the paths (default /; -h: K, M, G)",
     ),
     ("stat", "path ...", "show inode details"),
     (
@@ -78,6 +95,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("umount", "[-f] dir", "unmount (-f: forced)"),
     ("sync", "", "flush the kernel's caches to the host"),
+    (
+        "sysctl",
+        "[-a] [name[=value] ...]",
+        "read kernel variables by name, or set them (vfs.sync.filedelay=10)",
+    ),
     (
         "fuse",
         "[-f] [-o ro] [path] mountpoint",
@@ -151,39 +173,60 @@ macro_rules! out {
 /// A failure, already worded: `object: reason`.
 struct Fail(String);
 
-fn fail(what: &str, e: Error) -> Fail {
-    Fail(format!("{what}: {e}"))
+/// `what` is a name (any bytes) or a phrase naming one.
+fn fail(what: &(impl AsRef<OsStr> + ?Sized), e: Error) -> Fail {
+    Fail(format!("{}: {e}", show(what.as_ref().as_bytes())))
 }
 
-fn host_fail(what: &str, e: std::io::Error) -> Fail {
-    Fail(format!("{what}: {}", io_text(&e)))
+fn host_fail(what: &(impl AsRef<OsStr> + ?Sized), e: std::io::Error) -> Fail {
+    Fail(format!(
+        "{}: {}",
+        show(what.as_ref().as_bytes()),
+        io_text(&e)
+    ))
 }
 
-/// A `cp` operand: a kernel path (`:path`) or a host path.
+/// A name for a message.
+fn sh(p: &(impl AsRef<OsStr> + ?Sized)) -> String {
+    show(p.as_ref().as_bytes())
+}
+
+/// Write bytes to standard output (names as they are); a reader that went
+/// away ends the program quietly.
+fn out_bytes(parts: &[&[u8]]) {
+    let mut o = std::io::stdout().lock();
+    for p in parts {
+        if let Err(e) = o.write_all(p) {
+            tool::stdout_failed(prog(), &e);
+        }
+    }
+}
+
+/// A `cp` operand: a kernel path (`:path`) or a host path, as bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Loc {
-    Kernel(String),
-    Host(String),
+    Kernel(OsString),
+    Host(OsString),
 }
 
 impl Loc {
-    fn parse(s: &str) -> Loc {
-        match s.strip_prefix(':') {
+    fn parse(s: &OsStr) -> Loc {
+        match s.as_bytes().strip_prefix(b":") {
             Some(p) => Loc::Kernel(if p.is_empty() {
                 ".".into()
             } else {
-                p.to_string()
+                OsString::from_vec(p.to_vec())
             }),
-            None => Loc::Host(s.to_string()),
+            None => Loc::Host(s.to_os_string()),
         }
     }
-    fn path(&self) -> &str {
+    fn path(&self) -> &OsStr {
         match self {
             Loc::Kernel(p) | Loc::Host(p) => p,
         }
     }
-    fn join(&self, name: &str) -> Loc {
-        let j = |p: &str| format!("{}/{name}", p.trim_end_matches('/'));
+    fn join(&self, name: &OsStr) -> Loc {
+        let j = |p: &OsStr| OsString::from_vec(join(p.as_bytes(), name.as_bytes()));
         match self {
             Loc::Kernel(p) => Loc::Kernel(j(p)),
             Loc::Host(p) => Loc::Host(j(p)),
@@ -192,10 +235,24 @@ impl Loc {
     /// For messages: kernel paths keep their ':'.
     fn show(&self) -> String {
         match self {
-            Loc::Kernel(p) => format!(":{p}"),
-            Loc::Host(p) => p.clone(),
+            Loc::Kernel(p) => format!(":{}", sh(p)),
+            Loc::Host(p) => sh(p),
         }
     }
+}
+
+/// `dir/name`, with one '/' between.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut d = dir;
+    while d.len() > 1 && d.ends_with(b"/") {
+        d = &d[..d.len() - 1];
+    }
+    let mut v = d.to_vec();
+    if !v.ends_with(b"/") {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
 }
 
 /// What to do, checked before connecting.
@@ -203,62 +260,84 @@ impl Loc {
 enum Job {
     Ls {
         long: bool,
-        paths: Vec<String>,
+        all: bool,
+        paths: Vec<OsString>,
     },
-    Cat(Vec<String>),
+    Cat(Vec<OsString>),
     Put {
-        host: String,
-        path: String,
+        host: OsString,
+        path: OsString,
     },
     Get {
-        path: String,
-        host: String,
+        path: OsString,
+        host: OsString,
     },
     Cp {
         recursive: bool,
+        preserve: bool,
         sources: Vec<Loc>,
         target: Loc,
     },
     Mkdir {
         parents: bool,
-        paths: Vec<String>,
+        paths: Vec<OsString>,
     },
-    Rm(Vec<String>),
-    Rmdir(Vec<String>),
+    Rm {
+        recursive: bool,
+        force: bool,
+        paths: Vec<OsString>,
+    },
+    Rmdir(Vec<OsString>),
     Mv {
-        from: String,
-        to: String,
+        from: Vec<OsString>,
+        to: OsString,
     },
     Ln {
-        target: String,
-        path: String,
+        symbolic: bool,
+        target: OsString,
+        path: OsString,
     },
     Chmod {
-        mode: u32,
-        paths: Vec<String>,
+        mode: Mode,
+        recursive: bool,
+        paths: Vec<OsString>,
     },
     Chown {
         uid: u32,
         gid: u32,
         nofollow: bool,
-        paths: Vec<String>,
+        recursive: bool,
+        paths: Vec<OsString>,
     },
-    Touch(Vec<String>),
-    Df(Vec<String>),
-    Stat(Vec<String>),
+    Mknod {
+        mode: u32,
+        kind: u32,
+        dev: u64,
+        paths: Vec<OsString>,
+    },
+    Touch(Vec<OsString>),
+    Df {
+        human: bool,
+        paths: Vec<OsString>,
+    },
+    Stat(Vec<OsString>),
     Mount {
         ro: bool,
         fstype: Option<String>,
         opts: Vec<String>,
-        special: String,
-        dir: String,
+        special: OsString,
+        dir: OsString,
     },
     MountList,
     Umount {
         force: bool,
-        dir: String,
+        dir: OsString,
     },
     Sync,
+    Sysctl {
+        all: bool,
+        items: Vec<String>,
+    },
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -294,9 +373,124 @@ fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     Ok((id(u, "user id")?, id(g, "group id")?))
 }
 
+/// This process's umask (read by setting it, and put straight back).
+fn host_umask() -> u32 {
+    // SAFETY: umask(2) has no preconditions and cannot fail.
+    let m = unsafe { libc::umask(0) };
+    // SAFETY: as above; this restores the mask just read.
+    unsafe { libc::umask(m) };
+    m as u32
+}
+
+/// Whether option `c` was given.
+fn has(p: &rumprun::getopt::Parsed, c: char) -> bool {
+    p.opts.iter().any(|(o, _)| *o == c)
+}
+
+/// NetBSD's `makedev(major, minor)`.
+fn makedev(major: u32, minor: u32) -> u64 {
+    (((major << 8) & 0x000f_ff00) | ((minor << 12) & 0xfff0_0000) | (minor & 0xff)) as u64
+}
+
+/// NetBSD's `major(dev)`, `minor(dev)`.
+fn major_minor(dev: u64) -> (u64, u64) {
+    (
+        (dev & 0x000f_ff00) >> 8,
+        ((dev & 0xfff0_0000) >> 12) | (dev & 0xff),
+    )
+}
+
+/// A chmod mode: octal, or symbolic clauses as chmod(1) takes them
+/// (`u+x`, `go-w`, `a=r`, `+x`, `u=rwx,g=rx`, `X`, `s`, `t`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    Octal(u32),
+    Symbolic(Vec<(u32, u8, Vec<u8>)>),
+}
+
+impl Mode {
+    fn parse(s: &str) -> Result<Mode, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return parse_mode(s).map(Mode::Octal);
+        }
+        let bad =
+            || format!("{s}: invalid file mode (octal such as 644, or symbolic such as u+x,go-w)");
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let b = clause.as_bytes();
+            let mut i = 0;
+            let mut who = 0u32;
+            while i < b.len() && b"ugoa".contains(&b[i]) {
+                who |= match b[i] {
+                    b'u' => 0o4700,
+                    b'g' => 0o2070,
+                    b'o' => 0o1007,
+                    _ => 0o7777,
+                };
+                i += 1;
+            }
+            if i == b.len() {
+                return Err(bad());
+            }
+            while i < b.len() {
+                let op = b[i];
+                if !b"+-=".contains(&op) {
+                    return Err(bad());
+                }
+                i += 1;
+                let start = i;
+                while i < b.len() && b"rwxXst".contains(&b[i]) {
+                    i += 1;
+                }
+                clauses.push((who, op, b[start..i].to_vec()));
+            }
+        }
+        if clauses.is_empty() {
+            return Err(bad());
+        }
+        Ok(Mode::Symbolic(clauses))
+    }
+
+    /// The new permission bits for a file with `old` bits; `dir` for `X`;
+    /// `umask` limits clauses that name no one (as chmod(1) does).
+    fn apply(&self, old: u32, dir: bool, umask: u32) -> u32 {
+        let clauses = match self {
+            Mode::Octal(m) => return *m,
+            Mode::Symbolic(c) => c,
+        };
+        let mut m = old & 0o7777;
+        for (who, op, perms) in clauses {
+            let (who, mask) = if *who == 0 {
+                (0o7777, !umask)
+            } else {
+                (*who, !0)
+            };
+            let mut bits = 0u32;
+            for p in perms {
+                bits |= match p {
+                    b'r' => 0o444,
+                    b'w' => 0o222,
+                    b'x' => 0o111,
+                    b'X' if dir || m & 0o111 != 0 => 0o111,
+                    b's' => 0o6000,
+                    b't' => 0o1000,
+                    _ => 0,
+                };
+            }
+            let bits = bits & who & mask;
+            match op {
+                b'+' => m |= bits,
+                b'-' => m &= !bits,
+                _ => m = (m & !(who & 0o7777)) | bits,
+            }
+        }
+        m
+    }
+}
+
 /// Parse a command line (after the global options) into a [`Job`]: every
 /// check that needs no kernel happens here.
-fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
+fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
     let opts = |spec: &str| getopt(rest, spec).map_err(|e| format!("{cmd}: {e}"));
     let need = |ok: bool, what: &str| {
         if ok {
@@ -307,16 +501,14 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
     };
     Ok(match cmd {
         "ls" => {
-            let p = opts("l")?;
+            let p = opts("al")?;
+            let (long, all) = (has(&p, 'l'), has(&p, 'a'));
             let paths = if p.operands.is_empty() {
-                vec![".".to_string()]
+                vec![".".into()]
             } else {
                 p.operands
             };
-            Job::Ls {
-                long: !p.opts.is_empty(),
-                paths,
-            }
+            Job::Ls { long, all, paths }
         }
         "cat" => {
             let p = opts("")?;
@@ -344,7 +536,7 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             }
         }
         "cp" => {
-            let p = opts("R")?;
+            let p = opts("Rrp")?;
             need(p.operands.len() >= 2, "expected source ... target")?;
             let mut locs: Vec<Loc> = p.operands.iter().map(|s| Loc::parse(s)).collect();
             let target = locs.pop().expect("two operands");
@@ -359,7 +551,8 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
                 );
             }
             Job::Cp {
-                recursive: !p.opts.is_empty(),
+                recursive: has(&p, 'R') || has(&p, 'r'),
+                preserve: has(&p, 'p'),
                 sources: locs,
                 target,
             }
@@ -372,58 +565,125 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
                 paths: p.operands,
             }
         }
-        "rm" | "rmdir" | "stat" => {
+        "rm" => {
+            let p = opts("fRr")?;
+            let force = has(&p, 'f');
+            need(force || !p.operands.is_empty(), "missing operand")?;
+            Job::Rm {
+                recursive: has(&p, 'r') || has(&p, 'R'),
+                force,
+                paths: p.operands,
+            }
+        }
+        "rmdir" | "stat" => {
             let p = opts("")?;
             need(!p.operands.is_empty(), "missing operand")?;
             match cmd {
-                "rm" => Job::Rm(p.operands),
                 "rmdir" => Job::Rmdir(p.operands),
                 _ => Job::Stat(p.operands),
             }
         }
         "mv" => {
             let p = opts("")?;
-            let [a, b] = p.operands.as_slice() else {
-                return Err("mv: expected from to".into());
+            let Some((to, from)) = p.operands.split_last() else {
+                return Err("mv: missing file operand".into());
             };
+            need(!from.is_empty(), "missing destination file operand")?;
             Job::Mv {
-                from: a.clone(),
-                to: b.clone(),
+                from: from.to_vec(),
+                to: to.clone(),
             }
         }
         "ln" => {
             let p = opts("s")?;
-            need(!p.opts.is_empty(), "only symbolic links (-s) are supported")?;
             let [a, b] = p.operands.as_slice() else {
-                return Err("ln: expected -s target path".into());
+                return Err("ln: expected target path".into());
             };
             Job::Ln {
+                symbolic: has(&p, 's'),
                 target: a.clone(),
                 path: b.clone(),
             }
         }
         "chmod" => {
-            let p = opts("")?;
+            let p = opts("R")?;
             let Some((mode, paths)) = p.operands.split_first() else {
                 return Err("chmod: missing mode".into());
             };
             need(!paths.is_empty(), "missing file operand")?;
             Job::Chmod {
-                mode: parse_mode(mode).map_err(|e| format!("chmod: {e}"))?,
+                mode: Mode::parse(text("", mode)?).map_err(|e| format!("chmod: {e}"))?,
+                recursive: has(&p, 'R'),
                 paths: paths.to_vec(),
             }
         }
+        "mkfifo" | "mknod" => {
+            let p = opts("m:")?;
+            let mut mode = 0o666;
+            for (_, v) in &p.opts {
+                let v = text("-m ", v.as_deref().unwrap_or_default())?;
+                mode = match Mode::parse(v).map_err(|e| format!("{cmd}: {e}"))? {
+                    Mode::Octal(m) => m,
+                    sym => sym.apply(0o666, false, 0),
+                };
+            }
+            if cmd == "mkfifo" {
+                need(!p.operands.is_empty(), "missing operand")?;
+                Job::Mknod {
+                    mode,
+                    kind: netbsd_abi::stat::S_IFIFO,
+                    dev: 0,
+                    paths: p.operands,
+                }
+            } else {
+                let ops: Vec<&str> = p
+                    .operands
+                    .iter()
+                    .skip(1)
+                    .map(|o| text("", o))
+                    .collect::<Result<_, _>>()?;
+                let Some(path) = p.operands.first() else {
+                    return Err("mknod: missing operand".into());
+                };
+                let num = |s: &str| {
+                    s.parse::<u32>()
+                        .map_err(|_| format!("mknod: {s}: invalid device number"))
+                };
+                let (kind, dev) = match ops.as_slice() {
+                    ["p"] => (netbsd_abi::stat::S_IFIFO, 0),
+                    [t @ ("b" | "c" | "u"), maj, min] => (
+                        if *t == "b" {
+                            netbsd_abi::stat::S_IFBLK
+                        } else {
+                            netbsd_abi::stat::S_IFCHR
+                        },
+                        makedev(num(maj)?, num(min)?),
+                    ),
+                    [t, ..] if !matches!(*t, "b" | "c" | "u" | "p") => {
+                        return Err(format!("mknod: invalid device type '{t}'"))
+                    }
+                    _ => return Err("mknod: expected path b|c major minor, or path p".into()),
+                };
+                Job::Mknod {
+                    mode,
+                    kind,
+                    dev,
+                    paths: vec![path.clone()],
+                }
+            }
+        }
         "chown" => {
-            let p = opts("h")?;
+            let p = opts("hR")?;
             let Some((owner, paths)) = p.operands.split_first() else {
                 return Err("chown: missing owner".into());
             };
             need(!paths.is_empty(), "missing file operand")?;
-            let (uid, gid) = parse_owner(owner).map_err(|e| format!("chown: {e}"))?;
+            let (uid, gid) = parse_owner(text("", owner)?).map_err(|e| format!("chown: {e}"))?;
             Job::Chown {
                 uid,
                 gid,
-                nofollow: !p.opts.is_empty(),
+                nofollow: has(&p, 'h'),
+                recursive: has(&p, 'R'),
                 paths: paths.to_vec(),
             }
         }
@@ -433,12 +693,16 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             Job::Touch(p.operands)
         }
         "df" => {
-            let p = opts("")?;
-            Job::Df(if p.operands.is_empty() {
-                vec!["/".into()]
-            } else {
-                p.operands
-            })
+            let p = opts("h")?;
+            let human = has(&p, 'h');
+            Job::Df {
+                human,
+                paths: if p.operands.is_empty() {
+                    vec!["/".into()]
+                } else {
+                    p.operands
+                },
+            }
         }
         "mount" => {
             let p = opts("rt:o:")?;
@@ -454,8 +718,16 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             for (c, v) in p.opts {
                 match (c, v) {
                     ('r', _) => ro = true,
-                    ('t', Some(t)) => fstype = Some(t),
+                    ('t', Some(t)) => {
+                        fstype = Some(
+                            t.into_string()
+                                .map_err(|_| "mount: -t: a type name is text".to_string())?,
+                        )
+                    }
                     ('o', Some(o)) => {
+                        let o = o
+                            .into_string()
+                            .map_err(|_| "mount: -o: options are text".to_string())?;
                         mopts.extend(o.split(',').filter(|x| !x.is_empty()).map(String::from))
                     }
                     _ => return Err("mount: expected special dir".into()),
@@ -483,19 +755,31 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             need(rest.is_empty(), "takes no arguments")?;
             Job::Sync
         }
+        "sysctl" => {
+            // -w is NetBSD's older spelling of name=value; accepted.
+            let p = opts("anw")?;
+            let all = has(&p, 'a') || p.operands.is_empty();
+            let items = p
+                .operands
+                .iter()
+                .map(|o| text("", o).map(str::to_string))
+                .collect::<Result<Vec<_>, _>>()?;
+            Job::Sysctl { all, items }
+        }
         _ => return Err(format!("{cmd}: unknown command")),
     })
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if tool::help_requested(&args) {
-        tool::print_help(&help());
-    }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    tool::help_and_version(prog(), &args, help);
     let g = getopt(&args, "v").unwrap_or_else(|e| usage(&e.to_string()));
     let Some((cmd, rest)) = g.operands.split_first() else {
         usage("missing command")
     };
+    let cmd = cmd
+        .to_str()
+        .unwrap_or_else(|| usage(&format!("{}: unknown command", sh(cmd))));
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
     if cmd == "fuse" {
         // Forks before it connects: its own path.
@@ -513,73 +797,181 @@ fn main() {
         "connected to {}",
         std::env::var("RUMP_SERVER").unwrap_or_default()
     );
+    // New files and directories get modes as the host's commands give
+    // them: less this process's umask.
+    let umask_now = host_umask();
+    if let Err(e) = client.umask(umask_now) {
+        tracing::debug!("umask {umask_now:o}: {e}");
+    }
     let mut status = 0;
     let mut report = |r: Result<(), Fail>| {
         if let Err(Fail(m)) = r {
-            eprintln!("{}: {m}", prog());
+            // Empty: already said, one line per failure.
+            if !m.is_empty() {
+                eprintln!("{}: {m}", prog());
+            }
             status = 1;
         }
     };
     let c = &client;
     match job {
-        Job::Ls { long, paths } => {
-            for (i, path) in paths.iter().enumerate() {
-                if paths.len() > 1 && i > 0 {
+        Job::Ls { long, all, paths } => {
+            // As ls(1): the file operands first, together, then each
+            // directory under its name, a blank line between.
+            let mut dirs = Vec::new();
+            let mut files = 0;
+            let mut paths = paths;
+            paths.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for path in &paths {
+                match c.lstat(path.as_bytes()) {
+                    Ok(st) if st.is_dir() => dirs.push(path),
+                    Ok(st) => {
+                        print_entry(c, path.as_bytes(), path.as_bytes(), &st, long);
+                        files += 1;
+                    }
+                    Err(e) => report(Err(fail(path, e))),
+                }
+            }
+            let header = paths.len() > 1;
+            for (i, path) in dirs.iter().enumerate() {
+                if i > 0 || files > 0 {
                     out!();
                 }
-                report(ls(c, path, long, paths.len() > 1));
+                report(ls(c, path, long, all, header));
             }
         }
         Job::Cat(paths) => {
             for path in &paths {
-                report(get(c, path, "-"));
+                report(get(c, path, OsStr::new("-")));
             }
         }
         Job::Put { host, path } => report(put(c, &host, &path)),
         Job::Get { path, host } => report(get(c, &path, &host)),
         Job::Cp {
             recursive,
+            preserve,
             sources,
             target,
-        } => report(cp(c, recursive, &sources, &target)),
+        } => report(cp(c, recursive, preserve, &sources, &target)),
         Job::Mkdir { parents, paths } => {
             for path in &paths {
                 report(mkdir(c, path, parents));
             }
         }
-        Job::Rm(paths) => {
+        Job::Rm {
+            recursive,
+            force,
+            paths,
+        } => {
             for path in &paths {
-                report(c.unlink(path).map_err(|e| fail(path, e)));
+                report(rm(c, path.as_bytes(), recursive, force));
             }
         }
         Job::Rmdir(paths) => {
             for path in &paths {
-                report(c.rmdir(path).map_err(|e| fail(path, e)));
+                report(c.rmdir(path.as_bytes()).map_err(|e| fail(path, e)));
             }
         }
-        Job::Mv { from, to } => report(
-            c.rename(&from, &to)
-                .map_err(|e| fail(&format!("rename {from} to {to}"), e)),
-        ),
-        Job::Ln { target, path } => report(c.symlink(&target, &path).map_err(|e| fail(&path, e))),
-        Job::Chmod { mode, paths } => {
+        Job::Mv { from, to } => {
+            // Into a directory (as mv(1)) when `to` is one, or several
+            // sources are given.
+            let into = c.stat(to.as_bytes()).is_ok_and(|st| st.is_dir());
+            if from.len() > 1 && !into {
+                report(Err(Fail(format!(
+                    "target '{}': {}",
+                    sh(&to),
+                    netbsd_abi::Errno(ENOTDIR).description()
+                ))));
+            } else {
+                for f in &from {
+                    let dst = if into {
+                        join(to.as_bytes(), basename(f).as_bytes())
+                    } else {
+                        to.as_bytes().to_vec()
+                    };
+                    report(c.rename(f.as_bytes(), &dst).map_err(|e| {
+                        fail(&format!("cannot move '{}' to '{}'", sh(f), show(&dst)), e)
+                    }));
+                }
+            }
+        }
+        Job::Ln {
+            symbolic,
+            target,
+            path,
+        } => {
+            // Into a directory under the target's name, as ln(1).
+            let path = if c.stat(path.as_bytes()).is_ok_and(|st| st.is_dir()) {
+                OsString::from_vec(join(path.as_bytes(), basename(&target).as_bytes()))
+            } else {
+                path
+            };
+            let r = if symbolic {
+                c.symlink(target.as_bytes(), path.as_bytes())
+            } else {
+                c.link(target.as_bytes(), path.as_bytes())
+            };
+            report(r.map_err(|e| {
+                fail(
+                    &format!(
+                        "failed to create {}link '{}'",
+                        if symbolic { "symbolic " } else { "hard " },
+                        sh(&path)
+                    ),
+                    e,
+                )
+            }))
+        }
+        Job::Chmod {
+            mode,
+            recursive,
+            paths,
+        } => {
+            let umask = host_umask();
             for path in &paths {
-                report(c.chmod(path, mode).map_err(|e| fail(path, e)));
+                report(walk(c, path.as_bytes(), recursive, &mut |p, st| {
+                    // Links met on the way are not followed (chmod -R).
+                    if st.is_lnk() {
+                        return Ok(());
+                    }
+                    let new = mode.apply(st.mode, st.is_dir(), umask);
+                    c.chmod(p, new).map_err(|e| fail(OsStr::from_bytes(p), e))
+                }));
+            }
+        }
+        Job::Mknod {
+            mode,
+            kind,
+            dev,
+            paths,
+        } => {
+            for path in &paths {
+                let r = if kind == netbsd_abi::stat::S_IFIFO {
+                    c.mkfifo(path.as_bytes(), mode)
+                } else {
+                    c.mknod(path.as_bytes(), kind | mode, dev)
+                };
+                report(r.map_err(|e| fail(path, e)));
             }
         }
         Job::Chown {
             uid,
             gid,
             nofollow,
+            recursive,
             paths,
         } => {
             for path in &paths {
-                let r = if nofollow {
-                    c.lchown(path, uid, gid)
-                } else {
-                    c.chown(path, uid, gid)
-                };
-                report(r.map_err(|e| fail(path, e)));
+                report(walk(c, path.as_bytes(), recursive, &mut |p, st| {
+                    // Recursively, links are changed themselves, never
+                    // followed (chown -R's default).
+                    let r = if nofollow || (recursive && st.is_lnk()) {
+                        c.lchown(p, uid, gid)
+                    } else {
+                        c.chown(p, uid, gid)
+                    };
+                    r.map_err(|e| fail(OsStr::from_bytes(p), e))
+                }));
             }
         }
         Job::Touch(paths) => {
@@ -587,17 +979,17 @@ fn main() {
                 report(touch(c, path));
             }
         }
-        Job::Df(paths) => {
+        Job::Df { human, paths } => {
             out!(
                 "{:<16} {:>10} {:>10} {:>10} {:>8}  Mounted on",
                 "Filesystem",
-                "1K-blocks",
+                if human { "Size" } else { "1K-blocks" },
                 "Used",
                 "Avail",
                 "Capacity"
             );
             for path in &paths {
-                report(df(c, path));
+                report(df(c, path, human));
             }
         }
         Job::Stat(paths) => {
@@ -615,12 +1007,26 @@ fn main() {
         Job::MountList => report(mount_list(c)),
         Job::Umount { force, dir } => {
             let flags = if force { MNT_FORCE } else { 0 };
-            report(
-                c.unmount(&dir, flags)
-                    .map_err(|e| fail(&format!("umount {dir}"), e)),
-            )
+            let r = c.unmount(dir.as_bytes(), flags);
+            report(match r {
+                // What umount(8) says of a directory nothing is mounted on.
+                Err(e)
+                    if e.is_errno(netbsd_abi::errno::EINVAL) && c.stat(dir.as_bytes()).is_ok() =>
+                {
+                    Err(Fail(format!("umount {}: not mounted", sh(&dir))))
+                }
+                r => r.map_err(|e| fail(&format!("umount {}", sh(&dir)), e)),
+            })
         }
         Job::Sync => report(c.sync().map_err(|e| fail("sync", e))),
+        Job::Sysctl { all, items } => {
+            if all && items.is_empty() {
+                report(sysctl_show(c, &[], ""));
+            }
+            for item in &items {
+                report(sysctl_item(c, item));
+            }
+        }
     }
     exit(status)
 }
@@ -639,11 +1045,12 @@ fn mount(
     ro: bool,
     fstype: Option<&str>,
     opts: &[String],
-    special: &str,
-    dir: &str,
+    special: &OsStr,
+    dir: &OsStr,
 ) -> Result<(), Fail> {
     use netbsd_abi::mount as m;
-    let ctx = format!("mount {special} on {dir}");
+    let (special, dir) = (special.as_bytes(), dir.as_bytes());
+    let ctx = format!("mount {} on {}", show(special), show(dir));
     let name = m::canonical_name(fstype.unwrap_or("ext2fs"));
     let Some(kind) = m::arg_kind(name) else {
         return Err(Fail(format!("{ctx}: {name}: unknown file system type")));
@@ -670,30 +1077,33 @@ fn mount(
     }
     let ro = flags & MNT_RDONLY != 0;
     if let Err(e) = c.stat(special) {
-        return Err(Fail(format!("{ctx}: {special}: {e}")));
+        return Err(Fail(format!("{ctx}: {}: {e}", show(special))));
     }
     match c.stat(dir) {
-        Err(e) => return Err(Fail(format!("{ctx}: {dir}: {e}"))),
+        Err(e) => return Err(Fail(format!("{ctx}: {}: {e}", show(dir)))),
         Ok(st) if st.mode & S_IFMT != S_IFDIR => {
             return Err(Fail(format!(
-                "{ctx}: {dir}: {}",
+                "{ctx}: {}: {}",
+                show(dir),
                 netbsd_abi::Errno(ENOTDIR).description()
             )))
         }
         Ok(_) => {}
     }
     tracing::info!(
-        "mount -t {name}{} {special} {dir}",
-        if ro { " -r" } else { "" }
+        "mount -t {name}{} {} {}",
+        if ro { " -r" } else { "" },
+        show(special),
+        show(dir)
     );
     let r = if name == "ext2fs" && opts.is_empty() {
         c.mount_ext2(dir, flags, special)
     } else {
         // The argument structure points at the special's name, which
         // travels with the call.
-        let mut spec = special.as_bytes().to_vec();
+        let mut spec = special.to_vec();
         spec.push(0);
-        if special.contains('\0') {
+        if special.contains(&0) {
             return Err(Fail(format!("{ctx}: NUL in the special's name")));
         }
         let data = m::build(kind, rumpclient::addr_of(&spec), &topts, 0, 0);
@@ -841,74 +1251,82 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn ls(c: &Client, path: &str, long: bool, header: bool) -> Result<(), Fail> {
-    let st = c.lstat(path).map_err(|e| fail(path, e))?;
+fn ls(c: &Client, path: &OsStr, long: bool, all: bool, header: bool) -> Result<(), Fail> {
+    let st = c.lstat(path.as_bytes()).map_err(|e| fail(path, e))?;
     if st.mode & S_IFMT != S_IFDIR {
-        print_entry(c, path, path, &st, long);
+        print_entry(c, path.as_bytes(), path.as_bytes(), &st, long);
         return Ok(());
     }
     let fd = c
-        .open(path, O_RDONLY | O_DIRECTORY, 0)
+        .open(path.as_bytes(), O_RDONLY | O_DIRECTORY, 0)
         .map_err(|e| fail(path, e))?;
-    let mut names = Vec::new();
+    let mut names: Vec<Vec<u8>> = Vec::new();
     let r = loop {
         match c.getdents(fd, CHUNK) {
             Ok(ents) if ents.is_empty() => break Ok(()),
-            Ok(ents) => names.extend(
-                ents.into_iter()
-                    .map(|d| String::from_utf8_lossy(&d.name).into_owned()),
-            ),
+            Ok(ents) => names.extend(ents.into_iter().map(|d| d.name)),
             Err(e) => break Err(fail(path, e)),
         }
     };
     let _ = c.close(fd);
     r?;
-    names.retain(|n| n != "." && n != "..");
+    names.retain(|n| n != b"." && n != b".." && (all || !n.starts_with(b".")));
     names.sort();
     if header {
-        out!("{path}:");
+        out_bytes(&[path.as_bytes(), b":\n"]);
     }
     for n in names {
-        let full = format!("{}/{}", path.trim_end_matches('/'), n);
+        let full = join(path.as_bytes(), &n);
         if long {
             match c.lstat(&full) {
                 Ok(st) => print_entry(c, &full, &n, &st, true),
-                Err(e) => eprintln!("{}: {full}: {e}", prog()),
+                Err(e) => eprintln!("{}: {}: {e}", prog(), show(&full)),
             }
         } else {
-            out!("{n}");
+            out_bytes(&[&n, b"\n"]);
         }
     }
     Ok(())
 }
 
-fn print_entry(c: &Client, full: &str, name: &str, st: &Stat, long: bool) {
+fn print_entry(c: &Client, full: &[u8], name: &[u8], st: &Stat, long: bool) {
     if !long {
-        out!("{name}");
+        out_bytes(&[name, b"\n"]);
         return;
     }
     let target = if st.is_lnk() {
-        c.readlink(full)
-            .map(|t| format!(" -> {}", String::from_utf8_lossy(&t)))
-            .unwrap_or_default()
+        c.readlink(full).ok()
     } else {
-        String::new()
+        None
     };
-    out!(
-        "{} {:>3} {:>5} {:>5} {:>10} {} {name}{target}",
+    // A device shows its major and minor numbers where others show size.
+    let size = match st.mode & S_IFMT {
+        netbsd_abi::stat::S_IFBLK | netbsd_abi::stat::S_IFCHR => {
+            let (ma, mi) = major_minor(st.rdev);
+            format!("{ma}, {mi}")
+        }
+        _ => st.size.to_string(),
+    };
+    let head = format!(
+        "{} {:>3} {:>5} {:>5} {:>10} {} ",
         mode_string(st.mode),
         st.nlink,
         st.uid,
         st.gid,
-        st.size,
+        size,
         ls_time(st.mtime.sec, now())
     );
+    match target {
+        Some(t) => out_bytes(&[head.as_bytes(), name, b" -> ", &t, b"\n"]),
+        None => out_bytes(&[head.as_bytes(), name, b"\n"]),
+    }
 }
 
-fn stat(c: &Client, path: &str) -> Result<(), Fail> {
-    let st = c.lstat(path).map_err(|e| fail(path, e))?;
+fn stat(c: &Client, path: &OsStr) -> Result<(), Fail> {
+    let st = c.lstat(path.as_bytes()).map_err(|e| fail(path, e))?;
     out!(
-        "{path}: {} ino {} nlink {} uid {} gid {} size {} blocks {} blksize {} mtime {}.{:09} ({})",
+        "{}: {} ino {} nlink {} uid {} gid {} size {} blocks {} blksize {} mtime {}.{:09} ({})",
+        sh(path),
         mode_string(st.mode),
         st.ino,
         st.nlink,
@@ -925,13 +1343,241 @@ fn stat(c: &Client, path: &str) -> Result<(), Fail> {
 }
 
 // ---------------------------------------------------------------------------
+// sysctl: names resolved as sysctl(8) does, through CTL_QUERY
+
+/// One node of a `CTL_QUERY` answer: number, name, type.
+struct SysctlNode {
+    num: i32,
+    name: String,
+    ty: u32,
+}
+
+fn sysctl_children(c: &Client, path: &[i32]) -> Result<Vec<SysctlNode>, Error> {
+    use netbsd_abi::reboot::{CTL_QUERY, SYSCTLNODE_SIZE, SYSCTL_NAMELEN};
+    let mut q = path.to_vec();
+    q.push(CTL_QUERY);
+    let raw = c.sysctl(&q)?;
+    Ok(raw
+        .chunks_exact(SYSCTLNODE_SIZE)
+        .map(|b| {
+            let flags = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let name = &b[8..8 + SYSCTL_NAMELEN];
+            let end = name.iter().position(|&x| x == 0).unwrap_or(name.len());
+            SysctlNode {
+                num: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                name: String::from_utf8_lossy(&name[..end]).into_owned(),
+                ty: flags & 0xf,
+            }
+        })
+        .collect())
+}
+
+/// `kern.hostname` → its number path and type, found level by level.
+fn sysctl_resolve(c: &Client, name: &str) -> Result<(Vec<i32>, u32), Fail> {
+    let mut path = Vec::new();
+    let mut ty = netbsd_abi::reboot::CTLTYPE_NODE;
+    for part in name.split('.') {
+        if ty != netbsd_abi::reboot::CTLTYPE_NODE {
+            return Err(Fail(format!(
+                "{name}: {}",
+                netbsd_abi::Errno(ENOTDIR).description()
+            )));
+        }
+        let kids = sysctl_children(c, &path).map_err(|e| fail(name, e))?;
+        let Some(n) = kids.into_iter().find(|n| n.name == part) else {
+            return Err(Fail(format!("{name}: no such node ('{part}')")));
+        };
+        path.push(n.num);
+        ty = n.ty;
+    }
+    Ok((path, ty))
+}
+
+/// The value of a leaf as sysctl(8) prints it.
+fn sysctl_value(raw: &[u8], ty: u32) -> String {
+    use netbsd_abi::reboot::{CTLTYPE_INT, CTLTYPE_QUAD, CTLTYPE_STRING};
+    match ty {
+        CTLTYPE_INT if raw.len() >= 4 => {
+            i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]).to_string()
+        }
+        CTLTYPE_QUAD if raw.len() >= 8 => {
+            i64::from_le_bytes(raw[..8].try_into().unwrap_or([0; 8])).to_string()
+        }
+        CTLTYPE_STRING => {
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            show(&raw[..end])
+        }
+        _ => raw.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Print `prefix` (a node, or the top for "") and everything under it.
+fn sysctl_show(c: &Client, path: &[i32], prefix: &str) -> Result<(), Fail> {
+    let what = if prefix.is_empty() { "sysctl" } else { prefix };
+    for n in sysctl_children(c, path).map_err(|e| fail(what, e))? {
+        let name = if prefix.is_empty() {
+            n.name.clone()
+        } else {
+            format!("{prefix}.{}", n.name)
+        };
+        let mut p = path.to_vec();
+        p.push(n.num);
+        if n.ty == netbsd_abi::reboot::CTLTYPE_NODE {
+            sysctl_show(c, &p, &name)?;
+        } else {
+            let v = c.sysctl(&p).map_err(|e| fail(&name, e))?;
+            out!("{name} = {}", sysctl_value(&v, n.ty));
+        }
+    }
+    Ok(())
+}
+
+/// `name` (show it, or all under it) or `name=value` (set it, and say
+/// `name: old -> new` as sysctl -w does).
+fn sysctl_item(c: &Client, item: &str) -> Result<(), Fail> {
+    use netbsd_abi::reboot::{CTLTYPE_INT, CTLTYPE_NODE, CTLTYPE_QUAD, CTLTYPE_STRING};
+    let (name, new) = match item.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (item, None),
+    };
+    let (path, ty) = sysctl_resolve(c, name)?;
+    if ty == CTLTYPE_NODE {
+        if new.is_some() {
+            return Err(Fail(format!(
+                "{name}: {}",
+                netbsd_abi::Errno(netbsd_abi::errno::EISDIR).description()
+            )));
+        }
+        return sysctl_show(c, &path, name);
+    }
+    let old = c.sysctl(&path).map_err(|e| fail(name, e))?;
+    let Some(v) = new else {
+        out!("{name} = {}", sysctl_value(&old, ty));
+        return Ok(());
+    };
+    let bytes = match ty {
+        CTLTYPE_INT => v
+            .trim()
+            .parse::<i32>()
+            .map(|n| n.to_le_bytes().to_vec())
+            .map_err(|_| Fail(format!("{name}={v}: invalid number")))?,
+        CTLTYPE_QUAD => v
+            .trim()
+            .parse::<i64>()
+            .map(|n| n.to_le_bytes().to_vec())
+            .map_err(|_| Fail(format!("{name}={v}: invalid number")))?,
+        CTLTYPE_STRING => v.as_bytes().to_vec(),
+        _ => return Err(Fail(format!("{name}: cannot set a node of this type"))),
+    };
+    c.sysctl_write(&path, &bytes).map_err(|e| fail(name, e))?;
+    let now = c.sysctl(&path).map_err(|e| fail(name, e))?;
+    out!(
+        "{name}: {} -> {}",
+        sysctl_value(&old, ty),
+        sysctl_value(&now, ty)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// rm [-fr], and the walk of chmod -R and chown -R
+
+/// The names in kernel directory `path`, without `.` and `..`, in order.
+fn names_in(c: &Client, path: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let mut v: Vec<Vec<u8>> = c
+        .read_dir(path)?
+        .into_iter()
+        .map(|d| d.name)
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Say a failure met inside a tree now, and go on with the rest.
+fn said(f: Fail) -> Fail {
+    if !f.0.is_empty() {
+        eprintln!("{}: {}", prog(), f.0);
+    }
+    Fail(String::new())
+}
+
+fn rm(c: &Client, path: &[u8], recursive: bool, force: bool) -> Result<(), Fail> {
+    let cannot = |e: &dyn std::fmt::Display| Fail(format!("cannot remove '{}': {e}", show(path)));
+    let st = match c.lstat(path) {
+        Ok(st) => st,
+        Err(e) if force && e.is_errno(ENOENT) => return Ok(()),
+        Err(e) => return Err(cannot(&e)),
+    };
+    if !st.is_dir() {
+        return c.unlink(path).map_err(|e| cannot(&e));
+    }
+    if !recursive {
+        return Err(cannot(
+            &netbsd_abi::Errno(netbsd_abi::errno::EISDIR).description(),
+        ));
+    }
+    let mut failed = None;
+    for n in names_in(c, path).map_err(|e| cannot(&e))? {
+        if let Err(f) = rm(c, &join(path, &n), true, force) {
+            failed = Some(said(f));
+        }
+    }
+    match failed {
+        // A directory whose contents stayed cannot go either: one message.
+        Some(f) => Err(f),
+        None => c.rmdir(path).map_err(|e| cannot(&e)),
+    }
+}
+
+/// What [`walk`] does to each file.
+type Visit<'a> = dyn FnMut(&[u8], &Stat) -> Result<(), Fail> + 'a;
+
+/// Call `f` on `path` (following a final symbolic link, as chmod(1) and
+/// chown(1) do on their operands) and, with `recursive`, on everything
+/// under it, symbolic links included but not followed.
+fn walk(c: &Client, path: &[u8], recursive: bool, f: &mut Visit<'_>) -> Result<(), Fail> {
+    let st = c
+        .stat(path)
+        .or_else(|_| c.lstat(path))
+        .map_err(|e| fail(OsStr::from_bytes(path), e))?;
+    walk_at(c, path, st, recursive, f)
+}
+
+fn walk_at(
+    c: &Client,
+    path: &[u8],
+    st: Stat,
+    recursive: bool,
+    f: &mut Visit<'_>,
+) -> Result<(), Fail> {
+    f(path, &st)?;
+    if !recursive || !st.is_dir() {
+        return Ok(());
+    }
+    let mut failed = None;
+    for n in names_in(c, path).map_err(|e| fail(OsStr::from_bytes(path), e))? {
+        let p = join(path, &n);
+        let r = c
+            .lstat(&p)
+            .map_err(|e| fail(OsStr::from_bytes(&p), e))
+            .and_then(|st| walk_at(c, &p, st, true, f));
+        if let Err(e) = r {
+            failed = Some(said(e));
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+// ---------------------------------------------------------------------------
 // touch, df
 
-fn touch(c: &Client, path: &str) -> Result<(), Fail> {
-    match c.utimes(path, None) {
+fn touch(c: &Client, path: &OsStr) -> Result<(), Fail> {
+    let path_b = path.as_bytes();
+    match c.utimes(path_b, None) {
         Err(e) if e.is_errno(ENOENT) => {
             let fd = c
-                .open(path, O_WRONLY | O_CREAT, 0o644)
+                .open(path_b, O_WRONLY | O_CREAT, 0o644)
                 .map_err(|e| fail(path, e))?;
             c.close(fd).map_err(|e| fail(path, e))
         }
@@ -939,8 +1585,35 @@ fn touch(c: &Client, path: &str) -> Result<(), Fail> {
     }
 }
 
-fn df(c: &Client, path: &str) -> Result<(), Fail> {
-    let v = c.statvfs(path).map_err(|e| fail(path, e))?;
+/// df -h's sizes: powers of 1024 with a unit, one decimal below 10,
+/// rounded up, as GNU df shows them.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v < 10.0 {
+        let t = (v * 10.0).ceil() / 10.0;
+        if t < 10.0 {
+            return format!("{t:.1}{}", UNITS[u]);
+        }
+        v = t;
+    }
+    let n = v.ceil();
+    if n >= 1024.0 && u + 1 < UNITS.len() {
+        return format!("1.0{}", UNITS[u + 1]);
+    }
+    format!("{n:.0}{}", UNITS[u])
+}
+
+fn df(c: &Client, path: &OsStr, human_sizes: bool) -> Result<(), Fail> {
+    let v = c.statvfs(path.as_bytes()).map_err(|e| fail(path, e))?;
     let unit = if v.frsize != 0 { v.frsize } else { v.bsize };
     let k = |blocks: u64| blocks.saturating_mul(unit) / 1024;
     let used = v.blocks.saturating_sub(v.bfree);
@@ -951,12 +1624,19 @@ fn df(c: &Client, path: &str) -> Result<(), Fail> {
     };
     let from = String::from_utf8_lossy(&v.mntfromname).into_owned();
     let on = String::from_utf8_lossy(&v.mntonname).into_owned();
+    let n = |blocks: u64| {
+        if human_sizes {
+            human(blocks.saturating_mul(unit))
+        } else {
+            k(blocks).to_string()
+        }
+    };
     out!(
         "{:<16} {:>10} {:>10} {:>10} {:>7}%  {on}",
         if from.is_empty() { "-" } else { &from },
-        k(v.blocks),
-        k(used),
-        k(v.bavail),
+        n(v.blocks),
+        n(used),
+        n(v.bavail),
         cap
     );
     Ok(())
@@ -965,24 +1645,27 @@ fn df(c: &Client, path: &str) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------
 // mkdir
 
-fn mkdir(c: &Client, path: &str, parents: bool) -> Result<(), Fail> {
+fn mkdir(c: &Client, path: &OsStr, parents: bool) -> Result<(), Fail> {
+    let path = path.as_bytes();
     if !parents {
-        return c.mkdir(path, 0o755).map_err(|e| fail(path, e));
+        return c
+            .mkdir(path, 0o755)
+            .map_err(|e| fail(OsStr::from_bytes(path), e));
     }
-    let mut so_far = String::new();
-    for part in path.split('/') {
+    let mut so_far: Vec<u8> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
         if part.is_empty() {
-            so_far.push('/');
+            so_far.push(b'/');
             continue;
         }
-        if !so_far.is_empty() && !so_far.ends_with('/') {
-            so_far.push('/');
+        if !so_far.is_empty() && !so_far.ends_with(b"/") {
+            so_far.push(b'/');
         }
-        so_far.push_str(part);
+        so_far.extend_from_slice(part);
         match c.mkdir(&so_far, 0o755) {
             Ok(()) => {}
             Err(Error::Errno(e)) if e.0 == EEXIST => {}
-            Err(e) => return Err(fail(&so_far, e)),
+            Err(e) => return Err(fail(OsStr::from_bytes(&so_far), e)),
         }
     }
     Ok(())
@@ -1074,48 +1757,73 @@ fn pump_out(
     }
 }
 
-fn put(c: &Client, host: &str, path: &str) -> Result<(), Fail> {
-    let (mut input, len): (Box<dyn Read>, Option<u64>) = if host == "-" {
-        (Box::new(std::io::stdin().lock()), None)
+fn put(c: &Client, host: &OsStr, path: &OsStr) -> Result<(), Fail> {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut input, len, mode): (Box<dyn Read>, Option<u64>, u32) = if host == "-" {
+        (Box::new(std::io::stdin().lock()), None, 0o644)
     } else {
         let f = std::fs::File::open(host).map_err(|e| host_fail(host, e))?;
-        let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
-        (Box::new(f), len)
+        let md = f.metadata().map_err(|e| host_fail(host, e))?;
+        if md.is_dir() {
+            return Err(host_fail(
+                host,
+                std::io::Error::from_raw_os_error(libc::EISDIR),
+            ));
+        }
+        let len = Some(md.len()).filter(|_| md.is_file());
+        // A new file gets the host file's mode, as cp(1) gives it.
+        (Box::new(f), len, md.permissions().mode() & 0o7777)
     };
     let fd = c
-        .open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        .open(path.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, mode)
         .map_err(|e| fail(path, e))?;
-    let bar = progress(len, path);
-    let r = pump_in(c, &mut *input, host, fd, path, &bar);
+    let bar = progress(len, &sh(path));
+    let r = pump_in(c, &mut *input, &sh(host), fd, &sh(path), &bar);
     bar.finish_and_clear();
     let closed = c.close(fd).map_err(|e| fail(path, e));
     let n = r?;
     closed?;
-    tracing::info!("put {host} {path}: {n} bytes");
+    tracing::info!("put {} {}: {n} bytes", sh(host), sh(path));
     Ok(())
 }
 
-fn get(c: &Client, path: &str, host: &str) -> Result<(), Fail> {
-    let fd = c.open(path, O_RDONLY, 0).map_err(|e| fail(path, e))?;
+fn get(c: &Client, path: &OsStr, host: &OsStr) -> Result<(), Fail> {
+    let fd = c
+        .open(path.as_bytes(), O_RDONLY, 0)
+        .map_err(|e| fail(path, e))?;
     let r = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let st = c.fstat(fd).map_err(|e| fail(path, e))?;
+        // A directory is refused before any host file is made.
+        if st.is_dir() {
+            return Err(fail(
+                path,
+                Error::Errno(netbsd_abi::Errno(netbsd_abi::errno::EISDIR)),
+            ));
+        }
         let mut out: Box<dyn Write> = if host == "-" {
             Box::new(std::io::stdout().lock())
         } else {
-            Box::new(std::fs::File::create(host).map_err(|e| host_fail(host, e))?)
+            // A new file gets the kernel file's mode (less the umask).
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(st.mode & 0o7777)
+                    .open(host)
+                    .map_err(|e| host_fail(host, e))?,
+            )
         };
-        let len = c
-            .fstat(fd)
-            .ok()
-            .filter(|s| s.mode & S_IFMT == S_IFREG)
-            .map(|s| s.size as u64);
+        let len = Some(st.size as u64).filter(|_| st.mode & S_IFMT == S_IFREG);
         // Standard output is the data: no bar over it when it is the
         // terminal too.
         let bar = if host == "-" && std::io::stdout().is_terminal() {
             indicatif::ProgressBar::hidden()
         } else {
-            progress(len, path)
+            progress(len, &sh(path))
         };
-        let n = pump_out(c, fd, path, &mut *out, host, &bar);
+        let n = pump_out(c, fd, &sh(path), &mut *out, &sh(host), &bar);
         bar.finish_and_clear();
         let n = n?;
         if let Err(e) = out.flush() {
@@ -1124,7 +1832,7 @@ fn get(c: &Client, path: &str, host: &str) -> Result<(), Fail> {
             }
             return Err(host_fail(host, e));
         }
-        tracing::info!("get {path} {host}: {n} bytes");
+        tracing::info!("get {} {}: {n} bytes", sh(path), sh(host));
         Ok(())
     })();
     let _ = c.close(fd);
@@ -1145,6 +1853,8 @@ enum Kind {
 struct Meta {
     kind: Kind,
     mode: u32,
+    /// Access and modification times: (seconds, nanoseconds) each.
+    times: [(i64, i64); 2],
 }
 
 fn kind_of(mode: u32) -> Kind {
@@ -1164,17 +1874,18 @@ struct Side<'a> {
 impl Side<'_> {
     fn lstat(&self, l: &Loc) -> Result<Option<Meta>, Fail> {
         match l {
-            Loc::Kernel(p) => match self.c.lstat(p) {
+            Loc::Kernel(p) => match self.c.lstat(p.as_bytes()) {
                 Ok(st) => Ok(Some(Meta {
                     kind: kind_of(st.mode),
                     mode: st.mode & 0o7777,
+                    times: [(st.atime.sec, st.atime.nsec), (st.mtime.sec, st.mtime.nsec)],
                 })),
                 Err(e) if e.is_errno(ENOENT) => Ok(None),
                 Err(e) => Err(fail(&l.show(), e)),
             },
             Loc::Host(p) => match std::fs::symlink_metadata(p) {
                 Ok(m) => {
-                    use std::os::unix::fs::PermissionsExt;
+                    use std::os::unix::fs::{MetadataExt, PermissionsExt};
                     let ft = m.file_type();
                     let kind = if ft.is_file() {
                         Kind::File
@@ -1188,6 +1899,7 @@ impl Side<'_> {
                     Ok(Some(Meta {
                         kind,
                         mode: m.permissions().mode() & 0o7777,
+                        times: [(m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec())],
                     }))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -1199,23 +1911,26 @@ impl Side<'_> {
     /// Like lstat, but follows a final symlink (for the target).
     fn is_dir(&self, l: &Loc) -> bool {
         match l {
-            Loc::Kernel(p) => self.c.stat(p).is_ok_and(|s| s.mode & S_IFMT == S_IFDIR),
+            Loc::Kernel(p) => self
+                .c
+                .stat(p.as_bytes())
+                .is_ok_and(|s| s.mode & S_IFMT == S_IFDIR),
             Loc::Host(p) => std::path::Path::new(p).is_dir(),
         }
     }
 
-    fn list(&self, l: &Loc) -> Result<Vec<String>, Fail> {
-        let mut names: Vec<String> = match l {
+    fn list(&self, l: &Loc) -> Result<Vec<OsString>, Fail> {
+        let mut names: Vec<OsString> = match l {
             Loc::Kernel(p) => self
                 .c
-                .read_dir(p)
+                .read_dir(p.as_bytes())
                 .map_err(|e| fail(&l.show(), e))?
                 .into_iter()
-                .map(|d| String::from_utf8_lossy(&d.name).into_owned())
+                .map(|d| OsString::from_vec(d.name))
                 .collect(),
             Loc::Host(p) => std::fs::read_dir(p)
                 .map_err(|e| host_fail(p, e))?
-                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .map(|e| e.map(|e| e.file_name()))
                 .collect::<Result<_, _>>()
                 .map_err(|e| host_fail(p, e))?,
         };
@@ -1226,7 +1941,7 @@ impl Side<'_> {
 
     fn mkdir(&self, l: &Loc, mode: u32) -> Result<(), Fail> {
         match l {
-            Loc::Kernel(p) => match self.c.mkdir(p, mode) {
+            Loc::Kernel(p) => match self.c.mkdir(p.as_bytes(), mode) {
                 Err(e) if e.is_errno(EEXIST) && self.is_dir(l) => Ok(()),
                 r => r.map_err(|e| fail(&l.show(), e)),
             },
@@ -1244,7 +1959,10 @@ impl Side<'_> {
 
     fn readlink(&self, l: &Loc) -> Result<Vec<u8>, Fail> {
         match l {
-            Loc::Kernel(p) => self.c.readlink(p).map_err(|e| fail(&l.show(), e)),
+            Loc::Kernel(p) => self
+                .c
+                .readlink(p.as_bytes())
+                .map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::ffi::OsStrExt;
                 std::fs::read_link(p)
@@ -1254,9 +1972,65 @@ impl Side<'_> {
         }
     }
 
+    /// A symbolic link at `l`; one already there is replaced (as GNU
+    /// `cp -R` does a second time), anything else is not.
     fn symlink(&self, target: &[u8], l: &Loc) -> Result<(), Fail> {
+        match self.symlink_once(target, l) {
+            Err(f)
+                if matches!(
+                    self.lstat(l),
+                    Ok(Some(Meta {
+                        kind: Kind::Link,
+                        ..
+                    }))
+                ) =>
+            {
+                let removed = match l {
+                    Loc::Kernel(p) => self.c.unlink(p.as_bytes()).is_ok(),
+                    Loc::Host(p) => std::fs::remove_file(p).is_ok(),
+                };
+                if removed {
+                    self.symlink_once(target, l)
+                } else {
+                    Err(f)
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Set `l`'s access and modification times (`cp -p`); a symbolic
+    /// link's own.
+    fn set_times(&self, l: &Loc, t: [(i64, i64); 2]) -> Result<(), Fail> {
         match l {
-            Loc::Kernel(p) => self.c.symlink(target, p).map_err(|e| fail(&l.show(), e)),
+            Loc::Kernel(p) => {
+                let ts = |(sec, nsec)| TimeSpec::At(netbsd_abi::stat::Timespec { sec, nsec });
+                self.c
+                    .utimens(p.as_bytes(), [ts(t[0]), ts(t[1])], false)
+                    .map_err(|e| fail(&l.show(), e))
+            }
+            Loc::Host(p) => {
+                use nix::sys::stat::{utimensat, UtimensatFlags};
+                use nix::sys::time::TimeSpec as NixTs;
+                let ts = |(sec, nsec): (i64, i64)| NixTs::new(sec, nsec);
+                utimensat(
+                    None,
+                    Path::new(p),
+                    &ts(t[0]),
+                    &ts(t[1]),
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| host_fail(p, std::io::Error::from(e)))
+            }
+        }
+    }
+
+    fn symlink_once(&self, target: &[u8], l: &Loc) -> Result<(), Fail> {
+        match l {
+            Loc::Kernel(p) => self
+                .c
+                .symlink(target, p.as_bytes())
+                .map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::ffi::OsStrExt;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), p)
@@ -1267,7 +2041,10 @@ impl Side<'_> {
 
     fn chmod(&self, l: &Loc, mode: u32) -> Result<(), Fail> {
         match l {
-            Loc::Kernel(p) => self.c.chmod(p, mode).map_err(|e| fail(&l.show(), e)),
+            Loc::Kernel(p) => self
+                .c
+                .chmod(p.as_bytes(), mode)
+                .map_err(|e| fail(&l.show(), e)),
             Loc::Host(p) => {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -1283,12 +2060,12 @@ impl Side<'_> {
             (Loc::Host(h), Loc::Kernel(k)) => {
                 let mut f = std::fs::File::open(h).map_err(|e| host_fail(h, e))?;
                 let fd = c
-                    .open(k, O_WRONLY | O_CREAT | O_TRUNC, mode)
+                    .open(k.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, mode)
                     .map_err(|e| fail(&to.show(), e))?;
                 let r = pump_in(
                     c,
                     &mut f,
-                    h,
+                    &sh(h),
                     fd,
                     &to.show(),
                     &indicatif::ProgressBar::hidden(),
@@ -1300,7 +2077,9 @@ impl Side<'_> {
             }
             (Loc::Kernel(k), Loc::Host(h)) => {
                 use std::os::unix::fs::OpenOptionsExt;
-                let fd = c.open(k, O_RDONLY, 0).map_err(|e| fail(&from.show(), e))?;
+                let fd = c
+                    .open(k.as_bytes(), O_RDONLY, 0)
+                    .map_err(|e| fail(&from.show(), e))?;
                 let r = (|| {
                     let mut f = std::fs::OpenOptions::new()
                         .write(true)
@@ -1314,7 +2093,7 @@ impl Side<'_> {
                         fd,
                         &from.show(),
                         &mut f,
-                        h,
+                        &sh(h),
                         &indicatif::ProgressBar::hidden(),
                     )?;
                     f.flush().map_err(|e| host_fail(h, e))?;
@@ -1324,10 +2103,12 @@ impl Side<'_> {
                 r
             }
             (Loc::Kernel(a), Loc::Kernel(b)) => {
-                let src = c.open(a, O_RDONLY, 0).map_err(|e| fail(&from.show(), e))?;
+                let src = c
+                    .open(a.as_bytes(), O_RDONLY, 0)
+                    .map_err(|e| fail(&from.show(), e))?;
                 let r = (|| {
                     let dst = c
-                        .open(b, O_WRONLY | O_CREAT | O_TRUNC, mode)
+                        .open(b.as_bytes(), O_WRONLY | O_CREAT | O_TRUNC, mode)
                         .map_err(|e| fail(&to.show(), e))?;
                     let mut rd = KernelReader {
                         c,
@@ -1379,17 +2160,45 @@ impl Read for KernelReader<'_> {
     }
 }
 
-fn basename(p: &str) -> &str {
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        return "/";
+fn basename(p: &OsStr) -> &OsStr {
+    let mut t = p.as_bytes();
+    while t.ends_with(b"/") {
+        t = &t[..t.len() - 1];
     }
-    t.rsplit('/').next().unwrap_or(t)
+    if t.is_empty() {
+        return OsStr::new("/");
+    }
+    OsStr::from_bytes(t.rsplit(|&b| b == b'/').next().unwrap_or(t))
 }
 
-fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), Fail> {
+fn cp(
+    c: &Client,
+    recursive: bool,
+    preserve: bool,
+    sources: &[Loc],
+    target: &Loc,
+) -> Result<(), Fail> {
     let side = Side { c };
     let into_dir = side.is_dir(target);
+    // `cp f dir/` where dir/ is not a directory: what cp(1) says.
+    if !into_dir
+        && target.path().as_bytes().ends_with(b"/")
+        && sources.iter().any(|s| {
+            !matches!(
+                side.lstat(s),
+                Ok(Some(Meta {
+                    kind: Kind::Dir,
+                    ..
+                }))
+            )
+        })
+    {
+        return Err(Fail(format!(
+            "cannot create regular file '{}': {}",
+            target.show(),
+            netbsd_abi::Errno(ENOTDIR).description()
+        )));
+    }
     if sources.len() > 1 && !into_dir {
         return Err(Fail(format!(
             "{}: not a directory (copying several sources)",
@@ -1403,7 +2212,7 @@ fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), 
         } else {
             target.clone()
         };
-        if let Err(f) = cp_one(&side, recursive, src, &dst) {
+        if let Err(f) = cp_one(&side, recursive, preserve, src, &dst) {
             eprintln!("{}: {}", prog(), f.0);
             first_err.get_or_insert(Fail(String::new()));
         }
@@ -1415,7 +2224,7 @@ fn cp(c: &Client, recursive: bool, sources: &[Loc], target: &Loc) -> Result<(), 
     }
 }
 
-fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail> {
+fn cp_one(side: &Side, recursive: bool, preserve: bool, src: &Loc, dst: &Loc) -> Result<(), Fail> {
     let Some(m) = side.lstat(src)? else {
         return Err(Fail(format!(
             "{}: {}",
@@ -1428,6 +2237,9 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
             let n = side.copy_file(src, dst, m.mode)?;
             // An existing target keeps its mode otherwise.
             side.chmod(dst, m.mode)?;
+            if preserve {
+                side.set_times(dst, m.times)?;
+            }
             tracing::info!("{} -> {}: {n} bytes", src.show(), dst.show());
             Ok(())
         }
@@ -1441,12 +2253,21 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
             tracing::info!("{} -> {}/", src.show(), dst.show());
             let mut failed = None;
             for name in side.list(src)? {
-                if let Err(f) = cp_one(side, recursive, &src.join(&name), &dst.join(&name)) {
-                    eprintln!("{}: {}", prog(), f.0);
+                if let Err(f) = cp_one(
+                    side,
+                    recursive,
+                    preserve,
+                    &src.join(&name),
+                    &dst.join(&name),
+                ) {
+                    said(f);
                     failed = Some(());
                 }
             }
             side.chmod(dst, m.mode)?;
+            if preserve {
+                side.set_times(dst, m.times)?;
+            }
             match failed {
                 Some(()) => Err(Fail(format!("{}: not all of it was copied", src.show()))),
                 None => Ok(()),
@@ -1455,6 +2276,9 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
         Kind::Link => {
             let t = side.readlink(src)?;
             side.symlink(&t, dst)?;
+            if preserve {
+                side.set_times(dst, m.times)?;
+            }
             tracing::info!("{} -> {} (symbolic link)", src.show(), dst.show());
             Ok(())
         }
@@ -1469,8 +2293,8 @@ fn cp_one(side: &Side, recursive: bool, src: &Loc, dst: &Loc) -> Result<(), Fail
 mod tests {
     use super::*;
 
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    fn v(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
     }
 
     #[test]
@@ -1482,7 +2306,10 @@ mod tests {
         assert!(parse("chmod", &v(&["644"])).is_err());
         assert!(matches!(
             parse("chmod", &v(&["0644", "/f"])),
-            Ok(Job::Chmod { mode: 0o644, .. })
+            Ok(Job::Chmod {
+                mode: Mode::Octal(0o644),
+                ..
+            })
         ));
         assert!(parse("cp", &v(&["a", "b"]))
             .unwrap_err()
@@ -1508,7 +2335,19 @@ mod tests {
             }
             _ => panic!("mount -t -o not parsed"),
         }
-        assert!(parse("ln", &v(&["a", "b"])).is_err());
+        assert!(parse("ln", &v(&["a"])).is_err());
+        assert!(matches!(
+            parse("ln", &v(&["a", "b"])),
+            Ok(Job::Ln {
+                symbolic: false,
+                ..
+            })
+        ));
+        assert!(parse("mknod", &v(&["/d", "x", "1", "2"])).is_err());
+        assert!(matches!(
+            parse("mknod", &v(&["/d", "b", "1", "2"])),
+            Ok(Job::Mknod { dev, .. }) if major_minor(dev) == (1, 2)
+        ));
         assert!(matches!(
             parse("chown", &v(&["5:7", "/f"])),
             Ok(Job::Chown {
@@ -1532,17 +2371,61 @@ mod tests {
             .contains("no user database"));
         assert!(parse("chown", &v(&[":", "/f"])).is_err());
         assert!(parse("touch", &[]).is_err());
-        assert!(matches!(parse("df", &[]), Ok(Job::Df(p)) if p == vec!["/".to_string()]));
+        assert!(
+            matches!(parse("df", &[]), Ok(Job::Df { paths, human: false }) if paths == v(&["/"]))
+        );
+    }
+
+    #[test]
+    fn symbolic_modes_as_chmod() {
+        let m = |s: &str, old: u32| Mode::parse(s).unwrap().apply(old, false, 0o022);
+        assert_eq!(m("u+x", 0o644), 0o744);
+        assert_eq!(m("go-w", 0o666), 0o644);
+        assert_eq!(m("a=r,u+w", 0o777), 0o644);
+        assert_eq!(m("+x", 0o644), 0o755);
+        assert_eq!(m("=rw", 0o777), 0o644);
+        assert_eq!(m("o=", 0o777), 0o770);
+        assert_eq!(m("u+s", 0o755), 0o4755);
+        assert_eq!(m("+X", 0o644), 0o644);
+        assert_eq!(Mode::parse("+X").unwrap().apply(0o644, true, 0), 0o755);
+        assert_eq!(m("0700", 0o644), 0o700);
+        assert!(Mode::parse("u").is_err());
+        assert!(Mode::parse("X").is_err());
+        assert!(Mode::parse("z+x").is_err());
+        assert!(Mode::parse("").is_err());
+        assert!(Mode::parse("999").is_err());
+    }
+
+    #[test]
+    fn df_human_sizes() {
+        assert_eq!(human(0), "0");
+        assert_eq!(human(1023), "1023");
+        assert_eq!(human(1024), "1.0K");
+        assert_eq!(human(1536), "1.5K");
+        assert_eq!(human(10 * 1024), "10K");
+        assert_eq!(human(64484 * 1024), "63M");
+        assert_eq!(human((1 << 30) - 1), "1.0G");
     }
 
     #[test]
     fn cp_locations() {
-        assert_eq!(Loc::parse(":/mnt/x"), Loc::Kernel("/mnt/x".into()));
-        assert_eq!(Loc::parse(":"), Loc::Kernel(".".into()));
-        assert_eq!(Loc::parse("dir/x"), Loc::Host("dir/x".into()));
-        assert_eq!(Loc::parse(":/mnt/").join("a"), Loc::Kernel("/mnt/a".into()));
-        assert_eq!(basename("/a/b/"), "b");
-        assert_eq!(basename("b"), "b");
+        let l = |s: &str| Loc::parse(OsStr::new(s));
+        assert_eq!(l(":/mnt/x"), Loc::Kernel("/mnt/x".into()));
+        assert_eq!(l(":"), Loc::Kernel(".".into()));
+        assert_eq!(l("dir/x"), Loc::Host("dir/x".into()));
+        assert_eq!(
+            l(":/mnt/").join(OsStr::new("a")),
+            Loc::Kernel("/mnt/a".into())
+        );
+        assert_eq!(basename(OsStr::new("/a/b/")), "b");
+        assert_eq!(basename(OsStr::new("b")), "b");
+        assert_eq!(basename(OsStr::new("/")), "/");
+        let odd = OsStr::from_bytes(b":d/\xff\xfe");
+        assert_eq!(
+            Loc::parse(odd),
+            Loc::Kernel(OsString::from_vec(b"d/\xff\xfe".to_vec()))
+        );
+        assert_eq!(basename(odd).as_bytes(), b"\xff\xfe");
     }
 
     #[test]

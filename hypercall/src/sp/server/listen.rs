@@ -26,6 +26,48 @@ impl Listener {
     }
 }
 
+/// Make way for a unix socket at `path`: nothing there, or a socket no
+/// server accepts on any more (left by a `kill -9`), which is removed.
+/// A socket a server still accepts on, or anything that is not a socket,
+/// is left as it is and named in the message.
+pub(super) fn clear_stale_socket(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    let ft = m.file_type();
+    if !ft.is_socket() {
+        let what = if ft.is_file() {
+            "a regular file"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_symlink() {
+            "a symbolic link"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else {
+            "a device"
+        };
+        return Err(format!(
+            "the path is {what}, not a socket (refused; left as it is)"
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err("Address already in use (a server is accepting on it)".into()),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            dprint(&format!(
+                "rump_sp: {}: replacing a stale socket (nothing accepts on it)\n",
+                path.display()
+            ));
+            std::fs::remove_file(path)
+                .map_err(|e| format!("stale socket not removed: {}", Errno::from(e).description()))
+        }
+        // Not ours to judge (no permission, ...): let bind say why.
+        Err(_) => Ok(()),
+    }
+}
+
 /// Bind a listening unix socket at `path` whose file has `mode` whatever
 /// the umask: bound, then chmod'ed, then (only then) listening, so nobody
 /// connects through a wider mode. Returns the socket and the file's

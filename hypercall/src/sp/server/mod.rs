@@ -13,7 +13,7 @@ use super::pool::pool;
 use super::{ClientHandle, RUMP_RFCFDG, RUMP_RFFDG, RUMP_RFFD_SHARE};
 use crate::upcalls::{self, LwpPtr, Upcalls};
 use crate::Errno;
-use netbsd_abi::errno::{EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
+use netbsd_abi::errno::{EADDRINUSE, EBUSY, EFAULT, EINVAL, ENOMEM, ENOSYS, ENOTCONN, ESHUTDOWN};
 use netbsd_abi::reboot::RB_NOSYNC;
 use netbsd_abi::sp::{self as wire, Class, CopyData, Handshake, Header, ProtoError, Type, Url};
 use netbsd_abi::syscall::{nargs, ARG_SLOT, SYS_REBOOT};
@@ -310,6 +310,7 @@ fn start_srv(
                 }
             }
             let mode = socket_mode().map_err(|m| (Errno(EINVAL), m))?;
+            clear_stale_socket(&path).map_err(|m| (Errno(EADDRINUSE), format!("{url}: {m}")))?;
             let (fd, id) = bind_unix(&path, mode).map_err(bind_err)?;
             unix_id = Some(id);
             (fd, Some(path), false)
@@ -317,6 +318,19 @@ fn start_srv(
         Url::Tcp(sa) => {
             let l = std::net::TcpListener::bind(sa).map_err(bind_err)?;
             l.set_nonblocking(true).map_err(bind_err)?;
+            if !sa.ip().is_loopback() {
+                // Once, when the server starts: the unix socket is 0600,
+                // this is open to the network.
+                dprint(&format!(
+                    "rump_sp: warning: {url}: listening on {}: anyone who can reach it \
+                     can read and write the kernel's files and halt it\n",
+                    if sa.ip().is_unspecified() {
+                        "every interface".to_string()
+                    } else {
+                        sa.ip().to_string()
+                    }
+                ));
+            }
             (l.into(), None, true)
         }
     };
