@@ -1,8 +1,8 @@
 //! The built-in rump kernel (SPEC §5).
 //!
-//! A [`Kernel`] has virtual CPUs ([`sched`]), processes with descriptor
-//! tables and current directories ([`proc`]), a NetBSD-numbered syscall
-//! table ([`syscall`]), a VFS ([`vfs`], [`vnode`], [`namei`]) over an
+//! A [`Kernel`] has virtual CPUs (`sched`), processes with descriptor
+//! tables and current directories (`proc`), a NetBSD-numbered syscall
+//! table (`syscall`), a VFS ([`vfs`], `vnode`, `namei`) over an
 //! in-memory root file system ([`rumpfs`]), host drives ([`etfs`]) through
 //! the buffer cache (`vfs-cache`), and mountable file system types
 //! registered at run time ([`Kernel::register_fs_type`], for ext2).
@@ -22,13 +22,13 @@ pub mod host;
 pub mod local;
 pub mod lockdebug;
 mod lwproc;
-pub mod namei;
-pub mod proc;
+pub(crate) mod namei;
+pub(crate) mod proc;
 pub mod rumpfs;
-pub mod sched;
+pub(crate) mod sched;
 pub mod syncer;
-pub mod syscall;
-pub mod vnode;
+pub(crate) mod syscall;
+pub(crate) mod vnode;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -166,7 +166,7 @@ pub struct Kernel {
     id: usize,
     cfg: KernelConfig,
     hostname: RwLock<Vec<u8>>,
-    pub(crate) sched: Sched,
+    pub(crate) sched: Arc<Sched>,
     procs: RwLock<HashMap<i32, Arc<Proc>>>,
     next_pid: AtomicI32,
     init: Arc<Proc>,
@@ -269,7 +269,7 @@ impl Kernel {
         let k = Arc::new(Kernel {
             id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
             hostname: RwLock::new(cfg.hostname.as_bytes().to_vec()),
-            sched: Sched::new(cfg.ncpu),
+            sched: Arc::new(Sched::new(cfg.ncpu)),
             procs: RwLock::new(procs),
             next_pid: AtomicI32::new(2),
             init,

@@ -125,15 +125,21 @@ impl Kernel {
             // SAFETY: `old` was this thread's current lwp, alive until we
             // free it here.
             let o = unsafe { &*old };
-            let (exiting, ours) = (o.exiting(), o.kernel == self.id());
-            if exiting && ours {
+            let (reapable, ours) = (o.reapable(), o.kernel == self.id());
+            if reapable && ours {
                 self.free_lwp(old);
             }
         }
     }
 
     pub(crate) fn make_lwp(&self, p: Arc<Proc>) -> *mut Lwp {
-        Box::into_raw(Lwp::new(p, self.id()))
+        Box::into_raw(Lwp::new(p, self.id(), false))
+    }
+
+    /// An lwp that only its maker frees (with [`Kernel::free_lwp`]): what
+    /// a release, a switch or an unschedule does to it never does.
+    pub(crate) fn make_pinned_lwp(&self, p: Arc<Proc>) -> *mut Lwp {
+        Box::into_raw(Lwp::new(p, self.id(), true))
     }
 
     pub(crate) fn up_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&str>) -> c_int {
@@ -195,8 +201,8 @@ impl Kernel {
         }
         // SAFETY: this thread's live current lwp.
         let cur = unsafe { &*l };
-        let (exiting, ours) = (cur.exiting(), cur.kernel == self.id());
-        if exiting && ours {
+        let (reapable, ours) = (cur.reapable(), cur.kernel == self.id());
+        if reapable && ours {
             // SAFETY: null is always a valid current lwp.
             unsafe { set_curlwp_raw(std::ptr::null_mut()) };
             self.free_lwp(l);

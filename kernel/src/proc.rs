@@ -136,12 +136,6 @@ impl FdTable {
         Ok(s.file)
     }
 
-    /// Take every descriptor out (the files close as the last reference
-    /// to each goes).
-    pub fn take_all(&mut self) -> Vec<Arc<File>> {
-        self.slots.drain(..).flatten().map(|s| s.file).collect()
-    }
-
     pub fn take_cloexec(&mut self) -> Vec<Arc<File>> {
         let mut out = Vec::new();
         for s in self.slots.iter_mut() {
@@ -150,10 +144,6 @@ impl FdTable {
             }
         }
         out.into_iter().flatten().collect()
-    }
-
-    pub fn count(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
     }
 
     /// Whether descriptor `fd` is close-on-exec.
@@ -237,7 +227,6 @@ pub struct Proc {
     pub nlwps: AtomicUsize,
     /// `PS_RUMP_LWPEXIT`: the client is gone; no new lwps.
     pub exiting: AtomicBool,
-    next_lid: AtomicU32,
     released: AtomicBool,
 }
 
@@ -282,7 +271,6 @@ impl Proc {
             cwd: Mutex::new(Some(cwd)),
             nlwps: AtomicUsize::new(0),
             exiting: AtomicBool::new(false),
-            next_lid: AtomicU32::new(1),
             released: AtomicBool::new(false),
         }
     }
@@ -331,10 +319,6 @@ impl Proc {
         let files = self.fdtable().lock().take_cloexec();
         drop(files);
     }
-
-    pub fn alloc_lid(&self) -> u32 {
-        self.next_lid.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 /// A kernel thread context (`struct lwp`). The pointer handed to the
@@ -343,23 +327,30 @@ impl Proc {
 /// unschedules), as in NetBSD.
 pub struct Lwp {
     pub proc: Arc<Proc>,
-    pub lid: u32,
     /// References (the creator's); 0 = `LW_WEXIT`, free at the next switch.
     refcnt: AtomicU32,
     /// The kernel this lwp belongs to.
     pub kernel: usize,
+    /// Owned by a Rust handle ([`crate::LocalProc`]), which frees it: a
+    /// release, a switch away or an unschedule never does.
+    pub(crate) pinned: bool,
 }
 
 impl Lwp {
-    pub fn new(proc: Arc<Proc>, kernel: usize) -> Box<Lwp> {
+    pub(crate) fn new(proc: Arc<Proc>, kernel: usize, pinned: bool) -> Box<Lwp> {
         proc.nlwps.fetch_add(1, Ordering::SeqCst);
-        let lid = proc.alloc_lid();
         Box::new(Lwp {
             proc,
-            lid,
             refcnt: AtomicU32::new(1),
             kernel,
+            pinned,
         })
+    }
+
+    /// Whether switching away from this lwp (or unscheduling with it
+    /// current) frees it: released, and not owned by a handle.
+    pub(crate) fn reapable(&self) -> bool {
+        self.exiting() && !self.pinned
     }
 
     pub fn exiting(&self) -> bool {

@@ -41,10 +41,6 @@ pub struct Vnode {
 }
 
 impl Vnode {
-    pub fn fs(&self) -> &dyn FileSystem {
-        &*self.mnt.fs
-    }
-
     pub fn getattr(&self) -> Result<Attr, Errno> {
         if self.mnt.is_dead() {
             return Err(Errno(EBADF));

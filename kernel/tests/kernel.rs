@@ -1543,3 +1543,62 @@ fn posix_calls_and_credentials() {
     let st = root.stat("/d/dev").unwrap();
     assert_eq!((st.mode & S_IFMT, st.rdev), (S_IFCHR, 0x0102));
 }
+
+/// A reboot handler that, through the safe upcall table, releases the lwp
+/// its local call runs on, makes new lwps, switches and unschedules: the
+/// call's lwp stays alive (the local process owns it for the whole call),
+/// so the call returns normally and the process keeps working.
+#[test]
+fn a_callback_cannot_free_the_lwp_of_a_local_call() {
+    let k = kernel();
+    let n0 = k.nprocs();
+    let p = k.local_process().unwrap();
+    let pid = p.pid();
+    let weak = Arc::downgrade(&k);
+    k.set_reboot_handler(Box::new(move |_k, _call| {
+        let up = weak.upgrade().expect("kernel alive").upcalls();
+        up.lwproc_release();
+        assert_eq!(up.lwproc_newlwp(1), 0);
+        up.lwproc_release();
+        assert_eq!(up.lwproc_newlwp(pid), 0);
+        up.lwproc_release();
+        up.unschedule();
+        up.schedule();
+        0
+    }));
+    for _ in 0..3 {
+        p.reboot(RB_HALT | RB_NOSYNC).unwrap();
+        assert_eq!(p.getpid().unwrap().0, pid);
+    }
+    assert_eq!(k.nprocs(), n0 + 1);
+    drop(p);
+    // The process went with its handle: its lwps were all freed.
+    assert_eq!(k.nprocs(), n0);
+}
+
+/// Scheduling through a kernel's safe upcall table and then dropping the
+/// table and the kernel leaves the thread holding a CPU of a `Sched` that
+/// the hold keeps alive: unscheduling (and blocking) later, through
+/// another kernel, touch live memory (valgrind and ASan find nothing).
+#[test]
+fn dropping_a_kernel_whose_cpu_a_thread_holds_is_harmless() {
+    std::thread::spawn(|| {
+        let k = kernel_n(1);
+        let up = k.upcalls();
+        up.schedule();
+        drop(up);
+        drop(k);
+        let k2 = kernel_n(1);
+        let up2 = k2.upcalls();
+        // A blocking hypercall gives back the CPU of the dropped kernel's
+        // scheduler and takes it again.
+        let n = up2.backend_unschedule(0, std::ptr::null_mut());
+        up2.backend_schedule(n, std::ptr::null_mut());
+        up2.unschedule();
+        // The thread is free: the second kernel serves it.
+        let p = k2.local_process().unwrap();
+        assert!(p.getpid().is_ok());
+    })
+    .join()
+    .unwrap();
+}

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
@@ -144,6 +144,10 @@ impl Conn {
         self.fd.as_raw_fd()
     }
 
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     // --- activity counting -------------------------------------------------
 
     pub fn enter(&self) {
@@ -206,7 +210,7 @@ impl Conn {
     /// on a partial write). Blocking; `Err` means the connection is broken.
     pub fn send(&self, parts: &[&[u8]]) -> Result<(), ()> {
         let _g = self.send_lock.lock();
-        send_all(self.raw_fd(), parts)
+        send_all(self.fd(), parts)
     }
 
     pub fn send_error(&self, reqno: u64, err: wire::ProtoError) -> Result<(), ()> {
@@ -393,7 +397,7 @@ impl Conn {
 }
 
 /// `sendmsg` every byte of `parts` (shared with the client).
-pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), ()> {
+pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), ()> {
     wire::io::send_all(fd, parts).map_err(|_| ())
 }
 
@@ -439,11 +443,11 @@ impl RState {
         }
     }
 
-    fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
+    fn read_into(&mut self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> bool {
         self.r.read_into(&mut Fd(fd), dst).is_ok()
     }
 
-    fn skip(&mut self, fd: RawFd, n: usize) -> bool {
+    fn skip(&mut self, fd: BorrowedFd<'_>, n: usize) -> bool {
         self.r.skip(&mut Fd(fd), n).is_ok()
     }
 
@@ -462,7 +466,7 @@ impl RState {
         if slot.cap == 0 || conn.state.load(Ordering::Acquire) == ST_NEW {
             return None;
         }
-        let fd = conn.raw_fd();
+        let fd = conn.fd();
         let hbuf = self.r.empty_buffer()?;
         let room = slot.cap.min(BUF - HDRSZ);
         let mut iov = [
@@ -481,7 +485,7 @@ impl RState {
             // the second is the pending slot's destination, `cap >= room`
             // bytes that only the reader role (held by us) may write while
             // the slot is pending.
-            let n = unsafe { libc::readv(fd, iov.as_mut_ptr(), 2) };
+            let n = unsafe { libc::readv(fd.as_raw_fd(), iov.as_mut_ptr(), 2) };
             if n >= 0 {
                 break n as usize;
             }
@@ -543,7 +547,7 @@ impl RState {
     /// is checked between frames: when it holds, returns `None` (the
     /// caller got what it was reading for).
     pub fn next(&mut self, conn: &Conn, stop: &dyn Fn() -> bool) -> Option<Input> {
-        let fd = conn.raw_fd();
+        let fd = conn.fd();
         loop {
             if conn.closed.load(Ordering::Acquire) {
                 return Some(Input::Closed);
@@ -587,7 +591,7 @@ impl RState {
     /// commits one chunk, not 64 MiB. The buffer at most doubles what has
     /// arrived, so a real large request costs a few copies, not a
     /// frame-sized allocation made on the peer's word.
-    fn read_payload(&mut self, fd: RawFd, plen: usize) -> bool {
+    fn read_payload(&mut self, fd: BorrowedFd<'_>, plen: usize) -> bool {
         // Not cleared when it fits: `resize` then zero-fills only what
         // grows (`read_into` overwrites every byte anyway).
         if plen <= PAYLOAD_CHUNK {
@@ -612,7 +616,7 @@ impl RState {
 
     /// Deliver an answer to its waiter (or drop it if nobody waits).
     fn route(&mut self, conn: &Conn, hdr: &Header, plen: usize) -> bool {
-        let fd = conn.raw_fd();
+        let fd = conn.fd();
         let slot = match conn.take_slot(hdr.reqno) {
             Some(s) => s,
             None => return self.skip(fd, plen),
