@@ -75,6 +75,8 @@
 //! * An unlinked inode still open (`open`/`release`) is freed at its last
 //!   `release`, or at `unmount`.
 
+#![forbid(unsafe_code)]
+
 mod alloc;
 mod bmap;
 mod dir;

@@ -159,8 +159,13 @@ pub extern "C" fn rumpuser_daemonize_done(error: c_int) -> c_int {
 ///
 /// Forking is not safe code:
 /// ```compile_fail,E0133
-/// #![forbid(unsafe_code)]
 /// let _ = rumpuser::daemonize::begin();
+/// ```
+/// (The same call in an `unsafe` block compiles: the probe fails for the
+/// missing `unsafe` alone.)
+/// ```no_run
+/// // SAFETY: the doctest's `main` runs before it starts any thread.
+/// let _ = unsafe { rumpuser::daemonize::begin() };
 /// ```
 pub unsafe fn begin() -> Result<(), Errno> {
     // SAFETY: passed on to our caller.

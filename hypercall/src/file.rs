@@ -441,9 +441,16 @@ pub unsafe extern "C" fn rumpuser_open(
 /// Closing a descriptor is not safe code, since another owner may still
 /// use it (a `File` of the program):
 /// ```compile_fail,E0133
-/// #![forbid(unsafe_code)]
 /// let f = std::fs::File::open("/dev/null").unwrap();
 /// let _ = rumpuser::file::rumpuser_close(std::os::fd::AsRawFd::as_raw_fd(&f));
+/// ```
+/// Given away first, the descriptor is the caller's to close (this twin
+/// compiles, so the probe fails for the missing `unsafe` alone):
+/// ```
+/// let f = std::fs::File::open("/dev/null").unwrap();
+/// let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+/// // SAFETY: `fd` was just given up by its only owner.
+/// assert_eq!(unsafe { rumpuser::file::rumpuser_close(fd) }, 0);
 /// ```
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_close(fd: c_int) -> c_int {

@@ -232,7 +232,6 @@ pub fn init(version: c_int, up: Box<dyn Upcalls>) -> Result<(), Errno> {
 ///
 /// A safe caller cannot install one:
 /// ```compile_fail,E0133
-/// #![forbid(unsafe_code)]
 /// use rumpuser::upcalls::{init_c, RumpuserHyperup, RUMPUSER_VERSION};
 /// let t = RumpuserHyperup {
 ///     hyp_schedule: None, hyp_unschedule: None,

@@ -14,6 +14,54 @@
 //! Halt primitives ([`Kernel::stop_admitting`], [`Kernel::wait_idle`],
 //! [`Kernel::sync_all`], [`Kernel::quiesce`], [`Kernel::set_reboot_handler`])
 //! are what the halt subsystem builds its sequence on.
+//!
+//! # Soundness
+//!
+//! No safe use of this crate can make the kernel touch freed memory. The
+//! kernel's internals (virtual CPUs, processes and lwps, vnodes, name
+//! lookup, the syscall table) are private; embedders get handles that
+//! cannot dangle ([`Kernel`] behind an `Arc`, [`LocalProc`], which owns
+//! the lwp of each call it runs for the whole call, and the upcall table,
+//! which holds its kernel). A thread's hold on a virtual CPU holds its
+//! scheduler too, so dropping a kernel (or its upcall table) while a thread
+//! still runs on one of its CPUs leaves that thread's later `unschedule`
+//! or blocking call on live memory.
+//!
+//! The probes below do not compile. `compile_fail` error codes are checked
+//! on nightly only, so where a probe fails for a missing `unsafe`, a twin
+//! that differs only by the `unsafe` block compiles.
+//!
+//! A scheduler cannot be made, held and dropped from outside:
+//! ```compile_fail,E0603
+//! let s = rumpkern::sched::Sched::new(1);
+//! ```
+//! Nor an lwp reached, freed or made current behind the kernel's back:
+//! ```compile_fail,E0603
+//! let l = rumpkern::proc::curlwp_raw();
+//! ```
+//! ```compile_fail,E0603
+//! use rumpkern::proc::Lwp;
+//! ```
+//! Switching a thread to an lwp named by pointer is `unsafe` (the pointer
+//! must be one the kernel handed out and did not free):
+//! ```compile_fail,E0133
+//! let k = rumpkern::Kernel::boot(rumpkern::KernelConfig::default()).unwrap();
+//! let up = k.upcalls();
+//! let l = up.lwproc_curlwp();
+//! up.lwproc_switch(l);
+//! ```
+//! ```no_run
+//! let k = rumpkern::Kernel::boot(rumpkern::KernelConfig::default()).unwrap();
+//! let up = k.upcalls();
+//! let l = up.lwproc_curlwp();
+//! // SAFETY: null, or this thread's current lwp, which is alive.
+//! unsafe { up.lwproc_switch(l) };
+//! ```
+//! The syscall table is not callable directly (only through a process,
+//! which checks its arguments):
+//! ```compile_fail,E0603
+//! use rumpkern::syscall::dispatch;
+//! ```
 
 pub mod copy;
 pub mod error;

@@ -12,6 +12,8 @@
 //! store a file system reads and writes (`vfs_cache::Store`) stays with the
 //! buffer cache.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
