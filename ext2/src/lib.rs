@@ -5,11 +5,17 @@
 //! [`Store`](vfs_cache::Store). Inode numbers are ext2's own (the root is 2);
 //! `type_name()` is `"ext2fs"`.
 //!
-//! ```ignore
-//! let fs: Arc<Ext2Fs> = Ext2Fs::mount(store, /* read_only */ false)?;
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use ext2::{Ext2Fs, MountOptions};
+//! # fn mount(store: Arc<dyn vfs_cache::Store>) -> Result<(), netbsd_abi::Errno> {
+//! let fs: Arc<Ext2Fs> = Ext2Fs::mount(store.clone(), /* read_only */ false)?;
+//! # drop(fs);
 //! // or, with the reason for a refusal:
 //! let fs = Ext2Fs::mount_with(store, MountOptions { read_only: false, force: false })
 //!     .map_err(|e| { eprintln!("{e}"); e.errno })?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # What is kept where

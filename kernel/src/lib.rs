@@ -66,6 +66,7 @@
 pub mod copy;
 pub mod error;
 pub mod etfs;
+mod fsguard;
 pub mod host;
 pub mod local;
 pub mod lockdebug;
@@ -536,11 +537,7 @@ impl Kernel {
                 Ok(Ok(())) => 0,
                 Ok(Err(e)) => e.0,
                 Err(payload) => {
-                    let msg = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
+                    let msg = fsguard::panic_message(&*payload);
                     tracing::error!(
                         "rumpkern: panic in syscall {num} (pid {}): {msg}; returning EIO",
                         p.pid

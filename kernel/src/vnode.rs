@@ -110,7 +110,7 @@ impl Mounts {
     pub fn new(rootfs: Arc<dyn FileSystem>) -> Mounts {
         let root = Arc::new(Mount {
             dev: 0x1_0000,
-            fs: rootfs,
+            fs: Arc::new(crate::fsguard::Guarded::new(rootfs, "/")),
             covered: None,
             read_only: false,
             busy: AtomicUsize::new(0),
