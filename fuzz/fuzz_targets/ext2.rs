@@ -5,4 +5,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sysproxy_fuzz::ext2(data));
+fuzz_target!(|data: &[u8]| {
+    sysproxy_fuzz::ext2(data);
+});

@@ -13,8 +13,9 @@ use netbsd_abi::sp;
 /// The sysproxy frame reader that both the server and the client library
 /// use (`netbsd_abi::sp::reader`): arbitrary byte streams never panic,
 /// never read past their end, and frames come out whole; plus the payload
-/// decoders and the banner parser.
-pub fn frame(data: &[u8]) {
+/// decoders and the banner parser. Returns the number of whole frames
+/// read.
+pub fn frame(data: &[u8]) -> usize {
     let (frames, _end) = sp::reader::read_all(data);
     let total: usize = frames.iter().map(|(_, n)| sp::HDRSZ + n).sum();
     assert!(total <= data.len());
@@ -26,6 +27,7 @@ pub fn frame(data: &[u8]) {
     let _ = sp::CopyData::decode(data);
     let _ = sp::HandshakeFork::decode(data);
     let _ = sp::parse_banner(data);
+    frames.len()
 }
 
 const REV1: &[u8] = include_bytes!("../../ext2/tests/data/rev1.img");
@@ -40,9 +42,10 @@ const REV0: &[u8] = include_bytes!("../../ext2/tests/data/rev0.img");
 /// (ext2/tests/data/rev1.img or rev0.img) and the rest is a list of
 /// 5-byte edits (u32 little-endian offset, modulo the image size, then
 /// the byte to store); any other first byte: the rest is a whole image.
-pub fn ext2(data: &[u8]) {
+/// Returns whether the image mounted (and was exercised).
+pub fn ext2(data: &[u8]) -> bool {
     let Some((&mode, rest)) = data.split_first() else {
-        return;
+        return false;
     };
     let img = match mode {
         0 | 1 => {
@@ -58,7 +61,7 @@ pub fn ext2(data: &[u8]) {
             img
         }
         _ if rest.len() <= 4 << 20 => rest.to_vec(),
-        _ => return,
+        _ => return false,
     };
-    let _ = exercise::exercise(&img);
+    exercise::exercise(&img).mounted
 }

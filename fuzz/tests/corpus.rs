@@ -30,31 +30,52 @@ fn inputs(target: &str) -> Vec<PathBuf> {
     v
 }
 
-fn replay(target: &str, run: fn(&[u8])) {
+/// Replay `target`'s corpus; returns, per file name, what `run` returned.
+fn replay<T: Send + 'static>(target: &str, run: fn(&[u8]) -> T) -> Vec<(String, T)> {
     let files = inputs(target);
+    let mut out = Vec::new();
     for f in &files {
         let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let (tx, rx) = mpsc::channel();
         let name = f.display().to_string();
         std::thread::spawn(move || {
             let r = std::panic::catch_unwind(|| run(&data));
-            let _ = tx.send(r.is_ok());
+            let _ = tx.send(r.ok());
         });
         match rx.recv_timeout(LIMIT) {
-            Ok(true) => {}
-            Ok(false) => panic!("{target}: {name}: the target panicked"),
+            Ok(Some(v)) => {
+                let base = f.file_name().map(|n| n.to_string_lossy().into_owned());
+                out.push((base.unwrap_or_default(), v));
+            }
+            Ok(None) => panic!("{target}: {name}: the target panicked"),
             Err(_) => panic!("{target}: {name}: still running after {LIMIT:?}"),
         }
     }
     eprintln!("{target}: {} inputs replayed", files.len());
+    out
 }
 
 #[test]
 fn frame_corpus() {
-    replay("frame", sysproxy_fuzz::frame);
+    let r = replay("frame", sysproxy_fuzz::frame);
+    // The well-formed seeds come out as frames (the replay reaches the
+    // reader's whole path, not only its first check).
+    let frames = |name: &str| r.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+    assert_eq!(frames("syscall_getpid"), Some(1));
+    assert_eq!(frames("pipelined"), Some(3));
+    assert_eq!(frames("too_short_len"), Some(0));
 }
 
 #[test]
 fn ext2_corpus() {
-    replay("ext2", sysproxy_fuzz::ext2);
+    let r = replay("ext2", sysproxy_fuzz::ext2);
+    // The unmodified base images mount and go through every operation.
+    for plain in ["rev0_plain", "rev1_plain"] {
+        assert!(
+            r.iter().any(|(n, mounted)| n == plain && *mounted),
+            "{plain} did not mount"
+        );
+    }
+    let mounted = r.iter().filter(|(_, m)| *m).count();
+    eprintln!("ext2: {mounted} of {} images mounted", r.len());
 }
