@@ -957,4 +957,50 @@ mod tests {
         assert_eq!(Error::NoServer.to_string(), "RUMP_SERVER not set");
         assert!(Error::Errno(Errno(2)) == Errno(2));
     }
+
+    /// `RUMPCLIENT__EXECFD` is taken only if it names an inherited socket
+    /// (open, no close-on-exec), and once per process. (One test: the
+    /// "taken" mark is process-wide.)
+    #[test]
+    fn the_exec_descriptor_is_validated_and_taken_once() {
+        use std::io::{Read, Write};
+        use std::os::fd::IntoRawFd;
+        use std::os::unix::net::UnixStream;
+        assert!(take_execfd("").is_err());
+        assert!(take_execfd("x,-1").is_err());
+        assert!(take_execfd("-1,-1").is_err());
+        // Not open.
+        assert!(take_execfd("1000000,-1")
+            .unwrap_err()
+            .contains("not an open"));
+        // Opened by this program (close-on-exec): somebody's here.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let owned_here = a.as_raw_fd();
+        let e = take_execfd(&format!("{owned_here},-1")).unwrap_err();
+        assert!(e.contains("close-on-exec"), "{e}");
+        // Not a socket.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        set_cloexec(r.as_fd(), false);
+        let e = take_execfd(&format!("{},-1", r.as_raw_fd())).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
+        drop((r, w));
+        // An inherited socket: taken, and usable.
+        set_cloexec(a.as_fd(), false);
+        let raw = a.into_raw_fd();
+        let fd = take_execfd(&format!("{raw},-1")).unwrap();
+        assert_eq!(fd.as_raw_fd(), raw);
+        let mut s = UnixStream::from(fd);
+        s.write_all(b"hi").unwrap();
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        // Close-on-exec again, as for any descriptor of ours.
+        let fl = nix::fcntl::fcntl(s.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fl & libc::FD_CLOEXEC, 0);
+        // Never a second time, even for another inherited socket.
+        let (c, _d) = UnixStream::pair().unwrap();
+        set_cloexec(c.as_fd(), false);
+        let e = take_execfd(&format!("{},-1", c.as_raw_fd())).unwrap_err();
+        assert!(e.contains("already taken"), "{e}");
+    }
 }
