@@ -1,7 +1,7 @@
 //! What the fuzz targets run, as plain functions: the libFuzzer targets
 //! (`fuzz_targets/`, `cargo fuzz run <name>`) call them with libFuzzer's
 //! inputs, and `tests/corpus.rs` calls them with every file of the
-//! committed corpus (`corpus/<name>/`), on stable Rust, in CI.
+//! committed corpus (`seeds/<name>/`), on stable Rust, in CI.
 
 #![forbid(unsafe_code)]
 

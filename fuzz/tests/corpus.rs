@@ -1,9 +1,11 @@
-//! Every fuzz target over its committed corpus (`fuzz/corpus/<target>/`),
+//! Every fuzz target over its committed corpus (`fuzz/seeds/<target>/`),
 //! on stable Rust and without libFuzzer: each file goes to the function
 //! the target calls (`sysproxy_fuzz::frame`, `sysproxy_fuzz::ext2`). A
 //! panic or an input that takes longer than `LIMIT` fails the test,
 //! naming the file. New inputs a fuzzing run finds (`cargo fuzz run
-//! <target> corpus/<target>`) are replayed here once committed.
+//! <target> corpus/<target> seeds/<target>`: libFuzzer writes what it
+//! finds to the first directory, which git ignores) are replayed here
+//! once copied into `seeds/<target>` and committed.
 //!
 //! Run: `cargo test --manifest-path fuzz/Cargo.toml --no-default-features`.
 
@@ -18,7 +20,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpus")
+        .join("seeds")
         .join(target);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
