@@ -613,3 +613,47 @@ fn after_the_workload_every_file_reaches_the_image() {
         bad.join("\n")
     );
 }
+
+/// A daemonized server given a log file as its standard error keeps
+/// writing to it after it detaches: its mount and its halt are there.
+#[test]
+fn a_daemon_keeps_a_log_file_given_as_stderr() {
+    let d = tmpdir();
+    let img = d.path().join("disk.img");
+    mke2fs(&img, &["-b", "1024"], "8M");
+    let log = d.path().join("server.log");
+    let sock = d.path().join("daemon.sock");
+    let url = format!("unix://{}", sock.display());
+    let st = std::process::Command::new(RUMP_SERVER)
+        .args(["-v", "-d", &drive(&img), &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .expect("rump_server");
+    assert!(st.success(), "rump_server daemonizes: {st}");
+    let c = Client::connect(&url).expect("connect to the daemon");
+    let pid = c.getpid().map(|_| ()).ok();
+    assert!(pid.is_some());
+    mount(&c);
+    drop(c);
+    let o = std::process::Command::new(rump_halt())
+        .env("RUMP_SERVER", &url)
+        .output()
+        .expect("rump.halt");
+    assert!(o.status.success(), "rump.halt: {}", stderr(&o));
+    // The daemon exits after answering: wait for its last words.
+    let t = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("halt") && !sock.exists() || t.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("mounted ext2fs /dk on /mnt"),
+        "the log has the mount:\n{text}"
+    );
+    assert!(text.contains("halt"), "the log has the halt:\n{text}");
+}

@@ -650,3 +650,37 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
         "a dropped kernel flushed its drive"
     );
 }
+
+/// A fork prepared by a client that then disconnects (NetBSD's
+/// `rumpclient_daemon()` order) is claimed 200 ms later: the child gets
+/// its own process, named as its parent was.
+#[test]
+fn a_prepared_fork_outlives_its_parent_and_keeps_the_name() {
+    let d = tmpdir();
+    let mut rump = rumprun::Rump::builder()
+        .ncpu(2)
+        .memlimit(32 << 20)
+        .boot()
+        .expect("boot");
+    let url = format!("unix://{}", d.path().join("fork.sock").display());
+    rump.serve(&url).expect("serve");
+    let parent = rumpclient::Client::connect_as(&url, "daemonizer").expect("connect");
+    let ppid = parent.getpid().unwrap();
+    assert_eq!(
+        rump.kernel().process_name(ppid).as_deref(),
+        Some("daemonizer")
+    );
+    let cookie = parent.prefork().expect("prefork");
+    drop(parent);
+    std::thread::sleep(Duration::from_millis(200));
+    let child = rumpclient::Client::connect_fork(&url, &cookie).expect("claim the fork");
+    let cpid = child.getpid().unwrap();
+    assert_ne!(cpid, ppid);
+    assert_eq!(
+        rump.kernel().process_name(cpid).as_deref(),
+        Some("daemonizer"),
+        "the forked process keeps its parent's name"
+    );
+    drop(child);
+    rump.halt(netbsd_abi::reboot::RB_HALT).expect("halt");
+}

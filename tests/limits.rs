@@ -178,10 +178,14 @@ fn handshake_deadline_closes_an_idle_connection() {
         .expect("a handshaken client is not subject to the deadline");
 }
 
+/// Prepared forks are bounded per user, and outlive the connection that
+/// prepared them (NetBSD's `rumpclient_daemon()` exits the parent before
+/// the child claims its fork) until the prefork deadline
+/// (`RUMP_PREFORK_TIMEOUT`, 1 s here).
 #[test]
-fn prefork_cookies_are_bounded_and_freed_on_disconnect() {
+fn prefork_cookies_are_bounded_per_user_and_outlive_their_preparer() {
     let d = tmpdir();
-    let s = Server::start(d.path(), &[]);
+    let s = server_env(d.path(), &[], &[("RUMP_PREFORK_TIMEOUT", "1")]);
     let c = s.client();
     let mut cookies = vec![];
     let err = loop {
@@ -202,32 +206,45 @@ fn prefork_cookies_are_bounded_and_freed_on_disconnect() {
         c.prefork()
             .expect("prefork after a fork handshake took one"),
     );
-    // Disconnecting releases the rest: their cookies are void.
+    // Per user: another connection of the same user finds no room.
+    let c2 = s.client();
+    assert!(c2.prefork().is_err(), "the bound is per user");
+    drop(c2);
+    // The preparer goes; 200 ms later its child claims the fork.
+    let parent_pid = c.getpid().unwrap();
     drop(c);
     std::thread::sleep(Duration::from_millis(200));
-    let e = Client::connect_fork(&s.url, &cookies[0])
+    let late =
+        Client::connect_fork(&s.url, &cookies[0]).expect("a fork claimed after its preparer left");
+    let pid = late.getpid().unwrap();
+    assert_ne!(pid, parent_pid, "the child has a process of its own");
+    // Past the deadline the rest are released: their cookies are void.
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = Client::connect_fork(&s.url, &cookies[1])
         .err()
-        .expect("cookie of a gone client still valid");
-    eprintln!("fork handshake with a gone client's cookie: {e}");
+        .expect("a fork unclaimed past the deadline is still valid");
+    eprintln!("fork handshake past the deadline: {e}");
     // Memory comes back: many rounds of fill-up-and-leave do not grow.
     let round = |n: usize| {
         for _ in 0..n {
             let c = s.client();
             while c.prefork().is_ok() {}
+            drop(c);
         }
+        std::thread::sleep(Duration::from_millis(2200));
     };
-    round(5);
+    round(2);
     let before = rss_kib(s.pid());
-    round(40);
+    round(10);
     let after = rss_kib(s.pid());
     eprintln!(
-        "server RSS {before} KiB before 40 rounds of filled prefork slots, {after} KiB after"
+        "server RSS {before} KiB before 10 rounds of filled prefork slots, {after} KiB after"
     );
     assert!(
         after < before + 4096,
         "RSS grew from {before} to {after} KiB"
     );
-    drop(child);
+    drop((child, late));
 }
 
 #[test]
@@ -632,4 +649,111 @@ fn block_pointers_outside_the_file_system_give_eio_and_touch_nothing() {
     let mut probe = [0u8; 13];
     f.read_exact_at(&mut probe, 12000 << 10).unwrap();
     assert_ne!(&probe, b"must not land");
+}
+
+/// One client with 1000 syscalls whose copy requests it never answers:
+/// at most `RUMP_MAX_INFLIGHT` (64) run at once, the rest are answered
+/// `TRYAGAIN`; the server stays under 256 threads, a fresh client is
+/// served at once, and the stuck syscalls fail with `EFAULT` once the copy
+/// deadline (`RUMP_COPY_TIMEOUT`, 2 s here) passes.
+#[test]
+fn unanswered_copy_requests_are_capped_and_time_out() {
+    use netbsd_abi::errno::EFAULT;
+    use netbsd_abi::sp::reader::{Fd, FrameReader};
+    use netbsd_abi::sp::{encode_frame, Class, Handshake, ProtoError, SysResp, Type};
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let d = tmpdir();
+    let s = server_env(d.path(), &[], &[("RUMP_COPY_TIMEOUT", "2")]);
+    let u = UnixStream::connect(&s.sock).expect("connect");
+    let mut r = FrameReader::new();
+    let fd = Fd(u.as_fd());
+    loop {
+        if r.byte(&mut Fd(u.as_fd())).expect("banner") == b'\n' {
+            break;
+        }
+    }
+    (&u).write_all(&encode_frame(
+        Class::Req,
+        Type::Handshake,
+        1,
+        Handshake::Guest as u32,
+        &[b"stuck\0"],
+    ))
+    .unwrap();
+    let h = r.header(&mut Fd(u.as_fd())).expect("handshake answer");
+    r.skip(&mut Fd(u.as_fd()), h.payload_len()).unwrap();
+    // mkdir(path, 0755) with a path only the client has: a copyinstr
+    // request the client never answers.
+    let mut args = [0u8; 16];
+    args[..8].copy_from_slice(&0x7000_0000u64.to_le_bytes());
+    args[8..].copy_from_slice(&0o755u64.to_le_bytes());
+    const N: u64 = 1000;
+    let mut all = Vec::new();
+    for i in 0..N {
+        all.extend_from_slice(&encode_frame(
+            Class::Req,
+            Type::Syscall,
+            100 + i,
+            136,
+            &[&args],
+        ));
+    }
+    (&u).write_all(&all).unwrap();
+    // Read what comes back, answering nothing.
+    let (mut copies, mut again, mut efault) = (0u64, 0u64, 0u64);
+    let t0 = Instant::now();
+    let mut threads_max = 0u64;
+    let mut fresh: Option<Duration> = None;
+    u.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while t0.elapsed() < Duration::from_secs(20) && efault < copies.max(1) {
+        let threads = std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        threads_max = threads_max.max(threads);
+        if fresh.is_none() && copies >= 64 {
+            let t = Instant::now();
+            let c = s.client();
+            c.getpid().expect("a fresh client is served");
+            fresh = Some(t.elapsed());
+        }
+        let h = match r.header(&mut fd.clone()) {
+            Ok(h) => h,
+            Err(_) => continue,
+        };
+        let p = r.read_vec(&mut fd.clone(), h.payload_len()).unwrap();
+        match (h.class, h.ty) {
+            (Class::Req, Type::Copyinstr) => copies += 1,
+            (Class::Error, _) => {
+                assert_eq!(h.arg, ProtoError::TryAgain as u32, "error frame");
+                again += 1;
+            }
+            (Class::Resp, Type::Syscall) => {
+                let sr = SysResp::decode(&p).expect("syscall response");
+                assert_eq!(sr.error, EFAULT, "a stuck mkdir fails with EFAULT");
+                efault += 1;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    eprintln!(
+        "{copies} copy requests, {again} TRYAGAIN, {efault} EFAULT after {:?}; at most {threads_max} threads; fresh client in {fresh:?}",
+        t0.elapsed()
+    );
+    assert!(copies > 0 && copies <= 64, "{copies} syscalls ran at once");
+    assert_eq!(copies + again, N, "every request answered or running");
+    assert_eq!(
+        efault, copies,
+        "every stuck syscall failed after the deadline"
+    );
+    assert!(threads_max <= 256, "{threads_max} server threads");
+    let fresh = fresh.expect("a fresh client was tried");
+    assert!(
+        fresh < Duration::from_secs(2),
+        "fresh client took {fresh:?}"
+    );
 }

@@ -173,12 +173,10 @@ impl Halt {
             return Err(Errno(EBUSY));
         }
         let start = Instant::now();
-        if verbose() {
-            log(&format!(
-                "halt: {} by {caller}",
-                netbsd_abi::reboot::RbFlags(flags)
-            ));
-        }
+        note(&format!(
+            "halt: {} by {caller}",
+            netbsd_abi::reboot::RbFlags(flags)
+        ));
 
         // 1. Stop admitting; let running syscalls finish, within bounds.
         k.stop_admitting();
@@ -200,8 +198,8 @@ impl Halt {
             let r = k.sync_all();
             if let Err(e) = r {
                 log(&format!("halt: file system flush failed: {e}"));
-            } else if verbose() {
-                log(&format!("halt: flushed in {:?}", start.elapsed()));
+            } else {
+                note(&format!("halt: flushed in {:?}", start.elapsed()));
             }
             Some(r)
         } else {
@@ -263,15 +261,11 @@ impl Halt {
         if flags & RB_HALT != 0 {
             k.quiesce();
             self.quiesced.store(true, Ordering::Release);
-            if verbose() {
-                log("halt: kernel halted, host process stays up");
-            }
+            note("halt: kernel halted, host process stays up");
             report.elapsed = start.elapsed();
             return Ok(report);
         }
-        if verbose() {
-            log(&format!("halt: exiting after {:?}", start.elapsed()));
-        }
+        note(&format!("halt: exiting after {:?}", start.elapsed()));
         exit(if self.flush_failed() { 1 } else { 0 })
     }
 
@@ -304,14 +298,16 @@ impl Halt {
     }
 }
 
-/// What the halt says on the console: a warning in the log (shown at
-/// every verbosity), never a write that could block or fail the halt.
+/// What the halt says on the console whatever the verbosity (a flush
+/// that failed, what a rescue left unwritten): a warning in the log,
+/// never a write that could block or fail the halt.
 fn log(msg: &str) {
     tracing::warn!("{msg}");
 }
 
-fn verbose() -> bool {
-    std::env::var_os("RUMP_VERBOSE").is_some_and(|v| v != "0")
+/// What the halt is doing, for `-v` (the log's info level).
+fn note(msg: &str) {
+    tracing::info!("{msg}");
 }
 
 /// Abort with `SIGABRT` at its default action, so the host writes a core
@@ -319,6 +315,8 @@ fn verbose() -> bool {
 #[inline(never)]
 pub fn dump_core() -> ! {
     log("halt: dumping core");
+    // The log's last lines first: abort() runs no exit handler.
+    rumpuser::log::drain(std::time::Duration::from_millis(200));
     // SIGABRT at its default action and unblocked, then abort(): the
     // host writes a core by its own rules.
     rumpuser::exit::panic_abort()

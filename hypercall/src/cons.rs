@@ -9,7 +9,6 @@
 //! variadic arguments exactly as passed.
 
 use std::ffi::{c_char, c_int};
-use std::io::Write;
 
 extern "C" {
     fn rumpuser__dprintf_impl(fmt: *const c_char, ...);
@@ -46,9 +45,11 @@ pub fn print(s: &str) {
     }
 }
 
-/// A debugging print to stderr, like `rumpuser_dprintf`.
+/// A message on stderr from the layer itself (the sysproxy server's
+/// notes): through the log queue, so that a full or unread standard
+/// error never blocks the thread that writes it.
 pub fn dprint(s: &str) {
-    let _ = std::io::stderr().write_all(s.as_bytes());
+    crate::log::push(s.as_bytes().to_vec());
 }
 
 /// `rumpuser_putchar(int)`.

@@ -16,11 +16,25 @@ pub fn exit(code: i32) -> ! {
 
 /// End the process at once, with no exit handlers: for a halt rescue,
 /// where threads stuck on a drive may hold anything an exit handler
-/// would wait for.
+/// would wait for. The one thing done first is the [`set_last_words`]
+/// hook (a log queue given a bounded moment to drain).
 pub fn exit_now(code: i32) -> ! {
+    if let Some(f) = LAST_WORDS.get() {
+        // Nothing may unwind past here.
+        let _ = std::panic::catch_unwind(f);
+    }
     // SAFETY: _exit(2) has no preconditions and never returns (nix 0.29
     // has no wrapper).
     unsafe { libc::_exit(code) }
+}
+
+static LAST_WORDS: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// What [`exit_now`] runs before it ends the process: a function that
+/// takes a bounded time and waits on nothing a stuck thread may hold
+/// (e.g. the runtime's log writer draining its queue). Set once.
+pub fn set_last_words(f: fn()) {
+    let _ = LAST_WORDS.set(f);
 }
 
 /// The `RUMPUSER_PANIC` exit: `abort()` with `SIGABRT` at its default

@@ -30,6 +30,7 @@ pub mod exit;
 pub mod exports;
 pub mod file;
 pub mod locks;
+pub mod log;
 pub mod mem;
 pub mod param;
 pub mod random;

@@ -34,7 +34,12 @@ impl Upcalls for Counting {
     }
     unsafe fn lwproc_switch(&self, _l: LwpPtr) {}
     fn lwproc_release(&self) {}
-    fn lwproc_rfork(&self, _c: crate::sp::ClientHandle, _f: i32, _comm: &std::ffi::CStr) -> i32 {
+    fn lwproc_rfork(
+        &self,
+        _c: crate::sp::ClientHandle,
+        _f: i32,
+        _comm: Option<&std::ffi::CStr>,
+    ) -> i32 {
         0
     }
     fn lwproc_newlwp(&self, _pid: libc::pid_t) -> i32 {

@@ -228,7 +228,12 @@ pub fn dump() {
                 let _ = f.write_all(text.as_bytes());
             }
         }
-        None => crate::cons::dprint(&text),
+        // At exit: straight to stderr (the log queue may have drained
+        // already), a failed write dropped.
+        None => {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
     }
 }
 

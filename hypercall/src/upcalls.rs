@@ -44,7 +44,10 @@ pub trait Upcalls: Send + Sync {
     /// the kernel passes back to `rumpuser_sp_copyin` and friends (null:
     /// a process of the host). On success the new process's lwp is
     /// current. Returns an errno.
-    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: &CStr) -> c_int;
+    ///
+    /// `comm` names the new process; `None` (NetBSD's NULL) keeps the
+    /// parent's name, as a fork does.
+    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&CStr>) -> c_int;
     /// Make a new lwp in process `pid` current. Returns an errno.
     fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int;
     fn lwproc_curlwp(&self) -> LwpPtr;
@@ -145,11 +148,13 @@ impl Upcalls for CUpcalls {
             unsafe { f() }
         }
     }
-    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: &CStr) -> c_int {
+    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&CStr>) -> c_int {
+        let comm = comm.map_or(std::ptr::null(), CStr::as_ptr);
         match self.0.hyp_lwproc_rfork {
-            // SAFETY: `comm` is a valid NUL-terminated string for the call;
-            // the handle is an opaque token the kernel only hands back.
-            Some(f) => unsafe { f(client.as_ptr(), flags, comm.as_ptr()) },
+            // SAFETY: `comm` is null or a valid NUL-terminated string for
+            // the call; the handle is an opaque token the kernel only
+            // hands back.
+            Some(f) => unsafe { f(client.as_ptr(), flags, comm) },
             None => ENOSYS_NB,
         }
     }

@@ -233,6 +233,56 @@ fn mutex_uncontended_makes_no_upcall() {
     hypertest("mutex_uncontended", &[]);
 }
 
+/// Lock misuse that can only deadlock or corrupt aborts with a message
+/// naming the lock, as NetBSD's error-checking locks do, instead of
+/// hanging: a mutex entered again by its holder, destroyed while held; an
+/// rwlock write-locked twice, or read-locked by its writer.
+#[test]
+fn lock_misuse_aborts_with_a_message() {
+    use std::os::unix::process::ExitStatusExt;
+    let b = built();
+    for (name, what) in [
+        ("misuse_mutex_reenter", "mutex 0x"),
+        ("misuse_mutex_destroy_held", "destroyed while held"),
+        ("misuse_rw_write_twice", "write-locked again"),
+        (
+            "misuse_rw_write_then_read",
+            "read-locked by the thread that holds it for writing",
+        ),
+    ] {
+        let mut child = Command::new(&b.hypertest)
+            .arg(name)
+            .env_remove("RUMP_NCPU")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run hypertest");
+        // A hang is the bug this guards against: give it 10 s.
+        let t = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("{name}: hung instead of aborting");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGABRT),
+            "{name}: {status:?}\n{err}"
+        );
+        assert!(
+            err.contains("rumpuser: ") && err.contains(what) && err.contains("aborting"),
+            "{name}: the message names the lock and the misuse:\n{err}"
+        );
+    }
+}
+
 #[test]
 fn mutex_contended_unschedules_once() {
     hypertest("mutex_contended", &[]);

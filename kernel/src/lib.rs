@@ -457,6 +457,11 @@ impl Kernel {
         p.release();
     }
 
+    /// The command name of process `pid` (what `ps` shows), if it lives.
+    pub fn process_name(&self, pid: i32) -> Option<String> {
+        self.find_proc(pid).map(|p| p.comm.lock().clone())
+    }
+
     /// Number of live processes (init included).
     pub fn nprocs(&self) -> usize {
         self.procs.read().len()

@@ -52,7 +52,7 @@ impl Upcalls for SchedUpcalls {
     }
     unsafe fn lwproc_switch(&self, _l: LwpPtr) {}
     fn lwproc_release(&self) {}
-    fn lwproc_rfork(&self, _client: ClientHandle, _flags: c_int, _comm: &CStr) -> c_int {
+    fn lwproc_rfork(&self, _client: ClientHandle, _flags: c_int, _comm: Option<&CStr>) -> c_int {
         ENOSYS
     }
     fn lwproc_newlwp(&self, _pid: libc::pid_t) -> c_int {
@@ -238,9 +238,9 @@ impl Upcalls for KernelUpcalls {
         self.0.up_release();
     }
 
-    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: &CStr) -> c_int {
-        let c = comm.to_string_lossy();
-        self.0.up_rfork(client, flags, Some(&c))
+    fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&CStr>) -> c_int {
+        let c = comm.map(CStr::to_string_lossy);
+        self.0.up_rfork(client, flags, c.as_deref())
     }
 
     fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int {

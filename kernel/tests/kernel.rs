@@ -1032,7 +1032,7 @@ fn upcall_lwproc_protocol() {
     up.unschedule();
     up.schedule();
     assert_eq!(
-        up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"client"),
+        up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, Some(c"client")),
         0
     );
     up.unschedule();
@@ -1052,7 +1052,7 @@ fn upcall_lwproc_protocol() {
     // Bad rfork flags.
     up.schedule();
     assert_eq!(
-        up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x03, c"x"),
+        up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x03, Some(c"x")),
         EINVAL
     );
     assert_eq!(up.lwproc_newlwp(99999), ESRCH);
@@ -1119,7 +1119,7 @@ fn upcall_fork_and_exec_flows() {
     let n0 = k.nprocs();
     sched(&|| {
         assert_eq!(
-            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, c"parent"),
+            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, Some(c"parent")),
             0
         )
     });
@@ -1163,7 +1163,7 @@ fn upcall_fork_and_exec_flows() {
     sched(&|| unsafe { up.lwproc_switch(main) });
     sched(&|| {
         assert_eq!(
-            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x01, c""),
+            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x01, Some(c"")),
             0
         )
     });
@@ -1179,7 +1179,12 @@ fn upcall_fork_and_exec_flows() {
     // Fork handshake: fork again from tmp, sharing its table; drop tmp.
     // SAFETY: an lwp the kernel handed out and not released, or null.
     sched(&|| unsafe { up.lwproc_switch(tmp) });
-    sched(&|| assert_eq!(up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0, c""), 0));
+    sched(&|| {
+        assert_eq!(
+            up.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0, Some(c"")),
+            0
+        )
+    });
     let child = {
         up.schedule();
         let l = up.lwproc_curlwp();

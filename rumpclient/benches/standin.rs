@@ -179,7 +179,7 @@ impl Upcalls for Up {
         }
     }
 
-    fn lwproc_rfork(&self, client: sp::ClientHandle, flags: c_int, comm: &CStr) -> c_int {
+    fn lwproc_rfork(&self, client: sp::ClientHandle, flags: c_int, comm: Option<&CStr>) -> c_int {
         let s = &*STANDIN;
         let parent = s.cur_pid();
         let pid = s.next_pid.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +199,7 @@ impl Upcalls for Up {
                 lwps: 1,
                 exiting: false,
                 token,
-                comm: comm.to_string_lossy().into_owned(),
+                comm: comm.map_or_else(String::new, |c| c.to_string_lossy().into_owned()),
             },
         );
         drop(procs);

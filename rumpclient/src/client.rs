@@ -620,8 +620,32 @@ impl Client {
         self.syscall_raw(num, &block, regions)
     }
 
-    /// [`Client::syscall`] with a ready-made argument block.
+    /// [`Client::syscall`] with a ready-made argument block. A server with
+    /// as many of our syscalls running as it allows one client answers
+    /// `TRYAGAIN`: the call is sent again after a short pause, as NetBSD's
+    /// client does.
     pub fn syscall_raw(
+        &self,
+        num: i32,
+        argblock: &[u8],
+        regions: &mut [Region<'_>],
+    ) -> Result<[i64; 2], Error> {
+        let mut pause = std::time::Duration::from_micros(100);
+        loop {
+            match self.syscall_once(num, argblock, regions) {
+                Err(Error::Refused {
+                    error: ProtoError::TryAgain,
+                    ..
+                }) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn syscall_once(
         &self,
         num: i32,
         argblock: &[u8],

@@ -20,8 +20,10 @@
 //! the client library.
 
 pub mod getopt;
-pub mod log;
 pub mod netbsd;
+/// The log queue every tool and library writes through (see
+/// [`rumpuser::log`]).
+pub use rumpuser::log;
 pub mod tool;
 
 use std::sync::{Arc, Mutex};

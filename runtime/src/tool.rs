@@ -11,6 +11,15 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// Print a message on standard error through the log queue (what tools
+/// use instead of `eprintln!`, which panics when standard error fails).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::log::push(format!("{}\n", format_args!($($arg)*)).into_bytes())
+    };
+}
+
 /// The program's name for messages: the last component of `argv[0]`
 /// (`rump_halt` or `rump.halt`, as the user called it), else `default`.
 pub fn progname(default: &str) -> String {

@@ -182,6 +182,153 @@ fn main() {
         if fsck { "clean" } else { "PROBLEMS" }
     );
     concurrency(d.path());
+    syncer(d.path());
+}
+
+/// Issue 19's rows: a sustained writer with the syncer at NetBSD's delays
+/// against the same with the syncer off (`vfs.sync.delay=0`); and a
+/// client's `stat` latency while the syncer writes back 64 MiB of another
+/// client's data (delays at 1 s), against its idle latency.
+fn syncer(dir: &std::path::Path) {
+    let secs: u64 = std::env::var("BENCH_SYNCER_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(14);
+    let serve = |tag: &str, extra: &[&str]| -> (Bench, rumpclient::Client) {
+        let img = dir.join(format!("{tag}.img"));
+        let o = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext2", "-b", "4096"])
+            .arg(&img)
+            .arg("4G")
+            .output()
+            .expect("mke2fs (e2fsprogs)");
+        assert!(o.status.success(), "mke2fs failed");
+        let sd = dir.join(tag);
+        std::fs::create_dir_all(&sd).expect("mkdir");
+        let mut args: Vec<String> = vec![
+            "-r".into(),
+            "256m".into(),
+            "-d".into(),
+            format!("key=/dk,hostpath={},size=host", img.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let b = Bench::start(&sd, &args);
+        let c = rumpclient::Client::connect(&b.url).expect("connect");
+        c.mkdir("/mnt", 0o755).expect("mkdir");
+        c.mount_ext2("/mnt", 0, "/dk").expect("mount");
+        (b, c)
+    };
+    let halt = |mut b: Bench| {
+        let o = Command::new(RUMP_HALT)
+            .env("RUMP_SERVER", &b.url)
+            .output()
+            .expect("rump.halt");
+        assert!(o.status.success(), "rump.halt");
+        let _ = b.child.wait();
+        let _ = std::fs::remove_file(b.dir.with_extension("img"));
+    };
+    // A writer that writes 1 MiB chunks for `secs` seconds: long enough
+    // for metadata write-backs (10 s) and the cache's throttling.
+    let sustained = |extra: &[&str], tag: &str| -> f64 {
+        let (b, c) = serve(tag, extra);
+        let fd = c
+            .open("/mnt/stream", O_WRONLY | O_CREAT, 0o644)
+            .expect("create");
+        let chunk = vec![0x5au8; 1 << 20];
+        let t = Instant::now();
+        let mut n = 0usize;
+        while t.elapsed() < Duration::from_secs(secs) {
+            // Within the first 2 GiB, round and round.
+            c.pwrite(fd, &chunk, ((n % 2048) * chunk.len()) as i64)
+                .expect("pwrite");
+            n += 1;
+        }
+        let rate = mib_s(n * chunk.len(), t.elapsed().as_secs_f64());
+        c.close(fd).expect("close");
+        drop(c);
+        halt(b);
+        rate
+    };
+    // Alternated (off, on, on, off): the host's own write-back of what an
+    // earlier run wrote weighs on the next one, whichever it is.
+    let mut ons = Vec::new();
+    let mut offs = Vec::new();
+    for round in 0..2 {
+        if round == 0 {
+            offs.push(sustained(&["-S", "vfs.sync.delay=0"], "sync-off"));
+            ons.push(sustained(&[], "sync-on"));
+        } else {
+            ons.push(sustained(&[], "sync-on"));
+            offs.push(sustained(&["-S", "vfs.sync.delay=0"], "sync-off"));
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (on, off) = (mean(&ons), mean(&offs));
+
+    // stat beside a 64 MiB write-back by the syncer.
+    let fast = [
+        "-S",
+        "vfs.sync.filedelay=1",
+        "-S",
+        "vfs.sync.metadelay=1",
+        "-S",
+        "vfs.sync.dirdelay=1",
+    ];
+    let (b, c) = serve("sync-stat", &fast);
+    let fd = c
+        .open("/mnt/target", O_WRONLY | O_CREAT, 0o644)
+        .expect("create");
+    c.close(fd).expect("close");
+    let lat = |c: &rumpclient::Client, d: Duration| -> Vec<f64> {
+        let t = Instant::now();
+        let mut v = Vec::new();
+        while t.elapsed() < d {
+            let s = Instant::now();
+            c.stat("/mnt/target").expect("stat");
+            v.push(s.elapsed().as_secs_f64() * 1e6);
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = lat(&c, Duration::from_secs(1));
+    let w = rumpclient::Client::connect(&b.url).expect("connect");
+    let fd = w
+        .open("/mnt/dirty", O_WRONLY | O_CREAT, 0o644)
+        .expect("create");
+    let chunk = vec![0x6bu8; 1 << 20];
+    for i in 0..64 {
+        w.pwrite(fd, &chunk, (i * chunk.len()) as i64)
+            .expect("pwrite");
+    }
+    w.close(fd).expect("close");
+    // From the end of the writes until well past the 1 s delay: the
+    // syncer's write-back of those 64 MiB falls inside.
+    let during = lat(&c, Duration::from_millis(2500));
+    drop((c, w));
+    halt(b);
+    let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    println!("ext2 and the syncer (a 4 GiB image, -r 256m)");
+    println!(
+        "  sustained writer, {secs} s of 1 MiB pwrites, syncer off   {off:8.1} MiB/s  (runs: {offs:.0?})"
+    );
+    println!(
+        "  the same, syncer at NetBSD's delays         {on:8.1} MiB/s   {:.3}x off (target >= 0.95x)  (runs: {ons:.0?})",
+        on / off
+    );
+    println!(
+        "  stat idle: median {:.1} us, p99 {:.1} us ({} calls)",
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+        idle.len()
+    );
+    println!(
+        "  stat while the syncer writes back 64 MiB: median {:.1} us, p99 {:.1} us ({} calls)   median {:.2}x idle (target <= 2x)",
+        pct(&during, 0.5),
+        pct(&during, 0.99),
+        during.len(),
+        pct(&during, 0.5) / pct(&idle, 0.5)
+    );
 }
 
 /// Issue 10's rows: clients on separate ext2 files at `-c 2`, each writing

@@ -12,6 +12,41 @@ mod cv;
 mod mutex;
 mod rwlock;
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A number for the calling host thread, never 0 and never reused: what
+/// the locks record as their holder, to catch a thread that would
+/// deadlock on a lock it holds itself.
+pub(crate) fn thread_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: Cell<u64> = const { Cell::new(0) };
+    }
+    ID.with(|id| {
+        if id.get() == 0 {
+            id.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        id.get()
+    })
+}
+
+/// A lock used in a way that can only deadlock or corrupt: say which lock
+/// and what happened, then abort, as NetBSD's hypercall layer does with
+/// its error-checking locks. The message is written straight to standard
+/// error (the process is about to end: a queued log line would be lost).
+#[cold]
+#[inline(never)]
+pub(crate) fn misuse(kind: &str, addr: *const (), what: &str) -> ! {
+    use std::io::Write;
+    crate::log::drain(std::time::Duration::from_millis(100));
+    let _ = writeln!(
+        std::io::stderr(),
+        "rumpuser: {kind} {addr:p}: {what}; aborting"
+    );
+    std::process::abort()
+}
+
 pub use cv::{
     rumpuser_cv_broadcast, rumpuser_cv_destroy, rumpuser_cv_has_waiters, rumpuser_cv_init,
     rumpuser_cv_signal, rumpuser_cv_timedwait, rumpuser_cv_wait, rumpuser_cv_wait_nowrap, Condvar,

@@ -4,7 +4,7 @@ use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use parking_lot::lock_api::RawMutex as _;
 
@@ -22,6 +22,9 @@ pub const MTX_KMUTEX: c_int = 0x02;
 pub struct RawMutex {
     lock: parking_lot::RawMutex,
     owner: AtomicPtr<c_void>,
+    /// The host thread holding it ([`super::thread_id`]; 0: none): a
+    /// thread entering a mutex it holds is caught instead of hanging.
+    holder: AtomicU64,
     pub(super) flags: c_int,
 }
 
@@ -31,6 +34,7 @@ impl RawMutex {
         RawMutex {
             lock: parking_lot::RawMutex::INIT,
             owner: AtomicPtr::new(std::ptr::null_mut()),
+            holder: AtomicU64::new(0),
             flags,
         }
     }
@@ -61,10 +65,39 @@ impl RawMutex {
         if self.flags & MTX_SPIN != 0 {
             return self.enter_nowrap();
         }
+        let me = self.not_mine();
         if !self.raw().try_lock() {
             self.enter_slow();
         }
+        self.holder.store(me, Ordering::Relaxed);
         self.set_owner();
+    }
+
+    /// The calling thread's id, after making sure it does not hold this
+    /// mutex already (it would wait for itself forever).
+    #[inline(always)]
+    fn not_mine(&self) -> u64 {
+        let me = super::thread_id();
+        if self.holder.load(Ordering::Relaxed) == me {
+            super::misuse(
+                "mutex",
+                self as *const Self as *const (),
+                "entered again by the thread that holds it (a deadlock)",
+            );
+        }
+        me
+    }
+
+    /// Called before the mutex is freed: destroying a held mutex is a bug
+    /// of its user.
+    pub(super) fn check_destroy(&self) {
+        if self.is_locked() {
+            super::misuse(
+                "mutex",
+                self as *const Self as *const (),
+                "destroyed while held",
+            );
+        }
     }
 
     #[cold]
@@ -78,14 +111,17 @@ impl RawMutex {
     /// `rumpuser_mutex_enter_nowrap`: block, if need be, keeping the CPU.
     #[inline]
     pub fn enter_nowrap(&self) {
+        let me = self.not_mine();
         self.raw().lock();
+        self.holder.store(me, Ordering::Relaxed);
         self.set_owner();
     }
 
     /// The raw lock, without owner bookkeeping (cv wake-up path).
     #[inline]
     pub(super) fn lock_raw(&self) {
-        self.raw().lock()
+        self.raw().lock();
+        self.holder.store(super::thread_id(), Ordering::Relaxed);
     }
 
     /// Release the raw lock, without owner bookkeeping (cv wait path).
@@ -94,6 +130,7 @@ impl RawMutex {
     /// The caller holds the lock.
     #[inline]
     pub(super) unsafe fn unlock_raw(&self) {
+        self.holder.store(0, Ordering::Relaxed);
         // SAFETY: per the caller.
         unsafe { self.raw().unlock() }
     }
@@ -102,6 +139,7 @@ impl RawMutex {
     #[inline]
     pub fn try_enter(&self) -> bool {
         if self.raw().try_lock() {
+            self.holder.store(super::thread_id(), Ordering::Relaxed);
             self.set_owner();
             true
         } else {
@@ -116,6 +154,7 @@ impl RawMutex {
     #[inline]
     pub unsafe fn exit(&self) {
         self.clear_owner();
+        self.holder.store(0, Ordering::Relaxed);
         // SAFETY: the caller holds the lock.
         unsafe { self.raw().unlock() }
     }
@@ -218,7 +257,9 @@ pub unsafe extern "C" fn rumpuser_mutex_destroy(mtx: *mut RumpuserMtx) {
     trace_hit!(rumpuser_mutex_destroy);
     if !mtx.is_null() {
         // SAFETY: the box made by rumpuser_mutex_init, freed once.
-        drop(unsafe { Box::from_raw(mtx) });
+        let m = unsafe { Box::from_raw(mtx) };
+        m.0.check_destroy();
+        drop(m);
     }
 }
 

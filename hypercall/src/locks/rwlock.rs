@@ -12,7 +12,7 @@ use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::curlwp::curlwp;
 use crate::errno::{EBUSY, EINVAL};
@@ -31,6 +31,9 @@ const ONE_READER: usize = 4;
 pub struct RawRwLock {
     state: AtomicUsize,
     writer: AtomicPtr<c_void>,
+    /// The host thread holding the write hold ([`super::thread_id`]; 0:
+    /// none): that thread asking for the lock again would wait for itself.
+    wthread: AtomicU64,
 }
 
 impl Default for RawRwLock {
@@ -44,6 +47,7 @@ impl RawRwLock {
         RawRwLock {
             state: AtomicUsize::new(0),
             writer: AtomicPtr::new(std::ptr::null_mut()),
+            wthread: AtomicU64::new(0),
         }
     }
 
@@ -88,6 +92,7 @@ impl RawRwLock {
             ) {
                 Ok(_) => {
                     self.writer.store(curlwp(), Ordering::Relaxed);
+                    self.wthread.store(super::thread_id(), Ordering::Relaxed);
                     return true;
                 }
                 Err(x) => s = x,
@@ -153,6 +158,7 @@ impl RawRwLock {
     /// `rumpuser_rw_enter(READER)`: try, else unschedule and block.
     #[inline]
     pub fn enter_read(&self) {
+        self.not_writing("read-locked by the thread that holds it for writing (a deadlock)");
         if !self.try_read() {
             self.enter_slow(false);
         }
@@ -161,8 +167,29 @@ impl RawRwLock {
     /// `rumpuser_rw_enter(WRITER)`: try, else unschedule and block.
     #[inline]
     pub fn enter_write(&self) {
+        self.not_writing("write-locked again by the thread that holds it (a deadlock)");
         if !self.try_write() {
             self.enter_slow(true);
+        }
+    }
+
+    /// Abort with `what` if the calling thread holds the write hold.
+    #[inline(always)]
+    fn not_writing(&self, what: &str) {
+        if self.wthread.load(Ordering::Relaxed) == super::thread_id() {
+            super::misuse("rwlock", self as *const Self as *const (), what);
+        }
+    }
+
+    /// Called before the lock is freed: destroying a held lock is a bug
+    /// of its user.
+    pub(super) fn check_destroy(&self) {
+        if self.state.load(Ordering::Relaxed) & !PARKED != 0 {
+            super::misuse(
+                "rwlock",
+                self as *const Self as *const (),
+                "destroyed while held",
+            );
         }
     }
 
@@ -204,6 +231,7 @@ impl RawRwLock {
     #[inline]
     pub unsafe fn unlock_write(&self) {
         self.writer.store(std::ptr::null_mut(), Ordering::Relaxed);
+        self.wthread.store(0, Ordering::Relaxed);
         let old = self.state.swap(0, Ordering::Release);
         if old & PARKED != 0 {
             self.wake_all();
@@ -232,6 +260,7 @@ impl RawRwLock {
     /// The caller holds the write hold.
     pub unsafe fn downgrade(&self) {
         self.writer.store(std::ptr::null_mut(), Ordering::Relaxed);
+        self.wthread.store(0, Ordering::Relaxed);
         let old = self.state.swap(ONE_READER, Ordering::AcqRel);
         if old & PARKED != 0 {
             self.wake_all();
@@ -257,6 +286,7 @@ impl RawRwLock {
             ) {
                 Ok(_) => {
                     self.writer.store(curlwp(), Ordering::Relaxed);
+                    self.wthread.store(super::thread_id(), Ordering::Relaxed);
                     return true;
                 }
                 Err(x) => s = x,
@@ -397,7 +427,9 @@ pub unsafe extern "C" fn rumpuser_rw_destroy(rw: *mut RumpuserRw) {
     trace_hit!(rumpuser_rw_destroy);
     if !rw.is_null() {
         // SAFETY: the box made by rumpuser_rw_init, freed once.
-        drop(unsafe { Box::from_raw(rw) });
+        let l = unsafe { Box::from_raw(rw) };
+        l.0.check_destroy();
+        drop(l);
     }
 }
 

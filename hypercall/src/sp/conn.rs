@@ -140,6 +140,13 @@ impl Conn {
         true
     }
 
+    /// The peer's user id (unix sockets), or `u32::MAX` when the socket
+    /// does not say (TCP: anyone who can reach it counts as one user).
+    pub fn peer_uid(&self) -> u32 {
+        nix::sys::socket::getsockopt(&self.fd, nix::sys::socket::sockopt::PeerCredentials)
+            .map_or(u32::MAX, |c| c.uid())
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -152,6 +159,12 @@ impl Conn {
 
     pub fn enter(&self) {
         self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Activities now: the connection itself, plus every syscall (or
+    /// exec) it has running.
+    pub fn activities(&self) -> usize {
+        self.active.load(Ordering::Acquire)
     }
 
     /// Drop one activity; true when it was the last (the connection is
@@ -298,19 +311,39 @@ impl Conn {
             // with our buffer before returning.
         }
         let done = || slot.state.load(Ordering::Acquire) != SLOT_PENDING;
+        // A client that never answers must not pin this thread: past the
+        // deadline the request is abandoned (a late answer is skipped, as
+        // any answer nobody waits for) and the syscall fails.
+        let deadline = now_ns().saturating_add(super::server::limits().copy_timeout_ns);
+        let mut abandoned = false;
         while !done() {
+            if !abandoned && now_ns() >= deadline {
+                if self.take_slot(reqno).is_some() {
+                    return Err(());
+                }
+                // The reader has taken our slot and is filling `dest`:
+                // wait for it to finish with our buffer.
+                abandoned = true;
+            }
             match self.rd.try_lock() {
                 Some(mut g) => {
                     // Nobody is reading: read our answer ourselves.
                     self.free_since.store(0, Ordering::Release);
                     // Usually the next frame is our answer: try to read its
                     // payload straight into `dest`.
-                    let mut first = if ty == Type::Copyin && !done() {
+                    let mut first = if ty == Type::Copyin
+                        && !done()
+                        && (abandoned || readable_before(self.raw_fd(), deadline))
+                    {
                         g.read_direct(self, reqno, &slot)
                     } else {
                         None
                     };
-                    while let Some(input) = first.take().or_else(|| g.next(self, &done)) {
+                    let wait_until = (!abandoned).then_some(deadline);
+                    while let Some(input) = first
+                        .take()
+                        .or_else(|| g.next_until(self, &done, wait_until))
+                    {
                         match input {
                             Input::Request(hdr) => {
                                 let payload = std::mem::take(&mut g.pending);
@@ -415,6 +448,48 @@ pub(crate) struct RState {
     spin: wire::io::Spin,
     /// Payload of the last request.
     pub pending: Vec<u8>,
+}
+
+/// Whether `fd` has bytes to read before `at` ([`now_ns`]) passes.
+fn readable_before(fd: RawFd, at: u64) -> bool {
+    loop {
+        let left = at.saturating_sub(now_ns());
+        if left == 0 {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
+        // SAFETY: one pollfd on the stack, for the length given.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n > 0 {
+            return true;
+        }
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // An error the read itself will report.
+            return true;
+        }
+    }
+}
+
+/// A socket read that waits for bytes only until `at` ([`now_ns`]), then
+/// fails with `TimedOut` (a copy waiter's deadline).
+struct DeadlineFd<'a> {
+    fd: BorrowedFd<'a>,
+    spin: &'a mut wire::io::Spin,
+    at: u64,
+}
+
+impl netbsd_abi::sp::reader::Source for DeadlineFd<'_> {
+    fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !readable_before(self.fd.as_raw_fd(), self.at) {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.spin.read_some(self.fd, buf)
+    }
 }
 
 /// A request payload is read in steps of at least this much (see
@@ -547,6 +622,18 @@ impl RState {
     /// is checked between frames: when it holds, returns `None` (the
     /// caller got what it was reading for).
     pub fn next(&mut self, conn: &Conn, stop: &dyn Fn() -> bool) -> Option<Input> {
+        self.next_until(conn, stop, None)
+    }
+
+    /// [`RState::next`], but waiting for the next frame's header only
+    /// until `deadline` ([`now_ns`]) when one is given: then `None`, with
+    /// whatever part of a header arrived kept for the next reader.
+    pub fn next_until(
+        &mut self,
+        conn: &Conn,
+        stop: &dyn Fn() -> bool,
+        deadline: Option<u64>,
+    ) -> Option<Input> {
         let fd = conn.fd();
         loop {
             if conn.closed.load(Ordering::Acquire) {
@@ -561,9 +648,18 @@ impl RState {
             // Not cleared: `resize` below then zero-fills only what grows
             // (a run of equal-sized requests reuses the bytes as they are;
             // `read_into` overwrites them all).
-            let hdr = match self.r.header(&mut SpinFd(fd, &mut self.spin)) {
+            let got = match deadline {
+                None => self.r.header(&mut SpinFd(fd, &mut self.spin)),
+                Some(at) => self.r.header(&mut DeadlineFd {
+                    fd,
+                    spin: &mut self.spin,
+                    at,
+                }),
+            };
+            let hdr = match got {
                 Ok(h) => h,
                 Err(ReadError::Bad(e)) => return Some(Input::Bad(e.reqno())),
+                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => return None,
                 Err(_) => return Some(Input::Closed),
             };
             let plen = hdr.payload_len();

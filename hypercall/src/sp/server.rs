@@ -89,37 +89,83 @@ const MAXCLI: usize = 1024;
 const HANDSHAKE_TIMEOUT_NS: u64 = 10_000_000_000;
 
 /// PREFORK processes waiting for their fork handshake: at most this many
-/// per client, and in all. They are released when the client that made
-/// them disconnects.
-const PREFORK_PER_CLIENT: usize = 32;
+/// per user (the peer's uid; all TCP peers count as one), and in all. A
+/// prepared fork outlives the connection that made it, as NetBSD's does
+/// (`rumpclient_daemon()` exits the parent before the child claims it),
+/// until claimed or until it has been without its preparer for
+/// `RUMP_PREFORK_TIMEOUT` seconds.
+const PREFORK_PER_USER: usize = 32;
 const PREFORK_MAX: usize = 1024;
+const PREFORK_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// Mode of a `unix://` socket file (`RUMP_SOCKET_MODE`, octal, overrides):
 /// only the owner may connect.
 const SOCKET_MODE: u32 = 0o600;
 
-struct Limits {
-    maxcli: usize,
-    handshake_ns: u64,
+/// System calls one connection may have running at once
+/// (`RUMP_MAX_INFLIGHT` overrides). One more is answered `TRYAGAIN`, which
+/// NetBSD's client (and ours) retry: a well-formed client waits, and one
+/// client cannot pin the server's threads.
+const MAX_INFLIGHT: usize = 64;
+
+/// System calls running at once in the whole server at most
+/// (`RUMP_MAX_THREADS` overrides): each holds a worker thread, so this
+/// bounds the threads that run kernel code; one more is answered
+/// `TRYAGAIN` and retried by the client. (Threads waiting for a
+/// connection's next request are bounded by the connection cap.)
+pub(crate) const MAX_THREADS: usize = 240;
+
+/// System calls running now, in every connection of every server.
+static RUNNING_SYSCALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether one more syscall may start (the caps of the connection and of
+/// the server).
+fn may_start_syscall(conn: &Conn) -> bool {
+    // One activity is the connection itself; the rest run syscalls (or
+    // an exec).
+    conn.activities() <= limits().max_inflight
+        && RUNNING_SYSCALLS.load(Ordering::Relaxed) < limits().max_threads
 }
 
-fn limits() -> &'static Limits {
+/// A copy request the client has not answered this long after it was
+/// sent fails its system call with `EFAULT` (`RUMP_COPY_TIMEOUT`, in
+/// seconds, overrides).
+const COPY_TIMEOUT_NS: u64 = 30_000_000_000;
+
+pub(crate) struct Limits {
+    maxcli: usize,
+    handshake_ns: u64,
+    max_inflight: usize,
+    max_threads: usize,
+    pub(crate) copy_timeout_ns: u64,
+    prefork_timeout_ns: u64,
+}
+
+pub(crate) fn limits() -> &'static Limits {
     static L: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
     L.get_or_init(|| {
-        let maxcli = std::env::var("RUMP_MAX_CLIENTS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(MAXCLI);
-        let handshake_ns = std::env::var("RUMP_HANDSHAKE_TIMEOUT")
-            .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
-            .map(|t| (t * 1e9) as u64)
-            .unwrap_or(HANDSHAKE_TIMEOUT_NS);
+        let count = |var: &str, default: usize| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(default)
+        };
+        let secs = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
+                .map(|t| (t * 1e9) as u64)
+                .unwrap_or(default)
+        };
         Limits {
-            maxcli,
-            handshake_ns,
+            maxcli: count("RUMP_MAX_CLIENTS", MAXCLI),
+            handshake_ns: secs("RUMP_HANDSHAKE_TIMEOUT", HANDSHAKE_TIMEOUT_NS),
+            max_inflight: count("RUMP_MAX_INFLIGHT", MAX_INFLIGHT),
+            max_threads: count("RUMP_MAX_THREADS", MAX_THREADS),
+            copy_timeout_ns: secs("RUMP_COPY_TIMEOUT", COPY_TIMEOUT_NS),
+            prefork_timeout_ns: secs("RUMP_PREFORK_TIMEOUT", PREFORK_TIMEOUT_NS),
         }
     })
 }
@@ -200,6 +246,10 @@ struct Prefork {
     lwp: usize,
     /// The connection that asked for it.
     owner: usize,
+    /// Its peer's user id (see [`Conn::peer_uid`]).
+    uid: u32,
+    /// When that connection went away ([`now_ns`]; 0 while it is there).
+    orphaned: u64,
 }
 
 thread_local! {
@@ -696,6 +746,11 @@ fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
             return;
         }
         sweep_handshakes(&srv);
+        if has_stale_preforks(&srv) {
+            // Releasing runs kernel code: on a worker, not here.
+            let s = srv.clone();
+            pool().submit(move || release_stale_preforks(&s));
+        }
         if n <= 0 || pfd[0].revents == 0 {
             continue;
         }
@@ -1023,6 +1078,15 @@ fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
 /// A request read by a copyin waiter (a thread inside the kernel): handle
 /// it on a pool thread.
 pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: Vec<u8>) {
+    // A syscall beyond the connection's cap is refused right here: no
+    // thread is started just to say so.
+    if hdr.ty == Type::Syscall
+        && conn.state.load(Ordering::Acquire) != ST_NEW
+        && !may_start_syscall(&conn)
+    {
+        let _ = conn.send_error(hdr.reqno, ProtoError::TryAgain);
+        return;
+    }
     pool().submit(move || {
         let mut next = handle_request(&conn, &hdr, &payload);
         if let Next::Syscall(job) = &mut next {
@@ -1143,10 +1207,18 @@ fn watchdog() {
 
 fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     debug_assert_eq!(hdr.class, Class::Req);
+    // Torn down (a copy waiter may have read this request just before):
+    // nothing more is handled.
+    if conn.closed.load(Ordering::Acquire) || conn.state.load(Ordering::Acquire) == ST_DYING {
+        return Next::Close;
+    }
     if hdr.ty == Type::Syscall && conn.state.load(Ordering::Acquire) != ST_NEW {
         return syscall_request(conn, hdr, payload);
     }
     let _ctl = conn.ctl.lock();
+    if conn.state.load(Ordering::Acquire) == ST_DYING {
+        return Next::Close;
+    }
     if conn.state.load(Ordering::Acquire) == ST_NEW {
         return handshake(conn, hdr, payload);
     }
@@ -1204,7 +1276,7 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
     let me = ClientHandle(conn.id);
     if kind == Some(Handshake::Guest) {
         let comm = comm_of(payload);
-        let err = lwp_sched(up, |u| u.lwproc_rfork(me, RUMP_RFCFDG, &comm));
+        let err = lwp_sched(up, |u| u.lwproc_rfork(me, RUMP_RFCFDG, Some(&comm)));
         if err != 0 {
             let _ = conn.send_error(reqno, ProtoError::RforkFailed);
             return Next::Close;
@@ -1234,7 +1306,7 @@ fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         }
         // The prefork process has the forking client's handle; fork once
         // more so the process the client keeps has this connection's.
-        let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFD_SHARE, c""));
+        let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFD_SHARE, None));
         if err != 0 {
             let _ = conn.send_error(reqno, ProtoError::RforkFailed);
             sched(up, |u| u.lwproc_release());
@@ -1314,6 +1386,10 @@ fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next {
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
+    if !may_start_syscall(conn) {
+        let _ = conn.send_error(hdr.reqno, ProtoError::TryAgain);
+        return Next::Continue;
+    }
     Next::Syscall(SyscallJob {
         reqno: hdr.reqno,
         num,
@@ -1344,6 +1420,15 @@ fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<Vec<u8>> {
         let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
         return None;
     };
+    RUNNING_SYSCALLS.fetch_add(1, Ordering::Relaxed);
+    // Counted down however the call ends (a panic in the kernel too).
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            RUNNING_SYSCALLS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let _running = Running;
     conn.running_add(job.reqno);
     CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
     if let Some((layout, data)) = job.inline.take() {
@@ -1388,15 +1473,17 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
         return Next::Continue;
     };
+    release_stale_preforks(&conn.srv);
+    let uid = conn.peer_uid();
     {
         let v = conn.srv.preforks.lock();
-        let mine = v.iter().filter(|p| p.owner == conn.id).count();
-        if mine >= PREFORK_PER_CLIENT || v.len() >= PREFORK_MAX {
+        let mine = v.iter().filter(|p| p.uid == uid).count();
+        if mine >= PREFORK_PER_USER || v.len() >= PREFORK_MAX {
             drop(v);
             static LOGGED: AtomicU64 = AtomicU64::new(0);
             log_limited(&LOGGED, || {
                 format!(
-                    "rump_sp: pid {}: prefork refused: {} waiting for a fork handshake (at most {PREFORK_PER_CLIENT} per client, {PREFORK_MAX} in all)\n",
+                    "rump_sp: pid {}: prefork refused: uid {uid} has {} waiting for a fork handshake (at most {PREFORK_PER_USER} per user, {PREFORK_MAX} in all)\n",
                     conn.pid.load(Ordering::Acquire),
                     mine
                 )
@@ -1408,7 +1495,7 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
     let me = ClientHandle(conn.id);
     let main = conn.mainlwp.load(Ordering::Acquire);
     sched(up, |u| switch_lwp(u, main));
-    let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFDG, c""));
+    let err = sched(up, |u| u.lwproc_rfork(me, RUMP_RFFDG, None));
     if err != 0 {
         let _ = conn.send_error(reqno, ProtoError::RforkFailed);
         sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
@@ -1421,6 +1508,8 @@ fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
         cookie,
         lwp: lwp as usize,
         owner: conn.id,
+        uid,
+        orphaned: 0,
     });
     let h = Header::new(Class::Resp, Type::Prefork, reqno, 0, wire::COOKIE_LEN);
     let _ = conn.send(&[&h.encode(), &cookie.0]);
@@ -1493,34 +1582,21 @@ fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
 /// The reader found the connection closed (or broke it off): wake waiters,
 /// start the process's exit, and drop the reader's activity.
 fn disconnect(conn: &Arc<Conn>) {
-    let _ctl = conn.ctl.lock();
+    let ctl = conn.ctl.lock();
     conn.state.store(ST_DYING, Ordering::Release);
     conn.kill_waiters();
     conn.shutdown();
     REGISTRY.write().remove(&conn.id);
-    // Forks this client prepared and nobody took over die with it.
-    let orphans: Vec<Prefork> = {
-        let mut v = conn.srv.preforks.lock();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < v.len() {
-            if v[i].owner == conn.id {
-                out.push(v.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        out
-    };
-    if !orphans.is_empty() && conn.srv.phase() != PH_FINI {
-        if let Some(up) = conn.srv.up() {
-            for pf in &orphans {
-                let lwp = pf.lwp as *mut c_void;
-                sched(up, |u| switch_lwp(u, lwp));
-                sched(up, |u| u.lwproc_release());
-            }
+    // Forks this client prepared wait for their child without it (a
+    // daemonizing parent exits before its child claims the fork), until
+    // the prefork deadline.
+    let now = now_ns();
+    for p in conn.srv.preforks.lock().iter_mut() {
+        if p.owner == conn.id {
+            p.orphaned = now;
         }
     }
+    release_stale_preforks(&conn.srv);
     let main = conn.mainlwp.load(Ordering::Acquire);
     if conn.srv.phase() != PH_FINI && !conn.inexec.load(Ordering::Acquire) && !main.is_null() {
         if let Some(up) = conn.srv.up() {
@@ -1529,14 +1605,58 @@ fn disconnect(conn: &Arc<Conn>) {
             sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
         }
     }
+    drop(ctl);
     if conn.leave() {
         final_release(conn);
+    }
+}
+
+fn has_stale_preforks(srv: &Srv) -> bool {
+    let now = now_ns();
+    let limit = limits().prefork_timeout_ns;
+    srv.preforks
+        .lock()
+        .iter()
+        .any(|p| p.orphaned != 0 && now.saturating_sub(p.orphaned) > limit)
+}
+
+/// Release the prepared forks whose preparer has been gone longer than
+/// the prefork deadline.
+fn release_stale_preforks(srv: &Arc<Srv>) {
+    let now = now_ns();
+    let limit = limits().prefork_timeout_ns;
+    let stale: Vec<Prefork> = {
+        let mut v = srv.preforks.lock();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < v.len() {
+            if v[i].orphaned != 0 && now.saturating_sub(v[i].orphaned) > limit {
+                out.push(v.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    };
+    if stale.is_empty() || srv.phase() == PH_FINI {
+        return;
+    }
+    if let Some(up) = srv.up() {
+        for pf in &stale {
+            let lwp = pf.lwp as *mut c_void;
+            sched(up, |u| switch_lwp(u, lwp));
+            sched(up, |u| u.lwproc_release());
+        }
     }
 }
 
 /// Last activity of a dead connection gone: release its process.
 fn final_release(conn: &Conn) {
     debug_assert_eq!(conn.state.load(Ordering::Acquire), ST_DYING);
+    // Under `ctl`, as every other user of the main lwp (handshake,
+    // prefork, exec, disconnect): it is released exactly once, and never
+    // while one of them has it.
+    let _ctl = conn.ctl.lock();
     let main = conn.mainlwp.swap(std::ptr::null_mut(), Ordering::AcqRel);
     if main.is_null() || conn.srv.phase() == PH_FINI {
         return;

@@ -342,6 +342,54 @@ t_mutex_uncontended(void)
 	rumpuser_mutex_destroy(m);
 }
 
+/*
+ * Misuse that can only deadlock or corrupt: each must abort with a message
+ * naming the lock (the Rust side checks the signal and the message).
+ */
+static void
+t_misuse_mutex_reenter(void)
+{
+	struct rumpuser_mtx *m;
+
+	boot();
+	rumpuser_mutex_init(&m, MTX_KMUTEX);
+	rumpuser_mutex_enter(m);
+	rumpuser_mutex_enter(m);
+}
+
+static void
+t_misuse_mutex_destroy_held(void)
+{
+	struct rumpuser_mtx *m;
+
+	boot();
+	rumpuser_mutex_init(&m, 0);
+	rumpuser_mutex_enter(m);
+	rumpuser_mutex_destroy(m);
+}
+
+static void
+t_misuse_rw_write_twice(void)
+{
+	struct rumpuser_rw *rw;
+
+	boot();
+	rumpuser_rw_init(&rw);
+	rumpuser_rw_enter(RW_WRITER, rw);
+	rumpuser_rw_enter(RW_WRITER, rw);
+}
+
+static void
+t_misuse_rw_write_then_read(void)
+{
+	struct rumpuser_rw *rw;
+
+	boot();
+	rumpuser_rw_init(&rw);
+	rumpuser_rw_enter(RW_WRITER, rw);
+	rumpuser_rw_enter(RW_READER, rw);
+}
+
 static void
 t_mutex_contended(void)
 {
@@ -1534,6 +1582,10 @@ static const struct {
 	{ "init", t_init },
 	{ "mutex_uncontended", t_mutex_uncontended },
 	{ "mutex_contended", t_mutex_contended },
+	{ "misuse_mutex_reenter", t_misuse_mutex_reenter },
+	{ "misuse_mutex_destroy_held", t_misuse_mutex_destroy_held },
+	{ "misuse_rw_write_twice", t_misuse_rw_write_twice },
+	{ "misuse_rw_write_then_read", t_misuse_rw_write_then_read },
 	{ "mutex_spin", t_mutex_spin },
 	{ "kmutex_owner", t_kmutex_owner },
 	{ "rwlock", t_rwlock },

@@ -96,6 +96,7 @@ fn start(pid: u32) -> Option<Writer> {
     match spawned {
         Ok(_) => {
             register_exit_drain();
+            crate::exit::set_last_words(|| drain(EXIT_DRAIN));
             Some(Writer { pid, tx })
         }
         Err(_) => None,
@@ -152,15 +153,6 @@ impl Drop for LineWriter {
             push(std::mem::take(&mut self.buf));
         }
     }
-}
-
-/// Print a message on standard error through the queue (what tools use
-/// instead of `eprintln!`, which panics when standard error fails).
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::log::push(format!("{}\n", format_args!($($arg)*)).into_bytes())
-    };
 }
 
 #[cfg(test)]
