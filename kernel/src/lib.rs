@@ -290,7 +290,7 @@ impl Kernel {
     /// k.upcalls().syscall(4, &mut [1, 0x10, 4], &mut rv);
     /// ```
     pub fn upcalls(self: &Arc<Self>) -> Box<dyn rumpuser::Upcalls> {
-        Box::new(lwproc::KernelUpcalls(self.clone()))
+        Box::new(lwproc::KernelUpcalls::new(self.clone()))
     }
 
     /// Build a kernel without installing its upcalls (for tests that run

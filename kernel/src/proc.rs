@@ -331,26 +331,31 @@ pub struct Lwp {
     refcnt: AtomicU32,
     /// The kernel this lwp belongs to.
     pub kernel: usize,
-    /// Owned by a Rust handle ([`crate::LocalProc`]), which frees it: a
-    /// release, a switch away or an unschedule never does.
-    pub(crate) pinned: bool,
+    /// Who may release it: the upcall table that made it (its token,
+    /// from 1), or [`PINNED`] for one a Rust handle ([`crate::LocalProc`])
+    /// owns and frees itself, which a release, a switch away or an
+    /// unschedule never frees.
+    pub(crate) owner: u64,
 }
 
+/// The `owner` of an lwp only its Rust handle frees.
+pub(crate) const PINNED: u64 = 0;
+
 impl Lwp {
-    pub(crate) fn new(proc: Arc<Proc>, kernel: usize, pinned: bool) -> Box<Lwp> {
+    pub(crate) fn new(proc: Arc<Proc>, kernel: usize, owner: u64) -> Box<Lwp> {
         proc.nlwps.fetch_add(1, Ordering::SeqCst);
         Box::new(Lwp {
             proc,
             refcnt: AtomicU32::new(1),
             kernel,
-            pinned,
+            owner,
         })
     }
 
     /// Whether switching away from this lwp (or unscheduling with it
     /// current) frees it: released, and not owned by a handle.
     pub(crate) fn reapable(&self) -> bool {
-        self.exiting() && !self.pinned
+        self.exiting() && self.owner != PINNED
     }
 
     pub fn exiting(&self) -> bool {

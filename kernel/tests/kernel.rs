@@ -1662,3 +1662,44 @@ fn a_file_system_whose_operation_panicked_goes_read_only() {
     assert_ne!(&host[8..13], b"CLEAN");
     assert_eq!(k.running_syscalls(), 0);
 }
+
+/// An lwp is released only through the upcall table that made it: code
+/// holding another table (a callback, a file system calling
+/// `Kernel::upcalls()`) cannot free a sysproxy connection's main lwp,
+/// whose pointer the server keeps and switches back to.
+#[test]
+fn only_the_table_that_made_an_lwp_releases_it() {
+    std::thread::spawn(|| {
+        let k = kernel();
+        let server = k.upcalls();
+        let other = k.upcalls();
+        let n0 = k.nprocs();
+        server.schedule();
+        assert_eq!(
+            server.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, Some(c"conn")),
+            0
+        );
+        let main = server.lwproc_curlwp();
+        assert!(!main.is_null());
+        let pid = server.getpid();
+        // Another table's release and unschedule leave it alone.
+        other.lwproc_release();
+        other.unschedule();
+        other.schedule();
+        assert_eq!(other.lwproc_curlwp(), main);
+        // SAFETY: `main` was made by `server` and not released by it.
+        unsafe { server.lwproc_switch(std::ptr::null_mut()) };
+        server.unschedule();
+        server.schedule();
+        // SAFETY: as above: still alive.
+        unsafe { server.lwproc_switch(main) };
+        assert_eq!(server.getpid(), pid);
+        assert_eq!(k.nprocs(), n0 + 1);
+        // Its maker releases it: freed at the unschedule, with its process.
+        server.lwproc_release();
+        server.unschedule();
+        assert_eq!(k.nprocs(), n0);
+    })
+    .join()
+    .unwrap();
+}
