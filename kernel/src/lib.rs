@@ -22,7 +22,9 @@
 //! lookup, the syscall table) are private; embedders get handles that
 //! cannot dangle ([`Kernel`] behind an `Arc`, [`LocalProc`], which owns
 //! the lwp of each call it runs for the whole call, and the upcall table,
-//! which holds its kernel). A thread's hold on a virtual CPU holds its
+//! which holds its kernel and releases only the lwps it made itself, so
+//! that a callback holding another table cannot free an lwp whose pointer
+//! a sysproxy server keeps). A thread's hold on a virtual CPU holds its
 //! scheduler too, so dropping a kernel (or its upcall table) while a thread
 //! still runs on one of its CPUs leaves that thread's later `unschedule`
 //! or blocking call on live memory.
