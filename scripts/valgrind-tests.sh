@@ -50,7 +50,7 @@ run() {
 		"$exe" --test-threads=2 "$@" >"$out/$name.out" 2>&1 || rc=$?
 	cat "$log".* >"$log" 2>/dev/null || true
 	rm -f "$log".*
-	if grep -qE '^==[0-9]+== (Invalid (read|write|free)|Mismatched free|Source and destination overlap|Conditional jump|Use of uninitialised|Syscall param|Process terminating)' "$log"; then
+	if grep -qE '^==[0-9]+== (Invalid (read|write|free)|Mismatched free|Source and destination overlap|Conditional jump|Use of uninitialised|Syscall param)' "$log"; then
 		echo "valgrind: $name: memcheck errors:"
 		grep -E '^==[0-9]+== [A-Z]' "$log" | sort | uniq -c | head -20
 		fail=1
