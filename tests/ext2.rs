@@ -1,4 +1,4 @@
-//! ext2 images served by rump_server (SPEC §7, issue 6): made by mke2fs,
+//! ext2 images served by rump_server (docs/design.md, "ext2"): made by mke2fs,
 //! written through the server, halted, then checked by e2fsprogs.
 
 mod common;
@@ -10,15 +10,6 @@ use common::*;
 use netbsd_abi::errno::{EFTYPE, ENOSPC};
 use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY};
 use rumpclient::Error;
-
-/// e2fsprogs are a prerequisite: a missing program fails the test with a
-/// message naming it (see `common::host_tool`), never a silent skip.
-fn have_e2fsprogs() -> bool {
-    for t in ["mke2fs", "e2fsck", "debugfs"] {
-        common::host_tool(t);
-    }
-    true
-}
 
 fn serve(d: &Path, img: &Path) -> Server {
     Server::start(
@@ -78,9 +69,7 @@ fn halt(s: &mut Server) {
 
 #[test]
 fn images_from_mke2fs_read_back_byte_exact() {
-    if !have_e2fsprogs() {
-        return;
-    }
+    require_e2fsprogs();
     let d = tmpdir();
     // A host tree for `mke2fs -d`.
     let tree = d.path().join("tree");
@@ -147,9 +136,7 @@ fn images_from_mke2fs_read_back_byte_exact() {
 
 #[test]
 fn a_tree_written_through_the_server_checks_clean_and_reads_back() {
-    if !have_e2fsprogs() {
-        return;
-    }
+    require_e2fsprogs();
     let d = tmpdir();
     let img = d.path().join("img");
     mke2fs(&img, &["-b", "1024"], "96M");
@@ -234,9 +221,7 @@ fn a_tree_written_through_the_server_checks_clean_and_reads_back() {
 
 #[test]
 fn a_full_file_system_says_enospc_and_stays_consistent() {
-    if !have_e2fsprogs() {
-        return;
-    }
+    require_e2fsprogs();
     let d = tmpdir();
     let img = d.path().join("img");
     mke2fs(&img, &["-b", "1024", "-m", "0"], "2M");
@@ -266,9 +251,7 @@ fn a_full_file_system_says_enospc_and_stays_consistent() {
 
 #[test]
 fn incompatible_images_are_refused_and_the_server_stays_up() {
-    if !have_e2fsprogs() {
-        return;
-    }
+    require_e2fsprogs();
     let d = tmpdir();
     let ext4 = d.path().join("ext4.img");
     let o = common::host_cmd("mke2fs")
@@ -397,9 +380,7 @@ fn same_tree(a: &Path, b: &Path) {
 /// image holds the same bytes for e2fsprogs after the halt.
 #[test]
 fn rumpctl_cp_r_in_and_out_is_byte_exact() {
-    if !have_e2fsprogs() {
-        return;
-    }
+    require_e2fsprogs();
     let d = tmpdir();
     let img = d.path().join("img");
     mke2fs(&img, &[], "16M");
@@ -452,9 +433,7 @@ fn rumpctl_cp_r_in_and_out_is_byte_exact() {
 /// named as the culprit.
 #[test]
 fn unclean_image_is_refused_with_a_message_that_says_why() {
-    if !have_e2fsprogs() {
-        return;
-    }
+    require_e2fsprogs();
     let d = tmpdir();
     let img = d.path().join("img");
     mke2fs(&img, &[], "8M");

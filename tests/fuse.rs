@@ -1,4 +1,5 @@
-//! rump_ext2fs and `rumpctl fuse` (SPEC §12, issue 12): ext2 images and
+//! rump_ext2fs and `rumpctl fuse` (docs/design.md, "Host access through
+//! FUSE"): ext2 images and
 //! running servers' trees on the host through FUSE, used by real programs
 //! (cp, tar, find, diff, git), then halted and checked by e2fsprogs.
 //!

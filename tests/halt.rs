@@ -1,9 +1,9 @@
-//! The halt subsystem end to end (SPEC §8, issue 5): real rump_server
+//! The halt subsystem end to end (docs/design.md, "The halt contract"): real rump_server
 //! processes, real rump.halt, real host images.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -293,10 +293,13 @@ fn acknowledged_writes_survive_a_halt_under_load() {
     let mut s = Server::start(d.path(), &["-d", &drive_arg(d.path())]);
     let stop = Arc::new(AtomicBool::new(false));
     let halt_started: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    // Writes acknowledged so far, by every writer.
+    let acks = Arc::new(AtomicUsize::new(0));
     let mut threads = vec![];
     for w in 0..WRITERS {
         let url = s.url.clone();
         let stop = stop.clone();
+        let acks = acks.clone();
         threads.push(std::thread::spawn(move || {
             // Records acknowledged, with the time each ack arrived.
             let mut acked: Vec<(u64, Instant)> = vec![];
@@ -311,7 +314,10 @@ fn acknowledged_writes_survive_a_halt_under_load() {
             while !stop.load(Ordering::Relaxed) && (i as usize + 1) * REC <= 2 * MIB {
                 let rec = pattern(REC, (w as u64) << 32 | i);
                 match c.pwrite(fd, &rec, (base + i * REC as u64) as i64) {
-                    Ok(_) => acked.push((i, Instant::now())),
+                    Ok(_) => {
+                        acked.push((i, Instant::now()));
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => break,
                 }
                 i += 1;
@@ -319,7 +325,12 @@ fn acknowledged_writes_survive_a_halt_under_load() {
             acked
         }));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The halt comes under load: once the writers are well under way.
+    wait_until(
+        "the writers have writes acknowledged",
+        Duration::from_secs(30),
+        || acks.load(Ordering::Relaxed) >= 4 * WRITERS,
+    );
     *halt_started.lock().unwrap() = Some(Instant::now());
     let o = s.halt(&[]);
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
@@ -568,7 +579,7 @@ fn embedded_halt_without_rb_halt_exits_the_process() {
     );
 }
 
-/// Kernels and servers are values (issue 11): four kernels booted from
+/// Kernels and servers are values: four kernels booted from
 /// four threads of one process, each serving its own URL to a client and
 /// writing its own image, halted in random order with `RB_HALT` (each
 /// report checked, the others still serving), then a fifth boots after

@@ -1,11 +1,12 @@
-//! NetBSD's own rump kernel components on this runtime (SPEC §10, issue 7):
+//! NetBSD's own rump kernel components on this runtime (docs/design.md,
+//! "Hosting NetBSD's own components"):
 //! `rump_server -l` boots them on our hypercall layer; our client and
 //! `rump.halt` against NetBSD's `rump_server`, NetBSD's `librumpclient`
 //! against ours, NetBSD's `rump_server` on our `librumpuser.so`.
 //!
 //! Needs a `buildrump.sh` build of NetBSD's components, named by
-//! `RUMP_NETBSD_DIR` (its destdir: `lib/`, `bin/`, `include/`; see the
-//! README, "Hosting NetBSD components"). The tests that need NetBSD are
+//! `RUMP_NETBSD_DIR` (its destdir: `lib/`, `bin/`, `include/`; see
+//! docs/netbsd.md). The tests that need NetBSD are
 //! `#[ignore = "needs RUMP_NETBSD_DIR"]`: a plain `cargo test` reports them
 //! as ignored, never as passed; `.ci/run` runs them (`-- --ignored`) when
 //! it finds a build, and run by hand without `RUMP_NETBSD_DIR` they fail
@@ -39,7 +40,7 @@ fn netbsd_dir(test: &str) -> PathBuf {
     let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
         panic!(
             "{test}: RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ and bin/ \
-             (see README, \"Hosting NetBSD components\")"
+             (see docs/netbsd.md)"
         );
     };
     let d = PathBuf::from(d);

@@ -1,5 +1,5 @@
-//! rump_server with the built-in kernel, end to end (SPEC §5, §6, §9;
-//! issue 4): real processes, real sockets, real host images.
+//! rump_server with the built-in kernel, end to end: real processes, real
+//! sockets, real host images.
 
 mod common;
 

@@ -2,15 +2,24 @@
 //! d_reclen u16 @8, d_namlen u16 @10, d_type u8 @12, d_name @13 (NUL
 //! terminated), each record padded to a multiple of 8 bytes.
 
+/// `d_type`: the file type is not known (the caller must `stat`).
 pub const DT_UNKNOWN: u8 = 0;
+/// `d_type`: a named pipe.
 pub const DT_FIFO: u8 = 1;
+/// `d_type`: a character device.
 pub const DT_CHR: u8 = 2;
+/// `d_type`: a directory.
 pub const DT_DIR: u8 = 4;
+/// `d_type`: a block device.
 pub const DT_BLK: u8 = 6;
+/// `d_type`: a regular file.
 pub const DT_REG: u8 = 8;
+/// `d_type`: a symbolic link.
 pub const DT_LNK: u8 = 10;
+/// `d_type`: a socket.
 pub const DT_SOCK: u8 = 12;
 
+/// Longest name a directory entry may carry, in bytes (without the NUL).
 pub const MAXNAMLEN: usize = 511;
 const NAME_OFF: usize = 13;
 
@@ -19,10 +28,14 @@ pub fn reclen(namlen: usize) -> usize {
     (NAME_OFF + namlen + 1 + 7) & !7
 }
 
+/// One directory entry, as `getdents(2)` returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dirent {
+    /// The inode number.
     pub fileno: u64,
+    /// The file type, a `DT_*` value.
     pub kind: u8,
+    /// The name, without a NUL (at most `MAXNAMLEN` bytes).
     pub name: Vec<u8>,
 }
 

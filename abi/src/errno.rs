@@ -3,101 +3,197 @@
 //! Values are NetBSD's `sys/errno.h`; the kernel and the wire speak these.
 //! Host (Linux) errno is translated in one place, here.
 
+/// "Operation not permitted".
 pub const EPERM: i32 = 1;
+/// "No such file or directory".
 pub const ENOENT: i32 = 2;
+/// "No such process".
 pub const ESRCH: i32 = 3;
+/// "Interrupted system call".
 pub const EINTR: i32 = 4;
+/// "Input/output error".
 pub const EIO: i32 = 5;
+/// "No such device or address".
 pub const ENXIO: i32 = 6;
+/// "Argument list too long".
 pub const E2BIG: i32 = 7;
+/// "Exec format error".
 pub const ENOEXEC: i32 = 8;
+/// "Bad file descriptor".
 pub const EBADF: i32 = 9;
+/// "No child processes".
 pub const ECHILD: i32 = 10;
+/// "Resource deadlock avoided".
 pub const EDEADLK: i32 = 11;
+/// "Cannot allocate memory".
 pub const ENOMEM: i32 = 12;
+/// "Permission denied".
 pub const EACCES: i32 = 13;
+/// "Bad address".
 pub const EFAULT: i32 = 14;
+/// "Block device required".
 pub const ENOTBLK: i32 = 15;
+/// "Device or resource busy".
 pub const EBUSY: i32 = 16;
+/// "File exists".
 pub const EEXIST: i32 = 17;
+/// "Invalid cross-device link".
 pub const EXDEV: i32 = 18;
+/// "No such device".
 pub const ENODEV: i32 = 19;
+/// "Not a directory".
 pub const ENOTDIR: i32 = 20;
+/// "Is a directory".
 pub const EISDIR: i32 = 21;
+/// "Invalid argument".
 pub const EINVAL: i32 = 22;
+/// "Too many open files in system".
 pub const ENFILE: i32 = 23;
+/// "Too many open files".
 pub const EMFILE: i32 = 24;
+/// "Inappropriate ioctl for device".
 pub const ENOTTY: i32 = 25;
+/// "Text file busy".
 pub const ETXTBSY: i32 = 26;
+/// "File too large".
 pub const EFBIG: i32 = 27;
+/// "No space left on device".
 pub const ENOSPC: i32 = 28;
+/// "Illegal seek".
 pub const ESPIPE: i32 = 29;
+/// "Read-only file system".
 pub const EROFS: i32 = 30;
+/// "Too many links".
 pub const EMLINK: i32 = 31;
+/// "Broken pipe".
 pub const EPIPE: i32 = 32;
+/// "Numerical argument out of domain".
 pub const EDOM: i32 = 33;
+/// "Numerical result out of range".
 pub const ERANGE: i32 = 34;
+/// "Resource temporarily unavailable".
 pub const EAGAIN: i32 = 35;
+/// "Operation now in progress".
 pub const EINPROGRESS: i32 = 36;
+/// "Operation already in progress".
 pub const EALREADY: i32 = 37;
+/// "Socket operation on non-socket".
 pub const ENOTSOCK: i32 = 38;
+/// "Destination address required".
 pub const EDESTADDRREQ: i32 = 39;
+/// "Message too long".
 pub const EMSGSIZE: i32 = 40;
+/// "Protocol wrong type for socket".
 pub const EPROTOTYPE: i32 = 41;
+/// "Protocol not available".
 pub const ENOPROTOOPT: i32 = 42;
+/// "Protocol not supported".
 pub const EPROTONOSUPPORT: i32 = 43;
+/// "Socket type not supported".
 pub const ESOCKTNOSUPPORT: i32 = 44;
+/// "Operation not supported".
 pub const EOPNOTSUPP: i32 = 45;
+/// "Protocol family not supported".
 pub const EPFNOSUPPORT: i32 = 46;
+/// "Address family not supported by protocol".
 pub const EAFNOSUPPORT: i32 = 47;
+/// "Address already in use".
 pub const EADDRINUSE: i32 = 48;
+/// "Cannot assign requested address".
 pub const EADDRNOTAVAIL: i32 = 49;
+/// "Network is down".
 pub const ENETDOWN: i32 = 50;
+/// "Network is unreachable".
 pub const ENETUNREACH: i32 = 51;
+/// "Network dropped connection on reset".
 pub const ENETRESET: i32 = 52;
+/// "Software caused connection abort".
 pub const ECONNABORTED: i32 = 53;
+/// "Connection reset by peer".
 pub const ECONNRESET: i32 = 54;
+/// "No buffer space available".
 pub const ENOBUFS: i32 = 55;
+/// "Transport endpoint is already connected".
 pub const EISCONN: i32 = 56;
+/// "Transport endpoint is not connected".
 pub const ENOTCONN: i32 = 57;
+/// "Cannot send after transport endpoint shutdown".
 pub const ESHUTDOWN: i32 = 58;
+/// "Too many references: cannot splice".
 pub const ETOOMANYREFS: i32 = 59;
+/// "Connection timed out".
 pub const ETIMEDOUT: i32 = 60;
+/// "Connection refused".
 pub const ECONNREFUSED: i32 = 61;
+/// "Too many levels of symbolic links".
 pub const ELOOP: i32 = 62;
+/// "File name too long".
 pub const ENAMETOOLONG: i32 = 63;
+/// "Host is down".
 pub const EHOSTDOWN: i32 = 64;
+/// "No route to host".
 pub const EHOSTUNREACH: i32 = 65;
+/// "Directory not empty".
 pub const ENOTEMPTY: i32 = 66;
+/// Too many processes (a per-user process limit was hit).
 pub const EPROCLIM: i32 = 67;
+/// "Too many users".
 pub const EUSERS: i32 = 68;
+/// "Disk quota exceeded".
 pub const EDQUOT: i32 = 69;
+/// "Stale file handle".
 pub const ESTALE: i32 = 70;
+/// "Object is remote".
 pub const EREMOTE: i32 = 71;
+/// RPC struct is bad (NetBSD only; no host counterpart).
 pub const EBADRPC: i32 = 72;
+/// RPC version wrong (NetBSD only).
 pub const ERPCMISMATCH: i32 = 73;
+/// RPC program not available (NetBSD only).
 pub const EPROGUNAVAIL: i32 = 74;
+/// Program version wrong (NetBSD only).
 pub const EPROGMISMATCH: i32 = 75;
+/// Bad procedure for program (NetBSD only).
 pub const EPROCUNAVAIL: i32 = 76;
+/// "No locks available".
 pub const ENOLCK: i32 = 77;
+/// "Function not implemented".
 pub const ENOSYS: i32 = 78;
+/// Inappropriate file type or format (NetBSD only): what a mount of an image that is not the file system asked for returns.
 pub const EFTYPE: i32 = 79;
+/// Authentication error (NetBSD only).
 pub const EAUTH: i32 = 80;
+/// Need authenticator (NetBSD only).
 pub const ENEEDAUTH: i32 = 81;
+/// "Identifier removed".
 pub const EIDRM: i32 = 82;
+/// "No message of desired type".
 pub const ENOMSG: i32 = 83;
+/// "Value too large for defined data type".
 pub const EOVERFLOW: i32 = 84;
+/// "Invalid or incomplete multibyte or wide character".
 pub const EILSEQ: i32 = 85;
+/// "Operation not supported".
 pub const ENOTSUP: i32 = 86;
+/// "Operation canceled".
 pub const ECANCELED: i32 = 87;
+/// "Bad message".
 pub const EBADMSG: i32 = 88;
+/// "No data available".
 pub const ENODATA: i32 = 89;
+/// "Out of streams resources".
 pub const ENOSR: i32 = 90;
+/// "Device not a stream".
 pub const ENOSTR: i32 = 91;
+/// "Timer expired".
 pub const ETIME: i32 = 92;
+/// Attribute not found (NetBSD only; Linux reports ENODATA).
 pub const ENOATTR: i32 = 93;
+/// "Multihop attempted".
 pub const EMULTIHOP: i32 = 94;
+/// "Link has been severed".
 pub const ENOLINK: i32 = 95;
+/// "Protocol error".
 pub const EPROTO: i32 = 96;
 
 /// Pairs (host errno, NetBSD errno) for every name both systems define.

@@ -1,5 +1,6 @@
 //! NetBSD signal numbers and their host (Linux) counterparts.
 
+/// Pairs (NetBSD signal number, host signal number) for every signal both define; signals the host lacks are not listed.
 pub const NETBSD_TO_LINUX: &[(i32, i32)] = &[
     (1, libc::SIGHUP),
     (2, libc::SIGINT),

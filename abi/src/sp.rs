@@ -15,6 +15,7 @@ pub mod reader;
 
 /// Protocol version carried in the banner.
 pub const PROTO_MAJOR: u32 = 0;
+/// Protocol minor version carried in the banner.
 pub const PROTO_MINOR: u32 = 4;
 
 /// Size of the frame header.
@@ -34,12 +35,16 @@ pub const COOKIE_LEN: usize = AUTHLEN * 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Class {
+    /// A request (client to server or, for copies, server to client).
     Req = 0,
+    /// The answer to a request, with the same request number.
     Resp = 1,
+    /// A protocol error answer (the error in the header's `arg`).
     Error = 2,
 }
 
 impl Class {
+    /// The class with wire value `v`, if there is one.
     pub fn from_u16(v: u16) -> Option<Class> {
         Some(match v {
             0 => Class::Req,
@@ -54,18 +59,28 @@ impl Class {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Type {
+    /// The first request on a connection: who the client is (guest, fork, exec).
     Handshake = 0,
+    /// A system call.
     Syscall = 1,
+    /// Server asks the client for its memory.
     Copyin = 2,
+    /// Server asks the client for a NUL-terminated string of its memory.
     Copyinstr = 3,
+    /// Server writes to the client's memory.
     Copyout = 4,
+    /// Server writes a string to the client's memory.
     Copyoutstr = 5,
+    /// Server asks the client to map anonymous memory.
     Anonmmap = 6,
+    /// Client asks for a fork cookie before `fork(2)`.
     Prefork = 7,
+    /// Server raises a signal in the client.
     Raise = 8,
 }
 
 impl Type {
+    /// The type with wire value `v`, if there is one.
     pub fn from_u16(v: u16) -> Option<Type> {
         Some(match v {
             0 => Type::Handshake,
@@ -86,13 +101,18 @@ impl Type {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Handshake {
+    /// A new process.
     Guest = 0,
+    /// Authentication (never accepted, as in NetBSD).
     Auth = 1,
+    /// The child of a `fork(2)`, presenting its parent's cookie.
     Fork = 2,
+    /// A process after `execve(2)`, with its new name.
     Exec = 3,
 }
 
 impl Handshake {
+    /// The handshake type with wire value `v`, if there is one.
     pub fn from_u32(v: u32) -> Option<Handshake> {
         Some(match v {
             0 => Handshake::Guest,
@@ -108,17 +128,26 @@ impl Handshake {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum ProtoError {
+    /// No error.
     None = 0,
+    /// The server is busy: try again.
     TryAgain = 1,
+    /// The client is not authenticated.
     Auth = 2,
+    /// The fork cookie is unknown or used.
     InvalidPrefork = 3,
+    /// The server could not create the process.
     RforkFailed = 4,
+    /// The client is in the middle of an exec.
     InExec = 5,
+    /// The server is out of memory.
     NoMem = 6,
+    /// The request did not decode.
     MalformedRequest = 7,
 }
 
 impl ProtoError {
+    /// The protocol error with wire value `v`, if there is one.
     pub fn from_u32(v: u32) -> Option<ProtoError> {
         Some(match v {
             0 => ProtoError::None,
@@ -154,6 +183,7 @@ impl ProtoError {
             .unwrap_or(errno::EINVAL)
     }
 
+    /// A short description, for messages.
     pub fn name(self) -> &'static str {
         match self {
             ProtoError::None => "no error",
@@ -177,15 +207,20 @@ impl std::fmt::Display for ProtoError {
 /// A header exactly as read off the wire, before any validation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RawHeader {
+    /// Frame length, header included.
     pub len: u64,
+    /// Request number: pairs an answer with its request.
     pub reqno: u64,
+    /// Frame class, not yet checked.
     pub class: u16,
+    /// Frame type, not yet checked.
     pub ty: u16,
     /// Syscall number, error, handshake type or signal, by frame type.
     pub arg: u32,
 }
 
 impl RawHeader {
+    /// Read the 24 header bytes as they are.
     pub fn parse(b: &[u8; HDRSZ]) -> RawHeader {
         RawHeader {
             len: u64::from_le_bytes(b[0..8].try_into().unwrap()),
@@ -196,6 +231,7 @@ impl RawHeader {
         }
     }
 
+    /// The 24 bytes on the wire.
     pub fn encode(&self) -> [u8; HDRSZ] {
         let mut b = [0u8; HDRSZ];
         b[0..8].copy_from_slice(&self.len.to_le_bytes());
@@ -248,10 +284,15 @@ impl RawHeader {
 /// A validated header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// Frame length, header included (at least [`HDRSZ`], at most [`MAX_FRAME`]).
     pub len: u64,
+    /// Request number: pairs an answer with its request.
     pub reqno: u64,
+    /// Frame class.
     pub class: Class,
+    /// Frame type.
     pub ty: Type,
+    /// Syscall number, error, handshake type or signal, by frame type.
     pub arg: u32,
 }
 
@@ -267,10 +308,12 @@ impl Header {
         }
     }
 
+    /// Payload bytes after the header.
     pub fn payload_len(&self) -> usize {
         (self.len as usize).saturating_sub(HDRSZ)
     }
 
+    /// The header as raw fields.
     pub fn raw(&self) -> RawHeader {
         RawHeader {
             len: self.len,
@@ -281,6 +324,7 @@ impl Header {
         }
     }
 
+    /// The 24 bytes on the wire.
     pub fn encode(&self) -> [u8; HDRSZ] {
         self.raw().encode()
     }
@@ -304,25 +348,37 @@ pub enum FrameError {
     /// Fewer bytes than needed are available (not an error on a stream:
     /// read more). `need` counts from the start of the frame.
     Incomplete {
+        /// Bytes available.
         have: usize,
+        /// Bytes needed.
         need: usize,
     },
     /// `len` is smaller than the header itself.
     TooShort {
+        /// The frame's request number.
         reqno: u64,
+        /// The length it claimed.
         len: u64,
     },
     /// `len` exceeds [`MAX_FRAME`].
     TooLong {
+        /// The frame's request number.
         reqno: u64,
+        /// The length it claimed.
         len: u64,
     },
+    /// A class this protocol does not define.
     UnknownClass {
+        /// The frame's request number.
         reqno: u64,
+        /// The class it carried.
         class: u16,
     },
+    /// A type this protocol does not define.
     UnknownType {
+        /// The frame's request number.
         reqno: u64,
+        /// The type it carried.
         ty: u16,
     },
 }
@@ -361,7 +417,9 @@ impl std::error::Error for FrameError {}
 /// A whole frame borrowed from a buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
+    /// The validated header.
     pub hdr: Header,
+    /// The payload: exactly `hdr.payload_len()` bytes.
     pub payload: &'a [u8],
 }
 
@@ -414,20 +472,30 @@ pub fn format_banner(ostype: &str, osrelease: &str, machine: &str) -> Option<Str
 /// A parsed banner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Banner {
+    /// Protocol major version (must be [`PROTO_MAJOR`]).
     pub major: u32,
+    /// Protocol minor version.
     pub minor: u32,
+    /// The kernel's OS type (`NetBSD`).
     pub ostype: String,
+    /// The kernel's release.
     pub osrelease: String,
+    /// The machine (`amd64`).
     pub machine: String,
 }
 
 /// Why a banner was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BannerError {
+    /// Longer than [`MAXBANNER`] allows.
     TooLong,
+    /// No newline within [`MAXBANNER`] bytes.
     NoNewline,
+    /// Does not start with `RUMPSP-`.
     NotSysproxy,
+    /// A protocol version this client cannot speak.
     BadVersion,
+    /// Any other deviation from the format.
     Malformed,
 }
 
@@ -489,6 +557,7 @@ impl Banner {
 pub enum Url {
     /// The path as given (possibly relative).
     Unix(String),
+    /// A TCP address.
     Tcp(std::net::SocketAddr),
 }
 
@@ -578,14 +647,17 @@ fn parse_tcp(s: &str, allow_wildcard: bool) -> Result<std::net::SocketAddr, UrlE
 /// — 4 bytes of error, 4 bytes of padding, two 8-byte values.
 pub const SYSRESP_LEN: usize = 24;
 
+/// A syscall response payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SysResp {
     /// NetBSD errno, 0 on success.
     pub error: i32,
+    /// The syscall's two return values (`retval[1]` only for calls that return two).
     pub retval: [i64; 2],
 }
 
 impl SysResp {
+    /// The [`SYSRESP_LEN`] bytes on the wire.
     pub fn encode(&self) -> [u8; SYSRESP_LEN] {
         let mut b = [0u8; SYSRESP_LEN];
         b[0..4].copy_from_slice(&self.error.to_le_bytes());
@@ -594,6 +666,7 @@ impl SysResp {
         b
     }
 
+    /// Decode the first [`SYSRESP_LEN`] bytes; `None` if short.
     pub fn decode(b: &[u8]) -> Option<SysResp> {
         if b.len() < SYSRESP_LEN {
             return None;
@@ -615,14 +688,17 @@ impl SysResp {
 /// most `len` bytes).
 pub const COPYDATA_LEN: usize = 16;
 
+/// A copy request payload's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CopyData {
+    /// Bytes to copy.
     pub len: u64,
     /// Address in the client's memory.
     pub addr: u64,
 }
 
 impl CopyData {
+    /// The [`COPYDATA_LEN`] bytes on the wire.
     pub fn encode(&self) -> [u8; COPYDATA_LEN] {
         let mut b = [0u8; COPYDATA_LEN];
         b[0..8].copy_from_slice(&self.len.to_le_bytes());
@@ -630,6 +706,7 @@ impl CopyData {
         b
     }
 
+    /// Decode the first [`COPYDATA_LEN`] bytes; `None` if short.
     pub fn decode(b: &[u8]) -> Option<CopyData> {
         if b.len() < COPYDATA_LEN {
             return None;
@@ -658,13 +735,17 @@ impl std::fmt::Debug for Cookie {
     }
 }
 
+/// The fork handshake payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandshakeFork {
+    /// The cookie from the parent's PREFORK.
     pub cookie: Cookie,
+    /// The child gives the fork up: the server forgets the cookie.
     pub cancel: bool,
 }
 
 impl HandshakeFork {
+    /// The [`HANDSHAKE_FORK_LEN`] bytes on the wire.
     pub fn encode(&self) -> [u8; HANDSHAKE_FORK_LEN] {
         let mut b = [0u8; HANDSHAKE_FORK_LEN];
         b[..COOKIE_LEN].copy_from_slice(&self.cookie.0);
@@ -947,10 +1028,12 @@ pub const EXT_MAGIC: [u8; 8] = *b"RUMPRS\x01\x00";
 pub struct Features(pub u32);
 
 impl Features {
+    /// No extension.
     pub const NONE: Features = Features(0);
     /// Syscall requests may carry inline copyin data.
     pub const INLINE: Features = Features(1);
 
+    /// Whether every bit of `f` (at least one) is set.
     pub fn has(self, f: Features) -> bool {
         self.0 & f.0 == f.0 && f.0 != 0
     }
@@ -981,6 +1064,7 @@ pub fn parse_ext_request(payload: &[u8]) -> Option<Features> {
 /// What our server grants, after the handshake response's `int` error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ExtGrant {
+    /// What the connection may use.
     pub features: Features,
     /// Most inline bytes (records included) one request may carry.
     pub inline_max: u32,
@@ -1020,13 +1104,17 @@ pub const SYSCALL_INLINE: u32 = 1 << 31;
 /// Inline request header: `u32` argument block length, `u32` records.
 pub const INLINE_HDR_LEN: usize = 8;
 
+/// The header of an inline syscall request's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InlineHdr {
+    /// Length of the argument block that follows.
     pub arglen: u32,
+    /// Number of records after it.
     pub nrec: u32,
 }
 
 impl InlineHdr {
+    /// The [`INLINE_HDR_LEN`] bytes on the wire.
     pub fn encode(&self) -> [u8; INLINE_HDR_LEN] {
         let mut b = [0u8; INLINE_HDR_LEN];
         b[..4].copy_from_slice(&self.arglen.to_le_bytes());
@@ -1042,8 +1130,11 @@ pub const INLINE_MAX_RECORDS: usize = 8;
 /// `payload[off..off + len]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InlineRec {
+    /// The address in the client's memory.
     pub addr: u64,
+    /// Bytes.
     pub len: usize,
+    /// Where they start in the payload.
     pub off: usize,
 }
 
@@ -1051,8 +1142,11 @@ pub struct InlineRec {
 /// in the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InlineLayout {
+    /// The argument block: (offset, length) in the payload.
     pub args: (usize, usize),
+    /// Records in use.
     pub nrec: usize,
+    /// The records; the first `nrec` are in use.
     pub recs: [InlineRec; INLINE_MAX_RECORDS],
 }
 

@@ -5,54 +5,87 @@
 //! nsec) @48/64/80/96, size i64 @112, blocks i64 @120, blksize i32 @128,
 //! flags u32 @132, gen u32 @136, spare [u32; 2] @140.
 
+/// Mask of the file type in `st_mode`.
 pub const S_IFMT: u32 = 0o170000;
+/// File type: named pipe.
 pub const S_IFIFO: u32 = 0o010000;
+/// File type: character device.
 pub const S_IFCHR: u32 = 0o020000;
+/// File type: directory.
 pub const S_IFDIR: u32 = 0o040000;
+/// File type: block device.
 pub const S_IFBLK: u32 = 0o060000;
+/// File type: regular file.
 pub const S_IFREG: u32 = 0o100000;
+/// File type: symbolic link.
 pub const S_IFLNK: u32 = 0o120000;
+/// File type: socket.
 pub const S_IFSOCK: u32 = 0o140000;
 
+/// Size of NetBSD's `struct stat` on amd64 (see the offsets above).
 pub const STAT_SIZE: usize = 152;
 
+/// A time: seconds and nanoseconds since the epoch (`nsec` in 0..1e9, or `UTIME_NOW`/`UTIME_OMIT` where a call allows them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timespec {
+    /// Seconds.
     pub sec: i64,
+    /// Nanoseconds.
     pub nsec: i64,
 }
 
+/// NetBSD's `struct stat`, decoded: what `stat(2)`, `lstat(2)` and `fstat(2)` return.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stat {
+    /// The device (file system) the file lives on.
     pub dev: u64,
+    /// File type (`S_IF*`) and permission bits.
     pub mode: u32,
+    /// Inode number, unique within `dev`.
     pub ino: u64,
+    /// Number of hard links.
     pub nlink: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// For a device file: the device it stands for.
     pub rdev: u64,
+    /// Last access.
     pub atime: Timespec,
+    /// Last change of the contents.
     pub mtime: Timespec,
+    /// Last change of the inode.
     pub ctime: Timespec,
+    /// Creation (zero where the file system does not record it).
     pub birthtime: Timespec,
+    /// Size in bytes.
     pub size: i64,
+    /// Space allocated, in 512-byte blocks.
     pub blocks: i64,
+    /// Preferred I/O size.
     pub blksize: i32,
+    /// User-settable file flags (`chflags(2)`).
     pub flags: u32,
+    /// Inode generation number.
     pub gen: u32,
 }
 
 impl Stat {
+    /// Whether the file is a directory.
     pub fn is_dir(&self) -> bool {
         self.mode & S_IFMT == S_IFDIR
     }
+    /// Whether the file is a regular file.
     pub fn is_reg(&self) -> bool {
         self.mode & S_IFMT == S_IFREG
     }
+    /// Whether the file is a symbolic link.
     pub fn is_lnk(&self) -> bool {
         self.mode & S_IFMT == S_IFLNK
     }
 
+    /// The 152 bytes a NetBSD program reads.
     pub fn encode(&self) -> [u8; STAT_SIZE] {
         let mut b = [0u8; STAT_SIZE];
         put(&mut b, 0, &self.dev.to_le_bytes());
@@ -77,6 +110,7 @@ impl Stat {
         b
     }
 
+    /// Decode the first [`STAT_SIZE`] bytes of `b`; `None` if it is short.
     pub fn decode(b: &[u8]) -> Option<Stat> {
         if b.len() < STAT_SIZE {
             return None;
@@ -125,6 +159,7 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 
 /// `utimensat(2)`/`futimens(2)` special `tv_nsec` values.
 pub const UTIME_NOW: i64 = (1 << 30) - 1;
+/// `tv_nsec` that leaves that time unchanged.
 pub const UTIME_OMIT: i64 = (1 << 30) - 2;
 
 /// `struct timespec` on amd64: 16 bytes (i64 sec, long nsec).
@@ -134,7 +169,9 @@ pub const TIMEVAL_SIZE: usize = 16;
 
 /// Permission bits: set-user-id, set-group-id, sticky.
 pub const S_ISUID: u32 = 0o4000;
+/// Set-group-id bit.
 pub const S_ISGID: u32 = 0o2000;
+/// Sticky bit (in a directory: only the owner may remove or rename an entry).
 pub const S_ISVTX: u32 = 0o1000;
 
 impl Timespec {
@@ -145,6 +182,7 @@ impl Timespec {
         Some(Timespec { sec, nsec })
     }
 
+    /// The 16 bytes of a `struct timespec`.
     pub fn encode(&self) -> [u8; TIMESPEC_SIZE] {
         let mut b = [0u8; TIMESPEC_SIZE];
         b[..8].copy_from_slice(&self.sec.to_le_bytes());

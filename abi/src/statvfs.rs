@@ -8,30 +8,53 @@
 //! owner u32 @152; spare [u32; 4] @156; fstypename [32] @172; mntonname
 //! [1024] @204; mntfromname [1024] @1228; padded to 8.
 
+/// Size of `f_fstypename`, NUL included.
 pub const VFS_NAMELEN: usize = 32;
+/// Size of `f_mntonname` and `f_mntfromname`, NUL included.
 pub const VFS_MNAMELEN: usize = 1024;
+/// Size of the `struct statvfs` this module encodes.
 pub const STATVFS_SIZE: usize = 2256;
 
+/// NetBSD's `struct statvfs`, decoded: what `statvfs1(2)` and `fstatvfs1(2)` return.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Statvfs {
+    /// Mount flags (`MNT_*`).
     pub flag: u64,
+    /// File system block size.
     pub bsize: u64,
+    /// Fundamental block size: the unit of the block counts.
     pub frsize: u64,
+    /// Optimal I/O size.
     pub iosize: u64,
+    /// Blocks in the file system (in `frsize` units).
     pub blocks: u64,
+    /// Free blocks.
     pub bfree: u64,
+    /// Free blocks an unprivileged user may use.
     pub bavail: u64,
+    /// Blocks reserved for the superuser.
     pub bresvd: u64,
+    /// Inodes in the file system.
     pub files: u64,
+    /// Free inodes.
     pub ffree: u64,
+    /// Free inodes an unprivileged user may use.
     pub favail: u64,
+    /// Inodes reserved for the superuser.
     pub fresvd: u64,
+    /// File system id, as two words.
     pub fsidx: [i32; 2],
+    /// File system id, as one number.
     pub fsid: u64,
+    /// Longest file name.
     pub namemax: u64,
+    /// The user that mounted the file system.
     pub owner: u32,
+    /// File system type name (such as `ext2fs`); truncated to fit, NUL-terminated on the wire.
     pub fstypename: Vec<u8>,
+    /// Where it is mounted.
     pub mntonname: Vec<u8>,
+    /// What is mounted (the device or drive key).
     pub mntfromname: Vec<u8>,
 }
 
@@ -55,6 +78,7 @@ fn put_name(b: &mut [u8], off: usize, len: usize, name: &[u8]) {
 }
 
 impl Statvfs {
+    /// The [`STATVFS_SIZE`] bytes a NetBSD program reads; names longer than their field are cut, always NUL-terminated.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; STATVFS_SIZE];
         let words = [

@@ -2,26 +2,45 @@
 //! argument block: every argument sits in its own 8-byte, little-endian
 //! slot, in declaration order (`PAD` slots included).
 
+/// `exit(2)`.
 pub const SYS_EXIT: i32 = 1;
+/// `read(2)`.
 pub const SYS_READ: i32 = 3;
+/// `write(2)`.
 pub const SYS_WRITE: i32 = 4;
+/// `open(2)`.
 pub const SYS_OPEN: i32 = 5;
+/// `close(2)`.
 pub const SYS_CLOSE: i32 = 6;
+/// `link(2)`.
 pub const SYS_LINK: i32 = 9;
+/// `unlink(2)`.
 pub const SYS_UNLINK: i32 = 10;
+/// `chdir(2)`.
 pub const SYS_CHDIR: i32 = 12;
+/// `fchdir(2)`.
 pub const SYS_FCHDIR: i32 = 13;
+/// `chmod(2)`.
 pub const SYS_CHMOD: i32 = 15;
 /// `getpid_with_ppid`: retval[0] = pid, retval[1] = ppid.
 pub const SYS_GETPID: i32 = 20;
+/// `unmount(2)`: (path, flags).
 pub const SYS_UNMOUNT: i32 = 22;
+/// `sync(2)`.
 pub const SYS_SYNC: i32 = 36;
+/// `symlink(2)`.
 pub const SYS_SYMLINK: i32 = 57;
+/// `readlink(2)`.
 pub const SYS_READLINK: i32 = 58;
+/// `fsync(2)`.
 pub const SYS_FSYNC: i32 = 95;
+/// `fchmod(2)`.
 pub const SYS_FCHMOD: i32 = 124;
+/// `rename(2)`.
 pub const SYS_RENAME: i32 = 128;
+/// `mkdir(2)`.
 pub const SYS_MKDIR: i32 = 136;
+/// `rmdir(2)`.
 pub const SYS_RMDIR: i32 = 137;
 /// (fd, buf, nbyte, PAD, offset)
 pub const SYS_PREAD: i32 = 173;
@@ -35,6 +54,7 @@ pub const SYS_FTRUNCATE: i32 = 201;
 pub const SYS___SYSCTL: i32 = 202;
 /// (opt, bootstr)
 pub const SYS_REBOOT: i32 = 208;
+/// `fdatasync(2)`.
 pub const SYS_FDATASYNC: i32 = 241;
 /// (bufp, length)
 pub const SYS___GETCWD: i32 = 296;
@@ -44,7 +64,9 @@ pub const SYS_GETDENTS: i32 = 390;
 pub const SYS_MOUNT: i32 = 410;
 /// `stat` (compat 50 name): (path, ub)
 pub const SYS_STAT: i32 = 439;
+/// `fstat(2)`.
 pub const SYS_FSTAT: i32 = 440;
+/// `lstat(2)`.
 pub const SYS_LSTAT: i32 = 441;
 
 // File attributes, credentials, descriptors, vectored I/O, the *at family.
@@ -52,40 +74,53 @@ pub const SYS_LSTAT: i32 = 441;
 pub const SYS_CHOWN: i32 = 16;
 /// `getuid_with_euid`: retval[0] = uid, retval[1] = euid.
 pub const SYS_GETUID: i32 = 24;
+/// `geteuid(2)`.
 pub const SYS_GETEUID: i32 = 25;
 /// (path, amode)
 pub const SYS_ACCESS: i32 = 33;
+/// `dup(2)`.
 pub const SYS_DUP: i32 = 41;
+/// `getegid(2)`.
 pub const SYS_GETEGID: i32 = 43;
 /// `getgid_with_egid`: retval[0] = gid, retval[1] = egid.
 pub const SYS_GETGID: i32 = 47;
+/// `umask(2)`.
 pub const SYS_UMASK: i32 = 60;
 /// (gidsetsize, gidset)
 pub const SYS_GETGROUPS: i32 = 79;
+/// `dup2(2)`.
 pub const SYS_DUP2: i32 = 90;
 /// (fd, cmd, arg)
 pub const SYS_FCNTL: i32 = 92;
 /// (fd, iovp, iovcnt)
 pub const SYS_READV: i32 = 120;
+/// `writev(2)`.
 pub const SYS_WRITEV: i32 = 121;
+/// `fchown(2)`.
 pub const SYS_FCHOWN: i32 = 123;
 /// (path, mode)
 pub const SYS_MKFIFO: i32 = 132;
 /// (path, PAD, length)
 pub const SYS_TRUNCATE: i32 = 200;
+/// `lchmod(2)`.
 pub const SYS_LCHMOD: i32 = 274;
+/// `lchown(2)`.
 pub const SYS_LCHOWN: i32 = 275;
 /// The POSIX-semantics chown family libc calls (same behaviour here).
 pub const SYS___POSIX_CHOWN: i32 = 283;
+/// `fchown(2)` with POSIX semantics (only root may give a file away).
 pub const SYS___POSIX_FCHOWN: i32 = 284;
+/// `lchown(2)` with POSIX semantics.
 pub const SYS___POSIX_LCHOWN: i32 = 285;
 /// (fd, iovp, iovcnt, PAD, offset)
 pub const SYS_PREADV: i32 = 289;
+/// `pwritev(2)`.
 pub const SYS_PWRITEV: i32 = 290;
 /// (fd, flags, start, length)
 pub const SYS_FSYNC_RANGE: i32 = 354;
 /// (path, buf, flags): the pre-10 `struct statvfs` (compat 90).
 pub const SYS_STATVFS1: i32 = 357;
+/// `fstatvfs1(2)`: (fd, buf, flags).
 pub const SYS_FSTATVFS1: i32 = 358;
 /// `__utimes50` (path, struct timeval tptr[2])
 pub const SYS_UTIMES: i32 = 420;

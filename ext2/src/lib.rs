@@ -1,4 +1,4 @@
-//! ext2 (revision 0 and 1) on a vfs-cache store (SPEC §7).
+//! ext2 (revision 0 and 1) on a vfs-cache store (docs/design.md, "ext2").
 //!
 //! [`Ext2Fs`] implements the kernel's inode-number based
 //! [`FileSystem`](vfs::FileSystem) trait on any
@@ -8,12 +8,13 @@
 //! ```no_run
 //! # use std::sync::Arc;
 //! # use ext2::{Ext2Fs, MountOptions};
-//! # fn mount(store: Arc<dyn vfs_cache::Store>) -> Result<(), netbsd_abi::Errno> {
+//! # fn demo(store: Arc<dyn vfs_cache::Store>) -> Result<(), netbsd_abi::Errno> {
 //! let fs: Arc<Ext2Fs> = Ext2Fs::mount(store.clone(), /* read_only */ false)?;
 //! # drop(fs);
 //! // or, with the reason for a refusal:
 //! let fs = Ext2Fs::mount_with(store, MountOptions { read_only: false, force: false })
 //!     .map_err(|e| { eprintln!("{e}"); e.errno })?;
+//! # drop(fs);
 //! # Ok(())
 //! # }
 //! ```
@@ -68,8 +69,8 @@
 //!   needs; a write that fits partly returns the short count. Nothing
 //!   half-allocated is left behind.
 //! * New nodes: owner from the `Cred`, group from the parent directory
-//!   (BSD semantics, as NetBSD's ext2fs). Device nodes get rdev 0 (the
-//!   trait's `create` has no rdev).
+//!   (BSD semantics, as NetBSD's ext2fs). Device nodes made by `mknod`
+//!   keep their device number (`rdev`) in the inode.
 //! * POSIX errors as NetBSD's: `unlink` of a directory and `link` to one
 //!   are `EPERM`; renaming a directory into itself is `EINVAL`; names longer
 //!   than 255 bytes `ENAMETOOLONG`; symlink targets up to 1023 bytes (and
@@ -80,7 +81,7 @@
 //!   ctime, or a day old).
 //! * An unlinked inode still open (`open`/`release`) is freed at its last
 //!   `release`, or at `unmount`.
-
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod alloc;
@@ -109,6 +110,7 @@ pub use sb::{check_features, features, Compat, EXT2_MAGIC, SUPERBLOCK_OFFSET, SU
 /// How to mount.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MountOptions {
+    /// Mount read-only: changes fail with `EROFS`.
     pub read_only: bool,
     /// Mount read-write even if the superblock says the file system was
     /// not cleanly unmounted or has errors (NetBSD's `MNT_FORCE`).
@@ -121,7 +123,9 @@ pub struct MountOptions {
 /// log.
 #[derive(Clone, Debug)]
 pub struct MountError {
+    /// The errno the `mount(2)` call returns.
     pub errno: Errno,
+    /// Why, for the log and the user (names the features or state at fault).
     pub reason: String,
 }
 

@@ -17,6 +17,7 @@ pub(crate) fn put32(b: &mut [u8], o: usize, v: u32) {
 pub const SUPERBLOCK_OFFSET: u64 = 1024;
 /// Size of the superblock.
 pub const SUPERBLOCK_SIZE: usize = 1024;
+/// `s_magic` of every ext2 (and ext3/ext4) superblock.
 pub const EXT2_MAGIC: u16 = 0xEF53;
 
 // Superblock field offsets.
@@ -47,44 +48,81 @@ pub const STATE_ERROR: u16 = 2;
 
 /// Feature flags (`s_feature_compat`, `_incompat`, `_ro_compat`).
 pub mod features {
+    /// `dir_prealloc`: directories preallocate blocks (compatible: ignored, the mount is read-write).
     pub const COMPAT_DIR_PREALLOC: u32 = 0x0001;
+    /// `imagic_inodes`: inodes of an AFS server (compatible: ignored, the mount is read-write).
     pub const COMPAT_IMAGIC_INODES: u32 = 0x0002;
+    /// `has_journal`: an ext3 journal is present (compatible: ignored, the mount is read-write).
     pub const COMPAT_HAS_JOURNAL: u32 = 0x0004;
+    /// `ext_attr`: extended attributes (compatible: ignored, the mount is read-write).
     pub const COMPAT_EXT_ATTR: u32 = 0x0008;
+    /// `resize_inode`: blocks reserved to grow the group descriptor table (compatible: ignored, the mount is read-write).
     pub const COMPAT_RESIZE_INODE: u32 = 0x0010;
+    /// `dir_index`: hashed directory indexes (compatible: ignored, the mount is read-write).
     pub const COMPAT_DIR_INDEX: u32 = 0x0020;
+    /// `sparse_super2`: at most two backup superblocks (compatible: ignored, the mount is read-write).
     pub const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
 
+    /// `compression`: compressed files (not implemented: the mount is refused).
     pub const INCOMPAT_COMPRESSION: u32 = 0x0001;
+    /// `filetype`: directory entries carry the file type (implemented).
     pub const INCOMPAT_FILETYPE: u32 = 0x0002;
+    /// `needs_recovery`: the journal must be replayed first (not implemented: the mount is refused).
     pub const INCOMPAT_RECOVER: u32 = 0x0004;
+    /// `journal_dev`: the device is an external journal, not a file system (not implemented: the mount is refused).
     pub const INCOMPAT_JOURNAL_DEV: u32 = 0x0008;
+    /// `meta_bg`: group descriptors spread over meta block groups (not implemented: the mount is refused).
     pub const INCOMPAT_META_BG: u32 = 0x0010;
+    /// `extent`: files mapped by extents (ext4) (not implemented: the mount is refused).
     pub const INCOMPAT_EXTENTS: u32 = 0x0040;
+    /// `64bit`: block numbers wider than 32 bits (not implemented: the mount is refused).
     pub const INCOMPAT_64BIT: u32 = 0x0080;
+    /// `mmp`: multiple-mount protection (not implemented: the mount is refused).
     pub const INCOMPAT_MMP: u32 = 0x0100;
+    /// `flex_bg`: bitmaps and inode tables of several groups packed together (implemented).
     pub const INCOMPAT_FLEX_BG: u32 = 0x0200;
+    /// `ea_inode`: large extended attributes kept in inodes (not implemented: the mount is refused).
     pub const INCOMPAT_EA_INODE: u32 = 0x0400;
+    /// `dirdata`: data in directory entries (not implemented: the mount is refused).
     pub const INCOMPAT_DIRDATA: u32 = 0x1000;
+    /// `metadata_csum_seed`: the checksum seed kept in the superblock (not implemented: the mount is refused).
     pub const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+    /// `large_dir`: directories beyond 2 GiB or three index levels (not implemented: the mount is refused).
     pub const INCOMPAT_LARGEDIR: u32 = 0x4000;
+    /// `inline_data`: small files' data kept in the inode (not implemented: the mount is refused).
     pub const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+    /// `encrypt`: encrypted files (not implemented: the mount is refused).
     pub const INCOMPAT_ENCRYPT: u32 = 0x10000;
+    /// `casefold`: case-insensitive names (not implemented: the mount is refused).
     pub const INCOMPAT_CASEFOLD: u32 = 0x20000;
 
+    /// `sparse_super`: backup superblocks in some groups only (kept intact when writing).
     pub const RO_COMPAT_SPARSE_SUPER: u32 = 0x0001;
+    /// `large_file`: files of 2 GiB and more (kept intact when writing).
     pub const RO_COMPAT_LARGE_FILE: u32 = 0x0002;
+    /// `btree_dir`: directory B-trees (never used by Linux) (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_BTREE_DIR: u32 = 0x0004;
+    /// `huge_file`: file sizes counted in file system blocks (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_HUGE_FILE: u32 = 0x0008;
+    /// `uninit_bg`: group descriptor checksums, uninitialised groups (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_GDT_CSUM: u32 = 0x0010;
+    /// `dir_nlink`: more than 65000 subdirectories (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_DIR_NLINK: u32 = 0x0020;
+    /// `extra_isize`: large inodes reserve room for extra fields (kept intact when writing).
     pub const RO_COMPAT_EXTRA_ISIZE: u32 = 0x0040;
+    /// `quota`: quota inodes (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_QUOTA: u32 = 0x0100;
+    /// `bigalloc`: allocation in clusters of blocks (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_BIGALLOC: u32 = 0x0200;
+    /// `metadata_csum`: metadata checksums (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
+    /// `read-only`: the file system is marked read-only (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_READONLY: u32 = 0x1000;
+    /// `project`: project quotas (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_PROJECT: u32 = 0x2000;
+    /// `verity`: verity-protected files (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_VERITY: u32 = 0x8000;
+    /// `orphan_present`: an orphan file with entries (not kept up to date by this component: forces a read-only mount).
     pub const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x10000;
 
     /// Incompatible features this component implements. `flex_bg` only

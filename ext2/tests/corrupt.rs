@@ -1,19 +1,16 @@
-//! Untrusted images (SPEC §7, §13; issue 10): a corpus of corrupt ext2
+//! Untrusted images (docs/design.md, "ext2"): a corpus of corrupt ext2
 //! images — targeted damage (size words, loops of indirect blocks, absurd
 //! counts, broken directory records) and deterministic random mutations
 //! of two small committed images — each mounted and exercised in memory.
 //! No case may panic, hang, or take more than a bounded time per
 //! operation. The same exerciser backs the fuzz target `fuzz/ext2`.
 
-#[path = "common/exercise.rs"]
-mod exercise;
-
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use exercise::{exercise, MemStore, Report};
 use ext2::{Ext2Fs, MountOptions};
+use testkit::exercise::{exercise, MemStore, Report};
 use vfs::FileSystem;
 
 const REV0: &[u8] = include_bytes!("data/rev0.img");

@@ -59,9 +59,7 @@ fn make_host_tree(root: &Path, rng: &mut Rng) {
 
 #[test]
 fn mke2fs_d_images_read_back() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("mkd");
     let host = t.path("host");
     make_host_tree(&host, &mut Rng(0x1234_5678_9abc));
@@ -98,9 +96,7 @@ fn mke2fs_d_images_read_back() {
 
 #[test]
 fn debugfs_populated_images_read_back() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("dbg");
     let mut rng = Rng(77);
     let a = rng.bytes(300_000);
@@ -355,9 +351,7 @@ fn write_tree(fs: &dyn FileSystem, rng: &mut Rng, e: &mut Expect) {
 
 #[test]
 fn tree_written_through_impl_passes_fsck_and_debugfs() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("tree");
     for bs in ["1024", "4096"] {
         let img = t.path(&format!("tree{bs}.img"));
@@ -411,9 +405,7 @@ fn remove_all(fs: &dyn FileSystem, dir: vfs::Ino) {
 
 #[test]
 fn revision0_write_and_fsck() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("rev0");
     let img = t.path("r0.img");
     mkfs(&img, 16 * 1024, &["-t", "ext2", "-r", "0"]);
@@ -470,9 +462,7 @@ fn revision0_write_and_fsck() {
 
 #[test]
 fn attributes_and_timestamps() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("attr");
     let img = t.path("a.img");
     mkfs(&img, 4096, &["-t", "ext2", "-b", "1024"]);
@@ -595,9 +585,7 @@ fn attributes_and_timestamps() {
 
 #[test]
 fn unlinked_open_inode_freed_at_release() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("orphan");
     let img = t.path("o.img");
     mkfs(&img, 4096, &["-t", "ext2", "-b", "1024"]);
@@ -646,9 +634,7 @@ fn unlinked_open_inode_freed_at_release() {
 
 #[test]
 fn enospc_blocks_and_inodes() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("nospc");
     // blocks run out
     let img = t.path("b.img");
@@ -809,9 +795,7 @@ fn enospc_blocks_and_inodes() {
 
 #[test]
 fn feature_refusals_and_read_only() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("feat");
     // ext4: extents, 64bit, flex_bg, metadata_csum...
     let img = t.path("ext4.img");
@@ -953,9 +937,7 @@ fn feature_refusals_and_read_only() {
 
 #[test]
 fn htree_directory_and_xattr_block() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("htree");
     let host = t.path("host");
     std::fs::create_dir_all(host.join("big")).unwrap();
@@ -1011,9 +993,7 @@ fn htree_directory_and_xattr_block() {
 
 #[test]
 fn sequential_write_is_contiguous_and_fast() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("seq");
     let img = t.path("s.img");
     mkfs(&img, 96 * 1024, &["-t", "ext2", "-b", "4096"]);
@@ -1049,9 +1029,7 @@ fn sequential_write_is_contiguous_and_fast() {
 
 #[test]
 fn over_the_vfs_cache() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("cache");
     let img = t.path("c.img");
     mkfs(&img, 96 * 1024, &["-t", "ext2", "-b", "1024"]);
@@ -1105,9 +1083,7 @@ fn over_the_vfs_cache() {
 
 #[test]
 fn large_files_set_large_file_feature() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("large");
     let img = t.path("l.img");
     mkfs(&img, 32 * 1024, &["-t", "ext2", "-b", "4096"]);
@@ -1157,9 +1133,7 @@ fn large_files_set_large_file_feature() {
 
 #[test]
 fn concurrent_operations() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     let t = TempDir::new("conc");
     let img = t.path("c.img");
     mkfs(&img, 64 * 1024, &["-t", "ext2", "-b", "1024"]);
@@ -1251,9 +1225,7 @@ impl vfs_cache::Store for Flaky {
 
 #[test]
 fn failed_sync_keeps_metadata_for_a_retry() {
-    if !have_tools() {
-        return;
-    }
+    require_e2fsprogs();
     use std::sync::atomic::Ordering::SeqCst;
     let t = TempDir::new("flaky");
     let img = t.path("f.img");
@@ -1712,9 +1684,7 @@ mod model {
             layout in prop::sample::select(vec![("1024", false), ("2048", false), ("4096", false), ("1024", true)]),
             ops in prop::collection::vec(op(), 1..80),
         ) {
-            if !have_tools() {
-                return Ok(());
-            }
+            require_e2fsprogs();
             let t = TempDir::new("prop");
             let img = t.path("p.img");
             let mut args = vec!["-t", "ext2", "-b", layout.0];

@@ -6,6 +6,7 @@
 //! sysproxy (`rumpctl fuse`, [`sys::RemoteBackend`], root as NetBSD makes
 //! every sysproxy client). Both implement [`sys::Syscalls`], "a syscall
 //! path". The FUSE protocol is spoken by the `fuser` crate (no libfuse).
+#![warn(missing_docs)]
 
 pub mod cli;
 mod fs;

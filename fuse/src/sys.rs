@@ -15,44 +15,70 @@ use rumpclient::{Client, TimeSpec};
 use rumpkern::vfs::Cred;
 use rumpkern::{Kernel, LocalProc};
 
+/// A system call's result: NetBSD errno values, as the kernel returns them.
 pub type R<T> = Result<T, Errno>;
 
 /// One process's system calls, by path or descriptor (paths are bytes,
 /// absolute, without NUL).
 pub trait Syscalls: Send + Sync {
+    /// `lstat(2)`: the attributes of `path` itself.
     fn lstat(&self, path: &[u8]) -> R<Stat>;
+    /// `fstat(2)`.
     fn fstat(&self, fd: i32) -> R<Stat>;
+    /// `open(2)`; the new descriptor.
     fn open(&self, path: &[u8], flags: i32, mode: u32) -> R<i32>;
+    /// `close(2)`.
     fn close(&self, fd: i32) -> R<()>;
+    /// `pread(2)`: read at `off`; a short count only at end of file.
     fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> R<usize>;
+    /// `pwrite(2)`: write at `off`.
     fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> R<usize>;
     /// Every entry of the directory at `path`.
     fn list_dir(&self, path: &[u8]) -> R<Vec<Dirent>>;
+    /// `mkdir(2)`.
     fn mkdir(&self, path: &[u8], mode: u32) -> R<()>;
+    /// `rmdir(2)`.
     fn rmdir(&self, path: &[u8]) -> R<()>;
+    /// `unlink(2)`.
     fn unlink(&self, path: &[u8]) -> R<()>;
+    /// `rename(2)`.
     fn rename(&self, from: &[u8], to: &[u8]) -> R<()>;
+    /// `link(2)`: a new name `to` for `from`.
     fn link(&self, from: &[u8], to: &[u8]) -> R<()>;
+    /// `symlink(2)`: a link at `path` pointing to `target`.
     fn symlink(&self, target: &[u8], path: &[u8]) -> R<()>;
+    /// `readlink(2)`: the link's target.
     fn readlink(&self, path: &[u8]) -> R<Vec<u8>>;
+    /// `mknod(2)`: a node of the type and permissions in `mode`, device number `dev`.
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()>;
+    /// `chmod(2)`.
     fn chmod(&self, path: &[u8], mode: u32) -> R<()>;
+    /// `fchmod(2)`.
     fn fchmod(&self, fd: i32, mode: u32) -> R<()>;
     /// chown without following a final symbolic link.
     fn lchown(&self, path: &[u8], uid: u32, gid: u32) -> R<()>;
+    /// `fchown(2)` (`u32::MAX` leaves that id alone).
     fn fchown(&self, fd: i32, uid: u32, gid: u32) -> R<()>;
     /// Set times without following a final symbolic link.
     fn utimens(&self, path: &[u8], t: [TimeSpec; 2]) -> R<()>;
+    /// `futimens(2)`.
     fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> R<()>;
+    /// `truncate(2)`.
     fn truncate(&self, path: &[u8], len: i64) -> R<()>;
+    /// `ftruncate(2)`.
     fn ftruncate(&self, fd: i32, len: i64) -> R<()>;
+    /// `fsync(2)`.
     fn fsync(&self, fd: i32) -> R<()>;
+    /// `statvfs1(2)` of the file system holding `path`.
     fn statvfs(&self, path: &[u8]) -> R<Statvfs>;
+    /// `access(2)`.
     fn access(&self, path: &[u8], amode: i32) -> R<()>;
 }
 
 /// Where the adapter gets the process for a request's caller.
 pub trait Backend: Send + Sync + 'static {
+    /// The process that acts for caller `uid`/`gid`, so that the kernel
+    /// checks permissions as that user would be checked.
     fn caller(&self, uid: u32, gid: u32) -> R<Arc<dyn Syscalls>>;
     /// The same, with supplementary groups (a path that knows no groups
     /// has its plain caller).
@@ -173,6 +199,7 @@ type CallerKey = (u32, u32, Vec<u32>);
 const MAX_CALLERS: usize = 256;
 
 impl LocalBackend {
+    /// A backend whose processes live in `kernel`, in this host process.
     pub fn new(kernel: Arc<Kernel>) -> LocalBackend {
         LocalBackend {
             kernel,

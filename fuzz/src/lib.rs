@@ -5,10 +5,8 @@
 
 #![forbid(unsafe_code)]
 
-#[path = "../../ext2/tests/common/exercise.rs"]
-mod exercise;
-
 use netbsd_abi::sp;
+use testkit::exercise;
 
 /// The sysproxy frame reader that both the server and the client library
 /// use (`netbsd_abi::sp::reader`): arbitrary byte streams never panic,

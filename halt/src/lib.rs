@@ -1,4 +1,5 @@
-//! The halt subsystem (SPEC §8): what `rump.halt`, a client's `reboot(2)`,
+//! The halt subsystem (docs/design.md, "The halt contract"): what
+//! `rump.halt`, a client's `reboot(2)`,
 //! `SIGTERM`/`SIGINT` and an embedder's halt call all end in.
 //!
 //! 1. stop admitting new connections and syscalls; drain running ones
@@ -10,6 +11,7 @@
 //!
 //! The kernel is reached through [`HaltTarget`], so the sequence does not
 //! care which kernel it stops and can be tested on its own.
+#![warn(missing_docs)]
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +54,7 @@ pub trait HaltTarget: Send + Sync {
 /// What a halt that returned did (only `RB_HALT` halts return).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HaltReport {
+    /// The `reboot(2)` flags the halt ran with (`RB_*`).
     pub flags: i32,
     /// `None` with `RB_NOSYNC`; else the flush result.
     pub flush: Option<Result<(), Errno>>,
@@ -59,6 +62,7 @@ pub struct HaltReport {
     pub cut_off: usize,
     /// With `RB_DUMP | RB_HALT`: whether the forked child wrote a core.
     pub core_dumped: Option<bool>,
+    /// How long the halt took, to its end (the quiesce included).
     pub elapsed: Duration,
 }
 
@@ -102,6 +106,28 @@ impl std::fmt::Display for Caller {
     }
 }
 
+/// How a halt leaves the process. The host's are [`HOST_ENDS`]; the unit
+/// tests put in ones that unwind instead, so that every path of the
+/// sequence runs in the test process.
+struct Ends {
+    /// End the process normally (exit handlers run).
+    exit: fn(i32) -> !,
+    /// End it at once: a rescue's threads stuck on a drive may hold what
+    /// exit handlers wait for.
+    exit_now: fn(i32) -> !,
+    /// Abort for a core (`RB_DUMP` without `RB_HALT`).
+    dump_core: fn() -> !,
+    /// `RB_DUMP | RB_HALT`: a child writes the core; whether it did.
+    dump_core_in_child: fn() -> bool,
+}
+
+const HOST_ENDS: Ends = Ends {
+    exit: rumpuser::exit::exit,
+    exit_now: rumpuser::exit::exit_now,
+    dump_core,
+    dump_core_in_child,
+};
+
 const ST_IDLE: u8 = 0;
 const ST_FLUSHING: u8 = 1;
 const ST_FINISHING: u8 = 2;
@@ -121,6 +147,7 @@ pub struct Halt {
 }
 
 impl Halt {
+    /// A kernel's halt state before any halt.
     pub fn new() -> Halt {
         Halt::default()
     }
@@ -157,6 +184,16 @@ impl Halt {
         flags: i32,
         caller: Caller,
     ) -> Result<HaltReport, Errno> {
+        self.halt_with(k, flags, caller, &HOST_ENDS)
+    }
+
+    fn halt_with(
+        &self,
+        k: &dyn HaltTarget,
+        flags: i32,
+        caller: Caller,
+        ends: &Ends,
+    ) -> Result<HaltReport, Errno> {
         if self
             .state
             .compare_exchange(ST_IDLE, ST_FLUSHING, Ordering::AcqRel, Ordering::Acquire)
@@ -168,7 +205,7 @@ impl Halt {
                     .compare_exchange(ST_FLUSHING, ST_RESCUED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
-                return self.rescue(k, flags, caller);
+                return self.rescue(k, flags, caller, ends);
             }
             return Err(Errno(EBUSY));
         }
@@ -237,7 +274,7 @@ impl Halt {
             core_dumped: None,
             elapsed: start.elapsed(),
         };
-        self.end(k, report, start, rumpuser::exit::exit)
+        self.end(k, report, start, ends, ends.exit)
     }
 
     /// Step 4, for a halt and a rescue alike: a core if asked for, then
@@ -248,14 +285,15 @@ impl Halt {
         k: &dyn HaltTarget,
         mut report: HaltReport,
         start: Instant,
+        ends: &Ends,
         exit: fn(i32) -> !,
     ) -> Result<HaltReport, Errno> {
         let flags = report.flags;
         if flags & RB_DUMP != 0 {
             if flags & RB_HALT != 0 {
-                report.core_dumped = Some(dump_core_in_child());
+                report.core_dumped = Some((ends.dump_core_in_child)());
             } else {
-                dump_core();
+                (ends.dump_core)();
             }
         }
         if flags & RB_HALT != 0 {
@@ -270,7 +308,13 @@ impl Halt {
     }
 
     /// The rescue (see [`Halt::halt`]): no drain, no flush, no CPU.
-    fn rescue(&self, k: &dyn HaltTarget, flags: i32, caller: Caller) -> Result<HaltReport, Errno> {
+    fn rescue(
+        &self,
+        k: &dyn HaltTarget,
+        flags: i32,
+        caller: Caller,
+        ends: &Ends,
+    ) -> Result<HaltReport, Errno> {
         let start = Instant::now();
         self.flush_failed.store(true, Ordering::Release);
         log(&format!(
@@ -294,7 +338,7 @@ impl Halt {
             elapsed: start.elapsed(),
         };
         // Threads stuck on a drive may hold what exit handlers wait for.
-        self.end(k, report, start, rumpuser::exit::exit_now)
+        self.end(k, report, start, ends, ends.exit_now)
     }
 }
 
@@ -349,3 +393,6 @@ fn dump_core_in_child() -> bool {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,8 +19,11 @@ use crossbeam::channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use crate::errno::{Errno, EINVAL};
 use crate::file::{pread_full, pwrite_full};
 
+/// `RUMPUSER_BIO_READ`: read from the file into the buffer.
 pub const BIO_READ: i32 = 0x01;
+/// `RUMPUSER_BIO_WRITE`: write the buffer to the file.
 pub const BIO_WRITE: i32 = 0x02;
+/// `RUMPUSER_BIO_SYNC`: the write is durable before the request completes.
 pub const BIO_SYNC: i32 = 0x04;
 
 /// How many I/O threads serve asynchronous requests.
@@ -186,12 +189,22 @@ pub unsafe fn bio_submit(
 /// CPU released while the host works. Returns the bytes done (fewer than
 /// `len` only for a read at end of file); a `BIO_SYNC` write is durable on
 /// return. It takes a raw buffer, so it is `unsafe` (safe code uses
-/// [`read_at`] and [`write_at`]):
+/// [`read_at`] and [`write_at`]): a call outside `unsafe` does not compile
+/// (E0133, "call to unsafe function")...
 ///
 /// ```compile_fail,E0133
-/// #![forbid(unsafe_code)]
-/// let s = String::from("immutable");
-/// let _ = rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, s.as_ptr() as *mut u8, 8, 0);
+/// let mut buf = vec![0u8; 8];
+/// let _ = rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, buf.as_mut_ptr(), 8, 0);
+/// ```
+///
+/// ...while the same call inside `unsafe` does, so the missing `unsafe` is
+/// the only reason the first example fails (stable rustdoc does not check
+/// the error code):
+///
+/// ```no_run
+/// let mut buf = vec![0u8; 8];
+/// // SAFETY: `buf` is writable for 8 bytes during the call.
+/// let _ = unsafe { rumpuser::bio::bio_wait(0, rumpuser::bio::BIO_READ, buf.as_mut_ptr(), 8, 0) };
 /// ```
 ///
 /// # Safety

@@ -9,8 +9,11 @@ pub use crate::upcalls::LwpPtr;
 
 /// `enum rumplwpop`.
 pub const LWP_CREATE: c_int = 0;
+/// `RUMPUSER_LWP_DESTROY`: the lwp goes away.
 pub const LWP_DESTROY: c_int = 1;
+/// `RUMPUSER_LWP_SET`: make the lwp the calling thread's current one.
 pub const LWP_SET: c_int = 2;
+/// `RUMPUSER_LWP_CLEAR`: the calling thread has no current lwp any more.
 pub const LWP_CLEAR: c_int = 3;
 
 thread_local! {

@@ -53,11 +53,17 @@ struct ElfDyn {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ElfSym {
+    /// Offset of the symbol's name in the string table.
     pub st_name: u32,
+    /// Type and binding.
     pub st_info: u8,
+    /// Visibility.
     pub st_other: u8,
+    /// The section it is defined in.
     pub st_shndx: u16,
+    /// Its value (an address, relative to the object's load address).
     pub st_value: u64,
+    /// Its size in bytes.
     pub st_size: u64,
 }
 

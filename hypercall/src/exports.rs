@@ -15,7 +15,9 @@ use std::ffi::c_void;
 
 /// One exported C function.
 pub struct EntryPoint {
+    /// The C symbol name (`rumpuser_*`).
     pub name: &'static str,
+    /// This copy's function, to compare with what the dynamic linker resolves.
     pub addr: *const c_void,
 }
 

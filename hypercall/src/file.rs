@@ -14,9 +14,13 @@ use nix::unistd::Whence;
 use crate::errno::{Errno, EFAULT, EINVAL};
 use crate::upcalls::blocking;
 
+/// `RUMPUSER_OPEN_RDONLY`: open for reading.
 pub const OPEN_RDONLY: i32 = 0x0000;
+/// `RUMPUSER_OPEN_WRONLY`: open for writing.
 pub const OPEN_WRONLY: i32 = 0x0001;
+/// `RUMPUSER_OPEN_RDWR`: open for reading and writing.
 pub const OPEN_RDWR: i32 = 0x0002;
+/// Mask of the access mode in the open flags.
 pub const OPEN_ACCMODE: i32 = 0x0003;
 /// Create the file if it does not exist (mode 0644).
 pub const OPEN_CREATE: i32 = 0x0004;
@@ -26,14 +30,22 @@ pub const OPEN_EXCL: i32 = 0x0008;
 pub const OPEN_BIO: i32 = 0x0010;
 const OPEN_ALL: i32 = OPEN_ACCMODE | OPEN_CREATE | OPEN_EXCL | OPEN_BIO;
 
+/// `RUMPUSER_FT_OTHER`: neither directory, regular file nor device.
 pub const FT_OTHER: i32 = 0;
+/// `RUMPUSER_FT_DIR`: a directory.
 pub const FT_DIR: i32 = 1;
+/// `RUMPUSER_FT_REG`: a regular file.
 pub const FT_REG: i32 = 2;
+/// `RUMPUSER_FT_BLK`: a block device (its size is the device's).
 pub const FT_BLK: i32 = 3;
+/// `RUMPUSER_FT_CHR`: a character device.
 pub const FT_CHR: i32 = 4;
 
+/// `rumpuser_syncfd`: the sync concerns reads.
 pub const SYNCFD_READ: i32 = 0x01;
+/// `rumpuser_syncfd`: the sync concerns writes.
 pub const SYNCFD_WRITE: i32 = 0x02;
+/// `rumpuser_syncfd`: reads and writes.
 pub const SYNCFD_BOTH: i32 = SYNCFD_READ | SYNCFD_WRITE;
 /// Order: writes before this are stable before writes after it.
 pub const SYNCFD_BARRIER: i32 = 0x04;
@@ -51,10 +63,15 @@ const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i32)]
 pub enum FileType {
+    /// [`FT_OTHER`].
     Other = FT_OTHER,
+    /// [`FT_DIR`].
     Dir = FT_DIR,
+    /// [`FT_REG`].
     Reg = FT_REG,
+    /// [`FT_BLK`].
     Blk = FT_BLK,
+    /// [`FT_CHR`].
     Chr = FT_CHR,
 }
 
@@ -338,7 +355,9 @@ impl HostFile {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RumpuserIovec {
+    /// Start of the buffer.
     pub iov_base: *mut std::ffi::c_void,
+    /// Its length in bytes.
     pub iov_len: usize,
 }
 

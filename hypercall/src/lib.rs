@@ -8,6 +8,7 @@
 //! errno values are translated in one place (`netbsd_abi::errno`). No Rust
 //! panic crosses the C ABI: entry points that could panic run inside
 //! [`guard`], which reports and takes the `RUMPUSER_PANIC` exit.
+#![warn(missing_docs)]
 
 /// Count a call of a C entry point (see [`trace`]): one relaxed atomic
 /// load when tracing is off.

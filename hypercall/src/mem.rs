@@ -122,19 +122,24 @@ impl AnonMap {
             len,
         })
     }
+    /// The start of the mapping.
     pub fn as_ptr(&self) -> *mut c_void {
         self.ptr.as_ptr()
     }
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The mapping's bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `len` readable bytes for our lifetime.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.len) }
     }
+    /// The mapping's bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is `len` writable bytes, borrowed uniquely.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.len) }

@@ -13,7 +13,9 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use crate::errno::{Errno, EFAULT, EINVAL, ENOENT, ERANGE};
 
+/// `rumpuser_getparam` name: the number of virtual CPUs (`RUMP_NCPU`).
 pub const PARAM_NCPU: &str = "_RUMPUSER_NCPU";
+/// `rumpuser_getparam` name: the host name the kernel starts with.
 pub const PARAM_HOSTNAME: &str = "_RUMPUSER_HOSTNAME";
 
 /// The host's online CPU count (at least 1).

@@ -4,7 +4,9 @@ use std::ffi::{c_int, c_void};
 
 use crate::errno::{Errno, EAGAIN, EFAULT, EINVAL};
 
+/// `RUMPUSER_RANDOM_HARD`: the caller wants entropy, not just pseudo-random bytes.
 pub const RANDOM_HARD: c_int = 0x01;
+/// `RUMPUSER_RANDOM_NOWAIT`: return what is available now rather than wait.
 pub const RANDOM_NOWAIT: c_int = 0x02;
 
 /// Fill `buf` from the host's random pool. Without `RANDOM_NOWAIT` this

@@ -58,25 +58,34 @@ impl Upcalls for Counting {
     }
 }
 
+/// Install the counting kernel. It is the only upcall table this test
+/// binary ever installs (nothing else in the crate's unit tests calls
+/// `upcalls::init` with a supported version), so the counts below always
+/// come from it.
 fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        if upcalls::get().is_none() {
-            upcalls::init(17, Box::new(Counting)).expect("install test upcalls");
-        }
+        upcalls::init(17, Box::new(Counting)).expect("install test upcalls");
     });
 }
 
-/// (unschedules, schedules) made by this thread so far, or None if
-/// someone else's upcalls are installed.
-fn counts() -> Option<(u32, u32)> {
-    (upcalls::get()?.getpid() == MARK).then(|| (UNSCHED.with(|c| c.get()), SCHED.with(|c| c.get())))
+/// (unschedules, schedules) made by this thread so far. Panics unless the
+/// counting kernel is the one installed: a count from another table would
+/// make the assertions on it meaningless.
+fn counts() -> (u32, u32) {
+    let up = upcalls::get().expect("install() ran: the counting upcalls are installed");
+    assert_eq!(
+        up.getpid(),
+        MARK,
+        "the installed upcalls are the counting kernel"
+    );
+    (UNSCHED.with(|c| c.get()), SCHED.with(|c| c.get()))
 }
 
-fn delta(before: Option<(u32, u32)>) -> Option<(u32, u32)> {
-    let (u0, s0) = before?;
-    let (u1, s1) = counts()?;
-    Some((u1 - u0, s1 - s0))
+fn delta(before: (u32, u32)) -> (u32, u32) {
+    let (u0, s0) = before;
+    let (u1, s1) = counts();
+    (u1 - u0, s1 - s0)
 }
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
@@ -103,9 +112,8 @@ fn mutex_uncontended_makes_no_upcall() {
         *m.lock() += 1;
     }
     assert_eq!(*m.lock(), 10_000);
-    if let Some(d) = delta(c0) {
-        assert_eq!(d, (0, 0));
-    }
+    let d = delta(c0);
+    assert_eq!(d, (0, 0));
 }
 
 #[test]
@@ -125,9 +133,8 @@ fn mutex_contended_unschedules_once() {
     }
     let c0 = counts();
     assert_eq!(*m.lock(), 1);
-    if let Some(d) = delta(c0) {
-        assert_eq!(d, (1, 1));
-    }
+    let d = delta(c0);
+    assert_eq!(d, (1, 1));
     t.join().expect("holder thread");
 }
 
@@ -156,9 +163,8 @@ fn spin_mutex_and_nowrap_never_unschedule() {
         } else {
             drop(m.lock_nowrap());
         }
-        if let Some(d) = delta(c0) {
-            assert_eq!(d, (0, 0), "spin={spin}");
-        }
+        let d = delta(c0);
+        assert_eq!(d, (0, 0), "spin={spin}");
         t.join().expect("holder thread");
     }
 }
@@ -225,9 +231,8 @@ fn condvar_wait_notify_and_timeout() {
     }
     *m.lock() = true;
     cv.notify_one();
-    if let Some((u, s)) = t.join().expect("waiter") {
-        assert!(u >= 1 && u == s, "unsched {u} sched {s}");
-    }
+    let (u, s) = t.join().expect("waiter");
+    assert!(u >= 1 && u == s, "unsched {u} sched {s}");
     assert_eq!(cv.waiters(), 0);
 
     let mut g = m.lock();
@@ -297,9 +302,8 @@ fn rwlock_shares_excludes_upgrades_downgrades() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(*r, 2);
     drop(r);
-    if let Some(d) = t.join().expect("writer") {
-        assert_eq!(d, (1, 1));
-    }
+    let d = t.join().expect("writer");
+    assert_eq!(d, (1, 1));
     assert_eq!(*rw.read(), 3);
     crate::curlwp::set_curlwp(std::ptr::null_mut());
 }
@@ -375,9 +379,8 @@ fn host_file_read_write_sync_size() {
     assert!(f.fd().as_raw_fd() >= 0);
     let c0 = counts();
     assert_eq!(f.write_at(b"0123456789", 4096).expect("write"), 10);
-    if let Some((u, s)) = delta(c0) {
-        assert!(u == 1 && s == 1);
-    }
+    let (u, s) = delta(c0);
+    assert!(u == 1 && s == 1);
     let mut buf = [0u8; 10];
     assert_eq!(f.read_at(&mut buf, 4096).expect("read"), 10);
     assert_eq!(&buf, b"0123456789");
@@ -441,9 +444,8 @@ fn bio_wait_and_submit() {
         .expect("write"),
         65536
     );
-    if let Some(d) = delta(c0) {
-        assert_eq!(d, (1, 1));
-    }
+    let sched = delta(c0);
+    assert_eq!(sched, (1, 1));
     // visible through a separate descriptor
     let back = std::fs::read(&p).expect("read back");
     assert_eq!(back.len(), 65536);
@@ -565,9 +567,8 @@ fn clocks_and_sleep() {
     let t0 = Instant::now();
     sleep(CLOCK_RELWALL, 0, 30_000_000).expect("sleep");
     assert!(t0.elapsed() >= Duration::from_millis(29));
-    if let Some(d) = delta(c0) {
-        assert_eq!(d, (1, 1));
-    }
+    let d = delta(c0);
+    assert_eq!(d, (1, 1));
     let deadline = s0 * 1_000_000_000 + n0 + 60_000_000;
     sleep(
         CLOCK_ABSMONO,
@@ -806,11 +807,10 @@ fn rumpuser_bio_bounds_outstanding_requests() {
     let d2 = submitter.join().expect("submitter");
     assert_eq!(DONE.load(Ordering::Acquire), N);
     assert_eq!(outstanding(), 0);
-    if let Some((unsched, sched)) = d2 {
-        assert!(
-            unsched >= 1 && unsched == sched,
-            "waited unscheduled: {unsched} {sched}"
-        );
-    }
+    let (unsched, sched) = d2;
+    assert!(
+        unsched >= 1 && unsched == sched,
+        "waited unscheduled: {unsched} {sched}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

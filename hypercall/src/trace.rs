@@ -22,7 +22,7 @@ macro_rules! entry_points {
         #[allow(non_camel_case_types)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(usize)]
-        pub enum Ep { $($name),* }
+        pub enum Ep { $(#[doc = concat!("`", stringify!($name), "`.")] $name),* }
 
         /// The entry points' symbol names, in [`Ep`] order.
         pub const NAMES: &[&str] = &[$(stringify!($name)),*];

@@ -39,6 +39,7 @@ pub trait Upcalls: Send + Sync {
     /// `l` is null or an lwp this kernel handed out (`lwproc_curlwp`) and
     /// has not released: the kernel dereferences it.
     unsafe fn lwproc_switch(&self, l: LwpPtr);
+    /// The current lwp is done: release it (and its process with its last lwp).
     fn lwproc_release(&self);
     /// Create a new process for a sysproxy client; `client` is the handle
     /// the kernel passes back to `rumpuser_sp_copyin` and friends (null:
@@ -50,6 +51,7 @@ pub trait Upcalls: Send + Sync {
     fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&CStr>) -> c_int;
     /// Make a new lwp in process `pid` current. Returns an errno.
     fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int;
+    /// The calling thread's current lwp (null: none).
     fn lwproc_curlwp(&self) -> LwpPtr;
     /// Run system call `num` with NetBSD's argument block `args` (one
     /// 8-byte slot per argument, zero-padded to at least eight slots, so
@@ -63,8 +65,11 @@ pub trait Upcalls: Send + Sync {
     /// checked there, but a process of the host (a kernel's local
     /// process) is this process's own memory.
     unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int;
+    /// The client's process is exiting: its lwps end, no new ones are made.
     fn lwpexit(&self);
+    /// The client exec'd a new program named `comm`.
     fn execnotify(&self, comm: &CStr);
+    /// The current process's pid.
     fn getpid(&self) -> libc::pid_t;
     /// Whether the process bookkeeping of a sysproxy handshake
     /// (`lwproc_rfork`, `lwproc_curlwp`, `getpid`, `lwproc_switch`) must
@@ -80,19 +85,33 @@ pub trait Upcalls: Send + Sync {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct RumpuserHyperup {
+    /// Take a virtual CPU.
     pub hyp_schedule: Option<unsafe extern "C" fn()>,
+    /// Give the virtual CPU back.
     pub hyp_unschedule: Option<unsafe extern "C" fn()>,
+    /// Give the CPU up before blocking: (0, out: locks held, interlock).
     pub hyp_backend_unschedule: Option<unsafe extern "C" fn(c_int, *mut c_int, *mut c_void)>,
+    /// Take a CPU back after blocking: (locks to retake, interlock).
     pub hyp_backend_schedule: Option<unsafe extern "C" fn(c_int, *mut c_void)>,
+    /// Make an lwp current.
     pub hyp_lwproc_switch: Option<unsafe extern "C" fn(LwpPtr)>,
+    /// Release the current lwp.
     pub hyp_lwproc_release: Option<unsafe extern "C" fn()>,
+    /// A new process for a client: (client, flags, program name); an errno.
     pub hyp_lwproc_rfork: Option<unsafe extern "C" fn(*mut c_void, c_int, *const c_char) -> c_int>,
+    /// A new lwp in a process; an errno.
     pub hyp_lwproc_newlwp: Option<unsafe extern "C" fn(libc::pid_t) -> c_int>,
+    /// The current lwp.
     pub hyp_lwproc_curlwp: Option<unsafe extern "C" fn() -> LwpPtr>,
+    /// A system call: (number, argument block, retval); an errno.
     pub hyp_syscall: Option<unsafe extern "C" fn(c_int, *mut c_void, *mut c_long) -> c_int>,
+    /// The client's process is exiting.
     pub hyp_lwpexit: Option<unsafe extern "C" fn()>,
+    /// The client exec'd a program.
     pub hyp_execnotify: Option<unsafe extern "C" fn(*const c_char)>,
+    /// The current process's pid.
     pub hyp_getpid: Option<unsafe extern "C" fn() -> libc::pid_t>,
+    /// Reserved (`hyp_extra`): null.
     pub hyp_extra: [*mut c_void; 8],
 }
 

@@ -13,6 +13,14 @@
 //! #![forbid(unsafe_code)]
 //! let _ = rumpkern::copy::Memory::Local.copyout(b"boom", 0x10);
 //! ```
+//!
+//! (The method is private, E0624: the type itself is public, so that is
+//! the only reason; stable rustdoc does not check the error code.)
+//!
+//! ```
+//! #![forbid(unsafe_code)]
+//! let _memory = rumpkern::copy::Memory::Local;
+//! ```
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -65,6 +73,7 @@ impl<'a> Default for Lend<'a> {
 }
 
 impl<'a> Lend<'a> {
+    /// An empty lending: the kernel may reach nothing until regions are lent.
     pub fn new() -> Lend<'a> {
         Lend {
             regions: RefCell::new(Vec::new()),

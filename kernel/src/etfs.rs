@@ -24,14 +24,19 @@ use crate::Kernel;
 /// The major number of etfs device nodes.
 pub const ETFS_MAJOR: u64 = 197;
 
+/// How a drive shows in the kernel (`type=` of a drive spec).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriveType {
+    /// A block device, read and written through the buffer cache.
     Blk,
+    /// A character device: reads and writes go straight to the host file.
     Chr,
+    /// A regular file backed by the host file, never growing past the drive's size.
     Reg,
 }
 
 impl DriveType {
+    /// The type's name in a drive spec.
     pub fn as_str(self) -> &'static str {
         match self {
             DriveType::Blk => "blk",
@@ -41,8 +46,10 @@ impl DriveType {
     }
 }
 
+/// A drive's size, as the spec gives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DriveSize {
+    /// `size=S`: this many bytes (a missing or shorter host file is extended to it).
     Bytes(u64),
     /// `size=host`: the host file's size (less the offset).
     Host,
@@ -51,10 +58,15 @@ pub enum DriveSize {
 /// A parsed `-d` drive specification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriveSpec {
+    /// Where the drive appears in the kernel's name space (`/dk`).
     pub key: String,
+    /// The host file behind it.
     pub hostpath: String,
+    /// Its size.
     pub size: DriveSize,
+    /// Where the drive starts in the host file, in bytes.
     pub offset: u64,
+    /// How it shows in the kernel.
     pub kind: DriveType,
 }
 
@@ -230,12 +242,19 @@ impl BlockDevice for OffsetDev {
 
 /// A drive the kernel serves.
 pub struct Drive {
+    /// Its position among the kernel's drives.
     pub index: usize,
+    /// Where it appears in the kernel's name space.
     pub key: String,
+    /// The host file behind it.
     pub hostpath: String,
+    /// How it shows in the kernel.
     pub kind: DriveType,
+    /// Where it starts in the host file.
     pub offset: u64,
+    /// Its size in bytes, fixed at attach time.
     pub size: u64,
+    /// The device number of its node (`ETFS_MAJOR`, index).
     pub rdev: u64,
     /// The host file, opened once for all the drive does: the cache's
     /// device (`blk`), direct reads and writes (`chr`, `reg`), the lock.
@@ -249,14 +268,20 @@ pub struct Drive {
 /// What [`crate::Kernel::drives`] reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriveInfo {
+    /// Where it appears in the kernel's name space.
     pub key: String,
+    /// The host file behind it.
     pub hostpath: String,
+    /// How it shows in the kernel.
     pub kind: DriveType,
+    /// Where it starts in the host file.
     pub offset: u64,
+    /// Its size in bytes.
     pub size: u64,
 }
 
 impl Drive {
+    /// What [`crate::Kernel::drives`] reports of this drive.
     pub fn info(&self) -> DriveInfo {
         DriveInfo {
             key: self.key.clone(),
@@ -267,6 +292,7 @@ impl Drive {
         }
     }
 
+    /// Whether a file system is mounted from it.
     pub fn is_mounted(&self) -> bool {
         self.mounted.load(Ordering::SeqCst)
     }

@@ -1,4 +1,5 @@
-//! The built-in rump kernel (SPEC §5).
+//! The built-in rump kernel (docs/design.md; its rules: "The blocking
+//! discipline").
 //!
 //! A [`Kernel`] has virtual CPUs (`sched`), processes with descriptor
 //! tables and current directories (`proc`), a NetBSD-numbered syscall
@@ -64,6 +65,7 @@
 //! ```compile_fail,E0603
 //! use rumpkern::syscall::dispatch;
 //! ```
+#![warn(missing_docs)]
 
 pub mod copy;
 pub mod error;
@@ -129,8 +131,11 @@ pub struct KernelConfig {
     pub memlimit: u64,
     /// `kern.hostname`.
     pub hostname: String,
+    /// `kern.ostype`, and the banner's OS type.
     pub ostype: String,
+    /// `kern.osrelease`, and the banner's release.
     pub osrelease: String,
+    /// `hw.machine`, and the banner's machine.
     pub machine: String,
     /// Chatty boot and drive messages on stderr.
     pub verbose: bool,
@@ -206,6 +211,7 @@ pub struct RebootCall {
     pub client: rumpuser::sp::ClientHandle,
 }
 
+/// What `reboot(2)` runs: gets the kernel and the call, returns the errno the call returns (0 on success).
 pub type RebootHandler = dyn Fn(&Kernel, RebootCall) -> i32 + Send + Sync;
 /// Makes a file system from a drive's cached store (read-only or not).
 pub type FsFactory =
@@ -213,6 +219,7 @@ pub type FsFactory =
 
 static NEXT_KERNEL_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// One built-in rump kernel: its virtual CPUs, processes, mount table, drives and cache. Kernels are values: several may live in one process, each with its own upcall table ([`Kernel::upcalls`]).
 pub struct Kernel {
     id: usize,
     cfg: KernelConfig,
@@ -291,6 +298,19 @@ impl Kernel {
     /// let mut rv = [0; 2];
     /// k.upcalls().syscall(4, &mut [1, 0x10, 4], &mut rv);
     /// ```
+    ///
+    /// The same call inside `unsafe` compiles, so the missing `unsafe`
+    /// (E0133) is the only reason the example above fails (stable rustdoc
+    /// does not check the error code):
+    ///
+    /// ```no_run
+    /// let k = rumpkern::Kernel::new(rumpkern::KernelConfig::default()).unwrap();
+    /// let mut rv = [0; 2];
+    /// let buf = [0u8; 4];
+    /// // SAFETY: the one address passed (`buf`) is valid for the 4 bytes
+    /// // write(2) reads.
+    /// unsafe { k.upcalls().syscall(4, &mut [1, buf.as_ptr() as u64, 4], &mut rv) };
+    /// ```
     pub fn upcalls(self: &Arc<Self>) -> Box<dyn rumpuser::Upcalls> {
         Box::new(lwproc::KernelUpcalls::new(self.clone()))
     }
@@ -340,14 +360,17 @@ impl Kernel {
         Ok(k)
     }
 
+    /// The configuration the kernel booted with.
     pub fn config(&self) -> &KernelConfig {
         &self.cfg
     }
 
+    /// The number of virtual CPUs.
     pub fn ncpu(&self) -> usize {
         self.sched.ncpu()
     }
 
+    /// `kern.hostname` now (a process may set it).
     pub fn hostname(&self) -> String {
         String::from_utf8_lossy(&self.hostname.read()).into_owned()
     }
@@ -628,6 +651,7 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel has been quiesced (an `RB_HALT` halt ended): it serves nothing more.
     pub fn is_quiesced(&self) -> bool {
         self.quiesced.load(Ordering::SeqCst)
     }

@@ -48,10 +48,12 @@ impl LocalProc {
         LocalProc { kernel, proc, main }
     }
 
+    /// The kernel the process lives in.
     pub fn kernel(&self) -> &Arc<Kernel> {
         &self.kernel
     }
 
+    /// The process id.
     pub fn pid(&self) -> i32 {
         self.proc.pid
     }
@@ -125,11 +127,13 @@ impl LocalProc {
         }
     }
 
+    /// `getpid(2)`: (pid, parent pid).
     pub fn getpid(&self) -> Result<(i32, i32), Errno> {
         let r = self.call(SYS_GETPID, &[])?;
         Ok((r[0] as i32, r[1] as i32))
     }
 
+    /// `open(2)`; the new descriptor.
     pub fn open(&self, path: impl AsRef<[u8]>, flags: i32, mode: u32) -> Result<i32, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -140,10 +144,12 @@ impl LocalProc {
         )?[0] as i32)
     }
 
+    /// `close(2)`.
     pub fn close(&self, fd: i32) -> Result<(), Errno> {
         self.call(SYS_CLOSE, &[fd as u32 as u64]).map(|_| ())
     }
 
+    /// `read(2)` at the descriptor's offset; 0 at end of file.
     pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
         let l = Lend::new();
         let buf_len = buf.len() as u64;
@@ -154,6 +160,7 @@ impl LocalProc {
         )?[0] as usize)
     }
 
+    /// `write(2)` at the descriptor's offset (at the end with `O_APPEND`).
     pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Errno> {
         let l = Lend::new();
         Ok(self.call_lent(
@@ -163,6 +170,7 @@ impl LocalProc {
         )?[0] as usize)
     }
 
+    /// `pread(2)`: read at `off`, leaving the offset alone.
     pub fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
         let l = Lend::new();
         let buf_len = buf.len() as u64;
@@ -179,6 +187,7 @@ impl LocalProc {
         )?[0] as usize)
     }
 
+    /// `pwrite(2)`: write at `off`, leaving the offset alone.
     pub fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> Result<usize, Errno> {
         let l = Lend::new();
         Ok(self.call_lent(
@@ -194,6 +203,7 @@ impl LocalProc {
         )?[0] as usize)
     }
 
+    /// `lseek(2)`; the new offset.
     pub fn lseek(&self, fd: i32, off: i64, whence: i32) -> Result<i64, Errno> {
         Ok(self.call(
             SYS_LSEEK,
@@ -201,19 +211,23 @@ impl LocalProc {
         )?[0])
     }
 
+    /// `ftruncate(2)`.
     pub fn ftruncate(&self, fd: i32, len: i64) -> Result<(), Errno> {
         self.call(SYS_FTRUNCATE, &[fd as u32 as u64, 0, len as u64])
             .map(|_| ())
     }
 
+    /// `fsync(2)`: the file's data and metadata made durable.
     pub fn fsync(&self, fd: i32) -> Result<(), Errno> {
         self.call(SYS_FSYNC, &[fd as u32 as u64]).map(|_| ())
     }
 
+    /// `fdatasync(2)`: the file's data made durable.
     pub fn fdatasync(&self, fd: i32) -> Result<(), Errno> {
         self.call(SYS_FDATASYNC, &[fd as u32 as u64]).map(|_| ())
     }
 
+    /// `sync(2)`: every file system flushed.
     pub fn sync(&self) -> Result<(), Errno> {
         self.call(SYS_SYNC, &[]).map(|_| ())
     }
@@ -230,20 +244,24 @@ impl LocalProc {
         Stat::decode(&b).ok_or(Errno(EFAULT))
     }
 
+    /// `stat(2)`, following a final symbolic link.
     pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat, Errno> {
         let p = cstr(path.as_ref())?;
         self.stat_call(SYS_STAT, Some(&p), 0)
     }
 
+    /// `lstat(2)`, not following a final symbolic link.
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat, Errno> {
         let p = cstr(path.as_ref())?;
         self.stat_call(SYS_LSTAT, Some(&p), 0)
     }
 
+    /// `fstat(2)`.
     pub fn fstat(&self, fd: i32) -> Result<Stat, Errno> {
         self.stat_call(SYS_FSTAT, None, fd)
     }
 
+    /// `mkdir(2)` (the umask applies).
     pub fn mkdir(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -251,18 +269,21 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `rmdir(2)`.
     pub fn rmdir(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_RMDIR, &[l.cstr(&p)]).map(|_| ())
     }
 
+    /// `unlink(2)`.
     pub fn unlink(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_UNLINK, &[l.cstr(&p)]).map(|_| ())
     }
 
+    /// `rename(2)`.
     pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
@@ -270,6 +291,7 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `link(2)`: a new name `to` for `from`.
     pub fn link(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let (f, t) = (cstr(from.as_ref())?, cstr(to.as_ref())?);
@@ -277,6 +299,7 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `symlink(2)`: a link at `path` pointing to `target`.
     pub fn symlink(&self, target: impl AsRef<[u8]>, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let (t, p) = (cstr(target.as_ref())?, cstr(path.as_ref())?);
@@ -284,6 +307,7 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `readlink(2)`: the link's target.
     pub fn readlink(&self, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -298,6 +322,7 @@ impl LocalProc {
         Ok(buf)
     }
 
+    /// `chmod(2)`.
     pub fn chmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -305,21 +330,25 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `fchmod(2)`.
     pub fn fchmod(&self, fd: i32, mode: u32) -> Result<(), Errno> {
         self.call(SYS_FCHMOD, &[fd as u32 as u64, mode as u64])
             .map(|_| ())
     }
 
+    /// `chdir(2)`.
     pub fn chdir(&self, path: impl AsRef<[u8]>) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
         self.call_lent(&l, SYS_CHDIR, &[l.cstr(&p)]).map(|_| ())
     }
 
+    /// `fchdir(2)`.
     pub fn fchdir(&self, fd: i32) -> Result<(), Errno> {
         self.call(SYS_FCHDIR, &[fd as u32 as u64]).map(|_| ())
     }
 
+    /// `__getcwd(2)`: the current directory's path.
     pub fn getcwd(&self) -> Result<String, Errno> {
         let l = Lend::new();
         let mut buf = vec![0u8; crate::namei::MAXPATHLEN * 4];
@@ -392,6 +421,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `mount(2)` of type `ext2fs` from the drive at `fspec` on `dir` (read-only if asked).
     pub fn mount_ext2(&self, fspec: &str, dir: &str, read_only: bool) -> Result<(), Errno> {
         let flags = if read_only {
             netbsd_abi::fcntl::MNT_RDONLY
@@ -401,6 +431,7 @@ impl LocalProc {
         self.mount(netbsd_abi::fcntl::MOUNT_EXT2FS, dir, flags, fspec)
     }
 
+    /// `unmount(2)`: flush and detach the file system mounted on `dir`.
     pub fn unmount(&self, dir: &str, flags: i32) -> Result<(), Errno> {
         let l = Lend::new();
         let d = cstr(dir.as_bytes())?;
@@ -408,6 +439,7 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `reboot(2)` with `RB_*` `flags`: the halt (without `RB_HALT` the host process exits).
     pub fn reboot(&self, flags: i32) -> Result<(), Errno> {
         self.call(SYS_REBOOT, &[flags as u32 as u64, 0]).map(|_| ())
     }

@@ -1,4 +1,4 @@
-//! The stall detector: the blocking discipline (SPEC §5), checked at run
+//! The stall detector: the blocking discipline (docs/design.md), checked at run
 //! time. A thread must never block while it holds a virtual CPU; if one
 //! does, every other thread that needs that CPU waits behind it, and with
 //! all CPUs so held the kernel is wedged.
@@ -25,10 +25,14 @@ use crate::Kernel;
 const LIMIT: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
 
+/// What the stall detector does (`RUMP_LOCKDEBUG`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
+    /// Nothing: the detector does not run.
     Off,
+    /// Report a stalled thread on the log and go on.
     Warn,
+    /// Report, then abort the process (for a core to look at).
     Abort,
 }
 

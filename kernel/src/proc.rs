@@ -30,9 +30,13 @@ pub enum Backend {
     Dev(Arc<Drive>),
 }
 
+/// An open file: what a descriptor refers to (shared by descriptors duplicated from one open).
 pub struct File {
+    /// The vnode, held (its mount is busy while the file is open).
     pub vn: VnRef,
+    /// Its type, fixed at open.
     pub kind: FileKind,
+    /// What reads and writes go to.
     pub backend: Backend,
     /// `O_*` status flags (access mode, `O_APPEND`, …).
     pub flags: i32,
@@ -43,6 +47,7 @@ pub struct File {
 }
 
 impl File {
+    /// Open `vn`: tells its file system that the inode is open.
     pub fn new(vn: Vnode, kind: FileKind, backend: Backend, flags: i32) -> File {
         vn.mnt.fs.open(vn.ino);
         File {
@@ -60,16 +65,19 @@ impl File {
         (self.status.load(Ordering::Relaxed) & !O_ACCMODE) | (self.flags & O_ACCMODE)
     }
 
+    /// Whether it was opened for reading.
     pub fn readable(&self) -> bool {
         let a = self.flags & O_ACCMODE;
         a == O_RDONLY || a == O_RDWR
     }
 
+    /// Whether it was opened for writing.
     pub fn writable(&self) -> bool {
         let a = self.flags & O_ACCMODE;
         a == O_WRONLY || a == O_RDWR
     }
 
+    /// The vnode.
     pub fn vnode(&self) -> &Vnode {
         &self.vn.vn
     }
@@ -98,6 +106,7 @@ pub struct FdTable {
 }
 
 impl FdTable {
+    /// The file at descriptor `fd` (`EBADF` if none).
     pub fn get(&self, fd: i32) -> Result<Arc<File>, Errno> {
         if fd < 0 {
             return Err(Errno(EBADF));
@@ -108,6 +117,7 @@ impl FdTable {
         }
     }
 
+    /// The lowest free descriptor for `file` (`EMFILE` at the per-process limit).
     pub fn alloc(&mut self, file: Arc<File>, cloexec: bool) -> Result<i32, Errno> {
         let slot = Slot { file, cloexec };
         if let Some(i) = self.slots.iter().position(|s| s.is_none()) {
@@ -121,6 +131,7 @@ impl FdTable {
         Ok(self.slots.len() as i32 - 1)
     }
 
+    /// Take descriptor `fd` out; the file closes when its last reference goes.
     pub fn remove(&mut self, fd: i32) -> Result<Arc<File>, Errno> {
         if fd < 0 {
             return Err(Errno(EBADF));
@@ -136,6 +147,7 @@ impl FdTable {
         Ok(s.file)
     }
 
+    /// Take the close-on-exec descriptors out (at exec).
     pub fn take_cloexec(&mut self) -> Vec<Arc<File>> {
         let mut out = Vec::new();
         for s in self.slots.iter_mut() {
@@ -154,6 +166,7 @@ impl FdTable {
         }
     }
 
+    /// Set or clear close-on-exec on `fd`.
     pub fn set_cloexec(&mut self, fd: i32, on: bool) -> Result<(), Errno> {
         match usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)) {
             Some(Some(s)) => {
@@ -211,17 +224,25 @@ impl FdTable {
     }
 }
 
+/// A kernel process: one per sysproxy client (and per local caller), with its credentials, descriptors and current directory.
 pub struct Proc {
+    /// Process id.
     pub pid: i32,
+    /// Parent's process id (0 for none).
     pub ppid: i32,
+    /// The program name (the client's, updated at exec).
     pub comm: Mutex<String>,
+    /// User and group ids, fixed at creation.
     pub cred: Cred,
     /// Supplementary groups (at most `NGROUPS_MAX`), fixed at creation.
     pub groups: Vec<u32>,
     /// The file creation mask (`umask(2)`).
     pub umask: AtomicU32,
+    /// Whose memory the process's addresses are: a sysproxy client's, or this host process's.
     pub mem: Memory,
+    /// The descriptor table (an `Arc` because `rfork` may share it between processes).
     pub fds: Mutex<Arc<Mutex<FdTable>>>,
+    /// The current directory, held; `None` once released.
     pub cwd: Mutex<Option<VnRef>>,
     /// Live lwps; the process is released when the count drops to zero.
     pub nlwps: AtomicUsize,
@@ -233,12 +254,16 @@ pub struct Proc {
 /// How `rfork` gives the child its descriptors (`RUMP_RFFD_*`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum FdMode {
+    /// The child shares the parent's table.
     Share,
+    /// The child gets a copy.
     Copy,
+    /// The child starts with an empty table.
     Clear,
 }
 
 impl Proc {
+    /// A process `pid`, inheriting from `parent` (if any) its credentials, groups, umask and current directory, and its descriptors as `fdmode` says; without a parent its directory is `root`.
     pub fn new(
         pid: i32,
         parent: Option<&Proc>,
@@ -275,14 +300,17 @@ impl Proc {
         }
     }
 
+    /// The descriptor table (shared, if the process shares it).
     pub fn fdtable(&self) -> Arc<Mutex<FdTable>> {
         self.fds.lock().clone()
     }
 
+    /// The file at descriptor `fd`.
     pub fn getf(&self, fd: i32) -> Result<Arc<File>, Errno> {
         self.fds.lock().lock().get(fd)
     }
 
+    /// The current directory (`root` once released).
     pub fn cwd(&self, root: &Vnode) -> Vnode {
         match &*self.cwd.lock() {
             Some(c) => c.vn.clone(),
@@ -290,6 +318,7 @@ impl Proc {
         }
     }
 
+    /// Change the current directory.
     pub fn set_cwd(&self, vn: Vnode) {
         let new = VnRef::new(vn);
         let old = self.cwd.lock().replace(new);
@@ -326,6 +355,7 @@ impl Proc {
 /// has been released and is switched away from (or its thread
 /// unschedules), as in NetBSD.
 pub struct Lwp {
+    /// The process it runs for.
     pub proc: Arc<Proc>,
     /// References (the creator's); 0 = `LW_WEXIT`, free at the next switch.
     refcnt: AtomicU32,
@@ -358,6 +388,7 @@ impl Lwp {
         self.exiting() && self.owner != PINNED
     }
 
+    /// Whether its creator let go of it (it is freed at the next switch).
     pub fn exiting(&self) -> bool {
         self.refcnt.load(Ordering::Acquire) == 0
     }

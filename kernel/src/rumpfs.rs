@@ -78,7 +78,9 @@ struct Data {
 
 /// A host file (or a window of one) exposed as a regular file.
 pub struct HostBacked {
+    /// The host file.
     pub file: Arc<HostDrive>,
+    /// Where the file's bytes start in it.
     pub offset: u64,
     size: AtomicU64,
     /// The drive's size: the file never grows past it (`EFBIG`).
@@ -101,6 +103,7 @@ struct Node {
     opens: AtomicU32,
 }
 
+/// The in-memory root file system (NetBSD's rumpfs): directories, files, symbolic links and device nodes in memory, counted against the kernel's memory limit; etfs host files appear in it as regular files or device nodes.
 pub struct RumpFs {
     nodes: RwLock<HashMap<Ino, Arc<Node>>>,
     ns: Mutex<()>,

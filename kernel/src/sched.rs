@@ -70,6 +70,7 @@ fn host_tid() -> i32 {
     })
 }
 
+/// The virtual CPUs of one kernel: a thread runs kernel code only while it holds one, and gives it up whenever it blocks (docs/design.md, "The blocking discipline").
 pub(crate) struct Sched {
     cpus: Box<[Cpu]>,
     /// The stall detector watches this kernel: record who holds each CPU
@@ -104,6 +105,7 @@ thread_local! {
 }
 
 impl Sched {
+    /// `ncpu` CPUs (at least 1, at most 256).
     pub(crate) fn new(ncpu: usize) -> Sched {
         let n = ncpu.clamp(1, 256);
         let cpus = (0..n)
@@ -125,6 +127,7 @@ impl Sched {
         }
     }
 
+    /// The number of CPUs.
     pub(crate) fn ncpu(&self) -> usize {
         self.cpus.len()
     }

@@ -11,12 +11,15 @@ use rumpuser::locks::RwLock;
 
 use crate::vfs::{Attr, FileKind, FileSystem, Ino};
 
+/// One mounted file system.
 pub struct Mount {
     /// `st_dev` of every file on this mount.
     pub dev: u64,
+    /// The file system.
     pub fs: Arc<dyn FileSystem>,
     /// The directory this mount covers (`None` for the root).
     pub covered: Option<Vnode>,
+    /// Mounted read-only (`MNT_RDONLY`).
     pub read_only: bool,
     /// Open files and current directories on this mount.
     pub busy: AtomicUsize,
@@ -29,18 +32,23 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// Whether it has been unmounted (or the kernel quiesced).
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
     }
 }
 
+/// A file as the VFS names it: a mount and an inode number on it. Holds no reference of its own: a [`VnRef`] keeps the mount busy.
 #[derive(Clone)]
 pub struct Vnode {
+    /// The mount the file is on.
     pub mnt: Arc<Mount>,
+    /// Its inode number there.
     pub ino: Ino,
 }
 
 impl Vnode {
+    /// The file's attributes (`EBADF` once its mount is gone).
     pub fn getattr(&self) -> Result<Attr, Errno> {
         if self.mnt.is_dead() {
             return Err(Errno(EBADF));
@@ -48,14 +56,17 @@ impl Vnode {
         self.mnt.fs.getattr(self.ino)
     }
 
+    /// The file's type.
     pub fn kind(&self) -> Result<FileKind, Errno> {
         Ok(self.getattr()?.kind)
     }
 
+    /// Whether `o` names the same file.
     pub fn same(&self, o: &Vnode) -> bool {
         Arc::ptr_eq(&self.mnt, &o.mnt) && self.ino == o.ino
     }
 
+    /// Whether this is the root of its mount.
     pub fn is_mount_root(&self) -> bool {
         self.ino == self.mnt.fs.root()
     }
@@ -75,10 +86,12 @@ impl Vnode {
 /// A counted hold on a vnode (an open file or a current directory): the
 /// mount is busy while one exists.
 pub struct VnRef {
+    /// The vnode held.
     pub vn: Vnode,
 }
 
 impl VnRef {
+    /// Hold `vn` (its mount counts one more user).
     pub fn new(vn: Vnode) -> VnRef {
         vn.mnt.busy.fetch_add(1, Ordering::SeqCst);
         VnRef { vn }
@@ -99,6 +112,7 @@ impl Drop for VnRef {
 
 /// The mount table.
 pub struct Mounts {
+    /// The root file system's mount.
     pub root: Arc<Mount>,
     /// (dev of the covered directory's mount, its inode) → mount on it.
     covering: RwLock<HashMap<(u64, Ino), Arc<Mount>>>,
@@ -107,6 +121,7 @@ pub struct Mounts {
 }
 
 impl Mounts {
+    /// A table with `rootfs` mounted at `/`.
     pub fn new(rootfs: Arc<dyn FileSystem>) -> Mounts {
         let root = Arc::new(Mount {
             dev: 0x1_0000,
@@ -126,6 +141,7 @@ impl Mounts {
         }
     }
 
+    /// The root directory.
     pub fn root_vnode(&self) -> Vnode {
         Vnode {
             mnt: self.root.clone(),
@@ -133,6 +149,7 @@ impl Mounts {
         }
     }
 
+    /// A new `st_dev` for a mount.
     pub fn alloc_dev(&self) -> u64 {
         self.next_dev.fetch_add(1, Ordering::Relaxed)
     }
@@ -158,6 +175,7 @@ impl Mounts {
         self.covering.read().get(&(vn.mnt.dev, vn.ino)).cloned()
     }
 
+    /// Add a mount on its covered directory (`EBUSY` if that directory is already covered).
     pub fn insert(&self, m: Arc<Mount>) -> Result<(), Errno> {
         let cov = m.covered.as_ref().ok_or(Errno(EINVAL))?;
         let mut t = self.covering.write();
@@ -170,6 +188,7 @@ impl Mounts {
         Ok(())
     }
 
+    /// Take mount `m` out of the table.
     pub fn remove(&self, m: &Arc<Mount>) {
         if let Some(cov) = &m.covered {
             let mut t = self.covering.write();

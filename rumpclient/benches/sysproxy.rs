@@ -17,7 +17,7 @@
 //! Environment: `SP_BENCH_ITERS` (null-syscall iterations per round,
 //! default 20000), `SP_BENCH_ROUNDS` (default 5).
 
-mod standin;
+use testkit::standin;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -45,6 +45,7 @@ impl Region<'_> {
         }
     }
 
+    /// Bytes in the region.
     pub fn len(&self) -> usize {
         match self {
             Region::In(b) => b.len(),
@@ -52,6 +53,7 @@ impl Region<'_> {
         }
     }
 
+    /// Whether the region is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

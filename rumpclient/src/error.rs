@@ -16,22 +16,45 @@ pub enum Error {
     EmptyServer,
     /// The URL could not be understood.
     #[error("{url}: {reason}")]
-    Url { url: String, reason: String },
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Connecting failed (no such socket, refused, ...).
     #[error("connect {url}: {}", io_text(.source))]
-    Connect { url: String, source: io::Error },
+    Connect {
+        /// The server URL.
+        url: String,
+        /// The socket error.
+        source: io::Error,
+    },
     /// The connection broke (server exited or dropped us).
     #[error("{url}: connection to server lost{}", lost_text(.source))]
     Lost {
+        /// The server URL.
         url: String,
+        /// The socket error, when there was one (`None`: the server
+        /// closed the connection).
         source: Option<io::Error>,
     },
     /// The server said something this client does not understand.
     #[error("{url}: protocol error: {what}")]
-    Protocol { url: String, what: String },
+    Protocol {
+        /// The server URL.
+        url: String,
+        /// What was wrong with the server's answer.
+        what: String,
+    },
     /// The server refused a request with a protocol error.
     #[error("{url}: server refused: {error}")]
-    Refused { url: String, error: ProtoError },
+    Refused {
+        /// The server URL.
+        url: String,
+        /// The protocol error it answered with.
+        error: ProtoError,
+    },
     /// The system call failed with this NetBSD errno.
     #[error("{}", .0.description())]
     Errno(#[from] Errno),

@@ -18,6 +18,13 @@
 //!
 //! Reconnection: as NetBSD's default, a lost connection is not re-made;
 //! every later call fails with [`Error::Lost`].
+//!
+//! What a caller must keep: numbers are NetBSD's (flags, errno values,
+//! `struct stat`), not the host's; a [`Region`] must cover every byte the
+//! kernel may copy for the call (the server can reach nothing else); and
+//! a [`Client`] is one kernel process, so its descriptors and working
+//! directory are shared by every thread that uses it.
+#![warn(missing_docs)]
 
 mod client;
 mod error;

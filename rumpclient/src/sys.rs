@@ -51,26 +51,31 @@ impl Client {
         Ok(self.path_call(SYS_OPEN, path.as_ref(), &[flags as u32 as u64, mode as u64])?[0] as i32)
     }
 
+    /// `close(2)` descriptor `fd`.
     pub fn close(&self, fd: i32) -> Result<(), Error> {
         self.syscall(SYS_CLOSE, &[fd as u64], &mut [])?;
         Ok(())
     }
 
+    /// `read(2)` from `fd` into `buf` at the descriptor's offset; the bytes read (0 at end of file).
     pub fn read(&self, fd: i32, buf: &mut [u8]) -> Result<usize, Error> {
         let args = [fd as u64, a(buf), buf.len() as u64];
         Ok(self.syscall(SYS_READ, &args, &mut [Region::Out(buf)])?[0] as usize)
     }
 
+    /// `write(2)` `buf` to `fd` at the descriptor's offset; the bytes written.
     pub fn write(&self, fd: i32, buf: &[u8]) -> Result<usize, Error> {
         let args = [fd as u64, a(buf), buf.len() as u64];
         Ok(self.syscall(SYS_WRITE, &args, &mut [Region::In(buf)])?[0] as usize)
     }
 
+    /// `pread(2)`: read at `off`, leaving the descriptor's offset alone.
     pub fn pread(&self, fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Error> {
         let args = [fd as u64, a(buf), buf.len() as u64, 0, off as u64];
         Ok(self.syscall(SYS_PREAD, &args, &mut [Region::Out(buf)])?[0] as usize)
     }
 
+    /// `pwrite(2)`: write at `off`, leaving the descriptor's offset alone.
     pub fn pwrite(&self, fd: i32, buf: &[u8], off: i64) -> Result<usize, Error> {
         let args = [fd as u64, a(buf), buf.len() as u64, 0, off as u64];
         Ok(self.syscall(SYS_PWRITE, &args, &mut [Region::In(buf)])?[0] as usize)
@@ -85,31 +90,37 @@ impl Client {
         )?[0])
     }
 
+    /// `fsync(2)`: make `fd`'s data and metadata durable.
     pub fn fsync(&self, fd: i32) -> Result<(), Error> {
         self.syscall(SYS_FSYNC, &[fd as u64], &mut [])?;
         Ok(())
     }
 
+    /// `sync(2)`: flush every file system of the kernel.
     pub fn sync(&self) -> Result<(), Error> {
         self.syscall(SYS_SYNC, &[], &mut [])?;
         Ok(())
     }
 
+    /// `mkdir(2)` with permission bits `mode` (less the process's umask).
     pub fn mkdir(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
         self.path_call(SYS_MKDIR, path.as_ref(), &[mode as u64])?;
         Ok(())
     }
 
+    /// `rmdir(2)`: remove an empty directory.
     pub fn rmdir(&self, path: impl AsRef<[u8]>) -> Result<(), Error> {
         self.path_call(SYS_RMDIR, path.as_ref(), &[])?;
         Ok(())
     }
 
+    /// `unlink(2)`: remove a name (not a directory).
     pub fn unlink(&self, path: impl AsRef<[u8]>) -> Result<(), Error> {
         self.path_call(SYS_UNLINK, path.as_ref(), &[])?;
         Ok(())
     }
 
+    /// `rename(2)` `from` to `to`, replacing a compatible `to`.
     pub fn rename(&self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) -> Result<(), Error> {
         self.two_paths(SYS_RENAME, from.as_ref(), to.as_ref())
     }
@@ -138,16 +149,19 @@ impl Client {
         Ok(buf)
     }
 
+    /// `chmod(2)`: set the permission bits of `path` (following a symbolic link).
     pub fn chmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
         self.path_call(SYS_CHMOD, path.as_ref(), &[mode as u64])?;
         Ok(())
     }
 
+    /// `fchmod(2)`: set the permission bits of the file open as `fd`.
     pub fn fchmod(&self, fd: i32, mode: u32) -> Result<(), Error> {
         self.syscall(SYS_FCHMOD, &[fd as u64, mode as u64], &mut [])?;
         Ok(())
     }
 
+    /// `ftruncate(2)`: set the size of the file open as `fd` (extending with a hole).
     pub fn ftruncate(&self, fd: i32, len: i64) -> Result<(), Error> {
         self.syscall(SYS_FTRUNCATE, &[fd as u64, 0, len as u64], &mut [])?;
         Ok(())
@@ -161,14 +175,17 @@ impl Client {
         Ok(Stat::decode(&sb).expect("stat buffer has STAT_SIZE bytes"))
     }
 
+    /// `stat(2)`: the attributes of `path`, following a symbolic link.
     pub fn stat(&self, path: impl AsRef<[u8]>) -> Result<Stat, Error> {
         self.stat_call(SYS_STAT, path.as_ref())
     }
 
+    /// `lstat(2)`: the attributes of `path` itself, a symbolic link included.
     pub fn lstat(&self, path: impl AsRef<[u8]>) -> Result<Stat, Error> {
         self.stat_call(SYS_LSTAT, path.as_ref())
     }
 
+    /// `fstat(2)`: the attributes of the file open as `fd`.
     pub fn fstat(&self, fd: i32) -> Result<Stat, Error> {
         let mut sb = [0u8; STAT_SIZE];
         let args = [fd as u64, a(&sb)];
@@ -202,11 +219,13 @@ impl Client {
         Ok(all)
     }
 
+    /// `chdir(2)`: the remote process's working directory becomes `path`.
     pub fn chdir(&self, path: impl AsRef<[u8]>) -> Result<(), Error> {
         self.path_call(SYS_CHDIR, path.as_ref(), &[])?;
         Ok(())
     }
 
+    /// `fchdir(2)`: the working directory becomes the directory open as `fd`.
     pub fn fchdir(&self, fd: i32) -> Result<(), Error> {
         self.syscall(SYS_FCHDIR, &[fd as u64], &mut [])?;
         Ok(())
@@ -273,6 +292,7 @@ impl Client {
         self.mount_with(MOUNT_EXT2FS, path, flags, &ufs_args, &[&spec])
     }
 
+    /// `unmount(2)` the file system mounted at `path` (`MNT_FORCE` in `flags`: even when busy).
     pub fn unmount(&self, path: impl AsRef<[u8]>, flags: i32) -> Result<(), Error> {
         self.path_call(SYS_UNMOUNT, path.as_ref(), &[flags as u32 as u64])?;
         Ok(())

@@ -14,8 +14,11 @@ use crate::sys::{a, cpath};
 /// One time for [`Client::utimens`]: leave it, set it to now, or a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeSpec {
+    /// Leave this time as it is (`UTIME_OMIT`).
     Omit,
+    /// Set it to the kernel's current time (`UTIME_NOW`).
     Now,
+    /// Set it to this time.
     At(Timespec),
 }
 
@@ -89,6 +92,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `fchown(2)`: change the owner and group of the file open as `fd` (`u32::MAX` leaves one alone).
     pub fn fchown(&self, fd: i32, uid: u32, gid: u32) -> Result<(), Error> {
         self.syscall(
             SYS_FCHOWN,
@@ -98,6 +102,7 @@ impl Client {
         .map(|_| ())
     }
 
+    /// `lchmod(2)`: set the permission bits of `path` itself, not following a symbolic link.
     pub fn lchmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
         self.p1(SYS_LCHMOD, path.as_ref(), &[mode as u64])
             .map(|_| ())
@@ -145,6 +150,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `futimens(2)`: set the access and modification times of the file open as `fd`.
     pub fn futimens(&self, fd: i32, t: [TimeSpec; 2]) -> Result<(), Error> {
         let b = times(t);
         self.syscall(
@@ -155,6 +161,7 @@ impl Client {
         .map(|_| ())
     }
 
+    /// `truncate(2)`: set the size of `path` (extending with a hole).
     pub fn truncate(&self, path: impl AsRef<[u8]>, len: i64) -> Result<(), Error> {
         self.p1(SYS_TRUNCATE, path.as_ref(), &[0, len as u64])
             .map(|_| ())
@@ -173,6 +180,7 @@ impl Client {
         Statvfs::decode(&b).ok_or(Error::Errno(Errno(EFAULT)))
     }
 
+    /// `fstatvfs1(2)`: totals of the file system holding the file open as `fd`.
     pub fn fstatvfs(&self, fd: i32) -> Result<Statvfs, Error> {
         let mut b = vec![0u8; STATVFS_SIZE];
         let args = [fd as u32 as u64, a(&b), ST_WAIT as u64];
@@ -180,10 +188,12 @@ impl Client {
         Statvfs::decode(&b).ok_or(Error::Errno(Errno(EFAULT)))
     }
 
+    /// `dup(2)`: a new descriptor (the lowest free) for the file open as `fd`.
     pub fn dup(&self, fd: i32) -> Result<i32, Error> {
         Ok(self.syscall(SYS_DUP, &[fd as u32 as u64], &mut [])?[0] as i32)
     }
 
+    /// `dup2(2)`: make descriptor `to` refer to `from`'s file (closing what `to` held); returns `to`.
     pub fn dup2(&self, from: i32, to: i32) -> Result<i32, Error> {
         Ok(self.syscall(SYS_DUP2, &[from as u32 as u64, to as u32 as u64], &mut [])?[0] as i32)
     }
@@ -198,6 +208,7 @@ impl Client {
         )?[0])
     }
 
+    /// `fsync_range(2)`: make `len` bytes from `start` durable; `flags` holds `FDATASYNC` or `FFILESYNC` (and may add `FDISKSYNC`).
     pub fn fsync_range(&self, fd: i32, flags: i32, start: i64, len: i64) -> Result<(), Error> {
         let args = [
             fd as u32 as u64,
@@ -214,6 +225,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `mkfifo(2)`: a named pipe at `path`.
     pub fn mkfifo(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
         self.p1(SYS_MKFIFO, path.as_ref(), &[mode as u64])
             .map(|_| ())
@@ -252,6 +264,7 @@ impl Client {
         )?[0] as usize)
     }
 
+    /// `openat(2)`: [`Client::open`] with a relative `path` taken from directory `dirfd` (or `AT_FDCWD`).
     pub fn openat(
         &self,
         dirfd: i32,
@@ -267,6 +280,7 @@ impl Client {
         )?[0] as i32)
     }
 
+    /// `mkdirat(2)`: [`Client::mkdir`] relative to `dirfd`.
     pub fn mkdirat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Error> {
         self.at1(SYS_MKDIRAT, dirfd, path.as_ref(), &[mode as u64])
             .map(|_| ())
@@ -278,6 +292,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `renameat(2)`: [`Client::rename`] with each path relative to its directory descriptor.
     pub fn renameat(
         &self,
         fromfd: i32,
@@ -291,6 +306,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `linkat(2)`: a new name `to` (relative to `fd2`) for `from` (relative to `fd1`); `AT_SYMLINK_FOLLOW` in `flags` follows a symbolic link `from`.
     pub fn linkat(
         &self,
         fd1: i32,
@@ -311,6 +327,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `symlinkat(2)`: a symbolic link at `path` (relative to `dirfd`) pointing to `target`.
     pub fn symlinkat(
         &self,
         target: impl AsRef<[u8]>,
@@ -323,6 +340,7 @@ impl Client {
             .map(|_| ())
     }
 
+    /// `readlinkat(2)`: the target of the symbolic link at `path` relative to `dirfd`.
     pub fn readlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Error> {
         let p = cpath(path.as_ref())?;
         let mut buf = vec![0u8; 1024];
@@ -336,6 +354,7 @@ impl Client {
         Ok(buf)
     }
 
+    /// `fchmodat(2)`: [`Client::chmod`] relative to `dirfd`; `AT_SYMLINK_NOFOLLOW` in `flag` acts on a link itself.
     pub fn fchmodat(
         &self,
         dirfd: i32,
@@ -352,6 +371,7 @@ impl Client {
         .map(|_| ())
     }
 
+    /// `fchownat(2)`: change owner and group relative to `dirfd`; `AT_SYMLINK_NOFOLLOW` in `flag` acts on a link itself.
     pub fn fchownat(
         &self,
         dirfd: i32,
@@ -369,6 +389,7 @@ impl Client {
         .map(|_| ())
     }
 
+    /// `fstatat(2)`: [`Client::stat`] relative to `dirfd`; `AT_SYMLINK_NOFOLLOW` in `flag` gives [`Client::lstat`]'s answer.
     pub fn fstatat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<Stat, Error> {
         let p = cpath(path.as_ref())?;
         let mut sb = [0u8; STAT_SIZE];
@@ -381,6 +402,7 @@ impl Client {
         Stat::decode(&sb).ok_or(Error::Errno(Errno(EFAULT)))
     }
 
+    /// `faccessat(2)`: may the caller access `path` (relative to `dirfd`) as `amode` asks (`R_OK`, `W_OK`, `X_OK`; 0 for existence)? `AT_EACCESS` in `flag` checks with the effective ids.
     pub fn faccessat(
         &self,
         dirfd: i32,

@@ -4,7 +4,9 @@
 /// Parsed options in order, plus the operands.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
+    /// The options, in the order given, each with its argument if it takes one.
     pub opts: Vec<(char, Option<String>)>,
+    /// What follows the options.
     pub operands: Vec<String>,
 }
 
@@ -12,8 +14,10 @@ pub struct Parsed {
 /// name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GetoptError {
+    /// An option the tool does not have.
     #[error("unknown option -- {0}")]
     Unknown(char),
+    /// An option that takes an argument came last, without one.
     #[error("option requires an argument -- {0}")]
     MissingArgument(char),
 }

@@ -18,6 +18,7 @@
 //!
 //! `rump_server`, `rump.halt` and `rumpctl` are thin layers over this and
 //! the client library.
+#![warn(missing_docs)]
 
 pub mod getopt;
 pub mod netbsd;
@@ -35,16 +36,21 @@ pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Zero virtual CPUs were asked for.
     #[error("ncpu must be at least 1")]
     NoCpu,
+    /// The kernel did not boot (say, a memory limit of 0).
     #[error("kernel boot: {0}")]
     Boot(Errno),
     /// A drive spec that does not parse (the message names the spec).
     #[error("{0}")]
     DriveSpec(String),
+    /// A fault injection spec that does not parse.
     #[error("fault {spec}: {source}")]
     Fault {
+        /// The spec, as given.
         spec: String,
+        /// What is wrong with it.
         source: vfs_cache::FaultSpecError,
     },
     /// A drive that cannot be attached (the message names the drive).
@@ -110,6 +116,7 @@ impl Builder {
         self.faults.push((key.to_string(), spec.to_string()));
         self
     }
+    /// Log the halt's steps to standard error (default: `RUMP_VERBOSE`).
     pub fn verbose(mut self, v: bool) -> Self {
         self.verbose = v;
         self
@@ -272,6 +279,7 @@ pub struct Rump {
 }
 
 impl Rump {
+    /// A [`Builder`] with every setting at its default.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -302,6 +310,7 @@ impl Rump {
         self.serving.as_deref()
     }
 
+    /// The kernel itself, for what [`Rump`] does not wrap.
     pub fn kernel(&self) -> &Arc<Kernel> {
         &self.node.kernel
     }

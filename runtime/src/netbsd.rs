@@ -1,4 +1,5 @@
-//! Hosting NetBSD's own rump kernel components (SPEC §10).
+//! Hosting NetBSD's own rump kernel components (docs/design.md, "Hosting
+//! NetBSD's own components").
 //!
 //! NetBSD's kernel, built upstream with `buildrump.sh` as shared libraries
 //! (`librump.so`, `librumpvfs.so`, `librumpfs_ext2fs.so`, …), runs on this
@@ -37,7 +38,7 @@
 //! does not exit: the halting thread stays in the kernel for good, and our
 //! sysproxy layer has stopped serving ([`rumpuser::sp::is_finished`]).
 //!
-//! Where NetBSD's kernel differs from SPEC §8: `RB_DUMP` aborts *without*
+//! Where NetBSD's kernel differs from our halt contract (docs/design.md): `RB_DUMP` aborts *without*
 //! syncing first, and with `RB_HALT` too (no forked dumper: the process
 //! dies); a flush failure is not reported to the halting caller.
 //!
@@ -403,6 +404,7 @@ pub struct NetbsdKernel {
 }
 
 impl NetbsdKernel {
+    /// A [`NetbsdBuilder`] with every setting at its default.
     pub fn builder() -> NetbsdBuilder {
         NetbsdBuilder::default()
     }

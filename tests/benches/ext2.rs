@@ -3,14 +3,14 @@
 //! `dd conv=fsync` of the same bytes, and the host creating the same small
 //! files then syncing, in the same run on the same file system.
 
-#[path = "bench_common.rs"]
-mod bench_common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_common::*;
 use netbsd_abi::fcntl::{O_CREAT, O_WRONLY};
+use testkit::bench::*;
+
+/// `rump_halt`, as cargo built it for this benchmark.
+const RUMP_HALT: &str = env!("CARGO_BIN_EXE_rump_halt");
 
 fn main() {
     let nfiles: usize = std::env::var("BENCH_FILES")

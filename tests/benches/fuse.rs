@@ -6,9 +6,6 @@
 //! median of BENCH_RUNS runs (default 3) of each row, and the ratio
 //! rump_ext2fs / fuse2fs of the medians (target: at most 0.5).
 
-#[path = "../common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,7 +70,7 @@ fn daemons(img: &Path) -> Vec<i32> {
 
 fn wait_gone(pids: &[i32]) {
     let t = Instant::now();
-    while pids.iter().any(|&p| common::process_alive(p)) {
+    while pids.iter().any(|&p| testkit::proc::process_alive(p)) {
         if t.elapsed() > Duration::from_secs(300) {
             break;
         }
@@ -107,7 +104,7 @@ impl Kind {
                 std::env::var("BENCH_RUMP_OPTS").unwrap_or_default()
             )),
             Kind::Fuse2fs => {
-                let f = common::find_tool("fuse2fs").ok_or("fuse2fs not installed")?;
+                let f = testkit::tools::find_tool("fuse2fs").ok_or("fuse2fs not installed")?;
                 sh(&format!(
                     "{}'{}' '{i}' '{m}' -o rw,allow_other >/dev/null",
                     pin(),

@@ -2,14 +2,14 @@
 //! with 16, 64 and 256 MiB dirty in the cache, beside `dd bs=1M
 //! conv=fsync` of the same bytes on the same file system.
 
-#[path = "bench_common.rs"]
-mod bench_common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_common::*;
 use netbsd_abi::fcntl::O_RDWR;
+use testkit::bench::*;
+
+/// `rump_halt`, as cargo built it for this benchmark.
+const RUMP_HALT: &str = env!("CARGO_BIN_EXE_rump_halt");
 
 fn main() {
     let sizes: Vec<usize> = std::env::var("BENCH_HALT_MIB")

@@ -16,16 +16,13 @@
 //! ratio is the median of the per-round ratios (a round's figure against
 //! the floor measured right beside it), with their spread.
 
-#[path = "bench_common.rs"]
-mod bench_common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 
-use bench_common::*;
 use netbsd_abi::fcntl::O_RDWR;
 use netbsd_abi::sp::{COPYDATA_LEN, HDRSZ, INLINE_HDR_LEN, SYSRESP_LEN};
+use testkit::bench::*;
 
 /// A raw server: read `req` bytes, answer `resp` bytes, until EOF.
 fn raw_server(l: UnixListener, req: usize, resp: usize) {

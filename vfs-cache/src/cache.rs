@@ -104,6 +104,7 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
+    /// A configuration with memory limit `limit` bytes and the defaults for the rest.
     pub fn new(limit: u64) -> CacheConfig {
         CacheConfig {
             limit,
@@ -349,6 +350,8 @@ impl Cache {
         Cache::with_config(CacheConfig::new(limit_bytes))
     }
 
+    /// A cache configured by `cfg`. The high-water mark of dirty data is
+    /// three quarters of the limit (or `cfg.max_dirty`, if lower).
     pub fn with_config(cfg: CacheConfig) -> Arc<Cache> {
         let limit = cfg.limit;
         let high = (limit / 4 * 3 + (limit % 4) * 3 / 4).min(cfg.max_dirty);
@@ -482,6 +485,7 @@ impl CachedDev {
         &self.core.dev
     }
 
+    /// The cache block size, in bytes: the unit of caching and of device writes.
     pub fn block_size(&self) -> usize {
         self.core.bs
     }

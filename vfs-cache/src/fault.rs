@@ -40,6 +40,7 @@ pub enum FaultMode {
 }
 
 impl FaultMode {
+    /// The mode's name, as a fault spec spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             FaultMode::None => "none",
@@ -75,20 +76,26 @@ impl FromStr for FaultMode {
 /// A fault spec that does not parse; the message says why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FaultSpecError {
+    /// Nothing before the `:`.
     #[error("empty fault mode (expected write-error, write-hang, write-spin or flush-error)")]
     EmptyMode,
     #[error(
         "unknown fault mode \"{0}\" (expected write-error, write-hang, write-spin or flush-error)"
     )]
+    /// A mode that is not one of the four.
     UnknownMode(String),
+    /// An empty spec.
     #[error("empty fault spec (expected MODE[:CONTROLFILE], MODE one of write-error, write-hang, write-spin, flush-error)")]
     EmptySpec,
     /// The spec, and what is wrong with its mode.
     #[error("fault spec \"{spec}\": {mode}")]
     BadMode {
+        /// The spec, as given.
         spec: String,
+        /// What is wrong with its mode.
         mode: Box<FaultSpecError>,
     },
+    /// A `:` with nothing after it.
     #[error("fault spec \"{0}\": empty control file path after ':'")]
     EmptyControlFile(String),
 }
@@ -158,6 +165,7 @@ impl FaultControl {
         *self.mode.lock()
     }
 
+    /// The control file, if the mode is switched by one (the fault is active while it exists).
     pub fn control_file(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }
@@ -190,14 +198,17 @@ pub struct FaultyDrive {
 }
 
 impl FaultyDrive {
+    /// `inner` with the faults `ctl` switches on.
     pub fn new(inner: Arc<dyn BlockDevice>, ctl: Arc<FaultControl>) -> FaultyDrive {
         FaultyDrive { inner, ctl }
     }
 
+    /// The switch.
     pub fn control(&self) -> &Arc<FaultControl> {
         &self.ctl
     }
 
+    /// The drive the faults are injected in front of.
     pub fn inner(&self) -> &Arc<dyn BlockDevice> {
         &self.inner
     }

@@ -107,6 +107,7 @@ impl HostDrive {
         })
     }
 
+    /// The host path, as given.
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -144,6 +145,7 @@ impl HostDrive {
         self.file.size()
     }
 
+    /// Whether the host file is a regular file (not a block device).
     pub fn is_regular(&self) -> bool {
         matches!(self.file.file_type(), Ok(FileType::Reg))
     }

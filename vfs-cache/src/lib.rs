@@ -1,5 +1,5 @@
 //! vfs-cache: the write-back buffer cache between file systems and host
-//! drives (SPEC §6).
+//! drives (docs/design.md, "The cache model").
 //!
 //! * [`Cache`]: one per kernel, shared by every drive; holds fixed-size
 //!   blocks keyed by (device, block number) under one memory limit.
@@ -12,6 +12,12 @@
 //!   for tests here and elsewhere.
 //!
 //! See [`cache`] for the policy (limits, throttling, eviction, sync).
+//!
+//! What users must keep: a [`Store`]'s writes are not durable until its
+//! `sync` succeeds, and a failed `sync` keeps the data dirty (the next
+//! one retries); a [`BlockDevice`]'s `flush` makes every write it
+//! completed durable, or fails.
+#![warn(missing_docs)]
 
 use netbsd_abi::Errno;
 
@@ -61,9 +67,13 @@ pub trait BlockDevice: Send + Sync {
 /// in production, anything in tests. Writes may stay in memory until
 /// `sync`, which makes them durable or reports why not (keeping them).
 pub trait Store: Send + Sync {
+    /// The store's size in bytes; reads and writes stay below it.
     fn size(&self) -> u64;
+    /// Fill `buf` from offset `off` (all of it, or an error).
     fn read(&self, off: u64, buf: &mut [u8]) -> Result<(), Errno>;
+    /// Write `buf` at offset `off`; it may stay in memory until [`Store::sync`].
     fn write(&self, off: u64, buf: &[u8]) -> Result<(), Errno>;
+    /// Make every write so far durable. On failure the error is reported and the data kept, to be written by a later `sync`.
     fn sync(&self) -> Result<(), Errno>;
     /// Write `buf` at `off` to the device now, before this call returns,
     /// and into any copy held in memory (whose dirty state is unchanged).

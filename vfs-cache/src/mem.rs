@@ -12,8 +12,21 @@ use crate::BlockDevice;
 /// One call a [`MemDevice`] received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DevOp {
-    Read { off: u64, len: usize },
-    Write { off: u64, len: usize },
+    /// `read_at`: `len` bytes at `off`.
+    Read {
+        /// Where.
+        off: u64,
+        /// How many bytes.
+        len: usize,
+    },
+    /// `write_at`: `len` bytes at `off`.
+    Write {
+        /// Where.
+        off: u64,
+        /// How many bytes.
+        len: usize,
+    },
+    /// `flush`.
     Flush,
 }
 
@@ -34,6 +47,7 @@ impl MemDevice {
         MemDevice::with_contents(vec![0; size])
     }
 
+    /// A device holding `data` (also its durable contents).
     pub fn with_contents(data: Vec<u8>) -> Arc<MemDevice> {
         Arc::new(MemDevice {
             durable: Mutex::new(data.clone()),
@@ -70,6 +84,7 @@ impl MemDevice {
             .collect()
     }
 
+    /// Forget the calls recorded so far.
     pub fn clear_ops(&self) {
         self.ops.lock().clear();
     }

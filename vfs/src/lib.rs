@@ -11,7 +11,7 @@
 //! on the kernel: the kernel re-exports it as `rumpkern::vfs`. The byte
 //! store a file system reads and writes (`vfs_cache::Store`) stays with the
 //! buffer cache.
-
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -20,16 +20,25 @@ use std::time::{Duration, Instant};
 use netbsd_abi::stat::Timespec;
 use netbsd_abi::Errno;
 
+/// An inode number: names a file within one file system, stable while the file exists (an unlinked file keeps its number until released). The root's is [`FileSystem::root`].
 pub type Ino = u64;
 
+/// The type of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     Reg,
+    /// A symbolic link.
     Lnk,
+    /// A block device node.
     Blk,
+    /// A character device node.
     Chr,
+    /// A named pipe.
     Fifo,
+    /// A socket node.
     Sock,
 }
 
@@ -66,21 +75,33 @@ impl FileKind {
 /// What `stat(2)` reports, before the VFS adds `st_dev`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
+    /// The inode number.
     pub ino: Ino,
+    /// The file type (the `S_IF*` bits of `st_mode`).
     pub kind: FileKind,
     /// Permission bits only (07777).
     pub perm: u32,
+    /// Number of names (hard links) the file has.
     pub nlink: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Size in bytes (for a symbolic link, the target's length).
     pub size: u64,
     /// 512-byte blocks allocated.
     pub blocks: u64,
+    /// Preferred I/O size.
     pub blksize: u32,
+    /// For a device node: the device it stands for (NetBSD's `dev_t`); else 0.
     pub rdev: u64,
+    /// Last access.
     pub atime: Timespec,
+    /// Last change of the contents.
     pub mtime: Timespec,
+    /// Last change of the inode.
     pub ctime: Timespec,
+    /// Creation (zero where the file system does not record it).
     pub birthtime: Timespec,
 }
 
@@ -88,19 +109,28 @@ pub struct Attr {
 /// extends (with a hole).
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {
+    /// New permission bits (07777).
     pub perm: Option<u32>,
+    /// New owner.
     pub uid: Option<u32>,
+    /// New group.
     pub gid: Option<u32>,
+    /// New size.
     pub size: Option<u64>,
+    /// New access time.
     pub atime: Option<Timespec>,
+    /// New modification time.
     pub mtime: Option<Timespec>,
 }
 
 /// One directory entry from [`FileSystem::readdir`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The entry's inode.
     pub ino: Ino,
+    /// Its type (without a `getattr`).
     pub kind: FileKind,
+    /// Its name.
     pub name: Vec<u8>,
     /// The cookie that resumes the listing just after this entry.
     pub next: u64,
@@ -109,29 +139,44 @@ pub struct DirEntry {
 /// `statvfs`-like totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsStat {
+    /// Block size of the counts below, in bytes.
     pub block_size: u32,
+    /// Blocks in the file system.
     pub blocks: u64,
+    /// Free blocks.
     pub blocks_free: u64,
+    /// Inodes in the file system.
     pub files: u64,
+    /// Free inodes.
     pub files_free: u64,
 }
 
 /// Who is creating a node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cred {
+    /// The new node's owner.
     pub uid: u32,
+    /// The new node's group.
     pub gid: u32,
 }
 
+/// A file system component, as the kernel's VFS layer drives it.
+///
+/// Every call names files by inode number and may come from any thread at any time: the implementation does its own locking. Names are byte strings without '/' or NUL, never "." or ".." where a name is created or removed. Permission checks are the VFS's; a file system checks only what its format forbids (a read-only mount, a full disk, a name too long).
 pub trait FileSystem: Send + Sync {
     /// The type name, as `mount(2)` spells it ("rumpfs", "ext2fs").
     fn type_name(&self) -> &'static str;
+    /// The root directory's inode number.
     fn root(&self) -> Ino;
+    /// Whether the file system is mounted read-only: the VFS then refuses changes with `EROFS`.
     fn read_only(&self) -> bool {
         false
     }
+    /// The inode `name` names in directory `dir` (`ENOENT` if none; `ENOTDIR` if `dir` is not a directory).
     fn lookup(&self, dir: Ino, name: &[u8]) -> Result<Ino, Errno>;
+    /// The attributes of `ino`.
     fn getattr(&self, ino: Ino) -> Result<Attr, Errno>;
+    /// Change the attributes `set` names; the attributes after the change.
     fn setattr(&self, ino: Ino, set: &SetAttr) -> Result<Attr, Errno>;
     /// Create a regular file, directory, or device/fifo node. `EEXIST` if
     /// the name is taken.
@@ -160,7 +205,9 @@ pub trait FileSystem: Send + Sync {
         }
         self.create(dir, name, kind, perm, cred)
     }
+    /// A symbolic link `name` in `dir` whose target is `target` (stored as given, not resolved).
     fn symlink(&self, dir: Ino, name: &[u8], target: &[u8], cred: Cred) -> Result<Ino, Errno>;
+    /// The target of symbolic link `ino` (`EINVAL` if it is not one).
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno>;
     /// A new name `newname` in `newdir` for `ino` (not a directory).
     fn link(&self, ino: Ino, newdir: Ino, newname: &[u8]) -> Result<(), Errno>;
@@ -190,6 +237,7 @@ pub trait FileSystem: Send + Sync {
     fn sync(&self) -> Result<(), Errno>;
     /// Final sync and clean-state marking; no call follows a successful one.
     fn unmount(&self) -> Result<(), Errno>;
+    /// Totals for `statvfs(2)`.
     fn statfs(&self) -> Result<FsStat, Errno>;
     /// The VFS holds `ino` open (a descriptor refers to it).
     fn open(&self, _ino: Ino) {}

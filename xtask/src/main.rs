@@ -4,8 +4,9 @@
 //! test               the README's test command
 //! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2, fuse (default: all)
 //! demo               the README's main job: serve an image, write, halt, check
-//! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl, lib/librumpuser.so.0,
-//!                    the manual pages; stripped, debug info in lib/debug
+//! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl, rump_ext2fs,
+//!                    lib/librumpuser.so.0 and the manual pages (man1, man8);
+//!                    stripped, debug info in lib/debug
 
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
@@ -53,7 +54,8 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Each benchmark is a harness=false bench binary of its crate; it prints
-/// its own ratios against a floor measured in the same run (SPEC §11).
+/// its own ratios against a floor measured in the same run (docs/design.md,
+/// "Measuring").
 const BENCHES: &[(&str, &str, &str)] = &[
     ("hypercall", "rumpuser", "hypercall"),
     ("sysproxy", "rumpclient", "sysproxy"),

@@ -116,7 +116,9 @@ pub struct Spin {
     /// Waits left to block at once, and the next backoff.
     skip: u32,
     backoff: u32,
+    /// Waits that spinning satisfied (statistics).
     pub spun_ok: u64,
+    /// Spins that ended in blocking anyway (statistics).
     pub spun_miss: u64,
 }
 
@@ -127,6 +129,7 @@ impl Default for Spin {
 }
 
 impl Spin {
+    /// Spin state with the bound from `RUMP_SPIN_NS` (read here, once per connection).
     pub fn new() -> Spin {
         let limit_ns = std::env::var("RUMP_SPIN_NS")
             .ok()

@@ -46,6 +46,7 @@ impl Source for &[u8] {
 pub enum ReadError {
     /// The peer closed the connection.
     Eof,
+    /// The socket failed.
     Io(io::Error),
     /// A header that does not decode (too long, unknown class or type…).
     Bad(FrameError),
@@ -82,6 +83,7 @@ impl Default for FrameReader {
 }
 
 impl FrameReader {
+    /// A reader with an empty buffer.
     pub fn new() -> FrameReader {
         FrameReader {
             buf: vec![0u8; BUF].into_boxed_slice(),

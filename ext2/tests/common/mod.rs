@@ -4,9 +4,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use ext2::Ext2Fs;
@@ -69,61 +68,12 @@ impl vfs_cache::BlockDevice for FileDev {
     }
 }
 
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ext2-test-{}-{}-{}",
-            std::process::id(),
-            tag,
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::env::var_os("EXT2_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tool(name: &str) -> Option<PathBuf> {
-    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        let p = Path::new(d).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    None
-}
-
-/// mke2fs, e2fsck and debugfs are installed (in PATH, /sbin or
-/// /usr/sbin); a test that needs them fails, saying so, when they are not.
-pub fn have_tools() -> bool {
-    let missing: Vec<&str> = ["mke2fs", "e2fsck", "debugfs"]
-        .into_iter()
-        .filter(|t| tool(t).is_none())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} not found: install e2fsprogs (.ci/run does)",
-        missing.join(", ")
-    );
-    true
-}
+pub use testkit::data::Rng;
+pub use testkit::tmp::TempDir;
+pub use testkit::tools::require_e2fsprogs;
 
 pub fn run(name: &str, args: &[&str]) -> std::process::Output {
-    let out = Command::new(tool(name).unwrap())
+    let out = Command::new(testkit::tools::require_tool(name))
         .args(args)
         .env("MKE2FS_CONFIG", "/etc/mke2fs.conf")
         .env("E2FSPROGS_FAKE_TIME", "")
@@ -259,29 +209,6 @@ pub fn mkdir(fs: &dyn FileSystem, path: &str) -> Ino {
     let (d, name) = parent(fs, path).unwrap();
     fs.create(d, name.as_bytes(), FileKind::Dir, 0o755, ROOT)
         .unwrap()
-}
-
-/// Deterministic pseudo-random bytes.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
 }
 
 /// Compare a host tree with the file system, recursively: names, kinds,

@@ -39,6 +39,7 @@ impl Default for RawCondvar {
 }
 
 impl RawCondvar {
+    /// A condition variable nobody waits on.
     pub const fn new() -> RawCondvar {
         RawCondvar {
             seq: AtomicU32::new(0),
@@ -123,6 +124,7 @@ impl RawCondvar {
         unsafe { parking_lot_core::unpark_all(self.key(), parking_lot_core::DEFAULT_UNPARK_TOKEN) };
     }
 
+    /// How many threads are waiting.
     pub fn waiters(&self) -> usize {
         self.nwaiters.load(Ordering::Relaxed)
     }
@@ -282,6 +284,7 @@ pub struct Condvar {
 }
 
 impl Condvar {
+    /// A condition variable nobody waits on.
     pub const fn new() -> Condvar {
         Condvar {
             raw: RawCondvar::new(),
@@ -323,10 +326,12 @@ impl Condvar {
         }
     }
 
+    /// Wake one waiter, if any.
     pub fn notify_one(&self) {
         self.raw.signal()
     }
 
+    /// Wake every waiter.
     pub fn notify_all(&self) {
         self.raw.broadcast()
     }
@@ -336,6 +341,7 @@ impl Condvar {
         self.raw.waiters()
     }
 
+    /// Whether any thread is waiting.
     pub fn has_waiters(&self) -> bool {
         self.raw.waiters() > 0
     }

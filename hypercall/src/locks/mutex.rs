@@ -171,6 +171,7 @@ impl RawMutex {
         self.raw().is_locked()
     }
 
+    /// The `RUMPUSER_MTX_*` flags the mutex was made with.
     pub fn flags(&self) -> c_int {
         self.flags
     }
@@ -310,6 +311,7 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// The protected value, the mutex consumed.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -352,6 +354,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
+    /// Lock without waiting (and without giving up the virtual CPU); `None` if it is held.
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         if self.raw.try_enter() {
@@ -364,6 +367,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
+    /// The protected value through `&mut` (no locking needed).
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }
@@ -379,6 +383,7 @@ impl<T: ?Sized> Mutex<T> {
         self.raw.is_locked() && self.raw.owner() == curlwp()
     }
 
+    /// Whether the lock is held by anyone.
     pub fn is_locked(&self) -> bool {
         self.raw.is_locked()
     }

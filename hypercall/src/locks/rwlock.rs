@@ -43,6 +43,7 @@ impl Default for RawRwLock {
 }
 
 impl RawRwLock {
+    /// An unlocked lock.
     pub const fn new() -> RawRwLock {
         RawRwLock {
             state: AtomicUsize::new(0),
@@ -472,6 +473,7 @@ impl<T: Default> Default for RwLock<T> {
 }
 
 impl<T> RwLock<T> {
+    /// An unlocked lock protecting `value`.
     pub const fn new(value: T) -> RwLock<T> {
         RwLock {
             raw: RawRwLock::new(),
@@ -479,6 +481,7 @@ impl<T> RwLock<T> {
         }
     }
 
+    /// The protected value, the lock consumed.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -505,6 +508,7 @@ impl<T: ?Sized> RwLock<T> {
         }
     }
 
+    /// Share the lock without waiting; `None` if a writer holds it.
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         if self.raw.try_read() {
             Some(RwLockReadGuard {
@@ -516,6 +520,7 @@ impl<T: ?Sized> RwLock<T> {
         }
     }
 
+    /// Take the lock exclusively without waiting; `None` if anyone holds it.
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         if self.raw.try_write() {
             Some(RwLockWriteGuard {
@@ -527,6 +532,7 @@ impl<T: ?Sized> RwLock<T> {
         }
     }
 
+    /// The protected value through `&mut` (no locking needed).
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
     }

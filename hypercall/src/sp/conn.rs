@@ -147,6 +147,11 @@ impl Conn {
             .map_or(u32::MAX, |c| c.uid())
     }
 
+    /// The server that owns this connection, as the connection sees it.
+    fn owner(&self) -> &dyn Owner {
+        &*self.srv
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -314,7 +319,7 @@ impl Conn {
         // A client that never answers must not pin this thread: past the
         // deadline the request is abandoned (a late answer is skipped, as
         // any answer nobody waits for) and the syscall fails.
-        let deadline = now_ns().saturating_add(super::server::limits().copy_timeout_ns);
+        let deadline = now_ns().saturating_add(self.owner().copy_timeout_ns());
         let mut abandoned = false;
         while !done() {
             if !abandoned && now_ns() >= deadline {
@@ -347,14 +352,14 @@ impl Conn {
                         match input {
                             Input::Request(hdr) => {
                                 let payload = std::mem::take(&mut g.pending);
-                                super::server::dispatch_async(self.clone(), hdr, payload);
+                                self.owner().dispatch(self.clone(), hdr, payload);
                             }
                             Input::Closed | Input::Bad(_) => {
                                 if let Input::Bad(Some(r)) = input {
                                     let _ = self.send_error(r, wire::ProtoError::MalformedRequest);
                                 }
                                 self.kill_waiters();
-                                super::server::close_async(self.clone());
+                                self.owner().broken(self.clone());
                                 break;
                             }
                         }
@@ -448,6 +453,19 @@ pub(crate) struct RState {
     spin: wire::io::Spin,
     /// Payload of the last request.
     pub pending: Vec<u8>,
+}
+
+/// What a connection asks of the server that owns it, without calling into
+/// the server's code: a request that a copy waiter read on its way is
+/// handed over to be run elsewhere, a connection found broken is handed
+/// back for teardown, and how long a copy request may wait for its answer.
+pub(crate) trait Owner: Send + Sync {
+    /// Run request `hdr` (its payload read already) on another thread.
+    fn dispatch(&self, conn: Arc<Conn>, hdr: Header, payload: Vec<u8>);
+    /// `conn` is closed or broken: tear it down (on another thread).
+    fn broken(&self, conn: Arc<Conn>);
+    /// The copy request deadline, in nanoseconds.
+    fn copy_timeout_ns(&self) -> u64;
 }
 
 /// Whether `fd` has bytes to read before `at` ([`now_ns`]) passes.

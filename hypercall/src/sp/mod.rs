@@ -59,12 +59,15 @@ pub const RUMP_RFFD_SHARE: i32 = 0x00;
 pub struct ClientHandle(pub usize);
 
 impl ClientHandle {
+    /// No client: a process of the host itself.
     pub const NULL: ClientHandle = ClientHandle(0);
 
+    /// The handle as the `void *` C sees.
     pub fn as_ptr(self) -> *mut c_void {
         self.0 as *mut c_void
     }
 
+    /// Whether this is [`ClientHandle::NULL`].
     pub fn is_null(self) -> bool {
         self.0 == 0
     }

@@ -42,10 +42,12 @@ impl LocalProc {
         Ok(self.call_lent(l, num, args)?[0])
     }
 
+    /// The real user id.
     pub fn getuid(&self) -> Result<u32, Errno> {
         Ok(self.at(SYS_GETUID, &[])? as u32)
     }
 
+    /// The real group id.
     pub fn getgid(&self) -> Result<u32, Errno> {
         Ok(self.at(SYS_GETGID, &[])? as u32)
     }
@@ -68,6 +70,7 @@ impl LocalProc {
         Ok(self.at(SYS_UMASK, &[mask as u64])? as u32)
     }
 
+    /// `access(2)`: may the process access `path` as `amode` asks?
     pub fn access(&self, path: impl AsRef<[u8]>, amode: i32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -90,11 +93,13 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `fchown(2)` (`u32::MAX` leaves that id alone).
     pub fn fchown(&self, fd: i32, uid: u32, gid: u32) -> Result<(), Errno> {
         self.at(SYS_FCHOWN, &[fd as u32 as u64, uid as u64, gid as u64])
             .map(|_| ())
     }
 
+    /// `lchmod(2)`: the mode of a symbolic link itself.
     pub fn lchmod(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -130,6 +135,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `futimens(2)`: access and modification times of an open file.
     pub fn futimens(&self, fd: i32, t: [TimeArg; 2]) -> Result<(), Errno> {
         let l = Lend::new();
         let b = times(t);
@@ -150,6 +156,7 @@ impl LocalProc {
         self.at_lent(&l, SYS_UTIMES, &[l.cstr(&p), tp]).map(|_| ())
     }
 
+    /// `truncate(2)`.
     pub fn truncate(&self, path: impl AsRef<[u8]>, len: i64) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -157,6 +164,7 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `statvfs1(2)` of the file system holding `path`.
     pub fn statvfs(&self, path: impl AsRef<[u8]>) -> Result<Statvfs, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -173,6 +181,7 @@ impl LocalProc {
         Statvfs::decode(&b).ok_or(Errno(EFAULT))
     }
 
+    /// `fstatvfs1(2)`.
     pub fn fstatvfs(&self, fd: i32) -> Result<Statvfs, Errno> {
         let l = Lend::new();
         let mut b = vec![0u8; STATVFS_SIZE];
@@ -188,14 +197,17 @@ impl LocalProc {
         Statvfs::decode(&b).ok_or(Errno(EFAULT))
     }
 
+    /// `dup(2)`: the lowest free descriptor for `fd`'s file.
     pub fn dup(&self, fd: i32) -> Result<i32, Errno> {
         Ok(self.at(SYS_DUP, &[fd as u32 as u64])? as i32)
     }
 
+    /// `dup2(2)`: `to` made to refer to `from`'s file.
     pub fn dup2(&self, from: i32, to: i32) -> Result<i32, Errno> {
         Ok(self.at(SYS_DUP2, &[from as u32 as u64, to as u32 as u64])? as i32)
     }
 
+    /// `dup3(2)`: [`LocalProc::dup2`] with `O_CLOEXEC` allowed in `flags`.
     pub fn dup3(&self, from: i32, to: i32, flags: i32) -> Result<i32, Errno> {
         Ok(self.at(
             SYS_DUP3,
@@ -203,6 +215,7 @@ impl LocalProc {
         )? as i32)
     }
 
+    /// `fcntl(2)` with an integer argument.
     pub fn fcntl(&self, fd: i32, cmd: i32, arg: i64) -> Result<i64, Errno> {
         self.at(
             SYS_FCNTL,
@@ -210,6 +223,7 @@ impl LocalProc {
         )
     }
 
+    /// `fsync_range(2)`.
     pub fn fsync_range(&self, fd: i32, flags: i32, start: i64, len: i64) -> Result<(), Errno> {
         self.at(
             SYS_FSYNC_RANGE,
@@ -231,6 +245,7 @@ impl LocalProc {
             .map(|_| ())
     }
 
+    /// `mkfifo(2)`.
     pub fn mkfifo(&self, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -270,6 +285,7 @@ impl LocalProc {
         )? as usize)
     }
 
+    /// `openat(2)`: [`LocalProc::open`] relative to `dirfd`.
     pub fn openat(
         &self,
         dirfd: i32,
@@ -291,6 +307,7 @@ impl LocalProc {
         )? as i32)
     }
 
+    /// `mkdirat(2)`.
     pub fn mkdirat(&self, dirfd: i32, path: impl AsRef<[u8]>, mode: u32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -302,6 +319,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `unlinkat(2)` (`AT_REMOVEDIR` in `flag`: as `rmdir`).
     pub fn unlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<(), Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -313,6 +331,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `renameat(2)`.
     pub fn renameat(
         &self,
         fromfd: i32,
@@ -335,6 +354,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `linkat(2)`.
     pub fn linkat(
         &self,
         fd1: i32,
@@ -359,6 +379,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `symlinkat(2)`.
     pub fn symlinkat(
         &self,
         target: impl AsRef<[u8]>,
@@ -375,6 +396,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `readlinkat(2)`.
     pub fn readlinkat(&self, dirfd: i32, path: impl AsRef<[u8]>) -> Result<Vec<u8>, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -394,6 +416,7 @@ impl LocalProc {
         Ok(buf)
     }
 
+    /// `fchmodat(2)`.
     pub fn fchmodat(
         &self,
         dirfd: i32,
@@ -416,6 +439,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `fchownat(2)`.
     pub fn fchownat(
         &self,
         dirfd: i32,
@@ -440,6 +464,7 @@ impl LocalProc {
         .map(|_| ())
     }
 
+    /// `fstatat(2)`.
     pub fn fstatat(&self, dirfd: i32, path: impl AsRef<[u8]>, flag: i32) -> Result<Stat, Errno> {
         let l = Lend::new();
         let p = cstr(path.as_ref())?;
@@ -457,6 +482,7 @@ impl LocalProc {
         Stat::decode(&b).ok_or(Errno(EFAULT))
     }
 
+    /// `faccessat(2)`.
     pub fn faccessat(
         &self,
         dirfd: i32,

@@ -25,6 +25,7 @@ mod path;
 mod sysctl;
 mod vec;
 
+/// A system call handler's result: success, or the NetBSD errno the call fails with.
 pub type SysResult = Result<(), Errno>;
 
 /// The calling context of one system call.

@@ -1,26 +1,33 @@
-//! Shared by the server benchmarks: a foreground rump_server in a temp
-//! dir, and the host floors (dd) measured in the same run.
-
-#![allow(dead_code)]
+//! Shared by the server benchmarks (the `rumprun` package's): a
+//! foreground `rump_server` in a temporary directory, and the host floors
+//! (dd) measured in the same run, so each figure sits beside what the
+//! host itself does on the same machine at the same moment.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const RUMP_SERVER: &str = env!("CARGO_BIN_EXE_rump_server");
-pub const RUMP_HALT: &str = env!("CARGO_BIN_EXE_rump_halt");
+use crate::server::cargo_bin;
+
+/// One mebibyte.
 pub const MIB: usize = 1 << 20;
 
+/// A `rump_server -s` under measurement, killed when dropped.
 pub struct Bench {
+    /// The server process.
     pub child: Child,
+    /// Its sysproxy URL.
     pub url: String,
+    /// The directory it runs in.
     pub dir: PathBuf,
 }
 
 impl Bench {
+    /// Start `rump_server -s ARGS unix://DIR/sock` and wait until it
+    /// accepts a client.
     pub fn start(dir: &Path, args: &[String]) -> Bench {
         let url = format!("unix://{}", dir.join("sock").display());
-        let child = Command::new(RUMP_SERVER)
+        let child = Command::new(cargo_bin("rump_server"))
             .arg("-s")
             .args(args)
             .arg(&url)
@@ -67,10 +74,12 @@ pub fn dd_seconds(file: &Path, bs: usize, bytes: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// Throughput in MiB/s.
 pub fn mib_s(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / MIB as f64 / secs
 }
 
+/// A private directory for a benchmark's socket and images.
 pub fn tmpdir() -> tempfile::TempDir {
     // Same file system as the tests' images: the floor must share it.
     tempfile::Builder::new()

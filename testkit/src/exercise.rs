@@ -3,7 +3,6 @@
 //! (ext2/tests/corrupt.rs) and the fuzz target (fuzz/fuzz_targets/ext2.rs):
 //! neither may ever see a panic, a hang, or an operation whose cost is not
 //! bounded by the image's size.
-#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,11 +48,15 @@ impl Store for MemStore {
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The image mounted (else nothing else ran).
     pub mounted: bool,
+    /// Operations run.
     pub ops: usize,
+    /// Operations that returned an error (as they may on a corrupt image).
     pub errors: usize,
     /// The slowest single operation, and what it was.
     pub slowest: Duration,
+    /// The name of that slowest operation.
     pub slowest_op: String,
 }
 

@@ -2,9 +2,9 @@
 //! a rump kernel (processes, lwps, a few syscalls that use the copy
 //! hypercalls) to drive `rumpuser::sp` from the kernel's side.
 //!
-//! Shared by `hypercall/tests/sysproxy.rs` and `rumpclient/benches/sysproxy.rs`
-//! (included with `#[path]`).
-#![allow(dead_code)]
+//! Used by `hypercall/tests/sysproxy.rs` and `rumpclient/benches/sysproxy.rs`.
+//! The upcall table is process-wide and installed once ([`install`]), so
+//! the stand-in's state is a process-wide value too ([`STANDIN`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -70,6 +70,7 @@ struct Lwp {
     pid: i32,
 }
 
+/// The stand-in kernel's state: its processes and what the tests watch.
 #[derive(Default)]
 pub struct StandIn {
     procs: Mutex<HashMap<i32, Proc>>,
@@ -78,9 +79,13 @@ pub struct StandIn {
     pub released: Mutex<Vec<i32>>,
     /// Pids inside SYS_WAITDEATH.
     pub waiting: Mutex<Vec<i32>>,
+    /// `SYS_STOP` (or a stopping `SYS_HALT`) ran.
     pub stopped: AtomicBool,
+    /// Opens `SYS_GATE` (a test sets it).
     pub gate: AtomicBool,
+    /// How many `SYS_SLOW` are running.
     pub slow: AtomicUsize,
+    /// Syscalls served so far.
     pub syscalls: AtomicU64,
 }
 
@@ -88,6 +93,7 @@ thread_local! {
     static CURLWP: Cell<*mut Lwp> = const { Cell::new(std::ptr::null_mut()) };
 }
 
+/// The stand-in (one per process, like the upcall table it serves).
 pub static STANDIN: LazyLock<StandIn> = LazyLock::new(|| StandIn {
     next_pid: AtomicI32::new(2),
     ..Default::default()
@@ -103,10 +109,12 @@ pub fn install() -> &'static StandIn {
 }
 
 impl StandIn {
+    /// Whether process `pid` exists (rforked and not yet released).
     pub fn is_live(&self, pid: i32) -> bool {
         self.procs.lock().unwrap().contains_key(&pid)
     }
 
+    /// Whether process `pid`'s last lwp was released.
     pub fn was_released(&self, pid: i32) -> bool {
         self.released.lock().unwrap().contains(&pid)
     }
