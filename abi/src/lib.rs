@@ -12,6 +12,7 @@
 pub mod dirent;
 pub mod errno;
 pub mod fcntl;
+pub mod mount;
 pub mod reboot;
 pub mod signal;
 pub mod sp;

@@ -100,8 +100,10 @@ pub fn rumpctl_fuse(args: &[String]) -> i32 {
         ttl: Duration::from_secs(1),
         writeback: false,
     };
+    // The server may be NetBSD's kernel (rump_server -l): no single read
+    // or write above its MAXPHYS (64 KiB; its UDF asserts on more).
     let fs = match RumpFuse::new(backend, path.as_bytes(), o) {
-        Ok(f) => f,
+        Ok(f) => f.max_io(64 << 10),
         Err(e) => {
             say!("{prog}: {path}: {}", e.description());
             return 1;

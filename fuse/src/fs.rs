@@ -133,6 +133,8 @@ pub struct RumpFuse<B: Backend> {
     nodes: RwLock<Nodes>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// The largest single read or write handed to the kernel.
+    max_io: usize,
 }
 
 const ROOT: u64 = 1;
@@ -268,7 +270,16 @@ impl<B: Backend> RumpFuse<B> {
             }),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            max_io: usize::MAX,
         })
+    }
+
+    /// Hand the kernel no single read or write larger than `bytes` (its
+    /// `MAXPHYS`: 64 KiB for NetBSD's, whose UDF asserts on larger
+    /// transfers): a larger FUSE request becomes several calls.
+    pub fn max_io(mut self, bytes: usize) -> Self {
+        self.max_io = bytes.max(512);
+        self
     }
 
     /// Run `f` as the request's caller: a kernel process with its uid and
@@ -594,7 +605,7 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -602,10 +613,22 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let a = tryr!(
-            reply,
-            self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh)
-        );
+        let mut r = self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime, fh);
+        if let Err(e) = r {
+            // Only the host's write-back cache sends a ctime, with the
+            // times of a write it flushed: a file system that keeps its
+            // own times and cannot set them (NetBSD's NTFS) has still
+            // taken the write.
+            let cache_times = ctime.is_some()
+                && mode.is_none()
+                && uid.is_none()
+                && gid.is_none()
+                && size.is_none();
+            if cache_times && (e.0 == EOPNOTSUPP || e.0 == EINVAL) {
+                r = self.as_caller(req, |sys| self.stat_ino(&*sys, ino.0, fh));
+            }
+        }
+        let a = tryr!(reply, r);
         reply.attr(&self.opts.ttl, &a);
     }
 
@@ -628,7 +651,11 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
         let r = self.as_caller(req, |sys| {
             self.rw()?;
             let p = self.child(parent.0, name)?;
-            sys.mknod(&p, mode, rdev as u64)?;
+            if mode & S_IFMT == S_IFIFO {
+                sys.mkfifo(&p, mode & 0o7777)?;
+            } else {
+                sys.mknod(&p, mode, rdev as u64)?;
+            }
             self.entry_for(&*sys, parent.0, name, &p)
         });
         let a = tryr!(reply, r);
@@ -805,7 +832,8 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             let mut buf = vec![0u8; size as usize];
             let mut done = 0;
             while done < buf.len() {
-                let n = sys.pread(fd, &mut buf[done..], off + done as i64)?;
+                let end = buf.len().min(done.saturating_add(self.max_io));
+                let n = sys.pread(fd, &mut buf[done..end], off + done as i64)?;
                 if n == 0 {
                     break;
                 }
@@ -836,7 +864,8 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
             let off = i64::try_from(offset).map_err(|_| Errno(EINVAL))?;
             let mut done = 0;
             while done < data.len() {
-                let n = sys.pwrite(fd, &data[done..], off + done as i64)?;
+                let end = data.len().min(done.saturating_add(self.max_io));
+                let n = sys.pwrite(fd, &data[done..end], off + done as i64)?;
                 if n == 0 {
                     return Err(Errno(EIO));
                 }
@@ -899,8 +928,11 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = self.as_caller(req, |sys| {
             let ents = sys.list_dir(&self.path(ino.0)?)?;
+            // Inode 0 marks an empty or deleted slot (NetBSD's libc skips
+            // them too): never a file.
             let entries = ents
                 .into_iter()
+                .filter(|d| d.fileno != 0)
                 .map(|d| (d.name, d.fileno, dt_kind(d.kind)))
                 .collect();
             Ok(self.add_handle(Handle::Dir { entries, sys }))

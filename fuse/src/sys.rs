@@ -51,6 +51,11 @@ pub trait Syscalls: Send + Sync {
     fn readlink(&self, path: &[u8]) -> R<Vec<u8>>;
     /// `mknod(2)`: a node of the type and permissions in `mode`, device number `dev`.
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()>;
+    /// Make a FIFO: NetBSD's `mkfifo(2)` (its `mknod(2)` refuses FIFOs).
+    /// By default through `mknod`, for a kernel that takes them there.
+    fn mkfifo(&self, path: &[u8], mode: u32) -> R<()> {
+        self.mknod(path, netbsd_abi::stat::S_IFIFO | (mode & 0o7777), 0)
+    }
     /// `chmod(2)`.
     fn chmod(&self, path: &[u8], mode: u32) -> R<()>;
     /// `fchmod(2)`.
@@ -294,6 +299,9 @@ impl Syscalls for Remote {
     }
     fn mknod(&self, path: &[u8], mode: u32, dev: u64) -> R<()> {
         e(self.0.mknod(path, mode, dev))
+    }
+    fn mkfifo(&self, path: &[u8], mode: u32) -> R<()> {
+        e(self.0.mkfifo(path, mode & 0o7777))
     }
     fn chmod(&self, path: &[u8], mode: u32) -> R<()> {
         e(self.0.chmod(path, mode))

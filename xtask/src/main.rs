@@ -5,6 +5,7 @@
 //! bench [PART]       benchmarks: hypercall, sysproxy, cache, kernel, halt, ext2, fuse (default: all)
 //! demo               the README's main job: serve an image, write, halt, check
 //! install [--prefix DIR]   rump_server, rump.halt (and rump_halt), rumpctl, rump_ext2fs,
+//!                    rump_mount and its names (rump_ffs, rump_msdos, ...),
 //!                    lib/librumpuser.so.0 and the manual pages (man1, man8);
 //!                    stripped, debug info in lib/debug
 
@@ -64,6 +65,9 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("halt", "rumprun", "halt"),
     ("ext2", "rumprun", "ext2"),
     ("fuse", "rumprun", "fuse"),
+    // The floor, rump_ext2fs, NetBSD's FFS in process and through
+    // sysproxy (needs RUMP_NETBSD_DIR for the NetBSD rows).
+    ("fuse", "netbsd-fs", "fuse"),
 ];
 
 fn bench(rest: &[String]) -> Result<(), String> {
@@ -104,7 +108,16 @@ fn install(rest: &[String]) -> Result<(), String> {
             .map_err(|e| format!("current directory: {e}"))?
             .join(prefix)
     };
-    cargo(&["build", "--release", "-p", "rumprun", "-p", "rumpuser"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "rumprun",
+        "-p",
+        "rumpuser",
+        "-p",
+        "netbsd-fs",
+    ])?;
     let bin = prefix.join("bin");
     let lib = prefix.join("lib");
     let debug = lib.join("debug");
@@ -116,7 +129,13 @@ fn install(rest: &[String]) -> Result<(), String> {
     let rel = root().join("target/release");
     // Programs and the library: stripped, their debug info kept apart
     // under lib/debug (gdb: set debug-file-directory PREFIX/lib/debug).
-    for name in ["rump_server", "rump_halt", "rumpctl", "rump_ext2fs"] {
+    for name in [
+        "rump_server",
+        "rump_halt",
+        "rumpctl",
+        "rump_ext2fs",
+        "rump_mount",
+    ] {
         install_stripped(&rel.join(name), &bin.join(name), &debug, 0o755)?;
     }
     install_stripped(
@@ -129,6 +148,11 @@ fn install(rest: &[String]) -> Result<(), String> {
     // (the program names itself after argv[0]).
     symlink("rump_halt", &bin.join("rump.halt"))?;
     symlink("librumpuser.so.0", &lib.join("librumpuser.so"))?;
+    // rump_mount takes the file system type from its name, as NetBSD's
+    // rump_ffs, rump_msdos, ... are named.
+    for name in RUMP_MOUNT_NAMES {
+        symlink("rump_mount", &bin.join(name))?;
+    }
     // Manual pages.
     let man = root().join("runtime/man");
     for page in ["rump_server.1", "rumpctl.1", "rump.halt.1"] {
@@ -140,8 +164,28 @@ fn install(rest: &[String]) -> Result<(), String> {
         std::fs::create_dir_all(&man8).map_err(|e| format!("mkdir {}: {e}", man8.display()))?;
         copy(&ext2fs, &man8.join("rump_ext2fs.8"), 0o644)?;
     }
+    std::fs::create_dir_all(&man8).map_err(|e| format!("mkdir {}: {e}", man8.display()))?;
+    copy(&man.join("rump_mount.8"), &man8.join("rump_mount.8"), 0o644)?;
+    for name in RUMP_MOUNT_NAMES {
+        symlink("rump_mount.8", &man8.join(format!("{name}.8")))?;
+    }
     Ok(())
 }
+
+/// NetBSD's names for rump_mount, one per file system type.
+const RUMP_MOUNT_NAMES: [&str; 11] = [
+    "rump_ffs",
+    "rump_lfs",
+    "rump_msdos",
+    "rump_cd9660",
+    "rump_udf",
+    "rump_ntfs",
+    "rump_v7fs",
+    "rump_sysvbfs",
+    "rump_efs",
+    "rump_hfs",
+    "rump_tmpfs",
+];
 
 /// Replace `to` (a file or link, perhaps a running program) with a copy of
 /// `from` with mode `mode`.

@@ -72,8 +72,9 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("stat", "path ...", "show inode details"),
     (
         "mount",
-        "[-r] special dir",
-        "mount an ext2 drive (type ext2fs; -r: read-only)",
+        "[-r] [-t type] [-o options] [special dir]",
+        "mount a drive (type ext2fs unless -t: ffs, msdos, cd9660, udf, ntfs, ...; \
+         -r: read-only); with no arguments, list the mounts",
     ),
     ("umount", "[-f] dir", "unmount (-f: forced)"),
     ("sync", "", "flush the kernel's caches to the host"),
@@ -247,9 +248,12 @@ enum Job {
     Stat(Vec<String>),
     Mount {
         ro: bool,
+        fstype: Option<String>,
+        opts: Vec<String>,
         special: String,
         dir: String,
     },
+    MountList,
     Umount {
         force: bool,
         dir: String,
@@ -437,12 +441,30 @@ fn parse(cmd: &str, rest: &[String]) -> Result<Job, String> {
             })
         }
         "mount" => {
-            let p = opts("r")?;
+            let p = opts("rt:o:")?;
+            if p.opts.is_empty() && p.operands.is_empty() {
+                return Ok(Job::MountList);
+            }
             let [special, dir] = p.operands.as_slice() else {
                 return Err("mount: expected special dir".into());
             };
+            let mut ro = false;
+            let mut fstype = None;
+            let mut mopts = Vec::new();
+            for (c, v) in p.opts {
+                match (c, v) {
+                    ('r', _) => ro = true,
+                    ('t', Some(t)) => fstype = Some(t),
+                    ('o', Some(o)) => {
+                        mopts.extend(o.split(',').filter(|x| !x.is_empty()).map(String::from))
+                    }
+                    _ => return Err("mount: expected special dir".into()),
+                }
+            }
             Job::Mount {
-                ro: !p.opts.is_empty(),
+                ro,
+                fstype,
+                opts: mopts,
                 special: special.clone(),
                 dir: dir.clone(),
             }
@@ -583,7 +605,14 @@ fn main() {
                 report(stat(c, path));
             }
         }
-        Job::Mount { ro, special, dir } => report(mount(c, ro, &special, &dir)),
+        Job::Mount {
+            ro,
+            fstype,
+            opts,
+            special,
+            dir,
+        } => report(mount(c, ro, fstype.as_deref(), &opts, &special, &dir)),
+        Job::MountList => report(mount_list(c)),
         Job::Umount { force, dir } => {
             let flags = if force { MNT_FORCE } else { 0 };
             report(
@@ -602,9 +631,44 @@ fn main() {
 /// Mount with a message that says why, about what: the special or the
 /// mount point when one is missing (both are looked up first, since the
 /// kernel's `ENOENT` does not say which), and what an unclean file system
-/// (`EPERM`, as NetBSD's ext2fs answers) needs.
-fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
+/// (`EPERM`, as NetBSD's ext2fs answers) needs. `fstype` is NetBSD's type
+/// (ext2fs when not given), `opts` the generic options (`ro`, `noatime`,
+/// `sync`, `async`, `log`, ...) and the type's own (`uid=`, `norrip`, ...).
+fn mount(
+    c: &Client,
+    ro: bool,
+    fstype: Option<&str>,
+    opts: &[String],
+    special: &str,
+    dir: &str,
+) -> Result<(), Fail> {
+    use netbsd_abi::mount as m;
     let ctx = format!("mount {special} on {dir}");
+    let name = m::canonical_name(fstype.unwrap_or("ext2fs"));
+    let Some(kind) = m::arg_kind(name) else {
+        return Err(Fail(format!("{ctx}: {name}: unknown file system type")));
+    };
+    let mut flags = if ro { MNT_RDONLY } else { 0 };
+    let mut topts = m::TypeOpts::default();
+    for o in opts {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        if let (Some(f), None) = (m::flag_option(k), v) {
+            flags |= f;
+            continue;
+        }
+        match (k, v) {
+            ("rw", None) => flags &= !MNT_RDONLY,
+            _ => match topts.take(kind, k, v) {
+                Ok(true) => {}
+                Ok(false) => return Err(Fail(format!("{ctx}: {o}: unknown option for {name}"))),
+                Err(e) => return Err(Fail(format!("{ctx}: {e}"))),
+            },
+        }
+    }
+    let ro = flags & MNT_RDONLY != 0;
     if let Err(e) = c.stat(special) {
         return Err(Fail(format!("{ctx}: {special}: {e}")));
     }
@@ -618,12 +682,24 @@ fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
         }
         Ok(_) => {}
     }
-    let flags = if ro { MNT_RDONLY } else { 0 };
     tracing::info!(
-        "mount -t ext2fs{} {special} {dir}",
+        "mount -t {name}{} {special} {dir}",
         if ro { " -r" } else { "" }
     );
-    match c.mount_ext2(dir, flags, special) {
+    let r = if name == "ext2fs" && opts.is_empty() {
+        c.mount_ext2(dir, flags, special)
+    } else {
+        // The argument structure points at the special's name, which
+        // travels with the call.
+        let mut spec = special.as_bytes().to_vec();
+        spec.push(0);
+        if special.contains('\0') {
+            return Err(Fail(format!("{ctx}: NUL in the special's name")));
+        }
+        let data = m::build(kind, rumpclient::addr_of(&spec), &topts, 0, 0);
+        c.mount_with(name, dir, flags, &data, &[&spec])
+    };
+    match r {
         Ok(()) => Ok(()),
         Err(e) if e.is_errno(EPERM) && !ro => Err(Fail(format!(
             "{ctx}: file system not clean: run fsck, or mount read-only (mount -r)"
@@ -632,10 +708,71 @@ fn mount(c: &Client, ro: bool, special: &str, dir: &str) -> Result<(), Fail> {
             "{ctx}: {e} (an ext2 feature this kernel lacks)"
         ))),
         Err(e) if e.is_errno(netbsd_abi::errno::EINVAL) => Err(Fail(format!(
-            "{ctx}: {e} (not an ext2 file system, or a damaged one; the server's log says more)"
+            "{ctx}: {e} (not {} {name} file system, or a damaged one; the server's log says more)",
+            if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            }
         ))),
         Err(e) => Err(fail(&ctx, e)),
     }
+}
+
+/// `mount` with no arguments: the kernel's mounts (NetBSD's
+/// `getvfsstat(2)`), one a line as NetBSD's mount(8) shows them.
+fn mount_list(c: &Client) -> Result<(), Fail> {
+    use netbsd_abi::statvfs::STATVFS_SIZE;
+    use rumpclient::Region;
+    /// NetBSD's `SYS_getvfsstat` and `ST_WAIT`.
+    const SYS_GETVFSSTAT: i32 = 356;
+    const ST_WAIT: u64 = 1;
+    let fail = |e: Error| Fail(format!("mount: getvfsstat: {e}"));
+    let n = c
+        .syscall(SYS_GETVFSSTAT, &[0, 0, ST_WAIT], &mut [])
+        .map_err(fail)?[0];
+    // Room for a few more, in case mounts come meanwhile.
+    let want = usize::try_from(n).unwrap_or(0).clamp(1, 4096) + 4;
+    let mut buf = vec![0u8; want * STATVFS_SIZE];
+    let args = [rumpclient::addr_of(&buf), buf.len() as u64, ST_WAIT];
+    let got = c
+        .syscall(SYS_GETVFSSTAT, &args, &mut [Region::Out(&mut buf)])
+        .map_err(fail)?[0];
+    let got = usize::try_from(got).unwrap_or(0).min(want);
+    let mut out = std::io::stdout().lock();
+    for rec in buf.chunks(STATVFS_SIZE).take(got) {
+        let Some(sv) = netbsd_abi::statvfs::Statvfs::decode(rec) else {
+            continue;
+        };
+        let mut f = Vec::new();
+        if sv.flag & MNT_RDONLY as u64 != 0 {
+            f.push("read-only");
+        }
+        for (bit, what) in [
+            (netbsd_abi::mount::mnt::SYNCHRONOUS, "synchronous"),
+            (netbsd_abi::mount::mnt::ASYNC, "asynchronous"),
+            (netbsd_abi::mount::mnt::LOG, "log"),
+            (netbsd_abi::mount::mnt::NOATIME, "noatime"),
+            (netbsd_abi::fcntl::MNT_LOCAL, "local"),
+        ] {
+            if sv.flag & bit as u64 != 0 {
+                f.push(what);
+            }
+        }
+        let line = format!(
+            "{} on {} type {}{}\n",
+            String::from_utf8_lossy(&sv.mntfromname),
+            String::from_utf8_lossy(&sv.mntonname),
+            String::from_utf8_lossy(&sv.fstypename),
+            if f.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", f.join(", "))
+            }
+        );
+        let _ = out.write_all(line.as_bytes());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1354,6 +1491,23 @@ mod tests {
         assert!(parse("put", &v(&["a"])).is_err());
         assert!(parse("sync", &v(&["x"])).is_err());
         assert!(parse("mount", &v(&["-x", "a", "b"])).is_err());
+        assert!(matches!(parse("mount", &[]), Ok(Job::MountList)));
+        assert!(parse("mount", &v(&["-t", "ffs", "/dk"])).is_err());
+        match parse(
+            "mount",
+            &v(&["-t", "msdos", "-o", "uid=5,ro", "-o", "log", "/dk", "/m"]),
+        ) {
+            Ok(Job::Mount {
+                ro: false,
+                fstype: Some(t),
+                opts,
+                ..
+            }) => {
+                assert_eq!(t, "msdos");
+                assert_eq!(opts, ["uid=5", "ro", "log"]);
+            }
+            _ => panic!("mount -t -o not parsed"),
+        }
         assert!(parse("ln", &v(&["a", "b"])).is_err());
         assert!(matches!(
             parse("chown", &v(&["5:7", "/f"])),

@@ -1,0 +1,478 @@
+//! rump_mount (and its names rump_ffs, rump_msdos, rump_cd9660, ...):
+//! mount an image on the host through FUSE with NetBSD's own file system
+//! code, NetBSD's rump kernel booted in this process.
+//!
+//!     rump_ffs [-f] [-o options] image mountpoint
+//!     rump_mount [-t type|auto] [-f] [-o options] image mountpoint
+//!
+//! Returns once the mount is live (`-f`: stays in the foreground).
+//! `umount mountpoint`, SIGTERM, SIGINT or SIGHUP halt NetBSD's kernel
+//! through its own reboot path (sync, unmount) and exit 0.
+
+use std::path::{Path, PathBuf};
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+use netbsd_fs::sys::{NetbsdBackend, NetbsdSys};
+use netbsd_fs::types::{self, mnt, FsType, TypeOpts};
+use netbsd_fs::{components, part, probe};
+use rumpfuse::{host, Options, RumpFuse, Syscalls};
+use rumprun::netbsd::NetbsdKernel;
+
+/// Where the image is mounted inside NetBSD's kernel.
+const KMNT: &str = "/mnt";
+/// The drive key the image is registered under.
+const DEV: &str = "/dk";
+/// NetBSD's `MAXPHYS`: no single read or write above it.
+const MAXPHYS: usize = 64 << 10;
+
+/// The program's name, for messages.
+static PROG: OnceLock<String> = OnceLock::new();
+
+fn prog() -> &'static str {
+    PROG.get().map(String::as_str).unwrap_or("rump_mount")
+}
+
+fn usage_text() -> String {
+    if types::by_program(prog()).is_some() {
+        format!(
+            "usage: {} [-f] [-o option[,option...]] image mountpoint",
+            prog()
+        )
+    } else {
+        format!(
+            "usage: {} [-t type|auto] [-f] [-o option[,option...]] image mountpoint",
+            prog()
+        )
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("{}", usage_text());
+    exit(1)
+}
+
+fn die(msg: impl std::fmt::Display) -> ! {
+    eprintln!("{}: {msg}", prog());
+    exit(1)
+}
+
+#[derive(Default)]
+struct Args {
+    fg: bool,
+    fstype: Option<String>,
+    ro: bool,
+    flags: i32,
+    url: Option<String>,
+    threads: usize,
+    netbsd: Option<PathBuf>,
+    part: Option<u32>,
+    allow_other: Option<bool>,
+    writeback: Option<bool>,
+    fuse_opts: Vec<MountOption>,
+    opts: Vec<(String, Option<String>)>,
+    image: String,
+    mnt: String,
+}
+
+fn parse() -> Args {
+    let mut argv = std::env::args();
+    let argv0 = argv.next().unwrap_or_else(|| "rump_mount".into());
+    let base = argv0.rsplit('/').next().unwrap_or(&argv0).to_string();
+    let _ = PROG.set(base);
+    let argv: Vec<String> = argv.collect();
+    let mut a = Args {
+        threads: 4,
+        ..Default::default()
+    };
+    let mut pos = Vec::new();
+    let mut i = 0;
+    let value = |i: &mut usize, rest: &str| -> String {
+        if rest.is_empty() {
+            *i += 1;
+            argv.get(*i).cloned().unwrap_or_else(|| usage())
+        } else {
+            rest.to_string()
+        }
+    };
+    while i < argv.len() {
+        let s = &argv[i];
+        if s == "--" {
+            pos.extend(argv[i + 1..].iter().cloned());
+            break;
+        } else if s == "--help" || s == "-h" {
+            println!("{}", usage_text());
+            exit(0);
+        } else if s == "-f" || s == "-d" {
+            a.fg = true;
+        } else if s == "-r" {
+            a.ro = true;
+        } else if let Some(rest) = s.strip_prefix("-o") {
+            let v = value(&mut i, rest);
+            for o in v.split(',').filter(|x| !x.is_empty()) {
+                match o.split_once('=') {
+                    Some((k, v)) => a.opts.push((k.to_string(), Some(v.to_string()))),
+                    None => a.opts.push((o.to_string(), None)),
+                }
+            }
+        } else if let Some(rest) = s.strip_prefix("-t") {
+            if types::by_program(prog()).is_some() {
+                usage();
+            }
+            a.fstype = Some(value(&mut i, rest));
+        } else if s.starts_with('-') && s.len() > 1 {
+            usage();
+        } else {
+            pos.push(s.clone());
+        }
+        i += 1;
+    }
+    match pos.as_slice() {
+        [img, m] => {
+            a.image = img.clone();
+            a.mnt = m.clone();
+        }
+        _ => usage(),
+    }
+    a
+}
+
+/// Apply the generic options; the rest (type-specific) go to `to`.
+fn options(a: &mut Args, t: &FsType, to: &mut TypeOpts) {
+    for (k, v) in std::mem::take(&mut a.opts) {
+        let o = match &v {
+            Some(v) => format!("{k}={v}"),
+            None => k.clone(),
+        };
+        match (k.as_str(), v.as_deref()) {
+            ("ro", None) => a.ro = true,
+            ("rw", None) => a.ro = false,
+            ("noatime", None) => {
+                a.flags |= mnt::NOATIME;
+                a.fuse_opts.push(MountOption::NoAtime);
+            }
+            ("sync", None) => a.flags |= mnt::SYNCHRONOUS,
+            ("async", None) => a.flags |= mnt::ASYNC,
+            ("log", None) => a.flags |= mnt::LOG,
+            ("nosuid", None) => {
+                a.flags |= mnt::NOSUID;
+                a.fuse_opts.push(MountOption::NoSuid);
+            }
+            ("nodev", None) => {
+                a.flags |= mnt::NODEV;
+                a.fuse_opts.push(MountOption::NoDev);
+            }
+            ("noexec", None) => {
+                a.flags |= mnt::NOEXEC;
+                a.fuse_opts.push(MountOption::NoExec);
+            }
+            ("rumpserver", Some(u)) if !u.is_empty() => a.url = Some(u.to_string()),
+            ("threads", Some(n)) => match n.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => a.threads = n,
+                _ => die(format!("threads={n}: must be 1 to 64")),
+            },
+            ("netbsd", Some(d)) if !d.is_empty() => a.netbsd = Some(PathBuf::from(d)),
+            ("part", Some(_)) => {}
+            ("writeback", None) => a.writeback = Some(true),
+            ("nowriteback", None) => a.writeback = Some(false),
+            ("allow_other", None) => a.allow_other = Some(true),
+            ("noallow_other", None) => a.allow_other = Some(false),
+            ("default_permissions" | "atime" | "suid" | "dev" | "exec" | "defaults", None) => {}
+            (key, val) => match to.take(t.args, key, val) {
+                Ok(true) => {}
+                Ok(false) => die(format!("{o}: unknown option for {}", t.name)),
+                Err(e) => die(e),
+            },
+        }
+    }
+}
+
+/// Set once the host mount is gone (or never was): the exit handler then
+/// leaves the mount point alone.
+static HOST_UNMOUNTED: AtomicBool = AtomicBool::new(true);
+/// The host mount point, for the exit handler.
+static MOUNTPOINT: OnceLock<PathBuf> = OnceLock::new();
+
+/// At exit: a halt that came over sysproxy (`rump.halt`) ends the
+/// process inside NetBSD's reboot path; take the host mount away with it
+/// rather than leave a dead one.
+extern "C" fn detach_at_exit() {
+    if !HOST_UNMOUNTED.swap(true, Ordering::SeqCst) {
+        if let Some(m) = MOUNTPOINT.get() {
+            let _ = host::unmount(m);
+        }
+    }
+}
+
+fn main() {
+    let mut a = parse();
+    for (k, v) in &a.opts {
+        if k == "part" {
+            match v.as_deref().map(str::parse::<u32>) {
+                Some(Ok(n)) if n >= 1 => a.part = Some(n),
+                _ => die(format!(
+                    "part={}: not a partition number (1, 2, ...)",
+                    v.as_deref().unwrap_or("")
+                )),
+            }
+        }
+    }
+    // Partition N of the image, or all of it.
+    let extent = match a.part {
+        Some(n) => Some(
+            part::find(Path::new(&a.image), n).unwrap_or_else(|e| die(format!("{}: {e}", a.image))),
+        ),
+        None => None,
+    };
+    let t: &'static FsType = match types::by_program(prog()) {
+        Some(t) => t,
+        None => match a.fstype.as_deref() {
+            None | Some("auto") => {
+                let head = probe::read_head(Path::new(&a.image), extent.map_or(0, |e| e.offset))
+                    .unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+                match probe::probe(&head) {
+                    Some(f) => {
+                        println!("{}: {}: {} (-t {})", prog(), a.image, f.what, f.fstype);
+                        types::by_name(f.fstype).unwrap_or_else(|| die(format!("{}: no component for {}", a.image, f.fstype)))
+                    }
+                    None => die(format!(
+                        "{}: no file system recognized (FFS, ext2, FAT, ISO 9660, UDF, NTFS): give -t TYPE",
+                        a.image
+                    )),
+                }
+            }
+            Some(n) => {
+                types::by_name(n).unwrap_or_else(|| die(format!("{n}: unknown file system type")))
+            }
+        },
+    };
+    let mut topts = TypeOpts::default();
+    options(&mut a, t, &mut topts);
+
+    if t.name == "cd9660" {
+        a.ro = true;
+    }
+    let mut img_len = 0;
+    if t.has_image {
+        let md = std::fs::metadata(&a.image)
+            .unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+        if md.is_dir() {
+            die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
+        }
+        if let Err(e) = std::fs::File::open(&a.image) {
+            die(format!("{}: {}", a.image, reason(&e)));
+        }
+        if !a.ro
+            && std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&a.image)
+                .is_err()
+        {
+            // An image we may not write is served read-only.
+            a.ro = true;
+        }
+        img_len = md.len();
+    }
+    let mnt_abs = host::check_mountpoint(Path::new(&a.mnt)).unwrap_or_else(|m| die(m));
+
+    // The components, found before anything starts.
+    let dd = components::destdir(a.netbsd.as_deref()).unwrap_or_else(|e| die(e));
+    let mut libs = Vec::new();
+    for c in ["rump", "rumpkern_sysproxy"].iter().chain(t.libs) {
+        libs.push(components::resolve(&dd, c).unwrap_or_else(|e| die(e)));
+    }
+    for c in t.optional {
+        if let Ok(p) = components::resolve(&dd, c) {
+            libs.push(p);
+        }
+    }
+
+    let ready = host::background(a.fg).unwrap_or_else(|e| die(format!("fork: {e}")));
+    let sigs = host::block_signals();
+
+    let mut b = NetbsdKernel::builder();
+    for l in &libs {
+        b = b.lib(&l.display().to_string());
+    }
+    if t.has_image {
+        let abs_img = abs(&a.image);
+        if abs_img.contains(',') {
+            die(format!(
+                "{}: a comma in the image path is not supported",
+                a.image
+            ));
+        }
+        // Read-write: opened and locked here against a second server.
+        if !a.ro {
+            b = b.drive(&match extent {
+                Some(e) => format!(
+                    "key={DEV},hostpath={abs_img},offset={},size={},type=blk",
+                    e.offset, e.size
+                ),
+                None => format!("key={DEV},hostpath={abs_img},size=host,type=blk"),
+            });
+        }
+    }
+    let mut kernel = b
+        .boot()
+        .unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
+    let sys = Arc::new(NetbsdSys::new().unwrap_or_else(|e| die(e)));
+    if t.has_image && a.ro {
+        // Read-only: NetBSD's kernel opens the image itself, read-only
+        // where it may not write it.
+        let (off, size) = extent.map_or((0, img_len), |e| (e.offset, e.size));
+        if let Err(e) = sys.register_blk(DEV, &abs(&a.image), off, size) {
+            die(format!("{}: {}", a.image, e.description()));
+        }
+    }
+    if let Err(e) = sys.mkdir(KMNT.as_bytes(), 0o755) {
+        die(format!("kernel {KMNT}: {}", e.description()));
+    }
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let mut margs = types::build_args(t, DEV, &topts, uid, gid).unwrap_or_else(|e| die(e));
+    let mut flags = a.flags;
+    if a.ro {
+        flags |= mnt::RDONLY;
+    }
+    // SAFETY: `margs` is the type's argument structure, its fspec pointer
+    // at the drive key string it owns; both live across the call.
+    let r = unsafe {
+        sys.mount(
+            t.name,
+            KMNT.as_bytes(),
+            flags,
+            margs.as_mut_ptr(),
+            margs.len(),
+        )
+    };
+    if let Err(e) = r {
+        die(format!(
+            "{}: cannot mount as {}: {}",
+            a.image,
+            t.name,
+            e.description()
+        ));
+    }
+    let mut ro = a.ro;
+    if let Ok(sv) = sys.statvfs(KMNT.as_bytes()) {
+        if sv.flag & mnt::RDONLY as u64 != 0 {
+            ro = true;
+        }
+    }
+    if let Some(url) = &a.url {
+        kernel.serve(url).unwrap_or_else(|e| die(e));
+    }
+
+    let single = a.url.is_none();
+    let opts = Options {
+        read_only: ro,
+        ttl: if single {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        },
+        writeback: a.writeback.unwrap_or(single) && !ro,
+    };
+    let fs = RumpFuse::new(NetbsdBackend(sys.clone()), KMNT.as_bytes(), opts)
+        .unwrap_or_else(|e| die(format!("{}: {}", a.image, e.description())))
+        .max_io(MAXPHYS);
+    let mut cfg = Config::default();
+    let mut mo = vec![
+        MountOption::FSName(if t.has_image {
+            abs(&a.image)
+        } else {
+            a.image.clone()
+        }),
+        MountOption::Subtype(format!("rump_{}", t.name)),
+        if ro { MountOption::RO } else { MountOption::RW },
+        // NetBSD's kernel serves every caller as root: the host checks
+        // permissions, as for rumpctl fuse.
+        MountOption::DefaultPermissions,
+    ];
+    mo.extend(a.fuse_opts.iter().cloned());
+    cfg.mount_options = mo;
+    cfg.acl = if a.allow_other.unwrap_or(uid == 0) {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    cfg.n_threads = Some(a.threads);
+    cfg.clone_fd = true;
+    let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {}: {}", prog(), a.mnt, reason(&e));
+            halt(&kernel, &sys, 1)
+        }
+    };
+    let _ = MOUNTPOINT.set(mnt_abs.clone());
+    HOST_UNMOUNTED.store(false, Ordering::SeqCst);
+    // SAFETY: registers a plain extern "C" function with no arguments.
+    unsafe { libc::atexit(detach_at_exit) };
+    if let Err(e) = host::set_readahead(&mnt_abs) {
+        tracing::debug!("{}: read-ahead left as it is: {e}", mnt_abs.display());
+    }
+
+    // SIGTERM, SIGINT, SIGHUP: unmount; the halt follows below.
+    let m2 = mnt_abs.clone();
+    std::thread::spawn(move || loop {
+        let sig = host::wait_signal(&sigs);
+        if let Err(m) = host::unmount(&m2) {
+            eprintln!("{}: signal {sig}: {m}", prog());
+        }
+    });
+    ready.ok();
+    if let Err(e) = session.run() {
+        eprintln!("{}: {}: {e}", prog(), mnt_abs.display());
+    }
+    HOST_UNMOUNTED.store(true, Ordering::SeqCst);
+    halt(&kernel, &sys, 0)
+}
+
+/// Unmount the file system in the kernel, then NetBSD's reboot path
+/// (sync, unmount the rest, exit 0). With `status` non-zero (the host
+/// mount failed), or when the unmount fails for another reason than files
+/// still open (`EBUSY`: the reboot path syncs and unmounts those too),
+/// sync and exit 1 instead.
+fn halt(kernel: &NetbsdKernel, sys: &NetbsdSys, status: i32) -> ! {
+    let mut st = status;
+    match sys.unmount(KMNT.as_bytes(), 0) {
+        Ok(()) => {}
+        Err(e) if e.0 == netbsd_abi::errno::EBUSY => {}
+        Err(e) => {
+            eprintln!("{}: unmount: {}", prog(), e.description());
+            st = 1;
+        }
+    }
+    if st != 0 {
+        // NetBSD's reboot exits 0: flush without it, then exit non-zero.
+        sys.sync();
+        exit(st);
+    }
+    // Exits the process (0) from NetBSD's reboot path; returns only on
+    // an error.
+    match kernel.reboot(0) {
+        Ok(()) => exit(0),
+        Err(e) => die(format!("halt: {e}")),
+    }
+}
+
+fn abs(p: &str) -> String {
+    std::fs::canonicalize(p)
+        .map(|b: PathBuf| b.display().to_string())
+        .unwrap_or_else(|_| p.to_string())
+}
+
+fn reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => host::strerror(n),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,115 @@
+//! Finding NetBSD's component libraries: a buildrump.sh destdir (`lib/`)
+//! named by `-o netbsd=DIR` or `RUMP_NETBSD_DIR`, else the install
+//! prefix of this program (`PREFIX/bin/rump_mount`, `PREFIX/lib/`).
+
+use std::path::{Path, PathBuf};
+
+/// How to point at a build, for error messages.
+pub const HOW: &str = "set RUMP_NETBSD_DIR or -o netbsd=DIR to a buildrump.sh destdir \
+                       (see rump_mount(8), \"Hosting NetBSD components\" in the README)";
+
+/// Where the components were looked for, and why there.
+#[derive(Clone, Debug)]
+pub struct Destdir {
+    /// The directory holding `lib/`.
+    pub dir: PathBuf,
+    /// How it was chosen (`-o netbsd`, `RUMP_NETBSD_DIR`, install prefix).
+    pub from: &'static str,
+}
+
+/// Choose the destdir: `opt` (from `-o netbsd=DIR`), then the
+/// environment's `RUMP_NETBSD_DIR`, then the install prefix of the
+/// running executable when its `lib/` holds `librump.so`.
+pub fn destdir(opt: Option<&Path>) -> Result<Destdir, String> {
+    if let Some(d) = opt {
+        return Ok(Destdir {
+            dir: d.to_path_buf(),
+            from: "-o netbsd",
+        });
+    }
+    if let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) {
+        return Ok(Destdir {
+            dir: PathBuf::from(d),
+            from: "RUMP_NETBSD_DIR",
+        });
+    }
+    if let Some(prefix) = std::env::current_exe()
+        .ok()
+        .and_then(|e| std::fs::canonicalize(e).ok())
+        .and_then(|e| e.parent()?.parent().map(Path::to_path_buf))
+    {
+        if prefix.join("lib/librump.so").exists() || prefix.join("lib/librump.so.0").exists() {
+            return Ok(Destdir {
+                dir: prefix,
+                from: "install prefix",
+            });
+        }
+    }
+    Err(format!(
+        "librump.so: NetBSD's rump kernel components not found: {HOW}"
+    ))
+}
+
+/// A copied destdir may hold its library symlinks as small text files
+/// naming the target in the same directory (`librump.so` containing
+/// `librump.so.0.0`): the target's name, if `p` is one.
+fn stub_target(p: &Path) -> Option<PathBuf> {
+    let m = std::fs::symlink_metadata(p).ok()?;
+    if !m.is_file() || m.len() == 0 || m.len() > 255 {
+        return None;
+    }
+    let t = std::fs::read(p).ok()?;
+    // An ELF object is never a stub.
+    if t.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let t = std::str::from_utf8(&t).ok()?.trim();
+    if t.is_empty() || t.contains('/') || t.contains('\0') {
+        return None;
+    }
+    Some(p.with_file_name(t))
+}
+
+/// The file to load for component `name` (`rumpfs_ffs`): `lib/libNAME.so`
+/// under the destdir, with text-file stubs followed (a few hops).
+pub fn resolve(d: &Destdir, name: &str) -> Result<PathBuf, String> {
+    let lib = d.dir.join("lib");
+    let mut p = lib.join(format!("lib{name}.so"));
+    for _ in 0..4 {
+        match stub_target(&p) {
+            Some(next) => p = next,
+            None => break,
+        }
+    }
+    if !p.exists() {
+        return Err(format!(
+            "lib{name}.so: not found in {} (from {}): {HOW}",
+            lib.display(),
+            d.from
+        ));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stubs_are_followed_and_missing_named() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = t.path().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        std::fs::write(lib.join("librumpx.so.0.0"), b"\x7fELF....").unwrap();
+        std::fs::write(lib.join("librumpx.so"), b"librumpx.so.0\n").unwrap();
+        std::fs::write(lib.join("librumpx.so.0"), b"librumpx.so.0.0").unwrap();
+        let d = Destdir {
+            dir: t.path().to_path_buf(),
+            from: "test",
+        };
+        assert_eq!(resolve(&d, "rumpx").unwrap(), lib.join("librumpx.so.0.0"));
+        let e = resolve(&d, "rumpfs_none").unwrap_err();
+        assert!(e.starts_with("librumpfs_none.so: not found in "), "{e}");
+        assert!(e.contains("RUMP_NETBSD_DIR"), "{e}");
+    }
+}

@@ -1,0 +1,1288 @@
+//! rump_mount and its names against images made by the host's own tools:
+//! NetBSD's file system code (a buildrump.sh build named by
+//! `RUMP_NETBSD_DIR`) in process, the tree served through FUSE.
+//!
+//! The tests that need NetBSD's build are `#[ignore = "needs
+//! RUMP_NETBSD_DIR"]`: a plain `cargo test` reports them as ignored, never
+//! as passed; run them with `-- --ignored` (`.ci/run` does when it finds a
+//! build). Run by hand without `RUMP_NETBSD_DIR` they fail saying so. They
+//! need the image tools (`makefs`, `dosfstools`, `mtools`, `xorriso`,
+//! `udftools`, `ntfs-3g`), root or `fusermount3`, and `/dev/fuse`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RUMP_MOUNT: &str = env!("CARGO_BIN_EXE_rump_mount");
+
+/// The buildrump.sh destdir named by `RUMP_NETBSD_DIR`; unset is a
+/// failure with the reason (these tests are `#[ignore]`d).
+fn netbsd_dir() -> PathBuf {
+    let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
+        panic!(
+            "RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ \
+             (see README, \"Hosting NetBSD components\")"
+        );
+    };
+    let d = PathBuf::from(d);
+    assert!(
+        d.join("lib/librump.so").exists(),
+        "RUMP_NETBSD_DIR={} has no lib/librump.so: not a buildrump.sh destdir",
+        d.display()
+    );
+    d
+}
+
+/// A host tool, from PATH or the sbin directories; missing is a failure
+/// naming the package.
+fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for d in path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin"]) {
+        let p = Path::new(d).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name}: not found: install the {package} package");
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A private directory, removed when dropped.
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rump_mount-test")
+        .tempdir()
+        .unwrap()
+}
+
+/// The program under NetBSD's name `rump_TYPE`: a link to rump_mount in
+/// `dir`.
+fn prog(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    if !p.exists() {
+        std::os::unix::fs::symlink(RUMP_MOUNT, &p).unwrap();
+    }
+    p
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let want = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
+}
+
+/// A foreground mount process (`-f`); unmounted and killed when dropped.
+struct Mount {
+    child: Option<Child>,
+    mnt: PathBuf,
+}
+
+impl Mount {
+    /// Start `prog -f args... image mnt` and wait until the mount is live.
+    fn start(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> Mount {
+        std::fs::create_dir_all(mnt).unwrap();
+        let mut cmd = Command::new(prog);
+        cmd.arg("-f")
+            .args(args)
+            .arg(image)
+            .arg(mnt)
+            .env("RUMP_NETBSD_DIR", netbsd_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let mut m = Mount {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+        };
+        let t0 = Instant::now();
+        while !is_mounted(mnt) {
+            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                let out = m.child.take().unwrap().wait_with_output().unwrap();
+                panic!(
+                    "{} {args:?} {}: exited {st} before mounting: {}",
+                    prog.display(),
+                    image.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{}: not mounted after 60 s",
+                mnt.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    /// `umount`, then the process must end by itself with status 0.
+    fn umount(mut self) {
+        run(Command::new("umount").arg(&self.mnt));
+        let mut child = self.child.take().unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                assert!(st.success(), "exit {st} after umount: {err}");
+                return;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("still running 60 s after umount");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `diff -r a b` must find no difference.
+fn same_tree(a: &Path, b: &Path) {
+    same_tree_but(a, b, &[])
+}
+
+/// `diff -r a b`, leaving out names matching the `exclude` patterns.
+fn same_tree_but(a: &Path, b: &Path, exclude: &[&str]) {
+    let out = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .args(exclude.iter().flat_map(|x| ["-x", x]))
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "diff -r {} {}:\n{}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real tree of about a thousand files (the host's time zone data,
+/// else its documentation), copied into `dir/tree`; with `symlinks`
+/// false, symbolic links are left out (for FAT).
+fn real_tree(dir: &Path, symlinks: bool) -> PathBuf {
+    let src = ["/usr/share/zoneinfo", "/usr/share/doc"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .expect("a host tree to copy (/usr/share/zoneinfo or /usr/share/doc)");
+    let t = dir.join("tree");
+    run(Command::new("cp").arg("-a").arg(src).arg(&t));
+    if !symlinks {
+        run(Command::new("find").arg(&t).args(["-type", "l", "-delete"]));
+    }
+    let n = walk_count(&t);
+    assert!(n >= 500, "{}: only {n} entries", src.display());
+    t
+}
+
+fn walk_count(p: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            n += 1;
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                n += walk_count(&e.path());
+            }
+        }
+    }
+    n
+}
+
+/// A small tree of files, a subdirectory, an empty file and (with
+/// `symlinks`) a symbolic link. The names are not all-lowercase 8.3
+/// names, which FAT stores upper case (NetBSD's msdosfs shows them so;
+/// Linux's vfat applies a case flag NetBSD does not know).
+fn small_tree(dir: &Path, symlinks: bool) -> PathBuf {
+    let t = dir.join("small");
+    std::fs::create_dir_all(t.join("Sub/Deeper")).unwrap();
+    std::fs::write(t.join("Hello.txt"), b"hello, world\n").unwrap();
+    std::fs::write(t.join("Empty"), b"").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(t.join("Sub/Pattern.bin"), &big).unwrap();
+    std::fs::write(t.join("Sub/Deeper/Mixed Case Name.txt"), b"x\n").unwrap();
+    if symlinks {
+        std::os::unix::fs::symlink("Hello.txt", t.join("Link")).unwrap();
+    }
+    t
+}
+
+/// An 8 MiB file of varied bytes.
+fn big_file(dir: &Path) -> PathBuf {
+    let p = dir.join("big.bin");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Copy a real tree and an 8 MiB file in with `cp -a`, unmount (the
+/// process must end with 0), then `check` the image, re-mount read-only
+/// and compare.
+fn write_round_trip(
+    dir: &Path,
+    prog: &Path,
+    args: &[&str],
+    image: &Path,
+    symlinks: bool,
+    check: impl Fn(&Path),
+) {
+    let tree = real_tree(dir, symlinks);
+    let big = big_file(dir);
+    let mnt = dir.join("mnt");
+    let m = Mount::start(prog, args, image, &mnt);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(mnt.join("tree")));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&big)
+        .arg(mnt.join("big.bin")));
+    same_tree(&tree, &mnt.join("tree"));
+    m.umount();
+    check(image);
+    let mut ro: Vec<&str> = args.to_vec();
+    ro.extend(["-o", "ro"]);
+    let m = Mount::start(prog, &ro, image, &mnt);
+    same_tree(&tree, &mnt.join("tree"));
+    run(Command::new("cmp").arg(&big).arg(mnt.join("big.bin")));
+    m.umount();
+}
+
+fn ffs_round_trip(version: &str) {
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o"])
+        .arg(format!("version={version}"))
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    m.umount();
+    write_round_trip(d.path(), &p, &[], &img, true, |_| {});
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_v1_read_and_write() {
+    ffs_round_trip("1");
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_v2_read_and_write() {
+    ffs_round_trip("2");
+}
+
+/// `fsck.vfat -n` finds nothing wrong. One finding is allowed on FAT32:
+/// the FSInfo sector's free-cluster count, a hint NetBSD's msdosfs (7.99)
+/// leaves as it found it (Linux's vfat recounts it at mount too); every
+/// other finding fails.
+fn fsck_vfat_clean(img: &Path) {
+    let out = Command::new(tool("fsck.vfat", "dosfstools"))
+        .arg("-n")
+        .arg(img)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return;
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hint_only = text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty()
+            || l.starts_with("fsck.fat ")
+            || l.starts_with("Free cluster summary wrong (")
+            || l == "Auto-correcting."
+            || l == "Leaving filesystem unchanged."
+            || l.starts_with(&format!("{}: ", img.display()))
+    });
+    assert!(
+        hint_only && text.contains("Free cluster summary wrong"),
+        "fsck.vfat -n {}: {}\n{text}",
+        img.display(),
+        out.status
+    );
+}
+
+fn fat_round_trip(bits: &str) {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let img = d.path().join("fat.img");
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-C", "-F", bits, "-n", "RUMPTEST"])
+        .arg(&img)
+        .arg("65536"));
+    // The image's tree, put there by mtools.
+    run(Command::new(tool("mcopy", "mtools"))
+        .arg("-s")
+        .arg("-i")
+        .arg(&img)
+        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+        .arg("::/"));
+    let p = prog(d.path(), "rump_msdos");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    m.umount();
+    fsck_vfat_clean(&img);
+    write_round_trip(d.path(), &p, &[], &img, false, fsck_vfat_clean);
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn fat16_read_and_write() {
+    fat_round_trip("16");
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn fat32_read_and_write() {
+    fat_round_trip("32");
+}
+
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn iso9660_rock_ridge_and_joliet() {
+    let d = tmpdir();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let small = small_tree(d.path(), true);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&small)
+        .arg(src.join("small")));
+    let tree = real_tree(d.path(), true);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(src.join("tree")));
+    let img = d.path().join("cd.iso");
+    run(Command::new(tool("xorriso", "xorriso"))
+        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_cd9660");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    // Read-only, whatever was asked.
+    let e = std::fs::write(mnt.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    m.umount();
+    // Without Rock Ridge the Joliet names are still there.
+    let m = Mount::start(&p, &["-o", "norrip"], &img, &mnt);
+    assert!(mnt.join("small/Hello.txt").exists());
+    m.umount();
+}
+
+/// Run `prog args...` expecting failure: its exit status and stderr.
+fn fails(prog: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env_remove("RUMP_NETBSD_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let t0 = Instant::now();
+    let out = cmd.output().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Needs no NetBSD build: without one, one line names the missing
+/// library and how to point at a build.
+#[test]
+fn missing_components_are_named() {
+    let d = tmpdir();
+    let img = d.path().join("x.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let p = prog(d.path(), "rump_ffs");
+    let (st, err) = fails(
+        &p,
+        &[img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[("RUMP_NETBSD_DIR", &d.path().join("nonesuch"))],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rump_ffs: librump.so: not found in "),
+        "{err}"
+    );
+    assert!(err.contains("RUMP_NETBSD_DIR"), "{err}");
+
+    // A build without the type's component: that one is named.
+    let dest = d.path().join("dest");
+    std::fs::create_dir_all(dest.join("lib")).unwrap();
+    for l in [
+        "librump.so",
+        "librumpkern_sysproxy.so",
+        "librumpvfs.so",
+        "librumpdev.so",
+        "librumpdev_disk.so",
+    ] {
+        std::fs::write(dest.join("lib").join(l), b"\x7fELF").unwrap();
+    }
+    let p = prog(d.path(), "rump_udf");
+    let (st, err) = fails(
+        &p,
+        &[
+            "-o",
+            &format!("netbsd={}", dest.display()),
+            img.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rump_udf: librumpfs_udf.so: not found in "),
+        "{err}"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+/// Needs no NetBSD build: usage errors and bad options are one line.
+#[test]
+fn bad_arguments_are_one_line() {
+    let d = tmpdir();
+    let p = prog(d.path(), "rump_msdos");
+    let (st, err) = fails(&p, &["only-one"], &[]);
+    assert_eq!(st, 1);
+    assert!(err.starts_with("usage: rump_msdos "), "{err}");
+    let out = Command::new(&p).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_msdos [-f] [-o "));
+    let out = Command::new(RUMP_MOUNT).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_mount [-t type|auto] "));
+    let img = d.path().join("x.img");
+    std::fs::write(&img, b"").unwrap();
+    let (st, err) = fails(
+        &p,
+        &[
+            "-o",
+            "norrip",
+            img.to_str().unwrap(),
+            d.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(err.trim(), "rump_msdos: norrip: unknown option for msdos");
+    let (st, err) = fails(
+        &p,
+        &["/nonexistent/disk.img", d.path().to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        "rump_msdos: /nonexistent/disk.img: No such file or directory"
+    );
+}
+
+/// A corrupt image is an error naming it, never a hang or a mount; for
+/// every type with an image, so each one's components load and NetBSD's
+/// mount(2) gets to judge it.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn corrupt_images_are_errors() {
+    let d = tmpdir();
+    let img = d.path().join("junk.img");
+    let mut x: u32 = 12345;
+    let junk: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(&img, junk).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let nb = netbsd_dir();
+    for name in [
+        "rump_ffs",
+        "rump_msdos",
+        "rump_cd9660",
+        "rump_ntfs",
+        "rump_udf",
+        "rump_lfs",
+        "rump_v7fs",
+        "rump_sysvbfs",
+        "rump_efs",
+        "rump_hfs",
+    ] {
+        let p = prog(d.path(), name);
+        let (st, err) = fails(
+            &p,
+            &[img.to_str().unwrap(), mnt.to_str().unwrap()],
+            &[("RUMP_NETBSD_DIR", &nb)],
+        );
+        assert_eq!(st, 1, "{name}: {err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(&format!("{name}: {}: cannot mount as ", img.display())),
+            "{name}: {err}"
+        );
+        assert!(!is_mounted(&mnt), "{name}");
+    }
+}
+
+/// The daemon (no `-f`) returns once the mount is live; SIGTERM halts it
+/// through NetBSD's reboot path, leaving a clean image.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn background_mount_and_sigterm() {
+    let d = tmpdir();
+    let img = d.path().join("fat.img");
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-C", "-F", "32"])
+        .arg(&img)
+        .arg("65536"));
+    let p = prog(d.path(), "rump_msdos");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new(&p)
+        .arg(&img)
+        .arg(&mnt)
+        .env("RUMP_NETBSD_DIR", netbsd_dir()));
+    assert!(is_mounted(&mnt));
+    std::fs::write(mnt.join("note.txt"), b"written through FUSE\n").unwrap();
+    // The daemon: the process whose command line names our mount point.
+    let pid = pid_of(&mnt, "rump_msdos").expect("the rump_msdos process");
+    let _bg = Bg {
+        pid,
+        mnt: mnt.clone(),
+    };
+    // SAFETY: kill has no memory preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_mounted(&mnt));
+    fsck_vfat_clean(&img);
+    let out = run(Command::new(tool("mtype", "mtools"))
+        .arg("-i")
+        .arg(&img)
+        .arg("::/note.txt"));
+    assert_eq!(out.stdout, b"written through FUSE\n");
+}
+
+/// The process whose program name ends in `name` and whose command line
+/// names `mnt`.
+fn pid_of(mnt: &Path, name: &str) -> Option<i32> {
+    let want = mnt.to_str()?.as_bytes();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd.split(|&b| b == 0).any(|a| a == want)
+            && cmd
+                .split(|&b| b == 0)
+                .next()
+                .is_some_and(|a| a.ends_with(name.as_bytes()))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// FIFOs (NetBSD's mkfifo(2), which its mknod(2) refuses for them) and
+/// device nodes with their numbers, on FFS through FUSE, kept across a
+/// re-mount.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_fifos_and_device_nodes() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    run(Command::new("mkfifo").arg(mnt.join("fifo")));
+    run(Command::new("mknod")
+        .arg(mnt.join("null"))
+        .args(["c", "1", "3"]));
+    run(Command::new("mknod")
+        .arg(mnt.join("disk"))
+        .args(["b", "8", "300"]));
+    // A second read-write server on the same image is refused.
+    let mnt2 = d.path().join("mnt2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let (st, err) = fails(
+        &p,
+        &[img.to_str().unwrap(), mnt2.to_str().unwrap()],
+        &[("RUMP_NETBSD_DIR", &netbsd_dir())],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.trim()
+            .ends_with("locked by another process (in use by another server?)"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mnt2));
+    m.umount();
+    let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
+    let f = std::fs::symlink_metadata(mnt.join("fifo")).unwrap();
+    assert!(f.file_type().is_fifo());
+    let c = std::fs::symlink_metadata(mnt.join("null")).unwrap();
+    assert!(c.file_type().is_char_device());
+    assert_eq!((libc::major(c.rdev()), libc::minor(c.rdev())), (1, 3));
+    let b = std::fs::symlink_metadata(mnt.join("disk")).unwrap();
+    assert!(b.file_type().is_block_device());
+    assert_eq!((libc::major(b.rdev()), libc::minor(b.rdev())), (8, 300));
+    m.umount();
+}
+
+/// NetBSD's ext2fs returns empty directory slots (inode 0) from
+/// getdents; they are not files: `lost+found` lists without an error.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ext2fs_lost_found_lists() {
+    let d = tmpdir();
+    let img = d.path().join("ext2.img");
+    run(Command::new(tool("mke2fs", "e2fsprogs"))
+        .args([
+            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
+        ])
+        .arg(&img)
+        .arg("16M"));
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(Path::new(RUMP_MOUNT), &["-t", "ext2fs"], &img, &mnt);
+    let out = run(Command::new("ls")
+        .arg("-la")
+        .arg(&mnt)
+        .arg(mnt.join("lost+found")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("lost+found"), "{text}");
+    let names: Vec<_> = std::fs::read_dir(mnt.join("lost+found"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    std::fs::write(mnt.join("note"), b"ext2 through NetBSD\n").unwrap();
+    m.umount();
+    let out = Command::new(tool("e2fsck", "e2fsprogs"))
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "e2fsck -fn: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A daemon started by [`mount_bg`]: unmounted and killed when dropped
+/// (a failed test leaves nothing running).
+struct Bg {
+    pid: i32,
+    mnt: PathBuf,
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if Path::new(&format!("/proc/{}", self.pid)).exists() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Mount in the background (no `-f`), as a user would: returns the
+/// program's standard output once the mount is live, and the daemon.
+fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, Bg) {
+    std::fs::create_dir_all(mnt).unwrap();
+    let out = run(Command::new(prog)
+        .args(args)
+        .arg(image)
+        .arg(mnt)
+        .env("RUMP_NETBSD_DIR", netbsd_dir()));
+    assert!(is_mounted(mnt));
+    let name = prog.file_name().unwrap().to_str().unwrap().to_string();
+    let pid = pid_of(mnt, &name).expect("the daemon");
+    let bg = Bg {
+        pid,
+        mnt: mnt.to_path_buf(),
+    };
+    (String::from_utf8_lossy(&out.stdout).into_owned(), bg)
+}
+
+/// `umount`, then wait until the daemon is gone.
+fn umount_bg(bg: Bg) {
+    run(Command::new("umount").arg(&bg.mnt));
+    let pid = bg.pid;
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "pid {pid} still running 60 s after umount"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mkudf(img: &Path) {
+    run(Command::new("truncate").arg("-s").arg("64M").arg(img));
+    run(Command::new(tool("mkudffs", "udftools"))
+        .args(["-b", "512", "--media-type=hd", "-l", "RUMPTEST"])
+        .arg(img));
+}
+
+/// ntfs-3g (the host's own NTFS driver) puts `src`'s files in.
+fn mkntfs_with(img: &Path, src: &Path, mnt: &Path) {
+    run(Command::new("truncate").arg("-s").arg("64M").arg(img));
+    run(Command::new(tool("mkntfs", "ntfs-3g"))
+        .args(["-F", "-q", "-f", "-L", "RUMPTEST"])
+        .arg(img));
+    std::fs::create_dir_all(mnt).unwrap();
+    run(Command::new(tool("ntfs-3g", "ntfs-3g")).arg(img).arg(mnt));
+    let copied = Command::new("cp")
+        .arg("-r")
+        .args(std::fs::read_dir(src).unwrap().map(|e| e.unwrap().path()))
+        .arg(mnt)
+        .status()
+        .unwrap();
+    run(Command::new("umount").arg(mnt));
+    assert!(copied.success());
+}
+
+/// Without `-t`, each image's type is recognized and said.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn auto_detects_each_type() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let mut images: Vec<(PathBuf, &str)> = Vec::new();
+    for v in ["1", "2"] {
+        let img = d.path().join(format!("ffs{v}.img"));
+        run(Command::new(tool("makefs", "makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o"])
+            .arg(format!("version={v}"))
+            .arg(&img)
+            .arg(&src));
+        images.push((
+            img,
+            if v == "1" {
+                "FFS v1 (-t ffs)"
+            } else {
+                "FFS v2 (-t ffs)"
+            },
+        ));
+    }
+    for (bits, kib, what) in [
+        ("12", "4096", "FAT12 (-t msdos)"),
+        ("16", "65536", "FAT16 (-t msdos)"),
+        ("32", "65536", "FAT32 (-t msdos)"),
+    ] {
+        let img = d.path().join(format!("fat{bits}.img"));
+        run(Command::new(tool("mkfs.vfat", "dosfstools"))
+            .args(["-C", "-F", bits])
+            .arg(&img)
+            .arg(kib));
+        run(Command::new(tool("mcopy", "mtools"))
+            .arg("-s")
+            .arg("-i")
+            .arg(&img)
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"));
+        images.push((img, what));
+    }
+    let iso = d.path().join("cd.iso");
+    run(Command::new(tool("xorriso", "xorriso"))
+        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+        .arg(&iso)
+        .arg(&src));
+    images.push((iso, "ISO 9660 (-t cd9660)"));
+    let udf = d.path().join("udf.img");
+    mkudf(&udf);
+    images.push((udf, "UDF (-t udf)"));
+    let ntfs = d.path().join("ntfs.img");
+    mkntfs_with(&ntfs, &src, &d.path().join("ntfs-3g"));
+    images.push((ntfs, "NTFS (-t ntfs)"));
+    let ext2 = d.path().join("ext2.img");
+    run(Command::new(tool("mke2fs", "e2fsprogs"))
+        .args([
+            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none", "-d",
+        ])
+        .arg(&src)
+        .arg(&ext2)
+        .arg("16M"));
+    images.push((ext2, "ext2 (-t ext2fs)"));
+
+    let mnt = d.path().join("mnt");
+    for (img, what) in &images {
+        let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &[], img, &mnt);
+        // The first line; NetBSD's kernel may add console messages.
+        assert_eq!(
+            out.lines().next().unwrap_or(""),
+            format!("rump_mount: {}: {what}", img.display()),
+            "{}",
+            img.display()
+        );
+        if img.ends_with("ntfs.img") {
+            // NetBSD's NTFS shows the metadata files ($MFT, ...).
+            same_tree_but(&src, &mnt, &["$*"]);
+        } else if img.ends_with("ext2.img") {
+            same_tree_but(&src, &mnt, &["lost+found"]);
+        } else if !img.ends_with("udf.img") {
+            same_tree(&src, &mnt);
+        }
+        umount_bg(bg);
+    }
+
+    // Nothing known: one line, no mount.
+    let junk = d.path().join("zeros.img");
+    std::fs::write(&junk, vec![0u8; 1 << 20]).unwrap();
+    let (st, err) = fails(
+        Path::new(RUMP_MOUNT),
+        &[junk.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rump_mount: {}: no file system recognized (FFS, ext2, FAT, ISO 9660, UDF, NTFS): give -t TYPE",
+            junk.display()
+        )
+    );
+}
+
+/// UDF with 512-byte blocks: read and write through rump_udf; the 8 MiB
+/// file is read back in FUSE requests of up to 1 MiB, each handed to
+/// NetBSD's UDF in pieces of at most its MAXPHYS (a larger one trips an
+/// assertion in NetBSD's UDF).
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn udf_read_and_write() {
+    let d = tmpdir();
+    let img = d.path().join("udf.img");
+    mkudf(&img);
+    let p = prog(d.path(), "rump_udf");
+    write_round_trip(d.path(), &p, &[], &img, true, |img| {
+        let out = Command::new(tool("udfinfo", "udftools"))
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "udfinfo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// NTFS made and filled by the host's tools: read back with rump_ntfs,
+/// then written in place (NetBSD's NTFS rewrites existing data only);
+/// ntfs-3g reads the change and ntfsfix finds nothing to fix.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ntfs_read_and_in_place_write() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let tree = real_tree(d.path(), false);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(src.join("tree")));
+    let img = d.path().join("ntfs.img");
+    let host_mnt = d.path().join("ntfs-3g");
+    mkntfs_with(&img, &src, &host_mnt);
+    let p = prog(d.path(), "rump_ntfs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    // NetBSD's NTFS shows the metadata files ($MFT, ...) too.
+    same_tree_but(&src, &mnt, &["$*"]);
+    run(Command::new("dd")
+        .args(["conv=notrunc", "status=none", "bs=1", "seek=1000"])
+        .arg(format!("of={}", mnt.join("Sub/Pattern.bin").display()))
+        .arg(format!("if={}", d.path().join("patch").display()))
+        .stdin(Stdio::null())
+        .env("X", {
+            std::fs::write(d.path().join("patch"), b"NETBSD WAS HERE").unwrap();
+            "1"
+        }));
+    m.umount();
+    let out = Command::new(tool("ntfsfix", "ntfs-3g"))
+        .arg("-n")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ntfsfix -n: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    run(Command::new(tool("ntfs-3g", "ntfs-3g"))
+        .args(["-o", "ro"])
+        .arg(&img)
+        .arg(&host_mnt));
+    let got = std::fs::read(host_mnt.join("Sub/Pattern.bin"));
+    run(Command::new("umount").arg(&host_mnt));
+    let mut want = std::fs::read(src.join("Sub/Pattern.bin")).unwrap();
+    want[1000..1015].copy_from_slice(b"NETBSD WAS HERE");
+    assert!(
+        got.unwrap() == want,
+        "the in-place write did not reach the image"
+    );
+}
+
+/// `-o part=N` of a GPT image (sfdisk) with FAT16 in partition 1 and FFS
+/// in partition 2; the type is recognized in the partition.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn gpt_partitions() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let img = d.path().join("gpt.img");
+    run(Command::new("truncate").arg("-s").arg("80M").arg(&img));
+    let mut c = Command::new(tool("sfdisk", "fdisk"));
+    c.arg("-q")
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"label: gpt\n,32M\n,40M\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    // Partition 1 from sector 2048, partition 2 from 67584 (sfdisk's
+    // alignment: 1 MiB, then right after the 32 MiB).
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-F", "16", "--offset", "2048"])
+        .arg(&img)
+        .arg("32768"));
+    run(Command::new(tool("mcopy", "mtools"))
+        .arg("-s")
+        .arg("-i")
+        .arg(format!("{}@@1M", img.display()))
+        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+        .arg("::/"));
+    let ffs = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
+        .arg(&ffs)
+        .arg(&src));
+    run(Command::new("dd")
+        .arg(format!("if={}", ffs.display()))
+        .arg(format!("of={}", img.display()))
+        .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]));
+    let mnt = d.path().join("mnt");
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
+    assert_eq!(
+        out.trim(),
+        format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
+    );
+    same_tree(&src, &mnt);
+    std::fs::write(mnt.join("in-part-2"), b"ffs\n").unwrap();
+    umount_bg(bg);
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=1"], &img, &mnt);
+    assert_eq!(
+        out.trim(),
+        format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
+    );
+    same_tree(&src, &mnt);
+    umount_bg(bg);
+    // Partition 1 untouched by the write into partition 2, and the
+    // write stayed inside partition 2.
+    let (_, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2,ro"], &img, &mnt);
+    assert_eq!(std::fs::read(mnt.join("in-part-2")).unwrap(), b"ffs\n");
+    umount_bg(bg);
+    let (st, err) = fails(
+        Path::new(RUMP_MOUNT),
+        &["-o", "part=3", img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rump_mount: {}: part=3: no such partition in the GPT",
+            img.display()
+        )
+    );
+}
+
+/// FFS with NetBSD's WAPBL journal (`-o log`) survives `kill -9` in the
+/// middle of a copy: the next mount replays the log (and is not refused
+/// as unclean), every fsync'd file is intact, every file reads, and after
+/// a clean unmount a mount without the log finds the file system clean.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn ffs_log_survives_kill_9() {
+    use std::io::Read;
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let tree = real_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let start = |opts: &str| -> Child {
+        let c = Command::new(&p)
+            .args(["-f", "-o", opts])
+            .arg(&img)
+            .arg(&mnt)
+            .env("RUMP_NETBSD_DIR", netbsd_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !is_mounted(&mnt) {
+            assert!(t0.elapsed() < Duration::from_secs(60), "not mounted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    };
+    let output = |mut c: Child| -> String {
+        let mut s = String::new();
+        let _ = c.stdout.take().unwrap().read_to_string(&mut s);
+        let _ = c.stderr.take().unwrap().read_to_string(&mut s);
+        let _ = c.wait();
+        s
+    };
+    let mut fs = start("log");
+    let _g1 = Bg {
+        pid: fs.id() as i32,
+        mnt: mnt.clone(),
+    };
+    // Files written and fsync'd before the crash.
+    let big = big_file(d.path());
+    let mut synced = Vec::new();
+    for i in 0..3 {
+        let name = mnt.join(format!("synced-{i}.bin"));
+        let data = std::fs::read(&big).unwrap()[i << 20..(i + 2) << 20].to_vec();
+        let mut f = std::fs::File::create(&name).unwrap();
+        use std::io::Write;
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        synced.push((format!("synced-{i}.bin"), data));
+    }
+    // A copy under way when the process dies.
+    let mut cp = Command::new("cp")
+        .arg("-a")
+        .arg(&tree)
+        .arg(mnt.join("tree"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !mnt.join("tree").exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    fs.kill().unwrap();
+    let first = output(fs);
+    let _ = run(Command::new("umount").arg("-l").arg(&mnt));
+    let _ = cp.kill();
+    let _ = cp.wait();
+    assert!(!first.contains("not clean"), "{first}");
+
+    // The next mount replays the journal.
+    let fs = start("log");
+    let _g2 = Bg {
+        pid: fs.id() as i32,
+        mnt: mnt.clone(),
+    };
+    for (name, data) in &synced {
+        let got = std::fs::read(mnt.join(name)).unwrap();
+        assert!(&got == data, "{name}: fsync'd data lost after kill -9");
+    }
+    // Every file there reads to its end.
+    run(Command::new("find")
+        .arg(&mnt)
+        .args(["-type", "f", "-exec", "cat", "{}", "+"])
+        .stdout(Stdio::null()));
+    run(Command::new("umount").arg(&mnt));
+    let second = output(fs);
+    assert!(second.contains("replaying log"), "no log replay: {second}");
+    assert!(!second.contains("not clean"), "{second}");
+
+    // Clean now, without the journal too.
+    let fs = start("ro");
+    let _g3 = Bg {
+        pid: fs.id() as i32,
+        mnt: mnt.clone(),
+    };
+    run(Command::new("umount").arg(&mnt));
+    let third = output(fs);
+    assert!(!third.contains("not clean"), "{third}");
+}
+
+/// `-o rumpserver=URL` also serves the kernel over sysproxy: a client
+/// sees the image at /mnt, and its reboot(2) (what `rump.halt` sends)
+/// halts through NetBSD's reboot path, which ends the process and takes
+/// the host mount with it; the data written through FUSE is on the image.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn rumpserver_and_halt_over_sysproxy() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let url = format!("unix://{}", d.path().join("sock").display());
+    let (_, bg) = mount_bg(&p, &["-o", &format!("rumpserver={url}")], &img, &mnt);
+    std::fs::write(mnt.join("via-fuse.txt"), b"written on the host\n").unwrap();
+    let c = rumpclient::Client::connect(&url).unwrap();
+    let names: Vec<Vec<u8>> = c
+        .read_dir("/mnt")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.iter().any(|n| n == b"Hello.txt"), "{names:?}");
+    let _ = c.reboot(0);
+    let t0 = Instant::now();
+    while Path::new(&format!("/proc/{}", bg.pid)).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    while is_mounted(&mnt) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "host mount left behind"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
+    assert_eq!(
+        std::fs::read(mnt.join("via-fuse.txt")).unwrap(),
+        b"written on the host\n"
+    );
+    m.umount();
+}
+
+/// An image this process may not write (immutable, `chattr +i`, which
+/// stops root too) is served read-only, NetBSD's kernel opening it
+/// itself; so is every image with `-o ro`.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn unwritable_images_are_served_read_only() {
+    /// Lifts the immutable flag again, so the directory can go.
+    struct Mutable(PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let img = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&img)
+        .arg(&src));
+    let before = std::fs::read(&img).unwrap();
+    run(Command::new(tool("chattr", "e2fsprogs"))
+        .arg("+i")
+        .arg(&img));
+    let _m = Mutable(img.clone());
+    assert!(std::fs::OpenOptions::new().write(true).open(&img).is_err());
+    let p = prog(d.path(), "rump_ffs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &[], &img, &mnt);
+    same_tree(&src, &mnt);
+    let e = std::fs::write(mnt.join("new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    m.umount();
+    assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+}
+
+/// rump_tmpfs: NetBSD's tmpfs, no image (the first argument is a name).
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn tmpfs_in_memory() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), true);
+    let p = prog(d.path(), "rump_tmpfs");
+    let mnt = d.path().join("mnt");
+    let m = Mount::start(&p, &["-o", "size=32m"], Path::new("tmpfs"), &mnt);
+    run(Command::new("cp").arg("-a").arg(&src).arg(mnt.join("copy")));
+    same_tree(&src, &mnt.join("copy"));
+    run(Command::new("mkfifo").arg(mnt.join("fifo")));
+    m.umount();
+}
