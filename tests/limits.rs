@@ -690,18 +690,18 @@ fn unanswered_copy_requests_are_capped_and_time_out() {
     use netbsd_abi::sp::reader::{Fd, FrameReader};
     use netbsd_abi::sp::{encode_frame, Class, Handshake, ProtoError, SysResp, Type};
     use std::io::Write;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     let d = tmpdir();
     let s = server_env(d.path(), &[], &[("RUMP_COPY_TIMEOUT", "2")]);
-    let mut u = UnixStream::connect(&s.sock).expect("connect");
+    let u = UnixStream::connect(&s.sock).expect("connect");
     let mut r = FrameReader::new();
-    let fd = Fd(u.as_raw_fd());
+    let fd = Fd(u.as_fd());
     loop {
-        if r.byte(&mut Fd(u.as_raw_fd())).expect("banner") == b'\n' {
+        if r.byte(&mut Fd(u.as_fd())).expect("banner") == b'\n' {
             break;
         }
     }
-    u.write_all(&encode_frame(
+    (&u).write_all(&encode_frame(
         Class::Req,
         Type::Handshake,
         1,
@@ -709,8 +709,8 @@ fn unanswered_copy_requests_are_capped_and_time_out() {
         &[b"stuck\0"],
     ))
     .unwrap();
-    let h = r.header(&mut Fd(u.as_raw_fd())).expect("handshake answer");
-    r.skip(&mut Fd(u.as_raw_fd()), h.payload_len()).unwrap();
+    let h = r.header(&mut Fd(u.as_fd())).expect("handshake answer");
+    r.skip(&mut Fd(u.as_fd()), h.payload_len()).unwrap();
     // mkdir(path, 0755) with a path only the client has: a copyinstr
     // request the client never answers.
     let mut args = [0u8; 16];
@@ -727,7 +727,7 @@ fn unanswered_copy_requests_are_capped_and_time_out() {
             &[&args],
         ));
     }
-    u.write_all(&all).unwrap();
+    (&u).write_all(&all).unwrap();
     // Read what comes back, answering nothing.
     let (mut copies, mut again, mut efault) = (0u64, 0u64, 0u64);
     let t0 = Instant::now();

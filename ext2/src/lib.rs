@@ -82,6 +82,7 @@
 //! * An unlinked inode still open (`open`/`release`) is freed at its last
 //!   `release`, or at `unmount`.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod alloc;
 mod bmap;

@@ -83,7 +83,9 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
             return 1;
         }
     };
-    let ready = match host::background(fg) {
+    // SAFETY: no thread exists yet: nothing above starts one (argument
+    // parsing and the mount point check), and the kernel boots below.
+    let ready = match unsafe { host::background(fg) } {
         Ok(r) => r,
         Err(e) => {
             say!("{prog}: fork: {e}");

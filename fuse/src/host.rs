@@ -183,14 +183,20 @@ fn redirect_stdio() {
 /// Fork, as a mount helper does: the parent waits until the child reports
 /// the mount live (exit 0) or failed (exit 1; the child printed why). Call
 /// before any thread is started. With `foreground`, no fork.
-pub fn background(foreground: bool) -> io::Result<Ready> {
+///
+/// # Safety
+/// Unless `foreground`, the calling process must have exactly one thread:
+/// the child is a copy of the caller's thread alone, and a lock another
+/// thread held at the fork (the allocator's, a logger's) would stay held
+/// in it forever.
+pub unsafe fn background(foreground: bool) -> io::Result<Ready> {
     use nix::unistd::{fork, pipe, read, setsid, ForkResult};
     if foreground {
         return Ok(Ready(None));
     }
     let (r, w) = pipe().map_err(io::Error::from)?;
-    // SAFETY: the caller calls this before starting any thread, so the
-    // child is a copy of a single-threaded process.
+    // SAFETY: this function's contract: the caller has no other thread,
+    // so the child is a copy of a single-threaded process.
     match unsafe { fork() }.map_err(io::Error::from)? {
         ForkResult::Parent { .. } => {
             drop(w);

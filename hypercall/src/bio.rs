@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 use std::ffi::{c_int, c_void};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender, TrySendError};
@@ -159,7 +159,8 @@ unsafe fn do_io(
 ///
 /// # Safety
 /// `buf` stays valid (and, for a write, unchanged; for a read, unread)
-/// for `len` bytes, and `fd` stays open, until `done` runs.
+/// for `len` bytes, and `fd` (negative, or a descriptor the caller may
+/// use) stays open, until `done` runs.
 pub unsafe fn bio_submit(
     fd: i32,
     op: i32,
@@ -207,7 +208,9 @@ pub unsafe fn bio_submit(
 /// ```
 ///
 /// # Safety
-/// `buf` is valid for `len` bytes (writable for a read) during the call.
+/// `buf` is valid for `len` bytes (writable for a read) during the call;
+/// `fd` is negative or an open descriptor the caller may use, open during
+/// the call.
 pub unsafe fn bio_wait(
     fd: i32,
     op: i32,
@@ -226,20 +229,24 @@ pub unsafe fn bio_wait(
 }
 
 /// Read into `buf` at `off` (synchronously, unscheduled).
-pub fn read_at(fd: i32, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
-    // SAFETY: `buf` is borrowed mutably for the call.
+pub fn read_at(fd: impl AsFd, buf: &mut [u8], off: i64) -> Result<usize, Errno> {
+    let fd = fd.as_fd().as_raw_fd();
+    // SAFETY: `buf` is borrowed mutably for the call; `fd` is borrowed
+    // for it too.
     unsafe { bio_wait(fd, BIO_READ, buf.as_mut_ptr(), buf.len(), off) }
 }
 
 /// Write `buf` at `off` (synchronously, unscheduled); durable on return if
 /// `sync`.
-pub fn write_at(fd: i32, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errno> {
+pub fn write_at(fd: impl AsFd, buf: &[u8], off: i64, sync: bool) -> Result<usize, Errno> {
+    let fd = fd.as_fd().as_raw_fd();
     let op = if sync {
         BIO_WRITE | BIO_SYNC
     } else {
         BIO_WRITE
     };
-    // SAFETY: `buf` is borrowed for the call, and only read for a write.
+    // SAFETY: `buf` is borrowed for the call, and only read for a write;
+    // `fd` is borrowed for the call.
     unsafe { bio_wait(fd, op, buf.as_ptr() as *mut u8, buf.len(), off) }
 }
 

@@ -23,7 +23,14 @@ static PIPE_CHILD: AtomicI32 = AtomicI32::new(-1);
 
 /// Fork into the background. Returns in the child only; the parent exits
 /// when the child reports through [`daemonize_done`].
-pub fn daemonize_begin() -> Result<(), Errno> {
+///
+/// # Safety
+/// The calling process must have exactly one thread (no thread started by
+/// this program or any library it uses, e.g. no kernel booted yet): the
+/// child is a copy of the caller's thread alone, and a lock another thread
+/// held at the fork (the allocator's, the hypercall layer's) would stay
+/// held in it forever, or its data half-updated.
+pub unsafe fn daemonize_begin() -> Result<(), Errno> {
     if DAEMONIZING.swap(true, Ordering::SeqCst) {
         return Err(Errno(EINPROGRESS));
     }
@@ -39,8 +46,8 @@ pub fn daemonize_begin() -> Result<(), Errno> {
             return Err(crate::errno::nix(e));
         }
     };
-    // SAFETY: fork before any other thread exists (the caller's contract);
-    // the parent only reads a socket and _exits.
+    // SAFETY: the caller guarantees that no other thread exists (this
+    // function's contract); the parent only reads a socket and _exits.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(parent);
@@ -124,11 +131,15 @@ pub fn daemonize_done(error: i32) -> Result<(), Errno> {
 }
 
 /// `rumpuser_daemonize_begin()`.
+///
+/// # Safety
+/// As [`daemonize_begin`]: the calling process has one thread.
 #[no_mangle]
-pub extern "C" fn rumpuser_daemonize_begin() -> c_int {
+pub unsafe extern "C" fn rumpuser_daemonize_begin() -> c_int {
     trace_hit!(rumpuser_daemonize_begin);
     crate::guard("rumpuser_daemonize_begin", || {
-        crate::errno::ret(daemonize_begin())
+        // SAFETY: this function's contract: the caller is alone.
+        crate::errno::ret(unsafe { daemonize_begin() })
     })
 }
 
@@ -142,8 +153,23 @@ pub extern "C" fn rumpuser_daemonize_done(error: c_int) -> c_int {
 }
 
 /// Short name for [`daemonize_begin`].
-pub fn begin() -> Result<(), Errno> {
-    daemonize_begin()
+///
+/// # Safety
+/// As [`daemonize_begin`]: the calling process has one thread.
+///
+/// Forking is not safe code:
+/// ```compile_fail,E0133
+/// let _ = rumpuser::daemonize::begin();
+/// ```
+/// (The same call in an `unsafe` block compiles: the probe fails for the
+/// missing `unsafe` alone.)
+/// ```no_run
+/// // SAFETY: the doctest's `main` runs before it starts any thread.
+/// let _ = unsafe { rumpuser::daemonize::begin() };
+/// ```
+pub unsafe fn begin() -> Result<(), Errno> {
+    // SAFETY: passed on to our caller.
+    unsafe { daemonize_begin() }
 }
 
 /// Short name for [`daemonize_done`].

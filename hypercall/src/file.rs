@@ -187,8 +187,9 @@ pub fn getfileinfo(path: &str) -> Result<(u64, FileType), Errno> {
 /// Read-only syncing needs nothing. Unknown flags, or neither `READ` nor
 /// `WRITE`, are `EINVAL`. (`start`/`len` name the range; the whole file is
 /// flushed.)
-pub fn syncfd(fd: i32, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
+pub fn syncfd(fd: impl AsFd, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
     let _ = (start, len);
+    let fd = fd.as_fd().as_raw_fd();
     if flags & !SYNCFD_ALL != 0 || flags & SYNCFD_BOTH == 0 {
         return Err(Errno(EINVAL));
     }
@@ -245,6 +246,12 @@ pub struct HostFile {
     fd: OwnedFd,
 }
 
+impl AsFd for HostFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl HostFile {
     /// Open `path` with `RUMPUSER_OPEN_*` `flags`.
     pub fn open(path: &str, flags: i32) -> Result<HostFile, Errno> {
@@ -270,9 +277,9 @@ impl HostFile {
         self.fd.into_raw_fd()
     }
 
-    /// The host descriptor (for `rumpuser_bio`, [`crate::bio`]).
-    pub fn fd(&self) -> i32 {
-        self.fd.as_raw_fd()
+    /// The host descriptor, borrowed (for [`crate::bio`]).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Read at `off` until `buf` is full or end of file; returns the count.
@@ -302,7 +309,7 @@ impl HostFile {
 
     /// `rumpuser_syncfd` on this file (see [`syncfd`]).
     pub fn syncfd(&self, flags: i32, start: u64, len: u64) -> Result<(), Errno> {
-        syncfd(self.fd(), flags, start, len)
+        syncfd(self, flags, start, len)
     }
 
     /// The file's size; for a block device, the device's size.
@@ -358,7 +365,7 @@ pub struct RumpuserIovec {
 ///
 /// # Safety
 /// Each iovec names writable memory of its length.
-pub unsafe fn iovread(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize, Errno> {
+pub unsafe fn iovread(fd: BorrowedFd<'_>, iov: &[RumpuserIovec], off: i64) -> Result<usize, Errno> {
     let cnt = c_int::try_from(iov.len()).map_err(|_| Errno(EINVAL))?;
     if off < 0 && off != IOV_NOSEEK {
         return Err(Errno(EINVAL));
@@ -368,10 +375,10 @@ pub unsafe fn iovread(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize,
         let n = if off == IOV_NOSEEK {
             // SAFETY: RumpuserIovec has iovec's layout; the caller vouches
             // for the buffers.
-            unsafe { libc::readv(fd, iovp, cnt) }
+            unsafe { libc::readv(fd.as_raw_fd(), iovp, cnt) }
         } else {
             // SAFETY: as above.
-            unsafe { libc::preadv(fd, iovp, cnt, off) }
+            unsafe { libc::preadv(fd.as_raw_fd(), iovp, cnt, off) }
         };
         if n >= 0 {
             return Ok(n as usize);
@@ -387,7 +394,11 @@ pub unsafe fn iovread(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize,
 ///
 /// # Safety
 /// Each iovec names readable memory of its length.
-pub unsafe fn iovwrite(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize, Errno> {
+pub unsafe fn iovwrite(
+    fd: BorrowedFd<'_>,
+    iov: &[RumpuserIovec],
+    off: i64,
+) -> Result<usize, Errno> {
     let cnt = c_int::try_from(iov.len()).map_err(|_| Errno(EINVAL))?;
     if off < 0 && off != IOV_NOSEEK {
         return Err(Errno(EINVAL));
@@ -397,10 +408,10 @@ pub unsafe fn iovwrite(fd: i32, iov: &[RumpuserIovec], off: i64) -> Result<usize
         let n = if off == IOV_NOSEEK {
             // SAFETY: RumpuserIovec has iovec's layout; the caller vouches
             // for the buffers.
-            unsafe { libc::writev(fd, iovp, cnt) }
+            unsafe { libc::writev(fd.as_raw_fd(), iovp, cnt) }
         } else {
             // SAFETY: as above.
-            unsafe { libc::pwritev(fd, iovp, cnt, off) }
+            unsafe { libc::pwritev(fd.as_raw_fd(), iovp, cnt, off) }
         };
         if n >= 0 {
             return Ok(n as usize);
@@ -441,12 +452,34 @@ pub unsafe extern "C" fn rumpuser_open(
 }
 
 /// `rumpuser_close(fd)`: flush and close.
+///
+/// # Safety
+/// `fd` is the caller's to close: a descriptor it got from
+/// `rumpuser_open` (or otherwise owns) and uses no more.
+///
+/// Closing a descriptor is not safe code, since another owner may still
+/// use it (a `File` of the program):
+/// ```compile_fail,E0133
+/// let f = std::fs::File::open("/dev/null").unwrap();
+/// let _ = rumpuser::file::rumpuser_close(std::os::fd::AsRawFd::as_raw_fd(&f));
+/// ```
+/// Given away first, the descriptor is the caller's to close (this twin
+/// compiles, so the probe fails for the missing `unsafe` alone):
+/// ```
+/// let f = std::fs::File::open("/dev/null").unwrap();
+/// let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+/// // SAFETY: `fd` was just given up by its only owner.
+/// assert_eq!(unsafe { rumpuser::file::rumpuser_close(fd) }, 0);
+/// ```
 #[no_mangle]
-pub extern "C" fn rumpuser_close(fd: c_int) -> c_int {
+pub unsafe extern "C" fn rumpuser_close(fd: c_int) -> c_int {
     trace_hit!(rumpuser_close);
     crate::guard("rumpuser_close", || {
-        // SAFETY: the kernel hands over a descriptor it got from
-        // rumpuser_open and will not use again.
+        if fd < 0 {
+            return crate::errno::EBADF;
+        }
+        // SAFETY: this function's contract: the caller hands over a
+        // descriptor it owns and will not use again.
         let f = unsafe { HostFile::from_raw_fd(fd) };
         match f.close() {
             Ok(()) => 0,
@@ -494,7 +527,8 @@ pub unsafe extern "C" fn rumpuser_getfileinfo(
 ///
 /// # Safety
 /// `ruiov` points at `iovlen` iovecs naming writable memory; `retp` is
-/// valid for a write.
+/// valid for a write; `fd` is negative or an open descriptor the caller
+/// may use, open during the call.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_iovread(
     fd: c_int,
@@ -514,6 +548,11 @@ pub unsafe extern "C" fn rumpuser_iovread(
             // SAFETY: `iovlen` iovecs at `ruiov` per the caller's contract.
             unsafe { std::slice::from_raw_parts(ruiov, iovlen) }
         };
+        if fd < 0 {
+            return crate::errno::EBADF;
+        }
+        // SAFETY: the caller keeps `fd` open during the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         // SAFETY: the caller vouches for the buffers.
         match unsafe { iovread(fd, iov, off) } {
             Ok(n) => {
@@ -530,7 +569,8 @@ pub unsafe extern "C" fn rumpuser_iovread(
 ///
 /// # Safety
 /// `ruiov` points at `iovlen` iovecs naming readable memory; `retp` is
-/// valid for a write.
+/// valid for a write; `fd` is negative or an open descriptor the caller
+/// may use, open during the call.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_iovwrite(
     fd: c_int,
@@ -550,6 +590,11 @@ pub unsafe extern "C" fn rumpuser_iovwrite(
             // SAFETY: `iovlen` iovecs at `ruiov` per the caller's contract.
             unsafe { std::slice::from_raw_parts(ruiov, iovlen) }
         };
+        if fd < 0 {
+            return crate::errno::EBADF;
+        }
+        // SAFETY: the caller keeps `fd` open during the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         // SAFETY: the caller vouches for the buffers.
         match unsafe { iovwrite(fd, iov, off) } {
             Ok(n) => {
@@ -563,10 +608,20 @@ pub unsafe extern "C" fn rumpuser_iovwrite(
 }
 
 /// `rumpuser_syncfd(fd, flags, start, len)`.
+///
+/// # Safety
+/// `fd` is an open descriptor the caller may use (one it got from
+/// `rumpuser_open`), open for the duration of the call.
 #[no_mangle]
-pub extern "C" fn rumpuser_syncfd(fd: c_int, flags: c_int, start: u64, len: u64) -> c_int {
+pub unsafe extern "C" fn rumpuser_syncfd(fd: c_int, flags: c_int, start: u64, len: u64) -> c_int {
     trace_hit!(rumpuser_syncfd);
     crate::guard("rumpuser_syncfd", || {
+        if fd < 0 {
+            return crate::errno::EBADF;
+        }
+        // SAFETY: this function's contract: `fd` is open and the caller's
+        // for the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         crate::errno::ret(syncfd(fd, flags, start, len))
     })
 }

@@ -55,7 +55,8 @@ pub(crate) use guard::guard;
 /// other than 17 or a null table.
 ///
 /// # Safety
-/// `hyp` is null or points at a valid `struct rumpuser_hyperup`.
+/// `hyp` is null or points at a valid `struct rumpuser_hyperup` whose
+/// entries meet [`upcalls::init_c`]'s contract.
 #[no_mangle]
 pub unsafe extern "C" fn rumpuser_init(version: c_int, hyp: *const RumpuserHyperup) -> c_int {
     trace_hit!(rumpuser_init);
@@ -69,7 +70,10 @@ pub unsafe extern "C" fn rumpuser_init(version: c_int, hyp: *const RumpuserHyper
         // SAFETY: the caller passes null or a valid table; we copy it.
         match unsafe { hyp.as_ref() } {
             None => errno::EINVAL,
-            Some(table) => errno::ret(upcalls::init_c(version, table)),
+            // SAFETY: the table comes from the kernel calling
+            // `rumpuser_init`, whose entries are its own upcalls (the C
+            // interface's contract).
+            Some(table) => errno::ret(unsafe { upcalls::init_c(version, table) }),
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Unit tests of the Rust API, with a counting kernel installed.
 
 use std::cell::Cell;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -375,7 +376,7 @@ fn host_file_read_write_sync_size() {
         Some(EINVAL)
     );
     let f = HostFile::open(ps, OPEN_RDWR | OPEN_CREATE | OPEN_BIO).expect("create");
-    assert!(f.fd() >= 0);
+    assert!(f.fd().as_raw_fd() >= 0);
     let c0 = counts();
     assert_eq!(f.write_at(b"0123456789", 4096).expect("write"), 10);
     let (u, s) = delta(c0);
@@ -433,7 +434,7 @@ fn bio_wait_and_submit() {
         // SAFETY: the buffer outlives the synchronous call.
         unsafe {
             bio_wait(
-                f.fd(),
+                f.fd().as_raw_fd(),
                 BIO_WRITE | BIO_SYNC,
                 data.as_mut_ptr(),
                 data.len(),
@@ -452,7 +453,16 @@ fn bio_wait_and_submit() {
     let mut rbuf = vec![0u8; 70000];
     assert_eq!(
         // SAFETY: the buffer outlives the synchronous call.
-        unsafe { bio_wait(f.fd(), BIO_READ, rbuf.as_mut_ptr(), rbuf.len(), 0) }.expect("short"),
+        unsafe {
+            bio_wait(
+                f.fd().as_raw_fd(),
+                BIO_READ,
+                rbuf.as_mut_ptr(),
+                rbuf.len(),
+                0,
+            )
+        }
+        .expect("short"),
         65536
     );
     assert_eq!(
@@ -462,7 +472,7 @@ fn bio_wait_and_submit() {
     );
     assert_eq!(
         // SAFETY: the buffer outlives the synchronous call.
-        unsafe { bio_wait(f.fd(), 0, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0),
+        unsafe { bio_wait(f.fd().as_raw_fd(), 0, rbuf.as_mut_ptr(), 16, 0).err() }.map(|e| e.0),
         Some(EINVAL)
     );
     assert_eq!(write_at(f.fd(), b"abc", 10, true).expect("write_at"), 3);
@@ -478,7 +488,7 @@ fn bio_wait_and_submit() {
         // SAFETY: `bufs` and `f` outlive every completion, awaited below.
         unsafe {
             bio_submit(
-                f.fd(),
+                f.fd().as_raw_fd(),
                 BIO_WRITE,
                 b.as_mut_ptr(),
                 b.len(),
@@ -749,7 +759,7 @@ fn rumpuser_bio_bounds_outstanding_requests() {
         OPEN_RDWR | OPEN_CREATE | OPEN_BIO,
     )
     .expect("create");
-    let fd = f.fd();
+    let fd = f.fd().as_raw_fd();
     const N: usize = MAX_OUTSTANDING + 72;
     let submitted = Arc::new(AtomicUsize::new(0));
     let s2 = submitted.clone();

@@ -245,7 +245,47 @@ pub fn init(version: c_int, up: Box<dyn Upcalls>) -> Result<(), Errno> {
 }
 
 /// Install a C kernel's upcall table.
-pub fn init_c(version: c_int, table: &RumpuserHyperup) -> Result<(), Errno> {
+///
+/// # Safety
+/// Every non-null entry of `table` must be a function of the kernel with
+/// the signature and behaviour `rumpuser.h` (v17) gives it, callable from
+/// any host thread for the rest of the process's life: the layer calls
+/// them with the arguments the interface defines (an `lwp` pointer that
+/// `hyp_lwproc_curlwp` returned, a `retval` of two longs, ...) and trusts
+/// what they do. `hyp_extra` is not used.
+///
+/// A safe caller cannot install one:
+/// ```compile_fail,E0133
+/// use rumpuser::upcalls::{init_c, RumpuserHyperup, RUMPUSER_VERSION};
+/// let t = RumpuserHyperup {
+///     hyp_schedule: None, hyp_unschedule: None,
+///     hyp_backend_unschedule: None, hyp_backend_schedule: None,
+///     hyp_lwproc_switch: None, hyp_lwproc_release: None,
+///     hyp_lwproc_rfork: None, hyp_lwproc_newlwp: None,
+///     hyp_lwproc_curlwp: None, hyp_syscall: None, hyp_lwpexit: None,
+///     hyp_execnotify: None, hyp_getpid: None,
+///     hyp_extra: [std::ptr::null_mut(); 8],
+/// };
+/// let _ = init_c(RUMPUSER_VERSION, &t);
+/// ```
+///
+/// The same call in an `unsafe` block compiles (the probe above fails
+/// for the missing `unsafe` alone):
+/// ```no_run
+/// use rumpuser::upcalls::{init_c, RumpuserHyperup, RUMPUSER_VERSION};
+/// let t = RumpuserHyperup {
+///     hyp_schedule: None, hyp_unschedule: None,
+///     hyp_backend_unschedule: None, hyp_backend_schedule: None,
+///     hyp_lwproc_switch: None, hyp_lwproc_release: None,
+///     hyp_lwproc_rfork: None, hyp_lwproc_newlwp: None,
+///     hyp_lwproc_curlwp: None, hyp_syscall: None, hyp_lwpexit: None,
+///     hyp_execnotify: None, hyp_getpid: None,
+///     hyp_extra: [std::ptr::null_mut(); 8],
+/// };
+/// // SAFETY: an empty table: every entry is a no-op.
+/// let _ = unsafe { init_c(RUMPUSER_VERSION, &t) };
+/// ```
+pub unsafe fn init_c(version: c_int, table: &RumpuserHyperup) -> Result<(), Errno> {
     init(version, Box::new(CUpcalls(*table)))
 }
 
@@ -263,14 +303,26 @@ pub fn get() -> Option<&'static dyn Upcalls> {
 
 /// Give up the virtual CPU around a blocking host operation `f`: the
 /// pattern every blocking hypercall follows.
+/// The CPU is taken back also when `f` panics.
 #[inline]
 pub fn blocking<R>(interlock: *mut c_void, f: impl FnOnce() -> R) -> R {
+    /// Takes the CPU back when dropped: after `f`, or while a panic
+    /// unwinds out of it.
+    struct Retake {
+        up: &'static dyn Upcalls,
+        n: c_int,
+        interlock: *mut c_void,
+    }
+    impl Drop for Retake {
+        fn drop(&mut self) {
+            self.up.backend_schedule(self.n, self.interlock);
+        }
+    }
     match get() {
         Some(up) => {
             let n = up.backend_unschedule(0, interlock);
-            let r = f();
-            up.backend_schedule(n, interlock);
-            r
+            let _retake = Retake { up, n, interlock };
+            f()
         }
         None => f(),
     }

@@ -1,9 +1,9 @@
 //! The built-in rump kernel (docs/design.md; its rules: "The blocking
 //! discipline").
 //!
-//! A [`Kernel`] has virtual CPUs ([`sched`]), processes with descriptor
-//! tables and current directories ([`proc`]), a NetBSD-numbered syscall
-//! table ([`syscall`]), a VFS ([`vfs`], [`vnode`], [`namei`]) over an
+//! A [`Kernel`] has virtual CPUs (`sched`), processes with descriptor
+//! tables and current directories (`proc`), a NetBSD-numbered syscall
+//! table (`syscall`), a VFS ([`vfs`], `vnode`, `namei`) over an
 //! in-memory root file system ([`rumpfs`]), host drives ([`etfs`]) through
 //! the buffer cache (`vfs-cache`), and mountable file system types
 //! registered at run time ([`Kernel::register_fs_type`], for ext2).
@@ -15,22 +15,73 @@
 //! Halt primitives ([`Kernel::stop_admitting`], [`Kernel::wait_idle`],
 //! [`Kernel::sync_all`], [`Kernel::quiesce`], [`Kernel::set_reboot_handler`])
 //! are what the halt subsystem builds its sequence on.
+//!
+//! # Soundness
+//!
+//! No safe use of this crate can make the kernel touch freed memory. The
+//! kernel's internals (virtual CPUs, processes and lwps, vnodes, name
+//! lookup, the syscall table) are private; embedders get handles that
+//! cannot dangle ([`Kernel`] behind an `Arc`, [`LocalProc`], which owns
+//! the lwp of each call it runs for the whole call, and the upcall table,
+//! which holds its kernel and releases only the lwps it made itself, so
+//! that a callback holding another table cannot free an lwp whose pointer
+//! a sysproxy server keeps). A thread's hold on a virtual CPU holds its
+//! scheduler too, so dropping a kernel (or its upcall table) while a thread
+//! still runs on one of its CPUs leaves that thread's later `unschedule`
+//! or blocking call on live memory.
+//!
+//! The probes below do not compile. `compile_fail` error codes are checked
+//! on nightly only, so where a probe fails for a missing `unsafe`, a twin
+//! that differs only by the `unsafe` block compiles.
+//!
+//! A scheduler cannot be made, held and dropped from outside:
+//! ```compile_fail,E0603
+//! let s = rumpkern::sched::Sched::new(1);
+//! ```
+//! Nor an lwp reached, freed or made current behind the kernel's back:
+//! ```compile_fail,E0603
+//! let l = rumpkern::proc::curlwp_raw();
+//! ```
+//! ```compile_fail,E0603
+//! use rumpkern::proc::Lwp;
+//! ```
+//! Switching a thread to an lwp named by pointer is `unsafe` (the pointer
+//! must be one the kernel handed out and did not free):
+//! ```compile_fail,E0133
+//! let k = rumpkern::Kernel::boot(rumpkern::KernelConfig::default()).unwrap();
+//! let up = k.upcalls();
+//! let l = up.lwproc_curlwp();
+//! up.lwproc_switch(l);
+//! ```
+//! ```no_run
+//! let k = rumpkern::Kernel::boot(rumpkern::KernelConfig::default()).unwrap();
+//! let up = k.upcalls();
+//! let l = up.lwproc_curlwp();
+//! // SAFETY: null, or this thread's current lwp, which is alive.
+//! unsafe { up.lwproc_switch(l) };
+//! ```
+//! The syscall table is not callable directly (only through a process,
+//! which checks its arguments):
+//! ```compile_fail,E0603
+//! use rumpkern::syscall::dispatch;
+//! ```
 #![warn(missing_docs)]
 
 pub mod copy;
 pub mod error;
 pub mod etfs;
+mod fsguard;
 pub mod host;
 pub mod local;
 pub mod lockdebug;
 mod lwproc;
-pub mod namei;
-pub mod proc;
+pub(crate) mod namei;
+pub(crate) mod proc;
 pub mod rumpfs;
-pub mod sched;
+pub(crate) mod sched;
 pub mod syncer;
-pub mod syscall;
-pub mod vnode;
+pub(crate) mod syscall;
+pub(crate) mod vnode;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -173,7 +224,7 @@ pub struct Kernel {
     id: usize,
     cfg: KernelConfig,
     hostname: RwLock<Vec<u8>>,
-    pub(crate) sched: Sched,
+    pub(crate) sched: Arc<Sched>,
     procs: RwLock<HashMap<i32, Arc<Proc>>>,
     next_pid: AtomicI32,
     init: Arc<Proc>,
@@ -263,7 +314,7 @@ impl Kernel {
     /// unsafe { k.upcalls().syscall(4, &mut [1, buf.as_ptr() as u64, 4], &mut rv) };
     /// ```
     pub fn upcalls(self: &Arc<Self>) -> Box<dyn rumpuser::Upcalls> {
-        Box::new(lwproc::KernelUpcalls(self.clone()))
+        Box::new(lwproc::KernelUpcalls::new(self.clone()))
     }
 
     /// Build a kernel without installing its upcalls (for tests that run
@@ -291,7 +342,7 @@ impl Kernel {
         let k = Arc::new(Kernel {
             id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
             hostname: RwLock::new(cfg.hostname.as_bytes().to_vec()),
-            sched: Sched::new(cfg.ncpu),
+            sched: Arc::new(Sched::new(cfg.ncpu)),
             procs: RwLock::new(procs),
             next_pid: AtomicI32::new(2),
             init,
@@ -518,11 +569,7 @@ impl Kernel {
                 Ok(Ok(())) => 0,
                 Ok(Err(e)) => e.0,
                 Err(payload) => {
-                    let msg = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
+                    let msg = fsguard::panic_message(&*payload);
                     tracing::error!(
                         "rumpkern: panic in syscall {num} (pid {}): {msg}; returning EIO",
                         p.pid

@@ -44,7 +44,7 @@ fn cstr(s: &[u8]) -> Result<CString, Errno> {
 
 impl LocalProc {
     pub(crate) fn new(kernel: Arc<Kernel>, proc: Arc<Proc>) -> LocalProc {
-        let main = kernel.make_lwp(proc.clone());
+        let main = kernel.make_pinned_lwp(proc.clone());
         LocalProc { kernel, proc, main }
     }
 
@@ -96,18 +96,28 @@ impl LocalProc {
         lend.during(|| self.run(num, args))
     }
 
+    /// Run one call on a fresh lwp that this function owns from start to
+    /// end: it is pinned, so nothing the call does (a callback that
+    /// releases the current lwp, switches to a new one or unschedules)
+    /// frees it; only the end of this function does.
     fn run(&self, num: i32, args: &[u64]) -> Result<[i64; 2], Errno> {
         let k = &self.kernel;
-        let l = k.make_lwp(self.proc.clone());
+        let l = k.make_pinned_lwp(self.proc.clone());
         let old = curlwp_raw();
-        // SAFETY: `l` was just made and lives until freed below.
+        // SAFETY: `l` was just made and, pinned, lives until freed below.
         unsafe { set_curlwp_raw(l) };
         let mut rv = [0i64; 2];
         let e = k.run_syscall(&self.proc, num, args, &mut rv);
-        // SAFETY: `old` was current before this call, so it is still alive.
-        unsafe { set_curlwp_raw(old) };
-        // SAFETY: `l` was made above, is no longer current, and nobody
-        // else has it.
+        // Back to the caller's lwp. The current one is `l`, or one a
+        // callback switched to, which goes the usual way (freed if it was
+        // released); `l`, pinned, stays.
+        // SAFETY: `old` was current when this call began; the lwps that
+        // can be freed meanwhile are those made during the call (pinned
+        // ones outside it are freed only by their owner, which is still
+        // running below us, and others only when switched away from,
+        // which needs the unsafe `lwproc_switch`).
+        unsafe { k.switch_to(old) };
+        // SAFETY: `l` is pinned, so it is alive, and no longer current.
         unsafe { (*l).rele() };
         k.free_lwp(l);
         if e == 0 {

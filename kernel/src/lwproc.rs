@@ -32,7 +32,25 @@ pub const RUMP_RFFDG: c_int = 0x01;
 /// `RUMP_RFCFDG`: start with no descriptors.
 pub const RUMP_RFCFDG: c_int = 0x02;
 
-pub(crate) struct KernelUpcalls(pub Arc<Kernel>);
+/// One upcall table of a kernel. Its `token` marks the lwps it makes: its
+/// `lwproc_release` releases only those, so that code holding another
+/// table (an embedder's callback, a file system calling
+/// `Kernel::upcalls()`) cannot free an lwp whose pointer this table's
+/// user keeps (a sysproxy connection's main lwp).
+pub(crate) struct KernelUpcalls {
+    pub(crate) k: Arc<Kernel>,
+    token: u64,
+}
+
+impl KernelUpcalls {
+    pub(crate) fn new(k: Arc<Kernel>) -> KernelUpcalls {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        KernelUpcalls {
+            k,
+            token: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
 
 /// The process-wide upcall table of built-in kernels: what the hypercall
 /// layer's locks, condition variables and I/O need, which is the calling
@@ -125,18 +143,31 @@ impl Kernel {
             // SAFETY: `old` was this thread's current lwp, alive until we
             // free it here.
             let o = unsafe { &*old };
-            let (exiting, ours) = (o.exiting(), o.kernel == self.id());
-            if exiting && ours {
+            let (reapable, ours) = (o.reapable(), o.kernel == self.id());
+            if reapable && ours {
                 self.free_lwp(old);
             }
         }
     }
 
-    pub(crate) fn make_lwp(&self, p: Arc<Proc>) -> *mut Lwp {
-        Box::into_raw(Lwp::new(p, self.id()))
+    /// An lwp that the upcall table with `token` made (and may release).
+    pub(crate) fn make_lwp(&self, p: Arc<Proc>, token: u64) -> *mut Lwp {
+        Box::into_raw(Lwp::new(p, self.id(), token))
     }
 
-    pub(crate) fn up_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&str>) -> c_int {
+    /// An lwp that only its maker frees (with [`Kernel::free_lwp`]): what
+    /// a release, a switch or an unschedule does to it never does.
+    pub(crate) fn make_pinned_lwp(&self, p: Arc<Proc>) -> *mut Lwp {
+        Box::into_raw(Lwp::new(p, self.id(), crate::proc::PINNED))
+    }
+
+    pub(crate) fn up_rfork(
+        &self,
+        token: u64,
+        client: ClientHandle,
+        flags: c_int,
+        comm: Option<&str>,
+    ) -> c_int {
         if self.is_quiesced() || !self.is_admitting() {
             return ESHUTDOWN;
         }
@@ -158,13 +189,13 @@ impl Kernel {
             Ok(p) => p,
             Err(e) => return e.0,
         };
-        let l = self.make_lwp(p);
+        let l = self.make_lwp(p, token);
         // SAFETY: `l` was just made; it lives until released and freed.
         unsafe { self.switch_to(l) };
         0
     }
 
-    pub(crate) fn up_newlwp(&self, pid: i32) -> c_int {
+    pub(crate) fn up_newlwp(&self, token: u64, pid: i32) -> c_int {
         if self.is_quiesced() {
             return ESHUTDOWN;
         }
@@ -174,15 +205,18 @@ impl Kernel {
         if p.exiting.load(Ordering::SeqCst) {
             return EBUSY;
         }
-        let l = self.make_lwp(p);
+        let l = self.make_lwp(p, token);
         // SAFETY: `l` was just made; it lives until released and freed.
         unsafe { self.switch_to(l) };
         0
     }
 
-    pub(crate) fn up_release(&self) {
+    /// Release the current lwp if the table with `token` made it.
+    pub(crate) fn up_release(&self, token: u64) {
         if let Some(l) = self.cur() {
-            l.rele();
+            if l.owner == token {
+                l.rele();
+            }
         }
     }
 
@@ -195,8 +229,8 @@ impl Kernel {
         }
         // SAFETY: this thread's live current lwp.
         let cur = unsafe { &*l };
-        let (exiting, ours) = (cur.exiting(), cur.kernel == self.id());
-        if exiting && ours {
+        let (reapable, ours) = (cur.reapable(), cur.kernel == self.id());
+        if reapable && ours {
             // SAFETY: null is always a valid current lwp.
             unsafe { set_curlwp_raw(std::ptr::null_mut()) };
             self.free_lwp(l);
@@ -206,12 +240,12 @@ impl Kernel {
 
 impl Upcalls for KernelUpcalls {
     fn schedule(&self) {
-        self.0.sched.schedule();
+        self.k.sched.schedule();
     }
 
     fn unschedule(&self) {
-        self.0.reap_current();
-        self.0.sched.unschedule();
+        self.k.reap_current();
+        self.k.sched.unschedule();
     }
 
     fn backend_unschedule(&self, _nlocks: c_int, _interlock: *mut c_void) -> c_int {
@@ -225,31 +259,31 @@ impl Upcalls for KernelUpcalls {
     unsafe fn lwproc_switch(&self, l: LwpPtr) {
         // SAFETY: the trait's contract: `l` is null or an lwp we handed out
         // and that was not released.
-        unsafe { self.0.switch_to(l.cast()) }
+        unsafe { self.k.switch_to(l.cast()) }
     }
 
     fn lwproc_release(&self) {
-        self.0.up_release();
+        self.k.up_release(self.token);
     }
 
     fn lwproc_rfork(&self, client: ClientHandle, flags: c_int, comm: Option<&CStr>) -> c_int {
         let c = comm.map(CStr::to_string_lossy);
-        self.0.up_rfork(client, flags, c.as_deref())
+        self.k.up_rfork(self.token, client, flags, c.as_deref())
     }
 
     fn lwproc_newlwp(&self, pid: libc::pid_t) -> c_int {
-        self.0.up_newlwp(pid)
+        self.k.up_newlwp(self.token, pid)
     }
 
     fn lwproc_curlwp(&self) -> LwpPtr {
-        match self.0.cur() {
+        match self.k.cur() {
             Some(l) if !l.exiting() => (l as *const Lwp).cast_mut().cast(),
             _ => std::ptr::null_mut(),
         }
     }
 
     unsafe fn syscall(&self, num: c_int, args: &mut [u64], retval: &mut [c_long; 2]) -> c_int {
-        let k = &self.0;
+        let k = &self.k;
         if !k.is_admitting() {
             return ESHUTDOWN;
         }
@@ -278,19 +312,19 @@ impl Upcalls for KernelUpcalls {
     }
 
     fn lwpexit(&self) {
-        if let Some(l) = self.0.cur() {
+        if let Some(l) = self.k.cur() {
             l.proc.exiting.store(true, Ordering::SeqCst);
         }
     }
 
     fn execnotify(&self, comm: &CStr) {
-        if let Some(l) = self.0.cur() {
+        if let Some(l) = self.k.cur() {
             l.proc.exec(&comm.to_string_lossy());
         }
     }
 
     fn getpid(&self) -> libc::pid_t {
-        self.0.curproc().pid
+        self.k.curproc().pid
     }
 
     /// Making a process is a table insert under kernel locks, which give

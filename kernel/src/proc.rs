@@ -147,12 +147,6 @@ impl FdTable {
         Ok(s.file)
     }
 
-    /// Take every descriptor out (the files close as the last reference
-    /// to each goes).
-    pub fn take_all(&mut self) -> Vec<Arc<File>> {
-        self.slots.drain(..).flatten().map(|s| s.file).collect()
-    }
-
     /// Take the close-on-exec descriptors out (at exec).
     pub fn take_cloexec(&mut self) -> Vec<Arc<File>> {
         let mut out = Vec::new();
@@ -162,11 +156,6 @@ impl FdTable {
             }
         }
         out.into_iter().flatten().collect()
-    }
-
-    /// Open descriptors.
-    pub fn count(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
     }
 
     /// Whether descriptor `fd` is close-on-exec.
@@ -259,7 +248,6 @@ pub struct Proc {
     pub nlwps: AtomicUsize,
     /// `PS_RUMP_LWPEXIT`: the client is gone; no new lwps.
     pub exiting: AtomicBool,
-    next_lid: AtomicU32,
     released: AtomicBool,
 }
 
@@ -308,7 +296,6 @@ impl Proc {
             cwd: Mutex::new(Some(cwd)),
             nlwps: AtomicUsize::new(0),
             exiting: AtomicBool::new(false),
-            next_lid: AtomicU32::new(1),
             released: AtomicBool::new(false),
         }
     }
@@ -361,11 +348,6 @@ impl Proc {
         let files = self.fdtable().lock().take_cloexec();
         drop(files);
     }
-
-    /// A new lwp id, unique within the process.
-    pub fn alloc_lid(&self) -> u32 {
-        self.next_lid.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 /// A kernel thread context (`struct lwp`). The pointer handed to the
@@ -375,25 +357,35 @@ impl Proc {
 pub struct Lwp {
     /// The process it runs for.
     pub proc: Arc<Proc>,
-    /// Its id within the process.
-    pub lid: u32,
     /// References (the creator's); 0 = `LW_WEXIT`, free at the next switch.
     refcnt: AtomicU32,
     /// The kernel this lwp belongs to.
     pub kernel: usize,
+    /// Who may release it: the upcall table that made it (its token,
+    /// from 1), or [`PINNED`] for one a Rust handle ([`crate::LocalProc`])
+    /// owns and frees itself, which a release, a switch away or an
+    /// unschedule never frees.
+    pub(crate) owner: u64,
 }
 
+/// The `owner` of an lwp only its Rust handle frees.
+pub(crate) const PINNED: u64 = 0;
+
 impl Lwp {
-    /// A new lwp of `proc` in kernel `kernel` (counted in the process's live lwps).
-    pub fn new(proc: Arc<Proc>, kernel: usize) -> Box<Lwp> {
+    pub(crate) fn new(proc: Arc<Proc>, kernel: usize, owner: u64) -> Box<Lwp> {
         proc.nlwps.fetch_add(1, Ordering::SeqCst);
-        let lid = proc.alloc_lid();
         Box::new(Lwp {
             proc,
-            lid,
             refcnt: AtomicU32::new(1),
             kernel,
+            owner,
         })
+    }
+
+    /// Whether switching away from this lwp (or unscheduling with it
+    /// current) frees it: released, and not owned by a handle.
+    pub(crate) fn reapable(&self) -> bool {
+        self.exiting() && self.owner != PINNED
     }
 
     /// Whether its creator let go of it (it is freed at the next switch).

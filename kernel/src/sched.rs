@@ -11,14 +11,21 @@
 //! mutex and condition variable that never involve the scheduler itself
 //! (the `_nowrap` discipline).
 //!
-//! The thread's scheduling state is thread-local and names the `Sched` it
-//! belongs to, so any kernel instance's `backend_unschedule` releases the
-//! CPU the thread actually holds.
+//! The thread's scheduling state is thread-local and holds a reference
+//! to the `Sched` it belongs to, so any kernel instance's
+//! `backend_unschedule` releases the CPU the thread actually holds, and a
+//! `Sched` (or the kernel around it) dropped while a thread still holds
+//! one of its CPUs stays allocated until that thread lets go.
+//!
+//! A panic that unwinds out of [`blocking`] takes the CPU back on its way
+//! (a drop guard), so the syscall boundary that catches it finds the
+//! thread's accounting as it left it.
 
 use std::cell::Cell;
 use std::sync::atomic::{
     fence, AtomicBool, AtomicI32, AtomicIsize, AtomicU64, AtomicUsize, Ordering,
 };
+use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -64,7 +71,7 @@ fn host_tid() -> i32 {
 }
 
 /// The virtual CPUs of one kernel: a thread runs kernel code only while it holds one, and gives it up whenever it blocks (docs/design.md, "The blocking discipline").
-pub struct Sched {
+pub(crate) struct Sched {
     cpus: Box<[Cpu]>,
     /// The stall detector watches this kernel: record who holds each CPU
     /// (two relaxed stores per schedule; skipped when nobody looks).
@@ -75,9 +82,10 @@ pub struct Sched {
     next: AtomicUsize,
 }
 
-#[derive(Clone, Copy)]
+/// The CPU a thread holds: a strong reference, so the `Sched` outlives
+/// the hold whatever happens to the kernel that made it.
 struct Held {
-    sched: *const Sched,
+    sched: Arc<Sched>,
     cpu: usize,
 }
 
@@ -91,14 +99,14 @@ thread_local! {
     static BLOCK_LEVEL: Cell<u32> = const { Cell::new(0) };
     /// What the outermost `backend_unschedule` released, and the
     /// `schedule` nesting to restore with it.
-    static RELEASED: Cell<Option<(*const Sched, u32)>> = const { Cell::new(None) };
+    static RELEASED: Cell<Option<(Arc<Sched>, u32)>> = const { Cell::new(None) };
     /// The CPU this thread used last, per thread (affinity).
     static LAST: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 impl Sched {
     /// `ncpu` CPUs (at least 1, at most 256).
-    pub fn new(ncpu: usize) -> Sched {
+    pub(crate) fn new(ncpu: usize) -> Sched {
         let n = ncpu.clamp(1, 256);
         let cpus = (0..n)
             .map(|_| Cpu {
@@ -120,7 +128,7 @@ impl Sched {
     }
 
     /// The number of CPUs.
-    pub fn ncpu(&self) -> usize {
+    pub(crate) fn ncpu(&self) -> usize {
         self.cpus.len()
     }
 
@@ -182,8 +190,8 @@ impl Sched {
 
     /// `hyp_schedule`: take a CPU (nested calls on a thread that already
     /// holds one only count).
-    pub fn schedule(&self) {
-        if HELD.with(|h| h.get()).is_some() {
+    pub(crate) fn schedule(self: &Arc<Self>) {
+        if with_held(|h| h.is_some()) {
             DEPTH.with(|x| x.set(x.get() + 1));
             return;
         }
@@ -191,12 +199,17 @@ impl Sched {
         if self.watched.load(Ordering::Relaxed) {
             self.cpus[cpu].taken();
         }
-        HELD.with(|h| h.set(Some(Held { sched: self, cpu })));
+        HELD.with(|h| {
+            h.set(Some(Held {
+                sched: self.clone(),
+                cpu,
+            }))
+        });
         DEPTH.with(|x| x.set(1));
     }
 
     /// `hyp_unschedule`: give the CPU back (at the outermost level).
-    pub fn unschedule(&self) {
+    pub(crate) fn unschedule(&self) {
         let d = DEPTH.with(|d| d.get());
         if d > 1 {
             DEPTH.with(|x| x.set(d - 1));
@@ -209,16 +222,13 @@ impl Sched {
     }
 
     /// Whether the calling thread holds a CPU of this kernel.
-    pub fn holding(&self) -> bool {
-        HELD.with(|h| h.get())
-            .is_some_and(|h| std::ptr::eq(h.sched, self))
+    pub(crate) fn holding(&self) -> bool {
+        with_held(|h| h.is_some_and(|h| std::ptr::eq(&*h.sched, self)))
     }
 
     /// The index of the CPU the calling thread holds.
     pub(crate) fn current_cpu(&self) -> Option<usize> {
-        HELD.with(|h| h.get())
-            .filter(|h| std::ptr::eq(h.sched, self))
-            .map(|h| h.cpu)
+        with_held(|h| h.filter(|h| std::ptr::eq(&*h.sched, self)).map(|h| h.cpu))
     }
 
     pub(crate) fn cpu(&self, i: usize) -> &Cpu {
@@ -230,13 +240,18 @@ impl Sched {
     }
 }
 
+/// Look at the calling thread's hold without taking it.
+fn with_held<R>(f: impl FnOnce(Option<&Held>) -> R) -> R {
+    HELD.with(|c| {
+        let h = c.take();
+        let r = f(h.as_ref());
+        c.set(h);
+        r
+    })
+}
+
 fn release_held(h: Held) {
-    // SAFETY: a thread holds a CPU only between `schedule` and
-    // `unschedule` (or a backend pair) on a `Sched` that lives inside a
-    // kernel kept alive by its caller for that whole time (the upcall table
-    // leaks its kernel; local callers hold an `Arc<Kernel>`).
-    let s = unsafe { &*h.sched };
-    s.release_cpu(h.cpu);
+    h.sched.release_cpu(h.cpu);
 }
 
 /// `hyp_backend_unschedule`: before a blocking host operation, give up the
@@ -245,14 +260,14 @@ fn release_held(h: Held) {
 /// argument matters in NetBSD only when it is the CPU's own scheduler
 /// mutex, which this kernel never hands to the hypercall layer; it is
 /// ignored. Returns the number of big-kernel-lock holds released: always 0.
-pub fn backend_unschedule() -> i32 {
+pub(crate) fn backend_unschedule() -> i32 {
     let lvl = BLOCK_LEVEL.with(|l| l.get());
     BLOCK_LEVEL.with(|l| l.set(lvl + 1));
     if lvl == 0 {
         if let Some(h) = HELD.with(|h| h.take()) {
             let depth = DEPTH.with(|d| d.replace(0));
+            h.sched.release_cpu(h.cpu);
             RELEASED.with(|r| r.set(Some((h.sched, depth))));
-            release_held(h);
         }
     }
     0
@@ -260,36 +275,41 @@ pub fn backend_unschedule() -> i32 {
 
 /// `hyp_backend_schedule`: after the blocking operation, take a CPU again
 /// if the matching `backend_unschedule` released one.
-pub fn backend_schedule() {
+pub(crate) fn backend_schedule() {
     let lvl = BLOCK_LEVEL.with(|l| l.get());
     let lvl = lvl.saturating_sub(1);
     BLOCK_LEVEL.with(|l| l.set(lvl));
     if lvl == 0 {
-        if let Some((s, depth)) = RELEASED.with(|r| r.take()) {
+        if let Some((sched, depth)) = RELEASED.with(|r| r.take()) {
             if let Some(h) = HELD.with(|h| h.take()) {
                 // Someone entered the kernel inside the blocking section
                 // and left without unscheduling: give that CPU back.
                 release_held(h);
             }
-            // SAFETY: as in `release_held`: the kernel whose CPU we gave up
-            // is kept alive by whoever scheduled us.
-            let sched = unsafe { &*s };
             let cpu = sched.acquire();
             if sched.watched.load(Ordering::Relaxed) {
                 sched.cpus[cpu].taken();
             }
-            HELD.with(|h| h.set(Some(Held { sched: s, cpu })));
+            HELD.with(|h| h.set(Some(Held { sched, cpu })));
             DEPTH.with(|d| d.set(depth));
         }
     }
 }
 
-/// Run `f` with the calling thread's CPU released (if it holds one).
-pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+/// Run `f` with the calling thread's CPU released (if it holds one). The
+/// CPU is taken back also when `f` panics.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    /// Retakes the CPU when dropped: at the end of `blocking`, or while a
+    /// panic unwinds out of `f`.
+    struct Retake;
+    impl Drop for Retake {
+        fn drop(&mut self) {
+            backend_schedule();
+        }
+    }
     backend_unschedule();
-    let r = f();
-    backend_schedule();
-    r
+    let _retake = Retake;
+    f()
 }
 
 #[cfg(test)]
@@ -335,6 +355,52 @@ mod tests {
             .unwrap();
         });
         assert!(s.holding());
+        s.unschedule();
+        assert!(!s.holding());
+    }
+
+    #[test]
+    fn a_dropped_sched_outlives_the_hold() {
+        // The thread holds a CPU of a `Sched` whose last other reference
+        // goes away: releasing it later touches live memory (the hold
+        // keeps it), and the thread can schedule elsewhere afterwards.
+        let s = Arc::new(Sched::new(1));
+        s.schedule();
+        let weak = Arc::downgrade(&s);
+        drop(s);
+        assert!(weak.upgrade().is_some(), "the hold keeps the Sched");
+        blocking(|| ());
+        backend_unschedule();
+        backend_schedule();
+        let s2 = Arc::new(Sched::new(1));
+        s2.unschedule();
+        assert!(weak.upgrade().is_none(), "released with the CPU");
+        s2.schedule();
+        assert!(s2.holding());
+        s2.unschedule();
+        assert!(!s2.holding());
+    }
+
+    #[test]
+    fn a_panic_in_blocking_takes_the_cpu_back() {
+        let s = Arc::new(Sched::new(1));
+        s.schedule();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            blocking(|| -> () { panic!("boom") })
+        }));
+        assert!(r.is_err());
+        assert!(s.holding(), "the CPU is held again after the unwind");
+        assert_eq!(BLOCK_LEVEL.with(|l| l.get()), 0);
+        // The next blocking section really releases it.
+        let s2 = s.clone();
+        blocking(|| {
+            std::thread::spawn(move || {
+                s2.schedule();
+                s2.unschedule();
+            })
+            .join()
+            .unwrap();
+        });
         s.unschedule();
         assert!(!s.holding());
     }

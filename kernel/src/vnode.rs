@@ -48,11 +48,6 @@ pub struct Vnode {
 }
 
 impl Vnode {
-    /// The file system the file is on.
-    pub fn fs(&self) -> &dyn FileSystem {
-        &*self.mnt.fs
-    }
-
     /// The file's attributes (`EBADF` once its mount is gone).
     pub fn getattr(&self) -> Result<Attr, Errno> {
         if self.mnt.is_dead() {
@@ -130,7 +125,7 @@ impl Mounts {
     pub fn new(rootfs: Arc<dyn FileSystem>) -> Mounts {
         let root = Arc::new(Mount {
             dev: 0x1_0000,
-            fs: rootfs,
+            fs: Arc::new(crate::fsguard::Guarded::new(rootfs, "/")),
             covered: None,
             read_only: false,
             busy: AtomicUsize::new(0),

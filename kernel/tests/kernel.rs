@@ -864,6 +864,8 @@ impl FileSystem for MarkerFs {
         self.inner.read(i, o, b)
     }
     fn write(&self, i: u64, o: u64, b: &[u8]) -> Result<usize, Errno> {
+        // A bug in a file system, triggered by its input.
+        assert!(!b.starts_with(b"PANIC"), "MarkerFs: a bad block");
         self.inner.write(i, o, b)
     }
     fn readdir(
@@ -1547,4 +1549,157 @@ fn posix_calls_and_credentials() {
     root.mknod("/d/dev", S_IFCHR | 0o600, 0x0102).unwrap();
     let st = root.stat("/d/dev").unwrap();
     assert_eq!((st.mode & S_IFMT, st.rdev), (S_IFCHR, 0x0102));
+}
+
+/// A reboot handler that, through the safe upcall table, releases the lwp
+/// its local call runs on, makes new lwps, switches and unschedules: the
+/// call's lwp stays alive (the local process owns it for the whole call),
+/// so the call returns normally and the process keeps working.
+#[test]
+fn a_callback_cannot_free_the_lwp_of_a_local_call() {
+    let k = kernel();
+    let n0 = k.nprocs();
+    let p = k.local_process().unwrap();
+    let pid = p.pid();
+    let weak = Arc::downgrade(&k);
+    k.set_reboot_handler(Box::new(move |_k, _call| {
+        let up = weak.upgrade().expect("kernel alive").upcalls();
+        up.lwproc_release();
+        assert_eq!(up.lwproc_newlwp(1), 0);
+        up.lwproc_release();
+        assert_eq!(up.lwproc_newlwp(pid), 0);
+        up.lwproc_release();
+        up.unschedule();
+        up.schedule();
+        0
+    }));
+    for _ in 0..3 {
+        p.reboot(RB_HALT | RB_NOSYNC).unwrap();
+        assert_eq!(p.getpid().unwrap().0, pid);
+    }
+    assert_eq!(k.nprocs(), n0 + 1);
+    drop(p);
+    // The process went with its handle: its lwps were all freed.
+    assert_eq!(k.nprocs(), n0);
+}
+
+/// Scheduling through a kernel's safe upcall table and then dropping the
+/// table and the kernel leaves the thread holding a CPU of a `Sched` that
+/// the hold keeps alive: unscheduling (and blocking) later, through
+/// another kernel, touch live memory (valgrind and ASan find nothing).
+#[test]
+fn dropping_a_kernel_whose_cpu_a_thread_holds_is_harmless() {
+    std::thread::spawn(|| {
+        let k = kernel_n(1);
+        let up = k.upcalls();
+        up.schedule();
+        drop(up);
+        drop(k);
+        let k2 = kernel_n(1);
+        let up2 = k2.upcalls();
+        // A blocking hypercall gives back the CPU of the dropped kernel's
+        // scheduler and takes it again.
+        let n = up2.backend_unschedule(0, std::ptr::null_mut());
+        up2.backend_schedule(n, std::ptr::null_mut());
+        up2.unschedule();
+        // The thread is free: the second kernel serves it.
+        let p = k2.local_process().unwrap();
+        assert!(p.getpid().is_ok());
+    })
+    .join()
+    .unwrap();
+}
+
+/// A file system whose operation panics: that call fails with `EIO`, the
+/// file system turns read-only for good (it is not written again, not
+/// even marked clean at unmount), reads go on, and the rest of the kernel
+/// is unaffected.
+#[test]
+fn a_file_system_whose_operation_panicked_goes_read_only() {
+    let t = TempDir::new("fspanic");
+    let img = t.path("p.img");
+    let k = kernel();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},size=1m")).unwrap(),
+        None,
+    )
+    .unwrap();
+    k.register_fs_type(
+        "ext2fs",
+        Box::new(|store, _ro| {
+            Ok(Arc::new(MarkerFs {
+                inner: RumpFs::new(1 << 20),
+                store,
+                syncs: AtomicUsize::new(0),
+            }) as Arc<dyn FileSystem>)
+        }),
+    );
+    let p = k.local_process().unwrap();
+    p.mkdir("/mnt", 0o755).unwrap();
+    p.mount_ext2("/dk", "/mnt", false).unwrap();
+    p.write_file("/mnt/a", b"kept").unwrap();
+    p.mkdir("/mnt/dir", 0o755).unwrap();
+    let fd = p.open("/mnt/a", O_RDWR, 0).unwrap();
+    assert_eq!(p.pwrite(fd, b"PANIC", 0), Err(e(EIO)));
+    // Read-only from now on: no change goes through.
+    assert_eq!(p.pwrite(fd, b"more", 0), Err(e(EROFS)));
+    assert_eq!(p.write_file("/mnt/c", b"x"), Err(e(EROFS)));
+    assert_eq!(p.mkdir("/mnt/d", 0o755), Err(e(EROFS)));
+    assert_eq!(p.rmdir("/mnt/dir"), Err(e(EROFS)));
+    assert_eq!(p.unlink("/mnt/a"), Err(e(EROFS)));
+    assert_eq!(p.fsync(fd), Err(e(EIO)));
+    // Reads go on.
+    assert_eq!(p.read_file("/mnt/a").unwrap(), b"kept");
+    assert!(p.stat("/mnt/dir").is_ok());
+    p.close(fd).unwrap();
+    // The rest of the kernel is unaffected.
+    p.write_file("/elsewhere", b"fine").unwrap();
+    assert_eq!(p.read_file("/elsewhere").unwrap(), b"fine");
+    k.sync_all().unwrap();
+    // Unmount works, without marking the file system clean.
+    p.unmount("/mnt", 0).unwrap();
+    let host = std::fs::read(&img).unwrap();
+    assert_ne!(&host[8..13], b"CLEAN");
+    assert_eq!(k.running_syscalls(), 0);
+}
+
+/// An lwp is released only through the upcall table that made it: code
+/// holding another table (a callback, a file system calling
+/// `Kernel::upcalls()`) cannot free a sysproxy connection's main lwp,
+/// whose pointer the server keeps and switches back to.
+#[test]
+fn only_the_table_that_made_an_lwp_releases_it() {
+    std::thread::spawn(|| {
+        let k = kernel();
+        let server = k.upcalls();
+        let other = k.upcalls();
+        let n0 = k.nprocs();
+        server.schedule();
+        assert_eq!(
+            server.lwproc_rfork(rumpuser::sp::ClientHandle::NULL, 0x02, Some(c"conn")),
+            0
+        );
+        let main = server.lwproc_curlwp();
+        assert!(!main.is_null());
+        let pid = server.getpid();
+        // Another table's release and unschedule leave it alone.
+        other.lwproc_release();
+        other.unschedule();
+        other.schedule();
+        assert_eq!(other.lwproc_curlwp(), main);
+        // SAFETY: `main` was made by `server` and not released by it.
+        unsafe { server.lwproc_switch(std::ptr::null_mut()) };
+        server.unschedule();
+        server.schedule();
+        // SAFETY: as above: still alive.
+        unsafe { server.lwproc_switch(main) };
+        assert_eq!(server.getpid(), pid);
+        assert_eq!(k.nprocs(), n0 + 1);
+        // Its maker releases it: freed at the unschedule, with its process.
+        server.lwproc_release();
+        server.unschedule();
+        assert_eq!(k.nprocs(), n0);
+    })
+    .join()
+    .unwrap();
 }

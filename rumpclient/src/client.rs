@@ -1,7 +1,9 @@
 //! The connection to a rump kernel and the remote syscall loop.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use memmap2::MmapMut;
@@ -94,7 +96,9 @@ fn within(base: u64, size: usize, addr: u64, len: u64) -> Option<usize> {
 pub struct ForkCookie(pub Cookie);
 
 struct Inner {
-    fd: OwnedFd,
+    /// Shared with the request in progress, which reads and writes it
+    /// while it also updates the rest of `Inner`.
+    fd: Arc<OwnedFd>,
     rb: FrameReader,
     next_reqno: u64,
     /// Anonymous memory the server asked for (ANONMMAP); ours until drop.
@@ -280,18 +284,10 @@ impl Client {
         }
         if let Ok(v) = std::env::var("RUMPCLIENT__EXECFD") {
             std::env::remove_var("RUMPCLIENT__EXECFD");
-            let fd: RawFd = v
-                .split(',')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::Url {
-                    url: url.clone(),
-                    reason: format!("bad RUMPCLIENT__EXECFD '{v}'"),
-                })?;
-            // SAFETY: the exec'ing parent left this descriptor open for us
-            // and nobody else in this process owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            set_cloexec(fd.as_raw_fd(), true);
+            let fd = take_execfd(&v).map_err(|reason| Error::Url {
+                url: url.clone(),
+                reason,
+            })?;
             let c = Client::from_fd(fd, &url);
             c.handshake(Handshake::Exec, &comm_bytes(&progname()))?;
             return Ok(c);
@@ -333,7 +329,7 @@ impl Client {
             Handshake::Fork as u32,
             wire::HANDSHAKE_FORK_LEN,
         );
-        send_all(g.fd.as_raw_fd(), &[&h.encode(), &hf.encode()]).map_err(|e| c.lost(&mut g, e))
+        send_all(g.fd.as_fd(), &[&h.encode(), &hf.encode()]).map_err(|e| c.lost(&mut g, e))
     }
 
     /// The URL this client is connected to.
@@ -347,7 +343,7 @@ impl Client {
         rb.set_read_limit(4096);
         Client {
             inner: Mutex::new(Inner {
-                fd,
+                fd: Arc::new(fd),
                 rb,
                 next_reqno: 0,
                 maps: Vec::new(),
@@ -498,11 +494,11 @@ impl Client {
 
     fn read_banner(&self) -> Result<wire::Banner, Error> {
         let mut g = self.inner.lock();
-        let fd = g.fd.as_raw_fd();
+        let fd = g.fd.clone();
         set_rcvtimeo(&g.fd, Some(Duration::from_secs(30)));
         let mut line = Vec::new();
         let r = loop {
-            let b = match g.rb.byte(&mut Fd(fd)) {
+            let b = match g.rb.byte(&mut Fd(fd.as_fd())) {
                 Ok(b) => b,
                 Err(e) => break Err(e),
             };
@@ -647,8 +643,8 @@ impl Client {
             heap.extend_from_slice(parts);
             &heap
         };
-        let fd = g.fd.as_raw_fd();
-        send_all(fd, v).map_err(|e| self.lost(g, e))?;
+        let fd = g.fd.clone();
+        send_all(fd.as_fd(), v).map_err(|e| self.lost(g, e))?;
         g.round_trips += 1;
         Ok(reqno)
     }
@@ -661,11 +657,11 @@ impl Client {
         ty: Type,
         regions: &mut [Region<'_>],
     ) -> Result<Answer, Error> {
-        let fd = g.fd.as_raw_fd();
+        let fd = g.fd.clone();
         let mut fault = false;
         loop {
             let Inner { rb, spin, .. } = &mut *g;
-            let hdr = match rb.header(&mut SpinFd(fd, spin)) {
+            let hdr = match rb.header(&mut SpinFd(fd.as_fd(), spin)) {
                 Ok(h) => h,
                 Err(e) => return Err(self.read_failed(g, e, "reading response")),
             };
@@ -674,13 +670,13 @@ impl Client {
                 Class::Resp | Class::Error => {
                     if hdr.reqno != reqno {
                         // Not ours (NetBSD ignores these too).
-                        if let Err(e) = g.rb.skip(&mut Fd(fd), plen) {
+                        if let Err(e) = g.rb.skip(&mut Fd(fd.as_fd()), plen) {
                             return Err(self.read_failed(g, e, "skipping"));
                         }
                         continue;
                     }
                     if hdr.class == Class::Error {
-                        let _ = g.rb.skip(&mut Fd(fd), plen);
+                        let _ = g.rb.skip(&mut Fd(fd.as_fd()), plen);
                         let error =
                             ProtoError::from_u32(hdr.arg).unwrap_or(ProtoError::MalformedRequest);
                         return Err(Error::Refused {
@@ -688,7 +684,7 @@ impl Client {
                             error,
                         });
                     }
-                    let payload = match g.rb.read_vec(&mut Fd(fd), plen) {
+                    let payload = match g.rb.read_vec(&mut Fd(fd.as_fd()), plen) {
                         Ok(p) => p,
                         Err(e) => return Err(self.read_failed(g, e, "reading response")),
                     };
@@ -718,12 +714,12 @@ impl Client {
         regions: &mut [Region<'_>],
         fault: &mut bool,
     ) -> Result<(), Error> {
-        let fd = g.fd.as_raw_fd();
+        let fd = g.fd.clone();
         let plen = hdr.payload_len();
         match hdr.ty {
             Type::Copyin | Type::Copyinstr => {
                 let p =
-                    g.rb.read_vec(&mut Fd(fd), plen)
+                    g.rb.read_vec(&mut Fd(fd.as_fd()), plen)
                         .map_err(|e| self.read_failed(g, e, "copyin"))?;
                 let Some(cd) = CopyData::decode(&p) else {
                     return Err(self.protocol(g, "short copyin request".into()));
@@ -734,7 +730,7 @@ impl Client {
                     Some(d) => {
                         let h = Header::new(Class::Resp, Type::Copyin, hdr.reqno, 0, d.len());
                         g.round_trips += 1;
-                        send_all(fd, &[&h.encode(), d])
+                        send_all(fd.as_fd(), &[&h.encode(), d])
                     }
                     None => {
                         let h = Header::new(
@@ -744,7 +740,7 @@ impl Client {
                             ProtoError::MalformedRequest as u32,
                             0,
                         );
-                        send_all(fd, &[&h.encode()])
+                        send_all(fd.as_fd(), &[&h.encode()])
                     }
                 };
                 r.map_err(|e| self.lost(g, e))
@@ -754,7 +750,7 @@ impl Client {
                     return Err(self.protocol(g, "short copyout request".into()));
                 }
                 let mut cdb = [0u8; wire::COPYDATA_LEN];
-                g.rb.read_into(&mut Fd(fd), &mut cdb)
+                g.rb.read_into(&mut Fd(fd.as_fd()), &mut cdb)
                     .map_err(|e| self.read_failed(g, e, "copyout"))?;
                 let cd = CopyData::decode(&cdb).unwrap();
                 let n = plen - wire::COPYDATA_LEN;
@@ -768,10 +764,10 @@ impl Client {
                     None
                 };
                 let r = match dst {
-                    Some(d) => g.rb.read_into(&mut Fd(fd), d),
+                    Some(d) => g.rb.read_into(&mut Fd(fd.as_fd()), d),
                     None => {
                         *fault = true;
-                        g.rb.skip(&mut Fd(fd), n)
+                        g.rb.skip(&mut Fd(fd.as_fd()), n)
                     }
                 };
                 g.maps = maps;
@@ -779,7 +775,7 @@ impl Client {
             }
             Type::Anonmmap => {
                 let p =
-                    g.rb.read_vec(&mut Fd(fd), plen)
+                    g.rb.read_vec(&mut Fd(fd.as_fd()), plen)
                         .map_err(|e| self.read_failed(g, e, "anonmmap"))?;
                 let len = wire::u64_at(&p).unwrap_or(0) as usize;
                 let addr = match len {
@@ -797,10 +793,11 @@ impl Client {
                 };
                 let h = Header::new(Class::Resp, Type::Anonmmap, hdr.reqno, 0, 8);
                 g.round_trips += 1;
-                send_all(fd, &[&h.encode(), &addr.to_le_bytes()]).map_err(|e| self.lost(g, e))
+                send_all(fd.as_fd(), &[&h.encode(), &addr.to_le_bytes()])
+                    .map_err(|e| self.lost(g, e))
             }
             Type::Raise => {
-                g.rb.skip(&mut Fd(fd), plen)
+                g.rb.skip(&mut Fd(fd.as_fd()), plen)
                     .map_err(|e| self.read_failed(g, e, "raise"))?;
                 if let Some(s) = netbsd_abi::signal::to_host(hdr.arg as i32) {
                     g.signals.push(s);
@@ -967,9 +964,14 @@ impl Client {
     /// socket stays open across exec, and the returned environment
     /// variables tell the new program's [`Client::from_env`] to take it
     /// over with the exec handshake.
+    ///
+    /// The descriptor is this client's: from now on this process takes
+    /// no inherited connection ([`Client::from_env`] refuses one), so that
+    /// these variables cannot make a second owner of it here.
     pub fn prepare_exec(&self) -> Vec<(String, String)> {
+        EXECFD_TAKEN.store(true, Ordering::SeqCst);
         let g = self.inner.lock();
-        set_cloexec(g.fd.as_raw_fd(), false);
+        set_cloexec(g.fd.as_fd(), false);
         vec![
             (
                 "RUMPCLIENT__EXECFD".into(),
@@ -996,13 +998,55 @@ fn comm_bytes(comm: &str) -> Vec<u8> {
     v
 }
 
-fn set_cloexec(fd: RawFd, on: bool) {
+fn set_cloexec(fd: BorrowedFd<'_>, on: bool) {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let fd = fd.as_raw_fd();
     if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFD) {
         let mut fl = FdFlag::from_bits_retain(fl);
         fl.set(FdFlag::FD_CLOEXEC, on);
         let _ = fcntl(fd, FcntlArg::F_SETFD(fl));
     }
+}
+
+/// Whether this process has taken its inherited connection: at most once,
+/// whatever the environment says later.
+static EXECFD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Take the descriptor `RUMPCLIENT__EXECFD` names (its first field), once
+/// per process, and only if it is what an exec'ing client leaves: an open
+/// socket without close-on-exec. Every descriptor this program opened
+/// itself through Rust's standard library (and this crate) has
+/// close-on-exec set, so a descriptor without it came through `exec` and
+/// has no owner here.
+fn take_execfd(v: &str) -> Result<OwnedFd, String> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::sys::stat::{fstat, SFlag};
+    let fd: RawFd = v
+        .split(',')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&fd: &RawFd| fd >= 0)
+        .ok_or_else(|| format!("bad RUMPCLIENT__EXECFD '{v}'"))?;
+    let flags = fcntl(fd, FcntlArg::F_GETFD)
+        .map_err(|e| format!("RUMPCLIENT__EXECFD {fd}: not an open descriptor ({e})"))?;
+    if FdFlag::from_bits_retain(flags).contains(FdFlag::FD_CLOEXEC) {
+        return Err(format!(
+            "RUMPCLIENT__EXECFD {fd}: close-on-exec is set, so it was not inherited"
+        ));
+    }
+    let st = fstat(fd).map_err(|e| format!("RUMPCLIENT__EXECFD {fd}: {e}"))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(format!("RUMPCLIENT__EXECFD {fd}: not a socket"));
+    }
+    if EXECFD_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err("RUMPCLIENT__EXECFD: the inherited connection was already taken".into());
+    }
+    // SAFETY: `fd` is open, came through exec (no close-on-exec, which
+    // every descriptor opened in this program has), and is taken once:
+    // nothing else in this process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(fd.as_fd(), true);
+    Ok(fd)
 }
 
 /// `SO_RCVTIMEO` on `fd`: `None` waits for ever.
@@ -1148,5 +1192,51 @@ mod tests {
         );
         assert_eq!(Error::NoServer.to_string(), "RUMP_SERVER not set");
         assert!(Error::Errno(Errno(2)) == Errno(2));
+    }
+
+    /// `RUMPCLIENT__EXECFD` is taken only if it names an inherited socket
+    /// (open, no close-on-exec), and once per process. (One test: the
+    /// "taken" mark is process-wide.)
+    #[test]
+    fn the_exec_descriptor_is_validated_and_taken_once() {
+        use std::io::{Read, Write};
+        use std::os::fd::IntoRawFd;
+        use std::os::unix::net::UnixStream;
+        assert!(take_execfd("").is_err());
+        assert!(take_execfd("x,-1").is_err());
+        assert!(take_execfd("-1,-1").is_err());
+        // Not open.
+        assert!(take_execfd("1000000,-1")
+            .unwrap_err()
+            .contains("not an open"));
+        // Opened by this program (close-on-exec): somebody's here.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let owned_here = a.as_raw_fd();
+        let e = take_execfd(&format!("{owned_here},-1")).unwrap_err();
+        assert!(e.contains("close-on-exec"), "{e}");
+        // Not a socket.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        set_cloexec(r.as_fd(), false);
+        let e = take_execfd(&format!("{},-1", r.as_raw_fd())).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
+        drop((r, w));
+        // An inherited socket: taken, and usable.
+        set_cloexec(a.as_fd(), false);
+        let raw = a.into_raw_fd();
+        let fd = take_execfd(&format!("{raw},-1")).unwrap();
+        assert_eq!(fd.as_raw_fd(), raw);
+        let mut s = UnixStream::from(fd);
+        s.write_all(b"hi").unwrap();
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        // Close-on-exec again, as for any descriptor of ours.
+        let fl = nix::fcntl::fcntl(s.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fl & libc::FD_CLOEXEC, 0);
+        // Never a second time, even for another inherited socket.
+        let (c, _d) = UnixStream::pair().unwrap();
+        set_cloexec(c.as_fd(), false);
+        let e = take_execfd(&format!("{},-1", c.as_raw_fd())).unwrap_err();
+        assert!(e.contains("already taken"), "{e}");
     }
 }

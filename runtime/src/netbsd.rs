@@ -183,7 +183,15 @@ fn open_one(name: &str) -> Result<Library, String> {
 /// with `RTLD_NOW | RTLD_GLOBAL`, in rounds until all are loaded or a
 /// round loads none. The error names every library left and the loader's
 /// last word on it.
-pub fn load_libraries(names: &[String]) -> Result<Vec<Library>, Error> {
+///
+/// # Safety
+/// Loading a library runs its initialisers, and the loaded components call
+/// this process's `rumpuser_*` functions and each other by name with the
+/// prototypes NetBSD's headers give: every name must be a NetBSD rump
+/// kernel component library (`librump*.so`) built for the `rumpuser.h`
+/// v17 interface this layer implements, whose constructors are sound to
+/// run in this process now.
+pub unsafe fn load_libraries(names: &[String]) -> Result<Vec<Library>, Error> {
     let named: Vec<&str> = names.iter().map(|n| component_name(n)).collect();
     let mut want: Vec<String> = IMPLICIT_LIBS
         .iter()
@@ -324,7 +332,15 @@ impl NetbsdBuilder {
     /// (`RUMP_NCPU`, `RUMP_MEMLIMIT`, `RUMP_VERBOSE`), which this sets:
     /// call it before the program starts threads that read the
     /// environment.
-    pub fn boot(self) -> Result<NetbsdKernel, Error> {
+    ///
+    /// # Safety
+    /// As [`load_libraries`] for the libraries and modules named: NetBSD
+    /// rump kernel components of the v17 interface, whose functions
+    /// (`rump_init`, `rump_pub_*`, ...) this calls by name with NetBSD's
+    /// prototypes. And, since NetBSD's kernel reads its settings from the
+    /// environment this sets, no other thread reads or writes the
+    /// environment meanwhile.
+    pub unsafe fn boot(self) -> Result<NetbsdKernel, Error> {
         if self.ncpu == Some(0) {
             return Err(Error::Netbsd("ncpu must be at least 1".into()));
         }
@@ -344,7 +360,9 @@ impl NetbsdBuilder {
             ));
         }
         check_exports("before loading NetBSD components")?;
-        let libs = load_libraries(&self.libs)?;
+        // SAFETY: this function's contract: the caller named NetBSD
+        // components of the interface this layer implements.
+        let libs = unsafe { load_libraries(&self.libs)? };
         check_exports("after loading NetBSD components")?;
 
         if let Some(n) = self.ncpu {

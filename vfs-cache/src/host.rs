@@ -11,6 +11,7 @@
 //! per sync — by the cache for a `blk` drive, by [`HostDrive::sync`]
 //! otherwise.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use netbsd_abi::errno::{EACCES, EAGAIN, EINVAL, EIO};
@@ -111,8 +112,8 @@ impl HostDrive {
         &self.path
     }
 
-    /// The host descriptor.
-    pub fn fd(&self) -> i32 {
+    /// The host descriptor, borrowed.
+    pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.fd()
     }
 
@@ -160,7 +161,7 @@ impl HostDrive {
         // we own.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: as above; `st` is a valid out-pointer.
-        if unsafe { libc::fstat(self.file.fd(), &mut st) } != 0 {
+        if unsafe { libc::fstat(self.file.fd().as_raw_fd(), &mut st) } != 0 {
             return Err(last_errno());
         }
         Ok((st.st_dev, st.st_ino))
@@ -180,7 +181,7 @@ impl HostDrive {
         fl.l_len = 0;
         // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
         // (l_pid 0, as OFD locks require) on a descriptor we own.
-        if unsafe { libc::fcntl(self.file.fd(), libc::F_OFD_SETLK, &fl) } != 0 {
+        if unsafe { libc::fcntl(self.file.fd().as_raw_fd(), libc::F_OFD_SETLK, &fl) } != 0 {
             let e = last_errno();
             // Some file systems lock nothing: that is no reason to refuse
             // the drive.
@@ -278,19 +279,19 @@ fn last_errno() -> Errno {
 fn open_direct(path: &str) -> Option<HostFile> {
     let f = HostFile::open(path, OPEN_RDWR | OPEN_BIO).ok()?;
     // SAFETY: fcntl(F_GETFL) on a descriptor we own; no memory involved.
-    let fl = unsafe { libc::fcntl(f.fd(), libc::F_GETFL) };
+    let fl = unsafe { libc::fcntl(f.fd().as_raw_fd(), libc::F_GETFL) };
     if fl < 0 {
         return None;
     }
     // SAFETY: fcntl(F_SETFL) on a descriptor we own; no memory involved.
-    if unsafe { libc::fcntl(f.fd(), libc::F_SETFL, fl | libc::O_DIRECT) } != 0 {
+    if unsafe { libc::fcntl(f.fd().as_raw_fd(), libc::F_SETFL, fl | libc::O_DIRECT) } != 0 {
         return None;
     }
     Some(f)
 }
 
 /// Write all of `bufs`, gathered, at `off` on `fd`.
-fn write_gather(fd: i32, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
+fn write_gather(fd: BorrowedFd<'_>, bufs: &[&[u8]], off: u64) -> Result<(), Errno> {
     let mut iov: Vec<RumpuserIovec> = bufs
         .iter()
         .filter(|b| !b.is_empty())

@@ -12,6 +12,7 @@
 //! store a file system reads and writes (`vfs_cache::Store`) stays with the
 //! buffer cache.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,11 +3,11 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `sendmsg` every byte of `parts`, with `MSG_NOSIGNAL` (a vanished peer
 /// is an error, not a signal). Up to four parts go without allocating.
-pub fn send_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
+pub fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> {
     let iov_of = |p: &&[u8]| libc::iovec {
         iov_base: p.as_ptr() as *mut c_void,
         iov_len: p.len(),
@@ -38,8 +38,9 @@ pub fn send_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iovs[first..].as_mut_ptr();
         msg.msg_iovlen = iovs.len() - first;
-        // SAFETY: the iovecs point into `parts`, alive for this call.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        // SAFETY: the iovecs point into `parts`, alive for this call; `fd`
+        // is borrowed, so open.
+        let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -65,10 +66,11 @@ pub fn send_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
 }
 
 /// `read(2)`, retried on `EINTR`. 0 is end of file.
-pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
+        // SAFETY: `buf` is valid for writes of its length; `fd` is
+        // borrowed, so open.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut c_void, buf.len()) };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -185,14 +187,15 @@ impl Spin {
     /// Read some bytes of `fd` into `buf` (like [`read_some`]), first
     /// polling without blocking for up to the spin bound if spinning has
     /// paid lately.
-    pub fn read_some(&mut self, fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    pub fn read_some(&mut self, fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
         if !buf.is_empty() && self.should_spin() {
             let t = std::time::Instant::now();
             loop {
-                // SAFETY: `buf` is valid for writes of its length.
+                // SAFETY: `buf` is valid for writes of its length; `fd` is
+                // borrowed, so open.
                 let n = unsafe {
                     libc::recv(
-                        fd,
+                        fd.as_raw_fd(),
                         buf.as_mut_ptr() as *mut c_void,
                         buf.len(),
                         libc::MSG_DONTWAIT,
@@ -222,17 +225,18 @@ impl Spin {
     /// Wait until `fd` has bytes to read (spinning as [`Spin::read_some`]
     /// does, without taking any); returns at once when spinning does not
     /// pay, leaving the blocking to the caller's read.
-    pub fn wait_readable(&mut self, fd: RawFd) {
+    pub fn wait_readable(&mut self, fd: BorrowedFd<'_>) {
         if !self.should_spin() {
             return;
         }
         let t = std::time::Instant::now();
         let mut b = [0u8; 1];
         loop {
-            // SAFETY: one byte of a live local; MSG_PEEK leaves it queued.
+            // SAFETY: one byte of a live local; MSG_PEEK leaves it queued;
+            // `fd` is borrowed, so open.
             let n = unsafe {
                 libc::recv(
-                    fd,
+                    fd.as_raw_fd(),
                     b.as_mut_ptr() as *mut c_void,
                     1,
                     libc::MSG_DONTWAIT | libc::MSG_PEEK,
@@ -258,20 +262,20 @@ impl Spin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     #[test]
     fn gathers_every_part_in_order() {
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
         let parts: Vec<Vec<u8>> = (0..7).map(|i| vec![i as u8; i * 3]).collect();
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        send_all(a.as_raw_fd(), &refs).expect("send");
-        send_all(a.as_raw_fd(), &refs[..2]).expect("send small");
+        send_all(a.as_fd(), &refs).expect("send");
+        send_all(a.as_fd(), &refs[..2]).expect("send small");
         drop(a);
         let mut got = vec![];
         let mut buf = [0u8; 16];
         loop {
-            let n = read_some(b.as_raw_fd(), &mut buf).expect("read");
+            let n = read_some(b.as_fd(), &mut buf).expect("read");
             if n == 0 {
                 break;
             }
@@ -288,16 +292,16 @@ mod tests {
         let mut sp = Spin::new();
         sp.limit_ns = 20_000;
         // Nothing comes: the spin misses, then waits skip spinning.
-        sp.wait_readable(b.as_raw_fd());
+        sp.wait_readable(b.as_fd());
         assert_eq!(sp.spun_miss, 1);
         assert!(sp.skip >= BACKOFF_MIN);
         for _ in 0..sp.skip {
             assert!(!sp.should_spin());
         }
         // Data ready: a spin hits at once and reads it.
-        send_all(a.as_raw_fd(), &[b"xyz"]).expect("send");
+        send_all(a.as_fd(), &[b"xyz"]).expect("send");
         let mut buf = [0u8; 8];
-        assert_eq!(sp.read_some(b.as_raw_fd(), &mut buf).expect("read"), 3);
+        assert_eq!(sp.read_some(b.as_fd(), &mut buf).expect("read"), 3);
         assert_eq!((sp.spun_ok, &buf[..3]), (1, &b"xyz"[..]));
         assert_eq!(Spin::off().limit_ns, 0);
     }

@@ -5,7 +5,7 @@
 //! read may also take in the next frame.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 use super::{FrameError, Header, RawHeader, HDRSZ};
 
@@ -17,9 +17,9 @@ pub trait Source {
 
 /// A socket (or any descriptor), read with `read(2)`, `EINTR` retried.
 #[derive(Clone, Copy, Debug)]
-pub struct Fd(pub RawFd);
+pub struct Fd<'a>(pub BorrowedFd<'a>);
 
-impl Source for Fd {
+impl Source for Fd<'_> {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         super::io::read_some(self.0, buf)
     }
@@ -27,7 +27,7 @@ impl Source for Fd {
 
 /// A socket read through a [`super::io::Spin`]: spins (bounded, when it
 /// pays) before blocking.
-pub struct SpinFd<'a>(pub RawFd, pub &'a mut super::io::Spin);
+pub struct SpinFd<'a>(pub BorrowedFd<'a>, pub &'a mut super::io::Spin);
 
 impl Source for SpinFd<'_> {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
@@ -156,6 +156,10 @@ impl Conn {
         self.fd.as_raw_fd()
     }
 
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     // --- activity counting -------------------------------------------------
 
     pub fn enter(&self) {
@@ -224,7 +228,7 @@ impl Conn {
     /// on a partial write). Blocking; `Err` means the connection is broken.
     pub fn send(&self, parts: &[&[u8]]) -> Result<(), ()> {
         let _g = self.send_lock.lock();
-        send_all(self.raw_fd(), parts)
+        send_all(self.fd(), parts)
     }
 
     pub fn send_error(&self, reqno: u64, err: wire::ProtoError) -> Result<(), ()> {
@@ -431,7 +435,7 @@ impl Conn {
 }
 
 /// `sendmsg` every byte of `parts` (shared with the client).
-pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), ()> {
+pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), ()> {
     wire::io::send_all(fd, parts).map_err(|_| ())
 }
 
@@ -492,14 +496,14 @@ fn readable_before(fd: RawFd, at: u64) -> bool {
 /// A socket read that waits for bytes only until `at` ([`now_ns`]), then
 /// fails with `TimedOut` (a copy waiter's deadline).
 struct DeadlineFd<'a> {
-    fd: RawFd,
+    fd: BorrowedFd<'a>,
     spin: &'a mut wire::io::Spin,
     at: u64,
 }
 
 impl netbsd_abi::sp::reader::Source for DeadlineFd<'_> {
     fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !readable_before(self.fd, self.at) {
+        if !readable_before(self.fd.as_raw_fd(), self.at) {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         self.spin.read_some(self.fd, buf)
@@ -532,11 +536,11 @@ impl RState {
         }
     }
 
-    fn read_into(&mut self, fd: RawFd, dst: &mut [u8]) -> bool {
+    fn read_into(&mut self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> bool {
         self.r.read_into(&mut Fd(fd), dst).is_ok()
     }
 
-    fn skip(&mut self, fd: RawFd, n: usize) -> bool {
+    fn skip(&mut self, fd: BorrowedFd<'_>, n: usize) -> bool {
         self.r.skip(&mut Fd(fd), n).is_ok()
     }
 
@@ -555,7 +559,7 @@ impl RState {
         if slot.cap == 0 || conn.state.load(Ordering::Acquire) == ST_NEW {
             return None;
         }
-        let fd = conn.raw_fd();
+        let fd = conn.fd();
         let hbuf = self.r.empty_buffer()?;
         let room = slot.cap.min(BUF - HDRSZ);
         let mut iov = [
@@ -574,7 +578,7 @@ impl RState {
             // the second is the pending slot's destination, `cap >= room`
             // bytes that only the reader role (held by us) may write while
             // the slot is pending.
-            let n = unsafe { libc::readv(fd, iov.as_mut_ptr(), 2) };
+            let n = unsafe { libc::readv(fd.as_raw_fd(), iov.as_mut_ptr(), 2) };
             if n >= 0 {
                 break n as usize;
             }
@@ -648,7 +652,7 @@ impl RState {
         stop: &dyn Fn() -> bool,
         deadline: Option<u64>,
     ) -> Option<Input> {
-        let fd = conn.raw_fd();
+        let fd = conn.fd();
         loop {
             if conn.closed.load(Ordering::Acquire) {
                 return Some(Input::Closed);
@@ -701,7 +705,7 @@ impl RState {
     /// commits one chunk, not 64 MiB. The buffer at most doubles what has
     /// arrived, so a real large request costs a few copies, not a
     /// frame-sized allocation made on the peer's word.
-    fn read_payload(&mut self, fd: RawFd, plen: usize) -> bool {
+    fn read_payload(&mut self, fd: BorrowedFd<'_>, plen: usize) -> bool {
         // Not cleared when it fits: `resize` then zero-fills only what
         // grows (`read_into` overwrites every byte anyway).
         if plen <= PAYLOAD_CHUNK {
@@ -726,7 +730,7 @@ impl RState {
 
     /// Deliver an answer to its waiter (or drop it if nobody waits).
     fn route(&mut self, conn: &Conn, hdr: &Header, plen: usize) -> bool {
-        let fd = conn.raw_fd();
+        let fd = conn.fd();
         let slot = match conn.take_slot(hdr.reqno) {
             Some(s) => s,
             None => return self.skip(fd, plen),

@@ -10,7 +10,7 @@ use netbsd_abi::Errno;
 use super::{Args, Cx, SysResult};
 use crate::etfs::DriveType;
 use crate::namei::MAXPATHLEN;
-use crate::vfs::FileKind;
+use crate::vfs::{FileKind, FileSystem};
 use crate::vnode::Mount;
 
 /// `MFSNAMELEN`: longest file system type name, with its NUL.
@@ -76,6 +76,8 @@ pub fn mount(cx: &Cx, a: &Args) -> SysResult {
     if where_.is_empty() {
         where_ = String::from_utf8_lossy(&path).into_owned();
     }
+    // A panic in one of its operations makes it read-only (fsguard).
+    let fs: Arc<dyn FileSystem> = Arc::new(crate::fsguard::Guarded::new(fs, &where_));
     let m = Arc::new(Mount {
         dev: cx.k.mounts.alloc_dev(),
         fs,

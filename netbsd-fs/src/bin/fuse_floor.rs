@@ -438,7 +438,9 @@ fn main() {
         exit(1)
     };
     let mnt = host::check_mountpoint(Path::new(mnt)).unwrap_or_else(|e| die(e));
-    let ready = host::background(false).unwrap_or_else(|e| die(format!("fork: {e}")));
+    // SAFETY: no thread exists yet: nothing above starts one (argument
+    // parsing and the mount point check).
+    let ready = unsafe { host::background(false) }.unwrap_or_else(|e| die(format!("fork: {e}")));
     let mut cfg = Config::default();
     cfg.mount_options = vec![
         MountOption::FSName("floor".into()),

@@ -291,7 +291,10 @@ fn main() {
         }
     }
 
-    let ready = host::background(a.fg).unwrap_or_else(|e| die(format!("fork: {e}")));
+    // SAFETY: no thread exists yet: nothing above starts one (argument
+    // parsing, file checks, finding the components), and the kernel boots
+    // below.
+    let ready = unsafe { host::background(a.fg) }.unwrap_or_else(|e| die(format!("fork: {e}")));
     let sigs = host::block_signals();
 
     let mut b = NetbsdKernel::builder();
@@ -317,9 +320,12 @@ fn main() {
             });
         }
     }
-    let mut kernel = b
-        .boot()
-        .unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
+    // SAFETY: the libraries are NetBSD's rump kernel components
+    // (`lib/librumpNAME.so` of the NetBSD destdir the user named with -o
+    // netbsd= or RUMP_NETBSD_DIR, found by `components::resolve`), built
+    // for the v17 interface this layer implements; no other thread
+    // touches the environment while they boot.
+    let mut kernel = unsafe { b.boot() }.unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
     let sys = Arc::new(NetbsdSys::new().unwrap_or_else(|e| die(e)));
     if t.has_image && a.ro {
         // Read-only: NetBSD's kernel opens the image itself, read-only

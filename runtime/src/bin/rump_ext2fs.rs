@@ -177,7 +177,9 @@ fn main() {
         ro = true;
     }
 
-    let ready = host::background(a.fg).unwrap_or_else(|e| die(format!("fork: {e}")));
+    // SAFETY: no thread exists yet: nothing above starts one (argument
+    // parsing and file checks), and the kernel boots below.
+    let ready = unsafe { host::background(a.fg) }.unwrap_or_else(|e| die(format!("fork: {e}")));
     let sigs = host::block_signals();
 
     let spec = format!("key=/dk,hostpath={},size=host,type=blk", a.image);

@@ -213,7 +213,11 @@ fn start_netbsd(o: &Opts) -> Result<NetbsdKernel, String> {
     for d in &o.drives {
         b = b.drive(d);
     }
-    let mut k = b.boot().map_err(|e| e.to_string())?;
+    // SAFETY: `-l` names NetBSD's rump kernel component libraries (the
+    // option's documented meaning; rump_server(1)), of the v17 interface
+    // this layer implements, and `-m` its modules; no other thread touches
+    // the environment while it boots (the server's own start before it).
+    let mut k = unsafe { b.boot() }.map_err(|e| e.to_string())?;
     if o.verbose {
         let names: Vec<&str> = k.libraries().iter().map(|l| l.path.as_str()).collect();
         tracing::info!("NetBSD components: {}", names.join(" "));
@@ -258,7 +262,11 @@ fn main() {
     rumpuser::sp::raise_nofile_limit();
     // Fork before any thread exists; the parent waits for our word.
     if !o.foreground {
-        if let Err(e) = rumpuser::daemonize::begin() {
+        // SAFETY: no thread exists yet: option parsing, the logging
+        // set-up (whose writer thread starts with the first line logged,
+        // and nothing is logged on the way here), the signal mask and the
+        // descriptor limit start none, and no kernel is booted yet.
+        if let Err(e) = unsafe { rumpuser::daemonize::begin() } {
             rumprun::say!("{}: daemonize: {e}", prog());
             exit(1);
         }

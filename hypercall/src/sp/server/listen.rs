@@ -328,7 +328,7 @@ pub(super) fn new_connection(srv: &Arc<Srv>, fd: OwnedFd, l: &Listener) -> Optio
             ProtoError::TryAgain as u32,
             0,
         );
-        let _ = send_all(fd.as_raw_fd(), &[&l.banner, &h.encode()]);
+        let _ = send_all(std::os::fd::AsFd::as_fd(&fd), &[&l.banner, &h.encode()]);
         // SAFETY: shutdown(2) on the descriptor we own: no more from us.
         unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
         return Some(fd);
@@ -346,7 +346,7 @@ pub(super) fn new_connection(srv: &Arc<Srv>, fd: OwnedFd, l: &Listener) -> Optio
             )
         };
     }
-    if send_all(fd.as_raw_fd(), &[&l.banner]).is_err() {
+    if send_all(std::os::fd::AsFd::as_fd(&fd), &[&l.banner]).is_err() {
         return None;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
