@@ -88,9 +88,16 @@ fn ext2_writers(
             std::thread::spawn(move || {
                 let c = Client::connect(&url).expect("writer connect");
                 let path = format!("/mnt/w{k}");
-                let fd = c
-                    .open(&path, O_RDWR | O_CREAT, 0o644)
-                    .unwrap_or_else(|e| panic!("create {path}: {e}"));
+                // A writer scheduled late may find the halt under way
+                // already: it ends, as the others do, with an error.
+                let fd = match c.open(&path, O_RDWR | O_CREAT, 0o644) {
+                    Ok(fd) => fd,
+                    Err(e) if stop.load(Ordering::Relaxed) || c.getpid().is_err() => {
+                        eprintln!("writer {k}: create {path}: {e} (the halt came first)");
+                        return;
+                    }
+                    Err(e) => panic!("create {path}: {e}"),
+                };
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) && i < 600 {
                     let data = pattern(8192 + (i as usize % 5) * 1000, k as u64 * 100_000 + i);

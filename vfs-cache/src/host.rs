@@ -203,7 +203,7 @@ impl HostDrive {
         fl.l_whence = libc::SEEK_SET as libc::c_short;
         // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
         // (l_pid 0, as OFD locks require) on a descriptor we own.
-        let _ = unsafe { libc::fcntl(self.file.fd(), libc::F_OFD_SETLK, &fl) };
+        let _ = unsafe { libc::fcntl(self.file.fd().as_raw_fd(), libc::F_OFD_SETLK, &fl) };
     }
 
     fn check(&self, off: u64, len: usize) -> Result<i64, Errno> {
