@@ -86,7 +86,11 @@ fn ext2_writers(
         .map(|k| {
             let (url, stop, acked) = (url.to_string(), stop.clone(), acked.clone());
             std::thread::spawn(move || {
-                let c = Client::connect(&url).expect("writer connect");
+                let Ok(c) = Client::connect(&url) else {
+                    // Scheduled after the halt began: nothing to write.
+                    assert!(stop.load(Ordering::Relaxed) || Client::connect(&url).is_err());
+                    return;
+                };
                 let path = format!("/mnt/w{k}");
                 // A writer scheduled late may find the halt under way
                 // already: it ends, as the others do, with an error.
@@ -387,8 +391,21 @@ fn raw_writers(
         .map(|k| {
             let (url, stop, acked) = (url.to_string(), stop.clone(), acked.clone());
             std::thread::spawn(move || {
-                let c = Client::connect(&url).expect("raw writer connect");
-                let fd = c.open("/raw", O_RDWR, 0).expect("open /raw");
+                let Ok(c) = Client::connect(&url) else {
+                    // Scheduled after the halt began: nothing to write.
+                    assert!(stop.load(Ordering::Relaxed) || Client::connect(&url).is_err());
+                    return;
+                };
+                // A writer scheduled late may find the halt under way
+                // already: it ends, as the others do, with an error.
+                let fd = match c.open("/raw", O_RDWR, 0) {
+                    Ok(fd) => fd,
+                    Err(e) if stop.load(Ordering::Relaxed) || c.getpid().is_err() => {
+                        eprintln!("raw writer {k}: open /raw: {e} (the halt came first)");
+                        return;
+                    }
+                    Err(e) => panic!("open /raw: {e}"),
+                };
                 for i in 0..900u64 {
                     if stop.load(Ordering::Relaxed) {
                         return;

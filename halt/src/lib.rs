@@ -285,6 +285,11 @@ impl Halt {
             }
             Some(r)
         } else {
+            // Say what is thrown away, drive by drive: it never reaches
+            // the images.
+            for l in k.unflushed() {
+                log(&format!("halt: not flushed (RB_NOSYNC): {l}"));
+            }
             None
         };
         let errno = match flush {

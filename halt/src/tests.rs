@@ -115,6 +115,9 @@ fn steps(drain: Duration, flush: bool, errno: i32) -> Vec<String> {
     ];
     if flush {
         v.push("sync_all".into());
+    } else {
+        // -n says what it throws away.
+        v.push("unflushed".into());
     }
     v.push(format!("fini client 3 errno {errno}"));
     v

@@ -755,6 +755,18 @@ impl Kernel {
         // same buffers at once.
         self.syncer.drain();
         let mut first: Option<Errno> = None;
+        // What each drive wrote counts from here: the file systems' own
+        // syncs write metadata through to the drives too.
+        let start: Vec<(usize, vfs_cache::Stats, Instant)> = self
+            .drives
+            .read()
+            .iter()
+            .filter_map(|d| {
+                d.cached
+                    .as_ref()
+                    .map(|c| (d.index, c.stats(), Instant::now()))
+            })
+            .collect();
         for m in self.mounts.list() {
             if m.is_dead() {
                 continue;
@@ -773,7 +785,11 @@ impl Kernel {
         let drives: Vec<Arc<Drive>> = self.drives.read().clone();
         for d in &drives {
             if let Some(c) = &d.cached {
-                let (before, t) = (c.stats(), Instant::now());
+                let (before, t) = start
+                    .iter()
+                    .find(|(i, _, _)| *i == d.index)
+                    .map(|(_, s, t)| (s.clone(), *t))
+                    .unwrap_or_else(|| (c.stats(), Instant::now()));
                 match c.sync() {
                     Err(e) => {
                         tracing::error!(

@@ -828,6 +828,7 @@ impl Shared {
                 let r = b.core.dev.write_at(piece, off);
                 b.st.lock().loading = false;
                 self.ev.notify();
+                self.count_through(&b.core, piece.len(), &r);
                 return r;
             }
             if st.in_flight {
@@ -850,7 +851,19 @@ impl Shared {
             drop(st);
             // A write-back that starts now copies the new bytes: the
             // device never sees older ones after ours.
-            return b.core.dev.write_at(piece, off);
+            let r = b.core.dev.write_at(piece, off);
+            self.count_through(&b.core, piece.len(), &r);
+            return r;
+        }
+    }
+
+    /// Count a write-through as a device write (the flush accounting
+    /// includes what file systems wrote in order).
+    fn count_through(&self, core: &DevCore, len: usize, r: &Result<(), Errno>) {
+        count!(self, core, flushes, 1);
+        match r {
+            Ok(()) => count!(self, core, flushed_bytes, len),
+            Err(_) => count!(self, core, write_errors, 1),
         }
     }
 
