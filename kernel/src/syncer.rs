@@ -304,7 +304,11 @@ impl Syncer {
                 continue;
             }
             match m.fs.write_back() {
-                Ok(()) => {}
+                Ok(()) => tracing::debug!(
+                    "rumpkern: syncer: wrote back the metadata of {} on {}",
+                    m.fs.type_name(),
+                    m.path
+                ),
                 Err(e) => {
                     tracing::warn!(
                         "rumpkern: syncer: write-back of {} file system on {} failed: {e}",
@@ -327,13 +331,20 @@ impl Syncer {
                 soonest(now + d.file.saturating_sub(age));
                 continue;
             }
-            if let Err(e) = c.write_back_older(d.file) {
-                tracing::warn!(
-                    "rumpkern: syncer: write-back of drive {} ({}) failed: {e}",
+            match c.write_back_older(d.file) {
+                Ok(n) => tracing::debug!(
+                    "rumpkern: syncer: wrote back {n} bytes of drive {} ({})",
                     dr.key,
                     dr.hostpath
-                );
-                *last_err = Some(Instant::now());
+                ),
+                Err(e) => {
+                    tracing::warn!(
+                        "rumpkern: syncer: write-back of drive {} ({}) failed: {e}",
+                        dr.key,
+                        dr.hostpath
+                    );
+                    *last_err = Some(Instant::now());
+                }
             }
             if let Some(age) = c.oldest_dirty_age() {
                 soonest(

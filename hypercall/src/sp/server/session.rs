@@ -121,6 +121,16 @@ pub(super) fn handshake(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> Next 
         .store(lwp_sched(up, |u| u.getpid()), Ordering::Release);
     lwp_sched(up, |u| switch_lwp(u, std::ptr::null_mut()));
     conn.state.store(ST_RUNNING, Ordering::Release);
+    tracing::debug!(
+        "rump_sp: connection {}: {} handshake, pid {}",
+        conn.id,
+        if kind == Some(Handshake::Guest) {
+            "guest"
+        } else {
+            "fork"
+        },
+        conn.pid.load(Ordering::Acquire)
+    );
     Next::Continue
 }
 
@@ -242,6 +252,11 @@ pub(super) fn exec_job(conn: Arc<Conn>, reqno: u64, comm: CString) {
 /// The reader found the connection closed (or broke it off): wake waiters,
 /// start the process's exit, and drop the reader's activity.
 pub(super) fn disconnect(conn: &Arc<Conn>) {
+    tracing::debug!(
+        "rump_sp: connection {} (pid {}) closed",
+        conn.id,
+        conn.pid.load(Ordering::Acquire)
+    );
     let ctl = conn.ctl.lock();
     conn.state.store(ST_DYING, Ordering::Release);
     conn.kill_waiters();
