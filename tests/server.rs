@@ -432,6 +432,37 @@ fn usage_items(usage: &str) -> (Vec<char>, Vec<String>) {
     (flags, cmds)
 }
 
+/// `docs/tools.md` (where the README sends readers for each tool) shows
+/// every tool's usage exactly as the tool prints it.
+#[test]
+fn the_tools_page_shows_each_usage_as_the_tool_prints_it() {
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tools.md");
+    let text = std::fs::read_to_string(&page).expect("docs/tools.md");
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let doc: Vec<String> = text.lines().map(norm).collect();
+    let halt = rump_halt();
+    for exe in [RUMP_SERVER, halt.to_str().unwrap(), RUMPCTL] {
+        let help = help_of(exe);
+        let prog = help
+            .split_whitespace()
+            .nth(1)
+            .expect("usage: prog ...")
+            .to_string();
+        // The usage: its first line, and the lines that go on with the
+        // program's name.
+        let usage = help
+            .lines()
+            .take_while(|l| l.starts_with("usage:") || l.trim_start().starts_with(&prog));
+        for line in usage {
+            let want = norm(line.trim_start().trim_start_matches("usage:"));
+            assert!(
+                doc.iter().any(|d| *d == want),
+                "docs/tools.md lacks the usage line `{want}` of {exe}"
+            );
+        }
+    }
+}
+
 /// Every option in each tool's usage appears in its manual page (as
 /// `Fl x` in mdoc), rumpctl's commands too (`Cm name`), and every page
 /// renders with `man -l`.
