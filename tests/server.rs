@@ -456,7 +456,7 @@ fn the_tools_page_shows_each_usage_as_the_tool_prints_it() {
         for line in usage {
             let want = norm(line.trim_start().trim_start_matches("usage:"));
             assert!(
-                doc.iter().any(|d| *d == want),
+                doc.contains(&want),
                 "docs/tools.md lacks the usage line `{want}` of {exe}"
             );
         }
