@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod fusebench;
 pub mod proc;
 pub mod timing;
 pub mod tmp;
