@@ -559,8 +559,9 @@ fn directory_claiming_terabytes_does_not_wedge_the_server() {
 }
 
 /// 40 connections that each send a header claiming a 64 MiB request and
-/// nothing more: a claim commits no memory (the server grows a request's
-/// buffer only as its bytes arrive), and a fresh client is served.
+/// nothing more: a claim commits no memory (no request is that large, so
+/// the server answers `MALFORMED` and closes each at once, having read
+/// nothing of it), and a fresh client is served.
 #[test]
 fn frame_length_claims_commit_no_memory() {
     use netbsd_abi::sp::{Class, RawHeader, Type, MAX_FRAME};
@@ -572,7 +573,7 @@ fn frame_length_claims_commit_no_memory() {
     c.getpid().unwrap();
     drop(c);
     let before = rss_kib(s.pid());
-    let conns: Vec<UnixStream> = (0..40)
+    let mut conns: Vec<UnixStream> = (0..40)
         .map(|i| {
             let mut u = UnixStream::connect(&s.sock).expect("connect");
             let h = RawHeader {
@@ -586,8 +587,14 @@ fn frame_length_claims_commit_no_memory() {
             u
         })
         .collect();
-    // Let the server read every header.
-    std::thread::sleep(Duration::from_millis(500));
+    // Each claim is answered and its connection closed: the server has
+    // read every header.
+    for u in &mut conns {
+        assert!(
+            time_to_eof(u, Duration::from_secs(30)).is_some(),
+            "a 64 MiB claim is refused and closed"
+        );
+    }
     let after = rss_kib(s.pid());
     let t = Instant::now();
     let c = s.client();
@@ -605,7 +612,196 @@ fn frame_length_claims_commit_no_memory() {
         served < Duration::from_secs(2),
         "fresh client took {served:?}"
     );
-    drop(conns);
+}
+
+/// A raw sysproxy connection past the banner, and its frame reader.
+struct Raw {
+    u: UnixStream,
+    r: netbsd_abi::sp::reader::FrameReader,
+}
+
+impl Raw {
+    fn connect(sock: &Path) -> Raw {
+        use netbsd_abi::sp::reader::{Fd, FrameReader};
+        use std::os::fd::AsFd;
+        let u = UnixStream::connect(sock).expect("connect");
+        let mut r = FrameReader::new();
+        while r.byte(&mut Fd(u.as_fd())).expect("banner") != b'\n' {}
+        Raw { u, r }
+    }
+
+    /// Connect and handshake as a guest named `name`.
+    fn guest(sock: &Path, name: &str) -> Raw {
+        use netbsd_abi::sp::{encode_frame, Class, Handshake, Type};
+        let mut raw = Raw::connect(sock);
+        let name = format!("{name}\0");
+        raw.send(&encode_frame(
+            Class::Req,
+            Type::Handshake,
+            1,
+            Handshake::Guest as u32,
+            &[name.as_bytes()],
+        ));
+        let (h, _) = raw.frame().expect("handshake answer");
+        assert_eq!(h.class, Class::Resp, "handshake accepted");
+        raw
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        (&self.u).write_all(bytes).expect("send");
+    }
+
+    /// The next frame and its payload (None: the connection ended).
+    fn frame(&mut self) -> Option<(netbsd_abi::sp::Header, Vec<u8>)> {
+        use netbsd_abi::sp::reader::Fd;
+        use std::os::fd::AsFd;
+        let h = self.r.header(&mut Fd(self.u.as_fd())).ok()?;
+        let p = self
+            .r
+            .read_vec(&mut Fd(self.u.as_fd()), h.payload_len())
+            .ok()?;
+        Some((h, p))
+    }
+}
+
+/// The request budget is server-wide (`RUMP_REQUEST_BUDGET`, 4 MiB here):
+/// 40 connections that each send most of a 448 KiB request and stall hold
+/// at most the budget (plus a small free part each); the requests beyond
+/// it are answered `NOMEM` once their bytes are in, their connections
+/// stay usable, and a fresh client is served, inline writes included
+/// (our client sends them again as small requests).
+#[test]
+fn request_bytes_have_a_server_wide_budget() {
+    use netbsd_abi::sp::{Class, ProtoError, RawHeader, Type, HDRSZ};
+    const CLAIM: usize = 448 << 10;
+    let d = tmpdir();
+    let s = server_env(d.path(), &[], &[("RUMP_REQUEST_BUDGET", "4m")]);
+    let c = s.client();
+    c.getpid().unwrap();
+    drop(c);
+    let before = rss_kib(s.pid());
+    let body = vec![0x5au8; CLAIM];
+    let mut conns: Vec<Raw> = (0..40)
+        .map(|i| {
+            let mut raw = Raw::connect(&s.sock);
+            let h = RawHeader {
+                len: (HDRSZ + CLAIM) as u64,
+                reqno: 1000 + i,
+                class: Class::Req as u16,
+                ty: Type::Handshake as u16,
+                arg: 0,
+            };
+            raw.send(&h.encode());
+            // All but the last byte: the request stays incomplete.
+            raw.send(&body[..CLAIM - 1]);
+            raw
+        })
+        .collect();
+    let held = rss_kib(s.pid());
+    // A fresh client while the budget is spent: a 200 KiB file goes in
+    // (its inline write refused, sent again without) and reads back.
+    let t = Instant::now();
+    let c = s.client();
+    let data = pattern(200 << 10, 7);
+    let fd = c
+        .open("/budget.bin", O_CREAT | O_RDWR, 0o644)
+        .expect("open");
+    assert_eq!(c.pwrite(fd, &data, 0).expect("write"), data.len());
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(c.pread(fd, &mut back, 0).expect("read"), data.len());
+    assert!(back == data, "the file reads back");
+    let served = t.elapsed();
+    // Now complete every request: those beyond the budget get NOMEM.
+    let mut nomem = 0;
+    for raw in &mut conns {
+        raw.send(&body[..1]);
+        // A request that fit is a (bad) handshake: whatever its answer,
+        // it is not NOMEM.
+        if let Some((h, _)) = raw.frame() {
+            if h.class == Class::Error && h.arg == ProtoError::NoMem as u32 {
+                nomem += 1;
+            }
+        }
+    }
+    eprintln!(
+        "RSS {before} KiB -> {held} KiB holding 40 x {CLAIM} request bytes; {nomem} refused NOMEM; fresh client in {served:?}"
+    );
+    // The budget (4 MiB), 64 KiB free per request, slack for the rest.
+    assert!(
+        held.saturating_sub(before) <= 16 << 10,
+        "RSS grew by {} KiB",
+        held - before
+    );
+    // At 192 KiB charged at least per request that fits, at most 21 fit.
+    assert!(nomem >= 19, "only {nomem} requests were refused");
+    assert!(
+        served < Duration::from_secs(2),
+        "fresh client took {served:?}"
+    );
+}
+
+/// Two kernels in one process, each serving with its own limits: one
+/// connection's syscalls stuck in unanswered copy requests run at most
+/// `max_inflight` at once on each, 2 on one and 5 on the other, and the
+/// rest are answered `TRYAGAIN`.
+#[test]
+fn two_kernels_in_one_process_enforce_their_own_limits() {
+    use netbsd_abi::sp::{encode_frame, Class, ProtoError, Type};
+    use rumpuser::sp::ServerConfig;
+    let d = tmpdir();
+    let mut servers = Vec::new();
+    for (name, inflight) in [("a", 2usize), ("b", 5)] {
+        let mut k = rumprun::Rump::builder()
+            .ncpu(1)
+            .boot()
+            .expect("boot an embedded kernel");
+        let sock = d.path().join(format!("{name}.sock"));
+        let cfg = ServerConfig {
+            max_inflight: inflight,
+            ..ServerConfig::default()
+        };
+        k.serve_with(&format!("unix://{}", sock.display()), cfg)
+            .expect("serve");
+        servers.push((k, sock, inflight));
+    }
+    for (_k, sock, inflight) in &servers {
+        let mut raw = Raw::guest(sock, "stuck");
+        // mkdir(path, 0755) with a path only the client has: a
+        // copyinstr request the client never answers.
+        let mut args = [0u8; 16];
+        args[..8].copy_from_slice(&0x7000_0000u64.to_le_bytes());
+        args[8..].copy_from_slice(&0o755u64.to_le_bytes());
+        const N: usize = 12;
+        let mut all = Vec::new();
+        for i in 0..N {
+            all.extend_from_slice(&encode_frame(
+                Class::Req,
+                Type::Syscall,
+                100 + i as u64,
+                136,
+                &[&args],
+            ));
+        }
+        raw.send(&all);
+        let (mut copies, mut again) = (0, 0);
+        while copies + again < N {
+            match raw.frame().expect("an answer") {
+                (h, _) if h.class == Class::Req && h.ty == Type::Copyinstr => copies += 1,
+                (h, _) if h.class == Class::Error => {
+                    assert_eq!(h.arg, ProtoError::TryAgain as u32);
+                    again += 1;
+                }
+                (h, _) => panic!("unexpected frame {h:?}"),
+            }
+        }
+        assert_eq!(
+            copies,
+            *inflight,
+            "{}: syscalls running at once",
+            sock.display()
+        );
+    }
 }
 
 /// A file whose block pointers (direct and indirect) point past the end of

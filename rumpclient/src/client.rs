@@ -868,7 +868,7 @@ impl Client {
                 // Our server: what the syscall reads travels with the
                 // request, so its copyins cost no round trip.
                 let arg = num as u32 | wire::SYSCALL_INLINE;
-                self.transact_with(Type::Syscall, regions, |c, g, regions| {
+                let sent = self.transact_with(Type::Syscall, regions, |c, g, regions| {
                     let mut parts: [&[u8]; 2 + 2 * wire::INLINE_MAX_RECORDS] =
                         [&[]; 2 + 2 * wire::INLINE_MAX_RECORDS];
                     parts[0] = &ih;
@@ -884,7 +884,17 @@ impl Client {
                         k += 2;
                     }
                     c.send_req(g, Type::Syscall, arg, &parts[..k])
-                })?
+                });
+                match sent {
+                    // The server had no room for the inline bytes (its
+                    // request budget is spent): the call never ran, so
+                    // send it again without them, as a small request.
+                    Err(Error::Refused {
+                        error: ProtoError::NoMem,
+                        ..
+                    }) => self.transact(Type::Syscall, num as u32, &[argblock], regions)?,
+                    r => r?,
+                }
             }
             None => self.transact(Type::Syscall, num as u32, &[argblock], regions)?,
         };

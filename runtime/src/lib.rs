@@ -65,8 +65,8 @@ pub enum Error {
     Drive(String),
     /// The sysproxy server could not start (`unix://x.sock: Address
     /// already in use`).
-    #[error("{0}")]
-    Serve(String),
+    #[error(transparent)]
+    Serve(#[from] rumpuser::sp::StartError),
     /// Booting or serving NetBSD's own components (see [`netbsd`]).
     #[error("{0}")]
     Netbsd(String),
@@ -338,14 +338,19 @@ impl Rump {
     }
 
     /// Serve the kernel to sysproxy clients on `url` (`unix://PATH`,
-    /// `tcp://ADDR:PORT`).
+    /// `tcp://ADDR:PORT`) with the built-in caps and deadlines.
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
+        self.serve_with(url, rumpuser::sp::ServerConfig::default())
+    }
+
+    /// [`Rump::serve`] with the caps, deadlines and socket mode of `cfg`
+    /// (`rump_server` passes [`rumpuser::sp::ServerConfig::from_env`]).
+    pub fn serve_with(&mut self, url: &str, cfg: rumpuser::sp::ServerConfig) -> Result<(), Error> {
         let k = &self.node.kernel;
         let c = k.config();
         let up: Arc<dyn rumpuser::Upcalls> = Arc::from(k.upcalls());
         let server =
-            rumpuser::sp::Server::start(url, &c.ostype, &c.osrelease, &c.machine, Some(up))
-                .map_err(|(_, msg)| Error::Serve(msg))?;
+            rumpuser::sp::Server::start(url, &c.ostype, &c.osrelease, &c.machine, Some(up), cfg)?;
         // reboot(2) from a client goes straight to the halt, with no
         // virtual CPU: it must work when every CPU is stuck.
         let weak = Arc::downgrade(&self.node);

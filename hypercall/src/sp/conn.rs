@@ -15,6 +15,8 @@ use parking_lot::{Condvar, Mutex};
 use netbsd_abi::sp::reader::{Fd, FrameReader, ReadError, SpinFd};
 use netbsd_abi::sp::{self as wire, Class, CopyData, Header, SysResp, Type, HDRSZ};
 
+use super::server::{Budget, ReqBuf, REQUEST_MAX};
+
 pub(crate) const ST_NEW: u8 = 0;
 pub(crate) const ST_RUNNING: u8 = 1;
 pub(crate) const ST_DYING: u8 = 2;
@@ -100,6 +102,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub fn new(id: usize, fd: OwnedFd, srv: Arc<super::server::Srv>) -> Conn {
+        let rd = Mutex::new(RState::new(srv.budget.clone()));
         Conn {
             id,
             srv,
@@ -118,7 +121,7 @@ impl Conn {
             active_mx: Mutex::new(()),
             inexec: AtomicBool::new(false),
             running: Mutex::new(Vec::new()),
-            rd: Mutex::new(RState::new()),
+            rd,
             closed: AtomicBool::new(false),
             free_since: AtomicU64::new(0),
             reader_queued: AtomicBool::new(false),
@@ -226,17 +229,17 @@ impl Conn {
 
     /// Write one frame made of `parts` with a single `sendmsg` (looping only
     /// on a partial write). Blocking; `Err` means the connection is broken.
-    pub fn send(&self, parts: &[&[u8]]) -> Result<(), ()> {
+    pub fn send(&self, parts: &[&[u8]]) -> Result<(), ConnError> {
         let _g = self.send_lock.lock();
         send_all(self.fd(), parts)
     }
 
-    pub fn send_error(&self, reqno: u64, err: wire::ProtoError) -> Result<(), ()> {
+    pub fn send_error(&self, reqno: u64, err: wire::ProtoError) -> Result<(), ConnError> {
         let h = Header::new(Class::Error, Type::Handshake, reqno, err as u32, 0);
         self.send(&[&h.encode()])
     }
 
-    pub fn send_handshake_resp(&self, reqno: u64, error: i32) -> Result<(), ()> {
+    pub fn send_handshake_resp(&self, reqno: u64, error: i32) -> Result<(), ConnError> {
         let h = Header::new(
             Class::Resp,
             Type::Handshake,
@@ -254,7 +257,7 @@ impl Conn {
         reqno: u64,
         error: i32,
         g: wire::ExtGrant,
-    ) -> Result<(), ()> {
+    ) -> Result<(), ConnError> {
         let h = Header::new(
             Class::Resp,
             Type::Handshake,
@@ -265,7 +268,7 @@ impl Conn {
         self.send(&[&h.encode(), &error.to_le_bytes(), &g.encode()])
     }
 
-    pub fn send_sysresp(&self, reqno: u64, error: i32, retval: [i64; 2]) -> Result<(), ()> {
+    pub fn send_sysresp(&self, reqno: u64, error: i32, retval: [i64; 2]) -> Result<(), ConnError> {
         let h = Header::new(Class::Resp, Type::Syscall, reqno, 0, wire::SYSRESP_LEN);
         let r = SysResp { error, retval };
         self.send(&[&h.encode(), &r.encode()])
@@ -288,7 +291,7 @@ impl Conn {
         ty: Type,
         payload: &[u8],
         dest: &mut [u8],
-    ) -> Result<usize, ()> {
+    ) -> Result<usize, ConnError> {
         let slot = Arc::new(Slot {
             thread: std::thread::current(),
             state: AtomicU32::new(SLOT_PENDING),
@@ -299,7 +302,7 @@ impl Conn {
         let reqno = {
             let mut w = self.waiters.lock();
             if w.dead {
-                return Err(());
+                return Err(ConnError::Closed);
             }
             let r = w.next;
             w.next = w.next.wrapping_add(1);
@@ -307,10 +310,10 @@ impl Conn {
             r
         };
         let h = Header::new(Class::Req, ty, reqno, 0, payload.len());
-        if self.send(&[&h.encode(), payload]).is_err() {
+        if let Err(e) = self.send(&[&h.encode(), payload]) {
             let mut w = self.waiters.lock();
             if w.slots.remove(&reqno).is_some() {
-                return Err(());
+                return Err(e);
             }
             // The reader already took the slot: wait for it to finish
             // with our buffer before returning.
@@ -324,7 +327,7 @@ impl Conn {
         while !done() {
             if !abandoned && now_ns() >= deadline {
                 if self.take_slot(reqno).is_some() {
-                    return Err(());
+                    return Err(ConnError::TimedOut);
                 }
                 // The reader has taken our slot and is filling `dest`:
                 // wait for it to finish with our buffer.
@@ -351,8 +354,12 @@ impl Conn {
                     {
                         match input {
                             Input::Request(hdr) => {
-                                let payload = std::mem::take(&mut g.pending);
+                                let empty = g.pending.sibling();
+                                let payload = std::mem::replace(&mut g.pending, empty);
                                 self.owner().dispatch(self.clone(), hdr, payload);
+                            }
+                            Input::Refused(r) => {
+                                let _ = self.send_error(r, wire::ProtoError::NoMem);
                             }
                             Input::Closed | Input::Bad(_) => {
                                 if let Input::Bad(Some(r)) = input {
@@ -377,14 +384,16 @@ impl Conn {
         }
         match slot.state.load(Ordering::Acquire) {
             SLOT_DONE => Ok(slot.got.load(Ordering::Acquire)),
-            _ => Err(()),
+            SLOT_ERROR => Err(ConnError::Refused),
+            _ if abandoned => Err(ConnError::TimedOut),
+            _ => Err(ConnError::Closed),
         }
     }
 
     /// Send a request that has no answer (COPYOUT, COPYOUTSTR, RAISE).
-    pub fn notify(&self, ty: Type, arg: u32, parts: &[&[u8]]) -> Result<(), ()> {
+    pub fn notify(&self, ty: Type, arg: u32, parts: &[&[u8]]) -> Result<(), ConnError> {
         if self.waiters.lock().dead {
-            return Err(());
+            return Err(ConnError::Closed);
         }
         let n: usize = parts.iter().map(|p| p.len()).sum();
         let h = Header::new(Class::Req, ty, self.next_reqno(), arg, n).encode();
@@ -402,7 +411,7 @@ impl Conn {
         r
     }
 
-    pub fn copyout(&self, ty: Type, src: &[u8], raddr: u64) -> Result<(), ()> {
+    pub fn copyout(&self, ty: Type, src: &[u8], raddr: u64) -> Result<(), ConnError> {
         let cd = CopyData {
             len: src.len() as u64,
             addr: raddr,
@@ -435,8 +444,26 @@ impl Conn {
 }
 
 /// `sendmsg` every byte of `parts` (shared with the client).
-pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), ()> {
-    wire::io::send_all(fd, parts).map_err(|_| ())
+pub(crate) fn send_all(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), ConnError> {
+    wire::io::send_all(fd, parts).map_err(ConnError::Send)
+}
+
+/// Why a frame could not go out, or a request to the client got no
+/// answer. Kernel callers see each as `EFAULT`; the log can say which.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    /// The connection was shut down or found broken.
+    #[error("connection closed")]
+    Closed,
+    /// Writing to the socket failed.
+    #[error("send: {0}")]
+    Send(std::io::Error),
+    /// The client did not answer before the copy deadline.
+    #[error("no answer before the copy deadline")]
+    TimedOut,
+    /// The client answered with an error frame (an address it refuses).
+    #[error("refused by the client")]
+    Refused,
 }
 
 const BUF: usize = wire::reader::BUF;
@@ -451,8 +478,8 @@ pub(crate) struct RState {
     r: FrameReader,
     /// Spinning (bounded, adaptive) before blocking for the next frame.
     spin: wire::io::Spin,
-    /// Payload of the last request.
-    pub pending: Vec<u8>,
+    /// Payload of the last request, charged to the server's budget.
+    pub pending: ReqBuf,
 }
 
 /// What a connection asks of the server that owns it, without calling into
@@ -461,7 +488,7 @@ pub(crate) struct RState {
 /// back for teardown, and how long a copy request may wait for its answer.
 pub(crate) trait Owner: Send + Sync {
     /// Run request `hdr` (its payload read already) on another thread.
-    fn dispatch(&self, conn: Arc<Conn>, hdr: Header, payload: Vec<u8>);
+    fn dispatch(&self, conn: Arc<Conn>, hdr: Header, payload: ReqBuf);
     /// `conn` is closed or broken: tear it down (on another thread).
     fn broken(&self, conn: Arc<Conn>);
     /// The copy request deadline, in nanoseconds.
@@ -520,19 +547,30 @@ pub(crate) enum Input {
     Request(Header),
     /// End of file, a read error, or the connection was closed already.
     Closed,
-    /// A frame that can't be decoded: the error to send, then close.
+    /// A frame that can't be decoded (or a payload larger than any
+    /// request can be): the error to send, then close.
     Bad(Option<u64>),
+    /// A request the server's budget had no room for: its payload was
+    /// read and dropped; answer `NOMEM` and go on.
+    Refused(u64),
+}
+
+/// How reading a request's payload ended.
+enum Payload {
+    Read,
+    Closed,
+    Refused,
 }
 
 impl RState {
-    pub fn new() -> RState {
+    pub fn new(budget: Arc<Budget>) -> RState {
         let mut r = FrameReader::new();
         // A 64 KiB request's payload is read straight into `pending`.
         r.set_read_limit(READ_LIMIT);
         RState {
             r,
             spin: wire::io::Spin::new(),
-            pending: Vec::new(),
+            pending: ReqBuf::new(budget),
         }
     }
 
@@ -660,9 +698,7 @@ impl RState {
             if stop() {
                 return None;
             }
-            if self.pending.capacity() > 1 << 20 {
-                self.pending = Vec::new();
-            }
+            self.pending.shrink_above(PAYLOAD_CHUNK);
             // Not cleared: `resize` below then zero-fills only what grows
             // (a run of equal-sized requests reuses the bytes as they are;
             // `read_into` overwrites them all).
@@ -683,10 +719,16 @@ impl RState {
             let plen = hdr.payload_len();
             match hdr.class {
                 Class::Req => {
-                    if !self.read_payload(fd, plen) {
-                        return Some(Input::Closed);
+                    if plen > REQUEST_MAX {
+                        // No request is this large: refused before any
+                        // of it is read or held.
+                        return Some(Input::Bad(Some(hdr.reqno)));
                     }
-                    return Some(Input::Request(hdr));
+                    return Some(match self.read_payload(fd, plen) {
+                        Payload::Read => Input::Request(hdr),
+                        Payload::Closed => Input::Closed,
+                        Payload::Refused => Input::Refused(hdr.reqno),
+                    });
                 }
                 Class::Resp | Class::Error => {
                     if conn.state.load(Ordering::Acquire) == ST_NEW {
@@ -701,31 +743,48 @@ impl RState {
     }
 
     /// Read a request's `plen` bytes of payload into `pending`, growing it
-    /// only as bytes arrive: a header that claims 64 MiB and sends nothing
-    /// commits one chunk, not 64 MiB. The buffer at most doubles what has
+    /// only as bytes arrive: a header that claims a large payload and sends
+    /// nothing commits one chunk. The buffer at most doubles what has
     /// arrived, so a real large request costs a few copies, not a
-    /// frame-sized allocation made on the peer's word.
-    fn read_payload(&mut self, fd: BorrowedFd<'_>, plen: usize) -> bool {
+    /// frame-sized allocation made on the peer's word. Growth beyond the
+    /// free part is charged to the server's budget first; when it has no
+    /// room, the rest of the payload is read and dropped (`Refused`).
+    fn read_payload(&mut self, fd: BorrowedFd<'_>, plen: usize) -> Payload {
+        let done = |ok: bool| if ok { Payload::Read } else { Payload::Closed };
         // Not cleared when it fits: `resize` then zero-fills only what
         // grows (`read_into` overwrites every byte anyway).
         if plen <= PAYLOAD_CHUNK {
-            self.pending.resize(plen, 0);
-            let mut p = std::mem::take(&mut self.pending);
-            let ok = self.read_into(fd, &mut p);
-            self.pending = p;
-            return ok;
+            if self.pending.resize(plen).is_err() {
+                return self.refuse(fd, plen);
+            }
+            return done(self.r.read_into(&mut Fd(fd), &mut self.pending).is_ok());
         }
         self.pending.clear();
-        let mut p = std::mem::take(&mut self.pending);
-        let mut ok = true;
-        while ok && p.len() < plen {
-            let have = p.len();
+        while self.pending.len() < plen {
+            let have = self.pending.len();
             let grow = (plen - have).min(have.max(PAYLOAD_CHUNK));
-            p.resize(have + grow, 0);
-            ok = self.read_into(fd, &mut p[have..]);
+            if self.pending.resize(have + grow).is_err() {
+                return self.refuse(fd, plen - have);
+            }
+            if self
+                .r
+                .read_into(&mut Fd(fd), &mut self.pending[have..])
+                .is_err()
+            {
+                return Payload::Closed;
+            }
         }
-        self.pending = p;
-        ok
+        Payload::Read
+    }
+
+    /// Drop the `left` bytes of a payload the budget has no room for.
+    fn refuse(&mut self, fd: BorrowedFd<'_>, left: usize) -> Payload {
+        self.pending.clear();
+        if self.skip(fd, left) {
+            Payload::Refused
+        } else {
+            Payload::Closed
+        }
     }
 
     /// Deliver an answer to its waiter (or drop it if nobody waits).
@@ -824,7 +883,9 @@ mod tests {
         assert!(g.read_direct(&c, 3, &slot).is_none());
         assert_eq!(slot.state.load(Ordering::Acquire), SLOT_PENDING);
         match g.next(&c, &|| false) {
-            Some(Input::Request(h)) => assert_eq!((h.reqno, g.pending.clone()), (8, vec![4u8; 40])),
+            Some(Input::Request(h)) => {
+                assert_eq!((h.reqno, g.pending.to_vec()), (8, vec![4u8; 40]))
+            }
             _ => panic!("first request lost"),
         }
         // Now the (short) answer, then a request in the same read.
@@ -835,7 +896,9 @@ mod tests {
         assert_eq!(slot.state.load(Ordering::Acquire), SLOT_DONE);
         assert_eq!(slot.got.load(Ordering::Acquire), 10);
         match g.next(&c, &|| false) {
-            Some(Input::Request(h)) => assert_eq!((h.reqno, g.pending.clone()), (11, vec![5u8; 7])),
+            Some(Input::Request(h)) => {
+                assert_eq!((h.reqno, g.pending.to_vec()), (11, vec![5u8; 7]))
+            }
             _ => panic!("request after the short answer lost"),
         }
         drop(g);

@@ -42,7 +42,8 @@ use crate::Errno;
 pub use netbsd_abi::sp as wire;
 pub use server::{
     connections, init, is_finished, is_serving, raise_nofile_limit, set_halt_hook, socket_path,
-    start, stop_admitting, HaltHook, Server,
+    start, stop_admitting, ConfigError, HaltHook, Server, ServerConfig, SocketPathError,
+    StartError,
 };
 
 /// `RUMP_RFFDG`: the new process gets a copy of the parent's descriptors.

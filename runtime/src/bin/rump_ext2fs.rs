@@ -215,7 +215,9 @@ fn main() {
     }
     drop(p);
     if let Some(url) = &a.url {
-        rump.serve(url).unwrap_or_else(|e| die(e));
+        // The same limits as rump_server's (rump_server(1) LIMITS).
+        let limits = rumpuser::sp::ServerConfig::from_env().unwrap_or_else(|e| die(e));
+        rump.serve_with(url, limits).unwrap_or_else(|e| die(e));
     }
     // rump.halt through sysproxy: take the host mount away, then halt.
     let m2 = mnt.clone();

@@ -156,6 +156,9 @@ fn start(o: &Opts) -> Result<Served, String> {
     // RUMP_NCPU and RUMP_MEMLIMIT are refused as their flags would be,
     // for either kernel.
     rumprun::check_env().map_err(|e| e.to_string())?;
+    // The sysproxy limits (rump_server(1) LIMITS), checked before either
+    // kernel boots: NetBSD's reads them again as it starts our server.
+    let limits = rumpuser::sp::ServerConfig::from_env().map_err(|e| e.to_string())?;
     if !o.libs.is_empty() {
         return start_netbsd(o).map(Served::Netbsd);
     }
@@ -184,7 +187,7 @@ fn start(o: &Opts) -> Result<Served, String> {
         }
     }
     let mut rump = b.boot().map_err(|e| e.to_string())?;
-    rump.serve(&o.url).map_err(|e| e.to_string())?;
+    rump.serve_with(&o.url, limits).map_err(|e| e.to_string())?;
     Ok(Served::Builtin(rump))
 }
 

@@ -9,7 +9,7 @@ use super::*;
 pub(super) struct InlineNow {
     pub(super) conn: usize,
     pub(super) layout: wire::InlineLayout,
-    pub(super) data: Vec<u8>,
+    pub(super) data: ReqBuf,
 }
 
 thread_local! {
@@ -163,11 +163,14 @@ mod inline_tests {
         );
         p.extend(data);
         let layout = wire::InlineLayout::decode(&p).unwrap();
+        let mut data = ReqBuf::new(Budget::unlimited());
+        data.resize(p.len()).unwrap();
+        data.copy_from_slice(&p);
         INLINE.with(|i| {
             *i.borrow_mut() = Some(InlineNow {
                 conn: 7,
                 layout,
-                data: p,
+                data,
             })
         });
         let mut dst = [0u8; 16];

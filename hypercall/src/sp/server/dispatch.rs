@@ -46,15 +46,16 @@ pub(super) struct SyscallJob {
     pub(super) args: Args,
     /// An inline request's records and the payload holding them (the
     /// reader's buffer, moved here by whoever runs the job).
-    pub(super) inline: Option<(wire::InlineLayout, Vec<u8>)>,
+    pub(super) inline: Option<(wire::InlineLayout, ReqBuf)>,
 }
 
 impl SyscallJob {
     /// Give the job the request's payload if it needs it (inline data);
     /// otherwise `payload` stays with the caller.
-    pub(super) fn take_payload(&mut self, payload: &mut Vec<u8>) {
+    pub(super) fn take_payload(&mut self, payload: &mut ReqBuf) {
         if let Some((_, p)) = self.inline.as_mut() {
-            *p = std::mem::take(payload);
+            let empty = payload.sibling();
+            *p = std::mem::replace(payload, empty);
         }
     }
 }
@@ -85,6 +86,10 @@ pub(super) fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
         let input = g.next(conn, &|| false).unwrap_or(Input::Closed);
         let hdr = match input {
             Input::Request(hdr) => hdr,
+            Input::Refused(r) => {
+                let _ = conn.send_error(r, ProtoError::NoMem);
+                continue;
+            }
             Input::Closed | Input::Bad(_) => {
                 if let Input::Bad(Some(r)) = input {
                     let _ = conn.send_error(r, ProtoError::MalformedRequest);
@@ -94,7 +99,8 @@ pub(super) fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 return;
             }
         };
-        let mut payload = std::mem::take(&mut g.pending);
+        let empty = g.pending.sibling();
+        let mut payload = std::mem::replace(&mut g.pending, empty);
         let mut next = handle_request(conn, &hdr, &payload);
         if let Next::Syscall(job) = &mut next {
             job.take_payload(&mut payload);
@@ -138,7 +144,7 @@ pub(super) fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
 
 /// A request read by a copyin waiter (a thread inside the kernel): handle
 /// it on a pool thread.
-pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: Vec<u8>) {
+pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: ReqBuf) {
     // A syscall beyond the connection's cap is refused right here: no
     // thread is started just to say so.
     if hdr.ty == Type::Syscall
@@ -298,13 +304,13 @@ pub(super) fn handle_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) -> 
 }
 
 impl super::super::conn::Owner for Srv {
-    fn dispatch(&self, conn: Arc<Conn>, hdr: Header, payload: Vec<u8>) {
+    fn dispatch(&self, conn: Arc<Conn>, hdr: Header, payload: ReqBuf) {
         dispatch_async(conn, hdr, payload)
     }
     fn broken(&self, conn: Arc<Conn>) {
         close_async(conn)
     }
     fn copy_timeout_ns(&self) -> u64 {
-        limits().copy_timeout_ns
+        ns(self.cfg.copy_timeout)
     }
 }

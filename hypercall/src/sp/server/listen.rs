@@ -30,7 +30,7 @@ impl Listener {
 /// server accepts on any more (left by a `kill -9`), which is removed.
 /// A socket a server still accepts on, or anything that is not a socket,
 /// is left as it is and named in the message.
-pub(super) fn clear_stale_socket(path: &std::path::Path) -> Result<(), String> {
+pub(super) fn clear_stale_socket(path: &std::path::Path) -> Result<(), SocketPathError> {
     use std::os::unix::fs::FileTypeExt;
     let m = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -49,19 +49,16 @@ pub(super) fn clear_stale_socket(path: &std::path::Path) -> Result<(), String> {
         } else {
             "a device"
         };
-        return Err(format!(
-            "the path is {what}, not a socket (refused; left as it is)"
-        ));
+        return Err(SocketPathError::NotASocket(what));
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err("Address already in use (a server is accepting on it)".into()),
+        Ok(_) => Err(SocketPathError::InUse),
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
             dprint(&format!(
                 "rump_sp: {}: replacing a stale socket (nothing accepts on it)\n",
                 path.display()
             ));
-            std::fs::remove_file(path)
-                .map_err(|e| format!("stale socket not removed: {}", Errno::from(e).description()))
+            std::fs::remove_file(path).map_err(|e| SocketPathError::NotRemoved(Errno::from(e)))
         }
         // Not ours to judge (no permission, ...): let bind say why.
         Err(_) => Ok(()),
@@ -190,7 +187,7 @@ pub(super) fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
         ];
         // Wake up now and then to close connections past their
         // handshake deadline.
-        let tick = (limits().handshake_ns / 4_000_000).clamp(10, 1000) as c_int;
+        let tick = (ns(srv.cfg.handshake_timeout) / 4_000_000).clamp(10, 1000) as c_int;
         // SAFETY: `pfd` is a valid array of two pollfds.
         let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, tick) };
         if pfd[1].revents != 0 || !srv.accepting() {
@@ -259,7 +256,7 @@ pub(super) fn accept_loop(srv: Arc<Srv>, l: Arc<Listener>) {
 /// Close every connection whose handshake deadline has passed.
 pub(super) fn sweep_handshakes(srv: &Arc<Srv>) {
     let now = now_ns();
-    let limit = limits().handshake_ns;
+    let limit = ns(srv.cfg.handshake_timeout);
     let late: Vec<Arc<Conn>> = REGISTRY
         .read()
         .values()
@@ -314,7 +311,7 @@ pub(super) fn new_connection(srv: &Arc<Srv>, fd: OwnedFd, l: &Listener) -> Optio
         .values()
         .filter(|c| Arc::ptr_eq(&c.srv, srv) && !c.evicted.load(Ordering::Acquire))
         .count();
-    if live >= limits().maxcli && !evict_oldest_new(srv) {
+    if live >= srv.cfg.max_clients && !evict_oldest_new(srv) {
         // Every slot holds a client that handshook: refuse this one
         // clearly, without waiting for it.
         static LOGGED: AtomicU64 = AtomicU64::new(0);

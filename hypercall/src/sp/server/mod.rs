@@ -41,7 +41,79 @@ use session::*;
 use syscall::*;
 
 pub(crate) use copy::{anonmmap, copyin, copyinstr, copyout, raise};
-pub use limits::raise_nofile_limit;
+pub use limits::{raise_nofile_limit, ConfigError, ServerConfig};
+pub(crate) use limits::{Budget, ReqBuf, REQUEST_MAX};
+
+/// Why a server did not start. Shown as one line naming the URL and the
+/// reason (`unix://x.sock: Address already in use`).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// This server (or the process's default one) serves already.
+    #[error("{url}: already serving")]
+    AlreadyServing {
+        /// The URL asked for.
+        url: String,
+    },
+    /// The banner's names do not fit in a banner.
+    #[error("banner too long")]
+    Banner,
+    /// The URL does not parse.
+    #[error("{url}: {source}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        source: wire::UrlError,
+    },
+    /// Something is in the way of the `unix://` socket file.
+    #[error("{url}: {source}")]
+    SocketPath {
+        /// The URL asked for.
+        url: String,
+        /// What is there.
+        source: SocketPathError,
+    },
+    /// The socket could not be made, bound or listened on, or the accept
+    /// thread not started.
+    #[error("{url}: {}", .errno.description())]
+    Bind {
+        /// The URL asked for.
+        url: String,
+        /// The host's reason, as a NetBSD errno.
+        errno: Errno,
+    },
+    /// A `RUMP_*` setting that does not parse (the C ABI's server reads
+    /// its settings from the environment).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl StartError {
+    /// The NetBSD errno for callers that have only a number to give
+    /// (`rumpuser_sp_init`).
+    pub fn errno(&self) -> Errno {
+        match self {
+            StartError::AlreadyServing { .. } => Errno(EBUSY),
+            StartError::Banner | StartError::Url { .. } | StartError::Config(_) => Errno(EINVAL),
+            StartError::SocketPath { .. } => Errno(EADDRINUSE),
+            StartError::Bind { errno, .. } => *errno,
+        }
+    }
+}
+
+/// What is in the way of a `unix://` socket file.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketPathError {
+    /// Something that is not a socket, which is never removed.
+    #[error("the path is {0}, not a socket (refused; left as it is)")]
+    NotASocket(&'static str),
+    /// A socket that a server still accepts on.
+    #[error("Address already in use (a server is accepting on it)")]
+    InUse,
+    /// A stale socket that could not be removed.
+    #[error("stale socket not removed: {}", .0.description())]
+    NotRemoved(Errno),
+}
 
 const PH_OFF: u8 = 0;
 
@@ -65,23 +137,35 @@ pub(crate) struct Srv {
     /// The kernel served; `None`: the process's installed upcall table
     /// (the C ABI's server, for a kernel that called `rumpuser_init`).
     up: Option<Arc<dyn Upcalls>>,
+    /// This server's caps and deadlines.
+    cfg: ServerConfig,
+    /// The request bytes its clients' buffers hold (see [`ReqBuf`]).
+    pub(crate) budget: Arc<Budget>,
+    /// System calls running now, on every connection of this server.
+    running: AtomicUsize,
+    /// `fini` has done its work: the socket is gone, clients dropped.
+    finished: AtomicBool,
 }
 
 impl Srv {
-    fn new(up: Option<Arc<dyn Upcalls>>) -> Arc<Srv> {
+    fn new(up: Option<Arc<dyn Upcalls>>, cfg: ServerConfig) -> Arc<Srv> {
         Arc::new(Srv {
             phase: AtomicU8::new(PH_OFF),
             listener: Mutex::new(None),
             preforks: Mutex::new(Vec::new()),
             halt_hook: RwLock::new(None),
             up,
+            budget: Budget::new(cfg.request_budget),
+            cfg,
+            running: AtomicUsize::new(0),
+            finished: AtomicBool::new(false),
         })
     }
 
     /// A server that serves nothing (for connection unit tests).
     #[cfg(test)]
     pub(crate) fn detached() -> Arc<Srv> {
-        Srv::new(None)
+        Srv::new(None, ServerConfig::default())
     }
 
     fn up(&self) -> Option<&dyn Upcalls> {
@@ -102,8 +186,20 @@ impl Srv {
     }
 }
 
-/// The C ABI's server (`rumpuser_sp_init`), and the free functions'.
-static DEFAULT: Mutex<Option<Server>> = Mutex::new(None);
+/// The C ABI's server (`rumpuser_sp_init`), and the free functions'. A
+/// global because the C ABI names no server: a process hosts at most one
+/// NetBSD kernel, and that kernel has at most this one server.
+static DEFAULT: Mutex<DefaultServer> = Mutex::new(DefaultServer {
+    server: None,
+    halted_without: false,
+});
+
+struct DefaultServer {
+    server: Option<Server>,
+    /// `rumpuser_sp_fini` ran with no server started: the kernel's halt
+    /// got that far all the same (see [`is_finished`]).
+    halted_without: bool,
+}
 
 /// Every connection of every server, by id (ids are unique in the
 /// process, so a [`ClientHandle`] names one connection).
@@ -167,33 +263,29 @@ fn dprint(s: &str) {
 /// Start serving on `url` (`unix://PATH` or `tcp://ADDR:PORT`). The banner
 /// names `ostype`, `osrelease` and `machine`. `EBUSY` if already serving.
 pub fn init(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), Errno> {
-    start(url, ostype, osrelease, machine).map_err(|(e, msg)| {
-        dprint(&format!("rump_sp: {msg}\n"));
-        e
+    start(url, ostype, osrelease, machine).map_err(|e| {
+        dprint(&format!("rump_sp: {e}\n"));
+        e.errno()
     })
 }
 
 /// The default server, if started (and not finished).
 fn default_srv() -> Option<Arc<Srv>> {
-    DEFAULT.lock().as_ref().map(|s| s.0.clone())
+    DEFAULT.lock().server.as_ref().map(|s| s.0.clone())
 }
 
-/// [`init`] without the console message: the error comes back with a
-/// one-line reason ("unix://x.sock: Address already in use") for the
-/// caller to report in its own name.
-pub fn start(
-    url: &str,
-    ostype: &str,
-    osrelease: &str,
-    machine: &str,
-) -> Result<(), (Errno, String)> {
+/// [`init`] without the console message, for the caller to report in its
+/// own name. The default server takes its settings from the environment
+/// ([`ServerConfig::from_env`]): the C ABI has no other way to get them.
+pub fn start(url: &str, ostype: &str, osrelease: &str, machine: &str) -> Result<(), StartError> {
     let mut d = DEFAULT.lock();
-    if d.as_ref().is_some_and(|s| s.0.phase() != PH_FINI) {
-        return Err((Errno(EBUSY), format!("{url}: already serving")));
+    if d.server.as_ref().is_some_and(|s| s.0.phase() != PH_FINI) {
+        return Err(StartError::AlreadyServing { url: url.into() });
     }
+    let cfg = ServerConfig::from_env()?;
     // A finished default server is replaced (dropping it shuts nothing
     // down twice: it is finished).
-    *d = Some(Server::start(url, ostype, osrelease, machine, None)?);
+    d.server = Some(Server::start(url, ostype, osrelease, machine, None, cfg)?);
     Ok(())
 }
 
@@ -212,17 +304,17 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Serve `up`'s kernel (`None`: the installed upcall table) on `url`
-    /// (`unix://PATH` or `tcp://ADDR:PORT`); the banner names `ostype`,
-    /// `osrelease` and `machine`. Errors come with a one-line reason
-    /// ("unix://x.sock: Address already in use").
+    /// (`unix://PATH` or `tcp://ADDR:PORT`) with the caps and deadlines of
+    /// `cfg`; the banner names `ostype`, `osrelease` and `machine`.
     pub fn start(
         url: &str,
         ostype: &str,
         osrelease: &str,
         machine: &str,
         up: Option<Arc<dyn Upcalls>>,
-    ) -> Result<Server, (Errno, String)> {
-        let srv = Srv::new(up);
+        cfg: ServerConfig,
+    ) -> Result<Server, StartError> {
+        let srv = Srv::new(up, cfg);
         start_srv(&srv, url, ostype, osrelease, machine)?;
         Ok(Server(srv))
     }
@@ -242,9 +334,14 @@ impl Server {
         self.0.phase() == PH_RUN
     }
 
+    /// This server's caps and deadlines.
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.cfg
+    }
+
     /// Whether the server has finished (`fini` ran): it serves nothing more.
     pub fn is_finished(&self) -> bool {
-        self.0.phase() == PH_FINI
+        self.0.finished.load(Ordering::Acquire)
     }
 
     /// The absolute path of the `unix://` socket, if serving on one.
@@ -286,17 +383,19 @@ fn start_srv(
     ostype: &str,
     osrelease: &str,
     machine: &str,
-) -> Result<(), (Errno, String)> {
-    let banner = wire::format_banner(ostype, osrelease, machine)
-        .ok_or_else(|| (Errno(EINVAL), "banner too long".to_string()))?;
-    let parsed = wire::parse_url(url, true).map_err(|e| (Errno(EINVAL), format!("{url}: {e}")))?;
-    let bind_err = |e: std::io::Error| {
-        let errno = Errno::from(e);
-        (errno, format!("{url}: {}", errno.description()))
+) -> Result<(), StartError> {
+    let banner = wire::format_banner(ostype, osrelease, machine).ok_or(StartError::Banner)?;
+    let parsed = wire::parse_url(url, true).map_err(|source| StartError::Url {
+        url: url.into(),
+        source,
+    })?;
+    let bind_err = |e: std::io::Error| StartError::Bind {
+        url: url.into(),
+        errno: Errno::from(e),
     };
     let mut slot = srv.listener.lock();
     if slot.is_some() {
-        return Err((Errno(EBUSY), format!("{url}: already serving")));
+        return Err(StartError::AlreadyServing { url: url.into() });
     }
     let mut unix_id = None;
     let (fd, unix_path, is_tcp): (OwnedFd, Option<PathBuf>, bool) = match parsed {
@@ -309,9 +408,11 @@ fn start_srv(
                     path = cwd.join(path);
                 }
             }
-            let mode = socket_mode().map_err(|m| (Errno(EINVAL), m))?;
-            clear_stale_socket(&path).map_err(|m| (Errno(EADDRINUSE), format!("{url}: {m}")))?;
-            let (fd, id) = bind_unix(&path, mode).map_err(bind_err)?;
+            clear_stale_socket(&path).map_err(|source| StartError::SocketPath {
+                url: url.into(),
+                source,
+            })?;
+            let (fd, id) = bind_unix(&path, srv.cfg.socket_mode).map_err(bind_err)?;
             unix_id = Some(id);
             (fd, Some(path), false)
         }
@@ -411,7 +512,7 @@ pub type HaltHook = dyn Fn(i32, ClientHandle) -> i32 + Send + Sync;
 
 /// Install the default server's [`HaltHook`].
 pub fn set_halt_hook(h: Box<HaltHook>) {
-    if let Some(s) = DEFAULT.lock().as_ref() {
+    if let Some(s) = DEFAULT.lock().server.as_ref() {
         s.set_halt_hook(h);
     }
 }
@@ -421,20 +522,20 @@ pub fn is_serving() -> bool {
     default_srv().is_some_and(|s| s.phase() == PH_RUN)
 }
 
-/// True once [`fini`] ran: sysproxy was shut down for a halt (with or
-/// without a server started). A host whose kernel halts through its own
-/// path (NetBSD's `cpu_reboot` with `RB_HALT` calls `rumpuser_sp_fini`
-/// and then never returns) learns here that the halt got that far.
+/// True once the C ABI's `rumpuser_sp_fini` ran for the default server:
+/// sysproxy was shut down for a halt (with or without a server started).
+/// A host whose kernel halts through its own path (NetBSD's `cpu_reboot`
+/// with `RB_HALT` calls `rumpuser_sp_fini` and then never returns) learns
+/// here that the halt got that far. A [`Server`] answers for itself
+/// ([`Server::is_finished`]).
 pub fn is_finished() -> bool {
-    FINISHED.load(Ordering::Acquire)
+    let d = DEFAULT.lock();
+    d.halted_without || d.server.as_ref().is_some_and(|s| s.is_finished())
 }
-
-/// Some server of this process ran [`fini`] (see [`is_finished`]).
-static FINISHED: AtomicBool = AtomicBool::new(false);
 
 /// The absolute path of the default server's `unix://` socket.
 pub fn socket_path() -> Option<PathBuf> {
-    DEFAULT.lock().as_ref().and_then(|s| s.socket_path())
+    DEFAULT.lock().server.as_ref().and_then(|s| s.socket_path())
 }
 
 /// Number of live client connections, of every server.
@@ -448,7 +549,7 @@ pub(crate) fn fini(h: ClientHandle, error: i32) {
     let srv = lookup(h).map(|c| c.srv.clone()).or_else(default_srv);
     match srv {
         Some(srv) => fini_srv(&srv, h, error),
-        None => FINISHED.store(true, Ordering::Release),
+        None => DEFAULT.lock().halted_without = true,
     }
 }
 
@@ -487,5 +588,5 @@ fn fini_srv(srv: &Arc<Srv>, h: ClientHandle, error: i32) {
         c.kill_waiters();
     }
     // Only now: whoever waits for `is_finished` finds the socket gone.
-    FINISHED.store(true, Ordering::Release);
+    srv.finished.store(true, Ordering::Release);
 }

@@ -148,14 +148,15 @@ pub(super) fn prefork(conn: &Arc<Conn>, reqno: u64) -> Next {
     {
         let v = conn.srv.preforks.lock();
         let mine = v.iter().filter(|p| p.uid == uid).count();
-        if mine >= PREFORK_PER_USER || v.len() >= PREFORK_MAX {
+        if mine >= conn.srv.cfg.prefork_per_user || v.len() >= PREFORK_MAX {
             drop(v);
             static LOGGED: AtomicU64 = AtomicU64::new(0);
             log_limited(&LOGGED, || {
                 format!(
-                    "rump_sp: pid {}: prefork refused: uid {uid} has {} waiting for a fork handshake (at most {PREFORK_PER_USER} per user, {PREFORK_MAX} in all)\n",
+                    "rump_sp: pid {}: prefork refused: uid {uid} has {} waiting for a fork handshake (at most {} per user, {PREFORK_MAX} in all)\n",
                     conn.pid.load(Ordering::Acquire),
-                    mine
+                    mine,
+                    conn.srv.cfg.prefork_per_user
                 )
             });
             let _ = conn.send_error(reqno, ProtoError::NoMem);
@@ -288,7 +289,7 @@ pub(super) fn disconnect(conn: &Arc<Conn>) {
 
 pub(super) fn has_stale_preforks(srv: &Srv) -> bool {
     let now = now_ns();
-    let limit = limits().prefork_timeout_ns;
+    let limit = ns(srv.cfg.prefork_timeout);
     srv.preforks
         .lock()
         .iter()
@@ -299,7 +300,7 @@ pub(super) fn has_stale_preforks(srv: &Srv) -> bool {
 /// the prefork deadline.
 pub(super) fn release_stale_preforks(srv: &Arc<Srv>) {
     let now = now_ns();
-    let limit = limits().prefork_timeout_ns;
+    let limit = ns(srv.cfg.prefork_timeout);
     let stale: Vec<Prefork> = {
         let mut v = srv.preforks.lock();
         let mut out = Vec::new();

@@ -3,16 +3,13 @@
 
 use super::*;
 
-/// System calls running now, in every connection of every server.
-pub(super) static RUNNING_SYSCALLS: AtomicUsize = AtomicUsize::new(0);
-
 /// Whether one more syscall may start (the caps of the connection and of
 /// the server).
 pub(super) fn may_start_syscall(conn: &Conn) -> bool {
     // One activity is the connection itself; the rest run syscalls (or
     // an exec).
-    conn.activities() <= limits().max_inflight
-        && RUNNING_SYSCALLS.load(Ordering::Relaxed) < limits().max_threads
+    conn.activities() <= conn.srv.cfg.max_inflight
+        && conn.srv.running.load(Ordering::Relaxed) < conn.srv.cfg.max_threads
 }
 
 /// Most inline bytes (records and their data) we accept in one request.
@@ -68,7 +65,7 @@ pub(super) fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) ->
         reqno: hdr.reqno,
         num,
         args: Args::new(payload),
-        inline: inline.map(|l| (l, Vec::new())),
+        inline: inline.map(|l| (l, ReqBuf::new(conn.srv.budget.clone()))),
     })
 }
 
@@ -89,20 +86,20 @@ pub(super) fn halt_without_cpu(conn: &Arc<Conn>, reqno: u64, flags: i32, hook: &
 
 /// Run one syscall and send its answer; gives back an inline request's
 /// payload buffer, for reuse.
-pub(super) fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<Vec<u8>> {
+pub(super) fn run_syscall(conn: &Arc<Conn>, mut job: SyscallJob) -> Option<ReqBuf> {
     let Some(up) = conn.srv.up() else {
         let _ = conn.send_sysresp(job.reqno, ENOSYS, [-1, 0]);
         return None;
     };
-    RUNNING_SYSCALLS.fetch_add(1, Ordering::Relaxed);
+    conn.srv.running.fetch_add(1, Ordering::Relaxed);
     // Counted down however the call ends (a panic in the kernel too).
-    struct Running;
-    impl Drop for Running {
+    struct Running<'a>(&'a AtomicUsize);
+    impl Drop for Running<'_> {
         fn drop(&mut self) {
-            RUNNING_SYSCALLS.fetch_sub(1, Ordering::Relaxed);
+            self.0.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    let _running = Running;
+    let _running = Running(&conn.srv.running);
     conn.running_add(job.reqno);
     CURRENT.with(|c| *c.borrow_mut() = Some((conn.clone(), job.reqno)));
     if let Some((layout, data)) = job.inline.take() {
