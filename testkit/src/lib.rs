@@ -10,6 +10,8 @@
 //!   test, not fixed numbers of seconds;
 //! * [`data`]: deterministic test data;
 //! * [`proc`]: host process state;
+//! * [`netbsd`]: NetBSD's prebuilt rump kernel (`RUMP_NETBSD_DIR`) made
+//!   usable, and C clients of our own built against its `librumpclient`;
 //! * `server` (feature `server`): real `rump_server` processes, and the
 //!   benchmarks' harness and host floors (`bench`);
 //! * `standin` (feature `standin`): a stand-in kernel that drives the
@@ -23,6 +25,7 @@
 
 pub mod data;
 pub mod fusebench;
+pub mod netbsd;
 pub mod proc;
 pub mod timing;
 pub mod tmp;

@@ -11,6 +11,10 @@
 //! - 64 KiB sequential write (+ sync) of fresh blocks beside `dd bs=64k
 //!   conv=fsync` on the same file system, and reads.
 //!
+//! - with `RUMP_NETBSD_DIR` (and a C compiler): the exec handshake of
+//!   NetBSD's own `librumpclient` (`rumpclient_exec`, a chain of images on
+//!   one connection) against NetBSD's `rump_server` and against ours.
+//!
 //! Each figure is the median of several alternating rounds (floor, ours,
 //! floor, ...), with the spread (min..max of the round medians); each
 //! ratio is the median of the per-round ratios (a round's figure against
@@ -18,6 +22,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::time::Instant;
 
 use netbsd_abi::fcntl::O_RDWR;
@@ -347,4 +352,161 @@ fn main() {
     );
     let unpinned = run(false, total, rounds);
     report("unpinned", &unpinned, total);
+    let shadow = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    match testkit::netbsd::destdir(shadow) {
+        Some(nb) => {
+            for pinned in [true, false] {
+                exec_chain(&nb, pinned, rounds);
+            }
+        }
+        None => println!(
+            "exec handshake: skipped (set RUMP_NETBSD_DIR to compare with NetBSD's server)"
+        ),
+    }
+}
+
+/// A chain of images on one sysproxy connection: each starts with
+/// `rumpclient_init` (for all but the first, the exec handshake on the
+/// inherited connection) and `rumpclient_exec`s the next; the last prints
+/// the mean microseconds from one image's exec call to the next image's
+/// `rumpclient_init` returning, and of that `rumpclient_init` alone (the
+/// handshake). Our own source.
+const EXEC_CHAIN_C: &str = r#"
+#include <sys/types.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <rump/rumpclient.h>
+#include <rump/rump_syscalls.h>
+
+extern char **environ;
+
+static double
+now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+int
+main(int argc, char **argv)
+{
+	double entered = now_us();
+	int left = argc > 1 ? atoi(argv[1]) : 0;
+	double sum = argc > 2 ? atof(argv[2]) : 0, sent = argc > 3 ? atof(argv[3]) : 0;
+	double hs = argc > 4 ? atof(argv[4]) : 0;
+	int done = argc > 5 ? atoi(argv[5]) : 0;
+	char a1[32], a2[64], a3[64], a4[64], a5[32];
+
+	if (rumpclient_init() == -1)
+		return 2;
+	if (sent > 0) {
+		double t = now_us();
+		sum += t - sent;
+		hs += t - entered;
+		done++;
+	}
+	if (rump_sys_getpid() <= 0)
+		return 3;
+	if (left <= 0) {
+		printf("%.1f %.1f\n", done ? sum / done : 0.0, done ? hs / done : 0.0);
+		return 0;
+	}
+	snprintf(a1, sizeof(a1), "%d", left - 1);
+	snprintf(a2, sizeof(a2), "%.3f", sum);
+	snprintf(a4, sizeof(a4), "%.3f", hs);
+	snprintf(a5, sizeof(a5), "%d", done);
+	snprintf(a3, sizeof(a3), "%.3f", now_us());
+	char *next[] = { argv[0], a1, a2, a3, a4, a5, NULL };
+	rumpclient_exec(argv[0], next, environ);
+	return 4;
+}
+"#;
+
+/// Microseconds per exec (handshake included) of NetBSD's client against
+/// NetBSD's `rump_server` and against ours (built-in kernel), in
+/// alternating rounds, and our ratio to NetBSD's.
+fn exec_chain(nb: &Path, pinned: bool, rounds: usize) {
+    use std::process::{Command, Stdio};
+    set_pinned(pinned);
+    let d = tmpdir();
+    let exe = testkit::netbsd::build_client(nb, d.path(), "exec_chain", EXEC_CHAIN_C);
+    let lib = nb.join("lib");
+    let start = |name: &str, prog: &Path, args: &[&str]| {
+        let sock = d.path().join(format!("{name}.sock"));
+        let child = Command::new(prog)
+            .args(args)
+            .arg(format!("unix://{}", sock.display()))
+            .env("LD_LIBRARY_PATH", &lib)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a server");
+        testkit::wait::wait_until(
+            &format!("{name} server's socket"),
+            std::time::Duration::from_secs(30),
+            || UnixStream::connect(&sock).is_ok(),
+        );
+        (child, format!("unix://{}", sock.display()))
+    };
+    let (mut theirs, theirs_url) =
+        start("netbsd", &nb.join("bin/rump_server"), &["-s", "-lrumpvfs"]);
+    let (mut ours, ours_url) = start("ours", &testkit::server::cargo_bin("rump_server"), &["-s"]);
+    let chain = |url: &str| -> (f64, f64) {
+        let o = Command::new(&exe)
+            .arg("50")
+            .env("RUMP_SERVER", url)
+            .output()
+            .expect("run the exec chain");
+        assert!(
+            o.status.success(),
+            "exec chain against {url}: {:?}",
+            o.status
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        let mut v = out
+            .split_whitespace()
+            .map(|x| x.parse::<f64>().expect("microseconds"));
+        (v.next().unwrap_or(0.0), v.next().unwrap_or(0.0))
+    };
+    chain(&theirs_url);
+    chain(&ours_url);
+    let (mut v_theirs, mut v_ours, mut h_theirs, mut h_ours) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        let (t, h) = chain(&theirs_url);
+        v_theirs.push(t);
+        h_theirs.push(h);
+        let (t, h) = chain(&ours_url);
+        v_ours.push(t);
+        h_ours.push(h);
+    }
+    let ratio = |a: &[f64], b: &[f64]| fig(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    let (r, rh) = (ratio(&v_ours, &v_theirs), ratio(&h_ours, &h_theirs));
+    println!(
+        "exec, NetBSD's librumpclient (rumpclient_exec to the next image's rumpclient_init returning; the handshake is that init), {}:",
+        if pinned { "pinned to CPU 0" } else { "unpinned" }
+    );
+    println!("  exec, against NetBSD's rump_server     {}", fig(v_theirs));
+    println!(
+        "  exec, against ours                     {}   {:.2}x NetBSD's ({:.2}..{:.2}; target <= 1x)",
+        fig(v_ours),
+        r.med,
+        r.lo,
+        r.hi
+    );
+    println!("  handshake, against NetBSD's            {}", fig(h_theirs));
+    println!(
+        "  handshake, against ours                {}   {:.2}x NetBSD's ({:.2}..{:.2}; target <= 1x)",
+        fig(h_ours),
+        rh.med,
+        rh.lo,
+        rh.hi
+    );
+    let _ = theirs.kill();
+    let _ = ours.kill();
+    let _ = theirs.wait();
+    let _ = ours.wait();
 }
