@@ -5,7 +5,8 @@
 //! mapping) must not wait for the device under the file system lock: when
 //! it needs a metadata range the cache lacks, it stops with
 //! [`Fail::Defer`], `Ext2Fs::read_op` reads that range without the lock
-//! and runs the operation again (docs/design.md, "ext2"). An operation
+//! and runs the operation again (see the locking notes on `Ext2Fs`), so
+//! the host I/O of one reader never stops the others. An operation
 //! that changes the file system must not be run twice, so from its first
 //! change on ([`crate::fs::Fs::begin_write`]) misses are read where they
 //! happen, under the lock.
