@@ -1,15 +1,18 @@
 //! Block maps: logical to physical blocks through an inode's direct
 //! pointers and its tree of indirect blocks (kept in a cache of their
-//! own), allocating holes on the way (undone on failure), allocation
+//! own, [`IndirectBlockCache`]), allocating holes on the way (undone on failure), allocation
 //! goals, and freeing a tree from a logical block on (truncation).
 
 use std::collections::HashSet;
 
 use netbsd_abi::errno::*;
 
-use crate::fs::{err, Fs, R};
+use crate::fail::{err, R};
+use crate::fs::{Fs, IntMap};
 use crate::inode::*;
+use crate::meta::MetaIo;
 use crate::order::Kind;
+use crate::sb::Geometry;
 
 /// Indirect blocks kept in memory at most (written back by sync, or all
 /// at once when full).
@@ -22,80 +25,104 @@ pub(crate) struct TruncWalk {
     pub(crate) budget: u64,
 }
 
-pub(crate) struct IndBlk {
-    pub(crate) ptrs: Vec<u32>,
-    pub(crate) dirty: bool,
+/// One indirect block's pointers, and whether the store lacks them.
+struct IndBlk {
+    ptrs: Vec<u32>,
+    dirty: bool,
 }
 
-/// Where a block pointer lives, for undoing an allocation.
-pub(crate) enum PtrLoc {
-    Inode(usize),
-    Ind(u32, usize),
+/// Indirect blocks in memory: read on first use, changed here, handed to
+/// the next write-back epoch by [`IndirectBlockCache::flush`] (or all at
+/// once when the cache is full).
+#[derive(Default)]
+pub(crate) struct IndirectBlockCache {
+    blocks: IntMap<IndBlk>,
+    /// Blocks dirtied since the last flush (may repeat).
+    dirty: Vec<u32>,
 }
 
-impl Fs {
-    pub(crate) fn ind_load(&mut self, b: u32) -> R<&mut IndBlk> {
-        if b < self.g.first_data_block || b >= self.g.blocks_count {
+impl IndirectBlockCache {
+    /// Indirect block `b`, read through `io` if not cached.
+    fn load(&mut self, g: &Geometry, b: u32, io: &mut MetaIo) -> R<&mut IndBlk> {
+        if b < g.first_data_block || b >= g.blocks_count {
             return err(EIO);
         }
-        if !self.ind.contains_key(&b) {
-            if self.ind.len() >= IND_CACHE_MAX {
-                self.flush_ind()?;
-                self.ind.clear();
+        if !self.blocks.contains_key(&b) {
+            if self.blocks.len() >= IND_CACHE_MAX {
+                self.flush(g, io);
+                self.blocks.clear();
             }
-            let raw = self.read_blk(b)?;
+            let raw = io.read_blk(b)?;
             let ptrs = raw
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            self.ind.insert(b, IndBlk { ptrs, dirty: false });
+            self.blocks.insert(b, IndBlk { ptrs, dirty: false });
         }
-        Ok(self.ind.get_mut(&b).unwrap())
+        Ok(self.blocks.get_mut(&b).unwrap())
     }
 
-    pub(crate) fn ind_get(&mut self, b: u32, i: usize) -> R<u32> {
-        Ok(self.ind_load(b)?.ptrs[i])
+    /// Pointer `i` of indirect block `b`.
+    pub(crate) fn get(&mut self, g: &Geometry, b: u32, i: usize, io: &mut MetaIo) -> R<u32> {
+        Ok(self.load(g, b, io)?.ptrs[i])
     }
 
-    pub(crate) fn ind_set(&mut self, b: u32, i: usize, v: u32) -> R<()> {
-        let e = self.ind_load(b)?;
+    /// Every pointer of indirect block `b`.
+    pub(crate) fn ptrs(&mut self, g: &Geometry, b: u32, io: &mut MetaIo) -> R<Vec<u32>> {
+        Ok(self.load(g, b, io)?.ptrs.clone())
+    }
+
+    /// Set pointer `i` of indirect block `b` to `v`.
+    pub(crate) fn set(&mut self, g: &Geometry, b: u32, i: usize, v: u32, io: &mut MetaIo) -> R<()> {
+        let e = self.load(g, b, io)?;
         e.ptrs[i] = v;
         if !e.dirty {
             e.dirty = true;
-            self.ind_dirty.push(b);
+            self.dirty.push(b);
         }
         Ok(())
     }
 
-    /// A freshly allocated, all-zero indirect block.
-    pub(crate) fn ind_new(&mut self, b: u32) -> R<()> {
-        if self.ind.len() >= IND_CACHE_MAX {
-            self.flush_ind()?;
-            self.ind.clear();
+    /// A freshly allocated, all-zero indirect block `b`.
+    pub(crate) fn add_new(&mut self, g: &Geometry, b: u32, io: &mut MetaIo) {
+        if self.blocks.len() >= IND_CACHE_MAX {
+            self.flush(g, io);
+            self.blocks.clear();
         }
-        let p = (self.g.bs / 4) as usize;
-        self.ind.insert(
+        let p = (g.bs / 4) as usize;
+        self.blocks.insert(
             b,
             IndBlk {
                 ptrs: vec![0; p],
                 dirty: true,
             },
         );
-        self.ind_dirty.push(b);
-        Ok(())
+        self.dirty.push(b);
     }
 
-    pub(crate) fn flush_ind(&mut self) -> R<()> {
-        if self.ind_dirty.is_empty() {
-            return Ok(());
+    /// Block `b` was freed: forget it.
+    pub(crate) fn forget(&mut self, b: u32) {
+        self.blocks.remove(&b);
+    }
+
+    /// Whether no change waits for [`IndirectBlockCache::flush`].
+    pub(crate) fn is_clean(&self) -> bool {
+        self.dirty.is_empty()
+    }
+
+    /// Every changed indirect block into the metadata buffers, for the
+    /// next epoch.
+    pub(crate) fn flush(&mut self, g: &Geometry, io: &mut MetaIo) {
+        if self.dirty.is_empty() {
+            return;
         }
-        let bs = self.g.bs as u64;
-        let mut list = std::mem::take(&mut self.ind_dirty);
+        let bs = g.bs as u64;
+        let mut list = std::mem::take(&mut self.dirty);
         list.sort_unstable();
         list.dedup();
         let mut raw = Vec::with_capacity(bs as usize);
         for &b in list.iter() {
-            let Some(e) = self.ind.get_mut(&b) else {
+            let Some(e) = self.blocks.get_mut(&b) else {
                 continue;
             };
             if !e.dirty {
@@ -106,13 +133,20 @@ impl Fs {
                 raw.extend_from_slice(&p.to_le_bytes());
             }
             e.dirty = false;
-            self.meta.put(b as u64 * bs, &raw, Kind::Other);
+            io.bufs_mut().put(b as u64 * bs, &raw, Kind::Other);
         }
-        Ok(())
     }
+}
 
+/// Where a block pointer lives, for undoing an allocation.
+pub(crate) enum PtrLoc {
+    Inode(usize),
+    Ind(u32, usize),
+}
+
+impl Fs {
     pub(crate) fn ptrs(&self) -> u64 {
-        (self.g.bs / 4) as u64
+        (self.g().bs / 4) as u64
     }
 
     /// The chain of indices leading to logical block `l`.
@@ -164,12 +198,12 @@ impl Fs {
     /// a log line naming the inode: a corrupt image never makes us touch
     /// a byte outside the file system.
     pub(crate) fn check_ptr(&self, ino: u32, b: u32) -> R<u32> {
-        if b != 0 && (b < self.g.first_data_block || b >= self.g.blocks_count) {
+        if b != 0 && (b < self.g().first_data_block || b >= self.g().blocks_count) {
             tracing::warn!(
                 "ext2fs: inode {ino}: block pointer {b} lies outside the file system \
                  (blocks {}..{}): EIO",
-                self.g.first_data_block,
-                self.g.blocks_count
+                self.g().first_data_block,
+                self.g().blocks_count
             );
             return err(EIO);
         }
@@ -177,7 +211,7 @@ impl Fs {
     }
 
     pub(crate) fn add_blocks(&self, i: &mut Inode) -> R<()> {
-        let n = i.blocks512() as u64 + (self.g.bs / 512) as u64;
+        let n = i.blocks512() as u64 + (self.g().bs / 512) as u64;
         if n > u32::MAX as u64 {
             return err(EFBIG);
         }
@@ -186,7 +220,7 @@ impl Fs {
     }
 
     pub(crate) fn sub_blocks(&self, i: &mut Inode) {
-        i.set_blocks512(i.blocks512().saturating_sub(self.g.bs / 512));
+        i.set_blocks512(i.blocks512().saturating_sub(self.g().bs / 512));
     }
 
     /// Physical block of logical block `l`, allocating it (and any
@@ -249,7 +283,7 @@ impl Fs {
             if n == 1 {
                 return Ok((b, true));
             }
-            self.ind_new(b)?;
+            self.ind_new(b);
             goal = b.saturating_add(1);
         } else if n == 1 {
             return Ok((b, false));
@@ -279,7 +313,7 @@ impl Fs {
             if last {
                 return Ok((c, true));
             }
-            self.ind_new(c)?;
+            self.ind_new(c);
             goal = c.saturating_add(1);
             parent = c;
         }
@@ -306,7 +340,7 @@ impl Fs {
         // once, and no more blocks than the inode accounts for.
         let mut walk = TruncWalk {
             seen: HashSet::new(),
-            budget: i.blocks512() as u64 / (self.g.bs / 512) as u64 + 4,
+            budget: i.blocks512() as u64 / (self.g().bs / 512) as u64 + 4,
         };
         for lvl in 1..=3u32 {
             let b = i.block(11 + lvl as usize);
@@ -341,7 +375,7 @@ impl Fs {
             return Ok(false);
         }
         walk.budget -= 1;
-        let ptrs = self.ind_load(b)?.ptrs.clone();
+        let ptrs = self.ind_ptrs(b)?;
         for (j, &c) in ptrs.iter().enumerate() {
             if c == 0 {
                 continue;
@@ -382,6 +416,6 @@ impl Fs {
                 return Ok(prev + 1);
             }
         }
-        Ok(self.g.group_start((i.num - 1) / self.g.ipg))
+        Ok(self.g().group_start((i.num - 1) / self.g().ipg))
     }
 }

@@ -1,5 +1,5 @@
 //! Directories: parsing and writing directory blocks, the in-memory name
-//! index of recently used directories, and finding, inserting, removing
+//! index of recently used directories ([`DirCache`]), and finding, inserting, removing
 //! and retargeting entries.
 
 use std::collections::HashMap;
@@ -8,7 +8,8 @@ use netbsd_abi::errno::*;
 use netbsd_abi::stat::Timespec;
 use netbsd_abi::Errno;
 
-use crate::fs::{err, Fs, R};
+use crate::fail::{err, R};
+use crate::fs::Fs;
 use crate::inode::*;
 use crate::order::Kind;
 use crate::sb::*;
@@ -71,9 +72,112 @@ pub(crate) struct Slot {
 
 /// The in-memory index of a directory: every name with its logical
 /// block, offset and inode; per block, the largest record that fits.
+#[derive(Default)]
 pub(crate) struct DirIdx {
-    pub(crate) names: HashMap<Vec<u8>, (u32, u16, u32)>,
-    pub(crate) space: Vec<u16>,
+    names: HashMap<Vec<u8>, (u32, u16, u32)>,
+    space: Vec<u16>,
+}
+
+/// The name index of recently used directories ([`DirIdx`] each), kept
+/// in step with every change a directory block gets; forgotten (to be
+/// rebuilt from the blocks) whenever the two may disagree.
+#[derive(Default)]
+pub(crate) struct DirCache {
+    dirs: HashMap<u32, DirIdx>,
+}
+
+impl DirCache {
+    /// Whether directory `d` is indexed.
+    pub(crate) fn contains(&self, d: u32) -> bool {
+        self.dirs.contains_key(&d)
+    }
+
+    /// Before indexing one more directory: when too many directories or
+    /// names are indexed, forget about half of them (arbitrary ones).
+    pub(crate) fn make_room(&mut self) {
+        let total: usize = self.dirs.values().map(|x| x.names.len()).sum();
+        if self.dirs.len() >= DCACHE_MAX_DIRS || total > DCACHE_MAX_ENTRIES {
+            let victims: Vec<u32> = self.dirs.keys().copied().step_by(2).collect();
+            for v in victims {
+                self.dirs.remove(&v);
+            }
+        }
+    }
+
+    /// Keep `idx` as directory `d`'s index.
+    pub(crate) fn insert(&mut self, d: u32, idx: DirIdx) {
+        self.dirs.insert(d, idx);
+    }
+
+    /// Forget directory `d`'s index.
+    pub(crate) fn forget(&mut self, d: u32) {
+        self.dirs.remove(&d);
+    }
+
+    /// `name` in directory `d`: its logical block, offset and inode.
+    pub(crate) fn lookup(&self, d: u32, name: &[u8]) -> Option<(u32, u16, u32)> {
+        self.dirs.get(&d)?.names.get(name).copied()
+    }
+
+    /// Whether directory `d` has `name`.
+    pub(crate) fn has_name(&self, d: u32, name: &[u8]) -> bool {
+        self.dirs
+            .get(&d)
+            .is_some_and(|i| i.names.contains_key(name))
+    }
+
+    /// The first logical block of directory `d` with room for a record of
+    /// `need` bytes.
+    pub(crate) fn block_with_room(&self, d: u32, need: usize) -> Option<usize> {
+        self.dirs
+            .get(&d)?
+            .space
+            .iter()
+            .position(|&s| s as usize >= need)
+    }
+
+    /// Directory `d` grew by a block with room for `space` bytes.
+    pub(crate) fn grew(&mut self, d: u32, space: u16) {
+        if let Some(idx) = self.dirs.get_mut(&d) {
+            idx.space.push(space);
+        }
+    }
+
+    /// `name` was added to directory `d` at `off` in logical block `lb`,
+    /// naming `ino`; the block has room for `space` bytes now.
+    pub(crate) fn added(&mut self, d: u32, name: &[u8], lb: u32, off: u16, ino: u32, space: u16) {
+        if let Some(idx) = self.dirs.get_mut(&d) {
+            idx.names.insert(name.to_vec(), (lb, off, ino));
+            idx.space[lb as usize] = space;
+        }
+    }
+
+    /// `name` was removed from logical block `lb` of directory `d`, which
+    /// has room for `space` bytes now.
+    pub(crate) fn removed(&mut self, d: u32, name: &[u8], lb: u32, space: u16) {
+        if let Some(idx) = self.dirs.get_mut(&d) {
+            idx.names.remove(name);
+            idx.space[lb as usize] = space;
+        }
+    }
+
+    /// `name` in directory `d` names `ino` now.
+    pub(crate) fn retargeted(&mut self, d: u32, name: &[u8], ino: u32) {
+        if let Some(v) = self
+            .dirs
+            .get_mut(&d)
+            .and_then(|idx| idx.names.get_mut(name))
+        {
+            v.2 = ino;
+        }
+    }
+
+    /// Whether directory `d` (indexed) has no name but "." and "..".
+    pub(crate) fn only_dots(&self, d: u32) -> bool {
+        self.dirs
+            .get(&d)
+            .is_none_or(|i| i.names.keys().all(|n| n == b"." || n == b".."))
+    }
 }
 
 impl Fs {
@@ -87,7 +191,7 @@ impl Fs {
             }
             let ino = le32(blk, off);
             let rec_len = le16(blk, off + 4) as usize;
-            let (name_len, ftype) = if self.g.filetype {
+            let (name_len, ftype) = if self.g().filetype {
                 (blk[off + 6] as usize, blk[off + 7])
             } else {
                 (le16(blk, off + 6) as usize, 0)
@@ -95,7 +199,7 @@ impl Fs {
             if rec_len < 8 || !rec_len.is_multiple_of(4) || off + rec_len > bs {
                 return err(EIO);
             }
-            if ino != 0 && (8 + name_len > rec_len || ino > self.g.inodes_count) {
+            if ino != 0 && (8 + name_len > rec_len || ino > self.g().inodes_count) {
                 return err(EIO);
             }
             v.push(Ent {
@@ -121,7 +225,7 @@ impl Fs {
     ) {
         put32(blk, off, ino);
         put16(blk, off + 4, rec_len as u16);
-        if self.g.filetype {
+        if self.g().filetype {
             blk[off + 6] = name.len() as u8;
             blk[off + 7] = ftype;
         } else {
@@ -138,10 +242,10 @@ impl Fs {
     /// and indirect blocks) or the file system has. So listing or
     /// searching a directory costs at most the blocks it has allocated.
     pub(crate) fn dir_nblocks(&self, d: &Inode) -> u64 {
-        let bs = self.g.bs as u64;
+        let bs = self.g().bs as u64;
         let claimed = (d.size() & 0xffff_ffff).div_ceil(bs);
         let held = d.blocks512() as u64 / (bs / 512);
-        claimed.min(held).min(self.g.blocks_count as u64)
+        claimed.min(held).min(self.g().blocks_count as u64)
     }
 
     /// Largest record that fits in a directory block.
@@ -160,21 +264,11 @@ impl Fs {
 
     /// Make sure the in-memory index of directory `d` exists.
     pub(crate) fn dir_idx(&mut self, d: &Inode) -> R<()> {
-        if self.dcache.contains_key(&d.num) {
+        if self.dirs().contains(d.num) {
             return Ok(());
         }
-        let total: usize = self.dcache.values().map(|x| x.names.len()).sum();
-        if self.dcache.len() >= DCACHE_MAX_DIRS || total > DCACHE_MAX_ENTRIES {
-            // Forget about half of them (arbitrary ones).
-            let victims: Vec<u32> = self.dcache.keys().copied().step_by(2).collect();
-            for v in victims {
-                self.dcache.remove(&v);
-            }
-        }
-        let mut idx = DirIdx {
-            names: HashMap::new(),
-            space: Vec::new(),
-        };
+        self.dirs().make_room();
+        let mut idx = DirIdx::default();
         for lb in 0..self.dir_nblocks(d) {
             let phys = self.bmap(d, lb)?;
             if phys == 0 {
@@ -191,18 +285,18 @@ impl Fs {
             }
             idx.space.push(Self::block_space(&ents));
         }
-        self.dcache.insert(d.num, idx);
+        self.dirs().insert(d.num, idx);
         Ok(())
     }
 
     pub(crate) fn dir_find(&mut self, d: &Inode, name: &[u8]) -> R<Option<Found>> {
         self.dir_idx(d)?;
-        let Some(&(lb, off, ino)) = self.dcache[&d.num].names.get(name) else {
+        let Some((lb, off, ino)) = self.dirs().lookup(d.num, name) else {
             return Ok(None);
         };
         let phys = self.bmap(d, lb as u64)?;
         if phys == 0 {
-            self.dcache.remove(&d.num);
+            self.dirs().forget(d.num);
             return err(EIO);
         }
         Ok(Some(Found {
@@ -219,11 +313,10 @@ impl Fs {
     pub(crate) fn dir_find_slot(&mut self, d: &mut Inode, name: &[u8]) -> R<Slot> {
         self.dir_idx(d)?;
         let need = rec_size(name.len());
-        let idx = &self.dcache[&d.num];
-        if idx.names.contains_key(name) {
+        if self.dirs().has_name(d.num, name) {
             return err(EEXIST);
         }
-        if let Some(lb) = idx.space.iter().position(|&s| s as usize >= need) {
+        if let Some(lb) = self.dirs().block_with_room(d.num, need) {
             let phys = self.bmap(d, lb as u64)?;
             if phys != 0 {
                 let blk = self.read_blk(phys)?;
@@ -259,11 +352,11 @@ impl Fs {
                 }
             }
             // The index disagrees with the disk: rebuild it next time.
-            self.dcache.remove(&d.num);
+            self.dirs().forget(d.num);
             return err(EIO);
         }
         let nblocks = self.dir_nblocks(d);
-        let bs = self.g.bs as usize;
+        let bs = self.g().bs as usize;
         let goal = self.goal_for(d, nblocks)?;
         let mut log = Vec::new();
         let (phys, _) = self.bmap_alloc(d, nblocks, goal, &mut log)?;
@@ -274,9 +367,7 @@ impl Fs {
             return Err(e);
         }
         d.set_size((nblocks + 1) * bs as u64);
-        if let Some(idx) = self.dcache.get_mut(&d.num) {
-            idx.space.push(bs as u16);
-        }
+        self.dirs().grew(d.num, bs as u16);
         Ok(Slot {
             dir: d.num,
             lb: nblocks as u32,
@@ -303,16 +394,13 @@ impl Fs {
             };
             self.write_entry(&mut blk, off, ino, rec, name, ftype);
             self.write_blk(s.phys, &blk, Kind::Dir)?;
-            self.meta.touch_dir(s.phys, true);
+            self.dir_block_changed(s.phys, true);
             let space = s.other_space.max(rec - rec_size(name.len())) as u16;
-            if let Some(idx) = self.dcache.get_mut(&s.dir) {
-                idx.names.insert(name.to_vec(), (s.lb, off as u16, ino));
-                idx.space[s.lb as usize] = space;
-            }
+            self.dirs().added(s.dir, name, s.lb, off as u16, ino, space);
             Ok(())
         })();
         if r.is_err() {
-            self.dcache.remove(&s.dir);
+            self.dirs().forget(s.dir);
         }
         r
     }
@@ -335,16 +423,13 @@ impl Fs {
                 );
             }
             self.write_blk(f.phys, &blk, Kind::Dir)?;
-            self.meta.touch_dir(f.phys, false);
+            self.dir_block_changed(f.phys, false);
             let space = Self::block_space(&self.parse_dir(&blk)?);
-            if let Some(idx) = self.dcache.get_mut(&f.dir) {
-                idx.names.remove(&name);
-                idx.space[f.lb as usize] = space;
-            }
+            self.dirs().removed(f.dir, &name, f.lb, space);
             Ok(())
         })();
         if r.is_err() {
-            self.dcache.remove(&f.dir);
+            self.dirs().forget(f.dir);
         }
         r
     }
@@ -354,30 +439,24 @@ impl Fs {
         let r = (|| {
             let mut blk = self.read_blk(f.phys)?;
             put32(&mut blk, f.off, ino);
-            if self.g.filetype {
+            if self.g().filetype {
                 blk[f.off + 7] = ftype;
             }
             self.write_blk(f.phys, &blk, Kind::Dir)?;
             // An entry now names another inode: as a loss and a gain.
-            self.meta.touch_dir(f.phys, false);
-            self.meta.touch_dir(f.phys, true);
-            let name_len = if self.g.filetype {
+            self.dir_block_changed(f.phys, false);
+            self.dir_block_changed(f.phys, true);
+            let name_len = if self.g().filetype {
                 blk[f.off + 6] as usize
             } else {
                 le16(&blk, f.off + 6) as usize
             };
             let name = &blk[f.off + 8..(f.off + 8 + name_len).min(blk.len())];
-            if let Some(v) = self
-                .dcache
-                .get_mut(&f.dir)
-                .and_then(|idx| idx.names.get_mut(name))
-            {
-                v.2 = ino;
-            }
+            self.dirs().retargeted(f.dir, name, ino);
             Ok(())
         })();
         if r.is_err() {
-            self.dcache.remove(&f.dir);
+            self.dirs().forget(f.dir);
         }
         r
     }
@@ -406,10 +485,7 @@ impl Fs {
 
     pub(crate) fn dir_is_empty(&mut self, d: &Inode) -> R<bool> {
         self.dir_idx(d)?;
-        Ok(self.dcache[&d.num]
-            .names
-            .keys()
-            .all(|n| n == b"." || n == b".."))
+        Ok(self.dirs().only_dots(d.num))
     }
 
     pub(crate) fn touch_dir(d: &mut Inode, t: Timespec) {

@@ -1,15 +1,20 @@
-//! The mounted file system: [`Fs`], the state all of its parts share, and
-//! its life cycle — mount, sync, unmount, statfs, open/release counts —
-//! with whole-block reads and writes of the store. The rest of `Fs` is
-//! spread over [`crate::alloc`] (bitmaps, allocation), [`crate::bmap`]
-//! (block maps), [`crate::icache`] (inodes in memory), [`crate::dir`]
-//! (directory blocks), [`crate::readwrite`] (file data) and
-//! [`crate::vnops`] (the operations). Everything runs under the mount's
-//! lock.
+//! The mounted file system: [`Fs`], which composes the parts a mount is
+//! made of — metadata I/O with the write-back buffers and the deferral of
+//! misses ([`MetaIo`]), the block groups' descriptors, bitmaps and counts
+//! ([`Groups`], in [`crate::alloc`]), the inode cache ([`InodeCache`], in
+//! [`crate::icache`]), the indirect-block cache ([`IndirectBlockCache`],
+//! in [`crate::bmap`]) and the directory index ([`DirCache`], in
+//! [`crate::dir`]) — and its life cycle: mount, write-back epochs, sync,
+//! unmount, statfs, open/release counts. Each part keeps its state to
+//! itself; the methods here hand each the others it needs. What is built
+//! on them is spread over [`crate::bmap`] (block maps), [`crate::icache`]
+//! (inodes), [`crate::dir`] (directory blocks), [`crate::readwrite`] (file
+//! data) and [`crate::vnops`] (the operations). Everything runs under the
+//! mount's lock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use netbsd_abi::errno::*;
 use netbsd_abi::stat::Timespec;
@@ -17,26 +22,19 @@ use netbsd_abi::Errno;
 use vfs::FsStat;
 use vfs_cache::Store;
 
-use crate::alloc::Bitmap;
-use crate::bmap::IndBlk;
-use crate::dir::DirIdx;
-use crate::icache::CachedInode;
-use crate::order::{Epoch, Kind, MetaBufs};
+use crate::alloc::Groups;
+use crate::bmap::IndirectBlockCache;
+use crate::dir::DirCache;
+use crate::error::MountError;
+use crate::fail::{err, R};
+use crate::icache::InodeCache;
+use crate::inode::Inode;
+use crate::meta::MetaIo;
+use crate::order::{Epoch, Kind};
 use crate::sb::*;
-use crate::{MountError, MountOptions};
+use crate::MountOptions;
 
 pub(crate) const ROOT_INO: u32 = 2;
-
-pub(crate) type R<T> = Result<T, Errno>;
-
-/// Not an errno anyone sees: a read-only operation stopped at a metadata
-/// block the cache does not hold, to be read without the file system lock
-/// and the operation run again (see [`Fs::read_meta`]).
-pub(crate) const EDEFER: i32 = -0x6465;
-
-pub(crate) fn err<T>(e: i32) -> R<T> {
-    Err(Errno(e))
-}
 
 pub(crate) fn ino32(ino: u64) -> R<u32> {
     if ino == 0 || ino > u32::MAX as u64 {
@@ -60,55 +58,36 @@ pub(crate) fn ts_le(a: Timespec, b: Timespec) -> bool {
     (a.sec, a.nsec) <= (b.sec, b.nsec)
 }
 
-pub(crate) struct Gd {
-    pub(crate) block_bitmap: u32,
-    pub(crate) inode_bitmap: u32,
-    pub(crate) inode_table: u32,
-    pub(crate) free_blocks: u32,
-    pub(crate) free_inodes: u32,
-    pub(crate) used_dirs: u32,
-}
-
 pub(crate) type IntMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<vfs_cache::IntHasher>>;
 
+/// One mounted file system's state (under the mount's lock).
 pub(crate) struct Fs {
-    pub(crate) store: Arc<dyn Store>,
-    pub g: Geometry,
-    pub ro: bool,
-    pub(crate) was_clean: bool,
-    pub(crate) sb: Vec<u8>,
-    pub(crate) gdt_raw: Vec<u8>,
-    pub(crate) gds: Vec<Gd>,
-    pub(crate) gd_dirty: bool,
-    pub(crate) bbm: Vec<Option<Bitmap>>,
-    pub(crate) ibm: Vec<Option<Bitmap>>,
-    pub(crate) free_blocks: u32,
-    pub(crate) free_inodes: u32,
-    pub(crate) open: HashMap<u32, u32>,
-    pub(crate) orphans: HashSet<u32>,
-    pub(crate) ind: IntMap<IndBlk>,
-    /// Indirect blocks dirtied since the last write-back (may repeat).
-    pub(crate) ind_dirty: Vec<u32>,
-    pub(crate) icache: IntMap<CachedInode>,
-    /// Inodes dirtied since the last write-back (may repeat).
-    pub(crate) idirty: Vec<u32>,
+    g: Geometry,
+    ro: bool,
+    /// The superblock said clean at mount.
+    was_clean: bool,
+    /// The superblock as last read or changed.
+    sb: Vec<u8>,
     /// The superblock last written to the store says clean (see
     /// `begin_write`).
-    pub(crate) sb_clean: bool,
-    /// A metadata miss may end the running operation (see `read_meta`).
-    pub(crate) may_defer: std::cell::Cell<bool>,
-    /// The range that miss wanted.
-    pub(crate) deferred: std::cell::Cell<Option<(u64, usize)>>,
-    pub(crate) dcache: HashMap<u32, DirIdx>,
-    pub(crate) next_gen: u32,
-    pub(crate) dead: bool,
+    sb_clean: bool,
+    /// The store, the changed metadata blocks until an epoch writes them
+    /// (see [`crate::order`]), and whether a miss may be deferred.
+    io: MetaIo,
+    groups: Groups,
+    inodes: InodeCache,
+    ind: IndirectBlockCache,
+    dirs: DirCache,
+    /// Open counts (`open`/`release`) of inodes held open.
+    open: HashMap<u32, u32>,
+    /// Unlinked inodes still open: freed at their last release.
+    orphans: HashSet<u32>,
+    /// Unmounted: every operation fails.
+    dead: bool,
     /// A reusable buffer for padded data writes.
-    pub(crate) scratch: Vec<u8>,
-    /// Changed metadata blocks, until an epoch writes them (see
-    /// [`crate::order`]).
-    pub(crate) meta: MetaBufs,
+    scratch: Vec<u8>,
     /// Wakes the kernel's syncer at the first change of an epoch.
-    pub(crate) kick: Option<Arc<dyn Fn() + Send + Sync>>,
+    kick: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Fs {
@@ -116,40 +95,24 @@ impl Fs {
         store: Arc<dyn Store>,
         opts: MountOptions,
     ) -> Result<(Fs, Option<String>), MountError> {
-        let me = |e: i32, reason: String| MountError {
-            errno: Errno(e),
-            reason,
-        };
         if store.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err(me(
-                EINVAL,
-                "device too small for an ext2 file system".into(),
-            ));
+            return Err(MountError::TooSmall);
         }
         let mut sb = vec![0u8; SUPERBLOCK_SIZE];
         store
             .read(SUPERBLOCK_OFFSET, &mut sb)
-            .map_err(|e| me(e.0, format!("cannot read the superblock: {e}")))?;
+            .map_err(MountError::ReadSuperblock)?;
         if le16(&sb, S_MAGIC) != EXT2_MAGIC {
-            return Err(me(
-                EINVAL,
-                format!(
-                    "not an ext2 file system (magic 0x{:04x})",
-                    le16(&sb, S_MAGIC)
-                ),
-            ));
+            return Err(MountError::BadMagic(le16(&sb, S_MAGIC)));
         }
-        let compat = check_features(&sb).map_err(|r| me(EFTYPE, r))?;
-        let g = Geometry::parse(&sb).map_err(|r| me(EINVAL, r))?;
+        let compat = check_features(&sb)?;
+        let g = Geometry::parse(&sb)?;
         let fs_bytes = g.blocks_count as u64 * g.bs as u64;
         if store.size() < fs_bytes {
-            return Err(me(
-                EINVAL,
-                format!(
-                    "device ({} bytes) smaller than the file system ({fs_bytes} bytes)",
-                    store.size()
-                ),
-            ));
+            return Err(MountError::DeviceTooSmall {
+                device: store.size(),
+                fs: fs_bytes,
+            });
         }
         let (ro, ro_reason) = match compat {
             Compat::ReadWrite => (opts.read_only, None),
@@ -158,73 +121,32 @@ impl Fs {
         let state = le16(&sb, S_STATE);
         let was_clean = state & STATE_VALID != 0 && state & STATE_ERROR == 0;
         if !ro && !was_clean && !opts.force {
-            return Err(me(
-                EPERM,
-                "read-write mount denied: the file system is not clean (run fsck, \
-                 or mount read-only or forced)"
-                    .into(),
-            ));
+            return Err(MountError::NotClean);
         }
         let bs = g.bs as u64;
         let mut gdt_raw = vec![0u8; (g.gdt_blocks as u64 * bs) as usize];
         store
             .read(g.gdt_block as u64 * bs, &mut gdt_raw)
-            .map_err(|e| me(e.0, format!("cannot read the group descriptors: {e}")))?;
-        let itb = (g.ipg as u64 * g.inode_size as u64).div_ceil(bs);
-        let mut gds = Vec::with_capacity(g.ngroups as usize);
-        let (mut fb, mut fi) = (0u64, 0u64);
-        for i in 0..g.ngroups as usize {
-            let o = i * 32;
-            let d = Gd {
-                block_bitmap: le32(&gdt_raw, o),
-                inode_bitmap: le32(&gdt_raw, o + 4),
-                inode_table: le32(&gdt_raw, o + 8),
-                free_blocks: le16(&gdt_raw, o + 12) as u32,
-                free_inodes: le16(&gdt_raw, o + 14) as u32,
-                used_dirs: le16(&gdt_raw, o + 16) as u32,
-            };
-            let inside = |b: u32| b >= g.first_data_block && b < g.blocks_count;
-            if !inside(d.block_bitmap)
-                || !inside(d.inode_bitmap)
-                || !inside(d.inode_table)
-                || d.inode_table as u64 + itb > g.blocks_count as u64
-                || d.free_inodes > g.ipg
-                || d.free_blocks > g.blocks_in_group(i as u32)
-            {
-                return Err(me(EINVAL, format!("corrupt group descriptor {i}")));
-            }
-            fb += d.free_blocks as u64;
-            fi += d.free_inodes as u64;
-            gds.push(d);
-        }
-        let n = g.ngroups as usize;
+            .map_err(MountError::ReadGroupDescriptors)?;
+        let groups = Groups::load(&g, gdt_raw)?;
         let seed = now();
         let mut fs = Fs {
-            store,
+            io: MetaIo::new(store, g.bs),
             ro,
             was_clean,
             sb,
-            gdt_raw,
-            gds,
-            gd_dirty: false,
-            bbm: (0..n).map(|_| None).collect(),
-            ibm: (0..n).map(|_| None).collect(),
-            free_blocks: fb as u32,
-            free_inodes: fi as u32,
+            sb_clean: false,
+            groups,
+            inodes: InodeCache::new(
+                g.inode_size,
+                (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
+            ),
+            ind: IndirectBlockCache::default(),
+            dirs: DirCache::default(),
             open: HashMap::new(),
             orphans: HashSet::new(),
-            ind: IntMap::default(),
-            ind_dirty: Vec::new(),
-            icache: IntMap::default(),
-            idirty: Vec::new(),
-            dcache: HashMap::new(),
-            sb_clean: false,
-            may_defer: std::cell::Cell::new(false),
-            deferred: std::cell::Cell::new(None),
-            next_gen: (seed.nsec as u32) ^ (seed.sec as u32).rotate_left(13),
             dead: false,
             scratch: Vec::new(),
-            meta: MetaBufs::default(),
             kick: None,
             g,
         };
@@ -235,21 +157,46 @@ impl Fs {
             let mc = le16(&fs.sb, S_MNT_COUNT).wrapping_add(1);
             put16(&mut fs.sb, S_MNT_COUNT, mc);
             put32(&mut fs.sb, S_MTIME, t);
-            fs.write_sb(false)
-                .and_then(|_| fs.write_all_locked(false))
-                .map_err(|e| me(e.0, format!("cannot write the superblock: {e}")))?;
+            fs.write_sb(false);
+            fs.write_all_locked(false)
+                .map_err(|e| MountError::WriteSuperblock(e.into()))?;
         }
         Ok((fs, ro_reason))
     }
 
-    /// Run one operation (refused after unmount). Changed inodes and
-    /// indirect blocks stay in memory until `sync` (or until their caches
-    /// fill up).
-    pub fn op<T>(&mut self, f: impl FnOnce(&mut Fs) -> R<T>) -> R<T> {
+    /// Run one operation (refused after unmount), at the crate boundary:
+    /// its failure as the errno the caller sees. Metadata misses are read
+    /// where they happen. Changed inodes and indirect blocks stay in
+    /// memory until a write-back (or until their caches fill up).
+    pub fn op<T>(&mut self, f: impl FnOnce(&mut Fs) -> R<T>) -> Result<T, Errno> {
+        if self.dead {
+            return Err(Errno(EIO));
+        }
+        Ok(f(self)?)
+    }
+
+    /// Run one reading operation whose first metadata miss may end it
+    /// with [`crate::fail::Fail::Defer`] (until it changes something: see
+    /// [`Fs::begin_write`]); `Ext2Fs::read_op` reads the range without the
+    /// lock and runs it again.
+    pub(crate) fn op_deferring<T>(&mut self, f: impl FnOnce(&mut Fs) -> R<T>) -> R<T> {
         if self.dead {
             return err(EIO);
         }
-        f(self)
+        self.io.allow_defer();
+        let r = f(self);
+        self.io.forbid_defer();
+        r
+    }
+
+    /// The file system's geometry.
+    pub(crate) fn g(&self) -> &Geometry {
+        &self.g
+    }
+
+    /// Mounted read-only.
+    pub(crate) fn read_only(&self) -> bool {
+        self.ro
     }
 
     pub(crate) fn check_rw(&self) -> R<()> {
@@ -259,19 +206,21 @@ impl Fs {
             Ok(())
         }
     }
-
-    /// Record the superblock (not clean) for the next epoch.
-    pub(crate) fn write_sb(&mut self, clean: bool) -> R<bool> {
+    /// Record the superblock for the next epoch (marked clean if `clean`
+    /// and it may be: see `fill_sb`); returns whether it is.
+    pub(crate) fn write_sb(&mut self, clean: bool) -> bool {
         let clean = self.fill_sb(clean);
-        self.meta.put(SUPERBLOCK_OFFSET, &self.sb, Kind::Super);
-        Ok(clean)
+        self.io
+            .bufs_mut()
+            .put(SUPERBLOCK_OFFSET, &self.sb, Kind::Super);
+        clean
     }
 
     /// Bring the superblock's counts, write time and state up to date;
     /// `clean` marks it clean if that is true. Returns whether it did.
     fn fill_sb(&mut self, clean: bool) -> bool {
-        put32(&mut self.sb, S_FREE_BLOCKS, self.free_blocks);
-        put32(&mut self.sb, S_FREE_INODES, self.free_inodes);
+        put32(&mut self.sb, S_FREE_BLOCKS, self.groups.free_blocks());
+        put32(&mut self.sb, S_FREE_INODES, self.groups.free_inodes());
         put32(&mut self.sb, S_WTIME, now().sec as u32);
         let mut state = le16(&self.sb, S_STATE);
         // Clean only if it was at mount, and no unlinked inode is still
@@ -286,21 +235,30 @@ impl Fs {
         clean
     }
 
+    /// Set read-only-compatible feature `bit` in the superblock (it goes
+    /// out with the next epoch).
+    pub(crate) fn set_ro_compat(&mut self, bit: u32) {
+        let ro = le32(&self.sb, S_FEATURE_RO_COMPAT);
+        if ro & bit == 0 {
+            put32(&mut self.sb, S_FEATURE_RO_COMPAT, ro | bit);
+        }
+    }
+
     /// Before the first change after the superblock went out marked clean:
     /// mark it not clean, so a crash in what follows is detected. Only in
     /// memory, with no host I/O under the file system lock: an epoch
     /// writes the superblock before anything else (see [`crate::order`]).
     pub(crate) fn begin_write(&mut self) -> R<()> {
         // From the first change on, an operation must not be run twice.
-        self.may_defer.set(false);
+        self.io.forbid_defer();
         self.check_rw()?;
-        if self.meta.touch() {
+        if self.io.bufs_mut().touch() {
             if let Some(k) = &self.kick {
                 k();
             }
         }
         if self.sb_clean {
-            self.write_sb(false)?;
+            self.write_sb(false);
             self.sb_clean = false;
         }
         Ok(())
@@ -319,14 +277,14 @@ impl Fs {
         // writes them.
         for _ in 0..3 {
             let mut ep = self.take_epoch()?;
-            let r = ep.write(&*self.store);
+            let r = ep.write(&**self.io.store());
             self.finish_epoch(&mut ep, r.is_ok());
             r?;
             if self.all_written() {
                 break;
             }
         }
-        self.store.sync()?;
+        self.io.store().sync()?;
         if clean {
             self.write_clean_sb()?;
         }
@@ -335,20 +293,19 @@ impl Fs {
 
     /// No metadata change is left in memory.
     pub(crate) fn all_written(&self) -> bool {
-        self.meta.is_clean()
-            && self.meta.pending() == (0, 0)
-            && self.idirty.is_empty()
-            && self.ind_dirty.is_empty()
-            && !self.gd_dirty
-            && !self.bbm.iter().chain(&self.ibm).flatten().any(|b| b.dirty)
+        self.io.bufs().is_clean()
+            && self.io.bufs().pending() == (0, 0)
+            && self.inodes.is_clean()
+            && self.ind.is_clean()
+            && self.groups.is_clean()
     }
 
     /// If every change is written and flushed: the superblock marked
     /// clean, written and flushed, last of all.
     pub(crate) fn write_clean_sb(&mut self) -> R<()> {
         if let Some(sb) = self.clean_sb() {
-            self.store.write_through(SUPERBLOCK_OFFSET, &sb)?;
-            self.store.sync()?;
+            self.io.store().write_through(SUPERBLOCK_OFFSET, &sb)?;
+            self.io.store().sync()?;
         }
         Ok(())
     }
@@ -365,7 +322,7 @@ impl Fs {
 
     /// The store, for a sync that runs without the file system lock.
     pub fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
+        self.io.store().clone()
     }
 
     /// Everything changed so far, as an epoch to write (see
@@ -374,31 +331,29 @@ impl Fs {
     pub(crate) fn take_epoch(&mut self) -> R<Epoch> {
         self.stage_meta()?;
         let (bs, isz) = (self.g.bs as u64, self.g.inode_size as usize);
-        let gds = &self.gds;
-        let g = &self.g;
-        let inode_at = |ino: u32| -> Option<u64> {
-            if ino == 0 || ino > g.inodes_count {
-                return None;
-            }
-            let gi = ((ino - 1) / g.ipg) as usize;
-            let idx = ((ino - 1) % g.ipg) as u64;
-            Some(gds.get(gi)?.inode_table as u64 * bs + idx * isz as u64)
-        };
-        Ok(self.meta.take(bs, isz, inode_at))
+        let (groups, g) = (&self.groups, &self.g);
+        Ok(self
+            .io
+            .bufs_mut()
+            .take(bs, isz, |ino| groups.inode_at(g, ino)))
     }
 
     /// An epoch was written (`ok`) or failed: release what it freed, or
     /// keep everything for the next one.
     pub(crate) fn finish_epoch(&mut self, ep: &mut Epoch, ok: bool) {
-        self.meta.finish(ep, ok);
-        if ok && (!ep.pending_blocks.is_empty() || !ep.pending_inodes.is_empty()) {
-            // The bitmaps change: the next epoch writes them.
-            self.meta.touch();
-            for b in std::mem::take(&mut ep.pending_blocks) {
-                let _ = self.clear_block_bit(b);
+        self.io.bufs_mut().finish(ep, ok);
+        if ok {
+            let (blocks, inodes) = ep.take_freed();
+            if blocks.is_empty() && inodes.is_empty() {
+                return;
             }
-            for (ino, dir) in std::mem::take(&mut ep.pending_inodes) {
-                let _ = self.clear_inode_bit(ino, dir);
+            // The bitmaps change: the next epoch writes them.
+            self.io.bufs_mut().touch();
+            for b in blocks {
+                let _ = self.groups.clear_block_bit(&self.g, b, &self.io);
+            }
+            for (ino, dir) in inodes {
+                let _ = self.groups.clear_inode_bit(&self.g, ino, dir, &self.io);
             }
         }
     }
@@ -410,40 +365,11 @@ impl Fs {
         if self.ro {
             return Ok(());
         }
-        self.flush_ind()?;
+        self.flush_ind();
         self.flush_inodes()?;
-        let bs = self.g.bs as u64;
-        for gi in 0..self.gds.len() {
-            if let Some(b) = self.bbm[gi].as_mut().filter(|b| b.dirty) {
-                self.meta.put(
-                    self.gds[gi].block_bitmap as u64 * bs,
-                    &b.data,
-                    Kind::Summary,
-                );
-                b.dirty = false;
-            }
-            if let Some(b) = self.ibm[gi].as_mut().filter(|b| b.dirty) {
-                self.meta.put(
-                    self.gds[gi].inode_bitmap as u64 * bs,
-                    &b.data,
-                    Kind::Summary,
-                );
-                b.dirty = false;
-            }
-        }
-        if self.gd_dirty {
-            for (i, d) in self.gds.iter().enumerate() {
-                let o = i * 32;
-                put16(&mut self.gdt_raw, o + 12, d.free_blocks as u16);
-                put16(&mut self.gdt_raw, o + 14, d.free_inodes as u16);
-                put16(&mut self.gdt_raw, o + 16, d.used_dirs as u16);
-            }
-            self.meta
-                .put(self.g.gdt_block as u64 * bs, &self.gdt_raw, Kind::Summary);
-            self.gd_dirty = false;
-        }
-        if !self.meta.is_clean() {
-            self.write_sb(false)?;
+        self.groups.stage(&self.g, &mut self.io);
+        if !self.io.bufs().is_clean() {
+            self.write_sb(false);
             self.sb_clean = false;
         }
         Ok(())
@@ -461,7 +387,7 @@ impl Fs {
                 self.free_inode(ino)?;
             }
         }
-        self.flush_ind()?;
+        self.flush_ind();
         self.write_all_locked(true)?;
         self.dead = true;
         Ok(())
@@ -472,17 +398,34 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> FsStat {
+        let (pb, pi) = self.io.bufs().pending();
         FsStat {
             block_size: self.g.bs,
             blocks: (self.g.blocks_count as u64).saturating_sub(self.g.overhead()),
             // Freed but not yet reusable (see `crate::order`) counts as
             // free: it will be within one write-back.
-            blocks_free: self.free_blocks as u64 + self.meta.pending().0 as u64,
-            blocks_avail: (self.free_blocks as u64 + self.meta.pending().0 as u64)
+            blocks_free: self.groups.free_blocks() as u64 + pb as u64,
+            blocks_avail: (self.groups.free_blocks() as u64 + pb as u64)
                 .saturating_sub(self.g.r_blocks_count as u64),
             files: self.g.inodes_count as u64,
-            files_free: self.free_inodes as u64 + self.meta.pending().1 as u64,
+            files_free: self.groups.free_inodes() as u64 + pi as u64,
         }
+    }
+
+    /// Blocks or inodes freed wait for a write-back to become reusable.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.io.bufs().pending() != (0, 0)
+    }
+
+    /// When the current epoch's first change, and its first directory
+    /// change, were made (see [`crate::order::MetaBufs::since`]).
+    pub(crate) fn since(&self) -> (Option<Instant>, Option<Instant>) {
+        self.io.bufs().since()
+    }
+
+    /// What wakes the kernel's syncer at the first change of an epoch.
+    pub(crate) fn set_kick(&mut self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.kick = Some(hook);
     }
 
     pub fn open_inode(&mut self, ino: u32) {
@@ -501,60 +444,165 @@ impl Fs {
         if self.orphans.contains(&ino) && !self.ro && !self.dead && self.begin_write().is_ok() {
             self.orphans.remove(&ino);
             let _ = self.free_inode(ino);
-            let _ = self.flush_ind();
+            self.flush_ind();
         }
     }
 
+    /// Whether inode `ino` is held open.
+    pub(crate) fn is_open(&self, ino: u32) -> bool {
+        self.open.get(&ino).copied().unwrap_or(0) > 0
+    }
+
+    /// Unlinked inode `ino` is still open: free it at its last release.
+    pub(crate) fn add_orphan(&mut self, ino: u32) {
+        self.orphans.insert(ino);
+    }
+
+    /// The directory index.
+    pub(crate) fn dirs(&mut self) -> &mut DirCache {
+        &mut self.dirs
+    }
+
+    /// Directory block `phys` gained (`gained`) or lost an entry: decides
+    /// its phase in the epoch (see [`crate::order`]).
+    pub(crate) fn dir_block_changed(&mut self, phys: u32, gained: bool) {
+        self.io.bufs_mut().touch_dir(phys, gained);
+    }
+
+    /// The generation number for a new inode.
+    pub(crate) fn next_generation(&mut self) -> u32 {
+        self.inodes.next_generation()
+    }
+
+    // Metadata blocks.
+
+    /// Metadata block `b` (see [`MetaIo::read`]: in a reading operation a
+    /// miss may end it with a deferral).
     pub(crate) fn read_blk(&self, b: u32) -> R<Vec<u8>> {
-        let mut v = vec![0u8; self.g.bs as usize];
-        self.read_meta(b as u64 * self.g.bs as u64, &mut v)?;
-        Ok(v)
-    }
-
-    /// Read metadata from the store. In an operation that has changed
-    /// nothing yet (see [`Fs::defer_misses`]), a range the cache does not
-    /// hold is not read here, under the file system lock: the operation
-    /// fails with [`EDEFER`], and its caller reads the range without the
-    /// lock and runs it again.
-    pub(crate) fn read_meta(&self, off: u64, buf: &mut [u8]) -> R<()> {
-        if self.meta.read(off, buf) {
-            return Ok(());
-        }
-        if !self.may_defer.get() {
-            return self.store.read(off, buf);
-        }
-        self.store.read_cached(off, buf).unwrap_or_else(|| {
-            self.deferred.set(Some((off, buf.len())));
-            err(EDEFER)
-        })
-    }
-
-    /// Let (or stop letting) the next metadata miss end the operation with
-    /// [`EDEFER`]; the range it wanted.
-    pub(crate) fn defer_misses(&self, on: bool) -> Option<(u64, usize)> {
-        self.may_defer.set(on);
-        self.deferred.take()
+        self.io.read_blk(b)
     }
 
     /// A metadata block's new contents: kept until the next epoch.
     pub(crate) fn write_blk(&mut self, b: u32, data: &[u8], kind: Kind) -> R<()> {
-        self.meta.put(b as u64 * self.g.bs as u64, data, kind);
+        self.io.put_blk(b, data, kind);
         Ok(())
     }
 
-    /// Some bytes of a metadata block (an inode in its table block).
-    pub(crate) fn write_meta_part(&mut self, off: u64, bytes: &[u8], kind: Kind) -> R<()> {
-        let bs = self.g.bs as u64;
-        let blk_off = off - off % bs;
-        if !self.meta.holds(blk_off) || !self.meta.patch(blk_off, (off - blk_off) as usize, bytes) {
-            let mut blk = vec![0u8; bs as usize];
-            self.read_meta(blk_off, &mut blk)?;
-            let at = (off - blk_off) as usize;
-            blk.get_mut(at..at + bytes.len())
-                .ok_or(Errno(EIO))?
-                .copy_from_slice(bytes);
-            self.meta.put(blk_off, &blk, kind);
+    // File data, straight to the store.
+
+    /// The device's size in bytes.
+    pub(crate) fn device_size(&self) -> u64 {
+        self.io.store().size()
+    }
+
+    /// Write `head` zeros, `data`, then `tail` zeros at device offset
+    /// `off` (file data: through the store's cache, not an epoch).
+    pub(crate) fn write_data(&mut self, off: u64, head: usize, data: &[u8], tail: usize) -> R<()> {
+        if head + tail == 0 {
+            return Ok(self.io.store().write(off, data)?);
         }
-        Ok(())
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.resize(head, 0);
+        buf.extend_from_slice(data);
+        buf.resize(buf.len() + tail, 0);
+        let res = self.io.store().write(off, &buf);
+        self.scratch = buf;
+        Ok(res?)
+    }
+
+    // Inodes (the cache: `crate::icache`).
+
+    /// Byte offset of inode `ino` on the device.
+    pub(crate) fn inode_off(&self, ino: u32) -> R<u64> {
+        match self.groups.inode_at(&self.g, ino) {
+            Some(off) => Ok(off),
+            None => err(ENOENT),
+        }
+    }
+
+    /// Inode `ino` as cached, or read.
+    pub(crate) fn read_inode(&mut self, ino: u32) -> R<Inode> {
+        let off = self.inode_off(ino)?;
+        let (groups, g) = (&self.groups, &self.g);
+        self.inodes
+            .read(ino, off, g.inode_size as usize, &mut self.io, |i| {
+                groups.inode_at(g, i).ok_or(Errno(ENOENT).into())
+            })
+    }
+
+    /// Record a changed inode. It reaches the metadata buffers at the next
+    /// epoch (or when the inode cache is full).
+    pub(crate) fn write_inode(&mut self, i: &Inode) -> R<()> {
+        let off = self.inode_off(i.num)?;
+        let (groups, g) = (&self.groups, &self.g);
+        self.inodes.write(i, off, &mut self.io, |i| {
+            groups.inode_at(g, i).ok_or(Errno(ENOENT).into())
+        })
+    }
+
+    /// Every changed cached inode into the metadata buffers.
+    pub(crate) fn flush_inodes(&mut self) -> R<()> {
+        let (groups, g) = (&self.groups, &self.g);
+        self.inodes.flush(&mut self.io, |i| {
+            groups.inode_at(g, i).ok_or(Errno(ENOENT).into())
+        })
+    }
+
+    // Allocation (the groups: `crate::alloc`).
+
+    /// Allocate one block, the first free one at or after `goal`.
+    pub(crate) fn alloc_block(&mut self, goal: u32) -> R<u32> {
+        self.groups.alloc_block(&self.g, goal, &mut self.io)
+    }
+
+    /// Free block `b` (reusable once the current epoch is written, unless
+    /// allocated during it).
+    pub(crate) fn free_block(&mut self, b: u32) -> R<()> {
+        self.ind.forget(b);
+        self.groups.free_block(&self.g, b, &mut self.io)
+    }
+
+    /// Allocate an inode for a new node (a directory if `dir`) in
+    /// directory `parent`.
+    pub(crate) fn alloc_inode(&mut self, parent: u32, dir: bool) -> R<u32> {
+        self.groups.alloc_inode(&self.g, parent, dir, &mut self.io)
+    }
+
+    /// Free inode `ino`'s bit (as [`Fs::free_block`]).
+    pub(crate) fn free_inode_bit(&mut self, ino: u32, dir: bool) -> R<()> {
+        self.groups.free_inode_bit(&self.g, ino, dir, &mut self.io)
+    }
+
+    /// Whether every block in `[from, to)` is a free data block.
+    pub(crate) fn all_free(&mut self, from: u32, to: u32) -> R<bool> {
+        self.groups.all_free(&self.g, from, to, &self.io)
+    }
+
+    // Indirect blocks (the cache: `crate::bmap`).
+
+    /// Pointer `i` of indirect block `b`.
+    pub(crate) fn ind_get(&mut self, b: u32, i: usize) -> R<u32> {
+        self.ind.get(&self.g, b, i, &mut self.io)
+    }
+
+    /// Every pointer of indirect block `b`.
+    pub(crate) fn ind_ptrs(&mut self, b: u32) -> R<Vec<u32>> {
+        self.ind.ptrs(&self.g, b, &mut self.io)
+    }
+
+    /// Set pointer `i` of indirect block `b` to `v`.
+    pub(crate) fn ind_set(&mut self, b: u32, i: usize, v: u32) -> R<()> {
+        self.ind.set(&self.g, b, i, v, &mut self.io)
+    }
+
+    /// A freshly allocated, all-zero indirect block.
+    pub(crate) fn ind_new(&mut self, b: u32) {
+        self.ind.add_new(&self.g, b, &mut self.io)
+    }
+
+    /// Every changed indirect block into the metadata buffers.
+    pub(crate) fn flush_ind(&mut self) {
+        self.ind.flush(&self.g, &mut self.io)
     }
 }

@@ -13,7 +13,7 @@
 //! # drop(fs);
 //! // or, with the reason for a refusal:
 //! let fs = Ext2Fs::mount_with(store, MountOptions { read_only: false, force: false })
-//!     .map_err(|e| { eprintln!("{e}"); e.errno })?;
+//!     .map_err(|e| { eprintln!("ext2fs: {e}"); e.errno() })?;
 //! # drop(fs);
 //! # Ok(())
 //! # }
@@ -87,9 +87,12 @@
 mod alloc;
 mod bmap;
 mod dir;
+mod error;
+mod fail;
 mod fs;
 mod icache;
 mod inode;
+mod meta;
 mod order;
 mod readwrite;
 mod sb;
@@ -100,11 +103,13 @@ use std::sync::Arc;
 use netbsd_abi::Errno;
 use std::collections::HashMap;
 
+use fail::Fail;
 use rumpuser::locks::{Mutex, RwLock};
 use vfs::{Attr, Cred, DirEntry, FileKind, FileSystem, FsStat, Ino, SetAttr};
 use vfs_cache::Store;
 use vnops::NewNode;
 
+pub use error::{FeatureError, GeometryError, MountError};
 pub use sb::{check_features, features, Compat, EXT2_MAGIC, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
 /// How to mount.
@@ -118,24 +123,6 @@ pub struct MountOptions {
     /// does.
     pub force: bool,
 }
-
-/// Why a mount failed: the errno for the system call and a message for the
-/// log.
-#[derive(Clone, Debug)]
-pub struct MountError {
-    /// The errno the `mount(2)` call returns.
-    pub errno: Errno,
-    /// Why, for the log and the user (names the features or state at fault).
-    pub reason: String,
-}
-
-impl std::fmt::Display for MountError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ext2fs: {} ({})", self.reason, self.errno)
-    }
-}
-
-impl std::error::Error for MountError {}
 
 /// A mounted ext2 file system.
 ///
@@ -179,7 +166,7 @@ impl Ext2Fs {
                 force: false,
             },
         )
-        .map_err(|e| e.errno)
+        .map_err(|e| e.errno())
     }
 
     /// [`Ext2Fs::mount`] with options and a descriptive error.
@@ -188,7 +175,7 @@ impl Ext2Fs {
         opts: MountOptions,
     ) -> Result<Arc<Ext2Fs>, MountError> {
         let (fs, ro_reason) = fs::Fs::mount(store, opts)?;
-        let read_only = fs.ro;
+        let read_only = fs.read_only();
         let store = fs.store();
         Ok(Arc::new(Ext2Fs {
             inner: Mutex::new(fs),
@@ -202,20 +189,20 @@ impl Ext2Fs {
 
     /// Read the superblock from `store` and say whether it can be mounted
     /// (see [`check_features`]).
-    pub fn probe(store: &dyn Store) -> Result<Compat, String> {
+    pub fn probe(store: &dyn Store) -> Result<Compat, MountError> {
         let mut sb = vec![0u8; SUPERBLOCK_SIZE];
         if store.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err("device too small for an ext2 superblock".into());
+            return Err(MountError::TooSmall);
         }
         store
             .read(SUPERBLOCK_OFFSET, &mut sb)
-            .map_err(|e| format!("cannot read the superblock: {e}"))?;
-        check_features(&sb)
+            .map_err(MountError::ReadSuperblock)?;
+        Ok(check_features(&sb)?)
     }
 
     /// [`check_features`] on a 1024-byte superblock: `Err` says why it
     /// cannot be mounted, `Ok(Compat::ReadOnly(why))` why only read-only.
-    pub fn check_features(sb: &[u8]) -> Result<Compat, String> {
+    pub fn check_features(sb: &[u8]) -> Result<Compat, FeatureError> {
         check_features(sb)
     }
 
@@ -248,17 +235,15 @@ impl Ext2Fs {
     /// without the file system lock and the operation run again (a few
     /// times at most; then it reads under the lock), so that host I/O of
     /// one reader never stops the others.
-    fn read_op<T>(&self, mut op: impl FnMut(&mut fs::Fs) -> Result<T, Errno>) -> Result<T, Errno> {
+    fn read_op<T>(&self, mut op: impl FnMut(&mut fs::Fs) -> fail::R<T>) -> Result<T, Errno> {
         const RETRIES: usize = 64;
         for _ in 0..RETRIES {
-            let mut g = self.inner.lock();
-            g.defer_misses(true);
-            let r = g.op(&mut op);
-            let want = g.defer_misses(false);
-            drop(g);
-            // A miss deferred: run again once the block is in, whatever the
-            // result (an operation may have turned the miss into a default).
-            let Some((off, len)) = want else { return r };
+            let r = self.inner.lock().op_deferring(&mut op);
+            // A miss deferred: run again once the block is in (the store
+            // keeps it).
+            let Err(Fail::Defer { off, len }) = r else {
+                return r.map_err(Errno::from);
+            };
             let mut scratch = vec![0u8; len];
             self.store.read(off, &mut scratch)?;
         }
@@ -267,7 +252,7 @@ impl Ext2Fs {
 
     /// The file system block size.
     pub fn block_size(&self) -> u32 {
-        self.inner.lock().g.bs
+        self.inner.lock().g().bs
     }
 
     /// One write-back epoch: the changed metadata taken under the file
@@ -275,7 +260,7 @@ impl Ext2Fs {
     fn epoch(&self) -> Result<(), Errno> {
         let (mut ep, store) = {
             let mut g = self.inner.lock();
-            if g.is_dead() || g.ro {
+            if g.is_dead() || g.read_only() {
                 return Ok(());
             }
             (g.take_epoch()?, g.store())
@@ -306,7 +291,7 @@ impl Ext2Fs {
     /// it once more.
     fn retry_nospc<T>(&self, mut op: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
         match op() {
-            Err(e) if e.0 == netbsd_abi::errno::ENOSPC && self.has_pending() => {
+            Err(e) if e == Errno(netbsd_abi::errno::ENOSPC) && self.has_pending() => {
                 let _p = self.pass.lock();
                 self.epoch()?;
                 drop(_p);
@@ -317,7 +302,7 @@ impl Ext2Fs {
     }
 
     fn has_pending(&self) -> bool {
-        self.inner.lock().meta.pending() != (0, 0)
+        self.inner.lock().has_pending()
     }
 }
 
@@ -545,17 +530,17 @@ impl FileSystem for Ext2Fs {
         Ok(())
     }
     fn unmount(&self) -> Result<(), Errno> {
-        self.inner.lock().unmount()
+        Ok(self.inner.lock().unmount()?)
     }
     fn statfs(&self) -> Result<FsStat, Errno> {
         self.inner.lock().op(|f| Ok(f.statfs()))
     }
     fn writeback_due(&self, delays: &vfs::SyncDelays) -> Option<std::time::Instant> {
         let g = self.inner.lock();
-        if g.is_dead() || g.ro {
+        if g.is_dead() || g.read_only() {
             return None;
         }
-        let (since, dir_since) = g.meta.since();
+        let (since, dir_since) = g.since();
         let due = since.map(|t| t + delays.meta);
         let dir_due = dir_since.map(|t| t + delays.dir);
         match (due, dir_due) {
@@ -568,7 +553,7 @@ impl FileSystem for Ext2Fs {
         self.epoch()
     }
     fn set_dirty_hook(&self, hook: Arc<dyn Fn() + Send + Sync>) {
-        self.inner.lock().kick = Some(hook);
+        self.inner.lock().set_kick(hook);
     }
     fn open(&self, ino: Ino) {
         if let Ok(i) = fs::ino32(ino) {

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use vfs_cache::Store;
 
-use crate::fs::R;
+use netbsd_abi::Errno;
 
 /// What a metadata block holds: decides its phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +81,8 @@ pub(crate) struct MetaBufs {
 /// One epoch's blocks, in phase order, and what to release once written.
 pub(crate) struct Epoch {
     phases: [Vec<(u64, Arc<Vec<u8>>)>; 7],
-    pub(crate) pending_blocks: Vec<u32>,
-    pub(crate) pending_inodes: Vec<(u32, bool)>,
+    pending_blocks: Vec<u32>,
+    pending_inodes: Vec<(u32, bool)>,
     new_blocks: HashSet<u32>,
     new_inodes: HashSet<u32>,
     kinds: Vec<(u64, Kind)>,
@@ -329,13 +329,22 @@ impl MetaBufs {
 impl Epoch {
     /// Write the epoch's blocks in phase order, each one to the device
     /// before the next; stops at the first error.
-    pub(crate) fn write(&self, store: &dyn Store) -> R<()> {
+    pub(crate) fn write(&self, store: &dyn Store) -> Result<(), Errno> {
         for phase in &self.phases {
             for (off, data) in phase {
                 store.write_through(*off, data)?;
             }
         }
         Ok(())
+    }
+
+    /// Once written: the blocks and inodes (with "was a directory") it
+    /// freed, reusable now.
+    pub(crate) fn take_freed(&mut self) -> (Vec<u32>, Vec<(u32, bool)>) {
+        (
+            std::mem::take(&mut self.pending_blocks),
+            std::mem::take(&mut self.pending_inodes),
+        )
     }
 
     /// Whether there is nothing to write.

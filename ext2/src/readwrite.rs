@@ -5,7 +5,8 @@
 
 use netbsd_abi::errno::*;
 
-use crate::fs::{err, now, ts_le, Fs, R};
+use crate::fail::{err, R};
+use crate::fs::{now, ts_le, Fs};
 use crate::inode::*;
 
 /// Longest data run handed to the store in one write.
@@ -48,7 +49,7 @@ impl Fs {
     /// window's edge: the store then gets the whole window and need not
     /// read it from the device first. (Free blocks may hold anything.)
     pub(crate) fn write_run(&mut self, r: &Run, data: &[u8]) -> R<()> {
-        let bs = self.g.bs as u64;
+        let bs = self.g().bs as u64;
         let w = WINDOW.max(bs);
         let (mut pre, mut post) = (0usize, 0usize);
         let start = r.disk;
@@ -61,28 +62,18 @@ impl Fs {
         }
         if end.is_multiple_of(bs) && !end.is_multiple_of(w) {
             let we = end - end % w + w;
-            if we <= self.store.size() && self.all_free((end / bs) as u32, (we / bs) as u32)? {
+            if we <= self.device_size() && self.all_free((end / bs) as u32, (we / bs) as u32)? {
                 post = (we - end) as usize;
             }
         }
         let src = &data[r.src..r.src + r.dlen];
-        if pre + r.head + r.tail + post == 0 {
-            return self.store.write(start, src);
-        }
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        buf.resize(pre + r.head, 0);
-        buf.extend_from_slice(src);
-        buf.resize(buf.len() + r.tail + post, 0);
-        let res = self.store.write(start - pre as u64, &buf);
-        self.scratch = buf;
-        res
+        self.write_data(start - pre as u64, pre + r.head, src, r.tail + post)
     }
 
     /// Zero the bytes after `old_size` in its block (junk past the old end
     /// of file must read as zeros once the file grows).
     pub(crate) fn zero_tail(&mut self, i: &Inode, old_size: u64) -> R<()> {
-        let bs = self.g.bs as u64;
+        let bs = self.g().bs as u64;
         let start = old_size % bs;
         if start == 0 {
             return Ok(());
@@ -90,7 +81,7 @@ impl Fs {
         let phys = self.bmap(i, old_size / bs)?;
         if phys != 0 {
             let zeros = vec![0u8; (bs - start) as usize];
-            self.store.write(phys as u64 * bs + start, &zeros)?;
+            self.write_data(phys as u64 * bs + start, 0, &zeros, 0)?;
         }
         Ok(())
     }
@@ -112,7 +103,7 @@ impl Fs {
             return Ok((0, Vec::new()));
         }
         let len = (buf.len() as u64).min(size - off) as usize;
-        let bs = self.g.bs as u64;
+        let bs = self.g().bs as u64;
         let mut pos = off;
         let mut done = 0usize;
         let mut runs: Vec<ReadRun> = Vec::new();
@@ -143,7 +134,7 @@ impl Fs {
             pos += n as u64;
             done += n;
         }
-        if !self.ro {
+        if !self.read_only() {
             // Relaxed atime: only when older than mtime/ctime or a day.
             let t = now();
             let a = i.time(TimeField::Access);
@@ -177,7 +168,7 @@ impl Fs {
         }
         let len = (data.len() as u64).min(max - off) as usize;
         let end = off + len as u64;
-        let bs = self.g.bs as u64;
+        let bs = self.g().bs as u64;
         let old = i.size();
         if end > old && old % bs != 0 && off / bs > old / bs {
             self.zero_tail(&i, old)?;
@@ -237,14 +228,14 @@ impl Fs {
             pos += n as u64;
         }
         if let Some(r) = run.take() {
-            if failure.is_none_or(|e| e.0 == ENOSPC) {
+            if failure.is_none_or(|e| e.is(ENOSPC)) {
                 if let Err(e) = self.write_run(&r, data) {
                     failure = Some(e);
                 }
             }
         }
         let mut written = pos - off;
-        if failure.is_some_and(|e| e.0 != ENOSPC) {
+        if failure.is_some_and(|e| !e.is(ENOSPC)) {
             // An I/O error: report it, and keep nothing this write allocated
             // (an allocated block must hold what was meant for it).
             self.undo_allocs(&mut i, &mut log, 0);

@@ -1,5 +1,7 @@
 //! On-disk superblock layout, feature flags and the mount-time checks.
 
+use crate::error::{FeatureError, GeometryError};
+
 pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
@@ -173,7 +175,9 @@ pub mod features {
     ];
 }
 
-fn names(bits: u32, table: &[(u32, &str)]) -> String {
+/// The names of feature `bits` from `table` (unknown bits in hex), for a
+/// message.
+pub(crate) fn feature_names(bits: u32, table: &[(u32, &str)]) -> String {
     let mut out = Vec::new();
     let mut rest = bits;
     for &(bit, name) in table {
@@ -200,8 +204,8 @@ pub enum Compat {
 }
 
 /// Checks the 1024-byte superblock `sb` (as found at byte 1024 of the
-/// device): magic, revision and feature flags. `Err` carries a message for
-/// the log saying why the image cannot be mounted at all.
+/// device): magic, revision and feature flags. `Err` says why the image
+/// cannot be mounted at all.
 ///
 /// Policy: incompatible features other than `filetype` and `flex_bg` are
 /// refused (`needs_recovery`: a journal must be replayed first, with
@@ -211,47 +215,35 @@ pub enum Compat {
 /// does: the journal inode is left alone and never written, so it stays
 /// clean and empty. Read-only-compatible features other than
 /// `sparse_super`, `large_file` and `extra_isize` force read-only.
-pub fn check_features(sb: &[u8]) -> Result<Compat, String> {
+pub fn check_features(sb: &[u8]) -> Result<Compat, FeatureError> {
     use features::*;
     if sb.len() < SUPERBLOCK_SIZE {
-        return Err("superblock too short".into());
+        return Err(FeatureError::ShortSuperblock);
     }
     let magic = le16(sb, S_MAGIC);
     if magic != EXT2_MAGIC {
-        return Err(format!(
-            "not an ext2 file system (magic 0x{magic:04x}, expected 0xef53)"
-        ));
+        return Err(FeatureError::BadMagic(magic));
     }
     let rev = le32(sb, S_REV_LEVEL);
     if rev > 1 {
-        return Err(format!(
-            "unsupported ext2 revision {rev} (only 0 and 1 are known)"
-        ));
+        return Err(FeatureError::Revision(rev));
     }
     if rev == 0 {
         return Ok(Compat::ReadWrite);
     }
     let incompat = le32(sb, S_FEATURE_INCOMPAT);
     if incompat & INCOMPAT_RECOVER != 0 {
-        return Err(
-            "the ext3/ext4 journal needs recovery (feature needs_recovery); \
-                    replay it with e2fsck first"
-                .into(),
-        );
+        return Err(FeatureError::NeedsRecovery);
     }
     let bad = incompat & !SUPPORTED_INCOMPAT;
     if bad != 0 {
-        return Err(format!(
-            "unsupported incompatible features: {} (this ext2 implementation supports \
-             filetype and flex_bg only; ext4 images cannot be mounted)",
-            names(bad, INCOMPAT_NAMES)
-        ));
+        return Err(FeatureError::Incompatible(bad));
     }
     let ro = le32(sb, S_FEATURE_RO_COMPAT) & !SUPPORTED_RO_COMPAT;
     if ro != 0 {
         return Ok(Compat::ReadOnly(format!(
             "read-only-compatible features not implemented for writing: {}; mounting read-only",
-            names(ro, RO_COMPAT_NAMES)
+            feature_names(ro, RO_COMPAT_NAMES)
         )));
     }
     Ok(Compat::ReadWrite)
@@ -288,13 +280,10 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    pub fn parse(sb: &[u8]) -> Result<Geometry, String> {
+    pub fn parse(sb: &[u8]) -> Result<Geometry, GeometryError> {
         let log = le32(sb, S_LOG_BLOCK_SIZE);
         if log > 2 {
-            return Err(format!(
-                "unsupported block size {} (1, 2 and 4 KiB are supported)",
-                1024u64 << log.min(20)
-            ));
+            return Err(GeometryError::BlockSize(1024u64 << log.min(20)));
         }
         let bs = 1024u32 << log;
         let blocks_count = le32(sb, S_BLOCKS_COUNT);
@@ -303,20 +292,24 @@ impl Geometry {
         let bpg = le32(sb, S_BLOCKS_PER_GROUP);
         let ipg = le32(sb, S_INODES_PER_GROUP);
         if bpg == 0 || bpg > 8 * bs || ipg == 0 || ipg > 8 * bs {
-            return Err(format!(
-                "bad group geometry ({bpg} blocks, {ipg} inodes per group)"
-            ));
+            return Err(GeometryError::Groups {
+                blocks: bpg,
+                inodes: ipg,
+            });
         }
         if first_data_block > 1 || blocks_count <= first_data_block {
-            return Err(format!(
-                "bad block count {blocks_count} / first data block {first_data_block}"
-            ));
+            return Err(GeometryError::BlockCount {
+                blocks: blocks_count,
+                first: first_data_block,
+            });
         }
         let ngroups = (blocks_count - first_data_block).div_ceil(bpg);
         if (ngroups as u64) * (ipg as u64) != inodes_count as u64 {
-            return Err(format!(
-                "inode count {inodes_count} is not {ngroups} groups x {ipg} inodes"
-            ));
+            return Err(GeometryError::InodeCount {
+                inodes: inodes_count,
+                groups: ngroups,
+                per_group: ipg,
+            });
         }
         let rev = le32(sb, S_REV_LEVEL);
         let (inode_size, first_ino, incompat, ro) = if rev == 0 {
@@ -330,10 +323,10 @@ impl Geometry {
             )
         };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > bs {
-            return Err(format!("bad inode size {inode_size}"));
+            return Err(GeometryError::InodeSize(inode_size));
         }
         if first_ino < 3 || first_ino > inodes_count {
-            return Err(format!("bad first inode {first_ino}"));
+            return Err(GeometryError::FirstInode(first_ino));
         }
         let new_extra_isize = if inode_size > 128 {
             let want = le16(sb, S_WANT_EXTRA_ISIZE).max(le16(sb, S_MIN_EXTRA_ISIZE));

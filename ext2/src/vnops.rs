@@ -10,7 +10,8 @@ use netbsd_abi::Errno;
 use vfs::{Attr, Cred, DirEntry, FileKind, SetAttr};
 
 use crate::dir::{check_name, Slot};
-use crate::fs::{err, now, Fs, R, ROOT_INO};
+use crate::fail::{err, Fail, R};
+use crate::fs::{now, Fs, ROOT_INO};
 use crate::inode::*;
 use crate::order::Kind;
 
@@ -74,7 +75,7 @@ impl Fs {
             }
             let old = i.size();
             if size < old {
-                let keep = size.div_ceil(self.g.bs as u64);
+                let keep = size.div_ceil(self.g().bs as u64);
                 result = self.truncate_blocks(&mut i, keep);
                 self.set_file_size(&mut i, size);
             } else if size > old {
@@ -123,7 +124,7 @@ impl Fs {
             if t.is_empty() {
                 return err(ENOENT);
             }
-            if t.len() >= (self.g.bs as usize).min(1024) {
+            if t.len() >= (self.g().bs as usize).min(1024) {
                 return err(ENAMETOOLONG);
             }
         }
@@ -138,7 +139,7 @@ impl Fs {
         let slot = match self.dir_find_slot(&mut d, name) {
             Ok(s) => s,
             Err(e) => {
-                if d.size() != size0 || e.0 == ENOSPC {
+                if d.size() != size0 || e.is(ENOSPC) {
                     self.write_inode(&d)?;
                 }
                 return Err(e);
@@ -171,7 +172,7 @@ impl Fs {
         };
         let ino = self.alloc_inode(d.num, is_dir)?;
         let t = now();
-        let bs = self.g.bs;
+        let bs = self.g().bs;
         let mut n = self.new_inode(ino);
         n.set_mode(kind.mode_bits() as u16 | (perm & 0o7777) as u16);
         n.set_uid(cred.uid);
@@ -186,7 +187,7 @@ impl Fs {
         ] {
             n.set_time(f, t);
         }
-        let goal = self.g.group_start((ino - 1) / self.g.ipg);
+        let goal = self.g().group_start((ino - 1) / self.g().ipg);
         let mut data_block = None;
         let r = (|| {
             if is_dir || target.is_some_and(|t| t.len() >= 60) {
@@ -238,7 +239,7 @@ impl Fs {
             return err(EINVAL);
         }
         let size = i.size() as usize;
-        if i.is_fast_symlink(self.g.bs) {
+        if i.is_fast_symlink(self.g().bs) {
             return Ok(i.raw[I_BLOCK..I_BLOCK + size.min(60)].to_vec());
         }
         let phys = self.bmap(&i, 0)?;
@@ -270,7 +271,7 @@ impl Fs {
         let mut slot = match self.dir_find_slot(&mut d, name) {
             Ok(s) => s,
             Err(e) => {
-                if d.size() != size0 || e.0 == ENOSPC {
+                if d.size() != size0 || e.is(ENOSPC) {
                     self.write_inode(&d)?;
                 }
                 return Err(e);
@@ -408,7 +409,7 @@ impl Fs {
                 let mut slot = match self.dir_find_slot(&mut tdi, tname) {
                     Ok(s) => s,
                     Err(e) => {
-                        if tdi.size() != size0 || e.0 == ENOSPC {
+                        if tdi.size() != size0 || e.is(ENOSPC) {
                             self.write_inode(&tdi)?;
                         }
                         return Err(e);
@@ -452,7 +453,7 @@ impl Fs {
         want: usize,
     ) -> R<(Vec<DirEntry>, bool)> {
         let d = self.get_dir(dir)?;
-        let bs = self.g.bs as u64;
+        let bs = self.g().bs as u64;
         let nblocks = self.dir_nblocks(&d);
         let mut lb = cookie / bs;
         let mut skip_below = (cookie % bs) as usize;
@@ -466,12 +467,14 @@ impl Fs {
                         continue;
                     }
                     let kind = match kind_of_ftype(e.ftype) {
-                        Some(k) if self.g.filetype => k,
-                        _ => self
-                            .read_inode(e.ino)
-                            .ok()
-                            .and_then(|i| i.kind())
-                            .unwrap_or(FileKind::Reg),
+                        Some(k) if self.g().filetype => k,
+                        // An entry naming an unreadable inode is listed as
+                        // a file; a deferred miss still ends the batch.
+                        _ => match self.read_inode(e.ino) {
+                            Ok(i) => i.kind().unwrap_or(FileKind::Reg),
+                            Err(f @ Fail::Defer { .. }) => return Err(f),
+                            Err(_) => FileKind::Reg,
+                        },
                     };
                     out.push(DirEntry {
                         ino: e.ino as u64,

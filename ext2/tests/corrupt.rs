@@ -455,3 +455,113 @@ fn directory_claiming_terabytes_is_listed_promptly() {
         fs.unmount().unwrap();
     }
 }
+
+/// Each reason a mount is refused is its own `MountError` variant, with
+/// the errno `mount(2)` returns and the message the log shows.
+#[test]
+fn mount_refusals_are_typed() {
+    use ext2::{FeatureError, GeometryError, MountError};
+    use netbsd_abi::errno::{EFTYPE, EINVAL, EPERM};
+    use netbsd_abi::Errno;
+
+    let refuse = |img: Vec<u8>, read_only: bool| -> MountError {
+        match Ext2Fs::mount_with(
+            Arc::new(MemStore(Mutex::new(img))),
+            MountOptions {
+                read_only,
+                force: false,
+            },
+        ) {
+            Ok(_) => panic!("mounted"),
+            Err(e) => e,
+        }
+    };
+    let sb = 1024;
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = REV1.to_vec();
+        f(&mut v);
+        v
+    };
+
+    let e = refuse(vec![0; 1500], true);
+    assert_eq!(
+        (e.clone(), e.errno()),
+        (MountError::TooSmall, Errno(EINVAL))
+    );
+    assert_eq!(e.to_string(), "device too small for an ext2 file system");
+
+    let e = refuse(vec![0; 65536], true);
+    assert_eq!(
+        (e.clone(), e.errno()),
+        (MountError::BadMagic(0), Errno(EINVAL))
+    );
+    assert_eq!(e.to_string(), "not an ext2 file system (magic 0x0000)");
+
+    // extents (0x40) among the incompatible features
+    let e = refuse(
+        with(&|v| {
+            let f = le32(v, sb + 96);
+            put32(v, sb + 96, f | 0x40);
+        }),
+        true,
+    );
+    assert_eq!(
+        (e.clone(), e.errno()),
+        (
+            MountError::Feature(FeatureError::Incompatible(0x40)),
+            Errno(EFTYPE)
+        )
+    );
+    assert!(
+        e.to_string()
+            .starts_with("unsupported incompatible features: extent ("),
+        "{e}"
+    );
+
+    let e = refuse(with(&|v| put32(v, sb + 32, 0)), true);
+    assert!(
+        matches!(
+            e,
+            MountError::Geometry(GeometryError::Groups { blocks: 0, .. })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.errno(), Errno(EINVAL));
+    assert!(
+        e.to_string().starts_with("bad group geometry (0 blocks, "),
+        "{e}"
+    );
+
+    let half = REV1[..REV1.len() / 2].to_vec();
+    let e = refuse(half, true);
+    assert!(matches!(e, MountError::DeviceTooSmall { .. }), "{e:?}");
+    assert_eq!(e.errno(), Errno(EINVAL));
+
+    // group 0's inode table beyond the last block
+    let g = geo(REV1);
+    let gdt0 = (le32(REV1, sb + 20) as usize + 1) * g.bs;
+    let e = refuse(with(&|v| put32(v, gdt0 + 8, u32::MAX)), true);
+    assert_eq!(
+        (e.clone(), e.errno()),
+        (MountError::CorruptGroupDescriptor(0), Errno(EINVAL))
+    );
+    assert_eq!(e.to_string(), "corrupt group descriptor 0");
+
+    // not cleanly unmounted: read-write refused, read-only allowed
+    let dirty = with(&|v| {
+        let s = le16(v, sb + 58);
+        put16(v, sb + 58, s & !1);
+    });
+    let e = refuse(dirty.clone(), false);
+    assert_eq!((e.clone(), e.errno()), (MountError::NotClean, Errno(EPERM)));
+    assert!(e.to_string().contains("not clean"), "{e}");
+    let fs = Ext2Fs::mount_with(
+        Arc::new(MemStore(Mutex::new(dirty))),
+        MountOptions {
+            read_only: true,
+            force: false,
+        },
+    )
+    .expect("read-only mount of a file system not clean");
+    fs.unmount().unwrap();
+}

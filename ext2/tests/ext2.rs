@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
-use ext2::{Compat, Ext2Fs, MountOptions};
+use ext2::{Compat, Ext2Fs, FeatureError, MountError, MountOptions};
 use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 use vfs::{FileKind, FileSystem, SetAttr};
@@ -803,10 +803,15 @@ fn feature_refusals_and_read_only() {
     let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default())
         .err()
         .unwrap();
-    assert_eq!(e.errno, Errno(EFTYPE));
-    assert!(e.reason.contains("extent"), "{}", e.reason);
+    assert_eq!(e.errno(), Errno(EFTYPE));
+    assert!(
+        matches!(e, MountError::Feature(FeatureError::Incompatible(_))),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("extent"), "{e}");
     assert!(Ext2Fs::probe(&*FileStore::open(&img))
         .unwrap_err()
+        .to_string()
         .contains("extent"));
     assert_eq!(
         Ext2Fs::mount(FileStore::open(&img), true).err(),
@@ -820,12 +825,9 @@ fn feature_refusals_and_read_only() {
     let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default())
         .err()
         .unwrap();
-    assert_eq!(e.errno, Errno(EFTYPE));
-    assert!(
-        e.reason.contains("needs_recovery") || e.reason.contains("recovery"),
-        "{}",
-        e.reason
-    );
+    assert_eq!(e.errno(), Errno(EFTYPE));
+    assert_eq!(e, MountError::Feature(FeatureError::NeedsRecovery));
+    assert!(e.to_string().contains("needs_recovery"), "{e}");
 
     // ext3 with a clean journal: mounted as ext2, the journal left alone
     let img = t.path("ext3c.img");
@@ -910,8 +912,9 @@ fn feature_refusals_and_read_only() {
     let e = Ext2Fs::mount_with(FileStore::open(&img), MountOptions::default())
         .err()
         .unwrap();
-    assert_eq!(e.errno, Errno(EPERM));
-    assert!(e.reason.contains("not clean"));
+    assert_eq!(e.errno(), Errno(EPERM));
+    assert_eq!(e, MountError::NotClean);
+    assert!(e.to_string().contains("not clean"));
     let fs = Ext2Fs::mount(FileStore::open(&img), true).unwrap();
     assert_eq!(read_all(&*fs, walk(&*fs, "/x").unwrap()), b"xyz");
     fs.unmount().unwrap();

@@ -217,9 +217,9 @@ impl Builder {
                     },
                 )
                 .map_err(|e| {
-                    tracing::warn!("mount ext2fs refused: {}", e.reason);
-                    *refusal2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.reason);
-                    e.errno
+                    tracing::warn!("mount ext2fs refused: {e}");
+                    *refusal2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    e.errno()
                 })?;
                 Ok(fs as Arc<dyn rumpkern::vfs::FileSystem>)
             }),
