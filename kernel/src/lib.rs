@@ -96,6 +96,7 @@ use rumpuser::locks::RwLock;
 pub use error::MemlimitError;
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;
+pub use netbsd_abi::{Region, Syscalls};
 pub use netbsd_abi;
 /// The file system interface ([`vfs::FileSystem`] and its types), a crate
 /// of its own so that file system components need not depend on the kernel.

@@ -14,7 +14,7 @@ pub fn run(image: &str) -> Result<String, Box<dyn std::error::Error>> {
         .boot()?;
     let p = rump.process()?;
     p.mkdir("/mnt", 0o755)?;
-    p.mount_ext2("/dk", "/mnt", false)?;
+    p.mount_ext2("/mnt", 0, "/dk")?;
     p.write_file("/mnt/hello.txt", b"hello from a rump kernel\n")?;
     drop(p);
     // Flush everything to the image and mark it clean; the process stays.
