@@ -24,4 +24,4 @@ pub mod syscall;
 pub mod syscalls;
 
 pub use errno::Errno;
-pub use syscalls::{Region, SysError, Syscalls};
+pub use syscalls::{AsErrno, Region, SysError, Syscalls};

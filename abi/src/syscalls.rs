@@ -18,8 +18,8 @@ use std::fmt;
 use crate::dirent::Dirent;
 use crate::errno::{Errno, EFAULT, EINVAL, EIO, ENOMEM};
 use crate::fcntl::{
-    AT_FDCWD, AT_SYMLINK_NOFOLLOW, MOUNT_EXT2FS, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC,
-    O_WRONLY, ST_WAIT,
+    AT_FDCWD, AT_SYMLINK_NOFOLLOW, MOUNT_EXT2FS, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC, O_WRONLY,
+    ST_WAIT,
 };
 use crate::stat::{encode_times, encode_timevals, Stat, Timespec, STAT_SIZE};
 use crate::statvfs::{Statvfs, STATVFS_SIZE};
@@ -792,12 +792,7 @@ pub trait Syscalls {
         flags: i32,
         mode: u32,
     ) -> Result<i32, Self::Error> {
-        Ok(self.call_at(
-            SYS_OPENAT,
-            dirfd,
-            path.as_ref(),
-            &[int(flags), mode as u64],
-        )?[0] as i32)
+        Ok(self.call_at(SYS_OPENAT, dirfd, path.as_ref(), &[int(flags), mode as u64])?[0] as i32)
     }
 
     // ----- file systems -----
@@ -957,4 +952,24 @@ fn stat_path<S: Syscalls + ?Sized>(s: &S, num: i32, path: &[u8]) -> Result<Stat,
     // buffer's size.
     unsafe { s.call(num, &args, &mut [Region::In(&p), Region::Out(&mut b)]) }?;
     Ok(Stat::decode(&b).ok_or(Errno(EFAULT))?)
+}
+
+/// A way in whose failures are told as NetBSD errno values only (what a
+/// caller that answers with an errno, as the FUSE adapter does, needs):
+/// every typed call of `S`, each error reduced to [`SysError::errno`].
+#[derive(Debug)]
+pub struct AsErrno<S>(pub S);
+
+impl<S: Syscalls> Syscalls for AsErrno<S> {
+    type Error = Errno;
+
+    unsafe fn call(
+        &self,
+        num: i32,
+        args: &[u64],
+        mem: &mut [Region<'_>],
+    ) -> Result<[i64; 2], Errno> {
+        // SAFETY: the caller's guarantee, passed on unchanged.
+        unsafe { self.0.call(num, args, mem) }.map_err(|e| e.errno())
+    }
 }

@@ -14,7 +14,6 @@ use crate::copy::Lend;
 use crate::proc::{curlwp_raw, set_curlwp_raw, Lwp, Proc};
 use crate::Kernel;
 
-
 /// A process of `kernel` for in-process callers. Each call runs on a fresh
 /// lwp of the process, on a virtual CPU; the process (descriptors, current
 /// directory) lives until the `LocalProc` is dropped.

@@ -356,10 +356,7 @@ fn sysctl_and_getpid_and_reboot() {
         p.sysctl(&[CTL_KERN, KERN_OSRELEASE]).unwrap(),
         format!("{OSRELEASE}\0").as_bytes()
     );
-    assert_eq!(
-        p.sysctl(&[CTL_KERN, KERN_HOSTNAME]).unwrap(),
-        b"testhost\0"
-    );
+    assert_eq!(p.sysctl(&[CTL_KERN, KERN_HOSTNAME]).unwrap(), b"testhost\0");
     assert_eq!(p.sysctl(&[CTL_HW, HW_NCPU]).unwrap(), 3i32.to_le_bytes());
     assert_eq!(
         p.sysctl(&[CTL_HW, HW_PHYSMEM64]).unwrap(),
@@ -976,7 +973,8 @@ fn mount_and_unmount() {
     assert_eq!(&host[..6], b"MARKER");
     assert_eq!(&host[8..13], b"CLEAN");
     // Read-only, and remount after unmount.
-    p.mount_ext2("/other", netbsd_abi::fcntl::MNT_RDONLY, "/dk").unwrap();
+    p.mount_ext2("/other", netbsd_abi::fcntl::MNT_RDONLY, "/dk")
+        .unwrap();
     assert_eq!(ro_seen.load(Ordering::SeqCst), 1);
     assert_eq!(p.write_file("/other/x", b""), Err(e(EROFS)));
     assert_eq!(p.mkdir("/other/d", 0o755), Err(e(EROFS)));
@@ -1447,10 +1445,7 @@ fn posix_calls_and_credentials() {
     assert_eq!((st.uid, st.gid), (1000, 0));
     assert_eq!(user.read_file("/d/secret").unwrap(), b"s");
     user.chown("/d/secret", u32::MAX, 100).unwrap();
-    assert_eq!(
-        user.chown("/d/secret", 0, u32::MAX),
-        Err(Errno(EPERM))
-    );
+    assert_eq!(user.chown("/d/secret", 0, u32::MAX), Err(Errno(EPERM)));
     // A user's new file belongs to it.
     root.chown("/d", 1000, 100).unwrap();
     user.write_file("/d/mine", b"m").unwrap();
@@ -1461,8 +1456,7 @@ fn posix_calls_and_credentials() {
         sec: 1_000_000,
         nsec: 5,
     };
-    root.utimens("/d/mine", [t, Timespec::OMIT], true)
-        .unwrap();
+    root.utimens("/d/mine", [t, Timespec::OMIT], true).unwrap();
     let st = root.stat("/d/mine").unwrap();
     assert_eq!(st.atime, t);
     root.utimes("/d/mine", Some([t, t])).unwrap();

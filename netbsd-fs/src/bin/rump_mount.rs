@@ -459,7 +459,7 @@ fn halt(kernel: &NetbsdKernel, sys: &NetbsdSys, status: i32) -> ! {
     }
     if st != 0 {
         // NetBSD's reboot exits 0: flush without it, then exit non-zero.
-        sys.sync();
+        let _ = sys.sync();
         exit(st);
     }
     // Exits the process (0) from NetBSD's reboot path; returns only on

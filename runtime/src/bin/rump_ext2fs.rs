@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 use netbsd_abi::fcntl::MNT_RDONLY;
+use netbsd_abi::Syscalls;
 use rumpfuse::{host, LocalBackend, Options, RumpFuse};
 use rumprun::getopt::text;
 use rumprun::{tool, Rump};
@@ -196,7 +197,7 @@ fn main() {
         .unwrap_or_else(|e| die(format!("kernel: {}", e.description())));
     p.mkdir(KMNT, 0o755)
         .unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
-    if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
+    if let Err(e) = p.mount_ext2(KMNT, if ro { MNT_RDONLY } else { 0 }, "/dk") {
         // The kernel's own reason says more than its errno.
         let why = match rump.take_mount_refusal() {
             _ if e.0 == netbsd_abi::errno::EPERM && !ro => {
