@@ -87,6 +87,12 @@ pub fn progname() -> String {
             return s.to_string();
         }
     }
+    argv0_name().unwrap_or_else(|| "???".into())
+}
+
+/// The last component of `argv[0]` (`rump.halt` as the user called it),
+/// if there is one: the program's name for messages and for the server.
+pub fn argv0_name() -> Option<String> {
     // args_os: an argv[0] that is not UTF-8 must not panic.
     std::env::args_os()
         .next()
@@ -95,7 +101,7 @@ pub fn progname() -> String {
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
         })
-        .unwrap_or_else(|| "???".into())
+        .filter(|s| !s.is_empty())
 }
 
 use netbsd_abi::sp::io::send_all;

@@ -38,7 +38,7 @@ pub use netbsd_abi::stat::Timespec;
 pub use netbsd_abi::statvfs::Statvfs;
 pub use netbsd_abi::{SysError, Syscalls};
 
-pub use client::{addr_of, progname, Client, ConnRetry, ForkCookie, Region, RETRY_ENV};
+pub use client::{addr_of, argv0_name, progname, Client, ConnRetry, ForkCookie, Region, RETRY_ENV};
 pub use error::Error;
 
 pub use netbsd_abi::dirent::Dirent;

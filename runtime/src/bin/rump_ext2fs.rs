@@ -14,6 +14,7 @@ use std::process::exit;
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
+use netbsd_abi::errno::io_text;
 use netbsd_abi::fcntl::MNT_RDONLY;
 use netbsd_abi::Syscalls;
 use rumpfuse::{host, LocalBackend, Options, RumpFuse};
@@ -156,7 +157,8 @@ fn parse() -> Args {
 fn main() {
     let a = parse();
     let img = Path::new(&a.image);
-    let md = std::fs::metadata(img).unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+    let md =
+        std::fs::metadata(img).unwrap_or_else(|e| die(format!("{}: {}", a.image, io_text(&e))));
     if md.is_dir() {
         die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
     }
@@ -268,7 +270,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             let _ = rump.halt(netbsd_abi::reboot::RB_HALT);
-            die(format!("{}: {}", a.mnt.display(), reason(&e)))
+            die(format!("{}: {}", a.mnt.display(), io_text(&e)))
         }
     };
 
@@ -319,11 +321,4 @@ fn abs(p: &str) -> String {
     std::fs::canonicalize(p)
         .map(|b: PathBuf| b.display().to_string())
         .unwrap_or_else(|_| p.to_string())
-}
-
-fn reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => host::strerror(n),
-        None => e.to_string(),
-    }
 }
