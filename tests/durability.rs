@@ -6,6 +6,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;

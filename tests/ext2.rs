@@ -3,6 +3,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::path::Path;
 use std::time::Duration;
 

@@ -8,6 +8,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

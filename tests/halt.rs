@@ -3,6 +3,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;

@@ -14,6 +14,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::process::Command;
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use rumpclient::Syscalls as _;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -337,12 +337,26 @@ impl Errno {
         if host == 0 {
             return format!("NetBSD error {}", self.0);
         }
-        let s = std::io::Error::from_raw_os_error(host).to_string();
-        // std appends " (os error N)"; a Unix message has just the text.
-        match s.find(" (os error") {
-            Some(i) => s[..i].to_string(),
-            None => s,
-        }
+        strerror(host)
+    }
+}
+
+/// The host's text for host errno `host` ("No such file or directory"),
+/// as a Unix message has it: without the " (os error N)" std appends.
+pub fn strerror(host: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(host).to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The text of a host I/O error for a message: [`strerror`] of its errno,
+/// or its own text when it has none.
+pub fn io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => strerror(n),
+        None => e.to_string(),
     }
 }
 

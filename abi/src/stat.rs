@@ -175,6 +175,17 @@ pub const S_ISGID: u32 = 0o2000;
 pub const S_ISVTX: u32 = 0o1000;
 
 impl Timespec {
+    /// For `utimensat(2)`/`futimens(2)`: set this time to the kernel's now.
+    pub const NOW: Timespec = Timespec {
+        sec: 0,
+        nsec: UTIME_NOW,
+    };
+    /// For `utimensat(2)`/`futimens(2)`: leave this time as it is.
+    pub const OMIT: Timespec = Timespec {
+        sec: 0,
+        nsec: UTIME_OMIT,
+    };
+
     /// Decode one `struct timespec` (16 bytes); `None` if short.
     pub fn decode(b: &[u8]) -> Option<Timespec> {
         let sec = i64::from_le_bytes(b.get(0..8)?.try_into().ok()?);
@@ -204,6 +215,24 @@ impl Timespec {
         b[8..12].copy_from_slice(&((self.nsec / 1000) as i32).to_le_bytes());
         b
     }
+}
+
+/// The `struct timespec[2]` (access, modification) that `utimensat(2)`
+/// and `futimens(2)` read: 32 bytes.
+pub fn encode_times(t: [Timespec; 2]) -> [u8; 2 * TIMESPEC_SIZE] {
+    let mut b = [0u8; 2 * TIMESPEC_SIZE];
+    b[..TIMESPEC_SIZE].copy_from_slice(&t[0].encode());
+    b[TIMESPEC_SIZE..].copy_from_slice(&t[1].encode());
+    b
+}
+
+/// The `struct timeval[2]` (access, modification) that `utimes(2)` reads:
+/// 32 bytes, microseconds truncated.
+pub fn encode_timevals(t: [Timespec; 2]) -> [u8; 2 * TIMEVAL_SIZE] {
+    let mut b = [0u8; 2 * TIMEVAL_SIZE];
+    b[..TIMEVAL_SIZE].copy_from_slice(&t[0].encode_timeval());
+    b[TIMEVAL_SIZE..].copy_from_slice(&t[1].encode_timeval());
+    b
 }
 
 #[cfg(test)]

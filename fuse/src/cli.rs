@@ -21,7 +21,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::host;
-use crate::sys::{Remote, RemoteBackend};
+use crate::sys::RemoteBackend;
 use crate::{Options, RumpFuse};
 
 const USAGE: &str = "usage: rumpctl fuse [-f] [-o ro] [path] mountpoint";
@@ -116,7 +116,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
         None
     };
     let url = client.url().to_string();
-    let backend = RemoteBackend(Arc::new(Remote(client)));
+    let backend = RemoteBackend(Arc::new(netbsd_abi::AsErrno(client)));
     // Other clients may change the tree: short timeouts, no write-back.
     let o = Options {
         read_only: ro,

@@ -21,7 +21,6 @@ use netbsd_abi::fcntl as nb;
 use netbsd_abi::stat::*;
 use netbsd_abi::Errno;
 use parking_lot::{Mutex, RwLock};
-use rumpclient::TimeSpec;
 
 use crate::host;
 use crate::sys::{systime, Backend, Syscalls, R};
@@ -111,16 +110,16 @@ impl Nodes {
     }
 }
 
-enum Handle {
+enum Handle<P> {
     File {
-        sys: Arc<dyn Syscalls>,
+        sys: Arc<P>,
         fd: i32,
     },
     /// A directory's entries as read at open, and the process that read
     /// them (readdirplus looks the entries up as it).
     Dir {
         entries: Vec<(Vec<u8>, u64, FileType)>,
-        sys: Arc<dyn Syscalls>,
+        sys: Arc<P>,
     },
 }
 
@@ -131,7 +130,7 @@ pub struct RumpFuse<B: Backend> {
     base: Vec<u8>,
     opts: Options,
     nodes: RwLock<Nodes>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle<B::Proc>>>>,
     next_fh: AtomicU64,
     /// The largest single read or write handed to the kernel.
     max_io: usize,
@@ -216,16 +215,16 @@ fn open_flags(host: i32) -> i32 {
     f
 }
 
-fn time_set(t: Option<TimeOrNow>) -> TimeSpec {
+fn time_set(t: Option<TimeOrNow>) -> Timespec {
     match t {
-        None => TimeSpec::Omit,
-        Some(TimeOrNow::Now) => TimeSpec::Now,
+        None => Timespec::OMIT,
+        Some(TimeOrNow::Now) => Timespec::NOW,
         Some(TimeOrNow::SpecificTime(st)) => {
             let (sec, nsec) = match st.duration_since(std::time::UNIX_EPOCH) {
                 Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
                 Err(e) => (-(e.duration().as_secs() as i64), 0),
             };
-            TimeSpec::At(Timespec { sec, nsec })
+            Timespec { sec, nsec }
         }
     }
 }
@@ -289,7 +288,7 @@ impl<B: Backend> RumpFuse<B> {
     /// then, as libfuse's getgroups does). A refused call has changed
     /// nothing, or only what running it again does anyway (the attributes
     /// a SETATTR set before the refused one).
-    fn as_caller<T>(&self, req: &Request, f: impl Fn(Arc<dyn Syscalls>) -> R<T>) -> R<T> {
+    fn as_caller<T>(&self, req: &Request, f: impl Fn(Arc<B::Proc>) -> R<T>) -> R<T> {
         let (uid, gid) = (req.uid(), req.gid());
         let r = f(self.backend.caller(uid, gid)?);
         match r {
@@ -383,30 +382,30 @@ impl<B: Backend> RumpFuse<B> {
         self.nodes.write().drop_name(parent, name);
     }
 
-    fn entry_for(&self, sys: &dyn Syscalls, parent: u64, name: &OsStr, path: &[u8]) -> R<FileAttr> {
+    fn entry_for(&self, sys: &B::Proc, parent: u64, name: &OsStr, path: &[u8]) -> R<FileAttr> {
         let st = sys.lstat(path)?;
         let ino = self.remember(parent, name.as_bytes(), &st, 1);
         Ok(attr_of(ino, &st))
     }
 
-    fn add_handle(&self, h: Handle) -> u64 {
+    fn add_handle(&self, h: Handle<B::Proc>) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, Arc::new(h));
         fh
     }
 
-    fn handle(&self, fh: FileHandle) -> R<Arc<Handle>> {
+    fn handle(&self, fh: FileHandle) -> R<Arc<Handle<B::Proc>>> {
         self.handles.lock().get(&fh.0).cloned().ok_or(Errno(EBADF))
     }
 
-    fn file(&self, fh: FileHandle) -> R<(Arc<dyn Syscalls>, i32)> {
+    fn file(&self, fh: FileHandle) -> R<(Arc<B::Proc>, i32)> {
         match &*self.handle(fh)? {
             Handle::File { sys, fd } => Ok((sys.clone(), *fd)),
             Handle::Dir { .. } => Err(Errno(EISDIR)),
         }
     }
 
-    fn stat_ino(&self, sys: &dyn Syscalls, ino: u64, fh: Option<FileHandle>) -> R<FileAttr> {
+    fn stat_ino(&self, sys: &B::Proc, ino: u64, fh: Option<FileHandle>) -> R<FileAttr> {
         if let Some(fh) = fh {
             if let Ok((fsys, fd)) = self.file(fh) {
                 return Ok(attr_of(ino, &fsys.fstat(fd)?));
@@ -490,7 +489,7 @@ impl<B: Backend> RumpFuse<B> {
                 let t = [time_set(atime), time_set(mtime)];
                 match &file {
                     Some((s, fd)) => s.futimens(*fd, t)?,
-                    None => sys.utimens(&need_path()?, t)?,
+                    None => sys.utimens(&need_path()?, t, false)?,
                 }
             }
             self.stat_ino(&*sys, ino, fh)
@@ -927,7 +926,7 @@ impl<B: Backend> Filesystem for RumpFuse<B> {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = self.as_caller(req, |sys| {
-            let ents = sys.list_dir(&self.path(ino.0)?)?;
+            let ents = sys.read_dir(&self.path(ino.0)?)?;
             // Inode 0 marks an empty or deleted slot (NetBSD's libc skips
             // them too): never a file.
             let entries = ents

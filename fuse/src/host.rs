@@ -12,22 +12,8 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::fs::MAX_READAHEAD;
 
-/// The host's text for errno `e`.
-pub fn strerror(e: i32) -> String {
-    io::Error::from_raw_os_error(e)
-        .to_string()
-        .split(" (os error")
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn io_reason(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => strerror(n),
-        None => e.to_string(),
-    }
-}
+use netbsd_abi::errno::io_text as io_reason;
+pub use netbsd_abi::errno::strerror;
 
 /// Check what a FUSE mount needs: `/dev/fuse`, and a mount point that is a
 /// directory not already mounted on. Errors read `path: reason`.

@@ -5,6 +5,7 @@
 //! run it in a child process (this binary re-run with `SP_CHILD` set), and
 //! the killed-client test runs its client in a child process.
 
+use rumpclient::Syscalls as _;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;

@@ -386,11 +386,8 @@ impl Kernel {
             {
                 return Ok(());
             }
-            host.lock(true).map_err(|_| {
-                format!(
-                    "drive {key}: {path}: locked by another process (in use by another server?)"
-                )
-            })
+            host.lock(true)
+                .map_err(|_| format!("drive {key}: {path}: {}", vfs_cache::host::ImageLocked))
         };
         let direct = spec.kind == DriveType::Blk;
         let (host, size) = match spec.size {

@@ -97,6 +97,7 @@ pub use error::MemlimitError;
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;
 pub use netbsd_abi;
+pub use netbsd_abi::{Region, Syscalls};
 /// The file system interface ([`vfs::FileSystem`] and its types), a crate
 /// of its own so that file system components need not depend on the kernel.
 pub use vfs;

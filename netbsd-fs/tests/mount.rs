@@ -9,6 +9,7 @@
 //! need the image tools (`makefs`, `dosfstools`, `mtools`, `xorriso`,
 //! `udftools`, `ntfs-3g`), root or `fusermount3`, and `/dev/fuse`.
 
+use rumpclient::Syscalls as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

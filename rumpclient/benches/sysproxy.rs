@@ -17,6 +17,7 @@
 //! Environment: `SP_BENCH_ITERS` (null-syscall iterations per round,
 //! default 20000), `SP_BENCH_ROUNDS` (default 5).
 
+use rumpclient::Syscalls as _;
 use testkit::standin;
 
 use std::io::{Read, Write};

@@ -21,58 +21,7 @@ use netbsd_abi::syscall::encode_args;
 
 use crate::error::Error;
 
-/// A piece of the caller's memory that a system call may touch. The
-/// server names memory by address (the caller puts `addr()` values in the
-/// argument slots); a copy request for memory outside every registered
-/// region is refused (`EFAULT`), so a syscall can never read or write
-/// anything the caller did not hand over.
-#[derive(Debug)]
-pub enum Region<'a> {
-    /// The kernel may read it (copyin, copyinstr).
-    In(&'a [u8]),
-    /// The kernel may write it (copyout, copyoutstr).
-    Out(&'a mut [u8]),
-    /// Both.
-    InOut(&'a mut [u8]),
-}
-
-impl Region<'_> {
-    /// The address to pass in an argument slot.
-    pub fn addr(&self) -> u64 {
-        match self {
-            Region::In(b) => b.as_ptr() as u64,
-            Region::Out(b) | Region::InOut(b) => b.as_ptr() as u64,
-        }
-    }
-
-    /// Bytes in the region.
-    pub fn len(&self) -> usize {
-        match self {
-            Region::In(b) => b.len(),
-            Region::Out(b) | Region::InOut(b) => b.len(),
-        }
-    }
-
-    /// Whether the region is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn readable(&self) -> Option<&[u8]> {
-        match self {
-            Region::In(b) => Some(b),
-            Region::InOut(b) => Some(b),
-            Region::Out(_) => None,
-        }
-    }
-
-    fn writable(&mut self) -> Option<&mut [u8]> {
-        match self {
-            Region::In(_) => None,
-            Region::Out(b) | Region::InOut(b) => Some(b),
-        }
-    }
-}
+pub use netbsd_abi::Region;
 
 /// The address of a buffer, for an argument slot.
 pub fn addr_of(b: &[u8]) -> u64 {
@@ -138,6 +87,12 @@ pub fn progname() -> String {
             return s.to_string();
         }
     }
+    argv0_name().unwrap_or_else(|| "???".into())
+}
+
+/// The last component of `argv[0]` (`rump.halt` as the user called it),
+/// if there is one: the program's name for messages and for the server.
+pub fn argv0_name() -> Option<String> {
     // args_os: an argv[0] that is not UTF-8 must not panic.
     std::env::args_os()
         .next()
@@ -146,7 +101,7 @@ pub fn progname() -> String {
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
         })
-        .unwrap_or_else(|| "???".into())
+        .filter(|s| !s.is_empty())
 }
 
 use netbsd_abi::sp::io::send_all;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use netbsd_abi::errno::{self, Errno};
+use netbsd_abi::errno::{self, io_text, Errno};
 use netbsd_abi::sp::ProtoError;
 
 /// What went wrong talking to a rump kernel.
@@ -69,15 +69,6 @@ pub enum Error {
     /// The system call failed with this NetBSD errno.
     #[error("{}", .0.description())]
     Errno(#[from] Errno),
-}
-
-/// The host's text for an I/O error, without Rust's "(os error N)".
-pub(crate) fn io_text(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
 }
 
 /// What follows "connection to server lost": the host's reason, if any.

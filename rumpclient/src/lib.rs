@@ -2,12 +2,13 @@
 //!
 //! A [`Client`] is one connection to a rump kernel (`unix://` or `tcp://`
 //! URL, usually from `RUMP_SERVER`) and one kernel process. System calls
+//! (the typed ones of [`Syscalls`], shared with every way into a kernel)
 //! go out as sysproxy requests; while one runs, the server's copyin and
 //! copyout requests are served from the memory the caller registered for
 //! that call ([`Region`]s) and nothing else.
 //!
 //! ```no_run
-//! use rumpclient::{Client, O_RDONLY};
+//! use rumpclient::{Client, Syscalls, O_RDONLY};
 //! let c = Client::from_env()?;
 //! let fd = c.open("/etc/motd", O_RDONLY, 0)?;
 //! let mut buf = [0u8; 128];
@@ -32,12 +33,12 @@
 mod client;
 mod error;
 pub mod sys;
-pub mod sys2;
 
+pub use netbsd_abi::stat::Timespec;
 pub use netbsd_abi::statvfs::Statvfs;
-pub use sys2::TimeSpec;
+pub use netbsd_abi::{SysError, Syscalls};
 
-pub use client::{addr_of, progname, Client, ConnRetry, ForkCookie, Region, RETRY_ENV};
+pub use client::{addr_of, argv0_name, progname, Client, ConnRetry, ForkCookie, Region, RETRY_ENV};
 pub use error::Error;
 
 pub use netbsd_abi::dirent::Dirent;

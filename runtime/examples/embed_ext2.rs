@@ -4,6 +4,7 @@
 //!     mke2fs -t ext2 disk.img 64M && cargo run --example embed_ext2 -- disk.img
 
 use netbsd_abi::reboot::RB_HALT;
+use netbsd_abi::Syscalls;
 use rumprun::Rump;
 
 /// Mount `image` (an ext2 file system), write /hello.txt, halt; the
@@ -14,7 +15,7 @@ pub fn run(image: &str) -> Result<String, Box<dyn std::error::Error>> {
         .boot()?;
     let p = rump.process()?;
     p.mkdir("/mnt", 0o755)?;
-    p.mount_ext2("/dk", "/mnt", false)?;
+    p.mount_ext2("/mnt", 0, "/dk")?;
     p.write_file("/mnt/hello.txt", b"hello from a rump kernel\n")?;
     drop(p);
     // Flush everything to the image and mark it clean; the process stays.

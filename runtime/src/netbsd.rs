@@ -628,8 +628,11 @@ fn held_images() -> &'static std::sync::Mutex<Vec<std::fs::File>> {
 /// does: an OFD write lock on the whole file (a second drive of ours on
 /// the same file is covered by the first one's). `Err` when another
 /// process holds a conflicting lock; file systems that lock nothing pass.
-fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ImageLocked> {
-    use std::os::fd::AsRawFd;
+fn lock_image(
+    f: &std::fs::File,
+    md: &std::fs::Metadata,
+) -> Result<(), vfs_cache::host::ImageLocked> {
+    use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
     let mine = held_images()
         .lock()
@@ -644,24 +647,8 @@ fn lock_image(f: &std::fs::File, md: &std::fs::Metadata) -> Result<(), ImageLock
     if mine {
         return Ok(());
     }
-    // The whole file (l_len 0), l_pid 0 as OFD locks require.
-    let fl = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    match nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
-        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(ImageLocked),
-        _ => Ok(()),
-    }
+    vfs_cache::host::lock_image(f.as_fd(), true)
 }
-
-/// [`lock_image`]: another process holds a conflicting lock.
-#[derive(Debug, thiserror::Error)]
-#[error("locked by another process (in use by another server?)")]
-struct ImageLocked;
 
 #[cfg(test)]
 mod tests {

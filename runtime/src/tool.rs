@@ -23,15 +23,7 @@ macro_rules! say {
 /// The program's name for messages: the last component of `argv[0]`
 /// (`rump_halt` or `rump.halt`, as the user called it), else `default`.
 pub fn progname(default: &str) -> String {
-    std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    rumpclient::argv0_name().unwrap_or_else(|| default.to_string())
 }
 
 /// `--help` anywhere before a `--`: print the usage on standard output
@@ -169,13 +161,7 @@ pub fn show(b: &[u8]) -> String {
     s
 }
 
-/// The host's text for an I/O error, without Rust's "(os error N)".
-pub fn io_text(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => netbsd_abi::Errno::from_host(n).description(),
-        None => e.to_string(),
-    }
-}
+pub use netbsd_abi::errno::io_text;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! `dd conv=fsync` of the same bytes, and the host creating the same small
 //! files then syncing, in the same run on the same file system.
 
+use rumpclient::Syscalls as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! with 16, 64 and 256 MiB dirty in the cache, beside `dd bs=1M
 //! conv=fsync` of the same bytes on the same file system.
 
+use rumpclient::Syscalls as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

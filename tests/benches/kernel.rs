@@ -20,6 +20,7 @@
 //! ratio is the median of the per-round ratios (a round's figure against
 //! the floor measured right beside it), with their spread.
 
+use rumpclient::Syscalls as _;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;

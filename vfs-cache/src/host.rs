@@ -31,6 +31,42 @@ const MAX_IOV: usize = 512;
 /// logical block size up to a page).
 const DIRECT_ALIGN: usize = 4096;
 
+/// A drive image that another process (or another open in this one)
+/// holds a conflicting lock on: one server per image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("locked by another process (in use by another server?)")]
+pub struct ImageLocked;
+
+/// Set an open-file-description lock of type `ty` (`F_WRLCK`, `F_RDLCK`,
+/// `F_UNLCK`) on the whole file `fd`, never waiting.
+fn ofd_setlk(fd: BorrowedFd<'_>, ty: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: flock is plain old data; all zeros is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = ty as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock (l_pid
+    // 0, as OFD locks require) on a descriptor borrowed for the call.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// Lock a drive image as qemu does: an open-file-description lock on the
+/// whole file, exclusive (`write`) or shared, held while `fd`'s open file
+/// lives. Never waits: [`ImageLocked`] when another open of the file (in
+/// another process, or another in this one) holds a conflicting lock.
+/// File systems that lock nothing pass: that is no reason to refuse the
+/// image.
+pub fn lock_image(fd: BorrowedFd<'_>, write: bool) -> Result<(), ImageLocked> {
+    match ofd_setlk(fd, if write { libc::F_WRLCK } else { libc::F_RDLCK }) {
+        Err(e) if e.0 == EAGAIN || e.0 == EACCES => Err(ImageLocked),
+        _ => Ok(()),
+    }
+}
+
 /// A host file as a drive.
 #[derive(Debug)]
 pub struct HostDrive {
@@ -173,37 +209,14 @@ impl HostDrive {
     /// another open in this one) holds a conflicting lock. The lock lasts
     /// as long as this drive.
     pub fn lock(&self, write: bool) -> Result<(), Errno> {
-        // SAFETY: flock is plain old data; all zeros is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = if write { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = 0;
-        fl.l_len = 0;
-        // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
-        // (l_pid 0, as OFD locks require) on a descriptor we own.
-        if unsafe { libc::fcntl(self.file.fd().as_raw_fd(), libc::F_OFD_SETLK, &fl) } != 0 {
-            let e = last_errno();
-            // Some file systems lock nothing: that is no reason to refuse
-            // the drive.
-            return match e.0 {
-                x if x == EAGAIN || x == EACCES => Err(Errno(EAGAIN)),
-                _ => Ok(()),
-            };
-        }
-        Ok(())
+        lock_image(self.file.fd(), write).map_err(|_| Errno(EAGAIN))
     }
 
     /// Give up the lock [`HostDrive::lock`] took (a halted kernel whose
     /// flush completed leaves its images to others). Nothing to undo is
     /// no error.
     pub fn unlock(&self) {
-        // SAFETY: flock is plain old data; all zeros is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_UNLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        // SAFETY: fcntl(F_OFD_SETLK) with a valid pointer to a flock
-        // (l_pid 0, as OFD locks require) on a descriptor we own.
-        let _ = unsafe { libc::fcntl(self.file.fd().as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        let _ = ofd_setlk(self.file.fd(), libc::F_UNLCK);
     }
 
     fn check(&self, off: u64, len: usize) -> Result<i64, Errno> {

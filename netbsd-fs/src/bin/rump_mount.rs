@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
+use netbsd_abi::errno::io_text;
 use netbsd_fs::sys::{NetbsdBackend, NetbsdSys};
 use netbsd_fs::types::{self, mnt, FsType, TypeOpts};
 use netbsd_fs::{components, part, probe};
@@ -80,9 +81,8 @@ struct Args {
 
 fn parse() -> Args {
     let mut argv = std::env::args();
-    let argv0 = argv.next().unwrap_or_else(|| "rump_mount".into());
-    let base = argv0.rsplit('/').next().unwrap_or(&argv0).to_string();
-    let _ = PROG.set(base);
+    let _ = argv.next();
+    let _ = PROG.set(rumprun::tool::progname("rump_mount"));
     let argv: Vec<String> = argv.collect();
     let mut a = Args {
         threads: 4,
@@ -232,7 +232,7 @@ fn main() {
         None => match a.fstype.as_deref() {
             None | Some("auto") => {
                 let head = probe::read_head(Path::new(&a.image), extent.map_or(0, |e| e.offset))
-                    .unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+                    .unwrap_or_else(|e| die(format!("{}: {}", a.image, io_text(&e))));
                 match probe::probe(&head) {
                     Some(f) => {
                         println!("{}: {}: {} (-t {})", prog(), a.image, f.what, f.fstype);
@@ -258,12 +258,12 @@ fn main() {
     let mut img_len = 0;
     if t.has_image {
         let md = std::fs::metadata(&a.image)
-            .unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+            .unwrap_or_else(|e| die(format!("{}: {}", a.image, io_text(&e))));
         if md.is_dir() {
             die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
         }
         if let Err(e) = std::fs::File::open(&a.image) {
-            die(format!("{}: {}", a.image, reason(&e)));
+            die(format!("{}: {}", a.image, io_text(&e)));
         }
         if !a.ro
             && std::fs::OpenOptions::new()
@@ -414,7 +414,7 @@ fn main() {
     let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {}: {}", prog(), a.mnt, reason(&e));
+            eprintln!("{}: {}: {}", prog(), a.mnt, io_text(&e));
             halt(&kernel, &sys, 1)
         }
     };
@@ -459,7 +459,7 @@ fn halt(kernel: &NetbsdKernel, sys: &NetbsdSys, status: i32) -> ! {
     }
     if st != 0 {
         // NetBSD's reboot exits 0: flush without it, then exit non-zero.
-        sys.sync();
+        let _ = sys.sync();
         exit(st);
     }
     // Exits the process (0) from NetBSD's reboot path; returns only on
@@ -474,11 +474,4 @@ fn abs(p: &str) -> String {
     std::fs::canonicalize(p)
         .map(|b: PathBuf| b.display().to_string())
         .unwrap_or_else(|_| p.to_string())
-}
-
-fn reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => host::strerror(n),
-        None => e.to_string(),
-    }
 }

@@ -14,7 +14,9 @@ use std::process::exit;
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
+use netbsd_abi::errno::io_text;
 use netbsd_abi::fcntl::MNT_RDONLY;
+use netbsd_abi::Syscalls;
 use rumpfuse::{host, LocalBackend, Options, RumpFuse};
 use rumprun::getopt::text;
 use rumprun::{tool, Rump};
@@ -155,7 +157,8 @@ fn parse() -> Args {
 fn main() {
     let a = parse();
     let img = Path::new(&a.image);
-    let md = std::fs::metadata(img).unwrap_or_else(|e| die(format!("{}: {}", a.image, reason(&e))));
+    let md =
+        std::fs::metadata(img).unwrap_or_else(|e| die(format!("{}: {}", a.image, io_text(&e))));
     if md.is_dir() {
         die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
     }
@@ -196,7 +199,7 @@ fn main() {
         .unwrap_or_else(|e| die(format!("kernel: {}", e.description())));
     p.mkdir(KMNT, 0o755)
         .unwrap_or_else(|e| die(format!("kernel {KMNT}: {}", e.description())));
-    if let Err(e) = p.mount_ext2("/dk", KMNT, ro) {
+    if let Err(e) = p.mount_ext2(KMNT, if ro { MNT_RDONLY } else { 0 }, "/dk") {
         // The kernel's own reason says more than its errno.
         let why = match rump.take_mount_refusal() {
             _ if e.0 == netbsd_abi::errno::EPERM && !ro => {
@@ -269,7 +272,7 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             let _ = rump.halt(netbsd_abi::reboot::RB_HALT);
-            die(format!("{}: {}", a.mnt.display(), reason(&e)))
+            die(format!("{}: {}", a.mnt.display(), io_text(&e)))
         }
     };
 
@@ -320,11 +323,4 @@ fn abs(p: &str) -> String {
     std::fs::canonicalize(p)
         .map(|b: PathBuf| b.display().to_string())
         .unwrap_or_else(|_| p.to_string())
-}
-
-fn reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => host::strerror(n),
-        None => e.to_string(),
-    }
 }

@@ -10,6 +10,7 @@ use std::process::exit;
 use std::time::Instant;
 
 use netbsd_abi::reboot::{RbFlags, RB_DUMP, RB_HALT, RB_NOSYNC};
+use netbsd_abi::Syscalls;
 use rumprun::getopt::getopt;
 use rumprun::tool;
 

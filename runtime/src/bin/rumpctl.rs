@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use netbsd_abi::errno::{EEXIST, ENOENT, ENOTDIR, EPERM};
 use netbsd_abi::fcntl::{MNT_FORCE, MNT_RDONLY, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC, O_WRONLY};
 use netbsd_abi::stat::{Stat, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
-use rumpclient::{Client, Error, TimeSpec};
+use rumpclient::{Client, Error, Syscalls};
 use rumprun::getopt::{getopt, text};
 use rumprun::tool::{self, io_text, show};
 use std::path::Path;
@@ -2004,7 +2004,7 @@ impl Side<'_> {
     fn set_times(&self, l: &Loc, t: [(i64, i64); 2]) -> Result<(), Fail> {
         match l {
             Loc::Kernel(p) => {
-                let ts = |(sec, nsec)| TimeSpec::At(netbsd_abi::stat::Timespec { sec, nsec });
+                let ts = |(sec, nsec)| netbsd_abi::stat::Timespec { sec, nsec };
                 self.c
                     .utimens(p.as_bytes(), [ts(t[0]), ts(t[1])], false)
                     .map_err(|e| fail(&l.show(), e))
