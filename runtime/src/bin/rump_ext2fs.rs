@@ -177,6 +177,9 @@ fn main() {
         ro = true;
     }
 
+    // The kernel's RUMP_* settings, refused as their flags would be.
+    let cfg = rumprun::KernelConfig::from_env().unwrap_or_else(|e| die(e));
+
     // SAFETY: no thread exists yet: nothing above starts one (argument
     // parsing and file checks), and the kernel boots below.
     let ready = unsafe { host::background(a.fg) }.unwrap_or_else(|e| die(format!("fork: {e}")));
@@ -187,6 +190,7 @@ fn main() {
     // locks give up the CPU while they wait, so FUSE threads beyond the
     // CPUs queue for one instead of wedging.
     let mut rump = Rump::builder()
+        .config(cfg)
         .verbose(tool::verbosity(a.verbosity) > 0)
         .drive(&spec)
         .boot()
