@@ -238,10 +238,16 @@ fn halt_h_quiesces_but_keeps_the_process() {
 
     let o = s.halt(&["-h"]);
     assert!(o.status.success(), "rump.halt -h: {}", stderr(&o));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(s.alive(), "the host process stays up with -h");
+    // The halt answers before it shuts the listener: wait for that.
+    let sock = s.sock.clone();
+    wait_until("the socket file is gone", Duration::from_secs(20), || {
+        !sock.exists()
+    });
+    assert!(
+        s.wait_exit(Duration::from_millis(500)).is_none(),
+        "the host process stays up with -h"
+    );
     assert!(image_has(d.path(), &data, 0), "flushed");
-    assert!(!s.sock.exists(), "socket file gone");
     assert!(Client::connect(&s.url).is_err(), "new connections refused");
     let t = Instant::now();
     assert!(
@@ -270,14 +276,18 @@ fn halt_dh_dumps_from_a_child_and_stays_up() {
     );
     let o = s.halt(&["-dh"]);
     assert!(o.status.success(), "rump.halt -dh: {}", stderr(&o));
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(s.alive(), "-dh leaves the server up");
+    // The child dumps after the halt answered.
     if core_pattern_is_plain_file() {
-        assert!(
-            find_core(d.path()).is_some(),
-            "the forked child wrote a core"
+        wait_until(
+            "the forked child wrote a core",
+            Duration::from_secs(20),
+            || find_core(d.path()).is_some(),
         );
     }
+    assert!(
+        s.wait_exit(Duration::from_millis(500)).is_none(),
+        "-dh leaves the server up"
+    );
     s.signal(libc::SIGTERM);
     assert_eq!(
         s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
