@@ -527,6 +527,7 @@ fn embedded_halt_returns_and_the_kernel_refuses_calls() {
     let d = tmpdir();
     let img = d.path().join("img");
     let mut rump = rumprun::Rump::builder()
+        .lockdebug(rumprun::LockDebug::Abort)
         .ncpu(2)
         .memlimit(32 << 20)
         .drive(&format!("key=/dk,hostpath={},size=4m", img.display()))
@@ -561,6 +562,7 @@ fn embedded_halt_returns_and_the_kernel_refuses_calls() {
 fn embedded_halt_without_rb_halt_exits_the_process() {
     if let Ok(img) = std::env::var("RUMP_EMBED_CHILD_IMG") {
         let rump = rumprun::Rump::builder()
+            .lockdebug(rumprun::LockDebug::Abort)
             .drive(&format!("key=/dk,hostpath={img},size=4m"))
             .boot()
             .expect("boot");
@@ -604,6 +606,7 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
         std::thread::spawn(move || {
             let img = dir.join(format!("img{i}"));
             let mut rump = rumprun::Rump::builder()
+                .lockdebug(rumprun::LockDebug::Abort)
                 .ncpu(1 + i % 2)
                 .memlimit(16 << 20)
                 .drive(&format!("key=/dk,hostpath={},size=2m", img.display()))
@@ -679,6 +682,7 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
 fn a_prepared_fork_outlives_its_parent_and_keeps_the_name() {
     let d = tmpdir();
     let mut rump = rumprun::Rump::builder()
+        .lockdebug(rumprun::LockDebug::Abort)
         .ncpu(2)
         .memlimit(32 << 20)
         .boot()

@@ -667,9 +667,11 @@ fn halt_h_flushes_and_keeps_the_process() {
     // NetBSD's halt goes on after it answered: wait for its last step,
     // our sysproxy layer's shutdown.
     let sock = s.sock.clone();
-    wait_until("the socket file is removed", Duration::from_secs(20), || {
-        !sock.exists()
-    });
+    wait_until(
+        "the socket file is removed",
+        Duration::from_secs(20),
+        || !sock.exists(),
+    );
     assert!(
         s.wait_exit(Duration::from_millis(500)).is_none(),
         "the host process stays up with -h\n{}",

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
-pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
+pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
 
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
