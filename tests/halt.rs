@@ -676,8 +676,8 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
 }
 
 /// A fork prepared by a client that then disconnects (NetBSD's
-/// `rumpclient_daemon()` order) is claimed 200 ms later: the child gets
-/// its own process, named as its parent was.
+/// `rumpclient_daemon()` order) is claimed once the parent's process is
+/// gone: the child gets its own process, named as its parent was.
 #[test]
 fn a_prepared_fork_outlives_its_parent_and_keeps_the_name() {
     let d = tmpdir();
@@ -697,7 +697,11 @@ fn a_prepared_fork_outlives_its_parent_and_keeps_the_name() {
     );
     let cookie = parent.prefork().expect("prefork");
     drop(parent);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        "the parent's connection is gone and its process released",
+        Duration::from_secs(20),
+        || rump.kernel().process_name(ppid).is_none(),
+    );
     let child = rumpclient::Client::connect_fork(&url, &cookie).expect("claim the fork");
     let cpid = child.getpid().unwrap();
     assert_ne!(cpid, ppid);
