@@ -239,10 +239,16 @@ fn halt_h_quiesces_but_keeps_the_process() {
 
     let o = s.halt(&["-h"]);
     assert!(o.status.success(), "rump.halt -h: {}", stderr(&o));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(s.alive(), "the host process stays up with -h");
+    // The halt answers before it shuts the listener: wait for that.
+    let sock = s.sock.clone();
+    wait_until("the socket file is gone", Duration::from_secs(20), || {
+        !sock.exists()
+    });
+    assert!(
+        s.wait_exit(Duration::from_millis(500)).is_none(),
+        "the host process stays up with -h"
+    );
     assert!(image_has(d.path(), &data, 0), "flushed");
-    assert!(!s.sock.exists(), "socket file gone");
     assert!(Client::connect(&s.url).is_err(), "new connections refused");
     let t = Instant::now();
     assert!(
@@ -271,14 +277,18 @@ fn halt_dh_dumps_from_a_child_and_stays_up() {
     );
     let o = s.halt(&["-dh"]);
     assert!(o.status.success(), "rump.halt -dh: {}", stderr(&o));
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(s.alive(), "-dh leaves the server up");
+    // The child dumps after the halt answered.
     if core_pattern_is_plain_file() {
-        assert!(
-            find_core(d.path()).is_some(),
-            "the forked child wrote a core"
+        wait_until(
+            "the forked child wrote a core",
+            Duration::from_secs(20),
+            || find_core(d.path()).is_some(),
         );
     }
+    assert!(
+        s.wait_exit(Duration::from_millis(500)).is_none(),
+        "-dh leaves the server up"
+    );
     s.signal(libc::SIGTERM);
     assert_eq!(
         s.wait_exit(Duration::from_secs(10)).and_then(|s| s.code()),
@@ -518,6 +528,7 @@ fn embedded_halt_returns_and_the_kernel_refuses_calls() {
     let d = tmpdir();
     let img = d.path().join("img");
     let mut rump = rumprun::Rump::builder()
+        .lockdebug(rumprun::LockDebug::Abort)
         .ncpu(2)
         .memlimit(32 << 20)
         .drive(&format!("key=/dk,hostpath={},size=4m", img.display()))
@@ -552,6 +563,7 @@ fn embedded_halt_returns_and_the_kernel_refuses_calls() {
 fn embedded_halt_without_rb_halt_exits_the_process() {
     if let Ok(img) = std::env::var("RUMP_EMBED_CHILD_IMG") {
         let rump = rumprun::Rump::builder()
+            .lockdebug(rumprun::LockDebug::Abort)
             .drive(&format!("key=/dk,hostpath={img},size=4m"))
             .boot()
             .expect("boot");
@@ -595,6 +607,7 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
         std::thread::spawn(move || {
             let img = dir.join(format!("img{i}"));
             let mut rump = rumprun::Rump::builder()
+                .lockdebug(rumprun::LockDebug::Abort)
                 .ncpu(1 + i % 2)
                 .memlimit(16 << 20)
                 .drive(&format!("key=/dk,hostpath={},size=2m", img.display()))
@@ -664,12 +677,13 @@ fn four_kernels_in_one_process_halt_each_on_its_own() {
 }
 
 /// A fork prepared by a client that then disconnects (NetBSD's
-/// `rumpclient_daemon()` order) is claimed 200 ms later: the child gets
-/// its own process, named as its parent was.
+/// `rumpclient_daemon()` order) is claimed once the parent's process is
+/// gone: the child gets its own process, named as its parent was.
 #[test]
 fn a_prepared_fork_outlives_its_parent_and_keeps_the_name() {
     let d = tmpdir();
     let mut rump = rumprun::Rump::builder()
+        .lockdebug(rumprun::LockDebug::Abort)
         .ncpu(2)
         .memlimit(32 << 20)
         .boot()
@@ -684,7 +698,11 @@ fn a_prepared_fork_outlives_its_parent_and_keeps_the_name() {
     );
     let cookie = parent.prefork().expect("prefork");
     drop(parent);
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(
+        "the parent's connection is gone and its process released",
+        Duration::from_secs(20),
+        || rump.kernel().process_name(ppid).is_none(),
+    );
     let child = rumpclient::Client::connect_fork(&url, &cookie).expect("claim the fork");
     let cpid = child.getpid().unwrap();
     assert_ne!(cpid, ppid);

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{debugfs_cat, e2fsck_clean, pattern, tmpdir, Client, RUMP_SERVER};
+use common::{debugfs_cat, e2fsck_clean, pattern, tmpdir, wait_until, Client, RUMP_SERVER};
 use netbsd_abi::fcntl::{O_CREAT, O_RDONLY, O_RDWR, O_TRUNC};
 
 /// The components an ext2 image on a host drive needs: ext2fs uses
@@ -295,10 +295,6 @@ impl Srv {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     fn signal(&self, sig: i32) {
@@ -669,9 +665,16 @@ fn halt_h_flushes_and_keeps_the_process() {
     bystander.getpid().unwrap();
     let o = s.halt(&["-h"]);
     assert!(o.status.success(), "rump.halt -h: {}", stderr(&o));
-    std::thread::sleep(Duration::from_secs(2));
+    // NetBSD's halt goes on after it answered: wait for its last step,
+    // our sysproxy layer's shutdown.
+    let sock = s.sock.clone();
+    wait_until(
+        "the socket file is removed",
+        Duration::from_secs(20),
+        || !sock.exists(),
+    );
     assert!(
-        s.alive(),
+        s.wait_exit(Duration::from_millis(500)).is_none(),
         "the host process stays up with -h\n{}",
         s.output()
     );

@@ -22,7 +22,7 @@ fn netbsd_dir() -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir \
-                 (see README, \"Hosting NetBSD components\")"
+                 (see docs/netbsd.md)"
             )
         });
     PathBuf::from(d)

@@ -1409,26 +1409,6 @@ fn client_reconnects_as_its_policy_says() {
     );
 }
 
-#[path = "../runtime/examples/embed_ext2.rs"]
-mod embed_ext2;
-
-/// The README's embedding example (runtime/examples/embed_ext2.rs), in
-/// this process: the file is in the image, which checks clean, and the
-/// report names its flags.
-#[test]
-fn the_embedding_example_writes_a_file_and_halts() {
-    let d = tmpdir();
-    let img = d.path().join("disk.img");
-    mke2fs(&img, &[], "64M");
-    let out = embed_ext2::run(img.to_str().unwrap()).unwrap();
-    assert!(out.starts_with("halt RB_HALT: flushed in "), "{out}");
-    e2fsck_clean(&img);
-    assert_eq!(
-        debugfs_cat(&img, "/hello.txt"),
-        b"hello from a rump kernel\n"
-    );
-}
-
 /// `df` (statfs) of a `rump_ext2fs` mount shows what the host kernel's
 /// own ext2 shows for the same image, within 1 %.
 #[test]

@@ -756,3 +756,57 @@ fn inline_request_without_the_grant_is_refused() {
         "server still up"
     );
 }
+
+/// `rump_server` reads the kernel's `RUMP_*` variables
+/// (`KernelConfig::from_env`): a value its flag would refuse is refused,
+/// naming the variable, before anything is served; a good one is taken.
+#[test]
+fn a_bad_rump_variable_is_refused_naming_it() {
+    let d = tmpdir();
+    let url = format!("unix://{}", d.path().join("s.sock").display());
+    for (var, val, msg) in [
+        (
+            "RUMP_NCPU",
+            "0",
+            "RUMP_NCPU=0: invalid CPU count (1 to 256, or host)",
+        ),
+        (
+            "RUMP_MEMLIMIT",
+            "0",
+            "RUMP_MEMLIMIT=0: bad memory limit: must be more than 0",
+        ),
+        (
+            "RUMP_FILEDELAY",
+            "soon",
+            "RUMP_FILEDELAY=soon: not a number of seconds",
+        ),
+        (
+            "RUMP_LOCKDEBUG",
+            "yes",
+            "RUMP_LOCKDEBUG=yes: expected 0, warn or abort",
+        ),
+    ] {
+        let o = Command::new(RUMP_SERVER)
+            .args(["-s", &url])
+            .env(var, val)
+            .output()
+            .expect("rump_server");
+        assert_eq!(o.status.code(), Some(1), "{var}={val}");
+        assert_eq!(stderr(&o).trim_end(), format!("rump_server: {msg}"));
+        assert!(
+            !d.path().join("s.sock").exists(),
+            "{var}={val}: nothing served"
+        );
+    }
+    // A good value is taken: the kernel has the CPUs RUMP_NCPU names.
+    let s = Server::start_with(
+        d.path(),
+        ServerOpts {
+            env: vec![("RUMP_NCPU", "3".into())],
+            ..Default::default()
+        },
+    );
+    use netbsd_abi::reboot::{CTL_HW, HW_NCPU};
+    let v = s.client().sysctl(&[CTL_HW, HW_NCPU]).expect("hw.ncpu");
+    assert_eq!(v, 3i32.to_ne_bytes(), "hw.ncpu");
+}

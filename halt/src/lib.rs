@@ -189,12 +189,23 @@ pub struct Halt {
     quiesced: AtomicBool,
     /// The flush failed, or a rescue skipped it.
     flush_failed: AtomicBool,
+    /// Whether the steps are logged at info level (else debug).
+    verbose: bool,
 }
 
 impl Halt {
-    /// A kernel's halt state before any halt.
+    /// A kernel's halt state before any halt, quiet: the steps are
+    /// logged at debug level, failures at warning level.
     pub fn new() -> Halt {
         Halt::default()
+    }
+
+    /// Log the steps (what is halted, by whom, how long the flush took)
+    /// at info level, as `-v` asks, rather than debug. Failures are
+    /// warnings either way.
+    pub fn verbose(mut self, v: bool) -> Halt {
+        self.verbose = v;
+        self
     }
 
     /// Whether a halt has begun.
@@ -255,7 +266,7 @@ impl Halt {
             return Err(Errno(EBUSY));
         }
         let start = Instant::now();
-        note(&format!(
+        self.note(&format!(
             "halt: {} by {caller}",
             netbsd_abi::reboot::RbFlags(flags)
         ));
@@ -281,7 +292,7 @@ impl Halt {
             if let Err(e) = r {
                 log(&format!("halt: file system flush failed: {e}"));
             } else {
-                note(&format!("halt: flushed in {:?}", start.elapsed()));
+                self.note(&format!("halt: flushed in {:?}", start.elapsed()));
             }
             Some(r)
         } else {
@@ -357,12 +368,22 @@ impl Halt {
                 k.release_drives();
             }
             self.quiesced.store(true, Ordering::Release);
-            note("halt: kernel halted, host process stays up");
+            self.note("halt: kernel halted, host process stays up");
             report.elapsed = start.elapsed();
             return Ok(report);
         }
-        note(&format!("halt: exiting after {:?}", start.elapsed()));
+        self.note(&format!("halt: exiting after {:?}", start.elapsed()));
         exit(if self.flush_failed() { 1 } else { 0 })
+    }
+
+    /// What the halt is doing: the log's info level when verbose (`-v`),
+    /// else debug.
+    fn note(&self, msg: &str) {
+        if self.verbose {
+            tracing::info!("{msg}");
+        } else {
+            tracing::debug!("{msg}");
+        }
     }
 
     /// The rescue (see [`Halt::halt`]): no drain, no flush, no CPU.
@@ -405,11 +426,6 @@ impl Halt {
 /// never a write that could block or fail the halt.
 fn log(msg: &str) {
     tracing::warn!("{msg}");
-}
-
-/// What the halt is doing, for `-v` (the log's info level).
-fn note(msg: &str) {
-    tracing::info!("{msg}");
 }
 
 /// Raise the core size limit to its hard limit, so `RB_DUMP` writes a

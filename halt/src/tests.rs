@@ -288,3 +288,79 @@ fn dash_n_dash_h_rescue_quiesces_and_returns() {
     release.send(()).unwrap();
     assert_eq!(first.join().unwrap().err(), Some(Errno(EINTR)));
 }
+
+/// The events logged on this thread while `f` runs: level and message.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, Vec<(tracing::Level, String)>) {
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata};
+
+    struct Message(String);
+    impl Visit for Message {
+        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+            if f.name() == "message" {
+                self.0 = format!("{v:?}");
+            }
+        }
+    }
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, e: &Event<'_>) {
+            let mut m = Message(String::new());
+            e.record(&mut m);
+            self.0.lock().unwrap().push((*e.metadata().level(), m.0));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let r = tracing::subscriber::with_default(Capture(events.clone()), f);
+    let v = events.lock().unwrap().clone();
+    (r, v)
+}
+
+/// The verbosity is the halt's own value: its steps are info when
+/// verbose and debug when not, and a failed flush is a warning either way.
+#[test]
+fn verbosity_is_a_value_that_sets_the_level_of_the_steps() {
+    let failing = || Mock {
+        flush_error: Some(Errno(EIO)),
+        ..Mock::default()
+    };
+    for verbose in [false, true] {
+        let (h, k) = (Halt::new().verbose(verbose), failing());
+        let (r, events) = logged(|| h.halt_with(&k, RB_HALT, Caller::Local, &TEST_ENDS));
+        assert_eq!(r.expect("-h returns").errno(), EIO);
+        let at = |l: tracing::Level| -> Vec<&str> {
+            events
+                .iter()
+                .filter(|(lv, _)| *lv == l)
+                .map(|(_, m)| m.as_str())
+                .collect()
+        };
+        let steps = [
+            "halt: RB_HALT by the host process",
+            "halt: kernel halted, host process stays up",
+        ];
+        let (shown, hidden) = if verbose {
+            (tracing::Level::INFO, tracing::Level::DEBUG)
+        } else {
+            (tracing::Level::DEBUG, tracing::Level::INFO)
+        };
+        assert_eq!(at(shown), steps, "verbose {verbose}: {events:?}");
+        assert!(at(hidden).is_empty(), "verbose {verbose}: {events:?}");
+        assert_eq!(
+            at(tracing::Level::WARN),
+            ["halt: file system flush failed: Input/output error"],
+            "verbose {verbose}"
+        );
+    }
+}

@@ -46,7 +46,8 @@ struct Job {
 unsafe impl Send for Job {}
 
 /// The queue the I/O threads take requests from; its sender lives for
-/// the life of the process, so they never stop.
+/// the life of the process, so they never stop. Process-wide because
+/// `rumpuser_bio` takes no context to find a per-kernel pool in.
 static POOL: OnceLock<Sender<Job>> = OnceLock::new();
 
 fn pool() -> &'static Sender<Job> {
@@ -58,7 +59,7 @@ fn pool() -> &'static Sender<Job> {
                 .name(format!("rumpuser_bio{i}"))
                 .spawn(move || io_thread(rx));
             if let Err(e) = r {
-                crate::cons::dprint(&format!("rumpuser: cannot start I/O thread {i}: {e}\n"));
+                tracing::error!("rumpuser: cannot start I/O thread {i}: {e}");
             }
         }
         tx
@@ -79,7 +80,7 @@ fn ensure_lwp() {
         let rv = up.lwproc_newlwp(0);
         up.unschedule();
         if rv != 0 {
-            crate::cons::dprint(&format!("rumpuser: I/O thread lwp creation failed: {rv}\n"));
+            tracing::error!("rumpuser: I/O thread lwp creation failed: {rv}");
         }
         HAS_LWP.with(|c| c.set(true));
     }
@@ -262,6 +263,7 @@ pub const MAX_OUTSTANDING: usize = 128;
 /// The request slots: a slot is taken by sending a token, given back by
 /// receiving one, so the channel's length is the number in flight.
 fn slots() -> &'static (Sender<()>, Receiver<()>) {
+    // Process-wide with the pool it bounds (see `POOL`).
     static SLOTS: OnceLock<(Sender<()>, Receiver<()>)> = OnceLock::new();
     SLOTS.get_or_init(|| bounded(MAX_OUTSTANDING))
 }
@@ -311,7 +313,7 @@ pub unsafe extern "C" fn rumpuser_bio(
     trace_hit!(rumpuser_bio);
     crate::guard("rumpuser_bio", || {
         let Some(biodone) = biodone else {
-            crate::cons::dprint("rumpuser_bio: no biodone function, request dropped\n");
+            tracing::error!("rumpuser_bio: no biodone function, request dropped");
             return;
         };
         outstanding_acquire();

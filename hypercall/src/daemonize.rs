@@ -18,6 +18,8 @@ use nix::unistd::{close, dup2, fork, setsid, ForkResult};
 
 use crate::errno::{Errno, EINPROGRESS, ENOENT, EPIPE, ESRCH};
 
+// Process-wide: daemonizing forks the process itself, and
+// `rumpuser_daemonize_begin`/`_done` pass no context to keep it in.
 static DAEMONIZING: AtomicBool = AtomicBool::new(false);
 static PIPE_CHILD: AtomicI32 = AtomicI32::new(-1);
 

@@ -369,8 +369,8 @@ pub unsafe extern "C" fn rumpuser_dl_bootstrap(
                     let s = malloc_copy(syms);
                     let t = malloc_copy(strs);
                     if s.is_null() || t.is_null() {
-                        crate::cons::dprint(
-                            "rumpuser_dl_bootstrap: out of memory for the symbol table\n",
+                        tracing::error!(
+                            "rumpuser_dl_bootstrap: out of memory for the symbol table"
                         );
                         return;
                     }

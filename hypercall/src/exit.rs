@@ -28,6 +28,7 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Process-wide: run by `exit_now`, which ends the whole process.
 static LAST_WORDS: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
 /// What [`exit_now`] runs before it ends the process: a function that

@@ -24,6 +24,9 @@ fn died(what: &str, payload: Box<dyn Any + Send>) -> ! {
     } else {
         "unknown panic".to_string()
     };
+    // Straight to standard error, not through `tracing`: the process
+    // aborts next, and a queued line (or one for a subscriber the process
+    // may not have) would be lost.
     let _ = writeln!(std::io::stderr(), "panic: rumpuser: {what}: {msg}");
     crate::exit::panic_abort()
 }

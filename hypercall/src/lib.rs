@@ -62,9 +62,9 @@ pub unsafe extern "C" fn rumpuser_init(version: c_int, hyp: *const RumpuserHyper
     trace_hit!(rumpuser_init);
     guard("rumpuser_init", || {
         if version != RUMPUSER_VERSION {
-            cons::dprint(&format!(
-                "rumpuser: interface version mismatch: kernel {version}, hypervisor {RUMPUSER_VERSION}\n"
-            ));
+            tracing::error!(
+                "rumpuser: interface version mismatch: kernel {version}, hypervisor {RUMPUSER_VERSION}"
+            );
             return errno::EINVAL;
         }
         // SAFETY: the caller passes null or a valid table; we copy it.

@@ -36,6 +36,8 @@ struct Writer {
     tx: Sender<Vec<u8>>,
 }
 
+// Process-wide: there is one standard error, and one writer thread in
+// each process owns it.
 static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);

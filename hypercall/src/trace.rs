@@ -98,6 +98,8 @@ const UNCHECKED: u8 = 0;
 const OFF: u8 = 1;
 const ON: u8 = 2;
 
+// Process-wide: the counted entry points are C functions with no context
+// argument, and the report is the process's, printed at its exit.
 static STATE: AtomicU8 = AtomicU8::new(UNCHECKED);
 static COUNTS: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static DUMPED: AtomicBool = AtomicBool::new(false);

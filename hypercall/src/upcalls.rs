@@ -232,6 +232,8 @@ impl Upcalls for CUpcalls {
 
 /// The installed table. Set once per kernel boot; a replaced table is leaked
 /// on purpose, since other threads may still hold a reference to it.
+/// Process-wide because the C interface is: `rumpuser_init` installs one
+/// table, and the hypercalls that use it take no context.
 static UPCALLS: AtomicPtr<Box<dyn Upcalls>> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Install a Rust kernel's upcalls (the Rust side of `rumpuser_init`).

@@ -67,6 +67,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod copy;
 pub mod error;
 pub mod etfs;
@@ -93,9 +94,11 @@ use netbsd_abi::errno::*;
 use netbsd_abi::Errno;
 use rumpuser::locks::RwLock;
 
+pub use config::{parse_memlimit, ConfigError, KernelConfig, MAX_NCPU};
 pub use error::MemlimitError;
 pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
 pub use local::LocalProc;
+pub use lockdebug::LockDebug;
 pub use netbsd_abi;
 pub use netbsd_abi::{Region, Syscalls};
 /// The file system interface ([`vfs::FileSystem`] and its types), a crate
@@ -122,86 +125,6 @@ pub const MACHINE: &str = "amd64";
 /// Most supplementary groups a process has (NetBSD's `NGROUPS_MAX`).
 pub const NGROUPS_MAX: usize = 16;
 
-/// How to build a kernel.
-#[derive(Clone, Debug)]
-pub struct KernelConfig {
-    /// Virtual CPUs (`-c`, `RUMP_NCPU`).
-    pub ncpu: usize,
-    /// Memory limit in bytes (`-r`, `RUMP_MEMLIMIT`): the buffer cache's
-    /// limit, the in-memory file system's limit, and `hw.physmem64`.
-    pub memlimit: u64,
-    /// `kern.hostname`.
-    pub hostname: String,
-    /// `kern.ostype`, and the banner's OS type.
-    pub ostype: String,
-    /// `kern.osrelease`, and the banner's release.
-    pub osrelease: String,
-    /// `hw.machine`, and the banner's machine.
-    pub machine: String,
-    /// Chatty boot and drive messages on stderr.
-    pub verbose: bool,
-    /// The syncer's delays (`vfs.sync.*`; `delay` 0 turns it off).
-    pub sync: syncer::SyncConfig,
-}
-
-/// The host's physical memory in bytes.
-fn host_physmem() -> u64 {
-    use nix::unistd::{sysconf, SysconfVar};
-    let conf = |v| sysconf(v).ok().flatten().filter(|&n| n > 0);
-    match (conf(SysconfVar::_PHYS_PAGES), conf(SysconfVar::PAGE_SIZE)) {
-        (Some(pages), Some(psize)) => pages as u64 * psize as u64,
-        _ => 1 << 30,
-    }
-}
-
-/// Parse a memory limit: a `dd`-style size (`512m`, `2g`, plain bytes) or
-/// a percentage of host memory (`25%`).
-pub fn parse_memlimit(s: &str) -> Result<u64, MemlimitError> {
-    let s = s.trim();
-    if let Some(p) = s.strip_suffix('%') {
-        let p: u64 = p
-            .trim()
-            .parse()
-            .map_err(|_| MemlimitError::BadPercent(s.to_string()))?;
-        if p == 0 || p > 100 {
-            return Err(MemlimitError::PercentRange(s.to_string()));
-        }
-        return Ok(host_physmem() / 100 * p);
-    }
-    let v = etfs::parse_size(s).map_err(MemlimitError::Size)?;
-    if v == 0 {
-        return Err(MemlimitError::Zero(s.to_string()));
-    }
-    Ok(v)
-}
-
-impl Default for KernelConfig {
-    /// `ncpu` from `RUMP_NCPU` (default: host CPUs), `memlimit` from
-    /// `RUMP_MEMLIMIT` (default: a quarter of host memory), the hypercall
-    /// layer's host name, `RUMP_VERBOSE`.
-    fn default() -> KernelConfig {
-        let memlimit = rumpuser::param::getparam("RUMP_MEMLIMIT")
-            .ok()
-            .and_then(|s| parse_memlimit(&s).ok())
-            .unwrap_or_else(|| host_physmem() / 4);
-        KernelConfig {
-            ncpu: rumpuser::param::ncpu(),
-            memlimit,
-            hostname: rumpuser::param::hostname(),
-            ostype: OSTYPE.into(),
-            osrelease: OSRELEASE.into(),
-            machine: MACHINE.into(),
-            verbose: rumpuser::param::getparam("RUMP_VERBOSE")
-                .is_ok_and(|v| v != "0" && !v.is_empty()),
-            // A bad value is refused where the runtime reads it (with a
-            // message); here it leaves the defaults.
-            sync: syncer::SyncConfig::default()
-                .with_env(|v| rumpuser::param::getparam(v).ok())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// A `reboot(2)` as the reboot handler sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct RebootCall {
@@ -218,6 +141,8 @@ pub type RebootHandler = dyn Fn(&Kernel, RebootCall) -> i32 + Send + Sync;
 pub type FsFactory =
     dyn Fn(Arc<dyn vfs_cache::Store>, bool) -> Result<Arc<dyn FileSystem>, Errno> + Send + Sync;
 
+/// Process-wide so that kernel ids, which tag each lwp with its kernel,
+/// are unique among every kernel the process boots.
 static NEXT_KERNEL_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// One built-in rump kernel: its virtual CPUs, processes, mount table, drives and cache. Kernels are values: several may live in one process, each with its own upcall table ([`Kernel::upcalls`]).
@@ -259,11 +184,17 @@ pub(crate) fn hypercall_curlwp_set(l: *mut c_void) {
 }
 
 impl Kernel {
-    /// Boot a kernel and install it as the hypercall layer's upcall table.
+    /// Boot a kernel: the one way to make one. Installs the scheduler
+    /// upcalls every built-in kernel's locks use (once per process, unless
+    /// another upcall table is installed already), then starts the
+    /// syncer and, if [`KernelConfig::lockdebug`] asks, the stall
+    /// detector. `EINVAL` for a memory limit of 0 or a CPU count outside 1
+    /// to [`MAX_NCPU`]. Several kernels may be booted in one process.
     pub fn boot(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
-        let k = Kernel::new(cfg)?;
         // The locks' upcalls, once for all built-in kernels (each kernel's
-        // own table goes to its server: see `Kernel::upcalls`).
+        // own table goes to its server: see `Kernel::upcalls`), before the
+        // kernel's first thread (the syncer) starts. Process-wide because
+        // the hypercall layer's table is: one `rumpuser_init` per process.
         static ONCE: std::sync::Once = std::sync::Once::new();
         let mut r = Ok(());
         ONCE.call_once(|| {
@@ -275,6 +206,7 @@ impl Kernel {
             }
         });
         r?;
+        let k = Kernel::new(cfg)?;
         lockdebug::start(&k);
         if k.cfg.verbose {
             tracing::info!(
@@ -297,7 +229,7 @@ impl Kernel {
     ///
     /// ```compile_fail,E0133
     /// #![forbid(unsafe_code)]
-    /// let k = rumpkern::Kernel::new(rumpkern::KernelConfig::default()).unwrap();
+    /// let k = rumpkern::Kernel::boot(rumpkern::KernelConfig::default()).unwrap();
     /// let mut rv = [0; 2];
     /// k.upcalls().syscall(4, &mut [1, 0x10, 4], &mut rv);
     /// ```
@@ -307,7 +239,7 @@ impl Kernel {
     /// does not check the error code):
     ///
     /// ```no_run
-    /// let k = rumpkern::Kernel::new(rumpkern::KernelConfig::default()).unwrap();
+    /// let k = rumpkern::Kernel::boot(rumpkern::KernelConfig::default()).unwrap();
     /// let mut rv = [0; 2];
     /// let buf = [0u8; 4];
     /// // SAFETY: the one address passed (`buf`) is valid for the 4 bytes
@@ -318,10 +250,11 @@ impl Kernel {
         Box::new(lwproc::KernelUpcalls::new(self.clone()))
     }
 
-    /// Build a kernel without installing its upcalls (for tests that run
-    /// several kernels in one process; local processes work the same).
-    pub fn new(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
-        if cfg.memlimit == 0 {
+    /// Build a kernel: [`Kernel::boot`]'s first step, private so that no
+    /// kernel runs without the scheduler upcalls its locks need to give up
+    /// their virtual CPU while they wait.
+    fn new(cfg: KernelConfig) -> Result<Arc<Kernel>, Errno> {
+        if cfg.memlimit == 0 || !(1..=MAX_NCPU).contains(&cfg.ncpu) {
             return Err(Errno(EINVAL));
         }
         let rootfs = RumpFs::new(cfg.memlimit);

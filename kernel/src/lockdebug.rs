@@ -12,8 +12,11 @@
 //! test suite finds regressions) aborts the process. A thread that spins
 //! (`R`), however long, is busy rather than blocked, and is left alone.
 //!
-//! `RUMP_LOCKDEBUG`: `0` off, `warn` report only, `abort` report and abort.
-//! Default: `abort` in debug builds, off in release builds.
+//! The mode is [`crate::KernelConfig::lockdebug`]: off by default, so an
+//! embedder's process is never aborted unless it asks; the tools take it
+//! from `RUMP_LOCKDEBUG` (`0` off, `warn` report only, `abort` report and
+//! abort), else [`LockDebug::tool_default`]: `abort` in debug builds, off
+//! in release builds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -26,9 +29,10 @@ const LIMIT: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(100);
 
 /// What the stall detector does (`RUMP_LOCKDEBUG`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
-    /// Nothing: the detector does not run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum LockDebug {
+    /// Nothing: the detector does not run (the default).
+    #[default]
     Off,
     /// Report a stalled thread on the log and go on.
     Warn,
@@ -36,19 +40,23 @@ pub enum Mode {
     Abort,
 }
 
-/// The mode from `RUMP_LOCKDEBUG`, else the build's default.
-pub fn mode() -> Mode {
-    match std::env::var("RUMP_LOCKDEBUG").as_deref() {
-        Ok("0") | Ok("off") => Mode::Off,
-        Ok("warn") => Mode::Warn,
-        Ok("abort") | Ok("1") => Mode::Abort,
-        _ if cfg!(debug_assertions) => Mode::Abort,
-        _ => Mode::Off,
+impl LockDebug {
+    /// The tools' mode when `RUMP_LOCKDEBUG` is unset: abort in debug
+    /// builds (so the test suite, which runs them, finds a regression of
+    /// the blocking discipline), off in release builds.
+    pub fn tool_default() -> LockDebug {
+        if cfg!(debug_assertions) {
+            LockDebug::Abort
+        } else {
+            LockDebug::Off
+        }
     }
 }
 
 /// Monotonic nanoseconds.
 pub(crate) fn now_ns() -> u64 {
+    // Process-wide: one origin for every kernel's CPU timestamps, which
+    // are compared only with each other.
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START
         .get_or_init(std::time::Instant::now)
@@ -56,7 +64,8 @@ pub(crate) fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// Stalls reported so far in this process.
+/// Stalls reported so far in this process: process-wide because an
+/// abort ends the whole process, whichever kernel stalled.
 static REPORTS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many stalls the detector has reported in this process.
@@ -64,15 +73,15 @@ pub fn reports() -> usize {
     REPORTS.load(Ordering::Relaxed)
 }
 
-/// Start watching `k` (until it is dropped), in the mode `RUMP_LOCKDEBUG`
-/// says.
+/// Start watching `k` (until it is dropped), in the mode its
+/// configuration says.
 pub(crate) fn start(k: &Arc<Kernel>) {
-    start_with(k, mode())
+    start_with(k, k.config().lockdebug)
 }
 
 /// Start watching `k` in mode `m`.
-pub fn start_with(k: &Arc<Kernel>, m: Mode) {
-    if m == Mode::Off {
+pub fn start_with(k: &Arc<Kernel>, m: LockDebug) {
+    if m == LockDebug::Off {
         return;
     }
     k.sched.watched.store(true, Ordering::Relaxed);
@@ -97,7 +106,7 @@ fn thread_name(tid: i32) -> String {
         .unwrap_or_default()
 }
 
-fn watch(k: Weak<Kernel>, m: Mode) {
+fn watch(k: Weak<Kernel>, m: LockDebug) {
     // Per CPU: (holder, since) seen asleep, and from when.
     let mut asleep: Vec<Option<(i32, u64, u64)>> = Vec::new();
     loop {
@@ -132,14 +141,9 @@ fn watch(k: Weak<Kernel>, m: Mode) {
     }
 }
 
-fn report(k: &Kernel, cpu: usize, tid: i32, held_ns: u64, m: Mode) {
+fn report(k: &Kernel, cpu: usize, tid: i32, held_ns: u64, m: LockDebug) {
     let wchan = thread_state(tid).map(|(_, w)| w).unwrap_or_default();
-    // Written straight to standard error from this watcher thread (it
-    // holds no virtual CPU): before an abort a queued log line would be
-    // lost. A line that cannot be written is dropped, never a panic.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
+    let msg = format!(
         "rumpkern: lockdebug: thread {tid} ({}) is blocked (in {}) while holding virtual CPU {cpu} of {} \
          for {:.1} s: a kernel thread must give up its CPU before it blocks",
         thread_name(tid),
@@ -148,13 +152,20 @@ fn report(k: &Kernel, cpu: usize, tid: i32, held_ns: u64, m: Mode) {
         held_ns as f64 / 1e9
     );
     REPORTS.fetch_add(1, Ordering::Relaxed);
-    if m == Mode::Abort {
-        let _ = writeln!(
-            std::io::stderr(),
-            "rumpkern: lockdebug: aborting (RUMP_LOCKDEBUG=warn only reports)"
-        );
-        std::process::abort();
+    if m != LockDebug::Abort {
+        tracing::warn!("{msg}");
+        return;
     }
+    // About to abort: written straight to standard error from this
+    // watcher thread (it holds no virtual CPU), since a queued log line,
+    // or one given to a subscriber the process may not have, would be
+    // lost. A line that cannot be written is dropped, never a panic.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{msg}\nrumpkern: lockdebug: aborting (RUMP_LOCKDEBUG=warn only reports)"
+    );
+    std::process::abort();
 }
 
 #[cfg(test)]
@@ -166,12 +177,12 @@ mod tests {
     /// A thread that sleeps with a CPU is reported; one that spins is not.
     #[test]
     fn blocking_with_a_cpu_is_reported_and_spinning_is_not() {
-        let k = Kernel::new(KernelConfig {
+        let k = Kernel::boot(KernelConfig {
             ncpu: 1,
+            lockdebug: LockDebug::Warn,
             ..KernelConfig::default()
         })
         .unwrap();
-        start_with(&k, Mode::Warn);
         let before = reports();
         let k2 = k.clone();
         std::thread::spawn(move || {

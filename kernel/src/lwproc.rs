@@ -44,6 +44,7 @@ pub(crate) struct KernelUpcalls {
 
 impl KernelUpcalls {
     pub(crate) fn new(k: Arc<Kernel>) -> KernelUpcalls {
+        // Process-wide: tokens tell apart the tables of every kernel.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         KernelUpcalls {
             k,

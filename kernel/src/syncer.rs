@@ -85,26 +85,6 @@ impl SyncConfig {
         Ok(())
     }
 
-    /// Settings from the environment, over `self`: `RUMP_SYNCDELAY`,
-    /// `RUMP_FILEDELAY`, `RUMP_DIRDELAY`, `RUMP_METADELAY` (seconds).
-    pub fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> Result<SyncConfig, String> {
-        for (var, node) in [
-            ("RUMP_SYNCDELAY", "delay"),
-            ("RUMP_FILEDELAY", "filedelay"),
-            ("RUMP_DIRDELAY", "dirdelay"),
-            ("RUMP_METADELAY", "metadelay"),
-        ] {
-            if let Some(v) = get(var) {
-                let n: u32 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{var}={v}: not a number of seconds"))?;
-                self.set(node, n).map_err(|e| format!("{var}: {e}"))?;
-            }
-        }
-        Ok(self)
-    }
-
     fn delays(&self) -> SyncDelays {
         let cap = |s: u32| Duration::from_secs(s.min(self.delay) as u64);
         SyncDelays {

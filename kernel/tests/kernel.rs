@@ -31,6 +31,8 @@ fn kernel_n(ncpu: usize) -> Arc<Kernel> {
         machine: MACHINE.into(),
         verbose: false,
         sync: syncer::SyncConfig::default(),
+        // A thread blocked while holding a CPU fails the run.
+        lockdebug: LockDebug::Abort,
     };
     Kernel::boot(cfg).expect("boot")
 }
@@ -506,6 +508,7 @@ fn syncer_writes_back_on_its_own_and_sysctl_sets_its_delays() {
             filedelay: 1,
             ..Default::default()
         },
+        lockdebug: LockDebug::Abort,
         ..KernelConfig::default()
     })
     .unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// How to point at a build, for error messages.
 pub const HOW: &str = "set RUMP_NETBSD_DIR or -o netbsd=DIR to a buildrump.sh destdir \
-                       (see rump_mount(8), \"Hosting NetBSD components\" in the README)";
+                       (see rump_mount(8) and docs/netbsd.md)";
 
 /// Where the components were looked for, and why there.
 #[derive(Clone, Debug)]

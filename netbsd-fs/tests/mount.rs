@@ -22,7 +22,7 @@ fn netbsd_dir() -> PathBuf {
     let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
         panic!(
             "RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ \
-             (see README, \"Hosting NetBSD components\")"
+             (see docs/netbsd.md)"
         );
     };
     let d = PathBuf::from(d);

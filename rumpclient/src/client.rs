@@ -974,7 +974,8 @@ fn set_cloexec(fd: BorrowedFd<'_>, on: bool) {
 }
 
 /// Whether this process has taken its inherited connection: at most once,
-/// whatever the environment says later.
+/// whatever the environment says later. Process-wide as the inherited
+/// descriptor is.
 static EXECFD_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Take the descriptor `RUMPCLIENT__EXECFD` names (its first field), once

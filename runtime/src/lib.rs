@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
-pub use rumpkern::{parse_memlimit, Kernel, KernelConfig, LocalProc};
+pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
 
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +42,10 @@ pub enum Error {
     /// A CPU count of 0 or above [`MAX_NCPU`].
     #[error("{0}: invalid CPU count (1 to {MAX_NCPU})")]
     Ncpu(usize),
-    /// An environment variable whose value is refused, as its flag's
-    /// would be (`RUMP_NCPU=x: invalid CPU count (1 to 256, or host)`).
-    #[error("{0}")]
-    Env(String),
+    /// A `RUMP_*` variable whose value is refused, as its flag's would be
+    /// (`RUMP_NCPU=x: invalid CPU count (1 to 256, or host)`).
+    #[error(transparent)]
+    Config(#[from] rumpkern::ConfigError),
     /// The kernel did not boot (say, a memory limit of 0).
     #[error("kernel boot: {0}")]
     Boot(Errno),
@@ -70,20 +70,10 @@ pub enum Error {
     /// Booting or serving NetBSD's own components (see [`netbsd`]).
     #[error("{0}")]
     Netbsd(String),
-    /// A setting that does not parse (`RUMP_FILEDELAY=x: ...`).
-    #[error("{0}")]
-    Setting(String),
-}
-
-/// The syncer's delays: NetBSD's defaults, then `RUMP_SYNCDELAY`,
-/// `RUMP_FILEDELAY`, `RUMP_DIRDELAY` and `RUMP_METADELAY` (seconds); a bad
-/// value is an error naming it.
-pub fn sync_from_env() -> Result<rumpkern::syncer::SyncConfig, String> {
-    rumpkern::syncer::SyncConfig::default().with_env(|v| std::env::var(v).ok())
 }
 
 /// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
-pub const MAX_NCPU: usize = 256;
+pub use rumpkern::MAX_NCPU;
 
 /// A CPU count as `-c` and `RUMP_NCPU` take it: 1 to [`MAX_NCPU`].
 pub fn parse_ncpu(s: &str) -> Result<usize, String> {
@@ -93,55 +83,39 @@ pub fn parse_ncpu(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `RUMP_NCPU` and `RUMP_MEMLIMIT` checked as their flags (`-c`, `-r`)
-/// are: a value that would be refused on the command line is refused here
-/// too, rather than ignored. `RUMP_NCPU` may also be `host`.
-pub fn check_env() -> Result<(), Error> {
-    if let Some(v) = std::env::var_os("RUMP_NCPU") {
-        let v = v.to_string_lossy();
-        if v != "host" {
-            parse_ncpu(&v).map_err(|e| Error::Env(format!("RUMP_NCPU={e}, or host")))?;
-        }
-    }
-    if let Some(v) = std::env::var_os("RUMP_MEMLIMIT") {
-        let v = v.to_string_lossy();
-        parse_memlimit(&v).map_err(|e| {
-            // Name the value once, as `-r` does.
-            let why = e.to_string().replace(&format!(" \"{}\"", v.trim()), "");
-            Error::Env(format!("RUMP_MEMLIMIT={v}: {why}"))
-        })?;
-    }
-    Ok(())
-}
-
-/// Builds a kernel: CPUs, memory limit, drives, faults.
+/// Builds a kernel: CPUs, memory limit, drives, faults. Its settings are
+/// values: it reads nothing from the environment (a tool that honours the
+/// `RUMP_*` variables passes [`KernelConfig::from_env`] to
+/// [`Builder::config`]).
 #[derive(Default)]
 pub struct Builder {
-    ncpu: Option<usize>,
-    memlimit: Option<u64>,
+    cfg: KernelConfig,
     drives: Vec<String>,
     faults: Vec<(String, String)>,
-    verbose: bool,
-    sync: Option<rumpkern::syncer::SyncConfig>,
 }
 
 impl Builder {
-    /// The syncer's delays (default: NetBSD's, or `RUMP_SYNCDELAY`,
-    /// `RUMP_FILEDELAY`, `RUMP_DIRDELAY`, `RUMP_METADELAY`); `delay` 0
-    /// turns the syncer off.
+    /// Every kernel setting at once (default: [`KernelConfig::default`]);
+    /// the other setters change one of them.
+    pub fn config(mut self, cfg: KernelConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+    /// The syncer's delays (default: NetBSD's); `delay` 0 turns the
+    /// syncer off.
     pub fn sync(mut self, s: rumpkern::syncer::SyncConfig) -> Self {
-        self.sync = Some(s);
+        self.cfg.sync = s;
         self
     }
-    /// Virtual CPUs (default: `RUMP_NCPU`, else the host's CPU count).
+    /// Virtual CPUs, 1 to [`MAX_NCPU`] (default: the host's CPU count).
     pub fn ncpu(mut self, n: usize) -> Self {
-        self.ncpu = Some(n);
+        self.cfg.ncpu = n;
         self
     }
-    /// Memory limit in bytes for the file system cache (default:
-    /// `RUMP_MEMLIMIT`, else the kernel's default).
+    /// Memory limit in bytes for the file system cache (default: a
+    /// quarter of host memory).
     pub fn memlimit(mut self, bytes: u64) -> Self {
-        self.memlimit = Some(bytes);
+        self.cfg.memlimit = bytes;
         self
     }
     /// A host drive, in `rump_server -d` syntax.
@@ -155,32 +129,26 @@ impl Builder {
         self.faults.push((key.to_string(), spec.to_string()));
         self
     }
-    /// Log the halt's steps to standard error (default: `RUMP_VERBOSE`).
+    /// Log the boot and the halt's steps at the log's info level rather
+    /// than debug (default: off).
     pub fn verbose(mut self, v: bool) -> Self {
-        self.verbose = v;
+        self.cfg.verbose = v;
+        self
+    }
+    /// The stall detector (default: off, so the process is never aborted
+    /// unless asked to be; see [`rumpkern::lockdebug`]).
+    pub fn lockdebug(mut self, m: rumpkern::LockDebug) -> Self {
+        self.cfg.lockdebug = m;
         self
     }
 
     /// Boot the built-in kernel with these settings and install the halt.
     pub fn boot(self) -> Result<Rump, Error> {
-        // Defaults come from RUMP_NCPU, RUMP_MEMLIMIT and RUMP_VERBOSE,
-        // checked as their flags would be.
-        check_env()?;
-        let mut cfg = KernelConfig::default();
-        if let Some(n) = self.ncpu {
-            if !(1..=MAX_NCPU).contains(&n) {
-                return Err(Error::Ncpu(n));
-            }
-            cfg.ncpu = n;
+        let cfg = self.cfg;
+        if !(1..=MAX_NCPU).contains(&cfg.ncpu) {
+            return Err(Error::Ncpu(cfg.ncpu));
         }
-        if let Some(m) = self.memlimit {
-            cfg.memlimit = m;
-        }
-        cfg.verbose |= self.verbose;
-        cfg.sync = match self.sync {
-            Some(s) => s,
-            None => sync_from_env().map_err(Error::Setting)?,
-        };
+        let verbose = cfg.verbose;
         let kernel = Kernel::boot(cfg).map_err(Error::Boot)?;
         for spec in &self.drives {
             // The parser's messages name the spec already (`drive spec "...": ...`).
@@ -227,7 +195,7 @@ impl Builder {
         let node = Arc::new(Node {
             kernel: kernel.clone(),
             server: Mutex::new(None),
-            halt: Arc::new(Halt::new()),
+            halt: Arc::new(Halt::new().verbose(verbose)),
             prelude: Mutex::new(None),
             refusal,
         });

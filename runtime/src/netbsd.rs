@@ -128,6 +128,7 @@ unsafe fn handle_path(handle: *mut c_void) -> Option<String> {
 /// The global scope: the executable and every library loaded with
 /// `RTLD_GLOBAL` (`dlopen(NULL)`), for the life of the process.
 fn global_scope() -> &'static DlLibrary {
+    // Process-wide as the dynamic linker's global scope is.
     static G: std::sync::OnceLock<DlLibrary> = std::sync::OnceLock::new();
     G.get_or_init(DlLibrary::this)
 }
@@ -279,8 +280,9 @@ fn check_exports(when: &str) -> Result<(), Error> {
     )))
 }
 
+/// Process-wide: NetBSD's kernel lives in shared libraries whose state
+/// is the process's, so a process boots at most one.
 static BOOTED: AtomicBool = AtomicBool::new(false);
-static HALTING: AtomicBool = AtomicBool::new(false);
 
 /// Builds and boots a NetBSD rump kernel from component libraries.
 #[derive(Default, Clone, Debug)]
@@ -386,7 +388,11 @@ impl NetbsdBuilder {
                 Errno(e).description()
             )));
         }
-        let k = NetbsdKernel { libs, url: None };
+        let k = NetbsdKernel {
+            libs,
+            url: None,
+            halting: AtomicBool::new(false),
+        };
         for m in &self.modules {
             k.load_module(m)?;
         }
@@ -401,6 +407,8 @@ impl NetbsdBuilder {
 pub struct NetbsdKernel {
     libs: Vec<Library>,
     url: Option<String>,
+    /// A halt through [`NetbsdKernel::reboot`] is under way.
+    halting: AtomicBool,
 }
 
 impl NetbsdKernel {
@@ -581,14 +589,14 @@ impl NetbsdKernel {
         type RebootFn = unsafe extern "C" fn(c_int, *mut c_char) -> c_int;
         // SAFETY: NetBSD's `int rump_sys_reboot(int, char *)`.
         let f = unsafe { need::<RebootFn>("rump___sysimpl_reboot")? };
-        if HALTING.swap(true, Ordering::SeqCst) {
+        if self.halting.swap(true, Ordering::SeqCst) {
             return Err(Error::Netbsd("a halt is already in progress".into()));
         }
         if flags & RB_HALT == 0 || flags & RB_DUMP != 0 {
             // SAFETY: NetBSD's syscall entry schedules itself.
             let rv = unsafe { f(flags, std::ptr::null_mut()) };
             let e = if rv == -1 { sys_errno() } else { Errno(0) };
-            HALTING.store(false, Ordering::SeqCst);
+            self.halting.store(false, Ordering::SeqCst);
             return Err(Error::Netbsd(format!("reboot: {}", e.description())));
         }
         let (tx, rx) = std::sync::mpsc::channel::<Errno>();
@@ -606,7 +614,7 @@ impl NetbsdKernel {
             }
             match rx.recv_timeout(Duration::from_millis(5)) {
                 Ok(e) => {
-                    HALTING.store(false, Ordering::SeqCst);
+                    self.halting.store(false, Ordering::SeqCst);
                     return Err(Error::Netbsd(format!("reboot: {}", e.description())));
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -620,6 +628,8 @@ impl NetbsdKernel {
 
 /// Drive images locked by this process (see [`lock_image`]).
 fn held_images() -> &'static std::sync::Mutex<Vec<std::fs::File>> {
+    // Process-wide: OFD locks are the process's, and so is the one NetBSD
+    // kernel it may boot (see `BOOTED`).
     static H: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
     &H
 }

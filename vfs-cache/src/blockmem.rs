@@ -85,6 +85,8 @@ struct Arena {
     used: usize,
 }
 
+/// Process-wide: blocks move between caches (and kernels) freely, and
+/// one set of arenas per process keeps the mappings few.
 static POOLS: [Mutex<Option<ClassPool>>; NCLASSES] = [const { Mutex::new(None) }; NCLASSES];
 
 fn class_of(slot: usize) -> Option<usize> {
@@ -107,7 +109,8 @@ fn slot_size(class: usize) -> usize {
 const THP_SLOW: Duration = Duration::from_millis(1);
 /// Arenas made with small pages after a slow huge-page arena.
 const THP_BACKOFF: u32 = 64;
-/// Small-page arenas still to make before huge pages are tried again.
+/// Small-page arenas still to make before huge pages are tried again
+/// (process-wide, with the arenas it paces).
 static THP_SKIP: AtomicU32 = AtomicU32::new(0);
 
 /// Map a new arena, 2 MiB aligned, its pages populated (huge pages when

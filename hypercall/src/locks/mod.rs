@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// the locks record as their holder, to catch a thread that would
 /// deadlock on a lock it holds itself.
 pub(crate) fn thread_id() -> u64 {
+    // Process-wide: a thread may hold locks of any kernel.
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         static ID: Cell<u64> = const { Cell::new(0) };

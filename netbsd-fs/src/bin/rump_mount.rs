@@ -30,7 +30,8 @@ const DEV: &str = "/dk";
 /// NetBSD's `MAXPHYS`: no single read or write above it.
 const MAXPHYS: usize = 64 << 10;
 
-/// The program's name, for messages.
+/// The program's name, for messages (set once from `argv[0]`, read by
+/// every message, the exit handler's included).
 static PROG: OnceLock<String> = OnceLock::new();
 
 fn prog() -> &'static str {
@@ -191,7 +192,8 @@ fn options(a: &mut Args, t: &FsType, to: &mut TypeOpts) {
 }
 
 /// Set once the host mount is gone (or never was): the exit handler then
-/// leaves the mount point alone.
+/// leaves the mount point alone. Globals because an `atexit` handler
+/// takes no argument.
 static HOST_UNMOUNTED: AtomicBool = AtomicBool::new(true);
 /// The host mount point, for the exit handler.
 static MOUNTPOINT: OnceLock<PathBuf> = OnceLock::new();

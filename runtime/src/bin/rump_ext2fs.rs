@@ -26,10 +26,6 @@ const PROG: &str = "rump_ext2fs";
 /// Where the image is mounted inside the kernel.
 const KMNT: &str = "/mnt";
 
-/// Set before a sysproxy halt unmounts the host side, so the main thread,
-/// woken by that unmount, leaves the halt to it.
-static REMOTE_HALT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 const SYNOPSIS: &str = "[-frv] [-o option[,option...]] image mountpoint";
 
 fn usage() -> ! {
@@ -180,6 +176,9 @@ fn main() {
         ro = true;
     }
 
+    // The kernel's RUMP_* settings, refused as their flags would be.
+    let cfg = rumprun::KernelConfig::from_env().unwrap_or_else(|e| die(e));
+
     // SAFETY: no thread exists yet: nothing above starts one (argument
     // parsing and file checks), and the kernel boots below.
     let ready = unsafe { host::background(a.fg) }.unwrap_or_else(|e| die(format!("fork: {e}")));
@@ -190,6 +189,7 @@ fn main() {
     // locks give up the CPU while they wait, so FUSE threads beyond the
     // CPUs queue for one instead of wedging.
     let mut rump = Rump::builder()
+        .config(cfg)
         .verbose(tool::verbosity(a.verbosity) > 0)
         .drive(&spec)
         .boot()
@@ -223,9 +223,12 @@ fn main() {
         rump.serve_with(url, limits).unwrap_or_else(|e| die(e));
     }
     // rump.halt through sysproxy: take the host mount away, then halt.
-    let m2 = mnt.clone();
+    // Set before a sysproxy halt unmounts the host side, so the main
+    // thread, woken by that unmount, leaves the halt to it.
+    let remote_halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (m2, rh) = (mnt.clone(), remote_halt.clone());
     rump.on_halt(Box::new(move || {
-        REMOTE_HALT.store(true, std::sync::atomic::Ordering::SeqCst);
+        rh.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = host::unmount(&m2);
     }));
 
@@ -301,12 +304,13 @@ fn main() {
     if let Err(e) = session.run() {
         eprintln!("{PROG}: {}: {e}", mnt.display());
     }
-    finish(&rump);
+    finish(&rump, remote_halt.load(std::sync::atomic::Ordering::SeqCst));
 }
 
-/// The host mount is gone: halt (flush, exit 0, or 1 if the flush failed).
-fn finish(rump: &Rump) -> ! {
-    if rump.halt_state().halting() || REMOTE_HALT.load(std::sync::atomic::Ordering::SeqCst) {
+/// The host mount is gone: halt (flush, exit 0, or 1 if the flush failed),
+/// unless a halt from sysproxy (`remote_halt`) took it away.
+fn finish(rump: &Rump, remote_halt: bool) -> ! {
+    if rump.halt_state().halting() || remote_halt {
         // A halt from sysproxy is under way: it ends the process, or with
         // -h quiesces the kernel and leaves the exit to a signal.
         loop {

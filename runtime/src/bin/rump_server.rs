@@ -16,7 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use rumprun::getopt::{getopt, text};
 use rumprun::netbsd::NetbsdKernel;
-use rumprun::{parse_memlimit, parse_ncpu, tool, Rump};
+use rumprun::{parse_memlimit, parse_ncpu, tool, KernelConfig, Rump};
 
 const SYNOPSIS: &str =
     "[-sv] [-c ncpu] [-d drivespec] [-l library] [-m module] [-r total_ram] [-S node=value] url";
@@ -63,7 +63,10 @@ struct Opts {
     libs: Vec<String>,
     modules: Vec<String>,
     memlimit: Option<u64>,
-    sync: rumpkern::syncer::SyncConfig,
+    /// The kernel's settings from the environment (`RUMP_NCPU`,
+    /// `RUMP_MEMLIMIT`, the syncer's delays, `RUMP_LOCKDEBUG`), which the
+    /// flags then override.
+    cfg: KernelConfig,
     url: String,
 }
 
@@ -71,7 +74,9 @@ fn parse_args() -> Opts {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     tool::help_and_version(prog(), &args, help);
     let p = getopt(&args, "c:d:l:m:r:S:sv").unwrap_or_else(|e| usage(&e.to_string()));
-    let sync = rumprun::sync_from_env().unwrap_or_else(|e| {
+    // A RUMP_* value that would be refused as a flag is refused here too,
+    // for either kernel.
+    let cfg = KernelConfig::from_env().unwrap_or_else(|e| {
         rumprun::say!("{}: {e}", prog());
         exit(1)
     });
@@ -84,7 +89,7 @@ fn parse_args() -> Opts {
         libs: vec![],
         modules: vec![],
         memlimit: None,
-        sync,
+        cfg,
         url: String::new(),
     };
     for (c, v) in p.opts {
@@ -103,7 +108,7 @@ fn parse_args() -> Opts {
                 });
                 match set {
                     Some((node, n)) => {
-                        if let Err(e) = o.sync.set(node, n) {
+                        if let Err(e) = o.cfg.sync.set(node, n) {
                             usage(&format!("-S {v}: {e}"));
                         }
                     }
@@ -153,9 +158,6 @@ enum Served {
 /// Boot, add drives, serve. Everything that can fail before the server
 /// is up, with a one-line reason.
 fn start(o: &Opts) -> Result<Served, String> {
-    // RUMP_NCPU and RUMP_MEMLIMIT are refused as their flags would be,
-    // for either kernel.
-    rumprun::check_env().map_err(|e| e.to_string())?;
     // The sysproxy limits (rump_server(1) LIMITS), checked before either
     // kernel boots: NetBSD's reads them again as it starts our server.
     let limits = rumpuser::sp::ServerConfig::from_env().map_err(|e| e.to_string())?;
@@ -167,7 +169,7 @@ fn start(o: &Opts) -> Result<Served, String> {
             "-m {m}: kernel modules need NetBSD components (-l)"
         ));
     }
-    let mut b = Rump::builder().verbose(o.verbose).sync(o.sync);
+    let mut b = Rump::builder().config(o.cfg.clone()).verbose(o.verbose);
     if let Some(n) = o.ncpu {
         b = b.ncpu(n);
     }
