@@ -69,6 +69,7 @@
 
 pub mod copy;
 pub mod error;
+pub mod disklabel;
 pub mod etfs;
 mod fsguard;
 pub mod host;
@@ -94,7 +95,9 @@ use netbsd_abi::Errno;
 use rumpuser::locks::RwLock;
 
 pub use error::MemlimitError;
-pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
+pub use etfs::{
+    DriveError, DriveFault, DriveInfo, DriveSize, DriveSpec, DriveSpecError, DriveType, SizeError,
+};
 pub use local::LocalProc;
 pub use netbsd_abi;
 /// The file system interface ([`vfs::FileSystem`] and its types), a crate
