@@ -947,6 +947,52 @@ fn udf_read_and_write() {
     });
 }
 
+/// UDF with 2048-byte sectors (`mkudffs -b 2048`, as on optical media):
+/// rump_udf reads the sector size from the image's anchor and boots
+/// NetBSD's drive layer with it; a tree and an 8 MiB file go in and read
+/// back after a read-only re-mount, and udfinfo reads the image. Told
+/// 512-byte sectors instead, NetBSD's UDF refuses the image.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn udf_2048_byte_sectors() {
+    let d = tmpdir();
+    let img = d.path().join("udf2k.img");
+    run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    run(Command::new(tool("mkudffs", "udftools"))
+        .args(["-b", "2048", "--media-type=hd", "-l", "RUMP2K"])
+        .arg(&img));
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let p = prog(d.path(), "rump_udf");
+    let (st, err) = fails(
+        &p,
+        &["-o", "sectorsize=512", img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[("RUMP_NETBSD_DIR", &netbsd_dir())],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.lines().any(|l| l
+            == format!(
+                "rump_udf: {}: cannot mount as udf: Invalid argument",
+                img.display()
+            )),
+        "{err}"
+    );
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &[], &img, &mnt);
+    assert_eq!(
+        first_line(&out),
+        format!("rump_mount: {}: UDF (-t udf)", img.display())
+    );
+    let df = run(Command::new("stat").args(["-f", "-c", "%S"]).arg(&mnt));
+    assert_eq!(String::from_utf8_lossy(&df.stdout).trim(), "2048");
+    umount_bg(bg);
+    write_round_trip(d.path(), &p, &[], &img, true, |img| {
+        let out = run(Command::new(tool("udfinfo", "udftools")).arg(img));
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(info.contains("blocksize=2048"), "{info}");
+    });
+}
+
 /// NTFS made and filled by the host's tools: read back with rump_ntfs,
 /// then written in place (NetBSD's NTFS rewrites existing data only);
 /// ntfs-3g reads the change and ntfsfix finds nothing to fix.
