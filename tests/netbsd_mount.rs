@@ -420,9 +420,24 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
         url: url2.clone(),
         mnt: mnt.clone(),
     };
-    let udf_spec = format!("key=/cd,hostpath={},size=host,sectorsize=2048", udf.display());
-    let other = format!("key=/x,hostpath={},size=1m,sectorsize=512", dir.join("x").display());
-    let libs = ["-l", "rumpvfs", "-l", "rumpdev", "-l", "rumpdev_disk", "-l", "rumpfs_udf"];
+    let udf_spec = format!(
+        "key=/cd,hostpath={},size=host,sectorsize=2048",
+        udf.display()
+    );
+    let other = format!(
+        "key=/x,hostpath={},size=1m,sectorsize=512",
+        dir.join("x").display()
+    );
+    let libs = [
+        "-l",
+        "rumpvfs",
+        "-l",
+        "rumpdev",
+        "-l",
+        "rumpdev_disk",
+        "-l",
+        "rumpfs_udf",
+    ];
     let mut args: Vec<&str> = libs.to_vec();
     args.extend(["-d", &udf_spec, "-d", &other, &url2]);
     let o = server(&args);
@@ -437,7 +452,14 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     ctl(&url2, &["mkdir", "/udf"]);
     ctl(&url2, &["mount", "-t", "udf", "/cd", "/udf"]);
-    ctl(&url2, &["put", src.join("In-e.txt").to_str().unwrap(), "/udf/copy.txt"]);
+    ctl(
+        &url2,
+        &[
+            "put",
+            src.join("In-e.txt").to_str().unwrap(),
+            "/udf/copy.txt",
+        ],
+    );
     assert_eq!(ctl(&url2, &["cat", "/udf/copy.txt"]), "partition e\n");
     let pid2 = server_pid(&url2).expect("the second rump_server");
     run(Command::new(RUMP_HALT).env("RUMP_SERVER", &url2));

@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(partition(&img, 'b', len), Err(LabelError::Empty('b')));
         assert_eq!(
             partition(&img, 'd', len),
-            Err(LabelError::NoSuchPartition { part: 'd', count: 3 })
+            Err(LabelError::NoSuchPartition {
+                part: 'd',
+                count: 3
+            })
         );
         assert!(matches!(
             partition(&img, 'a', 1000),

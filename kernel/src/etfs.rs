@@ -60,7 +60,8 @@ pub enum DriveSize {
 }
 
 /// The syntax of a drive spec, for messages.
-pub const DRIVE_SYNTAX: &str = "key=K,hostpath=P,size=S|host|disklabel=P[,offset=O][,type=blk|chr|reg][,sectorsize=N]";
+pub const DRIVE_SYNTAX: &str =
+    "key=K,hostpath=P,size=S|host|disklabel=P[,offset=O][,type=blk|chr|reg][,sectorsize=N]";
 
 /// The sector size a drive has unless its spec says otherwise.
 pub const DEFAULT_SECTOR_SIZE: u32 = 512;
@@ -439,7 +440,8 @@ impl DriveSpec {
                     sector.replace(n).map(|_| "sectorsize")
                 }
                 "disklabel" => {
-                    let p = crate::disklabel::letter(v).map_err(|e| bad(SpecFault::Disklabel(e)))?;
+                    let p =
+                        crate::disklabel::letter(v).map_err(|e| bad(SpecFault::Disklabel(e)))?;
                     label.replace(p).map(|_| "disklabel")
                 }
                 _ => return Err(bad(SpecFault::Unknown(k.to_string()))),
@@ -459,8 +461,7 @@ impl DriveSpec {
         if !key.starts_with('/') || key.len() < 2 {
             return Err(bad(SpecFault::KeyNotAbsolute(key)));
         }
-        if key.len() >= crate::namei::MAXPATHLEN || key.split('/').any(|c| c == "." || c == "..")
-        {
+        if key.len() >= crate::namei::MAXPATHLEN || key.split('/').any(|c| c == "." || c == "..") {
             return Err(bad(SpecFault::BadKey(key)));
         }
         if hostpath.is_empty() {

@@ -68,8 +68,8 @@
 #![warn(missing_docs)]
 
 pub mod copy;
-pub mod error;
 pub mod disklabel;
+pub mod error;
 pub mod etfs;
 mod fsguard;
 pub mod host;

@@ -462,11 +462,18 @@ fn drive_specs_sectorsize_and_disklabel() {
     };
     for bad in ["1000", "256", "4k1", "128k", "x"] {
         let spec = format!("key=/dk,hostpath=x,size=4m,sectorsize={bad}");
-        assert_eq!(fault(&spec), etfs::SpecFault::SectorSize(bad.into()), "{bad}");
+        assert_eq!(
+            fault(&spec),
+            etfs::SpecFault::SectorSize(bad.into()),
+            "{bad}"
+        );
     }
     assert!(matches!(
         fault("key=/dk,hostpath=x,size=3k,sectorsize=2k"),
-        etfs::SpecFault::PartialSector { size: 3072, sector: 2048 }
+        etfs::SpecFault::PartialSector {
+            size: 3072,
+            sector: 2048
+        }
     ));
     assert!(matches!(
         fault("key=/dk,hostpath=x,disklabel=A"),

@@ -244,13 +244,19 @@ mod tests {
                 size: 128 * 512
             }
         );
-        assert!(matches!(find(t.path(), 1), Err(PartError::NoMbrPartition(1))));
+        assert!(matches!(
+            find(t.path(), 1),
+            Err(PartError::NoMbrPartition(1))
+        ));
         assert!(matches!(find(t.path(), 5), Err(PartError::NoExtended(5))));
         assert!(matches!(find(t.path(), 0), Err(PartError::Zero)));
         // An entry past the end of the image.
         b[e + 12..e + 16].copy_from_slice(&100_000u32.to_le_bytes());
         std::fs::write(t.path(), &b).unwrap();
-        assert!(find(t.path(), 2).unwrap_err().to_string().contains("beyond"));
+        assert!(find(t.path(), 2)
+            .unwrap_err()
+            .to_string()
+            .contains("beyond"));
         std::fs::write(t.path(), [0u8; 100]).unwrap();
         assert_eq!(
             find(t.path(), 1).unwrap_err().to_string(),
@@ -296,7 +302,10 @@ mod tests {
                 size: 50 * 512
             }
         );
-        assert!(matches!(find(t.path(), 7), Err(PartError::NoMbrPartition(7))));
+        assert!(matches!(
+            find(t.path(), 7),
+            Err(PartError::NoMbrPartition(7))
+        ));
         // A chain that links back to itself.
         put(&mut b, 812, 1, 0x05, 300, 400);
         std::fs::write(t.path(), &b).unwrap();

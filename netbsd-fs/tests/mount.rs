@@ -966,7 +966,12 @@ fn udf_2048_byte_sectors() {
     let p = prog(d.path(), "rump_udf");
     let (st, err) = fails(
         &p,
-        &["-o", "sectorsize=512", img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[
+            "-o",
+            "sectorsize=512",
+            img.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
         &[("RUMP_NETBSD_DIR", &netbsd_dir())],
     );
     assert_eq!(st, 1, "{err}");
@@ -1157,7 +1162,13 @@ fn mbr_logical_partitions() {
             .lines()
             .find(|l| l.starts_with(&format!("{}{n} ", img.display())))
             .unwrap_or_else(|| panic!("partition {n} in {dump}"));
-        let v = line.split("start=").nth(1).unwrap().split(',').next().unwrap();
+        let v = line
+            .split("start=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
         v.trim().parse().unwrap()
     };
     let (s5, s6) = (start(5), start(6));

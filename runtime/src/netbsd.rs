@@ -154,7 +154,8 @@ pub fn component_name(lib: &str) -> &str {
 }
 
 /// How to point at NetBSD's components, for messages.
-pub const HOW: &str = "set RUMP_NETBSD_DIR to a buildrump.sh destdir (its lib/ holds librump*.so), \
+pub const HOW: &str =
+    "set RUMP_NETBSD_DIR to a buildrump.sh destdir (its lib/ holds librump*.so), \
                        or give the libraries' paths";
 
 /// A copied destdir may hold its library symlinks as small text files
@@ -335,10 +336,7 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
             format!("-l {}: {msg}", want[i])
         })
         .collect();
-    let mut line = format!(
-        "cannot load NetBSD component library: {}",
-        what.join("; ")
-    );
+    let mut line = format!("cannot load NetBSD component library: {}", what.join("; "));
     if unfound {
         let dirs: Vec<String> = search_dirs()
             .iter()
@@ -918,7 +916,10 @@ mod tests {
         std::fs::write(t.join("librumpx.so.0.0"), b"\x7fELF....").unwrap();
         std::fs::write(t.join("librumpx.so"), b"librumpx.so.0\n").unwrap();
         std::fs::write(t.join("librumpx.so.0"), b"librumpx.so.0.0").unwrap();
-        assert_eq!(follow_stubs(&t.join("librumpx.so")), t.join("librumpx.so.0.0"));
+        assert_eq!(
+            follow_stubs(&t.join("librumpx.so")),
+            t.join("librumpx.so.0.0")
+        );
         assert_eq!(
             find_library(t.join("librumpx.so").to_str().unwrap()),
             Some(t.join("librumpx.so.0.0"))

@@ -267,9 +267,8 @@ fn main() {
     // NetBSD's UDF takes the drive's sector size as the image's: read it
     // from the image's anchor (`mkudffs -b 2048`) unless given.
     if t.name == "udf" && a.sector_size.is_none() {
-        a.sector_size =
-            probe::udf_sector_size(Path::new(&a.image), extent.map_or(0, |e| e.offset))
-                .filter(|&s| s != 512);
+        a.sector_size = probe::udf_sector_size(Path::new(&a.image), extent.map_or(0, |e| e.offset))
+            .filter(|&s| s != 512);
         if let Some(s) = a.sector_size {
             tracing::debug!("{}: UDF with {s}-byte sectors", a.image);
         }
