@@ -226,8 +226,11 @@ mod tests {
         img[256 * 2048 + 4] ^= 1;
         std::fs::write(t.path(), &img).unwrap();
         assert_eq!(udf_sector_size(t.path(), 0), None);
-        img[256 * 2048 + 4] ^= 1;
-        img[256 * 2048 + 12] = 0;
+        // Its checksum right, but the tag says it is at sector 257.
+        tag[12] = 1;
+        tag[4] = 0;
+        tag[4] = tag.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+        img[256 * 2048..256 * 2048 + 16].copy_from_slice(&tag);
         std::fs::write(t.path(), &img).unwrap();
         assert_eq!(udf_sector_size(t.path(), 0), None);
     }
