@@ -1,6 +1,7 @@
 //! etfs: host files as kernel drives (`rump_server -d`).
 //!
-//! `key=K,hostpath=P,size=S|host[,offset=O][,type=blk|chr|reg]`:
+//! `key=K,hostpath=P,size=S|host|disklabel=P[,offset=O][,type=blk|chr|reg]
+//! [,sectorsize=N]`:
 //! * `blk` (the default): a block device node at `K`, read and written
 //!   through the buffer cache (write-back; sync flushes);
 //! * `chr`: a character device node at `K`, read and written directly on
@@ -10,6 +11,11 @@
 //! The drive is bytes `[O, O+S)` of the host file. A missing host file is
 //! created (mode 0644) and a short one extended to `O+S`; `size=host`
 //! takes the host file's size less `O` and needs the file to exist.
+//! `disklabel=P` (NetBSD's key) takes `O` and `S` from partition `P` of
+//! the NetBSD disklabel in the host file ([`crate::disklabel`]).
+//! `sectorsize=N` is the sector size the drive declares (512 unless
+//! given): the built-in kernel records it ([`DriveInfo::sector_size`]);
+//! NetBSD's drive layer, hosted, takes one for all its drives.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
