@@ -466,24 +466,21 @@ impl NetbsdBuilder {
             },
             Err(_) => None,
         };
-        let mut have: Option<(u32, String)> = self
-            .sector_size
-            .map(|s| (s, "the kernel".to_string()))
-            .or(env.map(|s| (s, SECTSHIFT_ENV.to_string())));
+        let mut have: Option<u32> = self.sector_size.or(env);
         for d in drives {
             let Some(want) = d.sector_size else { continue };
-            match &have {
-                Some((s, _)) if *s != want => {
+            match have {
+                Some(s) if s != want => {
                     return Err(Error::Drive(DriveError::new(
                         &d.key,
-                        DriveFault::SectorSize { want, have: *s },
+                        DriveFault::SectorSize { want, have: s },
                     )))
                 }
                 Some(_) => {}
-                None => have = Some((want, d.key.clone())),
+                None => have = Some(want),
             }
         }
-        let s = have.map_or(rumpkern::etfs::DEFAULT_SECTOR_SIZE, |(s, _)| s);
+        let s = have.unwrap_or(rumpkern::etfs::DEFAULT_SECTOR_SIZE);
         if !s.is_power_of_two() || !(512..=rumpkern::etfs::MAX_SECTOR_SIZE).contains(&s) {
             return Err(Error::Netbsd(format!(
                 "sector size {s}: expected a power of two from 512 to 65536"
@@ -907,6 +904,42 @@ mod tests {
         assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
         assert!(e.ends_with(HOW), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn one_sector_size_for_all_drives() {
+        let spec = |s: &str| DriveSpec::parse(s).unwrap();
+        let b = NetbsdBuilder::default();
+        let d2k = spec("key=/a,hostpath=a,size=4m,sectorsize=2048");
+        let d512 = spec("key=/b,hostpath=b,size=4m,sectorsize=512");
+        let plain = spec("key=/c,hostpath=c,size=4m");
+        if std::env::var_os(SECTSHIFT_ENV).is_none() {
+            assert_eq!(b.choose_sector_size(&[plain.clone()]).unwrap(), 512);
+            assert_eq!(
+                b.choose_sector_size(&[plain.clone(), d2k.clone()]).unwrap(),
+                2048
+            );
+            let e = b
+                .choose_sector_size(&[d2k.clone(), d512.clone()])
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "drive /b: sectorsize=512, but the kernel's drives have 2048-byte sectors \
+                 (one sector size for all drives)"
+            );
+        }
+        let b = b.sector_size(2048);
+        assert_eq!(b.choose_sector_size(&[plain, d2k]).unwrap(), 2048);
+        assert!(matches!(
+            b.choose_sector_size(&[d512]),
+            Err(Error::Drive(DriveError {
+                fault: DriveFault::SectorSize {
+                    want: 512,
+                    have: 2048
+                },
+                ..
+            }))
+        ));
     }
 
     #[test]
