@@ -914,7 +914,10 @@ mod tests {
         let d512 = spec("key=/b,hostpath=b,size=4m,sectorsize=512");
         let plain = spec("key=/c,hostpath=c,size=4m");
         if std::env::var_os(SECTSHIFT_ENV).is_none() {
-            assert_eq!(b.choose_sector_size(&[plain.clone()]).unwrap(), 512);
+            assert_eq!(
+                b.choose_sector_size(std::slice::from_ref(&plain)).unwrap(),
+                512
+            );
             assert_eq!(
                 b.choose_sector_size(&[plain.clone(), d2k.clone()]).unwrap(),
                 2048
