@@ -108,7 +108,11 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
         if let Some(pid) = server_pid(&self.url) {
             // SAFETY: kill has no memory preconditions.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -286,4 +290,194 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
         .arg(&fat)
         .arg("::/Copied.txt"));
     assert_eq!(out.stdout, b"hello from ffs\n");
+}
+
+/// A NetBSD disklabel (sys/sys/disklabel.h, little-endian, as amd64
+/// writes it) with `parts` as (offset, size) in 512-byte sectors: the
+/// bytes to put at sector 1 of an image.
+fn netbsd_label(parts: &[(u32, u32)]) -> Vec<u8> {
+    const DISKMAGIC: u32 = 0x8256_4557;
+    let mut b = vec![0u8; 148 + 16 * parts.len()];
+    b[0..4].copy_from_slice(&DISKMAGIC.to_le_bytes()); // d_magic
+    b[8..13].copy_from_slice(b"image"); // d_typename
+    b[40..44].copy_from_slice(&512u32.to_le_bytes()); // d_secsize
+    b[132..136].copy_from_slice(&DISKMAGIC.to_le_bytes()); // d_magic2
+    b[138..140].copy_from_slice(&(parts.len() as u16).to_le_bytes()); // d_npartitions
+    b[140..144].copy_from_slice(&8192u32.to_le_bytes()); // d_bbsize
+    for (i, (off, size)) in parts.iter().enumerate() {
+        let e = 148 + 16 * i;
+        b[e..e + 4].copy_from_slice(&size.to_le_bytes()); // p_size
+        b[e + 4..e + 8].copy_from_slice(&off.to_le_bytes()); // p_offset
+        b[e + 12] = 7; // p_fstype: FS_BSDFFS
+    }
+    // d_checksum: the XOR of all 16-bit words through the partitions is 0.
+    let sum = b
+        .chunks(2)
+        .fold(0u16, |s, w| s ^ u16::from_le_bytes([w[0], w[1]]));
+    b[136..138].copy_from_slice(&sum.to_le_bytes());
+    b
+}
+
+/// `rump_server -l` by component name (`rumpvfs`, `librumpdev.so`)
+/// found under `RUMP_NETBSD_DIR/lib` with no `LD_LIBRARY_PATH`, and by
+/// path; a drive given as partition `e` of a NetBSD disklabel; a UDF
+/// image with 2048-byte sectors (`sectorsize=2048`) on a second server;
+/// a missing library named in one line that says how to point at a
+/// build.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
+    let nb = netbsd_dir();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("In-e.txt"), b"partition e\n").unwrap();
+    let ffs = dir.join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "8m", "-o", "version=2"])
+        .arg(&ffs)
+        .arg(&src));
+    // A 24 MiB disk: the label in sector 1, partition a (unused) from
+    // sector 64, partition e (the FFS image) from 8 MiB, c the whole disk.
+    let disk = dir.join("disk.img");
+    let mut img = vec![0u8; 24 << 20];
+    let label = netbsd_label(&[(64, 4096), (0, 0), (0, 49152), (0, 0), (16384, 16384)]);
+    img[512..512 + label.len()].copy_from_slice(&label);
+    let f = std::fs::read(&ffs).unwrap();
+    img[8 << 20..(8 << 20) + f.len()].copy_from_slice(&f);
+    std::fs::write(&disk, &img).unwrap();
+
+    let sock = dir.join("sock");
+    let url = format!("unix://{}", sock.display());
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _c = Cleanup {
+        url: url.clone(),
+        mnt: mnt.clone(),
+    };
+    let server = |args: &[&str]| {
+        Command::new(RUMP_SERVER)
+            .args(args)
+            .env("RUMP_NETBSD_DIR", &nb)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap()
+    };
+    let ffs_lib = component(&nb, "rumpfs_ffs");
+    let spec = format!("key=/dk,hostpath={},disklabel=e", disk.display());
+    let o = server(&[
+        "-l",
+        "rumpvfs",
+        "-l",
+        "librumpdev.so",
+        "-l",
+        "rumpdev_disk",
+        "-l",
+        ffs_lib.to_str().unwrap(),
+        "-d",
+        &spec,
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ctl = |url: &str, args: &[&str]| -> String {
+        let o = Command::new(RUMPCTL)
+            .args(args)
+            .env("RUMP_SERVER", url)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "rumpctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ctl(&url, &["mkdir", "/e"]);
+    ctl(&url, &["mount", "-t", "ffs", "/dk", "/e"]);
+    assert_eq!(ctl(&url, &["cat", "/e/In-e.txt"]), "partition e\n");
+    ctl(&url, &["put", "/dev/null", "/e/Written"]);
+    let pid = server_pid(&url).expect("the rump_server process");
+    run(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The write landed inside partition e, and the sectors before it
+    // (the label, partition a) are as they were.
+    let after = std::fs::read(&disk).unwrap();
+    assert_eq!(after[..8 << 20], img[..8 << 20]);
+    assert_ne!(after[8 << 20..16 << 20], img[8 << 20..16 << 20]);
+    assert_eq!(after[16 << 20..], img[16 << 20..]);
+
+    // UDF with 2048-byte sectors; every sectorsize= must agree.
+    let udf = dir.join("udf.img");
+    run(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
+    run(Command::new(tool("mkudffs", "udftools"))
+        .args(["-b", "2048", "--media-type=hd"])
+        .arg(&udf));
+    let url2 = format!("unix://{}", dir.join("sock2").display());
+    let _c2 = Cleanup {
+        url: url2.clone(),
+        mnt: mnt.clone(),
+    };
+    let udf_spec = format!(
+        "key=/cd,hostpath={},size=host,sectorsize=2048",
+        udf.display()
+    );
+    let other = format!(
+        "key=/x,hostpath={},size=1m,sectorsize=512",
+        dir.join("x").display()
+    );
+    let libs = [
+        "-l",
+        "rumpvfs",
+        "-l",
+        "rumpdev",
+        "-l",
+        "rumpdev_disk",
+        "-l",
+        "rumpfs_udf",
+    ];
+    let mut args: Vec<&str> = libs.to_vec();
+    args.extend(["-d", &udf_spec, "-d", &other, &url2]);
+    let o = server(&args);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "rump_server: drive /x: sectorsize=512, but the kernel's drives have 2048-byte sectors (one sector size for all drives)"
+    );
+    let mut args: Vec<&str> = libs.to_vec();
+    args.extend(["-d", &udf_spec, &url2]);
+    let o = server(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ctl(&url2, &["mkdir", "/udf"]);
+    ctl(&url2, &["mount", "-t", "udf", "/cd", "/udf"]);
+    ctl(
+        &url2,
+        &[
+            "put",
+            src.join("In-e.txt").to_str().unwrap(),
+            "/udf/copy.txt",
+        ],
+    );
+    assert_eq!(ctl(&url2, &["cat", "/udf/copy.txt"]), "partition e\n");
+    let pid2 = server_pid(&url2).expect("the second rump_server");
+    run(Command::new(RUMP_HALT).env("RUMP_SERVER", &url2));
+    while Path::new(&format!("/proc/{pid2}")).exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = run(Command::new(tool("udfinfo", "udftools")).arg(&udf));
+    assert!(String::from_utf8_lossy(&info.stdout).contains("numfiles=1"));
+
+    // A missing component: one line naming it, and how to point at a build.
+    let o = server(&["-l", "rumpvfs", "-l", "rumpfs_nonesuch", &url2]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rump_server: cannot load NetBSD component library: -l rumpfs_nonesuch: librumpfs_nonesuch.so: ")
+            && err.contains(&format!("(not in {})", nb.join("lib").display()))
+            && err.trim_end().ends_with("set RUMP_NETBSD_DIR to a buildrump.sh destdir (its lib/ holds librump*.so), or give the libraries' paths"),
+        "{err}"
+    );
 }

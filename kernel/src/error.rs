@@ -13,7 +13,7 @@ pub enum MemlimitError {
     /// A limit of 0 bytes.
     #[error("bad memory limit \"{0}\": must be more than 0")]
     Zero(String),
-    /// Not a `dd`-style size: [`crate::etfs::parse_size`]'s message.
-    #[error("{0}")]
-    Size(String),
+    /// Not a `dd`-style size ([`crate::etfs::parse_size`]).
+    #[error(transparent)]
+    Size(crate::etfs::SizeError),
 }

@@ -69,6 +69,7 @@
 
 pub mod config;
 pub mod copy;
+pub mod disklabel;
 pub mod error;
 pub mod etfs;
 mod fsguard;
@@ -96,7 +97,9 @@ use rumpuser::locks::RwLock;
 
 pub use config::{parse_memlimit, ConfigError, KernelConfig, MAX_NCPU};
 pub use error::MemlimitError;
-pub use etfs::{DriveInfo, DriveSize, DriveSpec, DriveType};
+pub use etfs::{
+    DriveError, DriveFault, DriveInfo, DriveSize, DriveSpec, DriveSpecError, DriveType, SizeError,
+};
 pub use local::LocalProc;
 pub use lockdebug::LockDebug;
 pub use netbsd_abi;

@@ -435,14 +435,133 @@ fn drive_specs() {
     ] {
         let r = DriveSpec::parse(bad);
         assert!(r.is_err(), "{bad:?} parsed: {r:?}");
-        assert!(!r.unwrap_err().is_empty());
+        assert!(!r.unwrap_err().to_string().is_empty());
     }
     assert!(DriveSpec::parse("key=/dk,hostpath=x,size=1q")
         .unwrap_err()
+        .to_string()
         .contains("suffix"));
     assert!(DriveSpec::parse("key=/dk,hostpath=x")
         .unwrap_err()
+        .to_string()
         .contains("size"));
+}
+
+#[test]
+fn drive_specs_sectorsize_and_disklabel() {
+    let d = DriveSpec::parse("key=/dk,hostpath=x,size=4m,sectorsize=2048").unwrap();
+    assert_eq!(d.sector_size, Some(2048));
+    let d = DriveSpec::parse("key=/dk,hostpath=x,size=host").unwrap();
+    assert_eq!(d.sector_size, None);
+    let d = DriveSpec::parse("key=/dk,hostpath=x,disklabel=e,type=chr").unwrap();
+    assert_eq!(d.size, DriveSize::Disklabel('e'));
+    let fault = |spec: &str| match DriveSpec::parse(spec) {
+        Err(DriveSpecError::Bad { why, .. }) => why,
+        r => panic!("{spec}: {r:?}"),
+    };
+    for bad in ["1000", "256", "4k1", "128k", "x"] {
+        let spec = format!("key=/dk,hostpath=x,size=4m,sectorsize={bad}");
+        assert_eq!(
+            fault(&spec),
+            etfs::SpecFault::SectorSize(bad.into()),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        fault("key=/dk,hostpath=x,size=3k,sectorsize=2k"),
+        etfs::SpecFault::PartialSector {
+            size: 3072,
+            sector: 2048
+        }
+    ));
+    assert!(matches!(
+        fault("key=/dk,hostpath=x,disklabel=A"),
+        etfs::SpecFault::Disklabel(_)
+    ));
+    assert_eq!(
+        fault("key=/dk,hostpath=x,disklabel=a,size=1m"),
+        etfs::SpecFault::DisklabelAlone
+    );
+    assert_eq!(
+        fault("key=/dk,hostpath=x,disklabel=a,offset=1m"),
+        etfs::SpecFault::DisklabelAlone
+    );
+    assert_eq!(
+        fault("key=/dk,hostpath=x,disklabel=a,disklabel=b"),
+        etfs::SpecFault::Twice("disklabel")
+    );
+    // The message as rump_server prints it.
+    assert_eq!(
+        DriveSpec::parse("key=/dk,hostpath=x,size=1m,sectorsize=3")
+            .unwrap_err()
+            .to_string(),
+        "drive spec \"key=/dk,hostpath=x,size=1m,sectorsize=3\": sectorsize=3: expected a power of two from 512 to 65536"
+    );
+}
+
+#[test]
+fn disklabel_partition_is_the_drive() {
+    let t = TempDir::new("label");
+    let img = t.path("disk.img");
+    // Partition a: sectors 64..64+256; b: past the image's end.
+    let mut b = vec![0u8; 1 << 20];
+    let label = disklabel::build(&[(64 * 512, 256 * 512), (1 << 20, 1 << 20)]);
+    b[512..512 + label.len()].copy_from_slice(&label);
+    b[64 * 512..64 * 512 + 6].copy_from_slice(b"part a");
+    std::fs::write(&img, &b).unwrap();
+    let k = kernel();
+    k.add_drive(
+        &DriveSpec::parse(&format!("key=/dk,hostpath={img},disklabel=a,type=chr")).unwrap(),
+        None,
+    )
+    .unwrap();
+    let info = &k.drives()[0];
+    assert_eq!((info.offset, info.size), (64 * 512, 256 * 512));
+    let p = k.local_process().unwrap();
+    let fd = p.open("/dk", O_RDONLY, 0).unwrap();
+    let mut got = [0u8; 6];
+    assert_eq!(p.pread(fd, &mut got, 0).unwrap(), 6);
+    assert_eq!(&got, b"part a");
+    p.close(fd).unwrap();
+    let err = k
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/b,hostpath={img},disklabel=b")).unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.fault,
+            DriveFault::Disklabel {
+                why: disklabel::LabelError::Beyond { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = k
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/c,hostpath={img},disklabel=c")).unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("drive /c: {img}: disklabel=c: the disklabel has 2 partitions (a to b)")
+    );
+    // No label at all.
+    let plain = t.path("plain.img");
+    std::fs::write(&plain, vec![0u8; 65536]).unwrap();
+    let err = k
+        .add_drive(
+            &DriveSpec::parse(&format!("key=/p,hostpath={plain},disklabel=a")).unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("drive /p: {plain}: no NetBSD disklabel in the first 64 KiB")
+    );
 }
 
 #[test]
@@ -687,7 +806,12 @@ fn chr_and_reg_drives_and_offsets() {
         )
         .unwrap_err();
     assert!(
-        err.contains(&missing) && err.contains("No such file"),
+        matches!(&err.fault, DriveFault::HostNeeded { path, .. } if *path == missing),
+        "{err}"
+    );
+    let err = err.to_string();
+    assert!(
+        err.starts_with("drive /m: ") && err.contains(&missing) && err.contains("No such file"),
         "{err}"
     );
     let err = k
@@ -696,13 +820,15 @@ fn chr_and_reg_drives_and_offsets() {
             None,
         )
         .unwrap_err();
-    assert!(err.contains("/r"), "{err}");
+    assert!(matches!(err.fault, DriveFault::KeyInUse), "{err}");
+    assert_eq!(err.to_string(), "drive /r: key already in use");
     let err = k
         .add_drive(
             &DriveSpec::parse(&format!("key=/q,hostpath={},size=1k", t.path("nodir/x"))).unwrap(),
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nodir"), "{err}");
     k.sync_all().unwrap();
 }
@@ -744,7 +870,8 @@ fn fault_injected_write_error_is_reported_and_kept() {
             Some(ctl),
         )
         .unwrap_err();
-    assert!(err.contains("blk"), "{err}");
+    assert!(matches!(err.fault, DriveFault::FaultNeedsBlk), "{err}");
+    assert!(err.to_string().contains("blk"), "{err}");
 }
 
 #[test]

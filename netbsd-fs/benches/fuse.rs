@@ -72,20 +72,6 @@ fn sibling(name: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// The file to load for NetBSD component `name`, text-file stubs followed.
-fn component(nb: &Path, name: &str) -> PathBuf {
-    let mut p = nb.join("lib").join(format!("lib{name}.so"));
-    for _ in 0..4 {
-        match std::fs::read(&p) {
-            Ok(t) if t.len() < 256 && !t.starts_with(b"\x7fELF") => {
-                p = p.with_file_name(String::from_utf8_lossy(&t).trim())
-            }
-            _ => break,
-        }
-    }
-    p
-}
-
 /// `-o OPTS` from BENCH_FFS_OPTS, or nothing.
 fn ffs_opts() -> String {
     match std::env::var("BENCH_FFS_OPTS") {
@@ -173,22 +159,13 @@ impl Ctx {
                 let nb = self.nb.as_ref().ok_or("RUMP_NETBSD_DIR not set")?;
                 let server = sibling("rump_server").ok_or("rump_server not built")?;
                 let ctl = sibling("rumpctl").ok_or("rumpctl not built")?;
-                let libs: Vec<String> = [
-                    "rump",
-                    "rumpkern_sysproxy",
-                    "rumpvfs",
-                    "rumpdev",
-                    "rumpdev_disk",
-                    "rumpfs_ffs",
-                ]
-                .iter()
-                .map(|c| format!("-l '{}'", component(nb, c).display()))
-                .collect();
+                // Components by name, found under RUMP_NETBSD_DIR/lib.
                 let url = self.sock();
                 sh(&format!(
-                    "'{}' {} -d 'key=/dk,hostpath={i},size=host' '{url}'",
+                    "RUMP_NETBSD_DIR='{}' '{}' -l rumpvfs -l rumpdev -l rumpdev_disk \
+                     -l rumpfs_ffs -d 'key=/dk,hostpath={i},size=host' '{url}'",
+                    nb.display(),
                     server.display(),
-                    libs.join(" ")
                 ))?;
                 let c = ctl.display();
                 sh(&format!(

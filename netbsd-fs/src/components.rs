@@ -50,37 +50,11 @@ pub fn destdir(opt: Option<&Path>) -> Result<Destdir, String> {
     ))
 }
 
-/// A copied destdir may hold its library symlinks as small text files
-/// naming the target in the same directory (`librump.so` containing
-/// `librump.so.0.0`): the target's name, if `p` is one.
-fn stub_target(p: &Path) -> Option<PathBuf> {
-    let m = std::fs::symlink_metadata(p).ok()?;
-    if !m.is_file() || m.len() == 0 || m.len() > 255 {
-        return None;
-    }
-    let t = std::fs::read(p).ok()?;
-    // An ELF object is never a stub.
-    if t.starts_with(b"\x7fELF") {
-        return None;
-    }
-    let t = std::str::from_utf8(&t).ok()?.trim();
-    if t.is_empty() || t.contains('/') || t.contains('\0') {
-        return None;
-    }
-    Some(p.with_file_name(t))
-}
-
 /// The file to load for component `name` (`rumpfs_ffs`): `lib/libNAME.so`
 /// under the destdir, with text-file stubs followed (a few hops).
 pub fn resolve(d: &Destdir, name: &str) -> Result<PathBuf, String> {
     let lib = d.dir.join("lib");
-    let mut p = lib.join(format!("lib{name}.so"));
-    for _ in 0..4 {
-        match stub_target(&p) {
-            Some(next) => p = next,
-            None => break,
-        }
-    }
+    let p = rumprun::netbsd::follow_stubs(&lib.join(format!("lib{name}.so")));
     if !p.exists() {
         return Err(format!(
             "lib{name}.so: not found in {} (from {}): {HOW}",

@@ -73,6 +73,38 @@ fn udf(b: &[u8]) -> Option<Found> {
     None
 }
 
+/// The sector size of a UDF image at `offset` of `path`: the size `s`
+/// (512, 1024, 2048 or 4096) for which sector 256 holds the anchor volume
+/// descriptor pointer (ECMA-167 tag identifier 2, its checksum right, its
+/// own location 256), as `mkudffs -b` writes it. `None` when there is no
+/// anchor at any of them (or the image cannot be read).
+pub fn udf_sector_size(path: &Path, offset: u64) -> Option<u32> {
+    let mut f = File::open(path).ok()?;
+    for ss in [512u32, 1024, 2048, 4096] {
+        let at = offset.checked_add(256 * ss as u64)?;
+        let mut tag = [0u8; 16];
+        if f.seek(SeekFrom::Start(at)).is_err() || f.read_exact(&mut tag).is_err() {
+            continue;
+        }
+        if udf_anchor(&tag) {
+            return Some(ss);
+        }
+    }
+    None
+}
+
+/// A descriptor tag (16 bytes) of an anchor volume descriptor pointer
+/// at sector 256: identifier 2, its checksum (the sum of the tag's bytes
+/// but the checksum's own, modulo 256) right, its location 256.
+fn udf_anchor(tag: &[u8; 16]) -> bool {
+    let sum = tag
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 4)
+        .fold(0u8, |s, (_, b)| s.wrapping_add(*b));
+    le16(tag, 0) == Some(2) && tag[4] == sum && le32(tag, 12) == Some(256)
+}
+
 /// ISO 9660: a volume descriptor `CD001` at sector 16 (2048 bytes).
 fn iso9660(b: &[u8]) -> Option<Found> {
     (b.get(32769..32774)? == b"CD001").then_some(())?;
@@ -176,5 +208,30 @@ mod tests {
         b[32768 + 2048 + 1..32768 + 2048 + 6].copy_from_slice(b"BEA01");
         b[32768 + 4096 + 1..32768 + 4096 + 6].copy_from_slice(b"NSR02");
         assert_eq!(probe(&b).unwrap().fstype, "udf");
+    }
+
+    #[test]
+    fn udf_anchor_gives_the_sector_size() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let mut img = vec![0u8; 256 * 2048 + 2048];
+        let mut tag = [0u8; 16];
+        tag[0] = 2;
+        tag[2] = 2;
+        tag[12..16].copy_from_slice(&256u32.to_le_bytes());
+        tag[4] = tag.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+        img[256 * 2048..256 * 2048 + 16].copy_from_slice(&tag);
+        std::fs::write(t.path(), &img).unwrap();
+        assert_eq!(udf_sector_size(t.path(), 0), Some(2048));
+        // A wrong checksum, or a wrong location: no anchor.
+        img[256 * 2048 + 4] ^= 1;
+        std::fs::write(t.path(), &img).unwrap();
+        assert_eq!(udf_sector_size(t.path(), 0), None);
+        // Its checksum right, but the tag says it is at sector 257.
+        tag[12] = 1;
+        tag[4] = 0;
+        tag[4] = tag.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+        img[256 * 2048..256 * 2048 + 16].copy_from_slice(&tag);
+        std::fs::write(t.path(), &img).unwrap();
+        assert_eq!(udf_sector_size(t.path(), 0), None);
     }
 }

@@ -948,6 +948,57 @@ fn udf_read_and_write() {
     });
 }
 
+/// UDF with 2048-byte sectors (`mkudffs -b 2048`, as on optical media):
+/// rump_udf reads the sector size from the image's anchor and boots
+/// NetBSD's drive layer with it; a tree and an 8 MiB file go in and read
+/// back after a read-only re-mount, and udfinfo reads the image. Told
+/// 512-byte sectors instead, NetBSD's UDF refuses the image.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn udf_2048_byte_sectors() {
+    let d = tmpdir();
+    let img = d.path().join("udf2k.img");
+    run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    run(Command::new(tool("mkudffs", "udftools"))
+        .args(["-b", "2048", "--media-type=hd", "-l", "RUMP2K"])
+        .arg(&img));
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let p = prog(d.path(), "rump_udf");
+    let (st, err) = fails(
+        &p,
+        &[
+            "-o",
+            "sectorsize=512",
+            img.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
+        &[("RUMP_NETBSD_DIR", &netbsd_dir())],
+    );
+    assert_eq!(st, 1, "{err}");
+    assert!(
+        err.lines().any(|l| l
+            == format!(
+                "rump_udf: {}: cannot mount as udf: Invalid argument",
+                img.display()
+            )),
+        "{err}"
+    );
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &[], &img, &mnt);
+    assert_eq!(
+        first_line(&out),
+        format!("rump_mount: {}: UDF (-t udf)", img.display())
+    );
+    let df = run(Command::new("stat").args(["-f", "-c", "%S"]).arg(&mnt));
+    assert_eq!(String::from_utf8_lossy(&df.stdout).trim(), "2048");
+    umount_bg(bg);
+    write_round_trip(d.path(), &p, &[], &img, true, |img| {
+        let out = run(Command::new(tool("udfinfo", "udftools")).arg(img));
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(info.contains("blocksize=2048"), "{info}");
+    });
+}
+
 /// NTFS made and filled by the host's tools: read back with rump_ntfs,
 /// then written in place (NetBSD's NTFS rewrites existing data only);
 /// ntfs-3g reads the change and ntfsfix finds nothing to fix.
@@ -1076,6 +1127,102 @@ fn gpt_partitions() {
         err.trim(),
         format!(
             "rump_mount: {}: part=3: no such partition in the GPT",
+            img.display()
+        )
+    );
+}
+
+/// `-o part=N` of an MBR image with logical partitions in an extended
+/// one (made by sfdisk): FFS in logical partition 5, FAT in logical 6,
+/// each found by following the chain of extended boot records.
+#[test]
+#[ignore = "needs RUMP_NETBSD_DIR"]
+fn mbr_logical_partitions() {
+    let d = tmpdir();
+    let src = small_tree(d.path(), false);
+    let img = d.path().join("mbr.img");
+    run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    let mut c = Command::new(tool("sfdisk", "fdisk"));
+    c.arg("-q")
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"label: dos\n,8M\n,,E\n,16M\n,20M\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    // Where sfdisk put partitions 5 and 6 (`sfdisk -d`: "IMG5 : start=
+    // S, size= N, ...").
+    let dump = run(Command::new(tool("sfdisk", "fdisk")).arg("-d").arg(&img));
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    let start = |n: u32| -> u64 {
+        let line = dump
+            .lines()
+            .find(|l| l.starts_with(&format!("{}{n} ", img.display())))
+            .unwrap_or_else(|| panic!("partition {n} in {dump}"));
+        let v = line
+            .split("start=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        v.trim().parse().unwrap()
+    };
+    let (s5, s6) = (start(5), start(6));
+    let ffs = d.path().join("ffs.img");
+    run(Command::new(tool("makefs", "makefs"))
+        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+        .arg(&ffs)
+        .arg(&src));
+    run(Command::new("dd")
+        .arg(format!("if={}", ffs.display()))
+        .arg(format!("of={}", img.display()))
+        .arg(format!("seek={s5}"))
+        .args(["bs=512", "conv=notrunc", "status=none"]));
+    run(Command::new(tool("mkfs.vfat", "dosfstools"))
+        .args(["-F", "16", "--offset"])
+        .arg(s6.to_string())
+        .arg(&img)
+        .arg("20480"));
+    run(Command::new(tool("mcopy", "mtools"))
+        .arg("-s")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), s6 * 512))
+        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+        .arg("::/"));
+    let mnt = d.path().join("mnt");
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=5"], &img, &mnt);
+    assert_eq!(
+        first_line(&out),
+        format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
+    );
+    same_tree(&src, &mnt);
+    std::fs::write(mnt.join("in-part-5"), b"ffs\n").unwrap();
+    umount_bg(bg);
+    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=6"], &img, &mnt);
+    assert_eq!(
+        first_line(&out),
+        format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
+    );
+    same_tree(&src, &mnt);
+    umount_bg(bg);
+    let (_, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=5,ro"], &img, &mnt);
+    assert_eq!(std::fs::read(mnt.join("in-part-5")).unwrap(), b"ffs\n");
+    umount_bg(bg);
+    let (st, err) = fails(
+        Path::new(RUMP_MOUNT),
+        &["-o", "part=7", img.to_str().unwrap(), mnt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rump_mount: {}: part=7: no such partition in the MBR",
             img.display()
         )
     );

@@ -50,8 +50,8 @@ pub enum Error {
     #[error("kernel boot: {0}")]
     Boot(Errno),
     /// A drive spec that does not parse (the message names the spec).
-    #[error("{0}")]
-    DriveSpec(String),
+    #[error(transparent)]
+    DriveSpec(#[from] rumpkern::DriveSpecError),
     /// A fault injection spec that does not parse.
     #[error("fault {spec}: {source}")]
     Fault {
@@ -61,8 +61,8 @@ pub enum Error {
         source: vfs_cache::FaultSpecError,
     },
     /// A drive that cannot be attached (the message names the drive).
-    #[error("{0}")]
-    Drive(String),
+    #[error(transparent)]
+    Drive(#[from] rumpkern::DriveError),
     /// The sysproxy server could not start (`unix://x.sock: Address
     /// already in use`).
     #[error(transparent)]
@@ -151,8 +151,8 @@ impl Builder {
         let verbose = cfg.verbose;
         let kernel = Kernel::boot(cfg).map_err(Error::Boot)?;
         for spec in &self.drives {
-            // The parser's messages name the spec already (`drive spec "...": ...`).
-            let d = rumpkern::DriveSpec::parse(spec).map_err(Error::DriveSpec)?;
+            // The parser's messages name the spec (`drive spec "...": ...`).
+            let d = rumpkern::DriveSpec::parse(spec)?;
             let fault = match self.faults.iter().find(|(k, _)| *k == d.key) {
                 Some((_, f)) => Some(Arc::new(vfs_cache::FaultControl::from_spec(f).map_err(
                     |source| Error::Fault {
@@ -162,14 +162,8 @@ impl Builder {
                 )?)),
                 None => None,
             };
-            kernel.add_drive(&d, fault).map_err(|e| {
-                // Name the drive once: by its key, unless the message does.
-                if e.starts_with("drive ") {
-                    Error::Drive(e)
-                } else {
-                    Error::Drive(format!("drive {}: {e}", d.key))
-                }
-            })?;
+            // The error names the drive by its key (`drive /dk: ...`).
+            kernel.add_drive(&d, fault)?;
         }
         let refusal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let refusal2 = refusal.clone();

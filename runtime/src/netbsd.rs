@@ -9,8 +9,10 @@
 //!    `RTLD_NOW | RTLD_GLOBAL`, in rounds, until all are loaded or a round
 //!    makes no progress (a component whose dependencies are not loaded yet
 //!    fails with an undefined symbol and is retried in the next round).
-//!    `rumpvfs` is tried as given, then as `librumpvfs.so`, found through
-//!    the dynamic loader's search path (`LD_LIBRARY_PATH`). `rump` (the
+//!    A name is looked for as [`find_library`] says: a path as it is;
+//!    `rumpvfs` or `librumpvfs.so` in `$RUMP_NETBSD_DIR/lib`, then in the
+//!    `lib/` of this program's install prefix, else through the dynamic
+//!    loader's search path (`LD_LIBRARY_PATH`). `rump` (the
 //!    base kernel) and `rumpkern_sysproxy` (the remote-syscall component)
 //!    are always loaded, as NetBSD's `rump_server` links them in.
 //! 2. The components' `rumpuser_*` references bind to the entry points of
@@ -25,7 +27,11 @@
 //!    upcalls and the built-in kernel is not booted at all. Kernel modules
 //!    (`-m`) are loaded as NetBSD's `rump_server` does (the module file is
 //!    registered as an etfs file, then `modctl(MODCTL_LOAD)`), then host
-//!    drives (`-d`) with `rump_pub_etfs_register_withsize`.
+//!    drives (`-d`) with `rump_pub_etfs_register_withsize` (a
+//!    `disklabel=` partition looked up first). NetBSD's drive layer has
+//!    one sector size for all drives, read at boot from
+//!    `RUMP_BLKSECTSHIFT`: drive specs' `sectorsize=` set it, and must
+//!    agree.
 //! 4. `rump_init_server(url)` starts NetBSD's sysproxy component, which
 //!    calls our `rumpuser_sp_init`: clients are served by our sysproxy
 //!    server, with NetBSD's syscalls behind it.
@@ -48,13 +54,14 @@
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io::Seek;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libloading::os::unix::{Library as DlLibrary, RTLD_GLOBAL, RTLD_NOW};
 use netbsd_abi::reboot::{RB_DUMP, RB_HALT};
 use netbsd_abi::Errno;
-use rumpkern::{DriveSize, DriveSpec, DriveType};
+use rumpkern::{DriveError, DriveFault, DriveSize, DriveSpec, DriveType};
 
 use crate::Error;
 
@@ -147,17 +154,105 @@ pub fn component_name(lib: &str) -> &str {
     }
 }
 
-/// Try to load one library: as given, then (for a bare name such as
-/// `rumpvfs`) as `librumpvfs.so`. The error is the loader's message.
-fn open_one(name: &str) -> Result<Library, String> {
-    let mut files = vec![name.to_string()];
-    if !name.contains('/') && !name.contains(".so") {
-        files.push(format!("lib{name}.so"));
+/// How to point at NetBSD's components, for messages.
+pub const HOW: &str =
+    "set RUMP_NETBSD_DIR to a buildrump.sh destdir (its lib/ holds librump*.so), \
+                       or give the libraries' paths";
+
+/// A copied destdir may hold its library symlinks as small text files
+/// naming the target in the same directory (`librump.so` containing
+/// `librump.so.0.0`): the file they lead to (a few hops), or `p` itself.
+pub fn follow_stubs(p: &Path) -> PathBuf {
+    let mut p = p.to_path_buf();
+    for _ in 0..4 {
+        match stub_target(&p) {
+            Some(next) => p = next,
+            None => break,
+        }
     }
+    p
+}
+
+/// The file a text-file stub at `p` names, if `p` is one.
+fn stub_target(p: &Path) -> Option<PathBuf> {
+    let m = std::fs::metadata(p).ok()?;
+    if !m.is_file() || m.len() == 0 || m.len() > 255 {
+        return None;
+    }
+    let t = std::fs::read(p).ok()?;
+    // An ELF object is never a stub.
+    if t.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let t = std::str::from_utf8(&t).ok()?.trim();
+    if t.is_empty() || t.contains('/') || t.contains('\0') {
+        return None;
+    }
+    Some(p.with_file_name(t))
+}
+
+/// The directories `-l` names are looked for in, before the dynamic
+/// loader's path: `$RUMP_NETBSD_DIR/lib`, then the `lib/` beside this
+/// program's `bin/` (an install prefix), each with where it came from.
+pub fn search_dirs() -> Vec<(PathBuf, &'static str)> {
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) {
+        v.push((PathBuf::from(d).join("lib"), "RUMP_NETBSD_DIR"));
+    }
+    if let Some(prefix) = std::env::current_exe()
+        .ok()
+        .and_then(|e| std::fs::canonicalize(e).ok())
+        .and_then(|e| e.parent()?.parent().map(Path::to_path_buf))
+    {
+        v.push((prefix.join("lib"), "install prefix"));
+    }
+    v
+}
+
+/// The file to load for `-l name`: a path (containing `/`) as it is, its
+/// text-file stubs followed; else `libNAME.so` (or `name` when it has
+/// `.so` in it) in [`search_dirs`]. `None`: leave it to the dynamic
+/// loader's path (`LD_LIBRARY_PATH`, the system's).
+pub fn find_library(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(follow_stubs(Path::new(name)));
+    }
+    let file = if name.contains(".so") {
+        name.to_string()
+    } else {
+        format!("lib{name}.so")
+    };
+    search_dirs()
+        .into_iter()
+        .map(|(d, _)| follow_stubs(&d.join(&file)))
+        .find(|p| p.is_file())
+}
+
+/// Why one library did not load.
+struct LoadFailure {
+    /// The loader's message (it names the file).
+    msg: String,
+    /// No file was found for it outside the loader's own path.
+    unfound: bool,
+}
+
+/// Try to load one library: the file [`find_library`] finds, else the
+/// loader's path (as given, then, for a bare name such as `rumpvfs`, as
+/// `librumpvfs.so`).
+fn open_one(name: &str) -> Result<Library, LoadFailure> {
+    let found = find_library(name);
+    let files: Vec<String> = match &found {
+        Some(p) => vec![p.display().to_string()],
+        None if !name.contains(".so") => vec![name.to_string(), format!("lib{name}.so")],
+        None => vec![name.to_string()],
+    };
     let mut err = String::new();
     for f in &files {
         if f.contains('\0') {
-            return Err(format!("{f}: name contains a NUL byte"));
+            return Err(LoadFailure {
+                msg: format!("{f}: name contains a NUL byte"),
+                unfound: false,
+            });
         }
         // SAFETY: loading a NetBSD component runs its ELF constructors,
         // which only register link-set entries; the library is kept for
@@ -177,13 +272,17 @@ fn open_one(name: &str) -> Result<Library, String> {
             Err(e) => err = e.to_string(),
         }
     }
-    Err(err)
+    Err(LoadFailure {
+        msg: err,
+        unfound: found.is_none(),
+    })
 }
 
 /// Load NetBSD component libraries (plus [`IMPLICIT_LIBS`] not named),
 /// with `RTLD_NOW | RTLD_GLOBAL`, in rounds until all are loaded or a
-/// round loads none. The error names every library left and the loader's
-/// last word on it.
+/// round loads none. A name is found as [`find_library`] says. The error
+/// names every library left and the loader's last word on it, and how to
+/// point at a build when a library was not found.
 ///
 /// # Safety
 /// Loading a library runs its initialisers, and the loaded components call
@@ -205,7 +304,7 @@ pub unsafe fn load_libraries(names: &[String]) -> Result<Vec<Library>, Error> {
 
 /// Load `want` in rounds (see [`load_libraries`]).
 fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
-    let mut errors: Vec<String> = vec![String::new(); want.len()];
+    let mut errors: Vec<Option<LoadFailure>> = want.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..want.len()).collect();
     let mut loaded = Vec::new();
     loop {
@@ -216,7 +315,7 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
                 false
             }
             Err(e) => {
-                errors[i] = e;
+                errors[i] = Some(e);
                 true
             }
         });
@@ -227,14 +326,29 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
     if pending.is_empty() {
         return Ok(loaded);
     }
+    let mut unfound = false;
     let what: Vec<String> = pending
         .iter()
-        .map(|&i| format!("-l {}: {}", want[i], errors[i]))
+        .map(|&i| {
+            let (msg, u) = errors[i]
+                .as_ref()
+                .map_or(("not loaded", false), |e| (e.msg.as_str(), e.unfound));
+            unfound |= u;
+            format!("-l {}: {msg}", want[i])
+        })
         .collect();
-    Err(Error::Netbsd(format!(
-        "cannot load NetBSD component library: {}",
-        what.join("; ")
-    )))
+    let mut line = format!("cannot load NetBSD component library: {}", what.join("; "));
+    if unfound {
+        let dirs: Vec<String> = search_dirs()
+            .iter()
+            .filter(|(_, from)| *from == "RUMP_NETBSD_DIR")
+            .map(|(d, _)| format!(" (not in {})", d.display()))
+            .collect();
+        line.push_str(&dirs.concat());
+        line.push_str(": ");
+        line.push_str(HOW);
+    }
+    Err(Error::Netbsd(line))
 }
 
 /// The address of `name` in the global scope (the executable and every
@@ -292,8 +406,13 @@ pub struct NetbsdBuilder {
     modules: Vec<String>,
     ncpu: Option<usize>,
     memlimit: Option<u64>,
+    sector_size: Option<u32>,
     verbose: bool,
 }
+
+/// The environment variable NetBSD's drive layer takes its sector size
+/// from, as a shift (`11` for 2048 bytes), once at boot.
+pub const SECTSHIFT_ENV: &str = "RUMP_BLKSECTSHIFT";
 
 impl NetbsdBuilder {
     /// A component library (`rumpvfs`, `librumpfs_ffs.so`, or a path).
@@ -326,6 +445,51 @@ impl NetbsdBuilder {
         self.verbose = v;
         self
     }
+    /// The sector size every drive declares (a power of two from 512;
+    /// NetBSD's drive layer has one for all drives, fixed at boot): for
+    /// drives registered after boot. Drive specs' `sectorsize=` must
+    /// agree with it.
+    pub fn sector_size(mut self, bytes: u32) -> Self {
+        self.sector_size = Some(bytes);
+        self
+    }
+
+    /// The kernel's sector size: the one asked for, the drives' (which
+    /// must agree) or `RUMP_BLKSECTSHIFT`'s, else 512.
+    fn choose_sector_size(&self, drives: &[DriveSpec]) -> Result<u32, Error> {
+        let env = match std::env::var(SECTSHIFT_ENV) {
+            Ok(v) => match v.trim().parse::<u32>() {
+                Ok(n @ 9..=16) => Some(1u32 << n),
+                _ => {
+                    return Err(Error::Netbsd(format!(
+                        "{SECTSHIFT_ENV}={v}: expected a sector shift from 9 (512 bytes) to 16"
+                    )))
+                }
+            },
+            Err(_) => None,
+        };
+        let mut have: Option<u32> = self.sector_size.or(env);
+        for d in drives {
+            let Some(want) = d.sector_size else { continue };
+            match have {
+                Some(s) if s != want => {
+                    return Err(Error::Drive(DriveError::new(
+                        &d.key,
+                        DriveFault::SectorSize { want, have: s },
+                    )))
+                }
+                Some(_) => {}
+                None => have = Some(want),
+            }
+        }
+        let s = have.unwrap_or(rumpkern::etfs::DEFAULT_SECTOR_SIZE);
+        if !s.is_power_of_two() || !(512..=rumpkern::etfs::MAX_SECTOR_SIZE).contains(&s) {
+            return Err(Error::Netbsd(format!(
+                "sector size {s}: expected a power of two from 512 to 65536"
+            )));
+        }
+        Ok(s)
+    }
 
     /// Load the components and boot them (`rump_init`), then load the
     /// modules and register the drives. Once per process.
@@ -351,6 +515,7 @@ impl NetbsdBuilder {
             .iter()
             .map(|s| DriveSpec::parse(s).map_err(Error::DriveSpec))
             .collect::<Result<Vec<_>, _>>()?;
+        let sector_size = self.choose_sector_size(&drives)?;
         for m in &self.modules {
             if !std::path::Path::new(m).is_file() {
                 return Err(Error::Netbsd(format!("-m {m}: no such module file")));
@@ -377,6 +542,13 @@ impl NetbsdBuilder {
         if self.verbose {
             std::env::set_var("RUMP_VERBOSE", "1");
         }
+        if sector_size != rumpkern::etfs::DEFAULT_SECTOR_SIZE
+            || std::env::var_os(SECTSHIFT_ENV).is_some()
+        {
+            // NetBSD's drive layer asks for it through rumpuser_getparam,
+            // which reads the environment.
+            std::env::set_var(SECTSHIFT_ENV, sector_size.trailing_zeros().to_string());
+        }
 
         // SAFETY: NetBSD's `int rump_init(void)`.
         let init = unsafe { need::<unsafe extern "C" fn() -> c_int>("rump_init")? };
@@ -392,6 +564,7 @@ impl NetbsdBuilder {
             libs,
             url: None,
             halting: AtomicBool::new(false),
+            sector_size,
         };
         for m in &self.modules {
             k.load_module(m)?;
@@ -409,6 +582,7 @@ pub struct NetbsdKernel {
     url: Option<String>,
     /// A halt through [`NetbsdKernel::reboot`] is under way.
     halting: AtomicBool,
+    sector_size: u32,
 }
 
 impl NetbsdKernel {
@@ -444,36 +618,59 @@ impl NetbsdKernel {
         Ok(())
     }
 
-    /// Register a host drive (`-d` syntax, already parsed): the host file
-    /// is created (mode 0644) and extended to `offset + size` as needed,
-    /// then registered with `rump_pub_etfs_register_withsize`.
+    /// Register a host drive (`-d` syntax, already parsed): a
+    /// `disklabel=` partition is looked up, the host file is created (mode
+    /// 0644) and extended to `offset + size` as needed, then registered
+    /// with `rump_pub_etfs_register_withsize`. A `sectorsize=` other than
+    /// the kernel's ([`NetbsdKernel::sector_size`]) is refused: NetBSD's
+    /// drive layer has one sector size for all drives, fixed at boot.
     pub fn add_drive(&self, d: &DriveSpec) -> Result<(), Error> {
-        let what = |e: String| Error::Netbsd(format!("drive {}: {e}", d.key));
-        let create = !matches!(d.size, DriveSize::Host);
+        let err = |fault| Error::Drive(DriveError::new(&d.key, fault));
+        if let Some(want) = d.sector_size.filter(|&s| s != self.sector_size) {
+            return Err(err(DriveFault::SectorSize {
+                want,
+                have: self.sector_size,
+            }));
+        }
+        let d = &d.resolved()?;
+        let host = |e: std::io::Error| {
+            err(DriveFault::Host {
+                path: d.hostpath.clone(),
+                errno: Errno::from(e),
+            })
+        };
+        let create = matches!(d.size, DriveSize::Bytes(_));
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(create)
             .mode(0o644)
             .open(&d.hostpath)
-            .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
-        let md = f
-            .metadata()
-            .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
-        lock_image(&f, &md).map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+            .map_err(host)?;
+        let md = f.metadata().map_err(host)?;
+        if md.is_dir() {
+            return Err(err(DriveFault::IsDir {
+                path: d.hostpath.clone(),
+            }));
+        }
+        lock_image(&f, &md).map_err(|_| {
+            err(DriveFault::Locked {
+                path: d.hostpath.clone(),
+            })
+        })?;
         let size = match d.size {
             DriveSize::Bytes(n) => n,
-            DriveSize::Host => {
+            // `resolved` turned a label into bytes; size=host otherwise.
+            DriveSize::Host | DriveSize::Disklabel(_) => {
                 // A block device's size too (not the hypercall layer's
                 // getfileinfo: this thread is not in the kernel).
-                let len = (&f)
-                    .seek(std::io::SeekFrom::End(0))
-                    .map_err(|e| what(format!("{}: {e}", d.hostpath)))?;
+                let len = (&f).seek(std::io::SeekFrom::End(0)).map_err(host)?;
                 if len <= d.offset {
-                    return Err(what(format!(
-                        "size=host, but {} has no data past offset {}",
-                        d.hostpath, d.offset
-                    )));
+                    return Err(err(DriveFault::OffsetOutside {
+                        path: d.hostpath.clone(),
+                        offset: d.offset,
+                        len,
+                    }));
                 }
                 len - d.offset
             }
@@ -481,16 +678,21 @@ impl NetbsdKernel {
         let end = d
             .offset
             .checked_add(size)
-            .ok_or_else(|| what("offset + size too large".into()))?;
+            .ok_or(err(DriveFault::TooLarge))?;
         if md.is_file() && md.len() < end {
-            f.set_len(end)
-                .map_err(|e| what(format!("{}: extend to {end} bytes: {e}", d.hostpath)))?;
+            f.set_len(end).map_err(|e| {
+                err(DriveFault::Extend {
+                    path: d.hostpath.clone(),
+                    need: end,
+                    errno: Errno::from(e),
+                })
+            })?;
         }
         // Keep the open file (and its lock) for the life of the process.
         held_images()
             .lock()
-            .map(|mut v| v.push(f))
-            .map_err(|_| what("lock poisoned".into()))?;
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
         let ty = match d.kind {
             DriveType::Blk => RUMP_ETFS_BLK,
             DriveType::Chr => RUMP_ETFS_CHR,
@@ -501,18 +703,29 @@ impl NetbsdKernel {
         // *key, const char *hostpath, enum rump_etfs_type, uint64_t begin,
         // uint64_t size)`.
         let reg = unsafe { need::<RegFn>("rump_pub_etfs_register_withsize")? };
-        let key = CString::new(d.key.as_str()).map_err(|_| what("bad key".into()))?;
-        let host = CString::new(d.hostpath.as_str()).map_err(|_| what("bad hostpath".into()))?;
+        let key = CString::new(d.key.as_str()).map_err(|_| err(DriveFault::BadKey))?;
+        let hostpath = CString::new(d.hostpath.as_str()).map_err(|_| {
+            err(DriveFault::Host {
+                path: d.hostpath.clone(),
+                errno: Errno(netbsd_abi::errno::EINVAL),
+            })
+        })?;
         // SAFETY: NUL-terminated strings valid for the call; the kernel
         // copies them.
-        let e = unsafe { reg(key.as_ptr(), host.as_ptr(), ty, d.offset, size) };
+        let e = unsafe { reg(key.as_ptr(), hostpath.as_ptr(), ty, d.offset, size) };
         if e != 0 {
-            return Err(what(format!(
-                "rump_pub_etfs_register_withsize: {}",
-                Errno(e).description()
-            )));
+            return Err(err(DriveFault::Register {
+                call: "rump_pub_etfs_register_withsize",
+                errno: Errno(e),
+            }));
         }
         Ok(())
+    }
+
+    /// The sector size of every drive of this kernel (NetBSD's drive
+    /// layer reads it once, at boot, from `RUMP_BLKSECTSHIFT`).
+    pub fn sector_size(&self) -> u32 {
+        self.sector_size
     }
 
     /// Load the NetBSD kernel module in host file `path`, as NetBSD's
@@ -678,10 +891,69 @@ mod tests {
     }
 
     #[test]
-    fn missing_library_is_named_with_the_loader_error() {
+    fn missing_library_is_named_with_the_loader_error_and_the_way_out() {
         let e = load_rounds(&["rumpfs_nonexistent_xyz".to_string()])
             .unwrap_err()
             .to_string();
         assert!(e.contains("-l rumpfs_nonexistent_xyz: librumpfs_nonexistent_xyz.so: cannot open shared object file"), "{e}");
+        assert!(e.ends_with(HOW), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn one_sector_size_for_all_drives() {
+        let spec = |s: &str| DriveSpec::parse(s).unwrap();
+        let b = NetbsdBuilder::default();
+        let d2k = spec("key=/a,hostpath=a,size=4m,sectorsize=2048");
+        let d512 = spec("key=/b,hostpath=b,size=4m,sectorsize=512");
+        let plain = spec("key=/c,hostpath=c,size=4m");
+        if std::env::var_os(SECTSHIFT_ENV).is_none() {
+            assert_eq!(
+                b.choose_sector_size(std::slice::from_ref(&plain)).unwrap(),
+                512
+            );
+            assert_eq!(
+                b.choose_sector_size(&[plain.clone(), d2k.clone()]).unwrap(),
+                2048
+            );
+            let e = b
+                .choose_sector_size(&[d2k.clone(), d512.clone()])
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "drive /b: sectorsize=512, but the kernel's drives have 2048-byte sectors \
+                 (one sector size for all drives)"
+            );
+        }
+        let b = b.sector_size(2048);
+        assert_eq!(b.choose_sector_size(&[plain, d2k]).unwrap(), 2048);
+        assert!(matches!(
+            b.choose_sector_size(&[d512]),
+            Err(Error::Drive(DriveError {
+                fault: DriveFault::SectorSize {
+                    want: 512,
+                    have: 2048
+                },
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn stubs_are_followed() {
+        let t = std::env::temp_dir().join(format!("netbsd-stubs-{}", std::process::id()));
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("librumpx.so.0.0"), b"\x7fELF....").unwrap();
+        std::fs::write(t.join("librumpx.so"), b"librumpx.so.0\n").unwrap();
+        std::fs::write(t.join("librumpx.so.0"), b"librumpx.so.0.0").unwrap();
+        assert_eq!(
+            follow_stubs(&t.join("librumpx.so")),
+            t.join("librumpx.so.0.0")
+        );
+        assert_eq!(
+            find_library(t.join("librumpx.so").to_str().unwrap()),
+            Some(t.join("librumpx.so.0.0"))
+        );
+        std::fs::remove_dir_all(&t).unwrap();
     }
 }

@@ -72,6 +72,7 @@ struct Args {
     threads: usize,
     netbsd: Option<PathBuf>,
     part: Option<u32>,
+    sector_size: Option<u32>,
     allow_other: Option<bool>,
     writeback: Option<bool>,
     fuse_opts: Vec<MountOption>,
@@ -177,6 +178,14 @@ fn options(a: &mut Args, t: &FsType, to: &mut TypeOpts) {
             },
             ("netbsd", Some(d)) if !d.is_empty() => a.netbsd = Some(PathBuf::from(d)),
             ("part", Some(_)) => {}
+            ("sectorsize", Some(n)) => match n.parse::<u32>() {
+                Ok(n) if n.is_power_of_two() && (512..=65536).contains(&n) => {
+                    a.sector_size = Some(n)
+                }
+                _ => die(format!(
+                    "sectorsize={n}: expected a power of two from 512 to 65536"
+                )),
+            },
             ("writeback", None) => a.writeback = Some(true),
             ("nowriteback", None) => a.writeback = Some(false),
             ("allow_other", None) => a.allow_other = Some(true),
@@ -257,6 +266,15 @@ fn main() {
     if t.name == "cd9660" {
         a.ro = true;
     }
+    // NetBSD's UDF takes the drive's sector size as the image's: read it
+    // from the image's anchor (`mkudffs -b 2048`) unless given.
+    if t.name == "udf" && a.sector_size.is_none() {
+        a.sector_size = probe::udf_sector_size(Path::new(&a.image), extent.map_or(0, |e| e.offset))
+            .filter(|&s| s != 512);
+        if let Some(s) = a.sector_size {
+            tracing::debug!("{}: UDF with {s}-byte sectors", a.image);
+        }
+    }
     let mut img_len = 0;
     if t.has_image {
         let md = std::fs::metadata(&a.image)
@@ -300,6 +318,9 @@ fn main() {
     let sigs = host::block_signals();
 
     let mut b = NetbsdKernel::builder();
+    if let Some(s) = a.sector_size {
+        b = b.sector_size(s);
+    }
     for l in &libs {
         b = b.lib(&l.display().to_string());
     }

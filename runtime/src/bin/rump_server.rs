@@ -42,8 +42,10 @@ fn help() -> String {
          \x20 -s            stay in the foreground (default: daemonize once serving)\n\
          \x20 -v            verbose (again for more; RUMP_VERBOSE likewise)\n\
          \x20 -c ncpu       virtual CPUs (default RUMP_NCPU, else the host's count)\n\
-         \x20 -d drivespec  a host drive: key=K,hostpath=P,size=S|host[,offset=O][,type=blk|chr|reg]\n\
-         \x20 -l library    boot NetBSD's component library instead of the built-in kernel\n\
+         \x20 -d drivespec  a host drive: key=K,hostpath=P,size=S|host|disklabel=P[,offset=O]\n\
+         \x20               [,type=blk|chr|reg][,sectorsize=N]\n\
+         \x20 -l library    boot NetBSD's component library instead of the built-in kernel:\n\
+         \x20               a path, or a name found in $RUMP_NETBSD_DIR/lib (rumpfs_ffs)\n\
          \x20 -m module     load a NetBSD kernel module (with -l)\n\
          \x20 -r total_ram  memory limit of the file system cache (64m, 1g, 25%)\n\
          \x20 -S node=value set a sysctl node at boot: vfs.sync.delay, filedelay, dirdelay,\n\
