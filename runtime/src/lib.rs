@@ -1,7 +1,7 @@
 //! The runtime: boots a rump kernel in this process and serves it.
 //!
 //! ```no_run
-//! use rumprun::Rump;
+//! use rumprun::{Rump, Syscalls};
 //! let mut rump = Rump::builder()
 //!     .ncpu(2)
 //!     .memlimit(64 << 20)
@@ -35,6 +35,9 @@ use std::sync::{Arc, Mutex};
 pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
 pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
+/// The typed system calls, the same on a [`LocalProc`] as on a remote
+/// client: bring it into scope to call them.
+pub use netbsd_abi::Syscalls;
 
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
