@@ -15,20 +15,41 @@ use crate::fs::MAX_READAHEAD;
 use netbsd_abi::errno::io_text as io_reason;
 pub use netbsd_abi::errno::strerror;
 
+/// A host path and why an operation on it failed; reads `path: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", .path.display(), io_reason(.err))]
+pub struct HostPathError {
+    /// The path.
+    pub path: PathBuf,
+    /// Why.
+    pub err: io::Error,
+}
+
+impl HostPathError {
+    fn new(path: &Path, err: io::Error) -> HostPathError {
+        HostPathError {
+            path: path.to_path_buf(),
+            err,
+        }
+    }
+
+    fn errno(path: &Path, errno: i32) -> HostPathError {
+        HostPathError::new(path, io::Error::from_raw_os_error(errno))
+    }
+}
+
 /// Check what a FUSE mount needs: `/dev/fuse`, and a mount point that is a
-/// directory not already mounted on. Errors read `path: reason`.
-pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, String> {
-    if let Err(e) = std::fs::metadata("/dev/fuse") {
-        return Err(format!("/dev/fuse: {}", io_reason(&e)));
-    }
-    let md = std::fs::metadata(mnt).map_err(|e| format!("{}: {}", mnt.display(), io_reason(&e)))?;
+/// directory not already mounted on.
+pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, HostPathError> {
+    let dev = Path::new("/dev/fuse");
+    std::fs::metadata(dev).map_err(|e| HostPathError::new(dev, e))?;
+    let md = std::fs::metadata(mnt).map_err(|e| HostPathError::new(mnt, e))?;
     if !md.is_dir() {
-        return Err(format!("{}: {}", mnt.display(), strerror(libc::ENOTDIR)));
+        return Err(HostPathError::errno(mnt, libc::ENOTDIR));
     }
-    let abs =
-        std::fs::canonicalize(mnt).map_err(|e| format!("{}: {}", mnt.display(), io_reason(&e)))?;
+    let abs = std::fs::canonicalize(mnt).map_err(|e| HostPathError::new(mnt, e))?;
     if is_mountpoint(&abs) {
-        return Err(format!("{}: {}", mnt.display(), strerror(libc::EBUSY)));
+        return Err(HostPathError::errno(mnt, libc::EBUSY));
     }
     Ok(abs)
 }
@@ -103,9 +124,9 @@ fn unescape(s: &str) -> Vec<u8> {
 
 /// Detach the FUSE mount at `mnt` (lazily: open files keep it until they
 /// close). As root with umount2; otherwise through `fusermount3 -uz`.
-pub fn unmount(mnt: &Path) -> Result<(), String> {
+pub fn unmount(mnt: &Path) -> Result<(), HostPathError> {
     let c = CString::new(mnt.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: bad path", mnt.display()))?;
+        .map_err(|_| HostPathError::errno(mnt, libc::EINVAL))?;
     // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
     let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     if r == 0 {
@@ -119,7 +140,7 @@ pub fn unmount(mnt: &Path) -> Result<(), String> {
         .status();
     match st {
         Ok(s) if s.success() => Ok(()),
-        _ => Err(format!("{}: {}", mnt.display(), io_reason(&err))),
+        _ => Err(HostPathError::new(mnt, err)),
     }
 }
 

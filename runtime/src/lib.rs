@@ -34,10 +34,10 @@ use std::sync::{Arc, Mutex};
 
 pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
-pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
 /// The typed system calls, the same on a [`LocalProc`] as on a remote
 /// client: bring it into scope to call them.
 pub use netbsd_abi::Syscalls;
+pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
 
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +78,16 @@ pub enum Error {
 /// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
 pub use rumpkern::MAX_NCPU;
 
+/// A CPU count [`parse_ncpu`] refuses: the text given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: invalid CPU count (1 to {MAX_NCPU})")]
+pub struct NcpuError(pub String);
+
 /// A CPU count as `-c` and `RUMP_NCPU` take it: 1 to [`MAX_NCPU`].
-pub fn parse_ncpu(s: &str) -> Result<usize, String> {
+pub fn parse_ncpu(s: &str) -> Result<usize, NcpuError> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=MAX_NCPU).contains(&n) => Ok(n),
-        _ => Err(format!("{s}: invalid CPU count (1 to {MAX_NCPU})")),
+        _ => Err(NcpuError(s.to_string())),
     }
 }
 
