@@ -70,9 +70,11 @@ pub enum Error {
     /// already in use`).
     #[error(transparent)]
     Serve(#[from] rumpuser::sp::StartError),
-    /// Booting or serving NetBSD's own components (see [`netbsd`]).
-    #[error("{0}")]
-    Netbsd(String),
+    /// Booting, serving or halting NetBSD's own components (see
+    /// `netbsd`, feature `netbsd`).
+    #[cfg(feature = "netbsd")]
+    #[error(transparent)]
+    Netbsd(#[from] netbsd::NetbsdError),
 }
 
 /// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
