@@ -1,4 +1,4 @@
-//! Operating the tools (issue 22, and issue 19's "bytes, not strings"):
+//! Operating the tools (docs/tools.md), names as bytes, not strings:
 //! real `rump_server`, `rumpctl` and `rump.halt` processes in private
 //! temporary directories.
 
@@ -58,7 +58,7 @@ fn ext2_server(d: &Path) -> Server {
 }
 
 /// A name with bytes 0xff 0xfe goes through `put`, `ls`, `get` and
-/// `cp -R` both ways unchanged (issue 19: bytes, not strings).
+/// `cp -R` both ways unchanged: kernel names are bytes, not strings.
 #[test]
 fn names_that_are_not_utf8_pass_byte_exact() {
     let d = tmpdir();
@@ -892,7 +892,7 @@ fn reason(o: &Output) -> String {
     e.trim_end().rsplit(": ").next().unwrap_or("").to_string()
 }
 
-/// Each behaviour of issue 22's list, on a host directory with coreutils
+/// Each rumpctl behaviour, on a host directory with coreutils
 /// and in the kernel with rumpctl: the same status, the same reason, the
 /// same tree after.
 #[test]
