@@ -14,6 +14,7 @@ macro_rules! say {
     }};
 }
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +49,9 @@ pub fn rumpctl_fuse(prog: &str, args: &FuseArgs) -> i32 {
     let (ro, fg) = (args.read_only, args.foreground);
     let kpath = &args.path;
     let mnt_path = args.mountpoint.as_path();
-    let path = String::from_utf8_lossy(kpath).into_owned();
-    let mnt = mnt_path.display();
+    // Names for messages and the mount table.
+    let path = host::show(kpath);
+    let mnt = host::show(mnt_path.as_os_str().as_bytes());
     let mnt_abs = match host::check_mountpoint(mnt_path) {
         Ok(p) => p,
         Err(m) => {
@@ -141,7 +143,7 @@ pub fn rumpctl_fuse(prog: &str, args: &FuseArgs) -> i32 {
             w.wait_lost();
             say!(
                 "{prog}: {url}: the server went away: unmounting {}",
-                m3.display()
+                host::show(m3.as_os_str().as_bytes())
             );
             if let Err(e) = host::unmount(&m3) {
                 say!("{prog}: {e}");

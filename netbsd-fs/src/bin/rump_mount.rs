@@ -469,7 +469,7 @@ fn main() {
     });
     ready.ok();
     if let Err(e) = session.run() {
-        eprintln!("{}: {}: {e}", prog(), mnt_abs.display());
+        eprintln!("{}: {}: {e}", prog(), show(mnt_abs.as_os_str().as_bytes()));
     }
     HOST_UNMOUNTED.store(true, Ordering::SeqCst);
     halt(&kernel, &sys, 0)

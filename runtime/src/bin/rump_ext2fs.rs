@@ -10,6 +10,7 @@
 //! `-o rumpserver=URL` also serves the kernel over sysproxy (`rumpctl`,
 //! `rump.halt [-dhn]`, which unmounts the FUSE mount).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::time::Duration;
@@ -259,7 +260,11 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             let _ = rump.halt(netbsd_abi::reboot::RB_HALT);
-            die(format!("{}: {}", a.mnt.display(), io_text(&e)))
+            die(format!(
+                "{}: {}",
+                tool::show(a.mnt.as_os_str().as_bytes()),
+                io_text(&e)
+            ))
         }
     };
 
@@ -286,7 +291,7 @@ fn main() {
     });
     ready.ok();
     if let Err(e) = session.run() {
-        eprintln!("{PROG}: {}: {e}", mnt.display());
+        eprintln!("{PROG}: {}: {e}", tool::show(mnt.as_os_str().as_bytes()));
     }
     finish(&rump, remote_halt.load(std::sync::atomic::Ordering::SeqCst));
 }
