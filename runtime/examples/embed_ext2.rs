@@ -4,8 +4,7 @@
 //!     mke2fs -t ext2 disk.img 64M && cargo run --example embed_ext2 -- disk.img
 
 use netbsd_abi::reboot::RB_HALT;
-use netbsd_abi::Syscalls;
-use rumprun::Rump;
+use rumprun::{Rump, Syscalls};
 
 /// Mount `image` (an ext2 file system), write /hello.txt, halt; the
 /// halt's report, as a line.
