@@ -1234,9 +1234,7 @@ impl FuseMount {
     }
 
     fn mounted(&self) -> bool {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let me = self.mnt.to_str().unwrap();
-        mounts.lines().any(|l| l.split(' ').nth(4) == Some(me))
+        testkit::proc::is_mounted(&self.mnt)
     }
 }
 

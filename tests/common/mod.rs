@@ -6,7 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub use testkit::data::pattern;
-pub use testkit::proc::process_alive;
+pub use testkit::proc::{is_mounted, process_alive, wait_gone};
 pub use testkit::server::*;
 pub use testkit::timing::{assert_within, timed};
 pub use testkit::tools::{find_tool, host_cmd, require_e2fsprogs, require_tool};
