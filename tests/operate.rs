@@ -357,12 +357,15 @@ fn tcp_urls_take_host_names_and_warn_when_exposed() {
     );
 }
 
-/// Datagrams on a `NOTIFY_SOCKET`, as systemd reads them, within `limit`.
-fn notifications(sock: &std::os::unix::net::UnixDatagram, limit: std::time::Duration) -> String {
+/// Datagrams on a `NOTIFY_SOCKET`, as systemd reads them, until what
+/// came holds every line of `want` (or 20 s pass: a liveness deadline).
+fn notifications(sock: &std::os::unix::net::UnixDatagram, want: &[&str]) -> String {
     let mut all = String::new();
     let t = std::time::Instant::now();
     let mut buf = [0u8; 4096];
-    while t.elapsed() < limit {
+    while !want.iter().all(|w| all.lines().any(|l| l == *w))
+        && t.elapsed() < std::time::Duration::from_secs(20)
+    {
         sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
             .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
@@ -388,7 +391,8 @@ fn sd_notify_tells_ready_and_stopping() {
                 ..Default::default()
             },
         );
-        let got = notifications(&rx, std::time::Duration::from_millis(600));
+        let mainpid = format!("MAINPID={}", s.pid());
+        let got = notifications(&rx, &["READY=1", &mainpid]);
         assert!(got.lines().any(|l| l == "READY=1"), "{got}");
         assert!(
             got.lines().any(|l| l == format!("MAINPID={}", s.pid())),
@@ -403,7 +407,7 @@ fn sd_notify_tells_ready_and_stopping() {
         }
         let st = s.wait_exit(std::time::Duration::from_secs(20));
         assert_eq!(st.and_then(|s| s.code()), Some(0));
-        let got = notifications(&rx, std::time::Duration::from_millis(300));
+        let got = notifications(&rx, &["STOPPING=1"]);
         assert!(got.lines().any(|l| l == "STOPPING=1"), "{got}");
         assert!(got.contains("STATUS=halting: flushing"), "{got}");
     }
@@ -1315,6 +1319,8 @@ fn fuse_mount_with_retry_serves_again() {
     assert!(o.status.success(), "{}", stderr(&o));
     s.wait_exit(std::time::Duration::from_secs(20));
     drop(s);
+    // Not synchronization: "the mount stays" needs the time in which one
+    // without retry notices its server gone and unmounts.
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(m.mounted(), "with retry the mount stays");
     assert!(
