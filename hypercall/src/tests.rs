@@ -129,6 +129,9 @@ fn delta(before: (u32, u32)) -> (u32, u32) {
     (u1 - u0, s1 - s0)
 }
 
+/// A fresh directory for one test. Not testkit's: testkit depends on
+/// this crate, and linking it into this crate's own unit tests would
+/// link a second copy of every exported `rumpuser_*` symbol.
 fn tmpdir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("rumpuser-unit-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

@@ -23,16 +23,16 @@ const OSTYPE: &str = "NetBSD";
 const OSRELEASE: &str = "7.99.34";
 const MACHINE: &str = "amd64";
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sysproxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A private directory, removed when dropped.
+fn tmpdir(tag: &str) -> testkit::tmp::TempDir {
+    testkit::tmp::TempDir::new(&format!("sysproxy-{tag}"))
 }
 
 struct Shared {
     url: String,
     path: PathBuf,
+    /// Holds the socket's directory for the life of the test process.
+    _dir: testkit::tmp::TempDir,
 }
 
 /// The in-process server most tests share.
@@ -40,10 +40,15 @@ fn server() -> &'static Shared {
     static S: OnceLock<Shared> = OnceLock::new();
     S.get_or_init(|| {
         install();
-        let path = tmpdir("main").join("sp.sock");
+        let dir = tmpdir("main");
+        let path = dir.path("sp.sock");
         let url = format!("unix://{}", path.display());
         sp::init(&url, OSTYPE, OSRELEASE, MACHINE).expect("sp::init");
-        Shared { url, path }
+        Shared {
+            url,
+            path,
+            _dir: dir,
+        }
     })
 }
 
@@ -621,7 +626,7 @@ fn wait_connectable(url: &str) -> Client {
 #[test]
 fn stop_admitting_then_fini_and_exit() {
     let dir = tmpdir("halt-exit");
-    let path = dir.join("s.sock");
+    let path = dir.dir().join("s.sock");
     let url = format!("unix://{}", path.display());
     let mut child = Reap(spawn_child("server", &url));
     let a = wait_connectable(&url);
@@ -637,7 +642,7 @@ fn stop_admitting_then_fini_and_exit() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // A halts: stop admitting, wait for our go, fini, exit(0).
-    let go = dir.join("go");
+    let go = dir.dir().join("go");
     let gos = format!("{}\0", go.display()).into_bytes();
     let halt = std::thread::spawn(move || {
         a.syscall(SYS_HALT, &[1, 1, addr_of(&gos), 0], &mut [Region::In(&gos)])
@@ -679,23 +684,21 @@ fn stop_admitting_then_fini_and_exit() {
         other => panic!("connect after fini: {:?}", other.err()),
     }
     assert!(bystander.getpid().unwrap_err().is_disconnect());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn is_finished_after_fini() {
     let dir = tmpdir("finished");
-    let url = format!("unix://{}", dir.join("s.sock").display());
+    let url = format!("unix://{}", dir.dir().join("s.sock").display());
     let mut child = Reap(spawn_child("finished", &url));
     let st = child.0.wait().unwrap();
     assert!(st.success(), "child checks is_finished: {st:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn fini_without_exit_drops_everyone() {
     let dir = tmpdir("halt-stay");
-    let path = dir.join("s.sock");
+    let path = dir.dir().join("s.sock");
     let url = format!("unix://{}", path.display());
     let _child = Reap(spawn_child("server", &url));
     let a = wait_connectable(&url);
@@ -736,7 +739,6 @@ fn fini_without_exit_drops_everyone() {
         }
         other => panic!("connect after fini: {:?}", other.err()),
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
