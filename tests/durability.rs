@@ -670,14 +670,11 @@ fn a_daemon_keeps_a_log_file_given_as_stderr() {
         .expect("rump.halt");
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
     // The daemon exits after answering: wait for its last words.
-    let t = Instant::now();
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("halt") && !sock.exists() || t.elapsed() > Duration::from_secs(10) {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut text = String::new();
+    poll_until(Duration::from_secs(20), || {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("halt") && !sock.exists()
+    });
     assert!(
         text.contains("mounted ext2fs /dk on /mnt"),
         "the log has the mount:\n{text}"

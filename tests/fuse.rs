@@ -596,9 +596,11 @@ fn sigterm_rumpserver_and_read_only() {
         .arg(&mnt)
         .spawn()
         .unwrap();
-    wait_until("rump_ext2fs -f has mounted", Duration::from_secs(20), || {
-        is_mounted(&mnt)
-    });
+    wait_until(
+        "rump_ext2fs -f has mounted",
+        Duration::from_secs(20),
+        || is_mounted(&mnt),
+    );
     std::fs::write(mnt.join("kept"), pattern(300_000, 3)).unwrap();
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

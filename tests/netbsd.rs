@@ -803,11 +803,11 @@ fn netbsd_rump_server_daemonizes_on_our_librumpuser() {
         .output()
         .unwrap();
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    let t0 = Instant::now();
-    while sock.exists() || traced(&trace("trace1.txt"), "rumpuser_sp_fini") != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the daemon halts");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the daemon halts (socket gone, rumpuser_sp_fini traced)",
+        Duration::from_secs(20),
+        || !sock.exists() && traced(&trace("trace1.txt"), "rumpuser_sp_fini") == 1,
+    );
     for f in ["trace1.txt", "trace2.txt"] {
         let t = trace(f);
         eprintln!("== netbsd_rump_server_daemonizes_on_our_librumpuser ({f}): {t}");

@@ -92,20 +92,26 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     std::fs::write(src.join("Hello.txt"), b"hello from ffs\n").unwrap();
     std::fs::write(src.join("sub/Data.bin"), vec![7u8; 100_000]).unwrap();
     let ffs = dir.join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
     let fat = dir.join("fat.img");
-    run_ok(Command::new(require_tool("mkfs.vfat"))
-        .args(["-C", "-F", "32"])
-        .arg(&fat)
-        .arg("65536"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-C", "-F", "32"])
+            .arg(&fat)
+            .arg("65536"),
+    );
     let udf = dir.join("udf.img");
     run_ok(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
-    run_ok(Command::new(require_tool("mkudffs"))
-        .args(["-b", "512", "--media-type=hd"])
-        .arg(&udf));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "512", "--media-type=hd"])
+            .arg(&udf),
+    );
     let four: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.join("four.bin"), &four).unwrap();
 
@@ -215,10 +221,12 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
         std::fs::read(mnt.join("ffs/Hello.txt")).unwrap(),
         b"hello from ffs\n"
     );
-    run_ok(Command::new("diff")
-        .arg("-r")
-        .arg(src.join("sub"))
-        .arg(mnt.join("ffs/sub")));
+    run_ok(
+        Command::new("diff")
+            .arg("-r")
+            .arg(src.join("sub"))
+            .arg(mnt.join("ffs/sub")),
+    );
     std::fs::write(
         mnt.join("fat/Through FUSE.txt"),
         b"fuse -> sysproxy -> msdosfs\n",
@@ -227,25 +235,31 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     // 4 MiB to and from NetBSD's UDF through FUSE and sysproxy (rumpctl
     // fuse hands the server no read or write above NetBSD's MAXPHYS).
     assert!(std::fs::read(mnt.join("udf/four.bin")).unwrap() == four);
-    run_ok(Command::new("dd")
-        .arg(format!("if={}", dir.join("four.bin").display()))
-        .arg(format!("of={}", mnt.join("udf/again.bin").display()))
-        .args(["bs=1M", "conv=fsync", "status=none"]));
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", dir.join("four.bin").display()))
+            .arg(format!("of={}", mnt.join("udf/again.bin").display()))
+            .args(["bs=1M", "conv=fsync", "status=none"]),
+    );
     assert!(std::fs::read(mnt.join("udf/again.bin")).unwrap() == four);
     run_ok(Command::new("umount").arg(&mnt));
 
     // rump.halt: NetBSD's reboot path syncs and unmounts; the server ends.
     run_ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
     wait_gone("rump_server", pid, Duration::from_secs(60));
-    let out = run_ok(Command::new(require_tool("mtype"))
-        .arg("-i")
-        .arg(&fat)
-        .arg("::/Through FUSE.txt"));
+    let out = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&fat)
+            .arg("::/Through FUSE.txt"),
+    );
     assert_eq!(out.stdout, b"fuse -> sysproxy -> msdosfs\n");
-    let out = run_ok(Command::new(require_tool("mtype"))
-        .arg("-i")
-        .arg(&fat)
-        .arg("::/Copied.txt"));
+    let out = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&fat)
+            .arg("::/Copied.txt"),
+    );
     assert_eq!(out.stdout, b"hello from ffs\n");
 }
 
@@ -291,10 +305,12 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("In-e.txt"), b"partition e\n").unwrap();
     let ffs = dir.join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "8m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "8m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
     // A 24 MiB disk: the label in sector 1, partition a (unused) from
     // sector 64, partition e (the FFS image) from 8 MiB, c the whole disk.
     let disk = dir.join("disk.img");
@@ -367,9 +383,11 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     // UDF with 2048-byte sectors; every sectorsize= must agree.
     let udf = dir.join("udf.img");
     run_ok(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
-    run_ok(Command::new(require_tool("mkudffs"))
-        .args(["-b", "2048", "--media-type=hd"])
-        .arg(&udf));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "2048", "--media-type=hd"])
+            .arg(&udf),
+    );
     let url2 = format!("unix://{}", dir.join("sock2").display());
     let _c2 = Cleanup {
         url: url2.clone(),

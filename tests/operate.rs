@@ -1266,17 +1266,8 @@ fn fuse_mount_ends_with_its_server() {
     let o = s.halt(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     s.wait_exit(std::time::Duration::from_secs(20));
-    let t = std::time::Instant::now();
-    let st = loop {
-        if let Some(st) = m.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
-            "rumpctl fuse still running 5 s after the halt"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let st = testkit::proc::wait_child(&mut m.child, std::time::Duration::from_secs(20))
+        .expect("rumpctl fuse still running 20 s after the halt");
     assert!(st.success(), "{st:?}");
     assert!(!m.mounted(), "the mount outlived its server");
     let log = std::fs::read_to_string(d.path().join("fuse.log")).unwrap();

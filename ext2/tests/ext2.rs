@@ -484,8 +484,8 @@ fn attributes_and_timestamps() {
     assert!(a.ctime.sec > 0 && a.mtime == a.ctime && a.birthtime == a.ctime);
     // The write's stamp must be later than the creation's: wait until the
     // host's clock has moved past it (no guessed sleep).
-    let stamped = std::time::UNIX_EPOCH
-        + std::time::Duration::new(a.mtime.sec as u64, a.mtime.nsec as u32);
+    let stamped =
+        std::time::UNIX_EPOCH + std::time::Duration::new(a.mtime.sec as u64, a.mtime.nsec as u32);
     while std::time::SystemTime::now() <= stamped {
         std::thread::yield_now();
     }

@@ -39,13 +39,16 @@ fn wait_unscheduled(t: std::thread::ThreadId) {
 fn wait_host_blocked(tid: libc::pid_t) {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        let st = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
-            .unwrap_or_default();
+        let st =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
         let state = st.lines().find_map(|l| l.strip_prefix("State:"));
         if state.is_some_and(|s| matches!(s.trim().chars().next(), Some('S' | 'D'))) {
             return;
         }
-        assert!(Instant::now() < end, "thread {tid} never blocked: {state:?}");
+        assert!(
+            Instant::now() < end,
+            "thread {tid} never blocked: {state:?}"
+        );
         std::thread::yield_now();
     }
 }

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use testkit::netbsd::require_destdir;
 use testkit::proc::{is_mounted, wait_gone};
-use testkit::wait::wait_until;
 use testkit::tools::{require_tool, run_ok};
+use testkit::wait::wait_until;
 
 const RUMP_MOUNT: &str = env!("CARGO_BIN_EXE_rump_mount");
 
@@ -224,14 +224,18 @@ fn write_round_trip(
     let big = big_file(dir);
     let mnt = dir.join("mnt");
     let m = Mount::start(prog, args, image, &mnt);
-    run_ok(Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(mnt.join("tree")));
-    run_ok(Command::new("cp")
-        .arg("-a")
-        .arg(&big)
-        .arg(mnt.join("big.bin")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&tree)
+            .arg(mnt.join("tree")),
+    );
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&big)
+            .arg(mnt.join("big.bin")),
+    );
     same_tree(&tree, &mnt.join("tree"));
     m.umount();
     check(image);
@@ -247,11 +251,13 @@ fn ffs_round_trip(version: &str) {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o"])
-        .arg(format!("version={version}"))
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o"])
+            .arg(format!("version={version}"))
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
@@ -311,17 +317,21 @@ fn fat_round_trip(bits: &str) {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let img = d.path().join("fat.img");
-    run_ok(Command::new(require_tool("mkfs.vfat"))
-        .args(["-C", "-F", bits, "-n", "RUMPTEST"])
-        .arg(&img)
-        .arg("65536"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-C", "-F", bits, "-n", "RUMPTEST"])
+            .arg(&img)
+            .arg("65536"),
+    );
     // The image's tree, put there by mtools.
-    run_ok(Command::new(require_tool("mcopy"))
-        .arg("-s")
-        .arg("-i")
-        .arg(&img)
-        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-        .arg("::/"));
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-s")
+            .arg("-i")
+            .arg(&img)
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"),
+    );
     let p = prog(d.path(), "rump_msdos");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
@@ -350,20 +360,26 @@ fn iso9660_rock_ridge_and_joliet() {
     let src = d.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let small = small_tree(d.path(), true);
-    run_ok(Command::new("cp")
-        .arg("-a")
-        .arg(&small)
-        .arg(src.join("small")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&small)
+            .arg(src.join("small")),
+    );
     let tree = real_tree(d.path(), true);
-    run_ok(Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(src.join("tree")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&tree)
+            .arg(src.join("tree")),
+    );
     let img = d.path().join("cd.iso");
-    run_ok(Command::new(require_tool("xorriso"))
-        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_cd9660");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
@@ -542,17 +558,21 @@ fn corrupt_images_are_errors() {
 fn background_mount_and_sigterm() {
     let d = tmpdir();
     let img = d.path().join("fat.img");
-    run_ok(Command::new(require_tool("mkfs.vfat"))
-        .args(["-C", "-F", "32"])
-        .arg(&img)
-        .arg("65536"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-C", "-F", "32"])
+            .arg(&img)
+            .arg("65536"),
+    );
     let p = prog(d.path(), "rump_msdos");
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    run_ok(Command::new(&p)
-        .arg(&img)
-        .arg(&mnt)
-        .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests")));
+    run_ok(
+        Command::new(&p)
+            .arg(&img)
+            .arg(&mnt)
+            .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests")),
+    );
     assert!(is_mounted(&mnt));
     std::fs::write(mnt.join("note.txt"), b"written through FUSE\n").unwrap();
     // The daemon: the process whose command line names our mount point.
@@ -566,10 +586,12 @@ fn background_mount_and_sigterm() {
     wait_gone("the mount daemon", pid, Duration::from_secs(60));
     assert!(!is_mounted(&mnt));
     fsck_vfat_clean(&img);
-    let out = run_ok(Command::new(require_tool("mtype"))
-        .arg("-i")
-        .arg(&img)
-        .arg("::/note.txt"));
+    let out = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&img)
+            .arg("::/note.txt"),
+    );
     assert_eq!(out.stdout, b"written through FUSE\n");
 }
 
@@ -606,20 +628,26 @@ fn ffs_fifos_and_device_nodes() {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
     run_ok(Command::new("mkfifo").arg(mnt.join("fifo")));
-    run_ok(Command::new("mknod")
-        .arg(mnt.join("null"))
-        .args(["c", "1", "3"]));
-    run_ok(Command::new("mknod")
-        .arg(mnt.join("disk"))
-        .args(["b", "8", "300"]));
+    run_ok(
+        Command::new("mknod")
+            .arg(mnt.join("null"))
+            .args(["c", "1", "3"]),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(mnt.join("disk"))
+            .args(["b", "8", "300"]),
+    );
     // A second read-write server on the same image is refused.
     let mnt2 = d.path().join("mnt2");
     std::fs::create_dir(&mnt2).unwrap();
@@ -655,18 +683,22 @@ fn ffs_fifos_and_device_nodes() {
 fn ext2fs_lost_found_lists() {
     let d = tmpdir();
     let img = d.path().join("ext2.img");
-    run_ok(Command::new(require_tool("mke2fs"))
-        .args([
-            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
-        ])
-        .arg(&img)
-        .arg("16M"));
+    run_ok(
+        Command::new(require_tool("mke2fs"))
+            .args([
+                "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
+            ])
+            .arg(&img)
+            .arg("16M"),
+    );
     let mnt = d.path().join("mnt");
     let m = Mount::start(Path::new(RUMP_MOUNT), &["-t", "ext2fs"], &img, &mnt);
-    let out = run_ok(Command::new("ls")
-        .arg("-la")
-        .arg(&mnt)
-        .arg(mnt.join("lost+found")));
+    let out = run_ok(
+        Command::new("ls")
+            .arg("-la")
+            .arg(&mnt)
+            .arg(mnt.join("lost+found")),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("lost+found"), "{text}");
     let names: Vec<_> = std::fs::read_dir(mnt.join("lost+found"))
@@ -709,11 +741,13 @@ impl Drop for Bg {
 /// program's standard output once the mount is live, and the daemon.
 fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, Bg) {
     std::fs::create_dir_all(mnt).unwrap();
-    let out = run_ok(Command::new(prog)
-        .args(args)
-        .arg(image)
-        .arg(mnt)
-        .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests")));
+    let out = run_ok(
+        Command::new(prog)
+            .args(args)
+            .arg(image)
+            .arg(mnt)
+            .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests")),
+    );
     assert!(is_mounted(mnt));
     let name = prog.file_name().unwrap().to_str().unwrap().to_string();
     let pid = pid_of(mnt, &name).expect("the daemon");
@@ -739,17 +773,21 @@ fn umount_bg(bg: Bg) {
 
 fn mkudf(img: &Path) {
     run_ok(Command::new("truncate").arg("-s").arg("64M").arg(img));
-    run_ok(Command::new(require_tool("mkudffs"))
-        .args(["-b", "512", "--media-type=hd", "-l", "RUMPTEST"])
-        .arg(img));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "512", "--media-type=hd", "-l", "RUMPTEST"])
+            .arg(img),
+    );
 }
 
 /// ntfs-3g (the host's own NTFS driver) puts `src`'s files in.
 fn mkntfs_with(img: &Path, src: &Path, mnt: &Path) {
     run_ok(Command::new("truncate").arg("-s").arg("64M").arg(img));
-    run_ok(Command::new(require_tool("mkntfs"))
-        .args(["-F", "-q", "-f", "-L", "RUMPTEST"])
-        .arg(img));
+    run_ok(
+        Command::new(require_tool("mkntfs"))
+            .args(["-F", "-q", "-f", "-L", "RUMPTEST"])
+            .arg(img),
+    );
     std::fs::create_dir_all(mnt).unwrap();
     run_ok(Command::new(require_tool("ntfs-3g")).arg(img).arg(mnt));
     let copied = Command::new("cp")
@@ -771,11 +809,13 @@ fn auto_detects_each_type() {
     let mut images: Vec<(PathBuf, &str)> = Vec::new();
     for v in ["1", "2"] {
         let img = d.path().join(format!("ffs{v}.img"));
-        run_ok(Command::new(require_tool("makefs"))
-            .args(["-t", "ffs", "-s", "16m", "-o"])
-            .arg(format!("version={v}"))
-            .arg(&img)
-            .arg(&src));
+        run_ok(
+            Command::new(require_tool("makefs"))
+                .args(["-t", "ffs", "-s", "16m", "-o"])
+                .arg(format!("version={v}"))
+                .arg(&img)
+                .arg(&src),
+        );
         images.push((
             img,
             if v == "1" {
@@ -791,23 +831,29 @@ fn auto_detects_each_type() {
         ("32", "65536", "FAT32 (-t msdos)"),
     ] {
         let img = d.path().join(format!("fat{bits}.img"));
-        run_ok(Command::new(require_tool("mkfs.vfat"))
-            .args(["-C", "-F", bits])
-            .arg(&img)
-            .arg(kib));
-        run_ok(Command::new(require_tool("mcopy"))
-            .arg("-s")
-            .arg("-i")
-            .arg(&img)
-            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-            .arg("::/"));
+        run_ok(
+            Command::new(require_tool("mkfs.vfat"))
+                .args(["-C", "-F", bits])
+                .arg(&img)
+                .arg(kib),
+        );
+        run_ok(
+            Command::new(require_tool("mcopy"))
+                .arg("-s")
+                .arg("-i")
+                .arg(&img)
+                .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+                .arg("::/"),
+        );
         images.push((img, what));
     }
     let iso = d.path().join("cd.iso");
-    run_ok(Command::new(require_tool("xorriso"))
-        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
-        .arg(&iso)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+            .arg(&iso)
+            .arg(&src),
+    );
     images.push((iso, "ISO 9660 (-t cd9660)"));
     let udf = d.path().join("udf.img");
     mkudf(&udf);
@@ -816,13 +862,15 @@ fn auto_detects_each_type() {
     mkntfs_with(&ntfs, &src, &d.path().join("ntfs-3g"));
     images.push((ntfs, "NTFS (-t ntfs)"));
     let ext2 = d.path().join("ext2.img");
-    run_ok(Command::new(require_tool("mke2fs"))
-        .args([
-            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none", "-d",
-        ])
-        .arg(&src)
-        .arg(&ext2)
-        .arg("16M"));
+    run_ok(
+        Command::new(require_tool("mke2fs"))
+            .args([
+                "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none", "-d",
+            ])
+            .arg(&src)
+            .arg(&ext2)
+            .arg("16M"),
+    );
     images.push((ext2, "ext2 (-t ext2fs)"));
 
     let mnt = d.path().join("mnt");
@@ -898,9 +946,11 @@ fn udf_2048_byte_sectors() {
     let d = tmpdir();
     let img = d.path().join("udf2k.img");
     run_ok(Command::new("truncate").arg("-s").arg("64M").arg(&img));
-    run_ok(Command::new(require_tool("mkudffs"))
-        .args(["-b", "2048", "--media-type=hd", "-l", "RUMP2K"])
-        .arg(&img));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "2048", "--media-type=hd", "-l", "RUMP2K"])
+            .arg(&img),
+    );
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let p = prog(d.path(), "rump_udf");
@@ -947,10 +997,12 @@ fn ntfs_read_and_in_place_write() {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let tree = real_tree(d.path(), false);
-    run_ok(Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(src.join("tree")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&tree)
+            .arg(src.join("tree")),
+    );
     let img = d.path().join("ntfs.img");
     let host_mnt = d.path().join("ntfs-3g");
     mkntfs_with(&img, &src, &host_mnt);
@@ -959,15 +1011,17 @@ fn ntfs_read_and_in_place_write() {
     let m = Mount::start(&p, &[], &img, &mnt);
     // NetBSD's NTFS shows the metadata files ($MFT, ...) too.
     same_tree_but(&src, &mnt, &["$*"]);
-    run_ok(Command::new("dd")
-        .args(["conv=notrunc", "status=none", "bs=1", "seek=1000"])
-        .arg(format!("of={}", mnt.join("Sub/Pattern.bin").display()))
-        .arg(format!("if={}", d.path().join("patch").display()))
-        .stdin(Stdio::null())
-        .env("X", {
-            std::fs::write(d.path().join("patch"), b"NETBSD WAS HERE").unwrap();
-            "1"
-        }));
+    run_ok(
+        Command::new("dd")
+            .args(["conv=notrunc", "status=none", "bs=1", "seek=1000"])
+            .arg(format!("of={}", mnt.join("Sub/Pattern.bin").display()))
+            .arg(format!("if={}", d.path().join("patch").display()))
+            .stdin(Stdio::null())
+            .env("X", {
+                std::fs::write(d.path().join("patch"), b"NETBSD WAS HERE").unwrap();
+                "1"
+            }),
+    );
     m.umount();
     let out = Command::new(require_tool("ntfsfix"))
         .arg("-n")
@@ -979,10 +1033,12 @@ fn ntfs_read_and_in_place_write() {
         "ntfsfix -n: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    run_ok(Command::new(require_tool("ntfs-3g"))
-        .args(["-o", "ro"])
-        .arg(&img)
-        .arg(&host_mnt));
+    run_ok(
+        Command::new(require_tool("ntfs-3g"))
+            .args(["-o", "ro"])
+            .arg(&img)
+            .arg(&host_mnt),
+    );
     let got = std::fs::read(host_mnt.join("Sub/Pattern.bin"));
     run_ok(Command::new("umount").arg(&host_mnt));
     let mut want = std::fs::read(src.join("Sub/Pattern.bin")).unwrap();
@@ -1016,25 +1072,33 @@ fn gpt_partitions() {
     assert!(child.wait().unwrap().success());
     // Partition 1 from sector 2048, partition 2 from 67584 (sfdisk's
     // alignment: 1 MiB, then right after the 32 MiB).
-    run_ok(Command::new(require_tool("mkfs.vfat"))
-        .args(["-F", "16", "--offset", "2048"])
-        .arg(&img)
-        .arg("32768"));
-    run_ok(Command::new(require_tool("mcopy"))
-        .arg("-s")
-        .arg("-i")
-        .arg(format!("{}@@1M", img.display()))
-        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-        .arg("::/"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-F", "16", "--offset", "2048"])
+            .arg(&img)
+            .arg("32768"),
+    );
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-s")
+            .arg("-i")
+            .arg(format!("{}@@1M", img.display()))
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"),
+    );
     let ffs = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
-    run_ok(Command::new("dd")
-        .arg(format!("if={}", ffs.display()))
-        .arg(format!("of={}", img.display()))
-        .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", ffs.display()))
+            .arg(format!("of={}", img.display()))
+            .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]),
+    );
     let mnt = d.path().join("mnt");
     let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
     assert_eq!(
@@ -1113,26 +1177,34 @@ fn mbr_logical_partitions() {
     };
     let (s5, s6) = (start(5), start(6));
     let ffs = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
-    run_ok(Command::new("dd")
-        .arg(format!("if={}", ffs.display()))
-        .arg(format!("of={}", img.display()))
-        .arg(format!("seek={s5}"))
-        .args(["bs=512", "conv=notrunc", "status=none"]));
-    run_ok(Command::new(require_tool("mkfs.vfat"))
-        .args(["-F", "16", "--offset"])
-        .arg(s6.to_string())
-        .arg(&img)
-        .arg("20480"));
-    run_ok(Command::new(require_tool("mcopy"))
-        .arg("-s")
-        .arg("-i")
-        .arg(format!("{}@@{}", img.display(), s6 * 512))
-        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-        .arg("::/"));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", ffs.display()))
+            .arg(format!("of={}", img.display()))
+            .arg(format!("seek={s5}"))
+            .args(["bs=512", "conv=notrunc", "status=none"]),
+    );
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-F", "16", "--offset"])
+            .arg(s6.to_string())
+            .arg(&img)
+            .arg("20480"),
+    );
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-s")
+            .arg("-i")
+            .arg(format!("{}@@{}", img.display(), s6 * 512))
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"),
+    );
     let mnt = d.path().join("mnt");
     let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=5"], &img, &mnt);
     assert_eq!(
@@ -1179,10 +1251,12 @@ fn ffs_log_survives_kill_9() {
     let src = small_tree(d.path(), true);
     let tree = real_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -1197,9 +1271,11 @@ fn ffs_log_survives_kill_9() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_until("the file system is mounted", Duration::from_secs(60), || {
-            is_mounted(&mnt)
-        });
+        wait_until(
+            "the file system is mounted",
+            Duration::from_secs(60),
+            || is_mounted(&mnt),
+        );
         c
     };
     let output = |mut c: Child| -> String {
@@ -1236,9 +1312,11 @@ fn ffs_log_survives_kill_9() {
         .unwrap();
     // Killed once the copy has written into the mount (not at a guessed
     // moment): the tree is there and holds its first entries.
-    wait_until("cp has begun copying the tree", Duration::from_secs(60), || {
-        std::fs::read_dir(mnt.join("tree")).is_ok_and(|mut d| d.next().is_some())
-    });
+    wait_until(
+        "cp has begun copying the tree",
+        Duration::from_secs(60),
+        || std::fs::read_dir(mnt.join("tree")).is_ok_and(|mut d| d.next().is_some()),
+    );
     fs.kill().unwrap();
     let first = output(fs);
     let _ = run_ok(Command::new("umount").arg("-l").arg(&mnt));
@@ -1257,10 +1335,12 @@ fn ffs_log_survives_kill_9() {
         assert!(&got == data, "{name}: fsync'd data lost after kill -9");
     }
     // Every file there reads to its end.
-    run_ok(Command::new("find")
-        .arg(&mnt)
-        .args(["-type", "f", "-exec", "cat", "{}", "+"])
-        .stdout(Stdio::null()));
+    run_ok(
+        Command::new("find")
+            .arg(&mnt)
+            .args(["-type", "f", "-exec", "cat", "{}", "+"])
+            .stdout(Stdio::null()),
+    );
     run_ok(Command::new("umount").arg(&mnt));
     let second = output(fs);
     assert!(second.contains("replaying log"), "no log replay: {second}");
@@ -1287,10 +1367,12 @@ fn rumpserver_and_halt_over_sysproxy() {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let url = format!("unix://{}", d.path().join("sock").display());
@@ -1333,14 +1415,14 @@ fn unwritable_images_are_served_read_only() {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run_ok(Command::new(require_tool("makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let before = std::fs::read(&img).unwrap();
-    run_ok(Command::new(require_tool("chattr"))
-        .arg("+i")
-        .arg(&img));
+    run_ok(Command::new(require_tool("chattr")).arg("+i").arg(&img));
     let _m = Mutable(img.clone());
     assert!(std::fs::OpenOptions::new().write(true).open(&img).is_err());
     let p = prog(d.path(), "rump_ffs");

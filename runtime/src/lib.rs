@@ -34,10 +34,10 @@ use std::sync::{Arc, Mutex};
 
 pub use halt::{Caller, Halt, HaltReport, HaltTarget};
 use netbsd_abi::Errno;
-pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
 /// The typed system calls, the same on a [`LocalProc`] as on a remote
 /// client: bring it into scope to call them.
 pub use netbsd_abi::Syscalls;
+pub use rumpkern::{parse_memlimit, ConfigError, Kernel, KernelConfig, LocalProc, LockDebug};
 
 /// What went wrong, each in a form fit for a one-line Unix message.
 #[derive(Debug, thiserror::Error)]

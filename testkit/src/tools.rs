@@ -108,9 +108,12 @@ mod tests {
     #[test]
     fn run_ok_fails_on_a_nonzero_status() {
         assert!(run_ok(host_cmd("sh").args(["-c", "echo hi"])).stdout == b"hi\n");
-        let e = std::panic::catch_unwind(|| run_ok(host_cmd("sh").args(["-c", "echo no >&2; exit 3"])))
-            .expect_err("exit 3 must fail");
-        let msg = e.downcast_ref::<String>().expect("panic message is a String");
+        let e =
+            std::panic::catch_unwind(|| run_ok(host_cmd("sh").args(["-c", "echo no >&2; exit 3"])))
+                .expect_err("exit 3 must fail");
+        let msg = e
+            .downcast_ref::<String>()
+            .expect("panic message is a String");
         assert!(msg.contains("stderr: no"), "{msg}");
     }
 }

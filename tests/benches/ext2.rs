@@ -428,9 +428,11 @@ fn concurrency(dir: &std::path::Path) {
         })
     };
     // Measured once the fsync loop is going (a few rounds done).
-    testkit::wait::wait_until("the fsync loop is under way", Duration::from_secs(60), || {
-        rounds.load(Ordering::Relaxed) >= 2
-    });
+    testkit::wait::wait_until(
+        "the fsync loop is under way",
+        Duration::from_secs(60),
+        || rounds.load(Ordering::Relaxed) >= 2,
+    );
     let busy = stat_median(&c);
     stop.store(true, Ordering::Relaxed);
     busy_th.join().expect("fsync loop");
