@@ -267,7 +267,10 @@ fn halt_h_quiesces_but_keeps_the_process() {
         bystander.getpid().is_err(),
         "an existing client's next call fails"
     );
-    assert!(t.elapsed() < Duration::from_secs(10), "...without hanging");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "...without hanging (a liveness deadline)"
+    );
 
     s.signal(libc::SIGTERM);
     let st = s

@@ -604,7 +604,10 @@ fn halt_h_flushes_and_keeps_the_process() {
         bystander.getpid().is_err(),
         "an existing client's next call fails"
     );
-    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "...without hanging (a liveness deadline)"
+    );
     // The file systems were synced and unmounted.
     check_image(&img, &files);
     s.signal(libc::SIGTERM);

@@ -403,7 +403,10 @@ fn fails(prog: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
     }
     let t0 = Instant::now();
     let out = cmd.output().unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "{prog:?} {args:?} hangs instead of failing (a liveness deadline)"
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
