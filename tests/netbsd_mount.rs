@@ -85,7 +85,7 @@ impl Drop for Cleanup {
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     let nb = require_destdir("tests/netbsd_mount.rs");
-    let d = tempfile::tempdir().unwrap();
+    let d = testkit::tmp::tmpdir("netbsd_mount.");
     let dir = d.path();
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
@@ -299,7 +299,7 @@ fn netbsd_label(parts: &[(u32, u32)]) -> Vec<u8> {
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     let nb = require_destdir("tests/netbsd_mount.rs");
-    let d = tempfile::tempdir().unwrap();
+    let d = testkit::tmp::tmpdir("netbsd_mount.");
     let dir = d.path();
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
