@@ -99,10 +99,25 @@ impl Drop for Guard {
 
 /// `rump_ext2fs [args] img mnt`; returns the daemon's pid.
 fn mount_ext2fs(g: &mut Guard, img: &Path, mnt: &Path, args: &[&str]) -> i32 {
+    mount_ext2fs_with(g, img, mnt, args, &[])
+}
+
+/// `rump_ext2fs [before] img mnt [after]`; returns the daemon's pid.
+fn mount_ext2fs_with(
+    g: &mut Guard,
+    img: &Path,
+    mnt: &Path,
+    before: &[&str],
+    after: &[&str],
+) -> i32 {
     std::fs::create_dir_all(mnt).unwrap();
     g.mounts.push(mnt.to_path_buf());
     g.needles.push(img.display().to_string());
-    ok(Command::new(RUMP_EXT2FS).args(args).arg(img).arg(mnt));
+    ok(Command::new(RUMP_EXT2FS)
+        .args(before)
+        .arg(img)
+        .arg(mnt)
+        .args(after));
     assert!(
         is_mounted(mnt),
         "rump_ext2fs returned before {} was mounted",
@@ -633,8 +648,9 @@ fn sigterm_rumpserver_and_read_only() {
     assert!(!is_mounted(&mnt), "rump.halt left the FUSE mount");
     e2fsck_clean(&img);
 
-    // -o ro: reads work, writes fail with EROFS.
-    let pid = mount_ext2fs(&mut g, &img, &mnt, &["-o", "ro"]);
+    // -o ro, after the operands as fuse2fs takes it: reads work, writes
+    // fail with EROFS.
+    let pid = mount_ext2fs_with(&mut g, &img, &mnt, &[], &["-o", "ro"]);
     assert_eq!(std::fs::read(mnt.join("from-host")).unwrap(), b"fuse\n");
     let e = std::fs::write(mnt.join("nope"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));

@@ -1,6 +1,6 @@
 //! `rumpctl mount -t TYPE [-o options] special dir` against `rump_server
 //! -l` hosting NetBSD's file systems, `rumpctl mount` listing the mounts,
-//! `rumpctl fuse` and `rump.halt` (issue 21).
+//! `rumpctl fuse` and `rump.halt` (docs/netbsd.md).
 //!
 //! Needs a buildrump.sh build of NetBSD's components named by
 //! `RUMP_NETBSD_DIR`; `#[ignore = "needs RUMP_NETBSD_DIR"]` otherwise

@@ -1,4 +1,4 @@
-//! Operating the tools (issue 22, and issue 19's "bytes, not strings"):
+//! Operating the tools (docs/tools.md), names as bytes, not strings:
 //! real `rump_server`, `rumpctl` and `rump.halt` processes in private
 //! temporary directories.
 
@@ -58,7 +58,7 @@ fn ext2_server(d: &Path) -> Server {
 }
 
 /// A name with bytes 0xff 0xfe goes through `put`, `ls`, `get` and
-/// `cp -R` both ways unchanged (issue 19: bytes, not strings).
+/// `cp -R` both ways unchanged: kernel names are bytes, not strings.
 #[test]
 fn names_that_are_not_utf8_pass_byte_exact() {
     let d = tmpdir();
@@ -178,6 +178,85 @@ fn arguments_that_are_not_utf8_are_refused_in_words() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+/// The FUSE mount tools (rump_ext2fs, `rumpctl fuse`) take options after
+/// their operands, as fuse2fs does, and `--` ends them; an argument that
+/// is not UTF-8 is never a panic: a host path is named with `\x` escapes,
+/// and where text is needed the message says so, exit 1.
+#[test]
+fn mount_tools_take_options_anywhere_and_any_bytes() {
+    let d = tmpdir();
+    let img = d.path().join("img");
+    mke2fs(&img, &[], "8M");
+    let run = |exe: &str, args: &[&OsStr]| {
+        let o = Command::new(exe)
+            .args(args)
+            .current_dir(d.path())
+            .env("RUMP_SERVER", "unix:///nonexistent/sock")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // Nothing may mount: every case here is refused.
+        assert_eq!(o.status.code(), Some(1), "{exe} {args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains('\u{fffd}'), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let (img, odd) = (img.as_os_str(), os(b"m\xff"));
+    // Where /dev/fuse is missing, the mount point is not looked at.
+    let no_fuse = !Path::new("/dev/fuse").exists();
+    let mnt_missing = |prog: &str, name: &str| {
+        if no_fuse {
+            format!("{prog}: /dev/fuse: No such file or directory")
+        } else {
+            format!("{prog}: {name}: No such file or directory")
+        }
+    };
+    let e = OsStr::new;
+
+    // rump_ext2fs: the image goes into a drive spec, which is text.
+    let err = run(RUMP_EXT2FS, &[&os(b"\xff.img"), e("mnt")]);
+    assert_eq!(err, "rump_ext2fs: image \\xff.img: not valid UTF-8\n");
+    // A mount point is a host path: any bytes, named as they are.
+    let err = run(RUMP_EXT2FS, &[img, &odd]);
+    assert_eq!(err.trim_end(), mnt_missing("rump_ext2fs", "m\\xff"));
+    // An option after the operands, and its value checked as text.
+    let err = run(RUMP_EXT2FS, &[img, e("mnt"), e("-o"), &os(b"r\xff")]);
+    assert_eq!(err, "rump_ext2fs: -o r\\xff: not valid UTF-8\n");
+    let err = run(RUMP_EXT2FS, &[img, e("mnt"), e("-o"), e("nonesuch")]);
+    assert_eq!(err, "rump_ext2fs: nonesuch: unknown mount option\n");
+    let err = run(RUMP_EXT2FS, &[img, e("mnt"), e("-x")]);
+    let mut lines = err.lines();
+    assert_eq!(lines.next(), Some("rump_ext2fs: unknown option -- x"));
+    assert!(lines
+        .next()
+        .unwrap_or("")
+        .starts_with("usage: rump_ext2fs "));
+    let err = run(RUMP_EXT2FS, &[img, e("mnt"), e("-o")]);
+    assert!(err.starts_with("rump_ext2fs: option requires an argument -- o\nusage: "));
+    // `--`: what follows is an operand, a leading '-' and all.
+    let err = run(RUMP_EXT2FS, &[e("--"), img, e("-f")]);
+    assert_eq!(err.trim_end(), mnt_missing("rump_ext2fs", "-f"));
+    assert!(run(RUMP_EXT2FS, &[img]).starts_with("usage: rump_ext2fs "));
+
+    // rumpctl fuse: a kernel path and a mount point are bytes.
+    let err = run(RUMPCTL, &[e("fuse"), &os(b"/k\xff"), &odd, e("-f")]);
+    assert_eq!(err.trim_end(), mnt_missing("rumpctl", "m\\xff"));
+    let err = run(RUMPCTL, &[e("fuse"), &odd, e("-o"), &os(b"\xfe")]);
+    assert!(
+        err.starts_with("rumpctl: fuse: -o \\xfe: not valid UTF-8\nusage: rumpctl fuse "),
+        "{err}"
+    );
+    let err = run(RUMPCTL, &[e("fuse"), &odd, e("-o"), e("rw,bogus")]);
+    assert!(
+        err.starts_with("rumpctl: fuse: unknown option bogus\n"),
+        "{err}"
+    );
+    let err = run(RUMPCTL, &[e("fuse"), e("/"), e("mnt"), e("extra")]);
+    assert!(
+        err.starts_with("rumpctl: fuse: expected [path] mountpoint\n"),
+        "{err}"
+    );
 }
 
 /// A socket left by a `kill -9` is replaced by the next server; a regular
@@ -896,7 +975,7 @@ fn reason(o: &Output) -> String {
     e.trim_end().rsplit(": ").next().unwrap_or("").to_string()
 }
 
-/// Each behaviour of issue 22's list, on a host directory with coreutils
+/// Each rumpctl behaviour, on a host directory with coreutils
 /// and in the kernel with rumpctl: the same status, the same reason, the
 /// same tree after.
 #[test]
@@ -1204,7 +1283,7 @@ fn rumpctl_sysctl_by_name() {
     assert!(stderr(&o).contains("invalid number"), "{}", stderr(&o));
 }
 
-/// A `rumpctl fuse -f` child and its mount point: unmounted (lazily) and
+/// A `rumpctl fuse kpath mnt -f` child and its mount point: unmounted (lazily) and
 /// killed when dropped, whatever the test did.
 struct FuseMount {
     child: std::process::Child,
@@ -1216,8 +1295,10 @@ impl FuseMount {
         let mnt = dir.join("fusemnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let mut cmd = Command::new(RUMPCTL);
-        cmd.args(["fuse", "-f", kpath])
+        // -f after the operands: options stand anywhere.
+        cmd.args(["fuse", kpath])
             .arg(&mnt)
+            .arg("-f")
             .env("RUMP_SERVER", s_url)
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(dir.join("fuse.log")).unwrap());

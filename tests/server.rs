@@ -644,7 +644,7 @@ fn rumpctl_chmod_chown_touch_df() {
     );
 }
 
-/// Issue 14: our client and server negotiate inline syscall input (no
+/// Our client and server negotiate inline syscall input (no
 /// copyin round trip); without it (`RUMPCLIENT_NO_EXT`, or NetBSD's
 /// client) the plain protocol gives the same results.
 #[test]

@@ -22,6 +22,7 @@ pub mod stat;
 pub mod statvfs;
 pub mod syscall;
 pub mod syscalls;
+pub mod text;
 
 pub use errno::Errno;
 pub use syscalls::{AsErrno, Region, SysError, Syscalls};

@@ -125,18 +125,50 @@ pub struct TypeOpts {
     pub nodes: u64,
 }
 
+/// A type-specific mount option [`TypeOpts::take`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TypeOptError {
+    /// `key` needs `=value`.
+    #[error("{0}: needs a value")]
+    NeedsValue(String),
+    /// `key` is a flag but was given a value.
+    #[error("{0}: takes no value")]
+    TakesNoValue(String),
+    /// `key=value` with a value of the wrong form.
+    #[error("{key}={value}: {what}")]
+    BadValue {
+        /// The option.
+        key: String,
+        /// What was given.
+        value: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+}
+
 impl TypeOpts {
     /// Take one `key[=value]` option if it is a type-specific one of
     /// `kind`'s. `Ok(false)`: not one of these; `Err`: a bad value.
-    pub fn take(&mut self, kind: ArgKind, key: &str, val: Option<&str>) -> Result<bool, String> {
-        let num = |v: Option<&str>, radix: u32| -> Result<u32, String> {
-            let v = v.ok_or_else(|| format!("{key}: needs a value"))?;
-            u32::from_str_radix(v, radix).map_err(|_| format!("{key}={v}: not a number"))
+    pub fn take(
+        &mut self,
+        kind: ArgKind,
+        key: &str,
+        val: Option<&str>,
+    ) -> Result<bool, TypeOptError> {
+        let needs = || TypeOptError::NeedsValue(key.to_string());
+        let bad = |v: &str, what: &'static str| TypeOptError::BadValue {
+            key: key.to_string(),
+            value: v.to_string(),
+            what,
         };
-        let flag = |v: Option<&str>| -> Result<(), String> {
+        let num = |v: Option<&str>, radix: u32| -> Result<u32, TypeOptError> {
+            let v = v.ok_or_else(needs)?;
+            u32::from_str_radix(v, radix).map_err(|_| bad(v, "not a number"))
+        };
+        let flag = |v: Option<&str>| -> Result<(), TypeOptError> {
             match v {
                 None => Ok(()),
-                Some(_) => Err(format!("{key}: takes no value")),
+                Some(_) => Err(TypeOptError::TakesNoValue(key.to_string())),
             }
         };
         use ArgKind::*;
@@ -158,8 +190,8 @@ impl TypeOpts {
                 self.nowin95 = true
             }
             (Msdos | Udf, "gmtoff") => {
-                let v = val.ok_or_else(|| format!("{key}: needs a value"))?;
-                self.gmtoff = v.parse().map_err(|_| format!("{key}={v}: not a number"))?;
+                let v = val.ok_or_else(needs)?;
+                self.gmtoff = v.parse().map_err(|_| bad(v, "not a number"))?;
             }
             (Iso, "norrip") => {
                 flag(val)?;
@@ -174,12 +206,12 @@ impl TypeOpts {
                 self.nocasetrans = true
             }
             (Tmpfs, "size") => {
-                let v = val.ok_or_else(|| format!("{key}: needs a value"))?;
-                self.size = parse_size(v).ok_or_else(|| format!("{key}={v}: not a size"))?;
+                let v = val.ok_or_else(needs)?;
+                self.size = parse_size(v).ok_or_else(|| bad(v, "not a size"))?;
             }
             (Tmpfs, "nodes") => {
-                let v = val.ok_or_else(|| format!("{key}: needs a value"))?;
-                self.nodes = v.parse().map_err(|_| format!("{key}={v}: not a number"))?;
+                let v = val.ok_or_else(needs)?;
+                self.nodes = v.parse().map_err(|_| bad(v, "not a number"))?;
             }
             _ => return Ok(false),
         }

@@ -1,8 +1,8 @@
 //! `rumpctl fuse [-f] [-o ro] [path] mountpoint`: a running server's tree
 //! (or subtree) on the host; `umount mountpoint` ends it.
-
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
+//!
+//! rumpctl parses the command line (with the other tools' getopt) into a
+//! [`FuseArgs`]; this crate only mounts and serves.
 
 /// A message on standard error that cannot panic (`eprintln!` does when
 /// standard error is closed or full): a line that cannot be written is
@@ -14,7 +14,8 @@ macro_rules! say {
     }};
 }
 
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,58 +25,33 @@ use crate::host;
 use crate::sys::RemoteBackend;
 use crate::{Options, RumpFuse};
 
-const USAGE: &str = "usage: rumpctl fuse [-f] [-o ro] [path] mountpoint";
+/// What `rumpctl fuse` mounts, and how: its command line, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuseArgs {
+    /// The kernel path whose tree is mounted (`/` for the whole tree), as
+    /// bytes: kernel names are any bytes but NUL, and go to the server as
+    /// they are.
+    pub path: Vec<u8>,
+    /// The host directory to mount it on.
+    pub mountpoint: PathBuf,
+    /// Refuse writes (`-r`, `-o ro`).
+    pub read_only: bool,
+    /// Serve in this process rather than in a child that outlives the
+    /// command once the mount is live (`-f`).
+    pub foreground: bool,
+}
 
-/// Run the subcommand; returns the exit status.
-pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
-    let prog = "rumpctl";
-    let mut ro = false;
-    let mut fg = false;
-    let mut opts: Vec<String> = Vec::new();
-    let mut pos: Vec<&OsString> = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_bytes() {
-            b"-o" => {
-                i += 1;
-                let Some(o) = args.get(i) else {
-                    say!("{USAGE}");
-                    return 1;
-                };
-                let o = o.to_string_lossy();
-                opts.extend(o.split(',').filter(|s| !s.is_empty()).map(String::from));
-            }
-            b"-f" => fg = true,
-            b"-r" => ro = true,
-            a if a.starts_with(b"-") && a.len() > 1 => {
-                say!("{USAGE}");
-                return 1;
-            }
-            _ => pos.push(&args[i]),
-        }
-        i += 1;
-    }
-    for o in &opts {
-        match o.as_str() {
-            "ro" => ro = true,
-            "rw" => ro = false,
-            _ => {
-                say!("{prog}: fuse: unknown option {o}");
-                return 1;
-            }
-        }
-    }
-    // The kernel path goes as bytes; messages show it lossily.
-    let (kpath, mnt_path): (Vec<u8>, &Path) = match pos.as_slice() {
-        [m] => (b"/".to_vec(), Path::new(m)),
-        [p, m] => (p.as_bytes().to_vec(), Path::new(m)),
-        _ => {
-            say!("{USAGE}");
-            return 1;
-        }
-    };
-    let path = String::from_utf8_lossy(&kpath).into_owned();
-    let mnt = mnt_path.display();
+/// Mount `args.path` of the server `RUMP_SERVER` names on
+/// `args.mountpoint` and serve it until it is unmounted (in the
+/// background unless `args.foreground`); returns the exit status.
+/// Messages start with `prog`.
+pub fn rumpctl_fuse(prog: &str, args: &FuseArgs) -> i32 {
+    let (ro, fg) = (args.read_only, args.foreground);
+    let kpath = &args.path;
+    let mnt_path = args.mountpoint.as_path();
+    // Names for messages and the mount table.
+    let path = host::show(kpath);
+    let mnt = host::show(mnt_path.as_os_str().as_bytes());
     let mnt_abs = match host::check_mountpoint(mnt_path) {
         Ok(p) => p,
         Err(m) => {
@@ -125,7 +101,7 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     };
     // The server may be NetBSD's kernel (rump_server -l): no single read
     // or write above its MAXPHYS (64 KiB; its UDF asserts on more).
-    let fs = match RumpFuse::new(backend, &kpath, o) {
+    let fs = match RumpFuse::new(backend, kpath, o) {
         Ok(f) => f.max_io(64 << 10),
         Err(e) => {
             say!("{prog}: {path}: {}", e.description());
@@ -162,11 +138,12 @@ pub fn rumpctl_fuse(args: &[OsString]) -> i32 {
     });
     if let Some(w) = watcher {
         let m3 = mnt_abs.clone();
+        let prog = prog.to_string();
         std::thread::spawn(move || {
             w.wait_lost();
             say!(
                 "{prog}: {url}: the server went away: unmounting {}",
-                m3.display()
+                host::show(m3.as_os_str().as_bytes())
             );
             if let Err(e) = host::unmount(&m3) {
                 say!("{prog}: {e}");

@@ -15,27 +15,51 @@ use crate::fs::MAX_READAHEAD;
 use netbsd_abi::errno::io_text as io_reason;
 pub use netbsd_abi::errno::strerror;
 
+/// A host path and why an operation on it failed; reads `path: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}", show(.path.as_os_str().as_bytes()), io_reason(.err))]
+pub struct HostPathError {
+    /// The path.
+    pub path: PathBuf,
+    /// Why.
+    pub err: io::Error,
+}
+
+impl HostPathError {
+    fn new(path: &Path, err: io::Error) -> HostPathError {
+        HostPathError {
+            path: path.to_path_buf(),
+            err,
+        }
+    }
+
+    fn errno(path: &Path, errno: i32) -> HostPathError {
+        HostPathError::new(path, io::Error::from_raw_os_error(errno))
+    }
+}
+
 /// Check what a FUSE mount needs: `/dev/fuse`, and a mount point that is a
-/// directory not already mounted on. Errors read `path: reason`.
-pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, String> {
-    if let Err(e) = std::fs::metadata("/dev/fuse") {
-        return Err(format!("/dev/fuse: {}", io_reason(&e)));
-    }
-    let md = std::fs::metadata(mnt).map_err(|e| format!("{}: {}", mnt.display(), io_reason(&e)))?;
+/// directory not already mounted on.
+pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, HostPathError> {
+    let dev = Path::new("/dev/fuse");
+    std::fs::metadata(dev).map_err(|e| HostPathError::new(dev, e))?;
+    let md = std::fs::metadata(mnt).map_err(|e| HostPathError::new(mnt, e))?;
     if !md.is_dir() {
-        return Err(format!("{}: {}", mnt.display(), strerror(libc::ENOTDIR)));
+        return Err(HostPathError::errno(mnt, libc::ENOTDIR));
     }
-    let abs =
-        std::fs::canonicalize(mnt).map_err(|e| format!("{}: {}", mnt.display(), io_reason(&e)))?;
+    let abs = std::fs::canonicalize(mnt).map_err(|e| HostPathError::new(mnt, e))?;
     if is_mountpoint(&abs) {
-        return Err(format!("{}: {}", mnt.display(), strerror(libc::EBUSY)));
+        return Err(HostPathError::errno(mnt, libc::EBUSY));
     }
     Ok(abs)
 }
 
+pub use netbsd_abi::text::show;
+
 /// Whether `dir` (absolute, canonical) is in the host's mount table.
 pub fn is_mountpoint(dir: &Path) -> bool {
-    let Ok(t) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    // Bytes: a mount point elsewhere on the host may have any name.
+    let Ok(t) = std::fs::read("/proc/self/mountinfo") else {
         // Fall back on st_dev against the parent's.
         let parent = dir.parent().unwrap_or(Path::new("/"));
         return match (std::fs::metadata(dir), std::fs::metadata(parent)) {
@@ -47,15 +71,18 @@ pub fn is_mountpoint(dir: &Path) -> bool {
     found
 }
 
-/// The mount table lines (`/proc/self/mountinfo` text `table`) of mounts at
-/// `dir`, oldest first.
-fn mounts_at<'a>(table: &'a str, dir: &'a Path) -> impl DoubleEndedIterator<Item = &'a str> {
+/// The mount table lines (`/proc/self/mountinfo` as it is, `table`) of
+/// mounts at `dir`, oldest first.
+fn mounts_at<'a>(table: &'a [u8], dir: &'a Path) -> impl DoubleEndedIterator<Item = &'a [u8]> {
     let want = dir.as_os_str().as_bytes();
-    table.lines().filter(move |l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|m| unescape(m).as_slice() == want)
-    })
+    table
+        .split(|&c| c == b'\n')
+        .filter(move |l| field(l, 4).is_some_and(|m| unescape(m).as_slice() == want))
+}
+
+/// Field `n` (from 0) of a mount table line.
+fn field(line: &[u8], n: usize) -> Option<&[u8]> {
+    line.split(|&c| c == b' ').nth(n)
 }
 
 /// Set the read-ahead of the mount at `mnt` (its backing device info in
@@ -65,24 +92,25 @@ fn mounts_at<'a>(table: &'a str, dir: &'a Path) -> impl DoubleEndedIterator<Item
 /// the mount point would be a request to this very daemon. Root only
 /// (sysfs).
 pub fn set_readahead(mnt: &Path) -> io::Result<()> {
-    let t = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let t = std::fs::read("/proc/self/mountinfo")?;
     // The last entry for the path is the newest mount on it: ours.
     let dev = mounts_at(&t, mnt)
-        .filter_map(|l| l.split(' ').nth(2))
+        .filter_map(|l| field(l, 2))
         .next_back()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-    if !dev.bytes().all(|c| c.is_ascii_digit() || c == b':') {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
+    // major:minor, digits only: nothing else goes into the sysfs path.
+    let dev = std::str::from_utf8(dev)
+        .ok()
+        .filter(|d| d.bytes().all(|c| c.is_ascii_digit() || c == b':'))
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     std::fs::write(
         format!("/sys/class/bdi/{dev}/read_ahead_kb"),
         (MAX_READAHEAD >> 10).to_string(),
     )
 }
 
-fn unescape(s: &str) -> Vec<u8> {
+fn unescape(b: &[u8]) -> Vec<u8> {
     // mountinfo writes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -103,9 +131,9 @@ fn unescape(s: &str) -> Vec<u8> {
 
 /// Detach the FUSE mount at `mnt` (lazily: open files keep it until they
 /// close). As root with umount2; otherwise through `fusermount3 -uz`.
-pub fn unmount(mnt: &Path) -> Result<(), String> {
+pub fn unmount(mnt: &Path) -> Result<(), HostPathError> {
     let c = CString::new(mnt.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: bad path", mnt.display()))?;
+        .map_err(|_| HostPathError::errno(mnt, libc::EINVAL))?;
     // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
     let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     if r == 0 {
@@ -119,7 +147,7 @@ pub fn unmount(mnt: &Path) -> Result<(), String> {
         .status();
     match st {
         Ok(s) if s.success() => Ok(()),
-        _ => Err(format!("{}: {}", mnt.display(), io_reason(&err))),
+        _ => Err(HostPathError::new(mnt, err)),
     }
 }
 
@@ -240,4 +268,23 @@ pub fn groups_of(pid: u32) -> Option<Vec<u32>> {
             .filter_map(|g| g.parse().ok())
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn mount_table_names_are_bytes() {
+        let t: &[u8] = b"22 1 0:21 / /proc rw - proc proc rw\n\
+            40 22 0:50 / /tmp/m\\040n rw - fuse.rump rump:/ rw\n\
+            41 22 0:51 / /tmp/\xff\xfe rw - fuse.rump x rw\n\
+            42 41 0:52 / /tmp/\xff\xfe rw - fuse.rump y rw\n";
+        let odd = Path::new(OsStr::from_bytes(b"/tmp/\xff\xfe"));
+        let devs: Vec<_> = mounts_at(t, odd).filter_map(|l| field(l, 2)).collect();
+        assert_eq!(devs, [&b"0:51"[..], b"0:52"]);
+        assert_eq!(mounts_at(t, Path::new("/tmp/m n")).count(), 1);
+        assert_eq!(mounts_at(t, Path::new("/tmp/m")).count(), 0);
+    }
 }

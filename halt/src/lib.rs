@@ -428,23 +428,45 @@ fn log(msg: &str) {
     tracing::warn!("{msg}");
 }
 
+/// Why no core can be written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CoreLimitError {
+    /// The limit could not be read.
+    #[error("getrlimit: {0}")]
+    Get(nix::Error),
+    /// The soft limit is below the hard one and could not be raised.
+    #[error("the core size limit is {soft} bytes and cannot be raised to {hard}: {errno}")]
+    Raise {
+        /// The soft limit.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+        /// Why setrlimit failed.
+        errno: nix::Error,
+    },
+    /// The hard limit is 0: only root (or the service manager) can raise it.
+    #[error(
+        "the core size limit is 0 and so is its hard limit (raise it: ulimit -c unlimited as \
+         root, or LimitCORE= in a systemd unit)"
+    )]
+    HardZero,
+}
+
 /// Raise the core size limit to its hard limit, so `RB_DUMP` writes a
 /// core even where shells start with `ulimit -c 0`; `Err` says why no core
 /// can be written (a hard limit of 0).
-pub fn raise_core_limit() -> Result<(), String> {
+pub fn raise_core_limit() -> Result<(), CoreLimitError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE).map_err(|e| format!("getrlimit: {e}"))?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE).map_err(CoreLimitError::Get)?;
     if soft < hard {
-        setrlimit(Resource::RLIMIT_CORE, hard, hard).map_err(|e| {
-            format!("the core size limit is {soft} bytes and cannot be raised to {hard}: {e}")
+        setrlimit(Resource::RLIMIT_CORE, hard, hard).map_err(|errno| CoreLimitError::Raise {
+            soft,
+            hard,
+            errno,
         })?;
     }
     if hard == 0 {
-        return Err(
-            "the core size limit is 0 and so is its hard limit (raise it: ulimit -c unlimited as \
-             root, or LimitCORE= in a systemd unit)"
-                .into(),
-        );
+        return Err(CoreLimitError::HardZero);
     }
     Ok(())
 }

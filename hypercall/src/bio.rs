@@ -1,5 +1,6 @@
 //! Block I/O: `rumpuser_bio`, asynchronous on a small pool of named I/O
-//! threads, and the Rust API [`bio_submit`] / [`bio_wait`].
+//! threads (a synchronous write on the caller's thread, its virtual CPU
+//! given up), and the Rust API [`bio_submit`] / [`bio_wait`].
 //!
 //! Every request is completed exactly once with (bytes done, NetBSD errno):
 //! a read that meets end of file reports the bytes it got and no error; an
@@ -295,7 +296,8 @@ unsafe impl Send for DoneArg {}
 /// `rumpuser_bio(fd, op, data, len, off, biodone, arg)`: start the request
 /// and return (first waiting, unscheduled, while [`MAX_OUTSTANDING`]
 /// requests are in flight); `biodone(arg, bytes, error)` is called exactly
-/// once from an I/O thread.
+/// once from an I/O thread. A `BIO_WRITE | BIO_SYNC` request, which the
+/// kernel waits for, is done and completed before this returns.
 ///
 /// # Safety
 /// `data` is valid for `len` bytes until `biodone` runs; `biodone` is a
@@ -316,6 +318,22 @@ pub unsafe extern "C" fn rumpuser_bio(
             tracing::error!("rumpuser_bio: no biodone function, request dropped");
             return;
         };
+        if op & BIO_WRITE != 0 && op & BIO_SYNC != 0 {
+            // A synchronous write: the kernel waits for it right after this
+            // returns, so do it here, with the virtual CPU given up, and
+            // complete it on this thread (as NetBSD's own layer does when
+            // it runs without I/O threads). This saves two hand-offs
+            // between threads per write: to an I/O thread and back.
+            // SAFETY: per this function's contract, `data` is valid and
+            // `fd` open until `biodone` runs, which is below.
+            let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || unsafe {
+                do_io(fd, op, data.cast(), len, off)
+            });
+            // SAFETY: the kernel's completion function with its argument,
+            // called once, with the caller's virtual CPU held again.
+            unsafe { biodone(arg, n, err.map_or(0, |e| e.0)) };
+            return;
+        }
         outstanding_acquire();
         let arg = DoneArg(arg);
         let done = Box::new(move |n: usize, e: i32| {

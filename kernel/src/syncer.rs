@@ -56,6 +56,22 @@ pub const NODES: [&str; 4] = ["delay", "filedelay", "dirdelay", "metadelay"];
 /// Most seconds a delay may be set to (a day).
 pub const MAX_DELAY: u32 = 86_400;
 
+/// A `vfs.sync.*` setting [`SyncConfig::set`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SyncNodeError {
+    /// A delay longer than [`MAX_DELAY`].
+    #[error("vfs.sync.{node}: {secs}: more than {MAX_DELAY} seconds")]
+    TooLong {
+        /// The node.
+        node: String,
+        /// The seconds asked for.
+        secs: u32,
+    },
+    /// Not one of [`NODES`].
+    #[error("vfs.sync.{0}: no such node")]
+    NoSuchNode(String),
+}
+
 impl SyncConfig {
     /// The value of node `name` (one of [`NODES`]).
     pub fn get(&self, name: &str) -> Option<u32> {
@@ -69,18 +85,19 @@ impl SyncConfig {
     }
 
     /// Set node `name`; `Err` names what is wrong.
-    pub fn set(&mut self, name: &str, v: u32) -> Result<(), String> {
+    pub fn set(&mut self, name: &str, v: u32) -> Result<(), SyncNodeError> {
         if v > MAX_DELAY {
-            return Err(format!(
-                "vfs.sync.{name}: {v}: more than {MAX_DELAY} seconds"
-            ));
+            return Err(SyncNodeError::TooLong {
+                node: name.to_string(),
+                secs: v,
+            });
         }
         match name {
             "delay" => self.delay = v,
             "filedelay" => self.filedelay = v,
             "dirdelay" => self.dirdelay = v,
             "metadelay" => self.metadelay = v,
-            _ => return Err(format!("vfs.sync.{name}: no such node")),
+            _ => return Err(SyncNodeError::NoSuchNode(name.to_string())),
         }
         Ok(())
     }

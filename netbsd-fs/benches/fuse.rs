@@ -8,7 +8,11 @@
 //! - rump_ext2fs: the built-in kernel's ext2 in process (a 1 GiB image);
 //! - rump_ffs: NetBSD's FFS in process (a 256 MiB `makefs` image);
 //! - sysproxy: the same FFS image in `rump_server -l`, mounted with
-//!   `rumpctl mount -t ffs` and served by `rumpctl fuse` (two hops).
+//!   `rumpctl mount -t ffs` and served by `rumpctl fuse` (two hops);
+//! - kernel ext2: the host kernel's own ext2 on a loop mount of the same
+//!   kind of image (root only): no FUSE at all, so its read-back is what
+//!   the disk allows a file system that, unlike the floor, reads the tree
+//!   from the image.
 //!
 //! BENCH_FFS_OPTS (e.g. `log` or `async`) mounts both FFS rows with those
 //! NetBSD mount options: without them NetBSD's FFS writes metadata
@@ -86,9 +90,16 @@ enum Kind {
     Ext2,
     Ffs,
     Sysproxy,
+    Kernel,
 }
 
-const KINDS: [Kind; 4] = [Kind::Floor, Kind::Ext2, Kind::Ffs, Kind::Sysproxy];
+const KINDS: [Kind; 5] = [
+    Kind::Floor,
+    Kind::Ext2,
+    Kind::Ffs,
+    Kind::Sysproxy,
+    Kind::Kernel,
+];
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -97,6 +108,7 @@ impl Kind {
             Kind::Ext2 => "rump_ext2fs",
             Kind::Ffs => "rump_ffs",
             Kind::Sysproxy => "sysproxy",
+            Kind::Kernel => "kernel_ext2",
         }
     }
 }
@@ -120,7 +132,7 @@ impl Ctx {
         let _ = std::fs::remove_file(&img);
         match k {
             Kind::Floor => Ok(()),
-            Kind::Ext2 => {
+            Kind::Ext2 | Kind::Kernel => {
                 std::fs::File::create(&img)
                     .and_then(|f| f.set_len(1 << 30))
                     .map_err(|e| e.to_string())?;
@@ -143,6 +155,7 @@ impl Ctx {
         let i = i.display();
         match k {
             Kind::Floor => sh(&format!("'{FLOOR}' '{m}'")),
+            Kind::Kernel => sh(&format!("mount -t ext2 -o loop '{i}' '{m}'")),
             Kind::Ext2 => {
                 let p = sibling("rump_ext2fs").ok_or("rump_ext2fs not built")?;
                 sh(&format!("'{}' '{i}' '{m}'", p.display()))
@@ -269,7 +282,7 @@ fn main() {
         .map(PathBuf::from);
     println!(
         "tree: {n} files, {} MiB; floor, rump_ext2fs, rump_ffs (NetBSD's FFS in process), \
-         sysproxy (rump_server -l + rumpctl fuse, same FFS)",
+         sysproxy (rump_server -l + rumpctl fuse, same FFS), kernel ext2 (loop mount, no FUSE)",
         bytes / MIB
     );
     if !ffs_opts().is_empty() {
@@ -290,15 +303,17 @@ fn main() {
     let all: Vec<Table> = (0..runs).map(|_| pass(&cx, &src)).collect();
     println!("median of {runs}");
     println!(
-        "{:<28} {:>9} {:>12} {:>9} {:>9} {:>11} {:>11} {:>12}",
+        "{:<28} {:>9} {:>12} {:>9} {:>9} {:>12} {:>11} {:>11} {:>12} {:>12}",
         "row (seconds)",
         "floor",
         "rump_ext2fs",
         "rump_ffs",
         "sysproxy",
+        "kernel ext2",
         "ext2/floor",
         "ffs/floor",
-        "ffs/sysproxy"
+        "ffs/sysproxy",
+        "kernel/floor"
     );
     let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -310,15 +325,17 @@ fn main() {
             .map(|k| median(all.iter().filter_map(|t| t[i][k]).collect()))
             .collect();
         println!(
-            "{:<28} {:>9} {:>12} {:>9} {:>9} {:>11} {:>11} {:>12}",
+            "{:<28} {:>9} {:>12} {:>9} {:>9} {:>12} {:>11} {:>11} {:>12} {:>12}",
             row,
             f(m[0]),
             f(m[1]),
             f(m[2]),
             f(m[3]),
+            f(m[4]),
             ratio(m[1], m[0]),
             ratio(m[2], m[0]),
-            ratio(m[2], m[3])
+            ratio(m[2], m[3]),
+            ratio(m[4], m[0])
         );
     }
     let _ = std::fs::remove_dir_all(&base);

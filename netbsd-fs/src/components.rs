@@ -17,10 +17,28 @@ pub struct Destdir {
     pub from: &'static str,
 }
 
+/// Components that cannot be found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ComponentError {
+    /// No destdir named and none beside the program.
+    #[error("librump.so: NetBSD's rump kernel components not found: {HOW}")]
+    NoDestdir,
+    /// The destdir lacks a component.
+    #[error("lib{name}.so: not found in {} (from {from}): {HOW}", .lib.display())]
+    Missing {
+        /// The component (`rumpfs_ffs`).
+        name: String,
+        /// The directory searched.
+        lib: PathBuf,
+        /// How the destdir was chosen.
+        from: &'static str,
+    },
+}
+
 /// Choose the destdir: `opt` (from `-o netbsd=DIR`), then the
 /// environment's `RUMP_NETBSD_DIR`, then the install prefix of the
 /// running executable when its `lib/` holds `librump.so`.
-pub fn destdir(opt: Option<&Path>) -> Result<Destdir, String> {
+pub fn destdir(opt: Option<&Path>) -> Result<Destdir, ComponentError> {
     if let Some(d) = opt {
         return Ok(Destdir {
             dir: d.to_path_buf(),
@@ -45,22 +63,20 @@ pub fn destdir(opt: Option<&Path>) -> Result<Destdir, String> {
             });
         }
     }
-    Err(format!(
-        "librump.so: NetBSD's rump kernel components not found: {HOW}"
-    ))
+    Err(ComponentError::NoDestdir)
 }
 
 /// The file to load for component `name` (`rumpfs_ffs`): `lib/libNAME.so`
 /// under the destdir, with text-file stubs followed (a few hops).
-pub fn resolve(d: &Destdir, name: &str) -> Result<PathBuf, String> {
+pub fn resolve(d: &Destdir, name: &str) -> Result<PathBuf, ComponentError> {
     let lib = d.dir.join("lib");
     let p = rumprun::netbsd::follow_stubs(&lib.join(format!("lib{name}.so")));
     if !p.exists() {
-        return Err(format!(
-            "lib{name}.so: not found in {} (from {}): {HOW}",
-            lib.display(),
-            d.from
-        ));
+        return Err(ComponentError::Missing {
+            name: name.to_string(),
+            lib,
+            from: d.from,
+        });
     }
     Ok(p)
 }
@@ -83,6 +99,10 @@ mod tests {
         };
         assert_eq!(resolve(&d, "rumpx").unwrap(), lib.join("librumpx.so.0.0"));
         let e = resolve(&d, "rumpfs_none").unwrap_err();
+        assert!(
+            matches!(&e, ComponentError::Missing { name, from: "test", .. } if name == "rumpfs_none")
+        );
+        let e = e.to_string();
         assert!(e.starts_with("librumpfs_none.so: not found in "), "{e}");
         assert!(e.contains("RUMP_NETBSD_DIR"), "{e}");
     }

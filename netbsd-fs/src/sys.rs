@@ -31,14 +31,24 @@ struct Fns {
     newlwp: unsafe extern "C" fn(c_int) -> c_int,
 }
 
+/// Why NetBSD's kernel cannot be called in process.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SysInitError {
+    /// An entry point the loaded components do not have.
+    #[error("{0}: not found in the loaded NetBSD components")]
+    Missing(&'static str),
+    /// A call that sets up the calling process failed.
+    #[error("{0}: {}", .1.description())]
+    Call(&'static str, Errno),
+}
+
 /// The function `name` of the loaded NetBSD components, as a `T`.
 ///
 /// # Safety
 /// `T` is a function pointer type matching NetBSD's prototype of `name`.
-unsafe fn sym<T: Copy>(name: &str) -> Result<T, String> {
+unsafe fn sym<T: Copy>(name: &'static str) -> Result<T, SysInitError> {
     assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<*mut c_void>());
-    let p = rumprun::netbsd::symbol(name)
-        .ok_or_else(|| format!("{name}: not found in the loaded NetBSD components"))?;
+    let p = rumprun::netbsd::symbol(name).ok_or(SysInitError::Missing(name))?;
     // SAFETY: `p` is the non-null address of `name`, whose type is `T`
     // per the caller; both are pointer sized (checked above).
     Ok(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
@@ -54,7 +64,7 @@ macro_rules! entry {
 }
 
 impl Fns {
-    fn resolve() -> Result<Fns, String> {
+    fn resolve() -> Result<Fns, SysInitError> {
         Ok(Fns {
             syscall: entry!("rump_syscall"),
             etfs_register: entry!("rump_pub_etfs_register_withsize"),
@@ -115,17 +125,17 @@ pub struct NetbsdSys {
 impl NetbsdSys {
     /// Resolve the entry points and make the process the calls run in;
     /// the calling thread joins it. After NetBSD's `rump_init`.
-    pub fn new() -> Result<NetbsdSys, String> {
+    pub fn new() -> Result<NetbsdSys, SysInitError> {
         let f = Fns::resolve()?;
         // SAFETY: NetBSD's entry points, after rump_init; rfork binds the
         // calling thread to a new process.
         let e = unsafe { (f.rfork)(RUMP_RFCFDG) };
         if e != 0 {
-            return Err(format!("rump_lwproc_rfork: {}", Errno(e).description()));
+            return Err(SysInitError::Call("rump_lwproc_rfork", Errno(e)));
         }
         // SAFETY: getpid takes no argument and reaches no memory.
-        let pid = unsafe { f.call(SYS_GETPID, &[]) }
-            .map_err(|e| format!("getpid: {}", e.description()))?[0] as i32;
+        let pid = unsafe { f.call(SYS_GETPID, &[]) }.map_err(|e| SysInitError::Call("getpid", e))?
+            [0] as i32;
         BOUND.with(|b| b.set(pid));
         Ok(NetbsdSys {
             f,

@@ -44,12 +44,19 @@ struct Mount {
 impl Mount {
     /// Start `prog -f args... image mnt` and wait until the mount is live.
     fn start(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> Mount {
+        Mount::start_with(prog, args, image, mnt, &[])
+    }
+
+    /// Start `prog -f args... image mnt after...` and wait until the
+    /// mount is live.
+    fn start_with(prog: &Path, args: &[&str], image: &Path, mnt: &Path, after: &[&str]) -> Mount {
         std::fs::create_dir_all(mnt).unwrap();
         let mut cmd = Command::new(prog);
         cmd.arg("-f")
             .args(args)
             .arg(image)
             .arg(mnt)
+            .args(after)
             .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -507,6 +514,102 @@ fn bad_arguments_are_one_line() {
     );
 }
 
+/// Needs no NetBSD build: arguments are bytes, and one that is not UTF-8
+/// is one line and exit 1, never a panic. Host paths are named with `\x`
+/// escapes; an image path NetBSD's drive spec cannot carry, an option or
+/// a type that must be text is refused in words, before anything starts.
+/// Options may follow the operands.
+#[test]
+fn arguments_that_are_not_utf8_are_one_line() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let d = tmpdir();
+    let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+    let run = |prog: &Path, args: &[&OsStr]| {
+        let o = Command::new(prog)
+            .args(args)
+            .current_dir(d.path())
+            .env("RUMP_NETBSD_DIR", d.path().join("nonesuch"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let fails = |prog: &Path, args: &[&OsStr]| {
+        let (st, _, err) = run(prog, args);
+        assert_eq!(st, Some(1), "{args:?}: {err}");
+        assert!(!err.contains('\u{fffd}'), "{err}");
+        err
+    };
+    let e = OsStr::new;
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mp = |p: &Path| OsString::from(p);
+    let rm = Path::new(RUMP_MOUNT);
+
+    // A missing image whose name is not UTF-8: named as it is.
+    let err = fails(rm, &[&os(b"\xff"), &mp(&mnt)]);
+    assert_eq!(err, "rump_mount: \\xff: No such file or directory\n");
+    // One that is there: NetBSD's drive spec is text, so it is refused,
+    // before the components are looked for.
+    let odd = d.path().join(OsStr::from_bytes(b"\xfe.img"));
+    std::fs::write(&odd, vec![0u8; 1 << 16]).unwrap();
+    let err = fails(rm, &[e("-t"), e("ffs"), &mp(&odd), &mp(&mnt)]);
+    assert_eq!(
+        err,
+        format!(
+            "rump_mount: {}/\\xfe.img: not valid UTF-8\n",
+            std::fs::canonicalize(d.path()).unwrap().display()
+        )
+    );
+    // A mount point is a host path: any bytes.
+    let img = d.path().join("x.img");
+    std::fs::write(&img, vec![0u8; 1 << 16]).unwrap();
+    let missing = |name: &str| {
+        if Path::new("/dev/fuse").exists() {
+            format!("rump_mount: {name}: No such file or directory\n")
+        } else {
+            "rump_mount: /dev/fuse: No such file or directory\n".to_string()
+        }
+    };
+    let err = fails(rm, &[&mp(&img), &os(b"m\xff"), e("-t"), e("ffs")]);
+    assert_eq!(err, missing("m\\xff"));
+    // Options and types are text; after the operands too.
+    let err = fails(rm, &[&mp(&img), &mp(&mnt), e("-o"), &os(b"ro,\xff")]);
+    assert_eq!(err, "rump_mount: -o ro,\\xff: not valid UTF-8\n");
+    let err = fails(rm, &[e("-t"), &os(b"ff\xff"), &mp(&img), &mp(&mnt)]);
+    assert_eq!(err, "rump_mount: -t ff\\xff: not valid UTF-8\n");
+    let p = prog(d.path(), "rump_msdos");
+    let err = fails(&p, &[&mp(&img), &mp(&mnt), e("-o"), e("norrip")]);
+    assert_eq!(err, "rump_msdos: norrip: unknown option for msdos\n");
+    // The NetBSD names take no -t; an unknown option is getopt's message
+    // and the usage.
+    let err = fails(&p, &[&mp(&img), &mp(&mnt), e("-t"), e("ffs")]);
+    assert!(
+        err.starts_with("rump_msdos: unknown option -- t\nusage: rump_msdos [-f] "),
+        "{err}"
+    );
+    let err = fails(rm, &[&os(b"-\xff"), &mp(&img), &mp(&mnt)]);
+    assert!(
+        err.starts_with("rump_mount: unknown option -- \u{ff}\nusage: rump_mount "),
+        "{err}"
+    );
+    // `--` ends the options: `-f` is then the mount point.
+    let err = fails(rm, &[e("-t"), e("ffs"), e("--"), &mp(&img), e("-f")]);
+    assert_eq!(err, missing("-f"));
+    // -h and --version: standard output, exit 0.
+    let (st, out, err) = run(&p, &[e("-h")]);
+    assert_eq!(st, Some(0), "{err}");
+    assert!(out.starts_with("usage: rump_msdos [-f] [-o "), "{out}");
+    let (st, out, _) = run(rm, &[e("--version")]);
+    assert_eq!(st, Some(0));
+    assert!(out.starts_with("rump_mount "), "{out}");
+}
+
 /// A corrupt image is an error naming it, never a hang or a mount; for
 /// every type with an image, so each one's components load and NetBSD's
 /// mount(2) gets to judge it.
@@ -667,7 +770,9 @@ fn ffs_fifos_and_device_nodes() {
     );
     assert!(!is_mounted(&mnt2));
     m.umount();
-    let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
+    // Options after the operands, as the FUSE mount tools take them.
+    let m = Mount::start_with(&p, &[], &img, &mnt, &["-o", "ro"]);
+    assert!(std::fs::write(mnt.join("nope"), b"x").is_err());
     let f = std::fs::symlink_metadata(mnt.join("fifo")).unwrap();
     assert!(f.file_type().is_fifo());
     let c = std::fs::symlink_metadata(mnt.join("null")).unwrap();

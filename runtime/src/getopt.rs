@@ -3,6 +3,11 @@
 //!
 //! Arguments are `OsString`s: a path operand or an option's value may be
 //! any bytes but NUL, as on NetBSD, and comes back unchanged.
+//!
+//! Two orders: [`Order::Posix`] ends the options at the first operand
+//! (`rumpctl -v ls -l`: the `-l` is `ls`'s), [`Order::Permute`] takes
+//! options anywhere until `--`, as GNU getopt does, for the FUSE mount
+//! tools (`rump_ext2fs img mnt -o ro`, as `fuse2fs` takes it).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -28,10 +33,33 @@ pub enum GetoptError {
     MissingArgument(char),
 }
 
-/// `spec` is a getopt string: a letter, followed by ':' if it takes a
-/// value. Option letters are ASCII; any other byte in an option cluster is
-/// an unknown option.
+/// Where options may stand among the operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Options end at the first operand (or `--`); what follows is all
+    /// operands. NetBSD's getopt(3), and what a command with subcommands
+    /// needs.
+    Posix,
+    /// Options anywhere until `--`; the operands keep their order. `-`
+    /// alone is an operand; an option's value is taken as it is, even
+    /// when it starts with `-` (`-o -x`).
+    Permute,
+}
+
+/// [`getopt_with`] in [`Order::Posix`]: `spec` is a getopt string, a
+/// letter followed by ':' if it takes a value. Option letters are ASCII;
+/// any other byte in an option cluster is an unknown option.
 pub fn getopt<S: AsRef<OsStr>>(args: &[S], spec: &str) -> Result<Parsed, GetoptError> {
+    getopt_with(args, spec, Order::Posix)
+}
+
+/// Parse `args` against `spec` (as for [`getopt`]), options placed as
+/// `order` allows.
+pub fn getopt_with<S: AsRef<OsStr>>(
+    args: &[S],
+    spec: &str,
+    order: Order,
+) -> Result<Parsed, GetoptError> {
     let takes = |c: u8| -> Option<bool> {
         // ':' marks a value in `spec`; it is never an option itself.
         if c == b':' || !c.is_ascii() {
@@ -49,7 +77,14 @@ pub fn getopt<S: AsRef<OsStr>>(args: &[S], spec: &str) -> Result<Parsed, GetoptE
             break;
         }
         if !a.starts_with(b"-") || a == b"-" {
-            break;
+            match order {
+                Order::Posix => break,
+                Order::Permute => {
+                    p.operands.push(args[i].as_ref().to_os_string());
+                    i += 1;
+                    continue;
+                }
+            }
         }
         let mut j = 1;
         while j < a.len() {
@@ -83,10 +118,8 @@ pub fn getopt<S: AsRef<OsStr>>(args: &[S], spec: &str) -> Result<Parsed, GetoptE
         }
         i += 1;
     }
-    p.operands = args[i..]
-        .iter()
-        .map(|s| s.as_ref().to_os_string())
-        .collect();
+    p.operands
+        .extend(args[i..].iter().map(|s| s.as_ref().to_os_string()));
     Ok(p)
 }
 
@@ -148,5 +181,49 @@ mod tests {
             GetoptError::Unknown('\u{ff}')
         );
         assert!(text("-c ", &odd).unwrap_err().contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn permuted_options_stand_anywhere_until_the_end_of_options() {
+        let perm = |a: &[&str], spec: &str| getopt_with(&v(a), spec, Order::Permute);
+        // fuse2fs's order: operands first, options after.
+        let p = perm(&["img", "mnt", "-o", "ro", "-f"], "fo:").unwrap();
+        assert_eq!(p.opts, vec![('o', Some("ro".into())), ('f', None)]);
+        assert_eq!(p.operands, v(&["img", "mnt"]));
+        // Between the operands, clustered, glued values; operands keep
+        // their order.
+        let p = perm(&["a", "-fv", "b", "-ox,y", "c"], "fvo:").unwrap();
+        assert_eq!(
+            p.opts,
+            vec![('f', None), ('v', None), ('o', Some("x,y".into()))]
+        );
+        assert_eq!(p.operands, v(&["a", "b", "c"]));
+        // `--` ends the options; what follows is operands, dashes and all.
+        let p = perm(&["a", "--", "-f", "b"], "f").unwrap();
+        assert!(p.opts.is_empty());
+        assert_eq!(p.operands, v(&["a", "-f", "b"]));
+        // `-` alone is an operand; a value may start with '-'.
+        let p = perm(&["-", "-o", "-f"], "fo:").unwrap();
+        assert_eq!(p.opts, vec![('o', Some("-f".into()))]);
+        assert_eq!(p.operands, v(&["-"]));
+        // Errors as in order: after an operand too.
+        assert_eq!(
+            perm(&["img", "-x"], "f").unwrap_err(),
+            GetoptError::Unknown('x')
+        );
+        assert_eq!(
+            perm(&["img", "mnt", "-o"], "o:").unwrap_err(),
+            GetoptError::MissingArgument('o')
+        );
+        // Bytes pass unchanged, wherever they stand.
+        let odd = OsString::from_vec(b"\xff.img".to_vec());
+        let args = vec![odd.clone(), OsString::from("-d"), odd.clone(), "m".into()];
+        let p = getopt_with(&args, "d:", Order::Permute).unwrap();
+        assert_eq!(p.opts, vec![('d', Some(odd.clone()))]);
+        assert_eq!(p.operands, vec![odd, "m".into()]);
+        // The POSIX order stops at the first operand instead.
+        let p = getopt(&v(&["img", "-f"]), "f").unwrap();
+        assert!(p.opts.is_empty());
+        assert_eq!(p.operands, v(&["img", "-f"]));
     }
 }

@@ -70,19 +70,26 @@ pub enum Error {
     /// already in use`).
     #[error(transparent)]
     Serve(#[from] rumpuser::sp::StartError),
-    /// Booting or serving NetBSD's own components (see [`netbsd`]).
-    #[error("{0}")]
-    Netbsd(String),
+    /// Booting, serving or halting NetBSD's own components (see
+    /// `netbsd`, feature `netbsd`).
+    #[cfg(feature = "netbsd")]
+    #[error(transparent)]
+    Netbsd(#[from] netbsd::NetbsdError),
 }
 
 /// The most virtual CPUs a kernel has (`-c`, `RUMP_NCPU`).
 pub use rumpkern::MAX_NCPU;
 
+/// A CPU count [`parse_ncpu`] refuses: the text given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: invalid CPU count (1 to {MAX_NCPU})")]
+pub struct NcpuError(pub String);
+
 /// A CPU count as `-c` and `RUMP_NCPU` take it: 1 to [`MAX_NCPU`].
-pub fn parse_ncpu(s: &str) -> Result<usize, String> {
+pub fn parse_ncpu(s: &str) -> Result<usize, NcpuError> {
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=MAX_NCPU).contains(&n) => Ok(n),
-        _ => Err(format!("{s}: invalid CPU count (1 to {MAX_NCPU})")),
+        _ => Err(NcpuError(s.to_string())),
     }
 }
 

@@ -159,6 +159,120 @@ pub const HOW: &str =
     "set RUMP_NETBSD_DIR to a buildrump.sh destdir (its lib/ holds librump*.so), \
                        or give the libraries' paths";
 
+/// What booting, serving or halting NetBSD's kernel refuses, each a
+/// one-line message.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NetbsdError {
+    /// Component libraries that would not load.
+    #[error(transparent)]
+    Load(LoadError),
+    /// An entry point the loaded components lack.
+    #[error("{0}: not found in the loaded NetBSD components")]
+    Missing(String),
+    /// Our `rumpuser_*` entry points are not the ones the loader binds.
+    #[error(
+        "{when}: {missing} of the {total} rumpuser_* hypercalls (first {first}) do not resolve to \
+         this program's hypercall layer: link the executable with \
+         -Wl,--export-dynamic-symbol='rumpuser_*' (rump_server does)",
+        total = rumpuser::exports::ENTRY_POINTS.len()
+    )]
+    Exports {
+        /// When the check ran.
+        when: &'static str,
+        /// How many do not resolve.
+        missing: usize,
+        /// The first of them.
+        first: String,
+    },
+    /// A `RUMP_BLKSECTSHIFT` value out of range.
+    #[error("{SECTSHIFT_ENV}={0}: expected a sector shift from 9 (512 bytes) to 16")]
+    SectorShift(String),
+    /// A sector size that is no power of two from 512 to 65536.
+    #[error("sector size {0}: expected a power of two from 512 to 65536")]
+    SectorSize(u32),
+    /// No CPU asked for.
+    #[error("ncpu must be at least 1")]
+    NoCpu,
+    /// A `-m` module file that does not exist.
+    #[error("-m {0}: no such module file")]
+    NoModule(String),
+    /// NetBSD's kernel lives in process-wide libraries: one per process.
+    #[error("a NetBSD kernel was already booted in this process")]
+    AlreadyBooted,
+    /// `rump_init` failed.
+    #[error("rump_init: {}", .0.description())]
+    Init(Errno),
+    /// A sysproxy URL that does not parse.
+    #[error("{url}: {why}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// `rump_init_server` failed.
+    #[error("{url}: {}", .errno.description())]
+    Serve {
+        /// The URL.
+        url: String,
+        /// Why.
+        errno: Errno,
+    },
+    /// A kernel module that would not load.
+    #[error("-m {path}: {step}: {}", .errno.description())]
+    Module {
+        /// The module's host file.
+        path: String,
+        /// The step that failed.
+        step: &'static str,
+        /// Why.
+        errno: Errno,
+    },
+    /// A second halt while one runs.
+    #[error("a halt is already in progress")]
+    HaltInProgress,
+    /// NetBSD's `reboot(2)` returned.
+    #[error("reboot: {}", .0.description())]
+    Reboot(Errno),
+    /// No thread for the halt.
+    #[error("reboot: thread: {0}")]
+    RebootThread(std::sync::Arc<std::io::Error>),
+    /// The halt's thread ended without a word.
+    #[error("reboot: the halting thread vanished")]
+    HaltingThreadVanished,
+}
+
+/// Component libraries that would not load: each `-l` name with the
+/// loader's reason, and the directories searched when a file was not
+/// found at all.
+#[derive(Clone, Debug)]
+pub struct LoadError {
+    /// Each library and why.
+    pub libs: Vec<(String, String)>,
+    /// When a file was not found: the `RUMP_NETBSD_DIR` directories
+    /// searched (the message then says how to point at a build).
+    pub not_in: Option<Vec<PathBuf>>,
+}
+
+impl std::error::Error for LoadError {}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot load NetBSD component library: ")?;
+        for (i, (lib, why)) in self.libs.iter().enumerate() {
+            let sep = if i > 0 { "; " } else { "" };
+            write!(f, "{sep}-l {lib}: {why}")?;
+        }
+        if let Some(dirs) = &self.not_in {
+            for d in dirs {
+                write!(f, " (not in {})", d.display())?;
+            }
+            write!(f, ": {HOW}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A copied destdir may hold its library symlinks as small text files
 /// naming the target in the same directory (`librump.so` containing
 /// `librump.so.0.0`): the file they lead to (a few hops), or `p` itself.
@@ -327,28 +441,28 @@ fn load_rounds(want: &[String]) -> Result<Vec<Library>, Error> {
         return Ok(loaded);
     }
     let mut unfound = false;
-    let what: Vec<String> = pending
+    let libs: Vec<(String, String)> = pending
         .iter()
         .map(|&i| {
             let (msg, u) = errors[i]
                 .as_ref()
                 .map_or(("not loaded", false), |e| (e.msg.as_str(), e.unfound));
             unfound |= u;
-            format!("-l {}: {msg}", want[i])
+            (want[i].clone(), msg.to_string())
         })
         .collect();
-    let mut line = format!("cannot load NetBSD component library: {}", what.join("; "));
-    if unfound {
-        let dirs: Vec<String> = search_dirs()
-            .iter()
-            .filter(|(_, from)| *from == "RUMP_NETBSD_DIR")
-            .map(|(d, _)| format!(" (not in {})", d.display()))
-            .collect();
-        line.push_str(&dirs.concat());
-        line.push_str(": ");
-        line.push_str(HOW);
-    }
-    Err(Error::Netbsd(line))
+    let not_in = if unfound {
+        Some(
+            search_dirs()
+                .into_iter()
+                .filter(|(_, from)| *from == "RUMP_NETBSD_DIR")
+                .map(|(d, _)| d)
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Err(NetbsdError::Load(LoadError { libs, not_in }).into())
 }
 
 /// The address of `name` in the global scope (the executable and every
@@ -368,7 +482,7 @@ unsafe fn need<T: Copy>(name: &str) -> Result<T, Error> {
     // stay loaded for the life of the process, so the copy stays valid.
     let f = unsafe { global_scope().get::<T>(name.as_bytes()) };
     f.map(|f| *f)
-        .map_err(|_| Error::Netbsd(format!("{name}: not found in the loaded NetBSD components")))
+        .map_err(|_| NetbsdError::Missing(name.to_string()).into())
 }
 
 /// The thread's errno after a failed NetBSD `rump_sys_*` call: the kernel
@@ -379,19 +493,17 @@ fn sys_errno() -> Errno {
 
 /// The entry points of our layer the dynamic linker does not resolve to
 /// this copy, as an error (or Ok when all 60 do).
-fn check_exports(when: &str) -> Result<(), Error> {
+fn check_exports(when: &'static str) -> Result<(), Error> {
     let missing = rumpuser::exports::check_exported();
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Netbsd(format!(
-        "{when}: {} of the {} rumpuser_* hypercalls (first {}) do not resolve to this program's \
-         hypercall layer: link the executable with -Wl,--export-dynamic-symbol='rumpuser_*' \
-         (rump_server does)",
-        missing.len(),
-        rumpuser::exports::ENTRY_POINTS.len(),
-        missing[0]
-    )))
+    Err(NetbsdError::Exports {
+        when,
+        missing: missing.len(),
+        first: missing[0].to_string(),
+    }
+    .into())
 }
 
 /// Process-wide: NetBSD's kernel lives in shared libraries whose state
@@ -460,11 +572,7 @@ impl NetbsdBuilder {
         let env = match std::env::var(SECTSHIFT_ENV) {
             Ok(v) => match v.trim().parse::<u32>() {
                 Ok(n @ 9..=16) => Some(1u32 << n),
-                _ => {
-                    return Err(Error::Netbsd(format!(
-                        "{SECTSHIFT_ENV}={v}: expected a sector shift from 9 (512 bytes) to 16"
-                    )))
-                }
+                _ => return Err(NetbsdError::SectorShift(v).into()),
             },
             Err(_) => None,
         };
@@ -484,9 +592,7 @@ impl NetbsdBuilder {
         }
         let s = have.unwrap_or(rumpkern::etfs::DEFAULT_SECTOR_SIZE);
         if !s.is_power_of_two() || !(512..=rumpkern::etfs::MAX_SECTOR_SIZE).contains(&s) {
-            return Err(Error::Netbsd(format!(
-                "sector size {s}: expected a power of two from 512 to 65536"
-            )));
+            return Err(NetbsdError::SectorSize(s).into());
         }
         Ok(s)
     }
@@ -508,7 +614,7 @@ impl NetbsdBuilder {
     /// environment meanwhile.
     pub unsafe fn boot(self) -> Result<NetbsdKernel, Error> {
         if self.ncpu == Some(0) {
-            return Err(Error::Netbsd("ncpu must be at least 1".into()));
+            return Err(NetbsdError::NoCpu.into());
         }
         let drives = self
             .drives
@@ -518,13 +624,11 @@ impl NetbsdBuilder {
         let sector_size = self.choose_sector_size(&drives)?;
         for m in &self.modules {
             if !std::path::Path::new(m).is_file() {
-                return Err(Error::Netbsd(format!("-m {m}: no such module file")));
+                return Err(NetbsdError::NoModule(m.clone()).into());
             }
         }
         if BOOTED.swap(true, Ordering::SeqCst) {
-            return Err(Error::Netbsd(
-                "a NetBSD kernel was already booted in this process".into(),
-            ));
+            return Err(NetbsdError::AlreadyBooted.into());
         }
         check_exports("before loading NetBSD components")?;
         // SAFETY: this function's contract: the caller named NetBSD
@@ -555,10 +659,7 @@ impl NetbsdBuilder {
         // SAFETY: boots the kernel once (BOOTED) on our hypercall layer.
         let e = unsafe { init() };
         if e != 0 {
-            return Err(Error::Netbsd(format!(
-                "rump_init: {}",
-                Errno(e).description()
-            )));
+            return Err(NetbsdError::Init(Errno(e)).into());
         }
         let k = NetbsdKernel {
             libs,
@@ -604,15 +705,25 @@ impl NetbsdKernel {
     /// Serve the kernel to sysproxy clients on `url`: NetBSD's
     /// `rump_init_server`, which starts our sysproxy server.
     pub fn serve(&mut self, url: &str) -> Result<(), Error> {
-        netbsd_abi::sp::parse_url(url, true).map_err(|e| Error::Netbsd(format!("{url}: {e}")))?;
+        netbsd_abi::sp::parse_url(url, true).map_err(|e| NetbsdError::Url {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
         // SAFETY: NetBSD's `int rump_init_server(const char *)`.
         let f =
             unsafe { need::<unsafe extern "C" fn(*const c_char) -> c_int>("rump_init_server")? };
-        let c = CString::new(url).map_err(|_| Error::Netbsd(format!("{url}: bad URL")))?;
+        let c = CString::new(url).map_err(|_| NetbsdError::Url {
+            url: url.to_string(),
+            why: "contains NUL".into(),
+        })?;
         // SAFETY: a NUL-terminated URL, valid for the call.
         let e = unsafe { f(c.as_ptr()) };
         if e != 0 {
-            return Err(Error::Netbsd(format!("{url}: {}", Errno(e).description())));
+            return Err(NetbsdError::Serve {
+                url: url.to_string(),
+                errno: Errno(e),
+            }
+            .into());
         }
         self.url = Some(url.to_string());
         Ok(())
@@ -732,7 +843,11 @@ impl NetbsdKernel {
     /// `rump_server -m` does: register it as an etfs file, `modctl(LOAD)`
     /// it, unregister it.
     pub fn load_module(&self, path: &str) -> Result<(), Error> {
-        let what = |e: String| Error::Netbsd(format!("-m {path}: {e}"));
+        let what = |step: &'static str, errno: Errno| NetbsdError::Module {
+            path: path.to_string(),
+            step,
+            errno,
+        };
         type RegFn = unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int;
         type UnregFn = unsafe extern "C" fn(*const c_char) -> c_int;
         type ModctlFn = unsafe extern "C" fn(c_int, *mut c_void) -> c_int;
@@ -745,11 +860,12 @@ impl NetbsdKernel {
         let unreg = unsafe { need::<UnregFn>("rump_pub_etfs_remove")? };
         // SAFETY: as above.
         let modctl = unsafe { need::<ModctlFn>("rump___sysimpl_modctl")? };
-        let host = CString::new(path).map_err(|_| what("bad path".into()))?;
+        let host =
+            CString::new(path).map_err(|_| what("path", Errno(netbsd_abi::errno::EINVAL)))?;
         // SAFETY: NUL-terminated strings valid for the call.
         let e = unsafe { reg(MODULE_KEY.as_ptr(), host.as_ptr(), RUMP_ETFS_REG) };
         if e != 0 {
-            return Err(what(format!("etfs register: {}", Errno(e).description())));
+            return Err(what("etfs register", Errno(e)).into());
         }
         let mut ml = ModctlLoad {
             ml_filename: MODULE_KEY.as_ptr(),
@@ -763,7 +879,7 @@ impl NetbsdKernel {
         // SAFETY: as above.
         unsafe { unreg(MODULE_KEY.as_ptr()) };
         match err {
-            Some(e) => Err(what(format!("module load failed: {}", e.description()))),
+            Some(e) => Err(what("module load failed", e).into()),
             None => Ok(()),
         }
     }
@@ -803,14 +919,14 @@ impl NetbsdKernel {
         // SAFETY: NetBSD's `int rump_sys_reboot(int, char *)`.
         let f = unsafe { need::<RebootFn>("rump___sysimpl_reboot")? };
         if self.halting.swap(true, Ordering::SeqCst) {
-            return Err(Error::Netbsd("a halt is already in progress".into()));
+            return Err(NetbsdError::HaltInProgress.into());
         }
         if flags & RB_HALT == 0 || flags & RB_DUMP != 0 {
             // SAFETY: NetBSD's syscall entry schedules itself.
             let rv = unsafe { f(flags, std::ptr::null_mut()) };
             let e = if rv == -1 { sys_errno() } else { Errno(0) };
             self.halting.store(false, Ordering::SeqCst);
-            return Err(Error::Netbsd(format!("reboot: {}", e.description())));
+            return Err(NetbsdError::Reboot(e).into());
         }
         let (tx, rx) = std::sync::mpsc::channel::<Errno>();
         std::thread::Builder::new()
@@ -820,7 +936,7 @@ impl NetbsdKernel {
                 let rv = unsafe { f(flags, std::ptr::null_mut()) };
                 let _ = tx.send(if rv == -1 { sys_errno() } else { Errno(0) });
             })
-            .map_err(|e| Error::Netbsd(format!("reboot: thread: {e}")))?;
+            .map_err(|e| NetbsdError::RebootThread(std::sync::Arc::new(e)))?;
         loop {
             if rumpuser::sp::is_finished() {
                 return Ok(());
@@ -828,11 +944,11 @@ impl NetbsdKernel {
             match rx.recv_timeout(Duration::from_millis(5)) {
                 Ok(e) => {
                     self.halting.store(false, Ordering::SeqCst);
-                    return Err(Error::Netbsd(format!("reboot: {}", e.description())));
+                    return Err(NetbsdError::Reboot(e).into());
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Netbsd("reboot: the halting thread vanished".into()))
+                    return Err(NetbsdError::HaltingThreadVanished.into())
                 }
             }
         }

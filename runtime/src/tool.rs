@@ -148,18 +148,7 @@ pub fn stdout_failed(prog: &str, e: &io::Error) -> ! {
     std::process::exit(1)
 }
 
-/// A name for a message: its UTF-8 as it is, any other byte as `\xNN`
-/// (kernel and host names are bytes; a message never shows U+FFFD).
-pub fn show(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len());
-    for chunk in b.utf8_chunks() {
-        s.push_str(chunk.valid());
-        for x in chunk.invalid() {
-            s.push_str(&format!("\\x{x:02x}"));
-        }
-    }
-    s
-}
+pub use netbsd_abi::text::show;
 
 pub use netbsd_abi::errno::io_text;
 

@@ -186,7 +186,7 @@ fn main() {
     syncer(d.path());
 }
 
-/// Issue 19's rows: a sustained writer with the syncer at NetBSD's delays
+/// The syncer's rows: a sustained writer with the syncer at NetBSD's delays
 /// against the same with the syncer off (`vfs.sync.delay=0`); and a
 /// client's `stat` latency while the syncer writes back 64 MiB of another
 /// client's data (delays at 1 s), against its idle latency.
@@ -334,7 +334,7 @@ fn syncer(dir: &std::path::Path) {
     );
 }
 
-/// Issue 10's rows: clients on separate ext2 files at `-c 2`, each writing
+/// The concurrency rows: clients on separate ext2 files at `-c 2`, each writing
 /// 64 KiB then fsync; and `stat` latency beside an fsync loop.
 fn concurrency(dir: &std::path::Path) {
     use std::sync::atomic::{AtomicBool, Ordering};

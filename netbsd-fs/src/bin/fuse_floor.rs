@@ -24,6 +24,7 @@ use fuser::{
 };
 use parking_lot::RwLock;
 use rumpfuse::host;
+use rumprun::getopt::{getopt_with, text, Order};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -414,28 +415,29 @@ fn die(msg: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut threads = 4;
-    let mut pos = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        if args[i] == "-o" {
-            i += 1;
-            for o in args.get(i).map(String::as_str).unwrap_or("").split(',') {
-                match o.strip_prefix("threads=").map(str::parse::<usize>) {
-                    Some(Ok(n)) if n >= 1 => threads = n,
-                    _ if o.is_empty() => {}
-                    _ => die(format!("{o}: unknown option")),
-                }
-            }
-        } else {
-            pos.push(args[i].clone());
-        }
-        i += 1;
-    }
-    let [mnt] = pos.as_slice() else {
+    // The mount point may have any name: bytes, not `String`s.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let usage = || -> ! {
         eprintln!("usage: fuse_floor [-o threads=N] mountpoint");
         exit(1)
+    };
+    let p = getopt_with(&args, "o:", Order::Permute).unwrap_or_else(|e| {
+        eprintln!("fuse_floor: {e}");
+        usage()
+    });
+    let mut threads = 4;
+    for (_, v) in &p.opts {
+        let v = v.as_deref().unwrap_or_default();
+        for o in text("-o ", v).unwrap_or_else(|e| die(e)).split(',') {
+            match o.strip_prefix("threads=").map(str::parse::<usize>) {
+                Some(Ok(n)) if n >= 1 => threads = n,
+                _ if o.is_empty() => {}
+                _ => die(format!("{o}: unknown option")),
+            }
+        }
+    }
+    let [mnt] = p.operands.as_slice() else {
+        usage()
     };
     let mnt = host::check_mountpoint(Path::new(mnt)).unwrap_or_else(|e| die(e));
     // SAFETY: no thread exists yet: nothing above starts one (argument

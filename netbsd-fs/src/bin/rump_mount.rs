@@ -9,7 +9,7 @@
 //! `umount mountpoint`, SIGTERM, SIGINT or SIGHUP halt NetBSD's kernel
 //! through its own reboot path (sync, unmount) and exit 0.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,7 +21,11 @@ use netbsd_fs::sys::{NetbsdBackend, NetbsdSys};
 use netbsd_fs::types::{self, mnt, FsType, TypeOpts};
 use netbsd_fs::{components, part, probe};
 use rumpfuse::{host, Options, RumpFuse, Syscalls};
+use rumprun::getopt::{getopt_with, text, Order};
 use rumprun::netbsd::NetbsdKernel;
+use rumprun::tool::show;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 
 /// Where the image is mounted inside NetBSD's kernel.
 const KMNT: &str = "/mnt";
@@ -77,65 +81,59 @@ struct Args {
     writeback: Option<bool>,
     fuse_opts: Vec<MountOption>,
     opts: Vec<(String, Option<String>)>,
-    image: String,
-    mnt: String,
+    /// The image's host path (any bytes), or for a type without one
+    /// (tmpfs) the name the mount shows.
+    image: PathBuf,
+    /// `image` for messages (`\xNN` for a byte that is not UTF-8).
+    name: String,
+    mnt: PathBuf,
 }
 
 fn parse() -> Args {
-    let mut argv = std::env::args();
-    let _ = argv.next();
     let _ = PROG.set(rumprun::tool::progname("rump_mount"));
-    let argv: Vec<String> = argv.collect();
+    // Bytes, not `String`s: an image or mount point may have any name.
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    rumprun::tool::help_and_version(prog(), &argv, || format!("{}\n", usage_text()));
+    // The NetBSD names take their type from the name: no -t.
+    let spec = if types::by_program(prog()).is_some() {
+        "fdrho:"
+    } else {
+        "fdrht:o:"
+    };
+    // Options anywhere until `--` (`image mountpoint -o ro`), as the FUSE
+    // mount tools take them.
+    let p = getopt_with(&argv, spec, Order::Permute).unwrap_or_else(|e| {
+        eprintln!("{}: {e}", prog());
+        usage()
+    });
     let mut a = Args {
         threads: 4,
         ..Default::default()
     };
-    let mut pos = Vec::new();
-    let mut i = 0;
-    let value = |i: &mut usize, rest: &str| -> String {
-        if rest.is_empty() {
-            *i += 1;
-            argv.get(*i).cloned().unwrap_or_else(|| usage())
-        } else {
-            rest.to_string()
-        }
-    };
-    while i < argv.len() {
-        let s = &argv[i];
-        if s == "--" {
-            pos.extend(argv[i + 1..].iter().cloned());
-            break;
-        } else if s == "--help" || s == "-h" {
-            println!("{}", usage_text());
-            exit(0);
-        } else if s == "-f" || s == "-d" {
-            a.fg = true;
-        } else if s == "-r" {
-            a.ro = true;
-        } else if let Some(rest) = s.strip_prefix("-o") {
-            let v = value(&mut i, rest);
-            for o in v.split(',').filter(|x| !x.is_empty()) {
-                match o.split_once('=') {
-                    Some((k, v)) => a.opts.push((k.to_string(), Some(v.to_string()))),
-                    None => a.opts.push((o.to_string(), None)),
+    for (c, v) in &p.opts {
+        match (c, v) {
+            ('h', _) => rumprun::tool::print_help(&format!("{}\n", usage_text())),
+            ('f' | 'd', _) => a.fg = true,
+            ('r', _) => a.ro = true,
+            ('o', Some(v)) => {
+                let v = text("-o ", v).unwrap_or_else(|e| die(e));
+                for o in v.split(',').filter(|x| !x.is_empty()) {
+                    match o.split_once('=') {
+                        Some((k, v)) => a.opts.push((k.to_string(), Some(v.to_string()))),
+                        None => a.opts.push((o.to_string(), None)),
+                    }
                 }
             }
-        } else if let Some(rest) = s.strip_prefix("-t") {
-            if types::by_program(prog()).is_some() {
-                usage();
-            }
-            a.fstype = Some(value(&mut i, rest));
-        } else if s.starts_with('-') && s.len() > 1 {
-            usage();
-        } else {
-            pos.push(s.clone());
+            ('t', Some(v)) => a.fstype = Some(text("-t ", v).unwrap_or_else(|e| die(e)).into()),
+            // getopt returns only the letters of the spec.
+            _ => usage(),
         }
-        i += 1;
     }
-    match pos.as_slice() {
+    match p.operands.as_slice() {
         [img, m] => {
-            a.image = img.clone();
-            a.mnt = m.clone();
+            a.name = show(img.as_bytes());
+            a.image = img.into();
+            a.mnt = m.into();
         }
         _ => usage(),
     }
@@ -233,25 +231,25 @@ fn main() {
     }
     // Partition N of the image, or all of it.
     let extent = match a.part {
-        Some(n) => Some(
-            part::find(Path::new(&a.image), n).unwrap_or_else(|e| die(format!("{}: {e}", a.image))),
-        ),
+        Some(n) => {
+            Some(part::find(&a.image, n).unwrap_or_else(|e| die(format!("{}: {e}", a.name))))
+        }
         None => None,
     };
     let t: &'static FsType = match types::by_program(prog()) {
         Some(t) => t,
         None => match a.fstype.as_deref() {
             None | Some("auto") => {
-                let head = probe::read_head(Path::new(&a.image), extent.map_or(0, |e| e.offset))
-                    .unwrap_or_else(|e| die(format!("{}: {}", a.image, io_text(&e))));
+                let head = probe::read_head(&a.image, extent.map_or(0, |e| e.offset))
+                    .unwrap_or_else(|e| die(format!("{}: {}", a.name, io_text(&e))));
                 match probe::probe(&head) {
                     Some(f) => {
-                        println!("{}: {}: {} (-t {})", prog(), a.image, f.what, f.fstype);
-                        types::by_name(f.fstype).unwrap_or_else(|| die(format!("{}: no component for {}", a.image, f.fstype)))
+                        println!("{}: {}: {} (-t {})", prog(), a.name, f.what, f.fstype);
+                        types::by_name(f.fstype).unwrap_or_else(|| die(format!("{}: no component for {}", a.name, f.fstype)))
                     }
                     None => die(format!(
                         "{}: no file system recognized (FFS, ext2, FAT, ISO 9660, UDF, NTFS): give -t TYPE",
-                        a.image
+                        a.name
                     )),
                 }
             }
@@ -269,21 +267,21 @@ fn main() {
     // NetBSD's UDF takes the drive's sector size as the image's: read it
     // from the image's anchor (`mkudffs -b 2048`) unless given.
     if t.name == "udf" && a.sector_size.is_none() {
-        a.sector_size = probe::udf_sector_size(Path::new(&a.image), extent.map_or(0, |e| e.offset))
-            .filter(|&s| s != 512);
+        a.sector_size =
+            probe::udf_sector_size(&a.image, extent.map_or(0, |e| e.offset)).filter(|&s| s != 512);
         if let Some(s) = a.sector_size {
-            tracing::debug!("{}: UDF with {s}-byte sectors", a.image);
+            tracing::debug!("{}: UDF with {s}-byte sectors", a.name);
         }
     }
     let mut img_len = 0;
     if t.has_image {
         let md = std::fs::metadata(&a.image)
-            .unwrap_or_else(|e| die(format!("{}: {}", a.image, io_text(&e))));
+            .unwrap_or_else(|e| die(format!("{}: {}", a.name, io_text(&e))));
         if md.is_dir() {
-            die(format!("{}: {}", a.image, host::strerror(libc::EISDIR)));
+            die(format!("{}: {}", a.name, host::strerror(libc::EISDIR)));
         }
         if let Err(e) = std::fs::File::open(&a.image) {
-            die(format!("{}: {}", a.image, io_text(&e)));
+            die(format!("{}: {}", a.name, io_text(&e)));
         }
         if !a.ro
             && std::fs::OpenOptions::new()
@@ -297,7 +295,25 @@ fn main() {
         }
         img_len = md.len();
     }
-    let mnt_abs = host::check_mountpoint(Path::new(&a.mnt)).unwrap_or_else(|m| die(m));
+    // The image as NetBSD's kernel names it: a drive spec and the
+    // kernel's host path are text, without commas (the spec's separator).
+    let abs_img = if t.has_image {
+        let p = std::fs::canonicalize(&a.image).unwrap_or_else(|_| a.image.clone());
+        let s = p
+            .into_os_string()
+            .into_string()
+            .unwrap_or_else(|p| die(format!("{}: not valid UTF-8", show(p.as_bytes()))));
+        if s.contains(',') {
+            die(format!(
+                "{}: a comma in the image path is not supported",
+                a.name
+            ));
+        }
+        s
+    } else {
+        a.name.clone()
+    };
+    let mnt_abs = host::check_mountpoint(&a.mnt).unwrap_or_else(|m| die(m));
 
     // The components, found before anything starts.
     let dd = components::destdir(a.netbsd.as_deref()).unwrap_or_else(|e| die(e));
@@ -325,13 +341,6 @@ fn main() {
         b = b.lib(&l.display().to_string());
     }
     if t.has_image {
-        let abs_img = abs(&a.image);
-        if abs_img.contains(',') {
-            die(format!(
-                "{}: a comma in the image path is not supported",
-                a.image
-            ));
-        }
         // Read-write: opened and locked here against a second server.
         if !a.ro {
             b = b.drive(&match extent {
@@ -348,14 +357,14 @@ fn main() {
     // netbsd= or RUMP_NETBSD_DIR, found by `components::resolve`), built
     // for the v17 interface this layer implements; no other thread
     // touches the environment while they boot.
-    let mut kernel = unsafe { b.boot() }.unwrap_or_else(|e| die(format!("{}: {e}", a.image)));
+    let mut kernel = unsafe { b.boot() }.unwrap_or_else(|e| die(format!("{}: {e}", a.name)));
     let sys = Arc::new(NetbsdSys::new().unwrap_or_else(|e| die(e)));
     if t.has_image && a.ro {
         // Read-only: NetBSD's kernel opens the image itself, read-only
         // where it may not write it.
         let (off, size) = extent.map_or((0, img_len), |e| (e.offset, e.size));
-        if let Err(e) = sys.register_blk(DEV, &abs(&a.image), off, size) {
-            die(format!("{}: {}", a.image, e.description()));
+        if let Err(e) = sys.register_blk(DEV, &abs_img, off, size) {
+            die(format!("{}: {}", a.name, e.description()));
         }
     }
     if let Err(e) = sys.mkdir(KMNT.as_bytes(), 0o755) {
@@ -384,7 +393,7 @@ fn main() {
     if let Err(e) = r {
         die(format!(
             "{}: cannot mount as {}: {}",
-            a.image,
+            a.name,
             t.name,
             e.description()
         ));
@@ -410,15 +419,11 @@ fn main() {
         writeback: a.writeback.unwrap_or(single) && !ro,
     };
     let fs = RumpFuse::new(NetbsdBackend(sys.clone()), KMNT.as_bytes(), opts)
-        .unwrap_or_else(|e| die(format!("{}: {}", a.image, e.description())))
+        .unwrap_or_else(|e| die(format!("{}: {}", a.name, e.description())))
         .max_io(MAXPHYS);
     let mut cfg = Config::default();
     let mut mo = vec![
-        MountOption::FSName(if t.has_image {
-            abs(&a.image)
-        } else {
-            a.image.clone()
-        }),
+        MountOption::FSName(abs_img),
         MountOption::Subtype(format!("rump_{}", t.name)),
         if ro { MountOption::RO } else { MountOption::RW },
         // NetBSD's kernel serves every caller as root: the host checks
@@ -437,7 +442,12 @@ fn main() {
     let session = match fuser::Session::new(fs, &mnt_abs, &cfg) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {}: {}", prog(), a.mnt, io_text(&e));
+            eprintln!(
+                "{}: {}: {}",
+                prog(),
+                show(a.mnt.as_os_str().as_bytes()),
+                io_text(&e)
+            );
             halt(&kernel, &sys, 1)
         }
     };
@@ -459,7 +469,7 @@ fn main() {
     });
     ready.ok();
     if let Err(e) = session.run() {
-        eprintln!("{}: {}: {e}", prog(), mnt_abs.display());
+        eprintln!("{}: {}: {e}", prog(), show(mnt_abs.as_os_str().as_bytes()));
     }
     HOST_UNMOUNTED.store(true, Ordering::SeqCst);
     halt(&kernel, &sys, 0)
@@ -491,10 +501,4 @@ fn halt(kernel: &NetbsdKernel, sys: &NetbsdSys, status: i32) -> ! {
         Ok(()) => exit(0),
         Err(e) => die(format!("halt: {e}")),
     }
-}
-
-fn abs(p: &str) -> String {
-    std::fs::canonicalize(p)
-        .map(|b: PathBuf| b.display().to_string())
-        .unwrap_or_else(|_| p.to_string())
 }

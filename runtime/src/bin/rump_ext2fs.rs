@@ -3,12 +3,14 @@
 //!
 //!     rump_ext2fs [-f] [-o opts] image mountpoint
 //!
+//! Options may follow the operands (`image mountpoint -o ro`) until `--`.
 //! Returns once the mount is live (`-f`: stays in the foreground). Unmount
 //! (`umount mountpoint`, `fusermount3 -u`), SIGTERM or SIGINT run the halt:
 //! the kernel's caches are flushed to the image and the process exits 0.
 //! `-o rumpserver=URL` also serves the kernel over sysproxy (`rumpctl`,
 //! `rump.halt [-dhn]`, which unmounts the FUSE mount).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::time::Duration;
@@ -18,9 +20,8 @@ use netbsd_abi::errno::io_text;
 use netbsd_abi::fcntl::MNT_RDONLY;
 use netbsd_abi::Syscalls;
 use rumpfuse::{host, LocalBackend, Options, RumpFuse};
-use rumprun::getopt::text;
+use rumprun::getopt::{getopt_with, text, Order};
 use rumprun::{tool, Rump};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 const PROG: &str = "rump_ext2fs";
 /// Where the image is mounted inside the kernel.
@@ -75,42 +76,26 @@ fn parse() -> Args {
         threads: 4,
         ..Default::default()
     };
-    let mut pos: Vec<OsString> = Vec::new();
+    // Options anywhere (`image mountpoint -o ro`, as fuse2fs takes them).
+    let p = getopt_with(&argv, "fdrvo:", Order::Permute).unwrap_or_else(|e| {
+        eprintln!("{PROG}: {e}");
+        usage()
+    });
     let mut opts = Vec::new();
-    let mut i = 0;
-    while i < argv.len() {
-        let s = &argv[i];
-        let b = s.as_bytes();
-        if b == b"--" {
-            pos.extend(argv[i + 1..].iter().cloned());
-            break;
-        } else if b.starts_with(b"-o") {
-            let v = if b.len() == 2 {
-                i += 1;
-                argv.get(i).cloned().unwrap_or_else(|| usage())
-            } else {
-                OsString::from_vec(b[2..].to_vec())
-            };
-            let v = text("-o ", &v).unwrap_or_else(|e| die(e)).to_string();
-            opts.extend(v.split(',').filter(|x| !x.is_empty()).map(String::from));
-        } else if b.starts_with(b"-") && b.len() > 1 {
-            // Flags, clustered as getopt allows (-fv).
-            for &f in &b[1..] {
-                match f {
-                    b'f' | b'd' => a.fg = true,
-                    b'r' => a.ro = true,
-                    b'v' => a.verbosity += 1,
-                    _ => {
-                        eprintln!("{PROG}: unknown option -- {}", f as char);
-                        usage()
-                    }
-                }
+    for (c, v) in &p.opts {
+        match (c, v) {
+            ('f' | 'd', _) => a.fg = true,
+            ('r', _) => a.ro = true,
+            ('v', _) => a.verbosity += 1,
+            ('o', Some(v)) => {
+                let v = text("-o ", v).unwrap_or_else(|e| die(e));
+                opts.extend(v.split(',').filter(|x| !x.is_empty()).map(String::from));
             }
-        } else {
-            pos.push(s.clone());
+            // getopt returns only the letters of the spec.
+            _ => usage(),
         }
-        i += 1;
     }
+    let pos = p.operands;
     for o in opts {
         let (k, v) = match o.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),
@@ -275,7 +260,11 @@ fn main() {
         Ok(s) => s,
         Err(e) => {
             let _ = rump.halt(netbsd_abi::reboot::RB_HALT);
-            die(format!("{}: {}", a.mnt.display(), io_text(&e)))
+            die(format!(
+                "{}: {}",
+                tool::show(a.mnt.as_os_str().as_bytes()),
+                io_text(&e)
+            ))
         }
     };
 
@@ -302,7 +291,7 @@ fn main() {
     });
     ready.ok();
     if let Err(e) = session.run() {
-        eprintln!("{PROG}: {}: {e}", mnt.display());
+        eprintln!("{PROG}: {}: {e}", tool::show(mnt.as_os_str().as_bytes()));
     }
     finish(&rump, remote_halt.load(std::sync::atomic::Ordering::SeqCst));
 }

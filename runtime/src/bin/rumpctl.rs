@@ -18,7 +18,8 @@ use netbsd_abi::errno::{EEXIST, ENOENT, ENOTDIR, EPERM};
 use netbsd_abi::fcntl::{MNT_FORCE, MNT_RDONLY, O_CREAT, O_DIRECTORY, O_RDONLY, O_TRUNC, O_WRONLY};
 use netbsd_abi::stat::{Stat, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use rumpclient::{Client, Error, Syscalls};
-use rumprun::getopt::{getopt, text};
+use rumpfuse::cli::FuseArgs;
+use rumprun::getopt::{getopt, getopt_with, text, Order};
 use rumprun::tool::{self, io_text, show};
 use std::path::Path;
 
@@ -770,6 +771,37 @@ fn parse(cmd: &str, rest: &[OsString]) -> Result<Job, String> {
     })
 }
 
+/// `fuse [-fr] [-o ro|rw] [path] mountpoint`, checked as [`parse`] checks
+/// the others. Options may stand anywhere, as the FUSE mount tools take
+/// them (`fuse path mnt -o ro`).
+fn parse_fuse(rest: &[OsString]) -> Result<FuseArgs, String> {
+    let p = getopt_with(rest, "fro:", Order::Permute).map_err(|e| format!("fuse: {e}"))?;
+    // The flags, then each -o in order: `-r -o rw` is read-write.
+    let mut read_only = has(&p, 'r');
+    for (c, v) in &p.opts {
+        let ('o', Some(v)) = (c, v) else { continue };
+        let v = text("-o ", v).map_err(|e| format!("fuse: {e}"))?;
+        for o in v.split(',').filter(|x| !x.is_empty()) {
+            match o {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                _ => return Err(format!("fuse: unknown option {o}")),
+            }
+        }
+    }
+    let (path, mnt) = match p.operands.as_slice() {
+        [m] => (b"/".to_vec(), m),
+        [path, m] => (path.as_bytes().to_vec(), m),
+        _ => return Err("fuse: expected [path] mountpoint".into()),
+    };
+    Ok(FuseArgs {
+        path,
+        mountpoint: mnt.into(),
+        read_only,
+        foreground: has(&p, 'f'),
+    })
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     tool::help_and_version(prog(), &args, help);
@@ -783,7 +815,8 @@ fn main() {
     tool::init_logging(prog(), tool::verbosity(g.opts.len()));
     if cmd == "fuse" {
         // Forks before it connects: its own path.
-        exit(rumpfuse::cli::rumpctl_fuse(rest));
+        let a = parse_fuse(rest).unwrap_or_else(|e| usage_of(cmd, &e));
+        exit(rumpfuse::cli::rumpctl_fuse(prog(), &a));
     }
     let job = parse(cmd, rest).unwrap_or_else(|e| usage_of(cmd, &e));
     let client = match Client::from_env() {
@@ -2373,6 +2406,46 @@ mod tests {
         assert!(parse("touch", &[]).is_err());
         assert!(
             matches!(parse("df", &[]), Ok(Job::Df { paths, human: false }) if paths == v(&["/"]))
+        );
+    }
+
+    #[test]
+    fn fuse_arguments_anywhere() {
+        let a = parse_fuse(&v(&["/mnt", "m", "-o", "ro", "-f"])).unwrap();
+        assert_eq!(
+            a,
+            FuseArgs {
+                path: b"/mnt".to_vec(),
+                mountpoint: "m".into(),
+                read_only: true,
+                foreground: true,
+            }
+        );
+        let a = parse_fuse(&v(&["m"])).unwrap();
+        assert_eq!(
+            (a.path.as_slice(), a.read_only, a.foreground),
+            (&b"/"[..], false, false)
+        );
+        assert!(!parse_fuse(&v(&["-r", "-o", "rw", "m"])).unwrap().read_only);
+        assert!(parse_fuse(&v(&["-ro", "rw,ro", "m"])).unwrap().read_only);
+        assert_eq!(
+            parse_fuse(&v(&["-o", "bogus", "m"])).unwrap_err(),
+            "fuse: unknown option bogus"
+        );
+        assert_eq!(
+            parse_fuse(&v(&["m", "-x"])).unwrap_err(),
+            "fuse: unknown option -- x"
+        );
+        assert!(parse_fuse(&v(&["a", "b", "c"])).is_err());
+        assert!(parse_fuse(&[]).is_err());
+        // Kernel paths and mount points are bytes; -o values are text.
+        let odd = OsString::from_vec(b"/d\xff".to_vec());
+        let a = parse_fuse(&[odd.clone(), odd.clone()]).unwrap();
+        assert_eq!(a.path, b"/d\xff");
+        assert_eq!(a.mountpoint.as_os_str(), odd);
+        assert_eq!(
+            parse_fuse(&[OsString::from("-o"), odd, "m".into()]).unwrap_err(),
+            "fuse: -o /d\\xff: not valid UTF-8"
         );
     }
 
