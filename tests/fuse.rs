@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -70,25 +70,6 @@ fn pids_with(needle: &str) -> Vec<i32> {
     out
 }
 
-fn wait_gone(pid: i32, secs: u64) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if !process_alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn mounted(dir: &Path) -> bool {
-    let want = std::fs::canonicalize(dir).unwrap_or(dir.to_path_buf());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap_or("")))
-}
-
 /// Cleans up whatever a test started: unmounts (lazily) and kills.
 #[derive(Default)]
 struct Guard {
@@ -99,7 +80,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         for m in &self.mounts {
-            if mounted(m) {
+            if is_mounted(m) {
                 let _ = Command::new("umount")
                     .arg("-l")
                     .arg(m)
@@ -138,7 +119,7 @@ fn mount_ext2fs_with(
         .arg(mnt)
         .args(after));
     assert!(
-        mounted(mnt),
+        is_mounted(mnt),
         "rump_ext2fs returned before {} was mounted",
         mnt.display()
     );
@@ -165,10 +146,7 @@ fn umount_and_wait(mnt: &Path, pid: i32) {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(
-        wait_gone(pid, 20),
-        "rump_ext2fs (pid {pid}) still running 20 s after umount"
-    );
+    wait_gone("rump_ext2fs after umount", pid, Duration::from_secs(20));
 }
 
 /// A real-looking tree: nested directories of small files, symbolic
@@ -525,7 +503,7 @@ fn real_tree_through_rump_ext2fs() {
         .args(["fuse", "/mnt"])
         .arg(&m2)
         .env("RUMP_SERVER", &srv.url));
-    assert!(mounted(&m2));
+    assert!(is_mounted(&m2));
     diff_r(&src, &m2.join("untar"));
     std::fs::write(m2.join("via-rumpctl"), b"written through rumpctl fuse\n").unwrap();
     // chown, utimensat, truncate and statvfs1 over sysproxy.
@@ -550,7 +528,7 @@ fn real_tree_through_rump_ext2fs() {
     let p = pids_with(&m2.display().to_string());
     ok(Command::new("umount").arg(&m2));
     for p in p {
-        assert!(wait_gone(p, 10), "rumpctl fuse still running after umount");
+        wait_gone("rumpctl fuse after umount", p, Duration::from_secs(10));
     }
     let h = srv.halt(&[]);
     assert!(h.status.success(), "rump.halt: {}", stderr(&h));
@@ -606,7 +584,7 @@ fn errors_in_unix_style() {
     let ext4 = d.path().join("e4.img");
     mke2fs(&ext4, &["-b", "4096", "-O", "extent,64bit"], "32M");
     expect(&[&ext4, &mnt], &format!("{}: ", ext4.display()));
-    assert!(!mounted(&mnt));
+    assert!(!is_mounted(&mnt));
     assert!(pids_with(&ext4.display().to_string()).is_empty());
 }
 
@@ -633,17 +611,17 @@ fn sigterm_rumpserver_and_read_only() {
         .arg(&mnt)
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !mounted(&mnt) {
-        assert!(t.elapsed() < Duration::from_secs(20), "no mount");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "rump_ext2fs -f has mounted",
+        Duration::from_secs(20),
+        || is_mounted(&mnt),
+    );
     std::fs::write(mnt.join("kept"), pattern(300_000, 3)).unwrap();
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
     assert!(st.success(), "rump_ext2fs after SIGTERM: {st}");
-    assert!(!mounted(&mnt));
+    assert!(!is_mounted(&mnt));
     e2fsck_clean(&img);
     let o = ok(host_cmd("debugfs").arg("-R").arg("cat /kept").arg(&img));
     assert_eq!(o.stdout, pattern(300_000, 3));
@@ -660,20 +638,14 @@ fn sigterm_rumpserver_and_read_only() {
     ok(Command::new(RUMPCTL)
         .args(["mkdir", "/mnt/from-rumpctl"])
         .env("RUMP_SERVER", &url));
-    let t = Instant::now();
-    while !mnt.join("from-rumpctl").exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "rumpctl's directory not seen through FUSE"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
-    assert!(
-        wait_gone(pid, 20),
-        "rump_ext2fs still running after rump.halt"
+    wait_until(
+        "rumpctl's directory is seen through FUSE",
+        Duration::from_secs(20),
+        || mnt.join("from-rumpctl").exists(),
     );
-    assert!(!mounted(&mnt), "rump.halt left the FUSE mount");
+    ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
+    wait_gone("rump_ext2fs after rump.halt", pid, Duration::from_secs(20));
+    assert!(!is_mounted(&mnt), "rump.halt left the FUSE mount");
     e2fsck_clean(&img);
 
     // -o ro, after the operands as fuse2fs takes it: reads work, writes

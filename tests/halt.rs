@@ -92,7 +92,8 @@ fn nosync_completes_while_the_drive_hangs() {
         stderr: None,
     };
     // A plain halt blocks on the hanging drive...
-    let mut s = Server::start_with(d.path(), opts());
+    let log = d.path().join("server.log");
+    let mut s = Server::start_logged(d.path(), opts(), Some(&log));
     write_dk(&s, &pattern(MIB, 3), 0);
     let url = s.url.clone();
     let halter = std::thread::spawn(move || {
@@ -101,14 +102,20 @@ fn nosync_completes_while_the_drive_hangs() {
             .output()
             .expect("rump.halt")
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Its flush reached the drive, which now hangs.
+    wait_for_text(
+        &log,
+        "fault injection: a drive write hangs",
+        Duration::from_secs(20),
+    );
     assert!(s.alive(), "a flushing halt waits for the hanging drive");
     drop(s);
     let _ = halter.join();
 
     // ...while `-n` touches no drive and completes.
     let d2 = tmpdir();
-    let mut s = Server::start_with(
+    let log = d2.path().join("server.log");
+    let mut s = Server::start_logged(
         d2.path(),
         ServerOpts {
             args: vec!["-d".into(), drive_arg(d2.path())],
@@ -116,6 +123,7 @@ fn nosync_completes_while_the_drive_hangs() {
             cores: false,
             stderr: None,
         },
+        Some(&log),
     );
     write_dk(&s, &pattern(MIB, 3), 0);
     // A client stuck in fsync on the hung drive: the drain gives up on it.
@@ -126,13 +134,17 @@ fn nosync_completes_while_the_drive_hangs() {
             c.fsync(fd).is_err()
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for_text(
+        &log,
+        "fault injection: a drive write hangs",
+        Duration::from_secs(20),
+    );
     let t = Instant::now();
     let o = s.halt(&["-n"]);
     assert!(o.status.success(), "rump.halt -n: {}", stderr(&o));
     assert!(
-        s.wait_exit(Duration::from_secs(5)).is_some(),
-        "server exited"
+        s.wait_exit(Duration::from_secs(20)).is_some(),
+        "server still running 20 s after rump.halt -n (a liveness deadline): it hangs"
     );
     eprintln!("rump.halt -n with a hanging drive took {:?}", t.elapsed());
     assert!(
@@ -255,7 +267,10 @@ fn halt_h_quiesces_but_keeps_the_process() {
         bystander.getpid().is_err(),
         "an existing client's next call fails"
     );
-    assert!(t.elapsed() < Duration::from_secs(10), "...without hanging");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "...without hanging (a liveness deadline)"
+    );
 
     s.signal(libc::SIGTERM);
     let st = s
@@ -441,6 +456,8 @@ fn after_h_the_exit_status_reflects_the_flush() {
         write_dk(&s, &pattern(MIB, 8), 0);
         let o = s.halt(&["-h"]);
         assert_eq!(o.status.code(), Some(want), "rump.halt -h: {}", stderr(&o));
+        // Not synchronization: "keeps the process" is a claim about time
+        // passing, so give a server that wrongly exits after -h the time.
         std::thread::sleep(Duration::from_millis(200));
         assert!(s.alive(), "-h keeps the process");
         s.signal(libc::SIGTERM);

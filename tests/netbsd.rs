@@ -34,89 +34,10 @@ const EXT2_LIBS: &[&str] = &[
     "rumpdev_disk",
 ];
 
-/// The buildrump.sh destdir named by `RUMP_NETBSD_DIR`. A test that asks
-/// for it needs it: unset is a failure with the reason (such tests are
-/// `#[ignore]`d, so only an explicit `--ignored` run gets here).
+/// The buildrump.sh destdir named by `RUMP_NETBSD_DIR`, made usable
+/// (see `testkit::netbsd`); unset is a failure naming `test`.
 fn netbsd_dir(test: &str) -> PathBuf {
-    let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
-        panic!(
-            "{test}: RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ and bin/ \
-             (see docs/netbsd.md)"
-        );
-    };
-    let d = PathBuf::from(d);
-    assert!(
-        d.join("lib/librump.so").exists(),
-        "RUMP_NETBSD_DIR={} has no lib/librump.so: not a buildrump.sh destdir",
-        d.display()
-    );
-    usable_destdir(&d)
-}
-
-/// A copy of a destdir may hold its library symlinks as small text files
-/// naming the target (`librump.so` containing `librump.so.0.0`), which
-/// the dynamic loader and the linker cannot use. Then build, once, a
-/// shadow destdir of real symlinks under the test's target directory
-/// (the original may be read-only) and use that.
-fn usable_destdir(d: &Path) -> PathBuf {
-    static SHADOW: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let stub = |p: &Path| -> Option<String> {
-        let m = std::fs::symlink_metadata(p).ok()?;
-        if !m.is_file() || m.len() == 0 || m.len() > 255 {
-            return None;
-        }
-        let t = std::fs::read_to_string(p).ok()?;
-        let t = t.trim();
-        (!t.contains('/') && !t.is_empty() && p.with_file_name(t).is_file()).then(|| t.to_string())
-    };
-    if stub(&d.join("lib/librump.so")).is_none() {
-        return d.to_path_buf();
-    }
-    let r = SHADOW.get_or_init(|| {
-        let name: String = d
-            .display()
-            .to_string()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let shadow = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("netbsd-destdir{name}"));
-        let tmp = shadow.with_extension(format!("tmp{}", std::process::id()));
-        let build = || -> std::io::Result<()> {
-            let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(tmp.join("lib"))?;
-            for e in std::fs::read_dir(d)? {
-                let e = e?;
-                if e.file_name() != "lib" {
-                    std::os::unix::fs::symlink(e.path(), tmp.join(e.file_name()))?;
-                }
-            }
-            for e in std::fs::read_dir(d.join("lib"))? {
-                let e = e?;
-                let to = tmp.join("lib").join(e.file_name());
-                match stub(&e.path()) {
-                    Some(target) => std::os::unix::fs::symlink(target, to)?,
-                    None => std::os::unix::fs::symlink(e.path(), to)?,
-                }
-            }
-            Ok(())
-        };
-        build().map_err(|e| format!("shadow destdir {}: {e}", tmp.display()))?;
-        if std::fs::rename(&tmp, &shadow).is_err() {
-            // Another test process made it first (or a stale one is there).
-            let _ = std::fs::remove_dir_all(&shadow);
-            if std::fs::rename(&tmp, &shadow).is_err() {
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
-        }
-        Ok(shadow)
-    });
-    match r {
-        Ok(p) => p.clone(),
-        Err(e) => panic!(
-            "RUMP_NETBSD_DIR={}: its library symlinks are text files and {e}",
-            d.display()
-        ),
-    }
+    testkit::netbsd::require_usable_destdir(test, Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 macro_rules! need_netbsd {
@@ -284,17 +205,9 @@ impl Srv {
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.as_mut()?.try_wait().ok().flatten() {
-                self.child = None;
-                return Some(st);
-            }
-            if t.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let st = testkit::proc::wait_child(self.child.as_mut()?, timeout)?;
+        self.child = None;
+        Some(st)
     }
 
     fn signal(&self, sig: i32) {
@@ -691,7 +604,10 @@ fn halt_h_flushes_and_keeps_the_process() {
         bystander.getpid().is_err(),
         "an existing client's next call fails"
     );
-    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "...without hanging (a liveness deadline)"
+    );
     // The file systems were synced and unmounted.
     check_image(&img, &files);
     s.signal(libc::SIGTERM);
@@ -890,11 +806,11 @@ fn netbsd_rump_server_daemonizes_on_our_librumpuser() {
         .output()
         .unwrap();
     assert!(o.status.success(), "rump.halt: {}", stderr(&o));
-    let t0 = Instant::now();
-    while sock.exists() || traced(&trace("trace1.txt"), "rumpuser_sp_fini") != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "the daemon halts");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the daemon halts (socket gone, rumpuser_sp_fini traced)",
+        Duration::from_secs(20),
+        || !sock.exists() && traced(&trace("trace1.txt"), "rumpuser_sp_fini") == 1,
+    );
     for f in ["trace1.txt", "trace2.txt"] {
         let t = trace(f);
         eprintln!("== netbsd_rump_server_daemonizes_on_our_librumpuser ({f}): {t}");
@@ -980,31 +896,12 @@ fail:
 }
 "#;
 
-fn build_nbclient(nb: &Path, dir: &Path) -> PathBuf {
-    let src = dir.join("nbclient.c");
-    let exe = dir.join("nbclient");
-    std::fs::write(&src, NBCLIENT_C).unwrap();
-    let lib = nb.join("lib");
-    let o = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-Wall", "-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .arg(format!("-I{}", nb.join("include").display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lrumpclient")
-        .output()
-        .expect("a C compiler (cc)");
-    assert!(o.status.success(), "cc nbclient.c: {}", stderr(&o));
-    exe
-}
-
 /// NetBSD's librumpclient against our rump_server: `libs` None is the
 /// built-in kernel, else NetBSD's components (-l).
 fn nbclient_against_our_server(test: &str, libs: &[&str]) {
     let nb = need_netbsd!(test);
     let d = tmpdir();
-    let nbclient = build_nbclient(&nb, d.path());
+    let nbclient = testkit::netbsd::build_client(&nb, d.path(), "nbclient", NBCLIENT_C);
     let (img, drive) = ext2_drive(d.path());
     let mut s = Srv::start(
         &nb,
@@ -1107,9 +1004,9 @@ fn embed_child() {
     assert_eq!(k.url(), Some(url.as_str()));
     // Halt (RB_HALT) once the parent says so: NetBSD syncs, our sysproxy
     // stops, and control comes back here.
-    while !dir.join("go").exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the parent says go", Duration::from_secs(60), || {
+        dir.join("go").exists()
+    });
     assert!(!k.halted());
     k.reboot(netbsd_abi::reboot::RB_HALT)
         .expect("reboot(RB_HALT)");
@@ -1162,16 +1059,10 @@ fn embedding_api_boots_serves_and_halts() {
     let files = fill_ext2(&c);
     drop(c);
     std::fs::write(d.path().join("go"), b"").unwrap();
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("embedding child did not finish\n{}", out());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(st) = testkit::proc::wait_child(&mut child, Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("embedding child did not finish\n{}", out());
     };
     assert!(st.success(), "embedding child: {st}\n{}", out());
     assert!(

@@ -10,23 +10,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::netbsd::require_destdir;
+use testkit::proc::{is_mounted, wait_gone};
+use testkit::tools::{require_tool, run_ok};
 
 const RUMP_SERVER: &str = env!("CARGO_BIN_EXE_rump_server");
 const RUMP_HALT: &str = env!("CARGO_BIN_EXE_rump_halt");
 const RUMPCTL: &str = env!("CARGO_BIN_EXE_rumpctl");
-
-fn netbsd_dir() -> PathBuf {
-    let d = std::env::var_os("RUMP_NETBSD_DIR")
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| {
-            panic!(
-                "RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir \
-                 (see docs/netbsd.md)"
-            )
-        });
-    PathBuf::from(d)
-}
 
 /// The file to load for component `name`: `lib/libNAME.so`, with the
 /// small text files a copied destdir may hold instead of symlinks
@@ -49,36 +40,6 @@ fn component(nb: &Path, name: &str) -> PathBuf {
     }
     assert!(p.exists(), "{}: missing", p.display());
     p
-}
-
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for d in path.split(':').chain(["/usr/sbin", "/sbin"]) {
-        let p = Path::new(d).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name}: not found: install the {package} package");
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == mnt.to_str())
 }
 
 /// The rump_server process serving `url` (its command line ends in it).
@@ -123,28 +84,34 @@ impl Drop for Cleanup {
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
-    let nb = netbsd_dir();
-    let d = tempfile::tempdir().unwrap();
+    let nb = require_destdir("tests/netbsd_mount.rs");
+    let d = testkit::tmp::tmpdir("netbsd_mount.");
     let dir = d.path();
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("Hello.txt"), b"hello from ffs\n").unwrap();
     std::fs::write(src.join("sub/Data.bin"), vec![7u8; 100_000]).unwrap();
     let ffs = dir.join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
     let fat = dir.join("fat.img");
-    run(Command::new(tool("mkfs.vfat", "dosfstools"))
-        .args(["-C", "-F", "32"])
-        .arg(&fat)
-        .arg("65536"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-C", "-F", "32"])
+            .arg(&fat)
+            .arg("65536"),
+    );
     let udf = dir.join("udf.img");
-    run(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
-    run(Command::new(tool("mkudffs", "udftools"))
-        .args(["-b", "512", "--media-type=hd"])
-        .arg(&udf));
+    run_ok(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "512", "--media-type=hd"])
+            .arg(&udf),
+    );
     let four: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.join("four.bin"), &four).unwrap();
 
@@ -254,10 +221,12 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
         std::fs::read(mnt.join("ffs/Hello.txt")).unwrap(),
         b"hello from ffs\n"
     );
-    run(Command::new("diff")
-        .arg("-r")
-        .arg(src.join("sub"))
-        .arg(mnt.join("ffs/sub")));
+    run_ok(
+        Command::new("diff")
+            .arg("-r")
+            .arg(src.join("sub"))
+            .arg(mnt.join("ffs/sub")),
+    );
     std::fs::write(
         mnt.join("fat/Through FUSE.txt"),
         b"fuse -> sysproxy -> msdosfs\n",
@@ -266,29 +235,31 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     // 4 MiB to and from NetBSD's UDF through FUSE and sysproxy (rumpctl
     // fuse hands the server no read or write above NetBSD's MAXPHYS).
     assert!(std::fs::read(mnt.join("udf/four.bin")).unwrap() == four);
-    run(Command::new("dd")
-        .arg(format!("if={}", dir.join("four.bin").display()))
-        .arg(format!("of={}", mnt.join("udf/again.bin").display()))
-        .args(["bs=1M", "conv=fsync", "status=none"]));
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", dir.join("four.bin").display()))
+            .arg(format!("of={}", mnt.join("udf/again.bin").display()))
+            .args(["bs=1M", "conv=fsync", "status=none"]),
+    );
     assert!(std::fs::read(mnt.join("udf/again.bin")).unwrap() == four);
-    run(Command::new("umount").arg(&mnt));
+    run_ok(Command::new("umount").arg(&mnt));
 
     // rump.halt: NetBSD's reboot path syncs and unmounts; the server ends.
-    run(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
-    let t0 = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "server still up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = run(Command::new(tool("mtype", "mtools"))
-        .arg("-i")
-        .arg(&fat)
-        .arg("::/Through FUSE.txt"));
+    run_ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
+    wait_gone("rump_server", pid, Duration::from_secs(60));
+    let out = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&fat)
+            .arg("::/Through FUSE.txt"),
+    );
     assert_eq!(out.stdout, b"fuse -> sysproxy -> msdosfs\n");
-    let out = run(Command::new(tool("mtype", "mtools"))
-        .arg("-i")
-        .arg(&fat)
-        .arg("::/Copied.txt"));
+    let out = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&fat)
+            .arg("::/Copied.txt"),
+    );
     assert_eq!(out.stdout, b"hello from ffs\n");
 }
 
@@ -327,17 +298,19 @@ fn netbsd_label(parts: &[(u32, u32)]) -> Vec<u8> {
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
-    let nb = netbsd_dir();
-    let d = tempfile::tempdir().unwrap();
+    let nb = require_destdir("tests/netbsd_mount.rs");
+    let d = testkit::tmp::tmpdir("netbsd_mount.");
     let dir = d.path();
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("In-e.txt"), b"partition e\n").unwrap();
     let ffs = dir.join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "8m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "8m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
     // A 24 MiB disk: the label in sector 1, partition a (unused) from
     // sector 64, partition e (the FFS image) from 8 MiB, c the whole disk.
     let disk = dir.join("disk.img");
@@ -398,10 +371,8 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     assert_eq!(ctl(&url, &["cat", "/e/In-e.txt"]), "partition e\n");
     ctl(&url, &["put", "/dev/null", "/e/Written"]);
     let pid = server_pid(&url).expect("the rump_server process");
-    run(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run_ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url));
+    wait_gone("rump_server", pid, Duration::from_secs(60));
     // The write landed inside partition e, and the sectors before it
     // (the label, partition a) are as they were.
     let after = std::fs::read(&disk).unwrap();
@@ -411,10 +382,12 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
 
     // UDF with 2048-byte sectors; every sectorsize= must agree.
     let udf = dir.join("udf.img");
-    run(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
-    run(Command::new(tool("mkudffs", "udftools"))
-        .args(["-b", "2048", "--media-type=hd"])
-        .arg(&udf));
+    run_ok(Command::new("truncate").arg("-s").arg("32M").arg(&udf));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "2048", "--media-type=hd"])
+            .arg(&udf),
+    );
     let url2 = format!("unix://{}", dir.join("sock2").display());
     let _c2 = Cleanup {
         url: url2.clone(),
@@ -462,11 +435,9 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     );
     assert_eq!(ctl(&url2, &["cat", "/udf/copy.txt"]), "partition e\n");
     let pid2 = server_pid(&url2).expect("the second rump_server");
-    run(Command::new(RUMP_HALT).env("RUMP_SERVER", &url2));
-    while Path::new(&format!("/proc/{pid2}")).exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let info = run(Command::new(tool("udfinfo", "udftools")).arg(&udf));
+    run_ok(Command::new(RUMP_HALT).env("RUMP_SERVER", &url2));
+    wait_gone("rump_server", pid2, Duration::from_secs(60));
+    let info = run_ok(Command::new(require_tool("udfinfo")).arg(&udf));
     assert!(String::from_utf8_lossy(&info.stdout).contains("numfiles=1"));
 
     // A missing component: one line naming it, and how to point at a build.

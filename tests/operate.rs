@@ -436,12 +436,15 @@ fn tcp_urls_take_host_names_and_warn_when_exposed() {
     );
 }
 
-/// Datagrams on a `NOTIFY_SOCKET`, as systemd reads them, within `limit`.
-fn notifications(sock: &std::os::unix::net::UnixDatagram, limit: std::time::Duration) -> String {
+/// Datagrams on a `NOTIFY_SOCKET`, as systemd reads them, until what
+/// came holds every line of `want` (or 20 s pass: a liveness deadline).
+fn notifications(sock: &std::os::unix::net::UnixDatagram, want: &[&str]) -> String {
     let mut all = String::new();
     let t = std::time::Instant::now();
     let mut buf = [0u8; 4096];
-    while t.elapsed() < limit {
+    while !want.iter().all(|w| all.lines().any(|l| l == *w))
+        && t.elapsed() < std::time::Duration::from_secs(20)
+    {
         sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
             .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
@@ -467,7 +470,8 @@ fn sd_notify_tells_ready_and_stopping() {
                 ..Default::default()
             },
         );
-        let got = notifications(&rx, std::time::Duration::from_millis(600));
+        let mainpid = format!("MAINPID={}", s.pid());
+        let got = notifications(&rx, &["READY=1", &mainpid]);
         assert!(got.lines().any(|l| l == "READY=1"), "{got}");
         assert!(
             got.lines().any(|l| l == format!("MAINPID={}", s.pid())),
@@ -482,7 +486,7 @@ fn sd_notify_tells_ready_and_stopping() {
         }
         let st = s.wait_exit(std::time::Duration::from_secs(20));
         assert_eq!(st.and_then(|s| s.code()), Some(0));
-        let got = notifications(&rx, std::time::Duration::from_millis(300));
+        let got = notifications(&rx, &["STOPPING=1"]);
         assert!(got.lines().any(|l| l == "STOPPING=1"), "{got}");
         assert!(got.contains("STATUS=halting: flushing"), "{got}");
     }
@@ -1315,9 +1319,7 @@ impl FuseMount {
     }
 
     fn mounted(&self) -> bool {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let me = self.mnt.to_str().unwrap();
-        mounts.lines().any(|l| l.split(' ').nth(4) == Some(me))
+        testkit::proc::is_mounted(&self.mnt)
     }
 }
 
@@ -1345,17 +1347,8 @@ fn fuse_mount_ends_with_its_server() {
     let o = s.halt(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     s.wait_exit(std::time::Duration::from_secs(20));
-    let t = std::time::Instant::now();
-    let st = loop {
-        if let Some(st) = m.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
-            "rumpctl fuse still running 5 s after the halt"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let st = testkit::proc::wait_child(&mut m.child, std::time::Duration::from_secs(20))
+        .expect("rumpctl fuse still running 20 s after the halt");
     assert!(st.success(), "{st:?}");
     assert!(!m.mounted(), "the mount outlived its server");
     let log = std::fs::read_to_string(d.path().join("fuse.log")).unwrap();
@@ -1398,6 +1391,8 @@ fn fuse_mount_with_retry_serves_again() {
     assert!(o.status.success(), "{}", stderr(&o));
     s.wait_exit(std::time::Duration::from_secs(20));
     drop(s);
+    // Not synchronization: "the mount stays" needs the time in which one
+    // without retry notices its server gone and unmounts.
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(m.mounted(), "with retry the mount stays");
     assert!(
@@ -1450,7 +1445,11 @@ fn client_reconnects_as_its_policy_says() {
     // No server: once gives up after its one attempt, N seconds after N.
     let t = Instant::now();
     assert!(matches!(once.getpid(), Err(Error::Lost { .. })));
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "one attempt took {:?}: it retried (a liveness deadline)",
+        t.elapsed()
+    );
     let t = Instant::now();
     assert!(matches!(limited.getpid(), Err(Error::Lost { .. })));
     assert!(

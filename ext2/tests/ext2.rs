@@ -482,7 +482,13 @@ fn attributes_and_timestamps() {
     );
     let root_before = fs.getattr(root).unwrap();
     assert!(a.ctime.sec > 0 && a.mtime == a.ctime && a.birthtime == a.ctime);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The write's stamp must be later than the creation's: wait until the
+    // host's clock has moved past it (no guessed sleep).
+    let stamped =
+        std::time::UNIX_EPOCH + std::time::Duration::new(a.mtime.sec as u64, a.mtime.nsec as u32);
+    while std::time::SystemTime::now() <= stamped {
+        std::thread::yield_now();
+    }
     fs.write(f, 0, &[1u8; 3000]).unwrap();
     let b = fs.getattr(f).unwrap();
     assert!((b.mtime.sec, b.mtime.nsec) > (a.mtime.sec, a.mtime.nsec));

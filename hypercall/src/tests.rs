@@ -18,6 +18,41 @@ thread_local! {
     static SCHED: Cell<u32> = const { Cell::new(0) };
 }
 
+/// The threads unscheduled now (between `backend_unschedule` and
+/// `backend_schedule`): a test waits for a thread to be blocked in a
+/// lock through this, instead of sleeping and assuming it is.
+static UNSCHEDULED: std::sync::Mutex<Vec<std::thread::ThreadId>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Wait until thread `t` is unscheduled (blocked in a hypercall).
+fn wait_unscheduled(t: std::thread::ThreadId) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !UNSCHEDULED.lock().expect("unscheduled set").contains(&t) {
+        assert!(Instant::now() < end, "thread {t:?} never blocked");
+        std::thread::yield_now();
+    }
+}
+
+/// Wait until host thread `tid` (of this process) sleeps in the host
+/// kernel (`State:` S or D in /proc): blocked on a lock, since the tests
+/// that ask have it do nothing else that sleeps.
+fn wait_host_blocked(tid: libc::pid_t) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st =
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap_or_default();
+        let state = st.lines().find_map(|l| l.strip_prefix("State:"));
+        if state.is_some_and(|s| matches!(s.trim().chars().next(), Some('S' | 'D'))) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "thread {tid} never blocked: {state:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 struct Counting;
 
 impl Upcalls for Counting {
@@ -25,12 +60,21 @@ impl Upcalls for Counting {
     fn unschedule(&self) {}
     fn backend_unschedule(&self, _nlocks: i32, _interlock: *mut std::ffi::c_void) -> i32 {
         UNSCHED.with(|c| c.set(c.get() + 1));
+        UNSCHEDULED
+            .lock()
+            .expect("unscheduled set")
+            .push(std::thread::current().id());
         2
     }
     fn backend_schedule(&self, nlocks: i32, _interlock: *mut std::ffi::c_void) {
         // 2 as handed out above; 0 from I/O threads completing a bio
         assert!(nlocks == 2 || nlocks == 0, "nlocks {nlocks}");
         SCHED.with(|c| c.set(c.get() + 1));
+        let me = std::thread::current().id();
+        let mut v = UNSCHEDULED.lock().expect("unscheduled set");
+        if let Some(i) = v.iter().position(|t| *t == me) {
+            v.swap_remove(i);
+        }
     }
     unsafe fn lwproc_switch(&self, _l: LwpPtr) {}
     fn lwproc_release(&self) {}
@@ -88,6 +132,9 @@ fn delta(before: (u32, u32)) -> (u32, u32) {
     (u1 - u0, s1 - s0)
 }
 
+/// A fresh directory for one test. Not testkit's: testkit depends on
+/// this crate, and linking it into this crate's own unit tests would
+/// link a second copy of every exported `rumpuser_*` symbol.
 fn tmpdir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("rumpuser-unit-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -122,10 +169,12 @@ fn mutex_contended_unschedules_once() {
     let m = Arc::new(Mutex::new(0u32));
     let held = Arc::new(AtomicBool::new(false));
     let (m2, h2) = (m.clone(), held.clone());
+    let me = std::thread::current().id();
     let t = std::thread::spawn(move || {
         let mut g = m2.lock();
         h2.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
+        // Released once the other thread blocks on it.
+        wait_unscheduled(me);
         *g += 1;
     });
     while !held.load(Ordering::SeqCst) {
@@ -149,10 +198,14 @@ fn spin_mutex_and_nowrap_never_unschedule() {
         });
         let held = Arc::new(AtomicBool::new(false));
         let (m2, h2) = (m.clone(), held.clone());
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
         let t = std::thread::spawn(move || {
             let _g = m2.lock_nowrap();
             h2.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(50));
+            // Released once the other thread blocks on it (keeping its
+            // CPU: it never unschedules, so look at the host's view).
+            wait_host_blocked(me);
         });
         while !held.load(Ordering::SeqCst) {
             std::thread::yield_now();
@@ -248,6 +301,8 @@ fn condvar_wait_notify_and_timeout() {
     let p2 = pair.clone();
     let t = std::thread::spawn(move || {
         for _ in 0..5 {
+            // Not synchronization: spaced notifications, so that
+            // wait_while wakes and checks again several times.
             std::thread::sleep(Duration::from_millis(5));
             *p2.0.lock() += 1;
             p2.1.notify_all();
@@ -299,7 +354,7 @@ fn rwlock_shares_excludes_upgrades_downgrades() {
         *rw2.write() = 3;
         delta(c0)
     });
-    std::thread::sleep(Duration::from_millis(50));
+    wait_unscheduled(t.thread().id());
     assert_eq!(*r, 2);
     drop(r);
     let d = t.join().expect("writer");
@@ -565,6 +620,7 @@ fn clocks_and_sleep() {
     let (s0, n0) = gettime(CLOCK_ABSMONO).expect("mono");
     let c0 = counts();
     let t0 = Instant::now();
+    // Not synchronization: the hypercall's sleep is what is tested here.
     sleep(CLOCK_RELWALL, 0, 30_000_000).expect("sleep");
     assert!(t0.elapsed() >= Duration::from_millis(29));
     let d = delta(c0);
@@ -845,7 +901,8 @@ fn rumpuser_bio_bounds_outstanding_requests() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // The submitter, at the bound, waits unscheduled for a completion.
+    wait_unscheduled(submitter.thread().id());
     assert_eq!(outstanding(), MAX_OUTSTANDING);
     assert_eq!(
         submitted.load(Ordering::Acquire),

@@ -732,6 +732,8 @@ fn syncer_writes_back_on_its_own_and_sysctl_sets_its_delays() {
     p.sysctl_write(&[vfs, sync.1, num("delay")], &0i32.to_le_bytes())
         .unwrap();
     p.pwrite(fd, b"later", 2 << 20).unwrap();
+    // Not synchronization: "nothing is written" needs the time in which
+    // a running syncer (filedelay 2 s, a pass each second) would have.
     std::thread::sleep(Duration::from_millis(3500));
     assert!(!on_host(2 << 20, b"later"), "written with the syncer off");
     p.fsync(fd).unwrap();

@@ -11,60 +11,18 @@
 
 use rumpclient::Syscalls as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::netbsd::require_destdir;
+use testkit::proc::{is_mounted, wait_gone};
+use testkit::tools::{require_tool, run_ok};
+use testkit::wait::wait_until;
 
 const RUMP_MOUNT: &str = env!("CARGO_BIN_EXE_rump_mount");
 
-/// The buildrump.sh destdir named by `RUMP_NETBSD_DIR`; unset is a
-/// failure with the reason (these tests are `#[ignore]`d).
-fn netbsd_dir() -> PathBuf {
-    let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
-        panic!(
-            "RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ \
-             (see docs/netbsd.md)"
-        );
-    };
-    let d = PathBuf::from(d);
-    assert!(
-        d.join("lib/librump.so").exists(),
-        "RUMP_NETBSD_DIR={} has no lib/librump.so: not a buildrump.sh destdir",
-        d.display()
-    );
-    d
-}
-
-/// A host tool, from PATH or the sbin directories; missing is a failure
-/// naming the package.
-fn tool(name: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for d in path.split(':').chain(["/usr/sbin", "/sbin", "/usr/bin"]) {
-        let p = Path::new(d).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name}: not found: install the {package} package");
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// A private directory, removed when dropped.
 fn tmpdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rump_mount-test")
-        .tempdir()
-        .unwrap()
+    testkit::tmp::tmpdir("rump_mount-test")
 }
 
 /// The program under NetBSD's name `rump_TYPE`: a link to rump_mount in
@@ -75,14 +33,6 @@ fn prog(dir: &Path, name: &str) -> PathBuf {
         std::os::unix::fs::symlink(RUMP_MOUNT, &p).unwrap();
     }
     p
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let want = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
 }
 
 /// A foreground mount process (`-f`); unmounted and killed when dropped.
@@ -107,7 +57,7 @@ impl Mount {
             .arg(image)
             .arg(mnt)
             .args(after)
-            .env("RUMP_NETBSD_DIR", netbsd_dir())
+            .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -139,7 +89,7 @@ impl Mount {
 
     /// `umount`, then the process must end by itself with status 0.
     fn umount(mut self) {
-        run(Command::new("umount").arg(&self.mnt));
+        run_ok(Command::new("umount").arg(&self.mnt));
         let mut child = self.child.take().unwrap();
         let t0 = Instant::now();
         loop {
@@ -210,9 +160,9 @@ fn real_tree(dir: &Path, symlinks: bool) -> PathBuf {
         .find(|p| p.is_dir())
         .expect("a host tree to copy (/usr/share/zoneinfo or /usr/share/doc)");
     let t = dir.join("tree");
-    run(Command::new("cp").arg("-a").arg(src).arg(&t));
+    run_ok(Command::new("cp").arg("-a").arg(src).arg(&t));
     if !symlinks {
-        run(Command::new("find").arg(&t).args(["-type", "l", "-delete"]));
+        run_ok(Command::new("find").arg(&t).args(["-type", "l", "-delete"]));
     }
     let n = walk_count(&t);
     assert!(n >= 500, "{}: only {n} entries", src.display());
@@ -281,14 +231,18 @@ fn write_round_trip(
     let big = big_file(dir);
     let mnt = dir.join("mnt");
     let m = Mount::start(prog, args, image, &mnt);
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(mnt.join("tree")));
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&big)
-        .arg(mnt.join("big.bin")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&tree)
+            .arg(mnt.join("tree")),
+    );
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&big)
+            .arg(mnt.join("big.bin")),
+    );
     same_tree(&tree, &mnt.join("tree"));
     m.umount();
     check(image);
@@ -296,7 +250,7 @@ fn write_round_trip(
     ro.extend(["-o", "ro"]);
     let m = Mount::start(prog, &ro, image, &mnt);
     same_tree(&tree, &mnt.join("tree"));
-    run(Command::new("cmp").arg(&big).arg(mnt.join("big.bin")));
+    run_ok(Command::new("cmp").arg(&big).arg(mnt.join("big.bin")));
     m.umount();
 }
 
@@ -304,11 +258,13 @@ fn ffs_round_trip(version: &str) {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o"])
-        .arg(format!("version={version}"))
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o"])
+            .arg(format!("version={version}"))
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
@@ -334,7 +290,7 @@ fn ffs_v2_read_and_write() {
 /// leaves as it found it (Linux's vfat recounts it at mount too); every
 /// other finding fails.
 fn fsck_vfat_clean(img: &Path) {
-    let out = Command::new(tool("fsck.vfat", "dosfstools"))
+    let out = Command::new(require_tool("fsck.vfat"))
         .arg("-n")
         .arg(img)
         .output()
@@ -368,17 +324,21 @@ fn fat_round_trip(bits: &str) {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let img = d.path().join("fat.img");
-    run(Command::new(tool("mkfs.vfat", "dosfstools"))
-        .args(["-C", "-F", bits, "-n", "RUMPTEST"])
-        .arg(&img)
-        .arg("65536"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-C", "-F", bits, "-n", "RUMPTEST"])
+            .arg(&img)
+            .arg("65536"),
+    );
     // The image's tree, put there by mtools.
-    run(Command::new(tool("mcopy", "mtools"))
-        .arg("-s")
-        .arg("-i")
-        .arg(&img)
-        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-        .arg("::/"));
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-s")
+            .arg("-i")
+            .arg(&img)
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"),
+    );
     let p = prog(d.path(), "rump_msdos");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
@@ -407,20 +367,26 @@ fn iso9660_rock_ridge_and_joliet() {
     let src = d.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let small = small_tree(d.path(), true);
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&small)
-        .arg(src.join("small")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&small)
+            .arg(src.join("small")),
+    );
     let tree = real_tree(d.path(), true);
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(src.join("tree")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&tree)
+            .arg(src.join("tree")),
+    );
     let img = d.path().join("cd.iso");
-    run(Command::new(tool("xorriso", "xorriso"))
-        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_cd9660");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
@@ -444,7 +410,10 @@ fn fails(prog: &Path, args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
     }
     let t0 = Instant::now();
     let out = cmd.output().unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "{prog:?} {args:?} hangs instead of failing (a liveness deadline)"
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -659,7 +628,7 @@ fn corrupt_images_are_errors() {
     std::fs::write(&img, junk).unwrap();
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let nb = netbsd_dir();
+    let nb = require_destdir("netbsd-fs mount tests");
     for name in [
         "rump_ffs",
         "rump_msdos",
@@ -695,17 +664,21 @@ fn corrupt_images_are_errors() {
 fn background_mount_and_sigterm() {
     let d = tmpdir();
     let img = d.path().join("fat.img");
-    run(Command::new(tool("mkfs.vfat", "dosfstools"))
-        .args(["-C", "-F", "32"])
-        .arg(&img)
-        .arg("65536"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-C", "-F", "32"])
+            .arg(&img)
+            .arg("65536"),
+    );
     let p = prog(d.path(), "rump_msdos");
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    run(Command::new(&p)
-        .arg(&img)
-        .arg(&mnt)
-        .env("RUMP_NETBSD_DIR", netbsd_dir()));
+    run_ok(
+        Command::new(&p)
+            .arg(&img)
+            .arg(&mnt)
+            .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests")),
+    );
     assert!(is_mounted(&mnt));
     std::fs::write(mnt.join("note.txt"), b"written through FUSE\n").unwrap();
     // The daemon: the process whose command line names our mount point.
@@ -716,17 +689,15 @@ fn background_mount_and_sigterm() {
     };
     // SAFETY: kill has no memory preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let t0 = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_gone("the mount daemon", pid, Duration::from_secs(60));
     assert!(!is_mounted(&mnt));
     fsck_vfat_clean(&img);
-    let out = run(Command::new(tool("mtype", "mtools"))
-        .arg("-i")
-        .arg(&img)
-        .arg("::/note.txt"));
+    let out = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&img)
+            .arg("::/note.txt"),
+    );
     assert_eq!(out.stdout, b"written through FUSE\n");
 }
 
@@ -763,27 +734,33 @@ fn ffs_fifos_and_device_nodes() {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &[], &img, &mnt);
-    run(Command::new("mkfifo").arg(mnt.join("fifo")));
-    run(Command::new("mknod")
-        .arg(mnt.join("null"))
-        .args(["c", "1", "3"]));
-    run(Command::new("mknod")
-        .arg(mnt.join("disk"))
-        .args(["b", "8", "300"]));
+    run_ok(Command::new("mkfifo").arg(mnt.join("fifo")));
+    run_ok(
+        Command::new("mknod")
+            .arg(mnt.join("null"))
+            .args(["c", "1", "3"]),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(mnt.join("disk"))
+            .args(["b", "8", "300"]),
+    );
     // A second read-write server on the same image is refused.
     let mnt2 = d.path().join("mnt2");
     std::fs::create_dir(&mnt2).unwrap();
     let (st, err) = fails(
         &p,
         &[img.to_str().unwrap(), mnt2.to_str().unwrap()],
-        &[("RUMP_NETBSD_DIR", &netbsd_dir())],
+        &[("RUMP_NETBSD_DIR", &require_destdir("netbsd-fs mount tests"))],
     );
     assert_eq!(st, 1, "{err}");
     assert!(
@@ -814,18 +791,22 @@ fn ffs_fifos_and_device_nodes() {
 fn ext2fs_lost_found_lists() {
     let d = tmpdir();
     let img = d.path().join("ext2.img");
-    run(Command::new(tool("mke2fs", "e2fsprogs"))
-        .args([
-            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
-        ])
-        .arg(&img)
-        .arg("16M"));
+    run_ok(
+        Command::new(require_tool("mke2fs"))
+            .args([
+                "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none",
+            ])
+            .arg(&img)
+            .arg("16M"),
+    );
     let mnt = d.path().join("mnt");
     let m = Mount::start(Path::new(RUMP_MOUNT), &["-t", "ext2fs"], &img, &mnt);
-    let out = run(Command::new("ls")
-        .arg("-la")
-        .arg(&mnt)
-        .arg(mnt.join("lost+found")));
+    let out = run_ok(
+        Command::new("ls")
+            .arg("-la")
+            .arg(&mnt)
+            .arg(mnt.join("lost+found")),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("lost+found"), "{text}");
     let names: Vec<_> = std::fs::read_dir(mnt.join("lost+found"))
@@ -835,7 +816,7 @@ fn ext2fs_lost_found_lists() {
     assert!(names.is_empty(), "{names:?}");
     std::fs::write(mnt.join("note"), b"ext2 through NetBSD\n").unwrap();
     m.umount();
-    let out = Command::new(tool("e2fsck", "e2fsprogs"))
+    let out = Command::new(require_tool("e2fsck"))
         .arg("-fn")
         .arg(&img)
         .output()
@@ -868,11 +849,13 @@ impl Drop for Bg {
 /// program's standard output once the mount is live, and the daemon.
 fn mount_bg(prog: &Path, args: &[&str], image: &Path, mnt: &Path) -> (String, Bg) {
     std::fs::create_dir_all(mnt).unwrap();
-    let out = run(Command::new(prog)
-        .args(args)
-        .arg(image)
-        .arg(mnt)
-        .env("RUMP_NETBSD_DIR", netbsd_dir()));
+    let out = run_ok(
+        Command::new(prog)
+            .args(args)
+            .arg(image)
+            .arg(mnt)
+            .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests")),
+    );
     assert!(is_mounted(mnt));
     let name = prog.file_name().unwrap().to_str().unwrap().to_string();
     let pid = pid_of(mnt, &name).expect("the daemon");
@@ -891,40 +874,37 @@ fn first_line(out: &str) -> &str {
 
 /// `umount`, then wait until the daemon is gone.
 fn umount_bg(bg: Bg) {
-    run(Command::new("umount").arg(&bg.mnt));
+    run_ok(Command::new("umount").arg(&bg.mnt));
     let pid = bg.pid;
-    let t0 = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "pid {pid} still running 60 s after umount"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_gone("the mount daemon", pid, Duration::from_secs(60));
 }
 
 fn mkudf(img: &Path) {
-    run(Command::new("truncate").arg("-s").arg("64M").arg(img));
-    run(Command::new(tool("mkudffs", "udftools"))
-        .args(["-b", "512", "--media-type=hd", "-l", "RUMPTEST"])
-        .arg(img));
+    run_ok(Command::new("truncate").arg("-s").arg("64M").arg(img));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "512", "--media-type=hd", "-l", "RUMPTEST"])
+            .arg(img),
+    );
 }
 
 /// ntfs-3g (the host's own NTFS driver) puts `src`'s files in.
 fn mkntfs_with(img: &Path, src: &Path, mnt: &Path) {
-    run(Command::new("truncate").arg("-s").arg("64M").arg(img));
-    run(Command::new(tool("mkntfs", "ntfs-3g"))
-        .args(["-F", "-q", "-f", "-L", "RUMPTEST"])
-        .arg(img));
+    run_ok(Command::new("truncate").arg("-s").arg("64M").arg(img));
+    run_ok(
+        Command::new(require_tool("mkntfs"))
+            .args(["-F", "-q", "-f", "-L", "RUMPTEST"])
+            .arg(img),
+    );
     std::fs::create_dir_all(mnt).unwrap();
-    run(Command::new(tool("ntfs-3g", "ntfs-3g")).arg(img).arg(mnt));
+    run_ok(Command::new(require_tool("ntfs-3g")).arg(img).arg(mnt));
     let copied = Command::new("cp")
         .arg("-r")
         .args(std::fs::read_dir(src).unwrap().map(|e| e.unwrap().path()))
         .arg(mnt)
         .status()
         .unwrap();
-    run(Command::new("umount").arg(mnt));
+    run_ok(Command::new("umount").arg(mnt));
     assert!(copied.success());
 }
 
@@ -937,11 +917,13 @@ fn auto_detects_each_type() {
     let mut images: Vec<(PathBuf, &str)> = Vec::new();
     for v in ["1", "2"] {
         let img = d.path().join(format!("ffs{v}.img"));
-        run(Command::new(tool("makefs", "makefs"))
-            .args(["-t", "ffs", "-s", "16m", "-o"])
-            .arg(format!("version={v}"))
-            .arg(&img)
-            .arg(&src));
+        run_ok(
+            Command::new(require_tool("makefs"))
+                .args(["-t", "ffs", "-s", "16m", "-o"])
+                .arg(format!("version={v}"))
+                .arg(&img)
+                .arg(&src),
+        );
         images.push((
             img,
             if v == "1" {
@@ -957,23 +939,29 @@ fn auto_detects_each_type() {
         ("32", "65536", "FAT32 (-t msdos)"),
     ] {
         let img = d.path().join(format!("fat{bits}.img"));
-        run(Command::new(tool("mkfs.vfat", "dosfstools"))
-            .args(["-C", "-F", bits])
-            .arg(&img)
-            .arg(kib));
-        run(Command::new(tool("mcopy", "mtools"))
-            .arg("-s")
-            .arg("-i")
-            .arg(&img)
-            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-            .arg("::/"));
+        run_ok(
+            Command::new(require_tool("mkfs.vfat"))
+                .args(["-C", "-F", bits])
+                .arg(&img)
+                .arg(kib),
+        );
+        run_ok(
+            Command::new(require_tool("mcopy"))
+                .arg("-s")
+                .arg("-i")
+                .arg(&img)
+                .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+                .arg("::/"),
+        );
         images.push((img, what));
     }
     let iso = d.path().join("cd.iso");
-    run(Command::new(tool("xorriso", "xorriso"))
-        .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
-        .arg(&iso)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-as", "mkisofs", "-R", "-J", "-quiet", "-o"])
+            .arg(&iso)
+            .arg(&src),
+    );
     images.push((iso, "ISO 9660 (-t cd9660)"));
     let udf = d.path().join("udf.img");
     mkudf(&udf);
@@ -982,13 +970,15 @@ fn auto_detects_each_type() {
     mkntfs_with(&ntfs, &src, &d.path().join("ntfs-3g"));
     images.push((ntfs, "NTFS (-t ntfs)"));
     let ext2 = d.path().join("ext2.img");
-    run(Command::new(tool("mke2fs", "e2fsprogs"))
-        .args([
-            "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none", "-d",
-        ])
-        .arg(&src)
-        .arg(&ext2)
-        .arg("16M"));
+    run_ok(
+        Command::new(require_tool("mke2fs"))
+            .args([
+                "-q", "-F", "-t", "ext2", "-r", "1", "-b", "1024", "-O", "none", "-d",
+            ])
+            .arg(&src)
+            .arg(&ext2)
+            .arg("16M"),
+    );
     images.push((ext2, "ext2 (-t ext2fs)"));
 
     let mnt = d.path().join("mnt");
@@ -1041,7 +1031,7 @@ fn udf_read_and_write() {
     mkudf(&img);
     let p = prog(d.path(), "rump_udf");
     write_round_trip(d.path(), &p, &[], &img, true, |img| {
-        let out = Command::new(tool("udfinfo", "udftools"))
+        let out = Command::new(require_tool("udfinfo"))
             .arg(img)
             .output()
             .unwrap();
@@ -1063,10 +1053,12 @@ fn udf_read_and_write() {
 fn udf_2048_byte_sectors() {
     let d = tmpdir();
     let img = d.path().join("udf2k.img");
-    run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
-    run(Command::new(tool("mkudffs", "udftools"))
-        .args(["-b", "2048", "--media-type=hd", "-l", "RUMP2K"])
-        .arg(&img));
+    run_ok(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    run_ok(
+        Command::new(require_tool("mkudffs"))
+            .args(["-b", "2048", "--media-type=hd", "-l", "RUMP2K"])
+            .arg(&img),
+    );
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let p = prog(d.path(), "rump_udf");
@@ -1078,7 +1070,7 @@ fn udf_2048_byte_sectors() {
             img.to_str().unwrap(),
             mnt.to_str().unwrap(),
         ],
-        &[("RUMP_NETBSD_DIR", &netbsd_dir())],
+        &[("RUMP_NETBSD_DIR", &require_destdir("netbsd-fs mount tests"))],
     );
     assert_eq!(st, 1, "{err}");
     assert!(
@@ -1094,11 +1086,11 @@ fn udf_2048_byte_sectors() {
         first_line(&out),
         format!("rump_mount: {}: UDF (-t udf)", img.display())
     );
-    let df = run(Command::new("stat").args(["-f", "-c", "%S"]).arg(&mnt));
+    let df = run_ok(Command::new("stat").args(["-f", "-c", "%S"]).arg(&mnt));
     assert_eq!(String::from_utf8_lossy(&df.stdout).trim(), "2048");
     umount_bg(bg);
     write_round_trip(d.path(), &p, &[], &img, true, |img| {
-        let out = run(Command::new(tool("udfinfo", "udftools")).arg(img));
+        let out = run_ok(Command::new(require_tool("udfinfo")).arg(img));
         let info = String::from_utf8_lossy(&out.stdout);
         assert!(info.contains("blocksize=2048"), "{info}");
     });
@@ -1113,10 +1105,12 @@ fn ntfs_read_and_in_place_write() {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let tree = real_tree(d.path(), false);
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&tree)
-        .arg(src.join("tree")));
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&tree)
+            .arg(src.join("tree")),
+    );
     let img = d.path().join("ntfs.img");
     let host_mnt = d.path().join("ntfs-3g");
     mkntfs_with(&img, &src, &host_mnt);
@@ -1125,17 +1119,19 @@ fn ntfs_read_and_in_place_write() {
     let m = Mount::start(&p, &[], &img, &mnt);
     // NetBSD's NTFS shows the metadata files ($MFT, ...) too.
     same_tree_but(&src, &mnt, &["$*"]);
-    run(Command::new("dd")
-        .args(["conv=notrunc", "status=none", "bs=1", "seek=1000"])
-        .arg(format!("of={}", mnt.join("Sub/Pattern.bin").display()))
-        .arg(format!("if={}", d.path().join("patch").display()))
-        .stdin(Stdio::null())
-        .env("X", {
-            std::fs::write(d.path().join("patch"), b"NETBSD WAS HERE").unwrap();
-            "1"
-        }));
+    run_ok(
+        Command::new("dd")
+            .args(["conv=notrunc", "status=none", "bs=1", "seek=1000"])
+            .arg(format!("of={}", mnt.join("Sub/Pattern.bin").display()))
+            .arg(format!("if={}", d.path().join("patch").display()))
+            .stdin(Stdio::null())
+            .env("X", {
+                std::fs::write(d.path().join("patch"), b"NETBSD WAS HERE").unwrap();
+                "1"
+            }),
+    );
     m.umount();
-    let out = Command::new(tool("ntfsfix", "ntfs-3g"))
+    let out = Command::new(require_tool("ntfsfix"))
         .arg("-n")
         .arg(&img)
         .output()
@@ -1145,12 +1141,14 @@ fn ntfs_read_and_in_place_write() {
         "ntfsfix -n: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    run(Command::new(tool("ntfs-3g", "ntfs-3g"))
-        .args(["-o", "ro"])
-        .arg(&img)
-        .arg(&host_mnt));
+    run_ok(
+        Command::new(require_tool("ntfs-3g"))
+            .args(["-o", "ro"])
+            .arg(&img)
+            .arg(&host_mnt),
+    );
     let got = std::fs::read(host_mnt.join("Sub/Pattern.bin"));
-    run(Command::new("umount").arg(&host_mnt));
+    run_ok(Command::new("umount").arg(&host_mnt));
     let mut want = std::fs::read(src.join("Sub/Pattern.bin")).unwrap();
     want[1000..1015].copy_from_slice(b"NETBSD WAS HERE");
     assert!(
@@ -1167,8 +1165,8 @@ fn gpt_partitions() {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let img = d.path().join("gpt.img");
-    run(Command::new("truncate").arg("-s").arg("80M").arg(&img));
-    let mut c = Command::new(tool("sfdisk", "fdisk"));
+    run_ok(Command::new("truncate").arg("-s").arg("80M").arg(&img));
+    let mut c = Command::new(require_tool("sfdisk"));
     c.arg("-q")
         .arg(&img)
         .stdin(Stdio::piped())
@@ -1182,25 +1180,33 @@ fn gpt_partitions() {
     assert!(child.wait().unwrap().success());
     // Partition 1 from sector 2048, partition 2 from 67584 (sfdisk's
     // alignment: 1 MiB, then right after the 32 MiB).
-    run(Command::new(tool("mkfs.vfat", "dosfstools"))
-        .args(["-F", "16", "--offset", "2048"])
-        .arg(&img)
-        .arg("32768"));
-    run(Command::new(tool("mcopy", "mtools"))
-        .arg("-s")
-        .arg("-i")
-        .arg(format!("{}@@1M", img.display()))
-        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-        .arg("::/"));
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-F", "16", "--offset", "2048"])
+            .arg(&img)
+            .arg("32768"),
+    );
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-s")
+            .arg("-i")
+            .arg(format!("{}@@1M", img.display()))
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"),
+    );
     let ffs = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
-    run(Command::new("dd")
-        .arg(format!("if={}", ffs.display()))
-        .arg(format!("of={}", img.display()))
-        .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", ffs.display()))
+            .arg(format!("of={}", img.display()))
+            .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]),
+    );
     let mnt = d.path().join("mnt");
     let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
     assert_eq!(
@@ -1246,8 +1252,8 @@ fn mbr_logical_partitions() {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let img = d.path().join("mbr.img");
-    run(Command::new("truncate").arg("-s").arg("64M").arg(&img));
-    let mut c = Command::new(tool("sfdisk", "fdisk"));
+    run_ok(Command::new("truncate").arg("-s").arg("64M").arg(&img));
+    let mut c = Command::new(require_tool("sfdisk"));
     c.arg("-q")
         .arg(&img)
         .stdin(Stdio::piped())
@@ -1261,7 +1267,7 @@ fn mbr_logical_partitions() {
     assert!(child.wait().unwrap().success());
     // Where sfdisk put partitions 5 and 6 (`sfdisk -d`: "IMG5 : start=
     // S, size= N, ...").
-    let dump = run(Command::new(tool("sfdisk", "fdisk")).arg("-d").arg(&img));
+    let dump = run_ok(Command::new(require_tool("sfdisk")).arg("-d").arg(&img));
     let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
     let start = |n: u32| -> u64 {
         let line = dump
@@ -1279,26 +1285,34 @@ fn mbr_logical_partitions() {
     };
     let (s5, s6) = (start(5), start(6));
     let ffs = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&ffs)
-        .arg(&src));
-    run(Command::new("dd")
-        .arg(format!("if={}", ffs.display()))
-        .arg(format!("of={}", img.display()))
-        .arg(format!("seek={s5}"))
-        .args(["bs=512", "conv=notrunc", "status=none"]));
-    run(Command::new(tool("mkfs.vfat", "dosfstools"))
-        .args(["-F", "16", "--offset"])
-        .arg(s6.to_string())
-        .arg(&img)
-        .arg("20480"));
-    run(Command::new(tool("mcopy", "mtools"))
-        .arg("-s")
-        .arg("-i")
-        .arg(format!("{}@@{}", img.display(), s6 * 512))
-        .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-        .arg("::/"));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&ffs)
+            .arg(&src),
+    );
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", ffs.display()))
+            .arg(format!("of={}", img.display()))
+            .arg(format!("seek={s5}"))
+            .args(["bs=512", "conv=notrunc", "status=none"]),
+    );
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-F", "16", "--offset"])
+            .arg(s6.to_string())
+            .arg(&img)
+            .arg("20480"),
+    );
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-s")
+            .arg("-i")
+            .arg(format!("{}@@{}", img.display(), s6 * 512))
+            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg("::/"),
+    );
     let mnt = d.path().join("mnt");
     let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=5"], &img, &mnt);
     assert_eq!(
@@ -1345,10 +1359,12 @@ fn ffs_log_survives_kill_9() {
     let src = small_tree(d.path(), true);
     let tree = real_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "64m", "-f", "8000", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -1357,17 +1373,17 @@ fn ffs_log_survives_kill_9() {
             .args(["-f", "-o", opts])
             .arg(&img)
             .arg(&mnt)
-            .env("RUMP_NETBSD_DIR", netbsd_dir())
+            .env("RUMP_NETBSD_DIR", require_destdir("netbsd-fs mount tests"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while !is_mounted(&mnt) {
-            assert!(t0.elapsed() < Duration::from_secs(60), "not mounted");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "the file system is mounted",
+            Duration::from_secs(60),
+            || is_mounted(&mnt),
+        );
         c
     };
     let output = |mut c: Child| -> String {
@@ -1402,14 +1418,16 @@ fn ffs_log_survives_kill_9() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while !mnt.join("tree").exists() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once the copy has written into the mount (not at a guessed
+    // moment): the tree is there and holds its first entries.
+    wait_until(
+        "cp has begun copying the tree",
+        Duration::from_secs(60),
+        || std::fs::read_dir(mnt.join("tree")).is_ok_and(|mut d| d.next().is_some()),
+    );
     fs.kill().unwrap();
     let first = output(fs);
-    let _ = run(Command::new("umount").arg("-l").arg(&mnt));
+    let _ = run_ok(Command::new("umount").arg("-l").arg(&mnt));
     let _ = cp.kill();
     let _ = cp.wait();
     assert!(!first.contains("not clean"), "{first}");
@@ -1425,11 +1443,13 @@ fn ffs_log_survives_kill_9() {
         assert!(&got == data, "{name}: fsync'd data lost after kill -9");
     }
     // Every file there reads to its end.
-    run(Command::new("find")
-        .arg(&mnt)
-        .args(["-type", "f", "-exec", "cat", "{}", "+"])
-        .stdout(Stdio::null()));
-    run(Command::new("umount").arg(&mnt));
+    run_ok(
+        Command::new("find")
+            .arg(&mnt)
+            .args(["-type", "f", "-exec", "cat", "{}", "+"])
+            .stdout(Stdio::null()),
+    );
+    run_ok(Command::new("umount").arg(&mnt));
     let second = output(fs);
     assert!(second.contains("replaying log"), "no log replay: {second}");
     assert!(!second.contains("not clean"), "{second}");
@@ -1440,7 +1460,7 @@ fn ffs_log_survives_kill_9() {
         pid: fs.id() as i32,
         mnt: mnt.clone(),
     };
-    run(Command::new("umount").arg(&mnt));
+    run_ok(Command::new("umount").arg(&mnt));
     let third = output(fs);
     assert!(!third.contains("not clean"), "{third}");
 }
@@ -1455,10 +1475,12 @@ fn rumpserver_and_halt_over_sysproxy() {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let p = prog(d.path(), "rump_ffs");
     let mnt = d.path().join("mnt");
     let url = format!("unix://{}", d.path().join("sock").display());
@@ -1473,19 +1495,10 @@ fn rumpserver_and_halt_over_sysproxy() {
         .collect();
     assert!(names.iter().any(|n| n == b"Hello.txt"), "{names:?}");
     let _ = c.reboot(0);
-    let t0 = Instant::now();
-    while Path::new(&format!("/proc/{}", bg.pid)).exists() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let t0 = Instant::now();
-    while is_mounted(&mnt) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "host mount left behind"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_gone("the mount daemon", bg.pid, Duration::from_secs(60));
+    wait_until("the host mount is gone", Duration::from_secs(10), || {
+        !is_mounted(&mnt)
+    });
     let m = Mount::start(&p, &["-o", "ro"], &img, &mnt);
     assert_eq!(
         std::fs::read(mnt.join("via-fuse.txt")).unwrap(),
@@ -1510,14 +1523,14 @@ fn unwritable_images_are_served_read_only() {
     let d = tmpdir();
     let src = small_tree(d.path(), true);
     let img = d.path().join("ffs.img");
-    run(Command::new(tool("makefs", "makefs"))
-        .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-        .arg(&img)
-        .arg(&src));
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
+            .arg(&img)
+            .arg(&src),
+    );
     let before = std::fs::read(&img).unwrap();
-    run(Command::new(tool("chattr", "e2fsprogs"))
-        .arg("+i")
-        .arg(&img));
+    run_ok(Command::new(require_tool("chattr")).arg("+i").arg(&img));
     let _m = Mutable(img.clone());
     assert!(std::fs::OpenOptions::new().write(true).open(&img).is_err());
     let p = prog(d.path(), "rump_ffs");
@@ -1539,8 +1552,8 @@ fn tmpfs_in_memory() {
     let p = prog(d.path(), "rump_tmpfs");
     let mnt = d.path().join("mnt");
     let m = Mount::start(&p, &["-o", "size=32m"], Path::new("tmpfs"), &mnt);
-    run(Command::new("cp").arg("-a").arg(&src).arg(mnt.join("copy")));
+    run_ok(Command::new("cp").arg("-a").arg(&src).arg(mnt.join("copy")));
     same_tree(&src, &mnt.join("copy"));
-    run(Command::new("mkfifo").arg(mnt.join("fifo")));
+    run_ok(Command::new("mkfifo").arg(mnt.join("fifo")));
     m.umount();
 }

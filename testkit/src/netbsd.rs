@@ -7,6 +7,33 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The destdir `RUMP_NETBSD_DIR` names, as it is (not made usable: for
+/// a test of a program that handles a copied destdir itself). A test
+/// that calls this needs it: unset, or not a destdir, is a failure
+/// naming `test` and the reason (such tests are `#[ignore]`d, so only an
+/// explicit `--ignored` run gets here).
+pub fn require_destdir(test: &str) -> PathBuf {
+    let Some(d) = std::env::var_os("RUMP_NETBSD_DIR").filter(|d| !d.is_empty()) else {
+        panic!(
+            "{test}: RUMP_NETBSD_DIR is not set: this test needs a buildrump.sh destdir with lib/ \
+             (see docs/netbsd.md)"
+        );
+    };
+    let d = PathBuf::from(d);
+    assert!(
+        d.join("lib/librump.so").exists(),
+        "{test}: RUMP_NETBSD_DIR={} has no lib/librump.so: not a buildrump.sh destdir",
+        d.display()
+    );
+    d
+}
+
+/// [`require_destdir`] made usable (see [`usable_destdir`]), with a
+/// shadow under `shadow_root` if need be.
+pub fn require_usable_destdir(test: &str, shadow_root: &Path) -> PathBuf {
+    usable_destdir(&require_destdir(test), shadow_root)
+}
+
 /// The destdir `RUMP_NETBSD_DIR` names, usable (see [`usable_destdir`]),
 /// or `None` when unset or empty.
 pub fn destdir(shadow_root: &Path) -> Option<PathBuf> {

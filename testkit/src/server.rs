@@ -174,17 +174,9 @@ impl Server {
 
     /// Wait for the server to exit, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.as_mut()?.try_wait().ok().flatten() {
-                self.child = None;
-                return Some(st);
-            }
-            if t.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let st = crate::proc::wait_child(self.child.as_mut()?, timeout)?;
+        self.child = None;
+        Some(st)
     }
 
     /// Whether the server process is still running.

@@ -121,14 +121,7 @@ impl StandIn {
 
     /// Wait up to `t` for `f` to hold.
     pub fn wait_for(&self, t: Duration, mut f: impl FnMut(&StandIn) -> bool) -> bool {
-        let end = Instant::now() + t;
-        while Instant::now() < end {
-            if f(self) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        f(self)
+        crate::wait::poll_until(t, || f(self))
     }
 
     fn new_lwp(&self, pid: i32) {

@@ -5,7 +5,7 @@
 //! returns early when its tool is absent would count as passed.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// Host program `name` in `PATH`, `/sbin` or `/usr/sbin` (where e2fsprogs
 /// lives, often outside a user's `PATH`), if it is there. For callers that
@@ -28,6 +28,12 @@ pub fn package_of(name: &str) -> &str {
         "cc" => "gcc",
         "man" => "man-db",
         "fusermount3" => "fuse3",
+        "mkfs.vfat" | "fsck.vfat" => "dosfstools",
+        "mtype" | "mcopy" => "mtools",
+        "mkudffs" | "udfinfo" => "udftools",
+        "mkntfs" | "ntfsfix" => "ntfs-3g",
+        "sfdisk" => "fdisk",
+        "chattr" => "e2fsprogs",
         _ => name,
     }
 }
@@ -58,6 +64,20 @@ pub fn require_e2fsprogs() {
     );
 }
 
+/// Run `cmd` to completion; its output. Panics, showing the command, its
+/// status and both outputs, unless it exited with status 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `Command::new` for a [`require_tool`].
 pub fn host_cmd(name: &str) -> Command {
     Command::new(require_tool(name))
@@ -77,10 +97,23 @@ mod tests {
         assert!(msg.contains("no-such-tool-here.x"), "{msg}");
         assert!(msg.contains("install no-such-tool-here.x"), "{msg}");
         assert_eq!(package_of("debugfs"), "e2fsprogs");
+        assert_eq!(package_of("mkudffs"), "udftools");
     }
 
     #[test]
     fn sh_is_found() {
         assert!(require_tool("sh").is_file());
+    }
+
+    #[test]
+    fn run_ok_fails_on_a_nonzero_status() {
+        assert!(run_ok(host_cmd("sh").args(["-c", "echo hi"])).stdout == b"hi\n");
+        let e =
+            std::panic::catch_unwind(|| run_ok(host_cmd("sh").args(["-c", "echo no >&2; exit 3"])))
+                .expect_err("exit 3 must fail");
+        let msg = e
+            .downcast_ref::<String>()
+            .expect("panic message is a String");
+        assert!(msg.contains("stderr: no"), "{msg}");
     }
 }

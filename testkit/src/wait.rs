@@ -42,6 +42,22 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     got.expect("wait_until returned, so f gave a value")
 }
 
+/// Wait until file `path` (a log) holds `needle`, and return its text;
+/// panics naming both, and showing the text, after `timeout`.
+pub fn wait_for_text(path: &std::path::Path, needle: &str, timeout: Duration) -> String {
+    let mut text = String::new();
+    if !poll_until(timeout, || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        text.contains(needle)
+    }) {
+        panic!(
+            "timed out after {timeout:?} waiting until {} says {needle:?}; it has:\n{text}",
+            path.display()
+        );
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +75,12 @@ mod tests {
         t.join().expect("setter");
         assert!(!poll_until(Duration::from_millis(10), || false));
         assert_eq!(wait_for("a value", Duration::from_secs(1), || Some(3)), 3);
+        let d = crate::tmp::tmpdir("wait-text.");
+        let log = d.path().join("log");
+        let l2 = log.clone();
+        let t = std::thread::spawn(move || std::fs::write(l2, "a\nready\n").expect("write"));
+        assert!(wait_for_text(&log, "ready", Duration::from_secs(20)).contains("a\n"));
+        t.join().expect("writer");
     }
 
     #[test]

@@ -291,6 +291,8 @@ fn syncer(dir: &std::path::Path) {
         v.sort_by(|a, b| a.total_cmp(b));
         v
     };
+    // Not synchronization: idle means the target's creation was written
+    // back already (every syncer delay is 1 s here).
     std::thread::sleep(Duration::from_secs(2));
     let idle = lat(&c, Duration::from_secs(1));
     let w = rumpclient::Client::connect(&b.url).expect("connect");
@@ -406,8 +408,9 @@ fn concurrency(dir: &std::path::Path) {
     };
     let idle = stat_median(&c);
     let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let busy_th = {
-        let (url, stop) = (b.url.clone(), stop.clone());
+        let (url, stop, rounds) = (b.url.clone(), stop.clone(), rounds.clone());
         std::thread::spawn(move || {
             let c = rumpclient::Client::connect(&url).expect("connect");
             let fd = c
@@ -420,10 +423,16 @@ fn concurrency(dir: &std::path::Path) {
                     .expect("pwrite");
                 c.fsync(fd).expect("fsync");
                 i += 1;
+                rounds.store(i, Ordering::Relaxed);
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(100));
+    // Measured once the fsync loop is going (a few rounds done).
+    testkit::wait::wait_until(
+        "the fsync loop is under way",
+        Duration::from_secs(60),
+        || rounds.load(Ordering::Relaxed) >= 2,
+    );
     let busy = stat_median(&c);
     stop.store(true, Ordering::Relaxed);
     busy_th.join().expect("fsync loop");

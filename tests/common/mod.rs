@@ -6,11 +6,11 @@
 #![allow(dead_code, unused_imports)]
 
 pub use testkit::data::pattern;
-pub use testkit::proc::process_alive;
+pub use testkit::proc::{is_mounted, process_alive, wait_gone};
 pub use testkit::server::*;
 pub use testkit::timing::{assert_within, timed};
 pub use testkit::tools::{find_tool, host_cmd, require_e2fsprogs, require_tool};
-pub use testkit::wait::{poll_until, wait_for, wait_until};
+pub use testkit::wait::{poll_until, wait_for, wait_for_text, wait_until};
 
 /// `rump_server`, as cargo built it for these tests.
 pub const RUMP_SERVER: &str = env!("CARGO_BIN_EXE_rump_server");

@@ -170,9 +170,22 @@ impl FaultControl {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }
 
+    /// Say that a write or flush now `what`s (hangs, spins): a test
+    /// waits for this line instead of guessing when the fault took hold.
+    fn announce(&self, what: &str) {
+        match self.control_file() {
+            Some(f) => tracing::warn!(
+                "fault injection: a drive write {what} while {} exists",
+                f.display()
+            ),
+            None => tracing::warn!("fault injection: a drive write {what}"),
+        }
+    }
+
     /// Spin while the mode in force is `WriteSpin`, on purpose without
     /// releasing the virtual CPU (yielding the host CPU only).
     fn spin(&self) {
+        self.announce("spins");
         while self.mode() == FaultMode::WriteSpin {
             std::thread::yield_now();
         }
@@ -180,6 +193,7 @@ impl FaultControl {
 
     /// Block while the mode in force is `WriteHang` (virtual CPU released).
     fn hang(&self) {
+        self.announce("hangs");
         rumpuser::upcalls::blocking(std::ptr::null_mut(), || {
             while self.mode() == FaultMode::WriteHang {
                 let mut g = self.mode.lock();

@@ -20,7 +20,16 @@ impl Listener {
     /// Close the listening socket (new connects are refused from now on)
     /// and wake the acceptor so it exits.
     pub(super) fn close(&self) {
-        drop(self.fd.lock().take());
+        let fd = self.fd.lock().take();
+        if let Some(f) = &fd {
+            // Closing alone does not stop the listening while the acceptor
+            // still polls the socket (its poll holds the file): a connect
+            // in that moment would be queued, then reset. Shutting it down
+            // refuses new connects at once.
+            // SAFETY: shutdown(2) on a descriptor we own.
+            unsafe { libc::shutdown(f.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        drop(fd);
         // SAFETY: one byte from a live local into our own pipe.
         unsafe { libc::write(self.wake_w.as_raw_fd(), b"x".as_ptr() as *const c_void, 1) };
     }
