@@ -485,7 +485,7 @@ fn bad_arguments_are_one_line() {
     assert!(err.starts_with("usage: rump_msdos "), "{err}");
     let out = Command::new(&p).arg("--help").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_msdos [-f] [-o "));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_msdos [-fr] [-o "));
     let out = Command::new(RUMP_MOUNT).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: rump_mount [-t type|auto] "));
     let img = d.path().join("x.img");
@@ -590,7 +590,7 @@ fn arguments_that_are_not_utf8_are_one_line() {
     // and the usage.
     let err = fails(&p, &[&mp(&img), &mp(&mnt), e("-t"), e("ffs")]);
     assert!(
-        err.starts_with("rump_msdos: unknown option -- t\nusage: rump_msdos [-f] "),
+        err.starts_with("rump_msdos: unknown option -- t\nusage: rump_msdos [-fr] "),
         "{err}"
     );
     let err = fails(rm, &[&os(b"-\xff"), &mp(&img), &mp(&mnt)]);
@@ -604,7 +604,7 @@ fn arguments_that_are_not_utf8_are_one_line() {
     // -h and --version: standard output, exit 0.
     let (st, out, err) = run(&p, &[e("-h")]);
     assert_eq!(st, Some(0), "{err}");
-    assert!(out.starts_with("usage: rump_msdos [-f] [-o "), "{out}");
+    assert!(out.starts_with("usage: rump_msdos [-fr] [-o "), "{out}");
     let (st, out, _) = run(rm, &[e("--version")]);
     assert_eq!(st, Some(0));
     assert!(out.starts_with("rump_mount "), "{out}");

@@ -45,12 +45,12 @@ fn prog() -> &'static str {
 fn usage_text() -> String {
     if types::by_program(prog()).is_some() {
         format!(
-            "usage: {} [-f] [-o option[,option...]] image mountpoint",
+            "usage: {} [-fr] [-o option[,option...]] image mountpoint",
             prog()
         )
     } else {
         format!(
-            "usage: {} [-t type|auto] [-f] [-o option[,option...]] image mountpoint",
+            "usage: {} [-t type|auto] [-fr] [-o option[,option...]] image mountpoint",
             prog()
         )
     }
