@@ -1207,40 +1207,7 @@ fn gpt_partitions() {
             .arg(format!("of={}", img.display()))
             .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]),
     );
-    let mnt = d.path().join("mnt");
-    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2"], &img, &mnt);
-    assert_eq!(
-        first_line(&out),
-        format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
-    );
-    same_tree(&src, &mnt);
-    std::fs::write(mnt.join("in-part-2"), b"ffs\n").unwrap();
-    umount_bg(bg);
-    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=1"], &img, &mnt);
-    assert_eq!(
-        first_line(&out),
-        format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
-    );
-    same_tree(&src, &mnt);
-    umount_bg(bg);
-    // Partition 1 untouched by the write into partition 2, and the
-    // write stayed inside partition 2.
-    let (_, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=2,ro"], &img, &mnt);
-    assert_eq!(std::fs::read(mnt.join("in-part-2")).unwrap(), b"ffs\n");
-    umount_bg(bg);
-    let (st, err) = fails(
-        Path::new(RUMP_MOUNT),
-        &["-o", "part=3", img.to_str().unwrap(), mnt.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(st, 1);
-    assert_eq!(
-        err.trim(),
-        format!(
-            "rump_mount: {}: part=3: no such partition in the GPT",
-            img.display()
-        )
-    );
+    two_partitions(&img, &src, &d.path().join("mnt"), [2, 1, 3], "GPT");
 }
 
 /// `-o part=N` of an MBR image with logical partitions in an extended
@@ -1313,38 +1280,7 @@ fn mbr_logical_partitions() {
             .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
             .arg("::/"),
     );
-    let mnt = d.path().join("mnt");
-    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=5"], &img, &mnt);
-    assert_eq!(
-        first_line(&out),
-        format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
-    );
-    same_tree(&src, &mnt);
-    std::fs::write(mnt.join("in-part-5"), b"ffs\n").unwrap();
-    umount_bg(bg);
-    let (out, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=6"], &img, &mnt);
-    assert_eq!(
-        first_line(&out),
-        format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
-    );
-    same_tree(&src, &mnt);
-    umount_bg(bg);
-    let (_, bg) = mount_bg(Path::new(RUMP_MOUNT), &["-o", "part=5,ro"], &img, &mnt);
-    assert_eq!(std::fs::read(mnt.join("in-part-5")).unwrap(), b"ffs\n");
-    umount_bg(bg);
-    let (st, err) = fails(
-        Path::new(RUMP_MOUNT),
-        &["-o", "part=7", img.to_str().unwrap(), mnt.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(st, 1);
-    assert_eq!(
-        err.trim(),
-        format!(
-            "rump_mount: {}: part=7: no such partition in the MBR",
-            img.display()
-        )
-    );
+    two_partitions(&img, &src, &d.path().join("mnt"), [5, 6, 7], "MBR");
 }
 
 /// FFS with NetBSD's WAPBL journal (`-o log`) survives `kill -9` in the
@@ -1556,4 +1492,64 @@ fn tmpfs_in_memory() {
     same_tree(&src, &mnt.join("copy"));
     run_ok(Command::new("mkfifo").arg(mnt.join("fifo")));
     m.umount();
+}
+
+/// What a partitioned image holding `src` gets checked for, with partition
+/// numbers `[ffs, fat, none]`: the FFS and the FAT partition each mount
+/// (recognized as such) with the tree; a write into the FFS one stays there
+/// (the FAT one still holds its tree after it); partition `none` is refused,
+/// naming the `table` (GPT or MBR).
+fn two_partitions(img: &Path, src: &Path, mnt: &Path, [ffs, fat, none]: [u32; 3], table: &str) {
+    let (out, bg) = mount_bg(
+        Path::new(RUMP_MOUNT),
+        &["-o", &format!("part={ffs}")],
+        img,
+        mnt,
+    );
+    assert_eq!(
+        first_line(&out),
+        format!("rump_mount: {}: FFS v2 (-t ffs)", img.display())
+    );
+    same_tree(src, mnt);
+    let mark = format!("in-part-{ffs}");
+    std::fs::write(mnt.join(&mark), b"ffs\n").unwrap();
+    umount_bg(bg);
+    let (out, bg) = mount_bg(
+        Path::new(RUMP_MOUNT),
+        &["-o", &format!("part={fat}")],
+        img,
+        mnt,
+    );
+    assert_eq!(
+        first_line(&out),
+        format!("rump_mount: {}: FAT16 (-t msdos)", img.display())
+    );
+    same_tree(src, mnt);
+    umount_bg(bg);
+    let (_, bg) = mount_bg(
+        Path::new(RUMP_MOUNT),
+        &["-o", &format!("part={ffs},ro")],
+        img,
+        mnt,
+    );
+    assert_eq!(std::fs::read(mnt.join(&mark)).unwrap(), b"ffs\n");
+    umount_bg(bg);
+    let (st, err) = fails(
+        Path::new(RUMP_MOUNT),
+        &[
+            "-o",
+            &format!("part={none}"),
+            img.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(st, 1);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rump_mount: {}: part={none}: no such partition in the {table}",
+            img.display()
+        )
+    );
 }
