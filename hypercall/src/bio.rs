@@ -1,6 +1,6 @@
-//! Block I/O: `rumpuser_bio`, asynchronous on a small pool of named I/O
-//! threads (a synchronous write on the caller's thread, its virtual CPU
-//! given up), and the Rust API [`bio_submit`] / [`bio_wait`].
+//! Block I/O: `rumpuser_bio`, asynchronous writes on a small pool of named
+//! I/O threads (reads and synchronous writes on the caller's thread, its
+//! virtual CPU given up), and the Rust API [`bio_submit`] / [`bio_wait`].
 //!
 //! Every request is completed exactly once with (bytes done, NetBSD errno):
 //! a read that meets end of file reports the bytes it got and no error; an
@@ -296,8 +296,8 @@ unsafe impl Send for DoneArg {}
 /// `rumpuser_bio(fd, op, data, len, off, biodone, arg)`: start the request
 /// and return (first waiting, unscheduled, while [`MAX_OUTSTANDING`]
 /// requests are in flight); `biodone(arg, bytes, error)` is called exactly
-/// once from an I/O thread. A `BIO_WRITE | BIO_SYNC` request, which the
-/// kernel waits for, is done and completed before this returns.
+/// once from an I/O thread. A read or a `BIO_WRITE | BIO_SYNC` request,
+/// which the kernel waits for, is done and completed before this returns.
 ///
 /// # Safety
 /// `data` is valid for `len` bytes until `biodone` runs; `biodone` is a
@@ -318,12 +318,17 @@ pub unsafe extern "C" fn rumpuser_bio(
             tracing::error!("rumpuser_bio: no biodone function, request dropped");
             return;
         };
-        if op & BIO_WRITE != 0 && op & BIO_SYNC != 0 {
-            // A synchronous write: the kernel waits for it right after this
-            // returns, so do it here, with the virtual CPU given up, and
-            // complete it on this thread (as NetBSD's own layer does when
-            // it runs without I/O threads). This saves two hand-offs
-            // between threads per write: to an I/O thread and back.
+        if op & BIO_READ != 0 || op & BIO_SYNC != 0 {
+            // A read or a synchronous write: done here, with the virtual
+            // CPU given up, and completed on this thread before returning,
+            // as NetBSD's own layer does when it runs without I/O threads.
+            // The kernel waits for these right after this returns (but for
+            // read-ahead), so this saves two hand-offs between threads
+            // per request. And no page stays busy under a read in flight
+            // once the call returns: NetBSD 7.99's read-ahead, finding the
+            // first page of its range busy that way, trips an assertion
+            // (uvm_page_unbusy of a NULL page; docs/netbsd.md). Only
+            // asynchronous writes (write-back) go to the I/O threads.
             // SAFETY: per this function's contract, `data` is valid and
             // `fd` open until `biodone` runs, which is below.
             let (n, err) = crate::upcalls::blocking(std::ptr::null_mut(), || unsafe {

@@ -791,11 +791,11 @@ fn export_table_and_trace_list_cover_every_entry_point() {
     }
 }
 
-/// A synchronous write through `rumpuser_bio` is done on the calling
-/// thread with its virtual CPU given up, and completed before the call
-/// returns (the kernel waits for it anyway); the bytes are in the file.
+/// A synchronous write or a read through `rumpuser_bio` is done on the
+/// calling thread with its virtual CPU given up, and completed before the
+/// call returns (the kernel waits for it anyway).
 #[test]
-fn rumpuser_bio_sync_write_completes_on_the_caller() {
+fn rumpuser_bio_reads_and_sync_writes_complete_on_the_caller() {
     use crate::bio::*;
     use crate::file::*;
     use std::ffi::c_void;
@@ -834,9 +834,24 @@ fn rumpuser_bio_sync_write_completes_on_the_caller() {
         (1, 1),
         "the CPU given up for the I/O, then taken back"
     );
-    let mut b = [0u8; 4096];
-    assert_eq!(f.read_at(&mut b, 8192).expect("read"), 4096);
-    assert!(b.iter().all(|&x| x == 9));
+    let mut b = vec![0u8; 4096];
+    let c0 = counts();
+    // SAFETY: `b` outlives the call, which completes before returning.
+    unsafe {
+        rumpuser_bio(
+            f.fd().as_raw_fd(),
+            BIO_READ,
+            b.as_mut_ptr().cast(),
+            b.len(),
+            8192,
+            Some(record),
+            std::ptr::null_mut(),
+        )
+    };
+    let done = DONE_ON.lock().unwrap_or_else(|p| p.into_inner()).take();
+    assert_eq!(done, Some((std::thread::current().id(), 4096, 0)));
+    assert_eq!(delta(c0), (1, 1));
+    assert!(b.iter().all(|&x| x == 9), "the bytes written, read back");
     let _ = std::fs::remove_dir_all(&d);
 }
 
