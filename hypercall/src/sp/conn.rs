@@ -169,6 +169,18 @@ impl Conn {
         self.active.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Start one more activity unless the connection already has `max`
+    /// beside itself: checked and counted in one step, so that two
+    /// threads admitting requests at once (the reader and a copyin waiter
+    /// that took over reading) cannot both pass the cap.
+    pub fn try_enter(&self, max: usize) -> bool {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                (a <= max).then_some(a + 1)
+            })
+            .is_ok()
+    }
+
     /// Activities now: the connection itself, plus every syscall (or
     /// exec) it has running.
     pub fn activities(&self) -> usize {

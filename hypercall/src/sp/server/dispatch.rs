@@ -66,6 +66,8 @@ impl SyscallJob {
 pub(super) enum Next {
     Continue,
     Close,
+    /// A syscall admitted, its activity already counted (see
+    /// `admit_syscall`): the one who runs it leaves that activity.
     Syscall(SyscallJob),
     Exec(u64, CString),
 }
@@ -114,7 +116,7 @@ pub(super) fn serve<'a>(conn: &'a Arc<Conn>, mut g: MutexGuard<'a, RState>) {
                 return;
             }
             Next::Syscall(job) => {
-                conn.enter();
+                // Its activity was counted when it was admitted.
                 conn.free_since.store(now_ns(), Ordering::Release);
                 drop(g);
                 // A copyin waiter parked while we read may take over now.
@@ -167,7 +169,7 @@ pub(crate) fn dispatch_async(conn: Arc<Conn>, hdr: Header, mut payload: ReqBuf) 
                 return;
             }
             Next::Syscall(job) => {
-                conn.enter();
+                // Its activity was counted when it was admitted.
                 let _ = run_syscall(&conn, job);
                 if conn.leave() {
                     final_release(&conn);

@@ -4,12 +4,20 @@
 use super::*;
 
 /// Whether one more syscall may start (the caps of the connection and of
-/// the server).
+/// the server), as a hint: [`admit_syscall`] decides.
 pub(super) fn may_start_syscall(conn: &Conn) -> bool {
     // One activity is the connection itself; the rest run syscalls (or
     // an exec).
     conn.activities() <= conn.srv.cfg.max_inflight
         && conn.srv.running.load(Ordering::Relaxed) < conn.srv.cfg.max_threads
+}
+
+/// Admit one more syscall: its activity is counted here, in the same step
+/// as the connection's cap is checked (the server-wide thread cap is a
+/// looser bound, checked first).
+fn admit_syscall(conn: &Conn) -> bool {
+    conn.srv.running.load(Ordering::Relaxed) < conn.srv.cfg.max_threads
+        && conn.try_enter(conn.srv.cfg.max_inflight)
 }
 
 /// Most inline bytes (records and their data) we accept in one request.
@@ -57,10 +65,11 @@ pub(super) fn syscall_request(conn: &Arc<Conn>, hdr: &Header, payload: &[u8]) ->
         let _ = conn.send_sysresp(hdr.reqno, ESHUTDOWN, [0, 0]);
         return Next::Continue;
     }
-    if !may_start_syscall(conn) {
+    if !admit_syscall(conn) {
         let _ = conn.send_error(hdr.reqno, ProtoError::TryAgain);
         return Next::Continue;
     }
+    // Admitted: the activity is counted; whoever runs the job leaves it.
     Next::Syscall(SyscallJob {
         reqno: hdr.reqno,
         num,
