@@ -81,6 +81,31 @@ impl Drop for Cleanup {
     }
 }
 
+/// An FFS v2 image of `size` (makefs's syntax) holding `src`, in `dir`.
+fn ffs_image(dir: &Path, src: &Path, size: &str) -> PathBuf {
+    let ffs = dir.join("ffs.img");
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", size, "-o", "version=2"])
+            .arg(&ffs)
+            .arg(src),
+    );
+    ffs
+}
+
+/// A server URL (a socket in `dir`) and a mount point, with the guard
+/// that halts the server and unmounts when the test ends.
+fn server_and_mount_point(dir: &Path) -> (String, PathBuf, Cleanup) {
+    let url = format!("unix://{}", dir.join("sock").display());
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let c = Cleanup {
+        url: url.clone(),
+        mnt: mnt.clone(),
+    };
+    (url, mnt, c)
+}
+
 #[test]
 #[ignore = "needs RUMP_NETBSD_DIR"]
 fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
@@ -91,13 +116,7 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("Hello.txt"), b"hello from ffs\n").unwrap();
     std::fs::write(src.join("sub/Data.bin"), vec![7u8; 100_000]).unwrap();
-    let ffs = dir.join("ffs.img");
-    run_ok(
-        Command::new(require_tool("makefs"))
-            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-            .arg(&ffs)
-            .arg(&src),
-    );
+    let ffs = ffs_image(dir, &src, "16m");
     let fat = dir.join("fat.img");
     run_ok(
         Command::new(require_tool("mkfs.vfat"))
@@ -115,14 +134,7 @@ fn rumpctl_mount_ffs_msdos_udf_then_fuse_and_halt() {
     let four: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
     std::fs::write(dir.join("four.bin"), &four).unwrap();
 
-    let sock = dir.join("sock");
-    let url = format!("unix://{}", sock.display());
-    let mnt = dir.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let _c = Cleanup {
-        url: url.clone(),
-        mnt: mnt.clone(),
-    };
+    let (url, mnt, _c) = server_and_mount_point(dir);
     let mut server = Command::new(RUMP_SERVER);
     for c in [
         "rump",
@@ -304,13 +316,7 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("In-e.txt"), b"partition e\n").unwrap();
-    let ffs = dir.join("ffs.img");
-    run_ok(
-        Command::new(require_tool("makefs"))
-            .args(["-t", "ffs", "-s", "8m", "-o", "version=2"])
-            .arg(&ffs)
-            .arg(&src),
-    );
+    let ffs = ffs_image(dir, &src, "8m");
     // A 24 MiB disk: the label in sector 1, partition a (unused) from
     // sector 64, partition e (the FFS image) from 8 MiB, c the whole disk.
     let disk = dir.join("disk.img");
@@ -321,14 +327,7 @@ fn rump_server_finds_components_by_name_and_takes_disklabel_and_sectorsize() {
     img[8 << 20..(8 << 20) + f.len()].copy_from_slice(&f);
     std::fs::write(&disk, &img).unwrap();
 
-    let sock = dir.join("sock");
-    let url = format!("unix://{}", sock.display());
-    let mnt = dir.join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let _c = Cleanup {
-        url: url.clone(),
-        mnt: mnt.clone(),
-    };
+    let (url, mnt, _c) = server_and_mount_point(dir);
     let server = |args: &[&str]| {
         Command::new(RUMP_SERVER)
             .args(args)

@@ -1165,48 +1165,11 @@ fn gpt_partitions() {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let img = d.path().join("gpt.img");
-    run_ok(Command::new("truncate").arg("-s").arg("80M").arg(&img));
-    let mut c = Command::new(require_tool("sfdisk"));
-    c.arg("-q")
-        .arg(&img)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        i.write_all(b"label: gpt\n,32M\n,40M\n").unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    partition_table(&img, "80M", b"label: gpt\n,32M\n,40M\n");
     // Partition 1 from sector 2048, partition 2 from 67584 (sfdisk's
     // alignment: 1 MiB, then right after the 32 MiB).
-    run_ok(
-        Command::new(require_tool("mkfs.vfat"))
-            .args(["-F", "16", "--offset", "2048"])
-            .arg(&img)
-            .arg("32768"),
-    );
-    run_ok(
-        Command::new(require_tool("mcopy"))
-            .arg("-s")
-            .arg("-i")
-            .arg(format!("{}@@1M", img.display()))
-            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
-            .arg("::/"),
-    );
-    let ffs = d.path().join("ffs.img");
-    run_ok(
-        Command::new(require_tool("makefs"))
-            .args(["-t", "ffs", "-s", "40m", "-o", "version=2"])
-            .arg(&ffs)
-            .arg(&src),
-    );
-    run_ok(
-        Command::new("dd")
-            .arg(format!("if={}", ffs.display()))
-            .arg(format!("of={}", img.display()))
-            .args(["bs=512", "seek=67584", "conv=notrunc", "status=none"]),
-    );
+    put_fat16(&img, &src, 2048, 32768);
+    put_ffs(d.path(), &img, &src, "40m", 67584);
     two_partitions(&img, &src, &d.path().join("mnt"), [2, 1, 3], "GPT");
 }
 
@@ -1219,19 +1182,7 @@ fn mbr_logical_partitions() {
     let d = tmpdir();
     let src = small_tree(d.path(), false);
     let img = d.path().join("mbr.img");
-    run_ok(Command::new("truncate").arg("-s").arg("64M").arg(&img));
-    let mut c = Command::new(require_tool("sfdisk"));
-    c.arg("-q")
-        .arg(&img)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut i = child.stdin.take().unwrap();
-        i.write_all(b"label: dos\n,8M\n,,E\n,16M\n,20M\n").unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    partition_table(&img, "64M", b"label: dos\n,8M\n,,E\n,16M\n,20M\n");
     // Where sfdisk put partitions 5 and 6 (`sfdisk -d`: "IMG5 : start=
     // S, size= N, ...").
     let dump = run_ok(Command::new(require_tool("sfdisk")).arg("-d").arg(&img));
@@ -1251,36 +1202,66 @@ fn mbr_logical_partitions() {
         v.trim().parse().unwrap()
     };
     let (s5, s6) = (start(5), start(6));
-    let ffs = d.path().join("ffs.img");
-    run_ok(
-        Command::new(require_tool("makefs"))
-            .args(["-t", "ffs", "-s", "16m", "-o", "version=2"])
-            .arg(&ffs)
-            .arg(&src),
-    );
-    run_ok(
-        Command::new("dd")
-            .arg(format!("if={}", ffs.display()))
-            .arg(format!("of={}", img.display()))
-            .arg(format!("seek={s5}"))
-            .args(["bs=512", "conv=notrunc", "status=none"]),
-    );
+    put_ffs(d.path(), &img, &src, "16m", s5);
+    put_fat16(&img, &src, s6, 20480);
+    two_partitions(&img, &src, &d.path().join("mnt"), [5, 6, 7], "MBR");
+}
+
+/// A sparse image of `size` (truncate's syntax) with the partition table
+/// sfdisk makes from `script`.
+fn partition_table(img: &Path, size: &str, script: &[u8]) {
+    run_ok(Command::new("truncate").arg("-s").arg(size).arg(img));
+    let mut c = Command::new(require_tool("sfdisk"));
+    c.arg("-q")
+        .arg(img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(script).unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+}
+
+/// A FAT16 file system of `blocks` KiB holding `src`, made in place in
+/// `img` from 512-byte sector `sector`.
+fn put_fat16(img: &Path, src: &Path, sector: u64, blocks: u64) {
     run_ok(
         Command::new(require_tool("mkfs.vfat"))
             .args(["-F", "16", "--offset"])
-            .arg(s6.to_string())
-            .arg(&img)
-            .arg("20480"),
+            .arg(sector.to_string())
+            .arg(img)
+            .arg(blocks.to_string()),
     );
     run_ok(
         Command::new(require_tool("mcopy"))
             .arg("-s")
             .arg("-i")
-            .arg(format!("{}@@{}", img.display(), s6 * 512))
-            .args(std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()))
+            .arg(format!("{}@@{}", img.display(), sector * 512))
+            .args(std::fs::read_dir(src).unwrap().map(|e| e.unwrap().path()))
             .arg("::/"),
     );
-    two_partitions(&img, &src, &d.path().join("mnt"), [5, 6, 7], "MBR");
+}
+
+/// An FFS v2 image of `size` (makefs's syntax) holding `src`, made in
+/// `dir` and copied into `img` from 512-byte sector `sector`.
+fn put_ffs(dir: &Path, img: &Path, src: &Path, size: &str, sector: u64) {
+    let ffs = dir.join("ffs.img");
+    run_ok(
+        Command::new(require_tool("makefs"))
+            .args(["-t", "ffs", "-s", size, "-o", "version=2"])
+            .arg(&ffs)
+            .arg(src),
+    );
+    run_ok(
+        Command::new("dd")
+            .arg(format!("if={}", ffs.display()))
+            .arg(format!("of={}", img.display()))
+            .arg(format!("seek={sector}"))
+            .args(["bs=512", "conv=notrunc", "status=none"]),
+    );
 }
 
 /// FFS with NetBSD's WAPBL journal (`-o log`) survives `kill -9` in the
